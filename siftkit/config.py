@@ -1,0 +1,284 @@
+"""The run configuration: one validated dataclass, one name per knob.
+
+Every field name is the same in `RunConfig`, the YAML files under `params/`, the CLI
+(`--field value`) and the notebooks' `parameters` cells; where Hugging Face's
+`TrainingArguments` has a knob of the same meaning, the name is theirs.
+
+The regularizer knobs `adv_epsilon`, `adv_noise_std`, `adv_step_size` and `adv_weight`
+default to ``None``, which resolves to the published default of the chosen algorithm
+(see `ALGO_DEFAULTS`); the resolved values are what `results.json` records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+TASKS = ("cola", "twitter_to_uci")
+ALGOS = ("plain", "smart", "sift")
+PERTURB_POINTS = ("embedding_output", "word_embeddings", "pre_layernorm")
+ADV_NORMS = ("inf", "l2")
+DIVERGENCE_NAMES = ("sym_kl", "kl", "js", "mse")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+# Published defaults per algorithm (DESIGN.md section 2).
+# SMART (Jiang et al. 2020): epsilon = noise std = 1e-5, step 1e-3, lambda_s = 1.
+# SiFT (the seed paper): noise std 0.01 and step 1e-3 in the normalized space, weight 1.
+# The seed paper gives no epsilon for SiFT (its code used epsilon only as a divide guard);
+# we keep SMART's rule "epsilon = noise std", i.e. 0.01 in normalized units, so the ball
+# is a real bound of the same relative size as SMART's.
+ALGO_DEFAULTS: dict[str, dict[str, float]] = {
+    "plain": {"adv_epsilon": 0.0, "adv_noise_std": 0.0, "adv_step_size": 0.0, "adv_weight": 0.0},
+    "smart": {"adv_epsilon": 1e-5, "adv_noise_std": 1e-5, "adv_step_size": 1e-3, "adv_weight": 1.0},
+    "sift": {"adv_epsilon": 1e-2, "adv_noise_std": 1e-2, "adv_step_size": 1e-3, "adv_weight": 1.0},
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs. Field comments are the documentation.
+
+    >>> RunConfig(algo="sift").adv_noise_std
+    0.01
+    """
+
+    # --- what to run -------------------------------------------------------------------
+    task: str = "twitter_to_uci"  # protocol: "cola" (P1) or "twitter_to_uci" (P2)
+    algo: str = "plain"  # "plain", "smart" or "sift"
+    model_name: str | None = None  # Hub name or local path; None = offline all-MiniLM-L6-v2
+    data_dir: str | None = None  # dataset folder; None = $SIFTKIT_DATA_DIR, else ./data
+    output_dir: str = "runs/default"  # where results.json, history.csv, checkpoints go
+    overwrite: bool = False  # allow replacing an existing results.json in output_dir
+    seed: int = 42  # seeds data split, model head init, dropout and perturbation noise
+
+    # --- optimisation (names as in transformers.TrainingArguments) -----------------------
+    learning_rate: float = 2e-5  # AdamW peak learning rate
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    adam_epsilon: float = 1e-8  # AdamW epsilon
+    warmup_ratio: float = 0.0  # fraction of each stage's steps with linear warm-up
+    max_grad_norm: float = 1.0  # gradient clipping by global norm; 0 disables
+    num_train_epochs: int = 1  # epochs of the main stage (CoLA, or Twitter in P2)
+    per_device_train_batch_size: int = 5  # training batch size per process
+    per_device_eval_batch_size: int = 64  # evaluation batch size per process
+    max_length: int = 128  # tokens per text after truncation (dynamic padding below it)
+    max_train_samples: int | None = None  # cap on training examples of every stage (smoke runs)
+    max_eval_samples: int | None = None  # cap on every evaluation set (smoke runs)
+    mixed_precision: str = "no"  # "no", "bf16" or "fp16" (through accelerate)
+    logging_steps: int = 10  # record history every this many optimizer steps
+    save_steps: int = 0  # checkpoint every this many steps (0: only at each stage's end)
+    resume: bool = False  # continue from the newest checkpoint in output_dir
+    cpu: bool = False  # force CPU even where an accelerator exists
+
+    # --- protocol P2 (Twitter hate speech -> UCI sentiment), seed-paper defaults ---------
+    twitter_negatives: int = 2200  # first N label-0 tweets kept beside all positives
+    twitter_subset: int = 2000  # examples kept after shuffling positives + negatives
+    twitter_val_fraction: float = 0.1  # of the subset, held out for validation
+    uci_train_fraction: float = 0.1  # share of the shuffled 3,000-sentence UCI pool to train on
+    uci_train_size: int | None = None  # exact stage-2 size instead of the fraction (seed: 270)
+    uci_num_train_epochs: int = 3  # epochs of stage 2
+    uci_learning_rate: float | None = None  # stage-2 learning rate; None = learning_rate
+
+    # --- adversarial regularizer (SMART and SiFT) ------------------------------------------
+    perturb_at: str = "embedding_output"  # "embedding_output", "word_embeddings", "pre_layernorm"
+    adv_epsilon: float | None = None  # radius of the per-token ball (SiFT: normalized units)
+    adv_noise_std: float | None = None  # std of the initial noise (SiFT: normalized units)
+    adv_step_size: float | None = None  # ascent step on the normalized gradient
+    adv_steps: int = 1  # K, projected ascent steps per batch
+    adv_norm: str = "inf"  # per-token norm for the step and the ball: "inf" or "l2"
+    adv_weight: float | None = None  # lambda, weight of R in the loss
+    divergence: str = "sym_kl"  # "sym_kl", "kl", "js" or "mse"
+
+    # --- Bregman proximal point (SMART only) ---------------------------------------------
+    bregman_weight: float = 1.0  # mu; 0 turns the term off (as the seed paper's code)
+    bregman_beta: float = 0.99  # EMA factor of the teacher: t <- (1-beta) theta + beta t
+
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # free-form notes
+
+    def __post_init__(self) -> None:
+        self._coerce_types()
+        _choice(self, "task", TASKS)
+        _choice(self, "algo", ALGOS)
+        _choice(self, "perturb_at", PERTURB_POINTS)
+        _choice(self, "adv_norm", ADV_NORMS)
+        _choice(self, "divergence", DIVERGENCE_NAMES)
+        _choice(self, "mixed_precision", MIXED_PRECISION)
+        for name in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
+                     "max_length", "num_train_epochs", "uci_num_train_epochs", "logging_steps",
+                     "twitter_subset"):
+            _positive(self, name)
+        for name in ("weight_decay", "max_grad_norm", "save_steps", "twitter_negatives",
+                     "bregman_weight"):
+            _non_negative(self, name)
+        for name in ("max_train_samples", "max_eval_samples", "uci_train_size", "uci_learning_rate"):
+            if getattr(self, name) is not None:
+                _positive(self, name)
+        _in_open_unit(self, "twitter_val_fraction")
+        _in_open_unit(self, "uci_train_fraction")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if not 0.0 <= self.bregman_beta < 1.0:
+            raise ValueError(f"bregman_beta must be in [0, 1), got {self.bregman_beta!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed!r}")
+        self._resolve_adversarial_defaults()
+
+    # ------------------------------------------------------------------------------------
+    def _resolve_adversarial_defaults(self) -> None:
+        defaults = ALGO_DEFAULTS[self.algo]
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.algo == "plain":
+            return
+        # A regularized run needs a real ball, a real step and at least one ascent step.
+        for name in ("adv_epsilon", "adv_step_size"):
+            _positive(self, name)
+        _non_negative(self, "adv_noise_std")
+        _non_negative(self, "adv_weight")
+        if self.adv_steps < 1:
+            raise ValueError(f"adv_steps must be >= 1 for algo={self.algo!r}, got {self.adv_steps!r}")
+
+    def _coerce_types(self) -> None:
+        """Accept ints for floats and numeric strings from YAML/CLI; reject the rest by name."""
+        hints = get_type_hints(type(self))
+        for f in fields(self):
+            if f.name == "extra":
+                if not isinstance(self.extra, dict):
+                    raise ValueError(f"extra must be a mapping, got {type(self.extra).__name__}")
+                continue
+            value = getattr(self, f.name)
+            setattr(self, f.name, _coerce(f.name, value, hints[f.name]))
+
+    @property
+    def regularized(self) -> bool:
+        return self.algo in ("smart", "sift")
+
+    @property
+    def uses_bregman(self) -> bool:
+        return self.algo == "smart" and self.bregman_weight > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with `changes`; resolved adversarial knobs are re-derived if `algo` changes."""
+        data = self.to_dict()
+        if "algo" in changes and changes["algo"] != self.algo:
+            for name in ALGO_DEFAULTS["plain"]:
+                data[name] = None
+        data.update(changes)
+        return RunConfig.from_dict(data)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "RunConfig":
+        unknown = sorted(set(data) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) in {source}: {', '.join(unknown)}; "
+                f"known fields: {', '.join(cls.field_names())}"
+            )
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None = None, **overrides: Any) -> "RunConfig":
+        """Defaults, then the YAML file's overrides, then keyword overrides."""
+        import yaml
+
+        data: dict[str, Any] = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ValueError(f"params file not found: {path}")
+            try:
+                loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError as exc:
+                raise ValueError(f"params file {path} is not valid YAML: {exc}") from None
+            if loaded is None:
+                loaded = {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"params file {path} must hold a mapping of field: value")
+            unknown = sorted(set(loaded) - set(cls.field_names()))
+            if unknown:
+                raise ValueError(f"unknown field(s) in {path}: {', '.join(unknown)}")
+            data.update(loaded)
+        data.update({k: v for k, v in overrides.items()})
+        return cls.from_dict(data, source=str(path) if path else "overrides")
+
+
+# ----------------------------------------------------------------------------------------
+# validation helpers: every message names the field and what is allowed
+
+
+def _choice(cfg: RunConfig, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+
+def _positive(cfg: RunConfig, name: str) -> None:
+    value = getattr(cfg, name)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _non_negative(cfg: RunConfig, name: str) -> None:
+    value = getattr(cfg, name)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _in_open_unit(cfg: RunConfig, name: str) -> None:
+    value = getattr(cfg, name)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Coerce `value` to the annotated type of field `name`, or raise ValueError naming it."""
+    args = getattr(hint, "__args__", ())
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if value is None or (isinstance(value, str) and value.lower() in {"none", "null"} and optional):
+        if optional:
+            return None
+        raise ValueError(f"{name} must not be None")
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+                return value.lower() in _TRUE
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise TypeError
+        if base is int:
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise TypeError
+                return int(value)
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if base is str:
+            if not isinstance(value, (str, Path)):
+                raise TypeError
+            return str(value)
+    except (TypeError, ValueError):
+        tname = getattr(base, "__name__", str(base))
+        raise ValueError(f"{name} must be of type {tname}, got {value!r}") from None
+    return value
