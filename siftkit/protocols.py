@@ -1,0 +1,106 @@
+"""The two experiment protocols of the paper, as a list of training stages.
+
+P1 ``cola``: fine-tune on CoLA's in-domain training set; evaluate MCC on ``in_domain_dev``
+and ``out_of_domain_dev`` (the seed paper's "CoLA" column is the latter).
+
+P2 ``twitter_to_uci``: stage 1 fine-tunes on Twitter hate speech (all 2,242 positives plus
+the first 2,200 negatives in file order, shuffled, the first 2,000 kept, 90/10
+train/validation); then the zero-shot UCI accuracy is measured; stage 2 continues on 10% of
+the shuffled 3,000-sentence UCI pool and accuracy is reported on the other 90%.
+Twitter label 1 means hate speech, UCI label 1 positive sentiment: the label's meaning
+changes between stages, so the zero-shot figure tells how far stage 1 alone transfers,
+not a sentiment skill.
+
+All shuffles draw from ``numpy.random.default_rng([seed, purpose])``: the split depends on
+the seed alone, never on how much of the global RNG something else consumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from datasets import Dataset
+
+from siftkit import data as data_module
+from siftkit.config import RunConfig
+
+_TWITTER_SHUFFLE, _UCI_SHUFFLE = 1, 2
+
+
+@dataclass
+class Stage:
+    name: str
+    train: Dataset
+    num_train_epochs: int
+    learning_rate: float
+    evals: dict[str, Dataset] = field(default_factory=dict)  # evaluated after this stage
+
+    def describe(self) -> dict:
+        return {"name": self.name, "train_examples": len(self.train), "num_train_epochs": self.num_train_epochs,
+                "learning_rate": self.learning_rate, "evals": {k: len(v) for k, v in self.evals.items()}}
+
+
+def build_stages(cfg: RunConfig) -> list[Stage]:
+    if cfg.task == "cola":
+        stages = _cola(cfg)
+    elif cfg.task == "twitter_to_uci":
+        stages = _twitter_to_uci(cfg)
+    else:  # RunConfig validates task; this guards direct callers
+        raise ValueError(f"task must be 'cola' or 'twitter_to_uci'; got {cfg.task!r}")
+    for stage in stages:
+        if cfg.max_train_samples is not None:
+            stage.train = stage.train.select(range(min(cfg.max_train_samples, len(stage.train))))
+        if cfg.max_eval_samples is not None:
+            stage.evals = {k: v.select(range(min(cfg.max_eval_samples, len(v)))) for k, v in stage.evals.items()}
+    return stages
+
+
+def _cola(cfg: RunConfig) -> list[Stage]:
+    cola = data_module.load("cola", cfg.data_dir)
+    return [Stage("cola", _text_label(cola["train"]), cfg.num_train_epochs, cfg.learning_rate,
+                  {"in_domain_dev": _text_label(cola["in_domain_dev"]),
+                   "out_of_domain_dev": _text_label(cola["out_of_domain_dev"])})]
+
+
+def twitter_subset(cfg: RunConfig) -> tuple[Dataset, Dataset]:
+    """The seed paper's Twitter subset: (train, validation)."""
+    tweets = _text_label(data_module.load("twitter_hate", cfg.data_dir)["train"])
+    labels = np.asarray(tweets["label"])
+    positives = np.flatnonzero(labels == 1)
+    negatives = np.flatnonzero(labels == 0)[: cfg.twitter_negatives]
+    chosen = np.concatenate([positives, negatives])
+    rng = np.random.default_rng([cfg.seed, _TWITTER_SHUFFLE])
+    chosen = rng.permutation(chosen)[: cfg.twitter_subset]
+    n_val = int(round(len(chosen) * cfg.twitter_val_fraction))
+    if n_val < 1 or n_val >= len(chosen):
+        raise ValueError(f"twitter_val_fraction={cfg.twitter_val_fraction} leaves no train or validation data")
+    return tweets.select(chosen[:-n_val]), tweets.select(chosen[-n_val:])
+
+
+def uci_split(cfg: RunConfig) -> tuple[Dataset, Dataset]:
+    """UCI pool shuffled, then (train = first 10% or `uci_train_size`, test = the rest)."""
+    pool = data_module.load("uci_sentiment", cfg.data_dir)["pool"]
+    pool = pool.select_columns(["text", "label", "source"])
+    rng = np.random.default_rng([cfg.seed, _UCI_SHUFFLE])
+    order = rng.permutation(len(pool))
+    n_train = cfg.uci_train_size if cfg.uci_train_size is not None else int(round(cfg.uci_train_fraction * len(pool)))
+    if not 0 < n_train < len(pool):
+        raise ValueError(f"uci_train_size={n_train} must be between 1 and {len(pool) - 1}")
+    return pool.select(order[:n_train]), pool.select(order[n_train:])
+
+
+def _twitter_to_uci(cfg: RunConfig) -> list[Stage]:
+    tw_train, tw_val = twitter_subset(cfg)
+    uci_train, uci_test = uci_split(cfg)
+    uci_lr = cfg.uci_learning_rate if cfg.uci_learning_rate is not None else cfg.learning_rate
+    return [
+        Stage("twitter", tw_train, cfg.num_train_epochs, cfg.learning_rate,
+              {"twitter_val": tw_val, "uci_zero_shot": uci_test}),
+        Stage("uci", uci_train, cfg.uci_num_train_epochs, uci_lr, {"uci_test": uci_test}),
+    ]
+
+
+def _text_label(ds: Dataset) -> Dataset:
+    return ds.select_columns(["text", "label"])
+

@@ -1,0 +1,356 @@
+"""`train(cfg)`: run one protocol end to end with plain, SMART or SiFT fine-tuning.
+
+One regularized step costs what the math needs and no more: the clean forward gives the
+task loss, the clean logits (the regularizer's target, reused — no second clean forward)
+and the tensor to perturb; then K (forward + input-gradient backward) ascent steps, one
+adversarial forward, one no-grad teacher forward for SMART's Bregman term, and a single
+backward through everything. Forwards: plain 1, SMART/SiFT 2 + K (+1 teacher).
+
+Each stage gets its own AdamW and linear schedule sized by that stage's step count. The
+seed is set before the data split and the model's head is initialised; the data order of
+every epoch is a permutation drawn from (seed, stage, epoch), which is what makes resuming
+in the middle of an epoch exact.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
+
+from siftkit.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
+                                save_checkpoint, set_rng_state)
+from siftkit.config import RunConfig
+from siftkit.metrics import classification_metrics
+from siftkit.models import load_model
+from siftkit.protocols import Stage, build_stages
+from siftkit.regularizers import REGULARIZERS, AdversarialRegularizer, BregmanProximalPoint
+from siftkit.results import OutputDirError, check_output_dir, environment_meta, write_results
+from siftkit.split import EmbeddingSplit, model_inputs
+
+
+class EpochPermutationSampler(Sampler[int]):
+    """A fresh permutation per epoch, drawn from (seed, stage, epoch) alone."""
+
+    def __init__(self, n: int, seed: int, stage_index: int):
+        self.n, self.seed, self.stage_index, self.epoch = n, seed, stage_index, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.stage_index * 10_007 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@dataclass
+class StepOutput:
+    loss: float
+    task_loss: float
+    adv_loss: float
+    bregman_loss: float
+    perturbation_norm: float
+    relative_perturbation: float
+    grad_norm: float
+    finite: bool
+
+
+class AdversarialLoss:
+    """Task loss + adv_weight * R (+ bregman_weight * Bregman) for one batch.
+
+    Shared by the native loop and `siftkit.AdversarialTrainer` so both compute the same
+    number from the same batch and RNG state.
+    """
+
+    def __init__(self, model, cfg: RunConfig):
+        self.cfg = cfg
+        self.split = EmbeddingSplit(model)
+        self.regularizer: AdversarialRegularizer | None = (
+            REGULARIZERS[cfg.algo].from_config(cfg) if cfg.regularized else None)
+        self.bregman: BregmanProximalPoint | None = (
+            BregmanProximalPoint(model, bregman_beta=cfg.bregman_beta, divergence=cfg.divergence)
+            if cfg.uses_bregman else None)
+
+    def __call__(self, model, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        labels = batch["labels"]
+        reg = self.regularizer
+        if reg is not None:
+            logits, z = self.split.forward_capture(batch, reg.perturb_at)
+        else:
+            logits, z = model(**model_inputs(batch)).logits, None
+        task = F.cross_entropy(logits.float(), labels)
+        loss = task
+        parts = {"task_loss": float(task.detach()), "adv_loss": 0.0, "bregman_loss": 0.0,
+                 "perturbation_norm": 0.0, "relative_perturbation": 0.0}
+        if reg is not None:
+            r = reg(self.split, batch, logits, z)
+            loss = loss + reg.adv_weight * r
+            parts["adv_loss"] = float(r.detach())
+            parts.update(reg.last_stats)
+        if self.bregman is not None:
+            b = self.bregman(batch, logits)
+            loss = loss + self.cfg.bregman_weight * b
+            parts["bregman_loss"] = float(b.detach())
+        return loss, parts
+
+    @property
+    def skipped(self) -> int:
+        return self.regularizer.skipped if self.regularizer is not None else 0
+
+
+def _collator(tokenizer):
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)
+
+
+def tokenize(ds, tokenizer, max_length: int):
+    """Tokenized columns + `labels`; padding is dynamic (per batch, in the collator)."""
+    def encode(batch):
+        enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        enc["labels"] = batch["label"]
+        return enc
+
+    keep = [c for c in ds.column_names]
+    return ds.map(encode, batched=True, remove_columns=keep, desc=None, load_from_cache_file=False)
+
+
+@torch.no_grad()
+def predict(model, ds, tokenizer, cfg: RunConfig, accelerator) -> tuple[list[int], list[int]]:
+    """Predicted and true labels over `ds`, gathered from all processes in order."""
+    dl = DataLoader(tokenize(ds, tokenizer, cfg.max_length), batch_size=cfg.per_device_eval_batch_size,
+                    shuffle=False, collate_fn=_collator(tokenizer))
+    dl = accelerator.prepare(dl)
+    was_training = model.training
+    model.eval()
+    preds, labels = [], []
+    for batch in dl:
+        with accelerator.autocast():
+            logits = model(**model_inputs(batch)).logits
+        p, y = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
+        preds.extend(p.tolist())
+        labels.extend(y.tolist())
+    model.train(was_training)
+    return preds, labels
+
+
+def evaluate(model, evals: dict, tokenizer, cfg: RunConfig, accelerator) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for name, ds in evals.items():
+        preds, labels = predict(model, ds, tokenizer, cfg, accelerator)
+        metrics.update(classification_metrics(name, preds, labels))
+    return metrics
+
+
+def _as_config(cfg: RunConfig | dict) -> RunConfig:
+    if isinstance(cfg, RunConfig):
+        return cfg
+    if isinstance(cfg, dict):
+        return RunConfig.from_dict(cfg)
+    raise TypeError(f"train() takes a RunConfig or a dict of its fields, got {type(cfg).__name__}")
+
+
+_RESUME_IGNORED = {"resume", "overwrite", "output_dir", "save_steps", "extra", "data_dir"}
+
+
+def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> dict[str, Any]:
+    """Run `cfg.task` with `cfg.algo`; write results.json/history.csv; return the record."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    cfg = _as_config(cfg)
+    start = time.time()
+    out = check_output_dir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
+    existing = list_checkpoints(out)
+    if existing and not cfg.resume and not cfg.overwrite:
+        raise OutputDirError(
+            f"output_dir {str(out)!r} holds checkpoints of an earlier run; pass resume=True "
+            f"(--resume) to continue it, or overwrite=True to start over")
+    if accelerator is None:
+        accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    main = accelerator.is_main_process
+
+    set_seed(cfg.seed)  # before the data split and the classifier head's initialisation
+    stages = build_stages(cfg)
+    model, tokenizer = load_model(cfg.model_name, num_labels=2)
+    model = accelerator.prepare(model)
+    objective = AdversarialLoss(model, cfg)
+
+    history: list[dict[str, Any]] = []
+    metrics: dict[str, float] = {}
+    position = {"stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "stage_done": False}
+    nonfinite_steps = 0
+    resumed_from = None
+
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        state, rng = load_checkpoint(ckpt, accelerator.process_index)
+        _check_resume_config(state["config"], cfg, ckpt)
+        accelerator.unwrap_model(model).load_state_dict(state["model"])
+        if objective.bregman is not None and state.get("teacher") is not None:
+            objective.bregman.load_checkpoint_state(state["teacher"])
+        if objective.regularizer is not None:
+            objective.regularizer.skipped = state.get("skipped", 0)
+        history, metrics, position = state["history"], state["metrics"], state["position"]
+        nonfinite_steps = state.get("nonfinite_steps", 0)
+        set_rng_state(rng)
+        resumed_from = ckpt.name
+    elif existing and cfg.overwrite and main:
+        import shutil
+
+        shutil.rmtree(existing[0].parent, ignore_errors=True)
+
+    for stage_index, stage in enumerate(stages):
+        if stage_index < position["stage"] or (stage_index == position["stage"] and position["stage_done"]):
+            continue
+        resume_here = stage_index == position["stage"] and ckpt is not None and not position["stage_done"]
+        nonfinite_steps += _run_stage(
+            stage_index, stage, model, tokenizer, objective, cfg, accelerator, history, position,
+            state if resume_here else None, metrics, out, tqdm, progress and main)
+        metrics.update(evaluate(model, stage.evals, tokenizer, cfg, accelerator))
+        position.update(stage=stage_index, stage_done=True, epoch=0, step_in_epoch=0)
+        _save(accelerator, out, cfg, model, objective, None, None, history, metrics, position, nonfinite_steps)
+
+    record = {
+        "config": cfg.to_dict(),
+        "metrics": metrics,
+        "history": history,
+        "stages": [s.describe() for s in stages],
+        "meta": {
+            **environment_meta(),
+            "device": str(accelerator.device),
+            "device_name": torch.cuda.get_device_name() if accelerator.device.type == "cuda" else "cpu",
+            "num_processes": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision,
+            "wall_time_s": round(time.time() - start, 3),
+            "resumed_from": resumed_from,
+            "skipped_adversarial_steps": objective.skipped,
+            "nonfinite_steps": nonfinite_steps,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    }
+    if main:
+        write_results(out, record, overwrite=cfg.overwrite)
+    accelerator.wait_for_everyone()
+    return record
+
+
+def _check_resume_config(saved: dict, cfg: RunConfig, ckpt: Path) -> None:
+    now = cfg.to_dict()
+    diff = sorted(k for k in now if k not in _RESUME_IGNORED and saved.get(k) != now[k])
+    if diff:
+        raise CheckpointError(
+            f"checkpoint {ckpt} was written by a run with different settings ({', '.join(diff)}); "
+            f"resume with the same config or choose another output_dir")
+
+
+def _save(accelerator, out, cfg, model, objective, optimizer, scheduler, history, metrics, position,
+          nonfinite_steps) -> None:
+    state = {
+        "config": cfg.to_dict(),
+        "model": accelerator.unwrap_model(model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "teacher": objective.bregman.state_dict_for_checkpoint() if objective.bregman is not None else None,
+        "skipped": objective.skipped,
+        "nonfinite_steps": nonfinite_steps,
+        "history": history,
+        "metrics": metrics,
+        "position": dict(position),
+    }
+    save_checkpoint(accelerator, out, position["global_step"], state)
+
+
+def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: AdversarialLoss, cfg: RunConfig,
+               accelerator, history: list, position: dict, resume_state: dict | None, metrics: dict,
+               out: Path, tqdm, show_progress: bool) -> int:
+    from transformers import get_linear_schedule_with_warmup
+
+    train_ds = tokenize(stage.train, tokenizer, cfg.max_length)
+    sampler = EpochPermutationSampler(len(train_ds), cfg.seed, stage_index)
+    dl = DataLoader(train_ds, batch_size=cfg.per_device_train_batch_size, sampler=sampler,
+                    collate_fn=_collator(tokenizer))
+    # A new optimizer and a schedule sized for *this* stage (not the previous one's).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=stage.learning_rate, eps=cfg.adam_epsilon,
+                                  weight_decay=cfg.weight_decay)
+    dl, optimizer = accelerator.prepare(dl, optimizer)
+    steps_per_epoch = len(dl)
+    total_steps = steps_per_epoch * stage.num_train_epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
+
+    start_epoch, skip = 0, 0
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        start_epoch, skip = position["epoch"], position["step_in_epoch"]
+    else:
+        position.update(stage=stage_index, epoch=0, step_in_epoch=0, stage_done=False)
+
+    nonfinite = 0
+    model.train()
+    window: dict[str, list[float]] = defaultdict(list)
+    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch + skip, disable=not show_progress,
+               desc=f"{cfg.algo} · {stage.name}", leave=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for epoch in range(start_epoch, stage.num_train_epochs):
+        sampler.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(dl, skip) if skip else dl
+        for step_in_epoch, batch in enumerate(batches, start=skip):
+            with accelerator.autocast():
+                loss, parts = objective(model, batch)
+            finite = bool(torch.isfinite(loss.detach()))
+            grad_norm = float("nan")
+            if finite:
+                accelerator.backward(loss)
+                if cfg.max_grad_norm > 0:
+                    grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
+                finite = math.isfinite(grad_norm) if cfg.max_grad_norm > 0 else True
+            if finite:
+                optimizer.step()
+                if objective.bregman is not None:
+                    objective.bregman.update(model)
+            else:
+                # Never let a NaN reach the weights: drop this batch's update, count it.
+                nonfinite += 1
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            position.update(epoch=epoch, step_in_epoch=step_in_epoch + 1)
+            position["global_step"] += 1
+            for k, v in parts.items():
+                window[k].append(v)
+            window["loss"].append(float(loss.detach()))
+            window["grad_norm"].append(grad_norm)
+            stage_step = epoch * steps_per_epoch + step_in_epoch + 1
+            if stage_step % cfg.logging_steps == 0 or stage_step == total_steps:
+                row = {"stage": stage.name, "epoch": epoch, "step": stage_step, "global_step": position["global_step"],
+                       "learning_rate": scheduler.get_last_lr()[0]}
+                row.update({k: _mean(v) for k, v in window.items()})
+                row["skipped_adversarial_steps"] = objective.skipped
+                row["nonfinite_steps"] = nonfinite
+                history.append(row)
+                window.clear()
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+            bar.update(1)
+            if cfg.save_steps and position["global_step"] % cfg.save_steps == 0 and stage_step < total_steps:
+                _save(accelerator, out, cfg, model, objective, optimizer, scheduler, history, metrics,
+                      position, nonfinite)
+        skip = 0
+    bar.close()
+    return nonfinite
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
