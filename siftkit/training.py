@@ -316,6 +316,7 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
                 if cfg.max_grad_norm > 0:
                     grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
                 finite = math.isfinite(grad_norm) if cfg.max_grad_norm > 0 else True
+            lr_used = scheduler.get_last_lr()[0]
             if finite:
                 optimizer.step()
                 if objective.bregman is not None:
@@ -335,7 +336,7 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
             stage_step = epoch * steps_per_epoch + step_in_epoch + 1
             if stage_step % cfg.logging_steps == 0 or stage_step == total_steps:
                 row = {"stage": stage.name, "epoch": epoch, "step": stage_step, "global_step": position["global_step"],
-                       "learning_rate": scheduler.get_last_lr()[0]}
+                       "learning_rate": lr_used}
                 row.update({k: _mean(v) for k, v in window.items()})
                 row["skipped_adversarial_steps"] = objective.skipped
                 row["nonfinite_steps"] = nonfinite
