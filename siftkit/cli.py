@@ -31,6 +31,8 @@ def _config_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--params", help="YAML file of RunConfig overrides (params/*.yaml)")
     for name in RunConfig.field_names():
         if name == "extra":
+            p.add_argument("--extra", default=None, metavar="MAPPING",
+                           help="free-form notes recorded with the config, e.g. '{tag: ablation}'")
             continue
         if name in _BOOL_FLAGS:
             p.add_argument(f"--{name}", nargs="?", const="true", default=None, metavar="BOOL")

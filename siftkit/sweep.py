@@ -1,0 +1,162 @@
+"""`python -m siftkit sweep`: algorithms x seeds, resumable, one process per run.
+
+    python -m siftkit sweep --params params/twitter_to_uci.yaml --algos plain,smart,sift \
+        --seeds 1-5 --output-dir results/cpu [--tag NAME] [--jobs N] [--<field> VALUE ...]
+
+Each run goes to ``<output-dir>/<task>/<algo>[-<tag>]/seed<k>/``. A run whose results.json
+exists is skipped, one with checkpoints is resumed, so a killed sweep continues where it
+stopped. Every run is its own ``python -m siftkit train`` process: a crash, an OOM or a bad
+setting fails that run only; the sweep reports it and goes on, and exits non-zero at the
+end if any run failed. ``--jobs N`` runs N at once (useful on a GPU, where one small run
+leaves the device mostly idle). Any RunConfig field can be set for all runs, e.g.
+``--perturb_at word_embeddings --tag word_embeddings``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from siftkit.checkpoint import list_checkpoints
+from siftkit.config import ALGOS, RunConfig
+from siftkit.results import RESULTS_FILE
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'1-5' -> [1..5]; '1,3,7' -> [1, 3, 7]; '2-3,9' -> [2, 3, 9]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise ValueError(f"--seeds must look like '1-5' or '1,3,7', got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise ValueError(f"--seeds must name seeds >= 0, got {text!r}")
+    return list(dict.fromkeys(seeds))
+
+
+def parse_algos(text: str) -> list[str]:
+    algos = [a.strip() for a in text.split(",") if a.strip()]
+    bad = [a for a in algos if a not in ALGOS]
+    if not algos or bad:
+        raise ValueError(f"--algos must be a comma list of {', '.join(ALGOS)}; got {text!r}")
+    return algos
+
+
+@dataclass
+class PlannedRun:
+    algo: str
+    seed: int
+    run_dir: Path
+    args: list[str]
+
+    @property
+    def done(self) -> bool:
+        return (self.run_dir / RESULTS_FILE).is_file()
+
+
+def plan(params: str | None, algos: list[str], seeds: list[int], output_dir: Path, tag: str | None,
+         overrides: dict[str, str]) -> list[PlannedRun]:
+    base = RunConfig.from_yaml(params, **{k: _yaml_scalar(v) for k, v in overrides.items()})
+    runs = []
+    for algo in algos:
+        for seed in seeds:
+            # Validate every combination now, before hours of compute are spent.
+            cfg = base.replace(algo=algo, seed=seed)
+            name = algo + (f"-{tag}" if tag else "")
+            run_dir = output_dir / cfg.task / name / f"seed{seed}"
+            args = ["train", "--algo", algo, "--seed", str(seed), "--output_dir", str(run_dir)]
+            if params:
+                args += ["--params", params]
+            for key, value in overrides.items():
+                args += [f"--{key}", value]
+            if tag:
+                args += ["--extra", json.dumps({"tag": tag})]
+            runs.append(PlannedRun(algo, seed, run_dir, args))
+    return runs
+
+
+def _yaml_scalar(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def run_one(run: PlannedRun, log_dir: Path) -> tuple[PlannedRun, int, float]:
+    args = list(run.args)
+    if list_checkpoints(run.run_dir):
+        args.append("--resume")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{run.run_dir.parent.name}-seed{run.seed}.log"
+    start = time.time()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"$ python -m siftkit {' '.join(args)}\n")
+        fh.flush()
+        code = subprocess.call([sys.executable, "-m", "siftkit", *args], stdout=fh, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, env=env)
+    return run, code, time.time() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="siftkit sweep", description=__doc__.splitlines()[0])
+    p.add_argument("--params", default=None, help="YAML of RunConfig overrides")
+    p.add_argument("--algos", default="plain,smart,sift")
+    p.add_argument("--seeds", default="1-5")
+    p.add_argument("--output-dir", "--output_dir", dest="output_dir", required=True)
+    p.add_argument("--tag", default=None, help="variant name appended to the algo folder")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    args, rest = p.parse_known_args(argv)
+    overrides = _field_overrides(rest)
+    runs = plan(args.params, parse_algos(args.algos), parse_seeds(args.seeds), Path(args.output_dir),
+                args.tag, overrides)
+    todo = [r for r in runs if not r.done]
+    print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run", flush=True)
+    if args.dry_run:
+        for r in runs:
+            print(("done  " if r.done else "todo  ") + str(r.run_dir))
+        return 0
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    failed = []
+    log_dir = Path(args.output_dir) / "logs"
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for run, code, secs in pool.map(lambda r: run_one(r, log_dir), todo):
+            status = "ok" if code == 0 else f"FAILED (exit {code}; see {log_dir})"
+            print(f"sweep: {run.run_dir} {status} in {secs:.0f} s", flush=True)
+            if code != 0:
+                failed.append(run)
+    if failed:
+        print(f"sweep: {len(failed)} run(s) failed: " + ", ".join(str(r.run_dir) for r in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _field_overrides(rest: list[str]) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    fields = set(RunConfig.field_names())
+    i = 0
+    while i < len(rest):
+        key = rest[i]
+        if not key.startswith("--") or key[2:] not in fields or i + 1 >= len(rest):
+            raise ValueError(f"unknown sweep option or field {key!r}; fields are set as --<field> <value>")
+        if key[2:] in {"algo", "seed", "output_dir"}:
+            raise ValueError(f"{key} is set by the sweep itself (use --algos, --seeds, --output-dir)")
+        overrides[key[2:]] = rest[i + 1]
+        i += 2
+    return overrides
