@@ -1,0 +1,213 @@
+"""What one training step costs: plain vs SMART vs SMART+Bregman vs SiFT (and a naive SiFT).
+
+    python benchmarks/step_cost.py --out benchmarks/step_cost_cpu.json [--rounds 7] [--steps 1,2,3]
+    python benchmarks/step_cost.py --out step_cost_h100.json --mixed-precision bf16   # on a GPU
+
+One process, the offline MiniLM, one fixed batch of 32 real UCI sentences padded to 64
+tokens. Variants are interleaved round by round (plain, smart, ..., plain, smart, ...) so
+drifting machine load hits all of them alike; we report the median step time, its ratio to
+plain from the same process, the forward passes counted by hooks, and peak memory.
+A "step" is the whole optimizer step: forwards, backward, clipping, AdamW, teacher update.
+
+The `naive` variant is SiFT computed the way the seed paper's code did it: a second clean
+forward to get the regularizer's target instead of reusing the clean logits.
+
+Peak memory: on CUDA, `torch.cuda.max_memory_allocated` per variant in this process; on
+CPU, each variant runs again in a fresh subprocess (`--memory-only VARIANT`) and reports the
+growth of the peak resident set over the steps (allocator caches make in-process CPU figures
+meaningless).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from siftkit.config import RunConfig
+from siftkit.data import load
+from siftkit.models import load_model
+from siftkit.training import AdversarialLoss
+
+POINTS = ("embedding_output", "word_embeddings", "pre_layernorm")
+
+
+class NaiveAdversarialLoss(AdversarialLoss):
+    """The seed paper's cost profile: an extra clean forward for the regularizer's target."""
+
+    def __call__(self, model, batch):
+        from siftkit.split import model_inputs
+        import torch.nn.functional as F
+
+        reg = self.regularizer
+        logits = model(**model_inputs(batch)).logits
+        task = F.cross_entropy(logits.float(), batch["labels"])
+        target, z = self.split.forward_capture(batch, reg.perturb_at)  # the redundant forward
+        r = reg(self.split, batch, target, z)
+        return task + reg.adv_weight * r, {}
+
+
+def variants(steps: list[int]) -> dict[str, dict]:
+    out = {"plain": dict(algo="plain")}
+    for k in steps:
+        out[f"smart K={k}"] = dict(algo="smart", adv_steps=k, bregman_weight=0.0)
+        out[f"smart+bregman K={k}"] = dict(algo="smart", adv_steps=k, bregman_weight=1.0)
+        for at in POINTS:
+            out[f"sift@{at} K={k}"] = dict(algo="sift", adv_steps=k, perturb_at=at)
+        out[f"naive sift K={k}"] = dict(algo="sift", adv_steps=k, naive=True)
+    return out
+
+
+def make_batch(tokenizer, device, batch_size=32, length=64):
+    pool = load("uci_sentiment")["pool"]
+    texts, labels = pool["text"][:batch_size], pool["label"][:batch_size]
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
+    enc["labels"] = torch.tensor(labels)
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, *_):
+        self.n += 1
+
+
+def build(spec: dict, model):
+    spec = dict(spec)
+    naive = spec.pop("naive", False)
+    cfg = RunConfig(**spec)
+    return (NaiveAdversarialLoss if naive else AdversarialLoss)(model, cfg)
+
+
+def one_step(objective, model, optimizer, batch, autocast):
+    with autocast():
+        loss, _ = objective(model, batch)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if objective.bregman is not None:
+        objective.bregman.update(model)
+
+
+def setup(device: str, mixed_precision: str):
+    torch.manual_seed(0)
+    model, tok = load_model(None)
+    model.to(device).train()
+    batch = make_batch(tok, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+    dev_type = "cuda" if device.startswith("cuda") else "cpu"
+
+    def autocast():
+        return torch.autocast(dev_type, dtype=dtype, enabled=dtype is not None)
+
+    return model, batch, optimizer, autocast
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def memory_only(name: str, spec: dict, device: str, mixed_precision: str, steps: int = 3) -> None:
+    model, batch, optimizer, autocast = setup(device, mixed_precision)
+    one_step(build({"algo": "plain"}, model), model, optimizer, batch, autocast)  # optimizer state exists
+    objective = build(spec, model)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(steps):
+        one_step(objective, model, optimizer, batch, autocast)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"variant": name, "peak_rss_growth_mib": (peak - base) / 1024}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", default="1,2,3", help="K values")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    p.add_argument("--memory-only", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--no-memory", action="store_true", help="skip the CPU memory subprocesses")
+    args = p.parse_args()
+    specs = variants([int(k) for k in args.steps.split(",")])
+    if args.memory_only:
+        memory_only(args.memory_only, specs[args.memory_only], args.device, args.mixed_precision)
+        return
+
+    model, batch, optimizer, autocast = setup(args.device, args.mixed_precision)
+    objectives = {name: build(spec, model) for name, spec in specs.items()}
+    counters = {}
+    model_counter = Counter()
+    model.register_forward_pre_hook(model_counter)
+    for name, obj in objectives.items():
+        counters[name] = Counter()
+        if obj.bregman is not None:
+            obj.bregman.teacher.register_forward_pre_hook(counters[name])
+
+    times = {name: [] for name in specs}
+    forwards = {}
+    cuda_peak = {}
+    for r in range(args.warmup + args.rounds):
+        for name, obj in objectives.items():
+            if args.device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            sync(args.device)
+            model_counter.n, counters[name].n = 0, 0
+            t0 = time.perf_counter()
+            one_step(obj, model, optimizer, batch, autocast)
+            sync(args.device)
+            dt = time.perf_counter() - t0
+            forwards[name] = {"model": model_counter.n, "teacher": counters[name].n}
+            if r >= args.warmup:
+                times[name].append(dt)
+                if args.device.startswith("cuda"):
+                    cuda_peak[name] = max(cuda_peak.get(name, 0), torch.cuda.max_memory_allocated() / 2**20)
+
+    memory = {}
+    if args.device.startswith("cuda"):
+        memory = cuda_peak
+    elif not args.no_memory:
+        for name in specs:
+            outp = subprocess.run([sys.executable, __file__, "--out", os.devnull, "--memory-only", name,
+                                   "--device", args.device, "--mixed-precision", args.mixed_precision,
+                                   "--steps", args.steps], capture_output=True, text=True, check=True)
+            memory[name] = json.loads(outp.stdout.strip().splitlines()[-1])["peak_rss_growth_mib"]
+
+    plain = statistics.median(times["plain"])
+    rows = []
+    for name in specs:
+        med = statistics.median(times[name])
+        rows.append({"variant": name, "median_step_s": med, "ratio_to_plain": med / plain,
+                     "forwards": forwards[name], "peak_memory_mib": memory.get(name),
+                     "peak_memory_ratio_to_plain": (memory[name] / memory["plain"]
+                                                    if memory.get(name) and memory.get("plain") else None)})
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    record = {"device": device_name, "mixed_precision": args.mixed_precision, "batch": [32, 64],
+              "rounds": args.rounds, "torch_threads": torch.get_num_threads(),
+              "memory_measure": "cuda max_memory_allocated (MiB)" if args.device.startswith("cuda")
+              else "peak RSS growth over 3 steps in a fresh process (MiB)", "rows": rows}
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    width = max(len(r["variant"]) for r in rows)
+    print(f"device {device_name}, mixed precision {args.mixed_precision}, batch 32x64, "
+          f"{args.rounds} rounds (median)")
+    for r in rows:
+        mem = f"{r['peak_memory_mib']:.0f} MiB" if r["peak_memory_mib"] is not None else "–"
+        print(f"{r['variant']:<{width}}  {r['median_step_s'] * 1000:8.1f} ms  x{r['ratio_to_plain']:.2f}  "
+              f"fwd {r['forwards']['model']}+{r['forwards']['teacher']}  mem {mem}")
+
+
+if __name__ == "__main__":
+    main()
