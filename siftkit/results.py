@@ -32,6 +32,11 @@ def check_output_dir(output_dir: str | Path, *, overwrite: bool, resume: bool = 
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"output_dir {str(out)!r} is a file, not a folder")
     results = out / RESULTS_FILE
+    if results.exists() and not overwrite and resume:
+        raise OutputDirError(
+            f"output_dir {str(out)!r} already holds {RESULTS_FILE}: that run finished, there is "
+            f"nothing to resume; choose another output_dir or pass overwrite=True to run it again"
+        )
     if results.exists() and not overwrite:
         raise OutputDirError(
             f"output_dir {str(out)!r} already holds {RESULTS_FILE} from an earlier run; "
@@ -79,8 +84,11 @@ def write_results(output_dir: str | Path, record: dict[str, Any], *, overwrite: 
     path = out / RESULTS_FILE
     if path.exists() and not overwrite:
         raise OutputDirError(f"refusing to replace {path}: pass overwrite=True")
-    atomic_write_text(path, json.dumps(_json_safe(record), indent=2, allow_nan=False) + "\n")
+    text = json.dumps(_json_safe(record), indent=2, allow_nan=False) + "\n"  # fails before any write
+    # history.csv first: results.json is what marks a run as finished (sweep, summarize), so
+    # a kill between the two renames never leaves a "finished" run with a stale history.csv.
     atomic_write_text(out / HISTORY_FILE, history_csv(record.get("history", [])))
+    atomic_write_text(path, text)
     return path
 
 
@@ -136,7 +144,13 @@ def environment_meta() -> dict[str, Any]:
 
 
 def git_commit() -> str | None:
-    """The commit of the siftkit checkout in use (with '+dirty' for local changes), if any."""
+    """The commit of the siftkit checkout in use (with '+dirty' for local changes), if any.
+
+    A source copy without `.git` (a tarball on a cluster) can name its commit in the
+    environment variable SIFTKIT_GIT_COMMIT.
+    """
+    if os.environ.get("SIFTKIT_GIT_COMMIT"):
+        return os.environ["SIFTKIT_GIT_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
