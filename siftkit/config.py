@@ -70,6 +70,7 @@ class RunConfig:
     logging_steps: int = 10  # record history every this many optimizer steps
     save_steps: int = 0  # checkpoint every this many steps (0: only at each stage's end)
     resume: bool = False  # continue from the newest checkpoint in output_dir
+    save_model: bool = False  # write the fine-tuned model and tokenizer to output_dir/model
     cpu: bool = False  # force CPU even where an accelerator exists
 
     # --- protocol P2 (Twitter hate speech -> UCI sentiment), seed-paper defaults ---------
@@ -132,6 +133,12 @@ class RunConfig:
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.algo == "plain":
+            # Unused by plain, but a negative radius/step/weight or K is never meaningful:
+            # say so instead of silently recording it in results.json.
+            for name in defaults:
+                _non_negative(self, name)
+            if self.adv_steps < 0:
+                raise ValueError(f"adv_steps must be >= 0, got {self.adv_steps!r}")
             return
         # A regularized run needs a real ball, a real step and at least one ascent step.
         for name in ("adv_epsilon", "adv_step_size"):

@@ -15,6 +15,7 @@ in the middle of an epoch exact.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
-from siftkit.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
+from siftkit.checkpoint import (CHECKPOINT_DIR, CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
                                 save_checkpoint, set_rng_state)
 from siftkit.config import RunConfig
 from siftkit.metrics import classification_metrics
@@ -33,7 +34,7 @@ from siftkit.models import load_model
 from siftkit.protocols import Stage, build_stages
 from siftkit.regularizers import REGULARIZERS, AdversarialRegularizer, BregmanProximalPoint
 from siftkit.results import OutputDirError, check_output_dir, environment_meta, write_results
-from siftkit.split import EmbeddingSplit, model_inputs
+from siftkit.split import EmbeddingSplit, model_inputs, unwrap
 
 
 class EpochPermutationSampler(Sampler[int]):
@@ -74,7 +75,10 @@ class AdversarialLoss:
 
     def __init__(self, model, cfg: RunConfig):
         self.cfg = cfg
-        self.split = EmbeddingSplit(model)
+        # The regularizer's 1 + K extra forwards run on the bare module; only the clean
+        # forward goes through `model` as passed to __call__ (DDP, see there).
+        self.split = EmbeddingSplit(unwrap(model))
+        self._wrapped_split: EmbeddingSplit | None = None
         self.regularizer: AdversarialRegularizer | None = (
             REGULARIZERS[cfg.algo].from_config(cfg) if cfg.regularized else None)
         self.bregman: BregmanProximalPoint | None = (
@@ -85,7 +89,13 @@ class AdversarialLoss:
         labels = batch["labels"]
         reg = self.regularizer
         if reg is not None:
-            logits, z = self.split.forward_capture(batch, reg.perturb_at)
+            # Under DDP every process must run the same collectives (DDP's forward may
+            # broadcast buffers), but R's forwards differ per process: a process whose
+            # ascent gradient is not finite skips R. So only this clean forward goes through
+            # the wrapper; R's forwards use the bare module. Gradients stay correct: each
+            # parameter's AccumulateGrad fires once per backward with the sum of both
+            # branches, and that hook is what DDP all-reduces.
+            logits, z = self._split_for(model).forward_capture(batch, reg.perturb_at)
         else:
             logits, z = model(**model_inputs(batch)).logits, None
         task = F.cross_entropy(logits.float(), labels)
@@ -102,6 +112,15 @@ class AdversarialLoss:
             loss = loss + self.cfg.bregman_weight * b
             parts["bregman_loss"] = float(b.detach())
         return loss, parts
+
+    def _split_for(self, model) -> EmbeddingSplit:
+        if model is self.split.model:
+            return self.split
+        if self._wrapped_split is None or self._wrapped_split.model is not model:
+            if unwrap(model) is not self.split.model:
+                raise ValueError("this AdversarialLoss was built for another model")
+            self._wrapped_split = EmbeddingSplit(model)
+        return self._wrapped_split
 
     @property
     def skipped(self) -> int:
@@ -160,12 +179,11 @@ def _as_config(cfg: RunConfig | dict) -> RunConfig:
     raise TypeError(f"train() takes a RunConfig or a dict of its fields, got {type(cfg).__name__}")
 
 
-_RESUME_IGNORED = {"resume", "overwrite", "output_dir", "save_steps", "extra", "data_dir"}
+_RESUME_IGNORED = {"resume", "overwrite", "output_dir", "save_steps", "save_model", "extra", "data_dir"}
 
 
 def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> dict[str, Any]:
     """Run `cfg.task` with `cfg.algo`; write results.json/history.csv; return the record."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
@@ -178,8 +196,13 @@ def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> 
             f"output_dir {str(out)!r} holds checkpoints of an earlier run; pass resume=True "
             f"(--resume) to continue it, or overwrite=True to start over")
     if accelerator is None:
-        accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+        accelerator = _make_accelerator(cfg)
     main = accelerator.is_main_process
+    if not main:
+        # Only the main process shows progress, datasets' `map` bars included.
+        import datasets
+
+        datasets.disable_progress_bars()
 
     set_seed(cfg.seed)  # before the data split and the classifier head's initialisation
     stages = build_stages(cfg)
@@ -207,8 +230,6 @@ def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> 
         set_rng_state(rng)
         resumed_from = ckpt.name
     elif existing and cfg.overwrite and main:
-        import shutil
-
         shutil.rmtree(existing[0].parent, ignore_errors=True)
 
     for stage_index, stage in enumerate(stages):
@@ -235,13 +256,19 @@ def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> 
             "mixed_precision": accelerator.mixed_precision,
             "wall_time_s": round(time.time() - start, 3),
             "resumed_from": resumed_from,
-            "skipped_adversarial_steps": objective.skipped,
+            "skipped_adversarial_steps": _sum_over_processes(accelerator, objective.skipped),
             "nonfinite_steps": nonfinite_steps,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }
     if main:
         write_results(out, record, overwrite=cfg.overwrite)
+        if cfg.save_model:
+            accelerator.unwrap_model(model).save_pretrained(out / "model")
+            tokenizer.save_pretrained(out / "model")
+        # Checkpoints exist to resume an unfinished run; a finished one keeps only its
+        # records (and `model/` when asked), not gigabytes of optimizer state.
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     accelerator.wait_for_everyone()
     return record
 
@@ -309,7 +336,7 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
         for step_in_epoch, batch in enumerate(batches, start=skip):
             with accelerator.autocast():
                 loss, parts = objective(model, batch)
-            finite = bool(torch.isfinite(loss.detach()))
+            finite = _all_processes(accelerator, bool(torch.isfinite(loss.detach())))
             grad_norm = float("nan")
             if finite:
                 accelerator.backward(loss)
@@ -337,8 +364,8 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
             if stage_step % cfg.logging_steps == 0 or stage_step == total_steps:
                 row = {"stage": stage.name, "epoch": epoch, "step": stage_step, "global_step": position["global_step"],
                        "learning_rate": lr_used}
-                row.update({k: _mean(v) for k, v in window.items()})
-                row["skipped_adversarial_steps"] = objective.skipped
+                row.update(_window_means(accelerator, window))
+                row["skipped_adversarial_steps"] = _sum_over_processes(accelerator, objective.skipped)
                 row["nonfinite_steps"] = nonfinite
                 history.append(row)
                 window.clear()
@@ -355,3 +382,49 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else float("nan")
+
+
+def _make_accelerator(cfg: RunConfig):
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
+
+    # On CPU accelerate ignores fp16 without a word (no autocast, no scaler): the run would
+    # be float32 while results.json says fp16.
+    if cfg.mixed_precision == "fp16" and PartialState(cpu=cfg.cpu).device.type == "cpu":
+        raise ValueError("mixed_precision='fp16' needs a GPU; on CPU use mixed_precision='bf16' or 'no'")
+    # accelerate keeps one process-wide state and refuses a second Accelerator with another
+    # precision; a notebook that runs bf16 after fp32 needs it reset (as transformers'
+    # Trainer does). The process group (PartialState) is kept.
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != cfg.mixed_precision:
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+
+
+def _all_processes(accelerator, flag: bool) -> bool:
+    """`flag` and-ed over processes: all must take the same branch around a DDP backward."""
+    if accelerator.num_processes == 1:
+        return flag
+    t = torch.tensor(float(flag), device=accelerator.device)
+    return bool(accelerator.reduce(t, reduction="sum").item() == accelerator.num_processes)
+
+
+def _sum_over_processes(accelerator, count: int) -> int:
+    if accelerator.num_processes == 1:
+        return count
+    return int(accelerator.reduce(torch.tensor(count, device=accelerator.device), reduction="sum").item())
+
+
+def _window_means(accelerator, window: dict[str, list[float]]) -> dict[str, float]:
+    """Mean of each logged value over the window's steps and over all processes.
+
+    Each process's values are means over its share of the global batch (equal shares), so
+    the mean over processes is the value a single process with the whole batch logs.
+    Non-finite entries are left out, as in `_mean`.
+    """
+    if accelerator.num_processes == 1:
+        return {k: _mean(v) for k, v in window.items()}
+    keys = list(window)  # the same keys in the same order on every process
+    finite = [[v for v in window[k] if math.isfinite(v)] for k in keys]
+    stats = torch.tensor([[sum(f), len(f)] for f in finite], dtype=torch.float64, device=accelerator.device)
+    stats = accelerator.reduce(stats, reduction="sum").tolist()
+    return {k: s / n if n else float("nan") for k, (s, n) in zip(keys, stats)}
