@@ -101,12 +101,12 @@ class AdversarialRegularizer(nn.Module):
 
     # ------------------------------------------------------------------------------------
     def token_scale(self, z: torch.Tensor, mask: torch.Tensor):
-        """Per-token (mu_t, sigma_t), each (B, L, 1) float32; SMART uses (0, 1)."""
+        """Per-token (mu_t, sigma_t), each (B, L, 1), float32 or wider; SMART has none."""
         if not self.normalized:
             return None, None
-        z32 = z.detach().float()
-        mu = z32.mean(-1, keepdim=True)
-        sigma = z32.var(-1, unbiased=False, keepdim=True).sqrt().clamp_min(_TINY)
+        zw = z.detach().to(torch.promote_types(z.dtype, torch.float32))
+        mu = zw.mean(-1, keepdim=True)
+        sigma = zw.var(-1, unbiased=False, keepdim=True).sqrt().clamp_min(_TINY)
         # Padding never enters a statistic that is used: its delta is 0, and a neutral
         # scale keeps a padded row of zeros from producing 0/0.
         real = mask.unsqueeze(-1)
@@ -131,6 +131,11 @@ class AdversarialRegularizer(nn.Module):
     # ------------------------------------------------------------------------------------
     def forward(self, split: EmbeddingSplit, batch: Mapping[str, Any], clean_logits: torch.Tensor,
                 z: torch.Tensor | None = None) -> torch.Tensor:
+        # The ascent needs autograd even when R is only measured (eval, a notebook's no_grad).
+        with torch.enable_grad():
+            return self._regularize(split, batch, clean_logits, z)
+
+    def _regularize(self, split, batch, clean_logits, z):
         at = self.perturb_at
         if z is None:
             z = split.embed(batch, at)
@@ -139,10 +144,12 @@ class AdversarialRegularizer(nn.Module):
         mu, sigma = self.token_scale(z, mask)
         scale = sigma if sigma is not None else torch.ones_like(real)
         target = clean_logits.detach()
-        z_fixed = z.detach().float()
-
-        # delta lives in float32 (trap: an fp16 step below the format's resolution is lost).
-        delta = torch.randn(z.shape, device=z.device, dtype=torch.float32) * self.adv_noise_std * real
+        # delta and z + delta live in float32 at least (trap: an fp16 step below the format's
+        # resolution is lost); a float64 model keeps float64.
+        work = torch.promote_types(z.dtype, torch.float32)
+        z_fixed = z.detach().to(work)
+        real, scale = real.to(work), scale.to(work)
+        delta = torch.randn(z.shape, device=z.device, dtype=work) * self.adv_noise_std * real
         for _ in range(self.adv_steps):
             delta.requires_grad_(True)
             adv_logits = split.forward_from((z_fixed + scale * delta).to(z.dtype), batch, at)
@@ -152,7 +159,7 @@ class AdversarialRegularizer(nn.Module):
             delta = self.project(delta.detach() + self.adv_step_size * self._direction(g) * real) * real
 
         perturbation = (scale * delta).detach()
-        adv_logits = split.forward_from((z.float() + perturbation).to(z.dtype), batch, at)
+        adv_logits = split.forward_from((z.to(work) + perturbation).to(z.dtype), batch, at)
         r = self.divergence(adv_logits, clean_logits)
         self._record(z, perturbation, mu, sigma, mask, skipped=False)
         return r

@@ -168,7 +168,12 @@ def summarize(paths: Iterable[str | Path]) -> tuple[str, dict]:
         main = MAIN_METRIC[task]
         per_seed = {v: {r["config"]["seed"]: r["metrics"][main] for r in recs} for v, recs in variants.items()}
         pairs = [("sift", "smart"), ("sift", "plain"), ("smart", "plain")]
-        pairs += [(v, "smart") for v in sorted(per_seed) if v.startswith("smart-")]
+        # RNG-matched comparisons: `smart-rng_control` draws the same random numbers as SiFT
+        # and Bregman-free SMART but weights R by 0, so these differences are R's own effect.
+        pairs += [("smart-no_bregman", "smart-rng_control"), ("sift", "smart-rng_control"),
+                  ("smart-rng_control", "plain"), ("smart", "smart-no_bregman")]
+        pairs += [(v, "smart") for v in sorted(per_seed) if v.startswith("smart-") and v != "smart-no_bregman"
+                  and v != "smart-rng_control"]
         pairs += [(v, "sift") for v in sorted(per_seed) if v.startswith("sift-")]
         rows = []
         for a, b in pairs:

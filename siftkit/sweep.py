@@ -101,7 +101,7 @@ def run_one(run: PlannedRun, log_dir: Path) -> tuple[PlannedRun, int, float]:
     if list_checkpoints(run.run_dir):
         args.append("--resume")
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"{run.run_dir.parent.name}-seed{run.seed}.log"
+    log = log_dir / f"{run.run_dir.parent.parent.name}-{run.run_dir.parent.name}-seed{run.seed}.log"
     start = time.time()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with log.open("a", encoding="utf-8") as fh:

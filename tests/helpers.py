@@ -1,0 +1,86 @@
+"""Small shared builders for tests: a cached tokenizer, tiny random models, padded batches.
+
+Kept small and stable on purpose: other test files import it.
+
+    from helpers import tiny_model, make_batch, tokenizer, TEXTS
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+
+from siftkit.models import build_random_model, load_tokenizer
+
+# Three texts of clearly different token lengths, so a padded batch has real padding.
+TEXTS = (
+    "a short one",
+    "this sentence is quite a bit longer than the two others in the batch",
+    "a text of middle length here",
+)
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run torch on one intra-op thread (tiny models on a shared CPU are several times
+    faster without thread contention); restores the previous setting afterwards.
+
+    In a test module::
+
+        @pytest.fixture(scope="module", autouse=True)
+        def _one_thread():
+            with single_thread():
+                yield
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@functools.lru_cache(maxsize=1)
+def tokenizer():
+    """The kit's default tokenizer (all-MiniLM-L6-v2's), loaded once per process."""
+    return load_tokenizer(None)
+
+
+def tiny_model(arch: str = "bert", *, seed: int = 0, dtype: torch.dtype | None = None,
+               train: bool = False, num_labels: int = 2):
+    """A tiny randomly initialized `*ForSequenceClassification` of `arch` (eval mode by default).
+
+    Seeded, so two calls with the same arguments give identical weights.
+    """
+    tok = tokenizer()
+    torch.manual_seed(seed)
+    model = build_random_model(arch, num_labels=num_labels, vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.train(train)
+
+
+def make_batch(texts=TEXTS, tok=None, *, labels=None, **tokenizer_kwargs) -> dict:
+    """A padded batch as a plain dict of tensors (`labels` added when given).
+
+    Defaults to dynamic padding (`padding=True`); pass e.g. ``padding="max_length",
+    max_length=24`` for a fixed length.
+    """
+    tok = tok if tok is not None else tokenizer()
+    tokenizer_kwargs.setdefault("padding", True)
+    batch = dict(tok(list(texts), return_tensors="pt", **tokenizer_kwargs))
+    if labels is not None:
+        batch["labels"] = torch.as_tensor(labels, dtype=torch.long)
+    return batch
+
+
+def real_examples(name: str, n: int, data_dir, split: str | None = None) -> tuple[list[str], list[int]]:
+    """The first `n` (text, label) pairs of a real dataset (`siftkit.data.load`)."""
+    from siftkit.data import load
+
+    dsd = load(name, data_dir)
+    ds = dsd[split or next(iter(dsd))]
+    ds = ds.select(range(min(n, len(ds))))
+    return list(ds["text"]), [int(y) for y in ds["label"]]
