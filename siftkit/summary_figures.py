@@ -2,8 +2,9 @@
 
 - ``<task>_<device>_scores.png``: the main metric per variant as a bar (mean over seeds)
   with every seed as a point, the paper's BERT / DeBERTa figures as markers;
-- ``<task>_<device>_learning_curves.png``: task loss per optimizer step, mean over seeds
-  (smoothed with a centred moving average), one line per main algorithm.
+- ``<task>_<device>_learning_curves.png``: logged task loss against the optimizer step,
+  mean over seeds (centred moving average of 5 logs), one line per main algorithm, with
+  the stage boundary of P2 marked.
 """
 
 from __future__ import annotations
@@ -79,12 +80,23 @@ def write_figures(paths: Iterable[str | Path], out_dir: str | Path) -> list[Path
 
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for name in [n for n in names if n in ("plain", "smart", "sift")]:
-            curves = [[row["task_loss"] for row in r["history"]] for r in variants[name]]
-            length = min(len(c) for c in curves)
-            mean = [sum(c[i] for c in curves) / len(curves) for i in range(length)]
-            ax.plot(range(1, length + 1), _smooth(mean, 25), label=f"{name} (n={len(curves)})")
-        ax.set_xlabel("logged optimizer step (all stages in order)")
-        ax.set_ylabel("task cross-entropy (nats), moving average of 25")
+            runs = variants[name]
+            length = min(len(r["history"]) for r in runs)
+            steps = [row["global_step"] for row in runs[0]["history"][:length]]
+            mean = [sum(r["history"][i]["task_loss"] for r in runs) / len(runs) for i in range(length)]
+            stages = [row["stage"] for row in runs[0]["history"][:length]]
+            smoothed = []  # smooth within each stage, never across the boundary
+            for stage in dict.fromkeys(stages):
+                smoothed += _smooth([m for m, st in zip(mean, stages) if st == stage], 5)
+            ax.plot(steps, smoothed, label=f"{name} (mean of {len(runs)} seeds)")
+        first = variants[names[0]][0]["history"]
+        for prev, row in zip(first, first[1:]):
+            if row["stage"] != prev["stage"]:  # P2: Twitter -> UCI, the label meaning changes
+                ax.axvline(prev["global_step"], color="grey", ls="--", lw=1)
+                ax.text(prev["global_step"], ax.get_ylim()[1], f" {row['stage']} stage →", va="top",
+                        fontsize=8, color="grey")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("task cross-entropy (nats), moving average of 5 logs")
         ax.set_title(f"Learning curves — {task} on {device}")
         ax.legend()
         ax.grid(alpha=0.3)
