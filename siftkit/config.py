@@ -64,8 +64,8 @@ class RunConfig:
     per_device_train_batch_size: int = 5  # training batch size per process
     per_device_eval_batch_size: int = 64  # evaluation batch size per process
     max_length: int = 128  # tokens per text after truncation (dynamic padding below it)
-    max_train_samples: int | None = None  # cap on training examples of every stage (smoke runs)
-    max_eval_samples: int | None = None  # cap on every evaluation set (smoke runs)
+    max_train_samples: int | None = None  # random subset (seeded) of every stage's training set
+    max_eval_samples: int | None = None  # random subset (the same for all seeds) of every eval set
     mixed_precision: str = "no"  # "no", "bf16" or "fp16" (through accelerate)
     logging_steps: int = 10  # record history every this many optimizer steps
     save_steps: int = 0  # checkpoint every this many steps (0: only at each stage's end)

@@ -25,7 +25,7 @@ from datasets import Dataset
 from siftkit import data as data_module
 from siftkit.config import RunConfig
 
-_TWITTER_SHUFFLE, _UCI_SHUFFLE = 1, 2
+_TWITTER_SHUFFLE, _UCI_SHUFFLE, _TRAIN_CAP, _EVAL_CAP = 1, 2, 3, 4
 
 
 @dataclass
@@ -49,11 +49,22 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
     else:  # RunConfig validates task; this guards direct callers
         raise ValueError(f"task must be 'cola' or 'twitter_to_uci'; got {cfg.task!r}")
     for stage in stages:
+        # Caps draw a random subset, not the first rows: CoLA's files are grouped by source
+        # book, so the first N sentences are not a sample of the corpus. Training subsets
+        # follow the run's seed; evaluation subsets are the same for every seed, so runs
+        # with different seeds are scored on the same sentences.
         if cfg.max_train_samples is not None:
-            stage.train = stage.train.select(range(min(cfg.max_train_samples, len(stage.train))))
+            stage.train = _subset(stage.train, cfg.max_train_samples, [cfg.seed, _TRAIN_CAP])
         if cfg.max_eval_samples is not None:
-            stage.evals = {k: v.select(range(min(cfg.max_eval_samples, len(v)))) for k, v in stage.evals.items()}
+            stage.evals = {k: _subset(v, cfg.max_eval_samples, [0, _EVAL_CAP]) for k, v in stage.evals.items()}
     return stages
+
+
+def _subset(ds: Dataset, n: int, seed: list[int]) -> Dataset:
+    if n >= len(ds):
+        return ds
+    rows = np.random.default_rng(seed).choice(len(ds), size=n, replace=False)
+    return ds.select(np.sort(rows))
 
 
 def _cola(cfg: RunConfig) -> list[Stage]:

@@ -43,7 +43,10 @@ class EpochPermutationSampler(Sampler[int]):
     def __init__(self, n: int, seed: int, stage_index: int):
         self.n, self.seed, self.stage_index, self.epoch = n, seed, stage_index, 0
 
-    def set_epoch(self, epoch: int) -> None:
+    # Deliberately not named `set_epoch`: accelerate's prepared loaders call `set_epoch` with
+    # their own count of iterations, which restarts at 0 in a resumed run (and in the loader
+    # that `skip_first_batches` builds) and would silently change the data order.
+    def use_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
@@ -331,7 +334,7 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
                desc=f"{cfg.algo} · {stage.name}", leave=False)
     params = [p for p in model.parameters() if p.requires_grad]
     for epoch in range(start_epoch, stage.num_train_epochs):
-        sampler.set_epoch(epoch)
+        sampler.use_epoch(epoch)
         batches = accelerator.skip_first_batches(dl, skip) if skip else dl
         for step_in_epoch, batch in enumerate(batches, start=skip):
             with accelerator.autocast():
