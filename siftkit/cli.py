@@ -51,12 +51,45 @@ def config_from_args(args: argparse.Namespace, skip: Sequence[str] = ()) -> RunC
     return RunConfig.from_yaml(args.params, **overrides)
 
 
+def join_negative_values(argv: Sequence[str]) -> list[str]:
+    """`--field -1e-3` -> `--field=-1e-3`.
+
+    argparse takes only `-1` and `-0.5` for negative numbers; `-1e-3` or `-inf` look like an
+    option to it and fail with "expected one argument". Glued with '=', they reach RunConfig,
+    which reports a bad value by field name.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if (arg.startswith("--") and "=" not in arg and i + 1 < len(argv)
+                and argv[i + 1].startswith("-") and _is_number(argv[i + 1])):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(arg)
+            i += 1
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def cmd_train(argv: Sequence[str]) -> int:
     from siftkit.training import train
 
-    args = _config_parser("siftkit train").parse_args(argv)
+    args = _config_parser("siftkit train").parse_args(join_negative_values(argv))
     cfg = config_from_args(args)
     record = train(cfg)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # one summary per run, not one per process
+        return 0
     print(json.dumps({"output_dir": cfg.output_dir, "metrics": record["metrics"],
                       "wall_time_s": record["meta"]["wall_time_s"]}, indent=2))
     return 0
