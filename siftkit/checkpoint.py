@@ -90,15 +90,28 @@ def load_checkpoint(path: Path, process_index: int = 0) -> tuple[dict[str, Any],
     for f in (state_file, rng_file):
         if not f.is_file():
             raise CheckpointError(f"checkpoint {path} is incomplete: {f.name} is missing")
+    state, rng = _read(state_file, path), _read(rng_file, path)
+    if not isinstance(state, dict) or "model" not in state or "position" not in state:
+        raise CheckpointError(f"checkpoint file {state_file} is not a siftkit checkpoint")
+    if not isinstance(rng, dict) or "torch" not in rng:
+        raise CheckpointError(f"checkpoint file {rng_file} is not a siftkit RNG state")
+    return state, rng
+
+
+def _read(file: Path, folder: Path) -> Any:
     try:
         # weights_only=False: the file holds optimizer state and RNG tuples that we wrote
         # ourselves; never point resume at checkpoints from an untrusted source.
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-        rng = torch.load(rng_file, map_location="cpu", weights_only=False)
+        return torch.load(file, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for a truncated or garbled file
-        raise CheckpointError(f"checkpoint file {state_file} cannot be read ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'}); delete the folder "
-                              f"{path} to resume from an earlier checkpoint, or start over with overwrite=True") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"checkpoint file {state_file} is not a siftkit checkpoint")
-    return state, rng
+        # Name the file that failed (state.pt or rng-<rank>.pt), not always state.pt.
+        raise CheckpointError(f"checkpoint file {file} cannot be read ({type(exc).__name__}: "
+                              f"{_first_sentence(str(exc)) or 'corrupt'}); delete the folder "
+                              f"{folder} to resume from an earlier checkpoint, or start over with overwrite=True") from None
+
+
+def _first_sentence(text: str) -> str:
+    """torch's load errors run to several sentences of advice; the first says what failed."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    head, sep, _ = line.partition(". ")
+    return head + ("." if sep and not head.endswith(".") else "") if sep else line

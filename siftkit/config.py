@@ -206,7 +206,9 @@ class RunConfig:
             try:
                 loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
             except yaml.YAMLError as exc:
-                raise ValueError(f"params file {path} is not valid YAML: {exc}") from None
+                raise ValueError(f"params file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"params file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
             if loaded is None:
                 loaded = {}
             if not isinstance(loaded, dict):
@@ -217,6 +219,18 @@ class RunConfig:
             data.update(loaded)
         data.update({k: v for k, v in overrides.items()})
         return cls.from_dict(data, source=str(path) if path else "overrides")
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """One line from a YAML error: what is wrong and where (1-based), not PyYAML's dump."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(exc).split())
+    text = f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None:
+        text += f" ({context} at line {start.line + 1}, column {start.column + 1})"
+    return text
 
 
 # ----------------------------------------------------------------------------------------

@@ -29,15 +29,20 @@ class OutputDirError(ValueError):
 def check_output_dir(output_dir: str | Path, *, overwrite: bool, resume: bool = False) -> Path:
     """Fail before any training if results would be lost or cannot be written."""
     out = Path(output_dir)
-    if out.exists() and not out.is_dir():
+    try:
+        is_file = out.exists() and not out.is_dir()
+        results = out / RESULTS_FILE
+        has_results = not is_file and results.exists()
+    except OSError as exc:  # e.g. a parent folder this user may not enter
+        raise OutputDirError(f"output_dir {str(out)!r} is not writable: {exc.strerror or exc}") from None
+    if is_file:
         raise OutputDirError(f"output_dir {str(out)!r} is a file, not a folder")
-    results = out / RESULTS_FILE
-    if results.exists() and not overwrite and resume:
+    if has_results and not overwrite and resume:
         raise OutputDirError(
             f"output_dir {str(out)!r} already holds {RESULTS_FILE}: that run finished, there is "
             f"nothing to resume; choose another output_dir or pass overwrite=True to run it again"
         )
-    if results.exists() and not overwrite:
+    if has_results and not overwrite:
         raise OutputDirError(
             f"output_dir {str(out)!r} already holds {RESULTS_FILE} from an earlier run; "
             f"choose another output_dir or pass overwrite=True (--overwrite true) to replace it"

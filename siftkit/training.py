@@ -210,6 +210,7 @@ def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> 
     set_seed(cfg.seed)  # before the data split and the classifier head's initialisation
     stages = build_stages(cfg)
     model, tokenizer = load_model(cfg.model_name, num_labels=2)
+    _check_max_length(cfg, model, tokenizer)
     model = accelerator.prepare(model)
     objective = AdversarialLoss(model, cfg)
 
@@ -239,9 +240,9 @@ def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> 
         if stage_index < position["stage"] or (stage_index == position["stage"] and position["stage_done"]):
             continue
         resume_here = stage_index == position["stage"] and ckpt is not None and not position["stage_done"]
-        nonfinite_steps += _run_stage(
+        nonfinite_steps = _run_stage(
             stage_index, stage, model, tokenizer, objective, cfg, accelerator, history, position,
-            state if resume_here else None, metrics, out, tqdm, progress and main)
+            state if resume_here else None, metrics, out, tqdm, progress and main, nonfinite_steps)
         metrics.update(evaluate(model, stage.evals, tokenizer, cfg, accelerator))
         position.update(stage=stage_index, stage_done=True, epoch=0, step_in_epoch=0)
         _save(accelerator, out, cfg, model, objective, None, None, history, metrics, position, nonfinite_steps)
@@ -286,7 +287,7 @@ def _check_resume_config(saved: dict, cfg: RunConfig, ckpt: Path) -> None:
 
 
 def _save(accelerator, out, cfg, model, objective, optimizer, scheduler, history, metrics, position,
-          nonfinite_steps) -> None:
+          nonfinite_steps, window=None) -> None:
     state = {
         "config": cfg.to_dict(),
         "model": accelerator.unwrap_model(model).state_dict(),
@@ -298,19 +299,25 @@ def _save(accelerator, out, cfg, model, objective, optimizer, scheduler, history
         "history": history,
         "metrics": metrics,
         "position": dict(position),
+        # the partial logging window, so a resumed run logs the same averaged rows
+        "window": {k: list(v) for k, v in (window or {}).items()},
     }
     save_checkpoint(accelerator, out, position["global_step"], state)
 
 
 def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: AdversarialLoss, cfg: RunConfig,
                accelerator, history: list, position: dict, resume_state: dict | None, metrics: dict,
-               out: Path, tqdm, show_progress: bool) -> int:
+               out: Path, tqdm, show_progress: bool, nonfinite_total: int = 0) -> int:
+    """Train one stage; return the run's total count of non-finite (dropped) steps."""
     from transformers import get_linear_schedule_with_warmup
 
     train_ds = tokenize(stage.train, tokenizer, cfg.max_length)
     sampler = EpochPermutationSampler(len(train_ds), cfg.seed, stage_index)
+    # The loader gets its own generator: otherwise each new iterator (every epoch, and the
+    # skipping iterator of a resumed epoch) draws a base seed from the global torch RNG,
+    # which shifts dropout and perturbation noise: a resumed run would differ.
     dl = DataLoader(train_ds, batch_size=cfg.per_device_train_batch_size, sampler=sampler,
-                    collate_fn=_collator(tokenizer))
+                    collate_fn=_collator(tokenizer), generator=torch.Generator().manual_seed(cfg.seed))
     # A new optimizer and a schedule sized for *this* stage (not the previous one's).
     optimizer = torch.optim.AdamW(model.parameters(), lr=stage.learning_rate, eps=cfg.adam_epsilon,
                                   weight_decay=cfg.weight_decay)
@@ -319,17 +326,18 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
     total_steps = steps_per_epoch * stage.num_train_epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
 
-    start_epoch, skip = 0, 0
+    start_epoch, skip, nonfinite = 0, 0, 0
+    window: dict[str, list[float]] = defaultdict(list)
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         start_epoch, skip = position["epoch"], position["step_in_epoch"]
+        nonfinite = position.get("stage_nonfinite", 0)
+        window.update({k: list(v) for k, v in resume_state.get("window", {}).items()})
     else:
-        position.update(stage=stage_index, epoch=0, step_in_epoch=0, stage_done=False)
+        position.update(stage=stage_index, epoch=0, step_in_epoch=0, stage_done=False, stage_nonfinite=0)
 
-    nonfinite = 0
     model.train()
-    window: dict[str, list[float]] = defaultdict(list)
     bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch + skip, disable=not show_progress,
                desc=f"{cfg.algo} · {stage.name}", leave=False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -354,10 +362,11 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
             else:
                 # Never let a NaN reach the weights: drop this batch's update, count it.
                 nonfinite += 1
+                nonfinite_total += 1
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
 
-            position.update(epoch=epoch, step_in_epoch=step_in_epoch + 1)
+            position.update(epoch=epoch, step_in_epoch=step_in_epoch + 1, stage_nonfinite=nonfinite)
             position["global_step"] += 1
             for k, v in parts.items():
                 window[k].append(v)
@@ -376,10 +385,10 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
             bar.update(1)
             if cfg.save_steps and position["global_step"] % cfg.save_steps == 0 and stage_step < total_steps:
                 _save(accelerator, out, cfg, model, objective, optimizer, scheduler, history, metrics,
-                      position, nonfinite)
+                      position, nonfinite_total, window)
         skip = 0
     bar.close()
-    return nonfinite
+    return nonfinite_total
 
 
 def _mean(values: list[float]) -> float:
@@ -431,3 +440,20 @@ def _window_means(accelerator, window: dict[str, list[float]]) -> dict[str, floa
     stats = torch.tensor([[sum(f), len(f)] for f in finite], dtype=torch.float64, device=accelerator.device)
     stats = accelerator.reduce(stats, reduction="sum").tolist()
     return {k: s / n if n else float("nan") for k, (s, n) in zip(keys, stats)}
+
+
+def _check_max_length(cfg: RunConfig, model, tokenizer) -> None:
+    """Texts are truncated to max_length tokens: the model must have that many positions.
+
+    Otherwise a long text fails deep inside the embedding block with a shape error.
+    """
+    limits = []
+    if 0 < getattr(tokenizer, "model_max_length", 0) < 1_000_000:  # unset: a huge sentinel
+        limits.append(int(tokenizer.model_max_length))
+    config = getattr(unwrap(model), "config", None)
+    if getattr(config, "position_biased_input", True) and getattr(config, "max_position_embeddings", None):
+        limits.append(int(config.max_position_embeddings))
+    if limits and cfg.max_length > min(limits):
+        name = repr(cfg.model_name) if cfg.model_name is not None else "the offline default all-MiniLM-L6-v2"
+        raise ValueError(f"max_length={cfg.max_length} is more than model {name} can take ({min(limits)} "
+                         f"tokens); texts are truncated to max_length, so use max_length <= {min(limits)}")
