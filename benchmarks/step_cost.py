@@ -13,9 +13,10 @@ The `naive` variant is SiFT computed the way the seed paper's code did it: a sec
 forward to get the regularizer's target instead of reusing the clean logits.
 
 Peak memory: on CUDA, `torch.cuda.max_memory_allocated` per variant in this process; on
-CPU, each variant runs again in a fresh subprocess (`--memory-only VARIANT`) and reports the
-growth of the peak resident set over the steps (allocator caches make in-process CPU figures
-meaningless).
+CPU, each variant runs again in a fresh subprocess (`--memory-only VARIANT`) that samples its
+resident set during 3 steps and reports the peak above its size before the model was loaded
+(weights, optimizer state and activations, as CUDA's figure counts; allocator caches make
+in-process CPU figures meaningless).
 """
 
 from __future__ import annotations
@@ -120,15 +121,36 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def memory_only(name: str, spec: dict, device: str, mixed_precision: str, steps: int = 3) -> None:
+    """Peak resident memory while training, above the process's size before the model loaded.
+
+    Like CUDA's max_memory_allocated this counts weights, optimizer state and activations;
+    sampled every millisecond from /proc, since CPU torch keeps no allocator statistics.
+    """
+    import threading
+
+    before = _rss_mib()
     model, batch, optimizer, autocast = setup(device, mixed_precision)
-    one_step(build({"algo": "plain"}, model), model, optimizer, batch, autocast)  # optimizer state exists
     objective = build(spec, model)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak, done = [before], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mib())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
     for _ in range(steps):
         one_step(objective, model, optimizer, batch, autocast)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"variant": name, "peak_rss_growth_mib": (peak - base) / 1024}))
+    done.set()
+    thread.join()
+    print(json.dumps({"variant": name, "peak_rss_growth_mib": peak[0] - before}))
 
 
 def main() -> None:
@@ -198,7 +220,8 @@ def main() -> None:
     record = {"device": device_name, "mixed_precision": args.mixed_precision, "batch": [32, 64],
               "rounds": args.rounds, "torch_threads": torch.get_num_threads(),
               "memory_measure": "cuda max_memory_allocated (MiB)" if args.device.startswith("cuda")
-              else "peak RSS growth over 3 steps in a fresh process (MiB)", "rows": rows}
+              else "peak RSS during 3 steps above the process before model load, fresh process (MiB)",
+              "rows": rows}
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     width = max(len(r["variant"]) for r in rows)
     print(f"device {device_name}, mixed precision {args.mixed_precision}, batch 32x64, "

@@ -207,6 +207,27 @@ def summarize(paths: Iterable[str | Path]) -> tuple[str, dict]:
     return "\n".join(lines).rstrip() + "\n", data
 
 
+def brief(paths: Iterable[str | Path]) -> str:
+    """The README's compact tables: the main metric of plain / SMART / SiFT per setting."""
+    groups: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for f in find_results(paths):
+        rec = load_results(f)
+        key = run_key(rec)
+        if key["variant"] in ("plain", "smart", "sift"):
+            groups[(key["task"], key["device"])][key["variant"]].append(rec["metrics"][MAIN_METRIC[key["task"]]])
+    lines = ["| protocol (metric) | device | plain | SMART | SiFT | paper BERT (plain / SMART / SiFT) |",
+             "|---|---|---|---|---|---|"]
+    for (task, device), by_algo in sorted(groups.items()):
+        cells = []
+        for algo in ("plain", "smart", "sift"):
+            vals = by_algo.get(algo, [])
+            cells.append(f"{_fmt(*mean_std(vals))} (n={len(vals)})" if vals else "–")
+        paper = " / ".join(f"{PAPER[task][a][0]:.2f}" for a in ("plain", "smart", "sift"))
+        name = "P1 CoLA (out-of-domain dev MCC)" if task == "cola" else "P2 Twitter → UCI (accuracy on 90% UCI)"
+        lines.append(f"| {name} | {device} | " + " | ".join(cells) + f" | {paper} |")
+    return "\n".join(lines) + "\n"
+
+
 def _variant_order(v: str) -> tuple:
     algo = v.split("-", 1)[0]
     return ({"plain": 0, "smart": 1, "sift": 2}.get(algo, 3), v)
@@ -228,7 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="Markdown file to write (default: <first path>/SUMMARY.md)")
     p.add_argument("--figures", default=None, help="folder for PNG figures (default: <first path>/figures)")
     p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--brief", action="store_true", help="print the README's compact table and exit")
     args = p.parse_args(argv)
+    if args.brief:
+        print(brief(args.paths), end="")
+        return 0
     text, _ = summarize(args.paths)
     first = Path(args.paths[0])
     out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / "SUMMARY.md"
