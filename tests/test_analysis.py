@@ -1,0 +1,326 @@
+"""siftkit.analysis and siftkit.plotting on tiny random models: the numbers the notebooks show."""
+
+import copy
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from siftkit import analysis, plotting
+from siftkit.config import RunConfig
+from siftkit.models import load_model
+from siftkit.split import PERTURB_POINTS, EmbeddingSplit
+
+TEXTS = {
+    "a": ["a short one", "a somewhat longer sentence with more tokens in it", "#hashtag @user lol"],
+    "b": ["the cat sat on the mat .", "colorless green ideas sleep furiously"],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model, tokenizer = load_model("random:bert")
+    model.train()  # the analysis must switch to eval itself, and switch back
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def stats(tiny):
+    model, tokenizer = tiny
+    return analysis.token_statistics(model, tokenizer, TEXTS, batch_size=2)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_token_statistics_counts_real_tokens_only(tiny, stats):
+    _, tokenizer = tiny
+    n_real = sum(len(tokenizer(t)["input_ids"]) for texts in TEXTS.values() for t in texts)
+    assert len(stats) == n_real * len(PERTURB_POINTS)
+    assert list(dict.fromkeys(stats["at"])) == list(analysis.BLOCK_ORDER)
+    assert set(stats["domain"]) == {"a", "b"}
+    assert list(stats.columns) == ["domain", "at", "text", "position", "token_id", "token", "special",
+                                   "norm", "mean", "std"]
+    cls = stats[stats["position"] == 0]
+    assert cls["special"].all() and (cls["token"] == "[CLS]").all()
+    assert stats["special"].sum() == 2 * 5 * len(PERTURB_POINTS)  # [CLS] and [SEP] of 5 texts
+
+
+def test_token_statistics_ignore_padding_and_match_the_tensor(tiny, stats):
+    model, tokenizer = tiny
+    # One text at a time (no padding) gives the same numbers as padded batches.
+    alone = analysis.token_statistics(model, tokenizer, TEXTS, batch_size=1)
+    pd.testing.assert_frame_equal(alone, stats, check_exact=False, rtol=1e-5, atol=1e-6)
+    # ... and they are the norm, mean and population std of the vector at the point.
+    split = EmbeddingSplit(model)
+    model.eval()
+    enc = tokenizer([TEXTS["b"][1]], return_tensors="pt")
+    z = split.embed(dict(enc), "word_embeddings")[0]
+    model.train()
+    row = stats[(stats["domain"] == "b") & (stats["text"] == 1) & (stats["at"] == "word_embeddings")]
+    np.testing.assert_allclose(row["norm"], z.norm(dim=-1).detach().numpy(), rtol=1e-5)
+    np.testing.assert_allclose(row["mean"], z.mean(-1).detach().numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(row["std"], z.std(-1, unbiased=False).detach().numpy(), rtol=1e-5)
+    assert model.training, "the model's own mode must be restored"
+
+
+def test_token_statistics_reject_unknown_point(tiny):
+    with pytest.raises(ValueError, match="perturb_at must be one of"):
+        analysis.token_statistics(*tiny, ["x"], at="embedings")
+
+
+def test_domain_summary(stats):
+    s = analysis.domain_summary(stats, include_special=False)
+    assert len(s) == len(PERTURB_POINTS) * 2
+    row = s[(s["at"] == "word_embeddings") & (s["domain"] == "b")].iloc[0]
+    real = stats[(stats["at"] == "word_embeddings") & (stats["domain"] == "b") & ~stats["special"]]
+    assert row["tokens"] == len(real) and row["texts"] == 2
+    assert row["norm_mean"] == pytest.approx(real["norm"].mean())
+    assert row["norm_cv"] == pytest.approx(real["norm"].std() / real["norm"].mean())
+    assert row["norm_p05"] <= row["norm_median"] <= row["norm_p95"]
+
+
+def test_norm_gap_tokens_decompose_the_gap_exactly(stats):
+    full = analysis.norm_gap_tokens(stats, "a", "b", at="word_embeddings", top=10_000)
+    real = stats[(stats["at"] == "word_embeddings") & ~stats["special"]]
+    gap = real.loc[real["domain"] == "a", "norm"].mean() - real.loc[real["domain"] == "b", "norm"].mean()
+    assert full.attrs["gap"] == pytest.approx(gap)
+    assert full["contribution"].sum() == pytest.approx(gap, abs=1e-9)
+    top = analysis.norm_gap_tokens(stats, "a", "b", at="word_embeddings", top=3)
+    assert len(top) == 3
+    assert list(top["contribution"].abs()) == sorted(full["contribution"].abs(), reverse=True)[:3]
+    assert set(top.columns) >= {"token", "count_a", "count_b", "share_a", "share_b", "norm_a", "norm_b"}
+    with pytest.raises(ValueError, match="pass at="):
+        analysis.norm_gap_tokens(stats, "a", "b")
+    with pytest.raises(ValueError, match="no tokens"):
+        analysis.norm_gap_tokens(stats, "a", "zzz", at="word_embeddings")
+
+
+def test_domain_texts_are_seeded_samples(data_dir):
+    one = analysis.domain_texts(n=5, seed=3, data_dir=data_dir)
+    assert list(one) == ["twitter", "uci", "cola"] and all(len(v) == 5 for v in one.values())
+    assert one == analysis.domain_texts(n=5, seed=3, data_dir=data_dir)
+    assert one != analysis.domain_texts(n=5, seed=4, data_dir=data_dir)
+    with pytest.raises(ValueError, match="unknown domain"):
+        analysis.domain_texts(["imdb"], n=2, data_dir=data_dir)
+
+
+# ----------------------------------------------------------------------------- perturbations
+
+
+def test_regularizers_for_keeps_each_algorithms_defaults():
+    regs = analysis.regularizers_for(RunConfig(perturb_at="word_embeddings", adv_steps=2))
+    assert (regs["smart"].adv_epsilon, regs["sift"].adv_epsilon) == (1e-5, 1e-2)
+    assert regs["smart"].perturb_at == regs["sift"].perturb_at == "word_embeddings"
+    assert regs["smart"].adv_steps == regs["sift"].adv_steps == 2
+    assert not regs["smart"].normalized and regs["sift"].normalized
+    # the config's own algorithm keeps its values; knobs apply to every algorithm alike
+    own = analysis.regularizers_for(RunConfig(algo="sift", adv_epsilon=0.5))
+    assert own["sift"].adv_epsilon == 0.5 and own["smart"].adv_epsilon == 1e-5
+    same = analysis.regularizers_for(None, adv_epsilon=1e-3, adv_norm="l2")
+    assert same["smart"].adv_epsilon == same["sift"].adv_epsilon == 1e-3
+    with pytest.raises(ValueError, match="algo must be one of"):
+        analysis.regularizers_for(None, ["plain"])
+
+
+@pytest.mark.parametrize("at", PERTURB_POINTS)
+def test_perturbation_sizes_respect_each_ball(tiny, at):
+    model, tokenizer = tiny
+    eps = {"smart": 1e-3, "sift": 1e-2}
+    regs = {a: r for a, r in analysis.regularizers_for(None, perturb_at=at, adv_norm="l2").items()}
+    for a, r in regs.items():
+        r.adv_epsilon = eps[a]
+        r.adv_step_size = 10 * eps[a]  # a step beyond the ball: the projection must bind
+    rng_before = torch.get_rng_state()
+    sizes = analysis.perturbation_sizes(model, tokenizer, TEXTS, regs, batch_size=2, seed=1)
+    assert torch.equal(rng_before, torch.get_rng_state()), "the global RNG must be left alone"
+    assert model.training and all(p.grad is None for p in model.parameters())
+    smart, sift = sizes[sizes["algo"] == "smart"], sizes[sizes["algo"] == "sift"]
+    assert len(smart) == len(sift) > 0 and set(sizes["at"]) == {at}
+    # SMART: ||Delta_t|| <= eps (raw); SiFT: ||Delta_t|| <= eps * sigma_t — the defining property.
+    assert (smart["perturbation_norm"] <= eps["smart"] * (1 + 1e-5)).all()
+    assert (sift["perturbation_norm"] <= eps["sift"] * sift["std"] * (1 + 1e-5)).all()
+    np.testing.assert_allclose(sift["normalized"], eps["sift"], rtol=1e-3)  # on the sphere after a big step
+    np.testing.assert_allclose(sizes["relative"], sizes["perturbation_norm"] / sizes["norm"], rtol=1e-5)
+    assert (sizes["divergence"] >= 0).all() and np.isfinite(sizes["divergence"]).all()
+    # one divergence per text, repeated on its tokens
+    assert sizes.groupby(["algo", "domain", "text"])["divergence"].nunique().eq(1).all()
+    again = analysis.perturbation_sizes(model, tokenizer, TEXTS, regs, batch_size=2, seed=1)
+    pd.testing.assert_frame_equal(sizes, again)
+
+
+def test_split_check_is_exact(tiny):
+    check = analysis.split_check(*tiny, "split me exactly")
+    assert list(check["at"]) == list(analysis.BLOCK_ORDER)
+    assert (check["max_abs_logit_diff"] < 1e-5).all()
+    assert check["shape"].iloc[0][:2] == (1, 5)
+
+
+# ----------------------------------------------------------------------------- token-norm shift
+
+
+def test_token_norm_shift(tiny):
+    model, tokenizer = tiny
+    same = analysis.token_norm_shift(model, model, tokenizer, TEXTS, at="word_embeddings")
+    assert (same["shift"] == 0).all() and (same["norm_change"] == 0).all()
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.base_model.embeddings.word_embeddings.weight.mul_(2.0)
+    moved = analysis.token_norm_shift(model, other, tokenizer, TEXTS)
+    w = moved[moved["at"] == "word_embeddings"]
+    np.testing.assert_allclose(w["relative_shift"], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(w["norm_change"], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(w["tuned_norm"], 2 * w["base_norm"], rtol=1e-5)
+    assert (moved.loc[moved["at"] == "embedding_output", "shift"] > 0).any()
+
+
+def test_load_run_models_rebuilds_base_and_reads_final_weights(tmp_path, data_dir):
+    from siftkit.training import train
+
+    cfg = RunConfig(task="twitter_to_uci", algo="sift", model_name="random:bert", data_dir=str(data_dir),
+                    output_dir=str(tmp_path / "run"), max_train_samples=4, max_eval_samples=4,
+                    per_device_train_batch_size=2, uci_num_train_epochs=1, learning_rate=1e-2, seed=7,
+                    save_model=True)
+    train(cfg, progress=False)
+    loaded = analysis.load_run_models(tmp_path / "run" / "results.json")
+    base, tuned = loaded["base"], loaded["tuned"]
+    assert loaded["config"].seed == 7 and not base.training and not tuned.training
+    wb = base.base_model.embeddings.word_embeddings.weight
+    wt = tuned.base_model.embeddings.word_embeddings.weight
+    same_rows = (wb == wt).all(dim=1)
+    # Rows of tokens the run never saw are untouched (Adam without weight decay), so the
+    # base was rebuilt exactly; rows of the tokens it trained on moved.
+    assert same_rows.float().mean() > 0.95
+    assert (~same_rows).sum() > 0
+    shift = analysis.runs_token_norm_shift([tmp_path / "run"], {"d": ["hello world"]}, at="word_embeddings")
+    assert set(shift["algo"]) == {"sift"} and set(shift["seed"]) == {7} and len(shift) == 4
+    shutil.rmtree(tmp_path / "run" / "model")
+    with pytest.raises(ValueError, match="save_model=True"):
+        analysis.load_run_models(tmp_path / "run")
+
+
+# ----------------------------------------------------------------------------- results tables
+
+
+def _record(task, algo, seed, value, **cfg):
+    metric = analysis.PAPER_METRIC[task]
+    config = RunConfig(task=task, algo=algo, seed=seed, **cfg).to_dict()
+    return {"config": config, "metrics": {metric: value, "other_metric": 0.1}, "history": [],
+            "meta": {"wall_time_s": 60.0 * seed, "device_name": "cpu", "git_commit": None}}
+
+
+RECORDS = [
+    _record("twitter_to_uci", "sift", 1, 0.70), _record("twitter_to_uci", "sift", 2, 0.80),
+    _record("twitter_to_uci", "smart", 1, 0.60),
+    _record("twitter_to_uci", "smart", 2, 0.65, bregman_weight=0.0),
+    _record("cola", "plain", 1, 0.30), _record("cola", "plain", 2, 0.40, learning_rate=3e-5),
+]
+
+
+def test_results_frame_and_table():
+    frame = analysis.results_frame(RECORDS)
+    assert len(frame) == 6 and frame["model"].eq("all-MiniLM-L6-v2").all()
+    assert list(frame["variant"]) == ["", "", "", "bregman_weight=0.0", "", ""]
+    table = analysis.results_table(frame)
+    sift = table[(table["algo"] == "sift") & (table["metric"] == "uci_test_accuracy")].iloc[0]
+    assert sift["mean"] == pytest.approx(0.75) and sift["std"] == pytest.approx(np.std([0.7, 0.8], ddof=1))
+    assert sift["n"] == 2 and sift["seeds"] == [1, 2] and sift["differs"] == ""
+    assert sift["paper_bert"] == 0.80 and sift["paper_deberta"] == 0.91
+    smart = table[(table["algo"] == "smart") & (table["metric"] == "uci_test_accuracy")]
+    assert len(smart) == 2 and smart["n"].tolist() == [1, 1] and smart["std"].isna().all()
+    cola = table[table["task"] == "cola"].iloc[0]
+    assert cola["metric"] == "out_of_domain_dev_mcc" and cola["differs"] == "learning_rate"
+    assert "other_metric" not in set(table["metric"])
+    empty = analysis.results_table(analysis.results_frame([]))
+    assert empty.empty and "mean" in empty.columns
+
+
+def test_paper_table_layout_and_format():
+    table = analysis.results_table(analysis.results_frame(RECORDS))
+    paper = analysis.paper_table(table)
+    assert list(paper["algo"]) == ["plain", "smart", "smart", "sift"]  # the paper's row order
+    assert list(paper["variant"]) == ["", "", "bregman_weight=0.0", ""]
+    row = paper[(paper["algo"] == "sift")].iloc[0]
+    assert row["uci_mean"] == pytest.approx(0.75) and math.isnan(row["cola_mean"])
+    assert row["cola_paper_bert"] == 0.53 and row["uci_paper_deberta"] == 0.91
+    text = analysis.format_paper_table(paper)
+    assert "0.750 ± 0.071 (n=2)" in set(text["UCI 10% acc (ours)"])
+    assert "—" in set(text["CoLA MCC (ours)"])
+    # without any run the paper's rows still show
+    bare = analysis.paper_table(analysis.results_table(analysis.results_frame([])))
+    assert list(bare["algo"]) == ["plain", "smart", "sift"]
+    assert list(bare["uci_paper_bert"]) == [0.55, 0.70, 0.80]
+    assert analysis.format_mean_std(0.5, float("nan"), 1) == "0.500 (n=1)"
+
+
+def test_model_label():
+    assert analysis.model_label(None) == "all-MiniLM-L6-v2"
+    assert analysis.model_label("random:bert") == "random:bert"
+    assert analysis.model_label("/models/deberta-v3-base/") == "deberta-v3-base"
+
+
+# ----------------------------------------------------------------------------- plotting
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _labelled(fig):
+    """Every axes that shows data has both axis labels (units are in them); an x axis shared
+    with the panel below may carry its label there."""
+    for ax in fig.axes:
+        if ax.has_data():
+            siblings = ax.get_shared_x_axes().get_siblings(ax)
+            assert any(a.get_xlabel() for a in siblings), f"unlabelled x axis in {ax.get_title()!r}"
+            assert ax.get_ylabel(), f"unlabelled y axis in {ax.get_title()!r}"
+
+
+def test_statistics_figures(tiny, stats, tmp_path):
+    model, tokenizer = tiny
+    sizes = analysis.perturbation_sizes(model, tokenizer, TEXTS, analysis.regularizers_for(), batch_size=2)
+    one = analysis.perturbation_sizes(model, tokenizer, ["just one sentence"], analysis.regularizers_for())
+    shift = analysis.token_norm_shift(model, model, tokenizer, TEXTS).assign(algo="plain")
+    shift["relative_shift"] += np.linspace(1e-3, 1e-2, len(shift))  # zero shifts cannot sit on a log axis
+    figures = {
+        "stats": plotting.embedding_statistics(stats),
+        "gap": plotting.norm_gap_tokens_plot(analysis.norm_gap_tokens(stats, "a", "b", at="word_embeddings")),
+        "sizes": plotting.perturbation_sizes_plot(sizes),
+        "one": plotting.sentence_perturbation(one, mode="raw"),
+        "norms": plotting.sentence_token_norms(analysis.token_statistics(model, tokenizer, ["just one"])),
+        "shift": plotting.token_norm_shift_plot(shift),
+        "change": plotting.token_norm_shift_plot(shift, value="norm_change"),
+    }
+    for name, fig in figures.items():
+        _labelled(fig)
+        width, height = _png_size(plotting.save_figure(fig, tmp_path / "figs" / f"{name}.png"))
+        assert width > 400 and height > 250, name
+    with pytest.raises(ValueError, match="mode must be one of"):
+        plotting.sentence_perturbation(one, mode="logit")
+    with pytest.raises(ValueError, match="PNG"):
+        plotting.save_figure(figures["one"], tmp_path / "x.pdf")
+
+
+def test_run_figures(tmp_path):
+    history = [{"stage": s, "global_step": i, "task_loss": 0.7 - 0.01 * i, "loss": 0.7 - 0.01 * i + 1e-5,
+                "adv_loss": 1e-5, "bregman_loss": 0.0, "relative_perturbation": 7e-3, "learning_rate": 2e-5}
+               for i, s in enumerate(["twitter"] * 5 + ["uci"] * 3, start=1)]
+    record = {"config": RunConfig(algo="sift").to_dict(), "history": history, "meta": {"device_name": "cpu"},
+              "metrics": {"twitter_val_accuracy": 0.9, "uci_zero_shot_accuracy": 0.4, "uci_test_accuracy": 0.7}}
+    frame = analysis.results_frame(RECORDS)
+    table = analysis.results_table(frame)
+    figures = {"curves": plotting.learning_curves(record), "bars": plotting.metric_bars(record),
+               "compare": plotting.compare_bars(table, frame), "cost": plotting.cost_bars(frame),
+               "empty": plotting.compare_bars(analysis.results_table(analysis.results_frame([])))}
+    for name, fig in figures.items():
+        _labelled(fig)
+        width, height = _png_size(plotting.save_figure(fig, tmp_path / f"{name}.png"))
+        assert width > 400 and height > 250, name
+    titles = [ax.get_title() for ax in figures["curves"].axes]
+    assert "training loss" in titles and "learning-rate schedule" in titles

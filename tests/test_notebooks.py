@@ -1,0 +1,347 @@
+"""The notebooks: committed stripped, parameters that match RunConfig, and every notebook run
+headless with papermill on params/smoke.yaml, checked through the files it wrote.
+
+The full executions carry the ``notebooks`` mark (deselect with ``-m "not notebooks"``); they
+share one set of smoke runs made in a temporary folder. Executed copies are written to
+``notebooks/executed/`` (git-ignored).
+"""
+
+import ast
+import json
+import re
+import warnings
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from siftkit.config import RunConfig
+from siftkit.notebook import (NOTEBOOK_PARAMETERS, changed_fields, collect_parameters, config_from_parameters,
+                              parameter_names, prepare_output_dir, project_root, resolve_path)
+from siftkit.results import OutputDirError
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+EXECUTED = NOTEBOOKS / "executed"
+SMOKE = "params/smoke.yaml"
+NAMES = ["00_tour", "01_cola", "02_twitter_to_uci", "03_embedding_statistics", "04_compare"]
+
+# Notebook-only parameters (not RunConfig fields), allowed explicitly. Anything else in a
+# parameters cell must be a RunConfig field: this is the drift check.
+ALLOWED_NOTEBOOK_ONLY = {"params_file", "sentence", "interactive", "texts_per_domain", "perturbation_texts",
+                         "runs_glob", "results_glob"}
+
+with warnings.catch_warnings():
+    # The mark is registered in pyproject.toml's markers once that file lists it; until then
+    # creating it must not warn at collection.
+    warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
+    notebooks_mark = pytest.mark.notebooks
+
+
+def _notebook(name):
+    return nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+
+
+def _parameters_cell(nb):
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one cell tagged 'parameters'"
+    return cells[0]
+
+
+# ----------------------------------------------------------------------------- committed notebooks
+
+
+def test_all_notebooks_exist():
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_is_stripped(name):
+    nb = _notebook(name)
+    nbformat.validate(nb)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{name} cell {i} has outputs"
+            assert cell.execution_count is None, f"{name} cell {i} has an execution count"
+        assert "papermill" not in cell.metadata and "execution" not in cell.metadata
+    assert "widgets" not in nb.metadata and "papermill" not in nb.metadata
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameters_cell_is_plain_annotated_literals(name):
+    cell = _parameters_cell(_notebook(name))
+    tree = ast.parse(cell.source)
+    for node, line in zip(tree.body, cell.source.splitlines()):
+        assert isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name), line
+        ast.literal_eval(node.value)  # a plain literal, nothing computed
+        # `name: type = value  # meaning`, one '=' (papermill's parser skips a line with two)
+        assert re.match(r"^\w+: .+ = .+  # \S.*$", line), line
+        assert line.count("=") == 1, f"{line!r}: no '=' in the comment"
+    assert len(tree.body) == len(cell.source.splitlines())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameters_match_runconfig_fields(name):
+    import papermill
+
+    inferred = papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb"))
+    names = list(inferred)
+    assert names == parameter_names({"In": ["", _parameters_cell(_notebook(name)).source]})
+    drift = set(names) - set(RunConfig.field_names()) - ALLOWED_NOTEBOOK_ONLY
+    assert not drift, f"{name}: parameters {sorted(drift)} are neither RunConfig fields nor allowed notebook-only"
+    assert "extra" not in names
+    for pname, p in inferred.items():
+        assert p["help"], f"{name}: parameter {pname} has no '# meaning' comment"
+        assert p["inferred_type_name"] != "None", f"{name}: parameter {pname} has no type"
+
+
+def test_notebook_only_allow_list_matches_siftkit():
+    assert set(NOTEBOOK_PARAMETERS) == ALLOWED_NOTEBOOK_ONLY
+    assert not ALLOWED_NOTEBOOK_ONLY & set(RunConfig.field_names())
+
+
+def test_run_notebooks_use_every_knob_by_its_field_name():
+    for name in ("01_cola", "02_twitter_to_uci"):
+        names = set(papermill_params(name))
+        assert {"algo", "seed", "learning_rate", "num_train_epochs", "per_device_train_batch_size", "max_length",
+                "max_train_samples", "max_eval_samples", "perturb_at", "adv_epsilon", "output_dir",
+                "overwrite", "params_file"} <= names
+
+
+def papermill_params(name):
+    import papermill
+
+    return papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb"))
+
+
+# ----------------------------------------------------------------------------- siftkit.notebook
+
+
+def _ns(params_cell, injected=None, **values):
+    """A kernel namespace: the values, and `In` holding the parameter cells' sources."""
+    history = ["", params_cell] + ([injected] if injected else []) + ["cfg = config_from_parameters(globals())"]
+    ns = {"In": history, "Out": {}, "get_ipython": None}
+    exec(params_cell, {}, ns)
+    if injected:
+        exec(injected, {}, ns)
+    ns.update(values)
+    return ns
+
+
+PARAMS = 'algo: str = "plain"  # a\nseed: "Optional[int]" = None  # b\nparams_file: "Optional[str]" = None  # c\n'
+
+
+def test_parameter_names_come_from_literal_cells_only():
+    ns = _ns(PARAMS, '# Parameters\nalgo = "sift"\nlearning_rate = 0.001\n')
+    ns["In"].append("threshold = 3")  # a later one-line cell of literals also counts...
+    ns["In"].append("import os\nx = 1")  # ...but not a cell with code
+    assert parameter_names(ns) == ["algo", "seed", "params_file", "learning_rate", "threshold"]
+    # without a history: every public plain-literal global
+    assert parameter_names({"algo": "x", "_hidden": 1, "In": [], "model": object()}) == ["algo"]
+
+
+def test_config_from_parameters_precedence(tmp_path):
+    yaml_file = tmp_path / "over.yaml"
+    yaml_file.write_text("learning_rate: 1.0e-3\nseed: 5\nmax_length: 16\n")
+    injected = f'# Parameters\nparams_file = "{yaml_file}"\nmax_length = 64\n'
+    cell = PARAMS + 'max_length: "Optional[int]" = None  # d\noutput_dir: "Optional[str]" = None  # e\n'
+    cfg = config_from_parameters(_ns(cell, injected), default_output_dir=str(tmp_path / "runs/{algo}-seed{seed}"),
+                                 task="cola")
+    # RunConfig default < params file < non-None parameter; None leaves the file's value
+    assert (cfg.task, cfg.algo, cfg.learning_rate, cfg.seed, cfg.max_length) == ("cola", "plain", 1e-3, 5, 64)
+    assert cfg.output_dir == str(tmp_path / "runs" / "plain-seed5")
+    explicit = config_from_parameters(_ns(cell, injected, output_dir="mine"), default_output_dir="x/{algo}")
+    assert explicit.output_dir == str(project_root() / "mine")  # relative paths: from the project root
+
+
+def test_config_from_parameters_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"algo must be one of 'plain', 'smart', 'sift'; got 'smrt'"):
+        config_from_parameters(_ns(PARAMS, '# Parameters\nalgo = "smrt"\n'))
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\): lerning_rate \(did you mean learning_rate\?\)"):
+        config_from_parameters(_ns(PARAMS, "# Parameters\nlerning_rate = 0.1\n"))
+    with pytest.raises(ValueError, match="task must be 'cola' in this notebook, but a parameter sets"):
+        config_from_parameters(_ns(PARAMS, '# Parameters\ntask = "twitter_to_uci"\n'), task="cola")
+    other = tmp_path / "p2.yaml"
+    other.write_text("task: twitter_to_uci\n")
+    with pytest.raises(ValueError, match="but params_file .* sets task='twitter_to_uci'"):
+        config_from_parameters(_ns(PARAMS, f'# Parameters\nparams_file = "{other}"\n'), task="cola")
+    with pytest.raises(ValueError, match="params file not found"):
+        config_from_parameters(_ns(PARAMS, '# Parameters\nparams_file = "params/nope.yaml"\n'))
+    assert collect_parameters(_ns(PARAMS, "# Parameters\nresults_glob = 'x'\n"))["results_glob"] == "x"
+
+
+def test_changed_fields_show_what_a_run_changes():
+    changed = changed_fields(RunConfig(algo="sift", learning_rate=1e-3, max_length=64))
+    assert changed == {"task": "twitter_to_uci", "algo": "sift", "learning_rate": 1e-3, "max_length": 64}
+
+
+def test_resolve_path_and_project_root(tmp_path):
+    assert project_root(REPO / "notebooks") == REPO
+    assert resolve_path("params/smoke.yaml") == REPO / "params" / "smoke.yaml"
+    assert resolve_path(tmp_path / "a") == tmp_path / "a"
+
+
+def test_prepare_output_dir_tells_the_notebook_way_out(tmp_path):
+    cfg = RunConfig(output_dir=str(tmp_path / "run"))
+    assert prepare_output_dir(cfg) == tmp_path / "run"
+    (tmp_path / "run" / "results.json").write_text("{}")
+    with pytest.raises(OutputDirError, match="-p overwrite True"):
+        prepare_output_dir(cfg)
+    prepare_output_dir(cfg.replace(overwrite=True))
+    (tmp_path / "run" / "results.json").unlink()
+    (tmp_path / "run" / "checkpoints" / "step-0000001").mkdir(parents=True)
+    with pytest.raises(OutputDirError, match="-p resume True"):
+        prepare_output_dir(cfg)
+
+
+# ----------------------------------------------------------------------------- papermill runs
+
+
+def _execute(name, tmp_path, **parameters):
+    """Run notebook `name` headless from the project root; return the executed notebook."""
+    import papermill
+
+    EXECUTED.mkdir(exist_ok=True)
+    out = EXECUTED / f"test-{name}.ipynb"
+    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters,
+                               cwd=str(REPO), kernel_name="python3", progress_bar=False,
+                               execution_timeout=600)
+    return nbformat.read(out, as_version=4)
+
+
+def _execute_fails(name, **parameters):
+    import papermill
+
+    EXECUTED.mkdir(exist_ok=True)
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(EXECUTED / f"test-{name}-fails.ipynb"),
+                                   parameters=parameters, cwd=str(REPO), kernel_name="python3",
+                                   progress_bar=False, execution_timeout=300)
+    nb = nbformat.read(EXECUTED / f"test-{name}-fails.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first_after_parameters = [c for c in code if not {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))][0]
+    failed = [c for c in code if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert failed and failed[0] is first_after_parameters, "the error must come from the first cell"
+    return info.value
+
+
+def _png(path, min_width=400, min_height=250):
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width >= min_width and height >= min_height, f"{path}: {width}x{height}"
+    assert len(data) > 5_000, f"{path} is suspiciously small"
+
+
+def _inline_images(nb):
+    return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory, data_dir):
+    """P2 runs of all three algorithms for two seeds and one CoLA run, on smoke settings."""
+    from siftkit.training import train
+
+    root = tmp_path_factory.mktemp("smoke_runs")
+    base = RunConfig.from_yaml(REPO / SMOKE, data_dir=str(data_dir), max_train_samples=8, max_eval_samples=8,
+                               save_model=True)
+    for algo in ("plain", "smart", "sift"):
+        for seed in (1, 2):
+            train(base.replace(task="twitter_to_uci", algo=algo, seed=seed,
+                               output_dir=str(root / "p2" / f"{algo}-seed{seed}")), progress=False)
+    train(base.replace(task="cola", algo="sift", seed=1, output_dir=str(root / "cola" / "sift-seed1")), progress=False)
+    return root
+
+
+@notebooks_mark
+def test_00_tour(tmp_path):
+    nb = _execute("00_tour", tmp_path, params_file=SMOKE, output_dir=str(tmp_path / "tour"))
+    figures = tmp_path / "tour" / "figures"
+    for name in ("sentence_token_norms", "sentence_perturbation", "panel_default"):
+        _png(figures / f"{name}.png")
+    assert _inline_images(nb) >= 3, "figures are shown inline as well as saved"
+    # the widget panel was built (and did not block) without a frontend
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+               for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+@notebooks_mark
+def test_01_cola_and_bad_value(tmp_path, data_dir):
+    out = tmp_path / "cola"
+    nb = _execute("01_cola", tmp_path, algo="smart", params_file=SMOKE, data_dir=str(data_dir), output_dir=str(out))
+    record = json.loads((out / "results.json").read_text())
+    assert record["config"]["task"] == "cola" and record["config"]["algo"] == "smart"
+    assert record["config"]["model_name"] == "random:bert"  # from params/smoke.yaml
+    assert set(record["metrics"]) >= {"in_domain_dev_mcc", "out_of_domain_dev_mcc"}
+    assert all(-1 <= record["metrics"][k] <= 1 for k in ("in_domain_dev_mcc", "out_of_domain_dev_mcc"))
+    assert record["history"] and all(r["adv_loss"] >= 0 for r in record["history"])
+    assert (out / "history.csv").is_file() and (out / "model").is_dir()
+    for name in ("learning_curves", "metrics"):
+        _png(out / "figures" / f"{name}.png")
+    assert _inline_images(nb) >= 2
+    error = _execute_fails("01_cola", algo="smrt", params_file=SMOKE, output_dir=str(tmp_path / "bad"))
+    assert error.ename == "ValueError"
+    assert "algo must be one of 'plain', 'smart', 'sift'; got 'smrt'" in error.evalue
+
+
+@notebooks_mark
+def test_02_twitter_to_uci_and_existing_output(tmp_path, data_dir):
+    out = tmp_path / "p2"
+    _execute("02_twitter_to_uci", tmp_path, algo="sift", params_file=SMOKE, data_dir=str(data_dir),
+             output_dir=str(out))
+    record = json.loads((out / "results.json").read_text())
+    assert (record["config"]["task"], record["config"]["algo"]) == ("twitter_to_uci", "sift")
+    assert set(record["metrics"]) >= {"twitter_val_accuracy", "uci_zero_shot_accuracy", "uci_test_accuracy"}
+    assert [s["name"] for s in record["stages"]] == ["twitter", "uci"]
+    assert {r["stage"] for r in record["history"]} == {"twitter", "uci"}
+    assert all(r["relative_perturbation"] > 0 for r in record["history"])
+    for name in ("learning_curves", "metrics"):
+        _png(out / "figures" / f"{name}.png")
+    # the same output_dir again: the first cell stops, saying how to go on
+    error = _execute_fails("02_twitter_to_uci", algo="sift", params_file=SMOKE, output_dir=str(out))
+    assert error.ename == "OutputDirError" and "-p overwrite True" in error.evalue
+
+
+@notebooks_mark
+def test_03_embedding_statistics(tmp_path, smoke_runs, data_dir):
+    out = tmp_path / "stats"
+    nb = _execute("03_embedding_statistics", tmp_path, params_file=SMOKE, data_dir=str(data_dir),
+                  output_dir=str(out), runs_glob=str(smoke_runs / "p2" / "*" / "results.json"))
+    import pandas as pd
+
+    summary = pd.read_csv(out / "domain_summary.csv")
+    assert set(summary["domain"]) == {"twitter", "uci", "cola"}
+    assert set(summary["at"]) == {"word_embeddings", "pre_layernorm", "embedding_output"}
+    assert (summary["texts"] == 16).all()  # texts_per_domain capped by smoke's max_eval_samples
+    sizes = pd.read_csv(out / "perturbation_sizes.csv")
+    assert set(sizes["algo"]) == {"smart", "sift"} and (sizes["relative"] > 0).all()
+    shift = pd.read_csv(out / "token_norm_shift.csv")
+    assert set(shift["algo"]) == {"plain", "smart", "sift"} and set(shift["seed"]) == {1, 2}
+    assert (shift["relative_shift"] >= 0).all() and (shift["relative_shift"] > 0).any()
+    for name in ("embedding_statistics", "norm_gap_twitter_vs_cola", "perturbation_sizes", "token_norm_shift",
+                 "token_norm_change"):
+        _png(out / "figures" / f"{name}.png")
+    assert _inline_images(nb) >= 5
+
+
+@notebooks_mark
+def test_04_compare_and_unknown_name(tmp_path, smoke_runs):
+    out = tmp_path / "compare"
+    nb = _execute("04_compare", tmp_path, results_glob=str(smoke_runs / "**" / "results.json"), output_dir=str(out))
+    import pandas as pd
+
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 7
+    table = pd.read_csv(out / "results_table.csv")
+    uci = table[table["metric"] == "uci_test_accuracy"].set_index("algo")
+    assert set(uci.index) == {"plain", "smart", "sift"} and (uci["n"] == 2).all() and uci["std"].notna().all()
+    assert uci.loc["sift", "paper_bert"] == 0.80
+    paper = pd.read_csv(out / "paper_table.csv")
+    assert {"uci_mean", "uci_std", "uci_paper_bert", "cola_mean", "cola_paper_deberta"} <= set(paper.columns)
+    assert paper.loc[paper["algo"] == "sift", "cola_n"].iloc[0] == 1
+    _png(out / "figures" / "compare.png")
+    _png(out / "figures" / "wall_time.png")
+    assert _inline_images(nb) >= 2
+    error = _execute_fails("04_compare", result_glob="x", output_dir=str(tmp_path / "bad"))
+    assert "unknown parameter(s): result_glob (did you mean results_glob?)" in error.evalue
