@@ -29,23 +29,10 @@ import torch
 
 from siftkit.config import RunConfig
 from siftkit.divergences import get_divergence
+from siftkit.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS  # noqa: F401 (re-exported)
 from siftkit.regularizers import REGULARIZERS, AdversarialRegularizer
 from siftkit.split import PERTURB_POINTS, EmbeddingSplit
 
-# The paper's Tables 1 (BERT-base) and 2 (DeBERTa-base): CoLA = MCC on out_of_domain_dev,
-# "UCI 10%" = accuracy on the held-out 90% of UCI after Twitter + 10% UCI.
-PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
-    "bert": {"cola": {"plain": 0.52, "smart": 0.51, "sift": 0.53},
-             "twitter_to_uci": {"plain": 0.55, "smart": 0.70, "sift": 0.80}},
-    "deberta": {"cola": {"plain": 0.54, "smart": 0.56, "sift": 0.56},
-                "twitter_to_uci": {"plain": 0.56, "smart": 0.80, "sift": 0.91}},
-}
-# The metric each paper column reports, and the other metrics each protocol records.
-PAPER_METRIC = {"cola": "out_of_domain_dev_mcc", "twitter_to_uci": "uci_test_accuracy"}
-TASK_METRICS = {
-    "cola": ("out_of_domain_dev_mcc", "in_domain_dev_mcc"),
-    "twitter_to_uci": ("uci_test_accuracy", "uci_zero_shot_accuracy", "twitter_val_accuracy"),
-}
 ALGO_LABELS = {"plain": "plain", "smart": "SMART", "sift": "SiFT"}
 
 # Where each domain's texts come from: (dataset, split).

@@ -20,18 +20,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from siftkit.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
 from siftkit.results import RESULTS_FILE, atomic_write_text, load_results
 
-# The paper's Tables 1 (BERT-base) and 2 (DeBERTa-base), seed-42 runs.
-PAPER = {
-    "cola": {"plain": (0.52, 0.54), "smart": (0.51, 0.56), "sift": (0.53, 0.56)},
-    "twitter_to_uci": {"plain": (0.55, 0.56), "smart": (0.70, 0.80), "sift": (0.80, 0.91)},
-}
-MAIN_METRIC = {"cola": "out_of_domain_dev_mcc", "twitter_to_uci": "uci_test_accuracy"}
-TASK_METRICS = {
-    "cola": ["in_domain_dev_mcc", "out_of_domain_dev_mcc"],
-    "twitter_to_uci": ["uci_test_accuracy", "uci_zero_shot_accuracy", "twitter_val_accuracy"],
-}
+# (BERT-base, DeBERTa-base) per task and algorithm, from the one table in siftkit.paper.
+PAPER = {task: {algo: (PAPER_RESULTS["bert"][task][algo], PAPER_RESULTS["deberta"][task][algo])
+                for algo in PAPER_RESULTS["bert"][task]} for task in PAPER_RESULTS["bert"]}
+MAIN_METRIC = PAPER_METRIC
 # Two-sided 95% Student t critical values by degrees of freedom (exact to 3 decimals).
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
          10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
@@ -145,7 +140,7 @@ def summarize(paths: Iterable[str | Path]) -> tuple[str, dict]:
         metrics = TASK_METRICS[task]
         title = "P1 · CoLA" if task == "cola" else "P2 · Twitter → UCI"
         lines += [f"## {title} — {model} on {device}", ""]
-        head = ["variant", "n"] + metrics + ["paper BERT", "paper DeBERTa", "wall time (s)"]
+        head = ["variant", "n"] + list(metrics) + ["paper BERT", "paper DeBERTa", "wall time (s)"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for variant in sorted(variants, key=_variant_order):
             recs = variants[variant]
