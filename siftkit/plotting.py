@@ -348,22 +348,33 @@ def perturbation_sizes_plot(sizes: pd.DataFrame, *, include_special: bool = Fals
                 h.set_alpha(1)
 
             ax = axes[1, c]
-            width = 0.8 / max(len(algos), 1)
-            for i, algo in enumerate(algos):
-                data = [at.loc[(at["algo"] == algo) & (at["domain"] == d), "relative"].to_numpy() for d in domains]
-                pos = np.arange(len(domains)) + (i - (len(algos) - 1) / 2) * width
-                bp = ax.boxplot([x if len(x) else [np.nan] for x in data], positions=pos, widths=width * 0.85,
-                                patch_artist=True, showfliers=False, manage_ticks=False)
-                for box in bp["boxes"]:
-                    box.set(facecolor=ALGO_COLORS[algo], alpha=0.55)
-                for med in bp["medians"]:
-                    med.set(color="black")
+            _grouped_boxes(ax, at, algos, domains, "relative")
             ax.set_xticks(range(len(domains)), domains)
             _scale_y(ax, at["relative"], "‖Δ_t‖ / ‖z_t‖", "ratio")
             ax.set_xlabel("domain")
             ax.set_title("per domain (box: quartiles, whiskers: 1.5 IQR)")
         fig.suptitle("Size of the adversarial perturbation relative to each token's norm")
     return fig
+
+
+def _grouped_boxes(ax, frame: pd.DataFrame, algos: Sequence[str], domains: Sequence[str], column: str):
+    """One box per (domain, algorithm), algorithms side by side within each domain.
+
+    Returns (algo, positions, per-domain values) for each algorithm, for overlays.
+    """
+    width = 0.8 / max(len(algos), 1)
+    drawn = []
+    for i, algo in enumerate(algos):
+        data = [frame.loc[(frame["algo"] == algo) & (frame["domain"] == d), column].to_numpy() for d in domains]
+        pos = np.arange(len(domains)) + (i - (len(algos) - 1) / 2) * width
+        bp = ax.boxplot([x if len(x) else [np.nan] for x in data], positions=pos, widths=width * 0.85,
+                        patch_artist=True, showfliers=False, manage_ticks=False)
+        for box in bp["boxes"]:
+            box.set(facecolor=ALGO_COLORS[algo], alpha=0.55)
+        for med in bp["medians"]:
+            med.set(color="black")
+        drawn.append((algo, pos, data))
+    return drawn
 
 
 def token_norm_shift_plot(shift: pd.DataFrame, *, value: str = "relative_shift",
@@ -384,16 +395,7 @@ def token_norm_shift_plot(shift: pd.DataFrame, *, value: str = "relative_shift",
             if at.empty:
                 _empty(ax, "no runs")
                 continue
-            width = 0.8 / max(len(algos), 1)
-            for i, algo in enumerate(algos):
-                pos = np.arange(len(domains)) + (i - (len(algos) - 1) / 2) * width
-                data = [at.loc[(at["algo"] == algo) & (at["domain"] == d), value].to_numpy() for d in domains]
-                bp = ax.boxplot([x if len(x) else [np.nan] for x in data], positions=pos, widths=width * 0.85,
-                                patch_artist=True, showfliers=False, manage_ticks=False)
-                for box in bp["boxes"]:
-                    box.set(facecolor=ALGO_COLORS[algo], alpha=0.55)
-                for med in bp["medians"]:
-                    med.set(color="black")
+            for algo, pos, data in _grouped_boxes(ax, at, algos, domains, value):
                 means = [np.mean(x) if len(x) else np.nan for x in data]
                 ax.plot(pos, means, ls="none", marker="o", ms=4, color=ALGO_COLORS[algo],
                         markeredgecolor="black", label=f"{ALGO_LABELS.get(algo, algo)} (dot: mean)")
