@@ -7,7 +7,7 @@
     trainer.train()
 
 Only `compute_loss` changes: a training batch's loss is exactly what the native loop
-computes (`siftkit.training.AdversarialLoss`, shared, not copied), i.e. task loss +
+computes (`siftkit.objective.AdversarialLoss`, shared, not copied), i.e. task loss +
 adv_weight * R (+ bregman_weight * Bregman for SMART). Evaluation and prediction batches get
 the model's own loss, as with a plain `Trainer`. The regularizer knobs take the names of
 `RunConfig`'s fields; everything about optimisation (learning rate, batch size, precision,
@@ -31,7 +31,7 @@ from transformers import Trainer, TrainerCallback
 
 from siftkit.config import RunConfig
 from siftkit.split import unwrap
-from siftkit.training import AdversarialLoss
+from siftkit.objective import AdversarialLoss
 
 # RunConfig fields that configure the regularizer and the Bregman term.
 REGULARIZER_KNOBS = ("perturb_at", "adv_epsilon", "adv_noise_std", "adv_step_size", "adv_steps", "adv_norm",

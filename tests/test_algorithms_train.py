@@ -11,7 +11,8 @@ import siftkit.training as training
 from helpers import TEXTS, make_batch, real_examples, single_thread, tiny_model
 from siftkit.config import RunConfig
 from siftkit.results import load_results
-from siftkit.training import AdversarialLoss, train
+from siftkit.objective import AdversarialLoss
+from siftkit.training import train
 
 REPO_PARAMS = "params/smoke.yaml"
 

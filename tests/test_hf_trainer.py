@@ -9,7 +9,7 @@ import torch
 from helpers import TEXTS, make_batch, single_thread, tiny_model, tokenizer
 
 from siftkit import RunConfig
-from siftkit.training import AdversarialLoss
+from siftkit.objective import AdversarialLoss
 
 KNOBS = {
     "sift": dict(adv_noise_std=0.05, adv_epsilon=0.2, adv_step_size=0.05, adv_weight=2.0),

@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import siftkit.objective as objective
 import siftkit.training as training
 from siftkit.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
 from siftkit.config import RunConfig
@@ -162,7 +163,7 @@ def test_resume_in_process_equals_uninterrupted(reference, tmp_path):
 def _nan_loss_at(steps: set[int], first_step: int = 1):
     """AdversarialLoss.__call__, but the loss of the given global steps is NaN (as after an
     overflow): the loop must drop those updates and count them."""
-    real = training.AdversarialLoss.__call__
+    real = objective.AdversarialLoss.__call__
     step = {"now": first_step - 1}
 
     def call(self, model, batch):
@@ -178,14 +179,14 @@ def test_nonfinite_steps_are_counted_across_resume(tmp_path, monkeypatch):
     """Dropped (non-finite) steps in stage 1 and just before the kill in stage 2 are still
     counted after the resume: in the history rows and in meta.nonfinite_steps."""
     one_epoch = dict(uci_num_train_epochs=1, logging_steps=1)  # global steps 1-2 | 3-4
-    monkeypatch.setattr(training.AdversarialLoss, "__call__", _nan_loss_at({1, 3}))
+    monkeypatch.setattr(objective.AdversarialLoss, "__call__", _nan_loss_at({1, 3}))
     ref = _run(tmp_path / "ref", **one_epoch)
     assert ref["meta"]["nonfinite_steps"] == 2
     assert [r["nonfinite_steps"] for r in ref["history"]] == [1, 1, 1, 1]  # counted per stage
 
-    monkeypatch.setattr(training.AdversarialLoss, "__call__", _nan_loss_at({1, 3}))
+    monkeypatch.setattr(objective.AdversarialLoss, "__call__", _nan_loss_at({1, 3}))
     _interrupt(tmp_path / "run", 3, **one_epoch)
-    monkeypatch.setattr(training.AdversarialLoss, "__call__", _nan_loss_at({1, 3}, first_step=4))
+    monkeypatch.setattr(objective.AdversarialLoss, "__call__", _nan_loss_at({1, 3}, first_step=4))
     resumed = _run(tmp_path / "run", resume=True, **one_epoch)
     # compared as written (NaN -> null), since NaN != NaN in the records in memory
     assert _on_disk(tmp_path / "run") == _on_disk(tmp_path / "ref")
