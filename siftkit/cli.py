@@ -16,7 +16,7 @@ from typing import Sequence, get_type_hints
 
 from siftkit.config import RunConfig
 
-_BOOL_FLAGS = {"resume", "overwrite", "cpu"}  # may be given bare: `--resume`
+BOOL_FLAGS = {"resume", "overwrite", "cpu"}  # may be given bare: `--resume`
 
 
 def parse_field_value(name: str, text: str):
@@ -61,7 +61,7 @@ def _config_parser(prog: str) -> argparse.ArgumentParser:
             p.add_argument("--extra", default=None, metavar="MAPPING",
                            help="free-form notes recorded with the config, e.g. '{tag: ablation}'")
             continue
-        if name in _BOOL_FLAGS:
+        if name in BOOL_FLAGS:
             p.add_argument(f"--{name}", nargs="?", const="true", default=None, metavar="BOOL")
         else:
             p.add_argument(f"--{name}", default=None, metavar="VALUE")
