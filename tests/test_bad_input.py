@@ -121,7 +121,8 @@ def test_cli_reads_numbers_as_papermill_does(capsys, tmp_path, field, text, expe
     if isinstance(expected, str):
         code, err = _cli(capsys, "--params", str(SMOKE), "--output_dir", str(tmp_path / "o"), f"--{field}", text)
         assert (code, err) == (2, f"siftkit train: error: {expected}\n")
-        robustness_log(f"CLI `--{field} {text}` (YAML 1.1 read it as a number)", err.strip())
+        robustness_log(f"CLI `--{field} {text}` (the same message from a params file and papermill `-p`)",
+                       err.strip())
     else:
         robustness_log(f"CLI `--{field} {text}`, params file `{field}: {text}`, papermill `-p {field} {text}`",
                        f"(accepted: all three read {expected!r})")
@@ -189,7 +190,7 @@ def test_lock_of_a_killed_run_does_not_block(tmp_path):
     ("data_dir", "data_dir is empty (''); name the data folder, or leave data_dir unset (None) for the default"),
     ("model_name", "model_name is empty (''); give a Hub name or a model folder, or leave model_name unset (None) "
                    "for the offline default all-MiniLM-L6-v2"),
-])
+], ids=["output_dir", "data_dir", "model_name"])
 def test_empty_path_is_refused(capsys, tmp_path, field, message):
     """`--output_dir "$RUN_DIR"` with RUN_DIR unset wrote the run into the current folder."""
     assert _config_error(**{field: ""}) == message
@@ -463,3 +464,6 @@ def test_notebook_figures_folder_is_made_by_the_first_figure(tmp_path):
     plotting.save_figure(fig, folder / "x.png")
     plt.close(fig)
     assert (folder / "x.png").is_file()
+    robustness_log("a notebook whose run fails after the first cell",
+                   "(no empty folder: the first cell only checks output_dir, and figures/ is made by the first "
+                   "saved figure)")
