@@ -8,8 +8,10 @@ exists is skipped, one with checkpoints is resumed, so a killed sweep continues 
 stopped. Every run is its own ``python -m siftkit train`` process: a crash, an OOM or a bad
 setting fails that run only; the sweep reports it and goes on, and exits non-zero at the
 end if any run failed. ``--jobs N`` runs N at once (useful on a GPU, where one small run
-leaves the device mostly idle). Any RunConfig field can be set for all runs, e.g.
-``--perturb_at word_embeddings --tag word_embeddings``.
+leaves the device mostly idle). Any RunConfig field can be set for all runs, as `train`
+takes it (``--field value``, ``--field=value``, a bare ``--cpu``), e.g.
+``--perturb_at word_embeddings --tag word_embeddings``. An algorithm or seed named twice is
+run once.
 """
 
 from __future__ import annotations

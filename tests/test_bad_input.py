@@ -88,7 +88,8 @@ def test_adam_epsilon_is_checked(capsys, tmp_path, value, shown):
 
 
 def _papermill_value(text: str):
-    from papermill.cli import _resolve_type
+    """What papermill's `-p name text` passes to the notebook."""
+    _resolve_type = pytest.importorskip("papermill.cli")._resolve_type
 
     return _resolve_type(text)
 
