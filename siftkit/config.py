@@ -200,7 +200,11 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path | None = None, **overrides: Any) -> "RunConfig":
-        """Defaults, then the YAML file's overrides, then keyword overrides."""
+        """Defaults, then the YAML file's overrides, then keyword overrides.
+
+        The file is read by `load_yaml`: numbers as in YAML 1.2 (`010` is 10, `1e-3` a float),
+        and a key given twice is an error.
+        """
         import yaml
 
         data: dict[str, Any] = {}
