@@ -110,9 +110,9 @@ class AdversarialTrainer(Trainer):
         bare = unwrap(self.model)
         if getattr(bare, "base_model", None) is bare:
             # transformers' base_model is the model itself when it has no head on top.
-            raise ValueError(f"AdversarialTrainer needs a classifier that returns logits (a *ForSequenceClassification, "
-                             f"e.g. from AutoModelForSequenceClassification); {type(bare).__name__} is a bare encoder "
-                             f"without a classification head")
+            raise ValueError(f"AdversarialTrainer needs a classifier that returns logits (a "
+                             f"*ForSequenceClassification, e.g. from AutoModelForSequenceClassification); "
+                             f"{type(bare).__name__} is a bare encoder without a classification head")
         config = getattr(unwrap(self.model), "config", None)
         num_labels = getattr(config, "num_labels", 2)
         problem = getattr(config, "problem_type", None)
