@@ -136,9 +136,12 @@ def evaluate(model, evals: dict, tokenizer, cfg: RunConfig, accelerator) -> dict
 
 def perturbation_summary(history: list[dict[str, Any]]) -> dict[str, float]:
     """The run's mean per-token perturbation over its logged steps (0 for plain): the x
-    axis on which runs of different rules and sizes are compared."""
+    axis on which runs of different rules and sizes are compared; and the mean cosine
+    between delta and the ascent gradient (how adversarial the push was)."""
     out = {}
-    for key in ("relative_perturbation", "perturbation_norm"):
+    for key in ("relative_perturbation", "perturbation_norm", "ascent_cosine"):
+        if not any(key in row for row in history):
+            continue  # ascent_cosine: only runs with a regularizer log it
         values = [row[key] for row in history if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
         out[f"mean_{key}"] = sum(values) / len(values) if values else float("nan")
     return out

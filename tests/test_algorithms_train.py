@@ -161,7 +161,7 @@ def test_train_records_skipped_adversarial_steps(monkeypatch, tmp_path, data_dir
     assert all(row["adv_loss"] == 0.0 for row in record["history"])
     assert all(math.isfinite(row["loss"]) for row in record["history"])
     # every step skipped R: no perturbation was ever made, so its mean size is undefined
-    sizes = ("mean_relative_perturbation", "mean_perturbation_norm")
+    sizes = ("mean_relative_perturbation", "mean_perturbation_norm", "mean_ascent_cosine")
     assert all(math.isnan(record["metrics"][k]) for k in sizes)
     assert all(math.isfinite(v) for k, v in record["metrics"].items() if k not in sizes)
     # the files say the same
