@@ -49,7 +49,7 @@ class RunConfig:
     task: str = "twitter_to_uci"  # protocol: "cola" (P1) or "twitter_to_uci" (P2)
     algo: str = "plain"  # "plain", "smart" or "sift"
     model_name: str | None = None  # Hub name or local path; None = offline all-MiniLM-L6-v2
-    data_dir: str | None = None  # dataset folder; None = $SIFTKIT_DATA_DIR, else ./data
+    data_dir: str | None = None  # dataset folder; None = $SIFTKIT_DATA_DIR, else ./data, else the user cache
     output_dir: str = "runs/default"  # where results.json, history.csv, checkpoints go
     overwrite: bool = False  # allow replacing an existing results.json in output_dir
     seed: int = 42  # seeds data split, model head init, dropout and perturbation noise
