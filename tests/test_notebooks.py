@@ -304,6 +304,25 @@ def test_02_twitter_to_uci_and_existing_output(tmp_path, data_dir):
 
 
 @notebooks_mark
+def test_02_training_progress_reaches_the_terminal(tmp_path, data_dir):
+    # papermill keeps the tqdm bar inside the output notebook; the terminal that ran the
+    # command must still see training move (siftkit's lines on the kernel's own stderr).
+    import subprocess
+    import sys
+
+    EXECUTED.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "papermill", "notebooks/02_twitter_to_uci.ipynb",
+           str(EXECUTED / "test-02-terminal.ipynb"), "--no-progress-bar", "-k", "python3",
+           "-p", "algo", "sift", "-p", "params_file", SMOKE, "-p", "data_dir", str(data_dir),
+           "-p", "output_dir", str(tmp_path / "p2")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("siftkit: ")]
+    assert lines and lines[0].startswith("siftkit: sift · twitter step 1/5 (20%) · loss ")
+    assert any(line.startswith("siftkit: sift · uci step 5/5 (100%)") for line in lines)
+
+
+@notebooks_mark
 def test_03_embedding_statistics(tmp_path, smoke_runs, data_dir):
     out = tmp_path / "stats"
     nb = _execute("03_embedding_statistics", tmp_path, params_file=SMOKE, data_dir=str(data_dir),
