@@ -264,24 +264,35 @@ def regularizers_for(cfg: RunConfig | None = None, algos: Sequence[str] = ("smar
 
 def perturbation_sizes(model, tokenizer, texts: Sequence[str] | Mapping[str, Sequence[str]],
                        regularizers: Mapping[str, AdversarialRegularizer], *, max_length: int = 128,
-                       batch_size: int = 32, seed: int = 0) -> pd.DataFrame:
+                       batch_size: int = 32, seed: int = 0, progress: bool | str = False) -> pd.DataFrame:
     """Run each regularizer on `texts` and measure the perturbation it settles on.
 
     For every real token: ``norm`` ||z_t|| and ``std`` sigma_t of the clean tensor at the
     regularizer's point, ``perturbation_norm`` ||Delta_t|| (raw units, L2), ``relative``
     ||Delta_t|| / ||z_t||, ``normalized`` ||Delta_t|| / sigma_t (the size in SiFT's units),
-    and ``divergence``, the text's ``ls(f(z + Delta), f(z))`` in nats. The noise draw is
-    seeded (`seed`) and the global RNG left as it was. Models are in eval mode; parameters
-    get no gradient (the regularizer differentiates w.r.t. its delta only).
+    and ``divergence``, the text's ``ls(f(z + Delta), f(z))`` in nats.
+
+    The noise is seeded with `seed` afresh for every (algorithm, domain): one algorithm's
+    numbers do not depend on which others are measured with it, or in what order, and SMART
+    and SiFT start from the same standard-normal draws (a paired comparison). The global RNG
+    is left as it was. Models are in eval mode; parameters get no gradient (the regularizer
+    differentiates w.r.t. its delta only). `progress` shows a tqdm bar over the batches (a
+    string is its label).
     """
+    from tqdm.auto import tqdm
+
     split = EmbeddingSplit(model)
+    by_domain = _texts_by_domain(texts)
+    n_batches = len(regularizers) * sum(math.ceil(len(v) / max(batch_size, 1)) for v in by_domain.values())
+    bar = tqdm(total=n_batches, disable=not progress, desc=progress if isinstance(progress, str) else "perturbations")
     parts, consts = [], []
-    with eval_mode(model), torch.random.fork_rng(devices=[]), torch.enable_grad():
-        torch.manual_seed(seed)
+    with eval_mode(model), torch.random.fork_rng(devices=[]), torch.enable_grad(), bar:
         for algo, reg in regularizers.items():
             divergence = get_divergence(reg.divergence_name)
-            for domain, items in _texts_by_domain(texts).items():
+            for domain, items in by_domain.items():
+                torch.manual_seed(seed)
                 for start, batch in _batches(tokenizer, items, max_length, batch_size, _device(model)):
+                    bar.update(1)
                     with torch.no_grad():
                         clean, z = split.forward_capture(batch, reg.perturb_at)
                     reg(split, batch, clean, z)

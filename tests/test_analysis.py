@@ -153,6 +153,24 @@ def test_perturbation_sizes_respect_each_ball(tiny, at):
     pd.testing.assert_frame_equal(sizes, again)
 
 
+def test_perturbation_sizes_of_each_algorithm_do_not_depend_on_the_others(tiny):
+    # The 00_tour panel switches SMART or SiFT off: the other's numbers must not move.
+    model, tokenizer = tiny
+    regs = analysis.regularizers_for(None)
+    both = analysis.perturbation_sizes(model, tokenizer, TEXTS, regs, batch_size=2, seed=3)
+    for algo in ("smart", "sift"):
+        alone = analysis.perturbation_sizes(model, tokenizer, TEXTS, {algo: regs[algo]}, batch_size=2, seed=3)
+        pd.testing.assert_frame_equal(both[both["algo"] == algo].reset_index(drop=True), alone)
+    reverse = analysis.perturbation_sizes(model, tokenizer, TEXTS, {"sift": regs["sift"], "smart": regs["smart"]},
+                                          batch_size=2, seed=3)
+    key = ["algo", "domain", "text", "position"]
+    pd.testing.assert_frame_equal(both.sort_values(key).reset_index(drop=True),
+                                  reverse.sort_values(key).reset_index(drop=True))
+    # one domain alone gives that domain's rows too
+    only_b = analysis.perturbation_sizes(model, tokenizer, {"b": TEXTS["b"]}, regs, batch_size=2, seed=3)
+    pd.testing.assert_frame_equal(both[both["domain"] == "b"].reset_index(drop=True), only_b)
+
+
 def test_split_check_is_exact(tiny):
     check = analysis.split_check(*tiny, "split me exactly")
     assert list(check["at"]) == list(analysis.BLOCK_ORDER)
