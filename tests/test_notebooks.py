@@ -155,6 +155,18 @@ def test_config_from_parameters_precedence(tmp_path):
     assert explicit.output_dir == str(project_root() / "mine")  # relative paths: from the project root
 
 
+def test_smoke_runs_default_to_their_own_folder(tmp_path):
+    # A smoke run must not replace a full run's results or figures.
+    full = config_from_parameters(_ns(PARAMS), default_output_dir="runs/03_embedding_statistics")
+    smoke = config_from_parameters(_ns(PARAMS, f'# Parameters\nparams_file = "{SMOKE}"\n'),
+                                   default_output_dir="runs/02_twitter_to_uci/{algo}-seed{seed}")
+    assert full.output_dir == str(project_root() / "runs" / "03_embedding_statistics")
+    assert smoke.output_dir == str(project_root() / "runs" / "smoke" / "02_twitter_to_uci" / "plain-seed42")
+    chosen = config_from_parameters(_ns(PARAMS, f'# Parameters\nparams_file = "{SMOKE}"\noutput_dir = "mine"\n'),
+                                    default_output_dir="runs/x")
+    assert chosen.output_dir == str(project_root() / "mine")  # an explicit folder is kept
+
+
 def test_config_from_parameters_errors(tmp_path):
     with pytest.raises(ValueError, match=r"algo must be one of 'plain', 'smart', 'sift'; got 'smrt'"):
         config_from_parameters(_ns(PARAMS, '# Parameters\nalgo = "smrt"\n'))
