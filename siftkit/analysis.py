@@ -270,7 +270,9 @@ def perturbation_sizes(model, tokenizer, texts: Sequence[str] | Mapping[str, Seq
     For every real token: ``norm`` ||z_t|| and ``std`` sigma_t of the clean tensor at the
     regularizer's point, ``perturbation_norm`` ||Delta_t|| (raw units, L2), ``relative``
     ||Delta_t|| / ||z_t||, ``normalized`` ||Delta_t|| / sigma_t (the size in SiFT's units),
-    and ``divergence``, the text's ``ls(f(z + Delta), f(z))`` in nats.
+    ``divergence``, the text's ``ls(f(z + Delta), f(z))`` in nats, and ``ball_fraction``,
+    ||delta_t|| / epsilon in the rule's own units and norm (1 on the ball's surface; NaN
+    for a rule without a ball) — see `ball_binding`.
 
     The noise is seeded with `seed` afresh for every (algorithm, domain): one algorithm's
     numbers do not depend on which others are measured with it, or in what order, and SMART
@@ -297,10 +299,13 @@ def perturbation_sizes(model, tokenizer, texts: Sequence[str] | Mapping[str, Seq
                         clean, z = split.forward_capture(batch, reg.perturb_at)
                     reg(split, batch, clean, z)
                     stats = _per_token(z)
+                    ball = torch.full_like(stats["norm"], float("nan"))
                     if reg.last_skipped or reg.last_perturbation is None:
                         pert = torch.full_like(stats["norm"], float("nan"))
                         div = torch.full((z.shape[0],), float("nan"))
                     else:
+                        if reg.adv_epsilon is not None and reg.last_delta is not None:
+                            ball = _ball_fraction(reg.last_delta.detach().float(), reg.adv_norm, reg.adv_epsilon)
                         delta = reg.last_perturbation.float()
                         pert = delta.norm(dim=-1)
                         with torch.no_grad():
@@ -309,10 +314,29 @@ def perturbation_sizes(model, tokenizer, texts: Sequence[str] | Mapping[str, Seq
                     cols = {"norm": stats["norm"], "std": stats["std"], "perturbation_norm": pert,
                             "relative": pert / stats["norm"].clamp_min(_TINY),
                             "normalized": pert / stats["std"].clamp_min(_TINY),
-                            "divergence": div.detach().float().cpu()[:, None].expand(z.shape[:2])}
+                            "divergence": div.detach().float().cpu()[:, None].expand(z.shape[:2]),
+                            "ball_fraction": ball}
                     parts.append(_token_rows(batch, start, tokenizer, cols))
                     consts.append({"domain": domain, "algo": algo, "at": reg.perturb_at})
     return _frame(parts, consts)
+
+
+def _ball_fraction(delta: torch.Tensor, norm: str, epsilon: float) -> torch.Tensor:
+    """||delta_t|| / epsilon per token, in the rule's own units and norm (1: on the ball)."""
+    size = delta.abs().amax(-1) if norm == "inf" else delta.norm(dim=-1)
+    return size / epsilon
+
+
+def ball_binding(sizes: pd.DataFrame, *, tol: float = 1e-3) -> pd.Series:
+    """Per algorithm, the share of real tokens whose delta ends on the ball's surface.
+
+    0 means the projection never acted: epsilon did not bound anything, and changing it
+    changes nothing until it falls below the size the noise and the K steps reach. NaN
+    for a rule without a ball. `sizes` is `perturbation_sizes`' frame.
+    """
+    real = sizes[~sizes["special"]] if "special" in sizes else sizes
+    on = real["ball_fraction"].where(real["ball_fraction"].isna(), real["ball_fraction"] >= 1 - tol)
+    return on.astype(float).groupby(real["algo"], sort=False).mean().rename("on the ball")
 
 
 @torch.no_grad()

@@ -151,6 +151,30 @@ def test_perturbation_sizes_respect_each_ball(tiny, at):
     assert sizes.groupby(["algo", "domain", "text"])["divergence"].nunique().eq(1).all()
     again = analysis.perturbation_sizes(model, tokenizer, TEXTS, regs, batch_size=2, seed=1)
     pd.testing.assert_frame_equal(sizes, again)
+    # a step 10x the radius ends SiFT's tokens on the ball (SMART's tiny noise can leave a
+    # text with an exactly-zero gradient, which stays inside: ball_fraction says so)
+    assert analysis.ball_binding(sizes)["sift"] == 1.0
+    np.testing.assert_allclose(sift["ball_fraction"], 1.0, rtol=1e-3)
+
+
+def test_ball_binding_says_when_epsilon_stops_acting(tiny):
+    # 00_tour's epsilon slider: once epsilon exceeds what noise + K steps reach, the ball no
+    # longer binds and epsilon changes nothing.
+    model, tokenizer = tiny
+    regs = analysis.regularizers_for(None, adv_norm="inf")
+    for reg in regs.values():
+        reg.adv_noise_std, reg.adv_step_size = 1e-3, 1e-3
+    for reg in regs.values():
+        reg.adv_epsilon = 1.0  # far beyond noise + one step of 1e-3
+    loose = analysis.perturbation_sizes(model, tokenizer, TEXTS, regs, batch_size=2)
+    assert analysis.ball_binding(loose).to_dict() == {"smart": 0.0, "sift": 0.0}
+    assert (loose["ball_fraction"] < 0.1).all()
+    for reg in regs.values():
+        reg.adv_epsilon = 1e-4  # well inside: every token is clipped to the surface
+    tight = analysis.perturbation_sizes(model, tokenizer, TEXTS, regs, batch_size=2)
+    assert analysis.ball_binding(tight).to_dict() == {"smart": 1.0, "sift": 1.0}
+    mtdnn = analysis.regularizers_for(None, adv_rule="mtdnn")
+    assert analysis.ball_binding(analysis.perturbation_sizes(model, tokenizer, TEXTS, mtdnn)).isna().all()
 
 
 def test_perturbation_sizes_of_each_algorithm_do_not_depend_on_the_others(tiny):
