@@ -194,6 +194,22 @@ def domain_summary(stats: pd.DataFrame, *, by: Sequence[str] = ("at", "domain"),
     return out.reset_index()
 
 
+def norm_cv_findings(summary: pd.DataFrame) -> list[str]:
+    """Sentences, one per domain, saying at which point the token norms vary most and least.
+
+    `summary` is `domain_summary`'s frame (columns ``at``, ``domain``, ``norm_cv``). The
+    notebooks print these instead of stating in prose what the numbers should show.
+    """
+    out = []
+    for domain, group in summary.groupby("domain", sort=False):
+        cv = group.set_index("at")["norm_cv"].dropna()
+        if cv.empty:
+            continue
+        out.append(f"{domain}: token norms vary most at {cv.idxmax()} (norm_cv {cv.max():.3g}) "
+                   f"and least at {cv.idxmin()} (norm_cv {cv.min():.3g})")
+    return out
+
+
 def norm_gap_tokens(stats: pd.DataFrame, domain_a: str, domain_b: str, *, at: str | None = None,
                     top: int = 10, min_count: int = 1, include_special: bool = False) -> pd.DataFrame:
     """The tokens that make the mean token norm of `domain_a` differ from `domain_b`'s.
@@ -319,6 +335,35 @@ def perturbation_sizes(model, tokenizer, texts: Sequence[str] | Mapping[str, Seq
                     parts.append(_token_rows(batch, start, tokenizer, cols))
                     consts.append({"domain": domain, "algo": algo, "at": reg.perturb_at})
     return _frame(parts, consts)
+
+
+def relative_spread(sizes: pd.DataFrame) -> pd.DataFrame:
+    """Per (point, algorithm, domain): median, 5th and 95th percentile of ||Delta_t|| / ||z_t||
+    over real tokens, and ``p95 / p05``, the spread of the relative push (1: the same relative
+    push for every token)."""
+    real = sizes[~sizes["special"] & np.isfinite(sizes["relative"])]
+    spread = real.groupby(["at", "algo", "domain"], sort=False)["relative"].agg(
+        median="median", p05=lambda r: r.quantile(0.05), p95=lambda r: r.quantile(0.95))
+    spread["p95 / p05"] = spread["p95"] / spread["p05"]
+    return spread
+
+
+def spread_findings(spread: pd.DataFrame) -> list[str]:
+    """Sentences comparing SMART's and SiFT's spread (`relative_spread`) at each point.
+
+    "Differ" is measured as SMART's ``p95 / p05`` divided by SiFT's, the median over domains:
+    how much more unequal SMART's relative push is across tokens than SiFT's.
+    """
+    table = spread["p95 / p05"].unstack("algo")
+    if not {"smart", "sift"} <= set(table.columns):
+        return []
+    ratio = (table["smart"] / table["sift"]).groupby(level="at", sort=False).median().dropna()
+    if ratio.empty:
+        return []
+    lines = [f"{at}: SMART's p95/p05 spread is {r:.3g}× SiFT's (median over domains)" for at, r in ratio.items()]
+    if len(ratio) > 1:
+        lines.append(f"SMART and SiFT differ most at {ratio.idxmax()} and least at {ratio.idxmin()}")
+    return lines
 
 
 def _ball_fraction(delta: torch.Tensor, norm: str, epsilon: float) -> torch.Tensor:

@@ -366,3 +366,23 @@ def test_run_figures(tmp_path):
         assert width > 400 and height > 250, name
     titles = [ax.get_title() for ax in figures["curves"].axes]
     assert "training loss" in titles and "learning-rate schedule" in titles
+
+
+def test_findings_are_generated_from_the_numbers():
+    summary = pd.DataFrame({"at": ["word_embeddings", "embedding_output"] * 2, "domain": ["uci"] * 2 + ["cola"] * 2,
+                            "norm_cv": [0.10, 0.30, 0.25, 0.05]})
+    assert analysis.norm_cv_findings(summary) == [
+        "uci: token norms vary most at embedding_output (norm_cv 0.3) and least at word_embeddings (norm_cv 0.1)",
+        "cola: token norms vary most at word_embeddings (norm_cv 0.25) and least at embedding_output (norm_cv 0.05)"]
+    rows = []
+    for at, smart_spread in (("word_embeddings", 2.0), ("embedding_output", 8.0)):
+        for domain in ("uci", "cola"):
+            for i in range(21):  # SiFT: 1.0 .. 1.2; SMART: spread by smart_spread
+                rows.append({"at": at, "domain": domain, "algo": "sift", "special": False, "relative": 1 + 0.01 * i})
+                rows.append({"at": at, "domain": domain, "algo": "smart", "special": False,
+                             "relative": smart_spread ** (i / 20)})
+    spread = analysis.relative_spread(pd.DataFrame(rows))
+    assert spread.loc[("embedding_output", "smart", "uci"), "p95 / p05"] == pytest.approx(8 ** 0.9, rel=1e-6)
+    lines = analysis.spread_findings(spread)
+    assert lines[-1] == "SMART and SiFT differ most at embedding_output and least at word_embeddings"
+    assert lines[0].startswith("word_embeddings: SMART's p95/p05 spread is ")
