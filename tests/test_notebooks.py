@@ -268,7 +268,13 @@ def smoke_runs(tmp_path_factory, data_dir):
 
 @notebooks_mark
 def test_00_tour(tmp_path):
-    nb = _execute("00_tour", tmp_path, params_file=SMOKE, output_dir=str(tmp_path / "tour"))
+    # adv_rule: the panel starts from a rule without a ball (the projected rule is the default)
+    nb = _execute("00_tour", tmp_path, params_file=SMOKE, adv_rule="mtdnn", output_dir=str(tmp_path / "tour"))
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    # where the epsilon slider stops acting is measured and said, per algorithm
+    assert "SMART: the ball binds up to ε = " in text and "SiFT: the ball binds up to ε = " in text
+    panel = [c.source for c in nb.cells if "widgets.interactive(" in c.source]
+    assert panel and all(f'"{rule}"' in panel[0] for rule in ("projected", "mtdnn", "deberta", "seed_code"))
     figures = tmp_path / "tour" / "figures"
     for name in ("sentence_token_norms", "sentence_perturbation", "panel_default"):
         _png(figures / f"{name}.png")
