@@ -318,7 +318,7 @@ def embedding_statistics(stats: pd.DataFrame, *, values: Sequence[str] = ("norm"
                 ax.set_xlabel(_STAT_LABELS.get(value, value), fontsize=9)
                 ax.set_ylabel("density")
                 # plain tick labels: a "1e7" offset text would sit on the panel above
-                ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:.3g}"))
+                ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:.4g}"))
                 if r == 0:
                     ax.set_title(POINT_LABELS.get(point, point).replace(" (", "\n("), fontsize=10)
         from matplotlib.lines import Line2D
