@@ -386,3 +386,50 @@ def test_findings_are_generated_from_the_numbers():
     lines = analysis.spread_findings(spread)
     assert lines[-1] == "SMART and SiFT differ most at embedding_output and least at word_embeddings"
     assert lines[0].startswith("word_embeddings: SMART's p95/p05 spread is ")
+
+
+def _one_sentence_frame(relative):
+    n = len(relative)
+    rows = {"algo": ["sift"] * n, "at": ["embedding_output"] * n, "token": [f"t{i}" for i in range(n)],
+            "text": [0] * n, "position": list(range(n)), "special": [False] * n, "norm": [10.0] * n,
+            "std": [0.5] * n, "perturbation_norm": [10.0 * r for r in relative], "relative": relative,
+            "normalized": [20.0 * r for r in relative], "divergence": [1e-8] * n}
+    return pd.DataFrame(rows)
+
+
+def test_axes_show_relative_variation_honestly():
+    # A ±3% wobble on a linear axis that starts at 0 stays a wobble (auto-scaling zooms it
+    # to the full height).
+    wobble = [0.0100, 0.0103, 0.0097, 0.0101, 0.0099]
+    ax = plotting.sentence_perturbation(_one_sentence_frame(wobble), mode="relative").axes[0]
+    low, high = ax.get_ylim()
+    assert ax.get_yscale() == "linear" and low == 0 and high < 0.012
+    # A log axis over a few decades labels every tick in one format (never 0.0001 beside 5e-05).
+    spread = [2e-5, 5e-5, 1e-4, 3e-4, 2e-3]
+    fig = plotting.sentence_perturbation(_one_sentence_frame(spread), mode="relative")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    labels = [ax.yaxis.get_major_formatter()(v, 0) for v in ax.get_yticks() if 1e-5 <= v <= 1e-2]
+    assert labels and all("e-" in label for label in labels), labels
+
+
+def test_grid_figures_fit_a_notebook_and_keep_legends_off_the_data(tiny, stats):
+    # JupyterLab shrinks a wider figure to its column: at most 10 inches (1000 px at 100 dpi).
+    model, tokenizer = tiny
+    sizes = analysis.perturbation_sizes(model, tokenizer, TEXTS, analysis.regularizers_for(), batch_size=2)
+    shift = analysis.token_norm_shift(model, model, tokenizer, TEXTS).assign(algo="plain")
+    gap = analysis.norm_gap_tokens(stats, "a", "b", at="word_embeddings")
+    for fig in (plotting.embedding_statistics(stats), plotting.perturbation_sizes_plot(sizes),
+                plotting.token_norm_shift_plot(shift), plotting.norm_gap_tokens_plot(gap)):
+        assert fig.get_figwidth() <= 10.0
+        assert all(ax.get_legend() is None for ax in fig.axes), "legends go below the panels"
+        assert fig.legends, "one figure legend"
+
+
+def test_ticks_of_a_single_valued_axis_stay_readable():
+    # A random smoke model gives every token the same norm after LayerNorm.
+    stats = pd.DataFrame({"domain": ["a"] * 40, "at": ["embedding_output"] * 40, "special": [False] * 40,
+                          "norm": 5.656854 + np.linspace(0, 1e-6, 40), "std": [1.0] * 40, "mean": [0.0] * 40})
+    ax = plotting.embedding_statistics(stats, values=("norm",)).axes[0]
+    low, high = ax.get_xlim()
+    assert high - low == pytest.approx(0.1 * 5.656854, rel=1e-3)  # ±5%, not ±1e-6
