@@ -2,14 +2,22 @@
 
     python -m siftkit sweep --params params/twitter_to_uci.yaml --algos plain,smart,sift \
         --seeds 1-5 --output-dir results/cpu [--tag NAME] [--jobs N] [--<field> VALUE ...]
+    python -m siftkit sweep --plan results/regime_study.plan --output-dir results/cpu --jobs 2
 
 Each run goes to ``<output-dir>/<task>/<algo>[-<tag>]/seed<k>/``. A run whose results.json
 exists is skipped, one with checkpoints is resumed, so a killed sweep continues where it
 stopped. Every run is its own ``python -m siftkit train`` process: a crash, an OOM or a bad
 setting fails that run only; the sweep reports it and goes on, and exits non-zero at the
 end if any run failed. ``--jobs N`` runs N at once (useful on a GPU, where one small run
-leaves the device mostly idle). Any RunConfig field can be set for all runs, e.g.
-``--perturb_at word_embeddings --tag word_embeddings``.
+leaves the device mostly idle). Any RunConfig field can be set for all runs, as `train`
+takes it (``--field value``, ``--field=value``, a bare ``--cpu``), e.g.
+``--perturb_at word_embeddings --tag word_embeddings``. An algorithm or seed named twice is
+run once.
+
+A study of many variants is a *plan file*: one sweep per line (the options above, without
+``--output-dir``/``--jobs``; ``#`` starts a comment). ``--plan FILE`` runs all its runs in one
+pool, in file order, so the first lines finish first; ``--stop-after SECONDS`` starts no new
+run after that time (running ones finish), for a machine lent for a fixed time.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -25,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from siftkit.checkpoint import list_checkpoints
+from siftkit.cli import BOOL_FLAGS, join_negative_values, parse_field_value
 from siftkit.config import ALGOS, RunConfig
 from siftkit.results import RESULTS_FILE
 
@@ -50,11 +60,12 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def parse_algos(text: str) -> list[str]:
+    """'plain,sift' -> ['plain', 'sift']; a repeated name is planned once (as seeds are)."""
     algos = [a.strip() for a in text.split(",") if a.strip()]
     bad = [a for a in algos if a not in ALGOS]
     if not algos or bad:
         raise ValueError(f"--algos must be a comma list of {', '.join(ALGOS)}; got {text!r}")
-    return algos
+    return list(dict.fromkeys(algos))
 
 
 @dataclass
@@ -71,29 +82,24 @@ class PlannedRun:
 
 def plan(params: str | None, algos: list[str], seeds: list[int], output_dir: Path, tag: str | None,
          overrides: dict[str, str]) -> list[PlannedRun]:
-    base = RunConfig.from_yaml(params, **{k: _yaml_scalar(v) for k, v in overrides.items()})
+    values = {k: parse_field_value(k, v) for k, v in overrides.items()}
     runs = []
     for algo in algos:
         for seed in seeds:
-            # Validate every combination now, before hours of compute are spent.
-            cfg = base.replace(algo=algo, seed=seed)
+            # Validate every combination now, before hours of compute are spent, as the run
+            # itself will build it (the overrides apply to this algorithm's defaults).
+            cfg = RunConfig.from_yaml(params, **values, algo=algo, seed=seed)
             name = algo + (f"-{tag}" if tag else "")
             run_dir = output_dir / cfg.task / name / f"seed{seed}"
             args = ["train", "--algo", algo, "--seed", str(seed), "--output_dir", str(run_dir)]
             if params:
                 args += ["--params", params]
             for key, value in overrides.items():
-                args += [f"--{key}", value]
+                args.append(f"--{key}={value}")  # '=': a value such as -1e-3 is not an option
             if tag:
                 args += ["--extra", json.dumps({"tag": tag})]
             runs.append(PlannedRun(algo, seed, run_dir, args))
     return runs
-
-
-def _yaml_scalar(text: str):
-    import yaml
-
-    return yaml.safe_load(text)
 
 
 def run_one(run: PlannedRun, log_dir: Path) -> tuple[PlannedRun, int, float]:
@@ -112,19 +118,56 @@ def run_one(run: PlannedRun, log_dir: Path) -> tuple[PlannedRun, int, float]:
     return run, code, time.time() - start
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="siftkit sweep", description=__doc__.splitlines()[0])
+def _sweep_parser(prog: str = "siftkit sweep") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--params", default=None, help="YAML of RunConfig overrides")
     p.add_argument("--algos", default="plain,smart,sift")
     p.add_argument("--seeds", default="1-5")
-    p.add_argument("--output-dir", "--output_dir", dest="output_dir", required=True)
     p.add_argument("--tag", default=None, help="variant name appended to the algo folder")
+    return p
+
+
+def plan_file(path: str | Path, output_dir: Path) -> list[PlannedRun]:
+    """Every run of a plan file, in file order; a bad line is an error naming its number."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"plan file not found: {path}")
+    runs: list[PlannedRun] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        try:
+            args, rest = _sweep_parser().parse_known_args(words)
+            runs += plan(args.params, parse_algos(args.algos), parse_seeds(args.seeds), output_dir, args.tag,
+                         _field_overrides(rest))
+        except (ValueError, SystemExit) as exc:
+            raise ValueError(f"{path} line {number}: {exc}") from None
+    seen: dict[Path, int] = {}
+    for r in runs:
+        seen[r.run_dir] = seen.get(r.run_dir, 0) + 1
+    twice = sorted(str(d) for d, n in seen.items() if n > 1)
+    if twice:
+        raise ValueError(f"{path} plans the same run more than once: {', '.join(twice)}")
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _sweep_parser()
+    p.add_argument("--plan", default=None, help="a file of sweeps, one per line (replaces --params/--algos/...)")
+    p.add_argument("--output-dir", "--output_dir", dest="output_dir", required=True)
     p.add_argument("--jobs", type=int, default=1, help="runs at once")
+    p.add_argument("--stop-after", type=float, default=None, help="start no new run after this many seconds")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     args, rest = p.parse_known_args(argv)
-    overrides = _field_overrides(rest)
-    runs = plan(args.params, parse_algos(args.algos), parse_seeds(args.seeds), Path(args.output_dir),
-                args.tag, overrides)
+    if args.plan is not None:
+        if rest:
+            raise ValueError(f"--plan takes the runs from the file; unexpected options {' '.join(rest)}")
+        runs = plan_file(args.plan, Path(args.output_dir))
+    else:
+        overrides = _field_overrides(rest)
+        runs = plan(args.params, parse_algos(args.algos), parse_seeds(args.seeds), Path(args.output_dir),
+                    args.tag, overrides)
     todo = [r for r in runs if not r.done]
     print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run", flush=True)
     if args.dry_run:
@@ -133,14 +176,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    failed = []
+    failed, not_started = [], []
     log_dir = Path(args.output_dir) / "logs"
+    deadline = None if args.stop_after is None else time.time() + args.stop_after
+
+    def attempt(run: PlannedRun):
+        if deadline is not None and time.time() > deadline:
+            return run, None, 0.0
+        return run_one(run, log_dir)
+
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for run, code, secs in pool.map(lambda r: run_one(r, log_dir), todo):
+        for run, code, secs in pool.map(attempt, todo):
+            if code is None:
+                not_started.append(run)
+                continue
             status = "ok" if code == 0 else f"FAILED (exit {code}; see {log_dir})"
             print(f"sweep: {run.run_dir} {status} in {secs:.0f} s", flush=True)
             if code != 0:
                 failed.append(run)
+    if not_started:
+        print(f"sweep: {len(not_started)} run(s) not started (--stop-after {args.stop_after:g} s passed); "
+              f"rerun the same command to do them", flush=True)
     if failed:
         print(f"sweep: {len(failed)} run(s) failed: " + ", ".join(str(r.run_dir) for r in failed), file=sys.stderr)
         return 1
@@ -148,15 +204,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _field_overrides(rest: list[str]) -> dict[str, str]:
+    """RunConfig fields given to every run, written as `train` takes them: `--field value`,
+    `--field=value`, a negative number (`--adv_epsilon -1e-3`) and a bare boolean (`--cpu`)."""
     overrides: dict[str, str] = {}
     fields = set(RunConfig.field_names())
+    rest = join_negative_values(rest)
     i = 0
     while i < len(rest):
-        key = rest[i]
-        if not key.startswith("--") or key[2:] not in fields or i + 1 >= len(rest):
-            raise ValueError(f"unknown sweep option or field {key!r}; fields are set as --<field> <value>")
-        if key[2:] in {"algo", "seed", "output_dir"}:
+        key, glued, value = rest[i].partition("=")
+        name = key[2:]
+        if not key.startswith("--") or name not in fields:
+            raise ValueError(f"unknown sweep option or field {rest[i]!r}; fields are set as --<field> <value>")
+        if name in {"algo", "seed", "output_dir"}:
             raise ValueError(f"{key} is set by the sweep itself (use --algos, --seeds, --output-dir)")
-        overrides[key[2:]] = rest[i + 1]
-        i += 2
+        if glued:
+            i += 1
+        elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+            value, i = rest[i + 1], i + 2
+        elif name in BOOL_FLAGS:
+            value, i = "true", i + 1
+        else:
+            raise ValueError(f"{key} needs a value: --{name} <value>")
+        overrides[name] = value
     return overrides
