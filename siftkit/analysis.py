@@ -194,6 +194,22 @@ def domain_summary(stats: pd.DataFrame, *, by: Sequence[str] = ("at", "domain"),
     return out.reset_index()
 
 
+def norm_cv_findings(summary: pd.DataFrame) -> list[str]:
+    """Sentences, one per domain, saying at which point the token norms vary most and least.
+
+    `summary` is `domain_summary`'s frame (columns ``at``, ``domain``, ``norm_cv``). The
+    notebooks print these instead of stating in prose what the numbers should show.
+    """
+    out = []
+    for domain, group in summary.groupby("domain", sort=False):
+        cv = group.set_index("at")["norm_cv"].dropna()
+        if cv.empty:
+            continue
+        out.append(f"{domain}: token norms vary most at {cv.idxmax()} (norm_cv {cv.max():.3g}) "
+                   f"and least at {cv.idxmin()} (norm_cv {cv.min():.3g})")
+    return out
+
+
 def norm_gap_tokens(stats: pd.DataFrame, domain_a: str, domain_b: str, *, at: str | None = None,
                     top: int = 10, min_count: int = 1, include_special: bool = False) -> pd.DataFrame:
     """The tokens that make the mean token norm of `domain_a` differ from `domain_b`'s.
@@ -264,32 +280,48 @@ def regularizers_for(cfg: RunConfig | None = None, algos: Sequence[str] = ("smar
 
 def perturbation_sizes(model, tokenizer, texts: Sequence[str] | Mapping[str, Sequence[str]],
                        regularizers: Mapping[str, AdversarialRegularizer], *, max_length: int = 128,
-                       batch_size: int = 32, seed: int = 0) -> pd.DataFrame:
+                       batch_size: int = 32, seed: int = 0, progress: bool | str = False) -> pd.DataFrame:
     """Run each regularizer on `texts` and measure the perturbation it settles on.
 
     For every real token: ``norm`` ||z_t|| and ``std`` sigma_t of the clean tensor at the
     regularizer's point, ``perturbation_norm`` ||Delta_t|| (raw units, L2), ``relative``
     ||Delta_t|| / ||z_t||, ``normalized`` ||Delta_t|| / sigma_t (the size in SiFT's units),
-    and ``divergence``, the text's ``ls(f(z + Delta), f(z))`` in nats. The noise draw is
-    seeded (`seed`) and the global RNG left as it was. Models are in eval mode; parameters
-    get no gradient (the regularizer differentiates w.r.t. its delta only).
+    ``divergence``, the text's ``ls(f(z + Delta), f(z))`` in nats, and ``ball_fraction``,
+    ||delta_t|| / epsilon in the rule's own units and norm (1 on the ball's surface; NaN
+    for a rule without a ball) — see `ball_binding`.
+
+    The noise is seeded with `seed` afresh for every (algorithm, domain): one algorithm's
+    numbers do not depend on which others are measured with it, or in what order, and SMART
+    and SiFT start from the same standard-normal draws (a paired comparison). The global RNG
+    is left as it was. Models are in eval mode; parameters get no gradient (the regularizer
+    differentiates w.r.t. its delta only). `progress` shows a tqdm bar over the batches (a
+    string is its label).
     """
+    from tqdm.auto import tqdm
+
     split = EmbeddingSplit(model)
+    by_domain = _texts_by_domain(texts)
+    n_batches = len(regularizers) * sum(math.ceil(len(v) / max(batch_size, 1)) for v in by_domain.values())
+    bar = tqdm(total=n_batches, disable=not progress, desc=progress if isinstance(progress, str) else "perturbations")
     parts, consts = [], []
-    with eval_mode(model), torch.random.fork_rng(devices=[]), torch.enable_grad():
-        torch.manual_seed(seed)
+    with eval_mode(model), torch.random.fork_rng(devices=[]), torch.enable_grad(), bar:
         for algo, reg in regularizers.items():
             divergence = get_divergence(reg.divergence_name)
-            for domain, items in _texts_by_domain(texts).items():
+            for domain, items in by_domain.items():
+                torch.manual_seed(seed)
                 for start, batch in _batches(tokenizer, items, max_length, batch_size, _device(model)):
+                    bar.update(1)
                     with torch.no_grad():
                         clean, z = split.forward_capture(batch, reg.perturb_at)
                     reg(split, batch, clean, z)
                     stats = _per_token(z)
+                    ball = torch.full_like(stats["norm"], float("nan"))
                     if reg.last_skipped or reg.last_perturbation is None:
                         pert = torch.full_like(stats["norm"], float("nan"))
                         div = torch.full((z.shape[0],), float("nan"))
                     else:
+                        if reg.adv_epsilon is not None and reg.last_delta is not None:
+                            ball = _ball_fraction(reg.last_delta.detach().float(), reg.adv_norm, reg.adv_epsilon)
                         delta = reg.last_perturbation.float()
                         pert = delta.norm(dim=-1)
                         with torch.no_grad():
@@ -298,10 +330,58 @@ def perturbation_sizes(model, tokenizer, texts: Sequence[str] | Mapping[str, Seq
                     cols = {"norm": stats["norm"], "std": stats["std"], "perturbation_norm": pert,
                             "relative": pert / stats["norm"].clamp_min(_TINY),
                             "normalized": pert / stats["std"].clamp_min(_TINY),
-                            "divergence": div.detach().float().cpu()[:, None].expand(z.shape[:2])}
+                            "divergence": div.detach().float().cpu()[:, None].expand(z.shape[:2]),
+                            "ball_fraction": ball}
                     parts.append(_token_rows(batch, start, tokenizer, cols))
                     consts.append({"domain": domain, "algo": algo, "at": reg.perturb_at})
     return _frame(parts, consts)
+
+
+def relative_spread(sizes: pd.DataFrame) -> pd.DataFrame:
+    """Per (point, algorithm, domain): median, 5th and 95th percentile of ||Delta_t|| / ||z_t||
+    over real tokens, and ``p95 / p05``, the spread of the relative push (1: the same relative
+    push for every token)."""
+    real = sizes[~sizes["special"] & np.isfinite(sizes["relative"])]
+    spread = real.groupby(["at", "algo", "domain"], sort=False)["relative"].agg(
+        median="median", p05=lambda r: r.quantile(0.05), p95=lambda r: r.quantile(0.95))
+    spread["p95 / p05"] = spread["p95"] / spread["p05"]
+    return spread
+
+
+def spread_findings(spread: pd.DataFrame) -> list[str]:
+    """Sentences comparing SMART's and SiFT's spread (`relative_spread`) at each point.
+
+    "Differ" is measured as SMART's ``p95 / p05`` divided by SiFT's, the median over domains:
+    how much more unequal SMART's relative push is across tokens than SiFT's.
+    """
+    table = spread["p95 / p05"].unstack("algo")
+    if not {"smart", "sift"} <= set(table.columns):
+        return []
+    ratio = (table["smart"] / table["sift"]).groupby(level="at", sort=False).median().dropna()
+    if ratio.empty:
+        return []
+    lines = [f"{at}: SMART's p95/p05 spread is {r:.3g}× SiFT's (median over domains)" for at, r in ratio.items()]
+    if len(ratio) > 1:
+        lines.append(f"SMART and SiFT differ most at {ratio.idxmax()} and least at {ratio.idxmin()}")
+    return lines
+
+
+def _ball_fraction(delta: torch.Tensor, norm: str, epsilon: float) -> torch.Tensor:
+    """||delta_t|| / epsilon per token, in the rule's own units and norm (1: on the ball)."""
+    size = delta.abs().amax(-1) if norm == "inf" else delta.norm(dim=-1)
+    return size / epsilon
+
+
+def ball_binding(sizes: pd.DataFrame, *, tol: float = 1e-3) -> pd.Series:
+    """Per algorithm, the share of real tokens whose delta ends on the ball's surface.
+
+    0 means the projection never acted: epsilon did not bound anything, and changing it
+    changes nothing until it falls below the size the noise and the K steps reach. NaN
+    for a rule without a ball. `sizes` is `perturbation_sizes`' frame.
+    """
+    real = sizes[~sizes["special"]] if "special" in sizes else sizes
+    on = real["ball_fraction"].where(real["ball_fraction"].isna(), real["ball_fraction"] >= 1 - tol)
+    return on.astype(float).groupby(real["algo"], sort=False).mean().rename("on the ball")
 
 
 @torch.no_grad()

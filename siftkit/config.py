@@ -9,7 +9,9 @@ default to ``None``, which resolves to the published default of the chosen algor
 perturbation rule (see `RULE_DEFAULTS`); the resolved values are what `results.json`
 records. A knob the chosen rule does not use (epsilon for the rules without a ball, the
 step size when ``adv_steps=0``) resolves to ``None``, and setting it is an error rather
-than a value silently dropped.
+than a value silently dropped. The Bregman knobs `bregman_weight` and `bregman_beta` are
+SMART's alone: ``None`` resolves to 1.0 and 0.99 for SMART and stays ``None`` (recorded
+as such) for plain and SiFT, which have no Bregman term.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ RULE_DEFAULTS: dict[str, dict[str, dict[str, float | None]]] = {
     "seed_code": {a: {"adv_epsilon": None, "adv_noise_std": 1e-2, "adv_step_size": 1e-3, "adv_weight": 1.0}
                   for a in ("smart", "sift")},
 }
+# SMART's Bregman proximal point (Jiang et al. 2020): mu = 1, teacher EMA beta = 0.99.
+BREGMAN_DEFAULTS: dict[str, float] = {"bregman_weight": 1.0, "bregman_beta": 0.99}
 _ADV_KNOBS = ("adv_epsilon", "adv_noise_std", "adv_step_size", "adv_weight")
 
 
@@ -70,7 +74,7 @@ class RunConfig:
     task: str = "twitter_to_uci"  # protocol: "cola" (P1) or "twitter_to_uci" (P2)
     algo: str = "plain"  # "plain", "smart" or "sift"
     model_name: str | None = None  # Hub name or local path; None = offline all-MiniLM-L6-v2
-    data_dir: str | None = None  # dataset folder; None = $SIFTKIT_DATA_DIR, else ./data
+    data_dir: str | None = None  # dataset folder; None = $SIFTKIT_DATA_DIR, else ./data, else the user cache
     output_dir: str = "runs/default"  # where results.json, history.csv, checkpoints go
     overwrite: bool = False  # allow replacing an existing results.json in output_dir
     seed: int = 42  # seeds data split, model head init, dropout and perturbation noise
@@ -115,8 +119,8 @@ class RunConfig:
     divergence: str = "sym_kl"  # "sym_kl", "kl", "js" or "mse"
 
     # --- Bregman proximal point (SMART only) ---------------------------------------------
-    bregman_weight: float = 1.0  # mu; 0 turns the term off (as the seed paper's code)
-    bregman_beta: float = 0.99  # EMA factor of the teacher: t <- (1-beta) theta + beta t
+    bregman_weight: float | None = None  # mu; None = 1.0; 0 turns the term off (as the seed paper's code)
+    bregman_beta: float | None = None  # EMA factor of the teacher, t <- (1-beta) theta + beta t; None = 0.99
 
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # free-form notes
 
@@ -133,9 +137,10 @@ class RunConfig:
                      "max_length", "num_train_epochs", "uci_num_train_epochs", "logging_steps",
                      "twitter_subset"):
             _positive(self, name)
-        for name in ("weight_decay", "max_grad_norm", "save_steps", "twitter_negatives",
-                     "bregman_weight"):
+        for name in ("weight_decay", "max_grad_norm", "save_steps", "twitter_negatives"):
             _non_negative(self, name)
+        if self.bregman_weight is not None:
+            _non_negative(self, "bregman_weight")
         for name in ("max_train_samples", "max_eval_samples", "uci_train_size", "uci_learning_rate"):
             if getattr(self, name) is not None:
                 _positive(self, name)
@@ -143,14 +148,30 @@ class RunConfig:
         _in_open_unit(self, "uci_train_fraction")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if not 0.0 <= self.bregman_beta < 1.0:
+        if self.bregman_beta is not None and not 0.0 <= self.bregman_beta < 1.0:
             raise ValueError(f"bregman_beta must be in [0, 1), got {self.bregman_beta!r}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed!r}")
         _check_run_fields(self)
         self._resolve_adversarial_defaults()
+        self._resolve_bregman()
         # train() compares: a later `cfg.algo = ...` would keep the old algorithm's defaults.
         self._resolved_algo = self.algo
+
+    def _resolve_bregman(self) -> None:
+        """SMART's Bregman knobs get their defaults; other algorithms record None.
+
+        Only SMART has a Bregman term, so a plain or SiFT run records ``None`` for both
+        knobs — what was used — even when a value was passed (as results.json files
+        written before this rule carry ``bregman_weight: 1.0`` for SiFT runs; they must
+        still rebuild a RunConfig).
+        """
+        if self.algo != "smart":
+            self.bregman_weight = self.bregman_beta = None
+            return
+        for name, default in BREGMAN_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, default)
 
     # ------------------------------------------------------------------------------------
     def _resolve_adversarial_defaults(self) -> None:

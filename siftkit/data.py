@@ -18,9 +18,11 @@ datasets: Windows line endings (CRLF) are read as line endings (a copy saved on 
 as the original does). Malformed input raises `DataError`,
 whose message names the file and, where it applies, the 1-based line number.
 
-The data folder is found by `resolve_data_dir`: the ``data_dir`` argument, else the
-``SIFTKIT_DATA_DIR`` environment variable, else ``./data``. `siftkit.download` fetches
-the files into it.
+The data folder is found by `siftkit.datafiles.resolve_data_dir`: the ``data_dir``
+argument, else the ``SIFTKIT_DATA_DIR`` environment variable, else ``./data`` if it
+exists, else the per-user cache (``$XDG_CACHE_HOME/siftkit`` or ``~/.cache/siftkit``).
+Only the cache is filled on first use: `load` downloads the files it lacks there, checked
+by sha256, with `siftkit.download` (the code behind ``python -m siftkit download``).
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import datasets
+
+from siftkit.datafiles import (DATASETS, DOWNLOAD_HINT, ENV_VAR, DataError, DataFile, DatasetInfo,
+                               locate_data_dir, resolve_data_dir)
+from siftkit.download import ensure_files
 
 __all__ = [
     "DATASETS",
@@ -44,127 +48,12 @@ __all__ = [
     "resolve_data_dir",
 ]
 
-ENV_VAR = "SIFTKIT_DATA_DIR"
-DOWNLOAD_HINT = "python -m siftkit download"
-
-
-class DataError(ValueError):
-    """A data file is missing or malformed; the message names the file (and line)."""
-
-
-@dataclass(frozen=True)
-class DataFile:
-    """One published file: its path relative to the data folder, sha256 and size."""
-
-    path: str
-    sha256: str
-    size: int
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A dataset: which files make up each split, and every file it ships (with hashes)."""
-
-    name: str
-    splits: Mapping[str, tuple[str, ...]]
-    files: tuple[DataFile, ...]
-    description: str = ""
-    extra_columns: tuple[str, ...] = field(default=())
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "cola": DatasetInfo(
-        name="cola",
-        splits={
-            "train": ("cola/in_domain_train.tsv",),
-            "in_domain_dev": ("cola/in_domain_dev.tsv",),
-            "out_of_domain_dev": ("cola/out_of_domain_dev.tsv",),
-        },
-        files=(
-            DataFile("cola/in_domain_train.tsv",
-                     "f320a10f92d3bce6b29152fde322a362eac39238e50d8de0c8815457fdf4fc12", 428578),
-            DataFile("cola/in_domain_dev.tsv",
-                     "77176f6a03faa5a1c4f23c69971fc1bff565931112fb65af47b2d6e24b7f42f7", 25957),
-            DataFile("cola/out_of_domain_dev.tsv",
-                     "201b9c57b2a20f1282242eec0ed8995729e3be19c29a46c047b3727338836c05", 27754),
-            DataFile("cola/cola_public_README.txt",
-                     "b056fc502a7820e87daf24520083c48951571fa12b2ef4f9707ff9ff08c0256e", 6570),
-        ),
-        description="Corpus of Linguistic Acceptability v1.1 (raw TSV); 1 = acceptable.",
-        extra_columns=("source",),
-    ),
-    "twitter_hate": DatasetInfo(
-        name="twitter_hate",
-        splits={"train": ("twitter_hate/train.csv",)},
-        files=(
-            DataFile("twitter_hate/train.csv",
-                     "4f1bfabc2908029734fb2acd34028a8dfd1b92098bddfe60b0f0836c964e26ab", 3103165),
-            DataFile("twitter_hate/test.csv",
-                     "37d1766af69d706d87fbb65d585922046ba709a6b71b13caac5ebcb45edb9c4f", 1635543),
-        ),
-        description="Analytics Vidhya Twitter hate speech; 1 = racist or sexist.",
-        extra_columns=("id",),
-    ),
-    "uci_sentiment": DatasetInfo(
-        name="uci_sentiment",
-        splits={
-            "pool": (
-                "uci_sentiment/amazon_cells_labelled.txt",
-                "uci_sentiment/imdb_labelled.txt",
-                "uci_sentiment/yelp_labelled.txt",
-            )
-        },
-        files=(
-            DataFile("uci_sentiment/amazon_cells_labelled.txt",
-                     "47003fc0a0d4840b00e96e715b6189bad09e7443a3da41c4cbe12ffc79f86ae3", 58226),
-            DataFile("uci_sentiment/imdb_labelled.txt",
-                     "aef2e49e3da25714d61175e3a6e68eeef74a20a2f914318dc3be9947ea86512d", 85285),
-            DataFile("uci_sentiment/yelp_labelled.txt",
-                     "c76468b7b5c6e56a0804d728345c5f84aa2142ddb214420f61cc9cfd4c00d2ea", 61320),
-            DataFile("uci_sentiment/readme.txt",
-                     "736c26aa54e3614459e50314ece0698051f0923d108ed53938dcb1aa0483bfd4", 1070),
-        ),
-        description="UCI Sentiment Labelled Sentences (Kotzias et al. 2015); 1 = positive.",
-        extra_columns=("source",),
-    ),
-}
-
 # uci_sentiment file name -> value of the `source` column
 _UCI_SOURCES = {
     "amazon_cells_labelled.txt": "amazon",
     "imdb_labelled.txt": "imdb",
     "yelp_labelled.txt": "yelp",
 }
-
-
-def data_dir_candidate(data_dir: str | os.PathLike | None = None) -> Path:
-    """The folder `resolve_data_dir` would use, without checking that it exists."""
-    if data_dir is not None:
-        return Path(data_dir)
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env)
-    return Path("data")
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """Return the data folder: ``data_dir``, else ``$SIFTKIT_DATA_DIR``, else ``./data``.
-
-    Raises `DataError` if that folder does not exist.
-    """
-    if data_dir is not None:
-        how = "the data_dir argument"
-    elif os.environ.get(ENV_VAR):
-        how = f"${ENV_VAR}"
-    else:
-        how = f"the default ./data (neither data_dir nor ${ENV_VAR} was given)"
-    path = data_dir_candidate(data_dir)
-    if not path.is_dir():
-        raise DataError(
-            f"data folder {path} (from {how}) does not exist or is not a folder; "
-            f"pass data_dir=..., set {ENV_VAR}, or fetch the data with `{DOWNLOAD_HINT}`"
-        )
-    return path
 
 
 # --------------------------------------------------------------------------- reading
@@ -343,11 +232,19 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> datasets.Datas
       columns ``text``, ``label``, ``source``. Sentences are NOT stripped (imdb ones end
       in two spaces, as in the file).
 
-    Raises ValueError for an unknown name and `DataError` for a missing data folder or a
-    missing/malformed file.
+    With no ``data_dir``, no ``$SIFTKIT_DATA_DIR`` and no ``./data``, the files come from
+    the per-user cache, and any that are missing there or fail their sha256 are downloaded
+    first (once; later calls find them). Offline, that raises one `DataError` naming the
+    ways out.
+
+    Raises ValueError for an unknown name and `DataError` for a missing data folder, a
+    missing/malformed file, or a failed first download.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    folder = locate_data_dir(data_dir)
+    if folder.is_cache:
+        ensure_files([name], folder.path)
     root = resolve_data_dir(data_dir)
     info = DATASETS[name]
     _check_not_a_dataset_folder(root, info)

@@ -10,6 +10,9 @@ Where each file comes from is the small table `SOURCES` (source key -> base URL)
 `FILES` (data-folder path -> source key, path under that source). CoLA files are taken
 out of the official zip; everything else is a raw GitHub file at a pinned commit.
 `download(base_urls={...})` redirects any source (the tests point them at a local server).
+
+`ensure_files` is the first-use path of `siftkit.data.load`: it checks a dataset's files
+in the per-user cache and calls `download` for those missing or corrupted.
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO, Iterable, Mapping
 
-from siftkit.data import DATASETS, DataError, DataFile, data_dir_candidate
+from siftkit.datafiles import DATASETS, DOWNLOAD_HINT, ENV_VAR, DataError, DataFile, data_dir_candidate
 
-__all__ = ["COLA_ZIP_SHA256", "FILES", "SOURCES", "download", "main"]
+__all__ = ["COLA_ZIP_SHA256", "FILES", "SOURCES", "download", "ensure_files", "main"]
 
 
 def _github_raw(repo: str, commit: str) -> str:
@@ -137,11 +140,13 @@ def download(
     force: bool = False,
     timeout: float = 60,
     cola_zip_sha256: str | None = COLA_ZIP_SHA256,
+    names: Iterable[str] | None = None,
 ) -> list[Path]:
     """Fetch every registry file into ``data_dir`` (default: as `resolve_data_dir`).
 
     A file already present with the right sha256 is kept unless ``force``. Returns the
-    paths of all registry files, each verified, in registry order.
+    paths of all registry files (only those of the datasets ``names``, when given), each
+    verified, in registry order.
 
     ``base_urls`` overrides entries of `SOURCES` (source key -> base URL; for "cola_zip"
     the URL of the zip). ``cola_zip_sha256`` is checked against the downloaded zip; pass
@@ -158,7 +163,7 @@ def download(
             raise ValueError(f"unknown source key(s) {sorted(unknown)}; known: {sorted(SOURCES)}")
         sources.update(base_urls)
 
-    specs = [f for info in DATASETS.values() for f in info.files]
+    specs = _specs(names)
     missing = [f.path for f in specs if f.path not in FILES]
     assert not missing, f"no download source for {missing}"
 
@@ -229,11 +234,53 @@ def download(
     return paths
 
 
+def _specs(names: Iterable[str] | None) -> list[DataFile]:
+    if names is None:
+        return [f for info in DATASETS.values() for f in info.files]
+    names = list(names)
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
+    return [f for n in names for f in DATASETS[n].files]
+
+
+def _verified(root: Path, spec: DataFile) -> bool:
+    path = root / spec.path
+    return path.is_file() and path.stat().st_size == spec.size and _sha256_file(path) == spec.sha256
+
+
+def ensure_files(names: Iterable[str], root: str | os.PathLike, *, timeout: float = 60) -> list[Path]:
+    """Make sure the datasets ``names`` are in ``root`` with their sha256; download the rest.
+
+    Files present and verified are left alone and nothing is fetched; a missing or
+    corrupted one is (re)downloaded by `download`. A failed download (offline, or a
+    hash mismatch) raises one `DataError` that names the folder, the cause and the ways
+    out. Returns the paths of the datasets' files.
+    """
+    root = Path(root)
+    names = list(names)
+    specs = _specs(names)
+    if all(_verified(root, s) for s in specs):
+        return [root / s.path for s in specs]
+    print(f"siftkit: fetching {', '.join(names)} into {root} (first use; verified by sha256)",
+          file=sys.stderr)
+    try:
+        # Module globals read at call time, so `download`'s sources stay the one table.
+        return download(root, names=names, timeout=timeout, cola_zip_sha256=COLA_ZIP_SHA256)
+    except DataError as exc:
+        raise DataError(
+            f"the data for {', '.join(names)} are not in the cache {root} and could not be "
+            f"downloaded ({exc}); set {ENV_VAR} to a folder with a copy of the data, pass "
+            f"data_dir=..., or run `{DOWNLOAD_HINT}` once you are online"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m siftkit.download [--data-dir DIR] [--force]``."""
     p = argparse.ArgumentParser(prog="siftkit download", description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None,
-                   help="target folder (default: $SIFTKIT_DATA_DIR, else ./data)")
+                   help="target folder (default: $SIFTKIT_DATA_DIR, else ./data if it exists, "
+                        "else the per-user cache that the loaders read)")
     p.add_argument("--force", action="store_true", help="fetch even files already present")
     p.add_argument("--timeout", type=float, default=60, help="seconds per request")
     args = p.parse_args(argv)

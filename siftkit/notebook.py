@@ -146,7 +146,9 @@ def config_from_parameters(namespace: Mapping[str, Any], *, default_output_dir: 
     `fixed` holds what the notebook itself decides (``task="cola"`` in 01_cola); a params
     file or parameter that sets it to something else is an error, not silently ignored.
     When neither a parameter nor the params file sets ``output_dir``, it is
-    `default_output_dir` formatted with the config's fields (``"runs/01_cola/{algo}-seed{seed}"``).
+    `default_output_dir` formatted with the config's fields (``"runs/01_cola/{algo}-seed{seed}"``);
+    a smoke run (a ``random:`` model, as ``params/smoke.yaml`` sets) goes to the same path
+    under ``runs/smoke/`` instead, so it never replaces a full run's results or figures.
     """
     params = collect_parameters(namespace)
     fields = set(RunConfig.field_names())
@@ -165,12 +167,29 @@ def config_from_parameters(namespace: Mapping[str, Any], *, default_output_dir: 
 
     changes: dict[str, Any] = {}
     if "output_dir" not in overrides and "output_dir" not in from_file and default_output_dir:
-        changes["output_dir"] = default_output_dir.format(**cfg.to_dict())
+        default = default_output_dir.format(**cfg.to_dict())
+        changes["output_dir"] = smoke_output_dir(default) if is_smoke(cfg) else default
     output_dir = changes.get("output_dir", cfg.output_dir)
     changes["output_dir"] = str(resolve_path(output_dir))
     if cfg.data_dir is not None:
         changes["data_dir"] = str(resolve_path(cfg.data_dir))
     return cfg.replace(**changes)
+
+
+SMOKE_DIR = "smoke"
+
+
+def is_smoke(cfg: RunConfig) -> bool:
+    """A smoke run: a tiny random model (``random:<arch>``), whose numbers mean nothing."""
+    return cfg.model_name is not None and str(cfg.model_name).startswith("random:")
+
+
+def smoke_output_dir(default: str) -> str:
+    """``runs/02_x/sift-seed42`` -> ``runs/smoke/02_x/sift-seed42`` (else ``smoke/`` in front)."""
+    parts = Path(default).parts
+    if len(parts) > 1 and parts[0] == "runs":
+        return str(Path("runs", SMOKE_DIR, *parts[1:]))
+    return str(Path(SMOKE_DIR, default))
 
 
 def _yaml_mapping(path: Path) -> dict[str, Any]:

@@ -89,20 +89,34 @@ def _plain_formatter() -> matplotlib.ticker.Formatter:
     return fmt
 
 
+def _tick_format(vmin: float, vmax: float):
+    """One format for every tick of an axis: plain numbers where they stay short, else
+    scientific for all of them (never ``0.0001`` beside ``5e-05``)."""
+    if vmin > 0 and (vmin < 1e-3 or vmax >= 1e4):
+        return matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:.0e}")
+    return matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:.4g}")
+
+
 def _scale_y(ax, values, name: str, unit: str = "") -> None:
-    """Log scale when the values span more than a decade, else linear; the label says which:
-    ``name (unit, log scale)`` or ``name (unit)``."""
+    """Log scale when the values span more than a decade, else linear from 0.
+
+    A linear axis starts at 0 when no value is negative, so a few percent of variation
+    looks like a few percent (auto-scaling would zoom a ±3% wobble to the full height).
+    The label says which: ``name (unit, log scale)`` or ``name (unit)``.
+    """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if len(v) and v.min() > 0 and v.max() / v.min() > 10:  # zeros cannot sit on a log axis
         ax.set_yscale("log")
-        if v.max() / v.min() < 1e3:  # few decades: label 1, 2 and 5 of each, in plain numbers
+        if v.max() / v.min() < 1e2:  # up to two decades: label 1, 2 and 5 of each
             ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+        ax.yaxis.set_major_formatter(_tick_format(v.min(), v.max()))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylabel(f"{name} ({unit + ', ' if unit else ''}log scale)")
     else:
         ax.yaxis.set_major_formatter(_plain_formatter())  # no offset text: it would collide with the title
+        if len(v) and v.min() >= 0:
+            ax.set_ylim(0, v.max() * 1.08 if v.max() > 0 else 1.0)
         ax.set_ylabel(f"{name} ({unit})" if unit else name)
 
 
@@ -112,11 +126,29 @@ def _scale_x(ax, values, name: str, unit: str) -> None:
     v = v[np.isfinite(v)]
     if len(v) and v.min() > 0 and v.max() / v.min() > 10:
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_tick_format(v.min(), v.max()))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(f"{name} ({unit}, log scale)")
     else:
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+        lo, hi = _padded_range(v)
+        ax.set_xlim(lo, hi)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:.4g}"))
         ax.set_xlabel(f"{name} ({unit})")
+
+
+def _padded_range(v: np.ndarray) -> tuple[float, float]:
+    """The range of `v`, widened to ±5% of its value where it is (nearly) a single value:
+    a random smoke model gives every token the same norm after LayerNorm, and ticks 1e-6
+    apart would print as one unreadable run of digits."""
+    if not len(v):
+        return 0.0, 1.0
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo <= 1e-4 * max(abs(hi), abs(lo), 1e-12):
+        half = 0.05 * abs(hi) if hi else 0.5
+        return lo - half, hi + half
+    pad = 0.04 * (hi - lo)
+    return lo - pad, hi + pad
 
 
 def _points(df: pd.DataFrame) -> list[str]:
@@ -254,37 +286,49 @@ _STAT_LABELS = {
 
 
 def embedding_statistics(stats: pd.DataFrame, *, values: Sequence[str] = ("norm", "std", "mean"),
-                         include_special: bool = False, bins: int = 60) -> Figure:
+                         include_special: bool = False, bins: int = 50) -> Figure:
     """Distributions of per-token statistics: one row per statistic, one column per point,
-    one colour per domain (each domain normalized to its own density)."""
+    one colour per domain (each domain normalized to its own density; seaborn's histplot).
+
+    At most 10 inches wide, so a notebook shows it at full size with readable ticks."""
+    import seaborn as sns
+
     df = stats if include_special else stats[~stats["special"]]
     points = _points(df)
     domains = list(dict.fromkeys(df["domain"]))
+    palette = {d: DOMAIN_COLORS.get(d, "#555555") for d in domains}
+    counts = df[df["at"] == points[0]].groupby("domain", sort=False).size() if points else {}
     with _style():
-        fig, axes = _figure(len(values), len(points), size=(4.6 * len(points), 2.9 * len(values)))
+        fig, axes = _figure(len(values), len(points), size=(min(10.0, 3.4 * len(points)), 2.5 * len(values) + 0.8))
         for c, point in enumerate(points):
             at = df[df["at"] == point]
             for r, value in enumerate(values):
                 ax = axes[r, c]
                 col = at[value].to_numpy(dtype=float)
-                lo, hi = np.nanquantile(col, [0.001, 0.999]) if len(col) else (0.0, 1.0)
-                if not np.isfinite([lo, hi]).all() or hi - lo < 1e-9 * max(1.0, abs(hi)):
-                    lo, hi = (lo - 0.5, hi + 0.5) if np.isfinite(lo) else (0.0, 1.0)
-                edges = np.linspace(lo, hi, bins + 1)
-                for domain in domains:
-                    v = at.loc[at["domain"] == domain, value].to_numpy(dtype=float)
-                    ax.hist(np.clip(v, lo, hi), bins=edges, density=True, histtype="step", lw=1.6,
-                            color=DOMAIN_COLORS.get(domain), label=f"{domain or 'texts'} (n={len(v):,})")
-                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(6))
-                ax.xaxis.set_major_formatter(_plain_formatter())
-                ax.set_xlabel(f"{_STAT_LABELS.get(value, value)} (units of {point})", fontsize=9)
-                ax.set_ylabel("density (per unit of x)" if c == 0 else "density")
+                col = col[np.isfinite(col)]
+                lo, hi = np.quantile(col, [0.001, 0.999]) if len(col) else (0.0, 1.0)
+                lo, hi = _padded_range(np.array([lo, hi]))
+                clipped = at.assign(**{value: at[value].clip(lo, hi)})
+                sns.histplot(clipped, x=value, hue="domain", hue_order=domains, palette=palette, ax=ax,
+                             bins=np.linspace(lo, hi, bins + 1), stat="density", common_norm=False,
+                             element="step", fill=False, linewidth=1.4, legend=False)
+                ax.set_xlim(lo, hi)
+                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:.3g}"))
+                ax.set_xlabel(_STAT_LABELS.get(value, value), fontsize=9)
+                ax.set_ylabel("density")
+                # plain tick labels: a "1e7" offset text would sit on the panel above
+                ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:.4g}"))
                 if r == 0:
-                    ax.set_title(POINT_LABELS.get(point, point))
-                    if c == 0:
-                        ax.legend(title="domain · tokens")
-        fig.suptitle("Per-token embedding statistics by domain (real tokens, [CLS]/[SEP] excluded)"
-                     if not include_special else "Per-token embedding statistics by domain (real tokens)")
+                    ax.set_title(POINT_LABELS.get(point, point).replace(" (", "\n("), fontsize=10)
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=palette[d], lw=1.6, label=f"{d or 'texts'} ({counts.get(d, 0):,} tokens)")
+                   for d in domains]
+        fig.legend(handles=handles, loc="outside lower center", ncols=max(len(domains), 1), title="domain")
+        fig.suptitle("Per-token embedding statistics by domain (real tokens, [CLS]/[SEP] excluded; "
+                     "x in each point's own units)" if not include_special else
+                     "Per-token embedding statistics by domain (real tokens; x in each point's own units)")
     return fig
 
 
@@ -309,9 +353,10 @@ def norm_gap_tokens_plot(table: pd.DataFrame, *, title: str | None = None) -> Fi
                       f"{table.attrs.get('pooled_norm', math.nan):.3g})")
         from matplotlib.patches import Patch
 
-        ax.legend(handles=[Patch(color=DOMAIN_COLORS.get(a, "#555"), label=f"more frequent in {a}"),
-                           Patch(color=DOMAIN_COLORS.get(b, "#555"), label=f"more frequent in {b}")],
-                  loc="lower right")
+        # Below the axes: inside them a legend would cover bars.
+        fig.legend(handles=[Patch(color=DOMAIN_COLORS.get(a, "#555"), label=f"more frequent in {a}"),
+                            Patch(color=DOMAIN_COLORS.get(b, "#555"), label=f"more frequent in {b}")],
+                   loc="outside lower center", ncols=2)
         ax.set_title(title or f"tokens behind the mean-norm gap {a} − {b} = {gap:+.3g} (norm units)")
     return fig
 
@@ -319,8 +364,9 @@ def norm_gap_tokens_plot(table: pd.DataFrame, *, title: str | None = None) -> Fi
 def perturbation_sizes_plot(sizes: pd.DataFrame, *, include_special: bool = False) -> Figure:
     """SMART's vs SiFT's perturbation relative to each token's norm.
 
-    Top row: ||Delta_t|| / ||z_t|| against ||z_t|| for every token (log-log), one colour per
-    algorithm; bottom row: the same ratio per domain. One column per perturbation point.
+    One row per perturbation point. Left: ||Delta_t|| / ||z_t|| against ||z_t|| for every
+    token, one colour per algorithm; right: the same ratio per domain (boxes). 10 inches
+    wide, so a notebook shows it at full size.
     """
     df = sizes if include_special else sizes[~sizes["special"]]
     df = df[np.isfinite(df["relative"]) & (df["relative"] > 0)]
@@ -328,52 +374,58 @@ def perturbation_sizes_plot(sizes: pd.DataFrame, *, include_special: bool = Fals
     algos = [a for a in ALGO_COLORS if a in set(df["algo"])]
     domains = list(dict.fromkeys(df["domain"]))
     with _style():
-        fig, axes = _figure(2, len(points), size=(5.2 * len(points), 7.5))
-        for c, point in enumerate(points):
+        fig, axes = _figure(len(points), 2, size=(10, 3.3 * len(points) + 1.0),
+                            gridspec_kw={"width_ratios": [1.1, 1]})
+        for r, point in enumerate(points):
             at = df[df["at"] == point]
-            ax = axes[0, c]
+            ax = axes[r, 0]
             if at.empty:
                 _empty(ax, "no perturbations")
-                _empty(axes[1, c], "")
+                _empty(axes[r, 1], "")
                 continue
             for algo in algos:
                 d = at[at["algo"] == algo]
-                ax.scatter(d["norm"], d["relative"], s=6, alpha=0.35, color=ALGO_COLORS[algo], lw=0,
-                           label=ALGO_LABELS.get(algo, algo))
-            _scale_x(ax, at["norm"], "token norm ‖z_t‖", f"units of {point}")
+                ax.scatter(d["norm"], d["relative"], s=6, alpha=0.35, color=ALGO_COLORS[algo], lw=0)
+            _scale_x(ax, at["norm"], "token norm ‖z_t‖", "units of the point")
             _scale_y(ax, at["relative"], "‖Δ_t‖ / ‖z_t‖", "ratio")
-            ax.set_title(POINT_LABELS.get(point, point))
-            leg = ax.legend(markerscale=3)
-            for h in leg.legend_handles:
-                h.set_alpha(1)
+            ax.set_title(POINT_LABELS.get(point, point), loc="left", fontsize=10)
 
-            ax = axes[1, c]
+            ax = axes[r, 1]
             _grouped_boxes(ax, at, algos, domains, "relative")
-            ax.set_xticks(range(len(domains)), domains)
             _scale_y(ax, at["relative"], "‖Δ_t‖ / ‖z_t‖", "ratio")
-            ax.set_xlabel("domain")
-            ax.set_title("per domain (box: quartiles, whiskers: 1.5 IQR)")
+            ax.set_xlabel("domain" if r == len(points) - 1 else "")
+            ax.set_title("per domain (box: quartiles, whiskers: 1.5 IQR)", loc="left", fontsize=10)
+        _algo_legend(fig, algos)
         fig.suptitle("Size of the adversarial perturbation relative to each token's norm")
     return fig
 
 
-def _grouped_boxes(ax, frame: pd.DataFrame, algos: Sequence[str], domains: Sequence[str], column: str):
-    """One box per (domain, algorithm), algorithms side by side within each domain.
+def _algo_legend(fig: Figure, algos: Sequence[str], title: str = "algorithm") -> None:
+    """One legend for the whole figure, below the panels (never over data)."""
+    from matplotlib.patches import Patch
 
-    Returns (algo, positions, per-domain values) for each algorithm, for overlays.
-    """
-    width = 0.8 / max(len(algos), 1)
+    fig.legend(handles=[Patch(color=ALGO_COLORS[a], alpha=0.7, label=ALGO_LABELS.get(a, a)) for a in algos],
+               loc="outside lower center", ncols=max(len(algos), 1), title=title)
+
+
+def _grouped_boxes(ax, frame: pd.DataFrame, algos: Sequence[str], domains: Sequence[str], column: str):
+    """One box per (domain, algorithm), algorithms side by side within each domain
+    (seaborn's boxplot with hue). Returns (algo, positions, per-domain values) for each
+    algorithm, for overlays."""
+    import seaborn as sns
+
+    sub = frame[frame["algo"].isin(algos) & frame["domain"].isin(domains)]
+    if not sub.empty:
+        sns.boxplot(sub, x="domain", y=column, hue="algo", order=list(domains), hue_order=list(algos),
+                    palette={a: ALGO_COLORS[a] for a in algos}, showfliers=False, width=0.8, gap=0.1,
+                    boxprops={"alpha": 0.6}, medianprops={"color": "black"}, legend=False, ax=ax)
+    ax.set_xticks(range(len(domains)), list(domains))
+    ax.set_xlim(-0.5, len(domains) - 0.5)
+    width = 0.8 / max(len(algos), 1)  # seaborn's dodge: hue levels share 0.8 of each slot
     drawn = []
     for i, algo in enumerate(algos):
         data = [frame.loc[(frame["algo"] == algo) & (frame["domain"] == d), column].to_numpy() for d in domains]
-        pos = np.arange(len(domains)) + (i - (len(algos) - 1) / 2) * width
-        bp = ax.boxplot([x if len(x) else [np.nan] for x in data], positions=pos, widths=width * 0.85,
-                        patch_artist=True, showfliers=False, manage_ticks=False)
-        for box in bp["boxes"]:
-            box.set(facecolor=ALGO_COLORS[algo], alpha=0.55)
-        for med in bp["medians"]:
-            med.set(color="black")
-        drawn.append((algo, pos, data))
+        drawn.append((algo, np.arange(len(domains)) + (i - (len(algos) - 1) / 2) * width, data))
     return drawn
 
 
@@ -388,7 +440,7 @@ def token_norm_shift_plot(shift: pd.DataFrame, *, value: str = "relative_shift",
                "norm_change": ("‖z_t(tuned)‖ / ‖z_t(base)‖ − 1", "ratio"),
                "shift": ("‖z_t(tuned) − z_t(base)‖", "units of the point")}
     with _style():
-        fig, axes = _figure(1, len(points), size=(5 * len(points), 4.4))
+        fig, axes = _figure(1, len(points), size=(min(10.0, 3.4 * len(points)), 4.6))
         for c, point in enumerate(points):
             ax = axes[0, c]
             at = df[df["at"] == point]
@@ -398,18 +450,17 @@ def token_norm_shift_plot(shift: pd.DataFrame, *, value: str = "relative_shift",
             for algo, pos, data in _grouped_boxes(ax, at, algos, domains, value):
                 means = [np.mean(x) if len(x) else np.nan for x in data]
                 ax.plot(pos, means, ls="none", marker="o", ms=4, color=ALGO_COLORS[algo],
-                        markeredgecolor="black", label=f"{ALGO_LABELS.get(algo, algo)} (dot: mean)")
-            ax.set_xticks(range(len(domains)), domains)
+                        markeredgecolor="black", zorder=5)
             ax.set_xlabel("domain of the texts")
             name, unit = ylabels.get(value, (value, ""))
             if value == "norm_change":
                 ax.axhline(0, color="#444444", lw=0.8)
-                ax.set_ylabel(f"{name} ({unit})")
+                ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:.2g}"))
+                ax.set_ylabel(f"{name} ({unit})", fontsize=9)
             else:
                 _scale_y(ax, at[value], name, unit)
-            ax.set_title(POINT_LABELS.get(point, point))
-            if c == 0:
-                ax.legend()
+            ax.set_title(POINT_LABELS.get(point, point).replace(" (", "\n("), fontsize=10)
+        _algo_legend(fig, algos, "algorithm (box: quartiles, whiskers: 1.5 IQR; dot: mean)")
         fig.suptitle("Token-norm shift: how fine-tuning moved each domain's token vectors")
     return fig
 

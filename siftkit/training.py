@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -57,6 +58,51 @@ class EpochPermutationSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+# Seconds between two progress lines on the terminal (the first comes after step 1).
+PROGRESS_EVERY_S = 30.0
+
+
+class ProgressLines:
+    """Throttled one-line progress reports on the process's own stderr.
+
+    Under papermill (or any Jupyter kernel) the tqdm bar lives in the notebook, so the
+    terminal shows nothing for minutes. These lines go to ``sys.__stderr__``, the kernel
+    process's own stderr: the terminal that started papermill or JupyterLab shows them
+    (ipykernel also copies them into the cell's output). In a script it is plain stderr.
+    The first line comes after the first step, with its cost; then one every ``every_s``
+    seconds, and one when the stage ends.
+    """
+
+    def __init__(self, label: str, total: int, done: int = 0, every_s: float = PROGRESS_EVERY_S,
+                 stream=None, clock=time.monotonic):
+        self.label, self.total, self.every_s, self.clock = label, total, every_s, clock
+        self.stream = stream if stream is not None else sys.__stderr__
+        self.start_step, self.start = done, clock()
+        self.last: float | None = None
+
+    def update(self, step: int, loss: float | None = None) -> None:
+        now = self.clock()
+        if self.last is not None and now - self.last < self.every_s and step < self.total:
+            return
+        self.last = now
+        elapsed = now - self.start
+        done_here = step - self.start_step
+        line = f"siftkit: {self.label} step {step}/{self.total} ({100 * step / self.total:.0f}%)"
+        if loss is not None and math.isfinite(loss):
+            line += f" · loss {loss:.4f}"
+        line += f" · {_duration(elapsed)}"
+        if 0 < done_here and step < self.total:
+            line += f", about {_duration(elapsed / done_here * (self.total - step))} left"
+        if self.stream is not None:  # None under pythonw and some embedders
+            print(line, file=self.stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _collator(tokenizer):
@@ -365,6 +411,8 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
     model.train()
     bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch + skip, disable=not show_progress,
                desc=f"{cfg.algo} · {stage.name}", leave=False)
+    lines = ProgressLines(f"{cfg.algo} · {stage.name}", total_steps, start_epoch * steps_per_epoch + skip) \
+        if show_progress else None
     params = [p for p in model.parameters() if p.requires_grad]
     for epoch in range(start_epoch, stage.num_train_epochs):
         sampler.use_epoch(epoch)
@@ -395,7 +443,8 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
             position["global_step"] += 1
             for k, v in parts.items():
                 window[k].append(v)
-            window["loss"].append(float(loss.detach()))
+            step_loss = float(loss.detach())
+            window["loss"].append(step_loss)
             window["grad_norm"].append(grad_norm)
             stage_step = epoch * steps_per_epoch + step_in_epoch + 1
             if stage_step % cfg.logging_steps == 0 or stage_step == total_steps:
@@ -408,6 +457,8 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
                 window.clear()
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
             bar.update(1)
+            if lines is not None:
+                lines.update(stage_step, step_loss)
             if cfg.save_steps and position["global_step"] % cfg.save_steps == 0 and stage_step < total_steps:
                 _save(accelerator, out, cfg, model, objective, optimizer, scheduler, history, metrics,
                       position, nonfinite_total, window)

@@ -151,6 +151,48 @@ def test_perturbation_sizes_respect_each_ball(tiny, at):
     assert sizes.groupby(["algo", "domain", "text"])["divergence"].nunique().eq(1).all()
     again = analysis.perturbation_sizes(model, tokenizer, TEXTS, regs, batch_size=2, seed=1)
     pd.testing.assert_frame_equal(sizes, again)
+    # a step 10x the radius ends SiFT's tokens on the ball (SMART's tiny noise can leave a
+    # text with an exactly-zero gradient, which stays inside: ball_fraction says so)
+    assert analysis.ball_binding(sizes)["sift"] == 1.0
+    np.testing.assert_allclose(sift["ball_fraction"], 1.0, rtol=1e-3)
+
+
+def test_ball_binding_says_when_epsilon_stops_acting(tiny):
+    # 00_tour's epsilon slider: once epsilon exceeds what noise + K steps reach, the ball no
+    # longer binds and epsilon changes nothing.
+    model, tokenizer = tiny
+    regs = analysis.regularizers_for(None, adv_norm="inf")
+    for reg in regs.values():
+        reg.adv_noise_std, reg.adv_step_size = 1e-3, 1e-3
+    for reg in regs.values():
+        reg.adv_epsilon = 1.0  # far beyond noise + one step of 1e-3
+    loose = analysis.perturbation_sizes(model, tokenizer, TEXTS, regs, batch_size=2)
+    assert analysis.ball_binding(loose).to_dict() == {"smart": 0.0, "sift": 0.0}
+    assert (loose["ball_fraction"] < 0.1).all()
+    for reg in regs.values():
+        reg.adv_epsilon = 1e-4  # well inside: every token is clipped to the surface
+    tight = analysis.perturbation_sizes(model, tokenizer, TEXTS, regs, batch_size=2)
+    assert analysis.ball_binding(tight).to_dict() == {"smart": 1.0, "sift": 1.0}
+    mtdnn = analysis.regularizers_for(None, adv_rule="mtdnn")
+    assert analysis.ball_binding(analysis.perturbation_sizes(model, tokenizer, TEXTS, mtdnn)).isna().all()
+
+
+def test_perturbation_sizes_of_each_algorithm_do_not_depend_on_the_others(tiny):
+    # The 00_tour panel switches SMART or SiFT off: the other's numbers must not move.
+    model, tokenizer = tiny
+    regs = analysis.regularizers_for(None)
+    both = analysis.perturbation_sizes(model, tokenizer, TEXTS, regs, batch_size=2, seed=3)
+    for algo in ("smart", "sift"):
+        alone = analysis.perturbation_sizes(model, tokenizer, TEXTS, {algo: regs[algo]}, batch_size=2, seed=3)
+        pd.testing.assert_frame_equal(both[both["algo"] == algo].reset_index(drop=True), alone)
+    reverse = analysis.perturbation_sizes(model, tokenizer, TEXTS, {"sift": regs["sift"], "smart": regs["smart"]},
+                                          batch_size=2, seed=3)
+    key = ["algo", "domain", "text", "position"]
+    pd.testing.assert_frame_equal(both.sort_values(key).reset_index(drop=True),
+                                  reverse.sort_values(key).reset_index(drop=True))
+    # one domain alone gives that domain's rows too
+    only_b = analysis.perturbation_sizes(model, tokenizer, {"b": TEXTS["b"]}, regs, batch_size=2, seed=3)
+    pd.testing.assert_frame_equal(both[both["domain"] == "b"].reset_index(drop=True), only_b)
 
 
 def test_split_check_is_exact(tiny):
@@ -324,3 +366,70 @@ def test_run_figures(tmp_path):
         assert width > 400 and height > 250, name
     titles = [ax.get_title() for ax in figures["curves"].axes]
     assert "training loss" in titles and "learning-rate schedule" in titles
+
+
+def test_findings_are_generated_from_the_numbers():
+    summary = pd.DataFrame({"at": ["word_embeddings", "embedding_output"] * 2, "domain": ["uci"] * 2 + ["cola"] * 2,
+                            "norm_cv": [0.10, 0.30, 0.25, 0.05]})
+    assert analysis.norm_cv_findings(summary) == [
+        "uci: token norms vary most at embedding_output (norm_cv 0.3) and least at word_embeddings (norm_cv 0.1)",
+        "cola: token norms vary most at word_embeddings (norm_cv 0.25) and least at embedding_output (norm_cv 0.05)"]
+    rows = []
+    for at, smart_spread in (("word_embeddings", 2.0), ("embedding_output", 8.0)):
+        for domain in ("uci", "cola"):
+            for i in range(21):  # SiFT: 1.0 .. 1.2; SMART: spread by smart_spread
+                rows.append({"at": at, "domain": domain, "algo": "sift", "special": False, "relative": 1 + 0.01 * i})
+                rows.append({"at": at, "domain": domain, "algo": "smart", "special": False,
+                             "relative": smart_spread ** (i / 20)})
+    spread = analysis.relative_spread(pd.DataFrame(rows))
+    assert spread.loc[("embedding_output", "smart", "uci"), "p95 / p05"] == pytest.approx(8 ** 0.9, rel=1e-6)
+    lines = analysis.spread_findings(spread)
+    assert lines[-1] == "SMART and SiFT differ most at embedding_output and least at word_embeddings"
+    assert lines[0].startswith("word_embeddings: SMART's p95/p05 spread is ")
+
+
+def _one_sentence_frame(relative):
+    n = len(relative)
+    rows = {"algo": ["sift"] * n, "at": ["embedding_output"] * n, "token": [f"t{i}" for i in range(n)],
+            "text": [0] * n, "position": list(range(n)), "special": [False] * n, "norm": [10.0] * n,
+            "std": [0.5] * n, "perturbation_norm": [10.0 * r for r in relative], "relative": relative,
+            "normalized": [20.0 * r for r in relative], "divergence": [1e-8] * n}
+    return pd.DataFrame(rows)
+
+
+def test_axes_show_relative_variation_honestly():
+    # A ±3% wobble on a linear axis that starts at 0 stays a wobble (auto-scaling zooms it
+    # to the full height).
+    wobble = [0.0100, 0.0103, 0.0097, 0.0101, 0.0099]
+    ax = plotting.sentence_perturbation(_one_sentence_frame(wobble), mode="relative").axes[0]
+    low, high = ax.get_ylim()
+    assert ax.get_yscale() == "linear" and low == 0 and high < 0.012
+    # A log axis over a few decades labels every tick in one format (never 0.0001 beside 5e-05).
+    spread = [2e-5, 5e-5, 1e-4, 3e-4, 2e-3]
+    fig = plotting.sentence_perturbation(_one_sentence_frame(spread), mode="relative")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    labels = [ax.yaxis.get_major_formatter()(v, 0) for v in ax.get_yticks() if 1e-5 <= v <= 1e-2]
+    assert labels and all("e-" in label for label in labels), labels
+
+
+def test_grid_figures_fit_a_notebook_and_keep_legends_off_the_data(tiny, stats):
+    # JupyterLab shrinks a wider figure to its column: at most 10 inches (1000 px at 100 dpi).
+    model, tokenizer = tiny
+    sizes = analysis.perturbation_sizes(model, tokenizer, TEXTS, analysis.regularizers_for(), batch_size=2)
+    shift = analysis.token_norm_shift(model, model, tokenizer, TEXTS).assign(algo="plain")
+    gap = analysis.norm_gap_tokens(stats, "a", "b", at="word_embeddings")
+    for fig in (plotting.embedding_statistics(stats), plotting.perturbation_sizes_plot(sizes),
+                plotting.token_norm_shift_plot(shift), plotting.norm_gap_tokens_plot(gap)):
+        assert fig.get_figwidth() <= 10.0
+        assert all(ax.get_legend() is None for ax in fig.axes), "legends go below the panels"
+        assert fig.legends, "one figure legend"
+
+
+def test_ticks_of_a_single_valued_axis_stay_readable():
+    # A random smoke model gives every token the same norm after LayerNorm.
+    stats = pd.DataFrame({"domain": ["a"] * 40, "at": ["embedding_output"] * 40, "special": [False] * 40,
+                          "norm": 5.656854 + np.linspace(0, 1e-6, 40), "std": [1.0] * 40, "mean": [0.0] * 40})
+    ax = plotting.embedding_statistics(stats, values=("norm",)).axes[0]
+    low, high = ax.get_xlim()
+    assert high - low == pytest.approx(0.1 * 5.656854, rel=1e-3)  # ±5%, not ±1e-6

@@ -80,3 +80,29 @@ def test_strings_from_cli_are_coerced():
 def test_committed_params_files_are_valid():
     for path in sorted((Path(__file__).resolve().parents[1] / "params").glob("*.yaml")):
         RunConfig.from_yaml(path)
+
+
+def test_bregman_knobs_record_what_was_used():
+    smart = RunConfig(algo="smart")
+    assert (smart.bregman_weight, smart.bregman_beta) == (1.0, 0.99)
+    assert RunConfig(algo="smart", bregman_weight=0.0).bregman_weight == 0.0
+    for algo in ("plain", "sift"):  # no Bregman term: nothing to record
+        cfg = RunConfig(algo=algo)
+        assert (cfg.bregman_weight, cfg.bregman_beta) == (None, None)
+        assert not cfg.uses_bregman
+    # switching algorithm re-derives them both ways
+    assert RunConfig(algo="smart").replace(algo="sift").bregman_weight is None
+    assert RunConfig(algo="sift").replace(algo="smart").bregman_beta == 0.99
+    with pytest.raises(ValueError, match="bregman_weight"):
+        RunConfig(algo="smart", bregman_weight=-1.0)
+
+
+def test_a_results_config_rebuilds_a_runconfig():
+    # Round trip of what results.json records, and an older record of a SiFT run that
+    # carried SMART's bregman_weight 1.0.
+    for algo in ("plain", "smart", "sift"):
+        cfg = RunConfig(algo=algo, seed=3)
+        assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    old = dict(RunConfig(algo="sift").to_dict(), bregman_weight=1.0, bregman_beta=0.99)
+    rebuilt = RunConfig.from_dict(old)
+    assert rebuilt == RunConfig(algo="sift") and rebuilt.bregman_weight is None

@@ -205,15 +205,22 @@ def test_resolve_data_dir_precedence(tmp_path, monkeypatch):
     assert resolve_data_dir().resolve() == (cwd / "data").resolve()
 
 
-def test_resolve_data_dir_missing(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_resolve_data_dir_falls_back_to_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./data here
     monkeypatch.delenv("SIFTKIT_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert resolve_data_dir() == tmp_path / "xdg" / "siftkit"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # invalid per the XDG spec
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_data_dir() == tmp_path / "home" / ".cache" / "siftkit"
+
+
+def test_resolve_data_dir_missing(tmp_path, monkeypatch):
+    # A folder the user names must exist; only the cache is created on first use.
     with pytest.raises(DataError) as err:
-        resolve_data_dir()
-    msg = str(err.value)
-    assert "data" in msg and "SIFTKIT_DATA_DIR" in msg and "siftkit download" in msg
-    with pytest.raises(DataError, match="nowhere"):
         resolve_data_dir(tmp_path / "nowhere")
+    msg = str(err.value)
+    assert "nowhere" in msg and "SIFTKIT_DATA_DIR" in msg and "siftkit download" in msg
     monkeypatch.setenv("SIFTKIT_DATA_DIR", str(tmp_path / "envdir"))
     with pytest.raises(DataError, match="envdir"):
         load("cola")

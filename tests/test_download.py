@@ -194,3 +194,103 @@ def test_unreachable_and_unknown_source(server, tmp_path):
         download(tmp_path / "out", base_urls=urls, cola_zip_sha256=server.zip_sha, timeout=5)
     with pytest.raises(ValueError, match="unknown source"):
         download(tmp_path / "out", base_urls={"nope": "http://x/"})
+
+
+# ------------------------------------------------------- first use: the per-user cache
+
+
+@pytest.fixture
+def fresh_user(server, tmp_path, monkeypatch):
+    """No data_dir, no $SIFTKIT_DATA_DIR, no ./data: the loaders use an empty cache whose
+    downloads come from the loopback server (the one `download` table, redirected)."""
+    import siftkit.download as dl
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("SIFTKIT_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    for key, url in server.base_urls.items():
+        monkeypatch.setitem(dl.SOURCES, key, url)
+    monkeypatch.setattr(dl, "COLA_ZIP_SHA256", server.zip_sha)
+    return tmp_path / "xdg" / "siftkit"
+
+
+def test_first_use_downloads_once_into_the_cache(server, fresh_user):
+    uci = load("uci_sentiment")
+    assert len(uci["pool"]) == 3000
+    uci_files = [f.path for f in DATASETS["uci_sentiment"].files]
+    assert sorted(server.requests) == sorted(
+        "/" + FILES[rel][0] + "/" + FILES[rel][1].replace(" ", "%20") for rel in uci_files)
+    for rel in uci_files:
+        assert _sha(fresh_user / rel) == SHA[rel]
+    assert not (fresh_user / "cola").exists()  # only what was asked for
+
+    server.requests.clear()
+    assert load("uci_sentiment")["pool"]["text"] == uci["pool"]["text"]
+    assert server.requests == []  # the second run downloads nothing
+
+    assert len(load("cola")["train"]) == 8551
+    assert server.requests == ["/cola_public_1.1.zip"]
+
+
+def test_first_use_refetches_a_corrupted_cached_file(server, fresh_user):
+    load("uci_sentiment")
+    rel = "uci_sentiment/imdb_labelled.txt"
+    _corrupt(fresh_user / rel)
+    server.requests.clear()
+    assert len(load("uci_sentiment")["pool"]) == 3000
+    assert server.requests == ["/sift/Data/imdb_labelled.txt"]
+    assert _sha(fresh_user / rel) == SHA[rel]
+
+
+def test_first_use_refuses_a_corrupted_download(server, fresh_user):
+    rel = "twitter_hate/train.csv"
+    _corrupt(server.local(rel))
+    with pytest.raises(DataError) as err:
+        load("twitter_hate")
+    msg = str(err.value)
+    assert "sha256 mismatch" in msg and SHA[rel] in msg
+    assert "SIFTKIT_DATA_DIR" in msg and "data_dir=" in msg and "python -m siftkit download" in msg
+    assert not (fresh_user / rel).exists()
+
+
+def test_first_use_offline_names_the_ways_out(fresh_user, monkeypatch):
+    import siftkit.download as dl
+
+    for key in dl.SOURCES:  # nothing listens on port 9: as good as offline
+        monkeypatch.setitem(dl.SOURCES, key, "http://127.0.0.1:9/nothing/")
+    with pytest.raises(DataError) as err:
+        load("uci_sentiment")
+    msg = str(err.value)
+    assert msg.startswith(f"the data for uci_sentiment are not in the cache {fresh_user} "
+                          f"and could not be downloaded (")
+    assert msg.endswith("; set SIFTKIT_DATA_DIR to a folder with a copy of the data, pass "
+                        "data_dir=..., or run `python -m siftkit download` once you are online")
+
+
+def test_local_data_folder_wins_over_the_cache_and_is_not_written(server, fresh_user, data_dir):
+    # Backward compatibility: an existing ./data is read as before, never filled.
+    (Path("data") / "uci_sentiment").mkdir(parents=True)
+    for f in DATASETS["uci_sentiment"].files:
+        shutil.copyfile(data_dir / f.path, Path("data") / f.path)
+    assert len(load("uci_sentiment")["pool"]) == 3000
+    with pytest.raises(DataError, match="data/cola/in_domain_train.tsv: file not found"):
+        load("cola")
+    assert server.requests == [] and not fresh_user.exists()
+
+
+def test_train_on_first_use_with_no_data_folder(server, fresh_user, smoke_params, tmp_path):
+    # What `papermill notebooks/02_twitter_to_uci.ipynb out.ipynb -p algo sift` does on a
+    # fresh machine, on the smoke config: the run fetches its data and trains.
+    from siftkit.config import RunConfig
+    from siftkit.training import train
+
+    cfg = RunConfig.from_yaml(smoke_params, task="twitter_to_uci", algo="sift",
+                              output_dir=str(tmp_path / "run"), cpu=True)
+    record = train(cfg, progress=False)
+    assert record["config"]["data_dir"] is None
+    assert 0.0 <= record["metrics"]["uci_test_accuracy"] <= 1.0
+    fetched = {r.split("/", 2)[1] for r in server.requests}
+    assert fetched == {"sift", "uci_readme", "twitter_test"}  # twitter + uci, not CoLA
+    assert (fresh_user / "twitter_hate" / "train.csv").is_file()

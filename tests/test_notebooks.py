@@ -155,6 +155,18 @@ def test_config_from_parameters_precedence(tmp_path):
     assert explicit.output_dir == str(project_root() / "mine")  # relative paths: from the project root
 
 
+def test_smoke_runs_default_to_their_own_folder(tmp_path):
+    # A smoke run must not replace a full run's results or figures.
+    full = config_from_parameters(_ns(PARAMS), default_output_dir="runs/03_embedding_statistics")
+    smoke = config_from_parameters(_ns(PARAMS, f'# Parameters\nparams_file = "{SMOKE}"\n'),
+                                   default_output_dir="runs/02_twitter_to_uci/{algo}-seed{seed}")
+    assert full.output_dir == str(project_root() / "runs" / "03_embedding_statistics")
+    assert smoke.output_dir == str(project_root() / "runs" / "smoke" / "02_twitter_to_uci" / "plain-seed42")
+    chosen = config_from_parameters(_ns(PARAMS, f'# Parameters\nparams_file = "{SMOKE}"\noutput_dir = "mine"\n'),
+                                    default_output_dir="runs/x")
+    assert chosen.output_dir == str(project_root() / "mine")  # an explicit folder is kept
+
+
 def test_config_from_parameters_errors(tmp_path):
     with pytest.raises(ValueError, match=r"algo must be one of 'plain', 'smart', 'sift'; got 'smrt'"):
         config_from_parameters(_ns(PARAMS, '# Parameters\nalgo = "smrt"\n'))
@@ -258,7 +270,13 @@ def smoke_runs(tmp_path_factory, data_dir):
 
 @notebooks_mark
 def test_00_tour(tmp_path):
-    nb = _execute("00_tour", tmp_path, params_file=SMOKE, output_dir=str(tmp_path / "tour"))
+    # adv_rule: the panel starts from a rule without a ball (the projected rule is the default)
+    nb = _execute("00_tour", tmp_path, params_file=SMOKE, adv_rule="mtdnn", output_dir=str(tmp_path / "tour"))
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    # where the epsilon slider stops acting is measured and said, per algorithm
+    assert "SMART: the ball binds up to ε = " in text and "SiFT: the ball binds up to ε = " in text
+    panel = [c.source for c in nb.cells if "widgets.interactive(" in c.source]
+    assert panel and all(f'"{rule}"' in panel[0] for rule in ("projected", "mtdnn", "deberta", "seed_code"))
     figures = tmp_path / "tour" / "figures"
     for name in ("sentence_token_norms", "sentence_perturbation", "panel_default"):
         _png(figures / f"{name}.png")
@@ -303,6 +321,25 @@ def test_02_twitter_to_uci_and_existing_output(tmp_path, data_dir):
     # the same output_dir again: the first cell stops, saying how to go on
     error = _execute_fails("02_twitter_to_uci", algo="sift", params_file=SMOKE, output_dir=str(out))
     assert error.ename == "OutputDirError" and "-p overwrite True" in error.evalue
+
+
+@notebooks_mark
+def test_02_training_progress_reaches_the_terminal(tmp_path, data_dir):
+    # papermill keeps the tqdm bar inside the output notebook; the terminal that ran the
+    # command must still see training move (siftkit's lines on the kernel's own stderr).
+    import subprocess
+    import sys
+
+    EXECUTED.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "papermill", "notebooks/02_twitter_to_uci.ipynb",
+           str(EXECUTED / "test-02-terminal.ipynb"), "--no-progress-bar", "-k", "python3",
+           "-p", "algo", "sift", "-p", "params_file", SMOKE, "-p", "data_dir", str(data_dir),
+           "-p", "output_dir", str(tmp_path / "p2")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("siftkit: ")]
+    assert lines and lines[0].startswith("siftkit: sift · twitter step 1/5 (20%) · loss ")
+    assert any(line.startswith("siftkit: sift · uci step 5/5 (100%)") for line in lines)
 
 
 @notebooks_mark

@@ -73,3 +73,64 @@ def test_short_real_run_minilm_cola_reaches_positive_mcc(tmp_path):
     metrics = train(cfg, progress=False)["metrics"]
     print("MiniLM CoLA-400 metrics:", metrics)
     assert metrics["in_domain_dev_mcc"] > 0
+
+
+# ------------------------------------------------------------------ progress on the terminal
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_progress_lines_are_throttled():
+    import io
+
+    from siftkit.training import ProgressLines
+
+    clock, out = _Clock(), io.StringIO()
+    lines = ProgressLines("sift · twitter", total=100, every_s=30, stream=out, clock=clock)
+    for step in range(1, 101):
+        clock.t = step * 1.0  # one second a step
+        lines.update(step, loss=0.5)
+    text = out.getvalue().splitlines()
+    # the first step, then every 30 s, then the last step
+    assert [t.split(" step ")[1].split("/")[0] for t in text] == ["1", "31", "61", "91", "100"]
+    assert text[0] == "siftkit: sift · twitter step 1/100 (1%) · loss 0.5000 · 1.0 s, about 99 s left"
+    assert text[-1] == "siftkit: sift · twitter step 100/100 (100%) · loss 0.5000 · 100 s"
+
+
+def test_train_reports_progress_on_stderr_early(tmp_path, smoke_params, monkeypatch):
+    # Under papermill the bar lives in the notebook; the kernel's own stderr reaches the
+    # terminal. Something must show there within the first 30 s of training.
+    import sys
+    import time
+
+    class Recorder:
+        def __init__(self):
+            self.lines: list[tuple[float, str]] = []
+
+        def write(self, text):
+            if text.strip():
+                self.lines.append((time.monotonic(), text.strip()))
+
+        def flush(self):
+            pass
+
+    rec = Recorder()
+    monkeypatch.setattr(sys, "__stderr__", rec)
+    start = time.monotonic()
+    train(smoke(tmp_path, smoke_params, algo="sift", max_train_samples=40), progress=True)
+    end = time.monotonic()
+    assert rec.lines, "no progress line on stderr"
+    first_time, first = rec.lines[0]
+    assert first.startswith("siftkit: sift · twitter step 1/10 (10%)")
+    assert first_time - start < 30 and first_time < end
+    assert any(t.startswith("siftkit: sift · uci step 10/10 (100%)") for _, t in rec.lines)
+    # progress=False (tests, sweeps' quiet mode) writes nothing
+    rec.lines.clear()
+    train(smoke(tmp_path, smoke_params, name="quiet"), progress=False)
+    assert rec.lines == []
