@@ -285,6 +285,14 @@ def point_kind(tag: str | None) -> str:
     return m.group("kind") if m else tag
 
 
+def variant_order(variant: str) -> tuple:
+    """Sort key: plain, SMART, SiFT; inside each the other variants by name, then the size
+    curve by its E (numerically, so 1e-05 comes before 0.0001)."""
+    algo, _, tag = variant.partition("-")
+    eps = curve_eps(tag)
+    return ({"plain": 0, "smart": 1, "sift": 2}.get(algo, 3), eps is not None, eps or 0.0, variant)
+
+
 def per_seed(runs: Sequence[Run], metric: str) -> dict[int, float]:
     return {r.seed: r.metric(metric) for r in runs}
 

@@ -33,7 +33,7 @@ from siftkit.study import (MATCH_FACTOR, SELECTION_METRIC, SOURCE_METRIC, Groups
                            find_results, group_runs, load_runs, matched_size_pairs, mean_ci, paired_difference,
                            per_seed, plain_for, pooled_difference, reading, reference_plain, regime_pairs,
                            regularizer_share, relative_size, short_commit, smoothness_metrics, source_metrics,
-                           t_critical)
+                           t_critical, variant_order)
 
 __all__ = ["summarize", "brief", "main", "paired_difference", "t_critical", "find_results"]
 
@@ -71,12 +71,6 @@ def _ci(d: Mapping[str, Any], digits: int = 3) -> str:
     return f"[{_fmt(d['low'], digits=digits)}, {_fmt(d['high'], digits=digits)}]"
 
 
-def _order(v: str) -> tuple:
-    algo, _, tag = v.partition("-")
-    eps = curve_eps(tag)
-    return ({"plain": 0, "smart": 1, "sift": 2}.get(algo, 3), eps is not None, eps or 0.0, v)
-
-
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
             *("| " + " | ".join(r) + " |" for r in rows), ""]
@@ -92,7 +86,7 @@ def _stat(runs: Sequence[Run], metric: str) -> dict[str, float]:
 def _main_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
     metrics = TASK_METRICS[task]
     rows = []
-    for variant in sorted(variants, key=_order):
+    for variant in sorted(variants, key=variant_order):
         recs = variants[variant]
         algo = recs[0].algo
         stats = {m: _stat(recs, m) for m in metrics}
@@ -125,7 +119,7 @@ def _plain_choice(task: str, variants: Mapping[str, list[Run]]) -> list[str]:
 def _pairs(task: str, variants: Mapping[str, list[Run]]) -> list[tuple[str, str]]:
     """The paired rows of a group, in reading order; only pairs whose two variants exist."""
     have = set(variants)
-    non_curve = [v for v in sorted(have, key=_order) if curve_eps(v.partition("-")[2]) is None]
+    non_curve = [v for v in sorted(have, key=variant_order) if curve_eps(v.partition("-")[2]) is None]
     tags = sorted({v.partition("-")[2] for v in non_curve})
     pairs = [(f"sift-{t}" if t else "sift", f"smart-{t}" if t else "smart") for t in tags]
     pairs += [(v, plain_for(v, variants, task)) for v in non_curve if variants[v][0].algo != "plain"]
@@ -201,7 +195,7 @@ def _matched_table(task: str, variants: Mapping[str, list[Run]], key: str, data:
 
 def _activity_table(variants: Mapping[str, list[Run]]) -> list[str]:
     rows = []
-    for variant in sorted(variants, key=_order):
+    for variant in sorted(variants, key=variant_order):
         recs = variants[variant]
         if recs[0].algo == "plain":
             continue
@@ -224,7 +218,7 @@ def _metric_table(title: str, variants: Mapping[str, list[Run]], metrics: Sequen
     if not metrics:
         return []
     rows = []
-    for variant in sorted(variants, key=_order):
+    for variant in sorted(variants, key=variant_order):
         recs = variants[variant]
         cells = []
         for m in metrics:

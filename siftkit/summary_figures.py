@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import matplotlib
+import matplotlib.lines
+import matplotlib.patches
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
@@ -28,7 +30,7 @@ from matplotlib.figure import Figure
 
 from siftkit.paper import PAPER_METRIC, PAPER_RESULTS
 from siftkit.study import (MAIN_EVAL, Groups, Run, mean_ci, point_kind, reference_plain, runs_frame,
-                           short_commit, smoothness_metrics, t_interval)
+                           short_commit, smoothness_metrics, t_interval, variant_order)
 
 # The same colours as the notebooks' figures (siftkit.plotting), without importing torch here.
 COLORS = {"plain": "#7f7f7f", "smart": "#d62728", "sift": "#9467bd"}
@@ -99,15 +101,18 @@ def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "pl
     band = frame[have & frame["variant"].eq(plain)][y] if plain else pd.Series(dtype=float)
     if not band.empty:
         ci = mean_ci(band.tolist())
-        ax.axhline(ci["mean"], color=COLORS["plain"], ls="--", lw=1.2,
-                   label=f"{plain} (n={ci['n']}): mean ± 95% CI")
+        ax.axhline(ci["mean"], color=COLORS["plain"], ls="--", lw=1.2)
         if not math.isnan(ci["low"]):
             ax.axhspan(ci["low"], ci["high"], color=COLORS["plain"], alpha=0.15, lw=0)
+        band_label = f"{plain} (n={ci['n']}): mean ± 95% CI"
     points = frame[sized & frame["role"].eq("point")]
     markers = _markers([point_kind(t or None) for t in points["tag"]])
-    for variant, g in sorted(points.groupby("variant"), key=lambda kv: (kv[1]["algo"].iloc[0], kv[0])):
+    groups = sorted(points.groupby("variant"), key=lambda kv: (kv[1]["algo"].iloc[0], kv[0]))
+    shift = _dodge([mean_ci(g["size"].tolist())["mean"] for _, g in groups])
+    for (variant, g), factor in zip(groups, shift):
         algo, tag = g["algo"].iloc[0], g["tag"].iloc[0] or None
         xs, ys = mean_ci(g["size"].tolist()), mean_ci(g[y].tolist())
+        xs = {k: v * factor for k, v in xs.items() if k != "n"}  # drawn beside its neighbours, not on them
         ax.errorbar(xs["mean"], ys["mean"], xerr=_err(xs, floor=xs["mean"] / 10),
                     yerr=_err(ys, floor=ys["mean"] / 10 if logy else None),
                     fmt=markers[point_kind(tag)], color=COLORS.get(algo, "black"), ms=9 if tag is None else 7,
@@ -119,6 +124,11 @@ def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "pl
     ax.set_xlabel("measured mean relative perturbation ‖Δ_t‖ / ‖z_t‖ (log scale)")
     ax.set_ylabel(ylabel or METRIC_LABELS.get(y, y))
     handles, labels = ax.get_legend_handles_labels()
+    if not band.empty:  # the band's legend entry, after the curves: its shade under its dashed line
+        pos = sum("size curve" in x for x in labels)
+        handles.insert(pos, (matplotlib.patches.Patch(color=COLORS["plain"], alpha=0.15, lw=0),
+                             matplotlib.lines.Line2D([], [], color=COLORS["plain"], ls="--", lw=1.2)))
+        labels.insert(pos, band_label)
     if dropped:
         handles.append(matplotlib.lines.Line2D([], [], ls=""))
         labels.append(f"({dropped} run(s) at ≤ 0 not drawn on the log axis)")
@@ -127,6 +137,23 @@ def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "pl
     else:
         ax.text(0.5, 0.5, f"no run recorded {y}", transform=ax.transAxes, ha="center", color="grey")
     return ax
+
+
+def _dodge(xs: Sequence[float], within: float = 1.3, step: float = 0.035) -> list[float]:
+    """Multiplicative x offsets that spread points closer than `within` (a factor) apart:
+    each cluster is fanned out by 10**step per point around its place (log axis). Only the
+    drawing moves; tables report the measured means."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    factors = [1.0] * len(xs)
+    cluster: list[int] = []
+    for i in order + [None]:
+        if i is not None and cluster and xs[i] <= xs[cluster[0]] * within:
+            cluster.append(i)
+            continue
+        for k, j in enumerate(cluster):
+            factors[j] = 10 ** (step * (k - (len(cluster) - 1) / 2))
+        cluster = [i] if i is not None else []
+    return factors
 
 
 def _err(ci: Mapping[str, float], floor: float | None = None):
@@ -184,24 +211,23 @@ def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence
 # ----------------------------------------------------------------------------- scores and learning curves
 
 
-def _order(variant: str) -> tuple:
-    algo = variant.split("-", 1)[0]
-    return ({"plain": 0, "smart": 1, "sift": 2}.get(algo, 3), variant)
-
-
 def scores_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> Figure:
     task, device, commit, model = key
     metric = PAPER_METRIC[task]
-    names = sorted(variants, key=_order)
+    names = sorted(variants, key=variant_order)
     rows = [{"variant": v, "algo": r.algo, "seed": r.seed, "value": r.metric(metric)}
             for v in names for r in variants[v]]
     frame = pd.DataFrame(rows)
     fig = Figure(figsize=(8, 0.32 * len(names) + 1.8), layout="constrained")
     ax = fig.subplots()
-    sns.barplot(data=frame, y="variant", x="value", order=names, hue="algo", palette=COLORS, errorbar=None,
-                alpha=0.45, ax=ax, legend=False)
-    sns.stripplot(data=frame, y="variant", x="value", order=names, color="#34495e", size=3.5, ax=ax,
-                  label="one seed")
+    # Seeds as dots, the mean with its 95% t interval as a bar: no bars from 0, which would
+    # flatten differences of a few points into equal lengths.
+    sns.stripplot(data=frame, y="variant", x="value", order=names, color="#34495e", size=3.5, alpha=0.7, ax=ax,
+                  label="one seed", jitter=0.15)
+    for i, name in enumerate(names):
+        ci = mean_ci(frame.loc[frame["variant"] == name, "value"].tolist())
+        ax.errorbar(ci["mean"], i, xerr=_err(ci), fmt="o", ms=7, color=COLORS.get(variants[name][0].algo, "black"),
+                    mec="black", mew=0.6, capsize=3, zorder=5, label="mean ± 95% CI over seeds" if i == 0 else None)
     for i, name in enumerate(names):
         algo = variants[name][0].algo
         if name == algo and algo in PAPER_RESULTS["bert"][task]:
@@ -211,7 +237,7 @@ def scores_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequenc
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_xlabel(METRIC_LABELS.get(metric, metric) + " (bar: mean over seeds)")
+    ax.set_xlabel(METRIC_LABELS.get(metric, metric))
     ax.set_ylabel("")
     ax.set_title(f"{_task_name(task)} — {model} on {device}, code {short_commit(commit)}")
     return fig

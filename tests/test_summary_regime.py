@@ -286,7 +286,7 @@ def test_size_curve_draws_two_lines_a_plain_band_and_one_point_per_control(study
     (key, variants), = _groups(study_dir).items()
     frame = study.runs_frame(variants)
     ax = size_curve(frame, "uci_test_accuracy", ax=Figure().subplots())
-    labels = ax.get_legend_handles_labels()[1]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
     curves = [lab for lab in labels if "size curve" in lab]
     assert curves == [f"SMART size curve, projected rule ({len(CURVE_EPS)} sizes, n=5)",
                       f"SiFT size curve, projected rule ({len(CURVE_EPS)} sizes, n=5)"]
@@ -295,6 +295,11 @@ def test_size_curve_draws_two_lines_a_plain_band_and_one_point_per_control(study
                       for v in variants if v != "plain" and study.curve_eps(v.partition("-")[2]) is None)
     assert points == expected and len(ax.containers) == len(expected)  # one errorbar container per point
     assert "plain (n=5): mean ± 95% CI" in labels
+    # the band spans plain's t interval over seeds
+    plain = [r.metric("uci_test_accuracy") for r in variants["plain"]]
+    ref = stats.ttest_1samp(plain, 0).confidence_interval()
+    (band,) = [p for p in ax.patches if p.get_alpha() == 0.15]
+    assert (band.get_y(), band.get_y() + band.get_height()) == (pytest.approx(ref.low), pytest.approx(ref.high))
     assert ax.get_xscale() == "log"
     # the SiFT line passes through each size's mean over seeds, at its mean measured size
     sift_line = next(line for line in ax.get_lines() if line.get_label().startswith("SiFT size curve"))
@@ -311,7 +316,7 @@ def test_size_curve_on_a_log_axis_leaves_out_zero_values_and_says_so(study_dir):
 
     (key, variants), = _groups(study_dir).items()
     ax = size_curve(study.runs_frame(variants), "reg_share", ax=Figure().subplots(), plain=None, logy=True)
-    labels = ax.get_legend_handles_labels()[1]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert not any(lab.startswith("SMART rng_control") for lab in labels)  # adv_weight 0: share 0
     assert ax.get_legend().get_texts()[-1].get_text() == "(5 run(s) at ≤ 0 not drawn on the log axis)"
 
