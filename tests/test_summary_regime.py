@@ -337,7 +337,7 @@ def test_summarize_command_writes_every_figure(study_dir, tmp_path):
 
 
 def _summarize_error(*paths) -> str:
-    res = subprocess.run([sys.executable, "-m", "siftkit", "summarize", "--no-figures", *map(str, paths)],
+    res = subprocess.run([sys.executable, "-m", "siftkit", "summarize", *map(str, paths)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     return res.stderr.strip()
@@ -405,3 +405,13 @@ def test_out_that_is_a_folder_is_refused(tmp_path):
     assert _summarize_error(path, "--out", tmp_path) == (
         f"siftkit summarize: error: --out {str(tmp_path)!r} is a folder; give the Markdown file to write, "
         f"e.g. {tmp_path / 'SUMMARY.md'}")
+
+
+def test_figures_that_is_a_file_is_refused_before_anything_is_written(tmp_path):
+    path = _one_run(tmp_path, json.dumps(record("plain", 1)))
+    blocker = tmp_path / "figs"
+    blocker.write_text("")
+    out = tmp_path / "S.md"
+    assert _summarize_error(path, "--out", out, "--figures", blocker).endswith(
+        f"--figures {str(blocker)!r} is a file, not a folder")
+    assert not out.exists()
