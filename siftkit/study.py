@@ -426,3 +426,51 @@ def source_metrics(variants: Mapping[str, Sequence[Run]]) -> list[str]:
     """The per-source UCI accuracies (``uci_test_accuracy_<source>``) the group's runs recorded."""
     names = {k for recs in variants.values() for r in recs for k in r.metrics if SOURCE_METRIC.match(k)}
     return sorted(names)
+
+
+# ----------------------------------------------------------------------------- tables over groups
+
+
+# The columns of `regime_verdicts` and `matched_size_table` rows (a table with no rows keeps them).
+REGIME_COLUMNS = ("task", "device", "code", "model", "difference", "what it tests", "metric", "n", "mean",
+                  "ci_low", "ci_high", "reading")
+MATCHED_COLUMNS = ("task", "device", "code", "model", "sift", "sift_size", "smart", "smart_size", "ratio", "matched",
+                   "n", "mean", "ci_low", "ci_high", "reading")
+
+
+def _where(key: tuple[str, str, str, str]) -> dict[str, str]:
+    task, device, commit, model = key
+    return {"task": task, "device": device, "code": short_commit(commit), "model": model}
+
+
+def regime_verdicts(groups: Groups) -> list[dict[str, Any]]:
+    """One row per paper's-regime comparison (`regime_pairs`) in each group: the seed-paired
+    difference in the protocol's metric with its 95% t interval and its reading."""
+    rows = []
+    for key, variants in groups.items():
+        metric = PAPER_METRIC[key[0]]
+        for a, b, why in regime_pairs(variants):
+            d = paired_difference(per_seed(variants[a], metric), per_seed(variants[b], metric))
+            rows.append({**_where(key), "difference": f"{a} − {b}", "what it tests": why, "metric": metric,
+                         "n": d["n"], "mean": d["mean"], "ci_low": d["low"], "ci_high": d["high"], "reading": reading(d)})
+    return rows
+
+
+def matched_size_table(groups: Groups) -> list[dict[str, Any]]:
+    """One row per matched-size pair (`matched_size_pairs`) in each group, then the group's
+    pooled verdict (`pooled_difference`) as a row whose ``sift`` is ``pooled``."""
+    rows = []
+    for key, variants in groups.items():
+        metric = PAPER_METRIC[key[0]]
+        pairs = matched_size_pairs(variants, metric)
+        for p in pairs:
+            rows.append({**_where(key), "sift": p["sift"], "sift_size": p["sift_size"], "smart": p["smart"],
+                         "smart_size": p["smart_size"], "ratio": p["ratio"], "matched": p["matched"], "n": p["n"],
+                         "mean": p["mean"], "ci_low": p["low"], "ci_high": p["high"],
+                         "reading": reading(p) if p["matched"] else "not matched"})
+        if pairs:
+            pooled = pooled_difference(variants, pairs, metric)
+            rows.append({**_where(key), "sift": "pooled", "smart": f"{pooled['pairs']} matched pair(s)",
+                         "n": pooled["n"], "mean": pooled["mean"], "ci_low": pooled["low"], "ci_high": pooled["high"],
+                         "reading": reading(pooled)})
+    return rows

@@ -31,7 +31,7 @@ from siftkit.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
 from siftkit.results import atomic_write_text
 from siftkit.study import (MATCH_FACTOR, SELECTION_METRIC, SOURCE_METRIC, Groups, Run, activity, curve_eps,
                            find_results, group_runs, load_runs, matched_size_pairs, mean_ci, paired_difference,
-                           per_seed, plain_for, pooled_difference, reading, reference_plain, regime_pairs,
+                           per_seed, plain_for, pooled_difference, reading, reference_plain, regime_verdicts,
                            regularizer_share, relative_size, short_commit, smoothness_metrics, source_metrics,
                            t_critical, variant_order)
 
@@ -150,20 +150,20 @@ def _paired_table(task: str, variants: Mapping[str, list[Run]], key: str, data: 
             *_table(["difference", "n", "mean", "95% CI", "reading"], rows)]
 
 
-def _regime_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
-    main = PAPER_METRIC[task]
+def _regime_table(task: str, variants: Mapping[str, list[Run]], key: tuple, data: dict) -> list[str]:
     rows = []
-    for a, b, why in regime_pairs(variants):
-        d = paired_difference(per_seed(variants[a], main), per_seed(variants[b], main))
-        if d["n"]:
-            rows.append([f"`{a}` − `{b}`", why, str(d["n"]), _fmt(d["mean"]), _ci(d), reading(d)])
-            data["regime"][f"{key}|{a}-{b}"] = d
+    for r in regime_verdicts({key: variants}):
+        if r["n"]:
+            a, b = r["difference"].split(" − ")
+            d = {"low": r["ci_low"], "high": r["ci_high"]}
+            rows.append([f"`{a}` − `{b}`", r["what it tests"], str(r["n"]), _fmt(r["mean"]), _ci(d), r["reading"]])
+            data["regime"][f"{'|'.join(key)}|{a}-{b}"] = r
     if not rows:
         return []
     return ["### The paper's claim in the paper's regime", "",
             "The public codes' rule (`mtdnn`: a per-token unit-max random push, ~0.6 of a token's norm for "
             "SMART, ~0.3 for the seed code's SiFT) and its controls. "
-            f"Seed-paired differences in `{main}`, 95% t CIs:", "",
+            f"Seed-paired differences in `{PAPER_METRIC[task]}`, 95% t CIs:", "",
             *_table(["difference", "what it tests", "n", "mean", "95% CI", "reading"], rows)]
 
 
@@ -240,7 +240,7 @@ def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[R
     if plain:
         spread = _stat(variants[plain], PAPER_METRIC[task])["std"]
         lines += [f"Seed-to-seed spread of `{plain}` in `{PAPER_METRIC[task]}`: std {_fmt(spread)}.", ""]
-    lines += _regime_table(task, variants, skey, data)
+    lines += _regime_table(task, variants, key, data)
     lines += _matched_table(task, variants, skey, data)
     lines += _activity_table(variants)
     smooth = smoothness_metrics(variants)

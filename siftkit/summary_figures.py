@@ -281,16 +281,22 @@ def learning_curves_figure(key: tuple[str, str, str, str], variants: Mapping[str
     return fig
 
 
+def figure_prefix(key: tuple[str, str, str, str]) -> str:
+    """``<task>_<device>_<commit>`` (plus the model when it is not the kit's default)."""
+    task, device, commit, model = key
+    prefix = f"{task}_{_slug(device)}_{_slug(short_commit(commit))}"
+    if model != "all-MiniLM-L6-v2":  # the kit's default model keeps the names short
+        prefix += f"_{_slug(Path(model).name)}"
+    return prefix
+
+
 def write_figures(groups: Groups, out_dir: str | Path) -> list[Path]:
     """Every figure of every group, as PNGs in `out_dir` (created); returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for key, variants in groups.items():
-        task, device, commit, model = key
-        prefix = f"{task}_{_slug(device)}_{_slug(short_commit(commit))}"
-        if model != "all-MiniLM-L6-v2":  # the kit's default model keeps the names short
-            prefix += f"_{_slug(Path(model).name)}"
+        prefix = figure_prefix(key)
         figs = {"scores": scores_figure(key, variants), "learning_curves": learning_curves_figure(key, variants),
                 **size_figures(key, variants)}
         for name, fig in figs.items():
