@@ -262,13 +262,15 @@ def learning_curves_figure(key: tuple[str, str, str, str], variants: Mapping[str
                 part = [row for row in hist if row.get("stage") == stage]
                 for row, v in zip(part, _smooth([row["task_loss"] for row in part], 5)):
                     rows.append({"variant": f"{name} (n={len(variants[name])})", "step": row["global_step"],
-                                 "task_loss": v})
+                                 "task_loss": v, "rule": "public codes' rule (mtdnn)" if run.tag else "default rule"})
     if not rows:
         return None
     fig = Figure(figsize=(8, 4.4), layout="constrained")
     ax = fig.subplots()
-    sns.lineplot(data=pd.DataFrame(rows), x="step", y="task_loss", hue="variant", errorbar=t_interval,
-                 err_kws={"alpha": 0.15}, ax=ax)
+    frame = pd.DataFrame(rows)
+    palette = {label: COLORS[label.split("-")[0].split(" ")[0]] for label in frame["variant"].unique()}
+    sns.lineplot(data=frame, x="step", y="task_loss", hue="variant", style="rule", palette=palette,
+                 errorbar=t_interval, err_kws={"alpha": 0.15}, ax=ax)
     first = variants[names[0]][0].record["history"]
     for prev, row in zip(first, first[1:]):
         if row.get("stage") != prev.get("stage"):  # P2: Twitter -> UCI, the label meaning changes
