@@ -327,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out, text)
     print(f"wrote {out}")
     if not args.no_figures:
-        from siftkit.summary_figures import write_figures  # matplotlib only when figures are asked for
+        try:  # matplotlib and seaborn only when figures are asked for
+            from siftkit.summary_figures import write_figures
+        except ImportError as exc:
+            raise ValueError(f"figures need matplotlib and seaborn ({exc}); install siftkit[notebooks] "
+                             f"or pass --no-figures") from None
 
         for path in write_figures(groups, fig_dir):
             print(f"wrote {path}")
