@@ -292,16 +292,17 @@ def figure_prefix(key: tuple[str, str, str, str]) -> str:
     return prefix
 
 
-def write_figures(groups: Groups, out_dir: str | Path) -> list[Path]:
-    """Every figure of every group, as PNGs in `out_dir` (created); returns the paths."""
+def write_group_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
+                        out_dir: str | Path) -> list[Path]:
+    """One group's figures as PNGs in `out_dir` (created); returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for key, variants in groups.items():
-        prefix = figure_prefix(key)
-        figs = {"scores": scores_figure(key, variants), "learning_curves": learning_curves_figure(key, variants),
-                **size_figures(key, variants)}
-        for name, fig in figs.items():
-            if fig is not None:
-                written.append(_save(fig, out_dir / f"{prefix}_{name}.png"))
-    return written
+    prefix = figure_prefix(key)
+    figs = {"scores": scores_figure(key, variants), "learning_curves": learning_curves_figure(key, variants),
+            **size_figures(key, variants)}
+    return [_save(fig, out_dir / f"{prefix}_{name}.png") for name, fig in figs.items() if fig is not None]
+
+
+def write_figures(groups: Groups, out_dir: str | Path) -> list[Path]:
+    """Every figure of every group, as PNGs in `out_dir` (created); returns the paths."""
+    return [path for key, variants in groups.items() for path in write_group_figures(key, variants, out_dir)]

@@ -326,7 +326,10 @@ def test_summarize_command_writes_every_figure(study_dir, tmp_path):
     res = subprocess.run([sys.executable, "-m", "siftkit", "summarize", str(study_dir), "--out", str(out)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
-    assert out.read_text().startswith("# siftkit results summary")
+    text = out.read_text()
+    assert text.startswith("# siftkit results summary")
+    # the group's figures are linked from its section, the size curve shown inline
+    assert "![the main metric against measured perturbation size](figures/twitter_to_uci_nvidia_h200_aaaaaaaa_size_uci_test_accuracy.png)" in text
     names = sorted(p.name for p in (out.parent / "figures").glob("*.png"))
     prefix = "twitter_to_uci_nvidia_h200_aaaaaaaa_"
     assert names == sorted(prefix + n for n in ("scores.png", "learning_curves.png", "size_uci_test_accuracy.png",
