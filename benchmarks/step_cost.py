@@ -2,6 +2,7 @@
 
     python benchmarks/step_cost.py --out benchmarks/step_cost_cpu.json [--rounds 7] [--steps 1,2,3]
     python benchmarks/step_cost.py --out step_cost_h100.json --mixed-precision bf16   # on a GPU
+    python benchmarks/step_cost.py --out benchmarks/results/rules_cpu.json --rules    # the adv_rule choices
 
 One process, the offline MiniLM, one fixed batch of 32 real UCI sentences padded to 64
 tokens. Variants are interleaved round by round (plain, smart, ..., plain, smart, ...) so
@@ -36,7 +37,7 @@ import torch
 from siftkit.config import RunConfig
 from siftkit.data import load
 from siftkit.models import load_model
-from siftkit.training import AdversarialLoss
+from siftkit.objective import AdversarialLoss
 
 POINTS = ("embedding_output", "word_embeddings", "pre_layernorm")
 
@@ -54,6 +55,17 @@ class NaiveAdversarialLoss(AdversarialLoss):
         target, z = self.split.forward_capture(batch, reg.perturb_at)  # the redundant forward
         r = reg(self.split, batch, target, z)
         return task + reg.adv_weight * r, {}
+
+
+def rule_variants() -> dict[str, dict]:
+    """plain and each perturbation rule x {SMART, SiFT} at K=1, without Bregman."""
+    from siftkit.config import ADV_RULES
+
+    out = {"plain": dict(algo="plain")}
+    for rule in ADV_RULES:
+        for algo in ("smart", "sift"):
+            out[f"{algo} {rule}"] = dict(algo=algo, adv_rule=rule, bregman_weight=0.0)
+    return out
 
 
 def variants(steps: list[int]) -> dict[str, dict]:
@@ -163,8 +175,9 @@ def main() -> None:
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     p.add_argument("--memory-only", default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-memory", action="store_true", help="skip the CPU memory subprocesses")
+    p.add_argument("--rules", action="store_true", help="compare the perturbation rules (K=1) instead")
     args = p.parse_args()
-    specs = variants([int(k) for k in args.steps.split(",")])
+    specs = rule_variants() if args.rules else variants([int(k) for k in args.steps.split(",")])
     if args.memory_only:
         memory_only(args.memory_only, specs[args.memory_only], args.device, args.mixed_precision)
         return
@@ -205,7 +218,8 @@ def main() -> None:
         for name in specs:
             outp = subprocess.run([sys.executable, __file__, "--out", os.devnull, "--memory-only", name,
                                    "--device", args.device, "--mixed-precision", args.mixed_precision,
-                                   "--steps", args.steps], capture_output=True, text=True, check=True)
+                                   "--steps", args.steps, *(["--rules"] if args.rules else [])],
+                                  capture_output=True, text=True, check=True)
             memory[name] = json.loads(outp.stdout.strip().splitlines()[-1])["peak_rss_growth_mib"]
 
     plain = statistics.median(times["plain"])

@@ -5,8 +5,11 @@ Every field name is the same in `RunConfig`, the YAML files under `params/`, the
 `TrainingArguments` has a knob of the same meaning, the name is theirs.
 
 The regularizer knobs `adv_epsilon`, `adv_noise_std`, `adv_step_size` and `adv_weight`
-default to ``None``, which resolves to the published default of the chosen algorithm
-(see `ALGO_DEFAULTS`); the resolved values are what `results.json` records.
+default to ``None``, which resolves to the published default of the chosen algorithm and
+perturbation rule (see `RULE_DEFAULTS`); the resolved values are what `results.json`
+records. A knob the chosen rule does not use (epsilon for the rules without a ball, the
+step size when ``adv_steps=0``) resolves to ``None``, and setting it is an error rather
+than a value silently dropped.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ PERTURB_POINTS = ("embedding_output", "word_embeddings", "pre_layernorm")
 ADV_NORMS = ("inf", "l2")
 DIVERGENCE_NAMES = ("sym_kl", "kl", "js", "mse")
 MIXED_PRECISION = ("no", "bf16", "fp16")
+ADV_RULES = ("projected", "mtdnn", "deberta", "seed_code")
 
 # Published defaults per algorithm (DESIGN.md section 2).
 # SMART (Jiang et al. 2020): epsilon = noise std = 1e-5, step 1e-3, lambda_s = 1.
@@ -35,6 +39,21 @@ ALGO_DEFAULTS: dict[str, dict[str, float]] = {
     "smart": {"adv_epsilon": 1e-5, "adv_noise_std": 1e-5, "adv_step_size": 1e-3, "adv_weight": 1.0},
     "sift": {"adv_epsilon": 1e-2, "adv_noise_std": 1e-2, "adv_step_size": 1e-3, "adv_weight": 1.0},
 }
+# Per (rule, algo) for the public codes' rules (siftkit.regularizers documents each rule);
+# None = the rule has no such knob. mt-dnn's published SMART: noise 1e-5, step 1e-3; its
+# SiFT use in the seed paper: noise 0.01 (normalized). DeBERTa's PerturbationLayer:
+# init_perturbation 0.01, learning_rate 1e-4. The seed paper's code: noise 0.01, step 1e-3
+# for both algorithms.
+RULE_DEFAULTS: dict[str, dict[str, dict[str, float | None]]] = {
+    "projected": {a: ALGO_DEFAULTS[a] for a in ("smart", "sift")},
+    "mtdnn": {"smart": {"adv_epsilon": None, "adv_noise_std": 1e-5, "adv_step_size": 1e-3, "adv_weight": 1.0},
+              "sift": {"adv_epsilon": None, "adv_noise_std": 1e-2, "adv_step_size": 1e-3, "adv_weight": 1.0}},
+    "deberta": {a: {"adv_epsilon": None, "adv_noise_std": 1e-2, "adv_step_size": 1e-4, "adv_weight": 1.0}
+                for a in ("smart", "sift")},
+    "seed_code": {a: {"adv_epsilon": None, "adv_noise_std": 1e-2, "adv_step_size": 1e-3, "adv_weight": 1.0}
+                  for a in ("smart", "sift")},
+}
+_ADV_KNOBS = ("adv_epsilon", "adv_noise_std", "adv_step_size", "adv_weight")
 
 
 @dataclass
@@ -84,10 +103,11 @@ class RunConfig:
 
     # --- adversarial regularizer (SMART and SiFT) ------------------------------------------
     perturb_at: str = "embedding_output"  # "embedding_output", "word_embeddings", "pre_layernorm"
-    adv_epsilon: float | None = None  # radius of the per-token ball (SiFT: normalized units)
+    adv_epsilon: float | None = None  # radius of the per-token ball (SiFT: normalized units); projected rule only
     adv_noise_std: float | None = None  # std of the initial noise (SiFT: normalized units)
     adv_step_size: float | None = None  # ascent step on the normalized gradient
-    adv_steps: int = 1  # K, projected ascent steps per batch
+    adv_rule: str = "projected"  # how delta is made: "projected", "mtdnn", "deberta", "seed_code"
+    adv_steps: int = 1  # K, ascent steps per batch; 0 = random noise only (no ascent)
     adv_norm: str = "inf"  # per-token norm for the step and the ball: "inf" or "l2"
     adv_weight: float | None = None  # lambda, weight of R in the loss
     divergence: str = "sym_kl"  # "sym_kl", "kl", "js" or "mse"
@@ -103,6 +123,7 @@ class RunConfig:
         _choice(self, "task", TASKS)
         _choice(self, "algo", ALGOS)
         _choice(self, "perturb_at", PERTURB_POINTS)
+        _choice(self, "adv_rule", ADV_RULES)
         _choice(self, "adv_norm", ADV_NORMS)
         _choice(self, "divergence", DIVERGENCE_NAMES)
         _choice(self, "mixed_precision", MIXED_PRECISION)
@@ -128,25 +149,43 @@ class RunConfig:
 
     # ------------------------------------------------------------------------------------
     def _resolve_adversarial_defaults(self) -> None:
-        defaults = ALGO_DEFAULTS[self.algo]
-        for name, value in defaults.items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
         if self.algo == "plain":
+            for name, value in ALGO_DEFAULTS["plain"].items():
+                if getattr(self, name) is None:
+                    setattr(self, name, value)
             # Unused by plain, but a negative radius/step/weight or K is never meaningful:
             # say so instead of silently recording it in results.json.
-            for name in defaults:
+            for name in _ADV_KNOBS:
                 _non_negative(self, name)
             if self.adv_steps < 0:
                 raise ValueError(f"adv_steps must be >= 0, got {self.adv_steps!r}")
             return
-        # A regularized run needs a real ball, a real step and at least one ascent step.
+        if self.adv_steps < 0:
+            raise ValueError(f"adv_steps must be >= 0 for algo={self.algo!r} (0: random noise, no ascent), "
+                             f"got {self.adv_steps!r}")
+        defaults = dict(RULE_DEFAULTS[self.adv_rule][self.algo])
+        if self.adv_steps == 0:
+            defaults["adv_step_size"] = None  # no ascent, no step
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            if default is None and value is not None:
+                why = ("it has no eps-ball" if name == "adv_epsilon" else "adv_steps=0 takes no ascent step")
+                raise ValueError(f"{name}={value!r} is not used by adv_rule={self.adv_rule!r} with "
+                                 f"adv_steps={self.adv_steps} ({why}); leave it unset")
+            if value is None:
+                setattr(self, name, default)
+        # A regularized run needs a real ball and a real step where the rule has them.
         for name in ("adv_epsilon", "adv_step_size"):
-            _positive(self, name)
+            if getattr(self, name) is not None:
+                _positive(self, name)
         _non_negative(self, "adv_noise_std")
         _non_negative(self, "adv_weight")
-        if self.adv_steps < 1:
-            raise ValueError(f"adv_steps must be >= 1 for algo={self.algo!r}, got {self.adv_steps!r}")
+        if self.adv_rule in ("deberta", "seed_code") and self.adv_norm != "inf":
+            raise ValueError(f"adv_norm must be 'inf' for adv_rule={self.adv_rule!r} (it normalizes by each "
+                             f"token's max |.|), got {self.adv_norm!r}")
+        if self.adv_rule != "projected" and self.divergence != "sym_kl":
+            raise ValueError(f"divergence must stay 'sym_kl' for adv_rule={self.adv_rule!r} (the rule uses its "
+                             f"own published loss forms), got {self.divergence!r}")
 
     def _coerce_types(self) -> None:
         """Accept ints for floats and numeric strings from YAML/CLI; reject the rest by name."""
@@ -171,10 +210,13 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "RunConfig":
-        """A copy with `changes`; resolved adversarial knobs are re-derived if `algo` changes."""
+        """A copy with `changes`; resolved adversarial knobs are re-derived if `algo`,
+        `adv_rule` or `adv_steps` (to or from 0) changes, unless `changes` sets them."""
         data = self.to_dict()
-        if "algo" in changes and changes["algo"] != self.algo:
-            for name in ALGO_DEFAULTS["plain"]:
+        steps = changes.get("adv_steps", self.adv_steps)
+        if (changes.get("algo", self.algo) != self.algo or changes.get("adv_rule", self.adv_rule) != self.adv_rule
+                or (steps == 0) != (self.adv_steps == 0)):
+            for name in _ADV_KNOBS:
                 data[name] = None
         data.update(changes)
         return RunConfig.from_dict(data)

@@ -51,10 +51,15 @@ def kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     return _kl_terms(_log_probs(p_logits), _log_probs(q_logits)).sum(-1).mean()
 
 
+def symmetric_kl_per_example(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(P || Q) + KL(Q || P) of each example, shape (B,)."""
+    log_p, log_q = _log_probs(p_logits), _log_probs(q_logits)
+    return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1)
+
+
 def symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     """KL(P || Q) + KL(Q || P) = sum_c (p_c - q_c)(log p_c - log q_c); SMART's l_s."""
-    log_p, log_q = _log_probs(p_logits), _log_probs(q_logits)
-    return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1).mean()
+    return symmetric_kl_per_example(p_logits, q_logits).mean()
 
 
 def js(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from siftkit.split import unwrap
 from siftkit.objective import AdversarialLoss
 
 # RunConfig fields that configure the regularizer and the Bregman term.
-REGULARIZER_KNOBS = ("perturb_at", "adv_epsilon", "adv_noise_std", "adv_step_size", "adv_steps", "adv_norm",
+REGULARIZER_KNOBS = ("perturb_at", "adv_rule", "adv_epsilon", "adv_noise_std", "adv_step_size", "adv_steps", "adv_norm",
                      "adv_weight", "divergence", "bregman_weight", "bregman_beta")
 assert set(REGULARIZER_KNOBS) <= set(RunConfig.field_names())
 

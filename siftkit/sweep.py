@@ -2,6 +2,7 @@
 
     python -m siftkit sweep --params params/twitter_to_uci.yaml --algos plain,smart,sift \
         --seeds 1-5 --output-dir results/cpu [--tag NAME] [--jobs N] [--<field> VALUE ...]
+    python -m siftkit sweep --plan results/regime_study.plan --output-dir results/cpu --jobs 2
 
 Each run goes to ``<output-dir>/<task>/<algo>[-<tag>]/seed<k>/``. A run whose results.json
 exists is skipped, one with checkpoints is resumed, so a killed sweep continues where it
@@ -10,6 +11,11 @@ setting fails that run only; the sweep reports it and goes on, and exits non-zer
 end if any run failed. ``--jobs N`` runs N at once (useful on a GPU, where one small run
 leaves the device mostly idle). Any RunConfig field can be set for all runs, e.g.
 ``--perturb_at word_embeddings --tag word_embeddings``.
+
+A study of many variants is a *plan file*: one sweep per line (the options above, without
+``--output-dir``/``--jobs``; ``#`` starts a comment). ``--plan FILE`` runs all its runs in one
+pool, in file order, so the first lines finish first; ``--stop-after SECONDS`` starts no new
+run after that time (running ones finish), for a machine lent for a fixed time.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -71,12 +78,13 @@ class PlannedRun:
 
 def plan(params: str | None, algos: list[str], seeds: list[int], output_dir: Path, tag: str | None,
          overrides: dict[str, str]) -> list[PlannedRun]:
-    base = RunConfig.from_yaml(params, **{k: _yaml_scalar(v) for k, v in overrides.items()})
+    values = {k: _yaml_scalar(v) for k, v in overrides.items()}
     runs = []
     for algo in algos:
         for seed in seeds:
-            # Validate every combination now, before hours of compute are spent.
-            cfg = base.replace(algo=algo, seed=seed)
+            # Validate every combination now, before hours of compute are spent, as the run
+            # itself will build it (the overrides apply to this algorithm's defaults).
+            cfg = RunConfig.from_yaml(params, **values, algo=algo, seed=seed)
             name = algo + (f"-{tag}" if tag else "")
             run_dir = output_dir / cfg.task / name / f"seed{seed}"
             args = ["train", "--algo", algo, "--seed", str(seed), "--output_dir", str(run_dir)]
@@ -112,19 +120,56 @@ def run_one(run: PlannedRun, log_dir: Path) -> tuple[PlannedRun, int, float]:
     return run, code, time.time() - start
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="siftkit sweep", description=__doc__.splitlines()[0])
+def _sweep_parser(prog: str = "siftkit sweep") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--params", default=None, help="YAML of RunConfig overrides")
     p.add_argument("--algos", default="plain,smart,sift")
     p.add_argument("--seeds", default="1-5")
-    p.add_argument("--output-dir", "--output_dir", dest="output_dir", required=True)
     p.add_argument("--tag", default=None, help="variant name appended to the algo folder")
+    return p
+
+
+def plan_file(path: str | Path, output_dir: Path) -> list[PlannedRun]:
+    """Every run of a plan file, in file order; a bad line is an error naming its number."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"plan file not found: {path}")
+    runs: list[PlannedRun] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        try:
+            args, rest = _sweep_parser().parse_known_args(words)
+            runs += plan(args.params, parse_algos(args.algos), parse_seeds(args.seeds), output_dir, args.tag,
+                         _field_overrides(rest))
+        except (ValueError, SystemExit) as exc:
+            raise ValueError(f"{path} line {number}: {exc}") from None
+    seen: dict[Path, int] = {}
+    for r in runs:
+        seen[r.run_dir] = seen.get(r.run_dir, 0) + 1
+    twice = sorted(str(d) for d, n in seen.items() if n > 1)
+    if twice:
+        raise ValueError(f"{path} plans the same run more than once: {', '.join(twice)}")
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _sweep_parser()
+    p.add_argument("--plan", default=None, help="a file of sweeps, one per line (replaces --params/--algos/...)")
+    p.add_argument("--output-dir", "--output_dir", dest="output_dir", required=True)
     p.add_argument("--jobs", type=int, default=1, help="runs at once")
+    p.add_argument("--stop-after", type=float, default=None, help="start no new run after this many seconds")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     args, rest = p.parse_known_args(argv)
-    overrides = _field_overrides(rest)
-    runs = plan(args.params, parse_algos(args.algos), parse_seeds(args.seeds), Path(args.output_dir),
-                args.tag, overrides)
+    if args.plan is not None:
+        if rest:
+            raise ValueError(f"--plan takes the runs from the file; unexpected options {' '.join(rest)}")
+        runs = plan_file(args.plan, Path(args.output_dir))
+    else:
+        overrides = _field_overrides(rest)
+        runs = plan(args.params, parse_algos(args.algos), parse_seeds(args.seeds), Path(args.output_dir),
+                    args.tag, overrides)
     todo = [r for r in runs if not r.done]
     print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run", flush=True)
     if args.dry_run:
@@ -133,14 +178,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    failed = []
+    failed, not_started = [], []
     log_dir = Path(args.output_dir) / "logs"
+    deadline = None if args.stop_after is None else time.time() + args.stop_after
+
+    def attempt(run: PlannedRun):
+        if deadline is not None and time.time() > deadline:
+            return run, None, 0.0
+        return run_one(run, log_dir)
+
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for run, code, secs in pool.map(lambda r: run_one(r, log_dir), todo):
+        for run, code, secs in pool.map(attempt, todo):
+            if code is None:
+                not_started.append(run)
+                continue
             status = "ok" if code == 0 else f"FAILED (exit {code}; see {log_dir})"
             print(f"sweep: {run.run_dir} {status} in {secs:.0f} s", flush=True)
             if code != 0:
                 failed.append(run)
+    if not_started:
+        print(f"sweep: {len(not_started)} run(s) not started (--stop-after {args.stop_after:g} s passed); "
+              f"rerun the same command to do them", flush=True)
     if failed:
         print(f"sweep: {len(failed)} run(s) failed: " + ", ".join(str(r.run_dir) for r in failed), file=sys.stderr)
         return 1

@@ -32,7 +32,9 @@ from siftkit.models import load_model
 from siftkit.objective import AdversarialLoss
 from siftkit.protocols import Stage, build_stages
 from siftkit.results import OutputDirError, check_output_dir, environment_meta, write_results
-from siftkit.split import model_inputs, unwrap
+from siftkit.smoothness import PROBE_SIZES, probe_divergences
+from siftkit.smoothness import metric_name as smoothness_metric
+from siftkit.split import EmbeddingSplit, model_inputs, unwrap
 
 
 class EpochPermutationSampler(Sampler[int]):
@@ -73,30 +75,62 @@ def tokenize(ds, tokenizer, max_length: int):
 
 
 @torch.no_grad()
-def predict(model, ds, tokenizer, cfg: RunConfig, accelerator) -> tuple[list[int], list[int]]:
-    """Predicted and true labels over `ds`, gathered from all processes in order."""
+def predict(model, ds, tokenizer, cfg: RunConfig, accelerator, *, smoothness: bool = False):
+    """Predicted and true labels over `ds`, gathered from all processes in order.
+
+    With ``smoothness=True`` also the per-example held-out smoothness under each of
+    `siftkit.smoothness.PROBE_SIZES`: returns (preds, labels, {size: [values]}).
+    """
     dl = DataLoader(tokenize(ds, tokenizer, cfg.max_length), batch_size=cfg.per_device_eval_batch_size,
                     shuffle=False, collate_fn=_collator(tokenizer))
     dl = accelerator.prepare(dl)
     was_training = model.training
     model.eval()
+    split = EmbeddingSplit(unwrap(model)) if smoothness else None
     preds, labels = [], []
-    for batch in dl:
+    smooth: dict[float, list[float]] = {size: [] for size in PROBE_SIZES} if smoothness else {}
+    for i, batch in enumerate(dl):
         with accelerator.autocast():
-            logits = model(**model_inputs(batch)).logits
-        p, y = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
-        preds.extend(p.tolist())
-        labels.extend(y.tolist())
+            if split is not None:
+                logits, per_size = probe_divergences(split, batch, batch_index=i,
+                                                     process_index=accelerator.process_index)
+            else:
+                logits, per_size = model(**model_inputs(batch)).logits, {}
+        gathered = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"], *per_size.values()))
+        preds.extend(gathered[0].tolist())
+        labels.extend(gathered[1].tolist())
+        for size, values in zip(per_size, gathered[2:]):
+            smooth[size].extend(values.float().tolist())
     model.train(was_training)
-    return preds, labels
+    return (preds, labels, smooth) if smoothness else (preds, labels)
 
 
 def evaluate(model, evals: dict, tokenizer, cfg: RunConfig, accelerator) -> dict[str, float]:
+    """Accuracy and MCC per eval set (and per `source` where the set has one, e.g. UCI's
+    amazon / imdb / yelp: three out-of-domain targets), plus held-out smoothness."""
     metrics: dict[str, float] = {}
     for name, ds in evals.items():
-        preds, labels = predict(model, ds, tokenizer, cfg, accelerator)
+        preds, labels, smooth = predict(model, ds, tokenizer, cfg, accelerator, smoothness=True)
         metrics.update(classification_metrics(name, preds, labels))
+        if "source" in ds.column_names:
+            sources = ds["source"]
+            for source in sorted(set(sources)):
+                rows = [i for i, s in enumerate(sources) if s == source]
+                per = classification_metrics(name, [preds[i] for i in rows], [labels[i] for i in rows])
+                metrics.update({f"{k}_{source}": v for k, v in per.items()})
+        for size, values in smooth.items():
+            metrics[smoothness_metric(name, size)] = sum(values) / len(values)
     return metrics
+
+
+def perturbation_summary(history: list[dict[str, Any]]) -> dict[str, float]:
+    """The run's mean per-token perturbation over its logged steps (0 for plain): the x
+    axis on which runs of different rules and sizes are compared."""
+    out = {}
+    for key in ("relative_perturbation", "perturbation_norm"):
+        values = [row[key] for row in history if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
+        out[f"mean_{key}"] = sum(values) / len(values) if values else float("nan")
+    return out
 
 
 def _as_config(cfg: RunConfig | dict) -> RunConfig:
@@ -172,6 +206,7 @@ def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> 
         position.update(stage=stage_index, stage_done=True, epoch=0, step_in_epoch=0)
         _save(accelerator, out, cfg, model, objective, None, None, history, metrics, position, nonfinite_steps)
 
+    metrics.update(perturbation_summary(history))
     record = {
         "config": cfg.to_dict(),
         "metrics": metrics,

@@ -40,7 +40,7 @@ def test_bad_values_name_the_field(field, value, needle):
 
 
 @pytest.mark.parametrize("field,value", [("adv_epsilon", 0.0), ("adv_epsilon", -1.0), ("adv_step_size", 0.0),
-                                          ("adv_steps", 0), ("adv_noise_std", -0.1)])
+                                          ("adv_steps", -1), ("adv_noise_std", -0.1)])
 @pytest.mark.parametrize("algo", ["smart", "sift"])
 def test_regularizer_knobs_validated_for_regularized_algos(algo, field, value):
     with pytest.raises(ValueError, match=field):

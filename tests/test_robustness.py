@@ -304,14 +304,14 @@ def test_unknown_choice(field, value, algo, message):
     ("smart", "adv_noise_std", -1e-5, "adv_noise_std must be a finite number >= 0, got -1e-05"),
     ("sift", "adv_weight", -1, "adv_weight must be a finite number >= 0, got -1.0"),
     ("plain", "adv_epsilon", -1, "adv_epsilon must be a finite number >= 0, got -1.0"),
-    ("smart", "adv_steps", 0, "adv_steps must be >= 1 for algo='smart', got 0"),
-    ("sift", "adv_steps", 0, "adv_steps must be >= 1 for algo='sift', got 0"),
+    ("smart", "adv_steps", -1, "adv_steps must be >= 0 for algo='smart' (0: random noise, no ascent), got -1"),
+    ("sift", "adv_steps", -2, "adv_steps must be >= 0 for algo='sift' (0: random noise, no ascent), got -2"),
     ("sift", "adv_steps", 1.5, "adv_steps must be of type int, got 1.5"),
     ("plain", "adv_steps", -1, "adv_steps must be >= 0, got -1"),
     ("smart", "learning_rate", 0, "learning_rate must be a finite number > 0, got 0.0"),
     ("smart", "max_length", 0, "max_length must be a finite number > 0, got 0"),
 ], ids=["smart-eps0", "sift-eps-neg", "smart-eps-nan", "sift-eps-inf", "smart-step0", "sift-step-neg",
-        "smart-noise-neg", "sift-weight-neg", "plain-eps-neg", "smart-K0", "sift-K0", "sift-K1.5", "plain-K-neg",
+        "smart-noise-neg", "sift-weight-neg", "plain-eps-neg", "smart-K-neg", "sift-K-neg", "sift-K1.5", "plain-K-neg",
         "lr0", "max_length0"])
 def test_bad_regularizer_or_optimizer_number(algo, field, value, message):
     with pytest.raises(ValueError) as err:
@@ -356,11 +356,11 @@ def test_bad_params_file(tmp_path, content, message):
     (["--max_train_samples", "1.5"], "max_train_samples must be of type int, got 1.5"),
     (["--algo", "sift", "--adv_epsilon", "-1e-3"], "adv_epsilon must be a finite number > 0, got -0.001"),
     (["--algo", "smart", "--adv_step_size", "-inf"], "adv_step_size must be a finite number > 0, got -inf"),
-    (["--algo", "smart", "--adv_steps", "0"], "adv_steps must be >= 1 for algo='smart', got 0"),
+    (["--algo", "smart", "--adv_steps", "-1"], "adv_steps must be >= 0 for algo='smart' (0: random noise, no ascent), got -1"),
     (["--divergence", "hellinger"], "divergence must be one of 'sym_kl', 'kl', 'js', 'mse'; got 'hellinger'"),
     (["--extra", "3"], "extra must be a mapping, got int"),
 ], ids=["seed-abc", "lr-fast", "resume-maybe", "max_train_samples-1.5", "eps-neg-sci", "step-minus-inf",
-        "K0", "divergence", "extra-int"])
+        "K-neg", "divergence", "extra-int"])
 def test_cli_bad_value_is_one_line(capsys, tmp_path, argv, message):
     code, err = _cli(capsys, "--params", str(SMOKE), "--output_dir", str(tmp_path / "out"), *argv)
     assert code == 2
