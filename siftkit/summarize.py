@@ -34,7 +34,7 @@ from siftkit.study import (MATCH_FACTOR, SELECTION_METRIC, SOURCE_METRIC, Groups
                            find_results, group_runs, load_runs, matched_size_pairs, mean_ci, paired_difference,
                            per_seed, plain_for, pooled_difference, reading, reference_plain, regime_verdicts,
                            regularizer_share, relative_size, short_commit, smoothness_metrics, source_metrics,
-                           t_critical, variant_order)
+                           t_critical, variant_order, variant_sizes)
 
 __all__ = ["summarize", "brief", "main", "paired_difference", "t_critical", "find_results"]
 
@@ -161,10 +161,14 @@ def _regime_table(task: str, variants: Mapping[str, list[Run]], key: tuple, data
             data["regime"][f"{'|'.join(key)}|{a}-{b}"] = r
     if not rows:
         return []
+    sizes = variant_sizes(variants)
+    measured = ", ".join(f"`{v}` {_sci(sizes[v])}" for v in sorted(sizes, key=variant_order)
+                         if "mtdnn" in v or v in ("sift-seed_code", "sift-deberta"))
     return ["### The paper's claim in the paper's regime", "",
-            "The public codes' rule (`mtdnn`: a per-token unit-max random push, ~0.6 of a token's norm for "
-            "SMART, ~0.3 for the seed code's SiFT) and its controls. "
-            f"Seed-paired differences in `{PAPER_METRIC[task]}`, 95% t CIs:", "",
+            "The public codes' rule (`mtdnn`: each token's δ = noise + η·g rescaled to unit max-norm, no "
+            "ε-ball; at the published σ and η nearly a random direction) and its controls; their measured "
+            "mean relative sizes ‖Δ_t‖/‖z_t‖ here: "
+            f"{measured}. Seed-paired differences in `{PAPER_METRIC[task]}`, 95% t CIs:", "",
             *_table(["difference", "what it tests", "n", "mean", "95% CI", "reading"], rows)]
 
 
