@@ -94,7 +94,7 @@ def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "pl
         if sub.empty:
             continue
         n = sub.groupby("variant")["seed"].nunique()
-        sns.lineplot(data=sub, x="x", y=y, errorbar=t_interval, marker="o", color=COLORS[algo], ax=ax,
+        sns.lineplot(data=sub, x="x", y=y, errorbar=_log_safe if logy else t_interval, marker="o", color=COLORS[algo], ax=ax,
                      err_kws={"alpha": 0.18}, label=f"{LABELS[algo]} size curve, projected rule "
                      f"({len(n)} sizes, n={n.min()}–{n.max()})" if n.min() != n.max()
                      else f"{LABELS[algo]} size curve, projected rule ({len(n)} sizes, n={n.min()})")
@@ -137,6 +137,14 @@ def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "pl
     else:
         ax.text(0.5, 0.5, f"no run recorded {y}", transform=ax.transAxes, ha="center", color="grey")
     return ax
+
+
+def _log_safe(values) -> tuple[float, float]:
+    """`t_interval` with its lower end kept above a tenth of the mean: a band reaching 0 or
+    below cannot be drawn on a log axis (the tables give the interval itself)."""
+    low, high = t_interval(values)
+    mean = float(sum(values)) / len(values)
+    return (max(low, mean / 10), high) if mean > 0 else (low, high)
 
 
 def _dodge(xs: Sequence[float], within: float = 1.3, step: float = 0.035) -> list[float]:
