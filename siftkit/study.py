@@ -120,6 +120,11 @@ def load_run(path: str | Path) -> Run:
     for name, value in metrics.items():
         if value is not None and not _number(value):
             raise ValueError(f"{path}: metric {name!r} is {value!r}, not a number")
+    if not all(isinstance(row, dict) for row in record["history"]):
+        raise ValueError(f"{path}: 'history' must be a list of objects (one per logged step)")
+    extra = cfg.get("extra") or {}
+    if not isinstance(extra, dict) or not isinstance(extra.get("tag") or "", str):
+        raise ValueError(f"{path}: config extra {extra!r} is not an object with a text 'tag'")
     main = PAPER_METRIC[task]
     if metrics.get(main) is None:
         what = "null" if main in metrics else "missing"
@@ -128,7 +133,7 @@ def load_run(path: str | Path) -> Run:
     device = meta.get("device_name") or meta.get("device") or "cpu"
     if meta.get("mixed_precision", "no") not in ("no", None):
         device += f" {meta['mixed_precision']}"
-    tag = (cfg.get("extra") or {}).get("tag") or None
+    tag = extra.get("tag") or None
     return Run(path=path, record=record, task=task, model=cfg.get("model_name") or "all-MiniLM-L6-v2",
                device=device, commit=meta.get("git_commit") or "unknown", algo=str(cfg["algo"]),
                tag=tag, seed=cfg["seed"])
@@ -225,7 +230,7 @@ def reading(d: Mapping[str, Any]) -> str:
 
 
 def _history_mean(run: Run, value) -> float:
-    xs = [v for v in (value(row) for row in run.record["history"]) if v is not None and math.isfinite(v)]
+    xs = [v for v in (value(row) for row in run.record["history"]) if _number(v) and math.isfinite(v)]
     return statistics.fmean(xs) if xs else math.nan
 
 
@@ -245,7 +250,7 @@ def regularizer_share(run: Run) -> float:
 
     def share(row: Mapping[str, Any]) -> float | None:
         loss, r = row.get("loss"), row.get("adv_loss")
-        return None if loss is None or r is None or loss <= 0 else w * r / loss
+        return None if not (_number(loss) and _number(r)) or loss <= 0 else w * r / loss
 
     return _history_mean(run, share)
 
@@ -258,7 +263,7 @@ def activity(run: Run) -> dict[str, float]:
     def over_task(key: str, weight: float):
         def f(row):
             task, v = row.get("task_loss"), row.get(key)
-            return None if not task or task <= 0 or v is None else weight * v / task
+            return None if not (_number(task) and _number(v)) or task <= 0 else weight * v / task
         return f
 
     return {"weighted_R_over_task": _history_mean(run, over_task("adv_loss", w)),

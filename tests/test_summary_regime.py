@@ -418,3 +418,11 @@ def test_figures_that_is_a_file_is_refused_before_anything_is_written(tmp_path):
     assert _summarize_error(path, "--out", out, "--figures", blocker).endswith(
         f"--figures {str(blocker)!r} is a file, not a folder")
     assert not out.exists()
+
+
+def test_a_history_that_is_not_a_list_of_rows_names_the_file(tmp_path):
+    rec = record("sift", 1, size=0.01)
+    rec["history"] = [0.5, 0.4]
+    path = _one_run(tmp_path, json.dumps(rec))
+    assert _summarize_error(path) == (f"siftkit summarize: error: {path}: 'history' must be a list of objects "
+                                      "(one per logged step)")
