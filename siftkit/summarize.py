@@ -68,6 +68,13 @@ def _sci(x: float | None) -> str:
     return "–" if x is None or math.isnan(x) else f"{x:.2e}"
 
 
+def _sci_std(s: Mapping[str, float]) -> str:
+    """``1.23e-05 ± 4.0e-07`` (scientific: smoothness spans orders of magnitude)."""
+    if math.isnan(s["mean"]):
+        return "–"
+    return f"{s['mean']:.2e}" + ("" if math.isnan(s["std"]) else f" ± {s['std']:.1e}")
+
+
 def _ci(d: Mapping[str, Any], digits: int = 3) -> str:
     return f"[{_fmt(d['low'], digits=digits)}, {_fmt(d['high'], digits=digits)}]"
 
@@ -178,7 +185,8 @@ def _matched_table(task: str, variants: Mapping[str, list[Run]], key: str, data:
     if not pairs:
         return []
     rows = [[f"`{p['sift']}`", _sci(p["sift_size"]), f"`{p['smart']}`", _sci(p["smart_size"]), f"{p['ratio']:.2f}",
-             str(p["n"]), _fmt(p["mean"]), _ci(p), reading(p) if p["matched"] else f"not matched (sizes differ > {MATCH_FACTOR:g}×)"]
+             str(p["n"]), _fmt(p["mean"]), _ci(p),
+             reading(p) if p["matched"] else f"not matched (sizes differ > {MATCH_FACTOR:g}×)"]
             for p in pairs]
     pooled = pooled_difference(variants, pairs, main)
     data["matched"][key] = {"pairs": pairs, "pooled": pooled}
@@ -275,7 +283,7 @@ def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[R
         "Held-out smoothness: mean symmetric KL between clean predictions and predictions under a fixed, "
         "seeded random probe of the given relative size at `embedding_output`, on each evaluation set "
         "(lower = smoother; mean ± std over seeds):", variants, smooth,
-        lambda s: "–" if math.isnan(s["mean"]) else (f"{s['mean']:.2e}" + ("" if math.isnan(s["std"]) else f" ± {s['std']:.1e}")))
+        _sci_std)
     sources = source_metrics(variants)
     lines += _metric_table("UCI accuracy per source (held-out 90%; mean ± std over seeds):", variants, sources,
                            lambda s: _fmt(s["mean"], s["std"]),

@@ -269,8 +269,9 @@ def learning_curves_figure(key: tuple[str, str, str, str], variants: Mapping[str
             for stage in dict.fromkeys(row.get("stage") for row in hist):  # smooth within a stage only
                 part = [row for row in hist if row.get("stage") == stage]
                 for row, v in zip(part, _smooth([row["task_loss"] for row in part], 5)):
-                    rows.append({"variant": f"{name} (n={len(variants[name])})", "step": row.get("global_step", row.get("step")),
-                                 "task_loss": v, "rule": "public codes' rule (mtdnn)" if run.tag else "default rule"})
+                    rows.append({"variant": f"{name} (n={len(variants[name])})",
+                                 "step": row.get("global_step", row.get("step")), "task_loss": v,
+                                 "rule": "public codes' rule (mtdnn)" if run.tag else "default rule"})
     if not rows:
         return None
     fig = Figure(figsize=(8, 4.4), layout="constrained")

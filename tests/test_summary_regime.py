@@ -329,7 +329,8 @@ def test_summarize_command_writes_every_figure(study_dir, tmp_path):
     text = out.read_text()
     assert text.startswith("# siftkit results summary")
     # the group's figures are linked from its section, the size curve shown inline
-    assert "![the main metric against measured perturbation size](figures/twitter_to_uci_nvidia_h200_aaaaaaaa_size_uci_test_accuracy.png)" in text
+    figure = "figures/twitter_to_uci_nvidia_h200_aaaaaaaa_size_uci_test_accuracy.png"
+    assert f"![the main metric against measured perturbation size]({figure})" in text
     names = sorted(p.name for p in (out.parent / "figures").glob("*.png"))
     prefix = "twitter_to_uci_nvidia_h200_aaaaaaaa_"
     assert names == sorted(prefix + n for n in ("scores.png", "learning_curves.png", "size_uci_test_accuracy.png",
