@@ -119,6 +119,7 @@ def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "pl
                     mec="black", mew=0.6, capsize=2, elinewidth=1,
                     label=f"{LABELS.get(algo, algo)} {tag or 'default'} (n={ys['n']})")
     ax.set_xscale("log")
+    ax.margins(x=0.1)  # the outermost points and their labels off the frame
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel("measured mean relative perturbation ‖Δ_t‖ / ‖z_t‖ (log scale)")
