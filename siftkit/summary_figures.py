@@ -38,8 +38,8 @@ LABELS = {"plain": "plain", "smart": "SMART", "sift": "SiFT"}
 # One marker per kind of marked point, so a tag shared by SMART and SiFT looks alike in both
 # colours; kinds not listed take the spare markers in name order.
 MARKERS = {"default": "*", "mtdnn": "D", "mtdnn_no_bregman": "s", "mtdnn_random": "X", "random": "X",
-           "deberta": "^", "seed_code": "v", "rng_control": "P", "w10": "h", "no_bregman": "s"}
-_SPARE_MARKERS = ("o", "p", "<", ">", "d", "8", "H", "1", "2", "3", "4")
+           "deberta": "^", "seed_code": "v", "rng_control": "P", "w10": "d", "no_bregman": "s"}
+_SPARE_MARKERS = ("o", "<", ">", "p", "h", "8", "H", "1", "2", "3", "4")
 METRIC_LABELS = {"uci_test_accuracy": "UCI accuracy (held-out 90%)",
                  "out_of_domain_dev_mcc": "CoLA out-of-domain dev MCC",
                  "reg_share": "λ·R / loss (regularizer's share of the objective)"}
@@ -107,7 +107,7 @@ def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "pl
         band_label = f"{plain} (n={ci['n']}): mean ± 95% CI"
     points = frame[sized & frame["role"].eq("point")]
     markers = _markers([point_kind(t or None) for t in points["tag"]])
-    groups = sorted(points.groupby("variant"), key=lambda kv: (kv[1]["algo"].iloc[0], kv[0]))
+    groups = sorted(points.groupby("variant"), key=lambda kv: variant_order(kv[0]))  # SMART's, then SiFT's
     shift = _dodge([mean_ci(g["size"].tolist())["mean"] for _, g in groups])
     for (variant, g), factor in zip(groups, shift):
         algo, tag = g["algo"].iloc[0], g["tag"].iloc[0] or None
