@@ -427,3 +427,20 @@ def test_a_history_that_is_not_a_list_of_rows_names_the_file(tmp_path):
     path = _one_run(tmp_path, json.dumps(rec))
     assert _summarize_error(path) == (f"siftkit summarize: error: {path}: 'history' must be a list of objects "
                                       "(one per logged step)")
+
+
+def test_summary_modules_import_one_way():
+    """summarize may import summary_figures, never the reverse; both share siftkit.study."""
+    import ast
+
+    import siftkit.study
+    import siftkit.summary_figures
+
+    def imports(module):
+        tree = ast.parse(Path(module.__file__).read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+
+    assert "siftkit.summarize" not in imports(siftkit.summary_figures)
+    assert not {"siftkit.summarize", "siftkit.summary_figures"} & imports(siftkit.study)
+    assert "siftkit.study" in imports(siftkit.summary_figures)
