@@ -355,3 +355,12 @@ def test_04_compare_and_unknown_name(tmp_path, smoke_runs):
     assert _inline_images(nb) >= 2 + len(sizes)
     error = _execute_fails("04_compare", result_glob="x", output_dir=str(tmp_path / "bad"))
     assert "unknown parameter(s): result_glob (did you mean results_glob?)" in error.evalue
+    # a copied run folder would count seed 1 twice: the first cell refuses it, naming both files
+    import shutil
+
+    copied = tmp_path / "copied"
+    shutil.copytree(smoke_runs / "p2", copied / "p2")
+    shutil.copytree(copied / "p2" / "sift-seed1", copied / "p2" / "sift-seed1 copy")
+    error = _execute_fails("04_compare", results_glob=str(copied / "**" / "results.json"), output_dir=str(tmp_path / "dup"))
+    assert "two runs of variant 'sift' with seed 1 in one comparison" in error.evalue
+    assert "sift-seed1 copy" in error.evalue
