@@ -292,10 +292,11 @@ def point_kind(tag: str | None) -> str:
 
 def variant_order(variant: str) -> tuple:
     """Sort key: plain, SMART, SiFT; inside each the other variants by name, then the size
-    curve by its E (numerically, so 1e-05 comes before 0.0001)."""
+    curve by its E (numerically, so 1e-05 comes before 0.0001), each size's controls after it."""
     algo, _, tag = variant.partition("-")
-    eps = curve_eps(tag)
-    return ({"plain": 0, "smart": 1, "sift": 2}.get(algo, 3), eps is not None, eps or 0.0, variant)
+    control = CURVE_CONTROL_TAG.match(tag)
+    eps = curve_eps(tag) if control is None else curve_eps(f"curve_eps{control.group('eps')}")
+    return ({"plain": 0, "smart": 1, "sift": 2}.get(algo, 3), eps is not None, eps or 0.0, control is not None, variant)
 
 
 def per_seed(runs: Sequence[Run], metric: str) -> dict[int, float]:
