@@ -241,6 +241,11 @@ def test_summary_holds_every_regime_table(study_dir):
         assert row in text
     assert "| `sift-curve_eps0.3` | 2.09e-01 | `smart-curve_eps0.1` | 1.99e-01 | 1.05 | 5 |" in text
     assert "**Pooled SiFT − SMART at matched size:" in text
+    # the headline comparisons are repeated at the top, before the group's section
+    glance = text.split("## P2")[0]
+    assert "## SiFT against SMART at a glance" in glance
+    assert "| twitter_to_uci, NVIDIA H200, `aaaaaaaa` | `sift-mtdnn` − `smart-mtdnn_no_bregman` | 5 |" in glance
+    assert "SiFT − SMART at matched size, pooled over 6 matched pair(s) | 5 |" in glance
     amazon = np.mean([r.metric("uci_test_accuracy_amazon") for r in variants["sift-deberta"]])
     assert "| variant | n | amazon | imdb | yelp |" in text
     assert f"| `sift-deberta` | 5 | {amazon:.3f} ± " in text
