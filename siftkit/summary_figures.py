@@ -81,11 +81,13 @@ def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "pl
     95% t error bars on both axes. With `logy`, values ≤ 0 cannot be drawn and are left out
     (the legend says how many). Returns `ax` (its lines and containers are what a test checks).
     """
-    have = frame[y].notna() if y in frame else pd.Series(False, index=frame.index)
+    if y not in frame:  # no run recorded it (older runs): an empty panel that says so
+        frame = frame.assign(**{y: math.nan})
+    have = frame[y].notna()
     dropped = 0
     if logy:
-        dropped = int((have & frame[y].le(0)).sum()) if y in frame else 0
-        have = have & frame[y].gt(0) if y in frame else have
+        dropped = int((have & frame[y].le(0)).sum())
+        have = have & frame[y].gt(0)
     sized = have & frame["size"].gt(0)
     lines = frame[sized & frame["role"].eq("line")]
     lines = lines.assign(x=lines.groupby("variant")["size"].transform("mean"))

@@ -449,3 +449,17 @@ def test_summary_modules_import_one_way():
     assert "siftkit.summarize" not in imports(siftkit.summary_figures)
     assert not {"siftkit.summarize", "siftkit.summary_figures"} & imports(siftkit.study)
     assert "siftkit.study" in imports(siftkit.summary_figures)
+
+
+def test_size_curve_of_a_metric_no_run_recorded_says_so(tmp_path):
+    from matplotlib.figure import Figure
+
+    from siftkit.summary_figures import size_curve
+
+    root = tmp_path / "old"
+    for seed in (1, 2):
+        for algo, size in (("plain", 0), ("smart", 2e-5), ("sift", 7e-3)):
+            write(root, record(algo, seed, size=size, new_metrics=False))
+    (key, variants), = _groups(root).items()
+    ax = size_curve(study.runs_frame(variants), "uci_test_smoothness_0.3", ax=Figure().subplots(), logy=True)
+    assert [t.get_text() for t in ax.texts] == ["no run recorded uci_test_smoothness_0.3"] and ax.get_legend() is None
