@@ -1,8 +1,10 @@
 """Command line: `python -m siftkit train|download|sweep|summarize ...`.
 
-`train` takes every `RunConfig` field as `--<field> <value>` on top of `--params <yaml>`;
-values are parsed as YAML scalars (`--adv_epsilon 1e-4`, `--model_name null`), then validated
-by `RunConfig`, so a bad value is reported by field name.
+`train` takes every `RunConfig` field as `--<field> <value>` (or `--<field>=<value>`) on top
+of `--params <yaml>`. A value is read as papermill reads a `-p` value: a number field takes a
+decimal number (`--seed 010` is 10, `--adv_epsilon 1e-4`), anything else stays text for
+`RunConfig` to judge (`--seed 1:30` is an error naming `seed`, not 90 as in YAML 1.1);
+`--model_name null` is None; `--extra` is a YAML mapping. A bad value is reported by field name.
 """
 
 from __future__ import annotations
@@ -10,20 +12,45 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from typing import Sequence, get_type_hints
 
 from siftkit.config import RunConfig
 
-_BOOL_FLAGS = {"resume", "overwrite", "cpu"}  # may be given bare: `--resume`
+BOOL_FLAGS = {"resume", "overwrite", "cpu"}  # may be given bare: `--resume`
 
 
-def _scalar(text: str):
-    import yaml
+def parse_field_value(name: str, text: str):
+    """A command-line value for RunConfig field `name`, read as papermill reads `-p` values.
 
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    Numbers (for int and float fields) are Python's: int, then float, else the text itself,
+    which RunConfig rejects by field name. Other fields get the text (RunConfig turns
+    'true'/'null' into bool/None where the field's type allows it); `extra` is a YAML mapping.
+    """
+    from siftkit.config import load_yaml
+
+    if name == "extra":
+        try:
+            return load_yaml(text)
+        except Exception:  # noqa: BLE001 - any YAML error: RunConfig reports the raw text
+            return text
+    if _FIELD_KINDS.get(name) in (int, float):
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+    return text
+
+
+def _field_kinds() -> dict:
+    kinds = {}
+    for name, hint in get_type_hints(RunConfig).items():
+        args = [a for a in getattr(hint, "__args__", ()) if a is not type(None)]
+        kinds[name] = args[0] if args else hint
+    return kinds
+
+
+_FIELD_KINDS = _field_kinds()
 
 
 def _config_parser(prog: str) -> argparse.ArgumentParser:
@@ -34,7 +61,7 @@ def _config_parser(prog: str) -> argparse.ArgumentParser:
             p.add_argument("--extra", default=None, metavar="MAPPING",
                            help="free-form notes recorded with the config, e.g. '{tag: ablation}'")
             continue
-        if name in _BOOL_FLAGS:
+        if name in BOOL_FLAGS:
             p.add_argument(f"--{name}", nargs="?", const="true", default=None, metavar="BOOL")
         else:
             p.add_argument(f"--{name}", default=None, metavar="VALUE")
@@ -42,12 +69,8 @@ def _config_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace, skip: Sequence[str] = ()) -> RunConfig:
-    overrides = {k: _scalar(v) for k, v in vars(args).items()
+    overrides = {k: parse_field_value(k, v) for k, v in vars(args).items()
                  if k in RunConfig.field_names() and v is not None and k not in skip}
-    # Keep model_name/output_dir strings as typed (YAML would turn "1e5" into a float).
-    for key in ("model_name", "output_dir", "data_dir"):
-        if key in overrides and overrides[key] is not None:
-            overrides[key] = str(getattr(args, key))
     return RunConfig.from_yaml(args.params, **overrides)
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -145,7 +147,10 @@ class RunConfig:
             raise ValueError(f"bregman_beta must be in [0, 1), got {self.bregman_beta!r}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed!r}")
+        _check_run_fields(self)
         self._resolve_adversarial_defaults()
+        # train() compares: a later `cfg.algo = ...` would keep the old algorithm's defaults.
+        self._resolved_algo = self.algo
 
     # ------------------------------------------------------------------------------------
     def _resolve_adversarial_defaults(self) -> None:
@@ -237,7 +242,11 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path | None = None, **overrides: Any) -> "RunConfig":
-        """Defaults, then the YAML file's overrides, then keyword overrides."""
+        """Defaults, then the YAML file's overrides, then keyword overrides.
+
+        The file is read by `load_yaml`: numbers as in YAML 1.2 (`010` is 10, `1e-3` a float),
+        and a key given twice is an error.
+        """
         import yaml
 
         data: dict[str, Any] = {}
@@ -246,7 +255,7 @@ class RunConfig:
             if not path.is_file():
                 raise ValueError(f"params file not found: {path}")
             try:
-                loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+                loaded = load_yaml(path.read_text(encoding="utf-8"))
             except yaml.YAMLError as exc:
                 raise ValueError(f"params file {path} is not valid YAML: {_yaml_problem(exc)}") from None
             except UnicodeDecodeError as exc:
@@ -345,3 +354,112 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         tname = getattr(base, "__name__", str(base))
         raise ValueError(f"{name} must be of type {tname}, got {value!r}") from None
     return value
+
+
+# ----------------------------------------------------------------------------------------
+# checks that span fields or need more than a sign test
+
+# accelerate's set_seed seeds numpy's legacy generator, which takes 0 <= seed < 2**32.
+SEED_MAX = 2**32 - 1
+
+# Path-like fields: '~' is the user's home (as in a shell and in the notebooks), and an empty
+# string (an unset shell variable, `-p output_dir ""`) would silently mean the current folder.
+_PATH_HINTS = {
+    "output_dir": "name the run's folder (e.g. runs/exp); '.' if the current folder is really meant",
+    "data_dir": "name the data folder, or leave data_dir unset (None) for the default",
+    "model_name": "give a Hub name or a model folder, or leave model_name unset (None) for the offline "
+                  "default all-MiniLM-L6-v2",
+}
+
+
+def _check_run_fields(cfg: RunConfig) -> None:
+    """The optimizer's epsilon, the seed's range, path fields and the Twitter split sizes."""
+    _positive(cfg, "adam_epsilon")  # inf froze the weights, nan/-1 failed deep in AdamW
+    if cfg.seed > SEED_MAX:
+        raise ValueError(f"seed must be <= {SEED_MAX} (2**32 - 1, the largest seed numpy takes), got {cfg.seed!r}")
+    for name, hint in _PATH_HINTS.items():
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        if not value.strip():
+            raise ValueError(f"{name} is empty ({value!r}); {hint}")
+        if value.startswith("~"):
+            setattr(cfg, name, os.path.expanduser(value))
+    _check_twitter_split(cfg)
+
+
+def _check_twitter_split(cfg: RunConfig) -> None:
+    """The validation share of `twitter_subset` tweets must leave both parts non-empty.
+
+    The same rounding as `protocols.twitter_subset`, which checks again with the number of
+    tweets the data really give (fewer when `twitter_negatives` is small).
+    """
+    n_val = int(round(cfg.twitter_subset * cfg.twitter_val_fraction))
+    if not 1 <= n_val < cfg.twitter_subset:
+        raise ValueError(
+            f"twitter_subset={cfg.twitter_subset} with twitter_val_fraction={cfg.twitter_val_fraction} leaves "
+            f"{cfg.twitter_subset - n_val} tweet(s) for training and {n_val} for validation; each needs at "
+            f"least one")
+
+
+# ----------------------------------------------------------------------------------------
+# params files: YAML 1.2 numbers, no duplicate keys
+
+
+def _load_yaml_loader():
+    import yaml
+
+    int_tag, float_tag = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+
+    class ParamsLoader(yaml.SafeLoader):
+        """PyYAML's safe loader with YAML 1.2's numbers and no silent duplicate keys.
+
+        YAML 1.1 (PyYAML's default) reads `010` as 8 and `1:30` as 90, and `1e-3` as a
+        string; papermill and the CLI read `010` as 10. Here a number is decimal (or 0x/0o
+        hex/octal), `1e-3` is a float, and anything else stays a string for RunConfig to judge.
+        """
+
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # an unhashable key: SafeLoader reports it
+                    break
+                if first != key_node.start_mark.line + 1:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given at line {first})", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+        def construct_yaml_int(self, node):
+            text = self.construct_scalar(node).replace("_", "")
+            sign = -1 if text.startswith("-") else 1
+            digits = text.lstrip("+-")
+            base = {"0x": 16, "0o": 8}.get(digits[:2].lower(), 10)
+            return sign * int(digits[2:] if base != 10 else digits, base)
+
+    ParamsLoader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in (int_tag, float_tag)]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    ParamsLoader.add_implicit_resolver(
+        int_tag, re.compile(r"^(?:[-+]?[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$"), list("-+0123456789"))
+    ParamsLoader.add_implicit_resolver(
+        float_tag, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?"
+                              r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+    ParamsLoader.add_constructor(int_tag, ParamsLoader.construct_yaml_int)
+    return ParamsLoader
+
+
+def load_yaml(text: str) -> Any:
+    """Parse a params file (or a CLI `--extra` mapping): YAML, with YAML 1.2's numbers and an
+    error for a key given twice (PyYAML would silently keep the last one)."""
+    import yaml
+
+    global _PARAMS_LOADER
+    if _PARAMS_LOADER is None:
+        _PARAMS_LOADER = _load_yaml_loader()
+    return yaml.load(text, Loader=_PARAMS_LOADER)  # noqa: S506 - a SafeLoader subclass
+
+
+_PARAMS_LOADER = None

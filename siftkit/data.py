@@ -13,7 +13,9 @@ name                    splits (rows)                                extra colum
 ======================  ===========================================  ==================
 
 The files are read exactly as published (see ``DATASETS`` for their paths and sha256):
-texts are never stripped, re-quoted or normalised. Malformed input raises `DataError`,
+texts are never stripped, re-quoted or normalised. The one exception, the same for all three
+datasets: Windows line endings (CRLF) are read as line endings (a copy saved on Windows loads
+as the original does). Malformed input raises `DataError`,
 whose message names the file and, where it applies, the 1-based line number.
 
 The data folder is found by `resolve_data_dir`: the ``data_dir`` argument, else the
@@ -191,7 +193,9 @@ def _read_text(path: Path) -> str:
         ) from None
     if text.startswith("\ufeff"):  # tolerate a UTF-8 byte-order mark
         text = text[1:]
-    return text
+    # One rule for every dataset: Windows line endings (CRLF) are line endings, never part of
+    # a label or a text. A lone CR is left as it is (no published file has one).
+    return text.replace("\r\n", "\n")
 
 
 def _lines(path: Path, text: str) -> list[str]:
@@ -293,6 +297,23 @@ def _read_uci(path: Path) -> dict[str, list]:
     return cols
 
 
+def _check_not_a_dataset_folder(root: Path, info: DatasetInfo) -> None:
+    """data_dir one level too deep (``data/cola`` for ``data``): name the parent.
+
+    Otherwise the user is told a file is missing and to download what they already have.
+    """
+    if (root / info.files[0].path).exists():
+        return
+    for dataset in DATASETS.values():
+        for spec in dataset.files:
+            rel = Path(spec.path)
+            if (root / rel.name).is_file() and not (root / rel).exists():
+                raise DataError(
+                    f"data folder {root} holds {rel.name} itself: it looks like the {rel.parent} dataset "
+                    f"folder, one level too deep; set data_dir (or ${ENV_VAR}) to the folder above it, "
+                    f"{root.parent}")
+
+
 _READERS = {"cola": _read_cola, "twitter_hate": _read_twitter, "uci_sentiment": _read_uci}
 
 _FEATURES = {
@@ -329,6 +350,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> datasets.Datas
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     root = resolve_data_dir(data_dir)
     info = DATASETS[name]
+    _check_not_a_dataset_folder(root, info)
     reader = _READERS[name]
     features = _FEATURES[name]
     splits = {}

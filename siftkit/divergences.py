@@ -1,7 +1,7 @@
 """Divergences between two classifiers' output distributions, chosen by name.
 
-Every function takes two logit tensors of shape (B, C), works in float32 from log-softmax
-(stable under bf16/fp16 autocast), returns the mean over the batch of a per-example
+Every function takes two logit tensors of shape (B, C), works from log-softmax in float32
+(float64 for a float64 model; stable under bf16/fp16 autocast), returns the mean over the batch of a per-example
 divergence, and lets gradient flow into *both* arguments: SMART's and SiFT's regularizer
 trains the clean branch as well as the perturbed one. Detach an argument at the call site
 when a fixed target is wanted (the ascent step does).
@@ -18,8 +18,13 @@ import torch.nn.functional as F
 Divergence = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 logits are widened to float32; float32 and float64 are kept."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def _log_probs(logits: torch.Tensor) -> torch.Tensor:
-    return F.log_softmax(logits.float(), dim=-1)
+    return F.log_softmax(at_least_float32(logits), dim=-1)
 
 
 # Near the clean point (where SMART and SiFT work) the two distributions differ by ~1e-4, and

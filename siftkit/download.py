@@ -119,6 +119,17 @@ def _mismatch(target: Path, spec: DataFile, actual: str, src: str) -> DataError:
     )
 
 
+def _make_data_folder(root: Path) -> None:
+    """Create the data folder, or say in one line why it cannot be (a file in its place,
+    a file above it, no permission) rather than fail deep inside the first file's mkdir."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "it is a file, not a folder" if root.is_file() else (exc.strerror or str(exc))
+        raise DataError(f"cannot use {root} as the data folder: {why}; pass --data-dir a folder "
+                        f"(it is created if missing)") from None
+
+
 def download(
     data_dir: str | os.PathLike | None = None,
     *,
@@ -139,6 +150,7 @@ def download(
     error) on the first failure; files fetched before it stay in place.
     """
     root = data_dir_candidate(data_dir)
+    _make_data_folder(root)
     sources = dict(SOURCES)
     if base_urls:
         unknown = set(base_urls) - set(SOURCES)

@@ -107,6 +107,12 @@ class AdversarialTrainer(Trainer):
                              "`torchrun --nproc_per_node N` instead of one process seeing several GPUs")
         if self.args.label_smoothing_factor:
             raise ValueError("label_smoothing_factor is not supported by AdversarialTrainer; leave it at 0")
+        bare = unwrap(self.model)
+        if getattr(bare, "base_model", None) is bare:
+            # transformers' base_model is the model itself when it has no head on top.
+            raise ValueError(f"AdversarialTrainer needs a classifier that returns logits (a "
+                             f"*ForSequenceClassification, e.g. from AutoModelForSequenceClassification); "
+                             f"{type(bare).__name__} is a bare encoder without a classification head")
         config = getattr(unwrap(self.model), "config", None)
         num_labels = getattr(config, "num_labels", 2)
         problem = getattr(config, "problem_type", None)
@@ -131,6 +137,10 @@ class AdversarialTrainer(Trainer):
         if "labels" not in inputs:
             raise ValueError("AdversarialTrainer needs `labels` in every training batch (a DataCollatorWithPadding "
                              "renames a `label` column to `labels`)")
+        if torch.is_floating_point(inputs["labels"]):
+            raise ValueError(f"AdversarialTrainer trains single-label classifiers: labels must be integer class ids, "
+                             f"got {inputs['labels'].dtype}; cast the dataset's label column to int64 "
+                             f"(dataset.cast_column('label', datasets.Value('int64')))")
         captured: list = []
         handle = None
         if return_outputs:

@@ -85,10 +85,47 @@ def load_model(model_name: str | None = None, num_labels: int = 2):
     # about it (tests check the head is new through `output_loading_info`).
     with _quiet_transformers():
         model = _from_pretrained(AutoModelForSequenceClassification, source, num_labels=num_labels)
+    _check_vocabulary(model_name, model, tokenizer)
     return model, tokenizer
 
 
+def _check_vocabulary(name: str | None, model, tokenizer) -> None:
+    """Refuse a tokenizer far smaller than the model's embedding table.
+
+    A model folder without its tokenizer files still loads: transformers then builds a
+    tokenizer of its 5 special tokens, every word becomes [UNK], and training "works".
+    Real tokenizers may be a little smaller than the table (padded to a multiple of 8 or
+    64), never half its size.
+    """
+    try:
+        rows = model.get_input_embeddings().num_embeddings
+    except (AttributeError, NotImplementedError):
+        return
+    if len(tokenizer) < rows // 2:
+        raise ModelLoadError(
+            f"model_name={name!r}: its tokenizer has {len(tokenizer)} tokens for a model whose embedding table "
+            f"has {rows} rows, so nearly every word would become {tokenizer.unk_token}; the folder's tokenizer "
+            f"files (tokenizer.json, vocab.txt, ...) are probably missing: save them there with "
+            f"tokenizer.save_pretrained(folder)")
+
+
+def _check_local_folder(name: str) -> None:
+    """An empty name, an empty folder or a folder without config.json: say so, plainly."""
+    if not str(name).strip():
+        raise ModelLoadError(f"model_name is empty ({name!r}); give a Hub name or a model folder, or leave "
+                             f"model_name unset (None) for the offline default all-MiniLM-L6-v2")
+    folder = Path(str(name)).expanduser()
+    if not folder.is_dir() or (folder / "config.json").is_file():
+        return
+    files = sorted(p.name for p in folder.iterdir())
+    what = "is empty" if not files else f"has no config.json (it holds {', '.join(files[:10])}" + (
+        ", ...)" if len(files) > 10 else ")")
+    raise ModelLoadError(f"model folder {str(folder)!r} {what}: not a saved model; save one there with "
+                         f"model.save_pretrained(folder) and tokenizer.save_pretrained(folder)")
+
+
 def _from_pretrained(factory, name: str, **kwargs):
+    _check_local_folder(name)
     try:
         return factory.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:

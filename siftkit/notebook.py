@@ -176,8 +176,10 @@ def config_from_parameters(namespace: Mapping[str, Any], *, default_output_dir: 
 def _yaml_mapping(path: Path) -> dict[str, Any]:
     import yaml
 
+    from siftkit.config import load_yaml
+
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError:
         return {}  # RunConfig.from_yaml reports the syntax error with its own message
     return loaded if isinstance(loaded, dict) else {}
@@ -200,14 +202,18 @@ def prepare_output_dir(cfg: RunConfig) -> Path:
     ``output_dir``), an interrupted run's checkpoints ``-p resume True``.
     """
     from siftkit.checkpoint import list_checkpoints
+    from siftkit.outdir import missing_folders, remove_empty_folders
     from siftkit.results import OutputDirError, check_output_dir
 
     hint = ("in this notebook set overwrite = True in the parameters cell, or run papermill with "
             "-p overwrite True (or -p output_dir <another folder>)")
+    created = missing_folders(cfg.output_dir)
     try:
         out = check_output_dir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
     except OutputDirError as exc:
         raise OutputDirError(f"{exc}; {hint}") from None
+    # Only a check: train() makes the folder, and removes it again if the run fails.
+    remove_empty_folders(created)
     if list_checkpoints(out) and not cfg.resume and not cfg.overwrite:
         raise OutputDirError(
             f"output_dir {str(out)!r} holds checkpoints of an unfinished run; continue it with "
@@ -216,7 +222,9 @@ def prepare_output_dir(cfg: RunConfig) -> Path:
 
 
 def figures_dir(output_dir: str | Path) -> Path:
-    """``<output_dir>/figures``, created: every notebook saves its PNGs there."""
-    path = Path(output_dir) / "figures"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """``<output_dir>/figures``: every notebook saves its PNGs there.
+
+    Not created here: `plotting.save_figure` makes it with the first figure, so a notebook
+    that stops before drawing anything leaves no empty ``figures/`` behind.
+    """
+    return Path(output_dir) / "figures"

@@ -85,7 +85,12 @@ def twitter_subset(cfg: RunConfig) -> tuple[Dataset, Dataset]:
     chosen = rng.permutation(chosen)[: cfg.twitter_subset]
     n_val = int(round(len(chosen) * cfg.twitter_val_fraction))
     if n_val < 1 or n_val >= len(chosen):
-        raise ValueError(f"twitter_val_fraction={cfg.twitter_val_fraction} leaves no train or validation data")
+        # RunConfig checked twitter_subset's split; here the data gave fewer tweets than that.
+        raise ValueError(
+            f"the Twitter subset has {len(chosen)} tweets ({len(positives)} positives + twitter_negatives="
+            f"{cfg.twitter_negatives}, at most twitter_subset={cfg.twitter_subset}); twitter_val_fraction="
+            f"{cfg.twitter_val_fraction} of them leaves {len(chosen) - n_val} for training and {n_val} for "
+            f"validation; each needs at least one")
     return tweets.select(chosen[:-n_val]), tweets.select(chosen[-n_val:])
 
 
@@ -97,7 +102,12 @@ def uci_split(cfg: RunConfig) -> tuple[Dataset, Dataset]:
     order = rng.permutation(len(pool))
     n_train = cfg.uci_train_size if cfg.uci_train_size is not None else int(round(cfg.uci_train_fraction * len(pool)))
     if not 0 < n_train < len(pool):
-        raise ValueError(f"uci_train_size={n_train} must be between 1 and {len(pool) - 1}")
+        # Name the field the user set: the size, or the fraction it was derived from.
+        setting = (f"uci_train_size={n_train}" if cfg.uci_train_size is not None
+                   else f"uci_train_fraction={cfg.uci_train_fraction} ({n_train} sentences)")
+        raise ValueError(f"{setting} leaves {len(pool) - n_train} of the {len(pool)} UCI sentences for the test "
+                         f"set and {n_train} for training; each needs at least one, so the training size must "
+                         f"be between 1 and {len(pool) - 1}")
     return pool.select(order[:n_train]), pool.select(order[n_train:])
 
 

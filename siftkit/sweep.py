@@ -9,8 +9,10 @@ exists is skipped, one with checkpoints is resumed, so a killed sweep continues 
 stopped. Every run is its own ``python -m siftkit train`` process: a crash, an OOM or a bad
 setting fails that run only; the sweep reports it and goes on, and exits non-zero at the
 end if any run failed. ``--jobs N`` runs N at once (useful on a GPU, where one small run
-leaves the device mostly idle). Any RunConfig field can be set for all runs, e.g.
-``--perturb_at word_embeddings --tag word_embeddings``.
+leaves the device mostly idle). Any RunConfig field can be set for all runs, as `train`
+takes it (``--field value``, ``--field=value``, a bare ``--cpu``), e.g.
+``--perturb_at word_embeddings --tag word_embeddings``. An algorithm or seed named twice is
+run once.
 
 A study of many variants is a *plan file*: one sweep per line (the options above, without
 ``--output-dir``/``--jobs``; ``#`` starts a comment). ``--plan FILE`` runs all its runs in one
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from siftkit.checkpoint import list_checkpoints
+from siftkit.cli import BOOL_FLAGS, join_negative_values, parse_field_value
 from siftkit.config import ALGOS, RunConfig
 from siftkit.results import RESULTS_FILE
 
@@ -57,11 +60,12 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def parse_algos(text: str) -> list[str]:
+    """'plain,sift' -> ['plain', 'sift']; a repeated name is planned once (as seeds are)."""
     algos = [a.strip() for a in text.split(",") if a.strip()]
     bad = [a for a in algos if a not in ALGOS]
     if not algos or bad:
         raise ValueError(f"--algos must be a comma list of {', '.join(ALGOS)}; got {text!r}")
-    return algos
+    return list(dict.fromkeys(algos))
 
 
 @dataclass
@@ -78,7 +82,7 @@ class PlannedRun:
 
 def plan(params: str | None, algos: list[str], seeds: list[int], output_dir: Path, tag: str | None,
          overrides: dict[str, str]) -> list[PlannedRun]:
-    values = {k: _yaml_scalar(v) for k, v in overrides.items()}
+    values = {k: parse_field_value(k, v) for k, v in overrides.items()}
     runs = []
     for algo in algos:
         for seed in seeds:
@@ -91,17 +95,11 @@ def plan(params: str | None, algos: list[str], seeds: list[int], output_dir: Pat
             if params:
                 args += ["--params", params]
             for key, value in overrides.items():
-                args += [f"--{key}", value]
+                args.append(f"--{key}={value}")  # '=': a value such as -1e-3 is not an option
             if tag:
                 args += ["--extra", json.dumps({"tag": tag})]
             runs.append(PlannedRun(algo, seed, run_dir, args))
     return runs
-
-
-def _yaml_scalar(text: str):
-    import yaml
-
-    return yaml.safe_load(text)
 
 
 def run_one(run: PlannedRun, log_dir: Path) -> tuple[PlannedRun, int, float]:
@@ -206,15 +204,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _field_overrides(rest: list[str]) -> dict[str, str]:
+    """RunConfig fields given to every run, written as `train` takes them: `--field value`,
+    `--field=value`, a negative number (`--adv_epsilon -1e-3`) and a bare boolean (`--cpu`)."""
     overrides: dict[str, str] = {}
     fields = set(RunConfig.field_names())
+    rest = join_negative_values(rest)
     i = 0
     while i < len(rest):
-        key = rest[i]
-        if not key.startswith("--") or key[2:] not in fields or i + 1 >= len(rest):
-            raise ValueError(f"unknown sweep option or field {key!r}; fields are set as --<field> <value>")
-        if key[2:] in {"algo", "seed", "output_dir"}:
+        key, glued, value = rest[i].partition("=")
+        name = key[2:]
+        if not key.startswith("--") or name not in fields:
+            raise ValueError(f"unknown sweep option or field {rest[i]!r}; fields are set as --<field> <value>")
+        if name in {"algo", "seed", "output_dir"}:
             raise ValueError(f"{key} is set by the sweep itself (use --algos, --seeds, --output-dir)")
-        overrides[key[2:]] = rest[i + 1]
-        i += 2
+        if glued:
+            i += 1
+        elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+            value, i = rest[i + 1], i + 2
+        elif name in BOOL_FLAGS:
+            value, i = "true", i + 1
+        else:
+            raise ValueError(f"{key} needs a value: --{name} <value>")
+        overrides[name] = value
     return overrides

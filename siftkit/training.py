@@ -14,6 +14,7 @@ in the middle of an epoch exact.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
@@ -26,10 +27,11 @@ from torch.utils.data import DataLoader, Sampler
 
 from siftkit.checkpoint import (CHECKPOINT_DIR, CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
                                 save_checkpoint, set_rng_state)
-from siftkit.config import RunConfig
+from siftkit.config import ALGO_DEFAULTS, RunConfig
 from siftkit.metrics import classification_metrics
 from siftkit.models import load_model
 from siftkit.objective import AdversarialLoss
+from siftkit.outdir import OutputDirLock, missing_folders, remove_empty_folders
 from siftkit.protocols import Stage, build_stages
 from siftkit.results import OutputDirError, check_output_dir, environment_meta, write_results
 from siftkit.smoothness import PROBE_SIZES, probe_divergences
@@ -63,10 +65,19 @@ def _collator(tokenizer):
     return DataCollatorWithPadding(tokenizer)
 
 
+# Texts are cut to max_length * CHARS_PER_TOKEN characters before tokenizing: the tokenizer
+# works on the whole string before it truncates, and one 10 MB line took 2.4 GB. No token of
+# real text spans that many characters (BERT's WordPiece makes a word of over 100 characters
+# one [UNK]), so the max_length tokens kept are the same as without the cut.
+CHARS_PER_TOKEN = 256
+
+
 def tokenize(ds, tokenizer, max_length: int):
     """Tokenized columns + `labels`; padding is dynamic (per batch, in the collator)."""
+    limit = max_length * CHARS_PER_TOKEN
+
     def encode(batch):
-        enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        enc = tokenizer([text[:limit] for text in batch["text"]], truncation=True, max_length=max_length)
         enc["labels"] = batch["label"]
         return enc
 
@@ -135,30 +146,81 @@ def perturbation_summary(history: list[dict[str, Any]]) -> dict[str, float]:
 
 def _as_config(cfg: RunConfig | dict) -> RunConfig:
     if isinstance(cfg, RunConfig):
-        return cfg
+        return _revalidated(cfg)
     if isinstance(cfg, dict):
         return RunConfig.from_dict(cfg)
     raise TypeError(f"train() takes a RunConfig or a dict of its fields, got {type(cfg).__name__}")
+
+
+def _revalidated(cfg: RunConfig) -> RunConfig:
+    """`cfg` checked again: a RunConfig is a plain dataclass, and a field set after it was built
+    (`cfg.algo = "SIFT"`) has not been validated. Returns a fresh, validated copy."""
+    resolved = getattr(cfg, "_resolved_algo", cfg.algo)
+    if cfg.algo != resolved:
+        # A name that is no algorithm gets RunConfig's own message.
+        RunConfig.from_dict({**cfg.to_dict(), **dict.fromkeys(ALGO_DEFAULTS[resolved])})
+        # The adversarial knobs were resolved to the old algorithm's defaults: training with
+        # them would run a mix and record it under the new name.
+        raise ValueError(f"algo was changed from {resolved!r} to {cfg.algo!r} after the RunConfig was built, "
+                         f"so its adversarial settings are still those of {resolved!r}; build the config with "
+                         f"algo={cfg.algo!r}, or use cfg.replace(algo={cfg.algo!r})")
+    return RunConfig.from_dict(cfg.to_dict())
 
 
 _RESUME_IGNORED = {"resume", "overwrite", "output_dir", "save_steps", "save_model", "extra", "data_dir"}
 
 
 def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> dict[str, Any]:
-    """Run `cfg.task` with `cfg.algo`; write results.json/history.csv; return the record."""
+    """Run `cfg.task` with `cfg.algo`; write results.json/history.csv; return the record.
+
+    While it runs, the run holds a lock on `cfg.output_dir` (`siftkit.outdir`): a second run
+    into the same folder is refused at once. A run that fails removes the folders it created
+    if they are still empty (a folder with checkpoints is kept, to resume from).
+    """
+    cfg = _as_config(cfg)
+    start = time.time()
+    created = missing_folders(cfg.output_dir)
+    try:
+        out = check_output_dir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
+        if accelerator is None:
+            accelerator = _make_accelerator(cfg)
+        with _output_dir_lock(out, cfg, accelerator):
+            return _train(cfg, out, accelerator, progress, start)
+    except BaseException:
+        remove_empty_folders(created)
+        raise
+
+
+@contextlib.contextmanager
+def _output_dir_lock(out: Path, cfg: RunConfig, accelerator) -> Iterator[None]:
+    """The main process locks `out`; every process fails if it could not."""
+    lock, error = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = OutputDirLock.acquire(out)
+        except OutputDirError as exc:
+            error = exc
+    try:
+        if not _all_processes(accelerator, error is None):
+            raise error or OutputDirError(f"output_dir {str(out)!r} is in use by another run (the main "
+                                          f"process could not lock it)")
+        # Checked again under the lock: a run that held it may have finished meanwhile.
+        check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume)
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    cfg = _as_config(cfg)
-    start = time.time()
-    out = check_output_dir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
     existing = list_checkpoints(out)
     if existing and not cfg.resume and not cfg.overwrite:
         raise OutputDirError(
             f"output_dir {str(out)!r} holds checkpoints of an earlier run; pass resume=True "
             f"(--resume) to continue it, or overwrite=True to start over")
-    if accelerator is None:
-        accelerator = _make_accelerator(cfg)
     main = accelerator.is_main_process
     if not main:
         # Only the main process shows progress, datasets' `map` bars included.

@@ -84,3 +84,21 @@ def real_examples(name: str, n: int, data_dir, split: str | None = None) -> tupl
     ds = dsd[split or next(iter(dsd))]
     ds = ds.select(range(min(n, len(ds))))
     return list(ds["text"]), [int(y) for y in ds["label"]]
+
+
+def robustness_log(bad_input: str, message: str, **placeholders) -> None:
+    """Append what the user saw to $SIFTKIT_ROBUSTNESS_LOG (docs/robustness.md is made from it).
+
+    Each placeholder ``name=value`` replaces the text of `value` (a tmp path, a pid) by `name`.
+    """
+    import json
+    import os
+
+    target = os.environ.get("SIFTKIT_ROBUSTNESS_LOG")
+    if not target:
+        return
+    for name, value in placeholders.items():
+        message = message.replace(str(value), name)
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"input": bad_input, "message": message, "test": test}) + "\n")

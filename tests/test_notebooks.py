@@ -185,6 +185,8 @@ def test_resolve_path_and_project_root(tmp_path):
 def test_prepare_output_dir_tells_the_notebook_way_out(tmp_path):
     cfg = RunConfig(output_dir=str(tmp_path / "run"))
     assert prepare_output_dir(cfg) == tmp_path / "run"
+    assert not (tmp_path / "run").exists()  # only checked: a notebook that stops leaves no empty folder
+    (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.json").write_text("{}")
     with pytest.raises(OutputDirError, match="-p overwrite True"):
         prepare_output_dir(cfg)

@@ -211,14 +211,6 @@ def test_utf8_byte_order_mark_is_accepted(data):
     _log("UTF-8 with a byte-order mark", "(accepted: the mark is dropped, the data are the same)")
 
 
-def test_windows_line_endings(data, tmp_path):
-    rel = "uci_sentiment/imdb_labelled.txt"
-    first_label = (data / rel).read_bytes().split(b"\n")[0].split(b"\t")[1].decode()
-    path, msg = _data_error(data, tmp_path, rel, lambda p: p.write_bytes(p.read_bytes().replace(b"\n", b"\r\n")))
-    assert msg == f"{path} line 1: label must be 0 or 1, got {first_label + chr(13)!r}"
-    _log("Windows (CRLF) line endings", msg, data_dir=data)
-
-
 @pytest.mark.parametrize("rel, old, new, task, line, shown", [
     ("uci_sentiment/amazon_cells_labelled.txt", b"\t0\n", b"\t2\n", "twitter_to_uci", None, "'2'"),
     ("twitter_hate/train.csv", b"\n1,0,", b"\n1,-1,", "twitter_to_uci", 2, "'-1'"),
