@@ -353,20 +353,27 @@ def matched_size_pairs(variants: Mapping[str, Sequence[Run]], metric: str) -> li
 
 def pooled_difference(variants: Mapping[str, Sequence[Run]], pairs: Sequence[Mapping[str, Any]],
                       metric: str) -> dict[str, Any]:
-    """The pooled matched-size verdict: for each seed that every matched pair has, the mean
-    over matched pairs of that seed's SiFT − SMART difference; then the mean of those per-seed
+    """The pooled matched-size verdict: for each seed that every pooled pair has, the mean
+    over pooled pairs of that seed's SiFT − SMART difference; then the mean of those per-seed
     means with a t interval over seeds. Pooling within a seed first keeps the interval honest:
-    the pairs of one seed share its data split and are not independent."""
-    used = [p for p in pairs if p["matched"]]
+    the pairs of one seed share its data split and are not independent. Pooled pairs: the
+    matched pairs that have every seed any matched pair has (a pair with missing seeds is
+    left out, ``pooled_pairs`` names the ones used), or all matched pairs when none is complete."""
+    used = [p for p in pairs if p["matched"] and p["seeds"]]
     if not used:
         return {**mean_ci([]), "seeds": [], "pairs": 0}
+    # A pair still missing seeds (a size whose runs are not all done) would cut every pair
+    # down to its seeds: pool the pairs that have all the seeds any pair has, when there are such.
+    everyone = set().union(*(p["seeds"] for p in used))
+    complete = [p for p in used if set(p["seeds"]) == everyone]
+    used = complete or used
     seeds = sorted(set.intersection(*(set(p["seeds"]) for p in used)))
     means = []
     for s in seeds:
         diffs = [variants[p["sift"]][_index(variants[p["sift"]], s)].metric(metric)
                  - variants[p["smart"]][_index(variants[p["smart"]], s)].metric(metric) for p in used]
         means.append(statistics.fmean(diffs))
-    return {**mean_ci(means), "seeds": seeds, "pairs": len(used)}
+    return {**mean_ci(means), "seeds": seeds, "pairs": len(used), "pooled_pairs": [p["sift"] for p in used]}
 
 
 def _index(runs: Sequence[Run], seed: int) -> int:
@@ -441,7 +448,7 @@ def source_metrics(variants: Mapping[str, Sequence[Run]]) -> list[str]:
 REGIME_COLUMNS = ("task", "device", "code", "model", "difference", "what it tests", "metric", "n", "mean",
                   "ci_low", "ci_high", "reading")
 MATCHED_COLUMNS = ("task", "device", "code", "model", "sift", "sift_size", "smart", "smart_size", "ratio", "matched",
-                   "n", "mean", "ci_low", "ci_high", "reading")
+                   "pooled", "n", "mean", "ci_low", "ci_high", "reading")
 
 
 def _where(key: tuple[str, str, str, str]) -> dict[str, str]:
@@ -469,13 +476,14 @@ def matched_size_table(groups: Groups) -> list[dict[str, Any]]:
     for key, variants in groups.items():
         metric = PAPER_METRIC[key[0]]
         pairs = matched_size_pairs(variants, metric)
+        pooled = pooled_difference(variants, pairs, metric)
         for p in pairs:
             rows.append({**_where(key), "sift": p["sift"], "sift_size": p["sift_size"], "smart": p["smart"],
-                         "smart_size": p["smart_size"], "ratio": p["ratio"], "matched": p["matched"], "n": p["n"],
+                         "smart_size": p["smart_size"], "ratio": p["ratio"], "matched": p["matched"],
+                         "pooled": p["sift"] in pooled.get("pooled_pairs", ()), "n": p["n"],
                          "mean": p["mean"], "ci_low": p["low"], "ci_high": p["high"],
                          "reading": reading(p) if p["matched"] else "not matched"})
         if pairs:
-            pooled = pooled_difference(variants, pairs, metric)
             rows.append({**_where(key), "sift": "pooled", "smart": f"{pooled['pairs']} matched pair(s)",
                          "n": pooled["n"], "mean": pooled["mean"], "ci_low": pooled["low"], "ci_high": pooled["high"],
                          "reading": reading(pooled)})

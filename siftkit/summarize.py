@@ -184,11 +184,12 @@ def _matched_table(task: str, variants: Mapping[str, list[Run]], key: str, data:
     pairs = matched_size_pairs(variants, main)
     if not pairs:
         return []
+    pooled = pooled_difference(variants, pairs, main)
     rows = [[f"`{p['sift']}`", _sci(p["sift_size"]), f"`{p['smart']}`", _sci(p["smart_size"]), f"{p['ratio']:.2f}",
              str(p["n"]), _fmt(p["mean"]), _ci(p),
-             reading(p) if p["matched"] else f"not matched (sizes differ > {MATCH_FACTOR:g}×)"]
+             (reading(p) if p["sift"] in pooled.get("pooled_pairs", ()) else f"{reading(p)}; not pooled (missing seeds)")
+             if p["matched"] else f"not matched (sizes differ > {MATCH_FACTOR:g}×)"]
             for p in pairs]
-    pooled = pooled_difference(variants, pairs, main)
     data["matched"][key] = {"pairs": pairs, "pooled": pooled}
     verdict = (f"**Pooled SiFT − SMART at matched size: {_fmt(pooled['mean'])} {_ci(pooled)}** "
                f"over {pooled['pairs']} matched pair(s) and seeds {pooled['seeds']} — {reading(pooled)}. "
@@ -200,10 +201,11 @@ def _matched_table(task: str, variants: Mapping[str, list[Run]], key: str, data:
             f"`{main}`, paired by seed, 95% t CI:", "",
             *_table(["SiFT run", "SiFT size", "nearest SMART run", "SMART size", "size ratio", "n", "SiFT − SMART",
                      "95% CI", "reading"], rows),
-            verdict + "Pooled: for each seed that every matched pair has, the mean over the matched pairs of "
+            verdict + "Pooled: for each seed that every pooled pair has, the mean over the pooled pairs of "
             "that seed's SiFT − SMART; then the mean of those per-seed values with a t interval over seeds "
             "(pooling within a seed first, as the pairs of one seed share its data split). Pairs whose sizes "
-            f"differ by more than {MATCH_FACTOR:g}× are listed but not pooled.", ""]
+            f"differ by more than {MATCH_FACTOR:g}× are listed but not pooled, and so are pairs that lack some "
+            "of the seeds the other pairs have (runs not finished).", ""]
 
 
 def _activity_table(variants: Mapping[str, list[Run]]) -> list[str]:

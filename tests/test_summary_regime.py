@@ -463,3 +463,18 @@ def test_size_curve_of_a_metric_no_run_recorded_says_so(tmp_path):
     (key, variants), = _groups(root).items()
     ax = size_curve(study.runs_frame(variants), "uci_test_smoothness_0.3", ax=Figure().subplots(), logy=True)
     assert [t.get_text() for t in ax.texts] == ["no run recorded uci_test_smoothness_0.3"] and ax.get_legend() is None
+
+
+def test_a_matched_pair_missing_seeds_is_not_pooled(study_dir):
+    # one SiFT size with a single finished seed must not cut every pair down to that seed
+    for seed in (2, 3, 4, 5):
+        (study_dir / "twitter_to_uci" / "sift-curve_eps0.1" / f"seed{seed}" / "results.json").unlink()
+    (key, variants), = _groups(study_dir).items()
+    pairs = study.matched_size_pairs(variants, "uci_test_accuracy")
+    pooled = study.pooled_difference(variants, pairs, "uci_test_accuracy")
+    assert pooled["seeds"] == [1, 2, 3, 4, 5] and pooled["n"] == 5
+    assert "sift-curve_eps0.1" not in pooled["pooled_pairs"] and pooled["pairs"] == len(pairs) - 1
+    rows = {r["sift"]: r for r in study.matched_size_table({key: variants})}
+    assert rows["sift-curve_eps0.1"]["pooled"] is False and rows["sift-curve_eps0.3"]["pooled"] is True
+    text, _ = summarize([study_dir])
+    assert "too few seeds for an interval; not pooled (missing seeds)" in text
