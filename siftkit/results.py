@@ -121,6 +121,12 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"no results file at {path}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    except UnicodeDecodeError as exc:  # e.g. saved as UTF-16 by an editor
+        raise ValueError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    if not isinstance(record, dict):
+        kind = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}.get(type(record), "null")
+        raise ValueError(f"{path} holds a JSON {kind}, not an object with config, "
+                         f"metrics, history and meta; not a siftkit results file")
     for key in ("config", "metrics", "history", "meta"):
         if key not in record:
             raise ValueError(f"{path} has no {key!r} section; not a siftkit results file")

@@ -1,109 +1,61 @@
 """`python -m siftkit summarize results/`: SUMMARY.md and figures from results.json files.
 
-Runs are grouped by (task, device, model, variant), where the variant is the algorithm
-plus the sweep's tag (``smart-no_bregman``, ``sift-word_embeddings``, ...). For each group:
-mean ± sample std over seeds, the paper's figure beside it, and for SiFT vs SMART the
-paired difference over seeds (same seed = same data split and head initialisation) with a
-95% t confidence interval. The "regularizer activity" table reads the run histories:
-``adv_weight * R`` and ``bregman_weight * Bregman`` relative to the task loss, and the mean
-per-token perturbation relative to the token's norm, so a reader can see whether the
-regularizer did anything at all. Nothing here is typed by hand: every number is read from
-the files.
+Runs are read, checked and grouped by `siftkit.study`: only runs of the same task, model,
+device and code (``meta.git_commit``, exact match) are ever compared, each group in its own
+section. Inside a group a variant is the algorithm plus the sweep's tag (``smart-mtdnn``,
+``sift-curve_eps0.01``, ...). For each group:
+
+- mean ± sample std over seeds of the protocol's metrics, the paper's figure beside them;
+- paired differences over seeds (same seed = same data split and head initialisation) with
+  95% t confidence intervals (scipy.stats): SiFT − SMART with the same tag, every variant
+  against its plain and its algorithm's default, the RNG-matched controls;
+- the paper's-regime verdicts (``sift-mtdnn`` against ``smart-mtdnn_no_bregman`` and
+  ``smart-mtdnn``, the random-noise controls), where those runs exist;
+- the matched-size table: each SiFT size-curve run (tag ``curve_eps<E>``) paired with the
+  SMART size-curve run nearest in *measured* relative perturbation, and the pooled verdict;
+- the regularizer's activity (measured relative size, λ·R against the loss and the task
+  loss, μ·Bregman), held-out smoothness and per-source UCI accuracy.
+
+Nothing here is typed by hand: every number is read from the files. Metrics an older run did
+not record show as "–".
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import statistics
-from collections import defaultdict
+import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 from siftkit.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
-from siftkit.results import RESULTS_FILE, atomic_write_text, load_results
+from siftkit.results import atomic_write_text
+from siftkit.study import (MATCH_FACTOR, SELECTION_METRIC, SOURCE_METRIC, Groups, Run, activity, curve_eps,
+                           find_results, group_runs, load_runs, matched_size_pairs, matched_size_table, mean_ci,
+                           paired_difference, per_seed, plain_for, pooled_difference, reading, reference_plain,
+                           regime_verdicts, regularizer_share, relative_size, short_commit, smoothness_metrics,
+                           source_metrics, t_critical, variant_order, variant_sizes)
+
+__all__ = ["summarize", "brief", "main", "paired_difference", "t_critical", "find_results"]
 
 # (BERT-base, DeBERTa-base) per task and algorithm, from the one table in siftkit.paper.
 PAPER = {task: {algo: (PAPER_RESULTS["bert"][task][algo], PAPER_RESULTS["deberta"][task][algo])
                 for algo in PAPER_RESULTS["bert"][task]} for task in PAPER_RESULTS["bert"]}
 MAIN_METRIC = PAPER_METRIC
-# Two-sided 95% Student t critical values by degrees of freedom (exact to 3 decimals).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
-         18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+INTRO = (
+    "Mean ± sample standard deviation over seeds; n = number of seeds; intervals are two-sided 95% "
+    "Student t intervals (scipy.stats) over seeds. **Only runs of the same task, model, device and code "
+    "are compared**: each section below is one such group, where the code is the run's `meta.git_commit` "
+    "matched exactly (a `+dirty` commit, one with local changes, is a different code from the clean "
+    "commit; two `+dirty` runs of one commit are taken to be the same code, as the record cannot tell "
+    "their changes apart), and the device is `meta.device_name` with the mixed precision. Runs of other "
+    "groups are never paired or drawn together. Paper columns: the paper's Table 1 (BERT-base) and "
+    "Table 2 (DeBERTa-base), single seed-42 runs of different, larger models — shown for orientation, "
+    "not as a like-for-like target.")
 
 
-def t_critical(df: int) -> float:
-    if df < 1:
-        return float("nan")
-    keys = sorted(_T975)
-    usable = [k for k in keys if k <= df]
-    return _T975[usable[-1]] if df <= keys[-1] else 1.960  # conservative between table rows
-
-
-def find_results(paths: Iterable[str | Path]) -> list[Path]:
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_file():
-            found.append(p)
-        elif p.is_dir():
-            found.extend(sorted(p.rglob(RESULTS_FILE)))
-        else:
-            raise ValueError(f"no results file or folder at {p}")
-    return found
-
-
-def run_key(record: dict[str, Any]) -> dict[str, str]:
-    cfg, meta = record["config"], record["meta"]
-    tag = (cfg.get("extra") or {}).get("tag")
-    device = meta.get("device_name") or meta.get("device", "cpu")
-    if meta.get("mixed_precision", "no") not in ("no", None):
-        device += f" {meta['mixed_precision']}"
-    return {"task": cfg["task"], "device": device,
-            "model": cfg.get("model_name") or "all-MiniLM-L6-v2",
-            "variant": cfg["algo"] + (f"-{tag}" if tag else ""), "algo": cfg["algo"]}
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
-
-
-def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict[str, float]:
-    """mean of (a - b) over the seeds both have, with a 95% t interval."""
-    seeds = sorted(set(a) & set(b))
-    diffs = [a[s] - b[s] for s in seeds]
-    n = len(diffs)
-    if n == 0:
-        return {"n": 0, "mean": float("nan"), "low": float("nan"), "high": float("nan")}
-    m, sd = mean_std(diffs)
-    half = t_critical(n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
-    return {"n": n, "mean": m, "low": m - half, "high": m + half}
-
-
-def activity(record: dict[str, Any]) -> dict[str, float]:
-    """Mean over logged steps of weighted R / task loss, weighted Bregman / task loss,
-    and relative perturbation size (||Delta_t|| / ||z_t||)."""
-    cfg, rows = record["config"], record["history"]
-    w, mu = cfg.get("adv_weight") or 0.0, cfg.get("bregman_weight") or 0.0
-    r_rel, b_rel, pert = [], [], []
-    for row in rows:
-        task = row.get("task_loss")
-        if not task or task <= 0:
-            continue
-        if row.get("adv_loss") is not None:
-            r_rel.append(w * row["adv_loss"] / task)
-        if row.get("bregman_loss") is not None:
-            b_rel.append(mu * row["bregman_loss"] / task)
-        if row.get("relative_perturbation") is not None:
-            pert.append(row["relative_perturbation"])
-    avg = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
-    return {"weighted_R_over_task": avg(r_rel), "weighted_bregman_over_task": avg(b_rel),
-            "relative_perturbation": avg(pert)}
-
-
-def _fmt(m: float, s: float | None = None, digits: int = 3) -> str:
+def _fmt(m: float | None, s: float | None = None, digits: int = 3) -> str:
     if m is None or (isinstance(m, float) and math.isnan(m)):
         return "–"
     text = f"{m:.{digits}f}"
@@ -112,152 +64,336 @@ def _fmt(m: float, s: float | None = None, digits: int = 3) -> str:
     return text
 
 
-def _sci(x: float) -> str:
+def _sci(x: float | None) -> str:
     return "–" if x is None or math.isnan(x) else f"{x:.2e}"
 
 
-def summarize(paths: Iterable[str | Path]) -> tuple[str, dict]:
-    files = find_results(paths)
-    if not files:
-        raise ValueError("no results.json files found")
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for f in files:
-        rec = load_results(f)
-        key = run_key(rec)
-        groups[(key["task"], key["device"], key["model"], key["variant"])].append(rec)
+def _sci_std(s: Mapping[str, float]) -> str:
+    """``1.23e-05 ± 4.0e-07`` (scientific: smoothness spans orders of magnitude)."""
+    if math.isnan(s["mean"]):
+        return "–"
+    return f"{s['mean']:.2e}" + ("" if math.isnan(s["std"]) else f" ± {s['std']:.1e}")
 
+
+def _ci(d: Mapping[str, Any], digits: int = 3) -> str:
+    return f"[{_fmt(d['low'], digits=digits)}, {_fmt(d['high'], digits=digits)}]"
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
+def _stat(runs: Sequence[Run], metric: str) -> dict[str, float]:
+    return mean_ci([r.metric(metric) for r in runs])
+
+
+# ----------------------------------------------------------------------------- one group's sections
+
+
+def _main_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
+    metrics = TASK_METRICS[task]
+    rows = []
+    for variant in sorted(variants, key=variant_order):
+        recs = variants[variant]
+        algo = recs[0].algo
+        stats = {m: _stat(recs, m) for m in metrics}
+        paper = PAPER[task].get(algo) if variant == algo else None
+        wall = mean_ci([r.record["meta"].get("wall_time_s") or math.nan for r in recs])
+        rows.append([f"`{variant}`", str(len(recs)), *(_fmt(stats[m]["mean"], stats[m]["std"]) for m in metrics),
+                     _fmt(paper[0], digits=2) if paper else "", _fmt(paper[1], digits=2) if paper else "",
+                     _fmt(wall["mean"], wall["std"], digits=0)])
+        data["groups"][f"{key}|{variant}"] = {"n": len(recs), "seeds": [r.seed for r in recs],
+                                              **{m: {"mean": s["mean"], "std": s["std"]} for m, s in stats.items()}}
+    return _table(["variant", "n", *metrics, "paper BERT", "paper DeBERTa", "wall time (s)"], rows)
+
+
+def _plain_choice(task: str, variants: Mapping[str, list[Run]]) -> list[str]:
+    """P1: plain's tagged settings (learning rates) and which one the selection metric picks."""
+    plains = sorted(v for v, recs in variants.items() if recs[0].algo == "plain" and recs[0].tag)
+    if len(plains) < 2:
+        return []
+    chosen = reference_plain(variants, task)
+    sel, main = SELECTION_METRIC[task], PAPER_METRIC[task]
+    rows = [[f"`{v}`", str(len(variants[v])), _fmt(_stat(variants[v], sel)["mean"], _stat(variants[v], sel)["std"]),
+             _fmt(_stat(variants[v], main)["mean"], _stat(variants[v], main)["std"]), "←" if v == chosen else ""]
+            for v in plains]
+    note = (f"plain's setting is chosen by `{sel}` (not by the reported `{main}`): **`{chosen}`**; "
+            "the regularized variants are compared with it." if "plain" not in variants else
+            "An untagged `plain` exists and is the reference; the tagged settings are shown for context.")
+    return ["plain's settings:", "", *_table(["variant", "n", sel, main, "chosen"], rows), note, ""]
+
+
+def _pairs(task: str, variants: Mapping[str, list[Run]]) -> list[tuple[str, str]]:
+    """The paired rows of a group, in reading order; only pairs whose two variants exist."""
+    have = set(variants)
+    non_curve = [v for v in sorted(have, key=variant_order) if curve_eps(v.partition("-")[2]) is None]
+    tags = sorted({v.partition("-")[2] for v in non_curve})
+    pairs = [(f"sift-{t}" if t else "sift", f"smart-{t}" if t else "smart") for t in tags]
+    pairs += [(v, plain_for(v, variants, task)) for v in non_curve if variants[v][0].algo != "plain"]
+    # RNG-matched comparisons: `smart-rng_control` draws the same random numbers as SiFT and
+    # Bregman-free SMART but weights R by 0, so these differences are R's own effect.
+    pairs += [("smart-no_bregman", "smart-rng_control"), ("sift", "smart-rng_control"), ("smart", "smart-no_bregman")]
+    pairs += [(v, variants[v][0].algo) for v in non_curve if variants[v][0].tag and variants[v][0].algo != "plain"
+              and v not in ("smart-no_bregman", "smart-rng_control")]
+    seen, out = set(), []
+    for a, b in pairs:
+        if a in have and b in have and a != b and (a, b) not in seen:
+            seen.add((a, b))
+            out.append((a, b))
+    return out
+
+
+def _paired_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
+    main = PAPER_METRIC[task]
+    rows = []
+    for a, b in _pairs(task, variants):
+        d = paired_difference(per_seed(variants[a], main), per_seed(variants[b], main))
+        if d["n"]:
+            rows.append([f"`{a}` − `{b}`", str(d["n"]), _fmt(d["mean"]), _ci(d), reading(d)])
+            data["paired"][f"{key}|{a}-{b}"] = d
+    if not rows:
+        return []
+    return [f"Paired differences in `{main}` (same seeds), with 95% t confidence intervals:", "",
+            *_table(["difference", "n", "mean", "95% CI", "reading"], rows)]
+
+
+def _regime_table(task: str, variants: Mapping[str, list[Run]], key: tuple, data: dict) -> list[str]:
+    rows = []
+    for r in regime_verdicts({key: variants}):
+        if r["n"]:
+            a, b = r["difference"].split(" − ")
+            d = {"low": r["ci_low"], "high": r["ci_high"]}
+            rows.append([f"`{a}` − `{b}`", r["what it tests"], str(r["n"]), _fmt(r["mean"]), _ci(d), r["reading"]])
+            data["regime"][f"{'|'.join(key)}|{a}-{b}"] = r
+    if not rows:
+        return []
+    sizes = variant_sizes(variants)
+    measured = ", ".join(f"`{v}` {_sci(sizes[v])}" for v in sorted(sizes, key=variant_order)
+                         if "mtdnn" in v or v in ("sift-seed_code", "sift-deberta"))
+    return ["### The paper's claim in the paper's regime", "",
+            "The public codes' rule (`mtdnn`: each token's δ = noise + η·g rescaled to unit max-norm, no "
+            "ε-ball; at the published σ and η nearly a random direction) and its controls; their measured "
+            "mean relative sizes ‖Δ_t‖/‖z_t‖ here: "
+            f"{measured}. Seed-paired differences in `{PAPER_METRIC[task]}`, 95% t CIs:", "",
+            *_table(["difference", "what it tests", "n", "mean", "95% CI", "reading"], rows)]
+
+
+def _matched_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
+    main = PAPER_METRIC[task]
+    pairs = matched_size_pairs(variants, main)
+    if not pairs:
+        return []
+    pooled = pooled_difference(variants, pairs, main)
+    rows = [[f"`{p['sift']}`", _sci(p["sift_size"]), f"`{p['smart']}`", _sci(p["smart_size"]), f"{p['ratio']:.2f}",
+             str(p["n"]), _fmt(p["mean"]), _ci(p),
+             (reading(p) if p["sift"] in pooled.get("pooled_pairs", ()) else f"{reading(p)}; not pooled (missing seeds)")
+             if p["matched"] else f"not matched (sizes differ > {MATCH_FACTOR:g}×)"]
+            for p in pairs]
+    data["matched"][key] = {"pairs": pairs, "pooled": pooled}
+    verdict = (f"**Pooled SiFT − SMART at matched size: {_fmt(pooled['mean'])} {_ci(pooled)}** "
+               f"over {pooled['pairs']} matched pair(s) and seeds {pooled['seeds']} — {reading(pooled)}. "
+               if pooled["pairs"] else "No pair is within the matching factor: no pooled verdict. ")
+    return ["### SiFT against SMART at matched perturbation size", "",
+            "Each SiFT size-curve run (tag `curve_eps<E>`, projected rule) against the SMART size-curve run "
+            "nearest in *measured* mean relative perturbation ‖Δ_t‖/‖z_t‖ (nearest in log size; sizes are "
+            "means over seeds). Difference in "
+            f"`{main}`, paired by seed, 95% t CI:", "",
+            *_table(["SiFT run", "SiFT size", "nearest SMART run", "SMART size", "size ratio", "n", "SiFT − SMART",
+                     "95% CI", "reading"], rows),
+            verdict + "Pooled: for each seed that every pooled pair has, the mean over the pooled pairs of "
+            "that seed's SiFT − SMART; then the mean of those per-seed values with a t interval over seeds "
+            "(pooling within a seed first, as the pairs of one seed share its data split). Pairs whose sizes "
+            f"differ by more than {MATCH_FACTOR:g}× are listed but not pooled, and so are pairs that lack some "
+            "of the seeds the other pairs have (runs not finished).", ""]
+
+
+def _activity_table(variants: Mapping[str, list[Run]]) -> list[str]:
+    rows = []
+    for variant in sorted(variants, key=variant_order):
+        recs = variants[variant]
+        if recs[0].algo == "plain":
+            continue
+        acts = [activity(r) for r in recs]
+        avg = {k: mean_ci([a[k] for a in acts])["mean"] for k in acts[0]}
+        skipped = sum(r.record["meta"].get("skipped_adversarial_steps") or 0 for r in recs)
+        rows.append([f"`{variant}`", _sci(mean_ci([relative_size(r) for r in recs])["mean"]),
+                     _sci(mean_ci([regularizer_share(r) for r in recs])["mean"]), _sci(avg["weighted_R_over_task"]),
+                     _sci(avg["weighted_bregman_over_task"]), str(skipped)])
+    if not rows:
+        return []
+    return ["Regularizer activity (means over all logged steps and seeds; the size is the run's "
+            "`mean_relative_perturbation`, or the same mean over its history for older runs; "
+            "λ·R / loss is R's share of the whole objective):", "",
+            *_table(["variant", "‖Δ_t‖ / ‖z_t‖", "λ·R / loss", "λ·R / task loss", "μ·Bregman / task loss",
+                     "skipped steps"], rows)]
+
+
+def _metric_table(title: str, variants: Mapping[str, list[Run]], metrics: Sequence[str], fmt, names=None) -> list[str]:
+    if not metrics:
+        return []
+    rows = []
+    for variant in sorted(variants, key=variant_order):
+        recs = variants[variant]
+        cells = []
+        for m in metrics:
+            s = _stat(recs, m)
+            cells.append(fmt(s))
+        rows.append([f"`{variant}`", str(len(recs)), *cells])
+    return [title, "", *_table(["variant", "n", *(names or metrics)], rows)]
+
+
+def _figure_lines(paths: Sequence[str]) -> list[str]:
+    """Links to a group's figures (paths relative to SUMMARY.md), the size curve shown inline."""
+    if not paths:
+        return []
+    links = " · ".join(f"[{_figure_name(p)}]({p})" for p in paths)
+    lines = [f"Figures: {links}", ""]
+    main = [p for p in paths if "_size_" in p and not p.endswith(("_reg_share.png", "_smoothness.png"))]
+    if main:
+        lines += [f"![the main metric against measured perturbation size]({main[0]})", ""]
+    return lines
+
+
+def _figure_name(path: str) -> str:
+    stem = Path(path).stem
+    for kind in ("scores", "learning_curves", "size_reg_share", "size_smoothness", "size_"):
+        if kind in stem:
+            return stem[stem.index(kind):].replace("_", " ")
+    return stem
+
+
+def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[Run]], data: dict,
+                   figures: Sequence[str] = ()) -> list[str]:
+    task, device, commit, model = key
+    skey = "|".join(key)
+    title = "P1 · CoLA" if task == "cola" else "P2 · Twitter → UCI"
+    lines = [f"## {title} — {model} on {device}, code `{short_commit(commit)}`", ""]
+    lines += _figure_lines(figures)
+    lines += _main_table(task, variants, skey, data)
+    lines += _plain_choice(task, variants)
+    lines += _paired_table(task, variants, skey, data)
+    plain = reference_plain(variants, task)
+    if plain:
+        spread = _stat(variants[plain], PAPER_METRIC[task])["std"]
+        lines += [f"Seed-to-seed spread of `{plain}` in `{PAPER_METRIC[task]}`: std {_fmt(spread)}.", ""]
+    lines += _regime_table(task, variants, key, data)
+    lines += _matched_table(task, variants, skey, data)
+    lines += _activity_table(variants)
+    smooth = smoothness_metrics(variants)
+    lines += _metric_table(
+        "Held-out smoothness: mean symmetric KL between clean predictions and predictions under a fixed, "
+        "seeded random probe of the given relative size at `embedding_output`, on each evaluation set "
+        "(lower = smoother; mean ± std over seeds):", variants, smooth,
+        _sci_std)
+    sources = source_metrics(variants)
+    lines += _metric_table("UCI accuracy per source (held-out 90%; mean ± std over seeds):", variants, sources,
+                           lambda s: _fmt(s["mean"], s["std"]),
+                           names=[SOURCE_METRIC.match(m).group("source") for m in sources])
+    if not sources and task == "twitter_to_uci":
+        lines += ["UCI accuracy per source: not recorded by these runs.", ""]
+    return lines
+
+
+# The comparisons the study exists for, repeated at the top of SUMMARY.md.
+_HEADLINE = ("sift-mtdnn − smart-mtdnn_no_bregman", "sift-mtdnn − smart-mtdnn")
+
+
+def _glance(groups: Groups) -> list[str]:
+    """SiFT − SMART in the paper's regime and pooled at matched size, per group that has them."""
+    rows = [[f"{r['task']}, {r['device']}, `{r['code']}`", f"`{r['difference'].replace(' − ', '` − `')}`",
+             str(r["n"]), _fmt(r["mean"]), _ci({"low": r["ci_low"], "high": r["ci_high"]}), r["reading"]]
+            for r in regime_verdicts(groups) if r["difference"] in _HEADLINE and r["n"]]
+    rows += [[f"{r['task']}, {r['device']}, `{r['code']}`", f"SiFT − SMART at matched size, pooled over {r['smart']}",
+              str(r["n"]), _fmt(r["mean"]), _ci({"low": r["ci_low"], "high": r["ci_high"]}), r["reading"]]
+             for r in matched_size_table(groups) if r["sift"] == "pooled" and r["n"]]
+    if not rows:
+        return []
+    return ["## SiFT against SMART at a glance", "",
+            "Seed-paired differences in each protocol's metric (95% t CIs); the details, controls and the "
+            "size curve are in each group's section below.", "",
+            *_table(["runs", "difference", "n", "mean", "95% CI", "reading"], rows)]
+
+
+def render(groups: Groups, n_files: int, figures: Mapping[tuple, Sequence[str]] | None = None) -> tuple[str, dict]:
+    """SUMMARY.md's text and its numbers (``data``) for grouped runs; `figures` (per group, paths
+    relative to SUMMARY.md) are linked under each group's heading."""
     lines = ["# siftkit results summary", "",
-             f"Generated by `python -m siftkit summarize` from {len(files)} results.json files. "
-             "Mean ± sample standard deviation over seeds; n = number of seeds. "
-             "Paper columns: the paper's Table 1 (BERT-base) and Table 2 (DeBERTa-base), single seed-42 runs "
-             "of different, larger models — shown for orientation, not as a like-for-like target.", ""]
-    data: dict[str, Any] = {"groups": {}}
-    by_setting: dict[tuple, dict[str, list[dict]]] = defaultdict(dict)
-    for (task, device, model, variant), recs in groups.items():
-        by_setting[(task, device, model)][variant] = recs
-
-    for (task, device, model), variants in sorted(by_setting.items()):
-        metrics = TASK_METRICS[task]
-        title = "P1 · CoLA" if task == "cola" else "P2 · Twitter → UCI"
-        lines += [f"## {title} — {model} on {device}", ""]
-        head = ["variant", "n"] + list(metrics) + ["paper BERT", "paper DeBERTa", "wall time (s)"]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for variant in sorted(variants, key=_variant_order):
-            recs = variants[variant]
-            algo = recs[0]["config"]["algo"]
-            cells = [f"`{variant}`", str(len(recs))]
-            stats = {}
-            for m in metrics:
-                vals = [r["metrics"][m] for r in recs if r["metrics"].get(m) is not None]
-                stats[m] = mean_std(vals)
-                cells.append(_fmt(*stats[m]))
-            paper = PAPER[task].get(algo) if variant == algo else None
-            cells += [_fmt(paper[0], digits=2) if paper else "", _fmt(paper[1], digits=2) if paper else ""]
-            cells.append(_fmt(*mean_std([r["meta"]["wall_time_s"] for r in recs]), digits=0))
-            lines.append("| " + " | ".join(cells) + " |")
-            data["groups"][f"{task}|{device}|{model}|{variant}"] = {
-                "n": len(recs), "seeds": sorted(r["config"]["seed"] for r in recs),
-                **{m: {"mean": s[0], "std": s[1]} for m, s in stats.items()}}
-        lines.append("")
-
-        main = MAIN_METRIC[task]
-        per_seed = {v: {r["config"]["seed"]: r["metrics"][main] for r in recs} for v, recs in variants.items()}
-        pairs = [("sift", "smart"), ("sift", "plain"), ("smart", "plain")]
-        # RNG-matched comparisons: `smart-rng_control` draws the same random numbers as SiFT
-        # and Bregman-free SMART but weights R by 0, so these differences are R's own effect.
-        pairs += [("smart-no_bregman", "smart-rng_control"), ("sift", "smart-rng_control"),
-                  ("smart-rng_control", "plain"), ("smart", "smart-no_bregman")]
-        pairs += [(v, "smart") for v in sorted(per_seed) if v.startswith("smart-") and v != "smart-no_bregman"
-                  and v != "smart-rng_control"]
-        pairs += [(v, "sift") for v in sorted(per_seed) if v.startswith("sift-")]
-        rows = []
-        for a, b in pairs:
-            if a in per_seed and b in per_seed:
-                d = paired_difference(per_seed[a], per_seed[b])
-                if d["n"]:
-                    rows.append(f"| `{a}` − `{b}` | {d['n']} | {_fmt(d['mean'])} | "
-                                f"[{_fmt(d['low'])}, {_fmt(d['high'])}] | {_verdict(d)} |")
-                    data["groups"].setdefault("paired", {})[f"{task}|{device}|{a}-{b}"] = d
-        if rows:
-            lines += [f"Paired differences in `{main}` (same seeds), with 95% t confidence intervals:", "",
-                      "| difference | n | mean | 95% CI | reading |", "|---|---|---|---|---|", *rows, ""]
-        if "plain" in variants:
-            spread = mean_std([r["metrics"][main] for r in variants["plain"]])[1]
-            lines += [f"Seed-to-seed spread of `plain` in `{main}`: std {_fmt(spread)}.", ""]
-
-        act_rows = []
-        for variant in sorted(variants, key=_variant_order):
-            recs = variants[variant]
-            if recs[0]["config"]["algo"] == "plain":
-                continue
-            acts = [activity(r) for r in recs]
-            avg = {k: statistics.fmean([a[k] for a in acts if not math.isnan(a[k])] or [float("nan")]) for k in acts[0]}
-            skipped = sum(r["meta"].get("skipped_adversarial_steps", 0) for r in recs)
-            act_rows.append(f"| `{variant}` | {_sci(avg['weighted_R_over_task'])} | "
-                            f"{_sci(avg['weighted_bregman_over_task'])} | {_sci(avg['relative_perturbation'])} | {skipped} |")
-        if act_rows:
-            lines += ["Regularizer activity (means over all logged steps and seeds):", "",
-                      "| variant | λ·R / task loss | μ·Bregman / task loss | ‖Δ_t‖ / ‖z_t‖ | skipped steps |",
-                      "|---|---|---|---|---|", *act_rows, ""]
+             f"Generated by `python -m siftkit summarize` from {n_files} results.json files in "
+             f"{len(groups)} group(s) of comparable runs. " + INTRO, ""]
+    data: dict[str, Any] = {"groups": {}, "paired": {}, "regime": {}, "matched": {}}
+    lines += _glance(groups)
+    for key, variants in groups.items():
+        lines += _group_section(key, variants, data, (figures or {}).get(key, ()))
     return "\n".join(lines).rstrip() + "\n", data
 
 
+def summarize(paths: Iterable[str | Path]) -> tuple[str, dict]:
+    runs = load_runs(paths)
+    return render(group_runs(runs), len(runs))
+
+
 def brief(paths: Iterable[str | Path]) -> str:
-    """The README's compact tables: the main metric of plain / SMART / SiFT per setting."""
-    groups: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for f in find_results(paths):
-        rec = load_results(f)
-        key = run_key(rec)
-        if key["variant"] in ("plain", "smart", "sift"):
-            groups[(key["task"], key["device"])][key["variant"]].append(rec["metrics"][MAIN_METRIC[key["task"]]])
-    lines = ["| protocol (metric) | device | plain | SMART | SiFT | paper BERT (plain / SMART / SiFT) |",
-             "|---|---|---|---|---|---|"]
-    for (task, device), by_algo in sorted(groups.items()):
+    """The README's compact tables: the main metric of plain / SMART / SiFT per group."""
+    groups = group_runs(load_runs(paths))
+    lines = ["| protocol (metric) | device | code | plain | SMART | SiFT | paper BERT (plain / SMART / SiFT) |",
+             "|---|---|---|---|---|---|---|"]
+    for (task, device, commit, model), variants in groups.items():
+        if not {"plain", "smart", "sift"} & set(variants):
+            continue
         cells = []
         for algo in ("plain", "smart", "sift"):
-            vals = by_algo.get(algo, [])
-            cells.append(f"{_fmt(*mean_std(vals))} (n={len(vals)})" if vals else "–")
+            s = _stat(variants.get(algo, []), PAPER_METRIC[task])
+            cells.append(f"{_fmt(s['mean'], s['std'])} (n={s['n']})" if s["n"] else "–")
         paper = " / ".join(f"{PAPER[task][a][0]:.2f}" for a in ("plain", "smart", "sift"))
         name = "P1 CoLA (out-of-domain dev MCC)" if task == "cola" else "P2 Twitter → UCI (accuracy on 90% UCI)"
-        lines.append(f"| {name} | {device} | " + " | ".join(cells) + f" | {paper} |")
+        if model != "all-MiniLM-L6-v2":
+            name += f", {model}"
+        lines.append(f"| {name} | {device} | `{short_commit(commit)}` | " + " | ".join(cells) + f" | {paper} |")
     return "\n".join(lines) + "\n"
 
 
-def _variant_order(v: str) -> tuple:
-    algo = v.split("-", 1)[0]
-    return ({"plain": 0, "smart": 1, "sift": 2}.get(algo, 3), v)
-
-
-def _verdict(d: dict[str, float]) -> str:
-    if d["n"] < 2 or math.isnan(d["low"]):
-        return "too few seeds for an interval"
-    if d["low"] > 0:
-        return "positive (CI excludes 0)"
-    if d["high"] < 0:
-        return "negative (CI excludes 0)"
-    return "no detectable difference (CI includes 0)"
+def _out_path(args: argparse.Namespace) -> Path:
+    first = Path(args.paths[0])
+    out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / "SUMMARY.md"
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a folder; give the Markdown file to write, e.g. {out / 'SUMMARY.md'}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ValueError(f"--out {str(out)!r}: {str(out.parent)!r} is a file, not a folder")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="siftkit summarize", description=__doc__.splitlines()[0])
     p.add_argument("paths", nargs="+", help="results folders or results.json files")
-    p.add_argument("--out", default=None, help="Markdown file to write (default: <first path>/SUMMARY.md)")
-    p.add_argument("--figures", default=None, help="folder for PNG figures (default: <first path>/figures)")
+    p.add_argument("--out", default=None,
+                   help="Markdown file to write (default: <first path>/SUMMARY.md); missing folders are created")
+    p.add_argument("--figures", default=None, help="folder for PNG figures (default: beside --out, figures/)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--brief", action="store_true", help="print the README's compact table and exit")
     args = p.parse_args(argv)
     if args.brief:
         print(brief(args.paths), end="")
         return 0
-    text, _ = summarize(args.paths)
-    first = Path(args.paths[0])
-    out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / "SUMMARY.md"
+    runs = load_runs(args.paths)
+    groups = group_runs(runs)
+    out = _out_path(args)
+    fig_dir = Path(args.figures) if args.figures else out.parent / "figures"
+    if not args.no_figures and fig_dir.exists() and not fig_dir.is_dir():
+        raise ValueError(f"--figures {str(fig_dir)!r} is a file, not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figures: dict[tuple, list[str]] = {}
+    if not args.no_figures:
+        try:  # matplotlib and seaborn only when figures are asked for
+            from siftkit.summary_figures import write_group_figures
+        except ImportError as exc:
+            raise ValueError(f"figures need matplotlib and seaborn ({exc}); install siftkit[notebooks] "
+                             f"or pass --no-figures") from None
+        for key, variants in groups.items():
+            for path in write_group_figures(key, variants, fig_dir):
+                print(f"wrote {path}")
+                figures.setdefault(key, []).append(Path(os.path.relpath(path, out.parent)).as_posix())
+    text, _ = render(groups, len(runs), figures)
     atomic_write_text(out, text)
     print(f"wrote {out}")
-    if not args.no_figures:
-        from siftkit.summary_figures import write_figures
-
-        fig_dir = Path(args.figures) if args.figures else out.parent / "figures"
-        for path in write_figures(args.paths, fig_dir):
-            print(f"wrote {path}")
     return 0

@@ -381,6 +381,25 @@ def test_04_compare_and_unknown_name(tmp_path, smoke_runs):
     assert paper.loc[paper["algo"] == "sift", "cola_n"].iloc[0] == 1
     _png(out / "figures" / "compare.png")
     _png(out / "figures" / "wall_time.png")
-    assert _inline_images(nb) >= 2
+    # the size figures of the P2 group (SMART and SiFT have measured sizes); CoLA has one variant only
+    sizes = sorted(p.name for p in (out / "figures").glob("*_size_*.png"))
+    assert sizes and all(name.startswith("twitter_to_uci_") for name in sizes)
+    assert any(name.endswith("_size_uci_test_accuracy.png") for name in sizes)
+    for name in sizes:
+        _png(out / "figures" / name)
+    # the verdict tables exist with their columns, empty without mtdnn or size-curve runs
+    regime, matched = pd.read_csv(out / "regime_verdicts.csv"), pd.read_csv(out / "matched_size.csv")
+    assert "what it tests" in regime.columns and regime.empty
+    assert {"sift_size", "smart_size", "ratio"} <= set(matched.columns) and matched.empty
+    assert _inline_images(nb) >= 2 + len(sizes)
     error = _execute_fails("04_compare", result_glob="x", output_dir=str(tmp_path / "bad"))
     assert "unknown parameter(s): result_glob (did you mean results_glob?)" in error.evalue
+    # a copied run folder would count seed 1 twice: the first cell refuses it, naming both files
+    import shutil
+
+    copied = tmp_path / "copied"
+    shutil.copytree(smoke_runs / "p2", copied / "p2")
+    shutil.copytree(copied / "p2" / "sift-seed1", copied / "p2" / "sift-seed1 copy")
+    error = _execute_fails("04_compare", results_glob=str(copied / "**" / "results.json"), output_dir=str(tmp_path / "dup"))
+    assert "two runs of variant 'sift' with seed 1 in one comparison" in error.evalue
+    assert "sift-seed1 copy" in error.evalue

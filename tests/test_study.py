@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from scipy import stats
 
 from siftkit.summarize import brief, paired_difference, summarize, t_critical
 from siftkit.sweep import parse_algos, parse_seeds
@@ -65,7 +66,7 @@ def test_summary_statistics_match_an_independent_computation(tmp_path):
             (d / "results.json").write_text(json.dumps(_record(algo, seed, acc)))
     diffs = [sift[s] - smart[s] for s in smart]
     m, sd = statistics.mean(diffs), statistics.stdev(diffs)
-    half = 3.182 * sd / math.sqrt(4)  # t(0.975, df=3)
+    half = stats.t.ppf(0.975, 3) * sd / math.sqrt(4)
     d = paired_difference(sift, smart)
     assert d["n"] == 4 and d["mean"] == pytest.approx(m)
     assert (d["low"], d["high"]) == (pytest.approx(m - half), pytest.approx(m + half))
@@ -75,7 +76,8 @@ def test_summary_statistics_match_an_independent_computation(tmp_path):
     assert "no detectable difference (CI includes 0)" in text
     assert "| 0.70 | 0.80 |" in text and "| 0.80 | 0.91 |" in text  # the paper's figures stand beside ours
     assert "| P2 Twitter → UCI" in brief([tmp_path])
-    assert t_critical(1) == 12.706 and t_critical(200) == 1.960
+    # exact quantiles, not a table rounded down in degrees of freedom
+    assert t_critical(1) == pytest.approx(12.7062, abs=1e-4) and t_critical(200) == pytest.approx(1.9719, abs=1e-4)
 
 
 def test_summarize_command_writes_markdown_and_figures(tmp_path):
