@@ -517,6 +517,11 @@ def model_label(model_name: str | None) -> str:
 
 
 def _variant(cfg: dict[str, Any]) -> str:
+    """A run's variant label: its sweep tag when it has one (``curve_eps0.3``, ``mtdnn``),
+    else the knobs that differ from the algorithm's defaults."""
+    tag = (cfg.get("extra") or {}).get("tag")
+    if tag:
+        return str(tag)
     algo = cfg.get("algo", "plain")
     defaults = RunConfig(algo=algo).to_dict()
     parts = []

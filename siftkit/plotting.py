@@ -546,7 +546,7 @@ def compare_bars(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> Figu
             t = table[(table["task"] == task) & (table["metric"] == metric)] if not table.empty else table
             groups = list(dict.fromkeys(zip(t["model"], t["variant"]))) if not t.empty else []
             width = min(0.5, 0.75 / max(len(groups), 1))
-            cmap = matplotlib.colormaps["tab10"]
+            cmap = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
             for g, (model, variant) in enumerate(groups):
                 rows = t[(t["model"] == model) & (t["variant"] == variant)]
                 label = model + (f" [{variant}]" if variant else "")
@@ -580,7 +580,11 @@ def compare_bars(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> Figu
             if not groups:
                 ax.annotate("no runs of this protocol yet", (0.5, 0.3), xycoords="axes fraction", ha="center",
                             color="#666666")
-            ax.legend(loc="upper left", fontsize=8)
+            if len(groups) <= 3:
+                ax.legend(loc="upper left", fontsize=8)
+            else:  # many variants: the legend goes under the panel, off the bars
+                ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=7, ncol=2, frameon=False)
+                fig.set_size_inches(12, 4.6 + 0.16 * (len(groups) + 3) / 2)
         fig.suptitle("Ours vs the paper (dots: individual seeds)")
     return fig
 

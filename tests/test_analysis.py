@@ -281,6 +281,13 @@ def test_results_frame_and_table():
     assert empty.empty and "mean" in empty.columns
 
 
+def test_a_tagged_run_is_labelled_by_its_sweep_tag():
+    tagged = _record("twitter_to_uci", "smart", 1, 0.8, adv_epsilon=0.3, adv_noise_std=0.3, adv_step_size=30.0,
+                     bregman_weight=0.0, extra={"tag": "curve_eps0.3"})
+    frame = analysis.results_frame([tagged, RECORDS[3]])
+    assert list(frame["variant"]) == ["curve_eps0.3", "bregman_weight=0.0"]
+
+
 def test_paper_table_layout_and_format():
     table = analysis.results_table(analysis.results_frame(RECORDS))
     paper = analysis.paper_table(table)
