@@ -1,0 +1,68 @@
+"""Held-out smoothness probes, per-source accuracy and the run's mean perturbation size."""
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from helpers import TEXTS, make_batch, single_thread, tiny_model
+from siftkit.config import RunConfig
+from siftkit.protocols import uci_split
+from siftkit.smoothness import PROBE_SIZES, metric_name, probe_divergences, random_probe
+from siftkit.split import EmbeddingSplit
+from siftkit.training import train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
+
+
+def test_probe_has_exactly_the_relative_size_and_spares_padding():
+    z = torch.randn(3, 7, 16) * torch.linspace(0.5, 4.0, 7).view(1, 7, 1)  # tokens of different norms
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    delta = random_probe(z, mask, 0.3, seed=5)
+    ratio = delta.norm(dim=-1) / z.norm(dim=-1)
+    torch.testing.assert_close(ratio[mask], torch.full_like(ratio[mask], 0.3))
+    assert (delta[~mask] == 0).all()
+    torch.testing.assert_close(delta, random_probe(z, mask, 0.3, seed=5))  # fixed by its seed
+    assert not torch.allclose(delta, random_probe(z, mask, 0.3, seed=6))
+
+
+def test_probe_divergences_are_fixed_nonnegative_and_zero_without_a_push():
+    model = tiny_model("bert")
+    split = EmbeddingSplit(model)
+    batch = make_batch(TEXTS)
+    logits, first = probe_divergences(split, batch, batch_index=0)
+    _, again = probe_divergences(split, batch, batch_index=0)
+    torch.testing.assert_close(logits, model(**batch).logits)
+    assert set(first) == set(PROBE_SIZES)
+    for size in PROBE_SIZES:
+        assert first[size].shape == (len(TEXTS),)
+        assert (first[size] >= 0).all() and first[size].sum() > 0
+        torch.testing.assert_close(first[size], again[size])  # the same probes every call
+    _, none = probe_divergences(split, batch, batch_index=0, sizes=(0.0,))
+    assert float(none[0.0].abs().max()) == 0.0
+
+
+def test_train_records_smoothness_per_source_accuracy_and_mean_size(smoke_params, tmp_path):
+    cfg = RunConfig.from_yaml(smoke_params, algo="sift", task="twitter_to_uci", output_dir=str(tmp_path / "run"),
+                              max_eval_samples=None, uci_train_size=20)
+    record = train(cfg, progress=False)
+    m = record["metrics"]
+    for name in ("twitter_val", "uci_zero_shot", "uci_test"):
+        for size in PROBE_SIZES:
+            assert math.isfinite(m[metric_name(name, size)]) and m[metric_name(name, size)] >= 0
+    # per-source accuracies weighted by each source's share of the test set give the overall one
+    _, test = uci_split(cfg)
+    counts = Counter(test["source"])
+    assert set(counts) == {"amazon", "imdb", "yelp"}
+    overall = sum(m[f"uci_test_accuracy_{s}"] * n for s, n in counts.items()) / sum(counts.values())
+    assert overall == pytest.approx(m["uci_test_accuracy"], abs=1e-12)
+    # the run's size is the mean of what its history logged
+    sizes = [row["relative_perturbation"] for row in record["history"]]
+    assert m["mean_relative_perturbation"] == pytest.approx(sum(sizes) / len(sizes))
+    assert m["mean_relative_perturbation"] > 0 and "mean_ascent_cosine" in m
