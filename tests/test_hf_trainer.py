@@ -66,6 +66,24 @@ def test_same_loss_and_gradient_as_the_native_loop(tmp_path, algo):
     assert trainer.adversarial_loss.regularizer.last_stats["perturbation_norm"] > 0
 
 
+@pytest.mark.parametrize("rule", ["mtdnn", "deberta", "seed_code"])
+def test_the_trainer_takes_the_perturbation_rule_and_gives_the_native_loss(tmp_path, rule):
+    from siftkit import AdversarialTrainer
+
+    batch = make_batch(labels=[0, 1, 1])
+    native_model = tiny_model("bert", seed=3, train=True)
+    objective = AdversarialLoss(native_model, RunConfig(algo="sift", adv_rule=rule))
+    torch.manual_seed(11)
+    native_loss, _ = objective(native_model, dict(batch))
+    model = tiny_model("bert", seed=3, train=True)
+    trainer = AdversarialTrainer(model=model, args=_args(tmp_path), algo="sift", adv_rule=rule)
+    assert trainer.adversarial_loss.regularizer.adv_rule == rule
+    torch.manual_seed(11)
+    assert float(trainer.compute_loss(model, dict(batch)).detach()) == float(native_loss.detach())
+    with pytest.raises(ValueError, match=f"adv_epsilon=0.1 is not used by adv_rule='{rule}'"):
+        AdversarialTrainer(model=model, args=_args(tmp_path), algo="sift", adv_rule=rule, adv_epsilon=0.1)
+
+
 def test_short_training_run_moves_the_teacher(tmp_path):
     from datasets import Dataset
 
