@@ -5,8 +5,9 @@ inputs. Measured on the *evaluation* sets (where nothing was trained), after eac
 evaluation: the mean over examples of ``sym_kl(f(z + Delta), f(z))`` at
 ``embedding_output``, where each real token's ``Delta_t`` points in a random direction and
 has ``||Delta_t|| = r * ||z_t||`` exactly. The probes are fixed: drawn from a CPU generator
-seeded by (probe seed, relative size, batch index, process index), so every algorithm,
-seed and device is measured with the same directions (for the same number of processes).
+seeded by (probe seed, relative size, *global* batch index), so every algorithm, seed,
+device and number of processes is measured with the same directions (accelerate hands
+process p the global batches p, p + N, ...; the batches themselves do not change).
 Metric names: ``<eval>_smoothness_<r>`` (lower = smoother), r in `PROBE_SIZES`.
 """
 
@@ -38,14 +39,15 @@ def random_probe(z: torch.Tensor, mask: torch.Tensor, size: float, seed: int) ->
 
 
 @torch.no_grad()
-def probe_divergences(split: EmbeddingSplit, batch: Mapping[str, Any], *, batch_index: int, process_index: int = 0,
+def probe_divergences(split: EmbeddingSplit, batch: Mapping[str, Any], *, batch_index: int,
                       sizes=PROBE_SIZES) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
-    """(clean logits, {size: per-example sym-KL}) for one evaluation batch."""
+    """(clean logits, {size: per-example sym-KL}) for one evaluation batch; `batch_index`
+    is the batch's index in the whole (unsharded) evaluation set."""
     logits, z = split.forward_capture(batch, PROBE_AT)
     mask = batch["attention_mask"].to(device=z.device, dtype=torch.bool)
     out = {}
     for k, size in enumerate(sizes):
-        seed = _PROBE_SEED + 1_000_003 * k + 1_009 * batch_index + process_index
+        seed = _PROBE_SEED + 1_000_003 * k + 1_009 * batch_index
         delta = random_probe(z, mask, size, seed)
         pushed = split.forward_from((z.float() + delta).to(z.dtype), batch, PROBE_AT)
         out[size] = symmetric_kl_per_example(pushed, logits)

@@ -149,8 +149,8 @@ def predict(model, ds, tokenizer, cfg: RunConfig, accelerator, *, smoothness: bo
     for i, batch in enumerate(dl):
         with accelerator.autocast():
             if split is not None:
-                logits, per_size = probe_divergences(split, batch, batch_index=i,
-                                                     process_index=accelerator.process_index)
+                global_index = i * accelerator.num_processes + accelerator.process_index
+                logits, per_size = probe_divergences(split, batch, batch_index=global_index)
             else:
                 logits, per_size = model(**model_inputs(batch)).logits, {}
         gathered = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"], *per_size.values()))
