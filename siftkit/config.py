@@ -97,6 +97,7 @@ class RunConfig:
     resume: bool = False  # continue from the newest checkpoint in output_dir
     save_model: bool = False  # write the fine-tuned model and tokenizer to output_dir/model
     cpu: bool = False  # force CPU even where an accelerator exists
+    eval_smoothness: bool = True  # held-out smoothness probes at each evaluation (2 extra forwards per example)
 
     # --- protocol P2 (Twitter hate speech -> UCI sentiment), seed-paper defaults ---------
     twitter_negatives: int = 2200  # first N label-0 tweets kept beside all positives

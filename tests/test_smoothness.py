@@ -66,3 +66,10 @@ def test_train_records_smoothness_per_source_accuracy_and_mean_size(smoke_params
     sizes = [row["relative_perturbation"] for row in record["history"]]
     assert m["mean_relative_perturbation"] == pytest.approx(sum(sizes) / len(sizes))
     assert m["mean_relative_perturbation"] > 0 and "mean_ascent_cosine" in m
+
+
+def test_smoothness_probes_can_be_switched_off(smoke_params, tmp_path):
+    cfg = RunConfig.from_yaml(smoke_params, algo="plain", task="cola", output_dir=str(tmp_path / "run"),
+                              eval_smoothness=False)
+    metrics = train(cfg, progress=False)["metrics"]
+    assert "in_domain_dev_mcc" in metrics and not any("smoothness" in k for k in metrics)
