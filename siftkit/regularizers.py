@@ -342,7 +342,7 @@ class AdversarialRegularizer(nn.Module):
         token_norm = z.detach().float().norm(dim=-1).clamp_min(_TINY)
         cosine = float("nan")  # no ascent (adv_steps=0): no gradient to compare with
         if g is not None:
-            cos_t = torch.nn.functional.cosine_similarity(delta, g.to(delta.dtype), dim=-1)
+            cos_t = F.cosine_similarity(delta, g.to(delta.dtype), dim=-1)
             cosine = float((cos_t * mask).sum() / n)
         self.last_stats = {
             # mean over real tokens of ||Delta_t|| in raw units at the perturbation point

@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import robustness_log
 import siftkit.objective as objective
 import siftkit.training as training
 from siftkit.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
@@ -59,16 +60,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _log(bad_input: str, message: str, **placeholders: Path) -> None:
-    """As in test_robustness.py: record what the user saw for docs/robustness.md."""
-    target = os.environ.get("SIFTKIT_ROBUSTNESS_LOG")
-    if not target:
-        return
-    for name, path in placeholders.items():
-        message = message.replace(str(path), name)
-    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
-    with open(target, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"input": bad_input, "message": message, "test": test}) + "\n")
+_log = robustness_log  # records what the user saw for docs/robustness.md
 
 
 class _Crash(Exception):

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import robustness_log
 import siftkit.training as training
 from siftkit.cli import main as cli_main
 from siftkit.config import RunConfig
@@ -47,16 +48,7 @@ TINY = dict(model_name="random:bert", max_train_samples=4, max_eval_samples=4, p
 # ----------------------------------------------------------------------------- helpers
 
 
-def _log(bad_input: str, message: str, **placeholders: Path) -> None:
-    """Append what the user saw to $SIFTKIT_ROBUSTNESS_LOG (tmp paths replaced by names)."""
-    target = os.environ.get("SIFTKIT_ROBUSTNESS_LOG")
-    if not target:
-        return
-    for name, path in placeholders.items():
-        message = message.replace(str(path), name)
-    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
-    with open(target, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"input": bad_input, "message": message, "test": test}) + "\n")
+_log = robustness_log  # records what the user saw for docs/robustness.md
 
 
 @pytest.fixture(scope="module", autouse=True)
