@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import matplotlib
 import matplotlib.lines
 import matplotlib.patches
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
@@ -233,8 +234,15 @@ def scores_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequenc
     ax = fig.subplots()
     # Seeds as dots, the mean with its 95% t interval as a bar: no bars from 0, which would
     # flatten differences of a few points into equal lengths.
-    sns.stripplot(data=frame, y="variant", x="value", order=names, color="#34495e", size=3.5, alpha=0.7, ax=ax,
-                  label="one seed", jitter=0.15)
+    # seaborn jitters from numpy's global RNG: a fixed seed keeps a regenerated figure identical
+    # (no spurious change in git when the runs have not changed); the caller's state is restored.
+    rng_state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        sns.stripplot(data=frame, y="variant", x="value", order=names, color="#34495e", size=3.5, alpha=0.7,
+                      ax=ax, label="one seed", jitter=0.15)
+    finally:
+        np.random.set_state(rng_state)
     for i, name in enumerate(names):
         ci = mean_ci(frame.loc[frame["variant"] == name, "value"].tolist())
         ax.errorbar(ci["mean"], i, xerr=_err(ci), fmt="o", ms=7, color=COLORS.get(variants[name][0].algo, "black"),

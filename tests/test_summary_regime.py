@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -278,6 +279,30 @@ def test_p1_plain_learning_rate_is_chosen_by_in_domain_dev(tmp_path):
     assert "**`plain-lr5e-05`**" in text
     assert "| `sift-lr5e-05` − `smart-lr5e-05` |" in text and "| `sift-mtdnn_lr5e-05` − `smart-mtdnn_lr5e-05` |" in text
     assert "| `smart-mtdnn_lr5e-05` − `plain-lr5e-05` |" in text
+    # "does it hurt in domain?": the same pairs in the selection metric, with the selection's bias said
+    main, _, inside = text.partition("Paired differences in `in_domain_dev_mcc`")
+    assert "Paired differences in `out_of_domain_dev_mcc`" in main
+    assert inside.startswith(" (same seeds)") and "`plain-lr5e-05` is the best of 3 rates" in inside
+    want = statistics.fmean((0.8 + 0.02 * s - 0.4) - (0.80 + 0.01 * s - 0.4) for s in (1, 2, 3))
+    row = next(line for line in inside.splitlines() if line.startswith("| `smart-lr5e-05` − `plain-lr5e-05` |"))
+    assert row.split(" | ")[2] == f"{want:.3f}"
+    # README's brief row: the chosen plain and SMART / SiFT at its tag, not an empty row
+    (line,) = [ln for ln in brief([root]).splitlines() if ln.startswith("| P1 CoLA")]
+    assert "variants `*-lr5e-05`" in line and line.count("(n=3)") == 3
+
+
+def test_the_scores_figure_is_the_same_on_every_regeneration(study_dir, tmp_path):
+    from siftkit.summary_figures import scores_figure
+
+    (key, variants), = _groups(study_dir).items()
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    pngs = []
+    for i in range(2):
+        scores_figure(key, variants).savefig(tmp_path / f"{i}.png")
+        pngs.append((tmp_path / f"{i}.png").read_bytes())
+    assert pngs[0] == pngs[1]  # seaborn's jitter no longer differs from run to run
+    assert (np.random.get_state()[1] == before).all()  # and the caller's RNG is left as it was
 
 
 # ----------------------------------------------------------------------------- figures
