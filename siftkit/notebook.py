@@ -39,6 +39,7 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
     "perturbation_texts": "03: texts per domain for the SMART/SiFT perturbation measurement",
     "runs_glob": "03: results.json of fine-tuned runs for the token-norm shift",
     "results_glob": "04: results.json files to compare",
+    "study_glob": "04: the committed regime study, added to the size curves and verdicts",
 }
 
 # Names IPython itself puts in a fresh kernel's namespace.

@@ -7,6 +7,7 @@ share one set of smoke runs made in a temporary folder. Executed copies are writ
 """
 
 import ast
+import glob
 import json
 import re
 import warnings
@@ -29,7 +30,7 @@ NAMES = ["00_tour", "01_cola", "02_twitter_to_uci", "03_embedding_statistics", "
 # Notebook-only parameters (not RunConfig fields), allowed explicitly. Anything else in a
 # parameters cell must be a RunConfig field: this is the drift check.
 ALLOWED_NOTEBOOK_ONLY = {"params_file", "sentence", "interactive", "texts_per_domain", "perturbation_texts",
-                         "runs_glob", "results_glob"}
+                         "runs_glob", "results_glob", "study_glob"}
 
 with warnings.catch_warnings():
     # The mark is registered in pyproject.toml's markers once that file lists it; until then
@@ -383,9 +384,19 @@ def test_03_embedding_statistics(tmp_path, smoke_runs, data_dir):
 
 
 @notebooks_mark
+def test_04_default_study_glob_finds_the_committed_study():
+    default = papermill_params("04_compare")["study_glob"]["default"].strip("\"'")
+    found = glob.glob(str(NOTEBOOKS.parent / default), recursive=True)
+    assert len(found) >= 100 and all("regime" in f for f in found)
+
+
 def test_04_compare_and_unknown_name(tmp_path, smoke_runs):
+    from test_summary_regime import regime_study
+
     out = tmp_path / "compare"
-    nb = _execute("04_compare", tmp_path, results_glob=str(smoke_runs / "**" / "results.json"), output_dir=str(out))
+    synthetic = regime_study(tmp_path / "study", seeds=(1, 2))  # a stand-in for the committed study
+    nb = _execute("04_compare", tmp_path, results_glob=str(smoke_runs / "**" / "results.json"), output_dir=str(out),
+                  study_glob=str(synthetic / "**" / "results.json"))
     import pandas as pd
 
     runs = pd.read_csv(out / "runs.csv")
@@ -399,16 +410,20 @@ def test_04_compare_and_unknown_name(tmp_path, smoke_runs):
     assert paper.loc[paper["algo"] == "sift", "cola_n"].iloc[0] == 1
     _png(out / "figures" / "compare.png")
     _png(out / "figures" / "wall_time.png")
-    # the size figures of the P2 group (SMART and SiFT have measured sizes); CoLA has one variant only
+    # the size figures of the P2 groups (SMART and SiFT have measured sizes); CoLA has one variant
+    # only. The study's runs are a group of their own (code aaaaaaaa), never in the runs table.
     sizes = sorted(p.name for p in (out / "figures").glob("*_size_*.png"))
     assert sizes and all(name.startswith("twitter_to_uci_") for name in sizes)
-    assert any(name.endswith("_size_uci_test_accuracy.png") for name in sizes)
+    assert "twitter_to_uci_nvidia_h200_aaaaaaaa_size_uci_test_accuracy.png" in sizes
+    assert any(name.endswith("_size_uci_test_accuracy.png") and "aaaaaaaa" not in name for name in sizes)
     for name in sizes:
         _png(out / "figures" / name)
-    # the verdict tables exist with their columns, empty without mtdnn or size-curve runs
+    # the verdicts come from the study alone: the smoke runs have no mtdnn or size-curve runs
     regime, matched = pd.read_csv(out / "regime_verdicts.csv"), pd.read_csv(out / "matched_size.csv")
-    assert "what it tests" in regime.columns and regime.empty
-    assert {"sift_size", "smart_size", "ratio"} <= set(matched.columns) and matched.empty
+    assert "what it tests" in regime.columns and set(regime["code"]) == {"aaaaaaaa"}
+    assert "sift-mtdnn − smart-mtdnn_no_bregman" in set(regime["difference"])
+    assert {"sift_size", "smart_size", "ratio"} <= set(matched.columns) and set(matched["code"]) == {"aaaaaaaa"}
+    assert (matched["sift"] == "pooled").sum() == 1 and (matched["n"] == 2).all()
     assert _inline_images(nb) >= 2 + len(sizes)
     error = _execute_fails("04_compare", result_glob="x", output_dir=str(tmp_path / "bad"))
     assert "unknown parameter(s): result_glob (did you mean results_glob?)" in error.evalue
