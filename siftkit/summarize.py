@@ -161,15 +161,16 @@ def _paired_table(task: str, variants: Mapping[str, list[Run]], key: str, data: 
 
 
 def _selection_paired_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
-    """P1 with a learning-rate choice: "does it hurt in domain?" is asked of the metric plain's
-    rate was chosen by, which flatters plain (the best of several rates, on the same dev set)."""
+    """A group whose plain was chosen among tagged settings (P1's learning rates): "does it hurt
+    in domain?" is asked of the metric the choice used, which flatters plain (the best of several
+    settings, on the same dev set)."""
     chosen = reference_plain(variants, task)
-    if task != "cola" or not chosen or chosen == "plain":
+    if not chosen or chosen == "plain":
         return []
     sel = SELECTION_METRIC[task]
-    note = (f" plain's rate was chosen on this same metric, so `{chosen}` is the best of "
-            f"{sum(1 for recs in variants.values() if recs[0].algo == 'plain')} rates on these dev sentences and "
-            "its number is biased upward; the regularized variants ran at that rate with no search of their own.")
+    note = (f" plain's setting was chosen on this same metric, so `{chosen}` is the best of "
+            f"{sum(1 for recs in variants.values() if recs[0].algo == 'plain')} settings on this dev set and its "
+            "number is biased upward; the regularized variants ran at that setting with no search of their own.")
     return _paired_table(task, variants, key, data, metric=sel, note=note)
 
 

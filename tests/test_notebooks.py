@@ -383,13 +383,13 @@ def test_03_embedding_statistics(tmp_path, smoke_runs, data_dir):
     assert _inline_images(nb) >= 5
 
 
-@notebooks_mark
 def test_04_default_study_glob_finds_the_committed_study():
     default = papermill_params("04_compare")["study_glob"]["default"].strip("\"'")
     found = glob.glob(str(NOTEBOOKS.parent / default), recursive=True)
     assert len(found) >= 100 and all("regime" in f for f in found)
 
 
+@notebooks_mark
 def test_04_compare_and_unknown_name(tmp_path, smoke_runs):
     from test_summary_regime import regime_study
 

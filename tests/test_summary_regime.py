@@ -282,7 +282,7 @@ def test_p1_plain_learning_rate_is_chosen_by_in_domain_dev(tmp_path):
     # "does it hurt in domain?": the same pairs in the selection metric, with the selection's bias said
     main, _, inside = text.partition("Paired differences in `in_domain_dev_mcc`")
     assert "Paired differences in `out_of_domain_dev_mcc`" in main
-    assert inside.startswith(" (same seeds)") and "`plain-lr5e-05` is the best of 3 rates" in inside
+    assert inside.startswith(" (same seeds)") and "`plain-lr5e-05` is the best of 3 settings" in inside
     want = statistics.fmean((0.8 + 0.02 * s - 0.4) - (0.80 + 0.01 * s - 0.4) for s in (1, 2, 3))
     row = next(line for line in inside.splitlines() if line.startswith("| `smart-lr5e-05` − `plain-lr5e-05` |"))
     assert row.split(" | ")[2] == f"{want:.3f}"
