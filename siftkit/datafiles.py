@@ -16,6 +16,7 @@ lacks there, verified by sha256. Folders named by 1-3 are the user's and are onl
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ __all__ = [
     "data_dir_candidate",
     "locate_data_dir",
     "resolve_data_dir",
+    "sha256_file",
+    "split_file_hashes",
 ]
 
 ENV_VAR = "SIFTKIT_DATA_DIR"
@@ -172,3 +175,25 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
             f"pass data_dir=..., set {ENV_VAR}, or fetch the data with `{DOWNLOAD_HINT}`"
         )
     return folder.path
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+_CHUNK = 1 << 16
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def split_file_hashes(name: str, data_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """sha256 of every file dataset `name`'s splits read, keyed by path relative to the data
+    folder: what a run's records and the stage cache use to tell one copy of the data from
+    another (a user's folder may hold files that differ from the published ones)."""
+    root = resolve_data_dir(data_dir)
+    rels = sorted({rel for rels in DATASETS[name].splits.values() for rel in rels})
+    return {rel: sha256_file(root / rel) for rel in rels}

@@ -31,7 +31,8 @@ import zipfile
 from pathlib import Path
 from typing import IO, Iterable, Mapping
 
-from siftkit.datafiles import DATASETS, DOWNLOAD_HINT, ENV_VAR, DataError, DataFile, data_dir_candidate
+from siftkit.datafiles import (DATASETS, DOWNLOAD_HINT, ENV_VAR, DataError, DataFile, _CHUNK, data_dir_candidate,
+                               sha256_file)
 
 __all__ = ["COLA_ZIP_SHA256", "FILES", "SOURCES", "download", "ensure_files", "main"]
 
@@ -67,16 +68,6 @@ FILES: dict[str, tuple[str, str]] = {
     "uci_sentiment/yelp_labelled.txt": ("sift", "Data/yelp_labelled.txt"),
     "uci_sentiment/readme.txt": ("uci_readme", "sentiment labelled sentences/readme.txt"),
 }
-
-_CHUNK = 1 << 16
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fetch(url: str, out: IO[bytes], timeout: float, what: str) -> str:
@@ -175,7 +166,7 @@ def download(
             target = root / spec.path
             key, sub = FILES[spec.path]
             if target.is_file() and not force:
-                if _sha256_file(target) == spec.sha256:
+                if sha256_file(target) == spec.sha256:
                     print(f"{spec.path}: ok, already present")
                     paths.append(target)
                     continue
@@ -218,7 +209,7 @@ def download(
                         copy(out)
                     except (zipfile.BadZipFile, OSError, EOFError) as exc:
                         raise DataError(f"{target}: cannot extract {src}: {exc}") from None
-                actual = _sha256_file(tmp)
+                actual = sha256_file(tmp)
                 if actual != spec.sha256:
                     raise _mismatch(target, spec, actual, src)
                 _install(tmp, target)
@@ -246,7 +237,7 @@ def _specs(names: Iterable[str] | None) -> list[DataFile]:
 
 def _verified(root: Path, spec: DataFile) -> bool:
     path = root / spec.path
-    return path.is_file() and path.stat().st_size == spec.size and _sha256_file(path) == spec.sha256
+    return path.is_file() and path.stat().st_size == spec.size and sha256_file(path) == spec.sha256
 
 
 def ensure_files(names: Iterable[str], root: str | os.PathLike, *, timeout: float = 60) -> list[Path]:
