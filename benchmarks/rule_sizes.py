@@ -1,6 +1,11 @@
 """How big, and how adversarial, is each perturbation rule's push? Measured, not assumed.
 
     python benchmarks/rule_sizes.py --out benchmarks/results/rule_sizes.json [--eps 1e-5,1e-4,...]
+    python benchmarks/rule_sizes.py --target-size 0.59 --algo sift --adv_epsilon 0.6
+
+The second form calibrates the random-noise control at a matched measured size
+(`siftkit.calibration`): the `adv_noise_std` for which `adv_steps=0` inside the ball of
+`adv_epsilon` reaches the target size, beside the size the ascent reaches at that epsilon.
 
 The offline MiniLM (its classifier head freshly initialised, as at the start of fine-tuning,
 with a fixed seed), one batch of 32 real tweets from the Twitter hate-speech set. For each
@@ -19,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from siftkit.calibration import matched_noise_std, measured_size
 from siftkit.config import ADV_RULES, RunConfig
 from siftkit.data import load
 from siftkit.models import load_model
@@ -51,14 +57,24 @@ def measure(split: EmbeddingSplit, batch, cfg: RunConfig, seed: int = 0) -> dict
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None)
     p.add_argument("--eps", default=CURVE_EPS, help="adv_epsilon values of the projected size curve")
+    p.add_argument("--target-size", default=None,
+                   help="calibrate adv_noise_std so that adv_steps=0 reaches this measured size; 'ascent': the "
+                        "size the ascent reaches at --adv_epsilon")
+    p.add_argument("--algo", default="sift", choices=("smart", "sift"))
+    p.add_argument("--adv_epsilon", type=float, default=None, help="the ball (default: the target size)")
     args = p.parse_args()
+    if args.target_size is None and args.out is None:
+        p.error("give --out (the table of rules and sizes) or --target-size (a matched-size noise control)")
     torch.manual_seed(1)
     model, tokenizer = load_model(None, num_labels=2)
     model.eval()  # no dropout: the rows differ only by the rule
     split = EmbeddingSplit(model)
     batch = tweet_batch(tokenizer)
+    if args.target_size is not None:
+        calibrate(split, batch, args)
+        return
     rows = []
     for rule in ADV_RULES:
         for algo in ("smart", "sift"):
@@ -82,6 +98,28 @@ def main() -> None:
         eps = f" eps={r['adv_epsilon']:g}" if "adv_epsilon" in r else ""
         print(f"{r['rule']:<18}{eps:<11} {r['algo']:<6} {r['perturb_at']:<17} K={r['adv_steps']}  "
               f"rel {r['relative_perturbation']:.3g}  R {r['R']:.3g}  cos {r['cosine_delta_gradient']:.3f}")
+
+
+def calibrate(split: EmbeddingSplit, batch, args) -> None:
+    if args.target_size != "ascent":
+        args.target_size = float(args.target_size)
+    elif args.adv_epsilon is None:
+        raise SystemExit("--target-size ascent needs --adv_epsilon")
+    eps = args.adv_epsilon if args.adv_epsilon is not None else args.target_size
+    ascent = RunConfig(algo=args.algo, adv_epsilon=eps, adv_noise_std=eps, adv_step_size=100 * eps, bregman_weight=0
+                       if args.algo == "smart" else None)
+    same_std = measured_size(split, batch, ascent.replace(adv_steps=0, adv_noise_std=eps, adv_epsilon=eps))
+    if args.target_size == "ascent":
+        args.target_size = measured_size(split, batch, ascent)
+    std, size = matched_noise_std(split, batch, ascent, args.target_size)
+    row = {"algo": args.algo, "adv_epsilon": eps, "target_size": args.target_size,
+           "ascent_size": measured_size(split, batch, ascent), "noise_size_at_std_eps": same_std,
+           "adv_noise_std": std, "noise_size": size}
+    print(f"{args.algo}, adv_epsilon={eps:g}: the ascent (adv_step_size={100 * eps:g}) measures "
+          f"{row['ascent_size']:.3g}; noise with adv_noise_std={eps:g} measures {same_std:.3g}; "
+          f"adv_steps=0 --adv_noise_std {std:.4g} measures {size:.3g} (target {args.target_size:g})")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"model": "all-MiniLM-L6-v2", "batch": "32 tweets", **row}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ ADV_NORMS = ("inf", "l2")
 DIVERGENCE_NAMES = ("sym_kl", "kl", "js", "mse")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 ADV_RULES = ("projected", "mtdnn", "deberta", "seed_code")
+ADV_STAGES = ("all", "first", "last")
 
 # Published defaults per algorithm (DESIGN.md section 2).
 # SMART (Jiang et al. 2020): epsilon = noise std = 1e-5, step 1e-3, lambda_s = 1.
@@ -107,6 +108,17 @@ class RunConfig:
     uci_train_size: int | None = None  # exact stage-2 size instead of the fraction (seed: 270)
     uci_num_train_epochs: int = 3  # epochs of stage 2
     uci_learning_rate: float | None = None  # stage-2 learning rate; None = learning_rate
+    uci_val_size: int = 0  # UCI sentences held out for validation, after the training share; 0 = the paper's split
+
+    # --- controls that explain a gain (README "Comparing fairly") ------------------------
+    reinit_head: bool = False  # a fresh classification head before every stage after the first
+    adv_stages: str = "all"  # stages in which R (and SMART's Bregman term) run: "all", "first", "last"
+    label_smoothing: float = 0.0  # label smoothing of the task loss, in [0, 1)
+    l2sp_weight: float = 0.0  # alpha of L2-SP: alpha * ||theta - theta_0||^2 over the pre-trained encoder
+    freeze_encoder: bool = False  # a linear probe: only the classification head trains
+    early_stopping_patience: int | None = None  # per stage: stop after this many epochs without a better
+    # validation metric and restore the best epoch's weights; None = off
+    stage_cache_dir: str | None = None  # reuse finished stages cached here (and cache new ones); None = no cache
 
     # --- adversarial regularizer (SMART and SiFT) ------------------------------------------
     perturb_at: str = "embedding_output"  # "embedding_output", "word_embeddings", "pre_layernorm"
@@ -134,15 +146,18 @@ class RunConfig:
         _choice(self, "adv_norm", ADV_NORMS)
         _choice(self, "divergence", DIVERGENCE_NAMES)
         _choice(self, "mixed_precision", MIXED_PRECISION)
+        _choice(self, "adv_stages", ADV_STAGES)
         for name in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
                      "max_length", "num_train_epochs", "uci_num_train_epochs", "logging_steps",
                      "twitter_subset"):
             _positive(self, name)
-        for name in ("weight_decay", "max_grad_norm", "save_steps", "twitter_negatives"):
+        for name in ("weight_decay", "max_grad_norm", "save_steps", "twitter_negatives", "uci_val_size",
+                     "l2sp_weight"):
             _non_negative(self, name)
         if self.bregman_weight is not None:
             _non_negative(self, "bregman_weight")
-        for name in ("max_train_samples", "max_eval_samples", "uci_train_size", "uci_learning_rate"):
+        for name in ("max_train_samples", "max_eval_samples", "uci_train_size", "uci_learning_rate",
+                     "early_stopping_patience"):
             if getattr(self, name) is not None:
                 _positive(self, name)
         _in_open_unit(self, "twitter_val_fraction")
@@ -154,6 +169,7 @@ class RunConfig:
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed!r}")
         _check_run_fields(self)
+        _check_controls(self)
         self._resolve_adversarial_defaults()
         self._resolve_bregman()
         # train() compares: a later `cfg.algo = ...` would keep the old algorithm's defaults.
@@ -388,6 +404,7 @@ SEED_MAX = 2**32 - 1
 # string (an unset shell variable, `-p output_dir ""`) would silently mean the current folder.
 _PATH_HINTS = {
     "output_dir": "name the run's folder (e.g. runs/exp); '.' if the current folder is really meant",
+    "stage_cache_dir": "name the cache folder, or leave stage_cache_dir unset (None) for no cache",
     "data_dir": "name the data folder, or leave data_dir unset (None) for the default",
     "model_name": "give a Hub name or a model folder, or leave model_name unset (None) for the offline "
                   "default all-MiniLM-L6-v2",
@@ -408,6 +425,36 @@ def _check_run_fields(cfg: RunConfig) -> None:
         if value.startswith("~"):
             setattr(cfg, name, os.path.expanduser(value))
     _check_twitter_split(cfg)
+
+
+def _check_controls(cfg: RunConfig) -> None:
+    """The controls of README's "Comparing fairly": ranges, and settings that would do nothing.
+
+    A control that cannot act in this run is refused rather than recorded as if it had: a
+    stage-boundary control on a one-stage protocol, ``adv_stages`` without a regularizer,
+    L2-SP on a frozen encoder.
+    """
+    if not (0.0 <= cfg.label_smoothing < 1.0 and math.isfinite(cfg.label_smoothing)):
+        raise ValueError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing!r}")
+    one_stage = cfg.task == "cola"
+    if cfg.reinit_head and one_stage:
+        raise ValueError(f"reinit_head re-initialises the head before a later stage; task={cfg.task!r} has one "
+                         f"stage, so it would do nothing")
+    if cfg.adv_stages != "all" and cfg.algo == "plain":
+        raise ValueError(f"adv_stages={cfg.adv_stages!r} chooses the stages of SMART's and SiFT's regularizer; "
+                         f"algo='plain' has none (leave adv_stages='all')")
+    if cfg.adv_stages != "all" and one_stage:
+        raise ValueError(f"adv_stages={cfg.adv_stages!r} needs a protocol with several stages; task={cfg.task!r} "
+                         f"has one (leave adv_stages='all')")
+    if cfg.freeze_encoder and cfg.l2sp_weight > 0:
+        raise ValueError(f"l2sp_weight={cfg.l2sp_weight!r} pulls the encoder toward its pre-trained weights, but "
+                         f"freeze_encoder=True keeps it there; set one of them")
+    if cfg.early_stopping_patience is not None and cfg.task == "twitter_to_uci" and not cfg.uci_val_size:
+        raise ValueError(f"early_stopping_patience={cfg.early_stopping_patience} watches each stage's validation "
+                         f"set, and P2's UCI stage has none with uci_val_size=0; set uci_val_size (e.g. 300)")
+    if cfg.uci_val_size and cfg.task != "twitter_to_uci":
+        raise ValueError(f"uci_val_size={cfg.uci_val_size} holds out UCI sentences of P2 (task='twitter_to_uci'); "
+                         f"task={cfg.task!r} selects on its own dev set")
 
 
 def _check_twitter_split(cfg: RunConfig) -> None:

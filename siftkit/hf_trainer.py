@@ -36,7 +36,9 @@ from siftkit.objective import AdversarialLoss
 # RunConfig fields that configure the regularizer and the Bregman term.
 REGULARIZER_KNOBS = ("perturb_at", "adv_rule", "adv_epsilon", "adv_noise_std", "adv_step_size", "adv_steps", "adv_norm",
                      "adv_weight", "divergence", "bregman_weight", "bregman_beta")
-assert set(REGULARIZER_KNOBS) <= set(RunConfig.field_names())
+# The task loss's own controls (README "Comparing fairly"), shared with the native loop.
+LOSS_KNOBS = REGULARIZER_KNOBS + ("label_smoothing", "l2sp_weight")
+assert set(LOSS_KNOBS) <= set(RunConfig.field_names())
 
 _TRAINER_ARGS = frozenset(inspect.signature(Trainer.__init__).parameters) - {"self", "kwargs"}
 
@@ -45,7 +47,7 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     """(Trainer's own arguments, regularizer knobs); anything else is a ValueError naming it."""
     trainer_kwargs, knobs = {}, {}
     for name, value in kwargs.items():
-        if name in REGULARIZER_KNOBS:
+        if name in LOSS_KNOBS:
             knobs[name] = value
         elif name in _TRAINER_ARGS:
             trainer_kwargs[name] = value
@@ -53,10 +55,10 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
             raise ValueError(f"{name} is not a regularizer knob of AdversarialTrainer; optimisation and run "
                              f"settings go in TrainingArguments (args=...)")
         else:
-            close = difflib.get_close_matches(name, REGULARIZER_KNOBS + tuple(sorted(_TRAINER_ARGS)), n=1)
+            close = difflib.get_close_matches(name, LOSS_KNOBS + tuple(sorted(_TRAINER_ARGS)), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown argument {name!r} for AdversarialTrainer{hint} "
-                             f"(regularizer knobs: {', '.join(REGULARIZER_KNOBS)})")
+                             f"(loss knobs: {', '.join(LOSS_KNOBS)})")
     return trainer_kwargs, knobs
 
 
@@ -81,8 +83,9 @@ class AdversarialTrainer(Trainer):
     """A `transformers.Trainer` whose training loss is SMART's or SiFT's (or plain).
 
     ``AdversarialTrainer(model=..., args=..., train_dataset=..., algo="sift", **knobs)``
-    where `knobs` are any of `REGULARIZER_KNOBS` (the `RunConfig` names); unset knobs take
-    the algorithm's published defaults. The model must be an encoder
+    where `knobs` are any of `LOSS_KNOBS` (the `RunConfig` names: the regularizer's, plus
+    ``label_smoothing`` and ``l2sp_weight`` toward the weights the model has when the trainer
+    is built); unset knobs take the algorithm's published defaults. The model must be an encoder
     ``*ForSequenceClassification`` with single-label classification (integer `labels`).
     """
 
@@ -106,7 +109,8 @@ class AdversarialTrainer(Trainer):
             raise ValueError("AdversarialTrainer runs one process per GPU: launch with `accelerate launch` or "
                              "`torchrun --nproc_per_node N` instead of one process seeing several GPUs")
         if self.args.label_smoothing_factor:
-            raise ValueError("label_smoothing_factor is not supported by AdversarialTrainer; leave it at 0")
+            raise ValueError("label_smoothing_factor is not supported by AdversarialTrainer; leave it at 0 and "
+                             "pass label_smoothing=... to AdversarialTrainer (the kit's task loss takes it)")
         bare = unwrap(self.model)
         if getattr(bare, "base_model", None) is bare:
             # transformers' base_model is the model itself when it has no head on top.

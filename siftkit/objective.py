@@ -11,15 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from siftkit.config import RunConfig
-from siftkit.regularizers import REGULARIZERS, AdversarialRegularizer, BregmanProximalPoint
+from siftkit.regularizers import L2SP, REGULARIZERS, AdversarialRegularizer, BregmanProximalPoint
 from siftkit.split import EmbeddingSplit, model_inputs, unwrap
 
 
 class AdversarialLoss:
-    """Task loss + adv_weight * R (+ bregman_weight * Bregman) for one batch.
+    """Task loss + adv_weight * R (+ bregman_weight * Bregman) (+ l2sp_weight * L2-SP) for one batch.
 
     Shared by the native loop and `siftkit.AdversarialTrainer` so both compute the same
-    number from the same batch and RNG state.
+    number from the same batch and RNG state. The task loss takes ``cfg.label_smoothing``.
+    ``adversarial = False`` switches R and Bregman off (the stages ``adv_stages`` leaves out):
+    the batch then costs, draws and logs exactly what a plain run's does.
     """
 
     def __init__(self, model, cfg: RunConfig):
@@ -33,10 +35,15 @@ class AdversarialLoss:
         self.bregman: BregmanProximalPoint | None = (
             BregmanProximalPoint(model, bregman_beta=cfg.bregman_beta, divergence=cfg.divergence)
             if cfg.uses_bregman else None)
+        self.label_smoothing = cfg.label_smoothing
+        # theta_0 is the model as it is now: built before any training, the pre-trained weights.
+        self.l2sp: L2SP | None = L2SP(model) if cfg.l2sp_weight > 0 else None
+        self.adversarial = True
 
     def __call__(self, model, batch) -> tuple[torch.Tensor, dict[str, float]]:
         labels = batch["labels"]
-        reg = self.regularizer
+        reg = self.regularizer if self.adversarial else None
+        bregman = self.bregman if self.adversarial else None
         if reg is not None:
             # Under DDP every process must run the same collectives (DDP's forward may
             # broadcast buffers), but R's forwards differ per process: a process whose
@@ -47,7 +54,7 @@ class AdversarialLoss:
             logits, z = self._split_for(model).forward_capture(batch, reg.perturb_at)
         else:
             logits, z = model(**model_inputs(batch)).logits, None
-        task = F.cross_entropy(logits.float(), labels)
+        task = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
         loss = task
         parts = {"task_loss": float(task.detach()), "adv_loss": 0.0, "bregman_loss": 0.0,
                  "perturbation_norm": 0.0, "relative_perturbation": 0.0}
@@ -56,10 +63,14 @@ class AdversarialLoss:
             loss = loss + reg.adv_weight * r
             parts["adv_loss"] = float(r.detach())
             parts.update(reg.last_stats)
-        if self.bregman is not None:
-            b = self.bregman(batch, logits)
+        if bregman is not None:
+            b = bregman(batch, logits)
             loss = loss + self.cfg.bregman_weight * b
             parts["bregman_loss"] = float(b.detach())
+        if self.l2sp is not None:
+            penalty = self.l2sp()
+            loss = loss + self.cfg.l2sp_weight * penalty
+            parts["l2sp_loss"] = float(penalty.detach())
         return loss, parts
 
     def _split_for(self, model) -> EmbeddingSplit:

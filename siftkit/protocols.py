@@ -6,7 +6,10 @@ and ``out_of_domain_dev`` (the seed paper's "CoLA" column is the latter).
 P2 ``twitter_to_uci``: stage 1 fine-tunes on Twitter hate speech (all 2,242 positives plus
 the first 2,200 negatives in file order, shuffled, the first 2,000 kept, 90/10
 train/validation); then the zero-shot UCI accuracy is measured; stage 2 continues on 10% of
-the shuffled 3,000-sentence UCI pool and accuracy is reported on the other 90%.
+the shuffled 3,000-sentence UCI pool and accuracy is reported on the other 90%. With
+``uci_val_size`` N > 0 the N sentences after the training share are held out for
+validation (``uci_val``: chosen on, never reported as the result) and the test set is the
+rest; the same sentences for every algorithm at a seed, and N = 0 is the paper's split.
 Twitter label 1 means hate speech, UCI label 1 positive sentiment: the label's meaning
 changes between stages, so the zero-shot figure tells how far stage 1 alone transfers,
 not a sentiment skill.
@@ -35,10 +38,19 @@ class Stage:
     num_train_epochs: int
     learning_rate: float
     evals: dict[str, Dataset] = field(default_factory=dict)  # evaluated after this stage
+    # The eval set this stage is validated on: evaluated after every epoch (a history row),
+    # and what early stopping watches. None: the stage has no validation set.
+    val: str | None = None
+    val_metric: str = "accuracy"  # "accuracy" or "mcc" of the `val` set
+
+    @property
+    def val_key(self) -> str | None:
+        return f"{self.val}_{self.val_metric}" if self.val else None
 
     def describe(self) -> dict:
         return {"name": self.name, "train_examples": len(self.train), "num_train_epochs": self.num_train_epochs,
-                "learning_rate": self.learning_rate, "evals": {k: len(v) for k, v in self.evals.items()}}
+                "learning_rate": self.learning_rate, "evals": {k: len(v) for k, v in self.evals.items()},
+                "val": self.val_key}
 
 
 def build_stages(cfg: RunConfig) -> list[Stage]:
@@ -71,7 +83,8 @@ def _cola(cfg: RunConfig) -> list[Stage]:
     cola = data_module.load("cola", cfg.data_dir)
     return [Stage("cola", _text_label(cola["train"]), cfg.num_train_epochs, cfg.learning_rate,
                   {"in_domain_dev": _text_label(cola["in_domain_dev"]),
-                   "out_of_domain_dev": _text_label(cola["out_of_domain_dev"])})]
+                   "out_of_domain_dev": _text_label(cola["out_of_domain_dev"])},
+                  val="in_domain_dev", val_metric="mcc")]
 
 
 def twitter_subset(cfg: RunConfig) -> tuple[Dataset, Dataset]:
@@ -95,30 +108,43 @@ def twitter_subset(cfg: RunConfig) -> tuple[Dataset, Dataset]:
 
 
 def uci_split(cfg: RunConfig) -> tuple[Dataset, Dataset]:
-    """UCI pool shuffled, then (train = first 10% or `uci_train_size`, test = the rest)."""
+    """(UCI training set, UCI test set) of `uci_parts`."""
+    train, _, test = uci_parts(cfg)
+    return train, test
+
+
+def uci_parts(cfg: RunConfig) -> tuple[Dataset, Dataset | None, Dataset]:
+    """UCI pool shuffled, then (train = first 10% or `uci_train_size`, validation = the next
+    `uci_val_size` or None, test = the rest)."""
     pool = data_module.load("uci_sentiment", cfg.data_dir)["pool"]
     pool = pool.select_columns(["text", "label", "source"])
     rng = np.random.default_rng([cfg.seed, _UCI_SHUFFLE])
     order = rng.permutation(len(pool))
     n_train = cfg.uci_train_size if cfg.uci_train_size is not None else int(round(cfg.uci_train_fraction * len(pool)))
-    if not 0 < n_train < len(pool):
+    n_val = cfg.uci_val_size
+    if not 0 < n_train < len(pool) - n_val:
         # Name the field the user set: the size, or the fraction it was derived from.
         setting = (f"uci_train_size={n_train}" if cfg.uci_train_size is not None
                    else f"uci_train_fraction={cfg.uci_train_fraction} ({n_train} sentences)")
-        raise ValueError(f"{setting} leaves {len(pool) - n_train} of the {len(pool)} UCI sentences for the test "
-                         f"set and {n_train} for training; each needs at least one, so the training size must "
-                         f"be between 1 and {len(pool) - 1}")
-    return pool.select(order[:n_train]), pool.select(order[n_train:])
+        if n_val:
+            setting += f" with uci_val_size={n_val}"
+        raise ValueError(f"{setting} leaves {len(pool) - n_train - n_val} of the {len(pool)} UCI sentences for "
+                         f"the test set and {n_train} for training; each needs at least one, so the training "
+                         f"size must be between 1 and {len(pool) - n_val - 1}")
+    val = pool.select(order[n_train:n_train + n_val]) if n_val else None
+    return pool.select(order[:n_train]), val, pool.select(order[n_train + n_val:])
 
 
 def _twitter_to_uci(cfg: RunConfig) -> list[Stage]:
     tw_train, tw_val = twitter_subset(cfg)
-    uci_train, uci_test = uci_split(cfg)
+    uci_train, uci_val, uci_test = uci_parts(cfg)
     uci_lr = cfg.uci_learning_rate if cfg.uci_learning_rate is not None else cfg.learning_rate
+    stage2_evals = {"uci_val": uci_val, "uci_test": uci_test} if uci_val is not None else {"uci_test": uci_test}
     return [
         Stage("twitter", tw_train, cfg.num_train_epochs, cfg.learning_rate,
-              {"twitter_val": tw_val, "uci_zero_shot": uci_test}),
-        Stage("uci", uci_train, cfg.uci_num_train_epochs, uci_lr, {"uci_test": uci_test}),
+              {"twitter_val": tw_val, "uci_zero_shot": uci_test}, val="twitter_val"),
+        Stage("uci", uci_train, cfg.uci_num_train_epochs, uci_lr, stage2_evals,
+              val="uci_val" if uci_val is not None else None),
     ]
 
 

@@ -410,8 +410,36 @@ class BregmanProximalPoint(nn.Module):
         for t_buf, s_buf in zip(self.teacher.buffers(), student.buffers()):
             t_buf.copy_(s_buf)
 
+    @torch.no_grad()
+    def reset(self, model: nn.Module) -> None:
+        """Restart the teacher from the model's current weights (a stage whose Bregman term
+        starts fresh: ``adv_stages``, or a re-initialised head)."""
+        self.teacher.load_state_dict(unwrap(model).state_dict())
+
     def state_dict_for_checkpoint(self) -> dict[str, torch.Tensor]:
         return self.teacher.state_dict()
 
     def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
         self.teacher.load_state_dict(state)
+
+
+class L2SP:
+    r"""L2-SP (Li, Grandvalet & Davoine, ICML 2018): ``||theta - theta_0||^2`` summed over the
+    pre-trained encoder's parameters, toward the weights they had when this object was built.
+
+    The encoder is the model's ``base_model`` (HF's own split between the pre-trained body and
+    the task head); the classification head is new, so it has no starting point to stay near
+    and is left out, as in the paper. The weight alpha is applied by the caller. Its gradient is
+    ``2 (theta - theta_0)``: it pulls every encoder weight back toward the pre-trained one.
+    """
+
+    def __init__(self, model: nn.Module):
+        base = unwrap(model).base_model
+        self.params = [p for p in base.parameters() if p.requires_grad]
+        self.anchor = [p.detach().clone() for p in self.params]
+
+    def __call__(self) -> torch.Tensor:
+        total = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
+        for p, p0 in zip(self.params, self.anchor):
+            total = total + (p.float() - p0.float()).pow(2).sum()
+        return total

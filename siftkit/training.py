@@ -20,6 +20,7 @@ import shutil
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,6 +39,7 @@ from siftkit.results import OutputDirError, check_output_dir, environment_meta, 
 from siftkit.smoothness import PROBE_SIZES, probe_divergences
 from siftkit.smoothness import metric_name as smoothness_metric
 from siftkit.split import EmbeddingSplit, model_inputs, unwrap
+from siftkit.stage_cache import StageCache, adversarial_in_stage, stage_determinants, stage_key
 
 
 class EpochPermutationSampler(Sampler[int]):
@@ -162,13 +164,16 @@ def predict(model, ds, tokenizer, cfg: RunConfig, accelerator, *, smoothness: bo
     return (preds, labels, smooth) if smoothness else (preds, labels)
 
 
-def evaluate(model, evals: dict, tokenizer, cfg: RunConfig, accelerator) -> dict[str, float]:
+def evaluate(model, evals: dict, tokenizer, cfg: RunConfig, accelerator, *,
+             smoothness: bool | None = None) -> dict[str, float]:
     """Accuracy and MCC per eval set (and per `source` where the set has one, e.g. UCI's
     amazon / imdb / yelp: three out-of-domain targets), plus held-out smoothness unless
-    ``cfg.eval_smoothness`` is off (it triples the cost of an evaluation)."""
+    `smoothness` (default ``cfg.eval_smoothness``) is off (it triples the cost of an evaluation)."""
     metrics: dict[str, float] = {}
+    if smoothness is None:
+        smoothness = cfg.eval_smoothness
     for name, ds in evals.items():
-        if cfg.eval_smoothness:
+        if smoothness:
             preds, labels, smooth = predict(model, ds, tokenizer, cfg, accelerator, smoothness=True)
         else:
             (preds, labels), smooth = predict(model, ds, tokenizer, cfg, accelerator), {}
@@ -220,7 +225,8 @@ def _revalidated(cfg: RunConfig) -> RunConfig:
     return RunConfig.from_dict(cfg.to_dict())
 
 
-_RESUME_IGNORED = {"resume", "overwrite", "output_dir", "save_steps", "save_model", "extra", "data_dir"}
+_RESUME_IGNORED = {"resume", "overwrite", "output_dir", "save_steps", "save_model", "extra", "data_dir",
+                   "stage_cache_dir"}
 
 
 def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> dict[str, Any]:
@@ -265,9 +271,61 @@ def _output_dir_lock(out: Path, cfg: RunConfig, accelerator) -> Iterator[None]:
             lock.release()
 
 
+@dataclass
+class RunState:
+    """What a run has done so far; a checkpoint and a stage-cache entry hold it, a resumed or
+    stage-sharing run starts from it."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per logging window of steps
+    val_history: list[dict[str, Any]] = field(default_factory=list)  # one row per validated epoch
+    metrics: dict[str, float] = field(default_factory=dict)
+    position: dict[str, Any] = field(default_factory=lambda: {
+        "stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "stage_done": False})
+    nonfinite_steps: int = 0
+    stage_info: list[dict[str, Any]] = field(default_factory=list)  # per stage: epochs run, best epoch, cache
+    early: dict[str, Any] | None = None  # the running stage's early-stopping state
+
+    def snapshot(self, accelerator, cfg: RunConfig, model, objective: AdversarialLoss, optimizer=None,
+                 scheduler=None, window=None) -> dict[str, Any]:
+        return {
+            "config": cfg.to_dict(),
+            "model": accelerator.unwrap_model(model).state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "teacher": objective.bregman.state_dict_for_checkpoint() if objective.bregman is not None else None,
+            "skipped": objective.skipped,
+            "nonfinite_steps": self.nonfinite_steps,
+            "history": self.history,
+            "val_history": self.val_history,
+            "metrics": self.metrics,
+            "position": dict(self.position),
+            "stage_info": self.stage_info,
+            "early_stopping": self.early,
+            # the partial logging window, so a resumed run logs the same averaged rows
+            "window": {k: list(v) for k, v in (window or {}).items()},
+        }
+
+    def restore(self, state: dict[str, Any], accelerator, model, objective: AdversarialLoss) -> None:
+        accelerator.unwrap_model(model).load_state_dict(state["model"])
+        if objective.bregman is not None and state.get("teacher") is not None:
+            objective.bregman.load_checkpoint_state(state["teacher"])
+        if objective.regularizer is not None:
+            objective.regularizer.skipped = state.get("skipped", 0)
+        self.history, self.metrics = list(state["history"]), dict(state["metrics"])
+        self.val_history = list(state.get("val_history", []))
+        self.position = dict(state["position"])
+        self.nonfinite_steps = state.get("nonfinite_steps", 0)
+        self.stage_info = [dict(s) for s in state.get("stage_info", [])]
+        self.early = state.get("early_stopping")
+
+    def save(self, accelerator, out: Path, cfg: RunConfig, model, objective, optimizer=None, scheduler=None,
+             window=None) -> None:
+        save_checkpoint(accelerator, out, self.position["global_step"],
+                        self.snapshot(accelerator, cfg, model, objective, optimizer, scheduler, window))
+
+
 def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float) -> dict[str, Any]:
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
     existing = list_checkpoints(out)
     if existing and not cfg.resume and not cfg.overwrite:
@@ -285,48 +343,64 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
     stages = build_stages(cfg)
     model, tokenizer = load_model(cfg.model_name, num_labels=2)
     _check_max_length(cfg, model, tokenizer)
+    if cfg.freeze_encoder:
+        # Before `prepare`: DDP registers the parameters that need gradients when it wraps.
+        unwrap(model).base_model.requires_grad_(False)
     model = accelerator.prepare(model)
     objective = AdversarialLoss(model, cfg)
-
-    history: list[dict[str, Any]] = []
-    metrics: dict[str, float] = {}
-    position = {"stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "stage_done": False}
-    nonfinite_steps = 0
-    resumed_from = None
+    run = RunState()
+    resumed_from, ckpt_state = None, None
 
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
-        state, rng = load_checkpoint(ckpt, accelerator.process_index)
-        _check_resume_config(state["config"], cfg, ckpt)
-        accelerator.unwrap_model(model).load_state_dict(state["model"])
-        if objective.bregman is not None and state.get("teacher") is not None:
-            objective.bregman.load_checkpoint_state(state["teacher"])
-        if objective.regularizer is not None:
-            objective.regularizer.skipped = state.get("skipped", 0)
-        history, metrics, position = state["history"], state["metrics"], state["position"]
-        nonfinite_steps = state.get("nonfinite_steps", 0)
+        ckpt_state, rng = load_checkpoint(ckpt, accelerator.process_index)
+        _check_resume_config(ckpt_state["config"], cfg, ckpt)
+        run.restore(ckpt_state, accelerator, model, objective)
         set_rng_state(rng)
         resumed_from = ckpt.name
     elif existing and cfg.overwrite and main:
         shutil.rmtree(existing[0].parent, ignore_errors=True)
 
+    cache = StageCache(cfg.stage_cache_dir, accelerator) if cfg.stage_cache_dir else None
+    keys: list[str | None] = []
+    previous = None
     for stage_index, stage in enumerate(stages):
-        if stage_index < position["stage"] or (stage_index == position["stage"] and position["stage_done"]):
+        determinants = stage_determinants(cfg, stage, stage_index, len(stages), previous, accelerator) \
+            if cache is not None else None
+        previous = stage_key(determinants) if determinants is not None else None
+        keys.append(previous)
+        pos = run.position
+        if stage_index < pos["stage"] or (stage_index == pos["stage"] and pos["stage_done"]):
             continue
-        resume_here = stage_index == position["stage"] and ckpt is not None and not position["stage_done"]
-        nonfinite_steps = _run_stage(
-            stage_index, stage, model, tokenizer, objective, cfg, accelerator, history, position,
-            state if resume_here else None, metrics, out, tqdm, progress and main, nonfinite_steps)
-        metrics.update(evaluate(model, stage.evals, tokenizer, cfg, accelerator))
-        position.update(stage=stage_index, stage_done=True, epoch=0, step_in_epoch=0)
-        _save(accelerator, out, cfg, model, objective, None, None, history, metrics, position, nonfinite_steps)
+        resume_here = ckpt is not None and stage_index == pos["stage"] and not pos["stage_done"]
+        # The last stage ends the run: caching it would only duplicate results.json.
+        if cache is None or resume_here or stage_index == len(stages) - 1:
+            _stage(stage_index, stages, model, tokenizer, objective, cfg, accelerator, run, out,
+                   ckpt_state if resume_here else None, progress and main)
+            continue
+        with cache.claim(previous, f"stage {stage_index + 1} ({stage.name})"):
+            if cache.entry(previous) is not None:
+                state, rng = cache.load(previous)
+                run.restore(state, accelerator, model, objective)
+                set_rng_state(rng)
+                run.stage_info[stage_index]["from_cache"] = True
+            else:
+                _stage(stage_index, stages, model, tokenizer, objective, cfg, accelerator, run, out, None,
+                       progress and main)
+                cache.store(previous, run.snapshot(accelerator, cfg, model, objective), determinants, str(out))
 
-    metrics.update(perturbation_summary(history))
+    run.metrics.update(perturbation_summary(run.history))
+    described = [s.describe() for s in stages]
+    for d, info, key in zip(described, run.stage_info, keys):
+        d.update(info)
+        if key is not None:
+            d["cache_key"] = key
     record = {
         "config": cfg.to_dict(),
-        "metrics": metrics,
-        "history": history,
-        "stages": [s.describe() for s in stages],
+        "metrics": run.metrics,
+        "history": run.history,
+        "val_history": run.val_history,
+        "stages": described,
         "meta": {
             **environment_meta(),
             "device": str(accelerator.device),
@@ -335,8 +409,9 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
             "mixed_precision": accelerator.mixed_precision,
             "wall_time_s": round(time.time() - start, 3),
             "resumed_from": resumed_from,
+            "stages_from_cache": [s.name for s, info in zip(stages, run.stage_info) if info.get("from_cache")],
             "skipped_adversarial_steps": _sum_over_processes(accelerator, objective.skipped),
-            "nonfinite_steps": nonfinite_steps,
+            "nonfinite_steps": run.nonfinite_steps,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }
@@ -354,38 +429,65 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
 
 def _check_resume_config(saved: dict, cfg: RunConfig, ckpt: Path) -> None:
     now = cfg.to_dict()
-    diff = sorted(k for k in now if k not in _RESUME_IGNORED and saved.get(k) != now[k])
+    # A checkpoint written before a field existed holds that field's default.
+    defaults = RunConfig.__dataclass_fields__
+    diff = sorted(k for k in now if k not in _RESUME_IGNORED
+                  and saved.get(k, getattr(defaults[k], "default", None)) != now[k])
     if diff:
         raise CheckpointError(
             f"checkpoint {ckpt} was written by a run with different settings ({', '.join(diff)}); "
             f"resume with the same config or choose another output_dir")
 
 
-def _save(accelerator, out, cfg, model, objective, optimizer, scheduler, history, metrics, position,
-          nonfinite_steps, window=None) -> None:
-    state = {
-        "config": cfg.to_dict(),
-        "model": accelerator.unwrap_model(model).state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "teacher": objective.bregman.state_dict_for_checkpoint() if objective.bregman is not None else None,
-        "skipped": objective.skipped,
-        "nonfinite_steps": nonfinite_steps,
-        "history": history,
-        "metrics": metrics,
-        "position": dict(position),
-        # the partial logging window, so a resumed run logs the same averaged rows
-        "window": {k: list(v) for k, v in (window or {}).items()},
-    }
-    save_checkpoint(accelerator, out, position["global_step"], state)
+def _stage(stage_index: int, stages: list[Stage], model, tokenizer, objective: AdversarialLoss, cfg: RunConfig,
+           accelerator, run: RunState, out: Path, resume_state: dict | None, show_progress: bool) -> None:
+    """Train stage `stage_index`, evaluate it, mark it done and checkpoint the boundary."""
+    stage = stages[stage_index]
+    adversarial = adversarial_in_stage(cfg, stage_index, len(stages))
+    if resume_state is None:
+        _start_stage(stage_index, adversarial, model, objective, cfg, run)
+    objective.adversarial = adversarial
+    _run_stage(stage_index, stage, model, tokenizer, objective, cfg, accelerator, run, resume_state, out,
+               show_progress)
+    run.metrics.update(evaluate(model, stage.evals, tokenizer, cfg, accelerator))
+    run.position.update(stage=stage_index, stage_done=True, epoch=0, step_in_epoch=0)
+    run.early = None
+    run.save(accelerator, out, cfg, model, objective)
+
+
+def _start_stage(stage_index: int, adversarial: bool, model, objective: AdversarialLoss, cfg: RunConfig,
+                 run: RunState) -> None:
+    """What happens at a stage's start, before its optimizer exists: the fresh head of
+    ``reinit_head``, and a Bregman teacher restarted where its term starts anew."""
+    fresh_head = cfg.reinit_head and stage_index > 0
+    if fresh_head:
+        reinit_head(model)
+    bregman_before = stage_index > 0 and run.stage_info and run.stage_info[-1].get("adversarial")
+    if objective.bregman is not None and adversarial and (fresh_head or (stage_index > 0 and not bregman_before)):
+        objective.bregman.reset(model)
+    run.position.update(stage=stage_index, epoch=0, step_in_epoch=0, stage_done=False, stage_nonfinite=0)
+    del run.stage_info[stage_index:]
+    run.stage_info.append({"adversarial": adversarial, "from_cache": False})
+    run.early = None
+
+
+@torch.no_grad()
+def reinit_head(model) -> None:
+    """Re-initialise the classification head (every part of the model outside its pre-trained
+    ``base_model``) with the model's own initialiser, from the global torch RNG."""
+    bare = unwrap(model)
+    for module in bare.children():
+        if module is not bare.base_model:
+            module.apply(bare._init_weights)
 
 
 def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: AdversarialLoss, cfg: RunConfig,
-               accelerator, history: list, position: dict, resume_state: dict | None, metrics: dict,
-               out: Path, tqdm, show_progress: bool, nonfinite_total: int = 0) -> int:
-    """Train one stage; return the run's total count of non-finite (dropped) steps."""
+               accelerator, run: RunState, resume_state: dict | None, out: Path, show_progress: bool) -> None:
+    """Train one stage's epochs (validating after each where the stage has a validation set)."""
+    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
+    position, history = run.position, run.history
     train_ds = tokenize(stage.train, tokenizer, cfg.max_length)
     sampler = EpochPermutationSampler(len(train_ds), cfg.seed, stage_index)
     # The loader gets its own generator: otherwise each new iterator (every epoch, and the
@@ -393,8 +495,9 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
     # which shifts dropout and perturbation noise: a resumed run would differ.
     dl = DataLoader(train_ds, batch_size=cfg.per_device_train_batch_size, sampler=sampler,
                     collate_fn=_collator(tokenizer), generator=torch.Generator().manual_seed(cfg.seed))
+    params = [p for p in model.parameters() if p.requires_grad]  # all but a frozen encoder
     # A new optimizer and a schedule sized for *this* stage (not the previous one's).
-    optimizer = torch.optim.AdamW(model.parameters(), lr=stage.learning_rate, eps=cfg.adam_epsilon,
+    optimizer = torch.optim.AdamW(params, lr=stage.learning_rate, eps=cfg.adam_epsilon,
                                   weight_decay=cfg.weight_decay)
     dl, optimizer = accelerator.prepare(dl, optimizer)
     steps_per_epoch = len(dl)
@@ -409,15 +512,13 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
         start_epoch, skip = position["epoch"], position["step_in_epoch"]
         nonfinite = position.get("stage_nonfinite", 0)
         window.update({k: list(v) for k, v in resume_state.get("window", {}).items()})
-    else:
-        position.update(stage=stage_index, epoch=0, step_in_epoch=0, stage_done=False, stage_nonfinite=0)
 
     model.train()
     bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch + skip, disable=not show_progress,
                desc=f"{cfg.algo} · {stage.name}", leave=False)
     lines = ProgressLines(f"{cfg.algo} · {stage.name}", total_steps, start_epoch * steps_per_epoch + skip) \
         if show_progress else None
-    params = [p for p in model.parameters() if p.requires_grad]
+    epochs_run = start_epoch
     for epoch in range(start_epoch, stage.num_train_epochs):
         sampler.use_epoch(epoch)
         batches = accelerator.skip_first_batches(dl, skip) if skip else dl
@@ -434,12 +535,12 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
             lr_used = scheduler.get_last_lr()[0]
             if finite:
                 optimizer.step()
-                if objective.bregman is not None:
+                if objective.bregman is not None and objective.adversarial:
                     objective.bregman.update(model)
             else:
                 # Never let a NaN reach the weights: drop this batch's update, count it.
                 nonfinite += 1
-                nonfinite_total += 1
+                run.nonfinite_steps += 1
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -464,11 +565,48 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
             if lines is not None:
                 lines.update(stage_step, step_loss)
             if cfg.save_steps and position["global_step"] % cfg.save_steps == 0 and stage_step < total_steps:
-                _save(accelerator, out, cfg, model, objective, optimizer, scheduler, history, metrics,
-                      position, nonfinite_total, window)
+                run.save(accelerator, out, cfg, model, objective, optimizer, scheduler, window)
         skip = 0
+        epochs_run = epoch + 1
+        # A one-epoch stage's validation is its stage-end evaluation: no second row for it.
+        if (stage.val is not None and stage.num_train_epochs > 1
+                and _validate_epoch(stage, epoch, model, tokenizer, objective, cfg, accelerator, run)):
+            break  # early stopping: no better validation metric for `early_stopping_patience` epochs
     bar.close()
-    return nonfinite_total
+    info = run.stage_info[stage_index]
+    info["epochs_run"] = epochs_run
+    if run.early is not None:
+        info["best_epoch"] = run.early["best_epoch"]
+        if run.early["best_epoch"] != epochs_run - 1:
+            # Early stopping restores the best epoch's weights (and SMART's teacher of that epoch).
+            accelerator.unwrap_model(model).load_state_dict(run.early["model"])
+            if objective.bregman is not None and run.early.get("teacher") is not None:
+                objective.bregman.load_checkpoint_state(run.early["teacher"])
+
+
+def _validate_epoch(stage: Stage, epoch: int, model, tokenizer, objective: AdversarialLoss, cfg: RunConfig,
+                    accelerator, run: RunState) -> bool:
+    """Evaluate the stage's validation set after `epoch` (a `val_history` row); with early stopping,
+    keep the best epoch's weights and return True when the stage should stop."""
+    metrics = evaluate(model, {stage.val: stage.evals[stage.val]}, tokenizer, cfg, accelerator, smoothness=False)
+    row = {"stage": stage.name, "epoch": epoch, "global_step": run.position["global_step"]}
+    row.update({k: metrics[k] for k in (f"{stage.val}_accuracy", f"{stage.val}_mcc") if k in metrics})
+    run.val_history.append(row)
+    patience = cfg.early_stopping_patience
+    if patience is None:
+        return False
+    value = metrics[stage.val_key]
+    early = run.early
+    if early is None or (math.isfinite(value) and not value <= early["best"]):
+        bare = accelerator.unwrap_model(model)
+        run.early = early = {
+            "best": value if math.isfinite(value) else -math.inf, "best_epoch": epoch, "bad_epochs": 0,
+            "model": {k: v.detach().clone() for k, v in bare.state_dict().items()},
+            "teacher": ({k: v.clone() for k, v in objective.bregman.state_dict_for_checkpoint().items()}
+                        if objective.bregman is not None else None)}
+        return False
+    early["bad_epochs"] += 1
+    return early["bad_epochs"] >= patience
 
 
 def _mean(values: list[float]) -> float:
