@@ -689,7 +689,7 @@ def equal_budget(variants: Mapping[str, Sequence[Run]], task: str) -> dict[str, 
     return {"arms": arms, "reference": reference, "reference_note": note, "differences": differences}
 
 
-def _diff_tuned(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
+def diff_tuned(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
     ta, tb = tuned_text(a["tuned"]), tuned_text(b["tuned"])
     return ta if ta == tb else f"{a['arm']}: {ta}; {b['arm']}: {tb}"
 
@@ -718,7 +718,7 @@ def equal_budget_differences(groups: Groups) -> list[dict[str, Any]]:
         for d in (eb or {}).get("differences", ()):
             a, b = d["a"], d["b"]
             rows.append({**_where(key), "difference": f"{a['arm']} − {b['arm']}", "a_chosen": a["chosen_label"],
-                         "b_chosen": b["chosen_label"], "tuned": _diff_tuned(a, b),
+                         "b_chosen": b["chosen_label"], "tuned": diff_tuned(a, b),
                          "select_on": a["select_on"] if a["select_on"] == b["select_on"]
                          else f"{a['select_on']} / {b['select_on']}", "metric": a["test_metric"], "n": d["n"],
                          "mean": d["mean"], "ci_low": d["low"], "ci_high": d["high"], "reading": reading(d)})
