@@ -629,13 +629,17 @@ def arm_selection(arm: str, variants: Mapping[str, Sequence[Run]], points: Seque
     """One arm's grid, its choice on the validation metric and the chosen point's numbers.
 
     ``points``: per point (grid order) its variant, label, grid, the select-on statistics over the
-    selection seeds and the seeds missing that metric. ``chosen``: the chosen variant or None.
+    selection seeds (of the grid runs: runs marked ``extra.chosen``, the `--then-seeds` runs at the
+    chosen point, are left out of the choice) and the seeds missing that metric. ``chosen``: the chosen variant or None.
     ``val``/``test``: `mean_ci` of the select-on and the reported metric at the chosen point over
     *all* its seeds (extra `--then-seeds` runs included); ``gap`` = val mean − test mean;
     ``test_per_seed`` pairs the arm with others."""
     runs = [r for v in points for r in variants[v]]
     select_on, test_metric = _arm_select_on(arm, runs, task), PAPER_METRIC[task]
-    choice = select_point([per_seed(variants[v], select_on) for v in points])
+    # The choice is made on the grid's runs only, as the sweep made it before it ran the
+    # chosen point's extra seeds: those runs can never change which point was chosen.
+    choice = select_point([per_seed([r for r in variants[v] if not run_extra(r).get("chosen")], select_on)
+                           for v in points])
     rows = [{"variant": v, "label": grid_label(run_extra(variants[v][0])["grid"]),
              "grid": dict(run_extra(variants[v][0])["grid"]), **choice["stats"][i], "missing": choice["missing"][i]}
             for i, v in enumerate(points)]
