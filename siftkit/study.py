@@ -668,7 +668,8 @@ def reference_arm(arms: Sequence[Mapping[str, Any]]) -> tuple[str | None, str]:
     note = f"Reference arm: `{plain[0]['arm']}` (plain, every control field at its default)"
     if len(plain) > 1:
         others = ", ".join(f"`{a['arm']}`" for a in plain[1:])
-        note += f"; {others} also qualif{'ies' if len(plain) == 2 else 'y'}, and the first base tag in sort order is used"
+        note += (f"; {others} also qualif{'ies' if len(plain) == 2 else 'y'}, and the first base tag in sort "
+                 "order is used")
     return plain[0]["arm"], note + "."
 
 
@@ -731,8 +732,8 @@ def equal_budget_differences(groups: Groups) -> list[dict[str, Any]]:
 
 def choice_note(arm: Mapping[str, Any]) -> str:
     """Why points could not be chosen (missing validation metric), or that none could."""
-    notes = [f"{p['label']}: {arm['select_on']} missing for seed(s) {', '.join(map(str, p['missing']))}, cannot be chosen"
-             for p in arm["points"] if p["missing"]]
+    notes = [f"{p['label']}: {arm['select_on']} missing for seed(s) {', '.join(map(str, p['missing']))}, "
+             "cannot be chosen" for p in arm["points"] if p["missing"]]
     if not arm["selection_seeds"]:
         notes.append("no seed is present at every grid point: nothing to choose on")
     elif arm["chosen"] is None:

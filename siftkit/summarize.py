@@ -13,6 +13,13 @@ section. Inside a group a variant is the algorithm plus the sweep's tag (``smart
   ``smart-mtdnn``, the random-noise controls), where those runs exist;
 - the matched-size table: each SiFT size-curve run (tag ``curve_eps<E>``) paired with the
   SMART size-curve run nearest in *measured* relative perturbation, and the pooled verdict;
+- equal tuning budgets, for runs of a ``sweep --grid``: per arm (``extra.arm``, an algorithm
+  or a control at every grid point) the mean ± 95% CI of its validation metric
+  (``extra.select_on``) at each point over the seeds every point has, the point chosen on it,
+  and the chosen point's validation and test metric over all its seeds; the equal-budget table
+  (one row per arm) and seed-paired test differences at the chosen points, each arm against the
+  reference arm (plain, no control set) and ``sift-<t>`` against ``smart-<t>``. The test metric
+  never chooses (`siftkit.study.equal_budget`, `equal_budget_table` for the data);
 - the regularizer's activity (measured relative size, λ·R against the loss and the task
   loss, μ·Bregman), held-out smoothness and per-source UCI accuracy.
 
@@ -258,39 +265,47 @@ def _equal_budget_section(task: str, variants: Mapping[str, list[Run]], key: str
     if eb is None:
         return []
     data["equal_budget"][key] = eb
-    test = PAPER_METRIC[task]
     lines = ["### Equal tuning budgets: each arm chosen on validation", "",
              "Each arm (`<algo>-<tag>` of a `sweep --grid`) ran its grid of settings on the same seeds. Its point "
              "is the one with the highest mean validation metric (the arm's `select_on`) over the *selection "
-             "seeds*, the seeds present at every point of the arm (extra `--then-seeds` runs do not favour their "
-             "point); a tie goes to the first point in grid order, and a point missing the metric cannot be "
-             f"chosen. The test metric `{test}` is read only at the chosen point, over all its seeds. Nothing "
-             "here is chosen on a test metric.", ""]
+             "seeds*, the seeds every point of the arm ran in the grid (extra seeds do not favour a point, and "
+             "the chosen point's `--then-seeds` runs do not change the choice); a tie goes to the first point in "
+             "grid order, and a point missing the metric cannot be chosen. The test metric "
+             f"`{PAPER_METRIC[task]}` is read only at the chosen point, over all its seeds. Nothing here is "
+             "chosen on a test metric.", ""]
     for arm in eb["arms"]:
         lines += _arm_lines(arm)
+    test = PAPER_METRIC[task]
+    return lines + _budget_table(eb, test) + [eb["reference_note"], ""] + _budget_differences(eb, test)
+
+
+def _budget_table(eb: Mapping[str, Any], test: str) -> list[str]:
+    """The equal-budget table: one row per arm, at its chosen point."""
     rows = [[f"`{a['arm']}`", tuned_text(a["tuned"]), f"`{a['select_on']}`", str(len(a["points"])),
              f"`{a['chosen_label']}`" if a["chosen"] else "none", str(a["test"]["n"]), _mean_ci_text(a["val"]),
              _mean_ci_text(a["test"]), _fmt(a["gap"])] for a in eb["arms"]]
     budgets = {(len(a["points"]), tuple(a["selection_seeds"])) for a in eb["arms"]}
-    budget_note = ("" if len(budgets) == 1 else
-                   " **The budgets differ** (grid points × selection seeds: " + ", ".join(
-                       f"`{a['arm']}` {len(a['points'])} × {len(a['selection_seeds'])}" for a in eb["arms"]) + ").")
-    lines += ["**The equal-budget table** (validation and test: mean and 95% t CI over all seeds of the chosen "
-              f"point; gap = validation − test):{budget_note}", "",
-              *_table(["arm", "tuned", "chosen on", "points", "chosen point", "n", "validation", f"test `{test}`",
-                       "gap"], rows)]
-    drows = []
+    note = "" if len(budgets) == 1 else (" **The budgets differ** (grid points × selection seeds: " + ", ".join(
+        f"`{a['arm']}` {len(a['points'])} × {len(a['selection_seeds'])}" for a in eb["arms"]) + ").")
+    return ["**The equal-budget table** (validation and test: mean and 95% t CI over all seeds of the chosen "
+            f"point; gap = validation − test):{note}", "",
+            *_table(["arm", "tuned", "chosen on", "points", "chosen point", "n", "validation", f"test `{test}`",
+                     "gap"], rows)]
+
+
+def _budget_differences(eb: Mapping[str, Any], test: str) -> list[str]:
+    """Seed-paired test differences at the chosen points, saying what was tuned and on what."""
+    rows = []
     for d in eb["differences"]:
         a, b = d["a"], d["b"]
         sel = a["select_on"] if a["select_on"] == b["select_on"] else f"{a['select_on']} / {b['select_on']}"
-        drows.append([f"`{a['arm']}` − `{b['arm']}`", f"`{a['chosen_label'] or 'none'}` − `{b['chosen_label'] or 'none'}`",
-                      diff_tuned(a, b), f"`{sel}`", str(d["n"]), _fmt(d["mean"]), _ci(d), reading(d)])
-    lines += [eb["reference_note"], ""]
-    if drows:
-        lines += [f"Seed-paired differences in `{test}` at the chosen points (same seeds), 95% t CIs:", "",
-                  *_table(["difference", "chosen points", "tuned", "chosen on", "n", "mean", "95% CI", "reading"],
-                          drows)]
-    return lines
+        rows.append([f"`{a['arm']}` − `{b['arm']}`",
+                     f"`{a['chosen_label'] or 'none'}` − `{b['chosen_label'] or 'none'}`",
+                     diff_tuned(a, b), f"`{sel}`", str(d["n"]), _fmt(d["mean"]), _ci(d), reading(d)])
+    if not rows:
+        return []
+    return [f"Seed-paired differences in `{test}` at the chosen points (same seeds), 95% t CIs:", "",
+            *_table(["difference", "chosen points", "tuned", "chosen on", "n", "mean", "95% CI", "reading"], rows)]
 
 
 def _activity_table(variants: Mapping[str, list[Run]]) -> list[str]:

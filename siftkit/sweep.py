@@ -18,6 +18,24 @@ A study of many variants is a *plan file*: one sweep per line (the options above
 ``--output-dir``/``--jobs``; ``#`` starts a comment). ``--plan FILE`` runs all its runs in one
 pool, in file order, so the first lines finish first; ``--stop-after SECONDS`` starts no new
 run after that time (running ones finish), for a machine lent for a fixed time.
+
+Equal tuning budgets: ``--grid FIELD=V1,V2,...`` (repeatable: the cross product, first option
+outermost) runs every algorithm at every grid point on the same seeds; it needs ``--tag``. Each
+point is its own variant, tag ``<tag>__<field><value>_...`` (floats written with ``:g``), in
+``<output-dir>/<task>/<algo>-<tag>__<label>/seed<k>/``; its ``extra`` records the tag, the arm
+(``<algo>-<tag>``), the point (``grid``, typed values), its position in grid order
+(``grid_index``) and the metric that chooses (``select_on``). ``--select-on METRIC`` names that
+validation metric (default ``uci_val_accuracy`` for twitter_to_uci, which needs
+``--uci_val_size``, and ``in_domain_dev_mcc`` for cola); a test metric is refused: nothing
+selects on one. ``--then-seeds SEEDS`` runs more seeds at the chosen point (highest mean
+``select_on`` over the grid's seeds, the first point on a tie, `siftkit.study.select_point`) in
+``<algo>-<tag>__chosen/seed<k>/`` with the chosen point's ``extra`` plus ``"chosen": true``. Until
+every grid run of that algorithm has its results.json such a run *waits* (``--dry-run`` shows
+``wait`` and how many grid runs are missing); the sweep runs everything runnable, plans again and
+runs what became runnable, so one sweep does the grid and then the extra seeds. A grid run that
+failed leaves its chosen-point runs waiting, and the sweep exits non-zero. The run list is a fixed
+function of the plan: file order, then algorithm, grid point, seed, each algorithm's
+chosen-point runs after its grid runs.
 """
 
 from __future__ import annotations
@@ -97,48 +115,56 @@ class PlannedRun:
 NOT_GRIDDED = {"algo": "set by --algos", "seed": "set by --seeds", "output_dir": "set by --output-dir",
                "extra": "written by the sweep", "task": "runs of two tasks are never compared",
                "model_name": "runs of two models are never compared",
-               "cpu": "runs of two devices are never compared", "mixed_precision": "runs of two devices are never compared"}
+               "cpu": "runs of two devices are never compared",
+               "mixed_precision": "runs of two devices are never compared"}
 # Characters a grid label may hold: it names the run's folder.
 _LABEL = re.compile(r"[A-Za-z0-9._+:=-]+")
-
-
-def _typed(name: str, text: str):
-    """A grid value as RunConfig stores it (floats as floats, booleans, None), for ``extra.grid``."""
-    return _coerce(name, parse_field_value(name, text), get_type_hints(RunConfig)[name])
 
 
 def parse_grid(texts: list[str], overrides: dict[str, str]) -> list[tuple[str, list[str], list]]:
     """``--grid FIELD=V1,V2`` options -> [(field, value texts, typed values)], in the order given."""
     axes: list[tuple[str, list[str], list]] = []
-    fields = set(RunConfig.field_names())
     for text in texts:
         name, eq, values = text.partition("=")
         name = name.strip()
         words = [v.strip() for v in values.split(",")]
         if not eq or not name or not all(words):
             raise ValueError(f"--grid must look like FIELD=V1,V2,... (e.g. learning_rate=2e-5,1e-4), got {text!r}")
-        if name not in fields:
-            raise ValueError(f"--grid {name}: not a RunConfig field; fields are {', '.join(sorted(fields))}")
-        if name in NOT_GRIDDED:
-            raise ValueError(f"--grid {name}: this field cannot be gridded ({NOT_GRIDDED[name]})")
-        if name in overrides:
-            raise ValueError(f"--grid {name} is also set as a fixed --{name} {overrides[name]}; give it one way")
-        if any(name == a[0] for a in axes):
-            raise ValueError(f"--grid {name} is given twice; list all its values in one --grid {name}=V1,V2,...")
-        try:
-            typed = [_typed(name, w) for w in words]
-        except ValueError as exc:
-            raise ValueError(f"--grid {name}: {exc}") from None
-        labels = [format_grid_value(v) for v in typed]
-        twice = sorted({lab for lab in labels if labels.count(lab) > 1})
-        if twice:
-            raise ValueError(f"--grid {name} lists {', '.join(twice)} more than once (as run names: values are "
-                             f"written with :g)")
-        bad = [w for w, lab in zip(words, labels) if not _LABEL.fullmatch(lab)]
-        if bad:
-            raise ValueError(f"--grid {name}: value {bad[0]!r} cannot name a run folder (letters, digits and . _ + : = - only)")
-        axes.append((name, words, typed))
+        _check_grid_field(name, overrides, [a[0] for a in axes])
+        axes.append((name, words, _grid_values(name, words)))
     return axes
+
+
+def _check_grid_field(name: str, overrides: dict[str, str], earlier: list[str]) -> None:
+    fields = RunConfig.field_names()
+    if name not in fields:
+        raise ValueError(f"--grid {name}: not a RunConfig field; fields are {', '.join(sorted(fields))}")
+    if name in NOT_GRIDDED:
+        raise ValueError(f"--grid {name}: this field cannot be gridded ({NOT_GRIDDED[name]})")
+    if name in overrides:
+        raise ValueError(f"--grid {name} is also set as a fixed --{name} {overrides[name]}; give it one way")
+    if name in earlier:
+        raise ValueError(f"--grid {name} is given twice; list all its values in one --grid {name}=V1,V2,...")
+
+
+def _grid_values(name: str, words: list[str]) -> list:
+    """The values as RunConfig stores them (floats as floats, booleans, None): ``extra.grid``
+    records them typed, and their labels must name distinct run folders."""
+    hint = get_type_hints(RunConfig)[name]
+    try:
+        typed = [_coerce(name, parse_field_value(name, w), hint) for w in words]
+    except ValueError as exc:
+        raise ValueError(f"--grid {name}: {exc}") from None
+    labels = [format_grid_value(v) for v in typed]
+    twice = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if twice:
+        raise ValueError(f"--grid {name} lists {', '.join(twice)} more than once (as run names: values are "
+                         f"written with :g)")
+    bad = [w for w, lab in zip(words, labels) if not _LABEL.fullmatch(lab)]
+    if bad:
+        raise ValueError(f"--grid {name}: value {bad[0]!r} cannot name a run folder "
+                         f"(letters, digits and . _ + : = - only)")
+    return typed
 
 
 def plan(params: str | None, algos: list[str], seeds: list[int], output_dir: Path, tag: str | None,
@@ -237,7 +263,8 @@ def _chosen_run(cells: list[tuple[list[PlannedRun], dict[str, str], dict]], para
         return PlannedRun(algo, seed, run_dir, [], waiting=f"no grid point can be chosen: every point lacks "
                           f"{metric} for some seed")
     _, overrides, extra = cells[choice["chosen"]]
-    return PlannedRun(algo, seed, run_dir, _train_args(params, algo, seed, run_dir, overrides, {**extra, "chosen": True}))
+    args = _train_args(params, algo, seed, run_dir, overrides, {**extra, "chosen": True})
+    return PlannedRun(algo, seed, run_dir, args)
 
 
 def run_one(run: PlannedRun, log_dir: Path) -> tuple[PlannedRun, int, float]:

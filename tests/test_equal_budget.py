@@ -332,3 +332,25 @@ def test_a_failed_grid_point_leaves_its_chosen_runs_waiting_and_the_sweep_fails(
     assert "1 chosen-point run(s) still waiting" in err and "(1 of 4 grid runs not finished)" in err
     assert "1 run(s) failed" in err
     assert not (tmp_path / "cola" / "plain-lr__chosen").exists()
+
+
+def test_a_real_grid_sweep_records_its_points_and_summarizes(tmp_path, smoke_params, data_dir):
+    """Real `train` processes: the typed `extra` reaches results.json, and the chosen-point run
+    trains with the chosen point's setting."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "siftkit", "sweep", "--params", str(smoke_params), "--task", "cola",
+                          "--algos", "plain", "--seeds", "1", "--tag", "lr", "--grid", "learning_rate=1e-3,1e-4",
+                          "--then-seeds", "2", "--max_train_samples", "8", "--output-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "1 chosen-point run(s) can start now that their grid is finished" in out.stdout
+    point = json.loads((tmp_path / "cola" / "plain-lr__learning_rate0.0001" / "seed1" / "results.json").read_text())
+    assert point["config"]["extra"] == {"tag": "lr__learning_rate0.0001", "arm": "plain-lr",
+                                        "grid": {"learning_rate": 0.0001}, "grid_index": 1,
+                                        "select_on": "in_domain_dev_mcc"}
+    arm = _arms(tmp_path, "cola")["plain-lr"]
+    chosen = json.loads((tmp_path / "cola" / "plain-lr__chosen" / "seed2" / "results.json").read_text())["config"]
+    assert chosen["extra"]["chosen"] is True and chosen["extra"]["tag"] == f"lr__{arm['chosen_label']}"
+    assert chosen["learning_rate"] == chosen["extra"]["grid"]["learning_rate"] and arm["test"]["n"] == 2
