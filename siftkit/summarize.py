@@ -13,6 +13,13 @@ section. Inside a group a variant is the algorithm plus the sweep's tag (``smart
   ``smart-mtdnn``, the random-noise controls), where those runs exist;
 - the matched-size table: each SiFT size-curve run (tag ``curve_eps<E>``) paired with the
   SMART size-curve run nearest in *measured* relative perturbation, and the pooled verdict;
+- equal tuning budgets, for runs of a ``sweep --grid``: per arm (``extra.arm``, an algorithm
+  or a control at every grid point) the mean ± 95% CI of its validation metric
+  (``extra.select_on``) at each point over the seeds every point has, the point chosen on it,
+  and the chosen point's validation and test metric over all its seeds; the equal-budget table
+  (one row per arm) and seed-paired test differences at the chosen points, each arm against the
+  reference arm (plain, no control set) and ``sift-<t>`` against ``smart-<t>``. The test metric
+  never chooses (`siftkit.study.equal_budget`, `equal_budget_table` for the data);
 - the regularizer's activity (measured relative size, λ·R against the loss and the task
   loss, μ·Bregman), held-out smoothness and per-source UCI accuracy.
 
@@ -30,11 +37,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from siftkit.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
 from siftkit.results import atomic_write_text
-from siftkit.study import (MATCH_FACTOR, SELECTION_METRIC, SOURCE_METRIC, Groups, Run, activity, curve_eps,
-                           find_results, group_runs, load_runs, matched_size_pairs, matched_size_table, mean_ci,
-                           paired_difference, per_seed, plain_for, pooled_difference, reading, reference_plain,
-                           regime_verdicts, regularizer_share, relative_size, short_commit, smoothness_metrics,
-                           source_metrics, t_critical, variant_order, variant_sizes)
+from siftkit.study import (MATCH_FACTOR, SELECTION_METRIC, SOURCE_METRIC, Groups, Run, activity, choice_note,
+                           curve_eps, diff_tuned, equal_budget, find_results, group_runs, load_runs,
+                           matched_size_pairs, matched_size_table, mean_ci, paired_difference, per_seed, plain_for,
+                           pooled_difference, reading, reference_plain, regime_verdicts, regularizer_share,
+                           relative_size, short_commit, smoothness_metrics, source_metrics, t_critical, tuned_text,
+                           variant_order, variant_sizes)
 
 __all__ = ["summarize", "brief", "main", "paired_difference", "t_critical", "find_results"]
 
@@ -224,6 +232,82 @@ def _matched_table(task: str, variants: Mapping[str, list[Run]], key: str, data:
             "of the seeds the other pairs have (runs not finished).", ""]
 
 
+def _mean_ci_text(d: Mapping[str, Any]) -> str:
+    """``0.712 [0.690, 0.734]``; the mean alone where there is no interval (one seed)."""
+    if math.isnan(d["mean"]):
+        return "–"
+    return _fmt(d["mean"]) + ("" if math.isnan(d["low"]) else f" {_ci(d)}")
+
+
+def _arm_lines(arm: Mapping[str, Any]) -> list[str]:
+    """One arm's grid: the select-on metric per point over the selection seeds, and the choice."""
+    sel = arm["select_on"]
+    rows = [[f"`{p['label']}`", str(p["n"]), _mean_ci_text(p),
+             "←" if p["variant"] == arm["chosen"] else ("cannot be chosen: missing for seed(s) "
+                                                         + ", ".join(map(str, p["missing"])) if p["missing"] else "")]
+            for p in arm["points"]]
+    head = (f"`{arm['arm']}`: tuned {tuned_text(arm['tuned'])} on `{sel}`, over the selection seeds "
+            f"{arm['selection_seeds']}:")
+    if arm["chosen"] is None:
+        tail = f"No point can be chosen ({choice_note(arm)}): this arm has no result."
+    else:
+        val, test = arm["val"], arm["test"]
+        tail = (f"Chosen: **`{arm['chosen_label']}`** (highest mean `{sel}`). Over all its {test['n']} seed(s) "
+                f"{test['seeds']}: `{sel}` {_mean_ci_text(val)}, `{arm['test_metric']}` {_mean_ci_text(test)}, "
+                f"validation − test gap {_fmt(arm['gap'])}.")
+    return [head, "", *_table(["point", "n", f"{sel} (mean, 95% CI)", "chosen"], rows), tail, ""]
+
+
+def _equal_budget_section(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
+    """Every `--grid` arm's choice on validation, the equal-budget table, and the seed-paired
+    test differences at the chosen points; nothing when the group has no grid runs."""
+    eb = equal_budget(variants, task)
+    if eb is None:
+        return []
+    data["equal_budget"][key] = eb
+    lines = ["### Equal tuning budgets: each arm chosen on validation", "",
+             "Each arm (`<algo>-<tag>` of a `sweep --grid`) ran its grid of settings on the same seeds. Its point "
+             "is the one with the highest mean validation metric (the arm's `select_on`) over the *selection "
+             "seeds*, the seeds every point of the arm ran in the grid (extra seeds do not favour a point, and "
+             "the chosen point's `--then-seeds` runs do not change the choice); a tie goes to the first point in "
+             "grid order, and a point missing the metric cannot be chosen. The test metric "
+             f"`{PAPER_METRIC[task]}` is read only at the chosen point, over all its seeds. Nothing here is "
+             "chosen on a test metric.", ""]
+    for arm in eb["arms"]:
+        lines += _arm_lines(arm)
+    test = PAPER_METRIC[task]
+    return lines + _budget_table(eb, test) + [eb["reference_note"], ""] + _budget_differences(eb, test)
+
+
+def _budget_table(eb: Mapping[str, Any], test: str) -> list[str]:
+    """The equal-budget table: one row per arm, at its chosen point."""
+    rows = [[f"`{a['arm']}`", tuned_text(a["tuned"]), f"`{a['select_on']}`", str(len(a["points"])),
+             f"`{a['chosen_label']}`" if a["chosen"] else "none", str(a["test"]["n"]), _mean_ci_text(a["val"]),
+             _mean_ci_text(a["test"]), _fmt(a["gap"])] for a in eb["arms"]]
+    budgets = {(len(a["points"]), tuple(a["selection_seeds"])) for a in eb["arms"]}
+    note = "" if len(budgets) == 1 else (" **The budgets differ** (grid points × selection seeds: " + ", ".join(
+        f"`{a['arm']}` {len(a['points'])} × {len(a['selection_seeds'])}" for a in eb["arms"]) + ").")
+    return ["**The equal-budget table** (validation and test: mean and 95% t CI over all seeds of the chosen "
+            f"point; gap = validation − test):{note}", "",
+            *_table(["arm", "tuned", "chosen on", "points", "chosen point", "n", "validation", f"test `{test}`",
+                     "gap"], rows)]
+
+
+def _budget_differences(eb: Mapping[str, Any], test: str) -> list[str]:
+    """Seed-paired test differences at the chosen points, saying what was tuned and on what."""
+    rows = []
+    for d in eb["differences"]:
+        a, b = d["a"], d["b"]
+        sel = a["select_on"] if a["select_on"] == b["select_on"] else f"{a['select_on']} / {b['select_on']}"
+        rows.append([f"`{a['arm']}` − `{b['arm']}`",
+                     f"`{a['chosen_label'] or 'none'}` − `{b['chosen_label'] or 'none'}`",
+                     diff_tuned(a, b), f"`{sel}`", str(d["n"]), _fmt(d["mean"]), _ci(d), reading(d)])
+    if not rows:
+        return []
+    return [f"Seed-paired differences in `{test}` at the chosen points (same seeds), 95% t CIs:", "",
+            *_table(["difference", "chosen points", "tuned", "chosen on", "n", "mean", "95% CI", "reading"], rows)]
+
+
 def _activity_table(variants: Mapping[str, list[Run]]) -> list[str]:
     rows = []
     for variant in sorted(variants, key=variant_order):
@@ -288,6 +372,7 @@ def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[R
     lines += _figure_lines(figures)
     lines += _main_table(task, variants, skey, data)
     lines += _plain_choice(task, variants)
+    lines += _equal_budget_section(task, variants, skey, data)
     lines += _paired_table(task, variants, skey, data)
     lines += _selection_paired_table(task, variants, skey, data)
     plain = reference_plain(variants, task)
@@ -338,7 +423,7 @@ def render(groups: Groups, n_files: int, figures: Mapping[tuple, Sequence[str]] 
     lines = ["# siftkit results summary", "",
              f"Generated by `python -m siftkit summarize` from {n_files} results.json files in "
              f"{len(groups)} group(s) of comparable runs. " + INTRO, ""]
-    data: dict[str, Any] = {"groups": {}, "paired": {}, "regime": {}, "matched": {}}
+    data: dict[str, Any] = {"groups": {}, "paired": {}, "regime": {}, "matched": {}, "equal_budget": {}}
     lines += _glance(groups)
     for key, variants in groups.items():
         lines += _group_section(key, variants, data, (figures or {}).get(key, ()))

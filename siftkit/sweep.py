@@ -18,28 +18,50 @@ A study of many variants is a *plan file*: one sweep per line (the options above
 ``--output-dir``/``--jobs``; ``#`` starts a comment). ``--plan FILE`` runs all its runs in one
 pool, in file order, so the first lines finish first; ``--stop-after SECONDS`` starts no new
 run after that time (running ones finish), for a machine lent for a fixed time.
+
+Equal tuning budgets: ``--grid FIELD=V1,V2,...`` (repeatable: the cross product, first option
+outermost) runs every algorithm at every grid point on the same seeds; it needs ``--tag``. Each
+point is its own variant, tag ``<tag>__<field><value>_...`` (floats written with ``:g``), in
+``<output-dir>/<task>/<algo>-<tag>__<label>/seed<k>/``; its ``extra`` records the tag, the arm
+(``<algo>-<tag>``), the point (``grid``, typed values), its position in grid order
+(``grid_index``) and the metric that chooses (``select_on``). ``--select-on METRIC`` names that
+validation metric (default ``uci_val_accuracy`` for twitter_to_uci, which needs
+``--uci_val_size``, and ``in_domain_dev_mcc`` for cola); a test metric is refused: nothing
+selects on one. ``--then-seeds SEEDS`` runs more seeds at the chosen point (highest mean
+``select_on`` over the grid's seeds, the first point on a tie, `siftkit.study.select_point`) in
+``<algo>-<tag>__chosen/seed<k>/`` with the chosen point's ``extra`` plus ``"chosen": true``. Until
+every grid run of that algorithm has its results.json such a run *waits* (``--dry-run`` shows
+``wait`` and how many grid runs are missing); the sweep runs everything runnable, plans again and
+runs what became runnable, so one sweep does the grid and then the extra seeds. A grid run that
+failed leaves its chosen-point runs waiting, and the sweep exits non-zero. The run list is a fixed
+function of the plan: file order, then algorithm, grid point, seed, each algorithm's
+chosen-point runs after its grid runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_type_hints
 
 from siftkit.checkpoint import list_checkpoints
 from siftkit.cli import BOOL_FLAGS, join_negative_values, parse_field_value
-from siftkit.config import ALGOS, RunConfig
+from siftkit.config import ALGOS, RunConfig, _coerce
 from siftkit.results import RESULTS_FILE
+from siftkit.study import DEFAULT_SELECT_ON, check_select_on, format_grid_value, grid_label, load_run, select_point
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
     """'1-5' -> [1..5]; '1,3,7' -> [1, 3, 7]; '2-3,9' -> [2, 3, 9]."""
     seeds: list[int] = []
     try:
@@ -53,9 +75,9 @@ def parse_seeds(text: str) -> list[int]:
             elif part:
                 seeds.append(int(part))
     except ValueError:
-        raise ValueError(f"--seeds must look like '1-5' or '1,3,7', got {text!r}") from None
+        raise ValueError(f"{option} must look like '1-5' or '1,3,7', got {text!r}") from None
     if not seeds or any(s < 0 for s in seeds):
-        raise ValueError(f"--seeds must name seeds >= 0, got {text!r}")
+        raise ValueError(f"{option} must name seeds >= 0, got {text!r}")
     return list(dict.fromkeys(seeds))
 
 
@@ -74,32 +96,175 @@ class PlannedRun:
     seed: int
     run_dir: Path
     args: list[str]
+    # Why the run cannot start yet (a chosen-point run whose grid is not finished), else None.
+    waiting: str | None = None
+    # The RunConfig the plan built to check the run (None for chosen-point runs); not compared.
+    config: RunConfig | None = field(default=None, repr=False, compare=False)
 
     @property
     def done(self) -> bool:
         return (self.run_dir / RESULTS_FILE).is_file()
 
+    @property
+    def runnable(self) -> bool:
+        return not self.done and self.waiting is None
+
+
+# Fields a grid may not vary: the sweep sets them itself, or they decide which runs are ever
+# compared (an arm whose points differ in task, model or device would be split across groups).
+NOT_GRIDDED = {"algo": "set by --algos", "seed": "set by --seeds", "output_dir": "set by --output-dir",
+               "extra": "written by the sweep", "task": "runs of two tasks are never compared",
+               "model_name": "runs of two models are never compared",
+               "cpu": "runs of two devices are never compared",
+               "mixed_precision": "runs of two devices are never compared"}
+# Characters a grid label may hold: it names the run's folder.
+_LABEL = re.compile(r"[A-Za-z0-9._+:=-]+")
+
+
+def parse_grid(texts: list[str], overrides: dict[str, str]) -> list[tuple[str, list[str], list]]:
+    """``--grid FIELD=V1,V2`` options -> [(field, value texts, typed values)], in the order given."""
+    axes: list[tuple[str, list[str], list]] = []
+    for text in texts:
+        name, eq, values = text.partition("=")
+        name = name.strip()
+        words = [v.strip() for v in values.split(",")]
+        if not eq or not name or not all(words):
+            raise ValueError(f"--grid must look like FIELD=V1,V2,... (e.g. learning_rate=2e-5,1e-4), got {text!r}")
+        _check_grid_field(name, overrides, [a[0] for a in axes])
+        axes.append((name, words, _grid_values(name, words)))
+    return axes
+
+
+def _check_grid_field(name: str, overrides: dict[str, str], earlier: list[str]) -> None:
+    fields = RunConfig.field_names()
+    if name not in fields:
+        raise ValueError(f"--grid {name}: not a RunConfig field; fields are {', '.join(sorted(fields))}")
+    if name in NOT_GRIDDED:
+        raise ValueError(f"--grid {name}: this field cannot be gridded ({NOT_GRIDDED[name]})")
+    if name in overrides:
+        raise ValueError(f"--grid {name} is also set as a fixed --{name} {overrides[name]}; give it one way")
+    if name in earlier:
+        raise ValueError(f"--grid {name} is given twice; list all its values in one --grid {name}=V1,V2,...")
+
+
+def _grid_values(name: str, words: list[str]) -> list:
+    """The values as RunConfig stores them (floats as floats, booleans, None): ``extra.grid``
+    records them typed, and their labels must name distinct run folders."""
+    hint = get_type_hints(RunConfig)[name]
+    try:
+        typed = [_coerce(name, parse_field_value(name, w), hint) for w in words]
+    except ValueError as exc:
+        raise ValueError(f"--grid {name}: {exc}") from None
+    labels = [format_grid_value(v) for v in typed]
+    twice = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if twice:
+        raise ValueError(f"--grid {name} lists {', '.join(twice)} more than once (as run names: values are "
+                         f"written with :g)")
+    bad = [w for w, lab in zip(words, labels) if not _LABEL.fullmatch(lab)]
+    if bad:
+        raise ValueError(f"--grid {name}: value {bad[0]!r} cannot name a run folder "
+                         f"(letters, digits and . _ + : = - only)")
+    return typed
+
 
 def plan(params: str | None, algos: list[str], seeds: list[int], output_dir: Path, tag: str | None,
-         overrides: dict[str, str]) -> list[PlannedRun]:
-    values = {k: parse_field_value(k, v) for k, v in overrides.items()}
-    runs = []
+         overrides: dict[str, str], *, grid: list[str] | None = None, select_on: str | None = None,
+         then_seeds: list[int] | None = None) -> list[PlannedRun]:
+    """The runs of one sweep: per algo its seeds; with `grid`, per algo every grid point (the
+    cross product, first --grid outermost) x seeds, then its `then_seeds` chosen-point runs."""
+    if not grid:
+        if select_on is not None or then_seeds:
+            raise ValueError("--select-on and --then-seeds choose among the points of a --grid; "
+                             "add --grid FIELD=V1,V2,...")
+        return [_planned(params, algo, seed, output_dir, algo + (f"-{tag}" if tag else ""), overrides,
+                         {"tag": tag} if tag else None) for algo in algos for seed in seeds]
+    if not tag:
+        raise ValueError("--grid needs --tag: each grid point runs as <algo>-<tag>__<point>, and the arm "
+                         "(all points of one algo) is <algo>-<tag>")
+    axes = parse_grid(grid, overrides)
+    then_seeds = list(then_seeds or [])
+    again = sorted(set(then_seeds) & set(seeds))
+    if again:
+        raise ValueError(f"--then-seeds repeats --seeds seed(s) {', '.join(map(str, again))}: the grid runs "
+                         f"those at every point; give new seeds")
+    task = _config(params, overrides, algos[0], seeds[0]).task
+    metric = check_select_on(select_on or DEFAULT_SELECT_ON[task], task)
+    points = [[(name, words[i], typed[i]) for (name, words, typed), i in zip(axes, idx)]
+              for idx in itertools.product(*(range(len(words)) for _, words, _ in axes))]
+    runs: list[PlannedRun] = []
     for algo in algos:
-        for seed in seeds:
-            # Validate every combination now, before hours of compute are spent, as the run
-            # itself will build it (the overrides apply to this algorithm's defaults).
-            cfg = RunConfig.from_yaml(params, **values, algo=algo, seed=seed)
-            name = algo + (f"-{tag}" if tag else "")
-            run_dir = output_dir / cfg.task / name / f"seed{seed}"
-            args = ["train", "--algo", algo, "--seed", str(seed), "--output_dir", str(run_dir)]
-            if params:
-                args += ["--params", params]
-            for key, value in overrides.items():
-                args.append(f"--{key}={value}")  # '=': a value such as -1e-3 is not an option
-            if tag:
-                args += ["--extra", json.dumps({"tag": tag})]
-            runs.append(PlannedRun(algo, seed, run_dir, args))
+        cells = []
+        for index, point in enumerate(points):
+            grid_values = {name: value for name, _, value in point}
+            full_tag = f"{tag}__{grid_label(grid_values)}"
+            extra = {"tag": full_tag, "arm": f"{algo}-{tag}", "grid": grid_values, "grid_index": index,
+                     "select_on": metric}
+            point_overrides = {**overrides, **{name: text for name, text, _ in point}}
+            cell = [_planned(params, algo, seed, output_dir, f"{algo}-{full_tag}", point_overrides, extra)
+                    for seed in seeds]
+            for run in cell:
+                _check_validation_set(metric, select_on is None, run.config)
+            cells.append((cell, point_overrides, extra))
+        runs += [r for cell, _, _ in cells for r in cell]
+        runs += [_chosen_run(cells, params, algo, seed, output_dir / task / f"{algo}-{tag}__chosen" / f"seed{seed}",
+                             metric) for seed in then_seeds]
     return runs
+
+
+def _config(params: str | None, overrides: dict[str, str], algo: str, seed: int) -> RunConfig:
+    return RunConfig.from_yaml(params, **{k: parse_field_value(k, v) for k, v in overrides.items()},
+                               algo=algo, seed=seed)
+
+
+def _train_args(params: str | None, algo: str, seed: int, run_dir: Path, overrides: dict[str, str],
+                extra: dict | None) -> list[str]:
+    args = ["train", "--algo", algo, "--seed", str(seed), "--output_dir", str(run_dir)]
+    if params:
+        args += ["--params", params]
+    for key, value in overrides.items():
+        args.append(f"--{key}={value}")  # '=': a value such as -1e-3 is not an option
+    if extra:
+        args += ["--extra", json.dumps(extra)]
+    return args
+
+
+def _planned(params: str | None, algo: str, seed: int, output_dir: Path, name: str, overrides: dict[str, str],
+             extra: dict | None) -> PlannedRun:
+    """One run into ``<output_dir>/<task>/<name>/seed<k>``. Its RunConfig is built now, as the
+    run will build it, so a bad combination is an error before hours of compute are spent (the
+    overrides apply to this algorithm's defaults)."""
+    cfg = _config(params, overrides, algo, seed)
+    run_dir = output_dir / cfg.task / name / f"seed{seed}"
+    return PlannedRun(algo, seed, run_dir, _train_args(params, algo, seed, run_dir, overrides, extra), config=cfg)
+
+
+def _check_validation_set(metric: str, default: bool, cfg: RunConfig) -> None:
+    """P2's UCI validation metrics exist only when the run holds out UCI validation sentences."""
+    if metric.startswith("uci_val") and (getattr(cfg, "uci_val_size", 0) or 0) == 0:
+        why = "the default for twitter_to_uci" if default else "its --select-on"
+        raise ValueError(f"--grid chooses on {metric} ({why}), but uci_val_size is 0: P2 then holds out no UCI "
+                         f"validation sentences; set --uci_val_size (e.g. 300), or name another validation "
+                         f"metric with --select-on")
+
+
+def _chosen_run(cells: list[tuple[list[PlannedRun], dict[str, str], dict]], params: str | None, algo: str,
+                seed: int, run_dir: Path, metric: str) -> PlannedRun:
+    """A `--then-seeds` run: its folder is fixed at plan time; it takes the chosen point's
+    settings (and its full tag, so summarize pools it with that point) once every grid run of
+    this algo has its results.json. Until then it waits."""
+    if (run_dir / RESULTS_FILE).is_file():
+        return PlannedRun(algo, seed, run_dir, [])
+    runs = [r for cell, _, _ in cells for r in cell]
+    missing = sum(1 for r in runs if not r.done)
+    if missing:
+        return PlannedRun(algo, seed, run_dir, [], waiting=f"{missing} of {len(runs)} grid runs not finished")
+    choice = select_point([{r.seed: load_run(r.run_dir).metric(metric) for r in cell} for cell, _, _ in cells])
+    if choice["chosen"] is None:
+        return PlannedRun(algo, seed, run_dir, [], waiting=f"no grid point can be chosen: every point lacks "
+                          f"{metric} for some seed")
+    _, overrides, extra = cells[choice["chosen"]]
+    args = _train_args(params, algo, seed, run_dir, overrides, {**extra, "chosen": True})
+    return PlannedRun(algo, seed, run_dir, args)
 
 
 def run_one(run: PlannedRun, log_dir: Path) -> tuple[PlannedRun, int, float]:
@@ -124,7 +289,20 @@ def _sweep_parser(prog: str = "siftkit sweep") -> argparse.ArgumentParser:
     p.add_argument("--algos", default="plain,smart,sift")
     p.add_argument("--seeds", default="1-5")
     p.add_argument("--tag", default=None, help="variant name appended to the algo folder")
+    p.add_argument("--grid", action="append", default=None, metavar="FIELD=V1,V2,...",
+                   help="run every value of a RunConfig field (repeat for the cross product); needs --tag")
+    p.add_argument("--select-on", "--select_on", dest="select_on", default=None, metavar="METRIC",
+                   help="validation metric that chooses the grid point (default: uci_val_accuracy for "
+                        "twitter_to_uci, in_domain_dev_mcc for cola); never a test metric")
+    p.add_argument("--then-seeds", "--then_seeds", dest="then_seeds", default=None, metavar="SEEDS",
+                   help="once the grid is finished, run these seeds at the chosen point")
     return p
+
+
+def _plan_args(args: argparse.Namespace, output_dir: Path, rest: list[str]) -> list[PlannedRun]:
+    return plan(args.params, parse_algos(args.algos), parse_seeds(args.seeds), output_dir, args.tag,
+                _field_overrides(rest), grid=args.grid, select_on=args.select_on,
+                then_seeds=parse_seeds(args.then_seeds, "--then-seeds") if args.then_seeds is not None else None)
 
 
 def plan_file(path: str | Path, output_dir: Path) -> list[PlannedRun]:
@@ -139,8 +317,7 @@ def plan_file(path: str | Path, output_dir: Path) -> list[PlannedRun]:
             continue
         try:
             args, rest = _sweep_parser().parse_known_args(words)
-            runs += plan(args.params, parse_algos(args.algos), parse_seeds(args.seeds), output_dir, args.tag,
-                         _field_overrides(rest))
+            runs += _plan_args(args, output_dir, rest)
         except (ValueError, SystemExit) as exc:
             raise ValueError(f"{path} line {number}: {exc}") from None
     seen: dict[Path, int] = {}
@@ -163,20 +340,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan is not None:
         if rest:
             raise ValueError(f"--plan takes the runs from the file; unexpected options {' '.join(rest)}")
-        runs = plan_file(args.plan, Path(args.output_dir))
+
+        def make_plan() -> list[PlannedRun]:
+            return plan_file(args.plan, Path(args.output_dir))
     else:
-        overrides = _field_overrides(rest)
-        runs = plan(args.params, parse_algos(args.algos), parse_seeds(args.seeds), Path(args.output_dir),
-                    args.tag, overrides)
+        def make_plan() -> list[PlannedRun]:
+            return _plan_args(args, Path(args.output_dir), rest)
+    runs = make_plan()
     todo = [r for r in runs if not r.done]
-    print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run", flush=True)
+    waiting = [r for r in todo if r.waiting]
+    print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo) - len(waiting)} to run"
+          + (f", {len(waiting)} waiting for their grid (chosen-point runs)" if waiting else ""), flush=True)
     if args.dry_run:
         for r in runs:
-            print(("done  " if r.done else "todo  ") + str(r.run_dir))
+            print("done  " + str(r.run_dir) if r.done else
+                  f"wait  {r.run_dir}  ({r.waiting})" if r.waiting else "todo  " + str(r.run_dir))
         return 0
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    failed, not_started = [], []
+    failed, not_started, tried = [], [], set()
     log_dir = Path(args.output_dir) / "logs"
     deadline = None if args.stop_after is None else time.time() + args.stop_after
 
@@ -185,22 +367,38 @@ def main(argv: list[str] | None = None) -> int:
             return run, None, 0.0
         return run_one(run, log_dir)
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for run, code, secs in pool.map(attempt, todo):
-            if code is None:
-                not_started.append(run)
-                continue
-            status = "ok" if code == 0 else f"FAILED (exit {code}; see {log_dir})"
-            print(f"sweep: {run.run_dir} {status} in {secs:.0f} s", flush=True)
-            if code != 0:
-                failed.append(run)
+    # Rounds: everything runnable, then plan again, as a finished grid makes its chosen-point
+    # runs runnable; a run is tried once per sweep (a failed one is not retried in a loop).
+    while True:
+        todo = [r for r in runs if r.runnable and r.run_dir not in tried]
+        if not todo:
+            break
+        if tried:
+            print(f"sweep: {len(todo)} chosen-point run(s) can start now that their grid is finished", flush=True)
+        tried.update(r.run_dir for r in todo)
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for run, code, secs in pool.map(attempt, todo):
+                if code is None:
+                    not_started.append(run)
+                    continue
+                status = "ok" if code == 0 else f"FAILED (exit {code}; see {log_dir})"
+                print(f"sweep: {run.run_dir} {status} in {secs:.0f} s", flush=True)
+                if code != 0:
+                    failed.append(run)
+        if not_started or not any(r.waiting for r in runs):
+            break
+        runs = make_plan()
+    waiting = [r for r in runs if not r.done and r.waiting]
     if not_started:
-        print(f"sweep: {len(not_started)} run(s) not started (--stop-after {args.stop_after:g} s passed); "
-              f"rerun the same command to do them", flush=True)
+        print(f"sweep: {len(not_started)} run(s) not started (--stop-after {args.stop_after:g} s passed)"
+              + (f" and {len(waiting)} chosen-point run(s) waiting for their grid" if waiting else "")
+              + "; rerun the same command to do them", flush=True)
+    elif waiting:
+        print(f"sweep: {len(waiting)} chosen-point run(s) still waiting (a grid run failed, or no point can be "
+              f"chosen): " + ", ".join(f"{r.run_dir} ({r.waiting})" for r in waiting), file=sys.stderr)
     if failed:
         print(f"sweep: {len(failed)} run(s) failed: " + ", ".join(str(r.run_dir) for r in failed), file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed or (waiting and not not_started) else 0
 
 
 def _field_overrides(rest: list[str]) -> dict[str, str]:
