@@ -49,7 +49,7 @@ import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_type_hints
@@ -100,6 +100,12 @@ class PlannedRun:
     waiting: str | None = None
     # The RunConfig the plan built to check the run (None for chosen-point runs); not compared.
     config: RunConfig | None = field(default=None, repr=False, compare=False)
+    # A grid run's arm, its point (field -> value as written in the plan), the point's index in
+    # grid order and the metric that chooses: what `--at-chosen ARM` reads.
+    arm: str | None = field(default=None, compare=False)
+    point: dict[str, str] | None = field(default=None, compare=False)
+    point_index: int | None = field(default=None, compare=False)
+    select_on: str | None = field(default=None, compare=False)
 
     @property
     def done(self) -> bool:
@@ -204,6 +210,8 @@ def plan(params: str | None, algos: list[str], seeds: list[int], output_dir: Pat
                     for seed in seeds]
             for run in cell:
                 _check_validation_set(metric, select_on is None, run.config)
+                run.arm, run.point, run.point_index, run.select_on = (
+                    f"{algo}-{tag}", {name: text for name, text, _ in point}, index, metric)
             cells.append((cell, point_overrides, extra))
         runs += [r for cell, _, _ in cells for r in cell]
         runs += [_chosen_run(cells, params, algo, seed, output_dir / task / f"{algo}-{tag}__chosen" / f"seed{seed}",
@@ -216,11 +224,19 @@ def _config(params: str | None, overrides: dict[str, str], algo: str, seed: int)
                                algo=algo, seed=seed)
 
 
+# Where a sweep's runs share their finished stages, under the output root (`--stage_cache_dir`
+# in a plan line or on the command line replaces it; `none` turns it off).
+STAGE_CACHE = ".stage_cache"
+
+
 def _train_args(params: str | None, algo: str, seed: int, run_dir: Path, overrides: dict[str, str],
                 extra: dict | None) -> list[str]:
     args = ["train", "--algo", algo, "--seed", str(seed), "--output_dir", str(run_dir)]
     if params:
         args += ["--params", params]
+    if "stage_cache_dir" not in overrides:
+        # run_dir is <output root>/<task>/<variant>/seed<k>: one cache for the whole sweep.
+        args.append(f"--stage_cache_dir={run_dir.parents[2] / STAGE_CACHE}")
     for key, value in overrides.items():
         args.append(f"--{key}={value}")  # '=': a value such as -1e-3 is not an option
     if extra:
@@ -267,6 +283,58 @@ def _chosen_run(cells: list[tuple[list[PlannedRun], dict[str, str], dict]], para
     return PlannedRun(algo, seed, run_dir, args)
 
 
+def _at_chosen_runs(args: argparse.Namespace, output_dir: Path, rest: list[str],
+                    earlier: list[PlannedRun]) -> list[PlannedRun]:
+    """``--at-chosen ARM``: this line's runs take the point that ARM's grid (an earlier line of the
+    plan) chose on validation — a control at tuned plain's learning rate, say. Until every grid
+    run of ARM has its results.json they wait; their folders are ``<algo>-<tag>/seed<k>`` from the
+    start, and their ``extra`` records the arm and the values taken (``at_chosen``)."""
+    if args.grid or args.then_seeds or args.select_on:
+        raise ValueError("--at-chosen takes its point from another line's grid; it cannot have its own "
+                         "--grid, --then-seeds or --select-on")
+    if not args.tag:
+        raise ValueError("--at-chosen needs --tag (the variant's name, e.g. reinit_head)")
+    arm_runs = [r for r in earlier if r.arm == args.at_chosen]
+    if not arm_runs:
+        arms = sorted({r.arm for r in earlier if r.arm})
+        raise ValueError(f"--at-chosen {args.at_chosen}: no earlier line of the plan has a grid arm of that name "
+                         f"(arms so far: {', '.join(arms) or 'none'}); an arm is <algo>-<tag> of a --grid line")
+    overrides = _field_overrides(rest)
+    point_fields = list(arm_runs[0].point)
+    both = [f for f in point_fields if f in overrides]
+    if both:
+        raise ValueError(f"--at-chosen {args.at_chosen} sets {', '.join(both)} from its chosen point; do not "
+                         f"also give --{both[0]}")
+    cells: dict[int, list[PlannedRun]] = {}
+    for r in arm_runs:
+        cells.setdefault(r.point_index, []).append(r)
+    missing = sum(1 for r in arm_runs if not r.done)
+    metric = arm_runs[0].select_on
+    chosen = None
+    if not missing:
+        choice = select_point([{r.seed: load_run(r.run_dir).metric(metric) for r in cells[i]} for i in sorted(cells)])
+        chosen = None if choice["chosen"] is None else cells[sorted(cells)[choice["chosen"]]][0].point
+    runs = []
+    for algo in parse_algos(args.algos):
+        for seed in parse_seeds(args.seeds):
+            # Checked now with the first point's values (every point passed the grid line's checks).
+            run = _planned(args.params, algo, seed, output_dir, f"{algo}-{args.tag}",
+                           {**overrides, **(chosen or arm_runs[0].point)}, None)
+            if run.done:
+                runs.append(PlannedRun(algo, seed, run.run_dir, []))
+            elif missing:
+                runs.append(PlannedRun(algo, seed, run.run_dir, [], waiting=f"{missing} of {len(arm_runs)} grid runs "
+                                       f"of {args.at_chosen} not finished"))
+            elif chosen is None:
+                runs.append(PlannedRun(algo, seed, run.run_dir, [], waiting=f"{args.at_chosen}: no grid point can be "
+                                       f"chosen (every point lacks {metric} for some seed)"))
+            else:
+                extra = {"tag": args.tag, "at_chosen": {"arm": args.at_chosen, "point": chosen, "select_on": metric}}
+                run.args = _train_args(args.params, algo, seed, run.run_dir, {**overrides, **chosen}, extra)
+                runs.append(run)
+    return runs
+
+
 def run_one(run: PlannedRun, log_dir: Path) -> tuple[PlannedRun, int, float]:
     args = list(run.args)
     if list_checkpoints(run.run_dir):
@@ -296,6 +364,8 @@ def _sweep_parser(prog: str = "siftkit sweep") -> argparse.ArgumentParser:
                         "twitter_to_uci, in_domain_dev_mcc for cola); never a test metric")
     p.add_argument("--then-seeds", "--then_seeds", dest="then_seeds", default=None, metavar="SEEDS",
                    help="once the grid is finished, run these seeds at the chosen point")
+    p.add_argument("--at-chosen", "--at_chosen", dest="at_chosen", default=None, metavar="ARM",
+                   help="run at the point ARM (<algo>-<tag> of an earlier --grid line) chose on validation")
     return p
 
 
@@ -317,7 +387,8 @@ def plan_file(path: str | Path, output_dir: Path) -> list[PlannedRun]:
             continue
         try:
             args, rest = _sweep_parser().parse_known_args(words)
-            runs += _plan_args(args, output_dir, rest)
+            runs += (_at_chosen_runs(args, output_dir, rest, runs) if args.at_chosen is not None
+                     else _plan_args(args, output_dir, rest))
         except (ValueError, SystemExit) as exc:
             raise ValueError(f"{path} line {number}: {exc}") from None
     seen: dict[Path, int] = {}
@@ -344,13 +415,17 @@ def main(argv: list[str] | None = None) -> int:
         def make_plan() -> list[PlannedRun]:
             return plan_file(args.plan, Path(args.output_dir))
     else:
+        if args.at_chosen is not None:
+            raise ValueError("--at-chosen takes the point another line's grid chose: use it in a plan file, "
+                             "after the --grid line of that arm")
+
         def make_plan() -> list[PlannedRun]:
             return _plan_args(args, Path(args.output_dir), rest)
     runs = make_plan()
     todo = [r for r in runs if not r.done]
     waiting = [r for r in todo if r.waiting]
     print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo) - len(waiting)} to run"
-          + (f", {len(waiting)} waiting for their grid (chosen-point runs)" if waiting else ""), flush=True)
+          + (f", {len(waiting)} waiting for a grid to finish" if waiting else ""), flush=True)
     if args.dry_run:
         for r in runs:
             print("done  " + str(r.run_dir) if r.done else
@@ -359,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     failed, not_started, tried = [], [], set()
+    first_waiting = [r for r in runs if r.waiting]
     log_dir = Path(args.output_dir) / "logs"
     deadline = None if args.stop_after is None else time.time() + args.stop_after
 
@@ -367,17 +443,27 @@ def main(argv: list[str] | None = None) -> int:
             return run, None, 0.0
         return run_one(run, log_dir)
 
-    # Rounds: everything runnable, then plan again, as a finished grid makes its chosen-point
-    # runs runnable; a run is tried once per sweep (a failed one is not retried in a loop).
-    while True:
-        todo = [r for r in runs if r.runnable and r.run_dir not in tried]
-        if not todo:
-            break
-        if tried:
-            print(f"sweep: {len(todo)} chosen-point run(s) can start now that their grid is finished", flush=True)
-        tried.update(r.run_dir for r in todo)
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for run, code, secs in pool.map(attempt, todo):
+    # A queue in plan order, planned again whenever a run ends: a run that was waiting (a chosen
+    # point, a control at another arm's chosen point) starts as soon as what it waits for is
+    # finished, ahead of later lines. A run is tried once per sweep (a failure is not retried).
+    running: dict = {}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        while True:
+            while len(running) < args.jobs:
+                busy = {r.run_dir for r in running.values()}
+                nxt = next((r for r in runs if r.runnable and r.run_dir not in tried and r.run_dir not in busy), None)
+                if nxt is None:
+                    break
+                if any(r.run_dir == nxt.run_dir for r in first_waiting):
+                    print(f"sweep: {nxt.run_dir} can start now that what it waited for is finished", flush=True)
+                tried.add(nxt.run_dir)
+                running[pool.submit(attempt, nxt)] = nxt
+            if not running:
+                break
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                running.pop(future)
+                run, code, secs = future.result()
                 if code is None:
                     not_started.append(run)
                     continue
@@ -385,16 +471,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"sweep: {run.run_dir} {status} in {secs:.0f} s", flush=True)
                 if code != 0:
                     failed.append(run)
-        if not_started or not any(r.waiting for r in runs):
-            break
-        runs = make_plan()
+            if any(r.waiting for r in runs):
+                runs = make_plan()
     waiting = [r for r in runs if not r.done and r.waiting]
     if not_started:
         print(f"sweep: {len(not_started)} run(s) not started (--stop-after {args.stop_after:g} s passed)"
-              + (f" and {len(waiting)} chosen-point run(s) waiting for their grid" if waiting else "")
+              + (f" and {len(waiting)} run(s) waiting for a grid" if waiting else "")
               + "; rerun the same command to do them", flush=True)
     elif waiting:
-        print(f"sweep: {len(waiting)} chosen-point run(s) still waiting (a grid run failed, or no point can be "
+        print(f"sweep: {len(waiting)} run(s) still waiting for a grid (a grid run failed, or no point can be "
               f"chosen): " + ", ".join(f"{r.run_dir} ({r.waiting})" for r in waiting), file=sys.stderr)
     if failed:
         print(f"sweep: {len(failed)} run(s) failed: " + ", ".join(str(r.run_dir) for r in failed), file=sys.stderr)

@@ -282,7 +282,7 @@ def test_dry_run_lists_waiting_chosen_point_runs(tmp_path, capsys):
                      str(tmp_path), "--dry-run"])
     out = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert out == ["sweep: 3 runs, 0 already done, 2 to run, 1 waiting for their grid (chosen-point runs)",
+    assert out == ["sweep: 3 runs, 0 already done, 2 to run, 1 waiting for a grid to finish",
                    f"todo  {tmp_path / 'cola' / 'plain-lr__learning_rate2e-05' / 'seed1'}",
                    f"todo  {tmp_path / 'cola' / 'plain-lr__learning_rate0.0001' / 'seed1'}",
                    f"wait  {tmp_path / 'cola' / 'plain-lr__chosen' / 'seed2'}  (2 of 2 grid runs not finished)"]
@@ -314,7 +314,7 @@ def test_one_sweep_runs_the_grid_then_the_chosen_point(tmp_path, monkeypatch, ca
                          f"--grid learning_rate=2e-5,1e-4 --then-seeds 3-4\n")
     code = cli_main(["sweep", "--plan", str(plan_path), "--output-dir", str(tmp_path / "out")])
     out = capsys.readouterr().out
-    assert code == 0 and "2 chosen-point run(s) can start now that their grid is finished" in out
+    assert code == 0 and out.count("can start now that what it waited for is finished") == 2
     assert [p.parent.name for p in started[-2:]] == ["plain-lr__chosen"] * 2
     rec = json.loads((tmp_path / "out" / "cola" / "plain-lr__chosen" / "seed4" / "results.json").read_text())
     assert rec["config"]["extra"]["tag"] == "lr__learning_rate0.0001" and rec["config"]["extra"]["chosen"] is True
@@ -329,7 +329,7 @@ def test_a_failed_grid_point_leaves_its_chosen_runs_waiting_and_the_sweep_fails(
                      "--output-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 1 and len(started) == 4
-    assert "1 chosen-point run(s) still waiting" in err and "(1 of 4 grid runs not finished)" in err
+    assert "1 run(s) still waiting for a grid" in err and "(1 of 4 grid runs not finished)" in err
     assert "1 run(s) failed" in err
     assert not (tmp_path / "cola" / "plain-lr__chosen").exists()
 
@@ -345,7 +345,7 @@ def test_a_real_grid_sweep_records_its_points_and_summarizes(tmp_path, smoke_par
                           "--then-seeds", "2", "--max_train_samples", "8", "--output-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert "1 chosen-point run(s) can start now that their grid is finished" in out.stdout
+    assert out.stdout.count("can start now that what it waited for is finished") == 1
     point = json.loads((tmp_path / "cola" / "plain-lr__learning_rate0.0001" / "seed1" / "results.json").read_text())
     assert point["config"]["extra"] == {"tag": "lr__learning_rate0.0001", "arm": "plain-lr",
                                         "grid": {"learning_rate": 0.0001}, "grid_index": 1,
@@ -354,3 +354,45 @@ def test_a_real_grid_sweep_records_its_points_and_summarizes(tmp_path, smoke_par
     chosen = json.loads((tmp_path / "cola" / "plain-lr__chosen" / "seed2" / "results.json").read_text())["config"]
     assert chosen["extra"]["chosen"] is True and chosen["extra"]["tag"] == f"lr__{arm['chosen_label']}"
     assert chosen["learning_rate"] == chosen["extra"]["grid"]["learning_rate"] and arm["test"]["n"] == 2
+
+
+def test_at_chosen_runs_wait_for_another_arms_grid_then_take_its_chosen_point(tmp_path):
+    plan_path = tmp_path / "p.plan"
+    plan_path.write_text(
+        f"--params {SMOKE} --task cola --algos plain --seeds 1-2 --tag lr --grid learning_rate=2e-5,1e-4\n"
+        f"--params {SMOKE} --task cola --algos plain --seeds 1-2 --tag smooth --label_smoothing 0.1 "
+        f"--at-chosen plain-lr\n")
+    runs = plan_file(plan_path, tmp_path / "out")
+    control = runs[4:]
+    assert [r.run_dir for r in control] == [tmp_path / "out" / "cola" / "plain-smooth" / f"seed{s}" for s in (1, 2)]
+    assert all(r.waiting == "4 of 4 grid runs of plain-lr not finished" for r in control)
+    for run in runs[:4]:  # validation favours lr 1e-4, the test metric lr 2e-5
+        _finish(run, val=0.3 if "2e-05" in str(run.run_dir) else 0.5, test=0.6 if "2e-05" in str(run.run_dir) else 0.2)
+    control = plan_file(plan_path, tmp_path / "out")[4:]
+    assert all(r.runnable for r in control)
+    args = control[0].args
+    assert "--learning_rate=1e-4" in args and "--label_smoothing=0.1" in args
+    assert json.loads(args[args.index("--extra") + 1]) == {
+        "tag": "smooth", "at_chosen": {"arm": "plain-lr", "point": {"learning_rate": "1e-4"},
+                                       "select_on": "in_domain_dev_mcc"}}
+
+
+@pytest.mark.parametrize("line, message", [
+    ("--algos plain --seeds 1 --tag x --at-chosen plain-nope", "no earlier line of the plan has a grid arm"),
+    ("--algos plain --seeds 1 --tag x --at-chosen plain-lr --learning_rate 1e-3", "sets learning_rate from its"),
+    ("--algos plain --seeds 1 --at-chosen plain-lr", "--at-chosen needs --tag"),
+])
+def test_bad_at_chosen_lines_are_refused(tmp_path, line, message):
+    plan_path = tmp_path / "p.plan"
+    plan_path.write_text(f"--params {SMOKE} --task cola --algos plain --seeds 1 --tag lr --grid learning_rate=2e-5,1e-4\n"
+                         f"--params {SMOKE} --task cola {line}\n")
+    with pytest.raises(ValueError, match=f"line 2: .*{message}"):
+        plan_file(plan_path, tmp_path / "out")
+
+
+def test_a_sweeps_runs_share_one_stage_cache_under_the_output_root(tmp_path):
+    runs = plan(str(SMOKE), ["plain", "sift"], [1], tmp_path, None, {})
+    assert all(f"--stage_cache_dir={tmp_path / '.stage_cache'}" in r.args for r in runs)
+    off = plan(str(SMOKE), ["plain"], [1], tmp_path, None, {"stage_cache_dir": "none"})
+    assert [a for a in off[0].args if a.startswith("--stage_cache_dir")] == ["--stage_cache_dir=none"]
+    assert off[0].config.stage_cache_dir is None
