@@ -38,6 +38,7 @@ from siftkit.results import OutputDirError, check_output_dir, environment_meta, 
 from siftkit.smoothness import PROBE_SIZES, probe_divergences
 from siftkit.smoothness import metric_name as smoothness_metric
 from siftkit.split import EmbeddingSplit, model_inputs, unwrap
+from siftkit import tracking
 
 
 class EpochPermutationSampler(Sampler[int]):
@@ -220,7 +221,8 @@ def _revalidated(cfg: RunConfig) -> RunConfig:
     return RunConfig.from_dict(cfg.to_dict())
 
 
-_RESUME_IGNORED = {"resume", "overwrite", "output_dir", "save_steps", "save_model", "extra", "data_dir"}
+_RESUME_IGNORED = {"resume", "overwrite", "output_dir", "save_steps", "save_model", "extra", "data_dir",
+                   "report_to"}
 
 
 def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> dict[str, Any]:
@@ -237,7 +239,7 @@ def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> 
         out = check_output_dir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
         if accelerator is None:
             accelerator = _make_accelerator(cfg)
-        with _output_dir_lock(out, cfg, accelerator):
+        with _output_dir_lock(out, cfg, accelerator), tracking.tracked(cfg, out, accelerator):
             return _train(cfg, out, accelerator, progress, start)
     except BaseException:
         remove_empty_folders(created)
@@ -317,11 +319,15 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
         nonfinite_steps = _run_stage(
             stage_index, stage, model, tokenizer, objective, cfg, accelerator, history, position,
             state if resume_here else None, metrics, out, tqdm, progress and main, nonfinite_steps)
-        metrics.update(evaluate(model, stage.evals, tokenizer, cfg, accelerator))
+        evaluated = evaluate(model, stage.evals, tokenizer, cfg, accelerator)
+        metrics.update(evaluated)
+        tracking.log_metrics(accelerator, evaluated, position["global_step"])
         position.update(stage=stage_index, stage_done=True, epoch=0, step_in_epoch=0)
         _save(accelerator, out, cfg, model, objective, None, None, history, metrics, position, nonfinite_steps)
 
-    metrics.update(perturbation_summary(history))
+    summary = perturbation_summary(history)
+    metrics.update(summary)
+    tracking.log_metrics(accelerator, summary, position["global_step"])
     record = {
         "config": cfg.to_dict(),
         "metrics": metrics,
@@ -458,6 +464,7 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
                 row["skipped_adversarial_steps"] = _sum_over_processes(accelerator, objective.skipped)
                 row["nonfinite_steps"] = nonfinite
                 history.append(row)
+                tracking.log_row(accelerator, row)
                 window.clear()
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
             bar.update(1)
@@ -489,7 +496,7 @@ def _make_accelerator(cfg: RunConfig):
     # Trainer does). The process group (PartialState) is kept.
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != cfg.mixed_precision:
         AcceleratorState._reset_state()
-    return Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    return Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision, **tracking.accelerator_kwargs(cfg))
 
 
 def _all_processes(accelerator, flag: bool) -> bool:
