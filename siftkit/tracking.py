@@ -59,11 +59,15 @@ _ROW_POSITION = {"stage", "step", "global_step"}
 
 def check_installed(report_to: list[str]) -> None:
     """A ValueError naming the pip extra for every tracker in `report_to` that is missing."""
-    missing = [name for name in report_to if importlib.util.find_spec(_MODULES[name]) is None]
+    missing = [name for name in report_to if not _installed(_MODULES[name])]
     if missing:
         raise ValueError(f"report_to names {', '.join(map(repr, missing))}, which {'is' if len(missing) == 1 else 'are'} "
                          f"not installed; install the trackers with: python -m pip install \"{PIP_EXTRA}\" "
                          f"(in a checkout: python -m pip install -e \".[trackers]\")")
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def accelerator_kwargs(cfg: RunConfig) -> dict[str, Any]:
@@ -133,10 +137,10 @@ class RunTracking:
                              f"accelerator_kwargs(cfg)) or let train() build it")
         resume_step = _checkpoint_step(self.out) if self.cfg.resume else None
         state = self._read_state() if resume_step is not None else {}
-        if resume_step is None and self.main:
-            self._clear_earlier_output()
         if "mlflow" in names:
             self._use_mlflow_store()
+        if resume_step is None and self.main:
+            self._clear_earlier_output()
         run_id = state.get("mlflow_run_id") if "mlflow" in names else None
         if run_id is not None and not self._mlflow_run_exists(run_id):
             run_id = None  # another store than the interrupted process's: a new run
@@ -250,10 +254,21 @@ class RunTracking:
     # ---------------------------------------------------------------- the run folder
     def _clear_earlier_output(self) -> None:
         """A fresh run owns its folder's tracker output: an earlier attempt's curves (a run
-        that failed before its first checkpoint, or one overwritten) would mix with its own."""
+        that failed before its first checkpoint, or one overwritten) would mix with its own.
+
+        The earlier attempt's MLflow run in the folder's own store is deleted the way MLflow
+        deletes (marked deleted, hidden from searches and the UI), not by removing the
+        database, which MLflow keeps open for the rest of the process. A run in a store named
+        by $MLFLOW_TRACKING_URI is left alone: that store is not the folder's.
+        """
         shutil.rmtree(self.out / TENSORBOARD_DIR, ignore_errors=True)
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            shutil.rmtree(self.out / MLFLOW_DIR, ignore_errors=True)
+        earlier = self._read_state().get("mlflow_run_id")
+        if earlier and self._set_uri and (self.out / MLFLOW_DIR / "mlflow.db").is_file():
+            from mlflow.exceptions import MlflowException
+            from mlflow.tracking import MlflowClient
+
+            with contextlib.suppress(MlflowException):
+                MlflowClient().delete_run(earlier)
         (self.out / STATE_FILE).unlink(missing_ok=True)
 
     def _read_state(self) -> dict[str, Any]:
