@@ -18,6 +18,11 @@ A study of many variants is a *plan file*: one sweep per line (the options above
 ``--output-dir``/``--jobs``; ``#`` starts a comment). ``--plan FILE`` runs all its runs in one
 pool, in file order, so the first lines finish first; ``--stop-after SECONDS`` starts no new
 run after that time (running ones finish), for a machine lent for a fixed time.
+
+On a cluster (`siftkit.cluster`): ``--list`` prints the runs as a numbered list (index,
+output folder, command), the same on every machine; ``--index I`` runs entry I (one Slurm
+array task, scripts/slurm_array.sbatch), ``--shard i/N`` entries i, i+N, ... in the pool,
+and ``--launcher submitit`` submits one job per run through submitit.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from siftkit import cluster
 from siftkit.checkpoint import list_checkpoints
 from siftkit.cli import BOOL_FLAGS, join_negative_values, parse_field_value
 from siftkit.config import ALGOS, RunConfig
@@ -159,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="runs at once")
     p.add_argument("--stop-after", type=float, default=None, help="start no new run after this many seconds")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.add_argument("--list", action="store_true", help="print index, output folder and command of each run, and exit")
+    p.add_argument("--index", type=int, default=None, metavar="I", help="run only entry I of --list")
+    p.add_argument("--shard", default=None, metavar="i/N", help="run only entries i, i+N, i+2N, ... of --list")
+    cluster.add_submitit_options(p)
     args, rest = p.parse_known_args(argv)
     if args.plan is not None:
         if rest:
@@ -168,6 +178,15 @@ def main(argv: list[str] | None = None) -> int:
         overrides = _field_overrides(rest)
         runs = plan(args.params, parse_algos(args.algos), parse_seeds(args.seeds), Path(args.output_dir),
                     args.tag, overrides)
+    entries = cluster.select(runs, index=args.index, shard=args.shard)
+    if args.list:
+        print(cluster.format_list(entries), flush=True)
+        return 0
+    if args.launcher == "submitit":
+        return cluster.submit(args, entries)
+    if args.index is not None:
+        return cluster.run_entry(*entries[0], Path(args.output_dir) / "logs")
+    runs = [r for _, r in entries]
     todo = [r for r in runs if not r.done]
     print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run", flush=True)
     if args.dry_run:
