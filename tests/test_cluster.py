@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import siftkit.sweep as sweep
+from helpers import robustness_log
 from siftkit import cluster
 from siftkit.cli import main as cli_main
 
@@ -104,6 +105,7 @@ def test_an_index_out_of_range_is_a_clear_error(tmp_path, capsys, index):
     err = capsys.readouterr().err
     assert err.strip() == (f"siftkit sweep: error: --index {index} is out of range: the plan has 5 run(s) "
                            f"(indices 0-4; see --list)")
+    robustness_log(f"`sweep --plan P --index {index}` (a plan of 5 runs)", err.strip())
 
 
 def test_a_waiting_entry_exits_with_its_own_code(tmp_path, capsys, monkeypatch):

@@ -16,7 +16,7 @@ import torch
 
 import siftkit.tracking as tracking
 import siftkit.training as training
-from helpers import TEXTS, single_thread, tiny_model, tokenizer
+from helpers import TEXTS, robustness_log, single_thread, tiny_model, tokenizer
 from siftkit.cli import _config_parser, config_from_args
 from siftkit.config import RunConfig
 from siftkit.training import train
@@ -117,8 +117,9 @@ def test_report_to_takes_lists_text_and_none(given, expected):
 
 @pytest.mark.parametrize("bad", ["wandb", ["tensorboard", "all"], 3, ["tensorboard", 1]])
 def test_a_bad_report_to_is_an_error_naming_the_field(bad):
-    with pytest.raises(ValueError, match="report_to"):
+    with pytest.raises(ValueError, match="report_to") as err:
         RunConfig(report_to=bad)
+    robustness_log(f"report_to={bad!r}", str(err.value))
 
 
 def test_report_to_from_the_command_line_and_not_part_of_a_runs_identity():
@@ -134,8 +135,9 @@ def test_report_to_from_the_command_line_and_not_part_of_a_runs_identity():
 
 def test_a_tracker_that_is_not_installed_names_the_pip_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "_installed", lambda module: module != "mlflow")
-    with pytest.raises(ValueError, match=r"'mlflow'.*not installed.*siftkit\[trackers\]"):
+    with pytest.raises(ValueError, match=r"'mlflow'.*not installed.*siftkit\[trackers\]") as err:
         _run(tmp_path / "run")
+    robustness_log("report_to=['tensorboard', 'mlflow'] without mlflow installed", str(err.value))
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
