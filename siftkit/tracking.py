@@ -123,27 +123,17 @@ class RunTracking:
         self.resume_step = 0
         # MLflow metric -> the last step the interrupted process logged it at.
         self.mlflow_logged: dict[str, int] = {}
-        self._uri_env: str | None = None
         self._set_uri = False
 
     # ---------------------------------------------------------------- start and end
     def start(self) -> None:
-        acc = self.accelerator
-        names = [str(t) for t in acc.log_with]
-        wanted = sorted(self.cfg.report_to)
-        if sorted(names) != wanted:
-            raise ValueError(f"report_to={self.cfg.report_to} but the Accelerator given to train() reports to "
-                             f"{names or 'nothing'}; build it as Accelerator(**siftkit.tracking."
-                             f"accelerator_kwargs(cfg)) or let train() build it")
+        names = self._check_log_with()
         resume_step = _checkpoint_step(self.out) if self.cfg.resume else None
-        state = self._read_state() if resume_step is not None else {}
         if "mlflow" in names:
             self._use_mlflow_store()
         if resume_step is None and self.main:
             self._clear_earlier_output()
-        run_id = state.get("mlflow_run_id") if "mlflow" in names else None
-        if run_id is not None and not self._mlflow_run_exists(run_id):
-            run_id = None  # another store than the interrupted process's: a new run
+        run_id = self._earlier_mlflow_run() if resume_step is not None and "mlflow" in names else None
         tensorboard_is_new = not (self.out / TENSORBOARD_DIR / PROJECT).is_dir()
         self.resume_step = resume_step or 0
         self.mlflow_logged = {k: s for k, s in self._mlflow_last_steps(run_id).items() if s > self.resume_step}
@@ -155,14 +145,31 @@ class RunTracking:
         hparams = hyperparameters(self.cfg)
         # A resumed run's hyperparameters were stored when it started (MLflow refuses to
         # change a logged parameter, and `resume` itself differs); a tracker new to it stores them.
-        acc.init_trackers(PROJECT, config=hparams if resume_step is None else None, init_kwargs=init_kwargs)
+        self.accelerator.init_trackers(PROJECT, config=hparams if resume_step is None else None,
+                                       init_kwargs=init_kwargs)
         if resume_step is not None and self.main:
-            if "tensorboard" in names and tensorboard_is_new:
-                acc.get_tracker("tensorboard").store_init_configuration(hparams)
-            if "mlflow" in names and run_id is None:
-                acc.get_tracker("mlflow").store_init_configuration(hparams)
+            new = {"tensorboard": tensorboard_is_new, "mlflow": run_id is None}
+            for name in names:
+                if new[name]:
+                    self.accelerator.get_tracker(name).store_init_configuration(hparams)
         if "mlflow" in names and self.main:
-            self._write_state({"mlflow_run_id": acc.get_tracker("mlflow", unwrap=True).info.run_id})
+            self._write_state({"mlflow_run_id": self.accelerator.get_tracker("mlflow", unwrap=True).info.run_id})
+
+    def _check_log_with(self) -> list[str]:
+        """The Accelerator's trackers, which must be those `report_to` names."""
+        names = [str(t) for t in self.accelerator.log_with]
+        if sorted(names) != sorted(self.cfg.report_to):
+            raise ValueError(f"report_to={self.cfg.report_to} but the Accelerator given to train() reports to "
+                             f"{names or 'nothing'}; build it as Accelerator(**siftkit.tracking."
+                             f"accelerator_kwargs(cfg)) or let train() build it")
+        return names
+
+    def _earlier_mlflow_run(self) -> str | None:
+        """The MLflow run the interrupted process logged to, if the store still has it."""
+        run_id = self._read_state().get("mlflow_run_id")
+        if run_id is not None and not self._mlflow_run_exists(run_id):
+            return None  # another store than the interrupted process's: a new run
+        return run_id
 
     def end(self, succeeded: bool) -> None:
         """Finish every tracker (TensorBoard's writer closed, MLflow's run ended)."""
