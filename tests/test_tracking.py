@@ -6,13 +6,11 @@ run folder's own, or one named by MLFLOW_TRACKING_URI); conftest turns telemetry
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 
 import pytest
-import torch
 
 import siftkit.tracking as tracking
 import siftkit.training as training
