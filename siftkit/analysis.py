@@ -505,7 +505,7 @@ def runs_token_norm_shift(runs: Iterable[str | Path], texts: Mapping[str, Sequen
 VARIANT_FIELDS = ("perturb_at", "adv_rule", "bregman_weight", "adv_epsilon", "adv_noise_std", "adv_step_size",
                   "adv_steps", "adv_norm", "adv_weight", "divergence")
 _BOOKKEEPING = {"seed", "output_dir", "overwrite", "resume", "data_dir", "extra", "save_steps",
-                "logging_steps", "cpu", "per_device_eval_batch_size"}
+                "logging_steps", "cpu", "per_device_eval_batch_size", "report_to"}
 
 
 def model_label(model_name: str | None) -> str:

@@ -32,6 +32,8 @@ DIVERGENCE_NAMES = ("sym_kl", "kl", "js", "mse")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 ADV_RULES = ("projected", "mtdnn", "deberta", "seed_code")
 ADV_STAGES = ("all", "first", "last")
+# Experiment trackers a run can report to (through accelerate; siftkit.tracking).
+TRACKERS = ("tensorboard", "mlflow")
 
 # Published defaults per algorithm (DESIGN.md section 2).
 # SMART (Jiang et al. 2020): epsilon = noise std = 1e-5, step 1e-3, lambda_s = 1.
@@ -79,6 +81,7 @@ class RunConfig:
     output_dir: str = "runs/default"  # where results.json, history.csv, checkpoints go
     overwrite: bool = False  # allow replacing an existing results.json in output_dir
     seed: int = 42  # seeds data split, model head init, dropout and perturbation noise
+    report_to: list[str] = field(default_factory=list)  # trackers: "tensorboard", "mlflow"; [] or "none" = none
 
     # --- optimisation (names as in transformers.TrainingArguments) -----------------------
     learning_rate: float = 2e-5  # AdamW peak learning rate
@@ -238,6 +241,9 @@ class RunConfig:
                 if not isinstance(self.extra, dict):
                     raise ValueError(f"extra must be a mapping, got {type(self.extra).__name__}")
                 continue
+            if f.name == "report_to":
+                self.report_to = _report_to(self.report_to)
+                continue
             value = getattr(self, f.name)
             setattr(self, f.name, _coerce(f.name, value, hints[f.name]))
 
@@ -392,6 +398,31 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         tname = getattr(base, "__name__", str(base))
         raise ValueError(f"{name} must be of type {tname}, got {value!r}") from None
     return value
+
+
+def _report_to(value: Any) -> list[str]:
+    """`report_to` as a list of tracker names, each once, in the order given.
+
+    Takes a list (YAML, Python) or one comma-separated text (the CLI's ``--report_to
+    tensorboard,mlflow``, papermill's ``-p report_to tensorboard``); ``None``, ``"none"`` and
+    ``""`` mean no tracker, as in transformers' ``TrainingArguments.report_to``. There is no
+    ``"all"``: which trackers a run reports to must not depend on what happens to be installed.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"report_to must be a list of tracker names ({', '.join(map(repr, TRACKERS))}) or "
+                         f"'none', got {value!r}")
+    names = [v.strip().lower() for v in value if v.strip()]
+    if names == ["none"]:
+        return []
+    bad = [v for v in names if v not in TRACKERS]
+    if bad:
+        raise ValueError(f"report_to names unknown tracker(s) {', '.join(map(repr, bad))}; choose from "
+                         f"{', '.join(map(repr, TRACKERS))}, or 'none'")
+    return list(dict.fromkeys(names))
 
 
 # ----------------------------------------------------------------------------------------

@@ -36,6 +36,11 @@ runs what became runnable, so one sweep does the grid and then the extra seeds. 
 failed leaves its chosen-point runs waiting, and the sweep exits non-zero. The run list is a fixed
 function of the plan: file order, then algorithm, grid point, seed, each algorithm's
 chosen-point runs after its grid runs.
+
+On a cluster (`siftkit.cluster`): ``--list`` prints the runs as a numbered list (index,
+output folder, command), the same on every machine; ``--index I`` runs entry I (one Slurm
+array task, scripts/slurm_array.sbatch), ``--shard i/N`` entries i, i+N, ... in the pool,
+and ``--launcher submitit`` submits one job per run through submitit.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_type_hints
 
+from siftkit import cluster
 from siftkit.checkpoint import list_checkpoints
 from siftkit.cli import BOOL_FLAGS, join_negative_values, parse_field_value
 from siftkit.config import ALGOS, RunConfig, _coerce
@@ -407,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="runs at once")
     p.add_argument("--stop-after", type=float, default=None, help="start no new run after this many seconds")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.add_argument("--list", action="store_true", help="print index, output folder and command of each run, and exit")
+    p.add_argument("--index", type=int, default=None, metavar="I", help="run only entry I of --list")
+    p.add_argument("--shard", default=None, metavar="i/N", help="run only entries i, i+N, i+2N, ... of --list")
+    cluster.add_submitit_options(p)
     args, rest = p.parse_known_args(argv)
     if args.plan is not None:
         if rest:
@@ -421,7 +431,20 @@ def main(argv: list[str] | None = None) -> int:
 
         def make_plan() -> list[PlannedRun]:
             return _plan_args(args, Path(args.output_dir), rest)
-    runs = make_plan()
+    planned = make_plan
+    entries = cluster.select(planned(), index=args.index, shard=args.shard)
+    if args.list:
+        print(cluster.format_list(entries), flush=True)
+        return 0
+    if args.launcher == "submitit":
+        return cluster.submit(args, entries)
+    if args.index is not None:
+        return cluster.run_entry(*entries[0], Path(args.output_dir) / "logs")
+    if args.shard is not None:
+        # A shard keeps its entries when the queue plans again (the list's order is fixed).
+        def make_plan() -> list[PlannedRun]:
+            return [r for _, r in cluster.select(planned(), shard=args.shard)]
+    runs = [r for _, r in entries]
     todo = [r for r in runs if not r.done]
     waiting = [r for r in todo if r.waiting]
     print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo) - len(waiting)} to run"

@@ -40,6 +40,7 @@ from siftkit.smoothness import PROBE_SIZES, probe_divergences
 from siftkit.smoothness import metric_name as smoothness_metric
 from siftkit.split import EmbeddingSplit, model_inputs, unwrap
 from siftkit.stage_cache import StageCache, adversarial_in_stage, stage_determinants, stage_key
+from siftkit import tracking
 
 
 class EpochPermutationSampler(Sampler[int]):
@@ -226,7 +227,7 @@ def _revalidated(cfg: RunConfig) -> RunConfig:
 
 
 _RESUME_IGNORED = {"resume", "overwrite", "output_dir", "save_steps", "save_model", "extra", "data_dir",
-                   "stage_cache_dir"}
+                   "stage_cache_dir", "report_to"}
 
 
 def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> dict[str, Any]:
@@ -243,7 +244,7 @@ def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> 
         out = check_output_dir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
         if accelerator is None:
             accelerator = _make_accelerator(cfg)
-        with _output_dir_lock(out, cfg, accelerator):
+        with _output_dir_lock(out, cfg, accelerator), tracking.tracked(cfg, out, accelerator):
             return _train(cfg, out, accelerator, progress, start)
     except BaseException:
         remove_empty_folders(created)
@@ -384,12 +385,16 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
                 run.restore(state, accelerator, model, objective)
                 set_rng_state(rng)
                 run.stage_info[stage_index]["from_cache"] = True
+                tracking.log_cached(accelerator, run.history, run.val_history, run.metrics,
+                                    run.position["global_step"])
             else:
                 _stage(stage_index, stages, model, tokenizer, objective, cfg, accelerator, run, out, None,
                        progress and main)
                 cache.store(previous, run.snapshot(accelerator, cfg, model, objective), determinants, str(out))
 
-    run.metrics.update(perturbation_summary(run.history))
+    summary = perturbation_summary(run.history)
+    run.metrics.update(summary)
+    tracking.log_metrics(accelerator, summary, run.position["global_step"])
     described = [s.describe() for s in stages]
     for d, info, key in zip(described, run.stage_info, keys):
         d.update(info)
@@ -449,7 +454,9 @@ def _stage(stage_index: int, stages: list[Stage], model, tokenizer, objective: A
     objective.adversarial = adversarial
     _run_stage(stage_index, stage, model, tokenizer, objective, cfg, accelerator, run, resume_state, out,
                show_progress)
-    run.metrics.update(evaluate(model, stage.evals, tokenizer, cfg, accelerator))
+    evaluated = evaluate(model, stage.evals, tokenizer, cfg, accelerator)
+    run.metrics.update(evaluated)
+    tracking.log_metrics(accelerator, evaluated, run.position["global_step"])
     run.position.update(stage=stage_index, stage_done=True, epoch=0, step_in_epoch=0)
     run.early = None
     run.save(accelerator, out, cfg, model, objective)
@@ -559,6 +566,7 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
                 row["skipped_adversarial_steps"] = _sum_over_processes(accelerator, objective.skipped)
                 row["nonfinite_steps"] = nonfinite
                 history.append(row)
+                tracking.log_row(accelerator, row)
                 window.clear()
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
             bar.update(1)
@@ -592,6 +600,8 @@ def _validate_epoch(stage: Stage, epoch: int, model, tokenizer, objective: Adver
     row = {"stage": stage.name, "epoch": epoch, "global_step": run.position["global_step"]}
     row.update({k: metrics[k] for k in (f"{stage.val}_accuracy", f"{stage.val}_mcc") if k in metrics})
     run.val_history.append(row)
+    tracking.log_metrics(accelerator, {k: v for k, v in row.items() if k.startswith(stage.val)},
+                         row["global_step"])
     patience = cfg.early_stopping_patience
     if patience is None:
         return False
@@ -627,7 +637,7 @@ def _make_accelerator(cfg: RunConfig):
     # Trainer does). The process group (PartialState) is kept.
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != cfg.mixed_precision:
         AcceleratorState._reset_state()
-    return Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    return Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision, **tracking.accelerator_kwargs(cfg))
 
 
 def _all_processes(accelerator, flag: bool) -> bool:

@@ -10,6 +10,9 @@ _DEFAULT_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Trackers stay offline and quiet: no usage telemetry from MLflow (or anything honouring DO_NOT_TRACK).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
 # Runs started by tests (train(), subprocesses, papermill kernels) find the real data here.
 if "SIFTKIT_DATA_DIR" not in os.environ and _DEFAULT_DATA.is_dir():
     os.environ["SIFTKIT_DATA_DIR"] = str(_DEFAULT_DATA)
