@@ -19,6 +19,7 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader, Sampler
 from siftkit.checkpoint import (CHECKPOINT_DIR, CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
                                 save_checkpoint, set_rng_state)
 from siftkit.config import ALGO_DEFAULTS, RunConfig
+from siftkit.datafiles import DATASETS, resolve_data_dir, split_file_hashes
 from siftkit.metrics import classification_metrics
 from siftkit.models import load_model
 from siftkit.objective import AdversarialLoss
@@ -269,6 +271,7 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
+    _check_model_folder(out, cfg)
     existing = list_checkpoints(out)
     if existing and not cfg.resume and not cfg.overwrite:
         raise OutputDirError(
@@ -283,6 +286,7 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
 
     set_seed(cfg.seed)  # before the data split and the classifier head's initialisation
     stages = build_stages(cfg)
+    data = data_fingerprint(cfg, stages)
     model, tokenizer = load_model(cfg.model_name, num_labels=2)
     _check_max_length(cfg, model, tokenizer)
     model = accelerator.prepare(model)
@@ -290,7 +294,9 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
 
     history: list[dict[str, Any]] = []
     metrics: dict[str, float] = {}
-    position = {"stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "stage_done": False}
+    # "data" (the files' sha256 and the stage sizes) rides in every checkpoint, so a resume
+    # can refuse to continue on other data.
+    position = {"stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "stage_done": False, "data": data}
     nonfinite_steps = 0
     resumed_from = None
 
@@ -298,12 +304,14 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
     if ckpt is not None:
         state, rng = load_checkpoint(ckpt, accelerator.process_index)
         _check_resume_config(state["config"], cfg, ckpt)
+        _check_resume_data(state["position"].get("data"), data, ckpt)
         accelerator.unwrap_model(model).load_state_dict(state["model"])
         if objective.bregman is not None and state.get("teacher") is not None:
             objective.bregman.load_checkpoint_state(state["teacher"])
         if objective.regularizer is not None:
             objective.regularizer.skipped = state.get("skipped", 0)
         history, metrics, position = state["history"], state["metrics"], state["position"]
+        position["data"] = data
         nonfinite_steps = state.get("nonfinite_steps", 0)
         set_rng_state(rng)
         resumed_from = ckpt.name
@@ -337,14 +345,22 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
             "resumed_from": resumed_from,
             "skipped_adversarial_steps": _sum_over_processes(accelerator, objective.skipped),
             "nonfinite_steps": nonfinite_steps,
+            "data_files": data["files"],
+            "data_rows": data["rows"],
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }
     if main:
-        write_results(out, record, overwrite=cfg.overwrite)
-        if cfg.save_model:
-            accelerator.unwrap_model(model).save_pretrained(out / "model")
-            tokenizer.save_pretrained(out / "model")
+        staged = _stage_model(out, accelerator.unwrap_model(model), tokenizer) if cfg.save_model else None
+        try:
+            write_results(out, record, overwrite=cfg.overwrite)
+        except BaseException:
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
+            raise
+        # The run's model/ is this run's, or none: an overwritten run's weights must not stay
+        # beside the new record (load_run_models would measure them as the new run's).
+        _replace_model(out, staged)
         # Checkpoints exist to resume an unfinished run; a finished one keeps only its
         # records (and `model/` when asked), not gigabytes of optimizer state.
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
@@ -359,6 +375,117 @@ def _check_resume_config(saved: dict, cfg: RunConfig, ckpt: Path) -> None:
         raise CheckpointError(
             f"checkpoint {ckpt} was written by a run with different settings ({', '.join(diff)}); "
             f"resume with the same config or choose another output_dir")
+
+
+# The datasets each protocol reads.
+TASK_DATASETS = {"cola": ("cola",), "twitter_to_uci": ("twitter_hate", "uci_sentiment")}
+_SAID_DIFFERENT: set[tuple[str, str]] = set()
+
+
+class DataWarning(UserWarning):
+    """A data file differs from the published one (allowed; said once per file and content)."""
+
+
+def data_fingerprint(cfg: RunConfig, stages) -> dict[str, Any]:
+    """sha256 of every data file the run reads (relative paths), the rows of each dataset
+    split and the stages' sizes: recorded in checkpoints and results.json, compared on resume."""
+    import siftkit.data as data_module
+
+    files: dict[str, str] = {}
+    rows: dict[str, int] = {}
+    for name in TASK_DATASETS[cfg.task]:
+        files.update(split_file_hashes(name, cfg.data_dir))
+        rows.update({f"{name}/{split}": len(ds) for split, ds in data_module.load(name, cfg.data_dir).items()})
+    _say_unpublished(files, resolve_data_dir(cfg.data_dir))
+    return {"files": files, "rows": rows, "stages": [s.describe() for s in stages],
+            "root": str(resolve_data_dir(cfg.data_dir))}
+
+
+def _say_unpublished(files: dict[str, str], root: Path) -> None:
+    """A user's data folder may hold edited files; say so once, as results.json records them."""
+    published = {f.path: f for info in DATASETS.values() for f in info.files}
+    for rel, sha in files.items():
+        spec = published.get(rel)
+        if spec is None or spec.sha256 == sha or (rel, sha) in _SAID_DIFFERENT:
+            continue
+        _SAID_DIFFERENT.add((rel, sha))
+        size = (root / rel).stat().st_size
+        warnings.warn(f"{root / rel} differs from the published file ({size} bytes, sha256 {sha[:12]}...; published: "
+                      f"{spec.size} bytes, {spec.sha256[:12]}...); the run uses it as it is, and results.json "
+                      f"records its sha256 (meta.data_files) and the rows read (meta.data_rows)", DataWarning,
+                      stacklevel=3)
+
+
+def _check_resume_data(saved: dict | None, now: dict, ckpt: Path) -> None:
+    """A resumed run must train on the data it started with (checkpoints from before this
+    record have none to compare)."""
+    if not saved:
+        return
+    for rel in sorted(set(saved["files"]) | set(now["files"])):
+        if saved["files"].get(rel) != now["files"].get(rel):
+            raise CheckpointError(
+                f"checkpoint {ckpt} was written by a run on other data: {rel} now has sha256 "
+                f"{str(now['files'].get(rel))[:12]}... in {now['root']}, the run started with "
+                f"{str(saved['files'].get(rel))[:12]}... in {saved.get('root')}; resume with the data the run started with, or start over with "
+                f"overwrite=True")
+    if saved.get("stages") != now["stages"]:
+        raise CheckpointError(f"checkpoint {ckpt} was written by a run whose stages had other sizes "
+                              f"({saved.get('stages')} then, {now['stages']} now); resume with the same data and "
+                              f"settings, or start over with overwrite=True")
+
+
+class TrainingDivergedError(ValueError):
+    """Too many steps of a stage were non-finite (dropped): the run's metrics would mislead."""
+
+
+def _check_nonfinite_share(cfg: RunConfig, stage: Stage, nonfinite: int, total_steps: int) -> None:
+    """Say how many steps were dropped; fail the run above `cfg.max_nonfinite_fraction`."""
+    if not nonfinite:
+        return
+    share = nonfinite / max(total_steps, 1)
+    what = (f"stage {stage.name!r}: {nonfinite} of {total_steps} steps ({100 * share:.0f}%) had a non-finite loss or "
+            f"gradient and were dropped")
+    if share > cfg.max_nonfinite_fraction:
+        raise TrainingDivergedError(
+            f"{what}, more than max_nonfinite_fraction={cfg.max_nonfinite_fraction:g}: the run diverged and its "
+            f"metrics would not measure the training asked for; lower the learning rate (learning_rate="
+            f"{stage.learning_rate:g} in this stage) or the regularizer's sizes, or raise max_nonfinite_fraction")
+    warnings.warn(f"{what} (max_nonfinite_fraction={cfg.max_nonfinite_fraction:g} allows up to "
+                  f"{100 * cfg.max_nonfinite_fraction:.0f}%); results.json counts them in meta.nonfinite_steps",
+                  RuntimeWarning, stacklevel=3)
+
+
+MODEL_DIR = "model"
+
+
+def _check_model_folder(out: Path, cfg: RunConfig) -> None:
+    """Before training: save_model must be able to write output_dir/model (transformers only
+    logs an error for a file there, and the run would end with no weights and no checkpoints)."""
+    target = out / MODEL_DIR
+    if cfg.save_model and target.exists() and not target.is_dir():
+        raise OutputDirError(f"{str(target)!r} is a file, but save_model=True writes the fine-tuned model to a "
+                             f"folder of that name; move the file away, or choose another output_dir")
+
+
+def _stage_model(out: Path, model, tokenizer) -> Path:
+    """Write model and tokenizer to a temporary folder beside model/ and check them."""
+    tmp = out / f".{MODEL_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if not (tmp / "config.json").is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputDirError(f"the fine-tuned model could not be saved to {str(tmp)!r}; the checkpoints in "
+                             f"{str(out / CHECKPOINT_DIR)!r} are kept: resume=True finishes the run again")
+    return tmp
+
+
+def _replace_model(out: Path, staged: Path | None) -> None:
+    target = out / MODEL_DIR
+    if target.is_dir():
+        shutil.rmtree(target)
+    if staged is not None:
+        staged.rename(target)
 
 
 def _save(accelerator, out, cfg, model, objective, optimizer, scheduler, history, metrics, position,
@@ -468,6 +595,7 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
                       position, nonfinite_total, window)
         skip = 0
     bar.close()
+    _check_nonfinite_share(cfg, stage, nonfinite, total_steps)
     return nonfinite_total
 
 
