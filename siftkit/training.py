@@ -286,8 +286,8 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
 
     set_seed(cfg.seed)  # before the data split and the classifier head's initialisation
     stages = build_stages(cfg)
-    data = data_fingerprint(cfg, stages)
     model, tokenizer = load_model(cfg.model_name, num_labels=2)
+    data = data_fingerprint(cfg, stages)
     _check_max_length(cfg, model, tokenizer)
     model = accelerator.prepare(model)
     objective = AdversarialLoss(model, cfg)
@@ -434,6 +434,10 @@ def _check_resume_data(saved: dict | None, now: dict, ckpt: Path) -> None:
                               f"settings, or start over with overwrite=True")
 
 
+class NonFiniteStepsWarning(RuntimeWarning):
+    """Some steps of a stage were non-finite and dropped (fewer than max_nonfinite_fraction)."""
+
+
 class TrainingDivergedError(ValueError):
     """Too many steps of a stage were non-finite (dropped): the run's metrics would mislead."""
 
@@ -452,7 +456,7 @@ def _check_nonfinite_share(cfg: RunConfig, stage: Stage, nonfinite: int, total_s
             f"{stage.learning_rate:g} in this stage) or the regularizer's sizes, or raise max_nonfinite_fraction")
     warnings.warn(f"{what} (max_nonfinite_fraction={cfg.max_nonfinite_fraction:g} allows up to "
                   f"{100 * cfg.max_nonfinite_fraction:.0f}%); results.json counts them in meta.nonfinite_steps",
-                  RuntimeWarning, stacklevel=3)
+                  NonFiniteStepsWarning, stacklevel=3)
 
 
 MODEL_DIR = "model"
