@@ -17,6 +17,7 @@ as such) for plain and SiFT, which have no Bregman term.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import math
 import os
@@ -230,6 +231,9 @@ class RunConfig:
                 if not isinstance(self.extra, dict):
                     raise ValueError(f"extra must be a mapping, got {type(self.extra).__name__}")
                 _check_extra_is_json(self.extra)
+                if not isinstance(self.extra.get("tag") or "", str):  # summarize names variants by it
+                    raise ValueError(f"extra's tag must be text (it names the run's variant), got "
+                                     f"{self.extra['tag']!r}")
                 continue
             value = getattr(self, f.name)
             setattr(self, f.name, _coerce(f.name, value, hints[f.name]))
@@ -362,7 +366,9 @@ def _lookalike_keys(keys: list, text: str, names: list[str]) -> str:
 def _choice(cfg: RunConfig, name: str, allowed: tuple[str, ...]) -> None:
     value = getattr(cfg, name)
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+        odd = [ch for ch in dict.fromkeys(str(value)) if ord(ch) > 127]  # 'sіft' with a Ukrainian і looks right
+        note = f" (it holds {', '.join(map(_char_name, odd))}, not ASCII)" if odd else ""
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}{note}")
 
 
 def _positive(cfg: RunConfig, name: str) -> None:
@@ -557,9 +563,11 @@ def _check_extra_is_json(extra: dict) -> None:
     found = _json_problem(extra, "extra")
     if found:
         where, value = found
+        # YAML reads an unquoted 2024-05-01 as a date: quoting keeps the text the user typed.
+        hint = (f"quote it to keep it as text, e.g. '{value}'" if isinstance(value, (datetime.date, datetime.time))
+                else "give it as text or a number")
         raise ValueError(f"extra must hold only JSON values (text, numbers, true/false, null, lists, mappings); "
-                         f"{where} is {value!r} (a {type(value).__name__}); quote it to keep it as text, "
-                         f"e.g. '{value}'")
+                         f"{where} is {value!r} (a {type(value).__name__}); {hint}")
 
 
 # ----------------------------------------------------------------------------------------

@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop-after", type=float, default=None, help="start no new run after this many seconds")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     args, rest = p.parse_known_args(argv)
+    if not args.output_dir.strip():  # an unset shell variable: the runs would land in the current folder
+        raise ValueError(f"--output-dir is empty ({args.output_dir!r}); name the sweep's folder, e.g. results/cpu")
     if args.stop_after is not None and not args.stop_after > 0:  # also NaN
         raise ValueError(f"--stop-after must be a number of seconds > 0, got {args.stop_after:g}; leave it out "
                          f"to run every planned run")

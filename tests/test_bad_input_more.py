@@ -450,3 +450,130 @@ def test_twitter_csv_with_two_label_columns(data):
     msg = _error(load, "twitter_hate", data, kind=DataError)
     assert msg == f"{csv} line 1: CSV header ['id', 'label', 'tweet', 'label'] names column(s) label more than once"
     robustness_log("a Twitter CSV with two `label` columns", msg, data_dir=data)
+
+
+# ----------------------------------------------------------------------------- more inputs of the same kinds
+
+_NOT_PLAIN = "is not used by algo='plain' (plain fine-tuning has no adversarial regularizer)"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--algos", "plain", "--weight_decay", "1e300"],
+     "learning_rate x weight_decay = 1e+297 does not fit a float32 (AdamW scales the weights by 1 - learning_rate x "
+     "weight_decay); got learning_rate=0.001, weight_decay=1e+300"),
+    (["--algos", "plain", "--uci_learning_rate", "1e300"],
+     "uci_learning_rate must be < 3.4e+37 (AdamW's first step is 10 x the rate and must fit a float32), got 1e+300"),
+    (["--algos", "plain", "--learning_rate", "1e38"],
+     "learning_rate must be < 3.4e+37 (AdamW's first step is 10 x the rate and must fit a float32), got 1e+38"),
+    (["--algos", "plain", "--max_nonfinite_fraction", "nan"],
+     "max_nonfinite_fraction must be in [0, 1] (the share of a stage's steps that may be non-finite before the run "
+     "fails), got nan"),
+    (["--algos", "plain", "--perturb_at", "word_embeddings"],
+     f"perturb_at='word_embeddings' {_NOT_PLAIN}; leave it at its default 'embedding_output', or choose "
+     f"algo='smart' or 'sift'"),
+    (["--algos", "plain", "--adv_steps", "0"],
+     f"adv_steps=0 {_NOT_PLAIN}; leave it at its default 1, or choose algo='smart' or 'sift'"),
+    (["--algos", "plain", "--extra", "{x: !!binary aGk=}"],
+     "extra must hold only JSON values (text, numbers, true/false, null, lists, mappings); extra['x'] is b'hi' (a "
+     "bytes); give it as text or a number"),
+    (["--algos", "plain", "--extra", "{tag: [a, b]}"],
+     "extra's tag must be text (it names the run's variant), got ['a', 'b']"),
+    (["--algos", "plain", "--tag", ""], "--tag must be a non-empty name, got ''"),
+    (["--algos", "plain", "--tag", " x"], "--tag ' x' cannot name a folder: it has spaces around it; use letters, "
+                                          "digits, '.', '_' and '-' (e.g. 'x')"),
+    (["--algos", "plain", "--tag", "a\\b"], "--tag 'a\\\\b' cannot name a folder: it holds '\\\\'; use letters, "
+                                            "digits, '.', '_' and '-' (e.g. 'a_b')"),
+    (["--algos", "plain", "--seeds", "1-1000000"], "--seeds '1-1000000' names 1000000 seeds; a sweep takes at most "
+                                                   "1000"),
+    (["--algos", "plain", "--stop-after", "nan"], "--stop-after must be a number of seconds > 0, got nan; leave it "
+                                                  "out to run every planned run"),
+], ids=["weight-decay", "uci-lr", "lr1e38", "nonfinite-nan", "plain-perturb-at", "plain-K0", "extra-bytes",
+        "extra-tag-list", "tag-empty", "tag-space", "tag-backslash", "seeds-million", "stop-after-nan"])
+def test_more_sweep_inputs_refused_by_name(tmp_path, capsys, argv, message):
+    code, err = _cli(capsys, "--params", str(SMOKE), *argv, "--output-dir", str(tmp_path / "o"), "--dry-run",
+                     command="sweep")
+    assert (code, err) == (2, f"siftkit sweep: error: {message}")
+    robustness_log(f"`sweep {' '.join(argv)} --dry-run`", err)
+
+
+def test_sweep_output_dir_empty(capsys):
+    code, err = _cli(capsys, "--algos", "plain", "--output-dir", "", "--dry-run", command="sweep")
+    assert (code, err) == (2, "siftkit sweep: error: --output-dir is empty (''); name the sweep's folder, e.g. "
+                              "results/cpu")
+    robustness_log("`sweep --output-dir \"\"` (an unset shell variable)", err)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("--algos plain --tag ../x", "--tag '../x' cannot name a folder: it holds '/'; use letters, digits, '.', '_' "
+                                 "and '-' (e.g. 'x')"),
+    ("--algos plain --adv_epsilon 0.3", f"adv_epsilon=0.3 {_NOT_PLAIN}; leave it unset, or choose algo='smart' or "
+                                        f"'sift'"),
+], ids=["tag-up", "plain-eps"])
+def test_plan_lines_refused_by_name(tmp_path, monkeypatch, capsys, line, message):
+    monkeypatch.chdir(tmp_path)
+    Path("p.plan").write_text(f"--params {SMOKE} {line}\n")
+    code, err = _cli(capsys, "--plan", "p.plan", "--output-dir", "out", "--dry-run", command="sweep")
+    assert (code, err) == (2, f"siftkit sweep: error: p.plan line 1: {message}")
+    robustness_log(f"plan file line `{line}`", err.replace(str(SMOKE), "params/smoke.yaml"))
+
+
+def test_a_lookalike_letter_in_a_choice_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("p.yaml").write_text("algo: s\u0456ft\n", encoding="utf-8")
+    msg = _error(RunConfig.from_yaml, "p.yaml")
+    assert msg == ("algo must be one of 'plain', 'smart', 'sift'; got 's\u0456ft' (it holds '\u0456' (U+0456 CYRILLIC "
+                   "SMALL LETTER BYELORUSSIAN-UKRAINIAN I), not ASCII)")
+    robustness_log("params file: 'algo: s\u0456ft' (a Ukrainian \u0456)", msg)
+
+
+def test_summarize_out_onto_a_file_that_is_not_markdown(tmp_path):
+    root = _study(tmp_path, {})
+    target = root / "twitter_to_uci" / "plain" / "model" / "config.json"
+    target.parent.mkdir()
+    target.write_text("{}")
+    msg = _summarize_error(root, "--out", target)
+    assert msg == (f"--out '{target}' would replace a file that is not Markdown; give the Markdown file to write, "
+                   f"e.g. {target.parent / 'SUMMARY.md'}")
+    assert target.read_text() == "{}"
+    robustness_log("`summarize --out sw/r/model/config.json` (an existing file, not Markdown)", msg, sw=root)
+
+
+def test_blank_data_dir_variable(monkeypatch):
+    monkeypatch.setenv("SIFTKIT_DATA_DIR", " ")
+    msg = _error(load, "cola", kind=DataError)
+    assert msg == ("$SIFTKIT_DATA_DIR is set but empty (' '); name the data folder in it, or unset it "
+                   "(`unset SIFTKIT_DATA_DIR`) for the default")
+    robustness_log("`SIFTKIT_DATA_DIR=' '` (only a space)", msg)
+
+
+def test_twitter_csv_with_two_id_columns(data):
+    csv = data / "twitter_hate" / "train.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join(["id," + lines[0]] + [f"0,{line}" for line in lines[1:]]) + "\n")
+    msg = _error(load, "twitter_hate", data, kind=DataError)
+    assert msg == f"{csv} line 1: CSV header ['id', 'id', 'label', 'tweet'] names column(s) id more than once"
+    robustness_log("a Twitter CSV with two `id` columns", msg, data_dir=data)
+
+
+def test_adversarial_trainer_label_minus_one(tmp_path):
+    from transformers import TrainingArguments
+
+    from siftkit import AdversarialTrainer
+
+    args = TrainingArguments(output_dir=str(tmp_path / "hf"), use_cpu=True, report_to="none", save_strategy="no",
+                             disable_tqdm=True)
+    model = tiny_model("bert", train=True)
+    trainer = AdversarialTrainer(model=model, args=args, algo="smart")
+    msg = _error(trainer.compute_loss, model, make_batch(labels=[0, -1, 1]))
+    assert msg.startswith("AdversarialTrainer got label -1 for a model with num_labels=2 (class ids 0 to 1)")
+    robustness_log("AdversarialTrainer batch with label -1", msg)
+
+
+def test_smart_keeps_its_bregman_knobs():
+    cfg = RunConfig(algo="smart", bregman_beta=0.5, bregman_weight=3.0)
+    assert (cfg.bregman_weight, cfg.bregman_beta) == (3.0, 0.5)
+    assert RunConfig(algo="sift", bregman_weight=0.0).bregman_weight is None  # 0 = no term: what SiFT has
+    with pytest.raises(ValueError, match="^bregman_weight=3.0 is not used by algo='sift'"):
+        cfg.replace(algo="sift", bregman_weight=3.0)
+    assert cfg.replace(algo="sift").bregman_weight is None  # re-derived for the new algorithm
+    robustness_log("`--algo smart --bregman_beta 0.5` (SMART uses it)", "accepted: recorded as given")
