@@ -70,9 +70,9 @@ def save_checkpoint(accelerator, output_dir: str | Path, global_step: int, state
             shutil.rmtree(tmp)
         tmp.mkdir()
     accelerator.wait_for_everyone()
-    torch.save(rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+    _write(rng_state(), tmp / f"rng-{accelerator.process_index}.pt", tmp, output_dir)
     if accelerator.is_main_process:
-        torch.save(state, tmp / "state.pt")
+        _write(state, tmp / "state.pt", tmp, output_dir)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if final.exists():  # a stage-end save at the same step as a periodic one
@@ -82,6 +82,23 @@ def save_checkpoint(accelerator, output_dir: str | Path, global_step: int, state
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _write(obj: Any, file: Path, tmp: Path, output_dir) -> None:
+    """torch.save, or remove the partial folder; a full disk is said as such (torch reports it
+    as "enforce fail at inline_container.cc"). The last complete checkpoint stays."""
+    from siftkit.outdir import is_disk_full, no_space_message
+
+    try:
+        torch.save(obj, file)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not is_disk_full(exc, tmp.parent):
+            raise
+        last = latest_checkpoint(output_dir)
+        kept = f"the last complete checkpoint {last} is kept" if last else "no earlier checkpoint exists"
+        raise CheckpointError(f"{no_space_message(file, 'a checkpoint')}; {kept}, and resume=True continues "
+                              f"from it") from None
 
 
 def load_checkpoint(path: Path, process_index: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Sequence, get_type_hints
 
 from siftkit.config import RunConfig
@@ -139,8 +140,17 @@ def cmd_summarize(argv: Sequence[str]) -> int:
 COMMANDS = {"train": cmd_train, "download": cmd_download, "sweep": cmd_sweep, "summarize": cmd_summarize}
 
 
+def _format_warning(message, category, filename, lineno, line=None, _default=warnings.formatwarning) -> str:
+    """siftkit's own warnings (edited data files, dropped steps) as one line on the terminal,
+    not Python's file:line header with a line of source code; others as Python shows them."""
+    if category.__module__.startswith("siftkit"):
+        return f"siftkit: warning: {message}\n"
+    return _default(message, category, filename, lineno, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = _format_warning
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print("usage: python -m siftkit {train,download,sweep,summarize} [options]\n"
               "  train      run one protocol (see `python -m siftkit train --help`)\n"

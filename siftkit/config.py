@@ -17,9 +17,12 @@ as such) for plain and SiFT, which have no Bregman term.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import difflib
 import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -102,6 +105,7 @@ class RunConfig:
     save_model: bool = False  # write the fine-tuned model and tokenizer to output_dir/model
     cpu: bool = False  # force CPU even where an accelerator exists
     eval_smoothness: bool = True  # held-out smoothness probes at each evaluation (2 extra forwards per example)
+    max_nonfinite_fraction: float = 0.1  # a stage with a larger share of non-finite (dropped) steps fails the run
 
     # --- protocol P2 (Twitter hate speech -> UCI sentiment), seed-paper defaults ---------
     twitter_negatives: int = 2200  # first N label-0 tweets kept beside all positives
@@ -163,6 +167,9 @@ class RunConfig:
                      "early_stopping_patience"):
             if getattr(self, name) is not None:
                 _positive(self, name)
+        if not 0.0 <= self.max_nonfinite_fraction <= 1.0:
+            raise ValueError(f"max_nonfinite_fraction must be in [0, 1] (the share of a stage's steps that may be "
+                             f"non-finite before the run fails), got {self.max_nonfinite_fraction!r}")
         _in_open_unit(self, "twitter_val_fraction")
         _in_open_unit(self, "uci_train_fraction")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -187,6 +194,7 @@ class RunConfig:
         still rebuild a RunConfig).
         """
         if self.algo != "smart":
+            _check_unused_bregman(self)
             self.bregman_weight = self.bregman_beta = None
             return
         for name, default in BREGMAN_DEFAULTS.items():
@@ -205,6 +213,7 @@ class RunConfig:
                 _non_negative(self, name)
             if self.adv_steps < 0:
                 raise ValueError(f"adv_steps must be >= 0, got {self.adv_steps!r}")
+            _check_unused_by_plain(self)
             return
         if self.adv_steps < 0:
             raise ValueError(f"adv_steps must be >= 0 for algo={self.algo!r} (0: random noise, no ascent), "
@@ -240,6 +249,10 @@ class RunConfig:
             if f.name == "extra":
                 if not isinstance(self.extra, dict):
                     raise ValueError(f"extra must be a mapping, got {type(self.extra).__name__}")
+                _check_extra_is_json(self.extra)
+                if not isinstance(self.extra.get("tag") or "", str):  # summarize names variants by it
+                    raise ValueError(f"extra's tag must be text (it names the run's variant), got "
+                                     f"{self.extra['tag']!r}")
                 continue
             if f.name == "report_to":
                 self.report_to = _report_to(self.report_to)
@@ -267,6 +280,8 @@ class RunConfig:
                 or (steps == 0) != (self.adv_steps == 0)):
             for name in _ADV_KNOBS:
                 data[name] = None
+        if changes.get("algo", self.algo) != self.algo:
+            data.update(dict.fromkeys(BREGMAN_DEFAULTS))  # SMART's alone: re-derived for the new algorithm
         data.update(changes)
         return RunConfig.from_dict(data)
 
@@ -299,18 +314,21 @@ class RunConfig:
             if not path.is_file():
                 raise ValueError(f"params file not found: {path}")
             try:
-                loaded = load_yaml(path.read_text(encoding="utf-8"))
+                text = path.read_text(encoding="utf-8")
+                loaded = load_yaml(text)
             except yaml.YAMLError as exc:
-                raise ValueError(f"params file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+                raise ValueError(f"params file {path} is not valid YAML: {_yaml_problem(exc)}"
+                                 f"{_space_lookalike(text)}") from None
             except UnicodeDecodeError as exc:
                 raise ValueError(f"params file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
             if loaded is None:
                 loaded = {}
             if not isinstance(loaded, dict):
-                raise ValueError(f"params file {path} must hold a mapping of field: value")
-            unknown = sorted(set(loaded) - set(cls.field_names()))
+                raise ValueError(f"params file {path} must hold a mapping of field: value{_space_lookalike(text)}")
+            unknown = sorted(set(loaded) - set(cls.field_names()), key=str)
             if unknown:
-                raise ValueError(f"unknown field(s) in {path}: {', '.join(unknown)}")
+                raise ValueError(f"unknown field(s) in {path}: {', '.join(map(str, unknown))}"
+                                 f"{_lookalike_keys(unknown, text, cls.field_names())}")
             data.update(loaded)
         data.update({k: v for k, v in overrides.items()})
         return cls.from_dict(data, source=str(path) if path else "overrides")
@@ -328,6 +346,41 @@ def _yaml_problem(exc: Exception) -> str:
     return text
 
 
+def _char_name(ch: str) -> str:
+    return f"{ch!r} (U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed character')})"
+
+
+def _space_lookalike(text: str) -> str:
+    """'; line 2, column 14 holds ...' for the first non-ASCII space or invisible character:
+    YAML reads a non-breaking space (pasted from a web page) as part of a word, so the file
+    fails with an error about a missing ':' that does not show the cause."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        for column, ch in enumerate(line, start=1):
+            if ord(ch) > 127 and unicodedata.category(ch) in ("Zs", "Cf", "Cc"):
+                return (f"; line {number}, column {column} holds {_char_name(ch)}, which YAML does not read as "
+                        f"a space: type a plain space there")
+    return ""
+
+
+def _lookalike_keys(keys: list, text: str, names: list[str]) -> str:
+    """For unknown keys with non-ASCII characters (a Cyrillic 'а' in 'leаrning_rate' looks
+    exactly like the field): name the character, its line and the field it imitates."""
+    notes = []
+    for key in map(str, keys):
+        odd = [ch for ch in key if ord(ch) > 127]
+        if not odd:
+            continue
+        line = next((n for n, row in enumerate(text.split("\n"), start=1) if key in row), None)
+        ascii_key = unicodedata.normalize("NFKD", key).encode("ascii", "ignore").decode()
+        close = difflib.get_close_matches(ascii_key or key, names, n=1, cutoff=0.8)
+        where = f"line {line}: " if line else ""
+        note = f"{where}{key!r} holds {', '.join(map(_char_name, dict.fromkeys(odd)))}, not ASCII"
+        if close:
+            note += f"; did you mean {close[0]}?"
+        notes.append(note)
+    return " (" + "; ".join(notes) + ")" if notes else ""
+
+
 # ----------------------------------------------------------------------------------------
 # validation helpers: every message names the field and what is allowed
 
@@ -335,7 +388,9 @@ def _yaml_problem(exc: Exception) -> str:
 def _choice(cfg: RunConfig, name: str, allowed: tuple[str, ...]) -> None:
     value = getattr(cfg, name)
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+        odd = [ch for ch in dict.fromkeys(str(value)) if ord(ch) > 127]  # 'sіft' with a Ukrainian і looks right
+        note = f" (it holds {', '.join(map(_char_name, odd))}, not ASCII)" if odd else ""
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}{note}")
 
 
 def _positive(cfg: RunConfig, name: str) -> None:
@@ -445,6 +500,7 @@ _PATH_HINTS = {
 def _check_run_fields(cfg: RunConfig) -> None:
     """The optimizer's epsilon, the seed's range, path fields and the Twitter split sizes."""
     _positive(cfg, "adam_epsilon")  # inf froze the weights, nan/-1 failed deep in AdamW
+    _check_learning_rates(cfg)
     if cfg.seed > SEED_MAX:
         raise ValueError(f"seed must be <= {SEED_MAX} (2**32 - 1, the largest seed numpy takes), got {cfg.seed!r}")
     for name, hint in _PATH_HINTS.items():
@@ -500,6 +556,96 @@ def _check_twitter_split(cfg: RunConfig) -> None:
             f"twitter_subset={cfg.twitter_subset} with twitter_val_fraction={cfg.twitter_val_fraction} leaves "
             f"{cfg.twitter_subset - n_val} tweet(s) for training and {n_val} for validation; each needs at "
             f"least one")
+
+
+# AdamW's first update is learning_rate / (1 - beta1) = 10 x the rate, and torch turns it
+# into a float32: a rate above this failed inside AdamW with "cannot be converted to type
+# float without overflow" (1e300), after the data and the model were loaded.
+_FLOAT32_MAX = 3.4028234663852886e38
+LEARNING_RATE_MAX = _FLOAT32_MAX / 10
+
+
+def _check_learning_rates(cfg: RunConfig) -> None:
+    for name in ("learning_rate", "uci_learning_rate"):
+        value = getattr(cfg, name)
+        if value is None or not math.isfinite(value):
+            continue  # _positive reports nan/inf
+        if value >= LEARNING_RATE_MAX:
+            raise ValueError(f"{name} must be < {LEARNING_RATE_MAX:.3g} (AdamW's first step is 10 x the rate and "
+                             f"must fit a float32), got {value!r}")
+        # AdamW's decoupled decay multiplies the weights by 1 - rate * weight_decay (a float32).
+        if math.isfinite(cfg.weight_decay) and value * cfg.weight_decay >= _FLOAT32_MAX:
+            raise ValueError(f"{name} x weight_decay = {value * cfg.weight_decay:.3g} does not fit a float32 "
+                             f"(AdamW scales the weights by 1 - {name} x weight_decay); got {name}={value!r}, "
+                             f"weight_decay={cfg.weight_decay!r}")
+
+
+# Values a plain run records for the regularizer's knobs (it has none): unset, or the
+# resolved 0.0; for the knobs with a fixed default, that default.
+_PLAIN_UNUSED_DEFAULTS = ("adv_rule", "adv_steps", "adv_norm", "perturb_at", "divergence")
+# Values of the Bregman knobs that runs of plain and SiFT have recorded (older versions wrote
+# SMART's resolved defaults for every algorithm; a sweep over smart,sift with
+# --bregman_weight 0 wrote 0): accepted, so those records rebuild; any other value is an error.
+_RECORDED_BREGMAN = {"bregman_weight": (0.0, 1.0), "bregman_beta": (0.99,)}
+
+
+def _check_unused_by_plain(cfg: RunConfig) -> None:
+    """Plain fine-tuning has no regularizer: a knob of it set to something is an error,
+    not a value silently recorded in results.json as if it had been used."""
+    why = "plain fine-tuning has no adversarial regularizer"
+    for name in _ADV_KNOBS:
+        value = getattr(cfg, name)
+        if value not in (None, 0.0):
+            raise ValueError(f"{name}={value!r} is not used by algo='plain' ({why}); leave it unset, or choose "
+                             f"algo='smart' or 'sift'")
+    defaults = {f.name: f.default for f in fields(cfg)}
+    for name in _PLAIN_UNUSED_DEFAULTS:
+        value = getattr(cfg, name)
+        if value != defaults[name]:
+            raise ValueError(f"{name}={value!r} is not used by algo='plain' ({why}); leave it at its default "
+                             f"{defaults[name]!r}, or choose algo='smart' or 'sift'")
+
+
+def _check_unused_bregman(cfg: RunConfig) -> None:
+    for name, recorded in _RECORDED_BREGMAN.items():
+        value = getattr(cfg, name)
+        if value is not None and value not in recorded:
+            raise ValueError(f"{name}={value!r} is not used by algo={cfg.algo!r} (only SMART has a Bregman term); "
+                             f"leave it unset, or choose algo='smart'")
+
+
+def _json_problem(value: Any, where: str) -> tuple[str, Any] | None:
+    """The first part of `value` that JSON cannot hold, as (where, what); None if all can."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _json_problem(item, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                return f"{where} key", key
+            found = _json_problem(item, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    return where, value
+
+
+def _check_extra_is_json(extra: dict) -> None:
+    """results.json and checkpoints record `extra`: check up front that JSON can hold it,
+    instead of failing after the whole run has trained (a YAML date, `{date: 2024-05-01}`)."""
+    found = _json_problem(extra, "extra")
+    if found:
+        where, value = found
+        # YAML reads an unquoted 2024-05-01 as a date: quoting keeps the text the user typed.
+        hint = (f"quote it to keep it as text, e.g. '{value}'" if isinstance(value, (datetime.date, datetime.time))
+                else "give it as text or a number")
+        raise ValueError(f"extra must hold only JSON values (text, numbers, true/false, null, lists, mappings); "
+                         f"{where} is {value!r} (a {type(value).__name__}); {hint}")
 
 
 # ----------------------------------------------------------------------------------------

@@ -140,6 +140,10 @@ def _read_twitter(path: Path) -> dict[str, list]:
     cols: dict[str, list] = {"id": [], "text": [], "label": []}
     try:
         header = next(reader)
+        twice = sorted({c for c in header if header.count(c) > 1} & {"id", "label", "tweet"})
+        if twice:
+            # csv and header.index() would silently read the first of them.
+            raise DataError(f"{path} line 1: CSV header {header!r} names column(s) {', '.join(twice)} more than once")
         missing = [c for c in ("id", "label", "tweet") if c not in header]
         if missing:
             raise DataError(

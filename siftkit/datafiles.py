@@ -149,6 +149,11 @@ def locate_data_dir(data_dir: str | os.PathLike | None = None) -> DataFolder:
     if data_dir is not None:
         return DataFolder(Path(data_dir), "the data_dir argument", False)
     env = os.environ.get(ENV_VAR)
+    if env is not None and not env.strip():
+        # As data_dir="" is refused: an empty value (an unset variable in `export X=$Y`) is a
+        # mistake, not "unset"; treating it as unset said "set SIFTKIT_DATA_DIR" and filled the cache.
+        raise DataError(f"${ENV_VAR} is set but empty ({env!r}); name the data folder in it, or unset it "
+                        f"(`unset {ENV_VAR}`) for the default")
     if env:
         return DataFolder(Path(env), f"${ENV_VAR}", False)
     local = Path("data")
@@ -171,10 +176,17 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     folder = locate_data_dir(data_dir)
     if not folder.is_cache and not folder.path.is_dir():
         raise DataError(
-            f"data folder {folder.path} (from {folder.how}) does not exist or is not a folder; "
+            f"data folder {shown_path(folder.path)} (from {folder.how}) does not exist or is not a folder; "
             f"pass data_dir=..., set {ENV_VAR}, or fetch the data with `{DOWNLOAD_HINT}`"
         )
     return folder.path
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """A path as messages show it: quoted when it starts or ends with white space (a leading
+    space is invisible otherwise), as it is else."""
+    text = str(path)
+    return repr(text) if text != text.strip() or any(not ch.isprintable() for ch in text) else text
 
 
 # --------------------------------------------------------------------------- fingerprints

@@ -62,6 +62,19 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return trainer_kwargs, knobs
 
 
+def _check_label_range(labels: torch.Tensor, num_labels: int) -> None:
+    """Class ids must index the model's logits (torch's cross-entropy fails with a bare
+    IndexError, or a device-side assert on a GPU)."""
+    if labels.numel() == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_labels:
+        bad = high if high >= num_labels else low
+        raise ValueError(f"AdversarialTrainer got label {bad} for a model with num_labels={num_labels} (class ids "
+                         f"0 to {num_labels - 1}); build the model with num_labels covering every label "
+                         f"(from_pretrained(..., num_labels=...)) or fix the dataset's labels")
+
+
 class BregmanTeacherCallback(TrainerCallback):
     """Moves SMART's Bregman teacher towards the model after every optimizer step."""
 
@@ -145,6 +158,7 @@ class AdversarialTrainer(Trainer):
             raise ValueError(f"AdversarialTrainer trains single-label classifiers: labels must be integer class ids, "
                              f"got {inputs['labels'].dtype}; cast the dataset's label column to int64 "
                              f"(dataset.cast_column('label', datasets.Value('int64')))")
+        _check_label_range(inputs["labels"], getattr(unwrap(model).config, "num_labels", 2))
         captured: list = []
         handle = None
         if return_outputs:

@@ -231,7 +231,9 @@ def prepare_output_dir(cfg: RunConfig) -> Path:
     try:
         out = check_output_dir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
     except OutputDirError as exc:
-        raise OutputDirError(f"{exc}; {hint}") from None
+        # The advice helps only where an earlier run's results.json is in the way (not for a
+        # folder that cannot be written, where overwrite changes nothing).
+        raise OutputDirError(f"{exc}; {hint}" if "already holds" in str(exc) else str(exc)) from None
     # Only a check: train() makes the folder, and removes it again if the run fails.
     remove_empty_folders(created)
     if list_checkpoints(out) and not cfg.resume and not cfg.overwrite:

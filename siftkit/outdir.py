@@ -10,7 +10,9 @@ run ends normally or with an error. Where `fcntl` does not exist (Windows) there
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -57,8 +59,17 @@ class OutputDirLock:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        except OSError as exc:
+            # A full disk: the file was created, its text could not be written. Leave nothing.
+            path.unlink(missing_ok=True)
+            os.close(fd)
+            if is_disk_full(exc, folder):
+                raise OutputDirError(no_space_message(path, "the run's lock file")) from None
+            raise OutputDirError(f"output_dir {str(folder)!r} is not writable: cannot write {path}: "
+                                 f"{exc.strerror or exc}") from None
         return cls(folder, fd)
 
     def release(self) -> None:
@@ -92,3 +103,36 @@ def remove_empty_folders(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             return
+
+
+# Below this many free bytes a failed write is taken to be a full disk (torch's writer
+# reports ENOSPC as a RuntimeError without an errno).
+_NEARLY_FULL = 64 << 20
+
+
+def is_disk_full(exc: BaseException, path: str | Path) -> bool:
+    """Whether `exc`, raised while writing under `path`, came from a full file system."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if "No space left" in str(exc):
+        return True
+    try:
+        return shutil.disk_usage(_existing(Path(path))).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
+def no_space_message(path: str | Path, what: str) -> str:
+    """'no space left on device <mount point> at <path> (writing ...)': the file system to
+    clean up, and the file that could not be written."""
+    folder = _existing(Path(path))
+    mount = folder.resolve()
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    return f"no space left on device {mount} at {path} (writing {what}); free some space there, then run again"
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

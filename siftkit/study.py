@@ -75,9 +75,10 @@ class Run:
         return self.record["metrics"]
 
     def metric(self, name: str) -> float:
-        """The metric, NaN when the run did not record it (older runs) or recorded null."""
+        """The metric, NaN when the run did not record it (older runs), recorded null, or a
+        non-finite number (NaN/Infinity in a hand-edited file count as null: never as a value)."""
         value = self.metrics.get(name)
-        return math.nan if value is None else float(value)
+        return math.nan if value is None or not math.isfinite(value) else float(value)
 
 
 def find_results(paths: Iterable[str | Path]) -> list[Path]:
@@ -89,7 +90,8 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
             found[p.resolve()] = None
         elif p.is_dir():
             for f in sorted(p.rglob(RESULTS_FILE)):
-                found[f.resolve()] = None
+                if f.is_file():  # a folder named results.json is no record
+                    found[f.resolve()] = None
         else:
             raise ValueError(f"no results file or folder at {p}")
     return list(found)
@@ -126,8 +128,8 @@ def load_run(path: str | Path) -> Run:
     if not isinstance(extra, dict) or not isinstance(extra.get("tag") or "", str):
         raise ValueError(f"{path}: config extra {extra!r} is not an object with a text 'tag'")
     main = PAPER_METRIC[task]
-    if metrics.get(main) is None:
-        what = "null" if main in metrics else "missing"
+    if metrics.get(main) is None or not math.isfinite(metrics[main]):
+        what = "missing" if main not in metrics else "null" if metrics[main] is None else repr(metrics[main])
         raise ValueError(f"{path}: metric {main!r} is {what}; the run has no result to compare "
                          f"(rerun it, or move the file out of the summarized folders)")
     device = meta.get("device_name") or meta.get("device") or "cpu"
@@ -169,7 +171,66 @@ def group_runs(runs: Iterable[Run]) -> Groups:
     for variants in groups.values():
         for recs in variants.values():
             recs.sort(key=lambda r: r.seed)
+            _check_same_settings(recs)
     return {k: dict(v) for k, v in sorted(groups.items())}
+
+
+# Fields that cannot change a run's result, so runs of one variant may differ in them (besides
+# the seed, which pairs runs across variants): where the files go, how often the run logs and
+# checkpoints, the evaluation batch size, the device flag, and the data folder's name (where
+# the records have them, the data files' sha256 decide instead; see `_data_differs`).
+SETTINGS_THAT_MAY_DIFFER = frozenset({
+    "seed", "output_dir", "overwrite", "resume", "save_steps", "save_model", "data_dir", "stage_cache_dir",
+    "logging_steps", "per_device_eval_batch_size", "cpu", "report_to"})
+
+
+def _config_defaults() -> dict[str, Any]:
+    import dataclasses
+
+    from siftkit.config import RunConfig
+
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(RunConfig)}
+
+
+def _setting(cfg: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> Any:
+    """A recorded setting; a key an older record lacks counts as the default."""
+    if name == "extra":
+        return (cfg.get("extra") or {}).get("tag") or None  # free-form notes besides the tag
+    return cfg.get(name, defaults.get(name))
+
+
+def settings_differences(a: Run, b: Run) -> list[str]:
+    """The fields (and data files) in which two runs of one variant differ, besides the seed
+    and the settings that cannot change a result."""
+    defaults = _config_defaults()
+    ca, cb = a.record["config"], b.record["config"]
+    names = sorted((set(ca) | set(cb) | set(defaults)) - SETTINGS_THAT_MAY_DIFFER)
+    diff = [n for n in names if _setting(ca, n, defaults) != _setting(cb, n, defaults)]
+    fa, fb = a.record["meta"].get("data_files"), b.record["meta"].get("data_files")
+    if isinstance(fa, dict) and isinstance(fb, dict):
+        diff += [f"data file {rel}" for rel in sorted(set(fa) | set(fb)) if fa.get(rel) != fb.get(rel)]
+    return diff
+
+
+def _check_same_settings(runs: Sequence[Run]) -> None:
+    """Runs of one variant are seeds of one setting: pooling two settings into one mean and
+    std (an untagged lr 0.05 run beside lr 2e-5 ones) would report a spread that is not the
+    seed-to-seed one. Refused, naming the fields and two files."""
+    defaults = _config_defaults()
+    first = runs[0]
+    for run in runs[1:]:
+        diff = settings_differences(first, run)
+        if not diff:
+            continue
+        def shown(r: Run) -> str:
+            return ", ".join(f"{n}={_setting(r.record['config'], n, defaults)!r}" for n in diff
+                             if not n.startswith("data file "))
+        raise ValueError(
+            f"runs of variant {run.variant!r} (task {run.task}, device {run.device}, code {run.commit}) differ in "
+            f"{', '.join(diff)}: {first.path} ({shown(first) or 'its data'}) and {run.path} ({shown(run) or 'its data'}); "
+            f"runs of one variant may differ only in the seed (and where their files go): give each setting its "
+            f"own tag (sweep --tag, or extra: {{tag: ...}}), or move one out of the summarized folders")
 
 
 def short_commit(commit: str) -> str:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from siftkit.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
-from siftkit.results import atomic_write_text
+from siftkit.results import HISTORY_FILE, RESULTS_FILE, atomic_write_text
 from siftkit.study import (MATCH_FACTOR, SELECTION_METRIC, SOURCE_METRIC, Groups, Run, activity, choice_note,
                            curve_eps, diff_tuned, equal_budget, find_results, group_runs, load_runs,
                            matched_size_pairs, matched_size_table, mean_ci, paired_difference, per_seed, plain_for,
@@ -114,6 +114,18 @@ def _main_table(task: str, variants: Mapping[str, list[Run]], key: str, data: di
         data["groups"][f"{key}|{variant}"] = {"n": len(recs), "seeds": [r.seed for r in recs],
                                               **{m: {"mean": s["mean"], "std": s["std"]} for m, s in stats.items()}}
     return _table(["variant", "n", *metrics, "paper BERT", "paper DeBERTa", "wall time (s)"], rows)
+
+
+def _nonfinite_note(variants: Mapping[str, list[Run]]) -> list[str]:
+    """Runs that dropped non-finite steps (fewer than their max_nonfinite_fraction, or they
+    would have failed): flagged under the table, as their numbers come from fewer updates."""
+    flagged = [f"`{v}` seed {r.seed} ({r.record['meta']['nonfinite_steps']} steps)"
+               for v in sorted(variants, key=variant_order) for r in variants[v]
+               if (r.record["meta"].get("nonfinite_steps") or 0) > 0]
+    if not flagged:
+        return []
+    return [f"**Runs with non-finite (dropped) training steps**, whose numbers come from fewer updates: "
+            f"{', '.join(flagged)}.", ""]
 
 
 def _plain_choice(task: str, variants: Mapping[str, list[Run]]) -> list[str]:
@@ -371,6 +383,7 @@ def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[R
     lines = [f"## {title} — {model} on {device}, code `{short_commit(commit)}`", ""]
     lines += _figure_lines(figures)
     lines += _main_table(task, variants, skey, data)
+    lines += _nonfinite_note(variants)
     lines += _plain_choice(task, variants)
     lines += _equal_budget_section(task, variants, skey, data)
     lines += _paired_table(task, variants, skey, data)
@@ -467,6 +480,10 @@ def _out_path(args: argparse.Namespace) -> Path:
     out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / "SUMMARY.md"
     if out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a folder; give the Markdown file to write, e.g. {out / 'SUMMARY.md'}")
+    if out.name in (RESULTS_FILE, HISTORY_FILE) or (out.is_file() and out.suffix.lower() != ".md"):
+        # The Markdown would replace a run's record (or a file of its model/) without a trace.
+        raise ValueError(f"--out {str(out)!r} would replace {'a run record' if out.name in (RESULTS_FILE, HISTORY_FILE) else 'a file that is not Markdown'}"
+                         f"; give the Markdown file to write, e.g. {out.parent / 'SUMMARY.md'}")
     if out.parent.exists() and not out.parent.is_dir():
         raise ValueError(f"--out {str(out)!r}: {str(out.parent)!r} is a file, not a folder")
     return out

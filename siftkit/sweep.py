@@ -62,7 +62,7 @@ from typing import get_type_hints
 from siftkit import cluster
 from siftkit.checkpoint import list_checkpoints
 from siftkit.cli import BOOL_FLAGS, join_negative_values, parse_field_value
-from siftkit.config import ALGOS, RunConfig, _coerce
+from siftkit.config import ALGOS, SEED_MAX, RunConfig, _coerce
 from siftkit.results import RESULTS_FILE
 from siftkit.study import DEFAULT_SELECT_ON, check_select_on, format_grid_value, grid_label, load_run, select_point
 
@@ -77,14 +77,63 @@ def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
                 lo, hi = (int(x) for x in part.split("-", 1))
                 if hi < lo:
                     raise ValueError
+                _check_seed_range(text, lo, hi, len(seeds))  # before the range is expanded
                 seeds.extend(range(lo, hi + 1))
             elif part:
                 seeds.append(int(part))
+    except _SeedRangeError:
+        raise
     except ValueError:
         raise ValueError(f"{option} must look like '1-5' or '1,3,7', got {text!r}") from None
     if not seeds or any(s < 0 for s in seeds):
         raise ValueError(f"{option} must name seeds >= 0, got {text!r}")
     return list(dict.fromkeys(seeds))
+
+
+# More runs than any study plans: a typo such as 1-10000 is refused instead of validating
+# (and listing) ten thousand runs.
+MAX_SEEDS = 1000
+
+
+class _SeedRangeError(ValueError):
+    pass
+
+
+def _check_seed_range(text: str, lo: int, hi: int, before: int) -> None:
+    if hi > SEED_MAX:
+        raise _SeedRangeError(f"--seeds {text!r}: seed {hi} is more than {SEED_MAX} (2**32 - 1, the largest seed numpy takes)")
+    if before + hi - lo + 1 > MAX_SEEDS:
+        raise _SeedRangeError(f"--seeds {text!r} names {before + hi - lo + 1} seeds; a sweep takes at most {MAX_SEEDS}")
+
+
+def check_path_name(what: str, name: str) -> str:
+    """`name` (a tag, or any name that becomes one part of a run's folder path) must stay one
+    folder: no separator, no '..', nothing the file system would read otherwise; returns it.
+
+    A tag such as ``x/../../../outside`` planned its runs outside the output root.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{what} must be a non-empty name, got {name!r}")
+    bad = [ch for ch in ("/", "\\", "\0") if ch in name]
+    if bad or name in (".", "..") or name != name.strip() or any(not ch.isprintable() for ch in name):
+        why = (f"it holds {', '.join(map(repr, bad))}" if bad else "it has spaces around it" if name != name.strip()
+               else "it has an unprintable character" if any(not ch.isprintable() for ch in name)
+               else "it names a folder above or at the output root")
+        raise ValueError(f"{what} {name!r} cannot name a folder: {why}; use letters, digits, '.', '_' and '-' "
+                         f"(e.g. {_safe_name(name)!r})")
+    return name
+
+
+def _safe_name(name: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name.strip()).strip("._")
+    return safe or "variant"
+
+
+def check_inside(root: Path, run_dir: Path) -> None:
+    """A planned run folder must resolve inside the sweep's output root."""
+    base, target = root.resolve(), run_dir.resolve()
+    if base != target and base not in target.parents:
+        raise ValueError(f"run folder {run_dir} resolves to {target}, outside the output root {base}")
 
 
 def parse_algos(text: str) -> list[str]:
@@ -184,6 +233,8 @@ def plan(params: str | None, algos: list[str], seeds: list[int], output_dir: Pat
          then_seeds: list[int] | None = None) -> list[PlannedRun]:
     """The runs of one sweep: per algo its seeds; with `grid`, per algo every grid point (the
     cross product, first --grid outermost) x seeds, then its `then_seeds` chosen-point runs."""
+    if tag is not None:
+        check_path_name("--tag", tag)
     if not grid:
         if select_on is not None or then_seeds:
             raise ValueError("--select-on and --then-seeds choose among the points of a --grid; "
@@ -257,6 +308,7 @@ def _planned(params: str | None, algo: str, seed: int, output_dir: Path, name: s
     overrides apply to this algorithm's defaults)."""
     cfg = _config(params, overrides, algo, seed)
     run_dir = output_dir / cfg.task / name / f"seed{seed}"
+    check_inside(output_dir, run_dir)
     return PlannedRun(algo, seed, run_dir, _train_args(params, algo, seed, run_dir, overrides, extra), config=cfg)
 
 
@@ -300,6 +352,7 @@ def _at_chosen_runs(args: argparse.Namespace, output_dir: Path, rest: list[str],
                          "--grid, --then-seeds or --select-on")
     if not args.tag:
         raise ValueError("--at-chosen needs --tag (the variant's name, e.g. reinit_head)")
+    check_path_name("--tag", args.tag)
     arm_runs = [r for r in earlier if r.arm == args.at_chosen]
     if not arm_runs:
         arms = sorted({r.arm for r in earlier if r.arm})
@@ -360,9 +413,9 @@ def run_one(run: PlannedRun, log_dir: Path) -> tuple[PlannedRun, int, float]:
 def _sweep_parser(prog: str = "siftkit sweep") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--params", default=None, help="YAML of RunConfig overrides")
-    p.add_argument("--algos", default="plain,smart,sift")
-    p.add_argument("--seeds", default="1-5")
-    p.add_argument("--tag", default=None, help="variant name appended to the algo folder")
+    p.add_argument("--algos", default="plain,smart,sift", action=_Once)
+    p.add_argument("--seeds", default="1-5", action=_Once)
+    p.add_argument("--tag", default=None, help="variant name appended to the algo folder", action=_Once)
     p.add_argument("--grid", action="append", default=None, metavar="FIELD=V1,V2,...",
                    help="run every value of a RunConfig field (repeat for the cross product); needs --tag")
     p.add_argument("--select-on", "--select_on", dest="select_on", default=None, metavar="METRIC",
@@ -373,6 +426,20 @@ def _sweep_parser(prog: str = "siftkit sweep") -> argparse.ArgumentParser:
     p.add_argument("--at-chosen", "--at_chosen", dest="at_chosen", default=None, metavar="ARM",
                    help="run at the point ARM (<algo>-<tag> of an earlier --grid line) chose on validation")
     return p
+
+
+class _Once(argparse.Action):
+    """An option that may be given once: argparse keeps the last of `--algos plain --algos sift`
+    without a word, and the sweep would silently skip plain."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, f"_{self.dest}_given", False):
+            raise ValueError(f"{option_string} given twice ({getattr(namespace, self.dest)!r}, then {values!r}); "
+                             f"give it once" + (", as one comma list, e.g. " f"{option_string} "
+                                                f"{getattr(namespace, self.dest)},{values}"
+                                                if self.dest in ("algos", "seeds") else ""))
+        setattr(namespace, f"_{self.dest}_given", True)
+        setattr(namespace, self.dest, values)
 
 
 def _plan_args(args: argparse.Namespace, output_dir: Path, rest: list[str]) -> list[PlannedRun]:
@@ -387,8 +454,11 @@ def plan_file(path: str | Path, output_dir: Path) -> list[PlannedRun]:
     if not path.is_file():
         raise ValueError(f"plan file not found: {path}")
     runs: list[PlannedRun] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        words = shlex.split(line, comments=True)
+    for number, line in enumerate(_plan_lines(path), start=1):
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as exc:  # "No closing quotation"
+            raise ValueError(f"{path} line {number}: {exc} ({line.strip()!r})") from None
         if not words:
             continue
         try:
@@ -406,6 +476,16 @@ def plan_file(path: str | Path, output_dir: Path) -> list[PlannedRun]:
     return runs
 
 
+def _plan_lines(path: Path) -> list[str]:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path} line {line}: not UTF-8 text (byte {raw[exc.start:exc.start + 1]!r} at offset "
+                         f"{exc.start}: {exc.reason}); save the plan file as UTF-8") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = _sweep_parser()
     p.add_argument("--plan", default=None, help="a file of sweeps, one per line (replaces --params/--algos/...)")
@@ -418,6 +498,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard", default=None, metavar="i/N", help="run only entries i, i+N, i+2N, ... of --list")
     cluster.add_submitit_options(p)
     args, rest = p.parse_known_args(argv)
+    if not args.output_dir.strip():  # an unset shell variable: the runs would land in the current folder
+        raise ValueError(f"--output-dir is empty ({args.output_dir!r}); name the sweep's folder, e.g. results/cpu")
+    if args.stop_after is not None and not args.stop_after > 0:  # also NaN
+        raise ValueError(f"--stop-after must be a number of seconds > 0, got {args.stop_after:g}; leave it out "
+                         f"to run every planned run")
     if args.plan is not None:
         if rest:
             raise ValueError(f"--plan takes the runs from the file; unexpected options {' '.join(rest)}")

@@ -19,6 +19,7 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from torch.utils.data import DataLoader, Sampler
 from siftkit.checkpoint import (CHECKPOINT_DIR, CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
                                 save_checkpoint, set_rng_state)
 from siftkit.config import ALGO_DEFAULTS, RunConfig
+from siftkit.datafiles import DATASETS, resolve_data_dir, split_file_hashes
 from siftkit.metrics import classification_metrics
 from siftkit.models import load_model
 from siftkit.objective import AdversarialLoss
@@ -328,6 +330,7 @@ class RunState:
 def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
+    _check_model_folder(out, cfg)
     existing = list_checkpoints(out)
     if existing and not cfg.resume and not cfg.overwrite:
         raise OutputDirError(
@@ -343,6 +346,7 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
     set_seed(cfg.seed)  # before the data split and the classifier head's initialisation
     stages = build_stages(cfg)
     model, tokenizer = load_model(cfg.model_name, num_labels=2)
+    data = data_fingerprint(cfg, stages)
     _check_max_length(cfg, model, tokenizer)
     if cfg.freeze_encoder:
         # Before `prepare`: DDP registers the parameters that need gradients when it wraps.
@@ -350,13 +354,18 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
     model = accelerator.prepare(model)
     objective = AdversarialLoss(model, cfg)
     run = RunState()
+    # "data" (the files' sha256 and the stage sizes) rides in every checkpoint, so a resume
+    # can refuse to continue on other data.
+    run.position["data"] = data
     resumed_from, ckpt_state = None, None
 
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
         ckpt_state, rng = load_checkpoint(ckpt, accelerator.process_index)
         _check_resume_config(ckpt_state["config"], cfg, ckpt)
+        _check_resume_data(ckpt_state["position"].get("data"), data, ckpt)
         run.restore(ckpt_state, accelerator, model, objective)
+        run.position["data"] = data
         set_rng_state(rng)
         resumed_from = ckpt.name
     elif existing and cfg.overwrite and main:
@@ -383,6 +392,7 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
             if cache.entry(previous) is not None:
                 state, rng = cache.load(previous)
                 run.restore(state, accelerator, model, objective)
+                run.position["data"] = data  # this run's data folder (the key already matched the rows)
                 set_rng_state(rng)
                 run.stage_info[stage_index]["from_cache"] = True
                 tracking.log_cached(accelerator, run.history, run.val_history, run.metrics,
@@ -417,14 +427,22 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
             "stages_from_cache": [s.name for s, info in zip(stages, run.stage_info) if info.get("from_cache")],
             "skipped_adversarial_steps": _sum_over_processes(accelerator, objective.skipped),
             "nonfinite_steps": run.nonfinite_steps,
+            "data_files": data["files"],
+            "data_rows": data["rows"],
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }
     if main:
-        write_results(out, record, overwrite=cfg.overwrite)
-        if cfg.save_model:
-            accelerator.unwrap_model(model).save_pretrained(out / "model")
-            tokenizer.save_pretrained(out / "model")
+        staged = _stage_model(out, accelerator.unwrap_model(model), tokenizer) if cfg.save_model else None
+        try:
+            write_results(out, record, overwrite=cfg.overwrite)
+        except BaseException:
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
+            raise
+        # The run's model/ is this run's, or none: an overwritten run's weights must not stay
+        # beside the new record (load_run_models would measure them as the new run's).
+        _replace_model(out, staged)
         # Checkpoints exist to resume an unfinished run; a finished one keeps only its
         # records (and `model/` when asked), not gigabytes of optimizer state.
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
@@ -486,6 +504,121 @@ def reinit_head(model) -> None:
     for module in bare.children():
         if module is not bare.base_model:
             module.apply(bare._init_weights)
+
+
+# The datasets each protocol reads.
+TASK_DATASETS = {"cola": ("cola",), "twitter_to_uci": ("twitter_hate", "uci_sentiment")}
+_SAID_DIFFERENT: set[tuple[str, str]] = set()
+
+
+class DataWarning(UserWarning):
+    """A data file differs from the published one (allowed; said once per file and content)."""
+
+
+def data_fingerprint(cfg: RunConfig, stages) -> dict[str, Any]:
+    """sha256 of every data file the run reads (relative paths), the rows of each dataset
+    split and the stages' sizes: recorded in checkpoints and results.json, compared on resume."""
+    import siftkit.data as data_module
+
+    files: dict[str, str] = {}
+    rows: dict[str, int] = {}
+    for name in TASK_DATASETS[cfg.task]:
+        files.update(split_file_hashes(name, cfg.data_dir))
+        rows.update({f"{name}/{split}": len(ds) for split, ds in data_module.load(name, cfg.data_dir).items()})
+    _say_unpublished(files, resolve_data_dir(cfg.data_dir))
+    return {"files": files, "rows": rows, "stages": [s.describe() for s in stages],
+            "root": str(resolve_data_dir(cfg.data_dir))}
+
+
+def _say_unpublished(files: dict[str, str], root: Path) -> None:
+    """A user's data folder may hold edited files; say so once, as results.json records them."""
+    published = {f.path: f for info in DATASETS.values() for f in info.files}
+    for rel, sha in files.items():
+        spec = published.get(rel)
+        if spec is None or spec.sha256 == sha or (rel, sha) in _SAID_DIFFERENT:
+            continue
+        _SAID_DIFFERENT.add((rel, sha))
+        size = (root / rel).stat().st_size
+        warnings.warn(f"{root / rel} differs from the published file ({size} bytes, sha256 {sha[:12]}...; published: "
+                      f"{spec.size} bytes, {spec.sha256[:12]}...); the run uses it as it is, and results.json "
+                      f"records its sha256 (meta.data_files) and the rows read (meta.data_rows)", DataWarning,
+                      stacklevel=3)
+
+
+def _check_resume_data(saved: dict | None, now: dict, ckpt: Path) -> None:
+    """A resumed run must train on the data it started with (checkpoints from before this
+    record have none to compare)."""
+    if not saved:
+        return
+    for rel in sorted(set(saved["files"]) | set(now["files"])):
+        if saved["files"].get(rel) != now["files"].get(rel):
+            raise CheckpointError(
+                f"checkpoint {ckpt} was written by a run on other data: {rel} now has sha256 "
+                f"{str(now['files'].get(rel))[:12]}... in {now['root']}, the run started with "
+                f"{str(saved['files'].get(rel))[:12]}... in {saved.get('root')}; resume with the data the run started with, or start over with "
+                f"overwrite=True")
+    if saved.get("stages") != now["stages"]:
+        raise CheckpointError(f"checkpoint {ckpt} was written by a run whose stages had other sizes "
+                              f"({saved.get('stages')} then, {now['stages']} now); resume with the same data and "
+                              f"settings, or start over with overwrite=True")
+
+
+class NonFiniteStepsWarning(RuntimeWarning):
+    """Some steps of a stage were non-finite and dropped (fewer than max_nonfinite_fraction)."""
+
+
+class TrainingDivergedError(ValueError):
+    """Too many steps of a stage were non-finite (dropped): the run's metrics would mislead."""
+
+
+def _check_nonfinite_share(cfg: RunConfig, stage: Stage, nonfinite: int, total_steps: int) -> None:
+    """Say how many steps were dropped; fail the run above `cfg.max_nonfinite_fraction`."""
+    if not nonfinite:
+        return
+    share = nonfinite / max(total_steps, 1)
+    what = (f"stage {stage.name!r}: {nonfinite} of {total_steps} steps ({100 * share:.0f}%) had a non-finite loss or "
+            f"gradient and were dropped")
+    if share > cfg.max_nonfinite_fraction:
+        raise TrainingDivergedError(
+            f"{what}, more than max_nonfinite_fraction={cfg.max_nonfinite_fraction:g}: the run diverged and its "
+            f"metrics would not measure the training asked for; lower the learning rate (learning_rate="
+            f"{stage.learning_rate:g} in this stage) or the regularizer's sizes, or raise max_nonfinite_fraction")
+    warnings.warn(f"{what} (max_nonfinite_fraction={cfg.max_nonfinite_fraction:g} allows up to "
+                  f"{100 * cfg.max_nonfinite_fraction:.0f}%); results.json counts them in meta.nonfinite_steps",
+                  NonFiniteStepsWarning, stacklevel=3)
+
+
+MODEL_DIR = "model"
+
+
+def _check_model_folder(out: Path, cfg: RunConfig) -> None:
+    """Before training: save_model must be able to write output_dir/model (transformers only
+    logs an error for a file there, and the run would end with no weights and no checkpoints)."""
+    target = out / MODEL_DIR
+    if cfg.save_model and target.exists() and not target.is_dir():
+        raise OutputDirError(f"{str(target)!r} is a file, but save_model=True writes the fine-tuned model to a "
+                             f"folder of that name; move the file away, or choose another output_dir")
+
+
+def _stage_model(out: Path, model, tokenizer) -> Path:
+    """Write model and tokenizer to a temporary folder beside model/ and check them."""
+    tmp = out / f".{MODEL_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if not (tmp / "config.json").is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputDirError(f"the fine-tuned model could not be saved to {str(tmp)!r}; the checkpoints in "
+                             f"{str(out / CHECKPOINT_DIR)!r} are kept: resume=True finishes the run again")
+    return tmp
+
+
+def _replace_model(out: Path, staged: Path | None) -> None:
+    target = out / MODEL_DIR
+    if target.is_dir():
+        shutil.rmtree(target)
+    if staged is not None:
+        staged.rename(target)
 
 
 def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: AdversarialLoss, cfg: RunConfig,
@@ -581,6 +714,7 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
                 and _validate_epoch(stage, epoch, model, tokenizer, objective, cfg, accelerator, run)):
             break  # early stopping: no better validation metric for `early_stopping_patience` epochs
     bar.close()
+    _check_nonfinite_share(cfg, stage, nonfinite, epochs_run * steps_per_epoch)
     info = run.stage_info[stage_index]
     info["epochs_run"] = epochs_run
     if run.early is not None:

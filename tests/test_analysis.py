@@ -113,7 +113,7 @@ def test_domain_texts_are_seeded_samples(data_dir):
 
 
 def test_regularizers_for_keeps_each_algorithms_defaults():
-    regs = analysis.regularizers_for(RunConfig(perturb_at="word_embeddings", adv_steps=2))
+    regs = analysis.regularizers_for(RunConfig(algo="smart", perturb_at="word_embeddings", adv_steps=2))
     assert (regs["smart"].adv_epsilon, regs["sift"].adv_epsilon) == (1e-5, 1e-2)
     assert regs["smart"].perturb_at == regs["sift"].perturb_at == "word_embeddings"
     assert regs["smart"].adv_steps == regs["sift"].adv_steps == 2

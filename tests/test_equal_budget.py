@@ -181,11 +181,11 @@ def _extra(run: PlannedRun) -> dict:
 
 
 def test_grid_is_the_cross_product_in_the_order_given_with_compact_tags(tmp_path):
-    runs = plan(str(SMOKE), ["plain", "sift"], [1, 2], tmp_path, "lr", {"task": "cola"},
+    runs = plan(str(SMOKE), ["smart", "sift"], [1, 2], tmp_path, "lr", {"task": "cola"},
                 grid=["learning_rate=2e-5,1e-4", "adv_weight=1,5"])
     assert len(runs) == 2 * 4 * 2
     names = [f"{r.run_dir.parent.name}/{r.run_dir.name}" for r in runs[:8]]
-    assert names == [f"plain-lr__{p}/seed{s}" for p in ("learning_rate2e-05_adv_weight1", "learning_rate2e-05_adv_weight5",
+    assert names == [f"smart-lr__{p}/seed{s}" for p in ("learning_rate2e-05_adv_weight1", "learning_rate2e-05_adv_weight5",
                                                          "learning_rate0.0001_adv_weight1", "learning_rate0.0001_adv_weight5")
                      for s in (1, 2)]
     assert runs[8].run_dir == tmp_path / "cola" / "sift-lr__learning_rate2e-05_adv_weight1" / "seed1"

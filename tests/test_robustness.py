@@ -304,9 +304,11 @@ def test_bad_regularizer_or_optimizer_number(algo, field, value, message):
     _log(f"{field}={value!r} with algo={algo!r}", message)
 
 
-def test_plain_accepts_zero_steps():
-    """K = 0 is meaningless for SMART/SiFT but harmless for plain, which ignores it."""
-    assert RunConfig(algo="plain", adv_steps=0).adv_steps == 0
+def test_plain_refuses_an_ascent_setting():
+    """Plain has no ascent: K set to anything but its default is an error naming it (it used to
+    be recorded as if it had been used)."""
+    with pytest.raises(ValueError, match=r"^adv_steps=0 is not used by algo='plain'"):
+        RunConfig(algo="plain", adv_steps=0)
 
 
 @pytest.mark.parametrize("content, message", [
