@@ -160,12 +160,13 @@ def _load_model_factory(timers: Timers):
                 model, tokenizer = original(*args, **kwargs)
 
             def pre(_module, args, kwargs):
+                in_eval = any(p.startswith("eval ") for p in timers.path)
                 ids = kwargs.get("input_ids", args[0] if args else None)
-                if ids is not None:
+                if in_eval and ids is not None:  # training's batches are not what is compared
                     timers.count_tokens(int(ids.numel()))
                 # A forward made in an evaluation outside the probes is a clean forward
                 # (with the probes off, the kit calls the model directly).
-                if any(p.startswith("eval ") for p in timers.path) and timers.path[-1].startswith("eval "):
+                if in_eval and timers.path[-1].startswith("eval "):
                     timers.enter("clean forward")
                     _forward_frames.append(True)
                 else:
