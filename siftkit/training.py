@@ -9,7 +9,8 @@ backward through everything. Forwards: plain 1, SMART/SiFT 2 + K (+1 teacher).
 Each stage gets its own AdamW and linear schedule sized by that stage's step count. The
 seed is set before the data split and the model's head is initialised; the data order of
 every epoch is a permutation drawn from (seed, stage, epoch), which is what makes resuming
-in the middle of an epoch exact.
+in the middle of an epoch exact. Tokenization and the evaluations after each stage live in
+`siftkit.evaluation`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Evaluation: length-sorted batches and cached tokenization give the predictions and metrics of
 a straightforward loop in dataset order; smoothness probes are per example."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -161,3 +163,37 @@ def test_p2_evaluates_one_tokenization_of_the_uci_sentences(smoke_params):
         zero_shot, test = stages[0].evals["uci_zero_shot"], stages[1].evals["uci_test"]
         assert zero_shot._fingerprint == test._fingerprint
         assert encoded(zero_shot, tokenizer(), 32) is encoded(test, tokenizer(), 32)
+
+
+class _Process:
+    """What predict asks of an accelerator, for process `index` of `n` (no process group)."""
+
+    def __init__(self, index, n):
+        self.process_index, self.num_processes, self.device = index, n, torch.device("cpu")
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+
+def test_processes_share_uneven_batches_and_results_come_back_in_order(smoke_params, data_dir, monkeypatch):
+    """7 batches over 3 processes (3, 2 and 2 of them): the gathered predictions and probes are those of
+    one process, in dataset order."""
+    model, ds = tiny_model("bert"), _texts(data_dir, 26)
+    cfg = _cfg(smoke_params, per_device_eval_batch_size=4)
+    alone = predict(model, ds, tokenizer(), cfg, _Process(0, 1), smoothness=True)
+    shares = []
+
+    class Stop(Exception):
+        pass
+
+    def keep_share(mine, _accelerator):
+        shares.append(mine)
+        raise Stop  # a process's own share alone is not a whole result
+
+    monkeypatch.setattr(evaluation, "_gather", keep_share)
+    for rank in range(3):
+        with pytest.raises(Stop):
+            predict(model, ds, tokenizer(), cfg, _Process(rank, 3), smoothness=True)
+    assert [len(s) for s in shares] == [10, 8, 8]  # batches 0,3,6 (the last has 2 texts) / 1,4 / 2,5
+    monkeypatch.setattr(evaluation, "_gather", lambda mine, _acc: [r for s in shares for r in s])
+    assert predict(model, ds, tokenizer(), cfg, _Process(0, 3), smoothness=True) == alone
