@@ -37,6 +37,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,6 +214,43 @@ def _print(rows: list[dict], total: float, load: dict) -> None:
     print(f"load average (1/5/15 min) before: {load['before']}, after: {load['after']}")
 
 
+def eval_ratio(params: str, overrides: dict, rounds: int) -> dict:
+    """One eval set (P2's uci_test) evaluated with the probes on, length-sorted batches vs
+    batches in dataset order (what the kit did before), interleaved round by round in this
+    process: the ratio does not drift with the machine's load as two separate runs do."""
+    import siftkit.evaluation as evaluation
+    from siftkit.config import RunConfig
+    from siftkit.models import load_model
+    from siftkit.protocols import build_stages
+    from siftkit.training import _make_accelerator
+
+    cfg = RunConfig.from_yaml(params, **overrides)
+    ds = build_stages(cfg)[-1].evals["uci_test"]
+    model, tokenizer = load_model(cfg.model_name, num_labels=2)
+    accelerator = _make_accelerator(cfg)
+    sorted_batches = evaluation.length_batches
+
+    def in_order(lengths, batch_size):
+        return [np.arange(i, min(i + batch_size, len(lengths))) for i in range(0, len(lengths), batch_size)]
+
+    times: dict[str, list[float]] = {"dataset order": [], "length-sorted": []}
+    results = {}
+    for _ in range(rounds):
+        for name, batches in (("dataset order", in_order), ("length-sorted", sorted_batches)):
+            evaluation.length_batches = batches
+            start = time.perf_counter()
+            results[name] = evaluation.evaluate(model, {"uci_test": ds}, tokenizer, cfg, accelerator)
+            times[name].append(time.perf_counter() - start)
+    evaluation.length_batches = sorted_batches
+    same = {k: v for k, v in results["dataset order"].items() if "smoothness" not in k} == \
+        {k: v for k, v in results["length-sorted"].items() if "smoothness" not in k}
+    median = {k: float(np.median(v)) for k, v in times.items()}
+    out = {"examples": len(ds), "rounds": rounds, "seconds": times, "median_s": median,
+           "ratio": median["length-sorted"] / median["dataset order"], "same_accuracy_and_mcc": same}
+    print(json.dumps(out, indent=1))
+    return out
+
+
 def main(argv=None) -> dict:
     from siftkit.cli import parse_field_value
     from siftkit.config import RunConfig
@@ -228,6 +266,9 @@ def main(argv=None) -> dict:
                    help="any other RunConfig field, e.g. --set eval_smoothness=false")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--out", help="write the table and the run's metrics to this JSON file")
+    p.add_argument("--eval-ratio", type=int, metavar="ROUNDS",
+                   help="instead of a run: time one uci_test evaluation with length-sorted batches vs "
+                        "batches in dataset order, interleaved for ROUNDS rounds (the offline model as loaded)")
     args = p.parse_args(argv)
 
     overrides = {"algo": args.algo}
@@ -240,6 +281,11 @@ def main(argv=None) -> dict:
             raise SystemExit(f"--set takes FIELD=VALUE, got {item!r}")
         overrides[name] = parse_field_value(name, value)
     torch.set_num_threads(args.threads)
+    if args.eval_ratio:
+        result = eval_ratio(args.params, overrides, args.eval_ratio)
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        return result
 
     timers = Timers()
     install(timers)

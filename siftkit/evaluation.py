@@ -124,6 +124,10 @@ def predict(model, ds, tokenizer, cfg: RunConfig, accelerator, *, smoothness: bo
     """
     enc = encoded(ds, tokenizer, cfg.max_length)
     batches = length_batches(enc.lengths, cfg.per_device_eval_batch_size)
+    # The DataLoader this evaluation used to run on drew its base seed from the global torch
+    # RNG, once per eval set. Drawing it still keeps what training draws after an evaluation
+    # (dropout, perturbation noise) the same, so a seed reproduces the kit's earlier runs.
+    torch.empty((), dtype=torch.int64).random_()
     # Forwards go to the unwrapped model: an evaluation needs no gradient sync, and each
     # process runs its own number of batches (a DDP forward may sync buffers collectively).
     core = unwrap(model)

@@ -197,3 +197,16 @@ def test_processes_share_uneven_batches_and_results_come_back_in_order(smoke_par
     assert [len(s) for s in shares] == [10, 8, 8]  # batches 0,3,6 (the last has 2 texts) / 1,4 / 2,5
     monkeypatch.setattr(evaluation, "_gather", lambda mine, _acc: [r for s in shares for r in s])
     assert predict(model, ds, tokenizer(), cfg, _Process(0, 3), smoothness=True) == alone
+
+
+def test_an_evaluation_draws_once_from_the_global_rng(smoke_params, data_dir):
+    """As the DataLoader it used to run on did: training after it draws what it drew before."""
+    model, ds = tiny_model("bert"), _texts(data_dir, 8)
+    cfg = _cfg(smoke_params)
+    for smoothness in (False, True):
+        torch.manual_seed(5)
+        torch.empty((), dtype=torch.int64).random_()
+        want = torch.get_rng_state()
+        torch.manual_seed(5)
+        predict(model, ds, tokenizer(), cfg, _make_accelerator(cfg), smoothness=smoothness)
+        assert torch.equal(torch.get_rng_state(), want)
