@@ -17,7 +17,7 @@ time; inside one:
   the forward that also captures the tensor to perturb);
 - ``probes``: the smoothness probes' forwards from a perturbed embedding output, and the
   drawing of the probes;
-- ``rest``: batching, padding, gathering, metrics.
+- the eval set's own row (``eval <name>``): the rest, i.e. batching, padding, gathering, metrics.
 
 The padded token count of each region (token positions the model's forwards ran on) is
 counted by a hook on the model. On a loaded machine the seconds are noisy: compare shares
