@@ -9,7 +9,8 @@ backward through everything. Forwards: plain 1, SMART/SiFT 2 + K (+1 teacher).
 Each stage gets its own AdamW and linear schedule sized by that stage's step count. The
 seed is set before the data split and the model's head is initialised; the data order of
 every epoch is a permutation drawn from (seed, stage, epoch), which is what makes resuming
-in the middle of an epoch exact.
+in the middle of an epoch exact. Tokenization and the evaluations after each stage live in
+`siftkit.evaluation`.
 """
 
 from __future__ import annotations
@@ -32,15 +33,13 @@ from siftkit.checkpoint import (CHECKPOINT_DIR, CheckpointError, latest_checkpoi
                                 save_checkpoint, set_rng_state)
 from siftkit.config import ALGO_DEFAULTS, RunConfig
 from siftkit.datafiles import DATASETS, resolve_data_dir, split_file_hashes
-from siftkit.metrics import classification_metrics
+from siftkit.evaluation import evaluate, tokenize
 from siftkit.models import load_model
 from siftkit.objective import AdversarialLoss
 from siftkit.outdir import OutputDirLock, missing_folders, remove_empty_folders
 from siftkit.protocols import Stage, build_stages
 from siftkit.results import OutputDirError, check_output_dir, environment_meta, write_results
-from siftkit.smoothness import PROBE_SIZES, probe_divergences
-from siftkit.smoothness import metric_name as smoothness_metric
-from siftkit.split import EmbeddingSplit, model_inputs, unwrap
+from siftkit.split import unwrap
 from siftkit.stage_cache import StageCache, adversarial_in_stage, stage_determinants, stage_key
 from siftkit import tracking
 
@@ -114,82 +113,6 @@ def _collator(tokenizer):
     from transformers import DataCollatorWithPadding
 
     return DataCollatorWithPadding(tokenizer)
-
-
-# Texts are cut to max_length * CHARS_PER_TOKEN characters before tokenizing: the tokenizer
-# works on the whole string before it truncates, and one 10 MB line took 2.4 GB. No token of
-# real text spans that many characters (BERT's WordPiece makes a word of over 100 characters
-# one [UNK]), so the max_length tokens kept are the same as without the cut.
-CHARS_PER_TOKEN = 256
-
-
-def tokenize(ds, tokenizer, max_length: int):
-    """Tokenized columns + `labels`; padding is dynamic (per batch, in the collator)."""
-    limit = max_length * CHARS_PER_TOKEN
-
-    def encode(batch):
-        enc = tokenizer([text[:limit] for text in batch["text"]], truncation=True, max_length=max_length)
-        enc["labels"] = batch["label"]
-        return enc
-
-    keep = [c for c in ds.column_names]
-    return ds.map(encode, batched=True, remove_columns=keep, desc=None, load_from_cache_file=False)
-
-
-@torch.no_grad()
-def predict(model, ds, tokenizer, cfg: RunConfig, accelerator, *, smoothness: bool = False):
-    """Predicted and true labels over `ds`, gathered from all processes in order.
-
-    With ``smoothness=True`` also the per-example held-out smoothness under each of
-    `siftkit.smoothness.PROBE_SIZES`: returns (preds, labels, {size: [values]}).
-    """
-    dl = DataLoader(tokenize(ds, tokenizer, cfg.max_length), batch_size=cfg.per_device_eval_batch_size,
-                    shuffle=False, collate_fn=_collator(tokenizer))
-    dl = accelerator.prepare(dl)
-    was_training = model.training
-    model.eval()
-    split = EmbeddingSplit(unwrap(model)) if smoothness else None
-    preds, labels = [], []
-    smooth: dict[float, list[float]] = {size: [] for size in PROBE_SIZES} if smoothness else {}
-    for i, batch in enumerate(dl):
-        with accelerator.autocast():
-            if split is not None:
-                global_index = i * accelerator.num_processes + accelerator.process_index
-                logits, per_size = probe_divergences(split, batch, batch_index=global_index)
-            else:
-                logits, per_size = model(**model_inputs(batch)).logits, {}
-        gathered = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"], *per_size.values()))
-        preds.extend(gathered[0].tolist())
-        labels.extend(gathered[1].tolist())
-        for size, values in zip(per_size, gathered[2:]):
-            smooth[size].extend(values.float().tolist())
-    model.train(was_training)
-    return (preds, labels, smooth) if smoothness else (preds, labels)
-
-
-def evaluate(model, evals: dict, tokenizer, cfg: RunConfig, accelerator, *,
-             smoothness: bool | None = None) -> dict[str, float]:
-    """Accuracy and MCC per eval set (and per `source` where the set has one, e.g. UCI's
-    amazon / imdb / yelp: three out-of-domain targets), plus held-out smoothness unless
-    `smoothness` (default ``cfg.eval_smoothness``) is off (it triples the cost of an evaluation)."""
-    metrics: dict[str, float] = {}
-    if smoothness is None:
-        smoothness = cfg.eval_smoothness
-    for name, ds in evals.items():
-        if smoothness:
-            preds, labels, smooth = predict(model, ds, tokenizer, cfg, accelerator, smoothness=True)
-        else:
-            (preds, labels), smooth = predict(model, ds, tokenizer, cfg, accelerator), {}
-        metrics.update(classification_metrics(name, preds, labels))
-        if "source" in ds.column_names:
-            sources = ds["source"]
-            for source in sorted(set(sources)):
-                rows = [i for i, s in enumerate(sources) if s == source]
-                per = classification_metrics(name, [preds[i] for i in rows], [labels[i] for i in rows])
-                metrics.update({f"{k}_{source}": v for k, v in per.items()})
-        for size, values in smooth.items():
-            metrics[smoothness_metric(name, size)] = sum(values) / len(values)
-    return metrics
 
 
 def perturbation_summary(history: list[dict[str, Any]]) -> dict[str, float]:

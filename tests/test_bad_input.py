@@ -20,6 +20,7 @@ import pytest
 import torch
 from helpers import make_batch, robustness_log, single_thread, tiny_model, tokenizer
 
+import siftkit.evaluation as evaluation
 import siftkit.training as training
 from siftkit.cli import main as cli_main
 from siftkit.config import RunConfig
@@ -436,9 +437,13 @@ def test_long_line_is_cut_before_tokenizing():
 
     long_text = "word " * 200_000  # 1 MB
     ds = Dataset.from_dict({"text": [long_text, "short text"], "label": [1, 0]})
-    ids = training.tokenize(ds, recording, 32)[0]["input_ids"]
-    assert max(seen) == 32 * training.CHARS_PER_TOKEN < len(long_text)
+    ids = evaluation.tokenize(ds, recording, 32)[0]["input_ids"]
+    assert max(seen) == 32 * evaluation.CHARS_PER_TOKEN < len(long_text)
     assert ids == tok(long_text[:100_000], truncation=True, max_length=32)["input_ids"]  # the same tokens
+    seen.clear()
+    # the evaluation's (cached) tokenization cuts the same way
+    assert evaluation.encoded(ds, recording, 32).features["input_ids"][0] == ids
+    assert max(seen) == 32 * evaluation.CHARS_PER_TOKEN
     robustness_log("one text line of 10 MB",
                    "(accepted: cut to max_length × 256 characters before tokenizing, so memory stays small; "
                    "the max_length tokens kept are the same)")
