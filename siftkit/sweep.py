@@ -347,9 +347,6 @@ def _at_chosen_runs(args: argparse.Namespace, output_dir: Path, rest: list[str],
     plan) chose on validation — a control at tuned plain's learning rate, say. Until every grid
     run of ARM has its results.json they wait; their folders are ``<algo>-<tag>/seed<k>`` from the
     start, and their ``extra`` records the arm and the values taken (``at_chosen``)."""
-    if args.grid or args.then_seeds or args.select_on:
-        raise ValueError("--at-chosen takes its point from another line's grid; it cannot have its own "
-                         "--grid, --then-seeds or --select-on")
     if not args.tag:
         raise ValueError("--at-chosen needs --tag (the variant's name, e.g. reinit_head)")
     check_path_name("--tag", args.tag)
@@ -373,6 +370,8 @@ def _at_chosen_runs(args: argparse.Namespace, output_dir: Path, rest: list[str],
     if not missing:
         choice = select_point([{r.seed: load_run(r.run_dir).metric(metric) for r in cells[i]} for i in sorted(cells)])
         chosen = None if choice["chosen"] is None else cells[sorted(cells)[choice["chosen"]]][0].point
+    if args.grid:
+        return _grid_at_chosen(args, output_dir, overrides, arm_runs, chosen, missing, metric)
     runs = []
     for algo in parse_algos(args.algos):
         for seed in parse_seeds(args.seeds):
@@ -391,6 +390,32 @@ def _at_chosen_runs(args: argparse.Namespace, output_dir: Path, rest: list[str],
                 extra = {"tag": args.tag, "at_chosen": {"arm": args.at_chosen, "point": chosen, "select_on": metric}}
                 run.args = _train_args(args.params, algo, seed, run.run_dir, {**overrides, **chosen}, extra)
                 runs.append(run)
+    return runs
+
+
+def _grid_at_chosen(args: argparse.Namespace, output_dir: Path, overrides: dict[str, str],
+                    arm_runs: list[PlannedRun], chosen: dict[str, str] | None, missing: int,
+                    metric: str) -> list[PlannedRun]:
+    """``--grid`` with ``--at-chosen``: a grid of its own (L2-SP's weight, say) run at the point the
+    other arm chose. Planned with the first point's values while that arm is unfinished (the run
+    folders are the grid's own and do not depend on the choice); every run waits until then."""
+    own = [text.partition("=")[0].strip() for text in args.grid]
+    both = sorted(set(own) & set(arm_runs[0].point))
+    if both:
+        raise ValueError(f"--grid {both[0]} is what --at-chosen {args.at_chosen} chooses; grid another field")
+    runs = plan(args.params, parse_algos(args.algos), parse_seeds(args.seeds), output_dir, args.tag,
+                {**overrides, **(chosen or arm_runs[0].point)}, grid=args.grid, select_on=args.select_on,
+                then_seeds=parse_seeds(args.then_seeds, "--then-seeds") if args.then_seeds is not None else None)
+    if chosen is None:
+        why = (f"{missing} of {len(arm_runs)} grid runs of {args.at_chosen} not finished" if missing else
+               f"{args.at_chosen}: no grid point can be chosen (every point lacks {metric} for some seed)")
+        return [PlannedRun(r.algo, r.seed, r.run_dir, [], waiting=None if r.done else why, arm=r.arm,
+                           point=r.point, point_index=r.point_index, select_on=r.select_on) for r in runs]
+    taken = {"arm": args.at_chosen, "point": chosen, "select_on": metric}
+    for r in runs:
+        if "--extra" in r.args:
+            i = r.args.index("--extra") + 1
+            r.args[i] = json.dumps({**json.loads(r.args[i]), "at_chosen": taken})
     return runs
 
 

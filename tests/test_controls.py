@@ -247,3 +247,16 @@ def test_matched_noise_reaches_the_ascents_size_and_says_when_it_cannot():
     assert measured_size(split, batch, noise) == pytest.approx(size)
     with pytest.raises(ValueError, match="beyond what noise inside adv_epsilon=0.3 can reach"):
         matched_noise_std(split, batch, ascent, 3 * target)
+
+
+def test_every_stage_trains_with_adamws_fused_kernel(tmp_path, monkeypatch):
+    built = []
+    real = torch.optim.AdamW
+
+    def spy(params, **kwargs):
+        built.append(kwargs)
+        return real(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    train(_cfg(algo="plain", output_dir=str(tmp_path / "r")), progress=False)
+    assert [k.get("fused") for k in built] == [True, True]  # one optimizer per stage

@@ -396,3 +396,32 @@ def test_a_sweeps_runs_share_one_stage_cache_under_the_output_root(tmp_path):
     off = plan(str(SMOKE), ["plain"], [1], tmp_path, None, {"stage_cache_dir": "none"})
     assert [a for a in off[0].args if a.startswith("--stage_cache_dir")] == ["--stage_cache_dir=none"]
     assert off[0].config.stage_cache_dir is None
+
+
+def test_a_grid_at_another_arms_chosen_point(tmp_path):
+    plan_path = tmp_path / "p.plan"
+    plan_path.write_text(
+        f"--params {SMOKE} --task cola --algos plain --seeds 1-2 --tag lr --grid learning_rate=2e-5,1e-4\n"
+        f"--params {SMOKE} --task cola --algos plain --seeds 1-2 --then-seeds 3 --tag l2sp "
+        f"--grid l2sp_weight=0.01,0.1 --at-chosen plain-lr\n")
+    runs = plan_file(plan_path, tmp_path / "out")
+    l2sp = runs[4:]
+    assert [f"{r.run_dir.parent.name}/{r.run_dir.name}" for r in l2sp] == [
+        "plain-l2sp__l2sp_weight0.01/seed1", "plain-l2sp__l2sp_weight0.01/seed2",
+        "plain-l2sp__l2sp_weight0.1/seed1", "plain-l2sp__l2sp_weight0.1/seed2", "plain-l2sp__chosen/seed3"]
+    assert all(r.waiting and not r.runnable for r in l2sp)
+    for run in runs[:4]:  # validation favours lr 1e-4
+        _finish(run, val=0.3 if "2e-05" in str(run.run_dir) else 0.5, test=0.6 if "2e-05" in str(run.run_dir) else 0.2)
+    l2sp = plan_file(plan_path, tmp_path / "out")[4:]
+    assert [r.runnable for r in l2sp] == [True] * 4 + [False]  # the extra seed waits for this grid
+    first = l2sp[0]
+    assert "--learning_rate=1e-4" in first.args and "--l2sp_weight=0.01" in first.args
+    extra = json.loads(first.args[first.args.index("--extra") + 1])
+    assert extra["arm"] == "plain-l2sp" and extra["grid"] == {"l2sp_weight": 0.01}
+    assert extra["at_chosen"] == {"arm": "plain-lr", "point": {"learning_rate": "1e-4"}, "select_on": "in_domain_dev_mcc"}
+    bad = tmp_path / "bad.plan"
+    bad.write_text(plan_path.read_text().splitlines()[0] + "\n"
+                   f"--params {SMOKE} --task cola --algos plain --seeds 1 --tag x --grid learning_rate=1e-3,1e-2 "
+                   f"--at-chosen plain-lr\n")
+    with pytest.raises(ValueError, match="line 2: --grid learning_rate is what --at-chosen plain-lr chooses"):
+        plan_file(bad, tmp_path / "out")
