@@ -110,7 +110,11 @@ def install(timers: Timers) -> None:
 
     _wrap(training, "load_model", _load_model_factory(timers))
     _wrap(training, "build_stages", timed("data load"))
-    _wrap(training, "_save", timed("checkpoint save"))
+    # Checkpoints: a module function in older versions of the kit, RunState.save since.
+    if hasattr(training, "_save"):
+        _wrap(training, "_save", timed("checkpoint save"))
+    else:
+        _wrap(training.RunState, "save", timed("checkpoint save"))
 
     def run_stage(original):
         def wrapper(stage_index, stage, *args, **kwargs):
