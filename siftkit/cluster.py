@@ -74,8 +74,16 @@ def command(run) -> str:
 
 
 def format_list(entries: Sequence[tuple[int, Any]]) -> str:
-    """One line per entry: index, output folder and command, tab-separated."""
-    return "\n".join(f"{i}\t{run.run_dir}\t{command(run)}" for i, run in entries)
+    """One line per entry: index, output folder and command, tab-separated. A run whose
+    settings are not known yet (it waits for a grid's choice) shows why in place of a command;
+    a finished one is marked done."""
+    def what(run) -> str:
+        if getattr(run, "done", False) and not run.args:
+            return "# done"
+        reason = waiting(run)
+        return f"# waiting: {reason}" if reason else command(run)
+
+    return "\n".join(f"{i}\t{run.run_dir}\t{what(run)}" for i, run in entries)
 
 
 def run_entry(index: int, run, log_dir: Path) -> int:

@@ -169,3 +169,12 @@ def test_a_two_run_plan_completes_through_submitits_local_executor(tmp_path):
     assert done.stdout.count(" ok (job ") == 2
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "submitting 0 run(s)" in again.stdout
+
+
+def test_the_list_says_why_an_entry_has_no_command_yet(tmp_path):
+    from siftkit.cluster import format_list
+    from siftkit.sweep import PlannedRun
+
+    waiting = PlannedRun("plain", 4, tmp_path / "plain-lr__chosen" / "seed4", [], waiting="4 of 8 grid runs not finished")
+    line = format_list([(7, waiting)])
+    assert line == f"7\t{tmp_path / 'plain-lr__chosen' / 'seed4'}\t# waiting: 4 of 8 grid runs not finished"
