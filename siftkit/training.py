@@ -310,6 +310,12 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
         if cache is None or resume_here or stage_index == len(stages) - 1:
             _stage(stage_index, stages, model, tokenizer, objective, cfg, accelerator, run, out,
                    ckpt_state if resume_here else None, progress and main)
+            if cache is not None and resume_here and stage_index < len(stages) - 1:
+                # A resumed stage ends exactly as an uninterrupted one: later runs may share it.
+                with cache.claim(previous, f"stage {stage_index + 1} ({stage.name})"):
+                    if cache.entry(previous) is None:
+                        cache.store(previous, run.snapshot(accelerator, cfg, model, objective), determinants,
+                                    str(out))
             continue
         with cache.claim(previous, f"stage {stage_index + 1} ({stage.name})"):
             if cache.entry(previous) is not None:

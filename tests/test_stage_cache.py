@@ -120,3 +120,30 @@ def test_a_bad_cache_folder_is_a_clear_error(tmp_path):
         train(RunConfig(**BASE, output_dir=str(tmp_path / "r"), stage_cache_dir=str(tmp_path / "file" / "c")),
               progress=False)
     robustness_log("stage_cache_dir inside a file", str(info.value), **{"tmp": tmp_path})
+
+
+def test_a_stage_finished_by_a_resumed_run_is_cached_for_the_next(tmp_path):
+    """Interrupted in stage 1, resumed, the run stores stage 1; a later run starts from it."""
+    import siftkit.training as training
+
+    class Crash(Exception):
+        pass
+
+    real = training.save_checkpoint
+
+    def save_then_crash(accelerator, out, global_step, state, **kw):
+        path = real(accelerator, out, global_step, state, **kw)
+        if global_step == 1:
+            raise Crash
+        return path
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training, "save_checkpoint", save_then_crash)
+        with pytest.raises(Crash):
+            _run(tmp_path, "a", algo="plain", save_steps=1)
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    resumed = _run(tmp_path, "a", algo="plain", save_steps=1, resume=True)
+    assert resumed["meta"]["stages_from_cache"] == []
+    later = _run(tmp_path, "b", algo="plain")
+    assert later["meta"]["stages_from_cache"] == ["twitter"]
+    assert later["metrics"] == resumed["metrics"] and later["history"] == resumed["history"]
