@@ -198,7 +198,8 @@ def _control_tag(variant: str, variants: Mapping[str, Sequence[Run]]) -> str:
 def control_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
                  spec: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Each control against the reference at its chosen point (``against_is`` ``reference``),
-    then against its uncontrolled partner (``uncontrolled``) where it has one: the seed-paired
+    then against its uncontrolled partner (``uncontrolled``) where it has one (one row,
+    ``reference, uncontrolled``, where the partner is the reference itself, as for plain's controls): the seed-paired
     difference in the protocol's test metric with its 95% t interval (`CONTROL_COLUMNS`)."""
     spec = spec or {}
     task = key[0]
@@ -212,7 +213,9 @@ def control_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence
         tests = (spec.get("controls") or {}).get(_control_tag(v, variants)) or what_it_tests(settings)
         against = [(ref["chosen"], "reference")] if ref and ref["chosen"] != v else []
         partner = uncontrolled_partner(v, variants)
-        if partner:
+        if partner and against and partner == against[0][0]:  # a plain control: tuned plain is both
+            against = [(partner, "reference, uncontrolled")]
+        elif partner:
             against.append((partner, "uncontrolled"))
         for other, kind in against:
             d = paired_difference(per_seed(variants[v], metric), per_seed(variants[other], metric))
@@ -397,7 +400,7 @@ def verdict_old_gap(key, variants: Mapping[str, Sequence[Run]], eb: Mapping[str,
         rows.append(_row(key, "3", q, "under-fitting: old gap − gap at the chosen points (what tuning removes)",
                          paired_difference(old, tuned), "per seed, over the seeds both gaps have"))
     for c in controls:
-        if c["against_is"] == "uncontrolled":
+        if "uncontrolled" in c["against_is"]:
             d = {"n": c["n"], "seeds": c["seeds"], "mean": c["mean"], "low": c["ci_low"], "high": c["ci_high"]}
             rows.append(_row(key, "3", q, f"control {c['control']} − {c['against']}: {c['what it tests']}", d,
                              f"{c['sets']}, at {c['at']}; seed-paired against the same algorithm without it"))

@@ -468,12 +468,24 @@ def _index(runs: Sequence[Run], seed: int) -> int:
 def reference_plain(variants: Mapping[str, Sequence[Run]], task: str) -> str | None:
     """The plain variant the others are measured against: untagged ``plain`` when there is
     one, else the tagged plain with the best mean selection metric (P1's learning rate by
-    in_domain_dev MCC)."""
+    in_domain_dev MCC). In a group with an equal-budget study, the reference arm's chosen point
+    (`budget_reference`): its plain variants are grid points and controls, not settings to pick among."""
     plains = [v for v, recs in variants.items() if recs[0].algo == "plain"]
     if "plain" in plains or not plains:
         return "plain" if plains else None
+    chosen = budget_reference(variants, task)
+    if chosen:
+        return chosen
     metric = SELECTION_METRIC[task]
     return max(sorted(plains), key=lambda v: _finite(mean_ci([r.metric(metric) for r in variants[v]])["mean"]))
+
+
+def budget_reference(variants: Mapping[str, Sequence[Run]], task: str) -> str | None:
+    """The chosen variant of the group's reference arm (`equal_budget`), None without one."""
+    eb = equal_budget(variants, task)
+    if not eb or not eb["reference"]:
+        return None
+    return next(a for a in eb["arms"] if a["arm"] == eb["reference"])["chosen"]
 
 
 def _finite(x: float) -> float:

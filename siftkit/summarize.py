@@ -38,7 +38,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from siftkit import budget
 from siftkit.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
 from siftkit.results import HISTORY_FILE, RESULTS_FILE, atomic_write_text
-from siftkit.study import (MATCH_FACTOR, SELECTION_METRIC, SOURCE_METRIC, Groups, Run, activity, choice_note,
+from siftkit.study import (MATCH_FACTOR, SELECTION_METRIC, SOURCE_METRIC, Groups, Run, activity, budget_reference,
+                           choice_note,
                            curve_eps, curve_families, diff_tuned, equal_budget, find_results, group_runs, load_runs,
                            matched_size_pairs, matched_size_table, mean_ci, paired_difference, per_seed, plain_for,
                            pooled_difference, reading, reference_plain, regime_verdicts, regularizer_share,
@@ -132,7 +133,7 @@ def _nonfinite_note(variants: Mapping[str, list[Run]]) -> list[str]:
 def _plain_choice(task: str, variants: Mapping[str, list[Run]]) -> list[str]:
     """P1: plain's tagged settings (learning rates) and which one the selection metric picks."""
     plains = sorted(v for v, recs in variants.items() if recs[0].algo == "plain" and recs[0].tag)
-    if len(plains) < 2:
+    if len(plains) < 2 or budget_reference(variants, task):  # an equal-budget study chose on validation
         return []
     chosen = reference_plain(variants, task)
     sel, main = SELECTION_METRIC[task], PAPER_METRIC[task]
@@ -186,7 +187,7 @@ def _selection_paired_table(task: str, variants: Mapping[str, list[Run]], key: s
     in domain?" is asked of the metric the choice used, which flatters plain (the best of several
     settings, on the same dev set)."""
     chosen = reference_plain(variants, task)
-    if not chosen or chosen == "plain":
+    if not chosen or chosen == "plain" or budget_reference(variants, task):
         return []
     sel = SELECTION_METRIC[task]
     note = (f" plain's setting was chosen on this same metric, so `{chosen}` is the best of "
@@ -341,7 +342,8 @@ def _controls_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     if not rows:
         return []
     table = [[f"`{r['control']}`", r["sets"], r["what it tests"], r["at"], f"`{r['against']}`",
-              "reference" if r["against_is"] == "reference" else "the same algorithm without the control",
+              {"reference": "tuned plain", "uncontrolled": "the same algorithm without the control",
+               "reference, uncontrolled": "tuned plain, also the same algorithm without the control"}[r["against_is"]],
               str(r["n"]), _signed(r["mean"]), _row_ci(r), r["reading"]] for r in rows]
     return ["### The controls", "",
             "Each control is a run at another arm's chosen point (`extra.at_chosen`) with a control field set away "

@@ -197,8 +197,20 @@ def test_controls_table_against_the_reference_and_the_partner(eb_dir):
     assert reinit.loc["reference", "at"] == "plain-eb's chosen uci_learning_rate1e-4"
     noise = rows[rows["control"] == "sift-ctl_noise_size0.3"].iloc[0]
     assert noise["sets"] == "adv_steps 0, adv_noise_std 9.487" and "random noise" in noise["what it tests"]
+    # plain's control: tuned plain is both the reference and the uncontrolled partner, one row
+    plain = rows[rows["control"] == "plain-ctl_reinit_head"]
+    assert list(plain["against_is"]) == ["reference, uncontrolled"]
     # the curve runs and the arms' own points are not controls
     assert not rows["control"].str.contains("tuned_curve|eb_size").any()
+
+
+def test_in_an_equal_budget_group_the_reference_plain_is_the_reference_arms_chosen_point(eb_dir):
+    _, variants = _group(eb_dir)
+    assert study.reference_plain(variants, "twitter_to_uci") == "plain-eb__uci_learning_rate0.0001"
+    text, _ = summarize([eb_dir])
+    # not P1's choice among tagged plains on twitter_val_accuracy
+    assert "plain's settings:" not in text and "chosen on this same metric" not in text
+    assert "Seed-to-seed spread of `plain-eb__uci_learning_rate0.0001`" in text
 
 
 # ----------------------------------------------------------------------------- the curve at the tuned point
