@@ -78,7 +78,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "plain", logy: bool = False,
-               ylabel: str | None = None) -> Axes:
+               ylabel: str | None = None, legend: Mapping[str, Any] | None = None) -> Axes:
     """Draw `y` against the measured mean relative perturbation (log x) on `ax`.
 
     `frame` is `siftkit.study.runs_frame` of one group. Lines: rows with role ``line`` (the
@@ -86,7 +86,8 @@ def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "pl
     mean over seeds with a 95% t band (seaborn, interval from scipy). Band: the `plain`
     variant's mean ± 95% CI. Points: rows with role ``point``, one marker per variant with
     95% t error bars on both axes. With `logy`, values ≤ 0 cannot be drawn and are left out
-    (the legend says how many). Returns `ax` (its lines and containers are what a test checks).
+    (the legend says how many). `legend`: where the legend goes (``ax.legend`` keywords; default
+    beside the axes, on the right). Returns `ax` (its lines and containers are what a test checks).
     """
     if y not in frame:  # no run recorded it (older runs): an empty panel that says so
         frame = frame.assign(**{y: math.nan})
@@ -143,7 +144,8 @@ def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "pl
         handles.append(matplotlib.lines.Line2D([], [], ls=""))
         labels.append(f"({dropped} run(s) at ≤ 0 not drawn on the log axis)")
     if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        ax.legend(handles, labels, **{"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8,
+                                      "frameon": False, **(legend or {})})
     else:
         ax.text(0.5, 0.5, f"no run recorded {y}", transform=ax.transAxes, ha="center", color="grey")
     return ax
@@ -285,11 +287,11 @@ def curves_by_group_figure(groups: Groups, task: str) -> Figure | None:
     fig = Figure(figsize=(6.5 * len(panels), 5.5), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (key, variants, family, band, what) in zip(axes, panels):
-        size_curve(_curve_frame(variants, family, band), main, ax=ax, plain=band)
+        # each panel's legend under it: the panels stand side by side
+        size_curve(_curve_frame(variants, family, band), main, ax=ax, plain=band,
+                   legend={"loc": "upper left", "bbox_to_anchor": (0.0, -0.14), "fontsize": 7})
         name = f"{family}_curve_eps<E>" if family else "curve_eps<E>"
         ax.set_title(f"{_group_title(key)}\n`{name}`, band: {what}", fontsize=9)
-        if ax.get_legend():
-            ax.legend(loc="lower left", fontsize=7, frameon=False)
     fig.suptitle(f"{METRIC_LABELS.get(main, main)} against measured perturbation size, one panel per group of "
                  "comparable runs")
     return fig
