@@ -455,3 +455,16 @@ def answer(row: Mapping[str, Any], digits: int = 3) -> str:
         return f"{row['row']}: {row['reading']}."
     ci = "" if math.isnan(row["ci_low"]) else f" [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]"
     return f"{row['row']}: {row['mean']:+.{digits}f}{ci}, n={row['n']} (seeds {row['seeds']}) — {row['reading']}."
+
+
+def reading_guide(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The verdicts in sentences printed from their numbers (notebook 04's reading guide): per
+    group, verdict (1)'s largest difference, (2)'s pooled rows and every row of (3)."""
+    out = []
+    for r in rows:
+        if r["verdict"] == "1" and not r["row"].startswith(("largest", "no ")):
+            continue  # the arms one by one are in the table
+        where = f"{r['task']}, {r['device']}, code {r['code']}"
+        lead = {"1": "Against tuned plain", "2": "At matched size on the tuned curve", "3": "The old gap"}[r["verdict"]]
+        out.append(f"({r['verdict']}, {where}) {lead}: {answer(r)} Rests on: {r['rests_on'] or 'nothing'}.")
+    return out
