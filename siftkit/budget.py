@@ -465,6 +465,25 @@ def reading_guide(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         if r["verdict"] == "1" and not r["row"].startswith(("largest", "no ")):
             continue  # the arms one by one are in the table
         where = f"{r['task']}, {r['device']}, code {r['code']}"
-        lead = {"1": "Against tuned plain", "2": "At matched size on the tuned curve", "3": "The old gap"}[r["verdict"]]
+        lead = {"1": "Against tuned plain", "2": "At matched size on the tuned curve",
+                "3": "Explaining the old gap"}[r["verdict"]]
         out.append(f"({r['verdict']}, {where}) {lead}: {answer(r)} Rests on: {r['rests_on'] or 'nothing'}.")
+    for code in dict.fromkeys(r["code"] for r in rows):
+        share = tuning_share([r for r in rows if r["code"] == code and r["verdict"] == "3"])
+        if share:
+            out.append(f"(3, code {code}) {share}")
     return out
+
+
+def tuning_share(rows: Sequence[Mapping[str, Any]]) -> str:
+    """How much of the old gap the tuned rate removes, in one sentence from verdict (3)'s first
+    three rows (old gap, gap at the chosen points, their per-seed difference); "" without them."""
+    if len(rows) < 3 or not all(r["n"] for r in rows[:3]):
+        return ""
+    old, tuned, removed = rows[:3]
+    if not old["mean"]:
+        return ""
+    ci = "" if math.isnan(tuned["ci_low"]) else f" [{tuned['ci_low']:+.3f}, {tuned['ci_high']:+.3f}]"
+    return (f"Tuning the rate removes {removed['mean']:+.3f} of the old gap of {old['mean']:+.3f} "
+            f"({removed['mean'] / old['mean']:.0%}, over seeds {removed['seeds']}); the gap left at the chosen "
+            f"points is {tuned['mean']:+.3f}{ci} (n={tuned['n']}), which is what the controls' rows have to explain.")

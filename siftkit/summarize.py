@@ -20,6 +20,10 @@ section. Inside a group a variant is the algorithm plus the sweep's tag (``smart
   (one row per arm) and seed-paired test differences at the chosen points, each arm against the
   reference arm (plain, no control set) and ``sift-<t>`` against ``smart-<t>``. The test metric
   never chooses (`siftkit.study.equal_budget`, `equal_budget_table` for the data);
+- for an equal-budget study (`siftkit.budget`): the controls against tuned plain and against
+  their uncontrolled partners, the size curve at the tuned point with tuned plain as a band, and
+  the three verdicts; a study spec (``*_study.yaml`` at the top of a summarized folder, or
+  ``--study``) names the old gap's arms and point and words the questions;
 - the regularizer's activity (measured relative size, λ·R against the loss and the task
   loss, μ·Bregman), held-out smoothness and per-source UCI accuracy.
 

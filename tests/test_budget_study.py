@@ -334,3 +334,16 @@ def test_curves_by_group_are_side_by_side_panels_titled_with_their_group(eb_dir,
     assert all(("aaaaaaaa" in t) != (COMMIT[:8] in t) for t in titles)  # one group per panel
     written = summary_figures.write_curves_by_group(groups, tmp_path / "fig")
     assert [k[2] for k in written] == [COMMIT]
+
+
+def test_the_reading_guide_is_printed_from_the_verdict_rows(eb_dir):
+    key, variants = _group(eb_dir)
+    rows = budget.verdict_rows(key, variants, budget.load_spec(eb_dir / SPEC.name))
+    guide = budget.reading_guide(rows)
+    largest = rows[0]
+    assert guide[0].startswith(f"(1, twitter_to_uci, cpu, code {COMMIT[:8]}) Against tuned plain: {largest['row']}: "
+                               f"{largest['mean']:+.3f} [{largest['ci_low']:+.3f}, {largest['ci_high']:+.3f}], n=5")
+    assert sum(line.startswith("(1,") for line in guide) == 1  # the arms one by one stay in the table
+    old = next(r for r in rows if r["row"].startswith("old gap"))
+    assert guide[-1].startswith(f"(3, code {COMMIT[:8]}) Tuning the rate removes +0.190 of the old gap of "
+                                f"{old['mean']:+.3f}")

@@ -464,7 +464,8 @@ def test_04_equal_budget_study_through_its_glob(tmp_path, smoke_runs):
     guide = (out / "reading_guide.txt").read_text()
     first = verdicts[verdicts["verdict"] == 1].iloc[0]
     assert f"Against tuned plain: {first['row']}: {first['mean']:+.3f}" in guide
-    assert "The old gap: old gap: sift-eb_size0.3__uci_learning_rate2e-05" in guide
+    assert "Explaining the old gap: old gap: sift-eb_size0.3__uci_learning_rate2e-05" in guide
+    assert "(3, code cccccccc) Tuning the rate removes +0.190 of the old gap of +0.200 (95%" in guide
     _png(out / "figures" / "twitter_to_uci_cpu_cccccccc_tuned_curve_uci_test_accuracy.png")
     error = _execute_fails("04_compare", study_spec="results/no_such_study.yaml", output_dir=str(tmp_path / "bad"))
     assert "study_spec 'results/no_such_study.yaml': no such file" in error.evalue
