@@ -160,7 +160,15 @@ def uncontrolled_partner(variant: str, variants: Mapping[str, Sequence[Run]]) ->
 def _at_text(run: Run) -> str:
     taken = run_extra(run).get("at_chosen") or {}
     point = taken.get("point") if isinstance(taken.get("point"), dict) else {}
-    return f"{taken.get('arm')}'s chosen {grid_label(point)}" if taken else ""
+    return f"{taken.get('arm')}'s chosen {grid_label({k: _as_number(v) for k, v in point.items()})}" if taken else ""
+
+
+def _as_number(value: Any) -> Any:
+    """A point's value as the grid labels it: the sweep records the taken value as typed ("1e-4")."""
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
 
 
 def control_variants(variants: Mapping[str, Sequence[Run]], eb: Mapping[str, Any] | None,

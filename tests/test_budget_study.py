@@ -194,7 +194,8 @@ def test_controls_table_against_the_reference_and_the_partner(eb_dir):
     assert reinit.loc["uncontrolled", "mean"] == pytest.approx(expect["mean"])
     assert reinit.loc["uncontrolled", "ci_low"] == pytest.approx(expect["low"])
     assert "label flip" in reinit.loc["reference", "what it tests"]
-    assert reinit.loc["reference", "at"] == "plain-eb's chosen uci_learning_rate1e-4"
+    # the sweep records the taken value as typed (1e-4); it reads as the grid labels it
+    assert reinit.loc["reference", "at"] == "plain-eb's chosen uci_learning_rate0.0001"
     noise = rows[rows["control"] == "sift-ctl_noise_size0.3"].iloc[0]
     assert noise["sets"] == "adv_steps 0, adv_noise_std 9.487" and "random noise" in noise["what it tests"]
     # plain's control: tuned plain is both the reference and the uncontrolled partner, one row

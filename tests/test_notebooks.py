@@ -467,5 +467,6 @@ def test_04_equal_budget_study_through_its_glob(tmp_path, smoke_runs):
     assert "Explaining the old gap: old gap: sift-eb_size0.3__uci_learning_rate2e-05" in guide
     assert "(3, code cccccccc) Tuning the rate removes +0.190 of the old gap of +0.200 (95%" in guide
     _png(out / "figures" / "twitter_to_uci_cpu_cccccccc_tuned_curve_uci_test_accuracy.png")
+    assert _inline_images(nb) >= 3  # compare, wall time and the curve at the tuned rate
     error = _execute_fails("04_compare", study_spec="results/no_such_study.yaml", output_dir=str(tmp_path / "bad"))
     assert "study_spec 'results/no_such_study.yaml': no such file" in error.evalue
