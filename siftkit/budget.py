@@ -318,12 +318,24 @@ def verdict_beat_reference(key, eb: Mapping[str, Any], spec: Mapping[str, Any]) 
     n_arms = len(diffs)
     rests = (f"{n_arms} regularizer arm(s) compared, each at its chosen point against `{eb['reference']}` at "
              f"{best['b']['chosen_label']}; seed-paired over the seeds both ran")
+    # an arm whose grid is not finished chose among fewer points or seeds: its point is no equal-budget choice
+    ref_budget = _budget(best["b"])
+    short = [f"{d['a']['arm']} {_budget(d['a'])[0]} × {_budget(d['a'])[1]}" for d in diffs
+             if _budget(d["a"]) != ref_budget]
+    if short:
+        rests += (f"; **budgets differ** from the reference's {ref_budget[0]} point(s) × {ref_budget[1]} selection "
+                  f"seed(s): {', '.join(short)}")
     rows = [_row(key, "1", q, f"largest: {best['a']['arm']} ({best['a']['chosen_label']}) − {eb['reference']} "
                  f"({best['b']['chosen_label']}), of {n_arms} arm(s)", best, rests)]
     for d in sorted(diffs, key=lambda d: -d["mean"]):
         rows.append(_row(key, "1", q, f"{d['a']['arm']} ({d['a']['chosen_label']}) − {eb['reference']} "
                          f"({d['b']['chosen_label']})", d, rests))
     return rows
+
+
+def _budget(arm: Mapping[str, Any]) -> tuple[int, int]:
+    """(grid points, selection seeds) an arm chose among."""
+    return len(arm["points"]), len(arm["selection_seeds"])
 
 
 def verdict_matched_size(key, variants: Mapping[str, Sequence[Run]], tc: Mapping[str, Any] | None,

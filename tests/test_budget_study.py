@@ -348,3 +348,16 @@ def test_the_reading_guide_is_printed_from_the_verdict_rows(eb_dir):
     old = next(r for r in rows if r["row"].startswith("old gap"))
     assert guide[-1].startswith(f"(3, code {COMMIT[:8]}) Tuning the rate removes +0.190 of the old gap of "
                                 f"{old['mean']:+.3f}")
+
+
+def test_verdict_1_says_when_an_arms_budget_is_not_the_references(tmp_path):
+    # SiFT's grid has run one point on one seed so far: its "choice" is no equal-budget choice
+    grid_arm(tmp_path, "plain", "eb", {}, lambda x, s: 0.8 - abs(math.log10(x / TUNED)), lambda x, s: PLAIN_TEST[x])
+    grid_arm(tmp_path, "sift", "eb_size0.3", SIFT_03, lambda x, s: 0.8, lambda x, s: 0.86, values=(2e-05,),
+             seeds=(1,), then=(), size=0.3)
+    key, variants = _group(tmp_path)
+    largest = budget.verdict_rows(key, variants)[0]
+    assert "**budgets differ** from the reference's 4 point(s) × 3 selection seed(s): sift-eb_size0.3 1 × 1" \
+        in largest["rests_on"]
+    full = budget.verdict_rows(*_group(equal_budget_study(tmp_path / "full")))[0]
+    assert "budgets differ" not in full["rests_on"]
