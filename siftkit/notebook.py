@@ -40,6 +40,8 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
     "runs_glob": "03: results.json of fine-tuned runs for the token-norm shift",
     "results_glob": "04: results.json files to compare",
     "study_glob": "04: the committed regime study, added to the size curves and verdicts",
+    "equal_budget_glob": "04: the equal-budget study's runs, for its tables, curve at the tuned rate and verdicts",
+    "study_spec": "04: the equal-budget study's spec (YAML beside its plan: the old gap, the verdicts' questions)",
 }
 
 # Names IPython itself puts in a fresh kernel's namespace.

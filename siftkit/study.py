@@ -35,8 +35,10 @@ MAIN_EVAL = {"twitter_to_uci": "uci_test", "cola": "out_of_domain_dev"}
 # The metric that chooses among plain's tagged settings (P1's learning rates): never the
 # reported metric, so the choice does not peek at the result it reports.
 SELECTION_METRIC = {"twitter_to_uci": "twitter_val_accuracy", "cola": "in_domain_dev_mcc"}
-# A size-curve run's tag: ``curve_eps<E>``; ``curve_eps<E>_<kind>`` is a control at that size.
-CURVE_TAG = re.compile(r"^curve_eps(?P<eps>[0-9.eE+-]+)$")
+# A size-curve run's tag: ``curve_eps<E>``, or ``<family>_curve_eps<E>`` for another curve of the
+# same sizes (``tuned_curve_eps0.3``: the curve re-run at another setting); the family keeps two
+# curves of one group apart. ``curve_eps<E>_<kind>`` is a control at that size.
+CURVE_TAG = re.compile(r"^(?:(?P<family>[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*?)_)?curve_eps(?P<eps>[0-9.eE+-]+)$")
 CURVE_CONTROL_TAG = re.compile(r"^curve_eps(?P<eps>[0-9.eE+-]+?)_(?P<kind>.+)$")
 SMOOTHNESS_METRIC = re.compile(r"^(?P<eval>.+)_smoothness_(?P<probe>.+)$")
 SOURCE_METRIC = re.compile(r"^uci_test_accuracy_(?P<source>[a-z]+)$")
@@ -332,7 +334,7 @@ def activity(run: Run) -> dict[str, float]:
 
 
 def curve_eps(tag: str | None) -> float | None:
-    """The E of a size-curve tag ``curve_eps<E>``; None for any other tag."""
+    """The E of a size-curve tag ``curve_eps<E>`` or ``<family>_curve_eps<E>``; None for any other tag."""
     m = CURVE_TAG.match(tag or "")
     if not m:
         return None
@@ -340,6 +342,14 @@ def curve_eps(tag: str | None) -> float | None:
         return float(m.group("eps"))
     except ValueError:
         return None
+
+
+def curve_family(tag: str | None) -> str | None:
+    """The family of a size-curve tag: ``""`` for ``curve_eps<E>``, ``tuned`` for
+    ``tuned_curve_eps<E>``; None when the tag is no size-curve tag."""
+    if curve_eps(tag) is None:
+        return None
+    return CURVE_TAG.match(tag).group("family") or ""
 
 
 def point_kind(tag: str | None) -> str:
@@ -357,7 +367,9 @@ def variant_order(variant: str) -> tuple:
     algo, _, tag = variant.partition("-")
     control = CURVE_CONTROL_TAG.match(tag)
     eps = curve_eps(tag) if control is None else curve_eps(f"curve_eps{control.group('eps')}")
-    return ({"plain": 0, "smart": 1, "sift": 2}.get(algo, 3), eps is not None, eps or 0.0, control is not None, variant)
+    family = curve_family(tag) or ""  # one curve after the other, never interleaved by size
+    return ({"plain": 0, "smart": 1, "sift": 2}.get(algo, 3), eps is not None, family, eps or 0.0, control is not None,
+            variant)
 
 
 def per_seed(runs: Sequence[Run], metric: str) -> dict[int, float]:
@@ -379,7 +391,7 @@ def runs_frame(variants: Mapping[str, Sequence[Run]]):
             eps = curve_eps(r.tag)
             role = "band" if r.algo == "plain" else ("line" if eps is not None else "point")
             rows.append({"variant": variant, "algo": r.algo, "tag": r.tag or "", "seed": r.seed, "role": role,
-                         "eps": eps, "size": relative_size(r) if r.algo != "plain" else math.nan,
+                         "eps": eps, "family": curve_family(r.tag), "size": relative_size(r) if r.algo != "plain" else math.nan,
                          "reg_share": regularizer_share(r) if r.algo != "plain" else math.nan,
                          **{k: (math.nan if v is None else float(v)) for k, v in r.metrics.items()}})
     return pd.DataFrame(rows)
@@ -391,14 +403,26 @@ def variant_sizes(variants: Mapping[str, Sequence[Run]]) -> dict[str, float]:
             for v, recs in variants.items() if recs[0].algo != "plain"}
 
 
-def matched_size_pairs(variants: Mapping[str, Sequence[Run]], metric: str) -> list[dict[str, Any]]:
-    """For each SiFT size-curve variant, the SMART size-curve variant nearest in measured mean
-    relative size (distance |log size_SiFT - log size_SMART|), and the seed-paired SiFT − SMART
-    difference in `metric` with its t interval. ``matched`` is False when the two sizes differ
-    by more than MATCH_FACTOR."""
+def curve_families(variants: Mapping[str, Sequence[Run]]) -> list[str]:
+    """The size-curve families of a group (``""`` for ``curve_eps<E>``), sorted."""
+    return sorted({f for recs in variants.values() if (f := curve_family(recs[0].tag)) is not None})
+
+
+def matched_size_pairs(variants: Mapping[str, Sequence[Run]], metric: str,
+                       family: str | None = None) -> list[dict[str, Any]]:
+    """For each SiFT size-curve variant, the SMART size-curve variant of the same curve family
+    nearest in measured mean relative size (distance |log size_SiFT - log size_SMART|), and the
+    seed-paired SiFT − SMART difference in `metric` with its t interval. ``matched`` is False
+    when the two sizes differ by more than MATCH_FACTOR. `family`: that curve only (None: every
+    family, each paired within itself; a pair's ``family`` says which)."""
+    families = curve_families(variants) if family is None else [family]
+    return [p for f in families for p in _family_pairs(variants, metric, f)]
+
+
+def _family_pairs(variants: Mapping[str, Sequence[Run]], metric: str, family: str) -> list[dict[str, Any]]:
     sizes = variant_sizes(variants)
     curve = {algo: {v: sizes[v] for v, recs in variants.items()
-                    if recs[0].algo == algo and curve_eps(recs[0].tag) is not None and sizes[v] > 0}
+                    if recs[0].algo == algo and curve_family(recs[0].tag) == family and sizes[v] > 0}
              for algo in ("smart", "sift")}
     pairs = []
     for sift_v, sift_size in sorted(curve["sift"].items(), key=lambda kv: kv[1]):
@@ -407,8 +431,8 @@ def matched_size_pairs(variants: Mapping[str, Sequence[Run]], metric: str) -> li
         smart_v = min(curve["smart"], key=lambda v: (abs(math.log(curve["smart"][v] / sift_size)), v))
         ratio = sift_size / curve["smart"][smart_v]
         d = paired_difference(per_seed(variants[sift_v], metric), per_seed(variants[smart_v], metric))
-        pairs.append({"sift": sift_v, "smart": smart_v, "sift_size": sift_size, "smart_size": curve["smart"][smart_v],
-                      "ratio": ratio, "matched": 1 / MATCH_FACTOR <= ratio <= MATCH_FACTOR, **d})
+        pairs.append({"family": family, "sift": sift_v, "smart": smart_v, "sift_size": sift_size,
+                      "smart_size": curve["smart"][smart_v], "ratio": ratio, "matched": 1 / MATCH_FACTOR <= ratio <= MATCH_FACTOR, **d})
     return pairs
 
 
@@ -444,12 +468,24 @@ def _index(runs: Sequence[Run], seed: int) -> int:
 def reference_plain(variants: Mapping[str, Sequence[Run]], task: str) -> str | None:
     """The plain variant the others are measured against: untagged ``plain`` when there is
     one, else the tagged plain with the best mean selection metric (P1's learning rate by
-    in_domain_dev MCC)."""
+    in_domain_dev MCC). In a group with an equal-budget study, the reference arm's chosen point
+    (`budget_reference`): its plain variants are grid points and controls, not settings to pick among."""
     plains = [v for v, recs in variants.items() if recs[0].algo == "plain"]
     if "plain" in plains or not plains:
         return "plain" if plains else None
+    chosen = budget_reference(variants, task)
+    if chosen:
+        return chosen
     metric = SELECTION_METRIC[task]
     return max(sorted(plains), key=lambda v: _finite(mean_ci([r.metric(metric) for r in variants[v]])["mean"]))
+
+
+def budget_reference(variants: Mapping[str, Sequence[Run]], task: str) -> str | None:
+    """The chosen variant of the group's reference arm (`equal_budget`), None without one."""
+    eb = equal_budget(variants, task)
+    if not eb or not eb["reference"]:
+        return None
+    return next(a for a in eb["arms"] if a["arm"] == eb["reference"])["chosen"]
 
 
 def _finite(x: float) -> float:
@@ -508,7 +544,7 @@ def source_metrics(variants: Mapping[str, Sequence[Run]]) -> list[str]:
 # The columns of `regime_verdicts` and `matched_size_table` rows (a table with no rows keeps them).
 REGIME_COLUMNS = ("task", "device", "code", "model", "difference", "what it tests", "metric", "n", "mean",
                   "ci_low", "ci_high", "reading")
-MATCHED_COLUMNS = ("task", "device", "code", "model", "sift", "sift_size", "smart", "smart_size", "ratio", "matched",
+MATCHED_COLUMNS = ("task", "device", "code", "model", "family", "sift", "sift_size", "smart", "smart_size", "ratio", "matched",
                    "pooled", "n", "mean", "ci_low", "ci_high", "reading")
 
 
@@ -531,23 +567,32 @@ def regime_verdicts(groups: Groups) -> list[dict[str, Any]]:
 
 
 def matched_size_table(groups: Groups) -> list[dict[str, Any]]:
-    """One row per matched-size pair (`matched_size_pairs`) in each group, then the group's
-    pooled verdict (`pooled_difference`) as a row whose ``sift`` is ``pooled``."""
+    """One row per matched-size pair (`matched_size_pairs`) in each group and curve family, then
+    that curve's pooled verdict (`pooled_difference`) as a row whose ``sift`` is ``pooled``
+    (``family``: ``""`` for the ``curve_eps<E>`` curve, ``tuned`` for ``tuned_curve_eps<E>``)."""
     rows = []
     for key, variants in groups.items():
-        metric = PAPER_METRIC[key[0]]
-        pairs = matched_size_pairs(variants, metric)
-        pooled = pooled_difference(variants, pairs, metric)
-        for p in pairs:
-            rows.append({**_where(key), "sift": p["sift"], "sift_size": p["sift_size"], "smart": p["smart"],
-                         "smart_size": p["smart_size"], "ratio": p["ratio"], "matched": p["matched"],
-                         "pooled": p["sift"] in pooled.get("pooled_pairs", ()), "n": p["n"],
-                         "mean": p["mean"], "ci_low": p["low"], "ci_high": p["high"],
-                         "reading": reading(p) if p["matched"] else "not matched"})
-        if pairs:
-            rows.append({**_where(key), "sift": "pooled", "smart": f"{pooled['pairs']} matched pair(s)",
-                         "n": pooled["n"], "mean": pooled["mean"], "ci_low": pooled["low"], "ci_high": pooled["high"],
-                         "reading": reading(pooled)})
+        for family in curve_families(variants):
+            rows += _matched_rows(key, variants, family)
+    return rows
+
+
+def _matched_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
+                  family: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    metric = PAPER_METRIC[key[0]]
+    pairs = matched_size_pairs(variants, metric, family)
+    pooled = pooled_difference(variants, pairs, metric)
+    for p in pairs:
+        rows.append({**_where(key), "family": family, "sift": p["sift"], "sift_size": p["sift_size"], "smart": p["smart"],
+                     "smart_size": p["smart_size"], "ratio": p["ratio"], "matched": p["matched"],
+                     "pooled": p["sift"] in pooled.get("pooled_pairs", ()), "n": p["n"],
+                     "mean": p["mean"], "ci_low": p["low"], "ci_high": p["high"],
+                     "reading": reading(p) if p["matched"] else "not matched"})
+    if pairs:
+        rows.append({**_where(key), "family": family, "sift": "pooled", "smart": f"{pooled['pairs']} matched pair(s)",
+                     "n": pooled["n"], "mean": pooled["mean"], "ci_low": pooled["low"], "ci_high": pooled["high"],
+                     "reading": reading(pooled)})
     return rows
 
 
@@ -564,6 +609,17 @@ TEST_EVALS = ("uci_test", "uci_zero_shot", "out_of_domain_dev")
 # ran with the default; `stage_cache_dir` is not here, as it cannot change a result.
 CONTROL_DEFAULTS: dict[str, Any] = {"reinit_head": False, "adv_stages": "all", "label_smoothing": 0.0,
                                     "l2sp_weight": 0.0, "freeze_encoder": False, "early_stopping_patience": None}
+# What setting each control away from its default tests, in one line (``{value}``: the run's
+# value); ``noise`` is a regularized run with ``adv_steps 0``: random noise instead of the ascent.
+CONTROL_TESTS: dict[str, str] = {
+    "reinit_head": "confidence carried across the label flip: stage 2 starts from a fresh head, not stage 1's",
+    "adv_stages": "where the regularizer acts: only in the {value} stage",
+    "label_smoothing": "confidence: targets smoothed by {value}, a softer fit with no perturbation at all",
+    "l2sp_weight": "staying near the pre-trained encoder (L2-SP, weight {value}) instead of smoothness",
+    "freeze_encoder": "how much fine-tuning the encoder matters: a linear probe on the frozen encoder",
+    "early_stopping_patience": "over-fitting in time: stage 2 stops after {value} epoch(s) without a validation gain",
+    "noise": "whether the ascent's direction matters: random noise (adv_steps 0, σ {value}) in the same ball",
+}
 # The columns of `equal_budget_table` and `equal_budget_differences` rows.
 EQUAL_BUDGET_COLUMNS = ("task", "device", "code", "model", "arm", "tuned", "select_on", "points", "selection_seeds",
                         "chosen", "chosen_variant", "n", "val_mean", "val_low", "val_high", "test_metric",

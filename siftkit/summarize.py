@@ -20,6 +20,10 @@ section. Inside a group a variant is the algorithm plus the sweep's tag (``smart
   (one row per arm) and seed-paired test differences at the chosen points, each arm against the
   reference arm (plain, no control set) and ``sift-<t>`` against ``smart-<t>``. The test metric
   never chooses (`siftkit.study.equal_budget`, `equal_budget_table` for the data);
+- for an equal-budget study (`siftkit.budget`): the controls against tuned plain and against
+  their uncontrolled partners, the size curve at the tuned point with tuned plain as a band, and
+  the three verdicts; a study spec (``*_study.yaml`` at the top of a summarized folder, or
+  ``--study``) names the old gap's arms and point and words the questions;
 - the regularizer's activity (measured relative size, λ·R against the loss and the task
   loss, μ·Bregman), held-out smoothness and per-source UCI accuracy.
 
@@ -35,10 +39,12 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from siftkit import budget
 from siftkit.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
 from siftkit.results import HISTORY_FILE, RESULTS_FILE, atomic_write_text
-from siftkit.study import (MATCH_FACTOR, SELECTION_METRIC, SOURCE_METRIC, Groups, Run, activity, choice_note,
-                           curve_eps, diff_tuned, equal_budget, find_results, group_runs, load_runs,
+from siftkit.study import (MATCH_FACTOR, SELECTION_METRIC, SOURCE_METRIC, Groups, Run, activity, budget_reference,
+                           choice_note,
+                           curve_eps, curve_families, diff_tuned, equal_budget, find_results, group_runs, load_runs,
                            matched_size_pairs, matched_size_table, mean_ci, paired_difference, per_seed, plain_for,
                            pooled_difference, reading, reference_plain, regime_verdicts, regularizer_share,
                            relative_size, short_commit, smoothness_metrics, source_metrics, t_critical, tuned_text,
@@ -131,7 +137,7 @@ def _nonfinite_note(variants: Mapping[str, list[Run]]) -> list[str]:
 def _plain_choice(task: str, variants: Mapping[str, list[Run]]) -> list[str]:
     """P1: plain's tagged settings (learning rates) and which one the selection metric picks."""
     plains = sorted(v for v, recs in variants.items() if recs[0].algo == "plain" and recs[0].tag)
-    if len(plains) < 2:
+    if len(plains) < 2 or budget_reference(variants, task):  # an equal-budget study chose on validation
         return []
     chosen = reference_plain(variants, task)
     sel, main = SELECTION_METRIC[task], PAPER_METRIC[task]
@@ -185,7 +191,7 @@ def _selection_paired_table(task: str, variants: Mapping[str, list[Run]], key: s
     in domain?" is asked of the metric the choice used, which flatters plain (the best of several
     settings, on the same dev set)."""
     chosen = reference_plain(variants, task)
-    if not chosen or chosen == "plain":
+    if not chosen or chosen == "plain" or budget_reference(variants, task):
         return []
     sel = SELECTION_METRIC[task]
     note = (f" plain's setting was chosen on this same metric, so `{chosen}` is the best of "
@@ -215,24 +221,31 @@ def _regime_table(task: str, variants: Mapping[str, list[Run]], key: tuple, data
             *_table(["difference", "what it tests", "n", "mean", "95% CI", "reading"], rows)]
 
 
-def _matched_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
+def _matched_tables(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
+    """One matched-size table per size-curve family of the group (two curves are never paired)."""
+    return [line for family in curve_families(variants) for line in _matched_table(task, variants, key, data, family)]
+
+
+def _matched_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict, family: str = "") -> list[str]:
     main = PAPER_METRIC[task]
-    pairs = matched_size_pairs(variants, main)
+    pairs = matched_size_pairs(variants, main, family)
     if not pairs:
         return []
+    tag = f"{family}_curve_eps<E>" if family else "curve_eps<E>"
     pooled = pooled_difference(variants, pairs, main)
     rows = [[f"`{p['sift']}`", _sci(p["sift_size"]), f"`{p['smart']}`", _sci(p["smart_size"]), f"{p['ratio']:.2f}",
              str(p["n"]), _fmt(p["mean"]), _ci(p),
              (reading(p) if p["sift"] in pooled.get("pooled_pairs", ()) else f"{reading(p)}; not pooled (missing seeds)")
              if p["matched"] else f"not matched (sizes differ > {MATCH_FACTOR:g}×)"]
             for p in pairs]
-    data["matched"][key] = {"pairs": pairs, "pooled": pooled}
+    data["matched"][f"{key}|{family}" if family else key] = {"pairs": pairs, "pooled": pooled}
     verdict = (f"**Pooled SiFT − SMART at matched size: {_fmt(pooled['mean'])} {_ci(pooled)}** "
                f"over {pooled['pairs']} matched pair(s) and seeds {pooled['seeds']} — {reading(pooled)}. "
                if pooled["pairs"] else "No pair is within the matching factor: no pooled verdict. ")
-    return ["### SiFT against SMART at matched perturbation size", "",
-            "Each SiFT size-curve run (tag `curve_eps<E>`, projected rule) against the SMART size-curve run "
-            "nearest in *measured* mean relative perturbation ‖Δ_t‖/‖z_t‖ (nearest in log size; sizes are "
+    title = "### SiFT against SMART at matched perturbation size" + (f" (the `{tag}` curve)" if family else "")
+    return [title, "",
+            f"Each SiFT size-curve run (tag `{tag}`, projected rule) against the SMART size-curve run "
+            f"{'of the same curve ' if family else ''}nearest in *measured* mean relative perturbation ‖Δ_t‖/‖z_t‖ (nearest in log size; sizes are "
             "means over seeds). Difference in "
             f"`{main}`, paired by seed, 95% t CI:", "",
             *_table(["SiFT run", "SiFT size", "nearest SMART run", "SMART size", "size ratio", "n", "SiFT − SMART",
@@ -320,6 +333,85 @@ def _budget_differences(eb: Mapping[str, Any], test: str) -> list[str]:
             *_table(["difference", "chosen points", "tuned", "chosen on", "n", "mean", "95% CI", "reading"], rows)]
 
 
+def _signed(x: float) -> str:
+    return "–" if math.isnan(x) else f"{x:+.3f}"
+
+
+def _row_ci(r: Mapping[str, Any], low: str = "ci_low", high: str = "ci_high") -> str:
+    return _ci({"low": r[low], "high": r[high]})
+
+
+def _controls_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each control against the reference's chosen point and against its uncontrolled partner."""
+    if not rows:
+        return []
+    table = [[f"`{r['control']}`", r["sets"], r["what it tests"], r["at"], f"`{r['against']}`",
+              {"reference": "tuned plain", "uncontrolled": "the same algorithm without the control",
+               "reference, uncontrolled": "tuned plain, also the same algorithm without the control"}[r["against_is"]],
+              str(r["n"]), _signed(r["mean"]), _row_ci(r), r["reading"]] for r in rows]
+    return ["### The controls", "",
+            "Each control is a run at another arm's chosen point (`extra.at_chosen`) with a control field set away "
+            "from its default, or random noise (`adv_steps 0`). It is compared, seed-paired, with the reference "
+            "arm at its chosen point (tuned plain) and with its *uncontrolled partner*: the variant of the same "
+            "algorithm whose resolved config is the control's in every field but the control's own (found by "
+            "comparing configs, not tags). Test metric, 95% t CIs:", "",
+            *_table(["control", "sets", "what it tests", "at", "against", "against is", "n", "control − against",
+                     "95% CI", "reading"], table)]
+
+
+def _tuned_curve_lines(rows: Sequence[Mapping[str, Any]], metric: str, figures: Sequence[str]) -> list[str]:
+    """The size curve at the reference's chosen point, tuned plain as the band."""
+    if not rows:
+        return []
+    band, curve = rows[0], rows[1:]
+    table = [[f"`{band['variant']}` (band)", "plain", "–", "–", str(band["n"]),
+              _mean_ci_text({"mean": band["test_mean"], "low": band["test_low"], "high": band["test_high"]}),
+              "–", "", ""]]
+    table += [[f"`{r['variant']}`", r["algo"], f"{r['eps']:g}", _sci(r["size"]), str(r["n"]),
+               _mean_ci_text({"mean": r["test_mean"], "low": r["test_low"], "high": r["test_high"]}),
+               _signed(r["minus_reference"]), _row_ci(r, "diff_low", "diff_high"), r["reading"]] for r in curve]
+    figure = [p for p in figures if "_tuned_curve_" in p]
+    return ["### The size curve at the tuned point", "",
+            f"The size-curve runs made at the reference arm's chosen point ({band['reading']}), against that point "
+            f"as a band (mean and 95% t CI over its {band['n']} seeds); `{metric}`, and each size's seed-paired "
+            "difference from the band. The matched-size SiFT − SMART on this curve is in its own table below; "
+            "a curve of another group (another device or code) is only ever drawn in a panel of its own.", "",
+            *_table(["variant", "algo", "E", "measured size", "n", f"{metric} (mean, 95% CI)", "− band", "95% CI",
+                     "reading"], table),
+            *([f"![the size curve at the tuned point]({figure[0]})", ""] if figure else [])]
+
+
+def _verdict_lines(rows: Sequence[Mapping[str, Any]], spec: Mapping[str, Any]) -> list[str]:
+    """The three verdicts: per verdict its question, then its rows with n, seeds and what they rest on."""
+    if not rows:
+        return []
+    lines = ["### The verdicts", "",
+             "Seed-paired differences in the test metric with 95% t CIs; each row says what it rests on."
+             + (f" The questions and the old gap's arms and point are the study's "
+                f"(`{Path(spec['path']).name}`)." if spec.get("path") else ""), ""]
+    for number in dict.fromkeys(r["verdict"] for r in rows):
+        mine = [r for r in rows if r["verdict"] == number]
+        lines += [f"**({number}) {mine[0]['question']}**", "",
+                  *_table(["row", "n", "seeds", "mean", "95% CI", "reading", "rests on"],
+                          [[r["row"], str(r["n"]), ", ".join(map(str, r["seeds"])) or "–", _signed(r["mean"]),
+                            _row_ci(r), r["reading"], r["rests_on"]] for r in mine])]
+    return lines
+
+
+def _budget_study_sections(key: tuple[str, str, str, str], variants: Mapping[str, list[Run]], data: dict,
+                           spec: Mapping[str, Any], figures: Sequence[str]) -> list[str]:
+    """The controls, the curve at the tuned point and the verdicts (`siftkit.budget`)."""
+    skey = "|".join(key)
+    controls = budget.control_rows(key, variants, spec)
+    curve = budget.tuned_curve_rows(key, variants)
+    verdicts = budget.verdict_rows(key, variants, spec)
+    for name, rows in (("controls", controls), ("tuned_curve", curve), ("verdicts", verdicts)):
+        if rows:
+            data[name][skey] = rows
+    return (_controls_lines(controls) + _tuned_curve_lines(curve, PAPER_METRIC[key[0]], figures)
+            + _verdict_lines(verdicts, spec))
+
+
 def _activity_table(variants: Mapping[str, list[Run]]) -> list[str]:
     rows = []
     for variant in sorted(variants, key=variant_order):
@@ -369,14 +461,14 @@ def _figure_lines(paths: Sequence[str]) -> list[str]:
 
 def _figure_name(path: str) -> str:
     stem = Path(path).stem
-    for kind in ("scores", "learning_curves", "size_reg_share", "size_smoothness", "size_"):
+    for kind in ("tuned_curve", "curves_by_group", "scores", "learning_curves", "size_reg_share", "size_smoothness", "size_"):
         if kind in stem:
             return stem[stem.index(kind):].replace("_", " ")
     return stem
 
 
 def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[Run]], data: dict,
-                   figures: Sequence[str] = ()) -> list[str]:
+                   figures: Sequence[str] = (), specs: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     task, device, commit, model = key
     skey = "|".join(key)
     title = "P1 · CoLA" if task == "cola" else "P2 · Twitter → UCI"
@@ -386,6 +478,7 @@ def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[R
     lines += _nonfinite_note(variants)
     lines += _plain_choice(task, variants)
     lines += _equal_budget_section(task, variants, skey, data)
+    lines += _budget_study_sections(key, variants, data, budget.spec_for(variants, specs), figures)
     lines += _paired_table(task, variants, skey, data)
     lines += _selection_paired_table(task, variants, skey, data)
     plain = reference_plain(variants, task)
@@ -393,7 +486,7 @@ def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[R
         spread = _stat(variants[plain], PAPER_METRIC[task])["std"]
         lines += [f"Seed-to-seed spread of `{plain}` in `{PAPER_METRIC[task]}`: std {_fmt(spread)}.", ""]
     lines += _regime_table(task, variants, key, data)
-    lines += _matched_table(task, variants, skey, data)
+    lines += _matched_tables(task, variants, skey, data)
     lines += _activity_table(variants)
     smooth = smoothness_metrics(variants)
     lines += _metric_table(
@@ -419,7 +512,8 @@ def _glance(groups: Groups) -> list[str]:
     rows = [[f"{r['task']}, {r['device']}, `{r['code']}`", f"`{r['difference'].replace(' − ', '` − `')}`",
              str(r["n"]), _fmt(r["mean"]), _ci({"low": r["ci_low"], "high": r["ci_high"]}), r["reading"]]
             for r in regime_verdicts(groups) if r["difference"] in _HEADLINE and r["n"]]
-    rows += [[f"{r['task']}, {r['device']}, `{r['code']}`", f"SiFT − SMART at matched size, pooled over {r['smart']}",
+    rows += [[f"{r['task']}, {r['device']}, `{r['code']}`", f"SiFT − SMART at matched size, pooled over {r['smart']}"
+              + (f" of the `{r['family']}_curve_eps<E>` curve" if r["family"] else ""),
               str(r["n"]), _fmt(r["mean"]), _ci({"low": r["ci_low"], "high": r["ci_high"]}), r["reading"]]
              for r in matched_size_table(groups) if r["sift"] == "pooled" and r["n"]]
     if not rows:
@@ -430,22 +524,27 @@ def _glance(groups: Groups) -> list[str]:
             *_table(["runs", "difference", "n", "mean", "95% CI", "reading"], rows)]
 
 
-def render(groups: Groups, n_files: int, figures: Mapping[tuple, Sequence[str]] | None = None) -> tuple[str, dict]:
+def render(groups: Groups, n_files: int, figures: Mapping[tuple, Sequence[str]] | None = None,
+           specs: Sequence[Mapping[str, Any]] = ()) -> tuple[str, dict]:
     """SUMMARY.md's text and its numbers (``data``) for grouped runs; `figures` (per group, paths
-    relative to SUMMARY.md) are linked under each group's heading."""
+    relative to SUMMARY.md) are linked under each group's heading; `specs`: study specs
+    (`siftkit.budget.load_spec`), each applied to the group that has its arms."""
     lines = ["# siftkit results summary", "",
              f"Generated by `python -m siftkit summarize` from {n_files} results.json files in "
              f"{len(groups)} group(s) of comparable runs. " + INTRO, ""]
-    data: dict[str, Any] = {"groups": {}, "paired": {}, "regime": {}, "matched": {}, "equal_budget": {}}
+    data: dict[str, Any] = {"groups": {}, "paired": {}, "regime": {}, "matched": {}, "equal_budget": {},
+                            "controls": {}, "tuned_curve": {}, "verdicts": {}}
     lines += _glance(groups)
     for key, variants in groups.items():
-        lines += _group_section(key, variants, data, (figures or {}).get(key, ()))
+        lines += _group_section(key, variants, data, (figures or {}).get(key, ()), specs)
     return "\n".join(lines).rstrip() + "\n", data
 
 
-def summarize(paths: Iterable[str | Path]) -> tuple[str, dict]:
+def summarize(paths: Iterable[str | Path], specs: Sequence[Mapping[str, Any]] | None = None) -> tuple[str, dict]:
+    """SUMMARY.md's text and data; `specs` default to the study specs at the top of the folders."""
+    paths = list(paths)
     runs = load_runs(paths)
-    return render(group_runs(runs), len(runs))
+    return render(group_runs(runs), len(runs), specs=budget.find_specs(paths) if specs is None else specs)
 
 
 def brief(paths: Iterable[str | Path]) -> str:
@@ -497,12 +596,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figures", default=None, help="folder for PNG figures (default: beside --out, figures/)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--brief", action="store_true", help="print the README's compact table and exit")
+    p.add_argument("--study", action="append", default=None, metavar="SPEC",
+                   help="a study spec (YAML: old_gap, controls, questions); default: every *_study.yaml at the top "
+                        "of the given folders")
     args = p.parse_args(argv)
     if args.brief:
         print(brief(args.paths), end="")
         return 0
     runs = load_runs(args.paths)
     groups = group_runs(runs)
+    specs = [budget.load_spec(f) for f in args.study] if args.study else budget.find_specs(args.paths)
     out = _out_path(args)
     fig_dir = Path(args.figures) if args.figures else out.parent / "figures"
     if not args.no_figures and fig_dir.exists() and not fig_dir.is_dir():
@@ -515,11 +618,16 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as exc:
             raise ValueError(f"figures need matplotlib and seaborn ({exc}); install siftkit[notebooks] "
                              f"or pass --no-figures") from None
+        from siftkit.summary_figures import write_curves_by_group
+
         for key, variants in groups.items():
             for path in write_group_figures(key, variants, fig_dir):
                 print(f"wrote {path}")
                 figures.setdefault(key, []).append(Path(os.path.relpath(path, out.parent)).as_posix())
-    text, _ = render(groups, len(runs), figures)
+        for key, path in write_curves_by_group(groups, fig_dir).items():
+            print(f"wrote {path}")
+            figures.setdefault(key, []).append(Path(os.path.relpath(path, out.parent)).as_posix())
+    text, _ = render(groups, len(runs), figures, specs)
     atomic_write_text(out, text)
     print(f"wrote {out}")
     return 0

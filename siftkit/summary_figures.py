@@ -10,7 +10,12 @@ file names start with ``<task>_<device>_<commit>``:
   against the measured mean relative perturbation (log x), drawn by `size_curve`: the
   size-curve runs (tags ``curve_eps<E>``) of SMART and SiFT as two lines with 95% t bands over
   seeds, plain as a horizontal band (mean ± 95% CI), every other regularized variant as a
-  marked, labelled point (mean x, mean y, 95% CI bars).
+  marked, labelled point (mean x, mean y, 95% CI bars);
+- ``..._tuned_curve_<metric>.png``: the size curve run at the reference arm's chosen point of an
+  equal-budget study (`siftkit.budget.tuned_curve`), that point as the band;
+- ``<task>_curves_by_group.png`` (`curves_by_group_figure`): beside that curve, every other
+  group's size curve of the same task, one panel per group and curve, each titled with its group
+  (never two groups on one axis).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from siftkit import budget
 from siftkit.paper import PAPER_METRIC, PAPER_RESULTS
 from siftkit.study import (MAIN_EVAL, Groups, Run, mean_ci, point_kind, reference_plain, runs_frame,
                            short_commit, smoothness_metrics, t_interval, variant_order)
@@ -72,7 +78,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "plain", logy: bool = False,
-               ylabel: str | None = None) -> Axes:
+               ylabel: str | None = None, legend: Mapping[str, Any] | None = None) -> Axes:
     """Draw `y` against the measured mean relative perturbation (log x) on `ax`.
 
     `frame` is `siftkit.study.runs_frame` of one group. Lines: rows with role ``line`` (the
@@ -80,7 +86,8 @@ def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "pl
     mean over seeds with a 95% t band (seaborn, interval from scipy). Band: the `plain`
     variant's mean ± 95% CI. Points: rows with role ``point``, one marker per variant with
     95% t error bars on both axes. With `logy`, values ≤ 0 cannot be drawn and are left out
-    (the legend says how many). Returns `ax` (its lines and containers are what a test checks).
+    (the legend says how many). `legend`: where the legend goes (``ax.legend`` keywords; default
+    beside the axes, on the right). Returns `ax` (its lines and containers are what a test checks).
     """
     if y not in frame:  # no run recorded it (older runs): an empty panel that says so
         frame = frame.assign(**{y: math.nan})
@@ -137,7 +144,8 @@ def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "pl
         handles.append(matplotlib.lines.Line2D([], [], ls=""))
         labels.append(f"({dropped} run(s) at ≤ 0 not drawn on the log axis)")
     if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        ax.legend(handles, labels, **{"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8,
+                                      "frameon": False, **(legend or {})})
     else:
         ax.text(0.5, 0.5, f"no run recorded {y}", transform=ax.transAxes, ha="center", color="grey")
     return ax
@@ -218,6 +226,89 @@ def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence
         fig.suptitle(f"Held-out smoothness (lower = smoother) against training perturbation size\n{where}")
         figs["size_smoothness"] = fig
     return figs
+
+
+# ----------------------------------------------------------------------------- the curve at the tuned point
+
+
+def _curve_frame(variants: Mapping[str, Sequence[Run]], family: str, band: str | None) -> pd.DataFrame:
+    """`runs_frame` rows of one curve family (as lines) and of the band variant only."""
+    frame = runs_frame(variants)
+    keep = (frame["role"].eq("line") & frame["family"].eq(family)) | frame["variant"].eq(band)
+    return frame[keep]
+
+
+def _panels(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> list[tuple[str, str | None, str]]:
+    """(family, band variant, what the band is) per size curve of a group: the curve at the
+    reference arm's chosen point with that point as its band; any other curve with the group's
+    reference plain."""
+    tc = budget.tuned_curve(variants, key[0])
+    tuned = tc["families"] if tc else []
+    out = []
+    for family in sorted({f for f in runs_frame(variants)["family"].dropna()}):
+        if family in tuned:
+            ref = tc["reference"]
+            out.append((family, ref["chosen"], f"{ref['arm']} at its chosen {ref['chosen_label']}"))
+        else:
+            plain = reference_plain(variants, key[0])
+            out.append((family, plain, f"{plain}"))
+    return out
+
+
+def _group_title(key: tuple[str, str, str, str]) -> str:
+    task, device, commit, model = key
+    return f"{_task_name(task)} — {model} on {device}, code {short_commit(commit)}"
+
+
+def tuned_curve_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> Figure | None:
+    """The size curve at the reference arm's chosen point, that point drawn as the band; None
+    when the group has no such curve."""
+    tc = budget.tuned_curve(variants, key[0])
+    if tc is None:
+        return None
+    main, ref = PAPER_METRIC[key[0]], tc["reference"]
+    fig = Figure(figsize=(11, 5), layout="constrained")
+    ax = fig.subplots()
+    for family in tc["families"]:
+        size_curve(_curve_frame(variants, family, ref["chosen"]), main, ax=ax, plain=ref["chosen"])
+    ax.set_title(f"{METRIC_LABELS.get(main, main)} against perturbation size at {ref['arm']}'s chosen "
+                 f"{ref['chosen_label']} (band: that point)\n{_group_title(key)}")
+    return fig
+
+
+def curves_by_group_figure(groups: Groups, task: str) -> Figure | None:
+    """Every size curve of `task`, one panel per (group, curve), each titled with its group;
+    the panels share the y axis so the eye can compare levels, never the runs."""
+    panels = [(key, variants, *p) for key, variants in groups.items() if key[0] == task
+              for p in _panels(key, variants)]
+    if len(panels) < 2:
+        return None
+    main = PAPER_METRIC[task]
+    fig = Figure(figsize=(6.5 * len(panels), 5.5), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, (key, variants, family, band, what) in zip(axes, panels):
+        # each panel's legend under it: the panels stand side by side
+        size_curve(_curve_frame(variants, family, band), main, ax=ax, plain=band,
+                   legend={"loc": "upper left", "bbox_to_anchor": (0.0, -0.14), "fontsize": 7})
+        name = f"{family}_curve_eps<E>" if family else "curve_eps<E>"
+        ax.set_title(f"{_group_title(key)}\n`{name}`, band: {what}", fontsize=9)
+    fig.suptitle(f"{METRIC_LABELS.get(main, main)} against measured perturbation size, one panel per group of "
+                 "comparable runs")
+    return fig
+
+
+def write_curves_by_group(groups: Groups, out_dir: str | Path) -> dict[tuple, Path]:
+    """``<task>_curves_by_group.png`` for each task that has a curve at a tuned point, keyed by
+    the group of that curve (where the summary links it)."""
+    out: dict[tuple, Path] = {}
+    for key, variants in groups.items():
+        if budget.tuned_curve(variants, key[0]) is None:
+            continue
+        fig = curves_by_group_figure(groups, key[0])
+        if fig is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            out[key] = _save(fig, Path(out_dir) / f"{figure_prefix(key)}_curves_by_group.png")
+    return out
 
 
 # ----------------------------------------------------------------------------- scores and learning curves
@@ -319,7 +410,8 @@ def write_group_figures(key: tuple[str, str, str, str], variants: Mapping[str, S
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = figure_prefix(key)
     figs = {"scores": scores_figure(key, variants), "learning_curves": learning_curves_figure(key, variants),
-            **size_figures(key, variants)}
+            **size_figures(key, variants),
+            f"tuned_curve_{PAPER_METRIC[key[0]]}": tuned_curve_figure(key, variants)}
     return [_save(fig, out_dir / f"{prefix}_{name}.png") for name, fig in figs.items() if fig is not None]
 
 

@@ -30,7 +30,7 @@ NAMES = ["00_tour", "01_cola", "02_twitter_to_uci", "03_embedding_statistics", "
 # Notebook-only parameters (not RunConfig fields), allowed explicitly. Anything else in a
 # parameters cell must be a RunConfig field: this is the drift check.
 ALLOWED_NOTEBOOK_ONLY = {"params_file", "sentence", "interactive", "texts_per_domain", "perturbation_texts",
-                         "runs_glob", "results_glob", "study_glob"}
+                         "runs_glob", "results_glob", "study_glob", "equal_budget_glob", "study_spec"}
 
 with warnings.catch_warnings():
     # The mark is registered in pyproject.toml's markers once that file lists it; until then
@@ -436,3 +436,37 @@ def test_04_compare_and_unknown_name(tmp_path, smoke_runs):
     error = _execute_fails("04_compare", results_glob=str(copied / "**" / "results.json"), output_dir=str(tmp_path / "dup"))
     assert "two runs of variant 'sift' with seed 1 in one comparison" in error.evalue
     assert "sift-seed1 copy" in error.evalue
+
+
+@notebooks_mark
+def test_04_equal_budget_study_through_its_glob(tmp_path, smoke_runs):
+    """A synthetic equal-budget study fed through `equal_budget_glob`: the equal-budget table, the
+    controls, the curve at the tuned rate and the verdicts come from it (and the reading guide
+    is printed from their numbers); a missing spec stops the first cell."""
+    import pandas as pd
+    from test_budget_study import SPEC, equal_budget_study
+
+    eb = equal_budget_study(tmp_path / "eb")
+    out = tmp_path / "compare"
+    nb = _execute("04_compare", tmp_path, results_glob=str(smoke_runs / "**" / "results.json"), output_dir=str(out),
+                  study_glob="", equal_budget_glob=str(eb / "**" / "results.json"), study_spec=str(SPEC))
+    table = pd.read_csv(out / "equal_budget.csv")
+    assert set(table["code"]) == {"cccccccc"}
+    assert set(table["arm"]) == {"plain-eb", "sift-eb_size0.3", "smart-eb_size0.3", "plain-ctl_l2sp"}
+    assert table.set_index("arm").loc["plain-eb", "chosen"] == "uci_learning_rate0.0001"
+    controls = pd.read_csv(out / "controls.csv")
+    reinit = controls[(controls["control"] == "sift-ctl_size0.3_reinit_head") & (controls["against_is"] == "uncontrolled")]
+    assert list(reinit["against"]) == ["sift-tuned_curve_eps0.3"] and (reinit["n"] == 5).all()
+    tuned = pd.read_csv(out / "tuned_curve.csv")
+    assert tuned.iloc[0]["role"] == "band" and tuned.iloc[0]["variant"] == "plain-eb__uci_learning_rate0.0001"
+    verdicts = pd.read_csv(out / "verdicts.csv")
+    assert set(verdicts["verdict"]) == {1, 2, 3} and set(verdicts["code"]) == {"cccccccc"}
+    guide = (out / "reading_guide.txt").read_text()
+    first = verdicts[verdicts["verdict"] == 1].iloc[0]
+    assert f"Against tuned plain: {first['row']}: {first['mean']:+.3f}" in guide
+    assert "Explaining the old gap: old gap: sift-eb_size0.3__uci_learning_rate2e-05" in guide
+    assert "(3, code cccccccc) Tuning the rate removes +0.190 of the old gap of +0.200 (95%" in guide
+    _png(out / "figures" / "twitter_to_uci_cpu_cccccccc_tuned_curve_uci_test_accuracy.png")
+    assert _inline_images(nb) >= 3  # compare, wall time and the curve at the tuned rate
+    error = _execute_fails("04_compare", study_spec="results/no_such_study.yaml", output_dir=str(tmp_path / "bad"))
+    assert "study_spec 'results/no_such_study.yaml': no such file" in error.evalue
