@@ -565,13 +565,29 @@ def brief(paths: Iterable[str | Path]) -> str:
             s = _stat(variants.get(names[algo], []), PAPER_METRIC[task])
             cells.append(f"{_fmt(s['mean'], s['std'])} (n={s['n']})" if s["n"] else "–")
         paper = " / ".join(f"{PAPER[task][a][0]:.2f}" for a in ("plain", "smart", "sift"))
-        name = "P1 CoLA (out-of-domain dev MCC)" if task == "cola" else "P2 Twitter → UCI (accuracy on 90% UCI)"
+        name = "P1 CoLA (out-of-domain dev MCC)" if task == "cola" else \
+            f"P2 Twitter → UCI (accuracy on {_uci_test_share(variants)} UCI)"
         if model != "all-MiniLM-L6-v2":
             name += f", {model}"
         if tag:
             name += f", variants `*-{tag}`"
         lines.append(f"| {name} | {device} | `{short_commit(commit)}` | " + " | ".join(cells) + f" | {paper} |")
     return "\n".join(lines) + "\n"
+
+
+def _uci_test_share(variants: Mapping[str, list[Run]]) -> str:
+    """The share of the UCI pool a group's runs test on: 90% in the paper's split, less when
+    `uci_val_size` holds sentences out for validation (the stages record the sizes)."""
+    shares = set()
+    for runs in variants.values():
+        for run in runs:
+            sizes = {s.get("name"): s for s in run.record.get("stages", []) if isinstance(s, dict)}
+            uci = sizes.get("uci", {})
+            test, train = (uci.get("evals") or {}).get("uci_test"), uci.get("train_examples")
+            if isinstance(test, int) and isinstance(train, int):
+                val = (uci.get("evals") or {}).get("uci_val", 0)
+                shares.add(round(100 * test / (test + train + val)))
+    return "/".join(f"{p}%" for p in sorted(shares)) if shares else "90%"
 
 
 def _out_path(args: argparse.Namespace) -> Path:
