@@ -157,7 +157,10 @@ def load_spec_mapping(value: Any) -> dict:
 
 def spec_digest(mapping: dict) -> str:
     """sha256 of the spec's canonical JSON (sorted keys): the same spec, the same hash."""
-    text = json.dumps(mapping, sort_keys=True, ensure_ascii=False, default=str)
+    # Keys as JSON writes them first (label_map's 1 and "1" are one key, as in results.json),
+    # so a spec read back from a record has the hash it was run with.
+    as_json = json.loads(json.dumps(mapping, ensure_ascii=False, default=str))
+    text = json.dumps(as_json, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -75,6 +75,8 @@ def _load_files(data: DataSpec) -> Dataset:
     try:
         return datasets.load_dataset(builder, data_files=files, split="train", **options)
     except Exception as exc:  # pandas/pyarrow parse errors: one line naming the files
+        if "corresponds to no data" in str(exc):  # datasets' words for a file with a header and no rows
+            raise ValueError(f"{data.where}: {data.describe()} has no rows") from None
         raise ValueError(f"{data.where}: cannot read {data.describe()} as {data.format}: "
                          f"{' '.join(str(exc).split())[:300]}") from None
 
