@@ -78,9 +78,8 @@ class RunConfig:
 
     # --- what to run -------------------------------------------------------------------
     task: str = "twitter_to_uci"  # protocol: "cola" (P1), "twitter_to_uci" (P2) or "shift" (your own, in `shift`)
-    # task="shift": the spec (siftkit.shift) as a mapping, or the path of a YAML file holding it (read
-    # at once; the mapping is what results.json records)
-    shift: dict[str, Any] | None = None
+    shift: dict[str, Any] | None = None  # task="shift": the spec (siftkit.shift), or the path of a YAML file
+    # holding it (read at once: results.json records the mapping)
     algo: str = "plain"  # "plain", "smart" or "sift"
     model_name: str | None = None  # Hub name or local path; None = offline all-MiniLM-L6-v2
     data_dir: str | None = None  # dataset folder; None = $SIFTKIT_DATA_DIR, else ./data, else the user cache
