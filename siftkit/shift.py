@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,34 @@ class ShiftSpec:
         return len(self.labels)
 
 
+def folder_name(cfg) -> str:
+    """The folder a sweep puts a run's variants under: the task, or ``shift-<spec name>`` (runs
+    of two specs in one sweep folder must not be taken for each other's)."""
+    return f"shift-{cfg.shift['name']}" if cfg.task == "shift" else cfg.task
+
+
+def validation_metrics(spec: ShiftSpec) -> list[str]:
+    """The metrics a grid may be chosen on: those of the stages' validation sets (never of an
+    evaluation set, which is a reported out-of-domain result)."""
+    return [f"{s.name}_val_{m}" for s in spec.stages if s.validation is not None for m in VAL_METRICS]
+
+
+def select_on(metric: str | None, spec: ShiftSpec) -> str:
+    """`metric`, or the last validated stage's own validation metric; a ValueError otherwise."""
+    allowed = validation_metrics(spec)
+    if not allowed:
+        raise ValueError(f"--select-on: shift spec {spec.name!r} has no validation set to choose a grid point on; "
+                         f"give a stage a validation (e.g. validation: {{fraction: 0.1}})")
+    if metric is None:
+        last = [s for s in spec.stages if s.validation is not None][-1]
+        return f"{last.name}_val_{last.val_metric}"
+    if metric not in allowed:
+        raise ValueError(f"--select-on {metric} is not a validation metric of shift spec {spec.name!r} (the "
+                         f"evaluation sets are reported results, never chosen on); choose one of "
+                         f"{', '.join(allowed)}")
+    return metric
+
+
 # ----------------------------------------------------------------------------- reading
 
 
@@ -168,6 +197,9 @@ def parse_spec(mapping: Any) -> ShiftSpec:
     """Check a spec mapping and return it as a `ShiftSpec`; a ValueError names the bad key."""
     mapping = _mapping(mapping, "shift", SPEC_KEYS, required=("name", "labels", "stages", "evals"))
     name = _text(mapping["name"], "shift.name")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        # It names the sweep's folder (<output>/shift-<name>/...) and the summary's group.
+        raise ValueError(f"shift.name must be letters, digits, '_', '-' or '.' (it names folders), got {name!r}")
     labels = _labels(mapping["labels"])
     stages = tuple(_stage(s, f"shift.stages[{i}]", labels) for i, s in enumerate(_list(mapping["stages"],
                                                                                         "shift.stages")))
