@@ -454,3 +454,46 @@ def test_a_file_that_does_not_exist(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
     _bad(_with(_spec(reviews, tweets), ["evals", 0, "data", "files"], "nowhere.csv"),
          "shift.evals[0].data: file not found: nowhere.csv", "a data file that does not exist", tmp_path, build=True)
+
+
+# ----------------------------------------------------------------------------- sweeps and summaries
+
+
+def test_a_sweep_plans_a_spec_and_chooses_on_validation_only(tmp_path):
+    from siftkit.sweep import plan
+
+    reviews, tweets = _pair_files(tmp_path)
+    params = tmp_path / "spec_params.yaml"
+    params.write_text(yaml.safe_dump({"task": "shift", "shift": _spec(reviews, tweets), **TINY}))
+    runs = plan(str(params), ["plain", "sift"], [1], tmp_path / "sw", "lr", {}, grid=["learning_rate=1e-3,2e-3"])
+    assert runs[0].run_dir.parent.parent.name == "shift-reviews_to_tweets"
+    assert {r.select_on for r in runs} == {"reviews_val_accuracy"}  # the stage's own validation metric
+    with pytest.raises(ValueError) as err:
+        plan(str(params), ["plain"], [1], tmp_path / "sw", "lr", {}, grid=["learning_rate=1e-3,2e-3"],
+             select_on="tweets_accuracy")
+    assert str(err.value) == ("--select-on tweets_accuracy is not a validation metric of shift spec "
+                              "'reviews_to_tweets' (the evaluation sets are reported results, never chosen on); "
+                              "choose one of reviews_val_accuracy, reviews_val_mcc, reviews_val_macro_f1")
+    robustness_log("sweep `--select-on tweets_accuracy` (an evaluation set of the spec)", str(err.value))
+
+
+def test_spec_runs_summarize_as_their_own_group(tmp_path):
+    from siftkit.study import group_runs, load_runs
+    from siftkit.summarize import render
+
+    reviews, tweets = _pair_files(tmp_path)
+    for algo in ("plain", "sift"):
+        train(RunConfig(task="shift", shift=_spec(reviews, tweets), algo=algo, seed=1,
+                        output_dir=str(tmp_path / "runs" / algo), **TINY), progress=False)
+    other = _spec(reviews, tweets)
+    other["evals"][0]["name"] = "tweets2"  # another spec: another group, never compared with the first
+    train(RunConfig(task="shift", shift=other, seed=1, output_dir=str(tmp_path / "runs" / "other"), **TINY),
+          progress=False)
+    runs = load_runs([tmp_path / "runs"])
+    groups = group_runs(runs)
+    digest = parse_spec(_spec(reviews, tweets)).digest[:12]
+    assert sorted(k[0] for k in groups) == sorted([f"shift:reviews_to_tweets@{digest}",
+                                                   f"shift:reviews_to_tweets@{parse_spec(other).digest[:12]}"])
+    text, _ = render(groups, len(runs))
+    assert f"## Shift spec reviews_to_tweets (spec sha256 {digest}…)" in text
+    assert "tweets_accuracy" in text and "`sift` − `plain`" in text
