@@ -146,7 +146,7 @@ def _texts(ds: Dataset, column: str, data: DataSpec) -> list[str]:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             problem = "is empty (missing / NaN)"
         elif not isinstance(value, str):
-            problem = f"is {value!r}, a {type(value).__name__}, not text"
+            problem = f"is {value!r} ({type(value).__name__}), not text"
         elif not value.strip():
             problem = f"is empty ({value!r})"
         else:

@@ -8,6 +8,7 @@ logged through `robustness_log`).
 from __future__ import annotations
 
 import copy
+import os
 import hashlib
 import json
 import subprocess
@@ -398,19 +399,20 @@ def test_empty_files_and_no_rows_after_mapping(tmp_path):
 
 
 @pytest.mark.parametrize("cell, problem", [('"  "', "is empty ('  ')"), ("", "is empty (missing / NaN)"),
-                                           ("12", "is 12, a int, not text")])
+                                           ("12", "is 12 (int), not text")])
 def test_bad_texts_are_named(tmp_path, cell, problem):
     reviews, tweets = _pair_files(tmp_path)
     bad = tmp_path / "bad.csv"
     bad.write_text(f'review,stars\n"fine",5\n{cell},1\n')
     if cell == "12":  # a whole column of numbers: pandas reads it as int
         bad.write_text("review,stars\n12,5\n13,1\n")
-        problem, row = "is 12, a int, not text", 1
+        problem, row = "is 12 (int), not text", 1
     else:
         row = 2
     _bad(_with(_spec(reviews, tweets), ["stages", 0, "data", "files"], str(bad)),
          f"shift.stages[0].data: {bad}, column 'review', data row {row} {problem}; every text must be a non-empty "
-         f"string", f"a text cell `{cell}`", tmp_path, build=True)
+         f"string", f"a csv text cell {cell!r}" + (" (a column of numbers)" if cell == "12" else ""), tmp_path,
+         build=True)
 
 
 def test_a_validation_fraction_that_leaves_a_part_empty(tmp_path):
@@ -497,3 +499,15 @@ def test_spec_runs_summarize_as_their_own_group(tmp_path):
     text, _ = render(groups, len(runs))
     assert f"## Shift spec reviews_to_tweets (spec sha256 {digest}…)" in text
     assert "tweets_accuracy" in text and "`sift` − `plain`" in text
+
+
+def test_the_readme_example_runs(tmp_path):
+    """README's "Your own domain shift" block, run as written (it uses the tiny random model)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("```bash", text.index("## Your own domain shift")) + len("```bash")
+    script = text[start:text.index("```", start)]
+    proc = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "myshift/runs/sift-1/results.json").read_text())
+    assert {"tweets_accuracy", "tweets_mcc", "tweets_macro_f1", "reviews_val_accuracy"} <= set(record["metrics"])
