@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import json
 import math
 import os
 import re
@@ -565,7 +566,10 @@ def _check_shift(cfg: RunConfig) -> None:
     if cfg.shift is None:
         raise ValueError("task='shift' needs a spec in the field shift (a mapping with name, labels, stages and "
                          "evals, or the path of a YAML file holding it); see README 'Your own domain shift'")
-    cfg.shift = load_spec_mapping(cfg.shift)
+    # Held as JSON holds it (label_map's key 1 becomes "1"): the config in memory, in
+    # results.json and in a checkpoint is then one value, so a resume or a summary compares
+    # like with like.
+    cfg.shift = json.loads(json.dumps(load_spec_mapping(cfg.shift), ensure_ascii=False, default=str))
     parse_spec(cfg.shift)
 
 
