@@ -53,9 +53,12 @@ def encode_texts(texts, tokenizer, max_length: int, pairs=None) -> dict[str, lis
     return dict(tokenizer(cut, [text[:limit] for text in pairs], truncation=True, max_length=max_length))
 
 
-def _pairs(ds):
-    """The second sentences of a sentence-pair set (column ``text_pair``), else None."""
-    return list(ds["text_pair"]) if "text_pair" in ds.column_names else None
+def _encode(ds, tokenizer, max_length: int) -> dict[str, list]:
+    """`encode_texts` of a set's ``text`` column, with its ``text_pair`` column where it has one
+    (a shift spec's sentence pairs)."""
+    if "text_pair" in ds.column_names:
+        return encode_texts(list(ds["text"]), tokenizer, max_length, list(ds["text_pair"]))
+    return encode_texts(list(ds["text"]), tokenizer, max_length)
 
 
 def tokenize(ds, tokenizer, max_length: int):
@@ -65,7 +68,7 @@ def tokenize(ds, tokenizer, max_length: int):
     """
     from datasets import Dataset
 
-    columns = encode_texts(list(ds["text"]), tokenizer, max_length, _pairs(ds))
+    columns = _encode(ds, tokenizer, max_length)
     columns["labels"] = list(ds["label"])
     return Dataset.from_dict(columns)
 
@@ -100,7 +103,7 @@ def encoded(ds, tokenizer, max_length: int) -> Encoded:
     if fingerprint is not None and key in per_tokenizer:
         per_tokenizer.move_to_end(key)
         return per_tokenizer[key]
-    features = encode_texts(list(ds["text"]), tokenizer, max_length, _pairs(ds))
+    features = _encode(ds, tokenizer, max_length)
     result = Encoded(features, [int(y) for y in ds["label"]],
                      np.asarray([len(ids) for ids in features["input_ids"]], dtype=np.int64))
     if fingerprint is not None:
