@@ -177,6 +177,7 @@ class PlannedRun:
 # compared (an arm whose points differ in task, model or device would be split across groups).
 NOT_GRIDDED = {"algo": "set by --algos", "seed": "set by --seeds", "output_dir": "set by --output-dir",
                "extra": "written by the sweep", "task": "runs of two tasks are never compared",
+               "shift": "runs of two shift specs are never compared",
                "model_name": "runs of two models are never compared",
                "cpu": "runs of two devices are never compared",
                "mixed_precision": "runs of two devices are never compared"}

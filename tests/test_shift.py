@@ -479,6 +479,8 @@ def test_a_sweep_plans_a_spec_and_chooses_on_validation_only(tmp_path):
                               "'reviews_to_tweets' (the evaluation sets are reported results, never chosen on); "
                               "choose one of reviews_val_accuracy, reviews_val_mcc, reviews_val_macro_f1")
     robustness_log("sweep `--select-on tweets_accuracy` (an evaluation set of the spec)", str(err.value))
+    with pytest.raises(ValueError, match="runs of two shift specs are never compared"):
+        plan(str(params), ["plain"], [1], tmp_path / "sw", "s", {}, grid=["shift=a.yaml,b.yaml"])
 
 
 def test_spec_runs_summarize_as_their_own_group(tmp_path):
