@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import json
 import math
 import os
 import re
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-TASKS = ("cola", "twitter_to_uci")
+TASKS = ("cola", "twitter_to_uci", "shift")
 ALGOS = ("plain", "smart", "sift")
 PERTURB_POINTS = ("embedding_output", "word_embeddings", "pre_layernorm")
 ADV_NORMS = ("inf", "l2")
@@ -77,7 +78,9 @@ class RunConfig:
     """
 
     # --- what to run -------------------------------------------------------------------
-    task: str = "twitter_to_uci"  # protocol: "cola" (P1) or "twitter_to_uci" (P2)
+    task: str = "twitter_to_uci"  # protocol: "cola" (P1), "twitter_to_uci" (P2) or "shift" (your own, in `shift`)
+    shift: dict[str, Any] | None = None  # task="shift": the spec (siftkit.shift), or the path of a YAML file
+    # holding it (read at once: results.json records the mapping)
     algo: str = "plain"  # "plain", "smart" or "sift"
     model_name: str | None = None  # Hub name or local path; None = offline all-MiniLM-L6-v2
     data_dir: str | None = None  # dataset folder; None = $SIFTKIT_DATA_DIR, else ./data, else the user cache
@@ -179,6 +182,7 @@ class RunConfig:
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed!r}")
         _check_run_fields(self)
+        _check_shift(self)
         _check_controls(self)
         self._resolve_adversarial_defaults()
         self._resolve_bregman()
@@ -523,7 +527,7 @@ def _check_controls(cfg: RunConfig) -> None:
     """
     if not (0.0 <= cfg.label_smoothing < 1.0 and math.isfinite(cfg.label_smoothing)):
         raise ValueError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing!r}")
-    one_stage = cfg.task == "cola"
+    one_stage = cfg.task == "cola" or (cfg.task == "shift" and len(cfg.shift["stages"]) == 1)
     if cfg.reinit_head and one_stage:
         raise ValueError(f"reinit_head re-initialises the head before a later stage; task={cfg.task!r} has one "
                          f"stage, so it would do nothing")
@@ -536,12 +540,37 @@ def _check_controls(cfg: RunConfig) -> None:
     if cfg.freeze_encoder and cfg.l2sp_weight > 0:
         raise ValueError(f"l2sp_weight={cfg.l2sp_weight!r} pulls the encoder toward its pre-trained weights, but "
                          f"freeze_encoder=True keeps it there; set one of them")
+    if cfg.early_stopping_patience is not None and cfg.task == "shift":
+        unvalidated = [s["name"] for s in cfg.shift["stages"] if s.get("validation") is None]
+        if unvalidated:
+            raise ValueError(f"early_stopping_patience={cfg.early_stopping_patience} watches each stage's validation "
+                             f"set, and shift stage(s) {', '.join(map(repr, unvalidated))} have none; give each a "
+                             f"validation (e.g. validation: {{fraction: 0.1}})")
     if cfg.early_stopping_patience is not None and cfg.task == "twitter_to_uci" and not cfg.uci_val_size:
         raise ValueError(f"early_stopping_patience={cfg.early_stopping_patience} watches each stage's validation "
                          f"set, and P2's UCI stage has none with uci_val_size=0; set uci_val_size (e.g. 300)")
     if cfg.uci_val_size and cfg.task != "twitter_to_uci":
         raise ValueError(f"uci_val_size={cfg.uci_val_size} holds out UCI sentences of P2 (task='twitter_to_uci'); "
                          f"task={cfg.task!r} selects on its own dev set")
+
+
+def _check_shift(cfg: RunConfig) -> None:
+    """task="shift" needs a spec (read from its file when `shift` is a path) and only it takes one."""
+    if cfg.task != "shift":
+        if cfg.shift is not None:
+            raise ValueError(f"shift (a domain-shift spec) is used by task='shift' only; task={cfg.task!r} has its "
+                             f"own data (set task: shift, or leave shift unset)")
+        return
+    from siftkit.shift import load_spec_mapping, parse_spec
+
+    if cfg.shift is None:
+        raise ValueError("task='shift' needs a spec in the field shift (a mapping with name, labels, stages and "
+                         "evals, or the path of a YAML file holding it); see README 'Your own domain shift'")
+    # Held as JSON holds it (label_map's key 1 becomes "1"): the config in memory, in
+    # results.json and in a checkpoint is then one value, so a resume or a summary compares
+    # like with like.
+    cfg.shift = json.loads(json.dumps(load_spec_mapping(cfg.shift), ensure_ascii=False, default=str))
+    parse_spec(cfg.shift)
 
 
 def _check_twitter_split(cfg: RunConfig) -> None:

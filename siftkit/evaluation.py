@@ -43,10 +43,22 @@ CHARS_PER_TOKEN = 256
 CACHE_SIZE = 8
 
 
-def encode_texts(texts, tokenizer, max_length: int) -> dict[str, list]:
-    """Token ids (and masks) of `texts`, truncated to `max_length`, unpadded."""
+def encode_texts(texts, tokenizer, max_length: int, pairs=None) -> dict[str, list]:
+    """Token ids (and masks) of `texts` (with their second sentences `pairs`, for a
+    sentence-pair task), truncated to `max_length` together, unpadded."""
     limit = max_length * CHARS_PER_TOKEN
-    return dict(tokenizer([text[:limit] for text in texts], truncation=True, max_length=max_length))
+    cut = [text[:limit] for text in texts]
+    if pairs is None:
+        return dict(tokenizer(cut, truncation=True, max_length=max_length))
+    return dict(tokenizer(cut, [text[:limit] for text in pairs], truncation=True, max_length=max_length))
+
+
+def _encode(ds, tokenizer, max_length: int) -> dict[str, list]:
+    """`encode_texts` of a set's ``text`` column, with its ``text_pair`` column where it has one
+    (a shift spec's sentence pairs)."""
+    if "text_pair" in ds.column_names:
+        return encode_texts(list(ds["text"]), tokenizer, max_length, list(ds["text_pair"]))
+    return encode_texts(list(ds["text"]), tokenizer, max_length)
 
 
 def tokenize(ds, tokenizer, max_length: int):
@@ -56,7 +68,7 @@ def tokenize(ds, tokenizer, max_length: int):
     """
     from datasets import Dataset
 
-    columns = encode_texts(list(ds["text"]), tokenizer, max_length)
+    columns = _encode(ds, tokenizer, max_length)
     columns["labels"] = list(ds["label"])
     return Dataset.from_dict(columns)
 
@@ -91,7 +103,7 @@ def encoded(ds, tokenizer, max_length: int) -> Encoded:
     if fingerprint is not None and key in per_tokenizer:
         per_tokenizer.move_to_end(key)
         return per_tokenizer[key]
-    features = encode_texts(list(ds["text"]), tokenizer, max_length)
+    features = _encode(ds, tokenizer, max_length)
     result = Encoded(features, [int(y) for y in ds["label"]],
                      np.asarray([len(ids) for ids in features["input_ids"]], dtype=np.int64))
     if fingerprint is not None:
@@ -177,18 +189,22 @@ def evaluate(model, evals: dict, tokenizer, cfg: RunConfig, accelerator, *,
     forwards, so an evaluation that needs accuracy only passes False)."""
     if smoothness is None:
         smoothness = cfg.eval_smoothness
+    # A shift spec's sets also get macro-F1 (and a multi-class MCC beyond two classes); P1's
+    # and P2's records keep exactly their binary metrics.
+    num_classes = len(cfg.shift["labels"]) if cfg.task == "shift" else None
     metrics: dict[str, float] = {}
     for name, ds in evals.items():
         if smoothness:
             preds, labels, smooth = predict(model, ds, tokenizer, cfg, accelerator, smoothness=True)
         else:
             (preds, labels), smooth = predict(model, ds, tokenizer, cfg, accelerator), {}
-        metrics.update(classification_metrics(name, preds, labels))
+        metrics.update(classification_metrics(name, preds, labels, num_classes=num_classes))
         if "source" in ds.column_names:
             sources = list(ds["source"])
             for source in sorted(set(sources)):
                 rows = [i for i, s in enumerate(sources) if s == source]
-                per = classification_metrics(name, [preds[i] for i in rows], [labels[i] for i in rows])
+                per = classification_metrics(name, [preds[i] for i in rows], [labels[i] for i in rows],
+                                             num_classes=num_classes)
                 metrics.update({f"{k}_{source}": v for k, v in per.items()})
         for size, values in smooth.items():
             metrics[smoothness_metric(name, size)] = sum(values) / len(values)

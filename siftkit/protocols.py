@@ -1,4 +1,5 @@
-"""The two experiment protocols of the paper, as a list of training stages.
+"""The two experiment protocols of the paper, as a list of training stages (and, for
+``task: shift``, the stages of a user's own spec, built by `siftkit.shift_data`).
 
 P1 ``cola``: fine-tune on CoLA's in-domain training set; evaluate MCC on ``in_domain_dev``
 and ``out_of_domain_dev`` (the seed paper's "CoLA" column is the latter).
@@ -41,7 +42,9 @@ class Stage:
     # The eval set this stage is validated on: evaluated after every epoch (a history row),
     # and what early stopping watches. None: the stage has no validation set.
     val: str | None = None
-    val_metric: str = "accuracy"  # "accuracy" or "mcc" of the `val` set
+    val_metric: str = "accuracy"  # "accuracy" or "mcc" of the `val` set ("macro_f1" too for a shift spec)
+    # Rows each dataset of a shift spec dropped as unmapped (`unmapped: drop`), by its place in the spec.
+    dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def val_key(self) -> str | None:
@@ -50,7 +53,7 @@ class Stage:
     def describe(self) -> dict:
         return {"name": self.name, "train_examples": len(self.train), "num_train_epochs": self.num_train_epochs,
                 "learning_rate": self.learning_rate, "evals": {k: len(v) for k, v in self.evals.items()},
-                "val": self.val_key}
+                "val": self.val_key, **({"dropped_unmapped": dict(self.dropped)} if self.dropped else {})}
 
 
 def build_stages(cfg: RunConfig) -> list[Stage]:
@@ -58,8 +61,12 @@ def build_stages(cfg: RunConfig) -> list[Stage]:
         stages = _cola(cfg)
     elif cfg.task == "twitter_to_uci":
         stages = _twitter_to_uci(cfg)
+    elif cfg.task == "shift":
+        from siftkit.shift_data import shift_stages
+
+        stages = shift_stages(cfg)
     else:  # RunConfig validates task; this guards direct callers
-        raise ValueError(f"task must be 'cola' or 'twitter_to_uci'; got {cfg.task!r}")
+        raise ValueError(f"task must be 'cola', 'twitter_to_uci' or 'shift'; got {cfg.task!r}")
     for stage in stages:
         # Caps draw a random subset, not the first rows: CoLA's files are grouped by source
         # book, so the first N sentences are not a sample of the corpus. Training subsets

@@ -114,8 +114,10 @@ def load_run(path: str | Path) -> Run:
             raise ValueError(f"{path}: {section!r} is a {type(record[section]).__name__}, not a {kind.__name__}")
     cfg, meta, metrics = record["config"], record["meta"], record["metrics"]
     task = cfg.get("task")
+    if task == "shift":
+        task = register_spec_task(cfg.get("shift"), path)
     if task not in TASK_METRICS:
-        raise ValueError(f"{path}: config task {task!r} is not one of {sorted(TASK_METRICS)}")
+        raise ValueError(f"{path}: config task {task!r} is not one of {sorted(TASK_METRICS)} or 'shift'")
     for name in ("algo", "seed"):
         if name not in cfg:
             raise ValueError(f"{path}: config has no {name!r}")
@@ -141,6 +143,30 @@ def load_run(path: str | Path) -> Run:
     return Run(path=path, record=record, task=task, model=cfg.get("model_name") or "all-MiniLM-L6-v2",
                device=device, commit=meta.get("git_commit") or "unknown", algo=str(cfg["algo"]),
                tag=tag, seed=cfg["seed"])
+
+
+def register_spec_task(spec: Any, path: Path) -> str:
+    """The group name of a shift spec's runs, ``shift:<name>@<sha256[:12]>`` (runs of one spec
+    are compared, runs of two specs or two versions of one never), with its metrics entered in
+    the per-task tables: the reported metric is the first evaluation set's accuracy, the
+    selection metric the last validated stage's own (none: the reported one is not chosen on)."""
+    from siftkit.shift import parse_spec
+
+    try:
+        parsed = parse_spec(spec)
+    except ValueError as exc:
+        raise ValueError(f"{path}: config shift is not a valid spec: {exc}") from None
+    task = f"shift:{parsed.name}@{parsed.digest[:12]}"
+    validated = [s for s in parsed.stages if s.validation is not None]
+    reported = [f"{e.name}_accuracy" for e in parsed.evals]
+    val = f"{validated[-1].name}_val_{validated[-1].val_metric}" if validated else None
+    PAPER_METRIC.setdefault(task, reported[0])
+    TASK_METRICS.setdefault(task, tuple(reported + [f"{e.name}_macro_f1" for e in parsed.evals] + ([val] if val else [])))
+    MAIN_EVAL.setdefault(task, parsed.evals[0].name)
+    if val:
+        SELECTION_METRIC.setdefault(task, val)
+        DEFAULT_SELECT_ON.setdefault(task, val)
+    return task
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[Run]:

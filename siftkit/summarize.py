@@ -112,7 +112,7 @@ def _main_table(task: str, variants: Mapping[str, list[Run]], key: str, data: di
         recs = variants[variant]
         algo = recs[0].algo
         stats = {m: _stat(recs, m) for m in metrics}
-        paper = PAPER[task].get(algo) if variant == algo else None
+        paper = PAPER.get(task, {}).get(algo) if variant == algo else None  # a shift spec has none
         wall = mean_ci([r.record["meta"].get("wall_time_s") or math.nan for r in recs])
         rows.append([f"`{variant}`", str(len(recs)), *(_fmt(stats[m]["mean"], stats[m]["std"]) for m in metrics),
                      _fmt(paper[0], digits=2) if paper else "", _fmt(paper[1], digits=2) if paper else "",
@@ -471,7 +471,7 @@ def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[R
                    figures: Sequence[str] = (), specs: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     task, device, commit, model = key
     skey = "|".join(key)
-    title = "P1 · CoLA" if task == "cola" else "P2 · Twitter → UCI"
+    title = {"cola": "P1 · CoLA", "twitter_to_uci": "P2 · Twitter → UCI"}.get(task) or _spec_title(task)
     lines = [f"## {title} — {model} on {device}, code `{short_commit(commit)}`", ""]
     lines += _figure_lines(figures)
     lines += _main_table(task, variants, skey, data)
@@ -547,6 +547,12 @@ def summarize(paths: Iterable[str | Path], specs: Sequence[Mapping[str, Any]] | 
     return render(group_runs(runs), len(runs), specs=budget.find_specs(paths) if specs is None else specs)
 
 
+def _spec_title(task: str) -> str:
+    """``shift:<name>@<hash>`` (`study.register_spec_task`) as a heading."""
+    name, _, digest = task.removeprefix("shift:").partition("@")
+    return f"Shift spec {name} (spec sha256 {digest}…)"
+
+
 def brief(paths: Iterable[str | Path]) -> str:
     """The README's compact tables: the main metric of plain / SMART / SiFT per group."""
     groups = group_runs(load_runs(paths))
@@ -564,9 +570,10 @@ def brief(paths: Iterable[str | Path]) -> str:
         for algo in ("plain", "smart", "sift"):
             s = _stat(variants.get(names[algo], []), PAPER_METRIC[task])
             cells.append(f"{_fmt(s['mean'], s['std'])} (n={s['n']})" if s["n"] else "–")
-        paper = " / ".join(f"{PAPER[task][a][0]:.2f}" for a in ("plain", "smart", "sift"))
-        name = "P1 CoLA (out-of-domain dev MCC)" if task == "cola" else \
-            f"P2 Twitter → UCI (accuracy on {_uci_test_share(variants)} UCI)"
+        paper = " / ".join(f"{PAPER[task][a][0]:.2f}" for a in ("plain", "smart", "sift")) if task in PAPER else "–"
+        name = ("P1 CoLA (out-of-domain dev MCC)" if task == "cola" else
+                f"P2 Twitter → UCI (accuracy on {_uci_test_share(variants)} UCI)" if task == "twitter_to_uci" else
+                f"{_spec_title(task)} ({PAPER_METRIC[task]})")
         if model != "all-MiniLM-L6-v2":
             name += f", {model}"
         if tag:

@@ -60,6 +60,8 @@ def _slug(text: str) -> str:
 
 
 def _task_name(task: str) -> str:
+    if task.startswith("shift:"):  # a shift spec's group, shift:<name>@<hash>
+        return "shift " + task.removeprefix("shift:").split("@")[0]
     return "P2 Twitter→UCI" if task == "twitter_to_uci" else "P1 CoLA"
 
 
@@ -340,7 +342,7 @@ def scores_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequenc
                     mec="black", mew=0.6, capsize=3, zorder=5, label="mean ± 95% CI over seeds" if i == 0 else None)
     for i, name in enumerate(names):
         algo = variants[name][0].algo
-        if name == algo and algo in PAPER_RESULTS["bert"][task]:
+        if name == algo and algo in PAPER_RESULTS["bert"].get(task, {}):  # a shift spec has no paper figure
             for paper, color in (("bert", "#e67e22"), ("deberta", "#2c3e50")):
                 ax.scatter([PAPER_RESULTS[paper][task][algo]], [i], marker="|", s=250, color=color, zorder=4,
                            label=f"paper, {'BERT' if paper == 'bert' else 'DeBERTa'}-base" if name == "plain" else None)
@@ -397,6 +399,8 @@ def learning_curves_figure(key: tuple[str, str, str, str], variants: Mapping[str
 def figure_prefix(key: tuple[str, str, str, str]) -> str:
     """``<task>_<device>_<commit>`` (plus the model when it is not the kit's default)."""
     task, device, commit, model = key
+    # A shift spec's group name holds ':' and '@' (shift:<name>@<hash>): slugged for a file name.
+    task = _slug(task) if task.startswith("shift:") else task
     prefix = f"{task}_{_slug(device)}_{_slug(short_commit(commit))}"
     if model != "all-MiniLM-L6-v2":  # the kit's default model keeps the names short
         prefix += f"_{_slug(Path(model).name)}"

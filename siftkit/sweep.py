@@ -64,6 +64,8 @@ from siftkit.checkpoint import list_checkpoints
 from siftkit.cli import BOOL_FLAGS, join_negative_values, parse_field_value
 from siftkit.config import ALGOS, SEED_MAX, RunConfig, _coerce
 from siftkit.results import RESULTS_FILE
+from siftkit.shift import folder_name, parse_spec
+from siftkit.shift import select_on as shift_select_on
 from siftkit.study import DEFAULT_SELECT_ON, check_select_on, format_grid_value, grid_label, load_run, select_point
 
 
@@ -175,6 +177,7 @@ class PlannedRun:
 # compared (an arm whose points differ in task, model or device would be split across groups).
 NOT_GRIDDED = {"algo": "set by --algos", "seed": "set by --seeds", "output_dir": "set by --output-dir",
                "extra": "written by the sweep", "task": "runs of two tasks are never compared",
+               "shift": "runs of two shift specs are never compared",
                "model_name": "runs of two models are never compared",
                "cpu": "runs of two devices are never compared",
                "mixed_precision": "runs of two devices are never compared"}
@@ -250,8 +253,12 @@ def plan(params: str | None, algos: list[str], seeds: list[int], output_dir: Pat
     if again:
         raise ValueError(f"--then-seeds repeats --seeds seed(s) {', '.join(map(str, again))}: the grid runs "
                          f"those at every point; give new seeds")
-    task = _config(params, overrides, algos[0], seeds[0]).task
-    metric = check_select_on(select_on or DEFAULT_SELECT_ON[task], task)
+    first = _config(params, overrides, algos[0], seeds[0])
+    task = folder_name(first)
+    if first.task == "shift":
+        metric = shift_select_on(select_on, parse_spec(first.shift))
+    else:
+        metric = check_select_on(select_on or DEFAULT_SELECT_ON[task], task)
     points = [[(name, words[i], typed[i]) for (name, words, typed), i in zip(axes, idx)]
               for idx in itertools.product(*(range(len(words)) for _, words, _ in axes))]
     runs: list[PlannedRun] = []
@@ -307,7 +314,7 @@ def _planned(params: str | None, algo: str, seed: int, output_dir: Path, name: s
     run will build it, so a bad combination is an error before hours of compute are spent (the
     overrides apply to this algorithm's defaults)."""
     cfg = _config(params, overrides, algo, seed)
-    run_dir = output_dir / cfg.task / name / f"seed{seed}"
+    run_dir = output_dir / folder_name(cfg) / name / f"seed{seed}"
     check_inside(output_dir, run_dir)
     return PlannedRun(algo, seed, run_dir, _train_args(params, algo, seed, run_dir, overrides, extra), config=cfg)
 

@@ -41,7 +41,7 @@ from siftkit.protocols import Stage, build_stages
 from siftkit.results import OutputDirError, check_output_dir, environment_meta, write_results
 from siftkit.split import unwrap
 from siftkit.stage_cache import StageCache, adversarial_in_stage, stage_determinants, stage_key
-from siftkit import tracking
+from siftkit import shift_data, tracking
 
 
 class EpochPermutationSampler(Sampler[int]):
@@ -268,7 +268,7 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
 
     set_seed(cfg.seed)  # before the data split and the classifier head's initialisation
     stages = build_stages(cfg)
-    model, tokenizer = load_model(cfg.model_name, num_labels=2)
+    model, tokenizer = load_model(cfg.model_name, num_labels=shift_data.num_labels(cfg))
     data = data_fingerprint(cfg, stages)
     _check_max_length(cfg, model, tokenizer)
     if cfg.freeze_encoder:
@@ -361,6 +361,8 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }
+    if cfg.task == "shift":
+        record["meta"]["shift"] = shift_data.spec_meta(cfg)
     if main:
         staged = _stage_model(out, accelerator.unwrap_model(model), tokenizer) if cfg.save_model else None
         try:
@@ -444,7 +446,7 @@ def reinit_head(model) -> None:
             module.apply(bare._init_weights)
 
 
-# The datasets each protocol reads.
+# The datasets each protocol reads (a shift spec names its own: siftkit.shift_data.file_hashes).
 TASK_DATASETS = {"cola": ("cola",), "twitter_to_uci": ("twitter_hate", "uci_sentiment")}
 _SAID_DIFFERENT: set[tuple[str, str]] = set()
 
@@ -460,7 +462,12 @@ def data_fingerprint(cfg: RunConfig, stages) -> dict[str, Any]:
 
     files: dict[str, str] = {}
     rows: dict[str, int] = {}
-    for name in TASK_DATASETS[cfg.task]:
+    if cfg.task == "shift":
+        # A spec's own files by the paths it gives; the rows are those of its stages' sets.
+        files.update(shift_data.file_hashes(cfg))
+        rows.update({f"{s.name}/train": len(s.train) for s in stages})
+        rows.update({f"{s.name}/{name}": len(ds) for s in stages for name, ds in s.evals.items()})
+    for name in TASK_DATASETS.get(cfg.task, ()):
         files.update(split_file_hashes(name, cfg.data_dir))
         rows.update({f"{name}/{split}": len(ds) for split, ds in data_module.load(name, cfg.data_dir).items()})
     _say_unpublished(files, resolve_data_dir(cfg.data_dir))
