@@ -268,7 +268,7 @@ def test_max_length_beyond_the_model(data, tmp_path):
     ("perturb_at", "layer3", "sift",
      "perturb_at must be one of 'embedding_output', 'word_embeddings', 'pre_layernorm'; got 'layer3'"),
     ("adv_norm", "l1", "sift", "adv_norm must be one of 'inf', 'l2'; got 'l1'"),
-    ("task", "imdb", None, "task must be one of 'cola', 'twitter_to_uci'; got 'imdb'"),
+    ("task", "imdb", None, "task must be one of 'cola', 'twitter_to_uci', 'shift'; got 'imdb'"),
 ], ids=["algo-foo", "algo-SMART", "divergence-hellinger", "perturb_at-layer3", "adv_norm-l1", "task-imdb"])
 def test_unknown_choice(field, value, algo, message):
     changes = {field: value, **({"algo": algo} if algo else {})}
