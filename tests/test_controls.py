@@ -216,6 +216,8 @@ def test_early_stopping_restores_the_best_epoch(tmp_path, monkeypatch):
     (dict(task="cola", uci_val_size=300), "uci_val_size=300 holds out UCI sentences of P2"),
     (dict(stage_cache_dir=" "), "stage_cache_dir is empty"),
     (dict(reinit_head="maybe"), "reinit_head must be of type bool"),
+    (dict(freeze_encoder="half"), "freeze_encoder must be of type bool"),
+    (dict(early_stopping_patience=1.5, uci_val_size=300), "early_stopping_patience must be of type int"),
 ])
 def test_bad_control_values_name_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
