@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -73,6 +74,7 @@ def dataset_digest(ds) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
 def _source_digest() -> str:
     """sha256 of the siftkit package's .py files: a stage trained by other code is not reused."""
     root = Path(__file__).resolve().parent

@@ -339,13 +339,19 @@ def _chosen_run(cells: list[tuple[list[PlannedRun], dict[str, str], dict]], para
     missing = sum(1 for r in runs if not r.done)
     if missing:
         return PlannedRun(algo, seed, run_dir, [], waiting=f"{missing} of {len(runs)} grid runs not finished")
-    choice = select_point([{r.seed: load_run(r.run_dir).metric(metric) for r in cell} for cell, _, _ in cells])
-    if choice["chosen"] is None:
+    chosen = _chosen_cell([cell for cell, _, _ in cells], metric)
+    if chosen is None:
         return PlannedRun(algo, seed, run_dir, [], waiting=f"no grid point can be chosen: every point lacks "
                           f"{metric} for some seed")
-    _, overrides, extra = cells[choice["chosen"]]
+    _, overrides, extra = cells[chosen]
     args = _train_args(params, algo, seed, run_dir, overrides, {**extra, "chosen": True})
     return PlannedRun(algo, seed, run_dir, args)
+
+
+def _chosen_cell(cells: list[list[PlannedRun]], metric: str) -> int | None:
+    """The index of the grid point (its finished runs, in grid order) chosen on `metric`
+    (`siftkit.study.select_point`), or None when no point can be chosen."""
+    return select_point([{r.seed: load_run(r.run_dir).metric(metric) for r in cell} for cell in cells])["chosen"]
 
 
 def _at_chosen_runs(args: argparse.Namespace, output_dir: Path, rest: list[str],
@@ -375,8 +381,8 @@ def _at_chosen_runs(args: argparse.Namespace, output_dir: Path, rest: list[str],
     metric = arm_runs[0].select_on
     chosen = None
     if not missing:
-        choice = select_point([{r.seed: load_run(r.run_dir).metric(metric) for r in cells[i]} for i in sorted(cells)])
-        chosen = None if choice["chosen"] is None else cells[sorted(cells)[choice["chosen"]]][0].point
+        index = _chosen_cell([cells[i] for i in sorted(cells)], metric)
+        chosen = None if index is None else cells[sorted(cells)[index]][0].point
     if args.grid:
         return _grid_at_chosen(args, output_dir, overrides, arm_runs, chosen, missing, metric)
     runs = []

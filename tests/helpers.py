@@ -102,3 +102,12 @@ def robustness_log(bad_input: str, message: str, **placeholders) -> None:
     test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
     with open(target, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"input": bad_input, "message": message, "test": test}) + "\n")
+
+
+def copy_data_lines(data_dir, root, pieces: dict) -> None:
+    """A private copy of the first `n` lines of each data file in `pieces` ({relative path: n})
+    under `root`, for tests that break the data."""
+    for rel, n in pieces.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        lines = (data_dir / rel).read_bytes().split(b"\n")[:n]
+        (root / rel).write_bytes(b"\n".join(lines) + b"\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_batch, robustness_log, single_thread, tiny_model, tokenizer
+from helpers import copy_data_lines, make_batch, robustness_log, single_thread, tiny_model, tokenizer
 
 import siftkit.evaluation as evaluation
 import siftkit.training as training
@@ -48,10 +48,7 @@ def _one_thread():
 def data(tmp_path, data_dir):
     """A private copy of a few lines of every data file, to break."""
     root = tmp_path / "data"
-    for rel, n in PIECES.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        lines = (data_dir / rel).read_bytes().split(b"\n")[:n]
-        (root / rel).write_bytes(b"\n".join(lines) + b"\n")
+    copy_data_lines(data_dir, root, PIECES)
     return root
 
 

@@ -356,6 +356,13 @@ def test_a_real_grid_sweep_records_its_points_and_summarizes(tmp_path, smoke_par
     assert chosen["learning_rate"] == chosen["extra"]["grid"]["learning_rate"] and arm["test"]["n"] == 2
 
 
+def _finish_lr_grid(runs) -> None:
+    """Finish a learning_rate=2e-5,1e-4 grid: validation favours 1e-4, the test metric 2e-5."""
+    for run in runs:
+        low = "2e-05" in str(run.run_dir)
+        _finish(run, val=0.3 if low else 0.5, test=0.6 if low else 0.2)
+
+
 def test_at_chosen_runs_wait_for_another_arms_grid_then_take_its_chosen_point(tmp_path):
     plan_path = tmp_path / "p.plan"
     plan_path.write_text(
@@ -366,8 +373,7 @@ def test_at_chosen_runs_wait_for_another_arms_grid_then_take_its_chosen_point(tm
     control = runs[4:]
     assert [r.run_dir for r in control] == [tmp_path / "out" / "cola" / "plain-smooth" / f"seed{s}" for s in (1, 2)]
     assert all(r.waiting == "4 of 4 grid runs of plain-lr not finished" for r in control)
-    for run in runs[:4]:  # validation favours lr 1e-4, the test metric lr 2e-5
-        _finish(run, val=0.3 if "2e-05" in str(run.run_dir) else 0.5, test=0.6 if "2e-05" in str(run.run_dir) else 0.2)
+    _finish_lr_grid(runs[:4])
     control = plan_file(plan_path, tmp_path / "out")[4:]
     assert all(r.runnable for r in control)
     args = control[0].args
@@ -410,8 +416,7 @@ def test_a_grid_at_another_arms_chosen_point(tmp_path):
         "plain-l2sp__l2sp_weight0.01/seed1", "plain-l2sp__l2sp_weight0.01/seed2",
         "plain-l2sp__l2sp_weight0.1/seed1", "plain-l2sp__l2sp_weight0.1/seed2", "plain-l2sp__chosen/seed3"]
     assert all(r.waiting and not r.runnable for r in l2sp)
-    for run in runs[:4]:  # validation favours lr 1e-4
-        _finish(run, val=0.3 if "2e-05" in str(run.run_dir) else 0.5, test=0.6 if "2e-05" in str(run.run_dir) else 0.2)
+    _finish_lr_grid(runs[:4])
     l2sp = plan_file(plan_path, tmp_path / "out")[4:]
     assert [r.runnable for r in l2sp] == [True] * 4 + [False]  # the extra seed waits for this grid
     first = l2sp[0]
