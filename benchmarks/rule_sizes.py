@@ -4,7 +4,7 @@
     python benchmarks/rule_sizes.py --target-size 0.59 --algo sift --adv_epsilon 0.6
 
 The second form calibrates the random-noise control at a matched measured size
-(`siftkit.calibration`): the `adv_noise_std` for which `adv_steps=0` inside the ball of
+(`siftkit.run.calibration`): the `adv_noise_std` for which `adv_steps=0` inside the ball of
 `adv_epsilon` reaches the target size, beside the size the ascent reaches at that epsilon.
 
 The offline MiniLM (its classifier head freshly initialised, as at the start of fine-tuning,
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from siftkit.calibration import matched_noise_std, measured_size
-from siftkit.config import ADV_RULES, RunConfig
-from siftkit.data import load
-from siftkit.models import load_model
-from siftkit.regularizers import REGULARIZERS
-from siftkit.split import EmbeddingSplit
+from siftkit.run.calibration import matched_noise_std, measured_size
+from siftkit.run.config import ADV_RULES, RunConfig
+from siftkit.data.loaders import load
+from siftkit.run.models import load_model
+from siftkit.core.regularizers import REGULARIZERS
+from siftkit.core.split import EmbeddingSplit
 
 CURVE_EPS = "1e-5,1e-4,1e-3,1e-2,3e-2,0.1,0.3,1.0"
 

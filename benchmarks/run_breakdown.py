@@ -86,8 +86,8 @@ def _wrap(owner, name: str, wrapper_factory) -> None:
 
 def install(timers: Timers) -> None:
     """Wrap the run's parts (whichever of them this version of the kit has)."""
-    import siftkit.training as training
-    from siftkit.split import EmbeddingSplit
+    import siftkit.run.training as training
+    from siftkit.core.split import EmbeddingSplit
 
     def timed(label):
         def factory(original):
@@ -135,7 +135,7 @@ def install(timers: Timers) -> None:
         return wrapper
 
     _wrap(training, "evaluate", evaluate)
-    for module_name in ("siftkit.training", "siftkit.evaluation"):
+    for module_name in ("siftkit.run.training", "siftkit.run.evaluation"):
         module = sys.modules.get(module_name) or _try_import(module_name)
         if module is None:
             continue
@@ -144,7 +144,7 @@ def install(timers: Timers) -> None:
                 _wrap(module, name, timed("tokenize"))
     _wrap(EmbeddingSplit, "forward_capture", in_eval("clean forward"))
     _wrap(EmbeddingSplit, "forward_from", in_eval("probes"))
-    import siftkit.smoothness as smoothness
+    import siftkit.core.smoothness as smoothness
 
     _wrap(smoothness, "random_probe", in_eval("probes"))
 
@@ -222,11 +222,11 @@ def eval_ratio(params: str, overrides: dict, rounds: int) -> dict:
     """One eval set (P2's uci_test) evaluated with the probes on, length-sorted batches vs
     batches in dataset order (what the kit did before), interleaved round by round in this
     process: the ratio does not drift with the machine's load as two separate runs do."""
-    import siftkit.evaluation as evaluation
-    from siftkit.config import RunConfig
-    from siftkit.models import load_model
-    from siftkit.protocols import build_stages
-    from siftkit.training import _make_accelerator
+    import siftkit.run.evaluation as evaluation
+    from siftkit.run.config import RunConfig
+    from siftkit.run.models import load_model
+    from siftkit.run.protocols import build_stages
+    from siftkit.run.training import _make_accelerator
 
     cfg = RunConfig.from_yaml(params, **overrides)
     ds = build_stages(cfg)[-1].evals["uci_test"]
@@ -256,9 +256,9 @@ def eval_ratio(params: str, overrides: dict, rounds: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    from siftkit.cli import parse_field_value
-    from siftkit.config import RunConfig
-    from siftkit.training import train
+    from siftkit.cli.main import parse_field_value
+    from siftkit.run.config import RunConfig
+    from siftkit.run.training import train
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--params", default=str(REPO / "params" / "twitter_to_uci.yaml"))

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,10 +33,10 @@ from pathlib import Path
 
 import torch
 
-from siftkit.config import RunConfig
-from siftkit.data import load
-from siftkit.models import load_model
-from siftkit.objective import AdversarialLoss
+from siftkit.run.config import RunConfig
+from siftkit.data.loaders import load
+from siftkit.run.models import load_model
+from siftkit.run.objective import AdversarialLoss
 
 POINTS = ("embedding_output", "word_embeddings", "pre_layernorm")
 
@@ -46,7 +45,7 @@ class NaiveAdversarialLoss(AdversarialLoss):
     """The seed paper's cost profile: an extra clean forward for the regularizer's target."""
 
     def __call__(self, model, batch):
-        from siftkit.split import model_inputs
+        from siftkit.core.split import model_inputs
         import torch.nn.functional as F
 
         reg = self.regularizer
@@ -59,7 +58,7 @@ class NaiveAdversarialLoss(AdversarialLoss):
 
 def rule_variants() -> dict[str, dict]:
     """plain and each perturbation rule x {SMART, SiFT} at K=1, without Bregman."""
-    from siftkit.config import ADV_RULES
+    from siftkit.run.config import ADV_RULES
 
     out = {"plain": dict(algo="plain")}
     for rule in ADV_RULES:

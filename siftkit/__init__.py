@@ -5,36 +5,48 @@ The public surface::
     from siftkit import RunConfig, train, load, load_model
     from siftkit import EmbeddingSplit, SMART, SiFT, BregmanProximalPoint
     from siftkit import symmetric_kl, DIVERGENCES, AdversarialTrainer
+
+The package is in layers, each importing only the ones below it:
+``core`` (the math) ← ``data`` ← ``run`` (one protocol) ← ``study`` (many runs) ← ``cli``;
+``explore`` (the notebooks' helpers) may use all but ``cli``. Names here load on first use,
+so ``import siftkit.study`` or ``siftkit --help`` imports neither torch nor datasets.
 """
 
-from siftkit.config import RunConfig
-from siftkit.data import DataError, load
-from siftkit.divergences import DIVERGENCES, get_divergence, js, kl, mse, symmetric_kl
-from siftkit.models import load_model
-from siftkit.regularizers import SMART, AdversarialRegularizer, BregmanProximalPoint, SiFT
-from siftkit.split import EmbeddingSplit
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
+# public name -> the module that defines it
+_HOMES = {
+    "RunConfig": "siftkit.run.config",
+    "train": "siftkit.run.training",
+    "AdversarialTrainer": "siftkit.run.hf_trainer",
+    "load_model": "siftkit.run.models",
+    "load": "siftkit.data.loaders",
+    "DataError": "siftkit.data.registry",
+    "EmbeddingSplit": "siftkit.core.split",
+    "AdversarialRegularizer": "siftkit.core.regularizers",
+    "SMART": "siftkit.core.regularizers",
+    "SiFT": "siftkit.core.regularizers",
+    "BregmanProximalPoint": "siftkit.core.regularizers",
+    **{name: "siftkit.core.divergences" for name in ("DIVERGENCES", "get_divergence", "js", "kl", "mse",
+                                                    "symmetric_kl")},
+}
 
-def train(cfg, **kwargs):
-    """Run one protocol; see `siftkit.training.train`."""
-    from siftkit.training import train as _train
 
-    return _train(cfg, **kwargs)
-
-
-def __getattr__(name):
-    # The Trainer subclass imports transformers.Trainer (slow); load it on first use.
-    if name == "AdversarialTrainer":
-        from siftkit.hf_trainer import AdversarialTrainer
-
-        return AdversarialTrainer
-    raise AttributeError(f"module 'siftkit' has no attribute {name!r}")
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'siftkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
 
 
-__all__ = [
-    "RunConfig", "train", "load", "load_model", "DataError", "EmbeddingSplit", "SMART", "SiFT",
-    "AdversarialRegularizer", "BregmanProximalPoint", "symmetric_kl", "kl", "js", "mse",
-    "DIVERGENCES", "get_divergence", "AdversarialTrainer", "__version__",
-]
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
+
+__all__ = [*_HOMES, "__version__"]

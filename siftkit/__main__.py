@@ -1,5 +1,5 @@
 import sys
 
-from siftkit.cli import main
+from siftkit.cli.main import main
 
 sys.exit(main())

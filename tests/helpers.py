@@ -12,7 +12,7 @@ import functools
 
 import torch
 
-from siftkit.models import build_random_model, load_tokenizer
+from siftkit.run.models import build_random_model, load_tokenizer
 
 # Three texts of clearly different token lengths, so a padded batch has real padding.
 TEXTS = (
@@ -77,8 +77,8 @@ def make_batch(texts=TEXTS, tok=None, *, labels=None, **tokenizer_kwargs) -> dic
 
 
 def real_examples(name: str, n: int, data_dir, split: str | None = None) -> tuple[list[str], list[int]]:
-    """The first `n` (text, label) pairs of a real dataset (`siftkit.data.load`)."""
-    from siftkit.data import load
+    """The first `n` (text, label) pairs of a real dataset (`siftkit.data.loaders.load`)."""
+    from siftkit.data.loaders import load
 
     dsd = load(name, data_dir)
     ds = dsd[split or next(iter(dsd))]

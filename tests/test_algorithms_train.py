@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 
-import siftkit.regularizers as regularizers
-import siftkit.training as training
+import siftkit.core.regularizers as regularizers
+import siftkit.run.training as training
 from helpers import TEXTS, make_batch, real_examples, single_thread, tiny_model
-from siftkit.config import RunConfig
-from siftkit.results import load_results
-from siftkit.objective import AdversarialLoss
-from siftkit.training import train
+from siftkit.run.config import RunConfig
+from siftkit.run.records import load_results
+from siftkit.run.objective import AdversarialLoss
+from siftkit.run.training import train
 
 REPO_PARAMS = "params/smoke.yaml"
 

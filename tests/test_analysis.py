@@ -1,4 +1,4 @@
-"""siftkit.analysis and siftkit.plotting on tiny random models: the numbers the notebooks show."""
+"""siftkit.explore.analysis and siftkit.explore.plotting on tiny random models: the numbers the notebooks show."""
 
 import copy
 import math
@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from siftkit import analysis, plotting
-from siftkit.config import RunConfig
-from siftkit.models import load_model
-from siftkit.split import PERTURB_POINTS, EmbeddingSplit
+from siftkit.explore import analysis
+from siftkit.explore import plotting
+from siftkit.run.config import RunConfig
+from siftkit.run.models import load_model
+from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit
 
 TEXTS = {
     "a": ["a short one", "a somewhat longer sentence with more tokens in it", "#hashtag @user lol"],
@@ -221,7 +222,7 @@ def test_token_norm_shift(tiny):
 
 
 def test_load_run_models_rebuilds_base_and_reads_final_weights(tmp_path, data_dir):
-    from siftkit.training import train
+    from siftkit.run.training import train
 
     cfg = RunConfig(task="twitter_to_uci", algo="sift", model_name="random:bert", data_dir=str(data_dir),
                     output_dir=str(tmp_path / "run"), max_train_samples=4, max_eval_samples=4,

@@ -9,7 +9,6 @@ from which docs/robustness.md is made.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,13 +19,13 @@ import pytest
 import torch
 from helpers import copy_data_lines, make_batch, robustness_log, single_thread, tiny_model, tokenizer
 
-import siftkit.evaluation as evaluation
-import siftkit.training as training
-from siftkit.cli import main as cli_main
-from siftkit.config import RunConfig
-from siftkit.data import DataError, load
-from siftkit.models import ModelLoadError, build_random_model, load_model, load_tokenizer
-from siftkit.results import OutputDirError
+import siftkit.run.evaluation as evaluation
+import siftkit.run.training as training
+from siftkit.cli.main import main as cli_main
+from siftkit.run.config import RunConfig
+from siftkit.data.loaders import DataError, load
+from siftkit.run.models import ModelLoadError, build_random_model, load_model, load_tokenizer
+from siftkit.run.records import OutputDirError
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "params" / "smoke.yaml"
@@ -103,7 +102,7 @@ def _papermill_value(text: str):
 def test_cli_reads_numbers_as_papermill_does(capsys, tmp_path, field, text, expected):
     """YAML 1.1 read `--seed 010` as 8 and `1:30` as 90; papermill's `-p seed 010` is 10.
     The CLI, a params file and papermill now give the same value (or the same error)."""
-    from siftkit.cli import _config_parser, config_from_args
+    from siftkit.cli.args import config_from_args, config_parser as _config_parser
 
     def outcome(build):
         try:
@@ -129,7 +128,7 @@ def test_cli_reads_numbers_as_papermill_does(capsys, tmp_path, field, text, expe
 
 def test_home_folder_is_expanded_in_params_file_and_cli(tmp_path, monkeypatch):
     """`output_dir: ~/runs/x` wrote to a folder literally named `./~/runs/x`."""
-    from siftkit.cli import _config_parser, config_from_args
+    from siftkit.cli.args import config_from_args, config_parser as _config_parser
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     home = Path(os.path.expanduser("~"))
@@ -146,7 +145,7 @@ def test_home_folder_is_expanded_in_params_file_and_cli(tmp_path, monkeypatch):
 
 def test_second_concurrent_run_is_refused_at_once(tmp_path):
     """Two runs in one output_dir mixed their checkpoints; one lost its results."""
-    from siftkit.outdir import OutputDirLock
+    from siftkit.run.outdir import OutputDirLock
 
     out = tmp_path / "run"
     out.mkdir()
@@ -167,11 +166,11 @@ def test_second_concurrent_run_is_refused_at_once(tmp_path):
 
 def test_lock_of_a_killed_run_does_not_block(tmp_path):
     """The lock is the OS's (flock): a run killed with SIGKILL leaves its lock file, not its lock."""
-    from siftkit.outdir import LOCK_FILE, OutputDirLock
+    from siftkit.run.outdir import LOCK_FILE, OutputDirLock
 
     out = tmp_path / "run"
     out.mkdir()
-    code = ("import os, signal, sys; from siftkit.outdir import OutputDirLock; "
+    code = ("import os, signal, sys; from siftkit.run.outdir import OutputDirLock; "
             "OutputDirLock.acquire(sys.argv[1]); os.kill(os.getpid(), signal.SIGKILL)")
     done = subprocess.run([sys.executable, "-c", code, str(out)], cwd=REPO, timeout=120)
     assert done.returncode == -signal.SIGKILL
@@ -201,7 +200,7 @@ def test_empty_path_is_refused(capsys, tmp_path, field, message):
 
 def test_notebook_empty_output_dir_is_refused():
     """papermill `-p output_dir ""` made the notebook write into the project root."""
-    from siftkit.notebook import config_from_parameters
+    from siftkit.explore.notebook import config_from_parameters
 
     with pytest.raises(ValueError) as err:
         config_from_parameters({"output_dir": "", "params_file": str(SMOKE)})
@@ -259,7 +258,7 @@ def test_seed_out_of_numpy_range():
 
 
 def test_split_sizes_name_the_field_that_was_set(data_dir):
-    from siftkit.protocols import uci_split
+    from siftkit.run.protocols import uci_split
 
     msg = _config_error(twitter_subset=1)
     assert msg == ("twitter_subset=1 with twitter_val_fraction=0.1 leaves 1 tweet(s) for training and 0 for "
@@ -275,7 +274,7 @@ def test_split_sizes_name_the_field_that_was_set(data_dir):
 
 def test_twitter_subset_larger_than_the_data(data, tmp_path):
     """RunConfig cannot know how many tweets the data give; the protocol names the settings."""
-    from siftkit.protocols import twitter_subset
+    from siftkit.run.protocols import twitter_subset
 
     n_pos = sum(load("twitter_hate", data)["train"]["label"])
     assert 2 <= n_pos <= 50  # 0.99 of them rounds to all of them
@@ -289,7 +288,7 @@ def test_twitter_subset_larger_than_the_data(data, tmp_path):
 
 
 def test_download_into_a_file(capsys, tmp_path):
-    from siftkit.download import main as download_main
+    from siftkit.data.download import main as download_main
 
     target = tmp_path / "notes.txt"
     target.write_text("keep me")
@@ -364,7 +363,8 @@ def test_load_model_empty_name_or_folder(tmp_path):
 def test_sweep_plans_each_run_once_and_takes_train_style_options(capsys, tmp_path):
     """`--algos sift,sift` ran one run twice (the second FAILED); `--learning_rate=1e-3` and a
     bare `--cpu` were refused although `train` takes them."""
-    from siftkit.sweep import _field_overrides, parse_algos, plan
+    from siftkit.cli.args import field_overrides as _field_overrides
+    from siftkit.cli.sweep import parse_algos, plan
 
     assert parse_algos("sift,plain,sift") == ["sift", "plain"]
     overrides = _field_overrides(["--learning_rate=1e-3", "--cpu", "--adv_epsilon", "-1e-3", "--max_length", "64"])
@@ -456,11 +456,11 @@ def test_failed_run_leaves_no_empty_folder(tmp_path):
 
 
 def test_notebook_figures_folder_is_made_by_the_first_figure(tmp_path):
-    from siftkit.notebook import figures_dir
+    from siftkit.explore.notebook import figures_dir
 
     folder = figures_dir(tmp_path / "run")
     assert folder == tmp_path / "run" / "figures" and not (tmp_path / "run").exists()
-    from siftkit import plotting
+    from siftkit.explore import plotting
     import matplotlib.pyplot as plt
 
     fig = plt.figure()

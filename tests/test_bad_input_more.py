@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
-import os
 import shutil
 from pathlib import Path
 
@@ -19,14 +17,14 @@ from helpers import copy_data_lines, make_batch, robustness_log, single_thread, 
 from test_summary_regime import record as study_record
 from test_summary_regime import write as study_write
 
-import siftkit.training as training
-from siftkit import outdir
-from siftkit.checkpoint import CheckpointError, latest_checkpoint
-from siftkit.cli import main as cli_main
-from siftkit.config import RunConfig
-from siftkit.data import DataError, load
-from siftkit.datafiles import sha256_file
-from siftkit.results import OutputDirError
+import siftkit.run.training as training
+from siftkit.run import outdir
+from siftkit.run.checkpoint import CheckpointError, latest_checkpoint
+from siftkit.cli.main import main as cli_main
+from siftkit.run.config import RunConfig
+from siftkit.data.loaders import DataError, load
+from siftkit.data.registry import sha256_file
+from siftkit.run.records import OutputDirError
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "params" / "smoke.yaml"
@@ -151,7 +149,7 @@ def _study(tmp_path, *changes: dict) -> Path:
 
 
 def _summarize_error(*args: str) -> str:
-    from siftkit.summarize import main
+    from siftkit.study.summarize import main
 
     with pytest.raises(ValueError) as err:
         main([*map(str, args), "--no-figures"])
@@ -171,7 +169,7 @@ def test_summarize_refuses_one_variant_with_two_settings(tmp_path):
 
 
 def test_settings_that_cannot_change_a_result_may_differ(tmp_path):
-    from siftkit.summarize import summarize
+    from siftkit.study.summarize import summarize
 
     root = _study(tmp_path, {"output_dir": "a", "logging_steps": 5, "extra": {"note": "x"}, "data_dir": "/d1"},
                   {"output_dir": "b", "cpu": True, "save_steps": 3, "data_dir": "/d2"})
@@ -192,7 +190,7 @@ def test_a_non_finite_main_metric_is_refused_like_null(tmp_path, value):
 
 
 def test_an_infinite_secondary_metric_shows_a_dash(tmp_path):
-    from siftkit.summarize import summarize
+    from siftkit.study.summarize import summarize
 
     root = _study(tmp_path, {}, {})
     path = root / "twitter_to_uci" / "plain" / "seed2" / "results.json"
@@ -216,7 +214,7 @@ def test_summarize_out_never_replaces_a_run_record(tmp_path, name):
 
 
 def test_summarize_flags_runs_with_dropped_steps(tmp_path):
-    from siftkit.summarize import summarize
+    from siftkit.study.summarize import summarize
 
     root = _study(tmp_path, {}, {})
     path = root / "twitter_to_uci" / "plain" / "seed2" / "results.json"
@@ -252,7 +250,7 @@ def test_a_few_dropped_steps_are_said(tmp_path):
 
 
 def test_a_sweep_tag_cannot_leave_the_output_root(tmp_path, capsys):
-    from siftkit.sweep import check_inside, check_path_name
+    from siftkit.cli.sweep import check_inside, check_path_name
 
     code, err = _cli(capsys, "--params", str(SMOKE), "--algos", "plain", "--seeds", "1", "--tag",
                      "x/../../../outside", "--output-dir", str(tmp_path / "root"), "--dry-run", command="sweep")
@@ -367,7 +365,7 @@ def test_sweep_options_refused_by_name(tmp_path, capsys, argv, message):
 def test_summarize_on_a_folder_named_results_json(tmp_path):
     root = _study(tmp_path, {})
     (root / "results.json").mkdir()
-    from siftkit.summarize import summarize
+    from siftkit.study.summarize import summarize
 
     text, data = summarize([root])  # was: "no results file at sw/results.json/results.json"
     assert len(data["groups"]) == 1
@@ -393,7 +391,7 @@ def test_empty_data_dir_variable_is_refused_like_an_empty_data_dir(monkeypatch, 
 
 
 def test_notebook_advice_only_where_it_helps(tmp_path):
-    from siftkit.notebook import prepare_output_dir
+    from siftkit.explore.notebook import prepare_output_dir
 
     (tmp_path / "notes.txt").write_text("x")
     cfg = RunConfig(output_dir=str(tmp_path / "notes.txt" / "run"))

@@ -1,7 +1,7 @@
-"""The equal-budget study past its table (siftkit.budget, its sections in siftkit.summarize and
+"""The equal-budget study past its table (siftkit.study.budget, its sections in siftkit.study.summarize and
 its figures): the controls and their uncontrolled partners, the size curve at the tuned point
 with tuned plain as the band, and the three verdicts, on synthetic records written the way
-siftkit.training and `sweep --grid` / `--at-chosen` write them."""
+siftkit.run.training and `sweep --grid` / `--at-chosen` write them."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from siftkit import budget, study
-from siftkit.summarize import main as summarize_main
-from siftkit.summarize import summarize
+from siftkit.study import budget
+from siftkit.study import runs as study
+from siftkit.study.summarize import main as summarize_main
+from siftkit.study.summarize import summarize
 
 REPO = Path(__file__).resolve().parents[1]
 COMMIT = "c" * 40
@@ -231,7 +232,7 @@ def test_the_tuned_curve_band_is_the_reference_arms_chosen_point(eb_dir):
 
 
 def test_tuned_curve_figure_draws_the_band_at_the_chosen_point(eb_dir):
-    from siftkit import summary_figures
+    from siftkit.study import figures as summary_figures
 
     key, variants = _group(eb_dir)
     fig = summary_figures.tuned_curve_figure(key, variants)
@@ -323,7 +324,7 @@ def test_summary_carries_the_controls_the_tuned_curve_and_the_verdicts(eb_dir, t
 
 
 def test_curves_by_group_are_side_by_side_panels_titled_with_their_group(eb_dir, tmp_path):
-    from siftkit import summary_figures
+    from siftkit.study import figures as summary_figures
     from test_summary_regime import regime_study
 
     old = regime_study(tmp_path / "old", seeds=(1, 2), device="cpu")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import siftkit.sweep as sweep
+import siftkit.cli.sweep as sweep
 from helpers import robustness_log
-from siftkit import cluster
-from siftkit.cli import main as cli_main
+from siftkit.cli import cluster, launch
+from siftkit.cli.main import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "params" / "smoke.yaml"
@@ -69,7 +69,7 @@ def test_entry_i_is_exactly_the_run_the_pool_makes(tmp_path, capsys, monkeypatch
         calls.append(cmd[3:])  # after python -m siftkit
         return 0
 
-    monkeypatch.setattr(sweep.subprocess, "call", fake_call)
+    monkeypatch.setattr(launch.subprocess, "call", fake_call)
     assert cli_main(["sweep", "--plan", str(plan), "--output-dir", str(out), "--jobs", "1"]) == 0
     pool = list(calls)
     assert len(pool) == 5
@@ -93,7 +93,7 @@ def test_entry_i_is_exactly_the_run_the_pool_makes(tmp_path, capsys, monkeypatch
 
 
 def test_a_failed_entry_gives_its_exit_code(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep.subprocess, "call", lambda cmd, **kw: 3)
+    monkeypatch.setattr(launch.subprocess, "call", lambda cmd, **kw: 3)
     plan = _plan(tmp_path, PLAN)
     assert cli_main(["sweep", "--plan", str(plan), "--output-dir", str(tmp_path / "o"), "--index", "0"]) == 3
 
@@ -118,7 +118,7 @@ def test_a_waiting_entry_exits_with_its_own_code(tmp_path, capsys, monkeypatch):
         return runs
 
     monkeypatch.setattr(sweep, "plan_file", with_waiting)
-    monkeypatch.setattr(sweep.subprocess, "call", lambda cmd, **kw: pytest.fail("a waiting run was started"))
+    monkeypatch.setattr(launch.subprocess, "call", lambda cmd, **kw: pytest.fail("a waiting run was started"))
     plan = _plan(tmp_path, PLAN)
     code = cli_main(["sweep", "--plan", str(plan), "--output-dir", str(tmp_path / "o"), "--index", "4"])
     assert code == cluster.EXIT_WAITING == 75
@@ -172,8 +172,8 @@ def test_a_two_run_plan_completes_through_submitits_local_executor(tmp_path):
 
 
 def test_the_list_says_why_an_entry_has_no_command_yet(tmp_path):
-    from siftkit.cluster import format_list
-    from siftkit.sweep import PlannedRun
+    from siftkit.cli.cluster import format_list
+    from siftkit.cli.sweep import PlannedRun
 
     waiting = PlannedRun("plain", 4, tmp_path / "plain-lr__chosen" / "seed4", [], waiting="4 of 8 grid runs not finished")
     line = format_list([(7, waiting)])

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from siftkit.config import ALGO_DEFAULTS, RunConfig
+from siftkit.run.config import ALGO_DEFAULTS, RunConfig
 
-SOURCE = (Path(__file__).resolve().parents[1] / "siftkit" / "config.py").read_text()
+SOURCE = (Path(__file__).resolve().parents[1] / "siftkit" / "run" / "config.py").read_text()
 
 
 def test_every_field_has_a_default_and_a_comment():

@@ -13,13 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import siftkit.training as training
+import siftkit.run.training as training
 from helpers import make_batch, robustness_log, tiny_model
-from siftkit.config import RunConfig
-from siftkit.objective import AdversarialLoss
-from siftkit.protocols import build_stages, uci_parts, uci_split
-from siftkit.regularizers import L2SP, AdversarialRegularizer
-from siftkit.training import train
+from siftkit.run.config import RunConfig
+from siftkit.run.objective import AdversarialLoss
+from siftkit.run.protocols import build_stages, uci_parts, uci_split
+from siftkit.core.regularizers import L2SP, AdversarialRegularizer
+from siftkit.run.training import train
 
 BASE = dict(task="twitter_to_uci", model_name="random:bert", max_train_samples=8, max_eval_samples=8,
             per_device_train_batch_size=4, per_device_eval_batch_size=8, uci_num_train_epochs=2,
@@ -41,7 +41,7 @@ def test_uci_validation_is_disjoint_and_the_same_for_every_algorithm(data_dir, s
     # A partition of the pool (which repeats a few sentences, so compare counts, not sets).
     from collections import Counter
 
-    from siftkit.data import load
+    from siftkit.data.loaders import load
 
     pool = load("uci_sentiment", data_dir)["pool"]
     rows = [Counter(zip(d["text"], d["source"])) for d in (train_, val, test)]
@@ -68,7 +68,7 @@ def test_validation_is_evaluated_after_every_stage2_epoch(tmp_path):
 def test_freeze_encoder_leaves_every_encoder_weight_bit_identical(tmp_path):
     from accelerate.utils import set_seed
 
-    from siftkit.models import load_model
+    from siftkit.run.models import load_model
 
     train(_cfg(algo="sift", freeze_encoder=True, save_model=True, output_dir=str(tmp_path / "r")),
           progress=False)
@@ -234,8 +234,8 @@ def test_a_validation_size_that_leaves_no_test_set_names_both_fields(data_dir):
 # ----------------------------------------------------------------------------- matched-size noise
 
 def test_matched_noise_reaches_the_ascents_size_and_says_when_it_cannot():
-    from siftkit.calibration import matched_noise_std, measured_size
-    from siftkit.split import EmbeddingSplit
+    from siftkit.run.calibration import matched_noise_std, measured_size
+    from siftkit.core.split import EmbeddingSplit
 
     model = tiny_model()
     split, batch = EmbeddingSplit(model), make_batch()

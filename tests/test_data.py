@@ -1,11 +1,11 @@
-"""siftkit.data: real-file counts and quirks, malformed-file errors, data-folder lookup."""
+"""siftkit.data.loaders: real-file counts and quirks, malformed-file errors, data-folder lookup."""
 
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from siftkit.data import DATASETS, DataError, load, resolve_data_dir
+from siftkit.data.loaders import DATASETS, DataError, load, resolve_data_dir
 
 # ----------------------------------------------------------------------------- real files
 

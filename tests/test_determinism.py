@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from siftkit.config import RunConfig
-from siftkit.training import train
+from siftkit.run.config import RunConfig
+from siftkit.run.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "params" / "smoke.yaml"
@@ -61,8 +61,8 @@ def other_process(tmp_path_factory):
     root = tmp_path_factory.mktemp("other_process")
     script = textwrap.dedent(f"""
         import torch
-        from siftkit.config import RunConfig
-        from siftkit.training import train
+        from siftkit.run.config import RunConfig
+        from siftkit.run.training import train
         torch.set_num_threads(1)
         for algo in {ALGOS!r}:
             cfg = RunConfig.from_yaml({str(SMOKE)!r}, algo=algo, output_dir={str(root)!r} + "/" + algo,

@@ -74,8 +74,8 @@ def _per_example_noise(batch):
 @contextlib.contextmanager
 def comparable_randomness(trace: dict | None = None):
     """Dropout off, per-example noise; record per-example perturbation sizes and teacher sums."""
-    import siftkit.training as training
-    from siftkit.regularizers import AdversarialRegularizer, BregmanProximalPoint
+    import siftkit.run.training as training
+    from siftkit.core.regularizers import AdversarialRegularizer, BregmanProximalPoint
 
     original_load = training.load_model
     original_forward = AdversarialRegularizer.forward
@@ -133,8 +133,8 @@ def _worker(out: Path) -> None:
     import datasets
     import tqdm.auto
 
-    import siftkit.regularizers as regularizers
-    import siftkit.training as training
+    import siftkit.core.regularizers as regularizers
+    import siftkit.run.training as training
 
     rank = int(os.environ["RANK"])
     trace: dict = {"perturbation": [], "teacher": [], "bars": []}
@@ -213,7 +213,7 @@ def _close(a: float, b: float) -> bool:
 def test_two_processes_match_one_process(tmp_path, data_dir):
     from safetensors.torch import load_file
 
-    from siftkit.training import train
+    from siftkit.run.training import train
 
     start = time.time()
     rc, output = _launch_two(tmp_path, data_dir)

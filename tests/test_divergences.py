@@ -1,11 +1,11 @@
-"""siftkit.divergences: values against independent float64 formulas, signs, gradients, dtypes."""
+"""siftkit.core.divergences: values against independent float64 formulas, signs, gradients, dtypes."""
 
 import pytest
 import torch
 from torch.distributions import Categorical, kl_divergence
 
 from helpers import single_thread
-from siftkit.divergences import DIVERGENCES, get_divergence, js, kl, mse, symmetric_kl
+from siftkit.core.divergences import DIVERGENCES, get_divergence, js, kl, mse, symmetric_kl
 
 
 @pytest.fixture(scope="module", autouse=True)

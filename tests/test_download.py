@@ -1,4 +1,4 @@
-"""siftkit.download against a local HTTP server holding copies of the real files."""
+"""siftkit.data.download against a local HTTP server holding copies of the real files."""
 
 import functools
 import hashlib
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from siftkit.data import DATASETS, DataError, load
-from siftkit.download import FILES, SOURCES, download
+from siftkit.data.loaders import DATASETS, DataError, load
+from siftkit.data.download import FILES, SOURCES, download
 
 ALL_FILES = [f for info in DATASETS.values() for f in info.files]
 SHA = {f.path: f.sha256 for f in ALL_FILES}
@@ -203,7 +203,7 @@ def test_unreachable_and_unknown_source(server, tmp_path):
 def fresh_user(server, tmp_path, monkeypatch):
     """No data_dir, no $SIFTKIT_DATA_DIR, no ./data: the loaders use an empty cache whose
     downloads come from the loopback server (the one `download` table, redirected)."""
-    import siftkit.download as dl
+    import siftkit.data.download as dl
 
     work = tmp_path / "work"
     work.mkdir()
@@ -256,7 +256,7 @@ def test_first_use_refuses_a_corrupted_download(server, fresh_user):
 
 
 def test_first_use_offline_names_the_ways_out(fresh_user, monkeypatch):
-    import siftkit.download as dl
+    import siftkit.data.download as dl
 
     for key in dl.SOURCES:  # nothing listens on port 9: as good as offline
         monkeypatch.setitem(dl.SOURCES, key, "http://127.0.0.1:9/nothing/")
@@ -283,8 +283,8 @@ def test_local_data_folder_wins_over_the_cache_and_is_not_written(server, fresh_
 def test_train_on_first_use_with_no_data_folder(server, fresh_user, smoke_params, tmp_path):
     # What `papermill notebooks/02_twitter_to_uci.ipynb out.ipynb -p algo sift` does on a
     # fresh machine, on the smoke config: the run fetches its data and trains.
-    from siftkit.config import RunConfig
-    from siftkit.training import train
+    from siftkit.run.config import RunConfig
+    from siftkit.run.training import train
 
     cfg = RunConfig.from_yaml(smoke_params, task="twitter_to_uci", algo="sift",
                               output_dir=str(tmp_path / "run"), cpu=True)

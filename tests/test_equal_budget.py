@@ -1,7 +1,7 @@
 """Equal tuning budgets: `sweep --grid` plans every arm's grid on the same seeds, `--then-seeds`
 runs extra seeds at the point chosen on validation, and `summarize` chooses each arm's point on
 its validation metric and reads the test metric only there. Records are synthetic, written the
-way siftkit.training writes them (with the fields a newer RunConfig adds, read with defaults)."""
+way siftkit.run.training writes them (with the fields a newer RunConfig adds, read with defaults)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from siftkit import study
-from siftkit.cli import main as cli_main
-from siftkit.config import RunConfig
-from siftkit.summarize import summarize
-from siftkit.sweep import PlannedRun, plan, plan_file
+from siftkit.study import runs as study
+from siftkit.cli.main import main as cli_main
+from siftkit.run.config import RunConfig
+from siftkit.study.summarize import summarize
+from siftkit.cli.sweep import PlannedRun, plan, plan_file
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "params" / "smoke.yaml"
@@ -290,7 +290,7 @@ def test_dry_run_lists_waiting_chosen_point_runs(tmp_path, capsys):
 
 def _fake_runs(monkeypatch, fail=()):
     """Replace training by a results.json whose validation metric favours the larger learning rate."""
-    from siftkit import sweep
+    from siftkit.cli import sweep
 
     started = []
 

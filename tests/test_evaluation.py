@@ -8,16 +8,16 @@ import pytest
 import torch
 from datasets import Dataset
 
-import siftkit.evaluation as evaluation
+import siftkit.run.evaluation as evaluation
 from helpers import TEXTS, real_examples, single_thread, tiny_model, tokenizer
-from siftkit.config import RunConfig
-from siftkit.evaluation import encoded, evaluate, length_batches, predict
-from siftkit.metrics import classification_metrics
-from siftkit.models import load_model
-from siftkit.protocols import build_stages
-from siftkit.smoothness import PROBE_SIZES, metric_name, probe_divergences
-from siftkit.split import EmbeddingSplit
-from siftkit.training import _make_accelerator
+from siftkit.run.config import RunConfig
+from siftkit.run.evaluation import encoded, evaluate, length_batches, predict
+from siftkit.core.metrics import classification_metrics
+from siftkit.run.models import load_model
+from siftkit.run.protocols import build_stages
+from siftkit.core.smoothness import PROBE_SIZES, metric_name, probe_divergences
+from siftkit.core.split import EmbeddingSplit
+from siftkit.run.training import _make_accelerator
 
 
 @pytest.fixture(scope="module", autouse=True)

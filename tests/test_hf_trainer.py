@@ -9,7 +9,7 @@ import torch
 from helpers import TEXTS, make_batch, single_thread, tiny_model, tokenizer
 
 from siftkit import RunConfig
-from siftkit.objective import AdversarialLoss
+from siftkit.run.objective import AdversarialLoss
 
 KNOBS = {
     "sift": dict(adv_noise_std=0.05, adv_epsilon=0.2, adv_step_size=0.05, adv_weight=2.0),
@@ -43,7 +43,7 @@ def _trainer(tmp_path, model, algo, **kwargs):
 def test_same_loss_and_gradient_as_the_native_loop(tmp_path, algo):
     """Same batch, same seed: the Trainer's loss and gradients are the native loop's."""
     batch = make_batch(labels=[0, 1, 1])
-    # Native: AdversarialLoss is exactly what siftkit.training's loop calls per batch.
+    # Native: AdversarialLoss is exactly what siftkit.run.training's loop calls per batch.
     native_model = tiny_model("bert", seed=3, train=True)
     objective = AdversarialLoss(native_model, RunConfig(algo=algo, **KNOBS[algo]))
     torch.manual_seed(11)  # dropout masks and the regularizer's noise

@@ -15,7 +15,7 @@ import torch
 from helpers import make_batch, single_thread, tiny_model
 
 from siftkit import SMART, EmbeddingSplit, RunConfig, SiFT
-from siftkit.regularizers import AdversarialRegularizer
+from siftkit.core.regularizers import AdversarialRegularizer
 
 SMOKE = Path(__file__).resolve().parents[1] / "params" / "smoke.yaml"
 
@@ -52,7 +52,7 @@ def test_perturbation_stays_float32_under_bf16_autocast(reg_cls, at):
 
 
 def test_train_bf16_on_cpu(tmp_path, data_dir, monkeypatch):
-    from siftkit.training import train
+    from siftkit.run.training import train
 
     seen = []
     original = AdversarialRegularizer.forward
@@ -76,7 +76,7 @@ def test_train_bf16_on_cpu(tmp_path, data_dir, monkeypatch):
 
 
 def test_fp16_without_gpu_is_a_clear_error(tmp_path):
-    from siftkit.training import train
+    from siftkit.run.training import train
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: fp16 is available")
@@ -87,7 +87,7 @@ def test_fp16_without_gpu_is_a_clear_error(tmp_path):
 
 def test_precision_can_change_between_runs_in_one_process():
     # A notebook running bf16 after fp32 (accelerate's state is process-wide).
-    from siftkit.training import _make_accelerator
+    from siftkit.run.training import _make_accelerator
 
     assert _make_accelerator(RunConfig(cpu=True, mixed_precision="bf16")).mixed_precision == "bf16"
     assert _make_accelerator(RunConfig(cpu=True, mixed_precision="no")).mixed_precision == "no"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from siftkit.models import (DEFAULT_WEIGHTS_SHA256, RANDOM_ARCHS, ModelLoadError, default_model_dir,
+from siftkit.run.models import (DEFAULT_WEIGHTS_SHA256, RANDOM_ARCHS, ModelLoadError, default_model_dir,
                             load_model)
 
 

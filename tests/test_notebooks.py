@@ -16,10 +16,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from siftkit.config import RunConfig
-from siftkit.notebook import (NOTEBOOK_PARAMETERS, changed_fields, collect_parameters, config_from_parameters,
+from siftkit.run.config import RunConfig
+from siftkit.explore.notebook import (NOTEBOOK_PARAMETERS, changed_fields, collect_parameters, config_from_parameters,
                               parameter_names, prepare_output_dir, project_root, resolve_path)
-from siftkit.results import OutputDirError
+from siftkit.run.records import OutputDirError
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -116,7 +116,7 @@ def papermill_params(name):
     return papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb"))
 
 
-# ----------------------------------------------------------------------------- siftkit.notebook
+# ----------------------------------------------------------------------------- siftkit.explore.notebook
 
 
 def _ns(params_cell, injected=None, **values):
@@ -274,7 +274,7 @@ def _inline_images(nb):
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory, data_dir):
     """P2 runs of all three algorithms for two seeds and one CoLA run, on smoke settings."""
-    from siftkit.training import train
+    from siftkit.run.training import train
 
     root = tmp_path_factory.mktemp("smoke_runs")
     base = RunConfig.from_yaml(REPO / SMOKE, data_dir=str(data_dir), max_train_samples=8, max_eval_samples=8,

@@ -1,7 +1,7 @@
 """P1 and P2 are built exactly as DESIGN.md section 3 says, seeded and leak-free."""
 
-from siftkit.config import RunConfig
-from siftkit.protocols import build_stages, twitter_subset, uci_split
+from siftkit.run.config import RunConfig
+from siftkit.run.protocols import build_stages, twitter_subset, uci_split
 
 
 def test_twitter_subset_follows_the_seed_paper(data_dir):
@@ -19,7 +19,7 @@ def test_twitter_subset_follows_the_seed_paper(data_dir):
 
 
 def test_twitter_negatives_are_the_first_in_file_order(data_dir):
-    from siftkit.data import load
+    from siftkit.data.loaders import load
 
     tweets = load("twitter_hate", data_dir)["train"]
     first_neg = {t for t, y in zip(list(tweets["text"]), list(tweets["label"])) if y == 0}

@@ -1,4 +1,4 @@
-"""siftkit.regularizers: the SMART/SiFT properties of DESIGN.md section 2, each a test.
+"""siftkit.core.regularizers: the SMART/SiFT properties of DESIGN.md section 2, each a test.
 
 - the projected perturbation is inside the ball: ||Delta_t|| <= eps*sigma_t (SiFT), <= eps (SMART);
 - scaling the tensor at perturb_at by c scales SiFT's Delta by c and leaves SMART's alone;
@@ -11,11 +11,11 @@
 import pytest
 import torch
 
-import siftkit.regularizers as regularizers
+import siftkit.core.regularizers as regularizers
 from helpers import TEXTS, make_batch, single_thread, tiny_model
-from siftkit.config import ALGO_DEFAULTS
-from siftkit.regularizers import REGULARIZERS
-from siftkit.split import PERTURB_POINTS, EmbeddingSplit, model_inputs
+from siftkit.run.config import ALGO_DEFAULTS
+from siftkit.core.regularizers import REGULARIZERS
+from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit, model_inputs
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -41,7 +41,7 @@ def token_norms(t, norm):
 
 
 def sym_kl64(p_logits, q_logits):
-    """Symmetric KL in float64 (independent of siftkit.divergences)."""
+    """Symmetric KL in float64 (independent of siftkit.core.divergences)."""
     lp, lq = torch.log_softmax(p_logits.double(), -1), torch.log_softmax(q_logits.double(), -1)
     return ((lp.exp() - lq.exp()) * (lp - lq)).sum(-1).mean()
 

@@ -32,12 +32,12 @@ import pytest
 import torch
 
 from helpers import robustness_log
-import siftkit.objective as objective
-import siftkit.training as training
-from siftkit.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
-from siftkit.config import RunConfig
-from siftkit.results import OutputDirError
-from siftkit.training import train
+import siftkit.run.objective as objective
+import siftkit.run.training as training
+from siftkit.run.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
+from siftkit.run.config import RunConfig
+from siftkit.run.records import OutputDirError
+from siftkit.run.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 

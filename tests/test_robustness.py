@@ -12,7 +12,6 @@ they saw; docs/robustness.md was generated from that log.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -23,13 +22,13 @@ import pytest
 import torch
 
 from helpers import robustness_log
-import siftkit.training as training
-from siftkit.cli import main as cli_main
-from siftkit.config import RunConfig
-from siftkit.data import DataError
-from siftkit.models import ModelLoadError, load_tokenizer
-from siftkit.results import OutputDirError, write_results
-from siftkit.training import train
+import siftkit.run.training as training
+from siftkit.cli.main import main as cli_main
+from siftkit.run.config import RunConfig
+from siftkit.data.loaders import DataError
+from siftkit.run.models import ModelLoadError, load_tokenizer
+from siftkit.run.records import OutputDirError, write_results
+from siftkit.run.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "params" / "smoke.yaml"
@@ -194,7 +193,7 @@ def test_utf16_file(data, tmp_path):
 
 
 def test_utf8_byte_order_mark_is_accepted(data):
-    from siftkit.data import load
+    from siftkit.data.loaders import load
 
     path = data / "cola" / "in_domain_dev.tsv"
     plain = load("cola", data)["in_domain_dev"]["text"]
@@ -235,7 +234,7 @@ def test_long_text_is_truncated_not_an_error(data, tmp_path):
     assert record["stages"][0]["train_examples"] == 4
     assert record["history"] and all(row["loss"] == row["loss"] for row in record["history"])  # no NaN
 
-    from siftkit.protocols import build_stages
+    from siftkit.run.protocols import build_stages
 
     train_set = build_stages(RunConfig(**{**TINY, **changes}))[0].train
     index = train_set["text"].index(long_text)
@@ -447,7 +446,7 @@ def test_output_dir_not_writable(tmp_path):
         pytest.skip("running as root without setpriv: cannot produce an unwritable folder")
     as_nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
     env = dict(os.environ, HOME="/tmp", OMP_NUM_THREADS="1")
-    probe = subprocess.run([*as_nobody, "-c", "import siftkit.cli"], capture_output=True, text=True, cwd="/",
+    probe = subprocess.run([*as_nobody, "-c", "import siftkit.cli.main"], capture_output=True, text=True, cwd="/",
                            env=env, timeout=120)
     if probe.returncode != 0:
         pytest.skip(f"user nobody cannot import siftkit here: {probe.stderr.strip()[-200:]}")
@@ -509,7 +508,7 @@ def test_unwritable_record_keeps_earlier_files(tmp_path):
 def test_interrupted_write_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
     """Files are written to a temporary name and renamed: a failure at the rename (or a kill
     before it) leaves the earlier file whole and removes the temporary one."""
-    import siftkit.results as results
+    import siftkit.run.records as results
 
     write_results(tmp_path, {"config": {}, "metrics": {"acc": 0.5}, "history": [], "meta": {}}, overwrite=False)
     before = (tmp_path / "results.json").read_bytes()

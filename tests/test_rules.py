@@ -1,5 +1,5 @@
 """The perturbation rules (`adv_rule`), each checked against a re-derivation from its
-published formula, written here independently of siftkit.regularizers and fed the same
+published formula, written here independently of siftkit.core.regularizers and fed the same
 initial noise: delta, R and R's parameter gradient (which branch it reaches) must agree.
 
 - projected: SMART paper, Algorithm 1 (eps-ball projection);
@@ -18,11 +18,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import siftkit.regularizers as regularizers
+import siftkit.core.regularizers as regularizers
 from helpers import TEXTS, make_batch, single_thread, tiny_model
-from siftkit.config import RunConfig
-from siftkit.regularizers import ADV_RULES, REGULARIZERS
-from siftkit.split import EmbeddingSplit
+from siftkit.run.config import RunConfig
+from siftkit.core.regularizers import ADV_RULES, REGULARIZERS
+from siftkit.core.split import EmbeddingSplit
 
 
 @pytest.fixture(scope="module", autouse=True)

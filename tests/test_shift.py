@@ -19,12 +19,12 @@ import pytest
 import yaml
 from helpers import robustness_log, single_thread
 
-from siftkit.config import RunConfig
-from siftkit.metrics import macro_f1, matthews_corrcoef, multiclass_mcc
-from siftkit.protocols import build_stages
-from siftkit.shift import parse_spec
-from siftkit.shift_data import ShiftDataWarning, load_data
-from siftkit.training import train
+from siftkit.run.config import RunConfig
+from siftkit.core.metrics import macro_f1, matthews_corrcoef, multiclass_mcc
+from siftkit.run.protocols import build_stages
+from siftkit.data.shift_spec import parse_spec
+from siftkit.data.shift_data import ShiftDataWarning, load_data
+from siftkit.run.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(model_name="random:bert", per_device_train_batch_size=4, per_device_eval_batch_size=8,
@@ -87,7 +87,7 @@ def _digest(stages) -> str:
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
 
-# Computed with siftkit.protocols.build_stages of main before the shift spec existed (the
+# Computed with siftkit.run.protocols.build_stages of main before the shift spec existed (the
 # same `_digest`): every stage's texts, labels, order, epochs, rate and evaluation sets.
 P1_P2_DIGESTS = {
     "cola/0": "75277b1cc029e5befa1195799e35961d322706dd8a8f125dc7c3fe9656ab0c4f",
@@ -121,7 +121,7 @@ def test_p1_and_p2_stages_are_unchanged(key, data_dir):
 
 
 def test_p1_and_p2_keep_their_binary_metrics_only():
-    from siftkit.metrics import classification_metrics
+    from siftkit.core.metrics import classification_metrics
 
     assert sorted(classification_metrics("x", [0, 1, 1], [0, 1, 0])) == ["x_accuracy", "x_mcc"]
 
@@ -227,14 +227,14 @@ def test_three_classes_and_sentence_pairs(tmp_path):
     cfg = RunConfig(task="shift", shift=spec, algo="smart", output_dir=str(tmp_path / "run"), **TINY)
     stage = build_stages(cfg)[0]
     assert stage.train.column_names == ["text", "text_pair", "label"]
-    from siftkit.evaluation import encode_texts
-    from siftkit.models import load_tokenizer
+    from siftkit.run.evaluation import encode_texts
+    from siftkit.run.models import load_tokenizer
 
     enc = encode_texts(["a b"], load_tokenizer(None), 32, ["c d"])
     assert 1 in enc["token_type_ids"][0]
     record = train(cfg, progress=False)
     assert {"other_accuracy", "other_mcc", "other_macro_f1"} <= set(record["metrics"])
-    from siftkit.shift_data import num_labels
+    from siftkit.data.shift_data import num_labels
 
     assert num_labels(cfg) == 3 and num_labels(RunConfig(task="cola")) == 2
 
@@ -281,7 +281,7 @@ def test_p3_selects_the_right_sentences(data_dir):
     stage = build_stages(cfg)[0]
     assert (len(stage.train), len(stage.evals["amazon_val"])) == (900, 100)
     assert {k: len(v) for k, v in stage.evals.items()} == {"amazon_val": 100, "imdb": 1000, "yelp": 1000}
-    from siftkit.data import load
+    from siftkit.data.loaders import load
 
     pool = load("uci_sentiment", data_dir)["pool"]
     imdb = pool.filter(lambda r: r["source"] == "imdb")
@@ -464,7 +464,7 @@ def test_a_file_that_does_not_exist(tmp_path):
 
 
 def test_a_sweep_plans_a_spec_and_chooses_on_validation_only(tmp_path):
-    from siftkit.sweep import plan
+    from siftkit.cli.sweep import plan
 
     reviews, tweets = _pair_files(tmp_path)
     params = tmp_path / "spec_params.yaml"
@@ -484,8 +484,8 @@ def test_a_sweep_plans_a_spec_and_chooses_on_validation_only(tmp_path):
 
 
 def test_spec_runs_summarize_as_their_own_group(tmp_path):
-    from siftkit.study import group_runs, load_runs
-    from siftkit.summarize import render
+    from siftkit.study.runs import group_runs, load_runs
+    from siftkit.study.summarize import render
 
     reviews, tweets = _pair_files(tmp_path)
     for algo in ("plain", "sift"):

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from helpers import TEXTS, make_batch, single_thread, tiny_model
-from siftkit.config import RunConfig
-from siftkit.protocols import uci_split
-from siftkit.smoothness import PROBE_SIZES, metric_name, probe_divergences, random_probe
-from siftkit.split import EmbeddingSplit
-from siftkit.training import train
+from siftkit.run.config import RunConfig
+from siftkit.run.protocols import uci_split
+from siftkit.core.smoothness import PROBE_SIZES, metric_name, probe_divergences, random_probe
+from siftkit.core.split import EmbeddingSplit
+from siftkit.run.training import train
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,4 +1,4 @@
-"""siftkit.split: forward_from(embed(batch)) == model(**batch) for every arch and point.
+"""siftkit.core.split: forward_from(embed(batch)) == model(**batch) for every arch and point.
 
 DESIGN.md section 2, "Model-agnostic split", and trap 6 (hooks must not outlive a call).
 """
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from helpers import TEXTS, make_batch, single_thread, tiny_model
-from siftkit.models import RANDOM_ARCHS
-from siftkit.split import PERTURB_POINTS, EmbeddingSplit, UnsupportedModelError, model_inputs
+from siftkit.run.models import RANDOM_ARCHS
+from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit, UnsupportedModelError, model_inputs
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from helpers import robustness_log
-from siftkit.config import RunConfig
-from siftkit.training import train
+from siftkit.run.config import RunConfig
+from siftkit.run.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ def test_a_bad_cache_folder_is_a_clear_error(tmp_path):
 
 def test_a_stage_finished_by_a_resumed_run_is_cached_for_the_next(tmp_path):
     """Interrupted in stage 1, resumed, the run stores stage 1; a later run starts from it."""
-    import siftkit.training as training
+    import siftkit.run.training as training
 
     class Crash(Exception):
         pass

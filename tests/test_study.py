@@ -9,8 +9,8 @@ import sys
 import pytest
 from scipy import stats
 
-from siftkit.summarize import brief, paired_difference, summarize, t_critical
-from siftkit.sweep import parse_algos, parse_seeds
+from siftkit.study.summarize import brief, paired_difference, summarize, t_critical
+from siftkit.cli.sweep import parse_algos, parse_seeds
 
 
 def test_parse_seeds_and_algos():

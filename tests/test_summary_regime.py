@@ -1,5 +1,5 @@
-"""The regime study's analysis (siftkit.study, siftkit.summarize, siftkit.summary_figures) on
-synthetic records written the way siftkit.training writes them: the size curve and its figure,
+"""The regime study's analysis (siftkit.study.runs, siftkit.study.summarize, siftkit.study.figures) on
+synthetic records written the way siftkit.run.training writes them: the size curve and its figure,
 the matched-size pairing, the paper's-regime verdicts, grouping by device and code, duplicate
 runs, and the summary's errors on bad files."""
 
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from siftkit import study
-from siftkit.summarize import brief, summarize
+from siftkit.study import runs as study
+from siftkit.study.summarize import brief, summarize
 
 COMMIT = "a" * 40
 SIZES = {"smart": 2.0, "sift": 0.7}  # measured relative size per unit of E, per algorithm (synthetic)
@@ -35,7 +35,7 @@ def accuracy(algo: str, size: float, seed: int) -> float:
 def record(algo: str, seed: int, *, tag: str | None = None, size: float = 0.0, acc: float | None = None,
            device: str = "NVIDIA H200", commit: str = COMMIT, task: str = "twitter_to_uci", new_metrics=True,
            adv_weight: float = 1.0, bregman: float = 0.0) -> dict:
-    """A results.json record as siftkit.training writes it (the fields the summary reads)."""
+    """A results.json record as siftkit.run.training writes it (the fields the summary reads)."""
     acc = accuracy(algo, size, seed) if acc is None else acc
     rows = []
     for i, stage in enumerate(["twitter"] * 6 + ["uci"] * 4):
@@ -292,7 +292,7 @@ def test_p1_plain_learning_rate_is_chosen_by_in_domain_dev(tmp_path):
 
 
 def test_the_scores_figure_is_the_same_on_every_regeneration(study_dir, tmp_path):
-    from siftkit.summary_figures import scores_figure
+    from siftkit.study.figures import scores_figure
 
     (key, variants), = _groups(study_dir).items()
     np.random.seed(123)
@@ -311,7 +311,7 @@ def test_the_scores_figure_is_the_same_on_every_regeneration(study_dir, tmp_path
 def test_size_curve_draws_two_lines_a_plain_band_and_one_point_per_control(study_dir):
     from matplotlib.figure import Figure
 
-    from siftkit.summary_figures import size_curve
+    from siftkit.study.figures import size_curve
 
     (key, variants), = _groups(study_dir).items()
     frame = study.runs_frame(variants)
@@ -342,7 +342,7 @@ def test_size_curve_draws_two_lines_a_plain_band_and_one_point_per_control(study
 def test_size_curve_on_a_log_axis_leaves_out_zero_values_and_says_so(study_dir):
     from matplotlib.figure import Figure
 
-    from siftkit.summary_figures import size_curve
+    from siftkit.study.figures import size_curve
 
     (key, variants), = _groups(study_dir).items()
     ax = size_curve(study.runs_frame(variants), "reg_share", ax=Figure().subplots(), plain=None, logy=True)
@@ -460,26 +460,26 @@ def test_a_history_that_is_not_a_list_of_rows_names_the_file(tmp_path):
 
 
 def test_summary_modules_import_one_way():
-    """summarize may import summary_figures, never the reverse; both share siftkit.study."""
+    """summarize may import summary_figures, never the reverse; both share siftkit.study.runs."""
     import ast
 
-    import siftkit.study
-    import siftkit.summary_figures
+    import siftkit.study.runs
+    import siftkit.study.figures
 
     def imports(module):
         tree = ast.parse(Path(module.__file__).read_text())
         return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
             a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
 
-    assert "siftkit.summarize" not in imports(siftkit.summary_figures)
-    assert not {"siftkit.summarize", "siftkit.summary_figures"} & imports(siftkit.study)
-    assert "siftkit.study" in imports(siftkit.summary_figures)
+    assert "siftkit.study.summarize" not in imports(siftkit.study.figures)
+    assert not {"siftkit.study.summarize", "siftkit.study.figures"} & imports(siftkit.study.runs)
+    assert "siftkit.study.runs" in imports(siftkit.study.figures)
 
 
 def test_size_curve_of_a_metric_no_run_recorded_says_so(tmp_path):
     from matplotlib.figure import Figure
 
-    from siftkit.summary_figures import size_curve
+    from siftkit.study.figures import size_curve
 
     root = tmp_path / "old"
     for seed in (1, 2):

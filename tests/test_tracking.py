@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-import siftkit.tracking as tracking
-import siftkit.training as training
+import siftkit.run.tracking as tracking
+import siftkit.run.training as training
 from helpers import TEXTS, robustness_log, single_thread, tiny_model, tokenizer
-from siftkit.cli import _config_parser, config_from_args
-from siftkit.config import RunConfig
-from siftkit.training import train
+from siftkit.cli.args import config_from_args, config_parser as _config_parser
+from siftkit.run.config import RunConfig
+from siftkit.run.training import train
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
@@ -124,7 +124,7 @@ def test_report_to_from_the_command_line_and_not_part_of_a_runs_identity():
     args = _config_parser("siftkit train").parse_args(["--report_to", "tensorboard,mlflow"])
     assert config_from_args(args).report_to == ["tensorboard", "mlflow"]
     # Adding a tracker on resume, or comparing runs that reported differently, is fine.
-    from siftkit.analysis import _BOOKKEEPING
+    from siftkit.explore.analysis import _BOOKKEEPING
 
     assert "report_to" in training._RESUME_IGNORED and "report_to" in _BOOKKEEPING
     fields = RunConfig.field_names()

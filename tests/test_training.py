@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from siftkit.config import RunConfig
-from siftkit.results import OutputDirError
-from siftkit.training import train
+from siftkit.run.config import RunConfig
+from siftkit.run.records import OutputDirError
+from siftkit.run.training import train
 
 RESULT_KEYS = {"config", "metrics", "history", "meta"}
 META_KEYS = {"versions", "device", "git_commit", "wall_time_s"}
@@ -89,7 +89,7 @@ class _Clock:
 def test_progress_lines_are_throttled():
     import io
 
-    from siftkit.training import ProgressLines
+    from siftkit.run.training import ProgressLines
 
     clock, out = _Clock(), io.StringIO()
     lines = ProgressLines("sift · twitter", total=100, every_s=30, stream=out, clock=clock)

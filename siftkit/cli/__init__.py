@@ -1,0 +1,1 @@
+"""The command line: train, sweep, summarize, download, and the plan runner."""

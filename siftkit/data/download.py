@@ -1,0 +1,287 @@
+"""Fetch the dataset files from their canonical public locations, verified by sha256.
+
+`download` fetches every file listed in `siftkit.data.loaders.DATASETS` (data, test and README
+files) into the data folder, unless it is already there with the right hash. Each file
+is written to a temporary file in its target folder, checked against its sha256, and only
+then moved into place with `os.replace`; a failed or corrupted download raises
+`DataError` and never leaves a partial file or replaces a good one.
+
+Where each file comes from is the small table `SOURCES` (source key -> base URL) plus
+`FILES` (data-folder path -> source key, path under that source). CoLA files are taken
+out of the official zip; everything else is a raw GitHub file at a pinned commit.
+`download(base_urls={...})` redirects any source (the tests point them at a local server).
+
+`ensure_files` is the first-use path of `siftkit.data.loaders.load`: it checks a dataset's files
+in the per-user cache and calls `download` for those missing or corrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import IO, Iterable, Mapping
+
+from siftkit.data.registry import (DATASETS, DOWNLOAD_HINT, ENV_VAR, DataError, DataFile, _CHUNK, data_dir_candidate,
+                               sha256_file)
+
+__all__ = ["COLA_ZIP_SHA256", "FILES", "SOURCES", "download", "ensure_files", "main"]
+
+
+def _github_raw(repo: str, commit: str) -> str:
+    return f"https://raw.githubusercontent.com/{repo}/{commit}/"
+
+
+# source key -> base URL. For "cola_zip" the base URL is the zip itself.
+SOURCES: dict[str, str] = {
+    "cola_zip": "https://nyu-mll.github.io/CoLA/cola_public_1.1.zip",
+    "sift": _github_raw("wangluheng328/SiFT-Project", "ecba1478f1ec5085d6ccc5910de4f3110f1893f1"),
+    "uci_readme": _github_raw("Huyen2402/API-ML-luanvan", "bd42cf4dcb96c3123866da22acbc280affb69f42"),
+    "twitter_test": _github_raw(
+        "souravramos/twitterSentimentAnalysis", "570c78a4723e48a20dfd8a90492ee150f2c62df1"
+    ),
+}
+
+# sha256 of the official CoLA zip (255330 bytes).
+COLA_ZIP_SHA256 = "2cf856f46df11c143d38e0cf2f9f34ff2fdb088c521cd859f5c4b9581683278b"
+
+# data-folder path -> (source key, path under the source: a zip member for "cola_zip",
+# else a path appended, URL-quoted, to the source's base URL)
+FILES: dict[str, tuple[str, str]] = {
+    "cola/in_domain_train.tsv": ("cola_zip", "cola_public/raw/in_domain_train.tsv"),
+    "cola/in_domain_dev.tsv": ("cola_zip", "cola_public/raw/in_domain_dev.tsv"),
+    "cola/out_of_domain_dev.tsv": ("cola_zip", "cola_public/raw/out_of_domain_dev.tsv"),
+    "cola/cola_public_README.txt": ("cola_zip", "cola_public/README"),
+    "twitter_hate/train.csv": ("sift", "Data/train.csv"),
+    "twitter_hate/test.csv": ("twitter_test", "test_tweets_anuFYb8.csv"),
+    "uci_sentiment/amazon_cells_labelled.txt": ("sift", "Data/amazon_cells_labelled.txt"),
+    "uci_sentiment/imdb_labelled.txt": ("sift", "Data/imdb_labelled.txt"),
+    "uci_sentiment/yelp_labelled.txt": ("sift", "Data/yelp_labelled.txt"),
+    "uci_sentiment/readme.txt": ("uci_readme", "sentiment labelled sentences/readme.txt"),
+}
+
+
+def _fetch(url: str, out: IO[bytes], timeout: float, what: str) -> str:
+    """Stream ``url`` into ``out``; return the sha256 of what was received."""
+    h = hashlib.sha256()
+    n = 0
+    try:
+        req = urllib.request.Request(url, headers={"User-Agent": "siftkit-download"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            expected_len = resp.headers.get("Content-Length")
+            for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                h.update(chunk)
+                out.write(chunk)
+                n += len(chunk)
+    except urllib.error.HTTPError as exc:
+        raise DataError(f"{what}: download of {url} failed: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DataError(f"{what}: download of {url} failed: {reason}") from None
+    if expected_len is not None and expected_len.isdigit() and int(expected_len) != n:
+        raise DataError(
+            f"{what}: download of {url} was truncated: got {n} of {expected_len} bytes"
+        )
+    return h.hexdigest()
+
+
+def _tmp_in(folder: Path, name: str) -> tuple[IO[bytes], Path]:
+    f = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{name}.", suffix=".part", delete=False)
+    return f, Path(f.name)
+
+
+def _install(tmp: Path, target: Path) -> None:
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # NamedTemporaryFile makes 0600 files
+    os.replace(tmp, target)
+
+
+def _mismatch(target: Path, spec: DataFile, actual: str, src: str) -> DataError:
+    return DataError(
+        f"{target}: sha256 mismatch for the file from {src}: "
+        f"expected {spec.sha256}, got {actual}; nothing was written"
+    )
+
+
+def _make_data_folder(root: Path) -> None:
+    """Create the data folder, or say in one line why it cannot be (a file in its place,
+    a file above it, no permission) rather than fail deep inside the first file's mkdir."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "it is a file, not a folder" if root.is_file() else (exc.strerror or str(exc))
+        raise DataError(f"cannot use {root} as the data folder: {why}; pass --data-dir a folder "
+                        f"(it is created if missing)") from None
+
+
+def download(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    base_urls: Mapping[str, str] | None = None,
+    force: bool = False,
+    timeout: float = 60,
+    cola_zip_sha256: str | None = COLA_ZIP_SHA256,
+    names: Iterable[str] | None = None,
+) -> list[Path]:
+    """Fetch every registry file into ``data_dir`` (default: as `resolve_data_dir`).
+
+    A file already present with the right sha256 is kept unless ``force``. Returns the
+    paths of all registry files (only those of the datasets ``names``, when given), each
+    verified, in registry order.
+
+    ``base_urls`` overrides entries of `SOURCES` (source key -> base URL; for "cola_zip"
+    the URL of the zip). ``cola_zip_sha256`` is checked against the downloaded zip; pass
+    ``None`` to skip that check (the extracted files' hashes are always checked).
+    Raises `DataError` (naming the file, and the expected and actual hash or the HTTP/URL
+    error) on the first failure; files fetched before it stay in place.
+    """
+    root = data_dir_candidate(data_dir)
+    _make_data_folder(root)
+    sources = dict(SOURCES)
+    if base_urls:
+        unknown = set(base_urls) - set(SOURCES)
+        if unknown:
+            raise ValueError(f"unknown source key(s) {sorted(unknown)}; known: {sorted(SOURCES)}")
+        sources.update(base_urls)
+
+    specs = _specs(names)
+    missing = [f.path for f in specs if f.path not in FILES]
+    assert not missing, f"no download source for {missing}"
+
+    cola_zip: zipfile.ZipFile | None = None
+    zip_tmp: IO[bytes] | None = None
+    paths: list[Path] = []
+    try:
+        for spec in specs:
+            target = root / spec.path
+            key, sub = FILES[spec.path]
+            if target.is_file() and not force:
+                if sha256_file(target) == spec.sha256:
+                    print(f"{spec.path}: ok, already present")
+                    paths.append(target)
+                    continue
+                print(f"{spec.path}: present but sha256 differs, fetching again")
+            target.parent.mkdir(parents=True, exist_ok=True)
+
+            if key == "cola_zip":
+                url = sources[key]
+                if cola_zip is None:
+                    zip_tmp = tempfile.TemporaryFile()
+                    actual = _fetch(url, zip_tmp, timeout, f"{target} (CoLA zip)")
+                    if cola_zip_sha256 is not None and actual != cola_zip_sha256:
+                        raise DataError(
+                            f"{url}: sha256 mismatch for the CoLA zip (needed for {target}): "
+                            f"expected {cola_zip_sha256}, got {actual}; nothing was written"
+                        )
+                    zip_tmp.seek(0)
+                    try:
+                        cola_zip = zipfile.ZipFile(zip_tmp)
+                    except zipfile.BadZipFile as exc:
+                        raise DataError(f"{url}: not a valid zip file ({exc})") from None
+                src = f"{url} member {sub}"
+                if sub not in cola_zip.namelist():
+                    raise DataError(f"{target}: {src} is not in the zip")
+
+                def copy(out: IO[bytes], zf: zipfile.ZipFile = cola_zip, name: str = sub) -> None:
+                    with zf.open(name) as member:
+                        shutil.copyfileobj(member, out, _CHUNK)
+            else:
+                base = sources[key]
+                src = base + urllib.parse.quote(sub)
+
+                def copy(out: IO[bytes], url: str = src, what: str = str(target)) -> None:
+                    _fetch(url, out, timeout, what)
+
+            out, tmp = _tmp_in(target.parent, target.name)
+            try:
+                with out:
+                    try:
+                        copy(out)
+                    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                        raise DataError(f"{target}: cannot extract {src}: {exc}") from None
+                actual = sha256_file(tmp)
+                if actual != spec.sha256:
+                    raise _mismatch(target, spec, actual, src)
+                _install(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            print(f"{spec.path}: fetched from {src}")
+            paths.append(target)
+    finally:
+        if cola_zip is not None:
+            cola_zip.close()
+        if zip_tmp is not None:
+            zip_tmp.close()
+    return paths
+
+
+def _specs(names: Iterable[str] | None) -> list[DataFile]:
+    if names is None:
+        return [f for info in DATASETS.values() for f in info.files]
+    names = list(names)
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
+    return [f for n in names for f in DATASETS[n].files]
+
+
+def _verified(root: Path, spec: DataFile) -> bool:
+    path = root / spec.path
+    return path.is_file() and path.stat().st_size == spec.size and sha256_file(path) == spec.sha256
+
+
+def ensure_files(names: Iterable[str], root: str | os.PathLike, *, timeout: float = 60) -> list[Path]:
+    """Make sure the datasets ``names`` are in ``root`` with their sha256; download the rest.
+
+    Files present and verified are left alone and nothing is fetched; a missing or
+    corrupted one is (re)downloaded by `download`. A failed download (offline, or a
+    hash mismatch) raises one `DataError` that names the folder, the cause and the ways
+    out. Returns the paths of the datasets' files.
+    """
+    root = Path(root)
+    names = list(names)
+    specs = _specs(names)
+    if all(_verified(root, s) for s in specs):
+        return [root / s.path for s in specs]
+    print(f"siftkit: fetching {', '.join(names)} into {root} (first use; verified by sha256)",
+          file=sys.stderr)
+    try:
+        # Module globals read at call time, so `download`'s sources stay the one table.
+        return download(root, names=names, timeout=timeout, cola_zip_sha256=COLA_ZIP_SHA256)
+    except DataError as exc:
+        raise DataError(
+            f"the data for {', '.join(names)} are not in the cache {root} and could not be "
+            f"downloaded ({exc}); set {ENV_VAR} to a folder with a copy of the data, pass "
+            f"data_dir=..., or run `{DOWNLOAD_HINT}` once you are online"
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m siftkit.data.download [--data-dir DIR] [--force]``."""
+    p = argparse.ArgumentParser(prog="siftkit download", description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=None,
+                   help="target folder (default: $SIFTKIT_DATA_DIR, else ./data if it exists, "
+                        "else the per-user cache that the loaders read)")
+    p.add_argument("--force", action="store_true", help="fetch even files already present")
+    p.add_argument("--timeout", type=float, default=60, help="seconds per request")
+    args = p.parse_args(argv)
+    try:
+        download(args.data_dir, force=args.force, timeout=args.timeout)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Load the three text-classification datasets used by the SiFT paper.
+
+Every loader returns a `datasets.DatasetDict` whose splits have a ``text`` (str) and a
+``label`` (int64, 0 or 1) column plus a few dataset-specific columns:
+
+======================  ===========================================  ==================
+name                    splits (rows)                                extra columns
+======================  ===========================================  ==================
+``cola``                train (8551), in_domain_dev (527),           ``source``
+                        out_of_domain_dev (516)
+``twitter_hate``        train (31962)                                ``id``
+``uci_sentiment``       pool (3000: amazon, imdb, yelp, 1000 each)   ``source``
+======================  ===========================================  ==================
+
+The files are read exactly as published (see ``DATASETS`` for their paths and sha256):
+texts are never stripped, re-quoted or normalised. The one exception, the same for all three
+datasets: Windows line endings (CRLF) are read as line endings (a copy saved on Windows loads
+as the original does). Malformed input raises `DataError`,
+whose message names the file and, where it applies, the 1-based line number.
+
+The data folder is found by `siftkit.data.registry.resolve_data_dir`: the ``data_dir``
+argument, else the ``SIFTKIT_DATA_DIR`` environment variable, else ``./data`` if it
+exists, else the per-user cache (``$XDG_CACHE_HOME/siftkit`` or ``~/.cache/siftkit``).
+Only the cache is filled on first use: `load` downloads the files it lacks there, checked
+by sha256, with `siftkit.data.download` (the code behind ``python -m siftkit download``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import datasets
+
+from siftkit.data.registry import (DATASETS, DOWNLOAD_HINT, ENV_VAR, DataError, DataFile, DatasetInfo,
+                               locate_data_dir, resolve_data_dir)
+from siftkit.data.download import ensure_files
+
+__all__ = [
+    "DATASETS",
+    "DOWNLOAD_HINT",
+    "DataError",
+    "DataFile",
+    "DatasetInfo",
+    "load",
+    "resolve_data_dir",
+]
+
+# uci_sentiment file name -> value of the `source` column
+_UCI_SOURCES = {
+    "amazon_cells_labelled.txt": "amazon",
+    "imdb_labelled.txt": "imdb",
+    "yelp_labelled.txt": "yelp",
+}
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_text(path: Path) -> str:
+    """Read a whole file as strict UTF-8; DataError for missing, empty or undecodable."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(
+            f"{path}: file not found; fetch the data with `{DOWNLOAD_HINT}` "
+            f"(or point data_dir / ${ENV_VAR} at a folder that has it)"
+        ) from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file: {exc}") from exc
+    if not raw:
+        raise DataError(f"{path}: file is empty")
+    try:
+        text = raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path} line {line}: not valid UTF-8 "
+            f"(byte {raw[exc.start:exc.start + 1]!r} at offset {exc.start}: {exc.reason})"
+        ) from None
+    if text.startswith("\ufeff"):  # tolerate a UTF-8 byte-order mark
+        text = text[1:]
+    # One rule for every dataset: Windows line endings (CRLF) are line endings, never part of
+    # a label or a text. A lone CR is left as it is (no published file has one).
+    return text.replace("\r\n", "\n")
+
+
+def _lines(path: Path, text: str) -> list[str]:
+    """Split on '\\n' only (never str.splitlines: the data contain U+0085 and friends)."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # final newline (out_of_domain_dev.tsv has none)
+        lines.pop()
+    if not lines:
+        raise DataError(f"{path}: file has no data lines")
+    return lines
+
+
+def _label(path: Path, line: int, value: str) -> int:
+    if value == "0":
+        return 0
+    if value == "1":
+        return 1
+    raise DataError(f"{path} line {line}: label must be 0 or 1, got {value!r}")
+
+
+def _check_text(path: Path, line: int, text: str) -> str:
+    if not text.strip():
+        raise DataError(f"{path} line {line}: text is empty")
+    return text
+
+
+def _split_fields(path: Path, line_no: int, line: str, n: int, what: str) -> list[str]:
+    fields = line.split("\t")
+    if len(fields) != n:
+        raise DataError(
+            f"{path} line {line_no}: expected {n} tab-separated fields ({what}), "
+            f"got {len(fields)}"
+        )
+    return fields
+
+
+def _read_cola(path: Path) -> dict[str, list]:
+    """``source<TAB>label<TAB>original_mark<TAB>sentence``, no header, no quoting."""
+    cols: dict[str, list] = {"text": [], "label": [], "source": []}
+    what = "source, label, original_mark, sentence"
+    for i, line in enumerate(_lines(path, _read_text(path)), start=1):
+        source, label, _mark, sentence = _split_fields(path, i, line, 4, what)
+        cols["label"].append(_label(path, i, label))
+        cols["text"].append(_check_text(path, i, sentence))
+        cols["source"].append(source)
+    return cols
+
+
+def _read_twitter(path: Path) -> dict[str, list]:
+    """RFC-4180 CSV with header ``id,label,tweet``; tweets kept byte-exact."""
+    text = _read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    cols: dict[str, list] = {"id": [], "text": [], "label": []}
+    try:
+        header = next(reader)
+        twice = sorted({c for c in header if header.count(c) > 1} & {"id", "label", "tweet"})
+        if twice:
+            # csv and header.index() would silently read the first of them.
+            raise DataError(f"{path} line 1: CSV header {header!r} names column(s) {', '.join(twice)} more than once")
+        missing = [c for c in ("id", "label", "tweet") if c not in header]
+        if missing:
+            raise DataError(
+                f"{path} line 1: CSV header {header!r} lacks column(s) {', '.join(missing)}"
+            )
+        i_id, i_label, i_tweet = (header.index(c) for c in ("id", "label", "tweet"))
+        start = reader.line_num + 1  # first physical line of the next record
+        for row in reader:
+            if len(row) != len(header):
+                raise DataError(
+                    f"{path} line {start}: expected {len(header)} CSV fields "
+                    f"({','.join(header)}), got {len(row)}"
+                )
+            try:
+                row_id = int(row[i_id])
+            except ValueError:
+                raise DataError(
+                    f"{path} line {start}: id must be an integer, got {row[i_id]!r}"
+                ) from None
+            cols["id"].append(row_id)
+            cols["label"].append(_label(path, start, row[i_label]))
+            cols["text"].append(_check_text(path, start, row[i_tweet]))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(f"{path} line {reader.line_num}: malformed CSV: {exc}") from None
+    if not cols["id"]:
+        raise DataError(f"{path}: no data rows after the header")
+    return cols
+
+
+def _read_uci(path: Path) -> dict[str, list]:
+    """``sentence<TAB>label``, no header, no quoting; sentences kept exactly.
+
+    Nothing is stripped: imdb sentences keep the two trailing spaces they have in the
+    file, and a '"' is an ordinary character (pandas' default quoting would merge lines).
+    """
+    source = _UCI_SOURCES[path.name]
+    cols: dict[str, list] = {"text": [], "label": [], "source": []}
+    for i, line in enumerate(_lines(path, _read_text(path)), start=1):
+        sentence, label = _split_fields(path, i, line, 2, "sentence, label")
+        cols["label"].append(_label(path, i, label))
+        cols["text"].append(_check_text(path, i, sentence))
+        cols["source"].append(source)
+    return cols
+
+
+def _check_not_a_dataset_folder(root: Path, info: DatasetInfo) -> None:
+    """data_dir one level too deep (``data/cola`` for ``data``): name the parent.
+
+    Otherwise the user is told a file is missing and to download what they already have.
+    """
+    if (root / info.files[0].path).exists():
+        return
+    for dataset in DATASETS.values():
+        for spec in dataset.files:
+            rel = Path(spec.path)
+            if (root / rel.name).is_file() and not (root / rel).exists():
+                raise DataError(
+                    f"data folder {root} holds {rel.name} itself: it looks like the {rel.parent} dataset "
+                    f"folder, one level too deep; set data_dir (or ${ENV_VAR}) to the folder above it, "
+                    f"{root.parent}")
+
+
+_READERS = {"cola": _read_cola, "twitter_hate": _read_twitter, "uci_sentiment": _read_uci}
+
+_FEATURES = {
+    "cola": datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.Value("int64"),
+         "source": datasets.Value("string")}
+    ),
+    "twitter_hate": datasets.Features(
+        {"id": datasets.Value("int64"), "text": datasets.Value("string"),
+         "label": datasets.Value("int64")}
+    ),
+    "uci_sentiment": datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.Value("int64"),
+         "source": datasets.Value("string")}
+    ),
+}
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None) -> datasets.DatasetDict:
+    """Load dataset ``name`` ("cola", "twitter_hate" or "uci_sentiment") from ``data_dir``.
+
+    - cola: splits ``train``, ``in_domain_dev``, ``out_of_domain_dev``; columns
+      ``text``, ``label``, ``source`` (the ``original_mark`` column is dropped).
+    - twitter_hate: split ``train``; columns ``id``, ``text``, ``label``. Tweets keep
+      their leading/trailing whitespace and their (upstream) mojibake.
+    - uci_sentiment: split ``pool`` (amazon, then imdb, then yelp, each in file order);
+      columns ``text``, ``label``, ``source``. Sentences are NOT stripped (imdb ones end
+      in two spaces, as in the file).
+
+    With no ``data_dir``, no ``$SIFTKIT_DATA_DIR`` and no ``./data``, the files come from
+    the per-user cache, and any that are missing there or fail their sha256 are downloaded
+    first (once; later calls find them). Offline, that raises one `DataError` naming the
+    ways out.
+
+    Raises ValueError for an unknown name and `DataError` for a missing data folder, a
+    missing/malformed file, or a failed first download.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    folder = locate_data_dir(data_dir)
+    if folder.is_cache:
+        ensure_files([name], folder.path)
+    root = resolve_data_dir(data_dir)
+    info = DATASETS[name]
+    _check_not_a_dataset_folder(root, info)
+    reader = _READERS[name]
+    features = _FEATURES[name]
+    splits = {}
+    for split, relpaths in info.splits.items():
+        cols: dict[str, list] = {c: [] for c in features}
+        for rel in relpaths:
+            part = reader(root / rel)
+            for c in cols:
+                cols[c].extend(part[c])
+        splits[split] = datasets.Dataset.from_dict(cols, features=features, split=split)
+    return datasets.DatasetDict(splits)

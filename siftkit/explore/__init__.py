@@ -1,0 +1,1 @@
+"""Notebooks' helpers: parameters, embedding statistics, plots."""

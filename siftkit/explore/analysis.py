@@ -1,0 +1,654 @@
+"""The numbers the notebooks show: embedding statistics per domain, SMART's and SiFT's
+perturbations measured on real tokens, token-norm shifts after fine-tuning, result tables.
+
+Everything here works on any encoder classifier that `EmbeddingSplit` supports and returns a
+tidy `pandas.DataFrame` (one row per token occurrence, or per run), so the notebooks only
+plot and `siftkit.explore.plotting` draws from these frames.
+
+Token statistics cover *real* tokens only (attention mask 1, the special ``[CLS]``/``[SEP]``
+included, flagged in the ``special`` column); padding never enters a number. Models are
+put in eval mode (no dropout) for the measurement and restored afterwards; nothing here
+updates a parameter.
+
+Units: a token's ``norm`` is the L2 norm ``||z_t||`` of its vector at the perturbation point,
+in that tensor's own units; ``mean`` and ``std`` are the per-token statistics over the hidden
+dimension that SiFT normalizes by (population std, as in `AdversarialRegularizer.token_scale`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from siftkit.run.config import RunConfig
+from siftkit.core.divergences import get_divergence
+from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS  # noqa: F401 (re-exported)
+from siftkit.core.regularizers import REGULARIZERS, AdversarialRegularizer
+from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit
+
+ALGO_LABELS = {"plain": "plain", "smart": "SMART", "sift": "SiFT"}
+
+# Where each domain's texts come from: (dataset, split).
+DOMAINS: dict[str, tuple[str, str]] = {
+    "twitter": ("twitter_hate", "train"),
+    "uci": ("uci_sentiment", "pool"),
+    "cola": ("cola", "train"),
+}
+# The three points in the order the embedding block computes them.
+BLOCK_ORDER = ("word_embeddings", "pre_layernorm", "embedding_output")
+_DOMAIN_SAMPLE = 10  # numpy stream id of the domain samples (siftkit.run.protocols uses 1 to 4)
+_TINY = 1e-12
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def eval_mode(*models: torch.nn.Module) -> Iterator[None]:
+    """Models in eval mode (no dropout) inside the block, their own mode restored after."""
+    modes = [m.training for m in models]
+    try:
+        for m in models:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _texts_by_domain(texts: Sequence[str] | Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    if isinstance(texts, Mapping):
+        return {str(k): list(v) for k, v in texts.items()}
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings or a mapping domain -> list of strings")
+    return {"": list(texts)}
+
+
+def _points(at: str | Sequence[str]) -> list[str]:
+    points = [at] if isinstance(at, str) else list(at)
+    for p in points:
+        if p not in PERTURB_POINTS:
+            raise ValueError(f"perturb_at must be one of {', '.join(map(repr, PERTURB_POINTS))}; got {p!r}")
+    return points
+
+
+def _batches(tokenizer, texts: Sequence[str], max_length: int, batch_size: int, device) -> Iterator[tuple[int, dict]]:
+    """(index of the batch's first text, padded batch on `device`)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(list(texts[start:start + batch_size]), truncation=True, max_length=max_length,
+                        padding=True, return_tensors="pt")
+        yield start, {k: v.to(device) for k, v in enc.items()}
+
+
+def _token_rows(batch: dict, start: int, tokenizer, columns: dict[str, torch.Tensor]) -> dict[str, list]:
+    """One row per real token of `batch`: text index, position, id, token, special + columns."""
+    mask = batch["attention_mask"].bool().cpu()
+    ids = batch["input_ids"].cpu()
+    b_idx, pos = mask.nonzero(as_tuple=True)
+    tok_ids = ids[b_idx, pos]
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    rows: dict[str, list] = {
+        "text": (b_idx + start).tolist(),
+        "position": pos.tolist(),
+        "token_id": tok_ids.tolist(),
+        "token": tokenizer.convert_ids_to_tokens(tok_ids.tolist()),
+        "special": [int(t) in special for t in tok_ids.tolist()],
+    }
+    for name, values in columns.items():
+        rows[name] = values.detach().float().cpu()[b_idx, pos].tolist()
+    return rows
+
+
+def _frame(parts: list[dict[str, list]], constants: list[dict[str, Any]]) -> pd.DataFrame:
+    frames = []
+    for rows, const in zip(parts, constants):
+        df = pd.DataFrame(rows)
+        for k, v in reversed(list(const.items())):
+            df.insert(0, k, v)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _per_token(z: torch.Tensor) -> dict[str, torch.Tensor]:
+    z = z.detach().float()
+    return {"norm": z.norm(dim=-1), "mean": z.mean(-1), "std": z.var(-1, unbiased=False).sqrt()}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def domain_texts(domains: Sequence[str] = tuple(DOMAINS), n: int = 300, *, seed: int = 42,
+                 data_dir: str | Path | None = None) -> dict[str, list[str]]:
+    """`n` texts drawn without replacement from each domain (all of them if fewer).
+
+    twitter: the Twitter hate-speech training file; uci: the 3,000-sentence UCI pool; cola:
+    CoLA's in-domain training set. The draw depends on `seed` alone.
+    """
+    from siftkit.data.loaders import load
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n!r}")
+    out: dict[str, list[str]] = {}
+    for i, domain in enumerate(domains):
+        if domain not in DOMAINS:
+            raise ValueError(f"unknown domain {domain!r}; choose from {', '.join(DOMAINS)}")
+        name, split = DOMAINS[domain]
+        texts = load(name, data_dir)[split]["text"]
+        rng = np.random.default_rng([seed, _DOMAIN_SAMPLE, i])
+        chosen = rng.choice(len(texts), size=min(n, len(texts)), replace=False)
+        out[domain] = [texts[int(j)] for j in chosen]
+    return out
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+@torch.no_grad()
+def token_statistics(model, tokenizer, texts: Sequence[str] | Mapping[str, Sequence[str]], *,
+                     at: str | Sequence[str] = BLOCK_ORDER, max_length: int = 128,
+                     batch_size: int = 32) -> pd.DataFrame:
+    """Per-token ``norm``, ``mean`` and ``std`` at each point of `at`, for every real token.
+
+    `texts` is a list, or a mapping domain -> list (the domain becomes a column). Columns:
+    domain, at, text, position, token_id, token, special, norm, mean, std.
+    """
+    split = EmbeddingSplit(model)
+    parts, consts = [], []
+    with eval_mode(model):
+        for domain, items in _texts_by_domain(texts).items():
+            for point in _points(at):
+                for start, batch in _batches(tokenizer, items, max_length, batch_size, _device(model)):
+                    z = split.embed(batch, point)
+                    parts.append(_token_rows(batch, start, tokenizer, _per_token(z)))
+                    consts.append({"domain": domain, "at": point})
+    return _frame(parts, consts)
+
+
+def domain_summary(stats: pd.DataFrame, *, by: Sequence[str] = ("at", "domain"),
+                   include_special: bool = True) -> pd.DataFrame:
+    """Per group: token and text counts, and the mean / quantiles of norm, mean and std."""
+    df = stats if include_special else stats[~stats["special"]]
+    g = df.groupby(list(by), sort=False)
+    out = g.agg(tokens=("norm", "size"), texts=("text", "nunique"),
+                norm_mean=("norm", "mean"), norm_p05=("norm", lambda s: s.quantile(0.05)),
+                norm_median=("norm", "median"), norm_p95=("norm", lambda s: s.quantile(0.95)),
+                mean_mean=("mean", "mean"), mean_sd=("mean", "std"),
+                std_mean=("std", "mean"), std_p05=("std", lambda s: s.quantile(0.05)),
+                std_p95=("std", lambda s: s.quantile(0.95)))
+    # Relative spread of the norm: the coefficient of variation across tokens. Near 0 means
+    # every token has about the same scale (SiFT ~ SMART with a rescaled epsilon).
+    out["norm_cv"] = g["norm"].std() / g["norm"].mean()
+    return out.reset_index()
+
+
+def norm_cv_findings(summary: pd.DataFrame) -> list[str]:
+    """Sentences, one per domain, saying at which point the token norms vary most and least.
+
+    `summary` is `domain_summary`'s frame (columns ``at``, ``domain``, ``norm_cv``). The
+    notebooks print these instead of stating in prose what the numbers should show.
+    """
+    out = []
+    for domain, group in summary.groupby("domain", sort=False):
+        cv = group.set_index("at")["norm_cv"].dropna()
+        if cv.empty:
+            continue
+        out.append(f"{domain}: token norms vary most at {cv.idxmax()} (norm_cv {cv.max():.3g}) "
+                   f"and least at {cv.idxmin()} (norm_cv {cv.min():.3g})")
+    return out
+
+
+def norm_gap_tokens(stats: pd.DataFrame, domain_a: str, domain_b: str, *, at: str | None = None,
+                    top: int = 10, min_count: int = 1, include_special: bool = False) -> pd.DataFrame:
+    """The tokens that make the mean token norm of `domain_a` differ from `domain_b`'s.
+
+    With ``f_d(t)`` the share of token t among domain d's tokens, ``n_d(t)`` its mean norm
+    there and ``n`` the pooled mean norm of both domains,
+    ``mean_a - mean_b = sum_t [f_a(t) (n_a(t) - n) - f_b(t) (n_b(t) - n)]``: each token's
+    term (``contribution``) is exact, and the terms add up to the gap (``attrs['gap']``).
+    A token contributes when it is more frequent in one domain *and* its norm is far from
+    the pooled mean. Returns the `top` tokens by |contribution| with counts, shares and norms.
+    """
+    df = stats
+    if at is not None:
+        df = df[df["at"] == at]
+    elif df["at"].nunique() > 1:
+        raise ValueError(f"stats hold several points ({', '.join(df['at'].unique())}); pass at=")
+    if not include_special:
+        df = df[~df["special"]]
+    a, b = df[df["domain"] == domain_a], df[df["domain"] == domain_b]
+    if a.empty or b.empty:
+        raise ValueError(f"no tokens for domain {domain_a!r} or {domain_b!r} in stats")
+    pooled = pd.concat([a, b])["norm"].mean()
+
+    def side(d: pd.DataFrame, tag: str) -> pd.DataFrame:
+        g = d.groupby("token", sort=False)["norm"].agg(["size", "mean"])
+        g.columns = [f"count_{tag}", f"norm_{tag}"]
+        g[f"share_{tag}"] = g[f"count_{tag}"] / len(d)
+        return g
+
+    t = side(a, "a").join(side(b, "b"), how="outer")
+    t[["count_a", "count_b", "share_a", "share_b"]] = t[["count_a", "count_b", "share_a", "share_b"]].fillna(0)
+    term_a = (t["share_a"] * (t["norm_a"] - pooled)).fillna(0.0)
+    term_b = (t["share_b"] * (t["norm_b"] - pooled)).fillna(0.0)
+    t["contribution"] = term_a - term_b
+    gap = float(a["norm"].mean() - b["norm"].mean())
+    t = t[(t["count_a"] + t["count_b"]) >= min_count]
+    t = t.reindex(t["contribution"].abs().sort_values(ascending=False).index).head(top)
+    t[["count_a", "count_b"]] = t[["count_a", "count_b"]].astype(int)
+    t = t.reset_index()[["token", "count_a", "count_b", "share_a", "share_b", "norm_a", "norm_b", "contribution"]]
+    t.attrs.update(gap=gap, domain_a=domain_a, domain_b=domain_b, pooled_norm=float(pooled))
+    return t
+
+
+# ----------------------------------------------------------------------------- perturbations
+
+
+def regularizers_for(cfg: RunConfig | None = None, algos: Sequence[str] = ("smart", "sift"),
+                     **knobs: Any) -> dict[str, AdversarialRegularizer]:
+    """One regularizer per algorithm, each starting from *its own* published defaults.
+
+    The perturbation point, K, norm and divergence come from `cfg`; epsilon, noise std, step
+    size and weight — whose units differ between SMART (raw) and SiFT (normalized) — are the
+    algorithm's defaults, or `cfg`'s values for ``cfg.algo`` itself. `knobs` (RunConfig field
+    names, e.g. ``adv_epsilon=1e-3``) then apply to every algorithm alike: the same number
+    means a raw radius for SMART and a radius in units of sigma_t for SiFT.
+    """
+    cfg = cfg if cfg is not None else RunConfig()
+    out: dict[str, AdversarialRegularizer] = {}
+    for algo in algos:
+        if algo not in REGULARIZERS:
+            raise ValueError(f"algo must be one of {', '.join(map(repr, REGULARIZERS))}; got {algo!r}")
+        c = cfg if cfg.algo == algo else cfg.replace(algo=algo)  # replace() re-derives the defaults
+        if knobs:
+            c = c.replace(**knobs)
+        out[algo] = REGULARIZERS[algo].from_config(c)
+    return out
+
+
+def perturbation_sizes(model, tokenizer, texts: Sequence[str] | Mapping[str, Sequence[str]],
+                       regularizers: Mapping[str, AdversarialRegularizer], *, max_length: int = 128,
+                       batch_size: int = 32, seed: int = 0, progress: bool | str = False) -> pd.DataFrame:
+    """Run each regularizer on `texts` and measure the perturbation it settles on.
+
+    For every real token: ``norm`` ||z_t|| and ``std`` sigma_t of the clean tensor at the
+    regularizer's point, ``perturbation_norm`` ||Delta_t|| (raw units, L2), ``relative``
+    ||Delta_t|| / ||z_t||, ``normalized`` ||Delta_t|| / sigma_t (the size in SiFT's units),
+    ``divergence``, the text's ``ls(f(z + Delta), f(z))`` in nats, and ``ball_fraction``,
+    ||delta_t|| / epsilon in the rule's own units and norm (1 on the ball's surface; NaN
+    for a rule without a ball) — see `ball_binding`.
+
+    The noise is seeded with `seed` afresh for every (algorithm, domain): one algorithm's
+    numbers do not depend on which others are measured with it, or in what order, and SMART
+    and SiFT start from the same standard-normal draws (a paired comparison). The global RNG
+    is left as it was. Models are in eval mode; parameters get no gradient (the regularizer
+    differentiates w.r.t. its delta only). `progress` shows a tqdm bar over the batches (a
+    string is its label).
+    """
+    from tqdm.auto import tqdm
+
+    split = EmbeddingSplit(model)
+    by_domain = _texts_by_domain(texts)
+    n_batches = len(regularizers) * sum(math.ceil(len(v) / max(batch_size, 1)) for v in by_domain.values())
+    bar = tqdm(total=n_batches, disable=not progress, desc=progress if isinstance(progress, str) else "perturbations")
+    parts, consts = [], []
+    with eval_mode(model), torch.random.fork_rng(devices=[]), torch.enable_grad(), bar:
+        for algo, reg in regularizers.items():
+            divergence = get_divergence(reg.divergence_name)
+            for domain, items in by_domain.items():
+                torch.manual_seed(seed)
+                for start, batch in _batches(tokenizer, items, max_length, batch_size, _device(model)):
+                    bar.update(1)
+                    with torch.no_grad():
+                        clean, z = split.forward_capture(batch, reg.perturb_at)
+                    reg(split, batch, clean, z)
+                    stats = _per_token(z)
+                    ball = torch.full_like(stats["norm"], float("nan"))
+                    if reg.last_skipped or reg.last_perturbation is None:
+                        pert = torch.full_like(stats["norm"], float("nan"))
+                        div = torch.full((z.shape[0],), float("nan"))
+                    else:
+                        if reg.adv_epsilon is not None and reg.last_delta is not None:
+                            ball = _ball_fraction(reg.last_delta.detach().float(), reg.adv_norm, reg.adv_epsilon)
+                        delta = reg.last_perturbation.float()
+                        pert = delta.norm(dim=-1)
+                        with torch.no_grad():
+                            adv = split.forward_from((z.float() + delta).to(z.dtype), batch, reg.perturb_at)
+                            div = torch.stack([divergence(adv[i:i + 1], clean[i:i + 1]) for i in range(len(adv))])
+                    cols = {"norm": stats["norm"], "std": stats["std"], "perturbation_norm": pert,
+                            "relative": pert / stats["norm"].clamp_min(_TINY),
+                            "normalized": pert / stats["std"].clamp_min(_TINY),
+                            "divergence": div.detach().float().cpu()[:, None].expand(z.shape[:2]),
+                            "ball_fraction": ball}
+                    parts.append(_token_rows(batch, start, tokenizer, cols))
+                    consts.append({"domain": domain, "algo": algo, "at": reg.perturb_at})
+    return _frame(parts, consts)
+
+
+def relative_spread(sizes: pd.DataFrame) -> pd.DataFrame:
+    """Per (point, algorithm, domain): median, 5th and 95th percentile of ||Delta_t|| / ||z_t||
+    over real tokens, and ``p95 / p05``, the spread of the relative push (1: the same relative
+    push for every token)."""
+    real = sizes[~sizes["special"] & np.isfinite(sizes["relative"])]
+    spread = real.groupby(["at", "algo", "domain"], sort=False)["relative"].agg(
+        median="median", p05=lambda r: r.quantile(0.05), p95=lambda r: r.quantile(0.95))
+    spread["p95 / p05"] = spread["p95"] / spread["p05"]
+    return spread
+
+
+def spread_findings(spread: pd.DataFrame) -> list[str]:
+    """Sentences comparing SMART's and SiFT's spread (`relative_spread`) at each point.
+
+    "Differ" is measured as SMART's ``p95 / p05`` divided by SiFT's, the median over domains:
+    how much more unequal SMART's relative push is across tokens than SiFT's.
+    """
+    table = spread["p95 / p05"].unstack("algo")
+    if not {"smart", "sift"} <= set(table.columns):
+        return []
+    ratio = (table["smart"] / table["sift"]).groupby(level="at", sort=False).median().dropna()
+    if ratio.empty:
+        return []
+    lines = [f"{at}: SMART's p95/p05 spread is {r:.3g}× SiFT's (median over domains)" for at, r in ratio.items()]
+    if len(ratio) > 1:
+        lines.append(f"SMART and SiFT differ most at {ratio.idxmax()} and least at {ratio.idxmin()}")
+    return lines
+
+
+def _ball_fraction(delta: torch.Tensor, norm: str, epsilon: float) -> torch.Tensor:
+    """||delta_t|| / epsilon per token, in the rule's own units and norm (1: on the ball)."""
+    size = delta.abs().amax(-1) if norm == "inf" else delta.norm(dim=-1)
+    return size / epsilon
+
+
+def ball_binding(sizes: pd.DataFrame, *, tol: float = 1e-3) -> pd.Series:
+    """Per algorithm, the share of real tokens whose delta ends on the ball's surface.
+
+    0 means the projection never acted: epsilon did not bound anything, and changing it
+    changes nothing until it falls below the size the noise and the K steps reach. NaN
+    for a rule without a ball. `sizes` is `perturbation_sizes`' frame.
+    """
+    real = sizes[~sizes["special"]] if "special" in sizes else sizes
+    on = real["ball_fraction"].where(real["ball_fraction"].isna(), real["ball_fraction"] >= 1 - tol)
+    return on.astype(float).groupby(real["algo"], sort=False).mean().rename("on the ball")
+
+
+@torch.no_grad()
+def split_check(model, tokenizer, text: str, *, max_length: int = 128) -> pd.DataFrame:
+    """The embedding split on one text: per point, the tensor's shape, its mean token norm,
+    and max |forward_from(embed(x)) - model(x)| (0 up to float error: the split is exact)."""
+    split = EmbeddingSplit(model)
+    rows = []
+    with eval_mode(model):
+        _, batch = next(_batches(tokenizer, [text], max_length, 1, _device(model)))
+        logits = model(**batch).logits
+        for point in BLOCK_ORDER:
+            try:
+                z = split.embed(batch, point)
+            except TypeError as exc:  # UnsupportedModelError: e.g. no LayerNorm in the block
+                rows.append({"at": point, "shape": None, "mean_token_norm": math.nan,
+                             "max_abs_logit_diff": math.nan, "note": str(exc)})
+                continue
+            again = split.forward_from(z, batch, point)
+            rows.append({"at": point, "shape": tuple(z.shape),
+                         "mean_token_norm": float(z.float().norm(dim=-1).mean()),
+                         "max_abs_logit_diff": float((again - logits).abs().max()), "note": ""})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- fine-tuned runs
+
+
+def load_run_models(run: str | Path) -> dict[str, Any]:
+    """The base and the fine-tuned model of a finished run folder.
+
+    The fine-tuned weights are the run's ``model/`` folder (written by ``save_model=True``),
+    else the ``model`` of its newest checkpoint, if it is the end of the run. The base is
+    rebuilt as train() built it, seed first, so a random smoke model's initialisation is
+    reproduced exactly. Returns a dict with ``base``, ``tuned``, ``tokenizer``, ``config``
+    (RunConfig) and ``record`` (results.json).
+    """
+    from accelerate.utils import set_seed
+
+    from siftkit.run.checkpoint import latest_checkpoint, load_checkpoint
+    from siftkit.run.models import load_model
+    from siftkit.run.records import load_results
+
+    run = Path(run)
+    folder = run.parent if run.is_file() else run
+    record = load_results(folder)
+    cfg = RunConfig.from_dict({k: v for k, v in record["config"].items() if k in RunConfig.field_names()})
+    saved, ckpt = folder / "model", latest_checkpoint(folder)
+    if not saved.is_dir() and ckpt is None:
+        raise ValueError(f"run {folder} kept no fine-tuned weights: train it with save_model=True "
+                         f"(-p save_model True) to get {saved}")
+    set_seed(cfg.seed)  # as in train(): the base model is built right after seeding
+    base, tokenizer = load_model(cfg.model_name, num_labels=2)
+    tuned = copy.deepcopy(base)
+    if saved.is_dir():
+        state = type(base).from_pretrained(str(saved)).state_dict()
+    else:
+        checkpoint, _ = load_checkpoint(ckpt)
+        position = checkpoint.get("position", {})
+        if not position.get("stage_done") or position.get("stage") != len(record.get("stages", [])) - 1:
+            raise ValueError(f"the newest checkpoint of {folder} ({ckpt.name}) is not the end of the run")
+        state = checkpoint["model"]
+    tuned.load_state_dict(state)
+    base.eval()
+    tuned.eval()
+    return {"base": base, "tuned": tuned, "tokenizer": tokenizer, "config": cfg, "record": record}
+
+
+@torch.no_grad()
+def token_norm_shift(base, tuned, tokenizer, texts: Sequence[str] | Mapping[str, Sequence[str]], *,
+                     at: str | Sequence[str] = BLOCK_ORDER, max_length: int = 128,
+                     batch_size: int = 32) -> pd.DataFrame:
+    """How far fine-tuning moved each real token's vector at each point of `at`.
+
+    Columns beside the token ones: ``base_norm`` and ``tuned_norm`` (||z_t|| before/after),
+    ``shift`` ||z_t(tuned) - z_t(base)||, ``relative_shift`` shift / base_norm, and
+    ``norm_change`` tuned_norm / base_norm - 1 (the relative change of the token's scale).
+    """
+    base_split, tuned_split = EmbeddingSplit(base), EmbeddingSplit(tuned)
+    parts, consts = [], []
+    with eval_mode(base, tuned):
+        for domain, items in _texts_by_domain(texts).items():
+            for point in _points(at):
+                for start, batch in _batches(tokenizer, items, max_length, batch_size, _device(base)):
+                    zb = base_split.embed(batch, point).float()
+                    zt = tuned_split.embed({k: v.to(_device(tuned)) for k, v in batch.items()}, point).float().to(zb.device)
+                    bn, tn = zb.norm(dim=-1), zt.norm(dim=-1)
+                    shift = (zt - zb).norm(dim=-1)
+                    cols = {"base_norm": bn, "tuned_norm": tn, "shift": shift,
+                            "relative_shift": shift / bn.clamp_min(_TINY),
+                            "norm_change": tn / bn.clamp_min(_TINY) - 1.0}
+                    parts.append(_token_rows(batch, start, tokenizer, cols))
+                    consts.append({"domain": domain, "at": point})
+    return _frame(parts, consts)
+
+
+def runs_token_norm_shift(runs: Iterable[str | Path], texts: Mapping[str, Sequence[str]], *,
+                          at: str | Sequence[str] = BLOCK_ORDER, max_length: int | None = None,
+                          batch_size: int = 32) -> pd.DataFrame:
+    """`token_norm_shift` for every run folder (one model pair in memory at a time), with the
+    run's ``algo``, ``seed``, ``model`` and ``run`` as columns."""
+    frames = []
+    for run in runs:
+        loaded = load_run_models(run)
+        cfg = loaded["config"]
+        df = token_norm_shift(loaded["base"], loaded["tuned"], loaded["tokenizer"], texts, at=at,
+                              max_length=max_length or cfg.max_length, batch_size=batch_size)
+        df.insert(0, "run", str(Path(run).parent if Path(run).is_file() else Path(run)))
+        df.insert(0, "seed", cfg.seed)
+        df.insert(0, "model", model_label(cfg.model_name))
+        df.insert(0, "algo", cfg.algo)
+        frames.append(df)
+        del loaded
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ----------------------------------------------------------------------------- results tables
+
+# Config fields that make a run a *variant* of its algorithm (shown in the tables), and the
+# bookkeeping fields that never make two runs different experiments.
+VARIANT_FIELDS = ("perturb_at", "adv_rule", "bregman_weight", "adv_epsilon", "adv_noise_std", "adv_step_size",
+                  "adv_steps", "adv_norm", "adv_weight", "divergence")
+_BOOKKEEPING = {"seed", "output_dir", "overwrite", "resume", "data_dir", "extra", "save_steps",
+                "logging_steps", "cpu", "per_device_eval_batch_size", "report_to"}
+
+
+def model_label(model_name: str | None) -> str:
+    """A short name for a model: the offline default's, a random model's, a path's last part."""
+    if model_name is None:
+        return "all-MiniLM-L6-v2"
+    name = str(model_name)
+    return name if name.startswith("random:") else Path(name.rstrip("/")).name or name
+
+
+def _variant(cfg: dict[str, Any]) -> str:
+    """A run's variant label: its sweep tag when it has one (``curve_eps0.3``, ``mtdnn``),
+    else the knobs that differ from the algorithm's defaults."""
+    tag = (cfg.get("extra") or {}).get("tag")
+    if tag:
+        return str(tag)
+    algo = cfg.get("algo", "plain")
+    defaults = RunConfig(algo=algo).to_dict()
+    parts = []
+    for name in VARIANT_FIELDS:
+        if algo == "plain" or (name.startswith("bregman") and algo != "smart"):
+            continue  # knobs the algorithm does not use
+        if name in cfg and cfg[name] != defaults[name]:
+            parts.append(f"{name}={cfg[name]}")
+    return ", ".join(parts)
+
+
+def results_frame(sources: Iterable[str | Path | Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per run from results.json paths, run folders or loaded records.
+
+    Columns: path, task, algo, model, variant, seed, every metric, wall_time_s, device,
+    git_commit, then every config field as ``cfg.<name>``.
+    """
+    from siftkit.run.records import load_results
+
+    rows = []
+    for src in sources:
+        record = src if isinstance(src, Mapping) else load_results(src)
+        cfg = record["config"]
+        row = {"path": None if isinstance(src, Mapping) else str(src), "task": cfg["task"], "algo": cfg["algo"],
+               "model": model_label(cfg.get("model_name")), "variant": _variant(cfg), "seed": cfg["seed"]}
+        row.update({k: v for k, v in record.get("metrics", {}).items()})
+        meta = record.get("meta", {})
+        row.update(wall_time_s=meta.get("wall_time_s"), device=meta.get("device_name") or meta.get("device"),
+                   git_commit=meta.get("git_commit"))
+        row.update({f"cfg.{k}": v for k, v in cfg.items() if k != "extra"})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def results_table(frame: pd.DataFrame, *, metrics: Sequence[str] | None = None,
+                  by: Sequence[str] = ("task", "model", "algo", "variant")) -> pd.DataFrame:
+    """Mean ± sample std over seeds, long format: one row per group and metric.
+
+    Columns: the `by` keys, metric, mean, std (NaN for one run), n, seeds, and ``differs``:
+    config fields (other than seeds and bookkeeping) that vary inside the group — non-empty
+    means unlike runs are being averaged. The paper's BERT and DeBERTa figures are added as
+    ``paper_bert``/``paper_deberta`` for the metric each paper column reports.
+    """
+    stats_columns = ["metric", "mean", "std", "n", "seeds", "differs", "paper_bert", "paper_deberta"]
+    if frame.empty:
+        return pd.DataFrame(columns=[*by, *stats_columns])
+    if metrics is None:
+        metrics = [m for task in TASK_METRICS.values() for m in task]
+    cfg_cols = [c for c in frame.columns if c.startswith("cfg.") and c[4:] not in _BOOKKEEPING]
+    rows = []
+    for key, group in frame.groupby(list(by), sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        differs = [c[4:] for c in cfg_cols if group[c].astype(str).nunique() > 1]
+        for metric in metrics:
+            if metric not in group or group[metric].isna().all():
+                continue
+            values = group[metric].dropna().astype(float)
+            row = dict(zip(by, key))
+            task, algo = row.get("task", group["task"].iloc[0]), row.get("algo", group["algo"].iloc[0])
+            paper = metric == PAPER_METRIC.get(task)
+            row.update(metric=metric, mean=float(values.mean()),
+                       std=float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+                       n=int(len(values)), seeds=sorted(int(s) for s in group.loc[values.index, "seed"]),
+                       differs=", ".join(differs),
+                       paper_bert=PAPER_RESULTS["bert"][task][algo] if paper else math.nan,
+                       paper_deberta=PAPER_RESULTS["deberta"][task][algo] if paper else math.nan)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=[*by, *stats_columns])
+
+
+def paper_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Tables 1 and 2 layout from `results_table`: one row per (model, algo,
+    variant), for CoLA (MCC, out_of_domain_dev) and UCI 10% (accuracy) our mean, std, n and the
+    paper's BERT and DeBERTa figures. Rows for every algorithm the paper reports, even
+    without runs, so the paper's numbers always show."""
+    keys = ["model", "algo", "variant"]
+    main = table[table["metric"] == table["task"].map(PAPER_METRIC)] if not table.empty else table
+    rows: dict[tuple, dict[str, Any]] = {}
+    for _, r in main.iterrows():
+        key = (r["model"], r["algo"], r["variant"])
+        row = rows.setdefault(key, dict(zip(keys, key)))
+        col = "cola" if r["task"] == "cola" else "uci"
+        row.update({f"{col}_mean": r["mean"], f"{col}_std": r["std"], f"{col}_n": r["n"]})
+    for algo in ALGO_LABELS:
+        if not any(k[1] == algo for k in rows):
+            rows[("(no runs)", algo, "")] = {"model": "(no runs)", "algo": algo, "variant": ""}
+    out = pd.DataFrame(list(rows.values()))
+    for col, task in (("cola", "cola"), ("uci", "twitter_to_uci")):
+        for c in ("mean", "std", "n"):
+            if f"{col}_{c}" not in out:
+                out[f"{col}_{c}"] = math.nan
+        out[f"{col}_paper_bert"] = out["algo"].map(PAPER_RESULTS["bert"][task])
+        out[f"{col}_paper_deberta"] = out["algo"].map(PAPER_RESULTS["deberta"][task])
+    order = {a: i for i, a in enumerate(ALGO_LABELS)}
+    out["_order"] = out["algo"].map(order).fillna(len(order))
+    out["_no_runs"] = out["model"] == "(no runs)"  # the paper-only rows go last
+    out = out.sort_values(["_no_runs", "model", "_order", "variant"], kind="stable")
+    cols = keys + [f"{c}_{s}" for c in ("cola", "uci") for s in ("mean", "std", "n", "paper_bert", "paper_deberta")]
+    return out[cols].reset_index(drop=True)
+
+
+def format_mean_std(mean: float, std: float, n: float | int | None = None, digits: int = 3) -> str:
+    """``0.512 ± 0.013 (n=3)``; ``0.512 (n=1)`` for one run; ``—`` without runs."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    text = f"{mean:.{digits}f}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        text += f" ± {std:.{digits}f}"
+    if n is not None and not (isinstance(n, float) and math.isnan(n)):
+        text += f" (n={int(n)})"
+    return text
+
+
+def format_paper_table(pt: pd.DataFrame) -> pd.DataFrame:
+    """`paper_table` as display strings, column names as in the paper."""
+    def paper(x: float) -> str:
+        return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
+
+    out = pd.DataFrame({
+        "model": pt["model"],
+        "algorithm": pt["algo"].map(ALGO_LABELS).fillna(pt["algo"]),
+        "variant": pt["variant"],
+        "CoLA MCC (ours)": [format_mean_std(m, s, n) for m, s, n in zip(pt["cola_mean"], pt["cola_std"], pt["cola_n"])],
+        "CoLA paper BERT": pt["cola_paper_bert"].map(paper),
+        "CoLA paper DeBERTa": pt["cola_paper_deberta"].map(paper),
+        "UCI 10% acc (ours)": [format_mean_std(m, s, n) for m, s, n in zip(pt["uci_mean"], pt["uci_std"], pt["uci_n"])],
+        "UCI paper BERT": pt["uci_paper_bert"].map(paper),
+        "UCI paper DeBERTa": pt["uci_paper_deberta"].map(paper),
+    })
+    return out

@@ -1,0 +1,254 @@
+"""The notebooks' first cell: parameters in, a validated `RunConfig` and a safe output folder out.
+
+Every notebook has one ``parameters`` cell of plain literals (papermill injects its ``-p``
+values in a cell right after it); the next cell calls `config_from_parameters(globals(), ...)`.
+The rules, the same in every notebook:
+
+- A parameter named like a `RunConfig` field *is* that field. ``None`` means "not set here":
+  the value comes from ``params_file`` (a YAML of overrides, e.g. ``params/smoke.yaml``), else
+  from `RunConfig`'s default. So a YAML value is never shadowed by a notebook default.
+- Any other parameter must be one of `NOTEBOOK_PARAMETERS` (notebook-only knobs such as
+  ``params_file`` or ``results_glob``). A misspelt name (``-p lerning_rate 1e-3``) or a bad
+  value (``-p algo smrt``) raises `ValueError` in the first cell, with RunConfig's message.
+- Relative paths (``params_file``, ``output_dir``, ``data_dir``, globs) are taken from the
+  project root, the folder holding ``params/`` and ``notebooks/``: the same files whether
+  the notebook runs in JupyterLab (cwd ``notebooks/``) or under papermill from the root.
+
+Which names are parameters is read from the kernel's input history (``In``): the cells that
+hold only ``name = literal`` lines are the ``parameters`` cell and papermill's injected
+one. Later cells that define ordinary variables are therefore never mistaken for parameters
+when the first cells are re-run out of order in JupyterLab.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from pathlib import Path
+from typing import Any, Mapping
+
+from siftkit.run.config import RunConfig
+
+# Notebook-only parameters (not RunConfig fields), with their meaning. tests/test_notebooks.py
+# keeps its own explicit allow-list and checks every notebook against it.
+NOTEBOOK_PARAMETERS: dict[str, str] = {
+    "params_file": "YAML of RunConfig overrides, e.g. params/smoke.yaml",
+    "sentence": "00_tour: the sentence whose embeddings are perturbed",
+    "interactive": "00_tour: build the ipywidgets panel (harmless without a frontend)",
+    "texts_per_domain": "03: texts sampled from each domain",
+    "perturbation_texts": "03: texts per domain for the SMART/SiFT perturbation measurement",
+    "runs_glob": "03: results.json of fine-tuned runs for the token-norm shift",
+    "results_glob": "04: results.json files to compare",
+    "study_glob": "04: the committed regime study, added to the size curves and verdicts",
+    "equal_budget_glob": "04: the equal-budget study's runs, for its tables, curve at the tuned rate and verdicts",
+    "study_spec": "04: the equal-budget study's spec (YAML beside its plan: the old gap, the verdicts' questions)",
+}
+
+# Names IPython itself puts in a fresh kernel's namespace.
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+_LITERAL_TYPES = (type(None), bool, int, float, str)
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd) holding ``params/`` and
+    ``notebooks/``; else the checkout siftkit is imported from; else `start` itself."""
+    start = Path.cwd() if start is None else Path(start)
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if _is_root(folder):
+            return folder
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout if _is_root(checkout) else start
+
+
+def _is_root(folder: Path) -> bool:
+    return (folder / "params").is_dir() and (folder / "notebooks").is_dir()
+
+
+def resolve_path(path: str | Path, root: str | Path | None = None) -> Path:
+    """An absolute `path` as is; a relative one under the project root."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    return (Path(root) if root is not None else project_root()) / path
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def parameter_names(namespace: Mapping[str, Any]) -> list[str]:
+    """Names assigned in the notebook's parameter cells, in order of first assignment.
+
+    Parameter cells are found in the kernel's input history (``In``) as the cells whose
+    statements are all ``name = literal`` (annotated or not). Without a history (a plain
+    Python namespace) every public global holding a plain literal counts.
+    """
+    history = namespace.get("In")
+    if isinstance(history, list) and any(isinstance(s, str) and s.strip() for s in history):
+        names: list[str] = []
+        for source in history:
+            for name in _literal_cell_names(source) or ():
+                if name not in names:
+                    names.append(name)
+        return names
+    return [k for k, v in namespace.items()
+            if not k.startswith("_") and k not in _IPYTHON_NAMES and isinstance(v, _LITERAL_TYPES)]
+
+
+def _literal_cell_names(source: Any) -> list[str] | None:
+    """The assigned names if `source` holds only ``name[: type] = literal`` lines, else None."""
+    if not isinstance(source, str) or not source.strip():
+        return None
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # IPython magics and the like: not a parameter cell
+        return None
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            target, value = node.target.id, node.value
+        elif (isinstance(node, ast.Assign) and len(node.targets) == 1
+              and isinstance(node.targets[0], ast.Name)):
+            target, value = node.targets[0].id, node.value
+        else:
+            return None
+        try:
+            ast.literal_eval(value)
+        except ValueError:
+            return None
+        names.append(target)
+    return names or None
+
+
+def collect_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """``{name: value}`` of the notebook's parameters; ValueError for an unknown name."""
+    fields = RunConfig.field_names()
+    names = parameter_names(namespace)
+    unknown = [n for n in names if n not in fields and n not in NOTEBOOK_PARAMETERS]
+    if unknown:
+        known = [f for f in fields if f != "extra"] + list(NOTEBOOK_PARAMETERS)
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1)
+            hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise ValueError(
+            f"unknown parameter(s): {', '.join(hints)}; a notebook parameter is a RunConfig field "
+            f"({', '.join(f for f in fields if f != 'extra')}) or one of the notebook-only "
+            f"parameters ({', '.join(NOTEBOOK_PARAMETERS)})")
+    return {n: namespace[n] for n in names if n in namespace}
+
+
+def config_from_parameters(namespace: Mapping[str, Any], *, default_output_dir: str | None = None,
+                           **fixed: Any) -> RunConfig:
+    """The validated RunConfig for this notebook's parameters.
+
+    Precedence: RunConfig defaults < ``params_file`` < parameters that are not None.
+    `fixed` holds what the notebook itself decides (``task="cola"`` in 01_cola); a params
+    file or parameter that sets it to something else is an error, not silently ignored.
+    When neither a parameter nor the params file sets ``output_dir``, it is
+    `default_output_dir` formatted with the config's fields (``"runs/01_cola/{algo}-seed{seed}"``);
+    a smoke run (a ``random:`` model, as ``params/smoke.yaml`` sets) goes to the same path
+    under ``runs/smoke/`` instead, so it never replaces a full run's results or figures.
+    """
+    params = collect_parameters(namespace)
+    fields = set(RunConfig.field_names())
+    overrides = {k: v for k, v in params.items() if k in fields and v is not None}
+    params_file = params.get("params_file")
+    path = resolve_path(params_file) if params_file else None
+    from_file = _yaml_mapping(path) if path is not None and path.is_file() else {}
+
+    for key, value in fixed.items():
+        for source, where in ((overrides, "a parameter"), (from_file, f"params_file {params_file}")):
+            if key in source and source[key] != value:
+                raise ValueError(f"{key} must be {value!r} in this notebook, but {where} sets "
+                                 f"{key}={source[key]!r}; use the notebook made for that {key}")
+    # RunConfig.from_yaml validates every name and value (and reports a missing file).
+    cfg = RunConfig.from_yaml(path, **{**overrides, **fixed})
+
+    changes: dict[str, Any] = {}
+    if "output_dir" not in overrides and "output_dir" not in from_file and default_output_dir:
+        default = default_output_dir.format(**cfg.to_dict())
+        changes["output_dir"] = smoke_output_dir(default) if is_smoke(cfg) else default
+    output_dir = changes.get("output_dir", cfg.output_dir)
+    changes["output_dir"] = str(resolve_path(output_dir))
+    if cfg.data_dir is not None:
+        changes["data_dir"] = str(resolve_path(cfg.data_dir))
+    return cfg.replace(**changes)
+
+
+SMOKE_DIR = "smoke"
+
+
+def is_smoke(cfg: RunConfig) -> bool:
+    """A smoke run: a tiny random model (``random:<arch>``), whose numbers mean nothing."""
+    return cfg.model_name is not None and str(cfg.model_name).startswith("random:")
+
+
+def smoke_output_dir(default: str) -> str:
+    """``runs/02_x/sift-seed42`` -> ``runs/smoke/02_x/sift-seed42`` (else ``smoke/`` in front)."""
+    parts = Path(default).parts
+    if len(parts) > 1 and parts[0] == "runs":
+        return str(Path("runs", SMOKE_DIR, *parts[1:]))
+    return str(Path(SMOKE_DIR, default))
+
+
+def _yaml_mapping(path: Path) -> dict[str, Any]:
+    import yaml
+
+    from siftkit.data.yaml_files import load_yaml
+
+    try:
+        loaded = load_yaml(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return {}  # RunConfig.from_yaml reports the syntax error with its own message
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def changed_fields(cfg: RunConfig) -> dict[str, Any]:
+    """The fields of `cfg` that differ from RunConfig's defaults for its algorithm."""
+    base = RunConfig(algo=cfg.algo, task=cfg.task).to_dict()
+    return {k: v for k, v in cfg.to_dict().items() if v != base.get(k) or k in ("task", "algo")}
+
+
+# ----------------------------------------------------------------------------- output folder
+
+
+def prepare_output_dir(cfg: RunConfig) -> Path:
+    """Check, in the first cell, that training will be able to write `cfg.output_dir`.
+
+    The same checks `train()` makes before it loads anything, with the notebook's way out
+    in the message: an earlier results.json needs ``-p overwrite True`` (or another
+    ``output_dir``), an interrupted run's checkpoints ``-p resume True``.
+    """
+    from siftkit.run.checkpoint import list_checkpoints
+    from siftkit.run.outdir import missing_folders, remove_empty_folders
+    from siftkit.run.records import OutputDirError, check_output_dir
+
+    hint = ("in this notebook set overwrite = True in the parameters cell, or run papermill with "
+            "-p overwrite True (or -p output_dir <another folder>)")
+    created = missing_folders(cfg.output_dir)
+    try:
+        out = check_output_dir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
+    except OutputDirError as exc:
+        # The advice helps only where an earlier run's results.json is in the way (not for a
+        # folder that cannot be written, where overwrite changes nothing).
+        raise OutputDirError(f"{exc}; {hint}" if "already holds" in str(exc) else str(exc)) from None
+    # Only a check: train() makes the folder, and removes it again if the run fails.
+    remove_empty_folders(created)
+    if list_checkpoints(out) and not cfg.resume and not cfg.overwrite:
+        raise OutputDirError(
+            f"output_dir {str(out)!r} holds checkpoints of an unfinished run; continue it with "
+            f"-p resume True (resume = True in the parameters cell), or start over: {hint}")
+    return out
+
+
+def figures_dir(output_dir: str | Path) -> Path:
+    """``<output_dir>/figures``: every notebook saves its PNGs there.
+
+    Not created here: `plotting.save_figure` makes it with the first figure, so a notebook
+    that stops before drawing anything leaves no empty ``figures/`` behind.
+    """
+    return Path(output_dir) / "figures"

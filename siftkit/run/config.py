@@ -1,0 +1,682 @@
+"""The run configuration: one validated dataclass, one name per knob.
+
+Every field name is the same in `RunConfig`, the YAML files under `params/`, the CLI
+(`--field value`) and the notebooks' `parameters` cells; where Hugging Face's
+`TrainingArguments` has a knob of the same meaning, the name is theirs.
+
+The regularizer knobs `adv_epsilon`, `adv_noise_std`, `adv_step_size` and `adv_weight`
+default to ``None``, which resolves to the published default of the chosen algorithm and
+perturbation rule (see `RULE_DEFAULTS`); the resolved values are what `results.json`
+records. A knob the chosen rule does not use (epsilon for the rules without a ball, the
+step size when ``adv_steps=0``) resolves to ``None``, and setting it is an error rather
+than a value silently dropped. The Bregman knobs `bregman_weight` and `bregman_beta` are
+SMART's alone: ``None`` resolves to 1.0 and 0.99 for SMART and stays ``None`` (recorded
+as such) for plain and SiFT, which have no Bregman term.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import json
+import math
+import os
+from siftkit.data.yaml_files import load_yaml
+import unicodedata
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+TASKS = ("cola", "twitter_to_uci", "shift")
+ALGOS = ("plain", "smart", "sift")
+PERTURB_POINTS = ("embedding_output", "word_embeddings", "pre_layernorm")
+ADV_NORMS = ("inf", "l2")
+DIVERGENCE_NAMES = ("sym_kl", "kl", "js", "mse")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+ADV_RULES = ("projected", "mtdnn", "deberta", "seed_code")
+ADV_STAGES = ("all", "first", "last")
+# Experiment trackers a run can report to (through accelerate; siftkit.run.tracking).
+TRACKERS = ("tensorboard", "mlflow")
+
+# Published defaults per algorithm (DESIGN.md section 2).
+# SMART (Jiang et al. 2020): epsilon = noise std = 1e-5, step 1e-3, lambda_s = 1.
+# SiFT (the seed paper): noise std 0.01 and step 1e-3 in the normalized space, weight 1.
+# The seed paper gives no epsilon for SiFT (its code used epsilon only as a divide guard);
+# we keep SMART's rule "epsilon = noise std", i.e. 0.01 in normalized units, so the ball
+# is a real bound of the same relative size as SMART's.
+ALGO_DEFAULTS: dict[str, dict[str, float]] = {
+    "plain": {"adv_epsilon": 0.0, "adv_noise_std": 0.0, "adv_step_size": 0.0, "adv_weight": 0.0},
+    "smart": {"adv_epsilon": 1e-5, "adv_noise_std": 1e-5, "adv_step_size": 1e-3, "adv_weight": 1.0},
+    "sift": {"adv_epsilon": 1e-2, "adv_noise_std": 1e-2, "adv_step_size": 1e-3, "adv_weight": 1.0},
+}
+# Per (rule, algo) for the public codes' rules (siftkit.core.regularizers documents each rule);
+# None = the rule has no such knob. mt-dnn's published SMART: noise 1e-5, step 1e-3; its
+# SiFT use in the seed paper: noise 0.01 (normalized). DeBERTa's PerturbationLayer:
+# init_perturbation 0.01, learning_rate 1e-4. The seed paper's code: noise 0.01, step 1e-3
+# for both algorithms.
+RULE_DEFAULTS: dict[str, dict[str, dict[str, float | None]]] = {
+    "projected": {a: ALGO_DEFAULTS[a] for a in ("smart", "sift")},
+    "mtdnn": {"smart": {"adv_epsilon": None, "adv_noise_std": 1e-5, "adv_step_size": 1e-3, "adv_weight": 1.0},
+              "sift": {"adv_epsilon": None, "adv_noise_std": 1e-2, "adv_step_size": 1e-3, "adv_weight": 1.0}},
+    "deberta": {a: {"adv_epsilon": None, "adv_noise_std": 1e-2, "adv_step_size": 1e-4, "adv_weight": 1.0}
+                for a in ("smart", "sift")},
+    "seed_code": {a: {"adv_epsilon": None, "adv_noise_std": 1e-2, "adv_step_size": 1e-3, "adv_weight": 1.0}
+                  for a in ("smart", "sift")},
+}
+# SMART's Bregman proximal point (Jiang et al. 2020): mu = 1, teacher EMA beta = 0.99.
+BREGMAN_DEFAULTS: dict[str, float] = {"bregman_weight": 1.0, "bregman_beta": 0.99}
+_ADV_KNOBS = ("adv_epsilon", "adv_noise_std", "adv_step_size", "adv_weight")
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs. Field comments are the documentation.
+
+    >>> RunConfig(algo="sift").adv_noise_std
+    0.01
+    """
+
+    # --- what to run -------------------------------------------------------------------
+    task: str = "twitter_to_uci"  # protocol: "cola" (P1), "twitter_to_uci" (P2) or "shift" (your own, in `shift`)
+    shift: dict[str, Any] | None = None  # task="shift": the spec (siftkit.data.shift_spec), or the path of a YAML file
+    # holding it (read at once: results.json records the mapping)
+    algo: str = "plain"  # "plain", "smart" or "sift"
+    model_name: str | None = None  # Hub name or local path; None = offline all-MiniLM-L6-v2
+    data_dir: str | None = None  # dataset folder; None = $SIFTKIT_DATA_DIR, else ./data, else the user cache
+    output_dir: str = "runs/default"  # where results.json, history.csv, checkpoints go
+    overwrite: bool = False  # allow replacing an existing results.json in output_dir
+    seed: int = 42  # seeds data split, model head init, dropout and perturbation noise
+    report_to: list[str] = field(default_factory=list)  # trackers: "tensorboard", "mlflow"; [] or "none" = none
+
+    # --- optimisation (names as in transformers.TrainingArguments) -----------------------
+    learning_rate: float = 2e-5  # AdamW peak learning rate
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    adam_epsilon: float = 1e-8  # AdamW epsilon
+    warmup_ratio: float = 0.0  # fraction of each stage's steps with linear warm-up
+    max_grad_norm: float = 1.0  # gradient clipping by global norm; 0 disables
+    num_train_epochs: int = 1  # epochs of the main stage (CoLA, or Twitter in P2)
+    per_device_train_batch_size: int = 5  # training batch size per process
+    per_device_eval_batch_size: int = 64  # evaluation batch size per process
+    max_length: int = 128  # tokens per text after truncation (dynamic padding below it)
+    max_train_samples: int | None = None  # random subset (seeded) of every stage's training set
+    max_eval_samples: int | None = None  # random subset (the same for all seeds) of every eval set
+    mixed_precision: str = "no"  # "no", "bf16" or "fp16" (through accelerate)
+    logging_steps: int = 10  # record history every this many optimizer steps
+    save_steps: int = 0  # checkpoint every this many steps (0: only at each stage's end)
+    resume: bool = False  # continue from the newest checkpoint in output_dir
+    save_model: bool = False  # write the fine-tuned model and tokenizer to output_dir/model
+    cpu: bool = False  # force CPU even where an accelerator exists
+    eval_smoothness: bool = True  # held-out smoothness probes at each evaluation (2 extra forwards per example)
+    max_nonfinite_fraction: float = 0.1  # a stage with a larger share of non-finite (dropped) steps fails the run
+
+    # --- protocol P2 (Twitter hate speech -> UCI sentiment), seed-paper defaults ---------
+    twitter_negatives: int = 2200  # first N label-0 tweets kept beside all positives
+    twitter_subset: int = 2000  # examples kept after shuffling positives + negatives
+    twitter_val_fraction: float = 0.1  # of the subset, held out for validation
+    uci_train_fraction: float = 0.1  # share of the shuffled 3,000-sentence UCI pool to train on
+    uci_train_size: int | None = None  # exact stage-2 size instead of the fraction (seed: 270)
+    uci_num_train_epochs: int = 3  # epochs of stage 2
+    uci_learning_rate: float | None = None  # stage-2 learning rate; None = learning_rate
+    uci_val_size: int = 0  # UCI sentences held out for validation, after the training share; 0 = the paper's split
+
+    # --- controls that explain a gain (README "Comparing fairly") ------------------------
+    reinit_head: bool = False  # a fresh classification head before every stage after the first
+    adv_stages: str = "all"  # stages in which R (and SMART's Bregman term) run: "all", "first", "last"
+    label_smoothing: float = 0.0  # label smoothing of the task loss, in [0, 1)
+    l2sp_weight: float = 0.0  # alpha of L2-SP: alpha * ||theta - theta_0||^2 over the pre-trained encoder
+    freeze_encoder: bool = False  # a linear probe: only the classification head trains
+    early_stopping_patience: int | None = None  # per stage: stop after this many epochs without a better
+    # validation metric and restore the best epoch's weights; None = off
+    stage_cache_dir: str | None = None  # reuse finished stages cached here (and cache new ones); None = no cache
+
+    # --- adversarial regularizer (SMART and SiFT) ------------------------------------------
+    perturb_at: str = "embedding_output"  # "embedding_output", "word_embeddings", "pre_layernorm"
+    adv_epsilon: float | None = None  # radius of the per-token ball (SiFT: normalized units); projected rule only
+    adv_noise_std: float | None = None  # std of the initial noise (SiFT: normalized units)
+    adv_step_size: float | None = None  # ascent step on the normalized gradient
+    adv_rule: str = "projected"  # how delta is made: "projected", "mtdnn", "deberta", "seed_code"
+    adv_steps: int = 1  # K, ascent steps per batch; 0 = random noise only (no ascent)
+    adv_norm: str = "inf"  # per-token norm for the step and the ball: "inf" or "l2"
+    adv_weight: float | None = None  # lambda, weight of R in the loss
+    divergence: str = "sym_kl"  # "sym_kl", "kl", "js" or "mse"
+
+    # --- Bregman proximal point (SMART only) ---------------------------------------------
+    bregman_weight: float | None = None  # mu; None = 1.0; 0 turns the term off (as the seed paper's code)
+    bregman_beta: float | None = None  # EMA factor of the teacher, t <- (1-beta) theta + beta t; None = 0.99
+
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # free-form notes
+
+    def __post_init__(self) -> None:
+        self._coerce_types()
+        _choice(self, "task", TASKS)
+        _choice(self, "algo", ALGOS)
+        _choice(self, "perturb_at", PERTURB_POINTS)
+        _choice(self, "adv_rule", ADV_RULES)
+        _choice(self, "adv_norm", ADV_NORMS)
+        _choice(self, "divergence", DIVERGENCE_NAMES)
+        _choice(self, "mixed_precision", MIXED_PRECISION)
+        _choice(self, "adv_stages", ADV_STAGES)
+        for name in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
+                     "max_length", "num_train_epochs", "uci_num_train_epochs", "logging_steps",
+                     "twitter_subset"):
+            _positive(self, name)
+        for name in ("weight_decay", "max_grad_norm", "save_steps", "twitter_negatives", "uci_val_size",
+                     "l2sp_weight"):
+            _non_negative(self, name)
+        if self.bregman_weight is not None:
+            _non_negative(self, "bregman_weight")
+        for name in ("max_train_samples", "max_eval_samples", "uci_train_size", "uci_learning_rate",
+                     "early_stopping_patience"):
+            if getattr(self, name) is not None:
+                _positive(self, name)
+        if not 0.0 <= self.max_nonfinite_fraction <= 1.0:
+            raise ValueError(f"max_nonfinite_fraction must be in [0, 1] (the share of a stage's steps that may be "
+                             f"non-finite before the run fails), got {self.max_nonfinite_fraction!r}")
+        _in_open_unit(self, "twitter_val_fraction")
+        _in_open_unit(self, "uci_train_fraction")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.bregman_beta is not None and not 0.0 <= self.bregman_beta < 1.0:
+            raise ValueError(f"bregman_beta must be in [0, 1), got {self.bregman_beta!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed!r}")
+        _check_run_fields(self)
+        _check_shift(self)
+        _check_controls(self)
+        self._resolve_adversarial_defaults()
+        self._resolve_bregman()
+        # train() compares: a later `cfg.algo = ...` would keep the old algorithm's defaults.
+        self._resolved_algo = self.algo
+
+    def _resolve_bregman(self) -> None:
+        """SMART's Bregman knobs get their defaults; other algorithms record None.
+
+        Only SMART has a Bregman term, so a plain or SiFT run records ``None`` for both
+        knobs — what was used — even when a value was passed (as results.json files
+        written before this rule carry ``bregman_weight: 1.0`` for SiFT runs; they must
+        still rebuild a RunConfig).
+        """
+        if self.algo != "smart":
+            _check_unused_bregman(self)
+            self.bregman_weight = self.bregman_beta = None
+            return
+        for name, default in BREGMAN_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, default)
+
+    # ------------------------------------------------------------------------------------
+    def _resolve_adversarial_defaults(self) -> None:
+        if self.algo == "plain":
+            for name, value in ALGO_DEFAULTS["plain"].items():
+                if getattr(self, name) is None:
+                    setattr(self, name, value)
+            # Unused by plain, but a negative radius/step/weight or K is never meaningful:
+            # say so instead of silently recording it in results.json.
+            for name in _ADV_KNOBS:
+                _non_negative(self, name)
+            if self.adv_steps < 0:
+                raise ValueError(f"adv_steps must be >= 0, got {self.adv_steps!r}")
+            _check_unused_by_plain(self)
+            return
+        if self.adv_steps < 0:
+            raise ValueError(f"adv_steps must be >= 0 for algo={self.algo!r} (0: random noise, no ascent), "
+                             f"got {self.adv_steps!r}")
+        defaults = dict(RULE_DEFAULTS[self.adv_rule][self.algo])
+        if self.adv_steps == 0:
+            defaults["adv_step_size"] = None  # no ascent, no step
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            if default is None and value is not None:
+                why = ("it has no eps-ball" if name == "adv_epsilon" else "adv_steps=0 takes no ascent step")
+                raise ValueError(f"{name}={value!r} is not used by adv_rule={self.adv_rule!r} with "
+                                 f"adv_steps={self.adv_steps} ({why}); leave it unset")
+            if value is None:
+                setattr(self, name, default)
+        # A regularized run needs a real ball and a real step where the rule has them.
+        for name in ("adv_epsilon", "adv_step_size"):
+            if getattr(self, name) is not None:
+                _positive(self, name)
+        _non_negative(self, "adv_noise_std")
+        _non_negative(self, "adv_weight")
+        if self.adv_rule in ("deberta", "seed_code") and self.adv_norm != "inf":
+            raise ValueError(f"adv_norm must be 'inf' for adv_rule={self.adv_rule!r} (it normalizes by each "
+                             f"token's max |.|), got {self.adv_norm!r}")
+        if self.adv_rule != "projected" and self.divergence != "sym_kl":
+            raise ValueError(f"divergence must stay 'sym_kl' for adv_rule={self.adv_rule!r} (the rule uses its "
+                             f"own published loss forms), got {self.divergence!r}")
+
+    def _coerce_types(self) -> None:
+        """Accept ints for floats and numeric strings from YAML/CLI; reject the rest by name."""
+        hints = get_type_hints(type(self))
+        for f in fields(self):
+            if f.name == "extra":
+                if not isinstance(self.extra, dict):
+                    raise ValueError(f"extra must be a mapping, got {type(self.extra).__name__}")
+                _check_extra_is_json(self.extra)
+                if not isinstance(self.extra.get("tag") or "", str):  # summarize names variants by it
+                    raise ValueError(f"extra's tag must be text (it names the run's variant), got "
+                                     f"{self.extra['tag']!r}")
+                continue
+            if f.name == "report_to":
+                self.report_to = _report_to(self.report_to)
+                continue
+            value = getattr(self, f.name)
+            setattr(self, f.name, _coerce(f.name, value, hints[f.name]))
+
+    @property
+    def regularized(self) -> bool:
+        return self.algo in ("smart", "sift")
+
+    @property
+    def uses_bregman(self) -> bool:
+        return self.algo == "smart" and self.bregman_weight > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with `changes`; resolved adversarial knobs are re-derived if `algo`,
+        `adv_rule` or `adv_steps` (to or from 0) changes, unless `changes` sets them."""
+        data = self.to_dict()
+        steps = changes.get("adv_steps", self.adv_steps)
+        if (changes.get("algo", self.algo) != self.algo or changes.get("adv_rule", self.adv_rule) != self.adv_rule
+                or (steps == 0) != (self.adv_steps == 0)):
+            for name in _ADV_KNOBS:
+                data[name] = None
+        if changes.get("algo", self.algo) != self.algo:
+            data.update(dict.fromkeys(BREGMAN_DEFAULTS))  # SMART's alone: re-derived for the new algorithm
+        data.update(changes)
+        return RunConfig.from_dict(data)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "RunConfig":
+        unknown = sorted(set(data) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) in {source}: {', '.join(unknown)}; "
+                f"known fields: {', '.join(cls.field_names())}"
+            )
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None = None, **overrides: Any) -> "RunConfig":
+        """Defaults, then the YAML file's overrides, then keyword overrides.
+
+        The file is read by `load_yaml`: numbers as in YAML 1.2 (`010` is 10, `1e-3` a float),
+        and a key given twice is an error.
+        """
+        import yaml
+
+        data: dict[str, Any] = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ValueError(f"params file not found: {path}")
+            try:
+                text = path.read_text(encoding="utf-8")
+                loaded = load_yaml(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"params file {path} is not valid YAML: {_yaml_problem(exc)}"
+                                 f"{_space_lookalike(text)}") from None
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"params file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            if loaded is None:
+                loaded = {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"params file {path} must hold a mapping of field: value{_space_lookalike(text)}")
+            unknown = sorted(set(loaded) - set(cls.field_names()), key=str)
+            if unknown:
+                raise ValueError(f"unknown field(s) in {path}: {', '.join(map(str, unknown))}"
+                                 f"{_lookalike_keys(unknown, text, cls.field_names())}")
+            data.update(loaded)
+        data.update({k: v for k, v in overrides.items()})
+        return cls.from_dict(data, source=str(path) if path else "overrides")
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """One line from a YAML error: what is wrong and where (1-based), not PyYAML's dump."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(exc).split())
+    text = f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None:
+        text += f" ({context} at line {start.line + 1}, column {start.column + 1})"
+    return text
+
+
+def _char_name(ch: str) -> str:
+    return f"{ch!r} (U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed character')})"
+
+
+def _space_lookalike(text: str) -> str:
+    """'; line 2, column 14 holds ...' for the first non-ASCII space or invisible character:
+    YAML reads a non-breaking space (pasted from a web page) as part of a word, so the file
+    fails with an error about a missing ':' that does not show the cause."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        for column, ch in enumerate(line, start=1):
+            if ord(ch) > 127 and unicodedata.category(ch) in ("Zs", "Cf", "Cc"):
+                return (f"; line {number}, column {column} holds {_char_name(ch)}, which YAML does not read as "
+                        f"a space: type a plain space there")
+    return ""
+
+
+def _lookalike_keys(keys: list, text: str, names: list[str]) -> str:
+    """For unknown keys with non-ASCII characters (a Cyrillic 'а' in 'leаrning_rate' looks
+    exactly like the field): name the character, its line and the field it imitates."""
+    notes = []
+    for key in map(str, keys):
+        odd = [ch for ch in key if ord(ch) > 127]
+        if not odd:
+            continue
+        line = next((n for n, row in enumerate(text.split("\n"), start=1) if key in row), None)
+        ascii_key = unicodedata.normalize("NFKD", key).encode("ascii", "ignore").decode()
+        close = difflib.get_close_matches(ascii_key or key, names, n=1, cutoff=0.8)
+        where = f"line {line}: " if line else ""
+        note = f"{where}{key!r} holds {', '.join(map(_char_name, dict.fromkeys(odd)))}, not ASCII"
+        if close:
+            note += f"; did you mean {close[0]}?"
+        notes.append(note)
+    return " (" + "; ".join(notes) + ")" if notes else ""
+
+
+# ----------------------------------------------------------------------------------------
+# validation helpers: every message names the field and what is allowed
+
+
+def _choice(cfg: RunConfig, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in allowed:
+        odd = [ch for ch in dict.fromkeys(str(value)) if ord(ch) > 127]  # 'sіft' with a Ukrainian і looks right
+        note = f" (it holds {', '.join(map(_char_name, odd))}, not ASCII)" if odd else ""
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}{note}")
+
+
+def _positive(cfg: RunConfig, name: str) -> None:
+    value = getattr(cfg, name)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _non_negative(cfg: RunConfig, name: str) -> None:
+    value = getattr(cfg, name)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _in_open_unit(cfg: RunConfig, name: str) -> None:
+    value = getattr(cfg, name)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Coerce `value` to the annotated type of field `name`, or raise ValueError naming it."""
+    args = getattr(hint, "__args__", ())
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if value is None or (isinstance(value, str) and value.lower() in {"none", "null"} and optional):
+        if optional:
+            return None
+        raise ValueError(f"{name} must not be None")
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+                return value.lower() in _TRUE
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise TypeError
+        if base is int:
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise TypeError
+                return int(value)
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if base is str:
+            if not isinstance(value, (str, Path)):
+                raise TypeError
+            return str(value)
+    except (TypeError, ValueError):
+        tname = getattr(base, "__name__", str(base))
+        raise ValueError(f"{name} must be of type {tname}, got {value!r}") from None
+    return value
+
+
+def _report_to(value: Any) -> list[str]:
+    """`report_to` as a list of tracker names, each once, in the order given.
+
+    Takes a list (YAML, Python) or one comma-separated text (the CLI's ``--report_to
+    tensorboard,mlflow``, papermill's ``-p report_to tensorboard``); ``None``, ``"none"`` and
+    ``""`` mean no tracker, as in transformers' ``TrainingArguments.report_to``. There is no
+    ``"all"``: which trackers a run reports to must not depend on what happens to be installed.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"report_to must be a list of tracker names ({', '.join(map(repr, TRACKERS))}) or "
+                         f"'none', got {value!r}")
+    names = [v.strip().lower() for v in value if v.strip()]
+    if names == ["none"]:
+        return []
+    bad = [v for v in names if v not in TRACKERS]
+    if bad:
+        raise ValueError(f"report_to names unknown tracker(s) {', '.join(map(repr, bad))}; choose from "
+                         f"{', '.join(map(repr, TRACKERS))}, or 'none'")
+    return list(dict.fromkeys(names))
+
+
+# ----------------------------------------------------------------------------------------
+# checks that span fields or need more than a sign test
+
+# accelerate's set_seed seeds numpy's legacy generator, which takes 0 <= seed < 2**32.
+SEED_MAX = 2**32 - 1
+
+# Path-like fields: '~' is the user's home (as in a shell and in the notebooks), and an empty
+# string (an unset shell variable, `-p output_dir ""`) would silently mean the current folder.
+_PATH_HINTS = {
+    "output_dir": "name the run's folder (e.g. runs/exp); '.' if the current folder is really meant",
+    "stage_cache_dir": "name the cache folder, or leave stage_cache_dir unset (None) for no cache",
+    "data_dir": "name the data folder, or leave data_dir unset (None) for the default",
+    "model_name": "give a Hub name or a model folder, or leave model_name unset (None) for the offline "
+                  "default all-MiniLM-L6-v2",
+}
+
+
+def _check_run_fields(cfg: RunConfig) -> None:
+    """The optimizer's epsilon, the seed's range, path fields and the Twitter split sizes."""
+    _positive(cfg, "adam_epsilon")  # inf froze the weights, nan/-1 failed deep in AdamW
+    _check_learning_rates(cfg)
+    if cfg.seed > SEED_MAX:
+        raise ValueError(f"seed must be <= {SEED_MAX} (2**32 - 1, the largest seed numpy takes), got {cfg.seed!r}")
+    for name, hint in _PATH_HINTS.items():
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        if not value.strip():
+            raise ValueError(f"{name} is empty ({value!r}); {hint}")
+        if value.startswith("~"):
+            setattr(cfg, name, os.path.expanduser(value))
+    _check_twitter_split(cfg)
+
+
+def _check_controls(cfg: RunConfig) -> None:
+    """The controls of README's "Comparing fairly": ranges, and settings that would do nothing.
+
+    A control that cannot act in this run is refused rather than recorded as if it had: a
+    stage-boundary control on a one-stage protocol, ``adv_stages`` without a regularizer,
+    L2-SP on a frozen encoder.
+    """
+    if not (0.0 <= cfg.label_smoothing < 1.0 and math.isfinite(cfg.label_smoothing)):
+        raise ValueError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing!r}")
+    one_stage = cfg.task == "cola" or (cfg.task == "shift" and len(cfg.shift["stages"]) == 1)
+    if cfg.reinit_head and one_stage:
+        raise ValueError(f"reinit_head re-initialises the head before a later stage; task={cfg.task!r} has one "
+                         f"stage, so it would do nothing")
+    if cfg.adv_stages != "all" and cfg.algo == "plain":
+        raise ValueError(f"adv_stages={cfg.adv_stages!r} chooses the stages of SMART's and SiFT's regularizer; "
+                         f"algo='plain' has none (leave adv_stages='all')")
+    if cfg.adv_stages != "all" and one_stage:
+        raise ValueError(f"adv_stages={cfg.adv_stages!r} needs a protocol with several stages; task={cfg.task!r} "
+                         f"has one (leave adv_stages='all')")
+    if cfg.freeze_encoder and cfg.l2sp_weight > 0:
+        raise ValueError(f"l2sp_weight={cfg.l2sp_weight!r} pulls the encoder toward its pre-trained weights, but "
+                         f"freeze_encoder=True keeps it there; set one of them")
+    if cfg.early_stopping_patience is not None and cfg.task == "shift":
+        unvalidated = [s["name"] for s in cfg.shift["stages"] if s.get("validation") is None]
+        if unvalidated:
+            raise ValueError(f"early_stopping_patience={cfg.early_stopping_patience} watches each stage's validation "
+                             f"set, and shift stage(s) {', '.join(map(repr, unvalidated))} have none; give each a "
+                             f"validation (e.g. validation: {{fraction: 0.1}})")
+    if cfg.early_stopping_patience is not None and cfg.task == "twitter_to_uci" and not cfg.uci_val_size:
+        raise ValueError(f"early_stopping_patience={cfg.early_stopping_patience} watches each stage's validation "
+                         f"set, and P2's UCI stage has none with uci_val_size=0; set uci_val_size (e.g. 300)")
+    if cfg.uci_val_size and cfg.task != "twitter_to_uci":
+        raise ValueError(f"uci_val_size={cfg.uci_val_size} holds out UCI sentences of P2 (task='twitter_to_uci'); "
+                         f"task={cfg.task!r} selects on its own dev set")
+
+
+def _check_shift(cfg: RunConfig) -> None:
+    """task="shift" needs a spec (read from its file when `shift` is a path) and only it takes one."""
+    if cfg.task != "shift":
+        if cfg.shift is not None:
+            raise ValueError(f"shift (a domain-shift spec) is used by task='shift' only; task={cfg.task!r} has its "
+                             f"own data (set task: shift, or leave shift unset)")
+        return
+    from siftkit.data.shift_spec import load_spec_mapping, parse_spec
+
+    if cfg.shift is None:
+        raise ValueError("task='shift' needs a spec in the field shift (a mapping with name, labels, stages and "
+                         "evals, or the path of a YAML file holding it); see README 'Your own domain shift'")
+    # Held as JSON holds it (label_map's key 1 becomes "1"): the config in memory, in
+    # results.json and in a checkpoint is then one value, so a resume or a summary compares
+    # like with like.
+    cfg.shift = json.loads(json.dumps(load_spec_mapping(cfg.shift), ensure_ascii=False, default=str))
+    parse_spec(cfg.shift)
+
+
+def _check_twitter_split(cfg: RunConfig) -> None:
+    """The validation share of `twitter_subset` tweets must leave both parts non-empty.
+
+    The same rounding as `protocols.twitter_subset`, which checks again with the number of
+    tweets the data really give (fewer when `twitter_negatives` is small).
+    """
+    n_val = int(round(cfg.twitter_subset * cfg.twitter_val_fraction))
+    if not 1 <= n_val < cfg.twitter_subset:
+        raise ValueError(
+            f"twitter_subset={cfg.twitter_subset} with twitter_val_fraction={cfg.twitter_val_fraction} leaves "
+            f"{cfg.twitter_subset - n_val} tweet(s) for training and {n_val} for validation; each needs at "
+            f"least one")
+
+
+# AdamW's first update is learning_rate / (1 - beta1) = 10 x the rate, and torch turns it
+# into a float32: a rate above this failed inside AdamW with "cannot be converted to type
+# float without overflow" (1e300), after the data and the model were loaded.
+_FLOAT32_MAX = 3.4028234663852886e38
+LEARNING_RATE_MAX = _FLOAT32_MAX / 10
+
+
+def _check_learning_rates(cfg: RunConfig) -> None:
+    for name in ("learning_rate", "uci_learning_rate"):
+        value = getattr(cfg, name)
+        if value is None or not math.isfinite(value):
+            continue  # _positive reports nan/inf
+        if value >= LEARNING_RATE_MAX:
+            raise ValueError(f"{name} must be < {LEARNING_RATE_MAX:.3g} (AdamW's first step is 10 x the rate and "
+                             f"must fit a float32), got {value!r}")
+        # AdamW's decoupled decay multiplies the weights by 1 - rate * weight_decay (a float32).
+        if math.isfinite(cfg.weight_decay) and value * cfg.weight_decay >= _FLOAT32_MAX:
+            raise ValueError(f"{name} x weight_decay = {value * cfg.weight_decay:.3g} does not fit a float32 "
+                             f"(AdamW scales the weights by 1 - {name} x weight_decay); got {name}={value!r}, "
+                             f"weight_decay={cfg.weight_decay!r}")
+
+
+# Values a plain run records for the regularizer's knobs (it has none): unset, or the
+# resolved 0.0; for the knobs with a fixed default, that default.
+_PLAIN_UNUSED_DEFAULTS = ("adv_rule", "adv_steps", "adv_norm", "perturb_at", "divergence")
+# Values of the Bregman knobs that runs of plain and SiFT have recorded (older versions wrote
+# SMART's resolved defaults for every algorithm; a sweep over smart,sift with
+# --bregman_weight 0 wrote 0): accepted, so those records rebuild; any other value is an error.
+_RECORDED_BREGMAN = {"bregman_weight": (0.0, 1.0), "bregman_beta": (0.99,)}
+
+
+def _check_unused_by_plain(cfg: RunConfig) -> None:
+    """Plain fine-tuning has no regularizer: a knob of it set to something is an error,
+    not a value silently recorded in results.json as if it had been used."""
+    why = "plain fine-tuning has no adversarial regularizer"
+    for name in _ADV_KNOBS:
+        value = getattr(cfg, name)
+        if value not in (None, 0.0):
+            raise ValueError(f"{name}={value!r} is not used by algo='plain' ({why}); leave it unset, or choose "
+                             f"algo='smart' or 'sift'")
+    defaults = {f.name: f.default for f in fields(cfg)}
+    for name in _PLAIN_UNUSED_DEFAULTS:
+        value = getattr(cfg, name)
+        if value != defaults[name]:
+            raise ValueError(f"{name}={value!r} is not used by algo='plain' ({why}); leave it at its default "
+                             f"{defaults[name]!r}, or choose algo='smart' or 'sift'")
+
+
+def _check_unused_bregman(cfg: RunConfig) -> None:
+    for name, recorded in _RECORDED_BREGMAN.items():
+        value = getattr(cfg, name)
+        if value is not None and value not in recorded:
+            raise ValueError(f"{name}={value!r} is not used by algo={cfg.algo!r} (only SMART has a Bregman term); "
+                             f"leave it unset, or choose algo='smart'")
+
+
+def _json_problem(value: Any, where: str) -> tuple[str, Any] | None:
+    """The first part of `value` that JSON cannot hold, as (where, what); None if all can."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _json_problem(item, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                return f"{where} key", key
+            found = _json_problem(item, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    return where, value
+
+
+def _check_extra_is_json(extra: dict) -> None:
+    """results.json and checkpoints record `extra`: check up front that JSON can hold it,
+    instead of failing after the whole run has trained (a YAML date, `{date: 2024-05-01}`)."""
+    found = _json_problem(extra, "extra")
+    if found:
+        where, value = found
+        # YAML reads an unquoted 2024-05-01 as a date: quoting keeps the text the user typed.
+        hint = (f"quote it to keep it as text, e.g. '{value}'" if isinstance(value, (datetime.date, datetime.time))
+                else "give it as text or a number")
+        raise ValueError(f"extra must hold only JSON values (text, numbers, true/false, null, lists, mappings); "
+                         f"{where} is {value!r} (a {type(value).__name__}); {hint}")
+
+
+# ----------------------------------------------------------------------------------------
+# params files: YAML 1.2 numbers, no duplicate keys

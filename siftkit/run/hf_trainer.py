@@ -1,0 +1,185 @@
+"""`AdversarialTrainer`: SMART or SiFT for anyone who already trains with `transformers.Trainer`.
+
+    from siftkit import AdversarialTrainer
+
+    trainer = AdversarialTrainer(model=model, args=training_args, train_dataset=train_ds,
+                                 processing_class=tokenizer, algo="sift", adv_weight=1.0)
+    trainer.train()
+
+Only `compute_loss` changes: a training batch's loss is exactly what the native loop
+computes (`siftkit.run.objective.AdversarialLoss`, shared, not copied), i.e. task loss +
+adv_weight * R (+ bregman_weight * Bregman for SMART). Evaluation and prediction batches get
+the model's own loss, as with a plain `Trainer`. The regularizer knobs take the names of
+`RunConfig`'s fields; everything about optimisation (learning rate, batch size, precision,
+devices) stays in `TrainingArguments`. SMART's Bregman teacher follows the model after each
+optimizer step through a callback.
+
+Limitations: the teacher is not part of Trainer checkpoints (a resumed run restarts it from
+the resumed weights); the logged regularizer statistics are the main process's own.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from collections import defaultdict
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from siftkit.run.config import RunConfig
+from siftkit.core.split import unwrap
+from siftkit.run.objective import AdversarialLoss
+
+# RunConfig fields that configure the regularizer and the Bregman term.
+REGULARIZER_KNOBS = ("perturb_at", "adv_rule", "adv_epsilon", "adv_noise_std", "adv_step_size", "adv_steps", "adv_norm",
+                     "adv_weight", "divergence", "bregman_weight", "bregman_beta")
+# The task loss's own controls (README "Comparing fairly"), shared with the native loop.
+LOSS_KNOBS = REGULARIZER_KNOBS + ("label_smoothing", "l2sp_weight")
+assert set(LOSS_KNOBS) <= set(RunConfig.field_names())
+
+_TRAINER_ARGS = frozenset(inspect.signature(Trainer.__init__).parameters) - {"self", "kwargs"}
+
+
+def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Trainer's own arguments, regularizer knobs); anything else is a ValueError naming it."""
+    trainer_kwargs, knobs = {}, {}
+    for name, value in kwargs.items():
+        if name in LOSS_KNOBS:
+            knobs[name] = value
+        elif name in _TRAINER_ARGS:
+            trainer_kwargs[name] = value
+        elif name in RunConfig.field_names():
+            raise ValueError(f"{name} is not a regularizer knob of AdversarialTrainer; optimisation and run "
+                             f"settings go in TrainingArguments (args=...)")
+        else:
+            close = difflib.get_close_matches(name, LOSS_KNOBS + tuple(sorted(_TRAINER_ARGS)), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown argument {name!r} for AdversarialTrainer{hint} "
+                             f"(loss knobs: {', '.join(LOSS_KNOBS)})")
+    return trainer_kwargs, knobs
+
+
+def _check_label_range(labels: torch.Tensor, num_labels: int) -> None:
+    """Class ids must index the model's logits (torch's cross-entropy fails with a bare
+    IndexError, or a device-side assert on a GPU)."""
+    if labels.numel() == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_labels:
+        bad = high if high >= num_labels else low
+        raise ValueError(f"AdversarialTrainer got label {bad} for a model with num_labels={num_labels} (class ids "
+                         f"0 to {num_labels - 1}); build the model with num_labels covering every label "
+                         f"(from_pretrained(..., num_labels=...)) or fix the dataset's labels")
+
+
+class BregmanTeacherCallback(TrainerCallback):
+    """Moves SMART's Bregman teacher towards the model after every optimizer step."""
+
+    def __init__(self, trainer: "AdversarialTrainer"):
+        self.trainer = trainer
+        self.updates = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        bregman = trainer.adversarial_loss.bregman
+        # Same rule as the native loop: the teacher follows only steps that were taken.
+        if bregman is not None and not trainer.accelerator.optimizer_step_was_skipped:
+            bregman.update(trainer.model)
+            self.updates += 1
+        return control
+
+
+class AdversarialTrainer(Trainer):
+    """A `transformers.Trainer` whose training loss is SMART's or SiFT's (or plain).
+
+    ``AdversarialTrainer(model=..., args=..., train_dataset=..., algo="sift", **knobs)``
+    where `knobs` are any of `LOSS_KNOBS` (the `RunConfig` names: the regularizer's, plus
+    ``label_smoothing`` and ``l2sp_weight`` toward the weights the model has when the trainer
+    is built); unset knobs take the algorithm's published defaults. The model must be an encoder
+    ``*ForSequenceClassification`` with single-label classification (integer `labels`).
+    """
+
+    # Our loss is a per-batch mean: the Trainer divides it by the gradient-accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, algo: str = "sift", **kwargs):
+        trainer_kwargs, knobs = _split_kwargs(kwargs)
+        self.run_config = RunConfig(algo=algo, **knobs)  # validates every knob by name
+        super().__init__(*args, **trainer_kwargs)
+        if self.model is None:
+            raise ValueError("AdversarialTrainer needs model=... (model_init is not supported)")
+        # The training loss is the native loop's cross-entropy + regularizers; say so rather
+        # than silently ignore a different loss.
+        if self.compute_loss_func is not None:
+            raise ValueError("compute_loss_func is not supported by AdversarialTrainer (its training loss is "
+                             "cross-entropy + the regularizer terms)")
+        if self.args.n_gpu > 1:
+            # nn.DataParallel would run the clean forward on replicas (the split's hooks would
+            # fire once per GPU); DDP runs one process per GPU and is what the kit supports.
+            raise ValueError("AdversarialTrainer runs one process per GPU: launch with `accelerate launch` or "
+                             "`torchrun --nproc_per_node N` instead of one process seeing several GPUs")
+        if self.args.label_smoothing_factor:
+            raise ValueError("label_smoothing_factor is not supported by AdversarialTrainer; leave it at 0 and "
+                             "pass label_smoothing=... to AdversarialTrainer (the kit's task loss takes it)")
+        bare = unwrap(self.model)
+        if getattr(bare, "base_model", None) is bare:
+            # transformers' base_model is the model itself when it has no head on top.
+            raise ValueError(f"AdversarialTrainer needs a classifier that returns logits (a "
+                             f"*ForSequenceClassification, e.g. from AutoModelForSequenceClassification); "
+                             f"{type(bare).__name__} is a bare encoder without a classification head")
+        config = getattr(unwrap(self.model), "config", None)
+        num_labels = getattr(config, "num_labels", 2)
+        problem = getattr(config, "problem_type", None)
+        if num_labels < 2 or problem in ("regression", "multi_label_classification"):
+            raise ValueError(f"AdversarialTrainer trains single-label classifiers (num_labels >= 2); this model "
+                             f"has num_labels={num_labels}, problem_type={problem!r}")
+        # Built after Trainer placed the model on its device, so the teacher lives there too.
+        self.adversarial_loss = AdversarialLoss(self.model, self.run_config)
+        self.bregman_callback = BregmanTeacherCallback(self)
+        self.add_callback(self.bregman_callback)
+        self._parts: dict[str, list[float]] = defaultdict(list)
+
+    @property
+    def algo(self) -> str:
+        return self.run_config.algo
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not (model.training and torch.is_grad_enabled()):
+            # Evaluation / prediction: the model's own loss, as a plain Trainer reports it.
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        if "labels" not in inputs:
+            raise ValueError("AdversarialTrainer needs `labels` in every training batch (a DataCollatorWithPadding "
+                             "renames a `label` column to `labels`)")
+        if torch.is_floating_point(inputs["labels"]):
+            raise ValueError(f"AdversarialTrainer trains single-label classifiers: labels must be integer class ids, "
+                             f"got {inputs['labels'].dtype}; cast the dataset's label column to int64 "
+                             f"(dataset.cast_column('label', datasets.Value('int64')))")
+        _check_label_range(inputs["labels"], getattr(unwrap(model).config, "num_labels", 2))
+        captured: list = []
+        handle = None
+        if return_outputs:
+            # The first forward of the bare model in a step is the clean one.
+            handle = unwrap(model).register_forward_hook(
+                lambda _m, _a, out: captured.append(out) if not captured else None)
+        try:
+            loss, parts = self.adversarial_loss(model, inputs)
+        finally:
+            if handle is not None:
+                handle.remove()
+        for key, value in parts.items():
+            self._parts[key].append(value)
+        return (loss, captured[0]) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        # Add the regularizer's terms (means since the last training log) to a training log.
+        if "loss" in logs and self._parts:
+            for key, values in self._parts.items():
+                finite = [v for v in values if math.isfinite(v)]
+                if finite:
+                    logs[key] = sum(finite) / len(finite)
+            self._parts.clear()
+        super().log(logs, *args, **kwargs)

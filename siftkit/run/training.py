@@ -1,0 +1,768 @@
+"""`train(cfg)`: run one protocol end to end with plain, SMART or SiFT fine-tuning.
+
+One regularized step costs what the math needs and no more: the clean forward gives the
+task loss, the clean logits (the regularizer's target, reused — no second clean forward)
+and the tensor to perturb; then K (forward + input-gradient backward) ascent steps, one
+adversarial forward, one no-grad teacher forward for SMART's Bregman term, and a single
+backward through everything. Forwards: plain 1, SMART/SiFT 2 + K (+1 teacher).
+
+Each stage gets its own AdamW and linear schedule sized by that stage's step count. The
+seed is set before the data split and the model's head is initialised; the data order of
+every epoch is a permutation drawn from (seed, stage, epoch), which is what makes resuming
+in the middle of an epoch exact. Tokenization and the evaluations after each stage live in
+`siftkit.run.evaluation`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import sys
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from siftkit.run.checkpoint import (CHECKPOINT_DIR, CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
+                                save_checkpoint, set_rng_state)
+from siftkit.run.config import ALGO_DEFAULTS, RunConfig
+from siftkit.data.registry import DATASETS, resolve_data_dir, split_file_hashes
+from siftkit.run.evaluation import evaluate, tokenize
+from siftkit.run.models import load_model
+from siftkit.run.objective import AdversarialLoss
+from siftkit.run.outdir import OutputDirLock, missing_folders, remove_empty_folders
+from siftkit.data.stages import Stage
+from siftkit.run.protocols import build_stages
+from siftkit.run.records import OutputDirError, check_output_dir, environment_meta, write_results
+from siftkit.core.split import unwrap
+from siftkit.run.stage_cache import StageCache, adversarial_in_stage, stage_determinants, stage_key
+from siftkit.data import shift_data
+from siftkit.run import tracking
+
+
+class EpochPermutationSampler(Sampler[int]):
+    """A fresh permutation per epoch, drawn from (seed, stage, epoch) alone."""
+
+    def __init__(self, n: int, seed: int, stage_index: int):
+        self.n, self.seed, self.stage_index, self.epoch = n, seed, stage_index, 0
+
+    # Deliberately not named `set_epoch`: accelerate's prepared loaders call `set_epoch` with
+    # their own count of iterations, which restarts at 0 in a resumed run (and in the loader
+    # that `skip_first_batches` builds) and would silently change the data order.
+    def use_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.stage_index * 10_007 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+# Seconds between two progress lines on the terminal (the first comes after step 1).
+PROGRESS_EVERY_S = 30.0
+
+
+class ProgressLines:
+    """Throttled one-line progress reports on the process's own stderr.
+
+    Under papermill (or any Jupyter kernel) the tqdm bar lives in the notebook, so the
+    terminal shows nothing for minutes. These lines go to ``sys.__stderr__``, the kernel
+    process's own stderr: the terminal that started papermill or JupyterLab shows them
+    (ipykernel also copies them into the cell's output). In a script it is plain stderr.
+    The first line comes after the first step, with its cost; then one every ``every_s``
+    seconds, and one when the stage ends.
+    """
+
+    def __init__(self, label: str, total: int, done: int = 0, every_s: float = PROGRESS_EVERY_S,
+                 stream=None, clock=time.monotonic):
+        self.label, self.total, self.every_s, self.clock = label, total, every_s, clock
+        self.stream = stream if stream is not None else sys.__stderr__
+        self.start_step, self.start = done, clock()
+        self.last: float | None = None
+
+    def update(self, step: int, loss: float | None = None) -> None:
+        now = self.clock()
+        if self.last is not None and now - self.last < self.every_s and step < self.total:
+            return
+        self.last = now
+        elapsed = now - self.start
+        done_here = step - self.start_step
+        line = f"siftkit: {self.label} step {step}/{self.total} ({100 * step / self.total:.0f}%)"
+        if loss is not None and math.isfinite(loss):
+            line += f" · loss {loss:.4f}"
+        line += f" · {_duration(elapsed)}"
+        if 0 < done_here and step < self.total:
+            line += f", about {_duration(elapsed / done_here * (self.total - step))} left"
+        if self.stream is not None:  # None under pythonw and some embedders
+            print(line, file=self.stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _collator(tokenizer):
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)
+
+
+def perturbation_summary(history: list[dict[str, Any]]) -> dict[str, float]:
+    """The run's mean per-token perturbation over its logged steps (0 for plain): the x
+    axis on which runs of different rules and sizes are compared; and the mean cosine
+    between delta and the ascent gradient (how adversarial the push was)."""
+    out = {}
+    for key in ("relative_perturbation", "perturbation_norm", "ascent_cosine"):
+        if not any(key in row for row in history):
+            continue  # ascent_cosine: only runs with a regularizer log it
+        values = [row[key] for row in history if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
+        out[f"mean_{key}"] = sum(values) / len(values) if values else float("nan")
+    return out
+
+
+def _as_config(cfg: RunConfig | dict) -> RunConfig:
+    if isinstance(cfg, RunConfig):
+        return _revalidated(cfg)
+    if isinstance(cfg, dict):
+        return RunConfig.from_dict(cfg)
+    raise TypeError(f"train() takes a RunConfig or a dict of its fields, got {type(cfg).__name__}")
+
+
+def _revalidated(cfg: RunConfig) -> RunConfig:
+    """`cfg` checked again: a RunConfig is a plain dataclass, and a field set after it was built
+    (`cfg.algo = "SIFT"`) has not been validated. Returns a fresh, validated copy."""
+    resolved = getattr(cfg, "_resolved_algo", cfg.algo)
+    if cfg.algo != resolved:
+        # A name that is no algorithm gets RunConfig's own message.
+        RunConfig.from_dict({**cfg.to_dict(), **dict.fromkeys(ALGO_DEFAULTS[resolved])})
+        # The adversarial knobs were resolved to the old algorithm's defaults: training with
+        # them would run a mix and record it under the new name.
+        raise ValueError(f"algo was changed from {resolved!r} to {cfg.algo!r} after the RunConfig was built, "
+                         f"so its adversarial settings are still those of {resolved!r}; build the config with "
+                         f"algo={cfg.algo!r}, or use cfg.replace(algo={cfg.algo!r})")
+    return RunConfig.from_dict(cfg.to_dict())
+
+
+_RESUME_IGNORED = {"resume", "overwrite", "output_dir", "save_steps", "save_model", "extra", "data_dir",
+                   "stage_cache_dir", "report_to"}
+
+
+def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> dict[str, Any]:
+    """Run `cfg.task` with `cfg.algo`; write results.json/history.csv; return the record.
+
+    While it runs, the run holds a lock on `cfg.output_dir` (`siftkit.run.outdir`): a second run
+    into the same folder is refused at once. A run that fails removes the folders it created
+    if they are still empty (a folder with checkpoints is kept, to resume from).
+    """
+    cfg = _as_config(cfg)
+    start = time.time()
+    created = missing_folders(cfg.output_dir)
+    try:
+        out = check_output_dir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
+        if accelerator is None:
+            accelerator = _make_accelerator(cfg)
+        with _output_dir_lock(out, cfg, accelerator), tracking.tracked(cfg, out, accelerator):
+            return _train(cfg, out, accelerator, progress, start)
+    except BaseException:
+        remove_empty_folders(created)
+        raise
+
+
+@contextlib.contextmanager
+def _output_dir_lock(out: Path, cfg: RunConfig, accelerator) -> Iterator[None]:
+    """The main process locks `out`; every process fails if it could not."""
+    lock, error = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = OutputDirLock.acquire(out)
+        except OutputDirError as exc:
+            error = exc
+    try:
+        if not _all_processes(accelerator, error is None):
+            raise error or OutputDirError(f"output_dir {str(out)!r} is in use by another run (the main "
+                                          f"process could not lock it)")
+        # Checked again under the lock: a run that held it may have finished meanwhile.
+        check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume)
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+@dataclass
+class RunState:
+    """What a run has done so far; a checkpoint and a stage-cache entry hold it, a resumed or
+    stage-sharing run starts from it."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per logging window of steps
+    val_history: list[dict[str, Any]] = field(default_factory=list)  # one row per validated epoch
+    metrics: dict[str, float] = field(default_factory=dict)
+    position: dict[str, Any] = field(default_factory=lambda: {
+        "stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "stage_done": False})
+    nonfinite_steps: int = 0
+    stage_info: list[dict[str, Any]] = field(default_factory=list)  # per stage: epochs run, best epoch, cache
+    early: dict[str, Any] | None = None  # the running stage's early-stopping state
+
+    def snapshot(self, accelerator, cfg: RunConfig, model, objective: AdversarialLoss, optimizer=None,
+                 scheduler=None, window=None) -> dict[str, Any]:
+        return {
+            "config": cfg.to_dict(),
+            "model": accelerator.unwrap_model(model).state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "teacher": objective.bregman.state_dict_for_checkpoint() if objective.bregman is not None else None,
+            "skipped": objective.skipped,
+            "nonfinite_steps": self.nonfinite_steps,
+            "history": self.history,
+            "val_history": self.val_history,
+            "metrics": self.metrics,
+            "position": dict(self.position),
+            "stage_info": self.stage_info,
+            "early_stopping": self.early,
+            # the partial logging window, so a resumed run logs the same averaged rows
+            "window": {k: list(v) for k, v in (window or {}).items()},
+        }
+
+    def restore(self, state: dict[str, Any], accelerator, model, objective: AdversarialLoss) -> None:
+        accelerator.unwrap_model(model).load_state_dict(state["model"])
+        if objective.bregman is not None and state.get("teacher") is not None:
+            objective.bregman.load_checkpoint_state(state["teacher"])
+        if objective.regularizer is not None:
+            objective.regularizer.skipped = state.get("skipped", 0)
+        self.history, self.metrics = list(state["history"]), dict(state["metrics"])
+        self.val_history = list(state.get("val_history", []))
+        self.position = dict(state["position"])
+        self.nonfinite_steps = state.get("nonfinite_steps", 0)
+        self.stage_info = [dict(s) for s in state.get("stage_info", [])]
+        self.early = state.get("early_stopping")
+
+    def save(self, accelerator, out: Path, cfg: RunConfig, model, objective, optimizer=None, scheduler=None,
+             window=None) -> None:
+        save_checkpoint(accelerator, out, self.position["global_step"],
+                        self.snapshot(accelerator, cfg, model, objective, optimizer, scheduler, window))
+
+
+def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float) -> dict[str, Any]:
+    from accelerate.utils import set_seed
+
+    _check_model_folder(out, cfg)
+    existing = list_checkpoints(out)
+    if existing and not cfg.resume and not cfg.overwrite:
+        raise OutputDirError(
+            f"output_dir {str(out)!r} holds checkpoints of an earlier run; pass resume=True "
+            f"(--resume) to continue it, or overwrite=True to start over")
+    main = accelerator.is_main_process
+    if not main:
+        # Only the main process shows progress, datasets' `map` bars included.
+        import datasets
+
+        datasets.disable_progress_bars()
+
+    set_seed(cfg.seed)  # before the data split and the classifier head's initialisation
+    stages = build_stages(cfg)
+    model, tokenizer = load_model(cfg.model_name, num_labels=shift_data.num_labels(cfg))
+    data = data_fingerprint(cfg, stages)
+    _check_max_length(cfg, model, tokenizer)
+    if cfg.freeze_encoder:
+        # Before `prepare`: DDP registers the parameters that need gradients when it wraps.
+        unwrap(model).base_model.requires_grad_(False)
+    model = accelerator.prepare(model)
+    objective = AdversarialLoss(model, cfg)
+    run = RunState()
+    # "data" (the files' sha256 and the stage sizes) rides in every checkpoint, so a resume
+    # can refuse to continue on other data.
+    run.position["data"] = data
+    resumed_from, ckpt_state = None, None
+
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        ckpt_state, rng = load_checkpoint(ckpt, accelerator.process_index)
+        _check_resume_config(ckpt_state["config"], cfg, ckpt)
+        _check_resume_data(ckpt_state["position"].get("data"), data, ckpt)
+        run.restore(ckpt_state, accelerator, model, objective)
+        run.position["data"] = data
+        set_rng_state(rng)
+        resumed_from = ckpt.name
+    elif existing and cfg.overwrite and main:
+        shutil.rmtree(existing[0].parent, ignore_errors=True)
+
+    cache = StageCache(cfg.stage_cache_dir, accelerator) if cfg.stage_cache_dir else None
+    keys: list[str | None] = []
+    previous = None
+    for stage_index, stage in enumerate(stages):
+        determinants = stage_determinants(cfg, stage, stage_index, len(stages), previous, accelerator) \
+            if cache is not None else None
+        previous = stage_key(determinants) if determinants is not None else None
+        keys.append(previous)
+        pos = run.position
+        if stage_index < pos["stage"] or (stage_index == pos["stage"] and pos["stage_done"]):
+            continue
+        resume_here = ckpt is not None and stage_index == pos["stage"] and not pos["stage_done"]
+        # The last stage ends the run: caching it would only duplicate results.json.
+        if cache is None or resume_here or stage_index == len(stages) - 1:
+            _stage(stage_index, stages, model, tokenizer, objective, cfg, accelerator, run, out,
+                   ckpt_state if resume_here else None, progress and main)
+            if cache is not None and resume_here and stage_index < len(stages) - 1:
+                # A resumed stage ends exactly as an uninterrupted one: later runs may share it.
+                with cache.claim(previous, f"stage {stage_index + 1} ({stage.name})"):
+                    if cache.entry(previous) is None:
+                        cache.store(previous, run.snapshot(accelerator, cfg, model, objective), determinants,
+                                    str(out))
+            continue
+        with cache.claim(previous, f"stage {stage_index + 1} ({stage.name})"):
+            if cache.entry(previous) is not None:
+                state, rng = cache.load(previous)
+                run.restore(state, accelerator, model, objective)
+                run.position["data"] = data  # this run's data folder (the key already matched the rows)
+                set_rng_state(rng)
+                run.stage_info[stage_index]["from_cache"] = True
+                tracking.log_cached(accelerator, run.history, run.val_history, run.metrics,
+                                    run.position["global_step"])
+            else:
+                _stage(stage_index, stages, model, tokenizer, objective, cfg, accelerator, run, out, None,
+                       progress and main)
+                cache.store(previous, run.snapshot(accelerator, cfg, model, objective), determinants, str(out))
+
+    summary = perturbation_summary(run.history)
+    run.metrics.update(summary)
+    tracking.log_metrics(accelerator, summary, run.position["global_step"])
+    described = [s.describe() for s in stages]
+    for d, info, key in zip(described, run.stage_info, keys):
+        d.update(info)
+        if key is not None:
+            d["cache_key"] = key
+    record = {
+        "config": cfg.to_dict(),
+        "metrics": run.metrics,
+        "history": run.history,
+        "val_history": run.val_history,
+        "stages": described,
+        "meta": {
+            **environment_meta(),
+            "device": str(accelerator.device),
+            "device_name": torch.cuda.get_device_name() if accelerator.device.type == "cuda" else "cpu",
+            "num_processes": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision,
+            "wall_time_s": round(time.time() - start, 3),
+            "resumed_from": resumed_from,
+            "stages_from_cache": [s.name for s, info in zip(stages, run.stage_info) if info.get("from_cache")],
+            "skipped_adversarial_steps": _sum_over_processes(accelerator, objective.skipped),
+            "nonfinite_steps": run.nonfinite_steps,
+            "data_files": data["files"],
+            "data_rows": data["rows"],
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    }
+    if cfg.task == "shift":
+        record["meta"]["shift"] = shift_data.spec_meta(cfg)
+    if main:
+        staged = _stage_model(out, accelerator.unwrap_model(model), tokenizer) if cfg.save_model else None
+        try:
+            write_results(out, record, overwrite=cfg.overwrite)
+        except BaseException:
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
+            raise
+        # The run's model/ is this run's, or none: an overwritten run's weights must not stay
+        # beside the new record (load_run_models would measure them as the new run's).
+        _replace_model(out, staged)
+        # Checkpoints exist to resume an unfinished run; a finished one keeps only its
+        # records (and `model/` when asked), not gigabytes of optimizer state.
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return record
+
+
+def _check_resume_config(saved: dict, cfg: RunConfig, ckpt: Path) -> None:
+    now = cfg.to_dict()
+    # A checkpoint written before a field existed holds that field's default.
+    defaults = RunConfig.__dataclass_fields__
+    diff = sorted(k for k in now if k not in _RESUME_IGNORED
+                  and saved.get(k, getattr(defaults[k], "default", None)) != now[k])
+    if diff:
+        raise CheckpointError(
+            f"checkpoint {ckpt} was written by a run with different settings ({', '.join(diff)}); "
+            f"resume with the same config or choose another output_dir")
+
+
+def _stage(stage_index: int, stages: list[Stage], model, tokenizer, objective: AdversarialLoss, cfg: RunConfig,
+           accelerator, run: RunState, out: Path, resume_state: dict | None, show_progress: bool) -> None:
+    """Train stage `stage_index`, evaluate it, mark it done and checkpoint the boundary."""
+    stage = stages[stage_index]
+    adversarial = adversarial_in_stage(cfg, stage_index, len(stages))
+    if resume_state is None:
+        _start_stage(stage_index, adversarial, model, objective, cfg, run)
+    objective.adversarial = adversarial
+    _run_stage(stage_index, stage, model, tokenizer, objective, cfg, accelerator, run, resume_state, out,
+               show_progress)
+    evaluated = evaluate(model, stage.evals, tokenizer, cfg, accelerator)
+    run.metrics.update(evaluated)
+    tracking.log_metrics(accelerator, evaluated, run.position["global_step"])
+    run.position.update(stage=stage_index, stage_done=True, epoch=0, step_in_epoch=0)
+    run.early = None
+    run.save(accelerator, out, cfg, model, objective)
+
+
+def _start_stage(stage_index: int, adversarial: bool, model, objective: AdversarialLoss, cfg: RunConfig,
+                 run: RunState) -> None:
+    """What happens at a stage's start, before its optimizer exists: the fresh head of
+    ``reinit_head``, and a Bregman teacher restarted where its term starts anew."""
+    fresh_head = cfg.reinit_head and stage_index > 0
+    if fresh_head:
+        reinit_head(model)
+    bregman_before = stage_index > 0 and run.stage_info and run.stage_info[-1].get("adversarial")
+    if objective.bregman is not None and adversarial and (fresh_head or (stage_index > 0 and not bregman_before)):
+        objective.bregman.reset(model)
+    run.position.update(stage=stage_index, epoch=0, step_in_epoch=0, stage_done=False, stage_nonfinite=0)
+    del run.stage_info[stage_index:]
+    run.stage_info.append({"adversarial": adversarial, "from_cache": False})
+    run.early = None
+
+
+def fused_adamw(device: torch.device) -> dict[str, bool]:
+    """AdamW's fused kernel where torch has one: the same update in one pass over the weights
+    instead of a loop over every tensor. On MiniLM on CPU it cuts the optimizer step from about
+    90 to 16 ms (a SiFT step is about 500 ms; `benchmarks/README.md`). Its float rounding differs
+    from the loop's by about 1e-7 per weight, so runs of this code repeat exactly among
+    themselves, not with runs made by the loop implementation."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {}
+
+
+@torch.no_grad()
+def reinit_head(model) -> None:
+    """Re-initialise the classification head (every part of the model outside its pre-trained
+    ``base_model``) with the model's own initialiser, from the global torch RNG."""
+    bare = unwrap(model)
+    for module in bare.children():
+        if module is not bare.base_model:
+            module.apply(bare._init_weights)
+
+
+# The datasets each protocol reads (a shift spec names its own: siftkit.data.shift_data.file_hashes).
+TASK_DATASETS = {"cola": ("cola",), "twitter_to_uci": ("twitter_hate", "uci_sentiment")}
+_SAID_DIFFERENT: set[tuple[str, str]] = set()
+
+
+class DataWarning(UserWarning):
+    """A data file differs from the published one (allowed; said once per file and content)."""
+
+
+def data_fingerprint(cfg: RunConfig, stages) -> dict[str, Any]:
+    """sha256 of every data file the run reads (relative paths), the rows of each dataset
+    split and the stages' sizes: recorded in checkpoints and results.json, compared on resume."""
+    import siftkit.data.loaders as data_module
+
+    files: dict[str, str] = {}
+    rows: dict[str, int] = {}
+    if cfg.task == "shift":
+        # A spec's own files by the paths it gives; the rows are those of its stages' sets.
+        files.update(shift_data.file_hashes(cfg))
+        rows.update({f"{s.name}/train": len(s.train) for s in stages})
+        rows.update({f"{s.name}/{name}": len(ds) for s in stages for name, ds in s.evals.items()})
+    for name in TASK_DATASETS.get(cfg.task, ()):
+        files.update(split_file_hashes(name, cfg.data_dir))
+        rows.update({f"{name}/{split}": len(ds) for split, ds in data_module.load(name, cfg.data_dir).items()})
+    _say_unpublished(files, resolve_data_dir(cfg.data_dir))
+    return {"files": files, "rows": rows, "stages": [s.describe() for s in stages],
+            "root": str(resolve_data_dir(cfg.data_dir))}
+
+
+def _say_unpublished(files: dict[str, str], root: Path) -> None:
+    """A user's data folder may hold edited files; say so once, as results.json records them."""
+    published = {f.path: f for info in DATASETS.values() for f in info.files}
+    for rel, sha in files.items():
+        spec = published.get(rel)
+        if spec is None or spec.sha256 == sha or (rel, sha) in _SAID_DIFFERENT:
+            continue
+        _SAID_DIFFERENT.add((rel, sha))
+        size = (root / rel).stat().st_size
+        warnings.warn(f"{root / rel} differs from the published file ({size} bytes, sha256 {sha[:12]}...; published: "
+                      f"{spec.size} bytes, {spec.sha256[:12]}...); the run uses it as it is, and results.json "
+                      f"records its sha256 (meta.data_files) and the rows read (meta.data_rows)", DataWarning,
+                      stacklevel=3)
+
+
+def _check_resume_data(saved: dict | None, now: dict, ckpt: Path) -> None:
+    """A resumed run must train on the data it started with (checkpoints from before this
+    record have none to compare)."""
+    if not saved:
+        return
+    for rel in sorted(set(saved["files"]) | set(now["files"])):
+        if saved["files"].get(rel) != now["files"].get(rel):
+            raise CheckpointError(
+                f"checkpoint {ckpt} was written by a run on other data: {rel} now has sha256 "
+                f"{str(now['files'].get(rel))[:12]}... in {now['root']}, the run started with "
+                f"{str(saved['files'].get(rel))[:12]}... in {saved.get('root')}; resume with the data the run started with, or start over with "
+                f"overwrite=True")
+    if saved.get("stages") != now["stages"]:
+        raise CheckpointError(f"checkpoint {ckpt} was written by a run whose stages had other sizes "
+                              f"({saved.get('stages')} then, {now['stages']} now); resume with the same data and "
+                              f"settings, or start over with overwrite=True")
+
+
+class NonFiniteStepsWarning(RuntimeWarning):
+    """Some steps of a stage were non-finite and dropped (fewer than max_nonfinite_fraction)."""
+
+
+class TrainingDivergedError(ValueError):
+    """Too many steps of a stage were non-finite (dropped): the run's metrics would mislead."""
+
+
+def _check_nonfinite_share(cfg: RunConfig, stage: Stage, nonfinite: int, total_steps: int) -> None:
+    """Say how many steps were dropped; fail the run above `cfg.max_nonfinite_fraction`."""
+    if not nonfinite:
+        return
+    share = nonfinite / max(total_steps, 1)
+    what = (f"stage {stage.name!r}: {nonfinite} of {total_steps} steps ({100 * share:.0f}%) had a non-finite loss or "
+            f"gradient and were dropped")
+    if share > cfg.max_nonfinite_fraction:
+        raise TrainingDivergedError(
+            f"{what}, more than max_nonfinite_fraction={cfg.max_nonfinite_fraction:g}: the run diverged and its "
+            f"metrics would not measure the training asked for; lower the learning rate (learning_rate="
+            f"{stage.learning_rate:g} in this stage) or the regularizer's sizes, or raise max_nonfinite_fraction")
+    warnings.warn(f"{what} (max_nonfinite_fraction={cfg.max_nonfinite_fraction:g} allows up to "
+                  f"{100 * cfg.max_nonfinite_fraction:.0f}%); results.json counts them in meta.nonfinite_steps",
+                  NonFiniteStepsWarning, stacklevel=3)
+
+
+MODEL_DIR = "model"
+
+
+def _check_model_folder(out: Path, cfg: RunConfig) -> None:
+    """Before training: save_model must be able to write output_dir/model (transformers only
+    logs an error for a file there, and the run would end with no weights and no checkpoints)."""
+    target = out / MODEL_DIR
+    if cfg.save_model and target.exists() and not target.is_dir():
+        raise OutputDirError(f"{str(target)!r} is a file, but save_model=True writes the fine-tuned model to a "
+                             f"folder of that name; move the file away, or choose another output_dir")
+
+
+def _stage_model(out: Path, model, tokenizer) -> Path:
+    """Write model and tokenizer to a temporary folder beside model/ and check them."""
+    tmp = out / f".{MODEL_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if not (tmp / "config.json").is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputDirError(f"the fine-tuned model could not be saved to {str(tmp)!r}; the checkpoints in "
+                             f"{str(out / CHECKPOINT_DIR)!r} are kept: resume=True finishes the run again")
+    return tmp
+
+
+def _replace_model(out: Path, staged: Path | None) -> None:
+    target = out / MODEL_DIR
+    if target.is_dir():
+        shutil.rmtree(target)
+    if staged is not None:
+        staged.rename(target)
+
+
+def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: AdversarialLoss, cfg: RunConfig,
+               accelerator, run: RunState, resume_state: dict | None, out: Path, show_progress: bool) -> None:
+    """Train one stage's epochs (validating after each where the stage has a validation set)."""
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    position, history = run.position, run.history
+    train_ds = tokenize(stage.train, tokenizer, cfg.max_length)
+    sampler = EpochPermutationSampler(len(train_ds), cfg.seed, stage_index)
+    # The loader gets its own generator: otherwise each new iterator (every epoch, and the
+    # skipping iterator of a resumed epoch) draws a base seed from the global torch RNG,
+    # which shifts dropout and perturbation noise: a resumed run would differ.
+    dl = DataLoader(train_ds, batch_size=cfg.per_device_train_batch_size, sampler=sampler,
+                    collate_fn=_collator(tokenizer), generator=torch.Generator().manual_seed(cfg.seed))
+    params = [p for p in model.parameters() if p.requires_grad]  # all but a frozen encoder
+    # A new optimizer and a schedule sized for *this* stage (not the previous one's).
+    optimizer = torch.optim.AdamW(params, lr=stage.learning_rate, eps=cfg.adam_epsilon,
+                                  weight_decay=cfg.weight_decay, **fused_adamw(accelerator.device))
+    dl, optimizer = accelerator.prepare(dl, optimizer)
+    steps_per_epoch = len(dl)
+    total_steps = steps_per_epoch * stage.num_train_epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
+
+    start_epoch, skip, nonfinite = 0, 0, 0
+    window: dict[str, list[float]] = defaultdict(list)
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        start_epoch, skip = position["epoch"], position["step_in_epoch"]
+        nonfinite = position.get("stage_nonfinite", 0)
+        window.update({k: list(v) for k, v in resume_state.get("window", {}).items()})
+
+    model.train()
+    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch + skip, disable=not show_progress,
+               desc=f"{cfg.algo} · {stage.name}", leave=False)
+    lines = ProgressLines(f"{cfg.algo} · {stage.name}", total_steps, start_epoch * steps_per_epoch + skip) \
+        if show_progress else None
+    epochs_run = start_epoch
+    for epoch in range(start_epoch, stage.num_train_epochs):
+        sampler.use_epoch(epoch)
+        batches = accelerator.skip_first_batches(dl, skip) if skip else dl
+        for step_in_epoch, batch in enumerate(batches, start=skip):
+            with accelerator.autocast():
+                loss, parts = objective(model, batch)
+            finite = _all_processes(accelerator, bool(torch.isfinite(loss.detach())))
+            grad_norm = float("nan")
+            if finite:
+                accelerator.backward(loss)
+                if cfg.max_grad_norm > 0:
+                    grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
+                finite = math.isfinite(grad_norm) if cfg.max_grad_norm > 0 else True
+            lr_used = scheduler.get_last_lr()[0]
+            if finite:
+                optimizer.step()
+                if objective.bregman is not None and objective.adversarial:
+                    objective.bregman.update(model)
+            else:
+                # Never let a NaN reach the weights: drop this batch's update, count it.
+                nonfinite += 1
+                run.nonfinite_steps += 1
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            position.update(epoch=epoch, step_in_epoch=step_in_epoch + 1, stage_nonfinite=nonfinite)
+            position["global_step"] += 1
+            for k, v in parts.items():
+                window[k].append(v)
+            step_loss = float(loss.detach())
+            window["loss"].append(step_loss)
+            window["grad_norm"].append(grad_norm)
+            stage_step = epoch * steps_per_epoch + step_in_epoch + 1
+            if stage_step % cfg.logging_steps == 0 or stage_step == total_steps:
+                row = {"stage": stage.name, "epoch": epoch, "step": stage_step, "global_step": position["global_step"],
+                       "learning_rate": lr_used}
+                row.update(_window_means(accelerator, window))
+                row["skipped_adversarial_steps"] = _sum_over_processes(accelerator, objective.skipped)
+                row["nonfinite_steps"] = nonfinite
+                history.append(row)
+                tracking.log_row(accelerator, row)
+                window.clear()
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+            bar.update(1)
+            if lines is not None:
+                lines.update(stage_step, step_loss)
+            if cfg.save_steps and position["global_step"] % cfg.save_steps == 0 and stage_step < total_steps:
+                run.save(accelerator, out, cfg, model, objective, optimizer, scheduler, window)
+        skip = 0
+        epochs_run = epoch + 1
+        # A one-epoch stage's validation is its stage-end evaluation: no second row for it.
+        if (stage.val is not None and stage.num_train_epochs > 1
+                and _validate_epoch(stage, epoch, model, tokenizer, objective, cfg, accelerator, run)):
+            break  # early stopping: no better validation metric for `early_stopping_patience` epochs
+    bar.close()
+    _check_nonfinite_share(cfg, stage, nonfinite, epochs_run * steps_per_epoch)
+    info = run.stage_info[stage_index]
+    info["epochs_run"] = epochs_run
+    if run.early is not None:
+        info["best_epoch"] = run.early["best_epoch"]
+        if run.early["best_epoch"] != epochs_run - 1:
+            # Early stopping restores the best epoch's weights (and SMART's teacher of that epoch).
+            accelerator.unwrap_model(model).load_state_dict(run.early["model"])
+            if objective.bregman is not None and run.early.get("teacher") is not None:
+                objective.bregman.load_checkpoint_state(run.early["teacher"])
+
+
+def _validate_epoch(stage: Stage, epoch: int, model, tokenizer, objective: AdversarialLoss, cfg: RunConfig,
+                    accelerator, run: RunState) -> bool:
+    """Evaluate the stage's validation set after `epoch` (a `val_history` row); with early stopping,
+    keep the best epoch's weights and return True when the stage should stop."""
+    metrics = evaluate(model, {stage.val: stage.evals[stage.val]}, tokenizer, cfg, accelerator, smoothness=False)
+    row = {"stage": stage.name, "epoch": epoch, "global_step": run.position["global_step"]}
+    row.update({k: metrics[k] for k in (f"{stage.val}_accuracy", f"{stage.val}_mcc") if k in metrics})
+    run.val_history.append(row)
+    tracking.log_metrics(accelerator, {k: v for k, v in row.items() if k.startswith(stage.val)},
+                         row["global_step"])
+    patience = cfg.early_stopping_patience
+    if patience is None:
+        return False
+    value = metrics[stage.val_key]
+    early = run.early
+    if early is None or (math.isfinite(value) and not value <= early["best"]):
+        bare = accelerator.unwrap_model(model)
+        run.early = early = {
+            "best": value if math.isfinite(value) else -math.inf, "best_epoch": epoch, "bad_epochs": 0,
+            "model": {k: v.detach().clone() for k, v in bare.state_dict().items()},
+            "teacher": ({k: v.clone() for k, v in objective.bregman.state_dict_for_checkpoint().items()}
+                        if objective.bregman is not None else None)}
+        return False
+    early["bad_epochs"] += 1
+    return early["bad_epochs"] >= patience
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def _make_accelerator(cfg: RunConfig):
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
+
+    # On CPU accelerate ignores fp16 without a word (no autocast, no scaler): the run would
+    # be float32 while results.json says fp16.
+    if cfg.mixed_precision == "fp16" and PartialState(cpu=cfg.cpu).device.type == "cpu":
+        raise ValueError("mixed_precision='fp16' needs a GPU; on CPU use mixed_precision='bf16' or 'no'")
+    # accelerate keeps one process-wide state and refuses a second Accelerator with another
+    # precision; a notebook that runs bf16 after fp32 needs it reset (as transformers'
+    # Trainer does). The process group (PartialState) is kept.
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != cfg.mixed_precision:
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision, **tracking.accelerator_kwargs(cfg))
+
+
+def _all_processes(accelerator, flag: bool) -> bool:
+    """`flag` and-ed over processes: all must take the same branch around a DDP backward."""
+    if accelerator.num_processes == 1:
+        return flag
+    t = torch.tensor(float(flag), device=accelerator.device)
+    return bool(accelerator.reduce(t, reduction="sum").item() == accelerator.num_processes)
+
+
+def _sum_over_processes(accelerator, count: int) -> int:
+    if accelerator.num_processes == 1:
+        return count
+    return int(accelerator.reduce(torch.tensor(count, device=accelerator.device), reduction="sum").item())
+
+
+def _window_means(accelerator, window: dict[str, list[float]]) -> dict[str, float]:
+    """Mean of each logged value over the window's steps and over all processes.
+
+    Each process's values are means over its share of the global batch (equal shares), so
+    the mean over processes is the value a single process with the whole batch logs.
+    Non-finite entries are left out, as in `_mean`.
+    """
+    if accelerator.num_processes == 1:
+        return {k: _mean(v) for k, v in window.items()}
+    keys = list(window)  # the same keys in the same order on every process
+    finite = [[v for v in window[k] if math.isfinite(v)] for k in keys]
+    stats = torch.tensor([[sum(f), len(f)] for f in finite], dtype=torch.float64, device=accelerator.device)
+    stats = accelerator.reduce(stats, reduction="sum").tolist()
+    return {k: s / n if n else float("nan") for k, (s, n) in zip(keys, stats)}
+
+
+def _check_max_length(cfg: RunConfig, model, tokenizer) -> None:
+    """Texts are truncated to max_length tokens: the model must have that many positions.
+
+    Otherwise a long text fails deep inside the embedding block with a shape error.
+    """
+    limits = []
+    if 0 < getattr(tokenizer, "model_max_length", 0) < 1_000_000:  # unset: a huge sentinel
+        limits.append(int(tokenizer.model_max_length))
+    config = getattr(unwrap(model), "config", None)
+    if getattr(config, "position_biased_input", True) and getattr(config, "max_position_embeddings", None):
+        limits.append(int(config.max_position_embeddings))
+    if limits and cfg.max_length > min(limits):
+        name = repr(cfg.model_name) if cfg.model_name is not None else "the offline default all-MiniLM-L6-v2"
+        raise ValueError(f"max_length={cfg.max_length} is more than model {name} can take ({min(limits)} "
+                         f"tokens); texts are truncated to max_length, so use max_length <= {min(limits)}")

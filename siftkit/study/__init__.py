@@ -1,0 +1,1 @@
+"""A study of many runs: records grouped and checked, statistics, equal-budget verdicts, SUMMARY.md and its figures."""

@@ -1,0 +1,509 @@
+"""The equal-budget study past its table (`siftkit.study.runs.equal_budget`): the controls, the size
+curve at the tuned rate and the three verdicts, as rows for `siftkit.study.summarize` and notebook 04.
+
+Everything is found in the records, never by a tag's name:
+
+- the *reference* is the reference arm (`siftkit.study.runs.reference_arm`) at its chosen point;
+- a *control* is a run at another arm's chosen point (``extra.at_chosen``) that sets a control
+  field away from its default (`siftkit.study.runs.CONTROL_DEFAULTS`), or a regularized run with
+  ``adv_steps 0`` (random noise); a control that has a grid of its own (L2-SP's weight) counts
+  at its chosen point. Its *uncontrolled partner* is the variant of the same algorithm whose
+  resolved config equals the control's in every field but the control's own (and, for noise,
+  the noise and step fields): the same regularizer at the same point, without the control;
+- the *tuned curve* is every size-curve variant (`siftkit.study.runs.CURVE_TAG`) run at the
+  reference arm's chosen point.
+
+What is specific to one plan (the old gap's arm and grid point, the verdicts' questions, extra
+tags to read as controls) comes from a *study spec*, a YAML file beside the plan
+(``<name>_study.yaml``; `find_specs`, `load_spec`). Without one, the controls, the curve and
+verdicts (1) and (2) are still computed; verdict (3) needs the spec's ``old_gap``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from siftkit.study.paper import PAPER_METRIC
+from siftkit.study.runs import (CONTROL_DEFAULTS, CONTROL_TESTS, SETTINGS_THAT_MAY_DIFFER, Groups, Run, _config_defaults,
+                           _setting, _where, curve_eps, curve_family, equal_budget, format_grid_value, grid_label,
+                           matched_size_table, mean_ci, paired_difference, per_seed, reading, run_extra,
+                           variant_order, variant_sizes)
+
+SPEC_SUFFIX = "_study.yaml"
+SPEC_KEYS = frozenset({"old_gap", "controls", "questions"})
+OLD_GAP_KEYS = frozenset({"arm", "against", "point"})
+QUESTION_KEYS = ("beat_reference", "matched_size", "old_gap")
+# The verdicts' questions when the spec asks none: they name no tag.
+QUESTIONS = {
+    "beat_reference": "Does any regularizer arm beat the reference arm out of domain at their chosen points, and by "
+                      "how much?",
+    "matched_size": "At matched measured size on the curve at the reference's chosen point, SiFT − SMART?",
+    "old_gap": "Which control recovers the old gap at the spec's grid point?",
+}
+# Fields that set random noise instead of the ascent (adv_steps 0), so differ between a noise
+# control and the ascent it stands in for.
+NOISE_FIELDS = frozenset({"adv_steps", "adv_noise_std", "adv_step_size"})
+
+CONTROL_COLUMNS = ("task", "device", "code", "model", "control", "algo", "sets", "what it tests", "at", "against",
+                   "against_is", "n", "seeds", "mean", "ci_low", "ci_high", "reading")
+CURVE_COLUMNS = ("task", "device", "code", "model", "variant", "role", "algo", "family", "eps", "size", "n",
+                 "test_mean", "test_low", "test_high", "minus_reference", "diff_low", "diff_high", "reading")
+VERDICT_COLUMNS = ("task", "device", "code", "model", "verdict", "question", "row", "n", "seeds", "mean", "ci_low",
+                   "ci_high", "reading", "rests_on")
+
+
+# ----------------------------------------------------------------------------- the study spec
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    """Read and check a study spec; a ValueError names the file and the bad key."""
+    import yaml
+
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"study spec {path}: cannot be read as YAML ({exc})") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"study spec {path}: must be a mapping of {', '.join(sorted(SPEC_KEYS))}")
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise ValueError(f"study spec {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(SPEC_KEYS))}")
+    gap = spec.get("old_gap")
+    if gap is not None:
+        if not isinstance(gap, dict) or set(gap) != OLD_GAP_KEYS or not isinstance(gap["point"], dict):
+            raise ValueError(f"study spec {path}: old_gap must have exactly arm, against and point (a mapping of "
+                             f"grid field to value), got {gap!r}")
+    for name, kind in (("controls", dict), ("questions", dict)):
+        if not isinstance(spec.get(name) or {}, kind):
+            raise ValueError(f"study spec {path}: {name} must be a mapping, got {spec[name]!r}")
+    bad = sorted(set(spec.get("questions") or {}) - set(QUESTION_KEYS))
+    if bad:
+        raise ValueError(f"study spec {path}: questions: unknown verdict(s) {', '.join(bad)}; known: "
+                         f"{', '.join(QUESTION_KEYS)}")
+    return {**spec, "path": str(path)}
+
+
+def find_specs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The study specs (``*_study.yaml``) at the top of each summarized folder, each once."""
+    found: dict[Path, None] = {}
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.glob("*" + SPEC_SUFFIX)):
+                found[f.resolve()] = None
+    return [load_spec(f) for f in found]
+
+
+def spec_for(variants: Mapping[str, Sequence[Run]], specs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The first spec whose old gap's arms are grid arms of this group ({} when none is): a
+    spec of one study never applies to another group."""
+    arms = {run_extra(recs[0]).get("arm") for recs in variants.values()}
+    for spec in specs:
+        gap = spec.get("old_gap") or {}
+        if gap and {gap["arm"], gap["against"]} <= arms:
+            return dict(spec)
+    return {}
+
+
+# ----------------------------------------------------------------------------- controls and partners
+
+
+def control_settings(run: Run) -> dict[str, Any]:
+    """The control fields a run sets away from their defaults (a missing key is the default),
+    plus ``noise`` (its noise σ) for a regularized run without ascent steps."""
+    cfg, defaults = run.record["config"], _config_defaults()
+    out = {n: cfg.get(n, d) for n, d in CONTROL_DEFAULTS.items() if cfg.get(n, d) != d}
+    if run.algo != "plain" and cfg.get("adv_steps", defaults.get("adv_steps")) == 0:
+        out["noise"] = cfg.get("adv_noise_std")
+    return out
+
+
+def what_it_tests(settings: Mapping[str, Any]) -> str:
+    """`CONTROL_TESTS` of each set field, with its value."""
+    return "; ".join(CONTROL_TESTS[n].format(value=format_grid_value(v)) for n, v in settings.items())
+
+
+def settings_text(settings: Mapping[str, Any]) -> str:
+    return ", ".join(f"{'adv_steps 0, adv_noise_std' if n == 'noise' else n} {format_grid_value(v)}"
+                     for n, v in settings.items())
+
+
+def _same_config(a: Run, b: Run, ignore: set[str]) -> bool:
+    defaults = _config_defaults()
+    ca, cb = a.record["config"], b.record["config"]
+    names = (set(ca) | set(cb) | set(defaults)) - SETTINGS_THAT_MAY_DIFFER - ignore - {"extra"}
+    return all(_setting(ca, n, defaults) == _setting(cb, n, defaults) for n in names)
+
+
+def uncontrolled_partner(variant: str, variants: Mapping[str, Sequence[Run]]) -> str | None:
+    """The variant of the same algorithm with no control whose resolved config equals
+    `variant`'s in every field but the control's own (and the noise fields for noise). Of
+    several (a grid point and a curve run at the same setting), the one sharing the most seeds,
+    then a run at another arm's chosen point (as the control is), then the first name."""
+    run = variants[variant][0]
+    settings = control_settings(run)
+    if not settings:
+        return None
+    ignore = (set(settings) - {"noise"}) | (NOISE_FIELDS if "noise" in settings else set())
+    seeds = {r.seed for r in variants[variant]}
+    candidates = [v for v, recs in variants.items()
+                  if v != variant and recs[0].algo == run.algo and not control_settings(recs[0])
+                  and _same_config(run, recs[0], ignore)]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda v: (-len(seeds & {r.seed for r in variants[v]}),
+                                          not run_extra(variants[v][0]).get("at_chosen"), v))
+
+
+def _at_text(run: Run) -> str:
+    taken = run_extra(run).get("at_chosen") or {}
+    point = taken.get("point") if isinstance(taken.get("point"), dict) else {}
+    return f"{taken.get('arm')}'s chosen {grid_label({k: _as_number(v) for k, v in point.items()})}" if taken else ""
+
+
+def _as_number(value: Any) -> Any:
+    """A point's value as the grid labels it: the sweep records the taken value as typed ("1e-4")."""
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
+
+
+def control_variants(variants: Mapping[str, Sequence[Run]], eb: Mapping[str, Any] | None,
+                     spec: Mapping[str, Any]) -> list[str]:
+    """The group's controls (see the module's docstring), plus any tag the spec lists under
+    ``controls``; a control with a grid of its own counts at its chosen point only."""
+    chosen = {a["arm"]: a["chosen"] for a in (eb or {}).get("arms", ())}
+    listed = set((spec.get("controls") or {}))
+    out = []
+    for v, recs in variants.items():
+        extra = run_extra(recs[0])
+        if not isinstance(extra.get("at_chosen"), dict):
+            continue
+        if isinstance(extra.get("grid"), dict) and chosen.get(extra.get("arm")) != v:
+            continue  # a point of a control's own grid that was not chosen
+        tag = str(extra.get("arm") or "").partition("-")[2] if extra.get("grid") else recs[0].tag
+        if control_settings(recs[0]) or tag in listed:
+            out.append(v)
+    return sorted(out, key=variant_order)
+
+
+def reference_point(eb: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The reference arm's selection (`siftkit.study.runs.arm_selection`), None without a chosen point."""
+    if not eb or not eb.get("reference"):
+        return None
+    arm = next(a for a in eb["arms"] if a["arm"] == eb["reference"])
+    return arm if arm["chosen"] else None
+
+
+def _control_tag(variant: str, variants: Mapping[str, Sequence[Run]]) -> str:
+    extra = run_extra(variants[variant][0])
+    return str(extra["arm"]).partition("-")[2] if extra.get("grid") else (variants[variant][0].tag or "")
+
+
+def control_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
+                 spec: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Each control against the reference at its chosen point (``against_is`` ``reference``),
+    then against its uncontrolled partner (``uncontrolled``) where it has one (one row,
+    ``reference, uncontrolled``, where the partner is the reference itself, as for plain's controls): the seed-paired
+    difference in the protocol's test metric with its 95% t interval (`CONTROL_COLUMNS`)."""
+    spec = spec or {}
+    task = key[0]
+    metric = PAPER_METRIC[task]
+    eb = equal_budget(variants, task)
+    ref = reference_point(eb)
+    rows = []
+    for v in control_variants(variants, eb, spec):
+        run = variants[v][0]
+        settings = control_settings(run)
+        tests = (spec.get("controls") or {}).get(_control_tag(v, variants)) or what_it_tests(settings)
+        against = [(ref["chosen"], "reference")] if ref and ref["chosen"] != v else []
+        partner = uncontrolled_partner(v, variants)
+        if partner and against and partner == against[0][0]:  # a plain control: tuned plain is both
+            against = [(partner, "reference, uncontrolled")]
+        elif partner:
+            against.append((partner, "uncontrolled"))
+        for other, kind in against:
+            d = paired_difference(per_seed(variants[v], metric), per_seed(variants[other], metric))
+            rows.append({**_where(key), "control": v, "algo": run.algo, "sets": settings_text(settings) or "–",
+                         "what it tests": tests, "at": _at_text(run), "against": other, "against_is": kind,
+                         "n": d["n"], "seeds": d["seeds"], "mean": d["mean"], "ci_low": d["low"], "ci_high": d["high"],
+                         "reading": reading(d)})
+    return rows
+
+
+def controls_table(groups: Groups, specs: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """`control_rows` of every group (a DataFrame with ``columns=CONTROL_COLUMNS`` shows them)."""
+    return [row for key, variants in groups.items() for row in control_rows(key, variants, spec_for(variants, specs))]
+
+
+# ----------------------------------------------------------------------------- the curve at the tuned point
+
+
+def tuned_curve_variants(variants: Mapping[str, Sequence[Run]], eb: Mapping[str, Any] | None) -> list[str]:
+    """The size-curve variants run at the reference arm's chosen point (``extra.at_chosen.arm``)."""
+    if not eb or not eb.get("reference"):
+        return []
+    return sorted((v for v, recs in variants.items() if curve_eps(recs[0].tag) is not None
+                   and (run_extra(recs[0]).get("at_chosen") or {}).get("arm") == eb["reference"]
+                   and not control_settings(recs[0])), key=variant_order)
+
+
+def tuned_curve(variants: Mapping[str, Sequence[Run]], task: str) -> dict[str, Any] | None:
+    """The curve at the reference's chosen point: ``variants`` (curve runs), ``families``, the
+    ``reference`` selection (its chosen variant is the band), or None when there is no such curve."""
+    eb = equal_budget(variants, task)
+    curve, ref = tuned_curve_variants(variants, eb), reference_point(eb)
+    if not curve or ref is None:
+        return None
+    return {"variants": curve, "families": sorted({curve_family(variants[v][0].tag) for v in curve}),
+            "reference": ref}
+
+
+def tuned_curve_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> list[dict[str, Any]]:
+    """The band (the reference's chosen point: mean and 95% CI), then each curve variant at the
+    tuned point by algorithm and size: its measured size, test mean and CI, and its seed-paired
+    difference from the band (`CURVE_COLUMNS`)."""
+    task = key[0]
+    tc = tuned_curve(variants, task)
+    if tc is None:
+        return []
+    metric, ref = PAPER_METRIC[task], tc["reference"]
+    band = variants[ref["chosen"]]
+    stat = mean_ci([r.metric(metric) for r in band])
+    rows = [{**_where(key), "variant": ref["chosen"], "role": "band", "algo": "plain", "family": "", "eps": math.nan,
+             "size": math.nan, "n": stat["n"], "test_mean": stat["mean"], "test_low": stat["low"],
+             "test_high": stat["high"], "minus_reference": math.nan, "diff_low": math.nan, "diff_high": math.nan,
+             "reading": f"tuned {ref['arm']} at {ref['chosen_label']}"}]
+    sizes = variant_sizes(variants)
+    for v in tc["variants"]:
+        recs = variants[v]
+        s = mean_ci([r.metric(metric) for r in recs])
+        d = paired_difference(per_seed(recs, metric), per_seed(band, metric))
+        rows.append({**_where(key), "variant": v, "role": "line", "algo": recs[0].algo,
+                     "family": curve_family(recs[0].tag), "eps": curve_eps(recs[0].tag), "size": sizes[v],
+                     "n": s["n"], "test_mean": s["mean"], "test_low": s["low"], "test_high": s["high"],
+                     "minus_reference": d["mean"], "diff_low": d["low"], "diff_high": d["high"], "reading": reading(d)})
+    return rows
+
+
+def tuned_curve_table(groups: Groups) -> list[dict[str, Any]]:
+    return [row for key, variants in groups.items() for row in tuned_curve_rows(key, variants)]
+
+
+# ----------------------------------------------------------------------------- the three verdicts
+
+
+def _row(key, verdict: str, question: str, what: str, d: Mapping[str, Any], rests_on: str) -> dict[str, Any]:
+    return {**_where(key), "verdict": verdict, "question": question, "row": what, "n": d.get("n", 0),
+            "seeds": d.get("seeds", []), "mean": d.get("mean", math.nan), "ci_low": d.get("low", math.nan),
+            "ci_high": d.get("high", math.nan), "reading": reading(d) if d.get("n") else "no runs", "rests_on": rests_on}
+
+
+def _question(spec: Mapping[str, Any], name: str) -> str:
+    return (spec.get("questions") or {}).get(name) or QUESTIONS[name]
+
+
+def verdict_beat_reference(key, eb: Mapping[str, Any], spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """(1): every regularizer arm (not plain, no control) against the reference at their chosen
+    points; the first row is the largest mean difference, then one row per arm compared."""
+    q = _question(spec, "beat_reference")
+    diffs = [d for d in eb["differences"] if d["b"]["arm"] == eb["reference"] and d["a"]["algo"] != "plain"
+             and not d["a"]["control"] and d["n"]]
+    if not diffs:
+        return [_row(key, "1", q, "no regularizer arm has a chosen point paired with the reference", {}, "")]
+    best = max(diffs, key=lambda d: d["mean"])
+    n_arms = len(diffs)
+    rests = (f"{n_arms} regularizer arm(s) compared, each at its chosen point against `{eb['reference']}` at "
+             f"{best['b']['chosen_label']}; seed-paired over the seeds both ran")
+    # an arm whose grid is not finished chose among fewer points or seeds: its point is no equal-budget choice
+    ref_budget = _budget(best["b"])
+    short = [f"{d['a']['arm']} {_budget(d['a'])[0]} × {_budget(d['a'])[1]}" for d in diffs
+             if _budget(d["a"]) != ref_budget]
+    if short:
+        rests += (f"; **budgets differ** from the reference's {ref_budget[0]} point(s) × {ref_budget[1]} selection "
+                  f"seed(s): {', '.join(short)}")
+    rows = [_row(key, "1", q, f"largest: {best['a']['arm']} ({best['a']['chosen_label']}) − {eb['reference']} "
+                 f"({best['b']['chosen_label']}), of {n_arms} arm(s)", best, rests)]
+    for d in sorted(diffs, key=lambda d: -d["mean"]):
+        rows.append(_row(key, "1", q, f"{d['a']['arm']} ({d['a']['chosen_label']}) − {eb['reference']} "
+                         f"({d['b']['chosen_label']})", d, rests))
+    return rows
+
+
+def _budget(arm: Mapping[str, Any]) -> tuple[int, int]:
+    """(grid points, selection seeds) an arm chose among."""
+    return len(arm["points"]), len(arm["selection_seeds"])
+
+
+def verdict_matched_size(key, variants: Mapping[str, Sequence[Run]], tc: Mapping[str, Any] | None,
+                         spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """(2): the pooled matched-size SiFT − SMART on the curve at the tuned point, per family."""
+    q = _question(spec, "matched_size")
+    if tc is None:
+        return [_row(key, "2", q, "no size curve at the reference's chosen point", {}, "")]
+    rows = []
+    table = matched_size_table({key: variants})
+    for family in tc["families"]:
+        fam = [r for r in table if r["family"] == family]
+        pooled = next((r for r in fam if r["sift"] == "pooled"), None)
+        name = f"{family}_curve_eps<E>" if family else "curve_eps<E>"
+        if pooled is None:
+            rows.append(_row(key, "2", q, f"`{name}`: no SiFT and SMART sizes to pair", {}, ""))
+            continue
+        d = {"n": pooled["n"], "mean": pooled["mean"], "low": pooled["ci_low"], "high": pooled["ci_high"],
+             "seeds": _pooled_seeds(variants, family, key[0])}
+        rests = (f"{pooled['smart']} of the `{name}` curve at {tc['reference']['arm']}'s chosen "
+                 f"{tc['reference']['chosen_label']}; per-seed mean over pairs, t interval over seeds")
+        rows.append(_row(key, "2", q, f"SiFT − SMART at matched size, pooled (`{name}`)", d, rests))
+    return rows
+
+
+def _pooled_seeds(variants, family: str, task: str) -> list[int]:
+    from siftkit.study.runs import matched_size_pairs, pooled_difference
+
+    metric = PAPER_METRIC[task]
+    pairs = matched_size_pairs(variants, metric, family)
+    return pooled_difference(variants, pairs, metric)["seeds"]
+
+
+def _point_variant(arm: Mapping[str, Any], point: Mapping[str, Any]) -> str | None:
+    """The arm's variant at a grid point given by value (numbers compared as numbers)."""
+    def same(a: Any, b: Any) -> bool:
+        try:
+            return math.isclose(float(a), float(b), rel_tol=1e-9)
+        except (TypeError, ValueError):
+            return format_grid_value(a) == format_grid_value(b)
+
+    for p in arm["points"]:
+        if set(p["grid"]) == set(point) and all(same(p["grid"][k], point[k]) for k in point):
+            return p["variant"]
+    return None
+
+
+def _gap_per_seed(variants, a: str, b: str, metric: str) -> dict[int, float]:
+    pa, pb = per_seed(variants[a], metric), per_seed(variants[b], metric)
+    return {s: pa[s] - pb[s] for s in set(pa) & set(pb)}
+
+
+def verdict_old_gap(key, variants: Mapping[str, Sequence[Run]], eb: Mapping[str, Any],
+                    spec: Mapping[str, Any], controls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """(3): the old gap (the spec's arm minus its `against` arm, both at the spec's grid point),
+    the same gap at their chosen points, how much of the old gap tuning removes (per seed, old
+    gap − tuned gap), each control's effect against its uncontrolled partner, and the gap with a
+    control on both sides where plain and the arm's algorithm ran the same control."""
+    gap = spec.get("old_gap")
+    q = _question(spec, "old_gap")
+    if not gap:
+        return []
+    metric = PAPER_METRIC[key[0]]
+    arms = {a["arm"]: a for a in eb["arms"]}
+    missing = [n for n in (gap["arm"], gap["against"]) if n not in arms]
+    if missing:
+        return [_row(key, "3", q, f"no grid arm {', '.join(missing)} in this group", {}, "")]
+    big, base = arms[gap["arm"]], arms[gap["against"]]
+    at = grid_label(gap["point"])
+    va, vb = _point_variant(big, gap["point"]), _point_variant(base, gap["point"])
+    if not (va and vb):
+        return [_row(key, "3", q, f"the grid point {at} is not a point of both {gap['arm']} and {gap['against']}",
+                     {}, "")]
+    old = _gap_per_seed(variants, va, vb, metric)
+    rows = [_row(key, "3", q, f"old gap: {va} − {vb} (both at {at})", paired_difference(old, {s: 0.0 for s in old}),
+                 f"the grid runs at {at}, seed-paired")]
+    if big["chosen"] and base["chosen"]:
+        tuned = _gap_per_seed(variants, big["chosen"], base["chosen"], metric)
+        rows.append(_row(key, "3", q, f"gap at the chosen points: {big['chosen']} − {base['chosen']}",
+                         paired_difference(tuned, {s: 0.0 for s in tuned}),
+                         "each arm at the point chosen on its validation metric"))
+        rows.append(_row(key, "3", q, "under-fitting: old gap − gap at the chosen points (what tuning removes)",
+                         paired_difference(old, tuned), "per seed, over the seeds both gaps have"))
+    for c in controls:
+        if "uncontrolled" in c["against_is"]:
+            d = {"n": c["n"], "seeds": c["seeds"], "mean": c["mean"], "low": c["ci_low"], "high": c["ci_high"]}
+            rows.append(_row(key, "3", q, f"control {c['control']} − {c['against']}: {c['what it tests']}", d,
+                             f"{c['sets']}, at {c['at']}; seed-paired against the same algorithm without it"))
+    rows += _gaps_with_control(key, variants, big, q, metric)
+    return rows
+
+
+def _gaps_with_control(key, variants, big: Mapping[str, Any], q: str, metric: str) -> list[dict[str, Any]]:
+    """The arm's algorithm and plain with the same control (and no noise): their difference is
+    the gap with the control on both sides."""
+    ctl = [v for v, recs in variants.items() if isinstance(run_extra(recs[0]).get("at_chosen"), dict)
+           and control_settings(recs[0]) and "noise" not in control_settings(recs[0])]
+    big_run = variants[big["chosen"]][0] if big["chosen"] else None
+    rows = []
+    for a in ctl:
+        ra = variants[a][0]
+        if ra.algo != big["algo"] or big_run is None:
+            continue
+        twins = [b for b in ctl if variants[b][0].algo == "plain"
+                 and control_settings(variants[b][0]) == control_settings(ra)]
+        for b in twins:
+            # the arm's own regularizer settings, not another size of the same algorithm
+            if not _same_config(ra, big_run, set(CONTROL_DEFAULTS) | {"uci_learning_rate", "learning_rate"}):
+                continue
+            d = paired_difference(per_seed(variants[a], metric), per_seed(variants[b], metric))
+            rows.append(_row(key, "3", q, f"gap with {settings_text(control_settings(ra))} on both sides: {a} − {b}",
+                             d, "both at the same point with the same control, seed-paired"))
+    return rows
+
+
+def verdict_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
+                 spec: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The three verdicts of one group as rows (`VERDICT_COLUMNS`); none without grid arms."""
+    spec = spec or {}
+    task = key[0]
+    eb = equal_budget(variants, task)
+    if eb is None or not eb.get("reference"):
+        return []
+    rows = verdict_beat_reference(key, eb, spec)
+    rows += verdict_matched_size(key, variants, tuned_curve(variants, task), spec)
+    rows += verdict_old_gap(key, variants, eb, spec, control_rows(key, variants, spec))
+    return rows
+
+
+def verdicts_table(groups: Groups, specs: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    return [row for key, variants in groups.items() for row in verdict_rows(key, variants, spec_for(variants, specs))]
+
+
+def answer(row: Mapping[str, Any], digits: int = 3) -> str:
+    """A verdict row as one sentence from its numbers: ``<row>: +0.012 [0.003, 0.021], n=5 — reading``."""
+    if not row["n"] or math.isnan(row["mean"]):
+        return f"{row['row']}: {row['reading']}."
+    ci = "" if math.isnan(row["ci_low"]) else f" [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]"
+    return f"{row['row']}: {row['mean']:+.{digits}f}{ci}, n={row['n']} (seeds {row['seeds']}) — {row['reading']}."
+
+
+def reading_guide(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The verdicts in sentences printed from their numbers (notebook 04's reading guide): per
+    group, verdict (1)'s largest difference, (2)'s pooled rows and every row of (3)."""
+    out = []
+    for r in rows:
+        if r["verdict"] == "1" and not r["row"].startswith(("largest", "no ")):
+            continue  # the arms one by one are in the table
+        where = f"{r['task']}, {r['device']}, code {r['code']}"
+        lead = {"1": "Against tuned plain", "2": "At matched size on the tuned curve",
+                "3": "Explaining the old gap"}[r["verdict"]]
+        out.append(f"({r['verdict']}, {where}) {lead}: {answer(r)} Rests on: {r['rests_on'] or 'nothing'}.")
+    for code in dict.fromkeys(r["code"] for r in rows):
+        share = tuning_share([r for r in rows if r["code"] == code and r["verdict"] == "3"])
+        if share:
+            out.append(f"(3, code {code}) {share}")
+    return out
+
+
+def tuning_share(rows: Sequence[Mapping[str, Any]]) -> str:
+    """How much of the old gap the tuned rate removes, in one sentence from verdict (3)'s first
+    three rows (old gap, gap at the chosen points, their per-seed difference); "" without them."""
+    if len(rows) < 3 or not all(r["n"] for r in rows[:3]):
+        return ""
+    old, tuned, removed = rows[:3]
+    if not old["mean"]:
+        return ""
+    ci = "" if math.isnan(tuned["ci_low"]) else f" [{tuned['ci_low']:+.3f}, {tuned['ci_high']:+.3f}]"
+    return (f"Tuning the rate removes {removed['mean']:+.3f} of the old gap of {old['mean']:+.3f} "
+            f"({removed['mean'] / old['mean']:.0%}, over seeds {removed['seeds']}); the gap left at the chosen "
+            f"points is {tuned['mean']:+.3f}{ci} (n={tuned['n']}), which is what the controls' rows have to explain.")

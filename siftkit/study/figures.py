@@ -1,0 +1,424 @@
+"""Figures of a study, drawn from grouped runs (`siftkit.study.runs.group_runs`; used by `siftkit
+summarize` and notebook 04). One set per group of comparable runs (task, device, code, model);
+file names start with ``<task>_<device>_<commit>``:
+
+- ``..._scores.png``: the main metric per variant (bar: mean over seeds, dots: seeds), the
+  paper's BERT / DeBERTa figures as markers beside plain, SMART and SiFT;
+- ``..._learning_curves.png``: task loss against the optimizer step, per seed smoothed within
+  each stage, mean over seeds with a 95% t band, the P2 stage boundary marked;
+- ``..._size_<metric>.png``, ``..._size_reg_share.png``, ``..._size_smoothness.png``: a metric
+  against the measured mean relative perturbation (log x), drawn by `size_curve`: the
+  size-curve runs (tags ``curve_eps<E>``) of SMART and SiFT as two lines with 95% t bands over
+  seeds, plain as a horizontal band (mean ± 95% CI), every other regularized variant as a
+  marked, labelled point (mean x, mean y, 95% CI bars);
+- ``..._tuned_curve_<metric>.png``: the size curve run at the reference arm's chosen point of an
+  equal-budget study (`siftkit.study.budget.tuned_curve`), that point as the band;
+- ``<task>_curves_by_group.png`` (`curves_by_group_figure`): beside that curve, every other
+  group's size curve of the same task, one panel per group and curve, each titled with its group
+  (never two groups on one axis).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+import matplotlib.lines
+import matplotlib.patches
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from siftkit.study import budget
+from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS
+from siftkit.study.runs import (MAIN_EVAL, Groups, Run, mean_ci, point_kind, reference_plain, runs_frame,
+                           short_commit, smoothness_metrics, t_interval, variant_order)
+
+# The same colours as the notebooks' figures (siftkit.explore.plotting), without importing torch here.
+COLORS = {"plain": "#7f7f7f", "smart": "#d62728", "sift": "#9467bd"}
+LABELS = {"plain": "plain", "smart": "SMART", "sift": "SiFT"}
+# One marker per kind of marked point, so a tag shared by SMART and SiFT looks alike in both
+# colours; kinds not listed take the spare markers in name order.
+MARKERS = {"default": "*", "mtdnn": "D", "mtdnn_no_bregman": "s", "mtdnn_random": "X", "random": "X",
+           "deberta": "^", "seed_code": "v", "rng_control": "P", "w10": "d", "no_bregman": "s"}
+_SPARE_MARKERS = ("o", "<", ">", "p", "h", "8", "H", "1", "2", "3", "4")
+METRIC_LABELS = {"uci_test_accuracy": "UCI accuracy (held-out 90%)",
+                 "out_of_domain_dev_mcc": "CoLA out-of-domain dev MCC",
+                 "reg_share": "λ·R / loss (regularizer's share of the objective)"}
+_STYLE = {"savefig.dpi": 120, "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
+          "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "axes.spines.top": False,
+          "axes.spines.right": False}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_").lower()
+
+
+def _task_name(task: str) -> str:
+    if task.startswith("shift:"):  # a shift spec's group, shift:<name>@<hash>
+        return "shift " + task.removeprefix("shift:").split("@")[0]
+    return "P2 Twitter→UCI" if task == "twitter_to_uci" else "P1 CoLA"
+
+
+def _markers(kinds: Sequence[str]) -> dict[str, str]:
+    spare = iter(m for m in _SPARE_MARKERS)
+    return {k: MARKERS.get(k) or next(spare, "o") for k in sorted(set(kinds))}
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    with matplotlib.rc_context(_STYLE):
+        fig.savefig(path, format="png", bbox_inches="tight")
+    return path
+
+
+# ----------------------------------------------------------------------------- the size figure
+
+
+def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "plain", logy: bool = False,
+               ylabel: str | None = None, legend: Mapping[str, Any] | None = None) -> Axes:
+    """Draw `y` against the measured mean relative perturbation (log x) on `ax`.
+
+    `frame` is `siftkit.study.runs.runs_frame` of one group. Lines: rows with role ``line`` (the
+    size-curve runs), one per algorithm, x = the variant's mean measured size over seeds, y =
+    mean over seeds with a 95% t band (seaborn, interval from scipy). Band: the `plain`
+    variant's mean ± 95% CI. Points: rows with role ``point``, one marker per variant with
+    95% t error bars on both axes. With `logy`, values ≤ 0 cannot be drawn and are left out
+    (the legend says how many). `legend`: where the legend goes (``ax.legend`` keywords; default
+    beside the axes, on the right). Returns `ax` (its lines and containers are what a test checks).
+    """
+    if y not in frame:  # no run recorded it (older runs): an empty panel that says so
+        frame = frame.assign(**{y: math.nan})
+    have = frame[y].notna()
+    dropped = 0
+    if logy:
+        dropped = int((have & frame[y].le(0)).sum())
+        have = have & frame[y].gt(0)
+    sized = have & frame["size"].gt(0)
+    lines = frame[sized & frame["role"].eq("line")]
+    lines = lines.assign(x=lines.groupby("variant")["size"].transform("mean"))
+    for algo in ("smart", "sift"):
+        sub = lines[lines["algo"] == algo]
+        if sub.empty:
+            continue
+        n = sub.groupby("variant")["seed"].nunique()
+        sns.lineplot(data=sub, x="x", y=y, errorbar=_log_safe if logy else t_interval, marker="o", color=COLORS[algo], ax=ax,
+                     err_kws={"alpha": 0.18}, label=f"{LABELS[algo]} size curve, projected rule "
+                     f"({len(n)} sizes, n={n.min()}–{n.max()})" if n.min() != n.max()
+                     else f"{LABELS[algo]} size curve, projected rule ({len(n)} sizes, n={n.min()})")
+    band = frame[have & frame["variant"].eq(plain)][y] if plain else pd.Series(dtype=float)
+    if not band.empty:
+        ci = mean_ci(band.tolist())
+        ax.axhline(ci["mean"], color=COLORS["plain"], ls="--", lw=1.2)
+        if not math.isnan(ci["low"]):
+            ax.axhspan(ci["low"], ci["high"], color=COLORS["plain"], alpha=0.15, lw=0)
+        band_label = f"{plain} (n={ci['n']}): mean ± 95% CI"
+    points = frame[sized & frame["role"].eq("point")]
+    markers = _markers([point_kind(t or None) for t in points["tag"]])
+    groups = sorted(points.groupby("variant"), key=lambda kv: variant_order(kv[0]))  # SMART's, then SiFT's
+    shift = _dodge([mean_ci(g["size"].tolist())["mean"] for _, g in groups])
+    for (variant, g), factor in zip(groups, shift):
+        algo, tag = g["algo"].iloc[0], g["tag"].iloc[0] or None
+        xs, ys = mean_ci(g["size"].tolist()), mean_ci(g[y].tolist())
+        xs = {k: v * factor for k, v in xs.items() if k != "n"}  # drawn beside its neighbours, not on them
+        ax.errorbar(xs["mean"], ys["mean"], xerr=_err(xs, floor=xs["mean"] / 10),
+                    yerr=_err(ys, floor=ys["mean"] / 10 if logy else None),
+                    fmt=markers[point_kind(tag)], color=COLORS.get(algo, "black"), ms=9 if tag is None else 7,
+                    mec="black", mew=0.6, capsize=2, elinewidth=1,
+                    label=f"{LABELS.get(algo, algo)} {tag or 'default'} (n={ys['n']})")
+    ax.set_xscale("log")
+    ax.margins(x=0.1)  # the outermost points and their labels off the frame
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("measured mean relative perturbation ‖Δ_t‖ / ‖z_t‖ (log scale)")
+    ax.set_ylabel(ylabel or METRIC_LABELS.get(y, y))
+    handles, labels = ax.get_legend_handles_labels()
+    if not band.empty:  # the band's legend entry, after the curves: its shade under its dashed line
+        pos = sum("size curve" in x for x in labels)
+        handles.insert(pos, (matplotlib.patches.Patch(color=COLORS["plain"], alpha=0.15, lw=0),
+                             matplotlib.lines.Line2D([], [], color=COLORS["plain"], ls="--", lw=1.2)))
+        labels.insert(pos, band_label)
+    if dropped:
+        handles.append(matplotlib.lines.Line2D([], [], ls=""))
+        labels.append(f"({dropped} run(s) at ≤ 0 not drawn on the log axis)")
+    if handles:
+        ax.legend(handles, labels, **{"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8,
+                                      "frameon": False, **(legend or {})})
+    else:
+        ax.text(0.5, 0.5, f"no run recorded {y}", transform=ax.transAxes, ha="center", color="grey")
+    return ax
+
+
+def _log_safe(values) -> tuple[float, float]:
+    """`t_interval` with its lower end kept above a tenth of the mean: a band reaching 0 or
+    below cannot be drawn on a log axis (the tables give the interval itself)."""
+    low, high = t_interval(values)
+    mean = float(sum(values)) / len(values)
+    return (max(low, mean / 10), high) if mean > 0 else (low, high)
+
+
+def _dodge(xs: Sequence[float], within: float = 1.3, step: float = 0.035) -> list[float]:
+    """Multiplicative x offsets that spread points closer than `within` (a factor) apart:
+    each cluster is fanned out by 10**step per point around its place (log axis). Only the
+    drawing moves; tables report the measured means."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    factors = [1.0] * len(xs)
+    cluster: list[int] = []
+    for i in order + [None]:
+        if i is not None and cluster and xs[i] <= xs[cluster[0]] * within:
+            cluster.append(i)
+            continue
+        for k, j in enumerate(cluster):
+            factors[j] = 10 ** (step * (k - (len(cluster) - 1) / 2))
+        cluster = [i] if i is not None else []
+    return factors
+
+
+def _err(ci: Mapping[str, float], floor: float | None = None):
+    """Asymmetric error bar from a t interval; None without one. On a log axis the lower end
+    is kept above `floor` so an interval reaching 0 still draws."""
+    if math.isnan(ci["low"]):
+        return None
+    low = max(ci["low"], floor) if floor is not None and floor > 0 else ci["low"]
+    return [[max(ci["mean"] - low, 0.0)], [max(ci["high"] - ci["mean"], 0.0)]]
+
+
+def wants_size_figures(frame: pd.DataFrame) -> bool:
+    """Size figures say something once there is a curve, or two regularized variants with sizes."""
+    sized = frame[frame["size"].gt(0)]
+    return bool(sized["role"].eq("line").any() or sized["variant"].nunique() >= 2)
+
+
+def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> dict[str, Figure]:
+    """The group's size figures by file suffix: the main metric, R's share of the objective,
+    and held-out smoothness on the protocol's main evaluation set (one panel per probe)."""
+    task, device, commit, model = key
+    frame = runs_frame(variants)
+    if frame.empty or not wants_size_figures(frame):
+        return {}
+    plain = reference_plain(variants, task)
+    where = f"{_task_name(task)} — {model} on {device}, code {short_commit(commit)}"
+    main = PAPER_METRIC[task]
+    figs: dict[str, Figure] = {}
+
+    fig = Figure(figsize=(11, 5), layout="constrained")
+    ax = size_curve(frame, main, ax=fig.subplots(), plain=plain)
+    ax.set_title(f"{METRIC_LABELS.get(main, main)} against perturbation size\n{where}")
+    figs[f"size_{main}"] = fig
+
+    fig = Figure(figsize=(11, 5), layout="constrained")
+    ax = size_curve(frame, "reg_share", ax=fig.subplots(), plain=None, logy=True)
+    ax.set_title(f"How much of the objective the regularizer is\n{where}")
+    figs["size_reg_share"] = fig
+
+    probes = [m for m in smoothness_metrics(variants) if m.startswith(MAIN_EVAL[task] + "_smoothness_")]
+    if probes:
+        fig = Figure(figsize=(7 * len(probes) + 3, 5), layout="constrained")
+        axes = fig.subplots(1, len(probes), squeeze=False)[0]
+        for ax, metric in zip(axes, probes):
+            size_curve(frame, metric, ax=ax, plain=plain, logy=True,
+                       ylabel=f"sym-KL(clean, probe {metric.rsplit('_', 1)[1]}) on {MAIN_EVAL[task]}")
+            ax.set_title(f"probe of relative size {metric.rsplit('_', 1)[1]}")
+            if ax is not axes[-1] and ax.get_legend():
+                ax.get_legend().remove()  # one legend for the figure: the panels share it
+        fig.suptitle(f"Held-out smoothness (lower = smoother) against training perturbation size\n{where}")
+        figs["size_smoothness"] = fig
+    return figs
+
+
+# ----------------------------------------------------------------------------- the curve at the tuned point
+
+
+def _curve_frame(variants: Mapping[str, Sequence[Run]], family: str, band: str | None) -> pd.DataFrame:
+    """`runs_frame` rows of one curve family (as lines) and of the band variant only."""
+    frame = runs_frame(variants)
+    keep = (frame["role"].eq("line") & frame["family"].eq(family)) | frame["variant"].eq(band)
+    return frame[keep]
+
+
+def _panels(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> list[tuple[str, str | None, str]]:
+    """(family, band variant, what the band is) per size curve of a group: the curve at the
+    reference arm's chosen point with that point as its band; any other curve with the group's
+    reference plain."""
+    tc = budget.tuned_curve(variants, key[0])
+    tuned = tc["families"] if tc else []
+    out = []
+    for family in sorted({f for f in runs_frame(variants)["family"].dropna()}):
+        if family in tuned:
+            ref = tc["reference"]
+            out.append((family, ref["chosen"], f"{ref['arm']} at its chosen {ref['chosen_label']}"))
+        else:
+            plain = reference_plain(variants, key[0])
+            out.append((family, plain, f"{plain}"))
+    return out
+
+
+def _group_title(key: tuple[str, str, str, str]) -> str:
+    task, device, commit, model = key
+    return f"{_task_name(task)} — {model} on {device}, code {short_commit(commit)}"
+
+
+def tuned_curve_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> Figure | None:
+    """The size curve at the reference arm's chosen point, that point drawn as the band; None
+    when the group has no such curve."""
+    tc = budget.tuned_curve(variants, key[0])
+    if tc is None:
+        return None
+    main, ref = PAPER_METRIC[key[0]], tc["reference"]
+    fig = Figure(figsize=(11, 5), layout="constrained")
+    ax = fig.subplots()
+    for family in tc["families"]:
+        size_curve(_curve_frame(variants, family, ref["chosen"]), main, ax=ax, plain=ref["chosen"])
+    ax.set_title(f"{METRIC_LABELS.get(main, main)} against perturbation size at {ref['arm']}'s chosen "
+                 f"{ref['chosen_label']} (band: that point)\n{_group_title(key)}")
+    return fig
+
+
+def curves_by_group_figure(groups: Groups, task: str) -> Figure | None:
+    """Every size curve of `task`, one panel per (group, curve), each titled with its group;
+    the panels share the y axis so the eye can compare levels, never the runs."""
+    panels = [(key, variants, *p) for key, variants in groups.items() if key[0] == task
+              for p in _panels(key, variants)]
+    if len(panels) < 2:
+        return None
+    main = PAPER_METRIC[task]
+    fig = Figure(figsize=(6.5 * len(panels), 5.5), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, (key, variants, family, band, what) in zip(axes, panels):
+        # each panel's legend under it: the panels stand side by side
+        size_curve(_curve_frame(variants, family, band), main, ax=ax, plain=band,
+                   legend={"loc": "upper left", "bbox_to_anchor": (0.0, -0.14), "fontsize": 7})
+        name = f"{family}_curve_eps<E>" if family else "curve_eps<E>"
+        ax.set_title(f"{_group_title(key)}\n`{name}`, band: {what}", fontsize=9)
+    fig.suptitle(f"{METRIC_LABELS.get(main, main)} against measured perturbation size, one panel per group of "
+                 "comparable runs")
+    return fig
+
+
+def write_curves_by_group(groups: Groups, out_dir: str | Path) -> dict[tuple, Path]:
+    """``<task>_curves_by_group.png`` for each task that has a curve at a tuned point, keyed by
+    the group of that curve (where the summary links it)."""
+    out: dict[tuple, Path] = {}
+    for key, variants in groups.items():
+        if budget.tuned_curve(variants, key[0]) is None:
+            continue
+        fig = curves_by_group_figure(groups, key[0])
+        if fig is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            out[key] = _save(fig, Path(out_dir) / f"{figure_prefix(key)}_curves_by_group.png")
+    return out
+
+
+# ----------------------------------------------------------------------------- scores and learning curves
+
+
+def scores_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> Figure:
+    task, device, commit, model = key
+    metric = PAPER_METRIC[task]
+    names = sorted(variants, key=variant_order)
+    rows = [{"variant": v, "algo": r.algo, "seed": r.seed, "value": r.metric(metric)}
+            for v in names for r in variants[v]]
+    frame = pd.DataFrame(rows)
+    fig = Figure(figsize=(8, 0.32 * len(names) + 1.8), layout="constrained")
+    ax = fig.subplots()
+    # Seeds as dots, the mean with its 95% t interval as a bar: no bars from 0, which would
+    # flatten differences of a few points into equal lengths.
+    # seaborn jitters from numpy's global RNG: a fixed seed keeps a regenerated figure identical
+    # (no spurious change in git when the runs have not changed); the caller's state is restored.
+    rng_state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        sns.stripplot(data=frame, y="variant", x="value", order=names, color="#34495e", size=3.5, alpha=0.7,
+                      ax=ax, label="one seed", jitter=0.15)
+    finally:
+        np.random.set_state(rng_state)
+    for i, name in enumerate(names):
+        ci = mean_ci(frame.loc[frame["variant"] == name, "value"].tolist())
+        ax.errorbar(ci["mean"], i, xerr=_err(ci), fmt="o", ms=7, color=COLORS.get(variants[name][0].algo, "black"),
+                    mec="black", mew=0.6, capsize=3, zorder=5, label="mean ± 95% CI over seeds" if i == 0 else None)
+    for i, name in enumerate(names):
+        algo = variants[name][0].algo
+        if name == algo and algo in PAPER_RESULTS["bert"].get(task, {}):  # a shift spec has no paper figure
+            for paper, color in (("bert", "#e67e22"), ("deberta", "#2c3e50")):
+                ax.scatter([PAPER_RESULTS[paper][task][algo]], [i], marker="|", s=250, color=color, zorder=4,
+                           label=f"paper, {'BERT' if paper == 'bert' else 'DeBERTa'}-base" if name == "plain" else None)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_xlabel(METRIC_LABELS.get(metric, metric))
+    ax.set_ylabel("")
+    ax.set_title(f"{_task_name(task)} — {model} on {device}, code {short_commit(commit)}")
+    return fig
+
+
+def _smooth(values: list[float], width: int) -> list[float]:
+    out = []
+    for i in range(len(values)):
+        lo, hi = max(0, i - width // 2), min(len(values), i + width // 2 + 1)
+        out.append(sum(values[lo:hi]) / (hi - lo))
+    return out
+
+
+def learning_curves_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> Figure | None:
+    task, device, commit, model = key
+    names = [n for n in ("plain", "smart", "sift", "smart-mtdnn_no_bregman", "sift-mtdnn") if n in variants]
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        for run in variants[name]:
+            hist = [row for row in run.record["history"] if row.get("task_loss") is not None]
+            for stage in dict.fromkeys(row.get("stage") for row in hist):  # smooth within a stage only
+                part = [row for row in hist if row.get("stage") == stage]
+                for row, v in zip(part, _smooth([row["task_loss"] for row in part], 5)):
+                    rows.append({"variant": f"{name} (n={len(variants[name])})",
+                                 "step": row.get("global_step", row.get("step")), "task_loss": v,
+                                 "rule": "public codes' rule (mtdnn)" if run.tag else "default rule"})
+    if not rows:
+        return None
+    fig = Figure(figsize=(8, 4.4), layout="constrained")
+    ax = fig.subplots()
+    frame = pd.DataFrame(rows)
+    palette = {label: COLORS[label.split("-")[0].split(" ")[0]] for label in frame["variant"].unique()}
+    sns.lineplot(data=frame, x="step", y="task_loss", hue="variant", style="rule", palette=palette,
+                 errorbar=t_interval, err_kws={"alpha": 0.15}, ax=ax)
+    first = variants[names[0]][0].record["history"]
+    for prev, row in zip(first, first[1:]):
+        if row.get("stage") != prev.get("stage"):  # P2: Twitter -> UCI, the label meaning changes
+            ax.axvline(prev["global_step"], color="grey", ls="--", lw=1)
+            ax.text(prev["global_step"], 0.98, f" {row['stage']} stage →", va="top", fontsize=8, color="grey",
+                    transform=ax.get_xaxis_transform())
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("task cross-entropy (nats), moving average of 5 logs")
+    ax.set_title(f"Learning curves (mean over seeds, 95% t band) — {task} on {device}, code {short_commit(commit)}")
+    return fig
+
+
+def figure_prefix(key: tuple[str, str, str, str]) -> str:
+    """``<task>_<device>_<commit>`` (plus the model when it is not the kit's default)."""
+    task, device, commit, model = key
+    # A shift spec's group name holds ':' and '@' (shift:<name>@<hash>): slugged for a file name.
+    task = _slug(task) if task.startswith("shift:") else task
+    prefix = f"{task}_{_slug(device)}_{_slug(short_commit(commit))}"
+    if model != "all-MiniLM-L6-v2":  # the kit's default model keeps the names short
+        prefix += f"_{_slug(Path(model).name)}"
+    return prefix
+
+
+def write_group_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
+                        out_dir: str | Path) -> list[Path]:
+    """One group's figures as PNGs in `out_dir` (created); returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = figure_prefix(key)
+    figs = {"scores": scores_figure(key, variants), "learning_curves": learning_curves_figure(key, variants),
+            **size_figures(key, variants),
+            f"tuned_curve_{PAPER_METRIC[key[0]]}": tuned_curve_figure(key, variants)}
+    return [_save(fig, out_dir / f"{prefix}_{name}.png") for name, fig in figs.items() if fig is not None]
+
+
+def write_figures(groups: Groups, out_dir: str | Path) -> list[Path]:
+    """Every figure of every group, as PNGs in `out_dir` (created); returns the paths."""
+    return [path for key, variants in groups.items() for path in write_group_figures(key, variants, out_dir)]
