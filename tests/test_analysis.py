@@ -441,3 +441,222 @@ def test_ticks_of_a_single_valued_axis_stay_readable():
     ax = plotting.embedding_statistics(stats, values=("norm",)).axes[0]
     low, high = ax.get_xlim()
     assert high - low == pytest.approx(0.1 * 5.656854, rel=1e-3)  # ±5%, not ±1e-6
+
+
+# ----------------------------------------------------------------------------- shift specs
+
+THREE = ["negative", "neutral", "positive"]
+_REVIEW_WORDS = {1: "awful", 2: "poor", 3: "average", 4: "fine", 5: "lovely"}
+_POST_WORDS = {"n": "hate", "m": "meh", "p": "love"}
+
+
+def three_class_spec(folder, *, eval_rows: int = 12) -> dict:
+    """A 3-class shift spec over two generated files: reviews.csv (stars 1-5, mapped; 3 is
+    neutral) -> forum.jsonl (n/m/p, mapped). Texts avoid the kit's domain names."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stars = [1, 3, 5, 2, 3, 4]
+    lines = ["review,stars"] + [f'"{_REVIEW_WORDS[stars[i % 6]]} product, item {i}",{stars[i % 6]}' for i in range(24)]
+    (folder / "reviews.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    codes = ["n", "m", "p"]
+    (folder / "forum.jsonl").write_text("".join(
+        json.dumps({"post": f"i {_POST_WORDS[codes[i % 3]]} this thread {i}", "tag": codes[i % 3]}) + "\n"
+        for i in range(eval_rows)), encoding="utf-8")
+    return {"name": "reviews_to_forum", "labels": THREE,
+            "stages": [{"name": "reviews", "validation": {"fraction": 0.25},
+                        "data": {"files": str(folder / "reviews.csv"), "text": "review", "label": "stars",
+                                 "label_map": {1: "negative", 2: "negative", 3: "neutral", 4: "positive",
+                                               5: "positive"}}}],
+            "evals": [{"name": "forum", "data": {"files": str(folder / "forum.jsonl"), "text": "post", "label": "tag",
+                                                 "label_map": {"n": "negative", "m": "neutral", "p": "positive"}}}]}
+
+
+SHIFT_TINY = {"model_name": "random:bert", "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8,
+              "learning_rate": 1e-2, "logging_steps": 1, "max_length": 32, "cpu": True}
+
+
+def test_load_run_models_of_a_three_class_shift_run(tmp_path):
+    from siftkit.run.training import train
+
+    cfg = RunConfig(task="shift", shift=three_class_spec(tmp_path / "data"), algo="sift", seed=3, save_model=True,
+                    output_dir=str(tmp_path / "run"), **SHIFT_TINY)
+    train(cfg, progress=False)
+    loaded = analysis.load_run_models(tmp_path / "run")
+    base, tuned, tokenizer = loaded["base"], loaded["tuned"], loaded["tokenizer"]
+    assert base.config.num_labels == tuned.config.num_labels == 3
+    assert base.classifier.out_features == tuned.classifier.out_features == 3
+    batch = tokenizer(["lovely product"], return_tensors="pt")
+    with torch.no_grad():
+        assert tuned(**batch).logits.shape == (1, 3)
+    # the tuned head is the run's (it moved), the base head the seeded initialisation
+    assert not torch.equal(base.classifier.weight, tuned.classifier.weight)
+    shift = analysis.runs_token_norm_shift([tmp_path / "run"], {"d": ["lovely product"]}, at="word_embeddings")
+    assert set(shift["algo"]) == {"sift"} and (shift["shift"] > 0).any()
+
+
+def test_spec_domain_texts_read_each_domain_as_the_run_does(tmp_path):
+    import json
+
+    spec = three_class_spec(tmp_path)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("premise,hypothesis,gold\n" + "".join(f'"premise {i}","hypothesis {i}",{THREE[i % 3]}\n'
+                                                        for i in range(9)))
+    spec["stages"].append({"name": "forum", "data": {"files": str(pairs), "text": ["premise", "hypothesis"],
+                                                      "label": "gold"}})
+    # an evaluation set with a filter, and rows dropped as unmapped
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text("".join(json.dumps({"t": f"sentence {i}", "y": "x" if i % 4 == 0 else "p",
+                                         "src": "a" if i < 10 else "b"}) + "\n" for i in range(20)))
+    spec["evals"].append({"name": "extra", "data": {"files": str(extra), "text": "t", "label": "y",
+                                                    "where": {"src": "a"}, "unmapped": "drop",
+                                                    "label_map": {"p": "positive"}}})
+    texts = analysis.spec_domain_texts(spec, n=100, seed=1)
+    # a stage and an evaluation set both named "forum" are told apart
+    assert list(texts) == ["reviews", "forum_stage", "forum_eval", "extra"]
+    assert len(texts["reviews"]) == 24  # all rows: the validation share is part of the stage's domain
+    assert sorted(texts["forum_stage"]) == sorted(f"premise {i} hypothesis {i}" for i in range(9))  # pairs, one space
+    assert sorted(texts["extra"]) == sorted(f"sentence {i}" for i in range(10) if i % 4)  # where, then unmapped dropped
+    assert all(t.startswith("i ") for t in texts["forum_eval"])
+    few = analysis.spec_domain_texts(spec, n=3, seed=1)
+    assert all(len(v) == 3 for v in few.values()) and few == analysis.spec_domain_texts(spec, n=3, seed=1)
+    assert few != analysis.spec_domain_texts(spec, n=3, seed=2)
+    assert set(few["reviews"]) <= set(texts["reviews"])
+    # a path, a params file with a shift: block and a RunConfig give the same texts
+    import yaml
+
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"task": "shift", "num_train_epochs": 2, "shift": spec}))
+    cfg = RunConfig(task="shift", shift=spec)
+    for source in (tmp_path / "spec.yaml", str(tmp_path / "params.yaml"), cfg):
+        assert analysis.spec_domain_texts(source, n=3, seed=1) == few
+    assert analysis.spec_domain_pairs(spec) == [("forum_eval", "reviews"), ("forum_eval", "forum_stage"),
+                                                ("extra", "reviews"), ("extra", "forum_stage"),
+                                                ("forum_stage", "reviews")]
+    with pytest.raises(ValueError, match="task='shift'"):
+        analysis.spec_domain_texts(RunConfig(task="cola"))
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        analysis.spec_domain_texts(spec, n=0)
+
+
+def test_spec_tables_count_rows_and_labels(tmp_path):
+    from siftkit.run.protocols import build_stages
+
+    cfg = RunConfig(task="shift", shift=three_class_spec(tmp_path), num_train_epochs=2, **SHIFT_TINY)
+    stages = analysis.spec_stages_table(cfg)
+    assert stages.to_dict("records") == [{"stage": "reviews", "num_train_epochs": 2, "learning_rate": 1e-2,
+                                          "validation": "0.25 of its rows (seeded)", "val_metric": "accuracy",
+                                          "evaluated after it": "forum"}]
+    sets = analysis.spec_sets_table(cfg).set_index("set")
+    assert list(sets.index) == ["reviews", "reviews_val", "forum"]
+    assert list(sets["role"]) == ["train", "validation", "evaluation"]
+    assert list(sets["rows"]) == [18, 6, 12] and (sets["used"] == sets["rows"]).all()
+    assert sets.loc["forum", ["negative", "neutral", "positive"]].tolist() == [4, 4, 4]
+    # stars 1, 3, 5, 2, 3, 4 repeated: 8 negative, 8 neutral, 8 positive over train + validation
+    assert (sets.loc["reviews", THREE] + sets.loc["reviews_val", THREE]).tolist() == [8, 8, 8]
+    assert sets.loc["forum", "majority"] == pytest.approx(1 / 3)
+    # capped: the same subsets the run draws
+    capped_cfg = cfg.replace(max_train_samples=5, max_eval_samples=4)
+    capped = analysis.spec_sets_table(capped_cfg).set_index("set")
+    assert list(capped["used"]) == [5, 4, 4] and list(capped["rows"]) == [18, 6, 12]
+    built = build_stages(capped_cfg)[0]
+    for name, ds in (("reviews", built.train), ("forum", built.evals["forum"])):
+        counts = [list(ds["label"]).count(i) for i in range(3)]
+        assert capped.loc[name, THREE].tolist() == counts
+        assert capped.loc[name, "majority"] == pytest.approx(max(counts) / len(ds))
+
+
+def test_algo_configs_give_each_algorithm_its_own_defaults(tmp_path):
+    cfg = RunConfig(task="shift", shift=three_class_spec(tmp_path), algo="sift", perturb_at="word_embeddings",
+                    adv_steps=2, adv_epsilon=0.5, seed=4, output_dir=str(tmp_path / "out"), **SHIFT_TINY)
+    configs = analysis.algo_configs(cfg)
+    assert list(configs) == ["plain", "smart", "sift"]
+    for algo, c in configs.items():
+        assert c.algo == algo and c.output_dir == str(tmp_path / "out" / f"{algo}-seed4") and c.seed == 4
+        assert c.shift == cfg.shift and c.learning_rate == cfg.learning_rate
+    plain, smart, sift = configs.values()
+    assert (plain.perturb_at, plain.adv_steps, plain.adv_epsilon) == ("embedding_output", 1, 0.0)
+    assert (smart.perturb_at, smart.adv_steps, smart.adv_epsilon, smart.bregman_weight) == ("word_embeddings", 2,
+                                                                                           1e-5, 1.0)
+    # cfg's own epsilon is not carried over, not even to its own algorithm
+    assert (sift.perturb_at, sift.adv_steps, sift.adv_epsilon, sift.bregman_weight) == ("word_embeddings", 2,
+                                                                                       1e-2, None)
+    assert list(analysis.algo_configs(cfg, ["sift"])) == ["sift"]
+    with pytest.raises(ValueError, match="algorithms must be among 'plain', 'smart', 'sift'; got 'smrt'"):
+        analysis.algo_configs(cfg, ["smrt"])
+    with pytest.raises(ValueError, match="given twice"):
+        analysis.algo_configs(cfg, ["sift", "sift"])
+
+
+def _shift_record(spec, algo, seed, metrics, texts=(6, 12)):
+    from siftkit.data.shift_spec import parse_spec
+
+    return {"config": RunConfig(task="shift", shift=spec, algo=algo, seed=seed).to_dict(),
+            "metrics": metrics, "meta": {"shift": {"sha256": parse_spec(spec).digest}},
+            "stages": [{"name": "reviews", "evals": {"reviews_val": texts[0], "forum": texts[1]}}]}
+
+
+def test_shift_target_table_and_findings(tmp_path):
+    spec = three_class_spec(tmp_path)
+
+    def metrics(val, acc):
+        return {"reviews_val_accuracy": val, "reviews_val_mcc": 0.1, "reviews_val_macro_f1": 0.2,
+                "forum_accuracy": acc, "forum_mcc": acc - 0.5, "forum_macro_f1": acc - 0.1}
+
+    records = [_shift_record(spec, "sift", 1, metrics(0.95, 0.85)), _shift_record(spec, "plain", 1, metrics(0.8, 0.40)),
+               _shift_record(spec, "sift", 2, metrics(0.95, 0.95))]
+    table = analysis.shift_target_table(records)
+    assert list(zip(table["algo"], table["target"])) == [("plain", "forum"), ("sift", "forum")]  # plain first
+    sift = table.set_index("algo").loc["sift"]
+    assert sift["accuracy"] == pytest.approx(0.9) and sift["accuracy_std"] == pytest.approx(math.sqrt(0.005))
+    assert sift["n"] == 2 and sift["seeds"] == [1, 2] and sift["texts"] == 12 and sift["mcc"] == pytest.approx(0.4)
+    assert math.isnan(table.set_index("algo").loc["plain", "accuracy_std"])
+    sets = pd.DataFrame({"set": ["reviews", "reviews_val", "forum"], "role": ["train", "validation", "evaluation"],
+                         "majority": [0.5, 0.5, 0.5]})
+    full = analysis.shift_target_table(records, sets=sets, validation=True)
+    assert list(zip(full["algo"], full["target"], full["role"])) == [
+        ("plain", "reviews_val", "validation"), ("plain", "forum", "evaluation"),
+        ("sift", "reviews_val", "validation"), ("sift", "forum", "evaluation")]
+    assert set(full.loc[full["role"] == "evaluation", "reference"]) == {"reviews_val"}
+    assert (full["majority"] == 0.5).all()
+    # 12 texts near 0.65: twice the binomial s.e. is 0.275; SiFT − plain = +0.5 is beyond it
+    (text,) = analysis.shift_target_findings(full)
+    assert text.startswith("forum (12 texts; mean ± std over up to 2 seeds): accuracy plain 0.400, "
+                           "SiFT 0.900 ± 0.071.")
+    assert "From in domain (reviews_val) to forum, accuracy changes by: plain -0.400, SiFT -0.050." in text
+    assert "near 0.65 on 12 texts is 0.275." in text and "SiFT − plain = +0.500, beyond it on these texts." in text
+    assert "scores 0.500: SiFT above it by more than the yardstick; plain not shown to beat it." in text
+    # the same gap on 12 texts but smaller: within the yardstick; one run each says so
+    close = [_shift_record(spec, "plain", 1, metrics(0.8, 0.60)), _shift_record(spec, "smart", 1, metrics(0.8, 0.70))]
+    (text,) = analysis.shift_target_findings(analysis.shift_target_table(close))
+    assert "(12 texts; one run per algorithm)" in text
+    assert "SMART − plain = +0.100, within it: not told apart from evaluation noise on this set." in text
+    assert "majority" not in text
+    other = copy.deepcopy(spec)
+    other["name"] = "another"
+    with pytest.raises(ValueError, match="one shift spec"):
+        analysis.shift_target_table(records + [_shift_record(other, "plain", 1, metrics(0.8, 0.4))])
+    with pytest.raises(ValueError, match="no runs"):
+        analysis.shift_target_table([])
+
+
+def test_run_domains_say_what_each_run_trained_on(tmp_path):
+    import json
+
+    for name, stages in (("p2", ["twitter", "uci"]), ("spec", ["reviews"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(
+            {"config": {"algo": "sift", "seed": 1}, "metrics": {}, "history": [], "meta": {},
+             "stages": [{"name": s} for s in stages]}))
+    table = analysis.run_domains([tmp_path / "p2" / "results.json", tmp_path / "spec"], ["twitter", "uci", "cola"])
+    assert table["trained on"].tolist() == ["twitter, uci", "none of these"]
+    assert table["never trained on"].tolist() == ["cola", "twitter, uci, cola"]
+
+
+def test_domain_palette_keeps_the_kit_colours_and_tells_spec_domains_apart():
+    assert plotting.domain_palette(["twitter", "uci", "cola"]) == {k: plotting.DOMAIN_COLORS[k]
+                                                                  for k in ("twitter", "uci", "cola")}
+    palette = plotting.domain_palette(["amazon", "imdb", "yelp", "uci"])
+    assert len(set(palette.values())) == 4 and palette["uci"] == plotting.DOMAIN_COLORS["uci"]

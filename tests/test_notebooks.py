@@ -25,12 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 EXECUTED = NOTEBOOKS / "executed"
 SMOKE = "params/smoke.yaml"
-NAMES = ["00_tour", "01_cola", "02_twitter_to_uci", "03_embedding_statistics", "04_compare"]
+NAMES = ["00_tour", "01_cola", "02_twitter_to_uci", "03_embedding_statistics", "04_compare", "05_your_shift"]
 
 # Notebook-only parameters (not RunConfig fields), allowed explicitly. Anything else in a
 # parameters cell must be a RunConfig field: this is the drift check.
 ALLOWED_NOTEBOOK_ONLY = {"params_file", "sentence", "interactive", "texts_per_domain", "perturbation_texts",
-                         "runs_glob", "results_glob", "study_glob", "equal_budget_glob", "study_spec"}
+                         "runs_glob", "results_glob", "study_glob", "equal_budget_glob", "study_spec", "shift_spec",
+                         "algos"}
 
 with warnings.catch_warnings():
     # The mark is registered in pyproject.toml's markers once that file lists it; until then
@@ -193,6 +194,27 @@ def test_resolve_path_and_project_root(tmp_path):
     assert project_root(REPO / "notebooks") == REPO
     assert resolve_path("params/smoke.yaml") == REPO / "params" / "smoke.yaml"
     assert resolve_path(tmp_path / "a") == tmp_path / "a"
+
+
+def test_spec_parameters_find_the_spec_and_its_run_settings(tmp_path):
+    import yaml
+
+    from siftkit.explore.notebook import spec_parameters
+
+    # P3's file is a params file: its run settings (num_train_epochs: 3) apply unless params_file is given
+    path, mapping, settings = spec_parameters("params/uci_cross_source.yaml")
+    assert path == REPO / "params" / "uci_cross_source.yaml" and settings == str(path)
+    assert mapping["name"] == "uci_cross_source" and [e["name"] for e in mapping["evals"]] == ["imdb", "yelp"]
+    assert spec_parameters("params/uci_cross_source.yaml", SMOKE)[2] == str(REPO / SMOKE)
+    bare = tmp_path / "spec.yaml"
+    bare.write_text(yaml.safe_dump(mapping))
+    assert spec_parameters(str(bare)) == (bare, mapping, None)  # a bare spec carries no run settings
+    with_algo = tmp_path / "algo.yaml"
+    with_algo.write_text(yaml.safe_dump({"task": "shift", "algo": "smart", "shift": mapping}))
+    with pytest.raises(ValueError, match=r"sets algo='smart'; this notebook trains the algorithms of its algos"):
+        spec_parameters(str(with_algo))
+    with pytest.raises(ValueError, match="shift spec file not found"):
+        spec_parameters("params/no_such_spec.yaml")
 
 
 def test_prepare_output_dir_tells_the_notebook_way_out(tmp_path):
@@ -381,6 +403,79 @@ def test_03_embedding_statistics(tmp_path, smoke_runs, data_dir):
                  "token_norm_change"):
         _png(out / "figures" / f"{name}.png")
     assert _inline_images(nb) >= 5
+
+
+@notebooks_mark
+def test_03_on_a_shift_spec(tmp_path):
+    """With shift_spec the domains are the spec's stage and evaluation set, by their names; the
+    token-norm shift reads a 3-class spec run; nothing printed assumes Twitter, UCI or CoLA."""
+    import pandas as pd
+    import yaml
+    from test_analysis import SHIFT_TINY, three_class_spec
+
+    from siftkit.run.training import train
+
+    spec = three_class_spec(tmp_path / "data")
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    train(RunConfig(task="shift", shift=spec, algo="smart", seed=1, save_model=True,
+                    output_dir=str(tmp_path / "runs" / "smart-seed1"), **SHIFT_TINY), progress=False)
+    out = tmp_path / "stats"
+    nb = _execute("03_embedding_statistics", tmp_path, params_file=SMOKE, shift_spec=str(spec_file),
+                  output_dir=str(out), runs_glob=str(tmp_path / "runs" / "*" / "results.json"))
+    summary = pd.read_csv(out / "domain_summary.csv")
+    assert list(dict.fromkeys(summary["domain"])) == ["reviews", "forum"]
+    assert summary.set_index(["at", "domain"])["texts"].xs("word_embeddings").to_dict() == {"reviews": 16, "forum": 12}
+    assert sorted(p.name for p in out.glob("norm_gap_*.csv")) == ["norm_gap_forum_vs_reviews.csv"]
+    sizes = pd.read_csv(out / "perturbation_sizes.csv")
+    assert set(sizes["domain"]) == {"reviews", "forum"}
+    shift = pd.read_csv(out / "token_norm_shift.csv")
+    assert set(shift["domain"]) == {"reviews", "forum"} and set(shift["algo"]) == {"smart"}
+    assert (shift["relative_shift"] > 0).any()
+    for name in ("embedding_statistics", "norm_gap_forum_vs_reviews", "perturbation_sizes", "token_norm_shift"):
+        _png(out / "figures" / f"{name}.png")
+    outputs = " ".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                       for c in nb.cells if c.cell_type == "code" for o in c.outputs).lower()
+    assert "those of shift spec 'reviews_to_forum'" in outputs
+    assert "trained on" in outputs and not {"twitter", "cola"} & set(re.findall(r"[a-z]+", outputs))
+
+
+@notebooks_mark
+def test_05_your_shift_end_to_end_and_existing_output(tmp_path, data_dir):
+    """P3 (the default spec) on smoke settings: the spec's sets, the domains' statistics, plain,
+    SMART and SiFT trained into their own folders, and one table row per algorithm × target."""
+    import pandas as pd
+
+    out = tmp_path / "p3"
+    nb = _execute("05_your_shift", tmp_path, params_file=SMOKE, data_dir=str(data_dir), output_dir=str(out))
+    sets = pd.read_csv(out / "sets.csv").set_index("set")
+    assert list(sets.index) == ["amazon", "amazon_val", "imdb", "yelp"]
+    assert list(sets["rows"]) == [900, 100, 1000, 1000] and list(sets["used"]) == [20, 16, 16, 16]
+    assert (sets[["negative", "positive"]].sum(axis=1) == sets["used"]).all()
+    for algo in ("plain", "smart", "sift"):
+        record = json.loads((out / f"{algo}-seed42" / "results.json").read_text())
+        assert (record["config"]["task"], record["config"]["algo"]) == ("shift", algo)
+        assert record["meta"]["shift"]["name"] == "uci_cross_source"
+        assert (out / f"{algo}-seed42" / "model").is_dir()  # save_model: on in this notebook
+    table = pd.read_csv(out / "per_target.csv")
+    assert sorted(zip(table["algo"], table["target"])) == sorted(
+        (a, t) for a in ("plain", "smart", "sift") for t in ("imdb", "yelp"))
+    assert (table["texts"] == 16).all() and table["accuracy"].between(0, 1).all()
+    assert table["majority"].tolist() == [sets.loc[t, "majority"] for t in table["target"]]
+    summary = pd.read_csv(out / "domain_summary.csv")
+    assert list(dict.fromkeys(summary["domain"])) == ["amazon", "imdb", "yelp"]
+    for name in ("embedding_statistics", "norm_gap_imdb_vs_amazon", "per_target"):
+        _png(out / "figures" / f"{name}.png")
+    assert _inline_images(nb) >= 3
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    # the reading is generated from the table's numbers
+    imdb = table[table["target"] == "imdb"].set_index("algo")["accuracy"]
+    assert (f"imdb (16 texts; one run per algorithm): accuracy plain {imdb['plain']:.3f}, "
+            f"SMART {imdb['smart']:.3f}, SiFT {imdb['sift']:.3f}.") in text
+    assert f"SiFT − plain = {imdb['sift'] - imdb['plain']:+.3f}, " in text
+    # the same output_dir again: the first cell stops, saying how to go on
+    error = _execute_fails("05_your_shift", params_file=SMOKE, output_dir=str(out))
+    assert error.ename == "OutputDirError" and "-p overwrite True" in error.evalue
 
 
 def test_04_default_study_glob_finds_the_committed_study():

@@ -153,6 +153,298 @@ def domain_texts(domains: Sequence[str] = tuple(DOMAINS), n: int = 300, *, seed:
     return out
 
 
+# ----------------------------------------------------------------------------- shift specs
+
+# Joins a sentence pair into one text for the statistics (`spec_domain_texts`): a plain space
+# adds no token of its own under any tokenizer that splits on whitespace, so a pair's domain
+# statistics count the two sentences' own tokens only (and never one model's separator).
+PAIR_SEPARATOR = " "
+
+
+def _as_spec(spec_or_cfg: Any):
+    """A `ShiftSpec` from a ShiftSpec, a task='shift' RunConfig, a spec mapping or the path
+    of a YAML file holding it (the spec itself, or a params file with a ``shift:`` block)."""
+    from siftkit.data.shift_spec import ShiftSpec, load_spec_mapping, parse_spec
+
+    if isinstance(spec_or_cfg, ShiftSpec):
+        return spec_or_cfg
+    if isinstance(spec_or_cfg, RunConfig):
+        if spec_or_cfg.task != "shift":
+            raise ValueError(f"a RunConfig with task='shift' has a spec; this one has task={spec_or_cfg.task!r}")
+        return parse_spec(spec_or_cfg.shift)
+    return parse_spec(load_spec_mapping(spec_or_cfg))
+
+
+def _spec_domains(spec) -> list[tuple[str, str, Any]]:
+    """(domain name, "stage" or "evaluation", DataSpec): the stages' data, then the
+    evaluation sets'. A stage and an evaluation set of one name become ``<name>_stage`` and
+    ``<name>_eval``."""
+    both = {s.name for s in spec.stages} & {e.name for e in spec.evals}
+    out = [(f"{s.name}_stage" if s.name in both else s.name, "stage", s.data) for s in spec.stages]
+    out += [(f"{e.name}_eval" if e.name in both else e.name, "evaluation", e.data) for e in spec.evals]
+    names = [name for name, _, _ in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"shift spec {spec.name!r}: domain name(s) {', '.join(map(repr, twice))} given twice "
+                         f"(a stage or evaluation set is named like another's renamed <name>_stage/_eval)")
+    return out
+
+
+def spec_domain_texts(spec_or_cfg: Any, n: int = 300, *, seed: int = 42, data_dir: str | Path | None = None,
+                      sep: str = PAIR_SEPARATOR) -> dict[str, list[str]]:
+    """`n` texts drawn without replacement from each domain of a shift spec (all if fewer).
+
+    The domains, in order: each training stage's data (all its rows: a validation fraction
+    is part of the stage's domain), then each evaluation set, named by their spec names (a
+    stage and an evaluation set sharing a name become ``<name>_stage`` and ``<name>_eval``).
+    Rows are read as the run reads them (`siftkit.data.shift_data.load_data`: ``where``, label
+    map, ``unmapped``). A sentence pair becomes one text, its two sentences joined by `sep`
+    (`PAIR_SEPARATOR`, a space: no separator token of any one model). `spec_or_cfg` is
+    anything `_as_spec` takes; a RunConfig's ``data_dir`` is used unless `data_dir` is given.
+    Relative ``files`` are read from the current folder, as a run reads them. The draw
+    depends on `seed` alone.
+    """
+    from siftkit.data.shift_data import load_data
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n!r}")
+    if data_dir is None and isinstance(spec_or_cfg, RunConfig):
+        data_dir = spec_or_cfg.data_dir
+    spec = _as_spec(spec_or_cfg)
+    out: dict[str, list[str]] = {}
+    for i, (name, _, data) in enumerate(_spec_domains(spec)):
+        ds, _ = load_data(data, spec.labels, None if data_dir is None else str(data_dir))
+        rng = np.random.default_rng([seed, _DOMAIN_SAMPLE, i])
+        chosen = rng.choice(len(ds), size=min(n, len(ds)), replace=False)
+        first = ds["text"]
+        second = ds["text_pair"] if data.pair else None
+        out[name] = [first[int(j)] if second is None else f"{first[int(j)]}{sep}{second[int(j)]}" for j in chosen]
+    return out
+
+
+def spec_domain_pairs(spec_or_cfg: Any) -> list[tuple[str, str]]:
+    """The (domain a, domain b) pairs worth a norm-gap table (`norm_gap_tokens`): every
+    evaluation set against every training stage, then each later stage against each earlier
+    one, in spec order. Names as in `spec_domain_texts`."""
+    domains = _spec_domains(_as_spec(spec_or_cfg))
+    stages = [name for name, role, _ in domains if role == "stage"]
+    evals = [name for name, role, _ in domains if role == "evaluation"]
+    return [(e, s) for e in evals for s in stages] + [(later, earlier) for i, later in enumerate(stages)
+                                                      for earlier in stages[:i]]
+
+
+def spec_stages_table(cfg: RunConfig) -> pd.DataFrame:
+    """The stages of a task='shift' config as the run trains them: epochs and learning rate
+    (the stage's own, else the run's), validation, the metric it watches, the evaluation
+    sets measured after it. No data are read."""
+    spec = _as_spec(cfg)
+    rows = []
+    for s in spec.stages:
+        if s.validation is None:
+            validation = "none"
+        elif s.validation.fraction is not None:
+            validation = f"{s.validation.fraction:g} of its rows (seeded)"
+        else:
+            validation = s.validation.data.describe()
+        rows.append({"stage": s.name, "num_train_epochs": s.num_train_epochs or cfg.num_train_epochs,
+                     "learning_rate": s.learning_rate or cfg.learning_rate, "validation": validation,
+                     "val_metric": s.val_metric if s.validation is not None else "",
+                     "evaluated after it": ", ".join(e.name for e in spec.evals if s.name in e.after)})
+    return pd.DataFrame(rows)
+
+
+def spec_sets_table(cfg: RunConfig) -> pd.DataFrame:
+    """One row per dataset of a task='shift' config, as its run reads them: each stage's
+    training rows, its validation set, then each evaluation set.
+
+    Columns: ``set`` (the name its metrics carry in results.json), ``role`` (train,
+    validation, evaluation), ``stage`` (the stage it trains or validates; for an evaluation
+    set the stages it is evaluated after), ``source``, ``text`` (column, or the pair's two),
+    ``rows`` (after ``where``, the label map and a validation split), ``used`` (the rows the
+    run trains or evaluates on: ``rows`` capped by max_train_samples / max_eval_samples, the
+    same random subset the run draws), ``dropped`` (rows dropped as unmapped), one column per
+    canonical label counting it among the ``used`` rows, and ``majority`` (the share of the
+    most frequent label among them: the accuracy of always predicting it).
+    """
+    from collections import Counter
+
+    from siftkit.run.protocols import _EVAL_CAP, _TRAIN_CAP, _subset
+    from siftkit.data.shift_data import shift_stages
+
+    spec = _as_spec(cfg)
+    stages = shift_stages(cfg)
+    rows = []
+
+    def row(name, role, stage, data, ds, dropped, train):
+        # The run's own caps (siftkit.run.protocols.build_stages): training rows by the seed, evaluation rows fixed.
+        cap, stream = (cfg.max_train_samples, [cfg.seed, _TRAIN_CAP]) if train else (cfg.max_eval_samples,
+                                                                                      [0, _EVAL_CAP])
+        used = ds if cap is None else _subset(ds, cap, stream)
+        counts = Counter(int(y) for y in used["label"])
+        entry = {"set": name, "role": role, "stage": stage, "source": data.describe(), "text": " + ".join(data.text),
+                 "rows": len(ds), "used": len(used), "dropped": dropped}
+        entry.update({label: counts.get(i, 0) for i, label in enumerate(spec.labels)})
+        entry["majority"] = max(counts.values()) / len(used) if len(used) else math.nan
+        rows.append(entry)
+
+    for s, stage in zip(spec.stages, stages):
+        row(s.name, "train", s.name, s.data, stage.train, stage.dropped.get(s.data.where, 0), True)
+        if stage.val is not None:
+            vdata = s.validation.data if s.validation.data is not None else s.data
+            dropped = stage.dropped.get(s.validation.data.where, 0) if s.validation.data is not None else 0
+            row(stage.val, "validation", s.name, vdata, stage.evals[stage.val], dropped, False)
+    for e in spec.evals:
+        last = max(i for i, s in enumerate(spec.stages) if s.name in e.after)
+        dropped = next((st.dropped[e.data.where] for st in stages if e.data.where in st.dropped), 0)
+        row(e.name, "evaluation", ", ".join(e.after), e.data, stages[last].evals[e.name], dropped, False)
+    return pd.DataFrame(rows)
+
+
+def algo_configs(cfg: RunConfig, algos: Sequence[str] = tuple(ALGO_LABELS)) -> dict[str, RunConfig]:
+    """One config per algorithm, for training several on one setup: `cfg` with ``algo`` set
+    and ``output_dir`` ``<cfg.output_dir>/<algo>-seed<seed>``.
+
+    Each algorithm gets its own published epsilon, noise std, step size and weight, and SMART
+    its Bregman term (the units differ between SMART and SiFT, so one number cannot serve
+    both; `cfg`'s own values of these are not used); the knobs that
+    mean the same for both (perturb_at, adv_rule, adv_steps, adv_norm, divergence,
+    adv_stages) carry over to SMART and SiFT. Plain has no regularizer and gets their
+    defaults.
+    """
+    from dataclasses import fields
+
+    shared = ("perturb_at", "adv_rule", "adv_steps", "adv_norm", "divergence", "adv_stages")
+    defaults = {f.name: f.default for f in fields(RunConfig) if f.name in shared}
+    algos = list(algos)
+    unknown = [a for a in algos if a not in ALGO_LABELS]
+    if unknown or not algos:
+        raise ValueError(f"algorithms must be among {', '.join(map(repr, ALGO_LABELS))}; got "
+                         f"{', '.join(map(repr, algos)) or 'none'}")
+    twice = sorted({a for a in algos if algos.count(a) > 1})
+    if twice:
+        raise ValueError(f"algorithm(s) {', '.join(map(repr, twice))} given twice")
+    out = {}
+    for algo in algos:
+        # None: RunConfig resolves the algorithm's own published value (and SMART's Bregman term).
+        changes: dict[str, Any] = {"algo": algo, "output_dir": str(Path(cfg.output_dir) / f"{algo}-seed{cfg.seed}"),
+                                   **dict.fromkeys(("adv_epsilon", "adv_noise_std", "adv_step_size", "adv_weight",
+                                                    "bregman_weight", "bregman_beta"))}
+        if algo == "plain":
+            changes.update(defaults)
+        out[algo] = cfg.replace(**changes)
+    return out
+
+
+def shift_target_table(records: Iterable[Mapping[str, Any] | str | Path], *, sets: pd.DataFrame | None = None,
+                       validation: bool = False) -> pd.DataFrame:
+    """Accuracy, MCC and macro-F1 of task='shift' runs per algorithm and evaluation target.
+
+    One row per (algorithm, target): algorithms in the order plain, SMART, SiFT; targets in
+    the spec's order (with `validation`, each stage's validation set first, ``role``
+    "validation"). Columns: algo, algorithm, target, role, reference (with `validation`, an
+    evaluation set's in-domain comparison: the validation set of the last validated stage it
+    is evaluated after; else empty), texts (the texts scored), n (runs averaged: one per
+    seed), seeds, then ``accuracy``, ``mcc``, ``macro_f1`` (mean over the runs) and each
+    one's ``_std`` (sample std; NaN for one run). With `sets`
+    (`spec_sets_table`), ``majority``: the target's majority-label share. `records` are
+    results.json paths, run folders or loaded records, all of one spec (its sha256);
+    another spec's runs are refused, never mixed in.
+    """
+    from siftkit.run.records import load_results
+
+    loaded = [r if isinstance(r, Mapping) else load_results(r) for r in records]
+    if not loaded:
+        raise ValueError("no runs given")
+    digests = {(r.get("meta", {}).get("shift") or {}).get("sha256") for r in loaded}
+    if any(r["config"].get("task") != "shift" for r in loaded) or len(digests) != 1:
+        raise ValueError("shift_target_table compares runs of one shift spec (one meta.shift.sha256); got "
+                         f"{len(digests)} spec(s) among tasks {sorted({r['config'].get('task') for r in loaded})}")
+    spec = _as_spec(loaded[0]["config"]["shift"])
+    targets = [(f"{s.name}_val", "validation") for s in spec.stages if s.validation is not None] if validation else []
+    targets += [(e.name, "evaluation") for e in spec.evals]
+    # An evaluation set's in-domain reference: the validation set of the last validated stage it follows.
+    reference = {}
+    for e in spec.evals:
+        validated = [s.name for s in spec.stages if s.name in e.after and s.validation is not None]
+        reference[e.name] = f"{validated[-1]}_val" if validated and validation else ""
+    majority = sets.set_index("set")["majority"] if sets is not None else None
+    rows = []
+    for algo in [a for a in ALGO_LABELS if any(r["config"]["algo"] == a for r in loaded)]:
+        mine = [r for r in loaded if r["config"]["algo"] == algo]
+        for target, role in targets:
+            row: dict[str, Any] = {"algo": algo, "algorithm": ALGO_LABELS[algo], "target": target, "role": role,
+                                   "reference": reference.get(target, "")}
+            sizes = {st["evals"][target] for r in mine for st in r.get("stages", []) if target in st.get("evals", {})}
+            row["texts"] = sizes.pop() if len(sizes) == 1 else math.nan
+            row["n"] = len(mine)
+            row["seeds"] = sorted(int(r["config"]["seed"]) for r in mine)
+            for metric in ("accuracy", "mcc", "macro_f1"):
+                values = pd.Series([r["metrics"].get(f"{target}_{metric}", math.nan) for r in mine], dtype=float)
+                row[metric] = float(values.mean())
+                row[f"{metric}_std"] = float(values.std(ddof=1)) if values.notna().sum() > 1 else math.nan
+            if majority is not None:
+                row["majority"] = float(majority.get(target, math.nan))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def shift_target_findings(table: pd.DataFrame) -> list[str]:
+    """What `shift_target_table`'s numbers do and do not show, one paragraph per evaluation
+    target, generated from them: each algorithm's accuracy; the change from the in-domain
+    validation set it is compared with (``reference``); each difference to plain beside
+    twice the binomial standard error of one accuracy on that many texts (a yardstick for
+    evaluation noise alone: seed-to-seed variation comes on top, and one run per algorithm
+    does not measure it); and, with a ``majority`` column, which algorithms clear always
+    predicting the most frequent label by more than that yardstick."""
+    def fmt(group, column):
+        return ", ".join(f"{ALGO_LABELS[a]} {r[column]:.3f}" + (f" ± {r[column + '_std']:.3f}"
+                                                                if not math.isnan(r[column + "_std"]) else "")
+                         for a, r in group.iterrows())
+
+    out = []
+    by_target = {t: g.set_index("algo") for t, g in table.groupby("target", sort=False)}
+    for target, group in by_target.items():
+        if group["role"].iloc[0] != "evaluation":
+            continue
+        n_runs, texts = int(group["n"].max()), group["texts"].iloc[0]
+        runs = "one run per algorithm" if n_runs == 1 else f"mean ± std over up to {n_runs} seeds"
+        known = not (isinstance(texts, float) and math.isnan(texts)) and texts > 0
+        size = f"{int(texts):,} texts" if known else "texts: unknown"
+        lines = [f"{target} ({size}; {runs}): accuracy {fmt(group, 'accuracy')}."]
+        ref = group["reference"].iloc[0] if "reference" in group else ""
+        if ref and ref in by_target:
+            base = by_target[ref]["accuracy"]
+            change = ", ".join(f"{ALGO_LABELS[a]} {r['accuracy'] - base.get(a, math.nan):+.3f}"
+                               for a, r in group.iterrows())
+            lines.append(f"  From in domain ({ref}) to {target}, accuracy changes by: {change}.")
+        if known:
+            p = float(group["accuracy"].mean())
+            yard = 2 * math.sqrt(max(p * (1 - p), 1e-12) / texts)
+            lines.append(f"  Yardstick: twice the binomial standard error of one accuracy near {p:.2f} on "
+                         f"{int(texts):,} texts is {yard:.3f}.")
+            if "plain" in group.index:
+                for algo in [a for a in group.index if a != "plain"]:
+                    diff = float(group.loc[algo, "accuracy"] - group.loc["plain", "accuracy"])
+                    if abs(diff) <= yard:
+                        verdict = "within it: not told apart from evaluation noise on this set"
+                    else:
+                        verdict = "beyond it on these texts" + (
+                            " (seed-to-seed variation, not measured with one run each, may still explain it)"
+                            if n_runs == 1 else "")
+                    lines.append(f"  {ALGO_LABELS[algo]} − plain = {diff:+.3f}, {verdict}.")
+            if "majority" in group and group["majority"].notna().all():
+                share = float(group["majority"].iloc[0])
+                clear = [ALGO_LABELS[a] for a, r in group.iterrows() if r["accuracy"] - share > yard]
+                rest = [ALGO_LABELS[a] for a in group.index if ALGO_LABELS[a] not in clear]
+                text = f"  Always predicting the majority label scores {share:.3f}: "
+                text += f"{', '.join(clear)} above it by more than the yardstick" if clear else ""
+                text += "; " if clear and rest else ""
+                text += (f"{', '.join(rest)} not shown to beat it" if rest else "") + "."
+                lines.append(text)
+        out.append("\n".join(lines))
+    return out
+
+
 # ----------------------------------------------------------------------------- statistics
 
 
@@ -424,6 +716,7 @@ def load_run_models(run: str | Path) -> dict[str, Any]:
     from siftkit.run.checkpoint import latest_checkpoint, load_checkpoint
     from siftkit.run.models import load_model
     from siftkit.run.records import load_results
+    from siftkit.data.shift_data import num_labels
 
     run = Path(run)
     folder = run.parent if run.is_file() else run
@@ -434,7 +727,7 @@ def load_run_models(run: str | Path) -> dict[str, Any]:
         raise ValueError(f"run {folder} kept no fine-tuned weights: train it with save_model=True "
                          f"(-p save_model True) to get {saved}")
     set_seed(cfg.seed)  # as in train(): the base model is built right after seeding
-    base, tokenizer = load_model(cfg.model_name, num_labels=2)
+    base, tokenizer = load_model(cfg.model_name, num_labels=num_labels(cfg))
     tuned = copy.deepcopy(base)
     if saved.is_dir():
         state = type(base).from_pretrained(str(saved)).state_dict()
@@ -496,6 +789,25 @@ def runs_token_norm_shift(runs: Iterable[str | Path], texts: Mapping[str, Sequen
         frames.append(df)
         del loaded
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def run_domains(runs: Iterable[str | Path], domains: Iterable[str]) -> pd.DataFrame:
+    """Per run folder (or results.json): its algorithm, seed and training stages, and which
+    of `domains` it was trained on — a domain named like one of its stages (P2's ``twitter``
+    and ``uci``, a spec's stage names) — and which it never trained on."""
+    from siftkit.run.records import load_results
+
+    domains = list(domains)
+    rows = []
+    for run in runs:
+        record = load_results(run)
+        stages = [s["name"] for s in record.get("stages", [])]
+        rows.append({"run": str(Path(run).parent if Path(run).is_file() else Path(run)),
+                     "algo": record["config"]["algo"], "seed": record["config"]["seed"],
+                     "stages": ", ".join(stages),
+                     "trained on": ", ".join(d for d in domains if d in stages) or "none of these",
+                     "never trained on": ", ".join(d for d in domains if d not in stages) or "none"})
+    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- results tables

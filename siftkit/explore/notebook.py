@@ -35,13 +35,15 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
     "params_file": "YAML of RunConfig overrides, e.g. params/smoke.yaml",
     "sentence": "00_tour: the sentence whose embeddings are perturbed",
     "interactive": "00_tour: build the ipywidgets panel (harmless without a frontend)",
-    "texts_per_domain": "03: texts sampled from each domain",
+    "texts_per_domain": "03, 05: texts sampled from each domain",
     "perturbation_texts": "03: texts per domain for the SMART/SiFT perturbation measurement",
     "runs_glob": "03: results.json of fine-tuned runs for the token-norm shift",
     "results_glob": "04: results.json files to compare",
     "study_glob": "04: the committed regime study, added to the size curves and verdicts",
     "equal_budget_glob": "04: the equal-budget study's runs, for its tables, curve at the tuned rate and verdicts",
     "study_spec": "04: the equal-budget study's spec (YAML beside its plan: the old gap, the verdicts' questions)",
+    "shift_spec": "03, 05: a shift spec (a YAML file holding it, or a params file with a shift: block)",
+    "algos": "05: the algorithms trained on the spec, comma-separated",
 }
 
 # Names IPython itself puts in a fresh kernel's namespace.
@@ -177,6 +179,28 @@ def config_from_parameters(namespace: Mapping[str, Any], *, default_output_dir: 
     if cfg.data_dir is not None:
         changes["data_dir"] = str(resolve_path(cfg.data_dir))
     return cfg.replace(**changes)
+
+
+def spec_parameters(shift_spec: str | Path, params_file: str | Path | None = None) -> tuple[Path, dict, str | None]:
+    """A notebook's ``shift_spec`` parameter: (the spec file, the spec mapping, the params file).
+
+    `shift_spec` is resolved like every notebook path (from the project root). The params
+    file is `params_file` when given; else the spec file itself when it is a params file (a
+    ``shift:`` block beside run settings, as ``params/uci_cross_source.yaml``, whose
+    ``num_train_epochs`` then apply); else None. A params file that sets ``algo`` is refused:
+    the notebook trains each algorithm it is asked to.
+    """
+    from siftkit.data.shift_spec import load_spec_mapping
+
+    path = resolve_path(shift_spec)
+    mapping = load_spec_mapping(path)  # a ValueError naming the file if it is missing or not a spec
+    settings = str(resolve_path(params_file)) if params_file else None
+    if settings is None and "shift" in _yaml_mapping(path) and "stages" not in _yaml_mapping(path):
+        settings = str(path)
+    if settings is not None and Path(settings).is_file() and "algo" in _yaml_mapping(Path(settings)):
+        raise ValueError(f"params file {settings} sets algo={_yaml_mapping(Path(settings))['algo']!r}; this notebook "
+                         f"trains the algorithms of its algos parameter (e.g. -p algos sift): remove algo from the file")
+    return path, mapping, settings
 
 
 SMOKE_DIR = "smoke"

@@ -23,6 +23,8 @@ from siftkit.explore.analysis import ALGO_LABELS, PAPER_METRIC, PAPER_RESULTS, T
 
 DOMAIN_COLORS = {"twitter": "#1f77b4", "uci": "#ff7f0e", "cola": "#2ca02c", "": "#555555"}
 ALGO_COLORS = {"plain": "#7f7f7f", "smart": "#d62728", "sift": "#9467bd"}
+_TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf")
 POINT_LABELS = {
     "word_embeddings": "word_embeddings (W[ids], before LayerNorm)",
     "pre_layernorm": "pre_layernorm (input of the embedding LayerNorm)",
@@ -79,6 +81,21 @@ def show(fig: Figure, *, dpi: int = 100) -> None:
     with _style():
         fig.savefig(buf, format="png", dpi=dpi)
     display(Image(data=buf.getvalue(), format="png"))
+
+
+def domain_palette(domains: Sequence[str]) -> dict[str, str]:
+    """A colour per domain: Twitter, UCI and CoLA keep theirs (`DOMAIN_COLORS`); any other
+    name (a shift spec's stages and evaluation sets) takes the next tab10 colour not in use."""
+    taken = {DOMAIN_COLORS[d] for d in domains if d in DOMAIN_COLORS}
+    free = [c for c in _TAB10 if c not in taken] or list(_TAB10)
+    out, i = {}, 0
+    for d in dict.fromkeys(domains):
+        if d in DOMAIN_COLORS:
+            out[d] = DOMAIN_COLORS[d]
+        else:
+            out[d] = free[i % len(free)]
+            i += 1
+    return out
 
 
 def _plain_formatter() -> matplotlib.ticker.Formatter:
@@ -296,7 +313,7 @@ def embedding_statistics(stats: pd.DataFrame, *, values: Sequence[str] = ("norm"
     df = stats if include_special else stats[~stats["special"]]
     points = _points(df)
     domains = list(dict.fromkeys(df["domain"]))
-    palette = {d: DOMAIN_COLORS.get(d, "#555555") for d in domains}
+    palette = domain_palette(domains)
     counts = df[df["at"] == points[0]].groupby("domain", sort=False).size() if points else {}
     with _style():
         fig, axes = _figure(len(values), len(points), size=(min(10.0, 3.4 * len(points)), 2.5 * len(values) + 0.8))
@@ -340,7 +357,8 @@ def norm_gap_tokens_plot(table: pd.DataFrame, *, title: str | None = None) -> Fi
     with _style():
         fig, axes = _figure(size=(8, 0.32 * len(t) + 1.8))
         ax = axes[0, 0]
-        colors = [DOMAIN_COLORS.get(a if sa >= sb else b, "#555555") for sa, sb in zip(t["share_a"], t["share_b"])]
+        palette = domain_palette([a, b])
+        colors = [palette[a if sa >= sb else b] for sa, sb in zip(t["share_a"], t["share_b"])]
         ax.barh(range(len(t)), t["contribution"], color=colors)
         norms = t["norm_a"].fillna(t["norm_b"])
         labels = [f"{tok!r}  ‖z‖={n:.3g}  ({ca}/{cb})"
@@ -354,8 +372,8 @@ def norm_gap_tokens_plot(table: pd.DataFrame, *, title: str | None = None) -> Fi
         from matplotlib.patches import Patch
 
         # Below the axes: inside them a legend would cover bars.
-        fig.legend(handles=[Patch(color=DOMAIN_COLORS.get(a, "#555"), label=f"more frequent in {a}"),
-                            Patch(color=DOMAIN_COLORS.get(b, "#555"), label=f"more frequent in {b}")],
+        fig.legend(handles=[Patch(color=palette[a], label=f"more frequent in {a}"),
+                            Patch(color=palette[b], label=f"more frequent in {b}")],
                    loc="outside lower center", ncols=2)
         ax.set_title(title or f"tokens behind the mean-norm gap {a} − {b} = {gap:+.3g} (norm units)")
     return fig
