@@ -30,7 +30,7 @@ _HOMES = {
     "AdversarialRegularizer": "siftkit.core.regularizers",
     "SMART": "siftkit.core.regularizers",
     "SiFT": "siftkit.core.regularizers",
-    "BregmanProximalPoint": "siftkit.core.regularizers",
+    "BregmanProximalPoint": "siftkit.core.bregman",
     **{name: "siftkit.core.divergences" for name in ("DIVERGENCES", "get_divergence", "js", "kl", "mse",
                                                     "symmetric_kl")},
 }

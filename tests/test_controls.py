@@ -18,7 +18,8 @@ from helpers import make_batch, robustness_log, tiny_model
 from siftkit.run.config import RunConfig
 from siftkit.run.objective import AdversarialLoss
 from siftkit.run.protocols import build_stages, uci_parts, uci_split
-from siftkit.core.regularizers import L2SP, AdversarialRegularizer
+from siftkit.core.l2sp import L2SP
+from siftkit.core.regularizers import AdversarialRegularizer
 from siftkit.run.training import train
 
 BASE = dict(task="twitter_to_uci", model_name="random:bert", max_train_samples=8, max_eval_samples=8,

@@ -75,7 +75,8 @@ def _per_example_noise(batch):
 def comparable_randomness(trace: dict | None = None):
     """Dropout off, per-example noise; record per-example perturbation sizes and teacher sums."""
     import siftkit.run.training as training
-    from siftkit.core.regularizers import AdversarialRegularizer, BregmanProximalPoint
+    from siftkit.core.bregman import BregmanProximalPoint
+    from siftkit.core.regularizers import AdversarialRegularizer
 
     original_load = training.load_model
     original_forward = AdversarialRegularizer.forward

@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 
 import siftkit.core.regularizers as regularizers
+import siftkit.core.rules as rules
 from helpers import TEXTS, make_batch, single_thread, tiny_model
 from siftkit.run.config import RunConfig
-from siftkit.core.regularizers import ADV_RULES, REGULARIZERS
+from siftkit.core.regularizers import REGULARIZERS
+from siftkit.core.rules import ADV_RULES
 from siftkit.core.split import EmbeddingSplit
 
 
@@ -250,7 +252,7 @@ def test_tiny_gradient_still_takes_a_full_step(monkeypatch, split, batch):
 def test_half_detached_sym_kl_value_and_gradients():
     a = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     c = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    r = regularizers.half_detached_sym_kl(a, c)
+    r = rules.half_detached_sym_kl(a, c)
     assert float(r) == pytest.approx(float(sym_kl_value(a, c)), rel=1e-6)
     ga, gc = torch.autograd.grad(r, (a, c))
     pa, pc = F.softmax(a, -1).detach(), F.softmax(c, -1).detach()
@@ -264,7 +266,7 @@ def test_seed_code_r_can_be_negative_and_reaches_the_clean_branch_only():
     for _ in range(50):
         a = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
         c = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
-        r = regularizers.stable_kl(c, a, mean=True)
+        r = rules.stable_kl(c, a, mean=True)
         ga, gc = torch.autograd.grad(r, (a, c), allow_unused=True)
         assert ga is None or (ga == 0).all()
         assert gc is not None and gc.abs().sum() > 0

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from siftkit.run.config import RunConfig
-from siftkit.core.regularizers import L2SP, REGULARIZERS, AdversarialRegularizer, BregmanProximalPoint
+from siftkit.core.bregman import BregmanProximalPoint
+from siftkit.core.l2sp import L2SP
+from siftkit.core.regularizers import REGULARIZERS, AdversarialRegularizer
 from siftkit.core.split import EmbeddingSplit, model_inputs, unwrap
 
 
