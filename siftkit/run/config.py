@@ -51,7 +51,7 @@ ALGO_DEFAULTS: dict[str, dict[str, float]] = {
     "smart": {"adv_epsilon": 1e-5, "adv_noise_std": 1e-5, "adv_step_size": 1e-3, "adv_weight": 1.0},
     "sift": {"adv_epsilon": 1e-2, "adv_noise_std": 1e-2, "adv_step_size": 1e-3, "adv_weight": 1.0},
 }
-# Per (rule, algo) for the public codes' rules (siftkit.core.regularizers documents each rule);
+# Per (rule, algo) for the public codes' rules (siftkit.core.rules documents each rule);
 # None = the rule has no such knob. mt-dnn's published SMART: noise 1e-5, step 1e-3; its
 # SiFT use in the seed paper: noise 0.01 (normalized). DeBERTa's PerturbationLayer:
 # init_perturbation 0.01, learning_rate 1e-4. The seed paper's code: noise 0.01, step 1e-3
