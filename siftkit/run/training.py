@@ -201,8 +201,24 @@ def _output_dir_lock(out: Path, cfg: RunConfig, accelerator) -> Iterator[None]:
 
 @dataclass
 class RunState:
-    """What a run has done so far; a checkpoint and a stage-cache entry hold it, a resumed or
-    stage-sharing run starts from it."""
+    """One run while it trains: the objects it trains with, and what it has done so far.
+
+    One object, so that the phases below take the run and not a dozen of its parts. Its fields
+    are in two groups. The first (settings, folder, model, objective, stages, data) every
+    process builds again from the config; only the weights and the teacher's state go into a
+    snapshot. The second is the run's progress: a checkpoint and a stage-cache entry hold it
+    (`snapshot`), a resumed or stage-sharing run starts from it (`restore`).
+    """
+
+    cfg: RunConfig
+    out: Path
+    accelerator: Any
+    model: Any  # as the accelerator prepared it
+    tokenizer: Any
+    objective: AdversarialLoss
+    stages: list[Stage]
+    data: dict[str, Any]  # `data_fingerprint`: compared on resume, recorded in results.json
+    show_progress: bool = False  # the bar and the progress lines (the main process only)
 
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per logging window of steps
     val_history: list[dict[str, Any]] = field(default_factory=list)  # one row per validated epoch
@@ -213,11 +229,11 @@ class RunState:
     stage_info: list[dict[str, Any]] = field(default_factory=list)  # per stage: epochs run, best epoch, cache
     early: dict[str, Any] | None = None  # the running stage's early-stopping state
 
-    def snapshot(self, accelerator, cfg: RunConfig, model, objective: AdversarialLoss, optimizer=None,
-                 scheduler=None, window=None) -> dict[str, Any]:
+    def snapshot(self, optimizer=None, scheduler=None, window=None) -> dict[str, Any]:
+        objective = self.objective
         return {
-            "config": cfg.to_dict(),
-            "model": accelerator.unwrap_model(model).state_dict(),
+            "config": self.cfg.to_dict(),
+            "model": self.accelerator.unwrap_model(self.model).state_dict(),
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "teacher": objective.bregman.state_dict_for_checkpoint() if objective.bregman is not None else None,
@@ -233,8 +249,9 @@ class RunState:
             "window": {k: list(v) for k, v in (window or {}).items()},
         }
 
-    def restore(self, state: dict[str, Any], accelerator, model, objective: AdversarialLoss) -> None:
-        accelerator.unwrap_model(model).load_state_dict(state["model"])
+    def restore(self, state: dict[str, Any]) -> None:
+        objective = self.objective
+        self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
         if objective.bregman is not None and state.get("teacher") is not None:
             objective.bregman.load_checkpoint_state(state["teacher"])
         if objective.regularizer is not None:
@@ -242,25 +259,45 @@ class RunState:
         self.history, self.metrics = list(state["history"]), dict(state["metrics"])
         self.val_history = list(state.get("val_history", []))
         self.position = dict(state["position"])
+        # This run's data (its folder may have moved since): a checkpoint's was checked against it,
+        # a cache entry's key matched its rows.
+        self.position["data"] = self.data
         self.nonfinite_steps = state.get("nonfinite_steps", 0)
         self.stage_info = [dict(s) for s in state.get("stage_info", [])]
         self.early = state.get("early_stopping")
 
-    def save(self, accelerator, out: Path, cfg: RunConfig, model, objective, optimizer=None, scheduler=None,
-             window=None) -> None:
-        save_checkpoint(accelerator, out, self.position["global_step"],
-                        self.snapshot(accelerator, cfg, model, objective, optimizer, scheduler, window))
+    def save(self, optimizer=None, scheduler=None, window=None) -> None:
+        save_checkpoint(self.accelerator, self.out, self.position["global_step"],
+                        self.snapshot(optimizer, scheduler, window))
 
 
 def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float) -> dict[str, Any]:
-    from accelerate.utils import set_seed
+    existing = _check_before_loading(out, cfg)
+    run = _prepare(cfg, out, accelerator, progress)
+    ckpt_state, resumed_from = _resume_or_start_over(run, existing)
+    keys = _run_stages(run, ckpt_state)
+    record = _record(run, keys, resumed_from, start)
+    if accelerator.is_main_process:
+        _write_record(run, record)
+    accelerator.wait_for_everyone()
+    return record
 
+
+def _check_before_loading(out: Path, cfg: RunConfig) -> list[Path]:
+    """What can be refused before the data and the model are loaded; returns the checkpoints in `out`."""
     _check_model_folder(out, cfg)
     existing = list_checkpoints(out)
     if existing and not cfg.resume and not cfg.overwrite:
         raise OutputDirError(
             f"output_dir {str(out)!r} holds checkpoints of an earlier run; pass resume=True "
             f"(--resume) to continue it, or overwrite=True to start over")
+    return existing
+
+
+def _prepare(cfg: RunConfig, out: Path, accelerator, progress: bool) -> RunState:
+    """Data, model and objective, in the order that makes a run repeat: the seed first."""
+    from accelerate.utils import set_seed
+
     main = accelerator.is_main_process
     if not main:
         # Only the main process shows progress, datasets' `map` bars included.
@@ -278,65 +315,81 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
         unwrap(model).base_model.requires_grad_(False)
     model = accelerator.prepare(model)
     objective = AdversarialLoss(model, cfg)
-    run = RunState()
+    run = RunState(cfg, out, accelerator, model, tokenizer, objective, stages, data,
+                   show_progress=progress and main)
     # "data" (the files' sha256 and the stage sizes) rides in every checkpoint, so a resume
     # can refuse to continue on other data.
     run.position["data"] = data
-    resumed_from, ckpt_state = None, None
+    return run
 
-    ckpt = latest_checkpoint(out) if cfg.resume else None
+
+def _resume_or_start_over(run: RunState, existing: list[Path]) -> tuple[dict | None, str | None]:
+    """With resume=True, continue from the latest checkpoint: returns its state and name. With
+    overwrite=True, remove the checkpoints of the run this one replaces."""
+    cfg, accelerator = run.cfg, run.accelerator
+    ckpt = latest_checkpoint(run.out) if cfg.resume else None
     if ckpt is not None:
         ckpt_state, rng = load_checkpoint(ckpt, accelerator.process_index)
         _check_resume_config(ckpt_state["config"], cfg, ckpt)
-        _check_resume_data(ckpt_state["position"].get("data"), data, ckpt)
-        run.restore(ckpt_state, accelerator, model, objective)
-        run.position["data"] = data
+        _check_resume_data(ckpt_state["position"].get("data"), run.data, ckpt)
+        run.restore(ckpt_state)
         set_rng_state(rng)
-        resumed_from = ckpt.name
-    elif existing and cfg.overwrite and main:
+        return ckpt_state, ckpt.name
+    if existing and cfg.overwrite and accelerator.is_main_process:
         shutil.rmtree(existing[0].parent, ignore_errors=True)
+    return None, None
 
-    cache = StageCache(cfg.stage_cache_dir, accelerator) if cfg.stage_cache_dir else None
+
+def _run_stages(run: RunState, ckpt_state: dict | None) -> list[str | None]:
+    """Train, or take from the stage cache, every stage the run has not finished yet (a resumed
+    run continues inside the checkpoint's stage). Returns each stage's cache key (None: no cache)."""
+    cfg, stages = run.cfg, run.stages
+    cache = StageCache(cfg.stage_cache_dir, run.accelerator) if cfg.stage_cache_dir else None
     keys: list[str | None] = []
     previous = None
     for stage_index, stage in enumerate(stages):
-        determinants = stage_determinants(cfg, stage, stage_index, len(stages), previous, accelerator) \
+        determinants = stage_determinants(cfg, stage, stage_index, len(stages), previous, run.accelerator) \
             if cache is not None else None
         previous = stage_key(determinants) if determinants is not None else None
         keys.append(previous)
         pos = run.position
         if stage_index < pos["stage"] or (stage_index == pos["stage"] and pos["stage_done"]):
             continue
-        resume_here = ckpt is not None and stage_index == pos["stage"] and not pos["stage_done"]
+        resume_here = ckpt_state is not None and stage_index == pos["stage"] and not pos["stage_done"]
         # The last stage ends the run: caching it would only duplicate results.json.
         if cache is None or resume_here or stage_index == len(stages) - 1:
-            _stage(stage_index, stages, model, tokenizer, objective, cfg, accelerator, run, out,
-                   ckpt_state if resume_here else None, progress and main)
+            _stage(stage_index, run, ckpt_state if resume_here else None)
             if cache is not None and resume_here and stage_index < len(stages) - 1:
                 # A resumed stage ends exactly as an uninterrupted one: later runs may share it.
                 with cache.claim(previous, f"stage {stage_index + 1} ({stage.name})"):
                     if cache.entry(previous) is None:
-                        cache.store(previous, run.snapshot(accelerator, cfg, model, objective), determinants,
-                                    str(out))
+                        cache.store(previous, run.snapshot(), determinants, str(run.out))
             continue
         with cache.claim(previous, f"stage {stage_index + 1} ({stage.name})"):
             if cache.entry(previous) is not None:
-                state, rng = cache.load(previous)
-                run.restore(state, accelerator, model, objective)
-                run.position["data"] = data  # this run's data folder (the key already matched the rows)
-                set_rng_state(rng)
-                run.stage_info[stage_index]["from_cache"] = True
-                tracking.log_cached(accelerator, run.history, run.val_history, run.metrics,
-                                    run.position["global_step"])
+                _stage_from_cache(stage_index, run, cache, previous)
             else:
-                _stage(stage_index, stages, model, tokenizer, objective, cfg, accelerator, run, out, None,
-                       progress and main)
-                cache.store(previous, run.snapshot(accelerator, cfg, model, objective), determinants, str(out))
+                _stage(stage_index, run, None)
+                cache.store(previous, run.snapshot(), determinants, str(run.out))
+    return keys
 
+
+def _stage_from_cache(stage_index: int, run: RunState, cache: StageCache, key: str) -> None:
+    """Continue as the run that stored stage `stage_index` under `key` did after it."""
+    state, rng = cache.load(key)
+    run.restore(state)
+    set_rng_state(rng)
+    run.stage_info[stage_index]["from_cache"] = True
+    tracking.log_cached(run.accelerator, run.history, run.val_history, run.metrics, run.position["global_step"])
+
+
+def _record(run: RunState, keys: list[str | None], resumed_from: str | None, start: float) -> dict[str, Any]:
+    """results.json's content: the run's settings, metrics, history and stages, and `meta`."""
+    cfg, accelerator = run.cfg, run.accelerator
     summary = perturbation_summary(run.history)
     run.metrics.update(summary)
     tracking.log_metrics(accelerator, summary, run.position["global_step"])
-    described = [s.describe() for s in stages]
+    described = [s.describe() for s in run.stages]
     for d, info, key in zip(described, run.stage_info, keys):
         d.update(info)
         if key is not None:
@@ -355,32 +408,35 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
             "mixed_precision": accelerator.mixed_precision,
             "wall_time_s": round(time.time() - start, 3),
             "resumed_from": resumed_from,
-            "stages_from_cache": [s.name for s, info in zip(stages, run.stage_info) if info.get("from_cache")],
-            "skipped_adversarial_steps": _sum_over_processes(accelerator, objective.skipped),
+            "stages_from_cache": [s.name for s, info in zip(run.stages, run.stage_info) if info.get("from_cache")],
+            "skipped_adversarial_steps": _sum_over_processes(accelerator, run.objective.skipped),
             "nonfinite_steps": run.nonfinite_steps,
-            "data_files": data["files"],
-            "data_rows": data["rows"],
+            "data_files": run.data["files"],
+            "data_rows": run.data["rows"],
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }
     if cfg.task == "shift":
         record["meta"]["shift"] = shift_data.spec_meta(cfg)
-    if main:
-        staged = _stage_model(out, accelerator.unwrap_model(model), tokenizer) if cfg.save_model else None
-        try:
-            write_results(out, record, overwrite=cfg.overwrite)
-        except BaseException:
-            if staged is not None:
-                shutil.rmtree(staged, ignore_errors=True)
-            raise
-        # The run's model/ is this run's, or none: an overwritten run's weights must not stay
-        # beside the new record (load_run_models would measure them as the new run's).
-        _replace_model(out, staged)
-        # Checkpoints exist to resume an unfinished run; a finished one keeps only its
-        # records (and `model/` when asked), not gigabytes of optimizer state.
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-    accelerator.wait_for_everyone()
     return record
+
+
+def _write_record(run: RunState, record: dict[str, Any]) -> None:
+    """On the main process: results.json and history.csv, model/ when asked, and no checkpoints."""
+    out = run.out
+    staged = _stage_model(out, run.accelerator.unwrap_model(run.model), run.tokenizer) if run.cfg.save_model else None
+    try:
+        write_results(out, record, overwrite=run.cfg.overwrite)
+    except BaseException:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
+    # The run's model/ is this run's, or none: an overwritten run's weights must not stay
+    # beside the new record (load_run_models would measure them as the new run's).
+    _replace_model(out, staged)
+    # Checkpoints exist to resume an unfinished run; a finished one keeps only its
+    # records (and `model/` when asked), not gigabytes of optimizer state.
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
 
 
 def _check_resume_config(saved: dict, cfg: RunConfig, ckpt: Path) -> None:
@@ -395,29 +451,27 @@ def _check_resume_config(saved: dict, cfg: RunConfig, ckpt: Path) -> None:
             f"resume with the same config or choose another output_dir")
 
 
-def _stage(stage_index: int, stages: list[Stage], model, tokenizer, objective: AdversarialLoss, cfg: RunConfig,
-           accelerator, run: RunState, out: Path, resume_state: dict | None, show_progress: bool) -> None:
+def _stage(stage_index: int, run: RunState, resume_state: dict | None) -> None:
     """Train stage `stage_index`, evaluate it, mark it done and checkpoint the boundary."""
-    stage = stages[stage_index]
-    adversarial = adversarial_in_stage(cfg, stage_index, len(stages))
+    stage, objective = run.stages[stage_index], run.objective
+    adversarial = adversarial_in_stage(run.cfg, stage_index, len(run.stages))
     if resume_state is None:
-        _start_stage(stage_index, adversarial, model, objective, cfg, run)
+        _start_stage(stage_index, adversarial, run)
     objective.adversarial = adversarial
-    _run_stage(stage_index, stage, model, tokenizer, objective, cfg, accelerator, run, resume_state, out,
-               show_progress)
-    evaluated = evaluate(model, stage.evals, tokenizer, cfg, accelerator)
+    _run_stage(stage_index, stage, run, resume_state)
+    evaluated = evaluate(run.model, stage.evals, run.tokenizer, run.cfg, run.accelerator)
     run.metrics.update(evaluated)
-    tracking.log_metrics(accelerator, evaluated, run.position["global_step"])
+    tracking.log_metrics(run.accelerator, evaluated, run.position["global_step"])
     run.position.update(stage=stage_index, stage_done=True, epoch=0, step_in_epoch=0)
     run.early = None
-    run.save(accelerator, out, cfg, model, objective)
+    run.save()
 
 
-def _start_stage(stage_index: int, adversarial: bool, model, objective: AdversarialLoss, cfg: RunConfig,
-                 run: RunState) -> None:
+def _start_stage(stage_index: int, adversarial: bool, run: RunState) -> None:
     """What happens at a stage's start, before its optimizer exists: the fresh head of
     ``reinit_head``, and a Bregman teacher restarted where its term starts anew."""
-    fresh_head = cfg.reinit_head and stage_index > 0
+    model, objective = run.model, run.objective
+    fresh_head = run.cfg.reinit_head and stage_index > 0
     if fresh_head:
         reinit_head(model)
     bregman_before = stage_index > 0 and run.stage_info and run.stage_info[-1].get("adversarial")
@@ -568,21 +622,59 @@ def _replace_model(out: Path, staged: Path | None) -> None:
         staged.rename(target)
 
 
-def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: AdversarialLoss, cfg: RunConfig,
-               accelerator, run: RunState, resume_state: dict | None, out: Path, show_progress: bool) -> None:
+@dataclass
+class _StageLoop:
+    """One stage's training loop: its data order, loader, optimizer and schedule, and what it
+    has counted so far (the partial logging window, the dropped steps)."""
+
+    stage: Stage
+    sampler: EpochPermutationSampler
+    loader: Any  # as the accelerator prepared it
+    params: list[torch.nn.Parameter]  # the ones that train (all but a frozen encoder)
+    optimizer: Any
+    scheduler: Any
+    steps_per_epoch: int
+    window: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    nonfinite: int = 0  # this stage's steps dropped for a non-finite loss or gradient
+    bar: Any = None
+    lines: ProgressLines | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.stage.num_train_epochs
+
+
+def _run_stage(stage_index: int, stage: Stage, run: RunState, resume_state: dict | None) -> None:
     """Train one stage's epochs (validating after each where the stage has a validation set)."""
-    from tqdm.auto import tqdm
+    loop = _stage_loop(stage_index, stage, run)
+    start_epoch, skip = _resume_loop(loop, run, resume_state) if resume_state is not None else (0, 0)
+    run.model.train()
+    _open_progress(loop, run, start_epoch * loop.steps_per_epoch + skip)
+    epochs_run = start_epoch
+    for epoch in range(start_epoch, stage.num_train_epochs):
+        _train_epoch(run, loop, epoch, skip)
+        skip = 0
+        epochs_run = epoch + 1
+        # A one-epoch stage's validation is its stage-end evaluation: no second row for it.
+        if stage.val is not None and stage.num_train_epochs > 1 and _validate_epoch(stage, epoch, run):
+            break  # early stopping: no better validation metric for `early_stopping_patience` epochs
+    loop.bar.close()
+    _check_nonfinite_share(run.cfg, stage, loop.nonfinite, epochs_run * loop.steps_per_epoch)
+    _finish_epochs(stage_index, run, epochs_run)
+
+
+def _stage_loop(stage_index: int, stage: Stage, run: RunState) -> _StageLoop:
     from transformers import get_linear_schedule_with_warmup
 
-    position, history = run.position, run.history
-    train_ds = tokenize(stage.train, tokenizer, cfg.max_length)
+    cfg, accelerator = run.cfg, run.accelerator
+    train_ds = tokenize(stage.train, run.tokenizer, cfg.max_length)
     sampler = EpochPermutationSampler(len(train_ds), cfg.seed, stage_index)
     # The loader gets its own generator: otherwise each new iterator (every epoch, and the
     # skipping iterator of a resumed epoch) draws a base seed from the global torch RNG,
     # which shifts dropout and perturbation noise: a resumed run would differ.
     dl = DataLoader(train_ds, batch_size=cfg.per_device_train_batch_size, sampler=sampler,
-                    collate_fn=_collator(tokenizer), generator=torch.Generator().manual_seed(cfg.seed))
-    params = [p for p in model.parameters() if p.requires_grad]  # all but a frozen encoder
+                    collate_fn=_collator(run.tokenizer), generator=torch.Generator().manual_seed(cfg.seed))
+    params = [p for p in run.model.parameters() if p.requires_grad]  # all but a frozen encoder
     # A new optimizer and a schedule sized for *this* stage (not the previous one's).
     optimizer = torch.optim.AdamW(params, lr=stage.learning_rate, eps=cfg.adam_epsilon,
                                   weight_decay=cfg.weight_decay, **fused_adamw(accelerator.device))
@@ -590,114 +682,135 @@ def _run_stage(stage_index: int, stage: Stage, model, tokenizer, objective: Adve
     steps_per_epoch = len(dl)
     total_steps = steps_per_epoch * stage.num_train_epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
+    return _StageLoop(stage, sampler, dl, params, optimizer, scheduler, steps_per_epoch)
 
-    start_epoch, skip, nonfinite = 0, 0, 0
-    window: dict[str, list[float]] = defaultdict(list)
-    if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        start_epoch, skip = position["epoch"], position["step_in_epoch"]
-        nonfinite = position.get("stage_nonfinite", 0)
-        window.update({k: list(v) for k, v in resume_state.get("window", {}).items()})
 
-    model.train()
-    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch + skip, disable=not show_progress,
-               desc=f"{cfg.algo} · {stage.name}", leave=False)
-    lines = ProgressLines(f"{cfg.algo} · {stage.name}", total_steps, start_epoch * steps_per_epoch + skip) \
-        if show_progress else None
-    epochs_run = start_epoch
-    for epoch in range(start_epoch, stage.num_train_epochs):
-        sampler.use_epoch(epoch)
-        batches = accelerator.skip_first_batches(dl, skip) if skip else dl
-        for step_in_epoch, batch in enumerate(batches, start=skip):
-            with accelerator.autocast():
-                loss, parts = objective(model, batch)
-            finite = _all_processes(accelerator, bool(torch.isfinite(loss.detach())))
-            grad_norm = float("nan")
-            if finite:
-                accelerator.backward(loss)
-                if cfg.max_grad_norm > 0:
-                    grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
-                finite = math.isfinite(grad_norm) if cfg.max_grad_norm > 0 else True
-            lr_used = scheduler.get_last_lr()[0]
-            if finite:
-                optimizer.step()
-                if objective.bregman is not None and objective.adversarial:
-                    objective.bregman.update(model)
-            else:
-                # Never let a NaN reach the weights: drop this batch's update, count it.
-                nonfinite += 1
-                run.nonfinite_steps += 1
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+def _resume_loop(loop: _StageLoop, run: RunState, resume_state: dict) -> tuple[int, int]:
+    """Pick the stage up where the checkpoint left it; returns (epoch, steps of it already done)."""
+    position = run.position
+    loop.optimizer.load_state_dict(resume_state["optimizer"])
+    loop.scheduler.load_state_dict(resume_state["scheduler"])
+    loop.nonfinite = position.get("stage_nonfinite", 0)
+    loop.window.update({k: list(v) for k, v in resume_state.get("window", {}).items()})
+    return position["epoch"], position["step_in_epoch"]
 
-            position.update(epoch=epoch, step_in_epoch=step_in_epoch + 1, stage_nonfinite=nonfinite)
-            position["global_step"] += 1
-            for k, v in parts.items():
-                window[k].append(v)
-            step_loss = float(loss.detach())
-            window["loss"].append(step_loss)
-            window["grad_norm"].append(grad_norm)
-            stage_step = epoch * steps_per_epoch + step_in_epoch + 1
-            if stage_step % cfg.logging_steps == 0 or stage_step == total_steps:
-                row = {"stage": stage.name, "epoch": epoch, "step": stage_step, "global_step": position["global_step"],
-                       "learning_rate": lr_used}
-                row.update(_window_means(accelerator, window))
-                row["skipped_adversarial_steps"] = _sum_over_processes(accelerator, objective.skipped)
-                row["nonfinite_steps"] = nonfinite
-                history.append(row)
-                tracking.log_row(accelerator, row)
-                window.clear()
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-            bar.update(1)
-            if lines is not None:
-                lines.update(stage_step, step_loss)
-            if cfg.save_steps and position["global_step"] % cfg.save_steps == 0 and stage_step < total_steps:
-                run.save(accelerator, out, cfg, model, objective, optimizer, scheduler, window)
-        skip = 0
-        epochs_run = epoch + 1
-        # A one-epoch stage's validation is its stage-end evaluation: no second row for it.
-        if (stage.val is not None and stage.num_train_epochs > 1
-                and _validate_epoch(stage, epoch, model, tokenizer, objective, cfg, accelerator, run)):
-            break  # early stopping: no better validation metric for `early_stopping_patience` epochs
-    bar.close()
-    _check_nonfinite_share(cfg, stage, nonfinite, epochs_run * steps_per_epoch)
+
+def _open_progress(loop: _StageLoop, run: RunState, done: int) -> None:
+    from tqdm.auto import tqdm
+
+    label = f"{run.cfg.algo} · {loop.stage.name}"
+    loop.bar = tqdm(total=loop.total_steps, initial=done, disable=not run.show_progress, desc=label, leave=False)
+    loop.lines = ProgressLines(label, loop.total_steps, done) if run.show_progress else None
+
+
+def _train_epoch(run: RunState, loop: _StageLoop, epoch: int, skip: int) -> None:
+    """Epoch `epoch`'s steps after its first `skip` (a resumed epoch's), logging and checkpointing."""
+    cfg, position, window = run.cfg, run.position, loop.window
+    loop.sampler.use_epoch(epoch)
+    batches = run.accelerator.skip_first_batches(loop.loader, skip) if skip else loop.loader
+    for step_in_epoch, batch in enumerate(batches, start=skip):
+        loss, parts, grad_norm, lr_used = _step(run, loop, batch)
+        position.update(epoch=epoch, step_in_epoch=step_in_epoch + 1, stage_nonfinite=loop.nonfinite)
+        position["global_step"] += 1
+        for k, v in parts.items():
+            window[k].append(v)
+        step_loss = float(loss.detach())
+        window["loss"].append(step_loss)
+        window["grad_norm"].append(grad_norm)
+        stage_step = epoch * loop.steps_per_epoch + step_in_epoch + 1
+        if stage_step % cfg.logging_steps == 0 or stage_step == loop.total_steps:
+            _log_window(run, loop, epoch, stage_step, lr_used)
+        loop.bar.update(1)
+        if loop.lines is not None:
+            loop.lines.update(stage_step, step_loss)
+        if cfg.save_steps and position["global_step"] % cfg.save_steps == 0 and stage_step < loop.total_steps:
+            run.save(loop.optimizer, loop.scheduler, window)
+
+
+def _step(run: RunState, loop: _StageLoop, batch) -> tuple[torch.Tensor, dict[str, float], float, float]:
+    """One optimizer step on `batch`; returns (loss, its parts, gradient norm, learning rate used)."""
+    model, objective, accelerator, cfg = run.model, run.objective, run.accelerator, run.cfg
+    with accelerator.autocast():
+        loss, parts = objective(model, batch)
+    finite = _all_processes(accelerator, bool(torch.isfinite(loss.detach())))
+    grad_norm = float("nan")
+    if finite:
+        accelerator.backward(loss)
+        if cfg.max_grad_norm > 0:
+            grad_norm = float(accelerator.clip_grad_norm_(loop.params, cfg.max_grad_norm))
+        finite = math.isfinite(grad_norm) if cfg.max_grad_norm > 0 else True
+    lr_used = loop.scheduler.get_last_lr()[0]
+    if finite:
+        loop.optimizer.step()
+        if objective.bregman is not None and objective.adversarial:
+            objective.bregman.update(model)
+    else:
+        # Never let a NaN reach the weights: drop this batch's update, count it.
+        loop.nonfinite += 1
+        run.nonfinite_steps += 1
+    loop.scheduler.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    return loss, parts, grad_norm, lr_used
+
+
+def _log_window(run: RunState, loop: _StageLoop, epoch: int, stage_step: int, lr_used: float) -> None:
+    """A history row: the means over the logging window's steps, which then starts anew."""
+    row = {"stage": loop.stage.name, "epoch": epoch, "step": stage_step, "global_step": run.position["global_step"],
+           "learning_rate": lr_used}
+    row.update(_window_means(run.accelerator, loop.window))
+    row["skipped_adversarial_steps"] = _sum_over_processes(run.accelerator, run.objective.skipped)
+    row["nonfinite_steps"] = loop.nonfinite
+    run.history.append(row)
+    tracking.log_row(run.accelerator, row)
+    loop.window.clear()
+    loop.bar.set_postfix(loss=f"{row['loss']:.4f}")
+
+
+def _finish_epochs(stage_index: int, run: RunState, epochs_run: int) -> None:
+    """Note the epochs the stage ran (and its best one, with early stopping); go back to the
+    best epoch's weights where early stopping ran past it."""
     info = run.stage_info[stage_index]
     info["epochs_run"] = epochs_run
     if run.early is not None:
         info["best_epoch"] = run.early["best_epoch"]
         if run.early["best_epoch"] != epochs_run - 1:
             # Early stopping restores the best epoch's weights (and SMART's teacher of that epoch).
-            accelerator.unwrap_model(model).load_state_dict(run.early["model"])
-            if objective.bregman is not None and run.early.get("teacher") is not None:
-                objective.bregman.load_checkpoint_state(run.early["teacher"])
+            run.accelerator.unwrap_model(run.model).load_state_dict(run.early["model"])
+            if run.objective.bregman is not None and run.early.get("teacher") is not None:
+                run.objective.bregman.load_checkpoint_state(run.early["teacher"])
 
 
-def _validate_epoch(stage: Stage, epoch: int, model, tokenizer, objective: AdversarialLoss, cfg: RunConfig,
-                    accelerator, run: RunState) -> bool:
+def _validate_epoch(stage: Stage, epoch: int, run: RunState) -> bool:
     """Evaluate the stage's validation set after `epoch` (a `val_history` row); with early stopping,
     keep the best epoch's weights and return True when the stage should stop."""
-    metrics = evaluate(model, {stage.val: stage.evals[stage.val]}, tokenizer, cfg, accelerator, smoothness=False)
+    cfg, accelerator = run.cfg, run.accelerator
+    metrics = evaluate(run.model, {stage.val: stage.evals[stage.val]}, run.tokenizer, cfg, accelerator,
+                       smoothness=False)
     row = {"stage": stage.name, "epoch": epoch, "global_step": run.position["global_step"]}
     row.update({k: metrics[k] for k in (f"{stage.val}_accuracy", f"{stage.val}_mcc") if k in metrics})
     run.val_history.append(row)
     tracking.log_metrics(accelerator, {k: v for k, v in row.items() if k.startswith(stage.val)},
                          row["global_step"])
-    patience = cfg.early_stopping_patience
-    if patience is None:
+    if cfg.early_stopping_patience is None:
         return False
-    value = metrics[stage.val_key]
+    return _early_stopping(run, epoch, metrics[stage.val_key])
+
+
+def _early_stopping(run: RunState, epoch: int, value: float) -> bool:
+    """Keep the weights (and SMART's teacher) of the best epoch so far; True once
+    `early_stopping_patience` epochs in a row brought no better `value`."""
     early = run.early
     if early is None or (math.isfinite(value) and not value <= early["best"]):
-        bare = accelerator.unwrap_model(model)
-        run.early = early = {
+        bare = run.accelerator.unwrap_model(run.model)
+        objective = run.objective
+        run.early = {
             "best": value if math.isfinite(value) else -math.inf, "best_epoch": epoch, "bad_epochs": 0,
             "model": {k: v.detach().clone() for k, v in bare.state_dict().items()},
             "teacher": ({k: v.clone() for k, v in objective.bregman.state_dict_for_checkpoint().items()}
                         if objective.bregman is not None else None)}
         return False
     early["bad_epochs"] += 1
-    return early["bad_epochs"] >= patience
+    return early["bad_epochs"] >= run.cfg.early_stopping_patience
 
 
 def _mean(values: list[float]) -> float:
