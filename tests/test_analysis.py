@@ -1,4 +1,5 @@
-"""siftkit.explore.analysis and siftkit.explore.plotting on tiny random models: the numbers the notebooks show."""
+"""siftkit.explore.analysis and siftkit.explore.plotting on tiny random models, and the tables of runs
+(siftkit.study.tables): the numbers the notebooks show."""
 
 import copy
 import math
@@ -12,6 +13,9 @@ import torch
 from siftkit.explore import analysis
 from siftkit.explore import plotting
 from siftkit.run.config import RunConfig
+from siftkit.study import tables
+from siftkit.study.paper import PAPER_METRIC
+from siftkit.study.stats import format_mean_std
 from siftkit.run.models import load_model
 from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit
 
@@ -250,7 +254,7 @@ def test_load_run_models_rebuilds_base_and_reads_final_weights(tmp_path, data_di
 
 
 def _record(task, algo, seed, value, **cfg):
-    metric = analysis.PAPER_METRIC[task]
+    metric = PAPER_METRIC[task]
     config = RunConfig(task=task, algo=algo, seed=seed, **cfg).to_dict()
     return {"config": config, "metrics": {metric: value, "other_metric": 0.1}, "history": [],
             "meta": {"wall_time_s": 60.0 * seed, "device_name": "cpu", "git_commit": None}}
@@ -265,10 +269,10 @@ RECORDS = [
 
 
 def test_results_frame_and_table():
-    frame = analysis.results_frame(RECORDS)
+    frame = tables.results_frame(RECORDS)
     assert len(frame) == 6 and frame["model"].eq("all-MiniLM-L6-v2").all()
     assert list(frame["variant"]) == ["", "", "", "bregman_weight=0.0", "", ""]
-    table = analysis.results_table(frame)
+    table = tables.results_table(frame)
     sift = table[(table["algo"] == "sift") & (table["metric"] == "uci_test_accuracy")].iloc[0]
     assert sift["mean"] == pytest.approx(0.75) and sift["std"] == pytest.approx(np.std([0.7, 0.8], ddof=1))
     assert sift["n"] == 2 and sift["seeds"] == [1, 2] and sift["differs"] == ""
@@ -278,39 +282,39 @@ def test_results_frame_and_table():
     cola = table[table["task"] == "cola"].iloc[0]
     assert cola["metric"] == "out_of_domain_dev_mcc" and cola["differs"] == "learning_rate"
     assert "other_metric" not in set(table["metric"])
-    empty = analysis.results_table(analysis.results_frame([]))
+    empty = tables.results_table(tables.results_frame([]))
     assert empty.empty and "mean" in empty.columns
 
 
 def test_a_tagged_run_is_labelled_by_its_sweep_tag():
     tagged = _record("twitter_to_uci", "smart", 1, 0.8, adv_epsilon=0.3, adv_noise_std=0.3, adv_step_size=30.0,
                      bregman_weight=0.0, extra={"tag": "curve_eps0.3"})
-    frame = analysis.results_frame([tagged, RECORDS[3]])
+    frame = tables.results_frame([tagged, RECORDS[3]])
     assert list(frame["variant"]) == ["curve_eps0.3", "bregman_weight=0.0"]
 
 
 def test_paper_table_layout_and_format():
-    table = analysis.results_table(analysis.results_frame(RECORDS))
-    paper = analysis.paper_table(table)
+    table = tables.results_table(tables.results_frame(RECORDS))
+    paper = tables.paper_table(table)
     assert list(paper["algo"]) == ["plain", "smart", "smart", "sift"]  # the paper's row order
     assert list(paper["variant"]) == ["", "", "bregman_weight=0.0", ""]
     row = paper[(paper["algo"] == "sift")].iloc[0]
     assert row["uci_mean"] == pytest.approx(0.75) and math.isnan(row["cola_mean"])
     assert row["cola_paper_bert"] == 0.53 and row["uci_paper_deberta"] == 0.91
-    text = analysis.format_paper_table(paper)
+    text = tables.format_paper_table(paper)
     assert "0.750 ± 0.071 (n=2)" in set(text["UCI 10% acc (ours)"])
     assert "—" in set(text["CoLA MCC (ours)"])
     # without any run the paper's rows still show
-    bare = analysis.paper_table(analysis.results_table(analysis.results_frame([])))
+    bare = tables.paper_table(tables.results_table(tables.results_frame([])))
     assert list(bare["algo"]) == ["plain", "smart", "sift"]
     assert list(bare["uci_paper_bert"]) == [0.55, 0.70, 0.80]
-    assert analysis.format_mean_std(0.5, float("nan"), 1) == "0.500 (n=1)"
+    assert format_mean_std(0.5, float("nan"), 1) == "0.500 (n=1)"
 
 
 def test_model_label():
-    assert analysis.model_label(None) == "all-MiniLM-L6-v2"
-    assert analysis.model_label("random:bert") == "random:bert"
-    assert analysis.model_label("/models/deberta-v3-base/") == "deberta-v3-base"
+    assert tables.model_label(None) == "all-MiniLM-L6-v2"
+    assert tables.model_label("random:bert") == "random:bert"
+    assert tables.model_label("/models/deberta-v3-base/") == "deberta-v3-base"
 
 
 # ----------------------------------------------------------------------------- plotting
@@ -363,11 +367,11 @@ def test_run_figures(tmp_path):
                for i, s in enumerate(["twitter"] * 5 + ["uci"] * 3, start=1)]
     record = {"config": RunConfig(algo="sift").to_dict(), "history": history, "meta": {"device_name": "cpu"},
               "metrics": {"twitter_val_accuracy": 0.9, "uci_zero_shot_accuracy": 0.4, "uci_test_accuracy": 0.7}}
-    frame = analysis.results_frame(RECORDS)
-    table = analysis.results_table(frame)
+    frame = tables.results_frame(RECORDS)
+    table = tables.results_table(frame)
     figures = {"curves": plotting.learning_curves(record), "bars": plotting.metric_bars(record),
                "compare": plotting.compare_bars(table, frame), "cost": plotting.cost_bars(frame),
-               "empty": plotting.compare_bars(analysis.results_table(analysis.results_frame([])))}
+               "empty": plotting.compare_bars(tables.results_table(tables.results_frame([])))}
     for name, fig in figures.items():
         _labelled(fig)
         width, height = _png_size(plotting.save_figure(fig, tmp_path / f"{name}.png"))

@@ -14,7 +14,14 @@ import pandas as pd
 import pytest
 
 from siftkit.study import budget
-from siftkit.study import runs as study
+from siftkit.study.arms import equal_budget
+from siftkit.study.matched import matched_size_pairs, pooled_difference
+from siftkit.study.reference import reference_plain
+from siftkit.study.runs import group_runs, load_runs
+from siftkit.study.select import grid_label
+from siftkit.study.spec import load_spec
+from siftkit.study.stats import paired_difference
+from siftkit.study.tags import curve_eps, curve_families, curve_family
 from siftkit.study.summarize import main as summarize_main
 from siftkit.study.summarize import summarize
 
@@ -55,10 +62,10 @@ def grid_arm(root: Path, algo: str, tag: str, settings: dict, val, test, *, fiel
     for index, value in enumerate(values):
         grid = {field: value}
         for seed in (*seeds, *(then if value == best else ())):
-            extra = {"tag": f"{tag}__{study.grid_label(grid)}", "arm": f"{algo}-{tag}", "grid": grid,
+            extra = {"tag": f"{tag}__{grid_label(grid)}", "arm": f"{algo}-{tag}", "grid": grid,
                      "grid_index": index, "select_on": "uci_val_accuracy",
                      **({"chosen": True} if seed not in seeds else {}), **({"at_chosen": at_chosen} if at_chosen else {})}
-            _write(root, f"{algo}-{tag}__{'chosen' if seed not in seeds else study.grid_label(grid)}",
+            _write(root, f"{algo}-{tag}__{'chosen' if seed not in seeds else grid_label(grid)}",
                    _record(algo, seed, extra, {**settings, field: value}, val=val(value, seed), test=test(value, seed),
                            **kw))
 
@@ -125,7 +132,7 @@ def eb_dir(tmp_path_factory):
 
 
 def _group(root):
-    ((key, variants),) = study.group_runs(study.load_runs([root])).items()
+    ((key, variants),) = group_runs(load_runs([root])).items()
     return key, variants
 
 
@@ -137,8 +144,8 @@ def _group(root):
     ("lr_tuned_curve_eps0.01", 0.01, "lr_tuned"), ("curve_eps0.3_random", None, None), ("ctl_size0.3_reinit_head", None, None),
     ("tuned_curve_epsx", None, "x"), ("eb_size0.3", None, None), (None, None, None)])
 def test_curve_tags_with_a_family_prefix(tag, eps, family):
-    assert study.curve_eps(tag) == eps
-    assert study.curve_family(tag) == (None if eps is None else family)
+    assert curve_eps(tag) == eps
+    assert curve_family(tag) == (None if eps is None else family)
 
 
 def test_two_curve_families_of_one_group_are_never_paired_with_each_other(tmp_path):
@@ -148,11 +155,11 @@ def test_two_curve_families_of_one_group_are_never_paired_with_each_other(tmp_pa
         write(tmp_path, record("sift", seed, tag="curve_eps0.3", size=0.3))
         write(tmp_path, record("smart", seed, tag="tuned_curve_eps0.15", size=0.3))  # nearest in size, other curve
         write(tmp_path, record("smart", seed, tag="curve_eps0.05", size=0.1))
-    (variants,) = study.group_runs(study.load_runs([tmp_path])).values()
-    (pair,) = study.matched_size_pairs(variants, "uci_test_accuracy")
+    (variants,) = group_runs(load_runs([tmp_path])).values()
+    (pair,) = matched_size_pairs(variants, "uci_test_accuracy")
     assert (pair["sift"], pair["smart"], pair["family"]) == ("sift-curve_eps0.3", "smart-curve_eps0.05", "")
-    assert study.matched_size_pairs(variants, "uci_test_accuracy", "tuned") == []
-    assert study.curve_families(variants) == ["", "tuned"]
+    assert matched_size_pairs(variants, "uci_test_accuracy", "tuned") == []
+    assert curve_families(variants) == ["", "tuned"]
 
 
 # ----------------------------------------------------------------------------- controls
@@ -161,7 +168,7 @@ def test_two_curve_families_of_one_group_are_never_paired_with_each_other(tmp_pa
 def test_each_control_is_paired_with_its_uncontrolled_partner_found_by_config(eb_dir):
     key, variants = _group(eb_dir)
     partner = {v: budget.uncontrolled_partner(v, variants) for v in budget.control_variants(
-        variants, study.equal_budget(variants, "twitter_to_uci"), {})}
+        variants, equal_budget(variants, "twitter_to_uci"), {})}
     # SiFT's grid point at 1e-4 has the same config as the curve's 0.3 run but fewer seeds
     assert partner["sift-ctl_size0.3_reinit_head"] == "sift-tuned_curve_eps0.3"
     assert partner["sift-ctl_size0.3_stages_first"] == "sift-tuned_curve_eps0.3"
@@ -189,7 +196,7 @@ def test_controls_table_against_the_reference_and_the_partner(eb_dir):
     assert reinit.loc["reference", "against"] == "plain-eb__uci_learning_rate0.0001"
     assert reinit.loc["uncontrolled", "against"] == "sift-tuned_curve_eps0.3"
     seeds = range(1, 6)
-    expect = study.paired_difference({s: 0.85 + wobble(s, 4) for s in seeds},
+    expect = paired_difference({s: 0.85 + wobble(s, 4) for s in seeds},
                                      {s: CURVE["sift"][0.3] + wobble(s, 3.0) for s in seeds})
     assert reinit.loc["uncontrolled", "n"] == 5
     assert reinit.loc["uncontrolled", "mean"] == pytest.approx(expect["mean"])
@@ -208,7 +215,7 @@ def test_controls_table_against_the_reference_and_the_partner(eb_dir):
 
 def test_in_an_equal_budget_group_the_reference_plain_is_the_reference_arms_chosen_point(eb_dir):
     _, variants = _group(eb_dir)
-    assert study.reference_plain(variants, "twitter_to_uci") == "plain-eb__uci_learning_rate0.0001"
+    assert reference_plain(variants, "twitter_to_uci") == "plain-eb__uci_learning_rate0.0001"
     text, _ = summarize([eb_dir])
     # not P1's choice among tagged plains on twitter_val_accuracy
     assert "plain's settings:" not in text and "chosen on this same metric" not in text
@@ -262,7 +269,7 @@ def test_verdict_1_picks_the_largest_difference_and_reports_every_arm(eb_dir):
 def test_verdict_2_is_the_pooled_matched_size_difference_on_the_tuned_curve(eb_dir):
     key, variants = _group(eb_dir)
     (row,) = [r for r in budget.verdict_rows(key, variants) if r["verdict"] == "2"]
-    pooled = study.pooled_difference(variants, study.matched_size_pairs(variants, "uci_test_accuracy", "tuned"),
+    pooled = pooled_difference(variants, matched_size_pairs(variants, "uci_test_accuracy", "tuned"),
                                      "uci_test_accuracy")
     assert row["mean"] == pytest.approx(pooled["mean"]) and row["n"] == 5 and row["seeds"] == [1, 2, 3, 4, 5]
     assert "4 matched pair(s)" in row["rests_on"] and "tuned_curve_eps<E>" in row["row"]
@@ -270,7 +277,7 @@ def test_verdict_2_is_the_pooled_matched_size_difference_on_the_tuned_curve(eb_d
 
 def test_verdict_3_reads_the_old_gap_at_the_2e5_grid_points(eb_dir):
     key, variants = _group(eb_dir)
-    spec = budget.load_spec(eb_dir / SPEC.name)
+    spec = load_spec(eb_dir / SPEC.name)
     rows = [r for r in budget.verdict_rows(key, variants, spec) if r["verdict"] == "3"]
     old, tuned, tuning = rows[:3]
     assert old["row"] == ("old gap: sift-eb_size0.3__uci_learning_rate2e-05 − plain-eb__uci_learning_rate2e-05 "
@@ -288,7 +295,7 @@ def test_verdict_3_reads_the_old_gap_at_the_2e5_grid_points(eb_dir):
 
 
 def test_the_spec_applies_only_to_the_group_with_its_arms_and_bad_specs_are_refused(eb_dir, tmp_path):
-    spec = budget.load_spec(SPEC)
+    spec = load_spec(SPEC)
     other = {"old_gap": {"arm": "sift-x", "against": "plain-y", "point": {"uci_learning_rate": 2e-5}}}
     _, variants = _group(eb_dir)
     assert budget.spec_for(variants, [other, spec])["path"] == str(SPEC)
@@ -296,10 +303,10 @@ def test_the_spec_applies_only_to_the_group_with_its_arms_and_bad_specs_are_refu
     bad = tmp_path / "bad_study.yaml"
     bad.write_text("old_gap: {arm: sift-eb, against: plain-eb}\n")
     with pytest.raises(ValueError, match="bad_study.yaml: old_gap must have exactly arm, against and point"):
-        budget.load_spec(bad)
+        load_spec(bad)
     bad.write_text("old_gapp: {}\n")
     with pytest.raises(ValueError, match="unknown key\\(s\\) old_gapp"):
-        budget.load_spec(bad)
+        load_spec(bad)
 
 
 def test_summary_carries_the_controls_the_tuned_curve_and_the_verdicts(eb_dir, tmp_path):
@@ -328,7 +335,7 @@ def test_curves_by_group_are_side_by_side_panels_titled_with_their_group(eb_dir,
     from test_summary_regime import regime_study
 
     old = regime_study(tmp_path / "old", seeds=(1, 2), device="cpu")
-    groups = study.group_runs(study.load_runs([eb_dir, old]))
+    groups = group_runs(load_runs([eb_dir, old]))
     fig = summary_figures.curves_by_group_figure(groups, "twitter_to_uci")
     titles = [ax.get_title() for ax in fig.axes]
     assert len(titles) == 2
@@ -340,7 +347,7 @@ def test_curves_by_group_are_side_by_side_panels_titled_with_their_group(eb_dir,
 
 def test_the_reading_guide_is_printed_from_the_verdict_rows(eb_dir):
     key, variants = _group(eb_dir)
-    rows = budget.verdict_rows(key, variants, budget.load_spec(eb_dir / SPEC.name))
+    rows = budget.verdict_rows(key, variants, load_spec(eb_dir / SPEC.name))
     guide = budget.reading_guide(rows)
     largest = rows[0]
     assert guide[0].startswith(f"(1, twitter_to_uci, cpu, code {COMMIT[:8]}) Against tuned plain: {largest['row']}: "

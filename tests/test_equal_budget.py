@@ -12,7 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from siftkit.study import runs as study
+from siftkit.study.arms import EQUAL_BUDGET_COLUMNS, equal_budget, equal_budget_differences, equal_budget_table
+from siftkit.study.runs import group_runs, load_runs
+from siftkit.study.select import DEFAULT_SELECT_ON, grid_label, select_point
+from siftkit.study.stats import mean_ci, paired_difference
 from siftkit.cli.main import main as cli_main
 from siftkit.run.config import RunConfig
 from siftkit.study.summarize import summarize
@@ -27,14 +30,14 @@ def grid_record(algo: str, seed: int, arm_tag: str, grid: dict, index: int, *, v
                 task: str = "twitter_to_uci", chosen: bool = False, controls: dict | None = None,
                 select_on: str | None = None) -> dict:
     """A results.json record of one grid point's run (``val`` None: the metric is missing)."""
-    sel = select_on or study.DEFAULT_SELECT_ON[task]
+    sel = select_on or DEFAULT_SELECT_ON[task]
     if task == "cola":
         metrics = {"out_of_domain_dev_mcc": test, "in_domain_dev_mcc": val}
     else:
         metrics = {"uci_test_accuracy": test, "uci_zero_shot_accuracy": 0.5, "twitter_val_accuracy": 0.9,
                    "uci_val_accuracy": val, "uci_val_mcc": None if val is None else val - 0.3}
     metrics = {k: v for k, v in metrics.items() if v is not None}
-    extra = {"tag": f"{arm_tag}__{study.grid_label(grid)}", "arm": f"{algo}-{arm_tag}", "grid": grid,
+    extra = {"tag": f"{arm_tag}__{grid_label(grid)}", "arm": f"{algo}-{arm_tag}", "grid": grid,
              "grid_index": index, "select_on": sel, **({"chosen": True} if chosen else {})}
     cfg = {"task": task, "algo": algo, "seed": seed, "model_name": None, "adv_weight": 1.0, "uci_val_size": 300,
            **grid, **(controls or {}), "extra": extra}
@@ -63,12 +66,12 @@ def write_arm(root: Path, algo: str, arm_tag: str, points: list[tuple[dict, dict
 
 
 def _groups(root):
-    return study.group_runs(study.load_runs([root]))
+    return group_runs(load_runs([root]))
 
 
 def _arms(root, task="twitter_to_uci"):
     (variants,) = _groups(root).values()
-    return {a["arm"]: a for a in study.equal_budget(variants, task)["arms"]}
+    return {a["arm"]: a for a in equal_budget(variants, task)["arms"]}
 
 
 LR = ({"learning_rate": 2e-05}, {"learning_rate": 0.0001})
@@ -85,13 +88,13 @@ def test_the_chosen_point_is_the_validation_one_and_its_test_numbers_are_reporte
     arm = _arms(tmp_path)["sift-lr"]
     assert arm["chosen_label"] == "learning_rate2e-05" and arm["selection_seeds"] == [1, 2, 3]
     tests = [v[1] for v in val_pt.values()]
-    expect = study.mean_ci(tests)
+    expect = mean_ci(tests)
     assert arm["test"]["mean"] == pytest.approx(0.61) and arm["test"]["low"] == pytest.approx(expect["low"])
     assert arm["gap"] == pytest.approx(0.81 - 0.61)
     text, data = summarize([tmp_path])
     assert "Chosen: **`learning_rate2e-05`**" in text
     assert f"`uci_test_accuracy` 0.610 [{expect['low']:.3f}, {expect['high']:.3f}]" in text
-    row = pd.DataFrame(study.equal_budget_table(_groups(tmp_path)), columns=study.EQUAL_BUDGET_COLUMNS).iloc[0]
+    row = pd.DataFrame(equal_budget_table(_groups(tmp_path)), columns=EQUAL_BUDGET_COLUMNS).iloc[0]
     assert (row["arm"], row["chosen"], row["select_on"], row["points"]) == ("sift-lr", "learning_rate2e-05",
                                                                            "uci_val_accuracy", 2)
     assert row["test_mean"] == pytest.approx(0.61) and row["tuned"] == "learning_rate ∈ {2e-05, 0.0001}"
@@ -121,7 +124,7 @@ def test_a_tie_goes_to_the_first_point_in_grid_order_not_in_value_order(tmp_path
     arm = _arms(tmp_path)["smart-lr"]
     assert [p["label"] for p in arm["points"]] == ["learning_rate0.0001", "learning_rate2e-05"]
     assert arm["chosen_label"] == "learning_rate0.0001"
-    assert study.select_point([{1: 0.5}, {1: 0.5}, {1: 0.4}])["chosen"] == 0
+    assert select_point([{1: 0.5}, {1: 0.5}, {1: 0.4}])["chosen"] == 0
 
 
 def test_a_point_missing_the_validation_metric_cannot_be_chosen_and_says_so(tmp_path):
@@ -153,13 +156,13 @@ def test_arms_are_paired_at_their_chosen_points_against_the_reference_arm(tmp_pa
     write_arm(tmp_path, "sift", "lr", [(LR[0], sift), (LR[1], {s: (0.55, 0.10) for s in seeds})])
     groups = _groups(tmp_path)
     (variants,) = groups.values()
-    eb = study.equal_budget(variants, "twitter_to_uci")
+    eb = equal_budget(variants, "twitter_to_uci")
     assert eb["reference"] == "plain-b" and "`plain-lr` also qualifies" in eb["reference_note"]
-    rows = {r["difference"]: r for r in study.equal_budget_differences(groups)}
+    rows = {r["difference"]: r for r in equal_budget_differences(groups)}
     assert set(rows) == {"plain-a_ls − plain-b", "plain-lr − plain-b", "smart-lr − plain-b", "sift-lr − plain-b",
                          "sift-lr − smart-lr"}
     d = rows["sift-lr − smart-lr"]
-    ref = study.paired_difference({s: sift[s][1] for s in seeds}, {s: smart[s][1] for s in seeds})
+    ref = paired_difference({s: sift[s][1] for s in seeds}, {s: smart[s][1] for s in seeds})
     assert (d["a_chosen"], d["b_chosen"]) == ("learning_rate2e-05", "learning_rate0.0001")
     assert d["n"] == 3 and d["mean"] == pytest.approx(ref["mean"]) and d["ci_low"] == pytest.approx(ref["low"])
     assert d["tuned"] == "learning_rate ∈ {2e-05, 0.0001}" and d["select_on"] == "uci_val_accuracy"

@@ -23,6 +23,9 @@ def _heavy_after(code: str) -> list[str]:
 @pytest.mark.parametrize("code", [
     "import siftkit",
     "import siftkit.study, siftkit.study.summarize, siftkit.study.budget, siftkit.study.figures, siftkit.study.runs",
+    "import siftkit.study.stats, siftkit.study.tags, siftkit.study.select, siftkit.study.measured, "
+    "siftkit.study.matched, siftkit.study.arms, siftkit.study.reference, siftkit.study.regime, siftkit.study.spec, "
+    "siftkit.study.style, siftkit.study.tables",
     "from siftkit.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
     "from siftkit.cli.main import main\ntry:\n    main(['summarize', '--help'])\nexcept SystemExit:\n    pass",
 ])

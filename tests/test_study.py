@@ -9,7 +9,8 @@ import sys
 import pytest
 from scipy import stats
 
-from siftkit.study.summarize import brief, paired_difference, summarize, t_critical
+from siftkit.study.stats import paired_difference, t_critical
+from siftkit.study.summarize import brief, summarize
 from siftkit.cli.sweep import parse_algos, parse_seeds
 
 

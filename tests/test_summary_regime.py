@@ -1,4 +1,4 @@
-"""The regime study's analysis (siftkit.study.runs, siftkit.study.summarize, siftkit.study.figures) on
+"""The regime study's analysis (siftkit.study: runs, matched, regime, summarize, figures) on
 synthetic records written the way siftkit.run.training writes them: the size curve and its figure,
 the matched-size pairing, the paper's-regime verdicts, grouping by device and code, duplicate
 runs, and the summary's errors on bad files."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -16,10 +17,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from siftkit.study import runs as study
+from siftkit.study.matched import matched_size_pairs, matched_size_table, pooled_difference
+from siftkit.study.measured import relative_size, runs_frame, variant_sizes
+from siftkit.study.regime import regime_pairs
+from siftkit.study.runs import group_runs, load_runs, per_seed
+from siftkit.study.stats import paired_difference, t_critical
+from siftkit.study.tags import curve_eps
 from siftkit.study.summarize import brief, summarize
 
 COMMIT = "a" * 40
+# the regime study's spec, which names the comparisons it exists for (results/regime_study.yaml)
+REGIME_SPEC = Path(__file__).resolve().parents[1] / "results" / "regime_study.yaml"
 SIZES = {"smart": 2.0, "sift": 0.7}  # measured relative size per unit of E, per algorithm (synthetic)
 CURVE_EPS = (1e-05, 0.0001, 0.001, 0.01, 0.1, 0.3)
 
@@ -91,6 +99,7 @@ def regime_study(root: Path, seeds=range(1, 6), **kw) -> Path:
             write(root, record(algo, seed, tag=f"curve_eps{CURVE_EPS[-1]:g}_random", size=SIZES[algo] * 0.3, **kw))
             write(root, record(algo, seed, tag=f"curve_eps{CURVE_EPS[-1]:g}_w10", size=SIZES[algo] * 0.3,
                                adv_weight=10.0, **kw))
+    shutil.copy(REGIME_SPEC, root / REGIME_SPEC.name)  # beside its runs, as in results/
     return root
 
 
@@ -100,7 +109,7 @@ def study_dir(tmp_path):
 
 
 def _groups(root):
-    return study.group_runs(study.load_runs([root]))
+    return group_runs(load_runs([root]))
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -110,18 +119,18 @@ def test_intervals_come_from_scipy_and_match_a_paired_t_test():
     rng = np.random.default_rng(0)
     a = dict(enumerate(rng.normal(0.7, 0.03, 5), start=1))
     b = {s: v - rng.normal(0.01, 0.02) for s, v in a.items()}
-    d = study.paired_difference(a, b)
+    d = paired_difference(a, b)
     ref = stats.ttest_rel(list(a.values()), list(b.values())).confidence_interval(0.95)
     assert d["n"] == 5 and d["mean"] == pytest.approx(np.mean([a[s] - b[s] for s in a]))
     assert (d["low"], d["high"]) == (pytest.approx(ref.low), pytest.approx(ref.high))
     # not rounded from a table: df=7 and df=45 would have been read from neighbouring rows
-    assert study.t_critical(7) == pytest.approx(2.3646, abs=1e-4)
-    assert study.t_critical(45) == pytest.approx(stats.t.ppf(0.975, 45)) != 2.021
-    assert math.isnan(study.t_critical(0))
+    assert t_critical(7) == pytest.approx(2.3646, abs=1e-4)
+    assert t_critical(45) == pytest.approx(stats.t.ppf(0.975, 45)) != 2.021
+    assert math.isnan(t_critical(0))
 
 
 def test_paired_difference_uses_only_seeds_both_recorded():
-    d = study.paired_difference({1: 0.7, 2: 0.6, 3: math.nan}, {1: 0.5, 2: 0.5, 3: 0.5, 4: 0.1})
+    d = paired_difference({1: 0.7, 2: 0.6, 3: math.nan}, {1: 0.5, 2: 0.5, 3: 0.5, 4: 0.1})
     assert d["seeds"] == [1, 2] and d["mean"] == pytest.approx(0.15)
 
 
@@ -130,8 +139,8 @@ def test_paired_difference_uses_only_seeds_both_recorded():
 
 def test_matched_size_pairs_pick_the_nearest_smart_size_in_log_distance(study_dir):
     (key, variants), = _groups(study_dir).items()
-    pairs = study.matched_size_pairs(variants, "uci_test_accuracy")
-    sizes = study.variant_sizes(variants)
+    pairs = matched_size_pairs(variants, "uci_test_accuracy")
+    sizes = variant_sizes(variants)
     smart_curve = {v: s for v, s in sizes.items() if v.startswith("smart-curve_eps") and "_" not in v[len("smart-curve_eps"):]}
     assert len(smart_curve) == len(CURVE_EPS) and len(pairs) == len(CURVE_EPS)
     for p in pairs:
@@ -146,16 +155,16 @@ def test_matched_size_pairs_pick_the_nearest_smart_size_in_log_distance(study_di
     low = next(p for p in pairs if p["sift"] == "sift-curve_eps1e-05")
     assert low["smart"] == "smart-curve_eps1e-05" and low["ratio"] == pytest.approx(0.35, rel=1e-6)
     # each pair's interval is scipy's paired t interval over the same seeds
-    a = study.per_seed(variants[top["sift"]], "uci_test_accuracy")
-    b = study.per_seed(variants[top["smart"]], "uci_test_accuracy")
+    a = per_seed(variants[top["sift"]], "uci_test_accuracy")
+    b = per_seed(variants[top["smart"]], "uci_test_accuracy")
     ref = stats.ttest_rel([a[s] for s in sorted(a)], [b[s] for s in sorted(a)]).confidence_interval()
     assert (top["low"], top["high"]) == (pytest.approx(ref.low), pytest.approx(ref.high))
 
 
 def test_pooled_verdict_averages_within_seed_then_over_seeds(study_dir):
     (key, variants), = _groups(study_dir).items()
-    pairs = study.matched_size_pairs(variants, "uci_test_accuracy")
-    pooled = study.pooled_difference(variants, pairs, "uci_test_accuracy")
+    pairs = matched_size_pairs(variants, "uci_test_accuracy")
+    pooled = pooled_difference(variants, pairs, "uci_test_accuracy")
     matched = [p for p in pairs if p["matched"]]
     per_seed = [np.mean([variants[p["sift"]][s - 1].metric("uci_test_accuracy")
                          - variants[p["smart"]][s - 1].metric("uci_test_accuracy") for p in matched]) for s in range(1, 6)]
@@ -171,9 +180,9 @@ def test_a_pair_far_apart_in_size_is_listed_but_not_pooled(tmp_path):
         write(root, record("smart", seed, tag="curve_eps1e-05", size=2e-5))
         write(root, record("sift", seed, tag="curve_eps0.3", size=0.2))
     (key, variants), = _groups(root).items()
-    (pair,) = study.matched_size_pairs(variants, "uci_test_accuracy")
+    (pair,) = matched_size_pairs(variants, "uci_test_accuracy")
     assert not pair["matched"] and pair["ratio"] > 1e3
-    assert study.pooled_difference(variants, [pair], "uci_test_accuracy")["pairs"] == 0
+    assert pooled_difference(variants, [pair], "uci_test_accuracy")["pairs"] == 0
     text, _ = summarize([root])
     assert "not matched (sizes differ > 3×)" in text and "no pooled verdict" in text
 
@@ -194,7 +203,7 @@ def test_runs_of_two_devices_or_two_commits_are_never_paired(tmp_path):
     for variants in groups.values():
         assert len({r.device for recs in variants.values() for r in recs}) == 1
         assert len({r.commit for recs in variants.values() for r in recs}) == 1
-        assert study.regime_pairs(variants) == [] and study.matched_size_pairs(variants, "uci_test_accuracy") == []
+        assert regime_pairs(variants) == [] and matched_size_pairs(variants, "uci_test_accuracy") == []
     text, data = summarize([root])
     assert "− `smart-mtdnn_no_bregman`" not in text and not data["regime"] and not data["matched"]
     assert text.count("## P2") == 3 and "code `aaaaaaaa+dirty`" in text and "code `aaaaaaaa`" in text
@@ -202,8 +211,8 @@ def test_runs_of_two_devices_or_two_commits_are_never_paired(tmp_path):
 
 
 def test_overlapping_paths_count_each_run_once(study_dir):
-    once = study.load_runs([study_dir])
-    twice = study.load_runs([study_dir, study_dir / "twitter_to_uci", study_dir / "twitter_to_uci" / "plain"])
+    once = load_runs([study_dir])
+    twice = load_runs([study_dir, study_dir / "twitter_to_uci", study_dir / "twitter_to_uci" / "plain"])
     assert len(twice) == len(once)
     text, _ = summarize([study_dir, study_dir / "twitter_to_uci"])
     assert "| `plain` | 5 |" in text
@@ -230,8 +239,8 @@ def test_summary_holds_every_regime_table(study_dir):
                     "Held-out smoothness", "UCI accuracy per source"):
         assert heading in text
     (key, variants), = _groups(study_dir).items()
-    a = study.per_seed(variants["sift-mtdnn"], "uci_test_accuracy")
-    b = study.per_seed(variants["smart-mtdnn_no_bregman"], "uci_test_accuracy")
+    a = per_seed(variants["sift-mtdnn"], "uci_test_accuracy")
+    b = per_seed(variants["smart-mtdnn_no_bregman"], "uci_test_accuracy")
     diffs = [a[s] - b[s] for s in range(1, 6)]
     ref = stats.ttest_1samp(diffs, 0).confidence_interval()
     assert (f"| `sift-mtdnn` − `smart-mtdnn_no_bregman` | paper's regime, seed code's SMART (no Bregman) | 5 | "
@@ -314,7 +323,7 @@ def test_size_curve_draws_two_lines_a_plain_band_and_one_point_per_control(study
     from siftkit.study.figures import size_curve
 
     (key, variants), = _groups(study_dir).items()
-    frame = study.runs_frame(variants)
+    frame = runs_frame(variants)
     ax = size_curve(frame, "uci_test_accuracy", ax=Figure().subplots())
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     curves = [lab for lab in labels if "size curve" in lab]
@@ -322,7 +331,7 @@ def test_size_curve_draws_two_lines_a_plain_band_and_one_point_per_control(study
                       f"SiFT size curve, projected rule ({len(CURVE_EPS)} sizes, n=5)"]
     points = sorted(lab.rsplit(" (", 1)[0] for lab in labels if "size curve" not in lab and "plain" not in lab)
     expected = sorted(f"{ {'smart': 'SMART', 'sift': 'SiFT'}[v.split('-')[0]]} {v.partition('-')[2] or 'default'}"
-                      for v in variants if v != "plain" and study.curve_eps(v.partition("-")[2]) is None)
+                      for v in variants if v != "plain" and curve_eps(v.partition("-")[2]) is None)
     assert points == expected and len(ax.containers) == len(expected)  # one errorbar container per point
     assert "plain (n=5): mean ± 95% CI" in labels
     # the band spans plain's t interval over seeds
@@ -334,7 +343,7 @@ def test_size_curve_draws_two_lines_a_plain_band_and_one_point_per_control(study
     # the SiFT line passes through each size's mean over seeds, at its mean measured size
     sift_line = next(line for line in ax.get_lines() if line.get_label().startswith("SiFT size curve"))
     xs, ys = sift_line.get_data()
-    want = sorted((np.mean([study.relative_size(r) for r in variants[f"sift-curve_eps{e:g}"]]),
+    want = sorted((np.mean([relative_size(r) for r in variants[f"sift-curve_eps{e:g}"]]),
                    np.mean([r.metric("uci_test_accuracy") for r in variants[f"sift-curve_eps{e:g}"]])) for e in CURVE_EPS)
     assert np.allclose(xs, [w[0] for w in want]) and np.allclose(ys, [w[1] for w in want])
 
@@ -345,7 +354,7 @@ def test_size_curve_on_a_log_axis_leaves_out_zero_values_and_says_so(study_dir):
     from siftkit.study.figures import size_curve
 
     (key, variants), = _groups(study_dir).items()
-    ax = size_curve(study.runs_frame(variants), "reg_share", ax=Figure().subplots(), plain=None, logy=True)
+    ax = size_curve(runs_frame(variants), "reg_share", ax=Figure().subplots(), plain=None, logy=True)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert not any(lab.startswith("SMART rng_control") for lab in labels)  # adv_weight 0: share 0
     assert ax.get_legend().get_texts()[-1].get_text() == "(5 run(s) at ≤ 0 not drawn on the log axis)"
@@ -486,7 +495,7 @@ def test_size_curve_of_a_metric_no_run_recorded_says_so(tmp_path):
         for algo, size in (("plain", 0), ("smart", 2e-5), ("sift", 7e-3)):
             write(root, record(algo, seed, size=size, new_metrics=False))
     (key, variants), = _groups(root).items()
-    ax = size_curve(study.runs_frame(variants), "uci_test_smoothness_0.3", ax=Figure().subplots(), logy=True)
+    ax = size_curve(runs_frame(variants), "uci_test_smoothness_0.3", ax=Figure().subplots(), logy=True)
     assert [t.get_text() for t in ax.texts] == ["no run recorded uci_test_smoothness_0.3"] and ax.get_legend() is None
 
 
@@ -495,11 +504,11 @@ def test_a_matched_pair_missing_seeds_is_not_pooled(study_dir):
     for seed in (2, 3, 4, 5):
         (study_dir / "twitter_to_uci" / "sift-curve_eps0.1" / f"seed{seed}" / "results.json").unlink()
     (key, variants), = _groups(study_dir).items()
-    pairs = study.matched_size_pairs(variants, "uci_test_accuracy")
-    pooled = study.pooled_difference(variants, pairs, "uci_test_accuracy")
+    pairs = matched_size_pairs(variants, "uci_test_accuracy")
+    pooled = pooled_difference(variants, pairs, "uci_test_accuracy")
     assert pooled["seeds"] == [1, 2, 3, 4, 5] and pooled["n"] == 5
     assert "sift-curve_eps0.1" not in pooled["pooled_pairs"] and pooled["pairs"] == len(pairs) - 1
-    rows = {r["sift"]: r for r in study.matched_size_table({key: variants})}
+    rows = {r["sift"]: r for r in matched_size_table({key: variants})}
     assert rows["sift-curve_eps0.1"]["pooled"] is False and rows["sift-curve_eps0.3"]["pooled"] is True
     text, _ = summarize([study_dir])
     assert "too few seeds for an interval; not pooled (missing seeds)" in text

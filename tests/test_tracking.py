@@ -124,9 +124,9 @@ def test_report_to_from_the_command_line_and_not_part_of_a_runs_identity():
     args = _config_parser("siftkit train").parse_args(["--report_to", "tensorboard,mlflow"])
     assert config_from_args(args).report_to == ["tensorboard", "mlflow"]
     # Adding a tracker on resume, or comparing runs that reported differently, is fine.
-    from siftkit.explore.analysis import _BOOKKEEPING
+    from siftkit.study.runs import SETTINGS_THAT_MAY_DIFFER
 
-    assert "report_to" in training._RESUME_IGNORED and "report_to" in _BOOKKEEPING
+    assert "report_to" in training._RESUME_IGNORED and "report_to" in SETTINGS_THAT_MAY_DIFFER
     fields = RunConfig.field_names()
     assert fields.index("report_to") == fields.index("seed") + 1  # the end of the first block
 

@@ -28,7 +28,7 @@ point is its own variant, tag ``<tag>__<field><value>_...`` (floats written with
 validation metric (default ``uci_val_accuracy`` for twitter_to_uci, which needs
 ``--uci_val_size``, and ``in_domain_dev_mcc`` for cola); a test metric is refused: nothing
 selects on one. ``--then-seeds SEEDS`` runs more seeds at the chosen point (highest mean
-``select_on`` over the grid's seeds, the first point on a tie, `siftkit.study.runs.select_point`) in
+``select_on`` over the grid's seeds, the first point on a tie, `siftkit.study.select.select_point`) in
 ``<algo>-<tag>__chosen/seed<k>/`` with the chosen point's ``extra`` plus ``"chosen": true``. Until
 every grid run of that algorithm has its results.json such a run *waits* (``--dry-run`` shows
 ``wait`` and how many grid runs are missing); the sweep runs everything runnable, plans again and
@@ -64,7 +64,8 @@ from siftkit.run.config import ALGOS, SEED_MAX, RunConfig, _coerce
 from siftkit.run.records import RESULTS_FILE
 from siftkit.data.shift_spec import folder_name, parse_spec
 from siftkit.data.shift_spec import select_on as shift_select_on
-from siftkit.study.runs import DEFAULT_SELECT_ON, check_select_on, format_grid_value, grid_label, load_run, select_point
+from siftkit.study.runs import load_run
+from siftkit.study.select import DEFAULT_SELECT_ON, check_select_on, format_grid_value, grid_label, select_point
 
 
 def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
@@ -348,7 +349,7 @@ def _chosen_run(cells: list[tuple[list[PlannedRun], dict[str, str], dict]], para
 
 def _chosen_cell(cells: list[list[PlannedRun]], metric: str) -> int | None:
     """The index of the grid point (its finished runs, in grid order) chosen on `metric`
-    (`siftkit.study.runs.select_point`), or None when no point can be chosen."""
+    (`siftkit.study.select.select_point`), or None when no point can be chosen."""
     return select_point([{r.seed: load_run(r.run_dir).metric(metric) for r in cell} for cell in cells])["chosen"]
 
 

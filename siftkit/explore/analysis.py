@@ -1,5 +1,6 @@
 """The numbers the notebooks show: embedding statistics per domain, SMART's and SiFT's
-perturbations measured on real tokens, token-norm shifts after fine-tuning, result tables.
+perturbations measured on real tokens, token-norm shifts after fine-tuning (the tables of
+finished runs are `siftkit.study.tables`).
 
 Everything here works on any encoder classifier that `EmbeddingSplit` supports and returns a
 tidy `pandas.DataFrame` (one row per token occurrence, or per run), so the notebooks only
@@ -29,11 +30,10 @@ import torch
 
 from siftkit.run.config import RunConfig
 from siftkit.core.divergences import get_divergence
-from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS  # noqa: F401 (re-exported)
+from siftkit.study.tables import model_label
+from siftkit.study.style import ALGO_LABELS
 from siftkit.core.regularizers import REGULARIZERS, AdversarialRegularizer
 from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit
-
-ALGO_LABELS = {"plain": "plain", "smart": "SMART", "sift": "SiFT"}
 
 # Where each domain's texts come from: (dataset, split).
 DOMAINS: dict[str, tuple[str, str]] = {
@@ -808,159 +808,3 @@ def run_domains(runs: Iterable[str | Path], domains: Iterable[str]) -> pd.DataFr
                      "trained on": ", ".join(d for d in domains if d in stages) or "none of these",
                      "never trained on": ", ".join(d for d in domains if d not in stages) or "none"})
     return pd.DataFrame(rows)
-
-
-# ----------------------------------------------------------------------------- results tables
-
-# Config fields that make a run a *variant* of its algorithm (shown in the tables), and the
-# bookkeeping fields that never make two runs different experiments.
-VARIANT_FIELDS = ("perturb_at", "adv_rule", "bregman_weight", "adv_epsilon", "adv_noise_std", "adv_step_size",
-                  "adv_steps", "adv_norm", "adv_weight", "divergence")
-_BOOKKEEPING = {"seed", "output_dir", "overwrite", "resume", "data_dir", "extra", "save_steps",
-                "logging_steps", "cpu", "per_device_eval_batch_size", "report_to"}
-
-
-def model_label(model_name: str | None) -> str:
-    """A short name for a model: the offline default's, a random model's, a path's last part."""
-    if model_name is None:
-        return "all-MiniLM-L6-v2"
-    name = str(model_name)
-    return name if name.startswith("random:") else Path(name.rstrip("/")).name or name
-
-
-def _variant(cfg: dict[str, Any]) -> str:
-    """A run's variant label: its sweep tag when it has one (``curve_eps0.3``, ``mtdnn``),
-    else the knobs that differ from the algorithm's defaults."""
-    tag = (cfg.get("extra") or {}).get("tag")
-    if tag:
-        return str(tag)
-    algo = cfg.get("algo", "plain")
-    defaults = RunConfig(algo=algo).to_dict()
-    parts = []
-    for name in VARIANT_FIELDS:
-        if algo == "plain" or (name.startswith("bregman") and algo != "smart"):
-            continue  # knobs the algorithm does not use
-        if name in cfg and cfg[name] != defaults[name]:
-            parts.append(f"{name}={cfg[name]}")
-    return ", ".join(parts)
-
-
-def results_frame(sources: Iterable[str | Path | Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per run from results.json paths, run folders or loaded records.
-
-    Columns: path, task, algo, model, variant, seed, every metric, wall_time_s, device,
-    git_commit, then every config field as ``cfg.<name>``.
-    """
-    from siftkit.run.records import load_results
-
-    rows = []
-    for src in sources:
-        record = src if isinstance(src, Mapping) else load_results(src)
-        cfg = record["config"]
-        row = {"path": None if isinstance(src, Mapping) else str(src), "task": cfg["task"], "algo": cfg["algo"],
-               "model": model_label(cfg.get("model_name")), "variant": _variant(cfg), "seed": cfg["seed"]}
-        row.update({k: v for k, v in record.get("metrics", {}).items()})
-        meta = record.get("meta", {})
-        row.update(wall_time_s=meta.get("wall_time_s"), device=meta.get("device_name") or meta.get("device"),
-                   git_commit=meta.get("git_commit"))
-        row.update({f"cfg.{k}": v for k, v in cfg.items() if k != "extra"})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def results_table(frame: pd.DataFrame, *, metrics: Sequence[str] | None = None,
-                  by: Sequence[str] = ("task", "model", "algo", "variant")) -> pd.DataFrame:
-    """Mean ± sample std over seeds, long format: one row per group and metric.
-
-    Columns: the `by` keys, metric, mean, std (NaN for one run), n, seeds, and ``differs``:
-    config fields (other than seeds and bookkeeping) that vary inside the group — non-empty
-    means unlike runs are being averaged. The paper's BERT and DeBERTa figures are added as
-    ``paper_bert``/``paper_deberta`` for the metric each paper column reports.
-    """
-    stats_columns = ["metric", "mean", "std", "n", "seeds", "differs", "paper_bert", "paper_deberta"]
-    if frame.empty:
-        return pd.DataFrame(columns=[*by, *stats_columns])
-    if metrics is None:
-        metrics = [m for task in TASK_METRICS.values() for m in task]
-    cfg_cols = [c for c in frame.columns if c.startswith("cfg.") and c[4:] not in _BOOKKEEPING]
-    rows = []
-    for key, group in frame.groupby(list(by), sort=False, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        differs = [c[4:] for c in cfg_cols if group[c].astype(str).nunique() > 1]
-        for metric in metrics:
-            if metric not in group or group[metric].isna().all():
-                continue
-            values = group[metric].dropna().astype(float)
-            row = dict(zip(by, key))
-            task, algo = row.get("task", group["task"].iloc[0]), row.get("algo", group["algo"].iloc[0])
-            paper = metric == PAPER_METRIC.get(task)
-            row.update(metric=metric, mean=float(values.mean()),
-                       std=float(values.std(ddof=1)) if len(values) > 1 else math.nan,
-                       n=int(len(values)), seeds=sorted(int(s) for s in group.loc[values.index, "seed"]),
-                       differs=", ".join(differs),
-                       paper_bert=PAPER_RESULTS["bert"][task][algo] if paper else math.nan,
-                       paper_deberta=PAPER_RESULTS["deberta"][task][algo] if paper else math.nan)
-            rows.append(row)
-    return pd.DataFrame(rows, columns=[*by, *stats_columns])
-
-
-def paper_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Tables 1 and 2 layout from `results_table`: one row per (model, algo,
-    variant), for CoLA (MCC, out_of_domain_dev) and UCI 10% (accuracy) our mean, std, n and the
-    paper's BERT and DeBERTa figures. Rows for every algorithm the paper reports, even
-    without runs, so the paper's numbers always show."""
-    keys = ["model", "algo", "variant"]
-    main = table[table["metric"] == table["task"].map(PAPER_METRIC)] if not table.empty else table
-    rows: dict[tuple, dict[str, Any]] = {}
-    for _, r in main.iterrows():
-        key = (r["model"], r["algo"], r["variant"])
-        row = rows.setdefault(key, dict(zip(keys, key)))
-        col = "cola" if r["task"] == "cola" else "uci"
-        row.update({f"{col}_mean": r["mean"], f"{col}_std": r["std"], f"{col}_n": r["n"]})
-    for algo in ALGO_LABELS:
-        if not any(k[1] == algo for k in rows):
-            rows[("(no runs)", algo, "")] = {"model": "(no runs)", "algo": algo, "variant": ""}
-    out = pd.DataFrame(list(rows.values()))
-    for col, task in (("cola", "cola"), ("uci", "twitter_to_uci")):
-        for c in ("mean", "std", "n"):
-            if f"{col}_{c}" not in out:
-                out[f"{col}_{c}"] = math.nan
-        out[f"{col}_paper_bert"] = out["algo"].map(PAPER_RESULTS["bert"][task])
-        out[f"{col}_paper_deberta"] = out["algo"].map(PAPER_RESULTS["deberta"][task])
-    order = {a: i for i, a in enumerate(ALGO_LABELS)}
-    out["_order"] = out["algo"].map(order).fillna(len(order))
-    out["_no_runs"] = out["model"] == "(no runs)"  # the paper-only rows go last
-    out = out.sort_values(["_no_runs", "model", "_order", "variant"], kind="stable")
-    cols = keys + [f"{c}_{s}" for c in ("cola", "uci") for s in ("mean", "std", "n", "paper_bert", "paper_deberta")]
-    return out[cols].reset_index(drop=True)
-
-
-def format_mean_std(mean: float, std: float, n: float | int | None = None, digits: int = 3) -> str:
-    """``0.512 ± 0.013 (n=3)``; ``0.512 (n=1)`` for one run; ``—`` without runs."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "—"
-    text = f"{mean:.{digits}f}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
-        text += f" ± {std:.{digits}f}"
-    if n is not None and not (isinstance(n, float) and math.isnan(n)):
-        text += f" (n={int(n)})"
-    return text
-
-
-def format_paper_table(pt: pd.DataFrame) -> pd.DataFrame:
-    """`paper_table` as display strings, column names as in the paper."""
-    def paper(x: float) -> str:
-        return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
-
-    out = pd.DataFrame({
-        "model": pt["model"],
-        "algorithm": pt["algo"].map(ALGO_LABELS).fillna(pt["algo"]),
-        "variant": pt["variant"],
-        "CoLA MCC (ours)": [format_mean_std(m, s, n) for m, s, n in zip(pt["cola_mean"], pt["cola_std"], pt["cola_n"])],
-        "CoLA paper BERT": pt["cola_paper_bert"].map(paper),
-        "CoLA paper DeBERTa": pt["cola_paper_deberta"].map(paper),
-        "UCI 10% acc (ours)": [format_mean_std(m, s, n) for m, s, n in zip(pt["uci_mean"], pt["uci_std"], pt["uci_n"])],
-        "UCI paper BERT": pt["uci_paper_bert"].map(paper),
-        "UCI paper DeBERTa": pt["uci_paper_deberta"].map(paper),
-    })
-    return out

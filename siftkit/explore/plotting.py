@@ -1,4 +1,5 @@
-"""Figures for the notebooks, drawn from results records and `siftkit.explore.analysis` frames.
+"""Figures for the notebooks, drawn from results records and `siftkit.explore.analysis` frames,
+in the kit's style (`siftkit.study.style`: the same colours and names as the summary's figures).
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot's global state
 (nothing piles up in a loop or a test), with axes labelled and units stated. `show(fig)`
@@ -19,10 +20,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from siftkit.explore.analysis import ALGO_LABELS, PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
+from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
+from siftkit.study.style import ALGO_COLORS, ALGO_LABELS, METRIC_TICK_LABELS, NOTEBOOK_RC
 
 DOMAIN_COLORS = {"twitter": "#1f77b4", "uci": "#ff7f0e", "cola": "#2ca02c", "": "#555555"}
-ALGO_COLORS = {"plain": "#7f7f7f", "smart": "#d62728", "sift": "#9467bd"}
 _TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf")
 POINT_LABELS = {
@@ -31,23 +32,11 @@ POINT_LABELS = {
     "embedding_output": "embedding_output (after LayerNorm)",
 }
 POINT_ORDER = ("word_embeddings", "pre_layernorm", "embedding_output")
-METRIC_LABELS = {
-    "in_domain_dev_mcc": "CoLA in-domain dev",
-    "out_of_domain_dev_mcc": "CoLA out-of-domain dev\n(paper's CoLA column)",
-    "twitter_val_accuracy": "Twitter validation\nafter stage 1",
-    "uci_zero_shot_accuracy": "UCI 90%, zero-shot\nafter stage 1 only",
-    "uci_test_accuracy": "UCI 90% after stage 2\n(paper's UCI column)",
-}
-_STYLE = {
-    "figure.dpi": 100, "savefig.dpi": 120, "savefig.bbox": "tight", "font.size": 10,
-    "axes.titlesize": 11, "axes.labelsize": 10, "axes.grid": True, "grid.alpha": 0.3,
-    "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 9, "legend.frameon": False,
-}
 
 
 @contextlib.contextmanager
 def _style() -> Iterator[None]:
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(NOTEBOOK_RC):
         yield
 
 
@@ -206,57 +195,81 @@ def learning_curves(record: Mapping[str, Any] | pd.DataFrame | Sequence[Mapping[
             for ax in axes.flat:
                 _empty(ax, "no history")
             return fig
-        x = hist["global_step"]
-        ax_loss.plot(x, hist["task_loss"], color="#1f77b4", label="task loss (cross-entropy)")
-        if "loss" in hist and ((hist["loss"] - hist["task_loss"]).abs()
-                               > 0.01 * hist["task_loss"].abs()).any():  # only where R visibly adds
-            ax_loss.plot(x, hist["loss"], color="#444444", lw=1, ls="--", label="total loss")
-        ax_loss.set_ylabel("loss (nats)")
-        ax_loss.set_title("training loss")
-        ax_loss.legend(loc="best")
-
-        drew = False
-        for col, label, color in (("adv_loss", "R: adversarial divergence", ALGO_COLORS["sift"]),
-                                  ("bregman_loss", "Bregman term", ALGO_COLORS["smart"])):
-            if col in hist and (hist[col].fillna(0) > 0).any():
-                ax_reg.plot(x, hist[col].where(hist[col] > 0), color=color, label=label)
-                drew = True
-        if drew:
-            reg_values = pd.concat([hist[c] for c in ("adv_loss", "bregman_loss") if c in hist])
-            _scale_y(ax_reg, reg_values, "divergence", "nats")
-            ax_reg.legend()
-        else:
-            _empty(ax_reg, "no regularizer terms (plain fine-tuning)")
-        ax_reg.set_title("regularizer terms (unweighted)")
-
-        if "relative_perturbation" in hist and (hist["relative_perturbation"].fillna(0) > 0).any():
-            ax_rel.plot(x, hist["relative_perturbation"], color=ALGO_COLORS.get(cfg.get("algo"), "#9467bd"))
-            _scale_y(ax_rel, hist["relative_perturbation"], "mean ‖Δ_t‖ / ‖z_t‖", "ratio")
-        else:
-            _empty(ax_rel, "no perturbation (plain fine-tuning)")
-        ax_rel.set_title("perturbation size relative to the token's norm")
-
-        ax_lr.plot(x, hist["learning_rate"], color="#444444")
-        ax_lr.set_ylabel("learning rate")
-        ax_lr.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.1e}" if v else "0"))
-        ax_lr.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax_lr.set_title("learning-rate schedule")
+        _loss_panel(ax_loss, hist)
+        _regularizer_panel(ax_reg, hist)
+        _perturbation_panel(ax_rel, hist, cfg.get("algo"))
+        _learning_rate_panel(ax_lr, hist)
         for ax in axes[1]:
             ax.set_xlabel("optimizer step (all stages)")
-
-        if "stage" in hist:
-            stages = hist.groupby("stage", sort=False)["global_step"].agg(["min", "max"])
-            for i, (name, (lo, hi)) in enumerate(stages.iterrows()):
-                for ax in axes.flat:
-                    if i % 2 == 1:
-                        ax.axvspan(lo - 0.5, hi + 0.5, color="#000000", alpha=0.05, lw=0)
-                ax_loss.annotate(f"stage: {name}", xy=((lo + hi) / 2, 0.02), xycoords=("data", "axes fraction"),
-                                 ha="center", va="bottom", fontsize=9, color="#555555")
-        label = title or " · ".join(str(v) for v in (cfg.get("task"), ALGO_LABELS.get(cfg.get("algo"), cfg.get("algo")),
-                                                         f"seed {cfg['seed']}" if "seed" in cfg else None) if v)
+        _shade_stages(axes, hist)
+        label = title or _run_title(cfg)
         if label:
             fig.suptitle(label)
     return fig
+
+
+def _loss_panel(ax, hist: pd.DataFrame) -> None:
+    """The task loss, and the whole objective only where the regularizer visibly adds to it."""
+    x = hist["global_step"]
+    ax.plot(x, hist["task_loss"], color="#1f77b4", label="task loss (cross-entropy)")
+    if "loss" in hist and ((hist["loss"] - hist["task_loss"]).abs() > 0.01 * hist["task_loss"].abs()).any():
+        ax.plot(x, hist["loss"], color="#444444", lw=1, ls="--", label="total loss")
+    ax.set_ylabel("loss (nats)")
+    ax.set_title("training loss")
+    ax.legend(loc="best")
+
+
+def _regularizer_panel(ax, hist: pd.DataFrame) -> None:
+    """R and the Bregman term, unweighted; a note for plain fine-tuning, which has neither."""
+    drew = False
+    for col, label, color in (("adv_loss", "R: adversarial divergence", ALGO_COLORS["sift"]),
+                              ("bregman_loss", "Bregman term", ALGO_COLORS["smart"])):
+        if col in hist and (hist[col].fillna(0) > 0).any():
+            ax.plot(hist["global_step"], hist[col].where(hist[col] > 0), color=color, label=label)
+            drew = True
+    if drew:
+        reg_values = pd.concat([hist[c] for c in ("adv_loss", "bregman_loss") if c in hist])
+        _scale_y(ax, reg_values, "divergence", "nats")
+        ax.legend()
+    else:
+        _empty(ax, "no regularizer terms (plain fine-tuning)")
+    ax.set_title("regularizer terms (unweighted)")
+
+
+def _perturbation_panel(ax, hist: pd.DataFrame, algo: str | None) -> None:
+    if "relative_perturbation" in hist and (hist["relative_perturbation"].fillna(0) > 0).any():
+        ax.plot(hist["global_step"], hist["relative_perturbation"], color=ALGO_COLORS.get(algo, "#9467bd"))
+        _scale_y(ax, hist["relative_perturbation"], "mean ‖Δ_t‖ / ‖z_t‖", "ratio")
+    else:
+        _empty(ax, "no perturbation (plain fine-tuning)")
+    ax.set_title("perturbation size relative to the token's norm")
+
+
+def _learning_rate_panel(ax, hist: pd.DataFrame) -> None:
+    ax.plot(hist["global_step"], hist["learning_rate"], color="#444444")
+    ax.set_ylabel("learning rate")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.1e}" if v else "0"))
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_title("learning-rate schedule")
+
+
+def _shade_stages(axes, hist: pd.DataFrame) -> None:
+    """Every other stage shaded on every panel, each stage named at the foot of the loss panel."""
+    if "stage" not in hist:
+        return
+    stages = hist.groupby("stage", sort=False)["global_step"].agg(["min", "max"])
+    for i, (name, (lo, hi)) in enumerate(stages.iterrows()):
+        for ax in axes.flat:
+            if i % 2 == 1:
+                ax.axvspan(lo - 0.5, hi + 0.5, color="#000000", alpha=0.05, lw=0)
+        axes[0, 0].annotate(f"stage: {name}", xy=((lo + hi) / 2, 0.02), xycoords=("data", "axes fraction"),
+                            ha="center", va="bottom", fontsize=9, color="#555555")
+
+
+def _run_title(cfg: Mapping[str, Any]) -> str:
+    """``twitter_to_uci · SiFT · seed 1`` from a run's config (the parts it has)."""
+    algo = ALGO_LABELS.get(cfg.get("algo"), cfg.get("algo"))
+    return " · ".join(str(v) for v in (cfg.get("task"), algo, f"seed {cfg['seed']}" if "seed" in cfg else None) if v)
 
 
 def metric_bars(record: Mapping[str, Any], *, paper: bool = True) -> Figure:
@@ -264,7 +277,7 @@ def metric_bars(record: Mapping[str, Any], *, paper: bool = True) -> Figure:
     cfg, metrics = record["config"], record["metrics"]
     task, algo = cfg["task"], cfg["algo"]
     names = [m for m in TASK_METRICS.get(task, ()) if m in metrics]
-    names = sorted(names, key=lambda m: list(METRIC_LABELS).index(m) if m in METRIC_LABELS else 99)
+    names = sorted(names, key=lambda m: list(METRIC_TICK_LABELS).index(m) if m in METRIC_TICK_LABELS else 99)
     mcc = task == "cola"
     with _style():
         fig, axes = _figure(size=(1.9 * max(len(names), 2) + 2.2, 4.2))
@@ -283,7 +296,7 @@ def metric_bars(record: Mapping[str, Any], *, paper: bool = True) -> Figure:
             for model, marker in (("bert", "x"), ("deberta", "D")):
                 ax.plot([i], [PAPER_RESULTS[model][task][algo]], marker=marker, ls="none", color="black", ms=8,
                         label=f"paper, {'BERT-base' if model == 'bert' else 'DeBERTa-base'}")
-        ax.set_xticks(range(len(names)), [METRIC_LABELS.get(m, m) for m in names], fontsize=9)
+        ax.set_xticks(range(len(names)), [METRIC_TICK_LABELS.get(m, m) for m in names], fontsize=9)
         ax.set_xlabel("evaluation set")
         ax.set_ylabel("Matthews correlation (−1…1)" if mcc else "accuracy (fraction correct)")
         lo = min([0.0] + [v for v in values if not math.isnan(v)])

@@ -1,40 +1,39 @@
-"""The equal-budget study past its table (`siftkit.study.runs.equal_budget`): the controls, the size
+"""The equal-budget study past its table (`siftkit.study.arms.equal_budget`): the controls, the size
 curve at the tuned rate and the three verdicts, as rows for `siftkit.study.summarize` and notebook 04.
 
 Everything is found in the records, never by a tag's name:
 
-- the *reference* is the reference arm (`siftkit.study.runs.reference_arm`) at its chosen point;
+- the *reference* is the reference arm (`siftkit.study.arms.reference_arm`) at its chosen point;
 - a *control* is a run at another arm's chosen point (``extra.at_chosen``) that sets a control
-  field away from its default (`siftkit.study.runs.CONTROL_DEFAULTS`), or a regularized run with
+  field away from its default (`siftkit.study.arms.CONTROL_DEFAULTS`), or a regularized run with
   ``adv_steps 0`` (random noise); a control that has a grid of its own (L2-SP's weight) counts
   at its chosen point. Its *uncontrolled partner* is the variant of the same algorithm whose
   resolved config equals the control's in every field but the control's own (and, for noise,
   the noise and step fields): the same regularizer at the same point, without the control;
-- the *tuned curve* is every size-curve variant (`siftkit.study.runs.CURVE_TAG`) run at the
+- the *tuned curve* is every size-curve variant (`siftkit.study.tags.CURVE_TAG`) run at the
   reference arm's chosen point.
 
 What is specific to one plan (the old gap's arm and grid point, the verdicts' questions, extra
 tags to read as controls) comes from a *study spec*, a YAML file beside the plan
-(``<name>_study.yaml``; `find_specs`, `load_spec`). Without one, the controls, the curve and
+(``<name>_study.yaml``; `siftkit.study.spec`). Without one, the controls, the curve and
 verdicts (1) and (2) are still computed; verdict (3) needs the spec's ``old_gap``.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+from siftkit.study.arms import CONTROL_DEFAULTS, equal_budget
+from siftkit.study.matched import matched_size_pairs, matched_size_table, pooled_difference
+from siftkit.study.measured import variant_sizes
 from siftkit.study.paper import PAPER_METRIC
-from siftkit.study.runs import (CONTROL_DEFAULTS, CONTROL_TESTS, SETTINGS_THAT_MAY_DIFFER, Groups, Run, _config_defaults,
-                           _setting, _where, curve_eps, curve_family, equal_budget, format_grid_value, grid_label,
-                           matched_size_table, mean_ci, paired_difference, per_seed, reading, run_extra,
-                           variant_order, variant_sizes)
+from siftkit.study.runs import (SETTINGS_THAT_MAY_DIFFER, Groups, Run, config_defaults, group_fields, per_seed,
+                                recorded_setting, run_extra)
+from siftkit.study.select import format_grid_value, grid_label
+from siftkit.study.stats import mean_ci, paired_difference, reading
+from siftkit.study.tags import curve_eps, curve_family, variant_order
 
-SPEC_SUFFIX = "_study.yaml"
-SPEC_KEYS = frozenset({"old_gap", "controls", "questions"})
-OLD_GAP_KEYS = frozenset({"arm", "against", "point"})
-QUESTION_KEYS = ("beat_reference", "matched_size", "old_gap")
 # The verdicts' questions when the spec asks none: they name no tag.
 QUESTIONS = {
     "beat_reference": "Does any regularizer arm beat the reference arm out of domain at their chosen points, and by "
@@ -45,6 +44,17 @@ QUESTIONS = {
 # Fields that set random noise instead of the ascent (adv_steps 0), so differ between a noise
 # control and the ascent it stands in for.
 NOISE_FIELDS = frozenset({"adv_steps", "adv_noise_std", "adv_step_size"})
+# What setting each control away from its default tests, in one line (``{value}``: the run's
+# value); ``noise`` is a regularized run with ``adv_steps 0``: random noise instead of the ascent.
+CONTROL_TESTS: dict[str, str] = {
+    "reinit_head": "confidence carried across the label flip: stage 2 starts from a fresh head, not stage 1's",
+    "adv_stages": "where the regularizer acts: only in the {value} stage",
+    "label_smoothing": "confidence: targets smoothed by {value}, a softer fit with no perturbation at all",
+    "l2sp_weight": "staying near the pre-trained encoder (L2-SP, weight {value}) instead of smoothness",
+    "freeze_encoder": "how much fine-tuning the encoder matters: a linear probe on the frozen encoder",
+    "early_stopping_patience": "over-fitting in time: stage 2 stops after {value} epoch(s) without a validation gain",
+    "noise": "whether the ascent's direction matters: random noise (adv_steps 0, σ {value}) in the same ball",
+}
 
 CONTROL_COLUMNS = ("task", "device", "code", "model", "control", "algo", "sets", "what it tests", "at", "against",
                    "against_is", "n", "seeds", "mean", "ci_low", "ci_high", "reading")
@@ -54,46 +64,7 @@ VERDICT_COLUMNS = ("task", "device", "code", "model", "verdict", "question", "ro
                    "ci_high", "reading", "rests_on")
 
 
-# ----------------------------------------------------------------------------- the study spec
-
-
-def load_spec(path: str | Path) -> dict[str, Any]:
-    """Read and check a study spec; a ValueError names the file and the bad key."""
-    import yaml
-
-    path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"study spec {path}: cannot be read as YAML ({exc})") from None
-    if not isinstance(spec, dict):
-        raise ValueError(f"study spec {path}: must be a mapping of {', '.join(sorted(SPEC_KEYS))}")
-    unknown = sorted(set(spec) - SPEC_KEYS)
-    if unknown:
-        raise ValueError(f"study spec {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(SPEC_KEYS))}")
-    gap = spec.get("old_gap")
-    if gap is not None:
-        if not isinstance(gap, dict) or set(gap) != OLD_GAP_KEYS or not isinstance(gap["point"], dict):
-            raise ValueError(f"study spec {path}: old_gap must have exactly arm, against and point (a mapping of "
-                             f"grid field to value), got {gap!r}")
-    for name, kind in (("controls", dict), ("questions", dict)):
-        if not isinstance(spec.get(name) or {}, kind):
-            raise ValueError(f"study spec {path}: {name} must be a mapping, got {spec[name]!r}")
-    bad = sorted(set(spec.get("questions") or {}) - set(QUESTION_KEYS))
-    if bad:
-        raise ValueError(f"study spec {path}: questions: unknown verdict(s) {', '.join(bad)}; known: "
-                         f"{', '.join(QUESTION_KEYS)}")
-    return {**spec, "path": str(path)}
-
-
-def find_specs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """The study specs (``*_study.yaml``) at the top of each summarized folder, each once."""
-    found: dict[Path, None] = {}
-    for p in map(Path, paths):
-        if p.is_dir():
-            for f in sorted(p.glob("*" + SPEC_SUFFIX)):
-                found[f.resolve()] = None
-    return [load_spec(f) for f in found]
+# ----------------------------------------------------------------------------- which spec applies
 
 
 def spec_for(variants: Mapping[str, Sequence[Run]], specs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -113,7 +84,7 @@ def spec_for(variants: Mapping[str, Sequence[Run]], specs: Sequence[Mapping[str,
 def control_settings(run: Run) -> dict[str, Any]:
     """The control fields a run sets away from their defaults (a missing key is the default),
     plus ``noise`` (its noise σ) for a regularized run without ascent steps."""
-    cfg, defaults = run.record["config"], _config_defaults()
+    cfg, defaults = run.record["config"], config_defaults()
     out = {n: cfg.get(n, d) for n, d in CONTROL_DEFAULTS.items() if cfg.get(n, d) != d}
     if run.algo != "plain" and cfg.get("adv_steps", defaults.get("adv_steps")) == 0:
         out["noise"] = cfg.get("adv_noise_std")
@@ -131,10 +102,10 @@ def settings_text(settings: Mapping[str, Any]) -> str:
 
 
 def _same_config(a: Run, b: Run, ignore: set[str]) -> bool:
-    defaults = _config_defaults()
+    defaults = config_defaults()
     ca, cb = a.record["config"], b.record["config"]
     names = (set(ca) | set(cb) | set(defaults)) - SETTINGS_THAT_MAY_DIFFER - ignore - {"extra"}
-    return all(_setting(ca, n, defaults) == _setting(cb, n, defaults) for n in names)
+    return all(recorded_setting(ca, n, defaults) == recorded_setting(cb, n, defaults) for n in names)
 
 
 def uncontrolled_partner(variant: str, variants: Mapping[str, Sequence[Run]]) -> str | None:
@@ -191,7 +162,7 @@ def control_variants(variants: Mapping[str, Sequence[Run]], eb: Mapping[str, Any
 
 
 def reference_point(eb: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The reference arm's selection (`siftkit.study.runs.arm_selection`), None without a chosen point."""
+    """The reference arm's selection (`siftkit.study.arms.arm_selection`), None without a chosen point."""
     if not eb or not eb.get("reference"):
         return None
     arm = next(a for a in eb["arms"] if a["arm"] == eb["reference"])
@@ -227,7 +198,7 @@ def control_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence
             against.append((partner, "uncontrolled"))
         for other, kind in against:
             d = paired_difference(per_seed(variants[v], metric), per_seed(variants[other], metric))
-            rows.append({**_where(key), "control": v, "algo": run.algo, "sets": settings_text(settings) or "–",
+            rows.append({**group_fields(key), "control": v, "algo": run.algo, "sets": settings_text(settings) or "–",
                          "what it tests": tests, "at": _at_text(run), "against": other, "against_is": kind,
                          "n": d["n"], "seeds": d["seeds"], "mean": d["mean"], "ci_low": d["low"], "ci_high": d["high"],
                          "reading": reading(d)})
@@ -273,7 +244,7 @@ def tuned_curve_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequ
     metric, ref = PAPER_METRIC[task], tc["reference"]
     band = variants[ref["chosen"]]
     stat = mean_ci([r.metric(metric) for r in band])
-    rows = [{**_where(key), "variant": ref["chosen"], "role": "band", "algo": "plain", "family": "", "eps": math.nan,
+    rows = [{**group_fields(key), "variant": ref["chosen"], "role": "band", "algo": "plain", "family": "", "eps": math.nan,
              "size": math.nan, "n": stat["n"], "test_mean": stat["mean"], "test_low": stat["low"],
              "test_high": stat["high"], "minus_reference": math.nan, "diff_low": math.nan, "diff_high": math.nan,
              "reading": f"tuned {ref['arm']} at {ref['chosen_label']}"}]
@@ -282,7 +253,7 @@ def tuned_curve_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequ
         recs = variants[v]
         s = mean_ci([r.metric(metric) for r in recs])
         d = paired_difference(per_seed(recs, metric), per_seed(band, metric))
-        rows.append({**_where(key), "variant": v, "role": "line", "algo": recs[0].algo,
+        rows.append({**group_fields(key), "variant": v, "role": "line", "algo": recs[0].algo,
                      "family": curve_family(recs[0].tag), "eps": curve_eps(recs[0].tag), "size": sizes[v],
                      "n": s["n"], "test_mean": s["mean"], "test_low": s["low"], "test_high": s["high"],
                      "minus_reference": d["mean"], "diff_low": d["low"], "diff_high": d["high"], "reading": reading(d)})
@@ -297,7 +268,7 @@ def tuned_curve_table(groups: Groups) -> list[dict[str, Any]]:
 
 
 def _row(key, verdict: str, question: str, what: str, d: Mapping[str, Any], rests_on: str) -> dict[str, Any]:
-    return {**_where(key), "verdict": verdict, "question": question, "row": what, "n": d.get("n", 0),
+    return {**group_fields(key), "verdict": verdict, "question": question, "row": what, "n": d.get("n", 0),
             "seeds": d.get("seeds", []), "mean": d.get("mean", math.nan), "ci_low": d.get("low", math.nan),
             "ci_high": d.get("high", math.nan), "reading": reading(d) if d.get("n") else "no runs", "rests_on": rests_on}
 
@@ -362,8 +333,6 @@ def verdict_matched_size(key, variants: Mapping[str, Sequence[Run]], tc: Mapping
 
 
 def _pooled_seeds(variants, family: str, task: str) -> list[int]:
-    from siftkit.study.runs import matched_size_pairs, pooled_difference
-
     metric = PAPER_METRIC[task]
     pairs = matched_size_pairs(variants, metric, family)
     return pooled_difference(variants, pairs, metric)["seeds"]

@@ -1,5 +1,5 @@
 """Figures of a study, drawn from grouped runs (`siftkit.study.runs.group_runs`; used by `siftkit
-summarize` and notebook 04). One set per group of comparable runs (task, device, code, model);
+summarize` and notebook 04), in the kit's style (`siftkit.study.style`). One set per group of comparable runs (task, device, code, model);
 file names start with ``<task>_<device>_<commit>``:
 
 - ``..._scores.png``: the main metric per variant (bar: mean over seeds, dots: seeds), the
@@ -35,24 +35,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from siftkit.study import budget
+from siftkit.study.measured import runs_frame, smoothness_metrics
 from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS
-from siftkit.study.runs import (MAIN_EVAL, Groups, Run, mean_ci, point_kind, reference_plain, runs_frame,
-                           short_commit, smoothness_metrics, t_interval, variant_order)
-
-# The same colours as the notebooks' figures (siftkit.explore.plotting), without importing torch here.
-COLORS = {"plain": "#7f7f7f", "smart": "#d62728", "sift": "#9467bd"}
-LABELS = {"plain": "plain", "smart": "SMART", "sift": "SiFT"}
-# One marker per kind of marked point, so a tag shared by SMART and SiFT looks alike in both
-# colours; kinds not listed take the spare markers in name order.
-MARKERS = {"default": "*", "mtdnn": "D", "mtdnn_no_bregman": "s", "mtdnn_random": "X", "random": "X",
-           "deberta": "^", "seed_code": "v", "rng_control": "P", "w10": "d", "no_bregman": "s"}
-_SPARE_MARKERS = ("o", "<", ">", "p", "h", "8", "H", "1", "2", "3", "4")
-METRIC_LABELS = {"uci_test_accuracy": "UCI accuracy (held-out 90%)",
-                 "out_of_domain_dev_mcc": "CoLA out-of-domain dev MCC",
-                 "reg_share": "λ·R / loss (regularizer's share of the objective)"}
-_STYLE = {"savefig.dpi": 120, "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
-          "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "axes.spines.top": False,
-          "axes.spines.right": False}
+from siftkit.study.reference import reference_plain
+from siftkit.study.runs import MAIN_EVAL, Groups, Run, short_commit
+from siftkit.study.spec import Specs, learning_curve_variants, point_markers
+from siftkit.study.stats import mean_ci, t_interval
+from siftkit.study.style import (ALGO_COLORS, ALGO_LABELS, DEFAULT_MARKERS, METRIC_AXIS_LABELS, SPARE_MARKERS,
+                                 SUMMARY_RC)
+from siftkit.study.tags import point_kind, variant_order
 
 
 def _slug(text: str) -> str:
@@ -65,13 +56,15 @@ def _task_name(task: str) -> str:
     return "P2 Twitter→UCI" if task == "twitter_to_uci" else "P1 CoLA"
 
 
-def _markers(kinds: Sequence[str]) -> dict[str, str]:
-    spare = iter(m for m in _SPARE_MARKERS)
-    return {k: MARKERS.get(k) or next(spare, "o") for k in sorted(set(kinds))}
+def _markers(kinds: Sequence[str], named: Mapping[str, str]) -> dict[str, str]:
+    """A marker per kind of point: the named ones, then the spare ones in name order."""
+    named = {**DEFAULT_MARKERS, **named}
+    spare = iter(SPARE_MARKERS)
+    return {k: named.get(k) or next(spare, "o") for k in sorted(set(kinds))}
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(SUMMARY_RC):
         fig.savefig(path, format="png", bbox_inches="tight")
     return path
 
@@ -80,67 +73,98 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "plain", logy: bool = False,
-               ylabel: str | None = None, legend: Mapping[str, Any] | None = None) -> Axes:
+               ylabel: str | None = None, legend: Mapping[str, Any] | None = None,
+               markers: Mapping[str, str] | None = None) -> Axes:
     """Draw `y` against the measured mean relative perturbation (log x) on `ax`.
 
-    `frame` is `siftkit.study.runs.runs_frame` of one group. Lines: rows with role ``line`` (the
-    size-curve runs), one per algorithm, x = the variant's mean measured size over seeds, y =
+    `frame` is `siftkit.study.measured.runs_frame` of one group. Lines: rows with role ``line``
+    (the size-curve runs), one per algorithm, x = the variant's mean measured size over seeds, y =
     mean over seeds with a 95% t band (seaborn, interval from scipy). Band: the `plain`
     variant's mean ± 95% CI. Points: rows with role ``point``, one marker per variant with
-    95% t error bars on both axes. With `logy`, values ≤ 0 cannot be drawn and are left out
-    (the legend says how many). `legend`: where the legend goes (``ax.legend`` keywords; default
-    beside the axes, on the right). Returns `ax` (its lines and containers are what a test checks).
+    95% t error bars on both axes (`markers`: kind -> marker, `siftkit.study.spec.point_markers`).
+    With `logy`, values ≤ 0 cannot be drawn and are left out (the legend says how many).
+    `legend`: where the legend goes (``ax.legend`` keywords; default beside the axes, on the
+    right). Returns `ax` (its lines and containers are what a test checks).
     """
     if y not in frame:  # no run recorded it (older runs): an empty panel that says so
         frame = frame.assign(**{y: math.nan})
-    have = frame[y].notna()
-    dropped = 0
-    if logy:
-        dropped = int((have & frame[y].le(0)).sum())
-        have = have & frame[y].gt(0)
-    sized = have & frame["size"].gt(0)
-    lines = frame[sized & frame["role"].eq("line")]
+    drawable, dropped = _drawable(frame[y], logy)
+    sized = drawable & frame["size"].gt(0)
+    _draw_curves(ax, frame[sized & frame["role"].eq("line")], y, logy)
+    band_label = _draw_band(ax, frame[drawable & frame["variant"].eq(plain)][y], plain) if plain else None
+    _draw_points(ax, frame[sized & frame["role"].eq("point")], y, logy, markers or {})
+    _label_axes(ax, y, logy, ylabel)
+    _draw_legend(ax, y, band_label, dropped, legend)
+    return ax
+
+
+def _drawable(values: pd.Series, logy: bool) -> tuple[pd.Series, int]:
+    """Which values can be drawn, and how many of them a log axis leaves out (≤ 0)."""
+    have = values.notna()
+    if not logy:
+        return have, 0
+    return have & values.gt(0), int((have & values.le(0)).sum())
+
+
+def _draw_curves(ax: Axes, lines: pd.DataFrame, y: str, logy: bool) -> None:
+    """SMART's and SiFT's size curves, each size at its mean measured size over seeds."""
     lines = lines.assign(x=lines.groupby("variant")["size"].transform("mean"))
     for algo in ("smart", "sift"):
         sub = lines[lines["algo"] == algo]
         if sub.empty:
             continue
         n = sub.groupby("variant")["seed"].nunique()
-        sns.lineplot(data=sub, x="x", y=y, errorbar=_log_safe if logy else t_interval, marker="o", color=COLORS[algo], ax=ax,
-                     err_kws={"alpha": 0.18}, label=f"{LABELS[algo]} size curve, projected rule "
-                     f"({len(n)} sizes, n={n.min()}–{n.max()})" if n.min() != n.max()
-                     else f"{LABELS[algo]} size curve, projected rule ({len(n)} sizes, n={n.min()})")
-    band = frame[have & frame["variant"].eq(plain)][y] if plain else pd.Series(dtype=float)
-    if not band.empty:
-        ci = mean_ci(band.tolist())
-        ax.axhline(ci["mean"], color=COLORS["plain"], ls="--", lw=1.2)
-        if not math.isnan(ci["low"]):
-            ax.axhspan(ci["low"], ci["high"], color=COLORS["plain"], alpha=0.15, lw=0)
-        band_label = f"{plain} (n={ci['n']}): mean ± 95% CI"
-    points = frame[sized & frame["role"].eq("point")]
-    markers = _markers([point_kind(t or None) for t in points["tag"]])
-    groups = sorted(points.groupby("variant"), key=lambda kv: variant_order(kv[0]))  # SMART's, then SiFT's
+        seeds = f"n={n.min()}–{n.max()}" if n.min() != n.max() else f"n={n.min()}"
+        sns.lineplot(data=sub, x="x", y=y, errorbar=_log_safe if logy else t_interval, marker="o",
+                     color=ALGO_COLORS[algo], ax=ax, err_kws={"alpha": 0.18},
+                     label=f"{ALGO_LABELS[algo]} size curve, projected rule ({len(n)} sizes, {seeds})")
+
+
+def _draw_band(ax: Axes, band: pd.Series, plain: str) -> str | None:
+    """The plain variant's mean as a dashed line over its 95% CI; its legend label (None: no runs)."""
+    if band.empty:
+        return None
+    ci = mean_ci(band.tolist())
+    ax.axhline(ci["mean"], color=ALGO_COLORS["plain"], ls="--", lw=1.2)
+    if not math.isnan(ci["low"]):
+        ax.axhspan(ci["low"], ci["high"], color=ALGO_COLORS["plain"], alpha=0.15, lw=0)
+    return f"{plain} (n={ci['n']}): mean ± 95% CI"
+
+
+def _draw_points(ax: Axes, points: pd.DataFrame, y: str, logy: bool, markers: Mapping[str, str]) -> None:
+    """Every other regularized variant as one marked point with 95% t bars on both axes,
+    SMART's before SiFT's, points of nearly one size drawn beside each other."""
+    marker = _markers([point_kind(t or None) for t in points["tag"]], markers)
+    groups = sorted(points.groupby("variant"), key=lambda kv: variant_order(kv[0]))
     shift = _dodge([mean_ci(g["size"].tolist())["mean"] for _, g in groups])
-    for (variant, g), factor in zip(groups, shift):
+    for (_, g), factor in zip(groups, shift):
         algo, tag = g["algo"].iloc[0], g["tag"].iloc[0] or None
         xs, ys = mean_ci(g["size"].tolist()), mean_ci(g[y].tolist())
         xs = {k: v * factor for k, v in xs.items() if k != "n"}  # drawn beside its neighbours, not on them
         ax.errorbar(xs["mean"], ys["mean"], xerr=_err(xs, floor=xs["mean"] / 10),
                     yerr=_err(ys, floor=ys["mean"] / 10 if logy else None),
-                    fmt=markers[point_kind(tag)], color=COLORS.get(algo, "black"), ms=9 if tag is None else 7,
+                    fmt=marker[point_kind(tag)], color=ALGO_COLORS.get(algo, "black"), ms=9 if tag is None else 7,
                     mec="black", mew=0.6, capsize=2, elinewidth=1,
-                    label=f"{LABELS.get(algo, algo)} {tag or 'default'} (n={ys['n']})")
+                    label=f"{ALGO_LABELS.get(algo, algo)} {tag or 'default'} (n={ys['n']})")
+
+
+def _label_axes(ax: Axes, y: str, logy: bool, ylabel: str | None) -> None:
     ax.set_xscale("log")
     ax.margins(x=0.1)  # the outermost points and their labels off the frame
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel("measured mean relative perturbation ‖Δ_t‖ / ‖z_t‖ (log scale)")
-    ax.set_ylabel(ylabel or METRIC_LABELS.get(y, y))
+    ax.set_ylabel(ylabel or METRIC_AXIS_LABELS.get(y, y))
+
+
+def _draw_legend(ax: Axes, y: str, band_label: str | None, dropped: int, legend: Mapping[str, Any] | None) -> None:
+    """The curves, the band (its shade under its dashed line, after the curves), the points and
+    how many values the log axis left out; a note in the panel when nothing was drawn."""
     handles, labels = ax.get_legend_handles_labels()
-    if not band.empty:  # the band's legend entry, after the curves: its shade under its dashed line
+    if band_label:
         pos = sum("size curve" in x for x in labels)
-        handles.insert(pos, (matplotlib.patches.Patch(color=COLORS["plain"], alpha=0.15, lw=0),
-                             matplotlib.lines.Line2D([], [], color=COLORS["plain"], ls="--", lw=1.2)))
+        handles.insert(pos, (matplotlib.patches.Patch(color=ALGO_COLORS["plain"], alpha=0.15, lw=0),
+                             matplotlib.lines.Line2D([], [], color=ALGO_COLORS["plain"], ls="--", lw=1.2)))
         labels.insert(pos, band_label)
     if dropped:
         handles.append(matplotlib.lines.Line2D([], [], ls=""))
@@ -150,7 +174,6 @@ def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "pl
                                       "frameon": False, **(legend or {})})
     else:
         ax.text(0.5, 0.5, f"no run recorded {y}", transform=ax.transAxes, ha="center", color="grey")
-    return ax
 
 
 def _log_safe(values) -> tuple[float, float]:
@@ -193,9 +216,11 @@ def wants_size_figures(frame: pd.DataFrame) -> bool:
     return bool(sized["role"].eq("line").any() or sized["variant"].nunique() >= 2)
 
 
-def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> dict[str, Figure]:
+def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
+                 specs: Specs = ()) -> dict[str, Figure]:
     """The group's size figures by file suffix: the main metric, R's share of the objective,
-    and held-out smoothness on the protocol's main evaluation set (one panel per probe)."""
+    and held-out smoothness on the protocol's main evaluation set (one panel per probe); the
+    points' markers as the study specs name them."""
     task, device, commit, model = key
     frame = runs_frame(variants)
     if frame.empty or not wants_size_figures(frame):
@@ -203,15 +228,16 @@ def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence
     plain = reference_plain(variants, task)
     where = f"{_task_name(task)} — {model} on {device}, code {short_commit(commit)}"
     main = PAPER_METRIC[task]
+    markers = point_markers(specs)
     figs: dict[str, Figure] = {}
 
     fig = Figure(figsize=(11, 5), layout="constrained")
-    ax = size_curve(frame, main, ax=fig.subplots(), plain=plain)
-    ax.set_title(f"{METRIC_LABELS.get(main, main)} against perturbation size\n{where}")
+    ax = size_curve(frame, main, ax=fig.subplots(), plain=plain, markers=markers)
+    ax.set_title(f"{METRIC_AXIS_LABELS.get(main, main)} against perturbation size\n{where}")
     figs[f"size_{main}"] = fig
 
     fig = Figure(figsize=(11, 5), layout="constrained")
-    ax = size_curve(frame, "reg_share", ax=fig.subplots(), plain=None, logy=True)
+    ax = size_curve(frame, "reg_share", ax=fig.subplots(), plain=None, logy=True, markers=markers)
     ax.set_title(f"How much of the objective the regularizer is\n{where}")
     figs["size_reg_share"] = fig
 
@@ -220,7 +246,7 @@ def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence
         fig = Figure(figsize=(7 * len(probes) + 3, 5), layout="constrained")
         axes = fig.subplots(1, len(probes), squeeze=False)[0]
         for ax, metric in zip(axes, probes):
-            size_curve(frame, metric, ax=ax, plain=plain, logy=True,
+            size_curve(frame, metric, ax=ax, plain=plain, logy=True, markers=markers,
                        ylabel=f"sym-KL(clean, probe {metric.rsplit('_', 1)[1]}) on {MAIN_EVAL[task]}")
             ax.set_title(f"probe of relative size {metric.rsplit('_', 1)[1]}")
             if ax is not axes[-1] and ax.get_legend():
@@ -262,7 +288,8 @@ def _group_title(key: tuple[str, str, str, str]) -> str:
     return f"{_task_name(task)} — {model} on {device}, code {short_commit(commit)}"
 
 
-def tuned_curve_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> Figure | None:
+def tuned_curve_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
+                       specs: Specs = ()) -> Figure | None:
     """The size curve at the reference arm's chosen point, that point drawn as the band; None
     when the group has no such curve."""
     tc = budget.tuned_curve(variants, key[0])
@@ -272,13 +299,14 @@ def tuned_curve_figure(key: tuple[str, str, str, str], variants: Mapping[str, Se
     fig = Figure(figsize=(11, 5), layout="constrained")
     ax = fig.subplots()
     for family in tc["families"]:
-        size_curve(_curve_frame(variants, family, ref["chosen"]), main, ax=ax, plain=ref["chosen"])
-    ax.set_title(f"{METRIC_LABELS.get(main, main)} against perturbation size at {ref['arm']}'s chosen "
+        size_curve(_curve_frame(variants, family, ref["chosen"]), main, ax=ax, plain=ref["chosen"],
+                   markers=point_markers(specs))
+    ax.set_title(f"{METRIC_AXIS_LABELS.get(main, main)} against perturbation size at {ref['arm']}'s chosen "
                  f"{ref['chosen_label']} (band: that point)\n{_group_title(key)}")
     return fig
 
 
-def curves_by_group_figure(groups: Groups, task: str) -> Figure | None:
+def curves_by_group_figure(groups: Groups, task: str, specs: Specs = ()) -> Figure | None:
     """Every size curve of `task`, one panel per (group, curve), each titled with its group;
     the panels share the y axis so the eye can compare levels, never the runs."""
     panels = [(key, variants, *p) for key, variants in groups.items() if key[0] == task
@@ -290,23 +318,23 @@ def curves_by_group_figure(groups: Groups, task: str) -> Figure | None:
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (key, variants, family, band, what) in zip(axes, panels):
         # each panel's legend under it: the panels stand side by side
-        size_curve(_curve_frame(variants, family, band), main, ax=ax, plain=band,
+        size_curve(_curve_frame(variants, family, band), main, ax=ax, plain=band, markers=point_markers(specs),
                    legend={"loc": "upper left", "bbox_to_anchor": (0.0, -0.14), "fontsize": 7})
         name = f"{family}_curve_eps<E>" if family else "curve_eps<E>"
         ax.set_title(f"{_group_title(key)}\n`{name}`, band: {what}", fontsize=9)
-    fig.suptitle(f"{METRIC_LABELS.get(main, main)} against measured perturbation size, one panel per group of "
+    fig.suptitle(f"{METRIC_AXIS_LABELS.get(main, main)} against measured perturbation size, one panel per group of "
                  "comparable runs")
     return fig
 
 
-def write_curves_by_group(groups: Groups, out_dir: str | Path) -> dict[tuple, Path]:
+def write_curves_by_group(groups: Groups, out_dir: str | Path, specs: Specs = ()) -> dict[tuple, Path]:
     """``<task>_curves_by_group.png`` for each task that has a curve at a tuned point, keyed by
     the group of that curve (where the summary links it)."""
     out: dict[tuple, Path] = {}
     for key, variants in groups.items():
         if budget.tuned_curve(variants, key[0]) is None:
             continue
-        fig = curves_by_group_figure(groups, key[0])
+        fig = curves_by_group_figure(groups, key[0], specs)
         if fig is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             out[key] = _save(fig, Path(out_dir) / f"{figure_prefix(key)}_curves_by_group.png")
@@ -338,7 +366,7 @@ def scores_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequenc
         np.random.set_state(rng_state)
     for i, name in enumerate(names):
         ci = mean_ci(frame.loc[frame["variant"] == name, "value"].tolist())
-        ax.errorbar(ci["mean"], i, xerr=_err(ci), fmt="o", ms=7, color=COLORS.get(variants[name][0].algo, "black"),
+        ax.errorbar(ci["mean"], i, xerr=_err(ci), fmt="o", ms=7, color=ALGO_COLORS.get(variants[name][0].algo, "black"),
                     mec="black", mew=0.6, capsize=3, zorder=5, label="mean ± 95% CI over seeds" if i == 0 else None)
     for i, name in enumerate(names):
         algo = variants[name][0].algo
@@ -349,7 +377,7 @@ def scores_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequenc
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_xlabel(METRIC_LABELS.get(metric, metric))
+    ax.set_xlabel(METRIC_AXIS_LABELS.get(metric, metric))
     ax.set_ylabel("")
     ax.set_title(f"{_task_name(task)} — {model} on {device}, code {short_commit(commit)}")
     return fig
@@ -363,25 +391,35 @@ def _smooth(values: list[float], width: int) -> list[float]:
     return out
 
 
-def learning_curves_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> Figure | None:
+def _loss_rows(name: str, runs: Sequence[Run], rule: str) -> list[dict[str, Any]]:
+    """One variant's logged task losses, each run's smoothed within a stage only (the label
+    meaning changes at a stage boundary)."""
+    rows = []
+    for run in runs:
+        hist = [row for row in run.record["history"] if row.get("task_loss") is not None]
+        for stage in dict.fromkeys(row.get("stage") for row in hist):
+            part = [row for row in hist if row.get("stage") == stage]
+            for row, v in zip(part, _smooth([row["task_loss"] for row in part], 5)):
+                rows.append({"variant": f"{name} (n={len(runs)})", "step": row.get("global_step", row.get("step")),
+                             "task_loss": v, "rule": rule})
+    return rows
+
+
+def learning_curves_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
+                           specs: Specs = ()) -> Figure | None:
+    """Task loss over optimizer steps of plain, SMART and SiFT at their defaults and of the
+    variants the study specs add (`siftkit.study.spec.learning_curve_variants`), one line style
+    per label the specs give; None when none of them logged a task loss."""
     task, device, commit, model = key
-    names = [n for n in ("plain", "smart", "sift", "smart-mtdnn_no_bregman", "sift-mtdnn") if n in variants]
-    rows: list[dict[str, Any]] = []
-    for name in names:
-        for run in variants[name]:
-            hist = [row for row in run.record["history"] if row.get("task_loss") is not None]
-            for stage in dict.fromkeys(row.get("stage") for row in hist):  # smooth within a stage only
-                part = [row for row in hist if row.get("stage") == stage]
-                for row, v in zip(part, _smooth([row["task_loss"] for row in part], 5)):
-                    rows.append({"variant": f"{name} (n={len(variants[name])})",
-                                 "step": row.get("global_step", row.get("step")), "task_loss": v,
-                                 "rule": "public codes' rule (mtdnn)" if run.tag else "default rule"})
+    drawn = {**{algo: "default rule" for algo in ("plain", "smart", "sift")}, **learning_curve_variants(specs)}
+    names = [n for n in drawn if n in variants]
+    rows = [row for name in names for row in _loss_rows(name, variants[name], drawn[name])]
     if not rows:
         return None
     fig = Figure(figsize=(8, 4.4), layout="constrained")
     ax = fig.subplots()
     frame = pd.DataFrame(rows)
-    palette = {label: COLORS[label.split("-")[0].split(" ")[0]] for label in frame["variant"].unique()}
+    palette = {label: ALGO_COLORS[label.split("-")[0].split(" ")[0]] for label in frame["variant"].unique()}
     sns.lineplot(data=frame, x="step", y="task_loss", hue="variant", style="rule", palette=palette,
                  errorbar=t_interval, err_kws={"alpha": 0.15}, ax=ax)
     first = variants[names[0]][0].record["history"]
@@ -408,17 +446,12 @@ def figure_prefix(key: tuple[str, str, str, str]) -> str:
 
 
 def write_group_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
-                        out_dir: str | Path) -> list[Path]:
+                        out_dir: str | Path, specs: Specs = ()) -> list[Path]:
     """One group's figures as PNGs in `out_dir` (created); returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = figure_prefix(key)
-    figs = {"scores": scores_figure(key, variants), "learning_curves": learning_curves_figure(key, variants),
-            **size_figures(key, variants),
-            f"tuned_curve_{PAPER_METRIC[key[0]]}": tuned_curve_figure(key, variants)}
+    figs = {"scores": scores_figure(key, variants), "learning_curves": learning_curves_figure(key, variants, specs),
+            **size_figures(key, variants, specs),
+            f"tuned_curve_{PAPER_METRIC[key[0]]}": tuned_curve_figure(key, variants, specs)}
     return [_save(fig, out_dir / f"{prefix}_{name}.png") for name, fig in figs.items() if fig is not None]
-
-
-def write_figures(groups: Groups, out_dir: str | Path) -> list[Path]:
-    """Every figure of every group, as PNGs in `out_dir` (created); returns the paths."""
-    return [path for key, variants in groups.items() for path in write_group_figures(key, variants, out_dir)]

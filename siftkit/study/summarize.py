@@ -8,9 +8,12 @@ section. Inside a group a variant is the algorithm plus the sweep's tag (``smart
 - mean ± sample std over seeds of the protocol's metrics, the paper's figure beside them;
 - paired differences over seeds (same seed = same data split and head initialisation) with
   95% t confidence intervals (scipy.stats): SiFT − SMART with the same tag, every variant
-  against its plain and its algorithm's default, the RNG-matched controls;
-- the paper's-regime verdicts (``sift-mtdnn`` against ``smart-mtdnn_no_bregman`` and
-  ``smart-mtdnn``, the random-noise controls), where those runs exist;
+  against its plain and its algorithm's default, and the rows a study spec adds (``paired``: the
+  RNG-matched controls);
+- the regime table: the comparisons a study spec names (``regime``; the regime study's
+  paper's-regime verdicts and their random-noise controls, `results/regime_study.yaml`) and the
+  controls at each size of the curve (``curve_eps<E>_<kind>``), where those runs exist; the
+  spec's ``headline`` rows are repeated at the top;
 - the matched-size table: each SiFT size-curve run (tag ``curve_eps<E>``) paired with the
   SMART size-curve run nearest in *measured* relative perturbation, and the pooled verdict;
 - equal tuning budgets, for runs of a ``sweep --grid``: per arm (``extra.arm``, an algorithm
@@ -19,11 +22,11 @@ section. Inside a group a variant is the algorithm plus the sweep's tag (``smart
   and the chosen point's validation and test metric over all its seeds; the equal-budget table
   (one row per arm) and seed-paired test differences at the chosen points, each arm against the
   reference arm (plain, no control set) and ``sift-<t>`` against ``smart-<t>``. The test metric
-  never chooses (`siftkit.study.runs.equal_budget`, `equal_budget_table` for the data);
+  never chooses (`siftkit.study.arms.equal_budget`, `equal_budget_table` for the data);
 - for an equal-budget study (`siftkit.study.budget`): the controls against tuned plain and against
   their uncontrolled partners, the size curve at the tuned point with tuned plain as a band, and
   the three verdicts; a study spec (``*_study.yaml`` at the top of a summarized folder, or
-  ``--study``) names the old gap's arms and point and words the questions;
+  ``--study``; `siftkit.study.spec`) names the old gap's arms and point and words the questions;
 - the regularizer's activity (measured relative size, λ·R against the loss and the task
   loss, μ·Bregman), held-out smoothness and per-source UCI accuracy.
 
@@ -36,26 +39,31 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from siftkit.study import budget
-from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
 from siftkit.run.records import HISTORY_FILE, RESULTS_FILE, atomic_write_text
-from siftkit.study.runs import (MATCH_FACTOR, SELECTION_METRIC, SOURCE_METRIC, Groups, Run, activity, budget_reference,
-                           choice_note,
-                           curve_eps, curve_families, diff_tuned, equal_budget, find_results, group_runs, load_runs,
-                           matched_size_pairs, matched_size_table, mean_ci, paired_difference, per_seed, plain_for,
-                           pooled_difference, reading, reference_plain, regime_verdicts, regularizer_share,
-                           relative_size, short_commit, smoothness_metrics, source_metrics, t_critical, tuned_text,
-                           variant_order, variant_sizes)
+from siftkit.study import budget
+from siftkit.study.arms import choice_note, diff_tuned, equal_budget, tuned_text
+from siftkit.study.matched import MATCH_FACTOR, matched_size_pairs, matched_size_table, pooled_difference
+from siftkit.study.measured import (SOURCE_METRIC, activity, regularizer_share, relative_size, smoothness_metrics,
+                                    source_metrics, variant_sizes)
+from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
+from siftkit.study.reference import budget_reference, plain_for, reference_plain
+from siftkit.study.regime import regime_verdicts
+from siftkit.study.runs import SELECTION_METRIC, Groups, Run, group_runs, load_runs, per_seed, short_commit
+from siftkit.study.spec import Specs, find_specs, load_spec, paired_rows, regime_section
+from siftkit.study.stats import format_ci, format_mean_ci, format_mean_std, mean_ci, paired_difference, reading
+from siftkit.study.tags import curve_eps, curve_families, variant_order
 
-__all__ = ["summarize", "brief", "main", "paired_difference", "t_critical", "find_results"]
+__all__ = ["summarize", "brief", "main"]
 
 # (BERT-base, DeBERTa-base) per task and algorithm, from the one table in siftkit.study.paper.
 PAPER = {task: {algo: (PAPER_RESULTS["bert"][task][algo], PAPER_RESULTS["deberta"][task][algo])
                 for algo in PAPER_RESULTS["bert"][task]} for task in PAPER_RESULTS["bert"]}
-MAIN_METRIC = PAPER_METRIC
+# What SUMMARY.md writes where there is no number.
+DASH = "–"
 
 INTRO = (
     "Mean ± sample standard deviation over seeds; n = number of seeds; intervals are two-sided 95% "
@@ -70,12 +78,7 @@ INTRO = (
 
 
 def _fmt(m: float | None, s: float | None = None, digits: int = 3) -> str:
-    if m is None or (isinstance(m, float) and math.isnan(m)):
-        return "–"
-    text = f"{m:.{digits}f}"
-    if s is not None and not math.isnan(s):
-        text += f" ± {s:.{digits}f}"
-    return text
+    return format_mean_std(m, s, digits=digits, missing=DASH)
 
 
 def _sci(x: float | None) -> str:
@@ -90,7 +93,7 @@ def _sci_std(s: Mapping[str, float]) -> str:
 
 
 def _ci(d: Mapping[str, Any], digits: int = 3) -> str:
-    return f"[{_fmt(d['low'], digits=digits)}, {_fmt(d['high'], digits=digits)}]"
+    return format_ci(d, digits, missing=DASH)
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -150,18 +153,20 @@ def _plain_choice(task: str, variants: Mapping[str, list[Run]]) -> list[str]:
     return ["plain's settings:", "", *_table(["variant", "n", sel, main, "chosen"], rows), note, ""]
 
 
-def _pairs(task: str, variants: Mapping[str, list[Run]]) -> list[tuple[str, str]]:
+def _pairs(task: str, variants: Mapping[str, list[Run]], specs: Specs = ()) -> list[tuple[str, str]]:
     """The paired rows of a group, in reading order; only pairs whose two variants exist."""
     have = set(variants)
     non_curve = [v for v in sorted(have, key=variant_order) if curve_eps(v.partition("-")[2]) is None]
     tags = sorted({v.partition("-")[2] for v in non_curve})
     pairs = [(f"sift-{t}" if t else "sift", f"smart-{t}" if t else "smart") for t in tags]
     pairs += [(v, plain_for(v, variants, task)) for v in non_curve if variants[v][0].algo != "plain"]
-    # RNG-matched comparisons: `smart-rng_control` draws the same random numbers as SiFT and
-    # Bregman-free SMART but weights R by 0, so these differences are R's own effect.
-    pairs += [("smart-no_bregman", "smart-rng_control"), ("sift", "smart-rng_control"), ("smart", "smart-no_bregman")]
+    extra = paired_rows(specs)  # the study specs' own rows, e.g. the RNG-matched control
+    pairs += extra
+    # a spec's control (the second of its rows) is what others are measured against, not a
+    # variant of its algorithm to compare with the default
+    controls = {b for _, b in extra}
     pairs += [(v, variants[v][0].algo) for v in non_curve if variants[v][0].tag and variants[v][0].algo != "plain"
-              and v not in ("smart-no_bregman", "smart-rng_control")]
+              and v not in controls]
     seen, out = set(), []
     for a, b in pairs:
         if a in have and b in have and a != b and (a, b) not in seen:
@@ -171,11 +176,11 @@ def _pairs(task: str, variants: Mapping[str, list[Run]]) -> list[tuple[str, str]
 
 
 def _paired_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict,
-                  metric: str | None = None, note: str = "") -> list[str]:
+                  metric: str | None = None, note: str = "", specs: Specs = ()) -> list[str]:
     """Seed-paired differences in `metric` (the protocol's reported metric by default)."""
     main = metric or PAPER_METRIC[task]
     rows = []
-    for a, b in _pairs(task, variants):
+    for a, b in _pairs(task, variants, specs):
         d = paired_difference(per_seed(variants[a], main), per_seed(variants[b], main))
         if d["n"]:
             rows.append([f"`{a}` − `{b}`", str(d["n"]), _fmt(d["mean"]), _ci(d), reading(d)])
@@ -186,7 +191,8 @@ def _paired_table(task: str, variants: Mapping[str, list[Run]], key: str, data: 
             *_table(["difference", "n", "mean", "95% CI", "reading"], rows)]
 
 
-def _selection_paired_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
+def _selection_paired_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict,
+                            specs: Specs = ()) -> list[str]:
     """A group whose plain was chosen among tagged settings (P1's learning rates): "does it hurt
     in domain?" is asked of the metric the choice used, which flatters plain (the best of several
     settings, on the same dev set)."""
@@ -197,12 +203,14 @@ def _selection_paired_table(task: str, variants: Mapping[str, list[Run]], key: s
     note = (f" plain's setting was chosen on this same metric, so `{chosen}` is the best of "
             f"{sum(1 for recs in variants.values() if recs[0].algo == 'plain')} settings on this dev set and its "
             "number is biased upward; the regularized variants ran at that setting with no search of their own.")
-    return _paired_table(task, variants, key, data, metric=sel, note=note)
+    return _paired_table(task, variants, key, data, metric=sel, note=note, specs=specs)
 
 
-def _regime_table(task: str, variants: Mapping[str, list[Run]], key: tuple, data: dict) -> list[str]:
+def _regime_table(task: str, variants: Mapping[str, list[Run]], key: tuple, data: dict,
+                  specs: Specs = ()) -> list[str]:
+    """The regime table (`siftkit.study.regime`), under the title and intro its study spec gives."""
     rows = []
-    for r in regime_verdicts({key: variants}):
+    for r in regime_verdicts({key: variants}, specs):
         if r["n"]:
             a, b = r["difference"].split(" − ")
             d = {"low": r["ci_low"], "high": r["ci_high"]}
@@ -210,15 +218,18 @@ def _regime_table(task: str, variants: Mapping[str, list[Run]], key: tuple, data
             data["regime"][f"{'|'.join(key)}|{a}-{b}"] = r
     if not rows:
         return []
-    sizes = variant_sizes(variants)
-    measured = ", ".join(f"`{v}` {_sci(sizes[v])}" for v in sorted(sizes, key=variant_order)
-                         if "mtdnn" in v or v in ("sift-seed_code", "sift-deberta"))
-    return ["### The paper's claim in the paper's regime", "",
-            "The public codes' rule (`mtdnn`: each token's δ = noise + η·g rescaled to unit max-norm, no "
-            "ε-ball; at the published σ and η nearly a random direction) and its controls; their measured "
-            "mean relative sizes ‖Δ_t‖/‖z_t‖ here: "
-            f"{measured}. Seed-paired differences in `{PAPER_METRIC[task]}`, 95% t CIs:", "",
+    section = regime_section(specs)
+    intro = section["intro"].format(sizes=_sizes_text(variants, section["sizes"]))
+    lead = f"Seed-paired differences in `{PAPER_METRIC[task]}`, 95% t CIs:"
+    return [f"### {section['title']}", "", f"{intro} {lead}" if intro else lead, "",
             *_table(["difference", "what it tests", "n", "mean", "95% CI", "reading"], rows)]
+
+
+def _sizes_text(variants: Mapping[str, list[Run]], patterns: Sequence[str]) -> str:
+    """The measured sizes of the variants a spec's pattern matches (`re.search`), in table order."""
+    sizes = variant_sizes(variants)
+    return ", ".join(f"`{v}` {_sci(sizes[v])}" for v in sorted(sizes, key=variant_order)
+                     if any(re.search(p, v) for p in patterns))
 
 
 def _matched_tables(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
@@ -258,10 +269,7 @@ def _matched_table(task: str, variants: Mapping[str, list[Run]], key: str, data:
 
 
 def _mean_ci_text(d: Mapping[str, Any]) -> str:
-    """``0.712 [0.690, 0.734]``; the mean alone where there is no interval (one seed)."""
-    if math.isnan(d["mean"]):
-        return "–"
-    return _fmt(d["mean"]) + ("" if math.isnan(d["low"]) else f" {_ci(d)}")
+    return format_mean_ci(d, missing=DASH)
 
 
 def _arm_lines(arm: Mapping[str, Any]) -> list[str]:
@@ -479,13 +487,13 @@ def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[R
     lines += _plain_choice(task, variants)
     lines += _equal_budget_section(task, variants, skey, data)
     lines += _budget_study_sections(key, variants, data, budget.spec_for(variants, specs), figures)
-    lines += _paired_table(task, variants, skey, data)
-    lines += _selection_paired_table(task, variants, skey, data)
+    lines += _paired_table(task, variants, skey, data, specs=specs)
+    lines += _selection_paired_table(task, variants, skey, data, specs)
     plain = reference_plain(variants, task)
     if plain:
         spread = _stat(variants[plain], PAPER_METRIC[task])["std"]
         lines += [f"Seed-to-seed spread of `{plain}` in `{PAPER_METRIC[task]}`: std {_fmt(spread)}.", ""]
-    lines += _regime_table(task, variants, key, data)
+    lines += _regime_table(task, variants, key, data, specs)
     lines += _matched_tables(task, variants, skey, data)
     lines += _activity_table(variants)
     smooth = smoothness_metrics(variants)
@@ -503,15 +511,13 @@ def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[R
     return lines
 
 
-# The comparisons the study exists for, repeated at the top of SUMMARY.md.
-_HEADLINE = ("sift-mtdnn − smart-mtdnn_no_bregman", "sift-mtdnn − smart-mtdnn")
-
-
-def _glance(groups: Groups) -> list[str]:
-    """SiFT − SMART in the paper's regime and pooled at matched size, per group that has them."""
+def _glance(groups: Groups, specs: Specs = ()) -> list[str]:
+    """The comparisons the studies exist for (their specs' ``headline`` regime rows) and SiFT −
+    SMART pooled at matched size, per group that has them."""
+    headline = {f"{a} − {b}" for a, b in regime_section(specs)["headline"]}
     rows = [[f"{r['task']}, {r['device']}, `{r['code']}`", f"`{r['difference'].replace(' − ', '` − `')}`",
              str(r["n"]), _fmt(r["mean"]), _ci({"low": r["ci_low"], "high": r["ci_high"]}), r["reading"]]
-            for r in regime_verdicts(groups) if r["difference"] in _HEADLINE and r["n"]]
+            for r in regime_verdicts(groups, specs) if r["difference"] in headline and r["n"]]
     rows += [[f"{r['task']}, {r['device']}, `{r['code']}`", f"SiFT − SMART at matched size, pooled over {r['smart']}"
               + (f" of the `{r['family']}_curve_eps<E>` curve" if r["family"] else ""),
               str(r["n"]), _fmt(r["mean"]), _ci({"low": r["ci_low"], "high": r["ci_high"]}), r["reading"]]
@@ -528,13 +534,14 @@ def render(groups: Groups, n_files: int, figures: Mapping[tuple, Sequence[str]] 
            specs: Sequence[Mapping[str, Any]] = ()) -> tuple[str, dict]:
     """SUMMARY.md's text and its numbers (``data``) for grouped runs; `figures` (per group, paths
     relative to SUMMARY.md) are linked under each group's heading; `specs`: study specs
-    (`siftkit.study.budget.load_spec`), each applied to the group that has its arms."""
+    (`siftkit.study.spec.load_spec`): an equal-budget spec applies to the group that has its arms,
+    the others' comparisons to every group that ran both of their variants."""
     lines = ["# siftkit results summary", "",
              f"Generated by `python -m siftkit summarize` from {n_files} results.json files in "
              f"{len(groups)} group(s) of comparable runs. " + INTRO, ""]
     data: dict[str, Any] = {"groups": {}, "paired": {}, "regime": {}, "matched": {}, "equal_budget": {},
                             "controls": {}, "tuned_curve": {}, "verdicts": {}}
-    lines += _glance(groups)
+    lines += _glance(groups, specs)
     for key, variants in groups.items():
         lines += _group_section(key, variants, data, (figures or {}).get(key, ()), specs)
     return "\n".join(lines).rstrip() + "\n", data
@@ -544,7 +551,7 @@ def summarize(paths: Iterable[str | Path], specs: Sequence[Mapping[str, Any]] | 
     """SUMMARY.md's text and data; `specs` default to the study specs at the top of the folders."""
     paths = list(paths)
     runs = load_runs(paths)
-    return render(group_runs(runs), len(runs), specs=budget.find_specs(paths) if specs is None else specs)
+    return render(group_runs(runs), len(runs), specs=find_specs(paths) if specs is None else specs)
 
 
 def _spec_title(task: str) -> str:
@@ -628,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs = load_runs(args.paths)
     groups = group_runs(runs)
-    specs = [budget.load_spec(f) for f in args.study] if args.study else budget.find_specs(args.paths)
+    specs = [load_spec(f) for f in args.study] if args.study else find_specs(args.paths)
     out = _out_path(args)
     fig_dir = Path(args.figures) if args.figures else out.parent / "figures"
     if not args.no_figures and fig_dir.exists() and not fig_dir.is_dir():
@@ -644,10 +651,10 @@ def main(argv: list[str] | None = None) -> int:
         from siftkit.study.figures import write_curves_by_group
 
         for key, variants in groups.items():
-            for path in write_group_figures(key, variants, fig_dir):
+            for path in write_group_figures(key, variants, fig_dir, specs):
                 print(f"wrote {path}")
                 figures.setdefault(key, []).append(Path(os.path.relpath(path, out.parent)).as_posix())
-        for key, path in write_curves_by_group(groups, fig_dir).items():
+        for key, path in write_curves_by_group(groups, fig_dir, specs).items():
             print(f"wrote {path}")
             figures.setdefault(key, []).append(Path(os.path.relpath(path, out.parent)).as_posix())
     text, _ = render(groups, len(runs), figures, specs)

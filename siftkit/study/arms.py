@@ -1,0 +1,197 @@
+"""Equal tuning budgets: the arms of a `sweep --grid` (``extra.arm``: an algorithm, or a control,
+at every point of one grid), each chosen on its validation metric over the seeds every point ran,
+the reference arm every other is measured against, and the seed-paired test differences at the
+chosen points. The test metric is read only at a chosen point: it never chooses."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable, Mapping, Sequence
+
+from siftkit.study.paper import PAPER_METRIC
+from siftkit.study.runs import Groups, Run, group_fields, is_number, per_seed, run_extra
+from siftkit.study.select import DEFAULT_SELECT_ON, check_select_on, format_grid_value, grid_label, select_point
+from siftkit.study.stats import mean_ci, paired_difference, reading
+from siftkit.study.tags import variant_order
+
+# The control fields and their defaults. A record written before a field existed lacks it and
+# ran with the default; `stage_cache_dir` is not here, as it cannot change a result.
+CONTROL_DEFAULTS: dict[str, Any] = {"reinit_head": False, "adv_stages": "all", "label_smoothing": 0.0,
+                                    "l2sp_weight": 0.0, "freeze_encoder": False, "early_stopping_patience": None}
+# The columns of `equal_budget_table` and `equal_budget_differences` rows.
+EQUAL_BUDGET_COLUMNS = ("task", "device", "code", "model", "arm", "tuned", "select_on", "points", "selection_seeds",
+                        "chosen", "chosen_variant", "n", "val_mean", "val_low", "val_high", "test_metric",
+                        "test_mean", "test_low", "test_high", "gap", "note")
+EQUAL_BUDGET_DIFF_COLUMNS = ("task", "device", "code", "model", "difference", "a_chosen", "b_chosen", "tuned",
+                             "select_on", "metric", "n", "mean", "ci_low", "ci_high", "reading")
+
+
+def has_control(runs: Iterable[Run]) -> bool:
+    """True when any run set a control field away from its default (missing = default)."""
+    return any(r.record["config"].get(name, default) != default
+               for r in runs for name, default in CONTROL_DEFAULTS.items())
+
+
+def _grid_sort_key(point: Mapping[str, Any]) -> tuple:
+    # Records without ``grid_index``: the points in order of their values (numbers numerically).
+    return tuple((0, v, "") if is_number(v) else (1, 0, format_grid_value(v)) for v in point.values())
+
+
+def grid_arms(variants: Mapping[str, Sequence[Run]]) -> dict[str, list[str]]:
+    """{arm: its grid-point variants in grid order} for the runs a sweep `--grid` planned
+    (``extra.arm`` and ``extra.grid``); arms in the order of `variant_order`."""
+    arms: dict[str, list[str]] = defaultdict(list)
+    for variant, recs in variants.items():
+        extra = run_extra(recs[0])
+        if extra.get("arm") and isinstance(extra.get("grid"), dict):
+            arms[str(extra["arm"])].append(variant)
+
+    def order(v: str) -> tuple:
+        extra = run_extra(variants[v][0])
+        index = extra.get("grid_index")
+        return (0, index, ()) if isinstance(index, int) else (1, 0, _grid_sort_key(extra["grid"]))
+
+    return {arm: sorted(vs, key=order) for arm, vs in sorted(arms.items(), key=lambda kv: variant_order(kv[0]))}
+
+
+def _tuned(variants: Mapping[str, Sequence[Run]], points: Sequence[str]) -> dict[str, list[Any]]:
+    """{field: its values in grid order} over an arm's points."""
+    tuned: dict[str, list[Any]] = {}
+    for v in points:
+        for name, value in run_extra(variants[v][0])["grid"].items():
+            if value not in tuned.setdefault(name, []):
+                tuned[name].append(value)
+    return tuned
+
+
+def tuned_text(tuned: Mapping[str, Sequence[Any]]) -> str:
+    """``learning_rate ∈ {2e-05, 0.0001}; adv_weight ∈ {1, 5}``."""
+    return "; ".join(f"{k} ∈ {{{', '.join(format_grid_value(x) for x in vs)}}}" for k, vs in tuned.items())
+
+
+def _arm_select_on(arm: str, runs: Sequence[Run], task: str) -> str:
+    names = sorted({str(run_extra(r).get("select_on") or DEFAULT_SELECT_ON[task]) for r in runs})
+    if len(names) > 1:
+        raise ValueError(f"arm {arm!r} was chosen on more than one metric ({', '.join(names)}) in one comparison "
+                         f"(task {runs[0].task}, code {runs[0].commit}): one arm, one select-on metric; e.g. "
+                         f"{runs[0].path} and {runs[-1].path}")
+    try:
+        return check_select_on(names[0], task)
+    except ValueError as exc:
+        raise ValueError(f"{runs[0].path}: extra.select_on: {exc}") from None
+
+
+def arm_selection(arm: str, variants: Mapping[str, Sequence[Run]], points: Sequence[str], task: str) -> dict[str, Any]:
+    """One arm's grid, its choice on the validation metric and the chosen point's numbers.
+
+    ``points``: per point (grid order) its variant, label, grid, the select-on statistics over the
+    selection seeds (of the grid runs: runs marked ``extra.chosen``, the `--then-seeds` runs at the
+    chosen point, are left out of the choice) and the seeds missing that metric. ``chosen``: the chosen variant or None.
+    ``val``/``test``: `mean_ci` of the select-on and the reported metric at the chosen point over
+    *all* its seeds (extra `--then-seeds` runs included); ``gap`` = val mean − test mean;
+    ``test_per_seed`` pairs the arm with others."""
+    runs = [r for v in points for r in variants[v]]
+    select_on, test_metric = _arm_select_on(arm, runs, task), PAPER_METRIC[task]
+    # The choice is made on the grid's runs only, as the sweep made it before it ran the
+    # chosen point's extra seeds: those runs can never change which point was chosen.
+    choice = select_point([per_seed([r for r in variants[v] if not run_extra(r).get("chosen")], select_on)
+                           for v in points])
+    rows = [{"variant": v, "label": grid_label(run_extra(variants[v][0])["grid"]),
+             "grid": dict(run_extra(variants[v][0])["grid"]), **choice["stats"][i], "missing": choice["missing"][i]}
+            for i, v in enumerate(points)]
+    chosen = None if choice["chosen"] is None else points[choice["chosen"]]
+    chosen_runs = variants[chosen] if chosen else []
+    val, test = _stat_of(chosen_runs, select_on), _stat_of(chosen_runs, test_metric)
+    return {"arm": arm, "algo": runs[0].algo, "base_tag": arm.partition("-")[2], "select_on": select_on,
+            "test_metric": test_metric, "tuned": _tuned(variants, points), "points": rows,
+            "selection_seeds": choice["seeds"], "chosen": chosen,
+            "chosen_label": rows[choice["chosen"]]["label"] if chosen else None,
+            "val": val, "test": test, "gap": val["mean"] - test["mean"],
+            "test_per_seed": per_seed(chosen_runs, test_metric), "control": has_control(runs)}
+
+
+def _stat_of(runs: Sequence[Run], metric: str) -> dict[str, Any]:
+    return {**mean_ci([r.metric(metric) for r in runs]), "seeds": sorted(r.seed for r in runs)}
+
+
+def reference_arm(arms: Sequence[Mapping[str, Any]]) -> tuple[str | None, str]:
+    """The arm every other is measured against: the plain arm with no control set (every
+    control field at its default); of several, the one whose base tag sorts first. Returns the
+    arm (or None) and a sentence saying which and why."""
+    plain = sorted((a for a in arms if a["algo"] == "plain" and not a["control"]), key=lambda a: a["base_tag"])
+    if not plain:
+        return None, "No plain arm without a control: no reference arm, so no arm-against-reference differences."
+    note = f"Reference arm: `{plain[0]['arm']}` (plain, every control field at its default)"
+    if len(plain) > 1:
+        others = ", ".join(f"`{a['arm']}`" for a in plain[1:])
+        note += (f"; {others} also qualif{'ies' if len(plain) == 2 else 'y'}, and the first base tag in sort "
+                 "order is used")
+    return plain[0]["arm"], note + "."
+
+
+def equal_budget(variants: Mapping[str, Sequence[Run]], task: str) -> dict[str, Any] | None:
+    """A group's equal-budget comparison, or None when no run came from a `--grid` sweep:
+    ``arms`` (`arm_selection` each), ``reference`` and its ``reference_note``, and
+    ``differences``: seed-paired differences of the reported metric at the chosen points, every
+    arm against the reference, then ``sift-<t>`` − ``smart-<t>`` for arms of one base tag."""
+    points = grid_arms(variants)
+    if not points:
+        return None
+    arms = [arm_selection(arm, variants, vs, task) for arm, vs in points.items()]
+    by_name = {a["arm"]: a for a in arms}
+    reference, note = reference_arm(arms)
+    pairs = [(a["arm"], reference) for a in arms if reference and a["arm"] != reference]
+    pairs += [(f"sift-{a['base_tag']}", a["arm"]) for a in arms
+              if a["algo"] == "smart" and f"sift-{a['base_tag']}" in by_name]
+    differences = []
+    for a, b in pairs:
+        d = paired_difference(by_name[a]["test_per_seed"], by_name[b]["test_per_seed"])
+        differences.append({"a": by_name[a], "b": by_name[b], **d})
+    return {"arms": arms, "reference": reference, "reference_note": note, "differences": differences}
+
+
+def diff_tuned(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
+    ta, tb = tuned_text(a["tuned"]), tuned_text(b["tuned"])
+    return ta if ta == tb else f"{a['arm']}: {ta}; {b['arm']}: {tb}"
+
+
+def equal_budget_table(groups: Groups) -> list[dict[str, Any]]:
+    """The equal-budget table as data: one row per arm of every group that has `--grid` runs
+    (`EQUAL_BUDGET_COLUMNS`; ``pd.DataFrame(rows, columns=EQUAL_BUDGET_COLUMNS)`` shows it)."""
+    rows = []
+    for key, variants in groups.items():
+        eb = equal_budget(variants, key[0])
+        for a in (eb or {}).get("arms", ()):
+            rows.append({**group_fields(key), "arm": a["arm"], "tuned": tuned_text(a["tuned"]), "select_on": a["select_on"],
+                         "points": len(a["points"]), "selection_seeds": a["selection_seeds"],
+                         "chosen": a["chosen_label"], "chosen_variant": a["chosen"], "n": a["test"]["n"],
+                         "val_mean": a["val"]["mean"], "val_low": a["val"]["low"], "val_high": a["val"]["high"],
+                         "test_metric": a["test_metric"], "test_mean": a["test"]["mean"], "test_low": a["test"]["low"],
+                         "test_high": a["test"]["high"], "gap": a["gap"], "note": choice_note(a)})
+    return rows
+
+
+def equal_budget_differences(groups: Groups) -> list[dict[str, Any]]:
+    """The seed-paired differences at chosen points as data (`EQUAL_BUDGET_DIFF_COLUMNS`)."""
+    rows = []
+    for key, variants in groups.items():
+        eb = equal_budget(variants, key[0])
+        for d in (eb or {}).get("differences", ()):
+            a, b = d["a"], d["b"]
+            rows.append({**group_fields(key), "difference": f"{a['arm']} − {b['arm']}", "a_chosen": a["chosen_label"],
+                         "b_chosen": b["chosen_label"], "tuned": diff_tuned(a, b),
+                         "select_on": a["select_on"] if a["select_on"] == b["select_on"]
+                         else f"{a['select_on']} / {b['select_on']}", "metric": a["test_metric"], "n": d["n"],
+                         "mean": d["mean"], "ci_low": d["low"], "ci_high": d["high"], "reading": reading(d)})
+    return rows
+
+
+def choice_note(arm: Mapping[str, Any]) -> str:
+    """Why points could not be chosen (missing validation metric), or that none could."""
+    notes = [f"{p['label']}: {arm['select_on']} missing for seed(s) {', '.join(map(str, p['missing']))}, "
+             "cannot be chosen" for p in arm["points"] if p["missing"]]
+    if not arm["selection_seeds"]:
+        notes.append("no seed is present at every grid point: nothing to choose on")
+    elif arm["chosen"] is None:
+        notes.append("no point can be chosen")
+    return "; ".join(notes)

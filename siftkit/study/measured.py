@@ -1,0 +1,95 @@
+"""What a run measured beside its reported metric: the perturbation's relative size and the
+regularizer's share of the objective (from the record, or its history for older runs), and which
+smoothness and per-source metrics a group's runs recorded; `runs_frame` puts them in one row per
+run for the figures."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from typing import Any, Mapping, Sequence
+
+from siftkit.study.runs import Run, is_number
+from siftkit.study.stats import mean_ci
+from siftkit.study.tags import curve_eps, curve_family
+
+SMOOTHNESS_METRIC = re.compile(r"^(?P<eval>.+)_smoothness_(?P<probe>.+)$")
+SOURCE_METRIC = re.compile(r"^uci_test_accuracy_(?P<source>[a-z]+)$")
+
+
+def _history_mean(run: Run, value) -> float:
+    xs = [v for v in (value(row) for row in run.record["history"]) if is_number(v) and math.isfinite(v)]
+    return statistics.fmean(xs) if xs else math.nan
+
+
+def relative_size(run: Run) -> float:
+    """Measured mean per-token ||Delta_t|| / ||z_t||: the run's ``mean_relative_perturbation``,
+    or, for runs recorded before that metric existed, the same mean over its history rows."""
+    value = run.metrics.get("mean_relative_perturbation")
+    if value is not None:
+        return float(value)
+    return _history_mean(run, lambda row: row.get("relative_perturbation"))
+
+
+def regularizer_share(run: Run) -> float:
+    """Mean over logged steps of adv_weight * R / loss (loss = the whole objective: task +
+    adv_weight * R + bregman_weight * Bregman), i.e. R's share of what the optimizer minimised."""
+    w = run.record["config"].get("adv_weight") or 0.0
+
+    def share(row: Mapping[str, Any]) -> float | None:
+        loss, r = row.get("loss"), row.get("adv_loss")
+        return None if not (is_number(loss) and is_number(r)) or loss <= 0 else w * r / loss
+
+    return _history_mean(run, share)
+
+
+def activity(run: Run) -> dict[str, float]:
+    """Mean over logged steps of weighted R / task loss and weighted Bregman / task loss."""
+    cfg = run.record["config"]
+    w, mu = cfg.get("adv_weight") or 0.0, cfg.get("bregman_weight") or 0.0
+
+    def over_task(key: str, weight: float):
+        def f(row):
+            task, v = row.get("task_loss"), row.get(key)
+            return None if not (is_number(task) and is_number(v)) or task <= 0 else weight * v / task
+        return f
+
+    return {"weighted_R_over_task": _history_mean(run, over_task("adv_loss", w)),
+            "weighted_bregman_over_task": _history_mean(run, over_task("bregman_loss", mu))}
+
+
+def variant_sizes(variants: Mapping[str, Sequence[Run]]) -> dict[str, float]:
+    """Mean measured relative size over seeds, per regularized variant."""
+    return {v: mean_ci([relative_size(r) for r in recs])["mean"]
+            for v, recs in variants.items() if recs[0].algo != "plain"}
+
+
+def smoothness_metrics(variants: Mapping[str, Sequence[Run]]) -> list[str]:
+    """The ``<eval>_smoothness_<probe>`` metrics the group's runs recorded, sorted."""
+    names = {k for recs in variants.values() for r in recs for k in r.metrics if SMOOTHNESS_METRIC.match(k)}
+    return sorted(names)
+
+
+def source_metrics(variants: Mapping[str, Sequence[Run]]) -> list[str]:
+    """The per-source UCI accuracies (``uci_test_accuracy_<source>``) the group's runs recorded."""
+    names = {k for recs in variants.values() for r in recs for k in r.metrics if SOURCE_METRIC.match(k)}
+    return sorted(names)
+
+
+def runs_frame(variants: Mapping[str, Sequence[Run]]):
+    """One row per run of a group: variant, algo, tag, seed, role (``line``: a size-curve run;
+    ``band``: plain; ``point``: any other regularized run), eps (curve runs), size (measured
+    relative perturbation), reg_share, and every metric the runs recorded."""
+    import pandas as pd
+
+    rows = []
+    for variant, recs in variants.items():
+        for r in recs:
+            eps = curve_eps(r.tag)
+            role = "band" if r.algo == "plain" else ("line" if eps is not None else "point")
+            rows.append({"variant": variant, "algo": r.algo, "tag": r.tag or "", "seed": r.seed, "role": role,
+                         "eps": eps, "family": curve_family(r.tag), "size": relative_size(r) if r.algo != "plain" else math.nan,
+                         "reg_share": regularizer_share(r) if r.algo != "plain" else math.nan,
+                         **{k: (math.nan if v is None else float(v)) for k, v in r.metrics.items()}})
+    return pd.DataFrame(rows)

@@ -1,0 +1,51 @@
+"""The plain variant a group's other variants are measured against: the untagged ``plain``, the
+reference arm's chosen point of an equal-budget study, or the tagged plain setting the
+selection metric picks (P1's learning rates)."""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+from siftkit.study.arms import equal_budget
+from siftkit.study.runs import SELECTION_METRIC, Run
+from siftkit.study.stats import mean_ci
+
+
+def reference_plain(variants: Mapping[str, Sequence[Run]], task: str) -> str | None:
+    """The plain variant the others are measured against: untagged ``plain`` when there is
+    one, else the tagged plain with the best mean selection metric (P1's learning rate by
+    in_domain_dev MCC). In a group with an equal-budget study, the reference arm's chosen point
+    (`budget_reference`): its plain variants are grid points and controls, not settings to pick among."""
+    plains = [v for v, recs in variants.items() if recs[0].algo == "plain"]
+    if "plain" in plains or not plains:
+        return "plain" if plains else None
+    chosen = budget_reference(variants, task)
+    if chosen:
+        return chosen
+    metric = SELECTION_METRIC[task]
+    return max(sorted(plains), key=lambda v: _finite(mean_ci([r.metric(metric) for r in variants[v]])["mean"]))
+
+
+def budget_reference(variants: Mapping[str, Sequence[Run]], task: str) -> str | None:
+    """The chosen variant of the group's reference arm (`equal_budget`), None without one."""
+    eb = equal_budget(variants, task)
+    if not eb or not eb["reference"]:
+        return None
+    return next(a for a in eb["arms"] if a["arm"] == eb["reference"])["chosen"]
+
+
+def _finite(x: float) -> float:
+    return -math.inf if math.isnan(x) else x
+
+
+def plain_for(variant: str, variants: Mapping[str, Sequence[Run]], task: str) -> str | None:
+    """The plain variant to compare `variant` with: ``plain-<t>`` when the variant's tag is
+    ``<t>`` or ends in ``_<t>`` (``smart-mtdnn_lr5e-05`` -> ``plain-lr5e-05``), else the reference."""
+    tag = variant.partition("-")[2]
+    for v, recs in variants.items():
+        t = recs[0].tag
+        if recs[0].algo == "plain" and t and tag and (tag == t or tag.endswith("_" + t)):
+            return v
+    return reference_plain(variants, task)
+
