@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Sampler
 from siftkit.run.checkpoint import (CHECKPOINT_DIR, CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
                                 save_checkpoint, set_rng_state)
 from siftkit.run.config import ALGO_DEFAULTS, RunConfig
-from siftkit.data.registry import DATASETS, resolve_data_dir, split_file_hashes
+from siftkit.data.folder import resolve_data_dir, split_file_hashes
+from siftkit.data.registry import DATASETS
 from siftkit.run.evaluation import evaluate, tokenize
 from siftkit.run.models import load_model
 from siftkit.run.objective import AdversarialLoss
@@ -469,12 +470,12 @@ def data_fingerprint(cfg: RunConfig, stages) -> dict[str, Any]:
         files.update(shift_data.file_hashes(cfg))
         rows.update({f"{s.name}/train": len(s.train) for s in stages})
         rows.update({f"{s.name}/{name}": len(ds) for s in stages for name, ds in s.evals.items()})
+    root = resolve_data_dir(cfg.data_dir)  # once: the hashes below read the folder the record names
     for name in TASK_DATASETS.get(cfg.task, ()):
-        files.update(split_file_hashes(name, cfg.data_dir))
+        files.update(split_file_hashes(name, root))
         rows.update({f"{name}/{split}": len(ds) for split, ds in data_module.load(name, cfg.data_dir).items()})
-    _say_unpublished(files, resolve_data_dir(cfg.data_dir))
-    return {"files": files, "rows": rows, "stages": [s.describe() for s in stages],
-            "root": str(resolve_data_dir(cfg.data_dir))}
+    _say_unpublished(files, root)
+    return {"files": files, "rows": rows, "stages": [s.describe() for s in stages], "root": str(root)}
 
 
 def _say_unpublished(files: dict[str, str], root: Path) -> None:
