@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 __all__ = [
@@ -46,8 +46,6 @@ class DatasetInfo:
     name: str
     splits: Mapping[str, tuple[str, ...]]
     files: tuple[DataFile, ...]
-    description: str = ""
-    extra_columns: tuple[str, ...] = field(default=())
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -68,8 +66,6 @@ DATASETS: dict[str, DatasetInfo] = {
             DataFile("cola/cola_public_README.txt",
                      "b056fc502a7820e87daf24520083c48951571fa12b2ef4f9707ff9ff08c0256e", 6570),
         ),
-        description="Corpus of Linguistic Acceptability v1.1 (raw TSV); 1 = acceptable.",
-        extra_columns=("source",),
     ),
     "twitter_hate": DatasetInfo(
         name="twitter_hate",
@@ -80,8 +76,6 @@ DATASETS: dict[str, DatasetInfo] = {
             DataFile("twitter_hate/test.csv",
                      "37d1766af69d706d87fbb65d585922046ba709a6b71b13caac5ebcb45edb9c4f", 1635543),
         ),
-        description="Analytics Vidhya Twitter hate speech; 1 = racist or sexist.",
-        extra_columns=("id",),
     ),
     "uci_sentiment": DatasetInfo(
         name="uci_sentiment",
@@ -102,8 +96,6 @@ DATASETS: dict[str, DatasetInfo] = {
             DataFile("uci_sentiment/readme.txt",
                      "736c26aa54e3614459e50314ece0698051f0923d108ed53938dcb1aa0483bfd4", 1070),
         ),
-        description="UCI Sentiment Labelled Sentences (Kotzias et al. 2015); 1 = positive.",
-        extra_columns=("source",),
     ),
 }
 

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from siftkit.run.checkpoint import (CHECKPOINT_DIR, CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint,
                                 set_rng_state)
-from siftkit.run.config import ALGO_DEFAULTS, RunConfig
+from siftkit.run.config import ALGO_DEFAULTS, DEFAULT_MODEL_NAME, RunConfig
 from siftkit.data.folder import resolve_data_dir, split_file_hashes
 from siftkit.data.registry import DATASETS
 from siftkit.run.evaluation import evaluate, tokenize
@@ -735,6 +735,6 @@ def _check_max_length(cfg: RunConfig, model, tokenizer) -> None:
     if getattr(config, "position_biased_input", True) and getattr(config, "max_position_embeddings", None):
         limits.append(int(config.max_position_embeddings))
     if limits and cfg.max_length > min(limits):
-        name = repr(cfg.model_name) if cfg.model_name is not None else "the offline default all-MiniLM-L6-v2"
+        name = repr(cfg.model_name) if cfg.model_name is not None else f"the offline default {DEFAULT_MODEL_NAME}"
         raise ValueError(f"max_length={cfg.max_length} is more than model {name} can take ({min(limits)} "
                          f"tokens); texts are truncated to max_length, so use max_length <= {min(limits)}")
