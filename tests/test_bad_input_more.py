@@ -18,7 +18,7 @@ from test_summary_regime import record as study_record
 from test_summary_regime import write as study_write
 
 import siftkit.run.training as training
-from siftkit.run import outdir
+from siftkit.run import diskspace, outdir
 from siftkit.run.checkpoint import CheckpointError, latest_checkpoint
 from siftkit.cli.main import main as cli_main
 from siftkit.run.config import RunConfig
@@ -412,7 +412,7 @@ def test_disk_full_at_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch):
         return real(obj, f, *a, **kw)
 
     monkeypatch.setattr(torch, "save", save)
-    monkeypatch.setattr(outdir.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 100, 0))
+    monkeypatch.setattr(diskspace.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 100, 0))
     msg = _error(_train, out, save_steps=1, kind=CheckpointError)
     ckpt = latest_checkpoint(out)
     assert ckpt is not None and ckpt.name == "step-0000001"

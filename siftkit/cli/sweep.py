@@ -61,7 +61,7 @@ from siftkit.cli import cluster
 from siftkit.cli.launch import run_one
 from siftkit.cli.args import field_overrides, parse_field_value
 from siftkit.run.config import ALGOS, SEED_MAX, RunConfig, _coerce
-from siftkit.run.records import RESULTS_FILE
+from siftkit.run.outdir import finished
 from siftkit.data.shift_spec import folder_name, parse_spec
 from siftkit.data.shift_spec import select_on as shift_select_on
 from siftkit.study.runs import load_run
@@ -165,7 +165,7 @@ class PlannedRun:
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / RESULTS_FILE).is_file()
+        return finished(self.run_dir)
 
     @property
     def runnable(self) -> bool:
@@ -332,7 +332,7 @@ def _chosen_run(cells: list[tuple[list[PlannedRun], dict[str, str], dict]], para
     """A `--then-seeds` run: its folder is fixed at plan time; it takes the chosen point's
     settings (and its full tag, so summarize pools it with that point) once every grid run of
     this algo has its results.json. Until then it waits."""
-    if (run_dir / RESULTS_FILE).is_file():
+    if finished(run_dir):
         return PlannedRun(algo, seed, run_dir, [])
     runs = [r for cell, _, _ in cells for r in cell]
     missing = sum(1 for r in runs if not r.done)

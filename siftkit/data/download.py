@@ -12,12 +12,15 @@ out of the official zip; everything else is a raw GitHub file at a pinned commit
 `download(base_urls={...})` redirects any source (the tests point them at a local server).
 
 `ensure_files` is the first-use path of `siftkit.data.loaders.load`: it checks a dataset's files
-in the per-user cache and calls `download` for those missing or corrupted.
+in the per-user cache and fetches those missing or corrupted. It is handed the folder that
+`siftkit.data.folder` located; only `download` itself, the entry point of
+``python -m siftkit download``, locates one.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import http.client
 import os
@@ -29,10 +32,10 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import IO, Iterable, Mapping
+from typing import IO, Callable, Iterable, Mapping
 
-from siftkit.data.registry import (DATASETS, DOWNLOAD_HINT, ENV_VAR, DataError, DataFile, _CHUNK, data_dir_candidate,
-                               sha256_file)
+from siftkit.data.folder import ENV_VAR, locate_data_dir, make_data_folder
+from siftkit.data.registry import DATASETS, DOWNLOAD_HINT, DataError, DataFile, _CHUNK, sha256_file
 
 __all__ = ["COLA_ZIP_SHA256", "FILES", "SOURCES", "download", "ensure_files", "main"]
 
@@ -113,17 +116,6 @@ def _mismatch(target: Path, spec: DataFile, actual: str, src: str) -> DataError:
     )
 
 
-def _make_data_folder(root: Path) -> None:
-    """Create the data folder, or say in one line why it cannot be (a file in its place,
-    a file above it, no permission) rather than fail deep inside the first file's mkdir."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        why = "it is a file, not a folder" if root.is_file() else (exc.strerror or str(exc))
-        raise DataError(f"cannot use {root} as the data folder: {why}; pass --data-dir a folder "
-                        f"(it is created if missing)") from None
-
-
 def download(
     data_dir: str | os.PathLike | None = None,
     *,
@@ -145,84 +137,121 @@ def download(
     Raises `DataError` (naming the file, and the expected and actual hash or the HTTP/URL
     error) on the first failure; files fetched before it stay in place.
     """
-    root = data_dir_candidate(data_dir)
-    _make_data_folder(root)
+    return _download_into(locate_data_dir(data_dir).path, base_urls=base_urls, force=force, timeout=timeout,
+                          cola_zip_sha256=cola_zip_sha256, names=names)
+
+
+def _download_into(root: Path, *, base_urls: Mapping[str, str] | None = None, force: bool = False,
+                   timeout: float = 60, cola_zip_sha256: str | None = COLA_ZIP_SHA256,
+                   names: Iterable[str] | None = None) -> list[Path]:
+    """`download` into the folder `root`, already located (it is created if missing)."""
+    root = make_data_folder(root)
+    sources = _sources(base_urls)
+    specs = _specs(names)
+    missing = [f.path for f in specs if f.path not in FILES]
+    assert not missing, f"no download source for {missing}"
+    with _ColaZip(sources["cola_zip"], timeout, cola_zip_sha256) as cola:
+        return [_fetch_file(root / spec.path, spec, sources, cola, force=force, timeout=timeout) for spec in specs]
+
+
+def _sources(base_urls: Mapping[str, str] | None) -> dict[str, str]:
+    """`SOURCES` (read at call time, so the tests can redirect it) with ``base_urls`` over it."""
     sources = dict(SOURCES)
     if base_urls:
         unknown = set(base_urls) - set(SOURCES)
         if unknown:
             raise ValueError(f"unknown source key(s) {sorted(unknown)}; known: {sorted(SOURCES)}")
         sources.update(base_urls)
+    return sources
 
-    specs = _specs(names)
-    missing = [f.path for f in specs if f.path not in FILES]
-    assert not missing, f"no download source for {missing}"
 
-    cola_zip: zipfile.ZipFile | None = None
-    zip_tmp: IO[bytes] | None = None
-    paths: list[Path] = []
-    try:
-        for spec in specs:
-            target = root / spec.path
-            key, sub = FILES[spec.path]
-            if target.is_file() and not force:
-                if sha256_file(target) == spec.sha256:
-                    print(f"{spec.path}: ok, already present")
-                    paths.append(target)
-                    continue
-                print(f"{spec.path}: present but sha256 differs, fetching again")
-            target.parent.mkdir(parents=True, exist_ok=True)
+class _ColaZip:
+    """The official CoLA zip, fetched once when the first CoLA file needs it (into an anonymous
+    temporary file) and checked against its sha256; closed when the download ends."""
 
-            if key == "cola_zip":
-                url = sources[key]
-                if cola_zip is None:
-                    zip_tmp = tempfile.TemporaryFile()
-                    actual = _fetch(url, zip_tmp, timeout, f"{target} (CoLA zip)")
-                    if cola_zip_sha256 is not None and actual != cola_zip_sha256:
-                        raise DataError(
-                            f"{url}: sha256 mismatch for the CoLA zip (needed for {target}): "
-                            f"expected {cola_zip_sha256}, got {actual}; nothing was written"
-                        )
-                    zip_tmp.seek(0)
-                    try:
-                        cola_zip = zipfile.ZipFile(zip_tmp)
-                    except zipfile.BadZipFile as exc:
-                        raise DataError(f"{url}: not a valid zip file ({exc})") from None
-                src = f"{url} member {sub}"
-                if sub not in cola_zip.namelist():
-                    raise DataError(f"{target}: {src} is not in the zip")
+    def __init__(self, url: str, timeout: float, sha256: str | None):
+        self.url, self.timeout, self.sha256 = url, timeout, sha256
+        self._file: IO[bytes] | None = None
+        self._zip: zipfile.ZipFile | None = None
 
-                def copy(out: IO[bytes], zf: zipfile.ZipFile = cola_zip, name: str = sub) -> None:
-                    with zf.open(name) as member:
-                        shutil.copyfileobj(member, out, _CHUNK)
-            else:
-                base = sources[key]
-                src = base + urllib.parse.quote(sub)
+    def __enter__(self) -> "_ColaZip":
+        return self
 
-                def copy(out: IO[bytes], url: str = src, what: str = str(target)) -> None:
-                    _fetch(url, out, timeout, what)
+    def __exit__(self, *exc) -> None:
+        if self._zip is not None:
+            self._zip.close()
+        if self._file is not None:
+            self._file.close()
 
-            out, tmp = _tmp_in(target.parent, target.name)
+    def open(self, target: Path) -> zipfile.ZipFile:
+        """The zip (fetched on the first call); `target` is the file it is needed for, named
+        in the errors."""
+        if self._zip is None:
+            self._file = tempfile.TemporaryFile()
+            actual = _fetch(self.url, self._file, self.timeout, f"{target} (CoLA zip)")
+            if self.sha256 is not None and actual != self.sha256:
+                raise DataError(
+                    f"{self.url}: sha256 mismatch for the CoLA zip (needed for {target}): "
+                    f"expected {self.sha256}, got {actual}; nothing was written"
+                )
+            self._file.seek(0)
             try:
-                with out:
-                    try:
-                        copy(out)
-                    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                        raise DataError(f"{target}: cannot extract {src}: {exc}") from None
-                actual = sha256_file(tmp)
-                if actual != spec.sha256:
-                    raise _mismatch(target, spec, actual, src)
-                _install(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
-            print(f"{spec.path}: fetched from {src}")
-            paths.append(target)
+                self._zip = zipfile.ZipFile(self._file)
+            except zipfile.BadZipFile as exc:
+                raise DataError(f"{self.url}: not a valid zip file ({exc})") from None
+        return self._zip
+
+
+def _fetch_file(target: Path, spec: DataFile, sources: Mapping[str, str], cola: _ColaZip, *, force: bool,
+                timeout: float) -> Path:
+    """One registry file into `target`: kept when already there with its sha256 (unless
+    `force`), else copied from its source (a zip member, or a URL) and verified."""
+    if target.is_file() and not force:
+        if sha256_file(target) == spec.sha256:
+            print(f"{spec.path}: ok, already present")
+            return target
+        print(f"{spec.path}: present but sha256 differs, fetching again")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    key, sub = FILES[spec.path]
+    if key == "cola_zip":
+        zf = cola.open(target)
+        src = f"{cola.url} member {sub}"
+        if sub not in zf.namelist():
+            raise DataError(f"{target}: {src} is not in the zip")
+        copy = functools.partial(_copy_member, zf, sub)
+    else:
+        src = sources[key] + urllib.parse.quote(sub)
+        copy = functools.partial(_copy_url, src, timeout=timeout, what=str(target))
+    _write_verified(target, spec, src, copy)
+    print(f"{spec.path}: fetched from {src}")
+    return target
+
+
+def _copy_member(zf: zipfile.ZipFile, name: str, out: IO[bytes]) -> None:
+    with zf.open(name) as member:
+        shutil.copyfileobj(member, out, _CHUNK)
+
+
+def _copy_url(url: str, out: IO[bytes], *, timeout: float, what: str) -> None:
+    _fetch(url, out, timeout, what)
+
+
+def _write_verified(target: Path, spec: DataFile, src: str, copy: Callable[[IO[bytes]], None]) -> None:
+    """`copy` into a temporary file beside `target`; moved into place only if its sha256 is
+    the registry's, so a failed or corrupted copy never leaves a partial file or replaces a good one."""
+    out, tmp = _tmp_in(target.parent, target.name)
+    try:
+        with out:
+            try:
+                copy(out)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise DataError(f"{target}: cannot extract {src}: {exc}") from None
+        actual = sha256_file(tmp)
+        if actual != spec.sha256:
+            raise _mismatch(target, spec, actual, src)
+        _install(tmp, target)
     finally:
-        if cola_zip is not None:
-            cola_zip.close()
-        if zip_tmp is not None:
-            zip_tmp.close()
-    return paths
+        tmp.unlink(missing_ok=True)
 
 
 def _specs(names: Iterable[str] | None) -> list[DataFile]:
@@ -256,8 +285,9 @@ def ensure_files(names: Iterable[str], root: str | os.PathLike, *, timeout: floa
     print(f"siftkit: fetching {', '.join(names)} into {root} (first use; verified by sha256)",
           file=sys.stderr)
     try:
-        # Module globals read at call time, so `download`'s sources stay the one table.
-        return download(root, names=names, timeout=timeout, cola_zip_sha256=COLA_ZIP_SHA256)
+        # Module globals read at call time, so `download`'s sources stay the one table; the
+        # folder is the one the loaders located, fetched into as it is (never located again).
+        return _download_into(root, names=names, timeout=timeout, cola_zip_sha256=COLA_ZIP_SHA256)
     except DataError as exc:
         raise DataError(
             f"the data for {', '.join(names)} are not in the cache {root} and could not be "

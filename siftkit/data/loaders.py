@@ -18,7 +18,7 @@ datasets: Windows line endings (CRLF) are read as line endings (a copy saved on 
 as the original does). Malformed input raises `DataError`,
 whose message names the file and, where it applies, the 1-based line number.
 
-The data folder is found by `siftkit.data.registry.resolve_data_dir`: the ``data_dir``
+The data folder is found by `siftkit.data.folder` (once per `load`): the ``data_dir``
 argument, else the ``SIFTKIT_DATA_DIR`` environment variable, else ``./data`` if it
 exists, else the per-user cache (``$XDG_CACHE_HOME/siftkit`` or ``~/.cache/siftkit``).
 Only the cache is filled on first use: `load` downloads the files it lacks there, checked
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import datasets
 
-from siftkit.data.registry import (DATASETS, DOWNLOAD_HINT, ENV_VAR, DataError, DataFile, DatasetInfo,
-                               locate_data_dir, resolve_data_dir)
 from siftkit.data.download import ensure_files
+from siftkit.data.folder import ENV_VAR, locate_data_dir, resolve_data_dir
+from siftkit.data.registry import DATASETS, DOWNLOAD_HINT, DataError, DataFile, DatasetInfo
 
 __all__ = [
     "DATASETS",
@@ -190,23 +190,6 @@ def _read_uci(path: Path) -> dict[str, list]:
     return cols
 
 
-def _check_not_a_dataset_folder(root: Path, info: DatasetInfo) -> None:
-    """data_dir one level too deep (``data/cola`` for ``data``): name the parent.
-
-    Otherwise the user is told a file is missing and to download what they already have.
-    """
-    if (root / info.files[0].path).exists():
-        return
-    for dataset in DATASETS.values():
-        for spec in dataset.files:
-            rel = Path(spec.path)
-            if (root / rel.name).is_file() and not (root / rel).exists():
-                raise DataError(
-                    f"data folder {root} holds {rel.name} itself: it looks like the {rel.parent} dataset "
-                    f"folder, one level too deep; set data_dir (or ${ENV_VAR}) to the folder above it, "
-                    f"{root.parent}")
-
-
 _READERS = {"cola": _read_cola, "twitter_hate": _read_twitter, "uci_sentiment": _read_uci}
 
 _FEATURES = {
@@ -246,12 +229,11 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> datasets.Datas
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    folder = locate_data_dir(data_dir)
+    folder = locate_data_dir(data_dir)  # decided once; the steps below are handed the result
     if folder.is_cache:
         ensure_files([name], folder.path)
-    root = resolve_data_dir(data_dir)
+    root = folder.usable_for(name)
     info = DATASETS[name]
-    _check_not_a_dataset_folder(root, info)
     reader = _READERS[name]
     features = _FEATURES[name]
     splits = {}

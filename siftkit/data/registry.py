@@ -1,44 +1,28 @@
-"""The dataset registry (every published file with its sha256) and where the data folder is.
+"""The dataset registry: every published file with its sha256 and size, and which files make up
+each split; `DataError`, the error every data problem raises.
 
-Shared by `siftkit.data.loaders` (which reads the files) and `siftkit.data.download` (which fetches
-them), so that neither imports the other's internals.
-
-The data folder, in order of precedence:
-
-1. the ``data_dir`` argument (``--data_dir``, a notebook's ``data_dir`` parameter);
-2. the ``SIFTKIT_DATA_DIR`` environment variable;
-3. ``./data``, if that folder exists (the kit's earlier default, still honoured);
-4. the per-user cache, ``$XDG_CACHE_HOME/siftkit`` else ``~/.cache/siftkit``.
-
-Only the cache (4) is filled on first use: `siftkit.data.loaders.load` downloads the files it
-lacks there, verified by sha256. Folders named by 1-3 are the user's and are only read.
+Read by `siftkit.data.folder` (where the data folder is and whether it can be used),
+`siftkit.data.loaders` (which reads the files) and `siftkit.data.download` (which fetches
+them), so that none imports another's internals. Nothing here touches the file system but
+`sha256_file`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Mapping
 
 __all__ = [
     "DATASETS",
     "DOWNLOAD_HINT",
-    "ENV_VAR",
     "DataError",
     "DataFile",
-    "DataFolder",
     "DatasetInfo",
-    "cache_dir",
-    "data_dir_candidate",
-    "locate_data_dir",
-    "resolve_data_dir",
     "sha256_file",
-    "split_file_hashes",
 ]
 
-ENV_VAR = "SIFTKIT_DATA_DIR"
 DOWNLOAD_HINT = "python -m siftkit download"
 
 
@@ -62,8 +46,6 @@ class DatasetInfo:
     name: str
     splits: Mapping[str, tuple[str, ...]]
     files: tuple[DataFile, ...]
-    description: str = ""
-    extra_columns: tuple[str, ...] = field(default=())
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -84,8 +66,6 @@ DATASETS: dict[str, DatasetInfo] = {
             DataFile("cola/cola_public_README.txt",
                      "b056fc502a7820e87daf24520083c48951571fa12b2ef4f9707ff9ff08c0256e", 6570),
         ),
-        description="Corpus of Linguistic Acceptability v1.1 (raw TSV); 1 = acceptable.",
-        extra_columns=("source",),
     ),
     "twitter_hate": DatasetInfo(
         name="twitter_hate",
@@ -96,8 +76,6 @@ DATASETS: dict[str, DatasetInfo] = {
             DataFile("twitter_hate/test.csv",
                      "37d1766af69d706d87fbb65d585922046ba709a6b71b13caac5ebcb45edb9c4f", 1635543),
         ),
-        description="Analytics Vidhya Twitter hate speech; 1 = racist or sexist.",
-        extra_columns=("id",),
     ),
     "uci_sentiment": DatasetInfo(
         name="uci_sentiment",
@@ -118,75 +96,8 @@ DATASETS: dict[str, DatasetInfo] = {
             DataFile("uci_sentiment/readme.txt",
                      "736c26aa54e3614459e50314ece0698051f0923d108ed53938dcb1aa0483bfd4", 1070),
         ),
-        description="UCI Sentiment Labelled Sentences (Kotzias et al. 2015); 1 = positive.",
-        extra_columns=("source",),
     ),
 }
-
-
-# --------------------------------------------------------------------------- the folder
-
-
-def cache_dir() -> Path:
-    """The per-user cache folder: ``$XDG_CACHE_HOME/siftkit``, else ``~/.cache/siftkit``."""
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    # The XDG spec says a relative value is invalid and must be ignored.
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "siftkit"
-
-
-@dataclass(frozen=True)
-class DataFolder:
-    """Where the data are read from, how that folder was chosen, and whether it is the cache."""
-
-    path: Path
-    how: str
-    is_cache: bool
-
-
-def locate_data_dir(data_dir: str | os.PathLike | None = None) -> DataFolder:
-    """The data folder by the precedence in this module's docstring (not checked to exist)."""
-    if data_dir is not None:
-        return DataFolder(Path(data_dir), "the data_dir argument", False)
-    env = os.environ.get(ENV_VAR)
-    if env is not None and not env.strip():
-        # As data_dir="" is refused: an empty value (an unset variable in `export X=$Y`) is a
-        # mistake, not "unset"; treating it as unset said "set SIFTKIT_DATA_DIR" and filled the cache.
-        raise DataError(f"${ENV_VAR} is set but empty ({env!r}); name the data folder in it, or unset it "
-                        f"(`unset {ENV_VAR}`) for the default")
-    if env:
-        return DataFolder(Path(env), f"${ENV_VAR}", False)
-    local = Path("data")
-    if local.is_dir():
-        return DataFolder(local, "./data in the working folder", False)
-    return DataFolder(cache_dir(), "the per-user cache", True)
-
-
-def data_dir_candidate(data_dir: str | os.PathLike | None = None) -> Path:
-    """The folder `resolve_data_dir` would use, without checking that it exists."""
-    return locate_data_dir(data_dir).path
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """Return the data folder: ``data_dir``, ``$SIFTKIT_DATA_DIR``, ``./data``, or the cache.
-
-    A folder named by ``data_dir`` or ``$SIFTKIT_DATA_DIR`` must exist (else `DataError`);
-    the per-user cache is returned even before its first download creates it.
-    """
-    folder = locate_data_dir(data_dir)
-    if not folder.is_cache and not folder.path.is_dir():
-        raise DataError(
-            f"data folder {shown_path(folder.path)} (from {folder.how}) does not exist or is not a folder; "
-            f"pass data_dir=..., set {ENV_VAR}, or fetch the data with `{DOWNLOAD_HINT}`"
-        )
-    return folder.path
-
-
-def shown_path(path: str | os.PathLike) -> str:
-    """A path as messages show it: quoted when it starts or ends with white space (a leading
-    space is invisible otherwise), as it is else."""
-    text = str(path)
-    return repr(text) if text != text.strip() or any(not ch.isprintable() for ch in text) else text
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -201,11 +112,3 @@ def sha256_file(path: str | os.PathLike) -> str:
             h.update(chunk)
     return h.hexdigest()
 
-
-def split_file_hashes(name: str, data_dir: str | os.PathLike | None = None) -> dict[str, str]:
-    """sha256 of every file dataset `name`'s splits read, keyed by path relative to the data
-    folder: what a run's records and the stage cache use to tell one copy of the data from
-    another (a user's folder may hold files that differ from the published ones)."""
-    root = resolve_data_dir(data_dir)
-    rels = sorted({rel for rels in DATASETS[name].splits.values() for rel in rels})
-    return {rel: sha256_file(root / rel) for rel in rels}

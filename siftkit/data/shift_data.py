@@ -249,8 +249,8 @@ def _warn_train_is_eval(spec: ShiftSpec) -> None:
 
 def file_hashes(cfg) -> dict[str, str]:
     """sha256 of every local file the spec reads, by the path as given (kit files: by
-    `siftkit.data.registry.split_file_hashes`, the same keys as P1's and P2's)."""
-    from siftkit.data.registry import split_file_hashes
+    `siftkit.data.folder.split_file_hashes`, the same keys as P1's and P2's)."""
+    from siftkit.data.folder import split_file_hashes
 
     spec = spec_of(cfg)
     out: dict[str, str] = {}

@@ -247,26 +247,17 @@ def prepare_output_dir(cfg: RunConfig) -> Path:
     in the message: an earlier results.json needs ``-p overwrite True`` (or another
     ``output_dir``), an interrupted run's checkpoints ``-p resume True``.
     """
-    from siftkit.run.checkpoint import list_checkpoints
-    from siftkit.run.outdir import missing_folders, remove_empty_folders
-    from siftkit.run.records import OutputDirError, check_output_dir
+    from siftkit.run.outdir import OutputDir, WaysOut
 
     hint = ("in this notebook set overwrite = True in the parameters cell, or run papermill with "
             "-p overwrite True (or -p output_dir <another folder>)")
-    created = missing_folders(cfg.output_dir)
-    try:
-        out = check_output_dir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
-    except OutputDirError as exc:
-        # The advice helps only where an earlier run's results.json is in the way (not for a
-        # folder that cannot be written, where overwrite changes nothing).
-        raise OutputDirError(f"{exc}; {hint}" if "already holds" in str(exc) else str(exc)) from None
+    # The advice helps only where an earlier run's files are in the way (not for a folder that
+    # cannot be written, where overwrite changes nothing).
+    ways_out = WaysOut(results=hint, checkpoints=f"holds checkpoints of an unfinished run; continue it with "
+                                                 f"-p resume True (resume = True in the parameters cell), or start "
+                                                 f"over: {hint}")
     # Only a check: train() makes the folder, and removes it again if the run fails.
-    remove_empty_folders(created)
-    if list_checkpoints(out) and not cfg.resume and not cfg.overwrite:
-        raise OutputDirError(
-            f"output_dir {str(out)!r} holds checkpoints of an unfinished run; continue it with "
-            f"-p resume True (resume = True in the parameters cell), or start over: {hint}")
-    return out
+    return OutputDir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume, ways_out=ways_out).preflight()
 
 
 def figures_dir(output_dir: str | Path) -> Path:

@@ -87,7 +87,7 @@ def save_checkpoint(accelerator, output_dir: str | Path, global_step: int, state
 def _write(obj: Any, file: Path, tmp: Path, output_dir) -> None:
     """torch.save, or remove the partial folder; a full disk is said as such (torch reports it
     as "enforce fail at inline_container.cc"). The last complete checkpoint stays."""
-    from siftkit.run.outdir import is_disk_full, no_space_message
+    from siftkit.run.diskspace import is_disk_full, no_space_message
 
     try:
         torch.save(obj, file)

@@ -39,6 +39,10 @@ ADV_RULES = ("projected", "mtdnn", "deberta", "seed_code")
 ADV_STAGES = ("all", "first", "last")
 # Experiment trackers a run can report to (through accelerate; siftkit.run.tracking).
 TRACKERS = ("tensorboard", "mlflow")
+# The model `model_name=None` means: the offline default `siftkit.run.models` loads. Named here,
+# with the field it is the default of, because this module imports nothing heavy: the study and
+# explore layers read it from recorded configs without loading torch (run.models imports it).
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
 # Published defaults per algorithm (DESIGN.md section 2).
 # SMART (Jiang et al. 2020): epsilon = noise std = 1e-5, step 1e-3, lambda_s = 1.
@@ -83,7 +87,7 @@ class RunConfig:
     shift: dict[str, Any] | None = None  # task="shift": the spec (siftkit.data.shift_spec), or the path of a YAML file
     # holding it (read at once: results.json records the mapping)
     algo: str = "plain"  # "plain", "smart" or "sift"
-    model_name: str | None = None  # Hub name or local path; None = offline all-MiniLM-L6-v2
+    model_name: str | None = None  # Hub name or local path; None = offline DEFAULT_MODEL_NAME
     data_dir: str | None = None  # dataset folder; None = $SIFTKIT_DATA_DIR, else ./data, else the user cache
     output_dir: str = "runs/default"  # where results.json, history.csv, checkpoints go
     overwrite: bool = False  # allow replacing an existing results.json in output_dir
@@ -498,7 +502,7 @@ _PATH_HINTS = {
     "stage_cache_dir": "name the cache folder, or leave stage_cache_dir unset (None) for no cache",
     "data_dir": "name the data folder, or leave data_dir unset (None) for the default",
     "model_name": "give a Hub name or a model folder, or leave model_name unset (None) for the offline "
-                  "default all-MiniLM-L6-v2",
+                  f"default {DEFAULT_MODEL_NAME}",
 }
 
 

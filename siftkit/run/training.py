@@ -15,7 +15,6 @@ in the middle of an epoch exact. Tokenization and the evaluations after each sta
 
 from __future__ import annotations
 
-import contextlib
 import math
 import shutil
 import sys
@@ -29,17 +28,18 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from siftkit.run.checkpoint import (CHECKPOINT_DIR, CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
-                                save_checkpoint, set_rng_state)
-from siftkit.run.config import ALGO_DEFAULTS, RunConfig
-from siftkit.data.registry import DATASETS, resolve_data_dir, split_file_hashes
+from siftkit.run.checkpoint import (CHECKPOINT_DIR, CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint,
+                                set_rng_state)
+from siftkit.run.config import ALGO_DEFAULTS, DEFAULT_MODEL_NAME, RunConfig
+from siftkit.data.folder import resolve_data_dir, split_file_hashes
+from siftkit.data.registry import DATASETS
 from siftkit.run.evaluation import evaluate, tokenize
 from siftkit.run.models import load_model
 from siftkit.run.objective import AdversarialLoss
-from siftkit.run.outdir import OutputDirLock, missing_folders, remove_empty_folders
+from siftkit.run.outdir import OutputDir
 from siftkit.data.stages import Stage
 from siftkit.run.protocols import build_stages
-from siftkit.run.records import OutputDirError, check_output_dir, environment_meta, write_results
+from siftkit.run.records import OutputDirError, environment_meta, write_results
 from siftkit.core.split import unwrap
 from siftkit.run.stage_cache import StageCache, adversarial_in_stage, stage_determinants, stage_key
 from siftkit.data import shift_data
@@ -166,37 +166,13 @@ def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> 
     """
     cfg = _as_config(cfg)
     start = time.time()
-    created = missing_folders(cfg.output_dir)
-    try:
-        out = check_output_dir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
+    folder = OutputDir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
+    with folder.prepared() as out:
         if accelerator is None:
             accelerator = _make_accelerator(cfg)
-        with _output_dir_lock(out, cfg, accelerator), tracking.tracked(cfg, out, accelerator):
+        with folder.locked(accelerator.is_main_process, lambda ok: _all_processes(accelerator, ok)), \
+                tracking.tracked(cfg, out, accelerator):
             return _train(cfg, out, accelerator, progress, start)
-    except BaseException:
-        remove_empty_folders(created)
-        raise
-
-
-@contextlib.contextmanager
-def _output_dir_lock(out: Path, cfg: RunConfig, accelerator) -> Iterator[None]:
-    """The main process locks `out`; every process fails if it could not."""
-    lock, error = None, None
-    if accelerator.is_main_process:
-        try:
-            lock = OutputDirLock.acquire(out)
-        except OutputDirError as exc:
-            error = exc
-    try:
-        if not _all_processes(accelerator, error is None):
-            raise error or OutputDirError(f"output_dir {str(out)!r} is in use by another run (the main "
-                                          f"process could not lock it)")
-        # Checked again under the lock: a run that held it may have finished meanwhile.
-        check_output_dir(out, overwrite=cfg.overwrite, resume=cfg.resume)
-        yield
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 @dataclass
@@ -286,12 +262,7 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
 def _check_before_loading(out: Path, cfg: RunConfig) -> list[Path]:
     """What can be refused before the data and the model are loaded; returns the checkpoints in `out`."""
     _check_model_folder(out, cfg)
-    existing = list_checkpoints(out)
-    if existing and not cfg.resume and not cfg.overwrite:
-        raise OutputDirError(
-            f"output_dir {str(out)!r} holds checkpoints of an earlier run; pass resume=True "
-            f"(--resume) to continue it, or overwrite=True to start over")
-    return existing
+    return OutputDir(out, overwrite=cfg.overwrite, resume=cfg.resume).earlier_checkpoints()
 
 
 def _prepare(cfg: RunConfig, out: Path, accelerator, progress: bool) -> RunState:
@@ -523,12 +494,12 @@ def data_fingerprint(cfg: RunConfig, stages) -> dict[str, Any]:
         files.update(shift_data.file_hashes(cfg))
         rows.update({f"{s.name}/train": len(s.train) for s in stages})
         rows.update({f"{s.name}/{name}": len(ds) for s in stages for name, ds in s.evals.items()})
+    root = resolve_data_dir(cfg.data_dir)  # once: the hashes below read the folder the record names
     for name in TASK_DATASETS.get(cfg.task, ()):
-        files.update(split_file_hashes(name, cfg.data_dir))
+        files.update(split_file_hashes(name, root))
         rows.update({f"{name}/{split}": len(ds) for split, ds in data_module.load(name, cfg.data_dir).items()})
-    _say_unpublished(files, resolve_data_dir(cfg.data_dir))
-    return {"files": files, "rows": rows, "stages": [s.describe() for s in stages],
-            "root": str(resolve_data_dir(cfg.data_dir))}
+    _say_unpublished(files, root)
+    return {"files": files, "rows": rows, "stages": [s.describe() for s in stages], "root": str(root)}
 
 
 def _say_unpublished(files: dict[str, str], root: Path) -> None:
@@ -876,6 +847,6 @@ def _check_max_length(cfg: RunConfig, model, tokenizer) -> None:
     if getattr(config, "position_biased_input", True) and getattr(config, "max_position_embeddings", None):
         limits.append(int(config.max_position_embeddings))
     if limits and cfg.max_length > min(limits):
-        name = repr(cfg.model_name) if cfg.model_name is not None else "the offline default all-MiniLM-L6-v2"
+        name = repr(cfg.model_name) if cfg.model_name is not None else f"the offline default {DEFAULT_MODEL_NAME}"
         raise ValueError(f"max_length={cfg.max_length} is more than model {name} can take ({min(limits)} "
                          f"tokens); texts are truncated to max_length, so use max_length <= {min(limits)}")

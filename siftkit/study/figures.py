@@ -34,6 +34,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from siftkit.run.config import DEFAULT_MODEL_NAME
 from siftkit.study import budget
 from siftkit.study.measured import runs_frame, smoothness_metrics
 from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS
@@ -440,7 +441,7 @@ def figure_prefix(key: tuple[str, str, str, str]) -> str:
     # A shift spec's group name holds ':' and '@' (shift:<name>@<hash>): slugged for a file name.
     task = _slug(task) if task.startswith("shift:") else task
     prefix = f"{task}_{_slug(device)}_{_slug(short_commit(commit))}"
-    if model != "all-MiniLM-L6-v2":  # the kit's default model keeps the names short
+    if model != DEFAULT_MODEL_NAME:  # the kit's default model keeps the names short
         prefix += f"_{_slug(Path(model).name)}"
     return prefix
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from siftkit.run.config import DEFAULT_MODEL_NAME
 from siftkit.run.records import RESULTS_FILE, load_results
 from siftkit.study.paper import PAPER_METRIC, TASK_METRICS
 from siftkit.study.select import DEFAULT_SELECT_ON
@@ -118,7 +119,7 @@ def run_from_record(record: dict[str, Any], path: Path | None = None) -> Run:
         raise ValueError(f"{where}: 'history' must be a list of objects (one per logged step)")
     _check_extra(cfg, where)
     _check_reported_metric(record["metrics"], task, where)
-    return Run(path=path, record=record, task=task, model=cfg.get("model_name") or "all-MiniLM-L6-v2",
+    return Run(path=path, record=record, task=task, model=cfg.get("model_name") or DEFAULT_MODEL_NAME,
                device=_device(meta), commit=meta.get("git_commit") or "unknown", algo=str(cfg["algo"]),
                tag=(cfg.get("extra") or {}).get("tag") or None, seed=cfg["seed"])
 

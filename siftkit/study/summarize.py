@@ -43,6 +43,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from siftkit.run.config import DEFAULT_MODEL_NAME
 from siftkit.run.records import HISTORY_FILE, RESULTS_FILE, atomic_write_text
 from siftkit.study import budget
 from siftkit.study.arms import choice_note, diff_tuned, equal_budget, tuned_text
@@ -581,7 +582,7 @@ def brief(paths: Iterable[str | Path]) -> str:
         name = ("P1 CoLA (out-of-domain dev MCC)" if task == "cola" else
                 f"P2 Twitter → UCI (accuracy on {_uci_test_share(variants)} UCI)" if task == "twitter_to_uci" else
                 f"{_spec_title(task)} ({PAPER_METRIC[task]})")
-        if model != "all-MiniLM-L6-v2":
+        if model != DEFAULT_MODEL_NAME:
             name += f", {model}"
         if tag:
             name += f", variants `*-{tag}`"

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from siftkit.run.config import RunConfig
+from siftkit.run.config import DEFAULT_MODEL_NAME, RunConfig
 from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
 from siftkit.study.runs import SETTINGS_THAT_MAY_DIFFER, Run, load_run, run_from_record
 from siftkit.study.stats import format_mean_std, mean_ci
@@ -29,7 +29,7 @@ STATS_COLUMNS = ("metric", "mean", "std", "n", "seeds", "differs", "paper_bert",
 def model_label(model_name: str | None) -> str:
     """A short name for a model: the offline default's, a random model's, a path's last part."""
     if model_name is None:
-        return "all-MiniLM-L6-v2"
+        return DEFAULT_MODEL_NAME
     name = str(model_name)
     return name if name.startswith("random:") else Path(name.rstrip("/")).name or name
 
