@@ -30,3 +30,14 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def smoke_params() -> Path:
     return REPO / "params" / "smoke.yaml"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Every test runs torch on one intra-op thread: tiny models on a shared CPU are several
+    times faster without thread contention, and exact comparisons do not depend on how many
+    threads split a reduction. Restored at the end of the session."""
+    from helpers import single_thread
+
+    with single_thread():
+        yield

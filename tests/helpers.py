@@ -26,14 +26,8 @@ TEXTS = (
 def single_thread():
     """Run torch on one intra-op thread (tiny models on a shared CPU are several times
     faster without thread contention); restores the previous setting afterwards.
-
-    In a test module::
-
-        @pytest.fixture(scope="module", autouse=True)
-        def _one_thread():
-            with single_thread():
-                yield
-    """
+    conftest.py applies it to the whole session; a test that changed the setting can use it
+    again locally."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

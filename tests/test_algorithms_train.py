@@ -8,19 +8,13 @@ import torch
 
 import siftkit.core.regularizers as regularizers
 import siftkit.run.training as training
-from helpers import TEXTS, make_batch, real_examples, single_thread, tiny_model
+from helpers import TEXTS, make_batch, real_examples, tiny_model
 from siftkit.run.config import RunConfig
 from siftkit.run.records import load_results
 from siftkit.run.objective import AdversarialLoss
 from siftkit.run.training import train
 
 REPO_PARAMS = "params/smoke.yaml"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture

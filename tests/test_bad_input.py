@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import copy_data_lines, make_batch, robustness_log, single_thread, tiny_model, tokenizer
+from helpers import copy_data_lines, make_batch, robustness_log, tiny_model, tokenizer
 
 import siftkit.run.evaluation as evaluation
 import siftkit.run.training as training
@@ -35,12 +35,6 @@ TINY = dict(model_name="random:bert", max_train_samples=4, max_eval_samples=4, p
 PIECES = {"cola/in_domain_train.tsv": 40, "cola/in_domain_dev.tsv": 20, "cola/out_of_domain_dev.tsv": 20,
           "twitter_hate/train.csv": 120, "uci_sentiment/amazon_cells_labelled.txt": 30,
           "uci_sentiment/imdb_labelled.txt": 30, "uci_sentiment/yelp_labelled.txt": 30}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import copy_data_lines, make_batch, robustness_log, single_thread, tiny_model
+from helpers import copy_data_lines, make_batch, robustness_log, tiny_model
 from test_summary_regime import record as study_record
 from test_summary_regime import write as study_write
 
@@ -33,12 +33,6 @@ TINY = dict(model_name="random:bert", max_train_samples=4, max_eval_samples=4, p
             per_device_eval_batch_size=4, uci_num_train_epochs=1, logging_steps=1, max_length=32, cpu=True)
 PIECES = {"twitter_hate/train.csv": 120, "uci_sentiment/amazon_cells_labelled.txt": 30,
           "uci_sentiment/imdb_labelled.txt": 30, "uci_sentiment/yelp_labelled.txt": 30}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 
 from siftkit.run.config import RunConfig
 from siftkit.run.training import train
@@ -45,14 +44,6 @@ def _comparable(output_dir: Path) -> dict:
     config = {k: v for k, v in record["config"].items() if k != "output_dir"}
     return {"config": config, "metrics": record["metrics"], "history": record["history"],
             "stages": record["stages"]}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

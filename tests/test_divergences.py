@@ -4,14 +4,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, kl_divergence
 
-from helpers import single_thread
 from siftkit.core.divergences import DIVERGENCES, get_divergence, js, kl, mse, symmetric_kl
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 NAMES = ("sym_kl", "kl", "js", "mse")

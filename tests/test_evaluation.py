@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 
 import siftkit.run.evaluation as evaluation
-from helpers import TEXTS, real_examples, single_thread, tiny_model, tokenizer
+from helpers import TEXTS, real_examples, tiny_model, tokenizer
 from siftkit.run.config import RunConfig
 from siftkit.run.evaluation import encoded, evaluate, length_batches, predict
 from siftkit.core.metrics import classification_metrics
@@ -18,12 +18,6 @@ from siftkit.run.protocols import build_stages
 from siftkit.core.smoothness import PROBE_SIZES, metric_name, probe_divergences
 from siftkit.core.split import EmbeddingSplit
 from siftkit.run.training import _make_accelerator
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def _cfg(smoke_params, **kw):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import TEXTS, make_batch, single_thread, tiny_model, tokenizer
+from helpers import TEXTS, make_batch, tiny_model, tokenizer
 
 from siftkit import RunConfig
 from siftkit.run.objective import AdversarialLoss
@@ -15,12 +15,6 @@ KNOBS = {
     "sift": dict(adv_noise_std=0.05, adv_epsilon=0.2, adv_step_size=0.05, adv_weight=2.0),
     "smart": dict(adv_noise_std=0.05, adv_epsilon=0.2, adv_step_size=0.05, bregman_weight=1.0, bregman_beta=0.5),
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def _args(tmp_path, **overrides):

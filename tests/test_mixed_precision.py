@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_batch, single_thread, tiny_model
+from helpers import make_batch, tiny_model
 
 from siftkit import SMART, EmbeddingSplit, RunConfig, SiFT
 from siftkit.core.regularizers import AdversarialRegularizer
@@ -21,9 +21,8 @@ SMOKE = Path(__file__).resolve().parents[1] / "params" / "smoke.yaml"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread_and_clean_state():
-    with single_thread():
-        yield
+def _clean_accelerator_state():
+    yield
     # Leave no bf16 AcceleratorState behind for other test modules in this process.
     from accelerate.state import AcceleratorState
 

@@ -12,16 +12,10 @@ import pytest
 import torch
 
 import siftkit.core.regularizers as regularizers
-from helpers import TEXTS, make_batch, single_thread, tiny_model
+from helpers import TEXTS, make_batch, tiny_model
 from siftkit.run.config import ALGO_DEFAULTS
 from siftkit.core.regularizers import REGULARIZERS
 from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit, model_inputs
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 ALGOS = ("smart", "sift")

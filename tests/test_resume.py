@@ -50,16 +50,6 @@ BASE = dict(task="twitter_to_uci", algo="smart", model_name="random:bert", max_t
             save_steps=1, seed=7, cpu=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Single-threaded torch: 3-4x faster on a shared 2-core machine, and the exact
-    comparisons do not depend on how many threads split a reduction."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 _log = robustness_log  # records what the user saw for docs/robustness.md
 
 

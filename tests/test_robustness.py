@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from helpers import robustness_log
 import siftkit.run.training as training
@@ -48,14 +47,6 @@ TINY = dict(model_name="random:bert", max_train_samples=4, max_eval_samples=4, p
 
 
 _log = robustness_log  # records what the user saw for docs/robustness.md
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -20,17 +20,11 @@ import torch.nn.functional as F
 
 import siftkit.core.regularizers as regularizers
 import siftkit.core.rules as rules
-from helpers import TEXTS, make_batch, single_thread, tiny_model
+from helpers import TEXTS, make_batch, tiny_model
 from siftkit.run.config import RunConfig
 from siftkit.core.regularizers import REGULARIZERS
 from siftkit.core.rules import ADV_RULES
 from siftkit.core.split import EmbeddingSplit
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 SEED = 123

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import robustness_log, single_thread
+from helpers import robustness_log
 
 from siftkit.run.config import RunConfig
 from siftkit.core.metrics import macro_f1, matthews_corrcoef, multiclass_mcc
@@ -33,12 +33,6 @@ POS = ["a lovely film", "great acting and a fine story", "I enjoyed every minute
        "a delight from start to end", "superb"]
 NEG = ["a dull film", "the plot made no sense", "I want my money back", "awful, truly",
        "boring from start to end", "dreadful"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def _csv(path: Path, header: str, rows: list[tuple]) -> str:

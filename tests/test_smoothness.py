@@ -6,18 +6,12 @@ from collections import Counter
 import pytest
 import torch
 
-from helpers import TEXTS, make_batch, single_thread, tiny_model
+from helpers import TEXTS, make_batch, tiny_model
 from siftkit.run.config import RunConfig
 from siftkit.run.protocols import uci_split
 from siftkit.core.smoothness import PROBE_SIZES, metric_name, probe_divergences, random_probe
 from siftkit.core.split import EmbeddingSplit
 from siftkit.run.training import train
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def test_probe_has_exactly_the_relative_size_and_spares_padding():

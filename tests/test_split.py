@@ -7,15 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import TEXTS, make_batch, single_thread, tiny_model
+from helpers import TEXTS, make_batch, tiny_model
 from siftkit.run.models import RANDOM_ARCHS
 from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit, UnsupportedModelError, model_inputs
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module", params=RANDOM_ARCHS)

@@ -14,7 +14,7 @@ import pytest
 
 import siftkit.run.tracking as tracking
 import siftkit.run.training as training
-from helpers import TEXTS, robustness_log, single_thread, tiny_model, tokenizer
+from helpers import TEXTS, robustness_log, tiny_model, tokenizer
 from siftkit.cli.args import config_from_args, config_parser as _config_parser
 from siftkit.run.config import RunConfig
 from siftkit.run.training import train
@@ -28,12 +28,6 @@ BASE = dict(task="twitter_to_uci", algo="sift", model_name="random:bert", max_tr
             max_eval_samples=8, per_device_train_batch_size=4, per_device_eval_batch_size=8,
             uci_num_train_epochs=2, learning_rate=1e-3, logging_steps=1, max_length=32, seed=5,
             cpu=True, eval_smoothness=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(autouse=True)
