@@ -55,7 +55,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import get_type_hints
+from typing import Callable, get_type_hints
 
 from siftkit.cli import cluster
 from siftkit.cli.launch import run_one
@@ -507,7 +507,7 @@ def _plan_lines(path: Path) -> list[str]:
                          f"{exc.start}: {exc.reason}); save the plan file as UTF-8") from None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main_parser() -> argparse.ArgumentParser:
     p = _sweep_parser()
     p.add_argument("--plan", default=None, help="a file of sweeps, one per line (replaces --params/--algos/...)")
     p.add_argument("--output-dir", "--output_dir", dest="output_dir", required=True)
@@ -518,26 +518,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index", type=int, default=None, metavar="I", help="run only entry I of --list")
     p.add_argument("--shard", default=None, metavar="i/N", help="run only entries i, i+N, i+2N, ... of --list")
     cluster.add_submitit_options(p)
-    args, rest = p.parse_known_args(argv)
+    return p
+
+
+def _planner(args: argparse.Namespace, rest: list[str]) -> Callable[[], list[PlannedRun]]:
+    """What plans the runs, from a plan file or from the options, after checking the options;
+    called again whenever a run ends (a waiting run may have become runnable)."""
     if not args.output_dir.strip():  # an unset shell variable: the runs would land in the current folder
         raise ValueError(f"--output-dir is empty ({args.output_dir!r}); name the sweep's folder, e.g. results/cpu")
     if args.stop_after is not None and not args.stop_after > 0:  # also NaN
         raise ValueError(f"--stop-after must be a number of seconds > 0, got {args.stop_after:g}; leave it out "
                          f"to run every planned run")
+    output_dir = Path(args.output_dir)
     if args.plan is not None:
         if rest:
             raise ValueError(f"--plan takes the runs from the file; unexpected options {' '.join(rest)}")
+        return lambda: plan_file(args.plan, output_dir)
+    if args.at_chosen is not None:
+        raise ValueError("--at-chosen takes the point another line's grid chose: use it in a plan file, "
+                         "after the --grid line of that arm")
+    return lambda: _plan_args(args, output_dir, rest)
 
-        def make_plan() -> list[PlannedRun]:
-            return plan_file(args.plan, Path(args.output_dir))
-    else:
-        if args.at_chosen is not None:
-            raise ValueError("--at-chosen takes the point another line's grid chose: use it in a plan file, "
-                             "after the --grid line of that arm")
 
-        def make_plan() -> list[PlannedRun]:
-            return _plan_args(args, Path(args.output_dir), rest)
-    planned = make_plan
+def _print_plan(runs: list[PlannedRun], dry_run: bool) -> None:
+    todo = [r for r in runs if not r.done]
+    waiting = [r for r in todo if r.waiting]
+    print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo) - len(waiting)} to run"
+          + (f", {len(waiting)} waiting for a grid to finish" if waiting else ""), flush=True)
+    if dry_run:
+        for r in runs:
+            print("done  " + str(r.run_dir) if r.done else
+                  f"wait  {r.run_dir}  ({r.waiting})" if r.waiting else "todo  " + str(r.run_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rest = _main_parser().parse_known_args(argv)
+    planned = _planner(args, rest)
     entries = cluster.select(planned(), index=args.index, shard=args.shard)
     if args.list:
         print(cluster.format_list(entries), flush=True)
@@ -546,44 +562,47 @@ def main(argv: list[str] | None = None) -> int:
         return cluster.submit(args, entries)
     if args.index is not None:
         return cluster.run_entry(*entries[0], Path(args.output_dir) / "logs")
+    make_plan = planned
     if args.shard is not None:
         # A shard keeps its entries when the queue plans again (the list's order is fixed).
         def make_plan() -> list[PlannedRun]:
             return [r for _, r in cluster.select(planned(), shard=args.shard)]
     runs = [r for _, r in entries]
-    todo = [r for r in runs if not r.done]
-    waiting = [r for r in todo if r.waiting]
-    print(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo) - len(waiting)} to run"
-          + (f", {len(waiting)} waiting for a grid to finish" if waiting else ""), flush=True)
+    _print_plan(runs, args.dry_run)
     if args.dry_run:
-        for r in runs:
-            print("done  " + str(r.run_dir) if r.done else
-                  f"wait  {r.run_dir}  ({r.waiting})" if r.waiting else "todo  " + str(r.run_dir))
         return 0
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    failed, not_started, tried = [], [], set()
-    first_waiting = [r for r in runs if r.waiting]
     log_dir = Path(args.output_dir) / "logs"
     deadline = None if args.stop_after is None else time.time() + args.stop_after
+    runs, failed, not_started = _run_queue(runs, make_plan, args.jobs, log_dir, deadline)
+    return _report(runs, failed, not_started, args.stop_after)
+
+
+def _run_queue(runs: list[PlannedRun], make_plan: Callable[[], list[PlannedRun]], jobs: int, log_dir: Path,
+               deadline: float | None) -> tuple[list[PlannedRun], list[PlannedRun], list[PlannedRun]]:
+    """Run the runnable runs, `jobs` at a time: a queue in plan order, planned again whenever a
+    run ends, so a run that was waiting (a chosen point, a control at another arm's chosen
+    point) starts as soon as what it waits for is finished, ahead of later lines. A run is
+    tried once per sweep (a failure is not retried); none starts after `deadline`.
+    Returns the runs as last planned, the failed ones and those not started."""
+    failed, not_started, tried = [], [], set()
+    first_waiting = {r.run_dir for r in runs if r.waiting}
 
     def attempt(run: PlannedRun):
         if deadline is not None and time.time() > deadline:
             return run, None, 0.0
         return run_one(run, log_dir)
 
-    # A queue in plan order, planned again whenever a run ends: a run that was waiting (a chosen
-    # point, a control at another arm's chosen point) starts as soon as what it waits for is
-    # finished, ahead of later lines. A run is tried once per sweep (a failure is not retried).
     running: dict = {}
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
         while True:
-            while len(running) < args.jobs:
+            while len(running) < jobs:
                 busy = {r.run_dir for r in running.values()}
                 nxt = next((r for r in runs if r.runnable and r.run_dir not in tried and r.run_dir not in busy), None)
                 if nxt is None:
                     break
-                if any(r.run_dir == nxt.run_dir for r in first_waiting):
+                if nxt.run_dir in first_waiting:
                     print(f"sweep: {nxt.run_dir} can start now that what it waited for is finished", flush=True)
                 tried.add(nxt.run_dir)
                 running[pool.submit(attempt, nxt)] = nxt
@@ -602,9 +621,15 @@ def main(argv: list[str] | None = None) -> int:
                     failed.append(run)
             if any(r.waiting for r in runs):
                 runs = make_plan()
+    return runs, failed, not_started
+
+
+def _report(runs: list[PlannedRun], failed: list[PlannedRun], not_started: list[PlannedRun],
+            stop_after: float | None) -> int:
+    """What is left undone, and the exit code: 1 if a run failed or runs wait for nothing that will come."""
     waiting = [r for r in runs if not r.done and r.waiting]
     if not_started:
-        print(f"sweep: {len(not_started)} run(s) not started (--stop-after {args.stop_after:g} s passed)"
+        print(f"sweep: {len(not_started)} run(s) not started (--stop-after {stop_after:g} s passed)"
               + (f" and {len(waiting)} run(s) waiting for a grid" if waiting else "")
               + "; rerun the same command to do them", flush=True)
     elif waiting:
