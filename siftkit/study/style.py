@@ -9,7 +9,8 @@ ALGO_COLORS = {"plain": "#7f7f7f", "smart": "#d62728", "sift": "#9467bd"}
 ALGO_LABELS = {"plain": "plain", "smart": "SMART", "sift": "SiFT"}
 
 # A metric as the y axis of a study figure (one line).
-METRIC_AXIS_LABELS = {"uci_test_accuracy": "UCI accuracy (held-out 90%)",
+# UCI test: the 90% of the pool after the training share, less the validation share (uci_val_size).
+METRIC_AXIS_LABELS = {"uci_test_accuracy": "UCI test accuracy",
                       "out_of_domain_dev_mcc": "CoLA out-of-domain dev MCC",
                       "reg_share": "λ·R / loss (regularizer's share of the objective)"}
 # A metric as the tick label of one run's bar (two lines); the bars follow this order.

@@ -504,7 +504,8 @@ def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[R
         "(lower = smoother; mean ± std over seeds):", variants, smooth,
         _sci_std)
     sources = source_metrics(variants)
-    lines += _metric_table("UCI accuracy per source (held-out 90%; mean ± std over seeds):", variants, sources,
+    lines += _metric_table(f"UCI accuracy per source (held-out {_uci_test_share(variants)}; mean ± std over seeds):",
+                           variants, sources,
                            lambda s: _fmt(s["mean"], s["std"]),
                            names=[SOURCE_METRIC.match(m).group("source") for m in sources])
     if not sources and task == "twitter_to_uci":
