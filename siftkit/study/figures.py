@@ -118,7 +118,7 @@ def _draw_curves(ax: Axes, lines: pd.DataFrame, y: str, logy: bool) -> None:
         seeds = f"n={n.min()}–{n.max()}" if n.min() != n.max() else f"n={n.min()}"
         sns.lineplot(data=sub, x="x", y=y, errorbar=_log_safe if logy else t_interval, marker="o",
                      color=ALGO_COLORS[algo], ax=ax, err_kws={"alpha": 0.18},
-                     label=f"{ALGO_LABELS[algo]} size curve, projected rule ({len(n)} sizes, {seeds})")
+                     label=f"{ALGO_LABELS[algo]} size curve, projected rule ({len(n)} size{'s' if len(n) != 1 else ''}, {seeds})")
 
 
 def _draw_band(ax: Axes, band: pd.Series, plain: str) -> str | None:
