@@ -23,7 +23,8 @@ import siftkit.run.evaluation as evaluation
 import siftkit.run.training as training
 from siftkit.cli.main import main as cli_main
 from siftkit.run.config import RunConfig
-from siftkit.data.loaders import DataError, load
+from siftkit.data.loaders import load
+from siftkit.data.registry import DataError
 from siftkit.run.models import ModelLoadError, build_random_model, load_model, load_tokenizer
 from siftkit.run.records import OutputDirError
 

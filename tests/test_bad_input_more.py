@@ -22,7 +22,8 @@ from siftkit.run import diskspace, outdir
 from siftkit.run.checkpoint import CheckpointError, latest_checkpoint
 from siftkit.cli.main import main as cli_main
 from siftkit.run.config import RunConfig
-from siftkit.data.loaders import DataError, load
+from siftkit.data.loaders import load
+from siftkit.data.registry import DataError
 from siftkit.data.registry import sha256_file
 from siftkit.run.records import OutputDirError
 

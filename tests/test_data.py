@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from siftkit.data.loaders import DATASETS, DataError, load, resolve_data_dir
+from siftkit.data.folder import resolve_data_dir
+from siftkit.data.loaders import load
+from siftkit.data.registry import DATASETS, DataError
 
 # ----------------------------------------------------------------------------- real files
 

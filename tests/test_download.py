@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from siftkit.data.loaders import DATASETS, DataError, load
+from siftkit.data.loaders import load
+from siftkit.data.registry import DATASETS, DataError
 from siftkit.data.download import FILES, SOURCES, download
 
 ALL_FILES = [f for info in DATASETS.values() for f in info.files]

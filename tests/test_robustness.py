@@ -24,7 +24,7 @@ from helpers import robustness_log
 import siftkit.run.training as training
 from siftkit.cli.main import main as cli_main
 from siftkit.run.config import RunConfig
-from siftkit.data.loaders import DataError
+from siftkit.data.registry import DataError
 from siftkit.run.models import ModelLoadError, load_tokenizer
 from siftkit.run.records import OutputDirError, write_results
 from siftkit.run.training import train

@@ -1,6 +1,6 @@
 """Fetch the dataset files from their canonical public locations, verified by sha256.
 
-`download` fetches every file listed in `siftkit.data.loaders.DATASETS` (data, test and README
+`download` fetches every file listed in `siftkit.data.registry.DATASETS` (data, test and README
 files) into the data folder, unless it is already there with the right hash. Each file
 is written to a temporary file in its target folder, checked against its sha256, and only
 then moved into place with `os.replace`; a failed or corrupted download raises

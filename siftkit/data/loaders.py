@@ -35,18 +35,10 @@ from pathlib import Path
 import datasets
 
 from siftkit.data.download import ensure_files
-from siftkit.data.folder import ENV_VAR, locate_data_dir, resolve_data_dir
-from siftkit.data.registry import DATASETS, DOWNLOAD_HINT, DataError, DataFile, DatasetInfo
+from siftkit.data.folder import ENV_VAR, locate_data_dir
+from siftkit.data.registry import DATASETS, DOWNLOAD_HINT, DataError
 
-__all__ = [
-    "DATASETS",
-    "DOWNLOAD_HINT",
-    "DataError",
-    "DataFile",
-    "DatasetInfo",
-    "load",
-    "resolve_data_dir",
-]
+__all__ = ["load"]
 
 # uci_sentiment file name -> value of the `source` column
 _UCI_SOURCES = {
