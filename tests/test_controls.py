@@ -131,6 +131,10 @@ def test_adv_stages_runs_the_regularizer_only_where_asked(tmp_path, monkeypatch,
     for row in record["history"]:
         assert (row["adv_loss"] > 0) == (row["stage"] in active), row
         assert (row["bregman_loss"] > 0) == (row["stage"] in active), row
+    # the run's measured size is the push's size where it acted, not diluted by the zeros elsewhere
+    acting = [row["relative_perturbation"] for row in record["history"] if row["stage"] in active]
+    assert record["metrics"]["mean_relative_perturbation"] == pytest.approx(sum(acting) / len(acting))
+    assert record["metrics"]["mean_relative_perturbation"] > 0
 
 
 # ----------------------------------------------------------------------------- L2-SP, label smoothing

@@ -20,7 +20,7 @@ from scipy import stats
 from siftkit.study.matched import matched_size_pairs, matched_size_table, pooled_difference
 from siftkit.study.measured import relative_size, runs_frame, variant_sizes
 from siftkit.study.regime import regime_pairs
-from siftkit.study.runs import group_runs, load_runs, per_seed
+from siftkit.study.runs import Run, group_runs, load_runs, per_seed
 from siftkit.study.stats import paired_difference, t_critical
 from siftkit.study.tags import curve_eps
 from siftkit.study.summarize import brief, summarize
@@ -512,3 +512,18 @@ def test_a_matched_pair_missing_seeds_is_not_pooled(study_dir):
     assert rows["sift-curve_eps0.1"]["pooled"] is False and rows["sift-curve_eps0.3"]["pooled"] is True
     text, _ = summarize([study_dir])
     assert "too few seeds for an interval; not pooled (missing seeds)" in text
+
+
+def test_a_push_acting_in_one_stage_is_measured_where_it_acted_even_in_older_records():
+    rec = record("sift", 1, tag="ctl_stages_first", size=0.3)
+    for row in rec["history"]:
+        if row["stage"] == "uci":
+            row["relative_perturbation"] = 0.0  # where adv_stages leaves the regularizer off
+    # an older record: its mean_relative_perturbation averaged in the zeros of the stage without R
+    rec["metrics"]["mean_relative_perturbation"] = float(np.mean([r["relative_perturbation"] for r in rec["history"]]))
+    rec["stages"] = [{"name": "twitter", "adversarial": True}, {"name": "uci", "adversarial": False}]
+    run = Run(None, rec, "twitter_to_uci", "m", "cpu", COMMIT, "sift", "ctl_stages_first", 1)
+    want = np.mean([r["relative_perturbation"] for r in rec["history"] if r["stage"] == "twitter"])
+    assert relative_size(run) == pytest.approx(want) and want > 1.5 * rec["metrics"]["mean_relative_perturbation"]
+    rec["stages"][1]["adversarial"] = True  # acting everywhere: the recorded mean is the size
+    assert relative_size(run) == rec["metrics"]["mean_relative_perturbation"]

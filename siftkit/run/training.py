@@ -117,15 +117,20 @@ def _collator(tokenizer):
     return DataCollatorWithPadding(tokenizer)
 
 
-def perturbation_summary(history: list[dict[str, Any]]) -> dict[str, float]:
+def perturbation_summary(history: list[dict[str, Any]], acting_stages: set[str] | None = None) -> dict[str, float]:
     """The run's mean per-token perturbation over its logged steps (0 for plain): the x
     axis on which runs of different rules and sizes are compared; and the mean cosine
-    between delta and the ascent gradient (how adversarial the push was)."""
+    between delta and the ascent gradient (how adversarial the push was).
+
+    `acting_stages`: the stages in which the regularizer ran (``adv_stages``). Only their
+    rows count, so that a push acting in one stage is measured at its own size, not
+    averaged with the zeros logged where it is off. None or empty: every row (plain)."""
+    rows = [row for row in history if row.get("stage") in acting_stages] if acting_stages else history
     out = {}
     for key in ("relative_perturbation", "perturbation_norm", "ascent_cosine"):
-        if not any(key in row for row in history):
+        if not any(key in row for row in rows):
             continue  # ascent_cosine: only runs with a regularizer log it
-        values = [row[key] for row in history if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
+        values = [row[key] for row in rows if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
         out[f"mean_{key}"] = sum(values) / len(values) if values else float("nan")
     return out
 
@@ -357,7 +362,9 @@ def _stage_from_cache(stage_index: int, run: RunState, cache: StageCache, key: s
 def _record(run: RunState, keys: list[str | None], resumed_from: str | None, start: float) -> dict[str, Any]:
     """results.json's content: the run's settings, metrics, history and stages, and `meta`."""
     cfg, accelerator = run.cfg, run.accelerator
-    summary = perturbation_summary(run.history)
+    n = len(run.stages)
+    acting = {s.name for i, s in enumerate(run.stages) if adversarial_in_stage(cfg, i, n)}
+    summary = perturbation_summary(run.history, acting)
     run.metrics.update(summary)
     tracking.log_metrics(accelerator, summary, run.position["global_step"])
     described = [s.describe() for s in run.stages]

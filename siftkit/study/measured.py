@@ -18,18 +18,30 @@ SMOOTHNESS_METRIC = re.compile(r"^(?P<eval>.+)_smoothness_(?P<probe>.+)$")
 SOURCE_METRIC = re.compile(r"^uci_test_accuracy_(?P<source>[a-z]+)$")
 
 
-def _history_mean(run: Run, value) -> float:
-    xs = [v for v in (value(row) for row in run.record["history"]) if is_number(v) and math.isfinite(v)]
+def _history_mean(run: Run, value, stages: set[str] | None = None) -> float:
+    rows = [row for row in run.record["history"] if stages is None or row.get("stage") in stages]
+    xs = [v for v in (value(row) for row in rows) if is_number(v) and math.isfinite(v)]
     return statistics.fmean(xs) if xs else math.nan
 
 
+def acting_stages(run: Run) -> set[str] | None:
+    """The stages in which the run's regularizer acted, when that is only some of them
+    (``adv_stages first`` or ``last``); None when it acted in every stage (or in none)."""
+    stages = run.record.get("stages") or []
+    acting = {s["name"] for s in stages if s.get("adversarial")}
+    return acting if acting and len(acting) < len(stages) else None
+
+
 def relative_size(run: Run) -> float:
-    """Measured mean per-token ||Delta_t|| / ||z_t||: the run's ``mean_relative_perturbation``,
-    or, for runs recorded before that metric existed, the same mean over its history rows."""
+    """Measured mean per-token ||Delta_t|| / ||z_t|| over the steps where the push acted: the
+    run's ``mean_relative_perturbation``, or, for runs recorded before that metric existed, the
+    same mean over its history rows. A run whose regularizer acted in some stages only is
+    measured over those stages' rows (older records averaged in the zeros of the others)."""
+    acting = acting_stages(run)
     value = run.metrics.get("mean_relative_perturbation")
-    if value is not None:
+    if value is not None and acting is None:
         return float(value)
-    return _history_mean(run, lambda row: row.get("relative_perturbation"))
+    return _history_mean(run, lambda row: row.get("relative_perturbation"), acting)
 
 
 def regularizer_share(run: Run) -> float:

@@ -436,7 +436,8 @@ def _activity_table(variants: Mapping[str, list[Run]]) -> list[str]:
     if not rows:
         return []
     return ["Regularizer activity (means over all logged steps and seeds; the size is the run's "
-            "`mean_relative_perturbation`, or the same mean over its history for older runs; "
+            "`mean_relative_perturbation`, or the same mean over its history for older runs, over the "
+            "stages the push acted in (`adv_stages`); "
             "λ·R / loss is R's share of the whole objective):", "",
             *_table(["variant", "‖Δ_t‖ / ‖z_t‖", "λ·R / loss", "λ·R / task loss", "μ·Bregman / task loss",
                      "skipped steps"], rows)]
