@@ -213,6 +213,57 @@ def test_controls_table_against_the_reference_and_the_partner(eb_dir):
     assert not rows["control"].str.contains("tuned_curve|eb_size").any()
 
 
+def test_a_controls_own_grid_is_no_arm_of_the_comparison_and_is_read_among_the_controls(eb_dir):
+    from siftkit.study.arms import equal_budget_differences, equal_budget_table
+
+    key, variants = _group(eb_dir)
+    eb = equal_budget(variants, "twitter_to_uci")
+    assert [a["arm"] for a in eb["compared"]] == ["plain-eb", "smart-eb_size0.3", "sift-eb_size0.3"]
+    (grid,) = eb["control_grids"]
+    assert grid["arm"] == "plain-ctl_l2sp" and grid["at"] == "plain-eb" and grid["chosen_label"] == "l2sp_weight0.01"
+    groups = {key: variants}
+    assert "plain-ctl_l2sp" not in {r["arm"] for r in equal_budget_table(groups)}
+    assert not any("l2sp" in r["difference"] for r in equal_budget_differences(groups))
+    text, _ = summarize([eb_dir])
+    table_line = next(line for line in text.splitlines() if line.startswith("**The equal-budget table**"))
+    assert "budgets differ" not in table_line  # its 3 weights on top of plain's 4 rates are no other budget
+    assert ("Not arms of this comparison: `plain-ctl_l2sp` tuned l2sp_weight ∈ {0.001, 0.01, 0.1} at `plain-eb`'s "
+            "chosen point and chose `l2sp_weight0.01`") in text
+    rows = budget.control_rows(key, variants)
+    assert [r["against"] for r in rows if r["control"] == "plain-ctl_l2sp__l2sp_weight0.01"] == [
+        "plain-eb__uci_learning_rate0.0001"]
+
+
+def test_a_listed_control_that_varies_a_rule_is_paired_with_its_algorithm_at_the_same_point(tmp_path):
+    root = equal_budget_study(tmp_path / "runs")
+    # SMART at its defaults on plain's grid, and the mtdnn rule at plain's chosen rate
+    grid_arm(root, "smart", "eb_default", {}, lambda x, s: 0.8 - abs(math.log10(x / 5e-5)) * 0.1,
+             lambda x, s: 0.86 + wobble(s, 9))
+    at_chosen(root, "smart", "ctl_mtdnn", {"adv_rule": "mtdnn", "adv_epsilon": None}, lambda s: 0.88 + wobble(s, 11))
+    key, variants = _group(root)
+    tests = "the public codes' rule"
+    spec = {"controls": {"ctl_mtdnn": {"tests": tests, "varies": ["adv_rule", "adv_epsilon"]}}}
+    rows = [r for r in budget.control_rows(key, variants, spec) if r["control"] == "smart-ctl_mtdnn"]
+    assert [(r["against"], r["against_is"]) for r in rows] == [
+        ("plain-eb__uci_learning_rate0.0001", "reference"),
+        ("smart-eb_default__uci_learning_rate0.0001", "uncontrolled")]
+    assert rows[1]["n"] == 3 and rows[1]["mean"] == pytest.approx(
+        sum(0.88 + wobble(s, 11) - 0.86 - wobble(s, 9) for s in (1, 2, 3)) / 3)
+    assert rows[1]["sets"] == "adv_rule mtdnn, adv_epsilon none" and rows[1]["what it tests"] == tests
+    # listed by its text alone, it varies no field: no partner, only tuned plain
+    only_text = {"controls": {"ctl_mtdnn": tests}}
+    assert [r["against_is"] for r in budget.control_rows(key, variants, only_text)
+            if r["control"] == "smart-ctl_mtdnn"] == ["reference"]
+
+
+@pytest.mark.parametrize("entry", ["{tests: 3}", "{varies: adv_rule}", "{tests: x, why: y}", "[adv_rule]"])
+def test_a_bad_listed_control_is_refused_naming_its_tag(tmp_path, entry):
+    bad = tmp_path / "bad_study.yaml"
+    bad.write_text(f"controls:\n  ctl_x: {entry}\n")
+    with pytest.raises(ValueError, match="bad_study.yaml: controls: ctl_x: must be the text of what it tests"):
+        load_spec(bad)
+
+
 def test_in_an_equal_budget_group_the_reference_plain_is_the_reference_arms_chosen_point(eb_dir):
     _, variants = _group(eb_dir)
     assert reference_plain(variants, "twitter_to_uci") == "plain-eb__uci_learning_rate0.0001"

@@ -107,7 +107,15 @@ def arm_selection(arm: str, variants: Mapping[str, Sequence[Run]], points: Seque
             "selection_seeds": choice["seeds"], "chosen": chosen,
             "chosen_label": rows[choice["chosen"]]["label"] if chosen else None,
             "val": val, "test": test, "gap": val["mean"] - test["mean"],
-            "test_per_seed": per_seed(chosen_runs, test_metric), "control": has_control(runs)}
+            "test_per_seed": per_seed(chosen_runs, test_metric), "control": has_control(runs),
+            "at": _taken_from(runs)}
+
+
+def _taken_from(runs: Sequence[Run]) -> str | None:
+    """The arm at whose chosen point this arm's grid ran (``extra.at_chosen.arm``: a control
+    with a grid of its own, such as an L2-SP weight at tuned plain's rate), else None."""
+    taken = run_extra(runs[0]).get("at_chosen")
+    return str(taken["arm"]) if isinstance(taken, dict) and taken.get("arm") else None
 
 
 def _stat_of(runs: Sequence[Run], metric: str) -> dict[str, Any]:
@@ -131,23 +139,28 @@ def reference_arm(arms: Sequence[Mapping[str, Any]]) -> tuple[str | None, str]:
 
 def equal_budget(variants: Mapping[str, Sequence[Run]], task: str) -> dict[str, Any] | None:
     """A group's equal-budget comparison, or None when no run came from a `--grid` sweep:
-    ``arms`` (`arm_selection` each), ``reference`` and its ``reference_note``, and
-    ``differences``: seed-paired differences of the reported metric at the chosen points, every
-    arm against the reference, then ``sift-<t>`` − ``smart-<t>`` for arms of one base tag."""
+    ``arms`` (`arm_selection` each); ``compared``, the arms of the comparison itself, and
+    ``control_grids``, the arms whose grid ran at another arm's chosen point (a control tuned
+    on top of that arm's budget: it is read in the controls, at its chosen point, not here);
+    ``reference`` and its ``reference_note``; and ``differences``: seed-paired differences of
+    the reported metric at the chosen points, every compared arm against the reference, then
+    ``sift-<t>`` − ``smart-<t>`` for arms of one base tag."""
     points = grid_arms(variants)
     if not points:
         return None
     arms = [arm_selection(arm, variants, vs, task) for arm, vs in points.items()]
-    by_name = {a["arm"]: a for a in arms}
-    reference, note = reference_arm(arms)
-    pairs = [(a["arm"], reference) for a in arms if reference and a["arm"] != reference]
-    pairs += [(f"sift-{a['base_tag']}", a["arm"]) for a in arms
+    compared = [a for a in arms if a["at"] is None]
+    by_name = {a["arm"]: a for a in compared}
+    reference, note = reference_arm(compared)
+    pairs = [(a["arm"], reference) for a in compared if reference and a["arm"] != reference]
+    pairs += [(f"sift-{a['base_tag']}", a["arm"]) for a in compared
               if a["algo"] == "smart" and f"sift-{a['base_tag']}" in by_name]
     differences = []
     for a, b in pairs:
         d = paired_difference(by_name[a]["test_per_seed"], by_name[b]["test_per_seed"])
         differences.append({"a": by_name[a], "b": by_name[b], **d})
-    return {"arms": arms, "reference": reference, "reference_note": note, "differences": differences}
+    return {"arms": arms, "compared": compared, "control_grids": [a for a in arms if a["at"] is not None],
+            "reference": reference, "reference_note": note, "differences": differences}
 
 
 def diff_tuned(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
@@ -156,12 +169,13 @@ def diff_tuned(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
 
 
 def equal_budget_table(groups: Groups) -> list[dict[str, Any]]:
-    """The equal-budget table as data: one row per arm of every group that has `--grid` runs
-    (`EQUAL_BUDGET_COLUMNS`; ``pd.DataFrame(rows, columns=EQUAL_BUDGET_COLUMNS)`` shows it)."""
+    """The equal-budget table as data: one row per compared arm of every group that has `--grid`
+    runs (`EQUAL_BUDGET_COLUMNS`; ``pd.DataFrame(rows, columns=EQUAL_BUDGET_COLUMNS)`` shows it).
+    A control's own grid is not an arm of the comparison: it is in `controls_table`."""
     rows = []
     for key, variants in groups.items():
         eb = equal_budget(variants, key[0])
-        for a in (eb or {}).get("arms", ()):
+        for a in (eb or {}).get("compared", ()):
             rows.append({**group_fields(key), "arm": a["arm"], "tuned": tuned_text(a["tuned"]), "select_on": a["select_on"],
                          "points": len(a["points"]), "selection_seeds": a["selection_seeds"],
                          "chosen": a["chosen_label"], "chosen_variant": a["chosen"], "n": a["test"]["n"],

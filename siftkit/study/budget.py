@@ -31,6 +31,7 @@ from siftkit.study.paper import PAPER_METRIC
 from siftkit.study.runs import (SETTINGS_THAT_MAY_DIFFER, Groups, Run, config_defaults, group_fields, per_seed,
                                 recorded_setting, run_extra)
 from siftkit.study.select import format_grid_value, grid_label
+from siftkit.study.spec import listed_control
 from siftkit.study.stats import mean_ci, paired_difference, reading
 from siftkit.study.tags import curve_eps, curve_family, variant_order
 
@@ -97,8 +98,8 @@ def what_it_tests(settings: Mapping[str, Any]) -> str:
 
 
 def settings_text(settings: Mapping[str, Any]) -> str:
-    return ", ".join(f"{'adv_steps 0, adv_noise_std' if n == 'noise' else n} {format_grid_value(v)}"
-                     for n, v in settings.items())
+    return ", ".join(f"{'adv_steps 0, adv_noise_std' if n == 'noise' else n} "
+                     f"{'none' if v is None else format_grid_value(v)}" for n, v in settings.items())
 
 
 def _same_config(a: Run, b: Run, ignore: set[str]) -> bool:
@@ -108,20 +109,22 @@ def _same_config(a: Run, b: Run, ignore: set[str]) -> bool:
     return all(recorded_setting(ca, n, defaults) == recorded_setting(cb, n, defaults) for n in names)
 
 
-def uncontrolled_partner(variant: str, variants: Mapping[str, Sequence[Run]]) -> str | None:
+def uncontrolled_partner(variant: str, variants: Mapping[str, Sequence[Run]],
+                         varies: Sequence[str] = ()) -> str | None:
     """The variant of the same algorithm with no control whose resolved config equals
-    `variant`'s in every field but the control's own (and the noise fields for noise). Of
-    several (a grid point and a curve run at the same setting), the one sharing the most seeds,
-    then a run at another arm's chosen point (as the control is), then the first name."""
+    `variant`'s in every field but the control's own (and the noise fields for noise, and the
+    fields a spec says a listed control `varies`). Of several (a grid point and a curve run at
+    the same setting), the one sharing the most seeds, then a run at another arm's chosen point
+    (as the control is), then the first name."""
     run = variants[variant][0]
     settings = control_settings(run)
-    if not settings:
+    if not settings and not varies:
         return None
-    ignore = (set(settings) - {"noise"}) | (NOISE_FIELDS if "noise" in settings else set())
+    ignore = (set(settings) - {"noise"}) | (NOISE_FIELDS if "noise" in settings else set()) | set(varies)
     seeds = {r.seed for r in variants[variant]}
     candidates = [v for v, recs in variants.items()
                   if v != variant and recs[0].algo == run.algo and not control_settings(recs[0])
-                  and _same_config(run, recs[0], ignore)]
+                  and _same_config(run, recs[0], ignore) and not _same_config(run, recs[0], set())]
     if not candidates:
         return None
     return min(candidates, key=lambda v: (-len(seeds & {r.seed for r in variants[v]}),
@@ -188,10 +191,12 @@ def control_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence
     rows = []
     for v in control_variants(variants, eb, spec):
         run = variants[v][0]
-        settings = control_settings(run)
-        tests = (spec.get("controls") or {}).get(_control_tag(v, variants)) or what_it_tests(settings)
+        listed_tests, varies = listed_control(spec, _control_tag(v, variants))
+        cfg = run.record["config"]
+        settings = {**control_settings(run), **{f: cfg.get(f) for f in varies}}
+        tests = listed_tests or what_it_tests(control_settings(run))
         against = [(ref["chosen"], "reference")] if ref and ref["chosen"] != v else []
-        partner = uncontrolled_partner(v, variants)
+        partner = uncontrolled_partner(v, variants, varies)
         if partner and against and partner == against[0][0]:  # a plain control: tuned plain is both
             against = [(partner, "reference, uncontrolled")]
         elif partner:

@@ -3,7 +3,10 @@
 library. Every key is optional:
 
 - ``old_gap``, ``controls``, ``questions``: an equal-budget study's (`siftkit.study.budget`); the
-  spec applies to the group that holds the old gap's arms (`siftkit.study.budget.spec_for`);
+  spec applies to the group that holds the old gap's arms (`siftkit.study.budget.spec_for`). A
+  ``controls`` entry names a tag to read as a control although it sets no control field: the
+  text of what it tests, or ``{tests: ..., varies: [field, ...]}`` with the config fields in
+  which it differs from its uncontrolled partner (`listed_control`);
 - ``regime``: a table of seed-paired comparisons named by variant, ``pairs`` of
   ``[a, b, what it tests]``, with its ``title``, its ``intro`` (``{sizes}`` in it: the measured
   sizes of the variants whose names match one of the ``sizes`` patterns, `re.search`) and the
@@ -28,6 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 SPEC_SUFFIX = "_study.yaml"
 SPEC_KEYS = frozenset({"old_gap", "controls", "questions", "regime", "paired", "markers", "learning_curves"})
 OLD_GAP_KEYS = frozenset({"arm", "against", "point"})
+CONTROL_ENTRY_KEYS = frozenset({"tests", "varies"})
 QUESTION_KEYS = ("beat_reference", "matched_size", "old_gap")
 REGIME_KEYS = frozenset({"title", "intro", "sizes", "pairs", "headline"})
 # Study specs as `load_spec` returns them, in the order they apply.
@@ -85,10 +89,33 @@ def _check_equal_budget_keys(spec: Mapping[str, Any], path: Path) -> None:
     for name, kind in (("controls", dict), ("questions", dict)):
         if not isinstance(spec.get(name) or {}, kind):
             raise ValueError(f"study spec {path}: {name} must be a mapping, got {spec[name]!r}")
+    for tag, entry in (spec.get("controls") or {}).items():
+        _check_listed_control(tag, entry, path)
     bad = sorted(set(spec.get("questions") or {}) - set(QUESTION_KEYS))
     if bad:
         raise ValueError(f"study spec {path}: questions: unknown verdict(s) {', '.join(bad)}; known: "
                          f"{', '.join(QUESTION_KEYS)}")
+
+
+def _check_listed_control(tag: str, entry: Any, path: Path) -> None:
+    """A ``controls`` entry: what the control tests, as text, or a mapping ``tests`` (text) and
+    ``varies`` (the config fields it sets that are not control fields, e.g. ``adv_rule``)."""
+    if isinstance(entry, str):
+        return
+    ok = isinstance(entry, dict) and set(entry) <= CONTROL_ENTRY_KEYS and isinstance(entry.get("tests", ""), str)
+    varies = entry.get("varies", []) if isinstance(entry, dict) else None
+    if not ok or not isinstance(varies, list) or not all(isinstance(f, str) for f in varies):
+        raise ValueError(f"study spec {path}: controls: {tag}: must be the text of what it tests, or a mapping of "
+                         f"tests (text) and varies (a list of config field names), got {entry!r}")
+
+
+def listed_control(spec: Mapping[str, Any], tag: str) -> tuple[str | None, tuple[str, ...]]:
+    """(what it tests, the fields it varies) of a tag the spec lists under ``controls``;
+    (None, ()) for a tag it does not list."""
+    entry = (spec.get("controls") or {}).get(tag)
+    if isinstance(entry, dict):
+        return entry.get("tests") or None, tuple(entry.get("varies") or ())
+    return entry, ()
 
 
 def _check_regime(regime: Any, path: Path) -> None:

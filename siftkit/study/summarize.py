@@ -317,14 +317,19 @@ def _budget_table(eb: Mapping[str, Any], test: str) -> list[str]:
     """The equal-budget table: one row per arm, at its chosen point."""
     rows = [[f"`{a['arm']}`", tuned_text(a["tuned"]), f"`{a['select_on']}`", str(len(a["points"])),
              f"`{a['chosen_label']}`" if a["chosen"] else "none", str(a["test"]["n"]), _mean_ci_text(a["val"]),
-             _mean_ci_text(a["test"]), _fmt(a["gap"])] for a in eb["arms"]]
-    budgets = {(len(a["points"]), tuple(a["selection_seeds"])) for a in eb["arms"]}
+             _mean_ci_text(a["test"]), _fmt(a["gap"])] for a in eb["compared"]]
+    budgets = {(len(a["points"]), tuple(a["selection_seeds"])) for a in eb["compared"]}
     note = "" if len(budgets) == 1 else (" **The budgets differ** (grid points × selection seeds: " + ", ".join(
-        f"`{a['arm']}` {len(a['points'])} × {len(a['selection_seeds'])}" for a in eb["arms"]) + ").")
+        f"`{a['arm']}` {len(a['points'])} × {len(a['selection_seeds'])}" for a in eb["compared"]) + ").")
+    grids = [f"`{a['arm']}` tuned {tuned_text(a['tuned'])} at `{a['at']}`'s chosen point and chose "
+             f"`{a['chosen_label'] or 'none'}`" for a in eb["control_grids"]]
+    after = [] if not grids else [
+        "Not arms of this comparison: " + "; ".join(grids) + ". A control with a grid of its own is tuned on top of "
+        "the budget of the arm it starts from, so it is read in the controls below, at its chosen point.", ""]
     return ["**The equal-budget table** (validation and test: mean and 95% t CI over all seeds of the chosen "
             f"point; gap = validation − test):{note}", "",
             *_table(["arm", "tuned", "chosen on", "points", "chosen point", "n", "validation", f"test `{test}`",
-                     "gap"], rows)]
+                     "gap"], rows), *after]
 
 
 def _budget_differences(eb: Mapping[str, Any], test: str) -> list[str]:
