@@ -303,6 +303,21 @@ def test_tuned_curve_figure_draws_the_band_at_the_chosen_point(eb_dir):
     assert "plain-eb's chosen uci_learning_rate0.0001" in ax.get_title()
 
 
+def test_the_size_figure_leaves_out_the_grid_points_validation_did_not_choose(eb_dir):
+    from siftkit.study import figures as summary_figures
+
+    key, variants = _group(eb_dir)
+    unchosen = summary_figures.unchosen_grid_points(variants, "twitter_to_uci")
+    assert len(unchosen) == 3 * 3 + 2  # three arms of 4 rates and L2-SP's 3 weights, one chosen each
+    assert "sift-eb_size0.3__uci_learning_rate2e-05" in unchosen
+    assert "sift-eb_size0.3__uci_learning_rate5e-05" not in unchosen
+    fig = summary_figures.size_figures(key, variants)["size_uci_test_accuracy"]
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any("eb_size0.3__uci_learning_rate5e-05" in x for x in labels)
+    assert not any("uci_learning_rate2e-05" in x for x in labels)
+    assert "not chosen on validation left out" in fig.axes[0].get_title()
+
+
 # ----------------------------------------------------------------------------- verdicts
 
 

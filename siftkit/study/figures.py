@@ -10,7 +10,8 @@ file names start with ``<task>_<device>_<commit>``:
   against the measured mean relative perturbation (log x), drawn by `size_curve`: the
   size-curve runs (tags ``curve_eps<E>``) of SMART and SiFT as two lines with 95% t bands over
   seeds, plain as a horizontal band (mean ± 95% CI), every other regularized variant as a
-  marked, labelled point (mean x, mean y, 95% CI bars);
+  marked, labelled point (mean x, mean y, 95% CI bars); in an equal-budget group, the arms'
+  grid points that validation did not choose are left out (`unchosen_grid_points`);
 - ``..._tuned_curve_<metric>.png``: the size curve run at the reference arm's chosen point of an
   equal-budget study (`siftkit.study.budget.tuned_curve`), that point as the band;
 - ``<task>_curves_by_group.png`` (`curves_by_group_figure`): beside that curve, every other
@@ -36,6 +37,7 @@ from matplotlib.figure import Figure
 
 from siftkit.run.config import DEFAULT_MODEL_NAME
 from siftkit.study import budget
+from siftkit.study.arms import equal_budget
 from siftkit.study.measured import runs_frame, smoothness_metrics
 from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS
 from siftkit.study.reference import reference_plain
@@ -217,6 +219,14 @@ def wants_size_figures(frame: pd.DataFrame) -> bool:
     return bool(sized["role"].eq("line").any() or sized["variant"].nunique() >= 2)
 
 
+def unchosen_grid_points(variants: Mapping[str, Sequence[Run]], task: str) -> set[str]:
+    """The grid points of an equal-budget group's arms that validation did not choose: drawn
+    against the band of tuned plain, a point at another rate would compare a setting no arm
+    kept with the one plain kept."""
+    eb = equal_budget(variants, task)
+    return {p["variant"] for a in (eb or {}).get("arms", ()) for p in a["points"] if p["variant"] != a["chosen"]}
+
+
 def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
                  specs: Specs = ()) -> dict[str, Figure]:
     """The group's size figures by file suffix: the main metric, R's share of the objective,
@@ -224,10 +234,14 @@ def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence
     points' markers as the study specs name them."""
     task, device, commit, model = key
     frame = runs_frame(variants)
+    unchosen = unchosen_grid_points(variants, task)
+    frame = frame[~frame["variant"].isin(unchosen)]
     if frame.empty or not wants_size_figures(frame):
         return {}
     plain = reference_plain(variants, task)
     where = f"{_task_name(task)} — {model} on {device}, code {short_commit(commit)}"
+    if unchosen:
+        where += "; grid points not chosen on validation left out"
     main = PAPER_METRIC[task]
     markers = point_markers(specs)
     figs: dict[str, Figure] = {}
