@@ -303,11 +303,11 @@ def test_tuned_curve_figure_draws_the_band_at_the_chosen_point(eb_dir):
     assert "plain-eb's chosen uci_learning_rate0.0001" in ax.get_title()
 
 
-def test_the_size_figure_leaves_out_the_grid_points_validation_did_not_choose(eb_dir):
+def test_the_size_figure_leaves_out_the_runs_at_no_chosen_point(eb_dir):
     from siftkit.study import figures as summary_figures
 
     key, variants = _group(eb_dir)
-    unchosen = summary_figures.unchosen_grid_points(variants, "twitter_to_uci")
+    unchosen = summary_figures.off_the_chosen_points(variants, "twitter_to_uci")
     assert len(unchosen) == 3 * 3 + 2  # three arms of 4 rates and L2-SP's 3 weights, one chosen each
     assert "sift-eb_size0.3__uci_learning_rate2e-05" in unchosen
     assert "sift-eb_size0.3__uci_learning_rate5e-05" not in unchosen
@@ -315,7 +315,7 @@ def test_the_size_figure_leaves_out_the_grid_points_validation_did_not_choose(eb
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert any("eb_size0.3__uci_learning_rate5e-05" in x for x in labels)
     assert not any("uci_learning_rate2e-05" in x for x in labels)
-    assert "not chosen on validation left out" in fig.axes[0].get_title()
+    assert "runs at no chosen point left out" in fig.axes[0].get_title()
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -358,6 +358,45 @@ def test_verdict_3_reads_the_old_gap_at_the_2e5_grid_points(eb_dir):
     assert both["row"].endswith("sift-ctl_size0.3_reinit_head − plain-ctl_reinit_head")
     assert both["mean"] == pytest.approx(-0.01 + sum(wobble(s, 4) - wobble(s, 3) for s in range(1, 6)) / 5)
     assert spec["questions"]["old_gap"] == rows[0]["question"]
+
+
+def test_verdict_3_reads_the_controls_run_at_the_old_gaps_rate(tmp_path):
+    root = equal_budget_study(tmp_path / "runs")
+    old_rate = {"uci_learning_rate": 2e-05}
+    tests = {("plain", "gap_reinit_head", (("reinit_head", True),)): (0.80, 12),
+             ("sift", "gap_size0.3_reinit_head", (*SIFT_03.items(), ("reinit_head", True))): (0.83, 13),
+             ("sift", "gap_size0.3_stages_last", (*SIFT_03.items(), ("adv_stages", "last"))): (0.70, 14)}
+    for (algo, tag, settings), (base, k) in tests.items():
+        for seed in (1, 2, 3):
+            _write(root, f"{algo}-{tag}", _record(algo, seed, {"tag": tag}, {**dict(settings), **old_rate}, val=0.7,
+                                                  test=base + wobble(seed, k), size=0.3 if algo == "sift" else 0.0))
+    key, variants = _group(root)
+    assert budget.old_point_controls(variants, old_rate) == [
+        "plain-gap_reinit_head", "sift-gap_size0.3_reinit_head", "sift-gap_size0.3_stages_last"]
+    rows = {r["row"].split(":")[0] + r["row"].split(":")[1].split(" − ")[0]: r
+            for r in budget.verdict_rows(key, variants, load_spec(SPEC)) if r["verdict"] == "3"}
+    seeds = (1, 2, 3)
+    mean = lambda f: sum(f(s) for s in seeds) / 3  # noqa: E731
+    plain = rows["control at uci_learning_rate2e-05 plain-gap_reinit_head"]
+    assert plain["row"].startswith("control at uci_learning_rate2e-05: plain-gap_reinit_head − "
+                                   "plain-eb__uci_learning_rate2e-05: confidence carried across the label flip")
+    assert plain["mean"] == pytest.approx(mean(lambda s: 0.80 + wobble(s, 12) - 0.64 - wobble(s, 5)))
+    old = mean(lambda s: 0.84 + wobble(s, 4) - 0.64 - wobble(s, 5))
+    left = mean(lambda s: 0.83 + wobble(s, 13) - 0.80 - wobble(s, 12))
+    both = next(r for r in rows.values() if r["row"].startswith("gap at uci_learning_rate2e-05 with reinit_head"))
+    assert both["row"].endswith("sift-gap_size0.3_reinit_head − plain-gap_reinit_head") and both["n"] == 3
+    assert both["mean"] == pytest.approx(left)
+    removes = next(r for r in rows.values() if r["row"].startswith("what reinit_head true removes"))
+    assert removes["row"] == "what reinit_head true removes at uci_learning_rate2e-05: old gap − that gap"
+    assert removes["mean"] == pytest.approx(old - left)
+    stages = [r for r in rows.values() if "sift-gap_size0.3_stages_last − sift-eb_size0.3__uci_learning_rate2e-05"
+              in r["row"]]
+    assert len(stages) == 1 and stages[0]["mean"] == pytest.approx(mean(lambda s: 0.70 + wobble(s, 14) - 0.84 - wobble(s, 4)))
+    # they are no controls at tuned plain's rate, and no size figure draws them against its band
+    assert not any(r["control"].startswith(("plain-gap", "sift-gap")) for r in budget.control_rows(key, variants))
+    from siftkit.study import figures as summary_figures
+    assert {"plain-gap_reinit_head", "sift-gap_size0.3_stages_last"} <= summary_figures.off_the_chosen_points(
+        variants, "twitter_to_uci")
 
 
 def test_the_spec_applies_only_to_the_group_with_its_arms_and_bad_specs_are_refused(eb_dir, tmp_path):

@@ -343,18 +343,37 @@ def _pooled_seeds(variants, family: str, task: str) -> list[int]:
     return pooled_difference(variants, pairs, metric)["seeds"]
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    """Two settings as a grid compares them: numbers as numbers, anything else as labelled."""
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return format_grid_value(a) == format_grid_value(b)
+
+
 def _point_variant(arm: Mapping[str, Any], point: Mapping[str, Any]) -> str | None:
     """The arm's variant at a grid point given by value (numbers compared as numbers)."""
-    def same(a: Any, b: Any) -> bool:
-        try:
-            return math.isclose(float(a), float(b), rel_tol=1e-9)
-        except (TypeError, ValueError):
-            return format_grid_value(a) == format_grid_value(b)
-
     for p in arm["points"]:
-        if set(p["grid"]) == set(point) and all(same(p["grid"][k], point[k]) for k in point):
+        if set(p["grid"]) == set(point) and all(_same_value(p["grid"][k], point[k]) for k in point):
             return p["variant"]
     return None
+
+
+def old_point_controls(variants: Mapping[str, Sequence[Run]], point: Mapping[str, Any]) -> list[str]:
+    """The controls run where the old gap was: variants that set a control field, ran at the
+    old gap's grid point (the spec's ``old_gap.point``, e.g. the paper's stage-2 rate) and are
+    neither a grid point nor at another arm's chosen point. They ask which control closes
+    the gap at the rate that had it."""
+    defaults = config_defaults()
+    out = []
+    for v, recs in variants.items():
+        run, extra = recs[0], run_extra(recs[0])
+        if extra.get("at_chosen") or extra.get("grid") or not control_settings(run):
+            continue
+        cfg = run.record["config"]
+        if all(_same_value(recorded_setting(cfg, k, defaults), value) for k, value in point.items()):
+            out.append(v)
+    return sorted(out, key=variant_order)
 
 
 def _gap_per_seed(variants, a: str, b: str, metric: str) -> dict[int, float]:
@@ -399,6 +418,41 @@ def verdict_old_gap(key, variants: Mapping[str, Sequence[Run]], eb: Mapping[str,
             rows.append(_row(key, "3", q, f"control {c['control']} − {c['against']}: {c['what it tests']}", d,
                              f"{c['sets']}, at {c['at']}; seed-paired against the same algorithm without it"))
     rows += _gaps_with_control(key, variants, big, q, metric)
+    return rows + _controls_at_the_old_point(key, variants, big, gap["point"], old, q, metric)
+
+
+def _controls_at_the_old_point(key, variants, big: Mapping[str, Any], point: Mapping[str, Any],
+                               old: Mapping[int, float], q: str, metric: str) -> list[dict[str, Any]]:
+    """Each control run at the old gap's point against its uncontrolled partner there; and
+    where the arm's algorithm and plain ran the same control there, the gap left with the
+    control on both sides and how much of the old gap that control removes (per seed)."""
+    at = grid_label(point)
+    found = old_point_controls(variants, point)
+    rows = []
+    for v in found:
+        settings = control_settings(variants[v][0])
+        partner = uncontrolled_partner(v, variants)
+        if partner is None:
+            continue
+        d = paired_difference(per_seed(variants[v], metric), per_seed(variants[partner], metric))
+        rows.append(_row(key, "3", q, f"control at {at}: {v} − {partner}: {what_it_tests(settings)}", d,
+                         f"{settings_text(settings)}, at the old gap's {at}; seed-paired against the same "
+                         "algorithm without it"))
+    big_run = variants[_point_variant(big, point)][0]
+    for a in found:
+        ra = variants[a][0]
+        if ra.algo != big["algo"] or not _same_config(ra, big_run, set(CONTROL_DEFAULTS)):
+            continue  # the arm's own regularizer at the old point, with a control
+        for b in found:
+            if variants[b][0].algo != "plain" or control_settings(variants[b][0]) != control_settings(ra):
+                continue
+            settings = settings_text(control_settings(ra))
+            left = _gap_per_seed(variants, a, b, metric)
+            rows.append(_row(key, "3", q, f"gap at {at} with {settings} on both sides: {a} − {b}",
+                             paired_difference(left, {s: 0.0 for s in left}),
+                             "both at the old gap's point with the same control, seed-paired"))
+            rows.append(_row(key, "3", q, f"what {settings} removes at {at}: old gap − that gap",
+                             paired_difference(old, left), "per seed, over the seeds both gaps have"))
     return rows
 
 

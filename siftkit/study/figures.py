@@ -11,7 +11,8 @@ file names start with ``<task>_<device>_<commit>``:
   size-curve runs (tags ``curve_eps<E>``) of SMART and SiFT as two lines with 95% t bands over
   seeds, plain as a horizontal band (mean ± 95% CI), every other regularized variant as a
   marked, labelled point (mean x, mean y, 95% CI bars); in an equal-budget group, the arms'
-  grid points that validation did not choose are left out (`unchosen_grid_points`);
+  grid points that validation did not choose and runs at a fixed setting instead of a chosen
+  point are left out (`off_the_chosen_points`);
 - ``..._tuned_curve_<metric>.png``: the size curve run at the reference arm's chosen point of an
   equal-budget study (`siftkit.study.budget.tuned_curve`), that point as the band;
 - ``<task>_curves_by_group.png`` (`curves_by_group_figure`): beside that curve, every other
@@ -41,7 +42,7 @@ from siftkit.study.arms import equal_budget
 from siftkit.study.measured import runs_frame, smoothness_metrics
 from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS
 from siftkit.study.reference import reference_plain
-from siftkit.study.runs import MAIN_EVAL, Groups, Run, short_commit
+from siftkit.study.runs import MAIN_EVAL, Groups, Run, run_extra, short_commit
 from siftkit.study.spec import Specs, learning_curve_variants, point_markers
 from siftkit.study.stats import mean_ci, t_interval
 from siftkit.study.style import (ALGO_COLORS, ALGO_LABELS, DEFAULT_MARKERS, METRIC_AXIS_LABELS, SPARE_MARKERS,
@@ -219,12 +220,18 @@ def wants_size_figures(frame: pd.DataFrame) -> bool:
     return bool(sized["role"].eq("line").any() or sized["variant"].nunique() >= 2)
 
 
-def unchosen_grid_points(variants: Mapping[str, Sequence[Run]], task: str) -> set[str]:
-    """The grid points of an equal-budget group's arms that validation did not choose: drawn
-    against the band of tuned plain, a point at another rate would compare a setting no arm
-    kept with the one plain kept."""
+def off_the_chosen_points(variants: Mapping[str, Sequence[Run]], task: str) -> set[str]:
+    """In an equal-budget group, the variants at no chosen point: the grid points validation did
+    not choose, and runs at a fixed setting instead of an arm's chosen point (the controls at the
+    old gap's rate). Drawn against the band of tuned plain, they would compare a setting no arm
+    kept with the one plain kept. Empty for a group without grid arms."""
     eb = equal_budget(variants, task)
-    return {p["variant"] for a in (eb or {}).get("arms", ()) for p in a["points"] if p["variant"] != a["chosen"]}
+    if eb is None:
+        return set()
+    chosen = {a["chosen"] for a in eb["arms"]}
+    points = {p["variant"] for a in eb["arms"] for p in a["points"]}
+    return {v for v, recs in variants.items() if v not in chosen
+            and (v in points or not isinstance(run_extra(recs[0]).get("at_chosen"), dict))}
 
 
 def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
@@ -234,14 +241,14 @@ def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence
     points' markers as the study specs name them."""
     task, device, commit, model = key
     frame = runs_frame(variants)
-    unchosen = unchosen_grid_points(variants, task)
+    unchosen = off_the_chosen_points(variants, task)
     frame = frame[~frame["variant"].isin(unchosen)]
     if frame.empty or not wants_size_figures(frame):
         return {}
     plain = reference_plain(variants, task)
     where = f"{_task_name(task)} — {model} on {device}, code {short_commit(commit)}"
     if unchosen:
-        where += "; grid points not chosen on validation left out"
+        where += "; runs at no chosen point left out"
     main = PAPER_METRIC[task]
     markers = point_markers(specs)
     figs: dict[str, Figure] = {}
