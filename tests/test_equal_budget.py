@@ -433,3 +433,14 @@ def test_a_grid_at_another_arms_chosen_point(tmp_path):
                    f"--at-chosen plain-lr\n")
     with pytest.raises(ValueError, match="line 2: --grid learning_rate is what --at-chosen plain-lr chooses"):
         plan_file(bad, tmp_path / "out")
+
+
+@pytest.mark.parametrize("name, runs, tasks", [("equal_budget_study.plan", 188, {"twitter_to_uci"}),
+                                               ("equal_budget_study_p1.plan", 36, {"cola"})])
+def test_the_committed_equal_budget_plans_plan_every_run_they_say(tmp_path, monkeypatch, name, runs, tasks):
+    monkeypatch.chdir(REPO)  # their --params paths are relative to the checkout
+    planned = plan_file(REPO / "results" / name, tmp_path / "out")
+    assert len(planned) == runs
+    assert {r.run_dir.parents[1].name for r in planned} == tasks
+    # every grid chooses on its protocol's validation metric, never on a test metric
+    assert {r.select_on for r in planned if r.select_on} == {DEFAULT_SELECT_ON[t] for t in tasks}
