@@ -547,11 +547,13 @@ def test_04_equal_budget_study_through_its_glob(tmp_path, smoke_runs):
                   study_glob="", equal_budget_glob=str(eb / "**" / "results.json"), study_spec=str(SPEC))
     table = pd.read_csv(out / "equal_budget.csv")
     assert set(table["code"]) == {"cccccccc"}
-    assert set(table["arm"]) == {"plain-eb", "sift-eb_size0.3", "smart-eb_size0.3", "plain-ctl_l2sp"}
+    # L2-SP's weight grid ran at tuned plain's rate: a control, not an arm of the comparison
+    assert set(table["arm"]) == {"plain-eb", "sift-eb_size0.3", "smart-eb_size0.3"}
     assert table.set_index("arm").loc["plain-eb", "chosen"] == "uci_learning_rate0.0001"
     controls = pd.read_csv(out / "controls.csv")
     reinit = controls[(controls["control"] == "sift-ctl_size0.3_reinit_head") & (controls["against_is"] == "uncontrolled")]
     assert list(reinit["against"]) == ["sift-tuned_curve_eps0.3"] and (reinit["n"] == 5).all()
+    assert "plain-ctl_l2sp__l2sp_weight0.01" in set(controls["control"])
     tuned = pd.read_csv(out / "tuned_curve.csv")
     assert tuned.iloc[0]["role"] == "band" and tuned.iloc[0]["variant"] == "plain-eb__uci_learning_rate0.0001"
     verdicts = pd.read_csv(out / "verdicts.csv")
