@@ -389,6 +389,10 @@ def test_verdict_3_reads_the_controls_run_at_the_old_gaps_rate(tmp_path):
     removes = next(r for r in rows.values() if r["row"].startswith("what reinit_head true removes"))
     assert removes["row"] == "what reinit_head true removes at uci_learning_rate2e-05: old gap − that gap"
     assert removes["mean"] == pytest.approx(old - left)
+    (sentence,) = budget.control_shares([r for r in budget.verdict_rows(key, variants, load_spec(SPEC))
+                                         if r["verdict"] == "3"])
+    assert sentence.startswith(f"With reinit_head true on both sides at uci_learning_rate2e-05, {old - left:+.3f} of "
+                               f"the old gap of {old:+.3f} goes ({(old - left) / old:.0%}, 95% CI [")
     stages = [r for r in rows.values() if "sift-gap_size0.3_stages_last − sift-eb_size0.3__uci_learning_rate2e-05"
               in r["row"]]
     assert len(stages) == 1 and stages[0]["mean"] == pytest.approx(mean(lambda s: 0.70 + wobble(s, 14) - 0.84 - wobble(s, 4)))

@@ -517,9 +517,29 @@ def reading_guide(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                 "3": "Explaining the old gap"}[r["verdict"]]
         out.append(f"({r['verdict']}, {where}) {lead}: {answer(r)} Rests on: {r['rests_on'] or 'nothing'}.")
     for code in dict.fromkeys(r["code"] for r in rows):
-        share = tuning_share([r for r in rows if r["code"] == code and r["verdict"] == "3"])
+        third = [r for r in rows if r["code"] == code and r["verdict"] == "3"]
+        share = tuning_share(third)
         if share:
             out.append(f"(3, code {code}) {share}")
+        out += [f"(3, code {code}) {s}" for s in control_shares(third)]
+    return out
+
+
+def control_shares(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """How much of the old gap each control at the old gap's point removes (with the control on
+    both sides), in one sentence each, from verdict (3)'s rows; none without the old gap."""
+    if not rows or not rows[0]["n"] or not rows[0]["mean"]:
+        return []
+    old = rows[0]
+    out = []
+    for r in rows:
+        what, sep, at = r["row"].partition(" removes at ")
+        if not sep or not what.startswith("what ") or not r["n"]:
+            continue
+        setting = what[len("what "):]
+        out.append(f"With {setting} on both sides at {at.partition(':')[0]}, {r['mean']:+.3f} of the old gap of "
+                   f"{old['mean']:+.3f} goes ({r['mean'] / old['mean']:.0%}, 95% CI [{r['ci_low']:+.3f}, "
+                   f"{r['ci_high']:+.3f}], seeds {r['seeds']}).")
     return out
 
 
