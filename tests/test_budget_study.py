@@ -403,6 +403,31 @@ def test_verdict_3_reads_the_controls_run_at_the_old_gaps_rate(tmp_path):
         variants, "twitter_to_uci")
 
 
+def test_where_stage_2_starts_at_the_old_gaps_point_is_read_from_each_runs_first_logged_row(tmp_path):
+    root = equal_budget_study(tmp_path / "runs")
+    for seed in (1, 2, 3):  # plain's stage-1 head, confidently wrong after the flip; a fresh one
+        path = root / "twitter_to_uci" / "plain-eb__uci_learning_rate2e-05" / f"seed{seed}" / "results.json"
+        rec = json.loads(path.read_text())
+        rec["history"][0]["task_loss"] = 1.2 + 0.01 * seed
+        path.write_text(json.dumps(rec))
+        fresh = _record("plain", seed, {"tag": "gap_reinit_head"}, {"reinit_head": True, "uci_learning_rate": 2e-05},
+                        val=0.8, test=0.88)
+        fresh["history"][0]["task_loss"] = 0.69
+        _write(root, "plain-gap_reinit_head", fresh)
+    key, variants = _group(root)
+    rows = {r["variant"]: r for r in budget.start_loss_rows(key, variants, load_spec(SPEC))}
+    assert list(rows) == ["plain-eb__uci_learning_rate2e-05", "sift-eb_size0.3__uci_learning_rate2e-05",
+                          "plain-gap_reinit_head"]
+    assert rows["plain-eb__uci_learning_rate2e-05"]["start_mean"] == pytest.approx(1.22)
+    assert rows["plain-eb__uci_learning_rate2e-05"]["role"] == "old gap: reference"
+    assert rows["plain-gap_reinit_head"]["start_mean"] == pytest.approx(0.69) and rows["plain-gap_reinit_head"]["n"] == 3
+    assert rows["sift-eb_size0.3__uci_learning_rate2e-05"]["start_mean"] == pytest.approx(0.5)  # its records' rows
+    assert budget.start_loss_rows(key, variants, {}) == []  # no old gap, nothing to read
+    shutil.copy(SPEC, root / SPEC.name)
+    text, _ = summarize([root])
+    assert "| `plain-gap_reinit_head` | control at the old gap's point | 3 | 0.690 [" in text
+
+
 def test_the_spec_applies_only_to_the_group_with_its_arms_and_bad_specs_are_refused(eb_dir, tmp_path):
     spec = load_spec(SPEC)
     other = {"old_gap": {"arm": "sift-x", "against": "plain-y", "point": {"uci_learning_rate": 2e-5}}}

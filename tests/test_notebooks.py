@@ -558,6 +558,8 @@ def test_04_equal_budget_study_through_its_glob(tmp_path, smoke_runs):
     assert tuned.iloc[0]["role"] == "band" and tuned.iloc[0]["variant"] == "plain-eb__uci_learning_rate0.0001"
     verdicts = pd.read_csv(out / "verdicts.csv")
     assert set(verdicts["verdict"]) == {1, 2, 3} and set(verdicts["code"]) == {"cccccccc"}
+    starts = pd.read_csv(out / "start_losses.csv")
+    assert list(starts["role"][:2]) == ["old gap: reference", "old gap: arm"]
     guide = (out / "reading_guide.txt").read_text()
     first = verdicts[verdicts["verdict"] == 1].iloc[0]
     assert f"Against tuned plain: {first['row']}: {first['mean']:+.3f}" in guide

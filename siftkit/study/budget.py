@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 from siftkit.study.arms import CONTROL_DEFAULTS, equal_budget
 from siftkit.study.matched import matched_size_pairs, matched_size_table, pooled_difference
-from siftkit.study.measured import variant_sizes
+from siftkit.study.measured import last_stage, stage_start_loss, variant_sizes
 from siftkit.study.paper import PAPER_METRIC
 from siftkit.study.runs import (SETTINGS_THAT_MAY_DIFFER, Groups, Run, config_defaults, group_fields, per_seed,
                                 recorded_setting, run_extra)
@@ -61,6 +61,8 @@ CONTROL_COLUMNS = ("task", "device", "code", "model", "control", "algo", "sets",
                    "against_is", "n", "seeds", "mean", "ci_low", "ci_high", "reading")
 CURVE_COLUMNS = ("task", "device", "code", "model", "variant", "role", "algo", "family", "eps", "size", "n",
                  "test_mean", "test_low", "test_high", "minus_reference", "diff_low", "diff_high", "reading")
+START_LOSS_COLUMNS = ("task", "device", "code", "model", "variant", "role", "stage", "n", "start_mean", "start_low",
+                      "start_high", "test_mean")
 VERDICT_COLUMNS = ("task", "device", "code", "model", "verdict", "question", "row", "n", "seeds", "mean", "ci_low",
                    "ci_high", "reading", "rests_on")
 
@@ -476,6 +478,36 @@ def _gaps_with_control(key, variants, big: Mapping[str, Any], q: str, metric: st
             d = paired_difference(per_seed(variants[a], metric), per_seed(variants[b], metric))
             rows.append(_row(key, "3", q, f"gap with {settings_text(control_settings(ra))} on both sides: {a} − {b}",
                              d, "both at the same point with the same control, seed-paired"))
+    return rows
+
+
+def start_loss_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
+                    spec: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Where the last stage starts, at the old gap's point: its first logged task loss (mean and
+    95% t CI over seeds) for the old gap's two grid points and each control run there
+    (`START_LOSS_COLUMNS`), beside the test metric. The label-flip reading of verdict (3) rests
+    on it: a head that starts far above ln 2 is confidently wrong about the new labels."""
+    gap = (spec or {}).get("old_gap")
+    eb = equal_budget(variants, key[0])
+    if not gap or eb is None:
+        return []
+    arms = {a["arm"]: a for a in eb["arms"]}
+    if not {gap["arm"], gap["against"]} <= set(arms):
+        return []
+    metric = PAPER_METRIC[key[0]]
+    named = [(_point_variant(arms[gap["against"]], gap["point"]), "old gap: reference"),
+             (_point_variant(arms[gap["arm"]], gap["point"]), "old gap: arm")]
+    named += [(v, "control at the old gap's point") for v in old_point_controls(variants, gap["point"])]
+    rows = []
+    for v, role in named:
+        if v is None:
+            continue
+        recs = variants[v]
+        stage = last_stage(recs[0])
+        start = mean_ci([stage_start_loss(r, stage) for r in recs])
+        rows.append({**group_fields(key), "variant": v, "role": role, "stage": stage, "n": start["n"],
+                     "start_mean": start["mean"], "start_low": start["low"], "start_high": start["high"],
+                     "test_mean": mean_ci([r.metric(metric) for r in recs])["mean"]})
     return rows
 
 

@@ -44,6 +44,21 @@ def relative_size(run: Run) -> float:
     return _history_mean(run, lambda row: row.get("relative_perturbation"), acting)
 
 
+def stage_start_loss(run: Run, stage: str) -> float:
+    """The task loss of `stage`'s first logged row: the mean over its first logging window
+    (``logging_steps`` steps). After a label flip, ln 2 is a head with no opinion on the new
+    labels; well above it, a head confidently wrong about them. NaN without such a row."""
+    rows = [r for r in run.record["history"] if r.get("stage") == stage and is_number(r.get("task_loss"))]
+    return float(rows[0]["task_loss"]) if rows else math.nan
+
+
+def last_stage(run: Run) -> str | None:
+    """The name of the run's last stage (from its record's stages, else its history)."""
+    stages = [s.get("name") for s in run.record.get("stages") or []]
+    names = stages or list(dict.fromkeys(r.get("stage") for r in run.record["history"]))
+    return names[-1] if names else None
+
+
 def regularizer_share(run: Run) -> float:
     """Mean over logged steps of adv_weight * R / loss (loss = the whole objective: task +
     adv_weight * R + bregman_weight * Bregman), i.e. R's share of what the optimizer minimised."""
