@@ -194,9 +194,9 @@ def control_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence
     for v in control_variants(variants, eb, spec):
         run = variants[v][0]
         listed_tests, varies = listed_control(spec, _control_tag(v, variants))
-        cfg = run.record["config"]
-        settings = {**control_settings(run), **{f: cfg.get(f) for f in varies}}
-        tests = listed_tests or what_it_tests(control_settings(run))
+        own = control_settings(run)
+        settings = {**own, **{f: run.record["config"].get(f) for f in varies}}
+        tests = listed_tests or what_it_tests(own)
         against = [(ref["chosen"], "reference")] if ref and ref["chosen"] != v else []
         partner = uncontrolled_partner(v, variants, varies)
         if partner and against and partner == against[0][0]:  # a plain control: tuned plain is both
@@ -345,6 +345,10 @@ def _pooled_seeds(variants, family: str, task: str) -> list[int]:
     return pooled_difference(variants, pairs, metric)["seeds"]
 
 
+# Joins a verdict (3) row "what <control> removes at <point>: ..." so that `control_shares` finds it.
+_REMOVES = " removes at "
+
+
 def _same_value(a: Any, b: Any) -> bool:
     """Two settings as a grid compares them: numbers as numbers, anything else as labelled."""
     try:
@@ -420,14 +424,15 @@ def verdict_old_gap(key, variants: Mapping[str, Sequence[Run]], eb: Mapping[str,
             rows.append(_row(key, "3", q, f"control {c['control']} − {c['against']}: {c['what it tests']}", d,
                              f"{c['sets']}, at {c['at']}; seed-paired against the same algorithm without it"))
     rows += _gaps_with_control(key, variants, big, q, metric)
-    return rows + _controls_at_the_old_point(key, variants, big, gap["point"], old, q, metric)
+    return rows + _controls_at_the_old_point(key, variants, variants[va][0], gap["point"], old, q, metric)
 
 
-def _controls_at_the_old_point(key, variants, big: Mapping[str, Any], point: Mapping[str, Any],
+def _controls_at_the_old_point(key, variants, big_run: Run, point: Mapping[str, Any],
                                old: Mapping[int, float], q: str, metric: str) -> list[dict[str, Any]]:
     """Each control run at the old gap's point against its uncontrolled partner there; and
     where the arm's algorithm and plain ran the same control there, the gap left with the
-    control on both sides and how much of the old gap that control removes (per seed)."""
+    control on both sides and how much of the old gap that control removes (per seed).
+    `big_run`: a run of the old gap's arm at that point."""
     at = grid_label(point)
     found = old_point_controls(variants, point)
     rows = []
@@ -440,44 +445,45 @@ def _controls_at_the_old_point(key, variants, big: Mapping[str, Any], point: Map
         rows.append(_row(key, "3", q, f"control at {at}: {v} − {partner}: {what_it_tests(settings)}", d,
                          f"{settings_text(settings)}, at the old gap's {at}; seed-paired against the same "
                          "algorithm without it"))
-    big_run = variants[_point_variant(big, point)][0]
-    for a in found:
-        ra = variants[a][0]
-        if ra.algo != big["algo"] or not _same_config(ra, big_run, set(CONTROL_DEFAULTS)):
-            continue  # the arm's own regularizer at the old point, with a control
-        for b in found:
-            if variants[b][0].algo != "plain" or control_settings(variants[b][0]) != control_settings(ra):
-                continue
-            settings = settings_text(control_settings(ra))
-            left = _gap_per_seed(variants, a, b, metric)
-            rows.append(_row(key, "3", q, f"gap at {at} with {settings} on both sides: {a} − {b}",
-                             paired_difference(left, {s: 0.0 for s in left}),
-                             "both at the old gap's point with the same control, seed-paired"))
-            rows.append(_row(key, "3", q, f"what {settings} removes at {at}: old gap − that gap",
-                             paired_difference(old, left), "per seed, over the seeds both gaps have"))
+    for a, b in _plain_twins(found, variants, big_run, set(CONTROL_DEFAULTS)):
+        settings = settings_text(control_settings(variants[a][0]))
+        left = _gap_per_seed(variants, a, b, metric)
+        rows.append(_row(key, "3", q, f"gap at {at} with {settings} on both sides: {a} − {b}",
+                         paired_difference(left, {s: 0.0 for s in left}),
+                         "both at the old gap's point with the same control, seed-paired"))
+        rows.append(_row(key, "3", q, f"what {settings}{_REMOVES}{at}: old gap − that gap",
+                         paired_difference(old, left), "per seed, over the seeds both gaps have"))
     return rows
 
 
+def _plain_twins(found: Sequence[str], variants: Mapping[str, Sequence[Run]], big_run: Run,
+                 ignore: set[str]):
+    """(a, b) among the controls `found`: `a` the old gap's arm's own regularizer (`big_run`'s
+    config but the `ignore` fields, not another size of the same algorithm) with a control,
+    `b` plain with the same control settings; their difference is the gap with the control on
+    both sides."""
+    for a in found:
+        ra = variants[a][0]
+        if ra.algo != big_run.algo or not _same_config(ra, big_run, ignore):
+            continue
+        for b in found:
+            if variants[b][0].algo == "plain" and control_settings(variants[b][0]) == control_settings(ra):
+                yield a, b
+
+
 def _gaps_with_control(key, variants, big: Mapping[str, Any], q: str, metric: str) -> list[dict[str, Any]]:
-    """The arm's algorithm and plain with the same control (and no noise): their difference is
-    the gap with the control on both sides."""
+    """The arm's algorithm and plain with the same control (and no noise), both at another arm's
+    chosen point: their difference is the gap with the control on both sides."""
+    if not big["chosen"]:
+        return []
     ctl = [v for v, recs in variants.items() if isinstance(run_extra(recs[0]).get("at_chosen"), dict)
            and control_settings(recs[0]) and "noise" not in control_settings(recs[0])]
-    big_run = variants[big["chosen"]][0] if big["chosen"] else None
+    ignore = set(CONTROL_DEFAULTS) | {"uci_learning_rate", "learning_rate"}
     rows = []
-    for a in ctl:
-        ra = variants[a][0]
-        if ra.algo != big["algo"] or big_run is None:
-            continue
-        twins = [b for b in ctl if variants[b][0].algo == "plain"
-                 and control_settings(variants[b][0]) == control_settings(ra)]
-        for b in twins:
-            # the arm's own regularizer settings, not another size of the same algorithm
-            if not _same_config(ra, big_run, set(CONTROL_DEFAULTS) | {"uci_learning_rate", "learning_rate"}):
-                continue
-            d = paired_difference(per_seed(variants[a], metric), per_seed(variants[b], metric))
-            rows.append(_row(key, "3", q, f"gap with {settings_text(control_settings(ra))} on both sides: {a} − {b}",
-                             d, "both at the same point with the same control, seed-paired"))
+    for a, b in _plain_twins(ctl, variants, variants[big["chosen"]][0], ignore):
+        d = paired_difference(per_seed(variants[a], metric), per_seed(variants[b], metric))
+        rows.append(_row(key, "3", q, f"gap with {settings_text(control_settings(variants[a][0]))} on both sides: "
+                         f"{a} − {b}", d, "both at the same point with the same control, seed-paired"))
     return rows
 
 
@@ -565,7 +571,7 @@ def control_shares(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     old = rows[0]
     out = []
     for r in rows:
-        what, sep, at = r["row"].partition(" removes at ")
+        what, sep, at = r["row"].partition(_REMOVES)
         if not sep or not what.startswith("what ") or not r["n"]:
             continue
         setting = what[len("what "):]

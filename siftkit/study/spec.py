@@ -102,9 +102,9 @@ def _check_listed_control(tag: str, entry: Any, path: Path) -> None:
     ``varies`` (the config fields it sets that are not control fields, e.g. ``adv_rule``)."""
     if isinstance(entry, str):
         return
-    ok = isinstance(entry, dict) and set(entry) <= CONTROL_ENTRY_KEYS and isinstance(entry.get("tests", ""), str)
     varies = entry.get("varies", []) if isinstance(entry, dict) else None
-    if not ok or not isinstance(varies, list) or not all(isinstance(f, str) for f in varies):
+    if not (isinstance(entry, dict) and set(entry) <= CONTROL_ENTRY_KEYS and isinstance(entry.get("tests", ""), str)
+            and isinstance(varies, list) and all(isinstance(f, str) for f in varies)):
         raise ValueError(f"study spec {path}: controls: {tag}: must be the text of what it tests, or a mapping of "
                          f"tests (text) and varies (a list of config field names), got {entry!r}")
 
