@@ -1,4 +1,4 @@
-"""The package's layers: core ← data ← run ← study ← cli (explore above study), imports only
+"""The package's layers: core ← data ← methods ← run ← study ← cli (explore above study), imports only
 pointing down, no cycles, and a top level that loads nothing heavy until a name is used."""
 
 from __future__ import annotations
@@ -93,5 +93,5 @@ def test_no_import_cycles_between_modules():
 
 def test_each_layer_is_a_folder():
     layers = sorted(p.name for p in (REPO / "siftkit").iterdir() if (p / "__init__.py").exists())
-    assert layers == ["cli", "core", "data", "explore", "run", "study"]
+    assert layers == ["cli", "core", "data", "explore", "methods", "run", "study"]
     assert sorted(p.name for p in (REPO / "siftkit").glob("*.py")) == ["__init__.py", "__main__.py"]

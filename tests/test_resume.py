@@ -32,7 +32,7 @@ import pytest
 import torch
 
 from helpers import robustness_log
-import siftkit.run.objective as objective
+from siftkit.methods.adversarial import AdversarialMethod
 import siftkit.run.training as training
 from siftkit.run.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
 from siftkit.run.config import RunConfig
@@ -143,9 +143,9 @@ def test_resume_in_process_equals_uninterrupted(reference, tmp_path):
 
 
 def _nan_loss_at(steps: set[int], first_step: int = 1):
-    """AdversarialLoss.__call__, but the loss of the given global steps is NaN (as after an
+    """AdversarialMethod.objective, but the loss of the given global steps is NaN (as after an
     overflow): the loop must drop those updates and count them."""
-    real = objective.AdversarialLoss.__call__
+    real = AdversarialMethod.objective
     step = {"now": first_step - 1}
 
     def call(self, model, batch):
@@ -162,14 +162,14 @@ def test_nonfinite_steps_are_counted_across_resume(tmp_path, monkeypatch):
     counted after the resume: in the history rows and in meta.nonfinite_steps."""
     # global steps 1-2 | 3-4; half of each stage's steps dropped, so the run may not fail for it
     one_epoch = dict(uci_num_train_epochs=1, logging_steps=1, max_nonfinite_fraction=0.5)
-    monkeypatch.setattr(objective.AdversarialLoss, "__call__", _nan_loss_at({1, 3}))
+    monkeypatch.setattr(AdversarialMethod, "objective", _nan_loss_at({1, 3}))
     ref = _run(tmp_path / "ref", **one_epoch)
     assert ref["meta"]["nonfinite_steps"] == 2
     assert [r["nonfinite_steps"] for r in ref["history"]] == [1, 1, 1, 1]  # counted per stage
 
-    monkeypatch.setattr(objective.AdversarialLoss, "__call__", _nan_loss_at({1, 3}))
+    monkeypatch.setattr(AdversarialMethod, "objective", _nan_loss_at({1, 3}))
     _interrupt(tmp_path / "run", 3, **one_epoch)
-    monkeypatch.setattr(objective.AdversarialLoss, "__call__", _nan_loss_at({1, 3}, first_step=4))
+    monkeypatch.setattr(AdversarialMethod, "objective", _nan_loss_at({1, 3}, first_step=4))
     resumed = _run(tmp_path / "run", resume=True, **one_epoch)
     # compared as written (NaN -> null), since NaN != NaN in the records in memory
     assert _on_disk(tmp_path / "run") == _on_disk(tmp_path / "ref")

@@ -25,7 +25,7 @@ def parse_field_value(name: str, text: str):
             return load_yaml(text)
         except Exception:  # noqa: BLE001 - any YAML error: RunConfig reports the raw text
             return text
-    if _FIELD_KINDS.get(name) in (int, float):
+    if _FIELD_KINDS.get(name, _knob_kind(name)) in (int, float):
         for kind in (int, float):
             try:
                 return kind(text)
@@ -45,11 +45,19 @@ def _field_kinds() -> dict:
 _FIELD_KINDS = _field_kinds()
 
 
+def _knob_kind(name: str):
+    """A method knob's type (`RunConfig.input_type`), None for an unknown name."""
+    try:
+        return RunConfig.input_type(name)
+    except KeyError:
+        return None
+
+
 def config_parser(prog: str, *, allow_abbrev: bool = True, exit_on_error: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Fine-tune with plain, SMART or SiFT on P1 or P2.",
                                 allow_abbrev=allow_abbrev, exit_on_error=exit_on_error)
     p.add_argument("--params", help="YAML file of RunConfig overrides (params/*.yaml)")
-    for name in RunConfig.field_names():
+    for name in RunConfig.input_names():  # the fields, then the methods' own knobs (siftkit.methods)
         if name == "extra":
             p.add_argument("--extra", default=None, metavar="MAPPING",
                            help="free-form notes recorded with the config, e.g. '{tag: ablation}'")
@@ -63,7 +71,7 @@ def config_parser(prog: str, *, allow_abbrev: bool = True, exit_on_error: bool =
 
 def config_from_args(args: argparse.Namespace, skip: Sequence[str] = ()) -> RunConfig:
     overrides = {k: parse_field_value(k, v) for k, v in vars(args).items()
-                 if k in RunConfig.field_names() and v is not None and k not in skip}
+                 if k in RunConfig.input_names() and v is not None and k not in skip}
     return RunConfig.from_yaml(args.params, **overrides)
 
 

@@ -55,7 +55,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, get_type_hints
+from typing import Callable
 
 from siftkit.cli import cluster
 from siftkit.cli.launch import run_one
@@ -199,9 +199,9 @@ def parse_grid(texts: list[str], overrides: dict[str, str]) -> list[tuple[str, l
 
 
 def _check_grid_field(name: str, overrides: dict[str, str], earlier: list[str]) -> None:
-    fields = RunConfig.field_names()
+    fields = RunConfig.input_names()  # a method's own knob (FreeLB's adv_lr, ...) is gridded by its name
     if name not in fields:
-        raise ValueError(f"--grid {name}: not a RunConfig field; fields are {', '.join(sorted(fields))}")
+        raise ValueError(f"--grid {name}: not a RunConfig field or method knob; they are {', '.join(sorted(fields))}")
     if name in NOT_GRIDDED:
         raise ValueError(f"--grid {name}: this field cannot be gridded ({NOT_GRIDDED[name]})")
     if name in overrides:
@@ -213,7 +213,7 @@ def _check_grid_field(name: str, overrides: dict[str, str], earlier: list[str]) 
 def _grid_values(name: str, words: list[str]) -> list:
     """The values as RunConfig stores them (floats as floats, booleans, None): ``extra.grid``
     records them typed, and their labels must name distinct run folders."""
-    hint = get_type_hints(RunConfig)[name]
+    hint = RunConfig.input_type(name)
     try:
         typed = [_coerce(name, parse_field_value(name, w), hint) for w in words]
     except ValueError as exc:

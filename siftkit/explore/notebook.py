@@ -127,7 +127,7 @@ def _literal_cell_names(source: Any) -> list[str] | None:
 
 def collect_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
     """``{name: value}`` of the notebook's parameters; ValueError for an unknown name."""
-    fields = RunConfig.field_names()
+    fields = RunConfig.input_names()  # the fields and the methods' own knobs
     names = parameter_names(namespace)
     unknown = [n for n in names if n not in fields and n not in NOTEBOOK_PARAMETERS]
     if unknown:
@@ -156,7 +156,7 @@ def config_from_parameters(namespace: Mapping[str, Any], *, default_output_dir: 
     under ``runs/smoke/`` instead, so it never replaces a full run's results or figures.
     """
     params = collect_parameters(namespace)
-    fields = set(RunConfig.field_names())
+    fields = set(RunConfig.input_names())
     overrides = {k: v for k, v in params.items() if k in fields and v is not None}
     params_file = params.get("params_file")
     path = resolve_path(params_file) if params_file else None

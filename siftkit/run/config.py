@@ -28,9 +28,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from siftkit import methods
 
 TASKS = ("cola", "twitter_to_uci", "shift")
-ALGOS = ("plain", "smart", "sift")
+ALGOS = methods.names()  # "plain", "smart", "sift" and the rest of the family (siftkit.methods)
 PERTURB_POINTS = ("embedding_output", "word_embeddings", "pre_layernorm")
 ADV_NORMS = ("inf", "l2")
 DIVERGENCE_NAMES = ("sym_kl", "kl", "js", "mse")
@@ -86,7 +87,9 @@ class RunConfig:
     task: str = "twitter_to_uci"  # protocol: "cola" (P1), "twitter_to_uci" (P2) or "shift" (your own, in `shift`)
     shift: dict[str, Any] | None = None  # task="shift": the spec (siftkit.data.shift_spec), or the path of a YAML file
     # holding it (read at once: results.json records the mapping)
-    algo: str = "plain"  # "plain", "smart" or "sift"
+    algo: str = "plain"  # the training method: "plain", "smart", "sift", ... (siftkit.methods; docs/methods/)
+    algo_args: dict[str, Any] = field(default_factory=dict)  # the method's own knobs (FreeLB's adv_K, ...), also
+    # given by their own names (`--adv_K 3`, `adv_K: 3`); resolved to every knob of the method with its default
     model_name: str | None = None  # Hub name or local path; None = offline DEFAULT_MODEL_NAME
     data_dir: str | None = None  # dataset folder; None = $SIFTKIT_DATA_DIR, else ./data, else the user cache
     output_dir: str = "runs/default"  # where results.json, history.csv, checkpoints go
@@ -136,7 +139,8 @@ class RunConfig:
     stage_cache_dir: str | None = None  # reuse finished stages cached here (and cache new ones); None = no cache
 
     # --- adversarial regularizer (SMART and SiFT) ------------------------------------------
-    perturb_at: str = "embedding_output"  # "embedding_output", "word_embeddings", "pre_layernorm"
+    perturb_at: str | None = None  # "embedding_output", "word_embeddings", "pre_layernorm"; None = the method's
+    # published point (SMART, SiFT: embedding_output; the methods perturbing inputs_embeds: word_embeddings)
     adv_epsilon: float | None = None  # radius of the per-token ball (SiFT: normalized units); projected rule only
     adv_noise_std: float | None = None  # std of the initial noise (SiFT: normalized units)
     adv_step_size: float | None = None  # ascent step on the normalized gradient
@@ -156,6 +160,7 @@ class RunConfig:
         self._coerce_types()
         _choice(self, "task", TASKS)
         _choice(self, "algo", ALGOS)
+        self._resolve_algo_args()
         _choice(self, "perturb_at", PERTURB_POINTS)
         _choice(self, "adv_rule", ADV_RULES)
         _choice(self, "adv_norm", ADV_NORMS)
@@ -212,6 +217,9 @@ class RunConfig:
 
     # ------------------------------------------------------------------------------------
     def _resolve_adversarial_defaults(self) -> None:
+        if self.algo not in methods.FLAT_KNOB_METHODS:
+            _check_unused_flat_knobs(self)
+            return
         if self.algo == "plain":
             for name, value in ALGO_DEFAULTS["plain"].items():
                 if getattr(self, name) is None:
@@ -263,15 +271,56 @@ class RunConfig:
                     raise ValueError(f"extra's tag must be text (it names the run's variant), got "
                                      f"{self.extra['tag']!r}")
                 continue
+            if f.name == "algo_args":
+                if not isinstance(self.algo_args, dict):
+                    raise ValueError(f"algo_args must be a mapping of the method's knobs, got {self.algo_args!r}")
+                continue
             if f.name == "report_to":
                 self.report_to = _report_to(self.report_to)
                 continue
             value = getattr(self, f.name)
             setattr(self, f.name, _coerce(f.name, value, hints[f.name]))
 
+    def _resolve_algo_args(self) -> None:
+        """`algo_args` checked against the method's settings and filled with its defaults; the
+        perturbation point resolved to the method's own where unset."""
+        settings = methods.settings_class(self.algo)
+        if settings is None:
+            if self.algo_args:
+                owners = methods.knob_owners()
+                named = ", ".join(f"{k!r} ({'/'.join(owners[k])})" if k in owners else repr(k) for k in self.algo_args)
+                raise ValueError(f"algo={self.algo!r} has no knobs of its own; algo_args holds {named}")
+            if self.perturb_at is None:
+                self.perturb_at = "embedding_output"
+            return
+        try:
+            resolved = settings.from_mapping(self.algo_args)
+        except ValueError as exc:
+            owners = methods.knob_owners()
+            others = [f"{k!r} is a knob of {'/'.join(owners[k])}" for k in self.algo_args
+                      if k in owners and self.algo not in owners[k]]
+            raise ValueError(f"{exc}{'; ' + '; '.join(others) if others else ''}") from None
+        self.algo_args = resolved.to_dict()
+        points = getattr(settings, "perturb_points", ())
+        if self.perturb_at is None:
+            self.perturb_at = points[0] if points else "embedding_output"
+        elif points and self.perturb_at not in points:
+            raise ValueError(f"perturb_at={self.perturb_at!r} is not a point algo={self.algo!r} perturbs; it takes "
+                             f"{', '.join(map(repr, points))}")
+        elif not points and self.perturb_at != "embedding_output":
+            raise ValueError(f"perturb_at={self.perturb_at!r} is not used by algo={self.algo!r} (it perturbs no "
+                             f"input); leave it unset")
+
+    @property
+    def settings(self):
+        """The method's own knobs as its settings object (None for plain, SMART and SiFT)."""
+        cls = methods.settings_class(self.algo)
+        return None if cls is None else cls.from_mapping(self.algo_args)
+
     @property
     def regularized(self) -> bool:
-        return self.algo in ("smart", "sift")
+        """Whether the method does anything beyond plain fine-tuning's batch (adv_stages chooses where)."""
+        return self.algo != "plain"
 
     @property
     def uses_bregman(self) -> bool:
@@ -291,6 +340,7 @@ class RunConfig:
                 data[name] = None
         if changes.get("algo", self.algo) != self.algo:
             data.update(dict.fromkeys(BREGMAN_DEFAULTS))  # SMART's alone: re-derived for the new algorithm
+            data.update(algo_args={}, perturb_at=None)  # the new method's own knobs and point
         data.update(changes)
         return RunConfig.from_dict(data)
 
@@ -299,13 +349,39 @@ class RunConfig:
         return [f.name for f in fields(cls)]
 
     @classmethod
+    def input_names(cls) -> list[str]:
+        """The names a config may be given by: the fields, and every method's own knobs."""
+        return cls.field_names() + [k for k in methods.knob_owners() if k not in cls.field_names()]
+
+    @classmethod
+    def input_type(cls, name: str) -> Any:
+        """The annotated type of a field, or of a method's knob of that name."""
+        hints = get_type_hints(cls)
+        if name in hints:
+            return hints[name]
+        owner = methods.knob_owners()[name][0]
+        return get_type_hints(methods.settings_class(owner))[name]
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "RunConfig":
-        unknown = sorted(set(data) - set(cls.field_names()))
+        """A config from field values, where a method's knobs may also be given by their own names."""
+        fields_, owners = set(cls.field_names()), methods.knob_owners()
+        unknown = sorted(k for k in set(data) - fields_ if k not in owners)
         if unknown:
             raise ValueError(
                 f"unknown field(s) in {source}: {', '.join(unknown)}; "
-                f"known fields: {', '.join(cls.field_names())}"
+                f"known fields: {', '.join(cls.field_names())}; method knobs: {', '.join(sorted(owners)) or 'none'}"
             )
+        data = dict(data)
+        knobs = {k: data.pop(k) for k in list(data) if k not in fields_}
+        if knobs:
+            nested = data.get("algo_args") or {}
+            if not isinstance(nested, dict):
+                raise ValueError(f"algo_args must be a mapping of the method's knobs, got {nested!r}")
+            twice = sorted(set(knobs) & set(nested))
+            if twice:
+                raise ValueError(f"{', '.join(twice)} given both by name and in algo_args in {source}; give it once")
+            data["algo_args"] = {**nested, **knobs}
         return cls(**data)
 
     @classmethod
@@ -334,10 +410,10 @@ class RunConfig:
                 loaded = {}
             if not isinstance(loaded, dict):
                 raise ValueError(f"params file {path} must hold a mapping of field: value{_space_lookalike(text)}")
-            unknown = sorted(set(loaded) - set(cls.field_names()), key=str)
+            unknown = sorted(set(loaded) - set(cls.input_names()), key=str)
             if unknown:
                 raise ValueError(f"unknown field(s) in {path}: {', '.join(map(str, unknown))}"
-                                 f"{_lookalike_keys(unknown, text, cls.field_names())}")
+                                 f"{_lookalike_keys(unknown, text, cls.input_names())}")
             data.update(loaded)
         data.update({k: v for k, v in overrides.items()})
         return cls.from_dict(data, source=str(path) if path else "overrides")
@@ -633,11 +709,29 @@ def _check_unused_by_plain(cfg: RunConfig) -> None:
             raise ValueError(f"{name}={value!r} is not used by algo='plain' ({why}); leave it unset, or choose "
                              f"algo='smart' or 'sift'")
     defaults = {f.name: f.default for f in fields(cfg)}
+    defaults["perturb_at"] = "embedding_output"  # None resolves to it
     for name in _PLAIN_UNUSED_DEFAULTS:
         value = getattr(cfg, name)
         if value != defaults[name]:
             raise ValueError(f"{name}={value!r} is not used by algo='plain' ({why}); leave it at its default "
                              f"{defaults[name]!r}, or choose algo='smart' or 'sift'")
+
+
+def _check_unused_flat_knobs(cfg: RunConfig) -> None:
+    """A method with knobs of its own (FreeLB, R3F, ...) uses none of SMART's and SiFT's shared
+    regularizer fields: setting one is an error that names the method's own knobs instead."""
+    own = ", ".join(cfg.algo_args) or "none"
+    for name in _ADV_KNOBS:
+        value = getattr(cfg, name)
+        if value is not None:
+            raise ValueError(f"{name}={value!r} is SMART's and SiFT's knob, not used by algo={cfg.algo!r}; leave it "
+                             f"unset (algo={cfg.algo!r}'s knobs: {own})")
+    defaults = {f.name: f.default for f in fields(cfg)}
+    for name in ("adv_rule", "adv_steps", "adv_norm", "divergence"):
+        value = getattr(cfg, name)
+        if value != defaults[name]:
+            raise ValueError(f"{name}={value!r} is SMART's and SiFT's knob, not used by algo={cfg.algo!r}; leave it at "
+                             f"its default {defaults[name]!r} (algo={cfg.algo!r}'s knobs: {own})")
 
 
 def _check_unused_bregman(cfg: RunConfig) -> None:

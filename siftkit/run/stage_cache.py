@@ -53,7 +53,7 @@ RUN_FIELDS = ("model_name", "seed", "weight_decay", "adam_epsilon", "warmup_rati
               "per_device_train_batch_size", "per_device_eval_batch_size", "max_length", "mixed_precision",
               "logging_steps", "eval_smoothness", "label_smoothing", "l2sp_weight", "freeze_encoder",
               "early_stopping_patience")
-ADVERSARIAL_FIELDS = ("algo", "perturb_at", "adv_epsilon", "adv_noise_std", "adv_step_size", "adv_rule",
+ADVERSARIAL_FIELDS = ("algo", "algo_args", "perturb_at", "adv_epsilon", "adv_noise_std", "adv_step_size", "adv_rule",
                       "adv_steps", "adv_norm", "adv_weight", "divergence", "bregman_weight", "bregman_beta")
 _STATE, _META = "state.pt", "stage.json"
 

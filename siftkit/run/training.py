@@ -35,7 +35,8 @@ from siftkit.data.folder import resolve_data_dir, split_file_hashes
 from siftkit.data.registry import DATASETS
 from siftkit.run.evaluation import evaluate, tokenize
 from siftkit.run.models import load_model
-from siftkit.run.objective import AdversarialLoss
+from siftkit.methods.base import Method
+from siftkit.run.objective import build_method
 from siftkit.run.outdir import OutputDir
 from siftkit.data.stages import Stage
 from siftkit.run.protocols import build_stages
@@ -196,7 +197,7 @@ class RunState:
     accelerator: Any
     model: Any  # as the accelerator prepared it
     tokenizer: Any
-    objective: AdversarialLoss
+    method: Method
     stages: list[Stage]
     data: dict[str, Any]  # `data_fingerprint`: compared on resume, recorded in results.json
     show_progress: bool = False  # the bar and the progress lines (the main process only)
@@ -211,14 +212,12 @@ class RunState:
     early: dict[str, Any] | None = None  # the running stage's early-stopping state
 
     def snapshot(self, optimizer=None, scheduler=None, window=None) -> dict[str, Any]:
-        objective = self.objective
         return {
             "config": self.cfg.to_dict(),
             "model": self.accelerator.unwrap_model(self.model).state_dict(),
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "teacher": objective.bregman.state_dict_for_checkpoint() if objective.bregman is not None else None,
-            "skipped": objective.skipped,
+            **self.method.state(),  # SMART's teacher, the skipped count
             "nonfinite_steps": self.nonfinite_steps,
             "history": self.history,
             "val_history": self.val_history,
@@ -231,12 +230,8 @@ class RunState:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        objective = self.objective
         self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
-        if objective.bregman is not None and state.get("teacher") is not None:
-            objective.bregman.load_checkpoint_state(state["teacher"])
-        if objective.regularizer is not None:
-            objective.regularizer.skipped = state.get("skipped", 0)
+        self.method.load_state(state)
         self.history, self.metrics = list(state["history"]), dict(state["metrics"])
         self.val_history = list(state.get("val_history", []))
         self.position = dict(state["position"])
@@ -290,8 +285,8 @@ def _prepare(cfg: RunConfig, out: Path, accelerator, progress: bool) -> RunState
         # Before `prepare`: DDP registers the parameters that need gradients when it wraps.
         unwrap(model).base_model.requires_grad_(False)
     model = accelerator.prepare(model)
-    objective = AdversarialLoss(model, cfg)
-    run = RunState(cfg, out, accelerator, model, tokenizer, objective, stages, data,
+    method = build_method(model, cfg)
+    run = RunState(cfg, out, accelerator, model, tokenizer, method, stages, data,
                    show_progress=progress and main)
     # "data" (the files' sha256 and the stage sizes) rides in every checkpoint, so a resume
     # can refuse to continue on other data.
@@ -387,7 +382,7 @@ def _record(run: RunState, keys: list[str | None], resumed_from: str | None, sta
             "wall_time_s": round(time.time() - start, 3),
             "resumed_from": resumed_from,
             "stages_from_cache": [s.name for s, info in zip(run.stages, run.stage_info) if info.get("from_cache")],
-            "skipped_adversarial_steps": _sum_over_processes(accelerator, run.objective.skipped),
+            "skipped_adversarial_steps": _sum_over_processes(accelerator, run.method.skipped),
             "nonfinite_steps": run.nonfinite_steps,
             "data_files": run.data["files"],
             "data_rows": run.data["rows"],
@@ -431,11 +426,11 @@ def _check_resume_config(saved: dict, cfg: RunConfig, ckpt: Path) -> None:
 
 def _stage(stage_index: int, run: RunState, resume_state: dict | None) -> None:
     """Train stage `stage_index`, evaluate it, mark it done and checkpoint the boundary."""
-    stage, objective = run.stages[stage_index], run.objective
+    stage = run.stages[stage_index]
     adversarial = adversarial_in_stage(run.cfg, stage_index, len(run.stages))
+    run.method.active = adversarial
     if resume_state is None:
         _start_stage(stage_index, adversarial, run)
-    objective.adversarial = adversarial
     _run_stage(stage_index, stage, run, resume_state)
     evaluated = evaluate(run.model, stage.evals, run.tokenizer, run.cfg, run.accelerator)
     run.metrics.update(evaluated)
@@ -447,14 +442,13 @@ def _stage(stage_index: int, run: RunState, resume_state: dict | None) -> None:
 
 def _start_stage(stage_index: int, adversarial: bool, run: RunState) -> None:
     """What happens at a stage's start, before its optimizer exists: the fresh head of
-    ``reinit_head``, and a Bregman teacher restarted where its term starts anew."""
-    model, objective = run.model, run.objective
+    ``reinit_head``, and the method's own (SMART's teacher restarts where its term starts anew)."""
+    model = run.model
     fresh_head = run.cfg.reinit_head and stage_index > 0
     if fresh_head:
         reinit_head(model)
-    bregman_before = stage_index > 0 and run.stage_info and run.stage_info[-1].get("adversarial")
-    if objective.bregman is not None and adversarial and (fresh_head or (stage_index > 0 and not bregman_before)):
-        objective.bregman.reset(model)
+    active_before = bool(stage_index > 0 and run.stage_info and run.stage_info[-1].get("adversarial"))
+    run.method.start_stage(model, stage_index=stage_index, fresh_head=fresh_head, active_before=active_before)
     run.position.update(stage=stage_index, epoch=0, step_in_epoch=0, stage_done=False, stage_nonfinite=0)
     del run.stage_info[stage_index:]
     run.stage_info.append({"adversarial": adversarial, "from_cache": False})
@@ -612,14 +606,26 @@ class _StageLoop:
     optimizer: Any
     scheduler: Any
     steps_per_epoch: int
+    updates_per_batch: int = 1  # the method's (FreeAT: K replays, each an update)
     window: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     nonfinite: int = 0  # this stage's steps dropped for a non-finite loss or gradient
     bar: Any = None
     lines: ProgressLines | None = None
 
     @property
-    def total_steps(self) -> int:
+    def total_updates(self) -> int:
+        """The stage's optimizer updates: plain's, whatever the method (the schedule's length)."""
         return self.steps_per_epoch * self.stage.num_train_epochs
+
+    @property
+    def total_steps(self) -> int:
+        """The stage's batches: fewer where a method makes several updates per batch (FreeAT's
+        epochs divided by K), so that it makes as many updates as plain does."""
+        return math.ceil(self.total_updates / self.updates_per_batch)
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_epoch)
 
 
 def _run_stage(stage_index: int, stage: Stage, run: RunState, resume_state: dict | None) -> None:
@@ -629,15 +635,16 @@ def _run_stage(stage_index: int, stage: Stage, run: RunState, resume_state: dict
     run.model.train()
     _open_progress(loop, run, start_epoch * loop.steps_per_epoch + skip)
     epochs_run = start_epoch
-    for epoch in range(start_epoch, stage.num_train_epochs):
+    for epoch in range(start_epoch, loop.epochs):
         _train_epoch(run, loop, epoch, skip)
         skip = 0
         epochs_run = epoch + 1
         # A one-epoch stage's validation is its stage-end evaluation: no second row for it.
-        if stage.val is not None and stage.num_train_epochs > 1 and _validate_epoch(stage, epoch, run):
+        if stage.val is not None and loop.epochs > 1 and _validate_epoch(stage, epoch, run):
             break  # early stopping: no better validation metric for `early_stopping_patience` epochs
     loop.bar.close()
-    _check_nonfinite_share(run.cfg, stage, loop.nonfinite, epochs_run * loop.steps_per_epoch)
+    _check_nonfinite_share(run.cfg, stage, loop.nonfinite,
+                           min(epochs_run * loop.steps_per_epoch, loop.total_steps) * loop.updates_per_batch)
     _finish_epochs(stage_index, run, epochs_run)
 
 
@@ -658,9 +665,10 @@ def _stage_loop(stage_index: int, stage: Stage, run: RunState) -> _StageLoop:
                                   weight_decay=cfg.weight_decay, **fused_adamw(accelerator.device))
     dl, optimizer = accelerator.prepare(dl, optimizer)
     steps_per_epoch = len(dl)
-    total_steps = steps_per_epoch * stage.num_train_epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
-    return _StageLoop(stage, sampler, dl, params, optimizer, scheduler, steps_per_epoch)
+    updates = steps_per_epoch * stage.num_train_epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * updates), updates)
+    return _StageLoop(stage, sampler, dl, params, optimizer, scheduler, steps_per_epoch,
+                      updates_per_batch=run.method.updates_per_batch)
 
 
 def _resume_loop(loop: _StageLoop, run: RunState, resume_state: dict) -> tuple[int, int]:
@@ -687,6 +695,8 @@ def _train_epoch(run: RunState, loop: _StageLoop, epoch: int, skip: int) -> None
     loop.sampler.use_epoch(epoch)
     batches = run.accelerator.skip_first_batches(loop.loader, skip) if skip else loop.loader
     for step_in_epoch, batch in enumerate(batches, start=skip):
+        if epoch * loop.steps_per_epoch + step_in_epoch >= loop.total_steps:
+            break  # a method with several updates per batch has made the stage's updates
         loss, parts, grad_norm, lr_used = _step(run, loop, batch)
         position.update(epoch=epoch, step_in_epoch=step_in_epoch + 1, stage_nonfinite=loop.nonfinite)
         position["global_step"] += 1
@@ -705,30 +715,59 @@ def _train_epoch(run: RunState, loop: _StageLoop, epoch: int, skip: int) -> None
             run.save(loop.optimizer, loop.scheduler, window)
 
 
+class _LoopBatch:
+    """The native loop's `BatchContext` for one batch: what a method may do with the optimizer."""
+
+    def __init__(self, run: RunState, loop: _StageLoop):
+        self.run, self.loop = run, loop
+        self.dropped = False  # a loss since the last update was not finite: that update is dropped
+        self.grad_norm = float("nan")  # of the batch's first update (the one logged)
+        self.lr_used: float | None = None
+        self.updates = 0
+
+    def autocast(self):
+        return self.run.accelerator.autocast()
+
+    def backward(self, loss: torch.Tensor) -> bool:
+        accelerator = self.run.accelerator
+        finite = _all_processes(accelerator, bool(torch.isfinite(loss.detach())))
+        if finite:
+            accelerator.backward(loss)
+        else:
+            self.dropped = True
+        return finite
+
+    def update(self) -> bool:
+        run, loop, cfg = self.run, self.loop, self.run.cfg
+        finite, grad_norm = not self.dropped, float("nan")
+        if finite and cfg.max_grad_norm > 0:
+            grad_norm = float(run.accelerator.clip_grad_norm_(loop.params, cfg.max_grad_norm))
+            finite = math.isfinite(grad_norm)
+        lr_used = loop.scheduler.get_last_lr()[0]
+        if finite:
+            loop.optimizer.step()
+        else:
+            # Never let a NaN reach the weights: drop this update, count it.
+            loop.nonfinite += 1
+            run.nonfinite_steps += 1
+        loop.scheduler.step()
+        loop.optimizer.zero_grad(set_to_none=True)
+        if self.updates == 0:
+            self.grad_norm, self.lr_used = grad_norm, lr_used
+        self.updates += 1
+        self.dropped = False
+        return finite
+
+
 def _step(run: RunState, loop: _StageLoop, batch) -> tuple[torch.Tensor, dict[str, float], float, float]:
-    """One optimizer step on `batch`; returns (loss, its parts, gradient norm, learning rate used)."""
-    model, objective, accelerator, cfg = run.model, run.objective, run.accelerator, run.cfg
-    with accelerator.autocast():
-        loss, parts = objective(model, batch)
-    finite = _all_processes(accelerator, bool(torch.isfinite(loss.detach())))
-    grad_norm = float("nan")
-    if finite:
-        accelerator.backward(loss)
-        if cfg.max_grad_norm > 0:
-            grad_norm = float(accelerator.clip_grad_norm_(loop.params, cfg.max_grad_norm))
-        finite = math.isfinite(grad_norm) if cfg.max_grad_norm > 0 else True
-    lr_used = loop.scheduler.get_last_lr()[0]
-    if finite:
-        loop.optimizer.step()
-        if objective.bregman is not None and objective.adversarial:
-            objective.bregman.update(model)
-    else:
-        # Never let a NaN reach the weights: drop this batch's update, count it.
-        loop.nonfinite += 1
-        run.nonfinite_steps += 1
-    loop.scheduler.step()
-    loop.optimizer.zero_grad(set_to_none=True)
-    return loss, parts, grad_norm, lr_used
+    """One batch through the run's method (one optimizer update, or the method's own number of
+    them); returns (loss, its parts, gradient norm, learning rate used) of its first update."""
+    ctx = _LoopBatch(run, loop)
+    loss, parts = run.method.train_batch(run.model, batch, ctx)
+    if ctx.updates != run.method.updates_per_batch:
+        raise RuntimeError(f"method {run.method.name!r} made {ctx.updates} optimizer update(s) on a batch; it "
+                           f"declares {run.method.updates_per_batch}")
+    return loss, parts, ctx.grad_norm, ctx.lr_used
 
 
 def _log_window(run: RunState, loop: _StageLoop, epoch: int, stage_step: int, lr_used: float) -> None:
@@ -736,7 +775,7 @@ def _log_window(run: RunState, loop: _StageLoop, epoch: int, stage_step: int, lr
     row = {"stage": loop.stage.name, "epoch": epoch, "step": stage_step, "global_step": run.position["global_step"],
            "learning_rate": lr_used}
     row.update(_window_means(run.accelerator, loop.window))
-    row["skipped_adversarial_steps"] = _sum_over_processes(run.accelerator, run.objective.skipped)
+    row["skipped_adversarial_steps"] = _sum_over_processes(run.accelerator, run.method.skipped)
     row["nonfinite_steps"] = loop.nonfinite
     run.history.append(row)
     tracking.log_row(run.accelerator, row)
@@ -754,8 +793,7 @@ def _finish_epochs(stage_index: int, run: RunState, epochs_run: int) -> None:
         if run.early["best_epoch"] != epochs_run - 1:
             # Early stopping restores the best epoch's weights (and SMART's teacher of that epoch).
             run.accelerator.unwrap_model(run.model).load_state_dict(run.early["model"])
-            if run.objective.bregman is not None and run.early.get("teacher") is not None:
-                run.objective.bregman.load_checkpoint_state(run.early["teacher"])
+            run.method.load_state({**run.method.state(), "teacher": run.early.get("teacher")})
 
 
 def _validate_epoch(stage: Stage, epoch: int, run: RunState) -> bool:
@@ -780,12 +818,11 @@ def _early_stopping(run: RunState, epoch: int, value: float) -> bool:
     early = run.early
     if early is None or (math.isfinite(value) and not value <= early["best"]):
         bare = run.accelerator.unwrap_model(run.model)
-        objective = run.objective
+        teacher = run.method.state().get("teacher")
         run.early = {
             "best": value if math.isfinite(value) else -math.inf, "best_epoch": epoch, "bad_epochs": 0,
             "model": {k: v.detach().clone() for k, v in bare.state_dict().items()},
-            "teacher": ({k: v.clone() for k, v in objective.bregman.state_dict_for_checkpoint().items()}
-                        if objective.bregman is not None else None)}
+            "teacher": {k: v.clone() for k, v in teacher.items()} if teacher is not None else None}
         return False
     early["bad_epochs"] += 1
     return early["bad_epochs"] >= run.cfg.early_stopping_patience
