@@ -2,6 +2,7 @@
 
     python benchmarks/rule_sizes.py --out benchmarks/results/rule_sizes.json [--eps 1e-5,1e-4,...]
     python benchmarks/rule_sizes.py --target-size 0.59 --algo sift --adv_epsilon 0.6
+    python benchmarks/rule_sizes.py --methods --out benchmarks/results/method_sizes_cpu.json
 
 The second form calibrates the random-noise control at a matched measured size
 (`siftkit.run.calibration`): the `adv_noise_std` for which `adv_steps=0` inside the ball of
@@ -14,6 +15,10 @@ the size-curve settings (adv_epsilon = adv_noise_std = E, adv_step_size = 100 E)
 per-token ||Delta_t|| / ||z_t|| at `embedding_output`, R, and the mean per-token cosine
 between the final delta and the ascent gradient (0 for a random direction, 1 for a step
 along the gradient). The same noise seed for every row.
+
+``--methods``: every registered method that perturbs an input, at its published defaults, on the
+same batch: one training batch through the method itself (its own forwards and backwards, no
+update), and the sizes it logs (`siftkit.methods.base.perturbation_stats`) at its own point.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from siftkit.data.loaders import load
 from siftkit.run.models import load_model
 from siftkit.core.regularizers import REGULARIZERS
 from siftkit.core.split import EmbeddingSplit
+from siftkit import methods
+from siftkit.run.objective import build_method
 
 CURVE_EPS = "1e-5,1e-4,1e-3,1e-2,3e-2,0.1,0.3,1.0"
 
@@ -55,6 +62,45 @@ def measure(split: EmbeddingSplit, batch, cfg: RunConfig, seed: int = 0) -> dict
             "cosine_delta_gradient": cos}
 
 
+class MeasureContext:
+    """Back-propagates as a loop would (a method may read its own input gradients) but never
+    updates the weights: every method is measured on the same model."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def autocast(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def backward(self, loss) -> bool:
+        loss.backward()
+        return True
+
+    def update(self) -> bool:
+        self.model.zero_grad(set_to_none=True)
+        return False
+
+
+def measure_methods(model, batch, seed: int = 0) -> list[dict]:
+    """One batch of each input-perturbing method at its defaults: the sizes it logs."""
+    rows = []
+    n = batch["input_ids"].shape[0]
+    labelled = {**batch, "labels": torch.tensor(load("twitter_hate")["train"]["label"][:n])}
+    for algo in methods.names():
+        cfg = RunConfig(algo=algo)
+        method = build_method(model, cfg)
+        if not method.perturbs_input:
+            continue
+        torch.manual_seed(seed)
+        _, parts = method.train_batch(model, labelled, MeasureContext(model))
+        rows.append({"algo": algo, "perturb_at": cfg.perturb_at, "algo_args": cfg.algo_args,
+                     **{k: parts.get(k) for k in ("relative_perturbation", "perturbation_norm", "ascent_cosine",
+                                                  "adv_loss")}})
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None)
@@ -64,6 +110,7 @@ def main() -> None:
                         "size the ascent reaches at --adv_epsilon")
     p.add_argument("--algo", default="sift", choices=("smart", "sift"))
     p.add_argument("--adv_epsilon", type=float, default=None, help="the ball (default: the target size)")
+    p.add_argument("--methods", action="store_true", help="every input-perturbing method at its defaults")
     args = p.parse_args()
     if args.target_size is None and args.out is None:
         p.error("give --out (the table of rules and sizes) or --target-size (a matched-size noise control)")
@@ -74,6 +121,15 @@ def main() -> None:
     batch = tweet_batch(tokenizer)
     if args.target_size is not None:
         calibrate(split, batch, args)
+        return
+    if args.methods:
+        rows = measure_methods(model, batch)
+        Path(args.out).write_text(json.dumps({"model": "all-MiniLM-L6-v2", "batch": "32 tweets", "dropout": "off",
+                                              "rows": rows}, indent=2) + "\n")
+        for r in rows:
+            cos = r["ascent_cosine"]
+            print(f"{r['algo']:<8} {r['perturb_at']:<17} rel {r['relative_perturbation']:.3g}  "
+                  f"cos {'–' if cos is None else f'{cos:.3f}'}")
         return
     rows = []
     for rule in ADV_RULES:

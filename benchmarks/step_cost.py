@@ -3,6 +3,7 @@
     python benchmarks/step_cost.py --out benchmarks/step_cost_cpu.json [--rounds 7] [--steps 1,2,3]
     python benchmarks/step_cost.py --out step_cost_h100.json --mixed-precision bf16   # on a GPU
     python benchmarks/step_cost.py --out benchmarks/results/rules_cpu.json --rules    # the adv_rule choices
+    python benchmarks/step_cost.py --out benchmarks/results/methods_cpu.json --methods --threads 1  # every algo
 
 One process, the offline MiniLM, one fixed batch of 32 real UCI sentences padded to 64
 tokens. Variants are interleaved round by round (plain, smart, ..., plain, smart, ...) so
@@ -33,27 +34,33 @@ from pathlib import Path
 
 import torch
 
-from siftkit.run.config import RunConfig
+from siftkit import methods
 from siftkit.data.loaders import load
+from siftkit.methods.adversarial import SiftMethod
+from siftkit.run.config import RunConfig
 from siftkit.run.models import load_model
-from siftkit.run.objective import AdversarialLoss
+from siftkit.run.objective import build_method
 
 POINTS = ("embedding_output", "word_embeddings", "pre_layernorm")
 
 
-class NaiveAdversarialLoss(AdversarialLoss):
+class NaiveSift(SiftMethod):
     """The seed paper's cost profile: an extra clean forward for the regularizer's target."""
 
-    def __call__(self, model, batch):
+    def objective(self, model, batch):
         from siftkit.core.split import model_inputs
-        import torch.nn.functional as F
 
         reg = self.regularizer
         logits = model(**model_inputs(batch)).logits
-        task = F.cross_entropy(logits.float(), batch["labels"])
+        task = self.task_loss(logits, batch["labels"])
         target, z = self.split.forward_capture(batch, reg.perturb_at)  # the redundant forward
         r = reg(self.split, batch, target, z)
         return task + reg.adv_weight * r, {}
+
+
+def method_variants() -> dict[str, dict]:
+    """Every registered method (algo) at its published defaults (SMART with its Bregman term)."""
+    return {algo: dict(algo=algo) for algo in methods.names()}
 
 
 def rule_variants() -> dict[str, dict]:
@@ -97,26 +104,45 @@ class Counter:
 def build(spec: dict, model):
     spec = dict(spec)
     naive = spec.pop("naive", False)
-    cfg = RunConfig(**spec)
-    return (NaiveAdversarialLoss if naive else AdversarialLoss)(model, cfg)
+    cfg = RunConfig.from_dict(spec)
+    return NaiveSift(model, cfg) if naive else build_method(model, cfg)
 
 
-def one_step(objective, model, optimizer, batch, autocast):
-    with autocast():
-        loss, _ = objective(model, batch)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    if objective.bregman is not None:
-        objective.bregman.update(model)
+class StepContext:
+    """The loop's side of a training step (`siftkit.methods.base.BatchContext`), as the native
+    loop does it: backward, clip at 1.0, AdamW step, zero the gradients; counts the backwards."""
+
+    def __init__(self, model, optimizer, autocast):
+        self.model, self.optimizer, self._autocast = model, optimizer, autocast
+        self.backwards = 0
+
+    def autocast(self):
+        return self._autocast()
+
+    def backward(self, loss) -> bool:
+        loss.backward()
+        self.backwards += 1
+        return True
+
+    def update(self) -> bool:
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
 
 
-def setup(device: str, mixed_precision: str):
+def one_step(method, model, optimizer, batch, autocast) -> int:
+    """One batch through the method (its forwards, backwards and updates); returns its backwards."""
+    ctx = StepContext(model, optimizer, autocast)
+    method.train_batch(model, batch, ctx)
+    return ctx.backwards
+
+
+def setup(device: str, mixed_precision: str, shape: tuple[int, int] = (32, 64)):
     torch.manual_seed(0)
     model, tok = load_model(None)
     model.to(device).train()
-    batch = make_batch(tok, device)
+    batch = make_batch(tok, device, *shape)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
@@ -137,7 +163,8 @@ def _rss_mib() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def memory_only(name: str, spec: dict, device: str, mixed_precision: str, steps: int = 3) -> None:
+def memory_only(name: str, spec: dict, device: str, mixed_precision: str, shape: tuple[int, int],
+                steps: int = 3) -> None:
     """Peak resident memory while training, above the process's size before the model loaded.
 
     Like CUDA's max_memory_allocated this counts weights, optimizer state and activations;
@@ -146,7 +173,7 @@ def memory_only(name: str, spec: dict, device: str, mixed_precision: str, steps:
     import threading
 
     before = _rss_mib()
-    model, batch, optimizer, autocast = setup(device, mixed_precision)
+    model, batch, optimizer, autocast = setup(device, mixed_precision, shape)
     objective = build(spec, model)
     peak, done = [before], threading.Event()
 
@@ -175,24 +202,31 @@ def main() -> None:
     p.add_argument("--memory-only", default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-memory", action="store_true", help="skip the CPU memory subprocesses")
     p.add_argument("--rules", action="store_true", help="compare the perturbation rules (K=1) instead")
+    p.add_argument("--methods", action="store_true", help="compare every method at its defaults instead")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--batch", default="32x64", help="examples x tokens of the fixed batch")
     args = p.parse_args()
-    specs = rule_variants() if args.rules else variants([int(k) for k in args.steps.split(",")])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    specs = (method_variants() if args.methods else rule_variants() if args.rules
+             else variants([int(k) for k in args.steps.split(",")]))
+    shape = tuple(int(x) for x in args.batch.split("x"))
     if args.memory_only:
-        memory_only(args.memory_only, specs[args.memory_only], args.device, args.mixed_precision)
+        memory_only(args.memory_only, specs[args.memory_only], args.device, args.mixed_precision, shape)
         return
 
-    model, batch, optimizer, autocast = setup(args.device, args.mixed_precision)
+    model, batch, optimizer, autocast = setup(args.device, args.mixed_precision, shape)
     objectives = {name: build(spec, model) for name, spec in specs.items()}
     counters = {}
     model_counter = Counter()
     model.register_forward_pre_hook(model_counter)
     for name, obj in objectives.items():
         counters[name] = Counter()
-        if obj.bregman is not None:
+        if getattr(obj, "bregman", None) is not None:
             obj.bregman.teacher.register_forward_pre_hook(counters[name])
 
     times = {name: [] for name in specs}
-    forwards = {}
+    forwards, backward_counts = {}, {}
     cuda_peak = {}
     for r in range(args.warmup + args.rounds):
         for name, obj in objectives.items():
@@ -201,10 +235,11 @@ def main() -> None:
             sync(args.device)
             model_counter.n, counters[name].n = 0, 0
             t0 = time.perf_counter()
-            one_step(obj, model, optimizer, batch, autocast)
+            backwards = one_step(obj, model, optimizer, batch, autocast)
             sync(args.device)
             dt = time.perf_counter() - t0
             forwards[name] = {"model": model_counter.n, "teacher": counters[name].n}
+            backward_counts[name] = backwards
             if r >= args.warmup:
                 times[name].append(dt)
                 if args.device.startswith("cuda"):
@@ -217,7 +252,9 @@ def main() -> None:
         for name in specs:
             outp = subprocess.run([sys.executable, __file__, "--out", os.devnull, "--memory-only", name,
                                    "--device", args.device, "--mixed-precision", args.mixed_precision,
-                                   "--steps", args.steps, *(["--rules"] if args.rules else [])],
+                                   "--steps", args.steps, "--batch", args.batch,
+                                   *(["--threads", str(args.threads)] if args.threads else []),
+                                   *(["--rules"] if args.rules else []), *(["--methods"] if args.methods else [])],
                                   capture_output=True, text=True, check=True)
             memory[name] = json.loads(outp.stdout.strip().splitlines()[-1])["peak_rss_growth_mib"]
 
@@ -226,23 +263,24 @@ def main() -> None:
     for name in specs:
         med = statistics.median(times[name])
         rows.append({"variant": name, "median_step_s": med, "ratio_to_plain": med / plain,
-                     "forwards": forwards[name], "peak_memory_mib": memory.get(name),
+                     "forwards": forwards[name], "backwards": backward_counts[name],
+                     "peak_memory_mib": memory.get(name),
                      "peak_memory_ratio_to_plain": (memory[name] / memory["plain"]
                                                     if memory.get(name) and memory.get("plain") else None)})
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    record = {"device": device_name, "mixed_precision": args.mixed_precision, "batch": [32, 64],
+    record = {"device": device_name, "mixed_precision": args.mixed_precision, "batch": list(shape),
               "rounds": args.rounds, "torch_threads": torch.get_num_threads(),
               "memory_measure": "cuda max_memory_allocated (MiB)" if args.device.startswith("cuda")
               else "peak RSS during 3 steps above the process before model load, fresh process (MiB)",
               "rows": rows}
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     width = max(len(r["variant"]) for r in rows)
-    print(f"device {device_name}, mixed precision {args.mixed_precision}, batch 32x64, "
+    print(f"device {device_name}, mixed precision {args.mixed_precision}, batch {args.batch}, "
           f"{args.rounds} rounds (median)")
     for r in rows:
         mem = f"{r['peak_memory_mib']:.0f} MiB" if r["peak_memory_mib"] is not None else "–"
         print(f"{r['variant']:<{width}}  {r['median_step_s'] * 1000:8.1f} ms  x{r['ratio_to_plain']:.2f}  "
-              f"fwd {r['forwards']['model']}+{r['forwards']['teacher']}  mem {mem}")
+              f"fwd {r['forwards']['model']}+{r['forwards']['teacher']}  bwd {r['backwards']}  mem {mem}")
 
 
 if __name__ == "__main__":
