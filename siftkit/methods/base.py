@@ -17,6 +17,7 @@ fine-tuning's, exactly (one forward, the same draws, the same logged parts).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, ContextManager, Mapping, Protocol
 
 import torch
@@ -24,6 +25,16 @@ import torch.nn.functional as F
 
 from siftkit.core.l2sp import L2SP
 from siftkit.core.split import model_inputs
+
+
+@dataclass
+class Push:
+    """One batch's push at the perturbed point: the clean tensor `z` (B, L, H), the raw
+    perturbation added to it, and the real tokens (B, L)."""
+
+    z: torch.Tensor
+    perturbation: torch.Tensor
+    mask: torch.Tensor
 
 
 class BatchContext(Protocol):
@@ -65,6 +76,7 @@ class Method:
         self.l2sp_weight = cfg.l2sp_weight
         self.active = True
         self.skipped = 0  # batches whose regularizer was skipped for a non-finite input gradient
+        self.last_push: Push | None = None  # the last batch's push, for figures (00_tour's panel)
 
     # --- the pieces every method shares ---------------------------------------------------
     def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -85,6 +97,12 @@ class Method:
 
     def plain_parts(self, task: torch.Tensor) -> dict[str, float]:
         return {"task_loss": float(task.detach())}
+
+    def record_push(self, z: torch.Tensor, perturbation: torch.Tensor, mask: torch.Tensor,
+                    gradient: torch.Tensor | None = None) -> dict[str, float]:
+        """Keep the batch's push (`last_push`) and return its measured size (`perturbation_stats`)."""
+        self.last_push = Push(z.detach(), perturbation.detach(), mask.detach())
+        return perturbation_stats(z, perturbation, mask, gradient)
 
     # --- the contract ---------------------------------------------------------------------
     def loss(self, model, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
