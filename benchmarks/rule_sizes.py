@@ -36,6 +36,7 @@ from siftkit.run.models import load_model
 from siftkit.core.regularizers import REGULARIZERS
 from siftkit.core.split import EmbeddingSplit
 from siftkit import methods
+from siftkit.methods.base import MeasureContext
 from siftkit.run.objective import build_method
 
 CURVE_EPS = "1e-5,1e-4,1e-3,1e-2,3e-2,0.1,0.3,1.0"
@@ -60,27 +61,6 @@ def measure(split: EmbeddingSplit, batch, cfg: RunConfig, seed: int = 0) -> dict
         cos = float(c[mask].mean())
     return {"relative_perturbation": reg.last_stats["relative_perturbation"], "R": float(r.detach()),
             "cosine_delta_gradient": cos}
-
-
-class MeasureContext:
-    """Back-propagates as a loop would (a method may read its own input gradients) but never
-    updates the weights: every method is measured on the same model."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def autocast(self):
-        import contextlib
-
-        return contextlib.nullcontext()
-
-    def backward(self, loss) -> bool:
-        loss.backward()
-        return True
-
-    def update(self) -> bool:
-        self.model.zero_grad(set_to_none=True)
-        return False
 
 
 def measure_methods(model, batch, seed: int = 0) -> list[dict]:

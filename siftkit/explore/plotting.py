@@ -541,6 +541,32 @@ def sentence_perturbation(frame: pd.DataFrame, *, mode: str = "relative") -> Fig
     return fig
 
 
+def family_pushes(frame: pd.DataFrame) -> Figure:
+    """Every input-perturbing method's push on one sentence: ‖Δ_t‖ / ‖z_t‖ per token (log axis),
+    one colour per method, its perturbed point and the divergence it causes in the legend.
+
+    `frame` is `siftkit.explore.pushes.method_pushes`. Relative sizes are comparable across
+    points (each is a share of the token's own norm at the point the method pushes)."""
+    algos = [a for a in ALGO_COLORS if a in set(frame["algo"])] + sorted(set(frame["algo"]) - set(ALGO_COLORS))
+    first = frame[frame["algo"] == algos[0]] if algos else frame
+    tokens = list(first["token"])
+    with _style():
+        fig, axes = _figure(1, 1, size=(max(7.5, 0.5 * len(tokens) + 4.5), 4.2))
+        ax = axes[0, 0]
+        for algo in algos:
+            d = frame[frame["algo"] == algo]
+            ax.plot(list(d["position"] - d["position"].min()), d["relative"], marker="o", ms=5, lw=0.8,
+                    color=ALGO_COLORS.get(algo, "#333333"),
+                    label=f"{ALGO_LABELS.get(algo, algo)} at {d['point'].iloc[0]}: "
+                          f"sym KL {d['divergence'].iloc[0]:.1e} nats")
+        _scale_y(ax, frame["relative"] if len(frame) else [], "‖Δ_t‖ / ‖z_t‖", "ratio")
+        ax.set_title("each method's push per token, at its published defaults")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.set_xticks(range(len(tokens)), tokens, rotation=60, ha="right", fontsize=9)
+        ax.set_xlabel("token")
+    return fig
+
+
 def sentence_token_norms(stats: pd.DataFrame) -> Figure:
     """One sentence's per-token norm at each point of the embedding block (log scale)."""
     points = _points(stats)

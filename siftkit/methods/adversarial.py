@@ -16,7 +16,7 @@ import torch
 from siftkit.core.bregman import BregmanProximalPoint
 from siftkit.core.regularizers import REGULARIZERS, AdversarialRegularizer
 from siftkit.core.split import EmbeddingSplit, model_inputs, unwrap
-from siftkit.methods.base import Method
+from siftkit.methods.base import Method, Push
 
 _PLAIN_PARTS = ("adv_loss", "bregman_loss", "perturbation_norm", "relative_perturbation")
 
@@ -63,6 +63,8 @@ class AdversarialMethod(Method):
             loss = loss + reg.adv_weight * r
             parts["adv_loss"] = float(r.detach())
             parts.update(reg.last_stats)
+            if reg.last_perturbation is not None:  # kept for figures; the stats are the regularizer's own
+                self.last_push = Push(z.detach(), reg.last_perturbation, batch["attention_mask"].detach())
         if bregman is not None:
             b = bregman(batch, logits)
             loss = loss + self.cfg.bregman_weight * b

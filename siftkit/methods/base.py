@@ -138,16 +138,25 @@ class Method:
         self.skipped = state.get("skipped", 0)
 
 
-class NoContext:
-    """A `BatchContext` for measuring a method outside a loop: backward and update do nothing."""
+class MeasureContext:
+    """A `BatchContext` for measuring a method outside a loop: backward is real (a method may read
+    its own input gradients, as FreeLB does), but no update is ever made: the gradients are
+    dropped, so every method can be measured on the same weights."""
+
+    def __init__(self, model):
+        self.model = model
 
     def autocast(self) -> ContextManager:
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor) -> bool:
-        return bool(torch.isfinite(loss.detach()))
+        if not bool(torch.isfinite(loss.detach())):
+            return False
+        loss.backward()
+        return True
 
     def update(self) -> bool:
+        self.model.zero_grad(set_to_none=True)
         return False
 
 

@@ -5,8 +5,12 @@ same red in both. Plain data: nothing here imports matplotlib."""
 
 from __future__ import annotations
 
-ALGO_COLORS = {"plain": "#7f7f7f", "smart": "#d62728", "sift": "#9467bd"}
-ALGO_LABELS = {"plain": "plain", "smart": "SMART", "sift": "SiFT"}
+# plain, SMART and SiFT keep the colours of every earlier figure; the rest of the family take
+# the remaining colours of matplotlib's tab10 cycle and its tab20 lighter shades.
+ALGO_COLORS = {"plain": "#7f7f7f", "smart": "#d62728", "sift": "#9467bd", "freelb": "#1f77b4", "pgd": "#aec7e8",
+               "freeat": "#17becf", "vat": "#2ca02c", "r3f": "#ff7f0e", "alum": "#8c564b", "rdrop": "#e377c2"}
+ALGO_LABELS = {"plain": "plain", "smart": "SMART", "sift": "SiFT", "freelb": "FreeLB", "pgd": "PGD-K",
+               "freeat": "FreeAT", "vat": "VAT", "r3f": "R3F", "alum": "ALUM", "rdrop": "R-Drop"}
 
 # A metric as the y axis of a study figure (one line).
 # UCI test: the 90% of the pool after the training share, less the validation share (uci_val_size).
