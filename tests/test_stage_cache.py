@@ -40,6 +40,9 @@ def test_a_cached_stage_gives_the_same_run_bit_for_bit(tmp_path, algo):
     consumer = _run(tmp_path, "consumer", algo=algo)
     assert producer["meta"]["stages_from_cache"] == []
     assert consumer["meta"]["stages_from_cache"] == ["twitter"]
+    # A stage's training time is the producer's, carried by the cache entry; stage 2 is the run's own.
+    assert consumer["meta"]["stage_train_seconds"]["twitter"] == producer["meta"]["stage_train_seconds"]["twitter"] > 0
+    assert consumer["meta"]["stage_train_seconds"]["uci"] > 0
     assert [s["from_cache"] for s in consumer["stages"]] == [True, False]
     for record in (producer, consumer):
         assert record["metrics"] == alone["metrics"]

@@ -363,8 +363,11 @@ def _record(run: RunState, keys: list[str | None], resumed_from: str | None, sta
     run.metrics.update(summary)
     tracking.log_metrics(accelerator, summary, run.position["global_step"])
     described = [s.describe() for s in run.stages]
+    seconds = {}
     for d, info, key in zip(described, run.stage_info, keys):
         d.update(info)
+        # A time is no property of the stage's result: it goes with the machine's facts in meta.
+        seconds[d["name"]] = d.pop("train_seconds", None)
         if key is not None:
             d["cache_key"] = key
     record = {
@@ -380,6 +383,8 @@ def _record(run: RunState, keys: list[str | None], resumed_from: str | None, sta
             "num_processes": accelerator.num_processes,
             "mixed_precision": accelerator.mixed_precision,
             "wall_time_s": round(time.time() - start, 3),
+            # each stage's training time, whoever trained it (this run, or the run a cached stage came from)
+            "stage_train_seconds": seconds,
             "resumed_from": resumed_from,
             "stages_from_cache": [s.name for s, info in zip(run.stages, run.stage_info) if info.get("from_cache")],
             "skipped_adversarial_steps": _sum_over_processes(accelerator, run.method.skipped),
@@ -632,6 +637,7 @@ def _run_stage(stage_index: int, stage: Stage, run: RunState, resume_state: dict
     """Train one stage's epochs (validating after each where the stage has a validation set)."""
     loop = _stage_loop(stage_index, stage, run)
     start_epoch, skip = _resume_loop(loop, run, resume_state) if resume_state is not None else (0, 0)
+    began = time.perf_counter()
     run.model.train()
     _open_progress(loop, run, start_epoch * loop.steps_per_epoch + skip)
     epochs_run = start_epoch
@@ -645,6 +651,10 @@ def _run_stage(stage_index: int, stage: Stage, run: RunState, resume_state: dict
     loop.bar.close()
     _check_nonfinite_share(run.cfg, stage, loop.nonfinite,
                            min(epochs_run * loop.steps_per_epoch, loop.total_steps) * loop.updates_per_batch)
+    # What the stage's training cost, carried with it into checkpoints and cache entries, so a run
+    # that takes the stage from the cache still reports what training it took (a resumed stage:
+    # the time after the resume only).
+    run.stage_info[stage_index]["train_seconds"] = round(time.perf_counter() - began, 3)
     _finish_epochs(stage_index, run, epochs_run)
 
 
