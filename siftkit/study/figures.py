@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import matplotlib
 import matplotlib.lines
+import matplotlib.ticker
 import matplotlib.patches
 import numpy as np
 import pandas as pd
@@ -477,3 +478,50 @@ def write_group_figures(key: tuple[str, str, str, str], variants: Mapping[str, S
             **size_figures(key, variants, specs),
             f"tuned_curve_{PAPER_METRIC[key[0]]}": tuned_curve_figure(key, variants, specs)}
     return [_save(fig, out_dir / f"{prefix}_{name}.png") for name, fig in figs.items() if fig is not None]
+
+
+# ----------------------------------------------------------------------------- the leaderboard
+
+
+def forest_figure(board: Any, shift: str) -> Figure | None:
+    """One shift's forest plot: each arm's seed-paired difference from tuned plain (mean, 95% t
+    interval) on each of the shift's targets, tuned plain at 0; readable on a slide. `board` is a
+    `siftkit.study.leaderboard.Leaderboard`; None where the shift has no judged arm."""
+    part = next((s for s in board.shifts if s.shift == shift), None)
+    if part is None:
+        return None
+    arms = [a for a in board.arms if not board.is_reference(a, shift)
+            and any(board.cell(a, shift, m) is not None for m in part.targets)]
+    if not arms:
+        return None
+    with matplotlib.rc_context({**SUMMARY_RC, "font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12}):
+        fig = Figure(figsize=(4.2 * len(part.targets) + 1.5, 0.45 * len(arms) + 1.8))
+        axes = fig.subplots(1, len(part.targets), sharey=True, squeeze=False)[0]
+        for ax, metric in zip(axes, part.targets):
+            for y, arm in enumerate(arms):
+                c = board.cell(arm, shift, metric)
+                if c is None or math.isnan(c.mean):
+                    continue
+                color = {"better": "#2ca02c", "worse": "#d62728"}.get(c.verdict, "#444444")
+                if not math.isnan(c.low):
+                    ax.plot([c.low, c.high], [y, y], color=color, lw=2)
+                ax.plot([c.mean], [y], "o", color=color, ms=7)
+            ax.axvline(0, color=ALGO_COLORS["plain"], lw=1.2, ls="--")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5, symmetric=True))
+            ax.set_title(metric.removesuffix("_accuracy") if len(part.targets) > 1 else metric)
+            ax.set_xlabel("difference from tuned plain")
+        axes[0].set_yticks(range(len(arms)), arms)
+        axes[0].invert_yaxis()
+        fig.suptitle(f"{shift}: each arm − tuned plain\n(chosen points, seed-paired, 95% CI)")
+        fig.tight_layout()
+    return fig
+
+
+def write_forest_figures(board: Any, out_dir: str | Path) -> dict[str, Path]:
+    """``leaderboard_<shift>.png`` for every shift of the board with a judged arm."""
+    out = {}
+    for part in board.shifts:
+        fig = forest_figure(board, part.shift)
+        if fig is not None:
+            out[part.shift] = _save(fig, Path(out_dir) / f"leaderboard_{_slug(part.shift)}.png")
+    return out

@@ -1,0 +1,252 @@
+"""The leaderboard: every arm against tuned plain, at equal tuning budgets, on every shift.
+
+A benchmark is a set of groups (one per shift: the runs of one task, device, code and model,
+`siftkit.study.runs`) whose arms all ran a `sweep --grid` with the same tag prefix. In each group
+`siftkit.study.arms.equal_budget` chooses every arm's grid point on the shift's validation metric;
+here each arm is then set against the reference arm (plain, no control) of the same group at the
+chosen points, seed by seed, on each out-of-domain target of the shift. Nothing chooses on a
+target metric.
+
+Computed once into typed objects (`Leaderboard`, `Cell`); `leaderboard_markdown`, the forest
+figure (`siftkit.study.figures.forest_figure`) and the verdict sentences only format them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from siftkit.study.arms import equal_budget, tuned_text
+from siftkit.study.paper import PAPER_METRIC, TASK_METRICS
+from siftkit.study.runs import Groups, Run, is_number, per_seed
+from siftkit.study.stats import format_mean_ci, mean_ci, paired_difference
+from siftkit.study.tags import variant_order
+
+# Human names of the fixed protocols; a shift spec's group is named by the spec's name.
+SHIFT_NAMES = {"twitter_to_uci": "P2", "cola": "P1"}
+
+
+def shift_name(task: str) -> str:
+    """``P2`` for twitter_to_uci, the spec's name for ``shift:<name>@<digest>``."""
+    if task.startswith("shift:"):
+        return task[len("shift:"):].partition("@")[0]
+    return SHIFT_NAMES.get(task, task)
+
+
+def target_metrics(task: str) -> list[str]:
+    """The out-of-domain metrics an arm is judged on: the protocol's reported metric, or every
+    evaluation set's accuracy of a shift spec, each followed by its macro-F1 where the spec's
+    task has more than two classes."""
+    if not task.startswith("shift:"):
+        return [PAPER_METRIC[task]]
+    metrics = TASK_METRICS[task]
+    accuracies = [m for m in metrics if m.endswith("_accuracy") and "_val_" not in m]
+    return accuracies
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One arm on one target of one shift: its difference from tuned plain at the chosen points."""
+
+    shift: str
+    metric: str
+    arm: str
+    chosen: str | None  # the chosen grid point, as a label ("uci_learning_rate=0.0001")
+    n: int
+    mean: float
+    low: float
+    high: float
+    seeds: tuple[int, ...]
+    cost: float | None  # the arm's training time at its chosen point over tuned plain's (mean over seeds)
+
+    @property
+    def verdict(self) -> str:
+        """``better``/``worse`` where the 95% interval excludes 0, ``same`` where it includes it,
+        ``–`` where there is no interval."""
+        if self.n < 2 or math.isnan(self.low):
+            return "–"
+        return "better" if self.low > 0 else "worse" if self.high < 0 else "same"
+
+
+@dataclass(frozen=True)
+class ShiftBoard:
+    """One shift's part: its reference arm, its targets, each arm's chosen point and budget."""
+
+    shift: str
+    task: str
+    reference: str | None
+    reference_note: str
+    targets: tuple[str, ...]
+    chosen: Mapping[str, str | None]  # arm -> chosen point label
+    budgets: Mapping[str, tuple[int, int]]  # arm -> (grid points, selection seeds)
+    tuned: Mapping[str, str]  # arm -> what it tuned, as text
+
+    @property
+    def equal_budgets(self) -> bool:
+        return len(set(self.budgets.values())) <= 1
+
+
+@dataclass
+class Leaderboard:
+    """Arms x (shift, target) cells, with each shift's facts."""
+
+    shifts: list[ShiftBoard] = field(default_factory=list)
+    cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)  # (arm, shift, metric) -> cell
+
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        return [(s.shift, m) for s in self.shifts for m in s.targets]
+
+    @property
+    def arms(self) -> list[str]:
+        refs = {s.reference for s in self.shifts if s.reference}
+        names = {arm for arm, _, _ in self.cells}
+        return sorted(names, key=lambda a: (a not in refs, variant_order(a)))
+
+    def cell(self, arm: str, shift: str, metric: str) -> Cell | None:
+        return self.cells.get((arm, shift, metric))
+
+    def tally(self, arm: str) -> dict[str, int]:
+        """How many (shift, target) cells find the arm better, the same or worse than tuned plain."""
+        out = {"better": 0, "same": 0, "worse": 0}
+        for shift, metric in self.columns:
+            c = self.cell(arm, shift, metric)
+            if c is not None and c.verdict in out and not self.is_reference(arm, shift):
+                out[c.verdict] += 1
+        return out
+
+    def is_reference(self, arm: str, shift: str) -> bool:
+        return any(s.shift == shift and s.reference == arm for s in self.shifts)
+
+    def cost(self, arm: str) -> float | None:
+        """The arm's mean training-time ratio to tuned plain over the shifts that have one."""
+        ratios = {s.shift: c.cost for (a, s_, _), c in self.cells.items() if a == arm
+                  for s in self.shifts if s.shift == s_ and c.cost is not None}
+        return sum(ratios.values()) / len(ratios) if ratios else None
+
+
+def _train_seconds(run: Run) -> float | None:
+    """The run's training time over its stages, whoever trained each (meta.stage_train_seconds)."""
+    seconds = (run.record.get("meta") or {}).get("stage_train_seconds")
+    if not isinstance(seconds, Mapping) or not seconds:
+        return None
+    values = list(seconds.values())
+    return float(sum(values)) if all(is_number(v) for v in values) else None
+
+
+def _cost(arm_runs: Sequence[Run], ref_runs: Sequence[Run]) -> float | None:
+    a = mean_ci([t for t in map(_train_seconds, arm_runs) if t is not None])["mean"]
+    b = mean_ci([t for t in map(_train_seconds, ref_runs) if t is not None])["mean"]
+    return a / b if is_number(a) and is_number(b) and b > 0 else None
+
+
+def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequence[str] | None = None) -> Leaderboard:
+    """The leaderboard over the groups of `tasks` (all with grid arms when None), reading only the
+    arms whose tag starts with `tag_prefix` (all when None)."""
+    board = Leaderboard()
+    for key, variants in groups.items():
+        task = key[0]
+        if tasks is not None and task not in tasks:
+            continue
+        eb = equal_budget(variants, task)
+        if eb is None:
+            continue
+        compared = [a for a in eb["compared"] if tag_prefix is None or a["base_tag"].startswith(tag_prefix)]
+        if not compared:
+            continue
+        by_name = {a["arm"]: a for a in compared}
+        reference = eb["reference"] if eb["reference"] in by_name else None
+        shift = shift_name(task)
+        targets = tuple(target_metrics(task))
+        board.shifts.append(ShiftBoard(
+            shift=shift, task=task, reference=reference, reference_note=eb["reference_note"], targets=targets,
+            chosen={a["arm"]: a["chosen_label"] for a in compared},
+            budgets={a["arm"]: (len(a["points"]), len(a["selection_seeds"])) for a in compared},
+            tuned={a["arm"]: tuned_text(a["tuned"]) for a in compared}))
+        if reference is None:
+            continue
+        ref_runs = variants[by_name[reference]["chosen"]] if by_name[reference]["chosen"] else []
+        for a in compared:
+            runs = variants[a["chosen"]] if a["chosen"] else []
+            for metric in targets:
+                d = paired_difference(per_seed(runs, metric), per_seed(ref_runs, metric))
+                board.cells[(a["arm"], shift, metric)] = Cell(
+                    shift=shift, metric=metric, arm=a["arm"], chosen=a["chosen_label"], n=d["n"], mean=d["mean"],
+                    low=d["low"], high=d["high"], seeds=tuple(d["seeds"]), cost=_cost(runs, ref_runs))
+    return board
+
+
+# ----------------------------------------------------------------------------- as text
+
+
+def _column_title(shift: str, metric: str, board: Leaderboard) -> str:
+    targets = next(s.targets for s in board.shifts if s.shift == shift)
+    return shift if len(targets) == 1 else f"{shift}: {metric.removesuffix('_accuracy')}"
+
+
+def leaderboard_markdown(board: Leaderboard) -> list[str]:
+    """The leaderboard as Markdown lines: the table, then each shift's budgets and chosen points."""
+    if not board.cells:
+        return ["No benchmark arm has a chosen point against a reference yet."]
+    cols = board.columns
+    head = ["arm", *(_column_title(s, m, board) for s, m in cols), "cost × plain", "better / same / worse"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm in board.arms:
+        cells = []
+        for shift, metric in cols:
+            c = board.cell(arm, shift, metric)
+            if c is None:
+                cells.append("–")
+            elif board.is_reference(arm, shift):
+                cells.append("tuned plain (0)")
+            else:
+                cells.append(format_mean_ci({"mean": c.mean, "low": c.low, "high": c.high}).replace("-", "−"))
+        cost = board.cost(arm)
+        t = board.tally(arm)
+        lines.append("| " + " | ".join([f"`{arm}`", *cells, "–" if cost is None else f"{cost:.2f}",
+                                        f"{t['better']} / {t['same']} / {t['worse']}"]) + " |")
+    lines.append("")
+    for s in board.shifts:
+        same = "every arm the same budget" if s.equal_budgets else "**budgets differ**"
+        budgets = sorted(set(s.budgets.values()))
+        lines.append(f"- **{s.shift}** ({', '.join(s.targets)}; {same}: "
+                     + "; ".join(f"{p} points × {n} seeds" for p, n in budgets) + "). "
+                     + "Chosen on validation: " + "; ".join(f"`{a}` {c or '–'}" for a, c in s.chosen.items()) + ".")
+    return lines
+
+
+def verdict_sentences(board: Leaderboard) -> list[str]:
+    """What the leaderboard says, in sentences generated from its cells."""
+    cols = board.columns
+    if not cols or not board.cells:
+        return []
+    judged = [a for a in board.arms if any(not board.is_reference(a, s) and board.cell(a, s, m) is not None
+                                           for s, m in cols)]
+    better = {a: [c for (arm, _, _), c in board.cells.items() if arm == a and c.verdict == "better"] for a in judged}
+    worse = {a: [c for (arm, _, _), c in board.cells.items() if arm == a and c.verdict == "worse"] for a in judged}
+    out = []
+    winners = [a for a in judged if better[a]]
+    if not winners:
+        out.append(f"No arm beats tuned plain on any of the {len(cols)} shift-target cells at 95% "
+                   f"({len(judged)} arms).")
+    for a in winners:
+        cells = ", ".join(f"{c.shift} {c.metric} by {c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}]" for c in better[a])
+        cost = board.cost(a)
+        out.append(f"`{a}` beats tuned plain on {cells}" + (f", at {cost:.2f}× its training time." if cost else "."))
+    mixed = [a for a in winners if worse[a] or board.tally(a)["same"]]
+    if mixed:
+        out.append("The answer changes between shifts for " + ", ".join(f"`{a}`" for a in mixed) + ".")
+    losers = [a for a in judged if worse[a]]
+    if losers:
+        out.append("Worse than tuned plain somewhere: "
+                   + "; ".join(f"`{a}` ({', '.join(f'{c.shift} {c.mean:+.3f}' for c in worse[a])})" for a in losers)
+                   + ".")
+    return out
+
+
+def leaderboard_rows(board: Leaderboard) -> list[dict[str, Any]]:
+    """The cells as data (one row each), for notebooks and tests."""
+    return [{"arm": c.arm, "shift": c.shift, "metric": c.metric, "chosen": c.chosen, "n": c.n, "mean": c.mean,
+             "ci_low": c.low, "ci_high": c.high, "cost": c.cost, "verdict": c.verdict}
+            for c in board.cells.values()]

@@ -1,0 +1,88 @@
+"""The leaderboard: every benchmark arm against tuned plain on every shift, from synthetic records
+written as the training loop writes them (the equal-budget tests' writers)."""
+
+from __future__ import annotations
+
+import math
+
+from test_equal_budget import grid_record, write
+
+from siftkit.study.leaderboard import leaderboard, leaderboard_markdown, verdict_sentences
+from siftkit.study.runs import group_runs, load_runs
+
+LR2 = ({"uci_learning_rate": 5e-05}, {"uci_learning_rate": 0.0001})
+
+
+def _arm(root, algo, tag, tests_by_point, *, vals, task="twitter_to_uci", seconds=10.0):
+    """tests_by_point: per grid point {seed: test}; vals: per grid point the validation metric."""
+    for index, (grid, tests) in enumerate(zip(LR2, tests_by_point)):
+        for seed, test in tests.items():
+            rec = grid_record(algo, seed, tag, grid, index, val=vals[index], test=test, task=task)
+            rec["meta"]["stage_train_seconds"] = {"twitter": seconds, "uci": seconds}
+            write(root, rec)
+
+
+def _board(root, **kw):
+    return leaderboard(group_runs(load_runs([root])), **kw)
+
+
+def test_arms_are_judged_at_the_point_validation_chose_never_on_test(tmp_path):
+    base = {1: 0.80, 2: 0.82, 3: 0.81}
+    # plain: the second point wins on validation; the first would win on test.
+    _arm(tmp_path, "plain", "bench", [{s: t + 0.05 for s, t in base.items()}, base], vals=[0.70, 0.75])
+    # freelb: chosen on validation at its first point, which is better on test than plain by 0.02-0.04.
+    _arm(tmp_path, "freelb", "bench", [{1: 0.83, 2: 0.85, 3: 0.84}, {1: 0.5, 2: 0.5, 3: 0.5}], vals=[0.76, 0.74],
+         seconds=30.0)
+    # r3f: its better-on-test point is not the one validation chose.
+    _arm(tmp_path, "r3f", "bench", [{1: 0.95, 2: 0.95, 3: 0.95}, {1: 0.80, 2: 0.82, 3: 0.81}], vals=[0.60, 0.75])
+    # another study's arm with another tag: not on the board.
+    _arm(tmp_path, "vat", "other", [base, base], vals=[0.7, 0.7])
+    board = _board(tmp_path, tag_prefix="bench")
+    (shift,) = board.shifts
+    assert shift.shift == "P2" and shift.reference == "plain-bench" and shift.equal_budgets
+    freelb = board.cell("freelb-bench", "P2", "uci_test_accuracy")
+    assert freelb.chosen == "uci_learning_rate5e-05" and freelb.verdict == "better"
+    assert math.isclose(freelb.mean, 0.03) and math.isclose(freelb.cost, 3.0)
+    r3f = board.cell("r3f-bench", "P2", "uci_test_accuracy")
+    assert r3f.chosen == "uci_learning_rate0.0001" and math.isclose(r3f.mean, 0.0, abs_tol=1e-12)
+    assert board.tally("freelb-bench") == {"better": 1, "same": 0, "worse": 0}
+    assert "vat-other" not in board.arms
+    text = "\n".join(leaderboard_markdown(board))
+    assert "`freelb-bench`" in text and "tuned plain (0)" in text and "1 / 0 / 0" in text
+    (sentence, *_) = verdict_sentences(board)
+    assert sentence.startswith("`freelb-bench` beats tuned plain on P2 uci_test_accuracy by +0.030")
+
+
+def test_unequal_budgets_are_said(tmp_path):
+    base = {1: 0.80, 2: 0.82, 3: 0.81}
+    _arm(tmp_path, "plain", "bench", [base, base], vals=[0.7, 0.75])
+    rec = grid_record("sift", 1, "bench", LR2[0], 0, val=0.7, test=0.8)
+    write(tmp_path, rec)
+    for seed in (1, 2, 3):
+        write(tmp_path, grid_record("sift", seed, "bench", LR2[0], 0, val=0.7, test=0.8))
+    board = _board(tmp_path)
+    assert not board.shifts[0].equal_budgets
+    assert "**budgets differ**" in "\n".join(leaderboard_markdown(board))
+
+
+def test_no_winner_is_said_in_one_sentence(tmp_path):
+    base = {1: 0.80, 2: 0.82, 3: 0.81}
+    _arm(tmp_path, "plain", "bench", [base, base], vals=[0.7, 0.75])
+    _arm(tmp_path, "sift", "bench", [{1: 0.79, 2: 0.83, 3: 0.81}, base], vals=[0.8, 0.7])
+    assert verdict_sentences(_board(tmp_path))[0] == "No arm beats tuned plain on any of the 1 shift-target cells at 95% (1 arms)."
+
+
+def test_forest_figure_draws_one_panel_per_target(tmp_path):
+    from siftkit.study.figures import forest_figure, write_forest_figures
+
+    base = {1: 0.80, 2: 0.82, 3: 0.81}
+    _arm(tmp_path, "plain", "bench", [base, base], vals=[0.7, 0.75])
+    _arm(tmp_path, "sift", "bench", [{1: 0.79, 2: 0.83, 3: 0.81}, base], vals=[0.8, 0.7])
+    _arm(tmp_path, "freelb", "bench", [{1: 0.83, 2: 0.85, 3: 0.84}, base], vals=[0.8, 0.7])
+    board = _board(tmp_path)
+    fig = forest_figure(board, "P2")
+    assert len(fig.axes) == 1
+    assert sorted(t.get_text() for t in fig.axes[0].get_yticklabels()) == ["freelb-bench", "sift-bench"]
+    assert forest_figure(board, "nowhere") is None
+    paths = write_forest_figures(board, tmp_path)
+    assert paths["P2"].name == "leaderboard_p2.png" and paths["P2"].stat().st_size > 0
