@@ -86,3 +86,27 @@ def test_forest_figure_draws_one_panel_per_target(tmp_path):
     assert forest_figure(board, "nowhere") is None
     paths = write_forest_figures(board, tmp_path)
     assert paths["P2"].name == "leaderboard_p2.png" and paths["P2"].stat().st_size > 0
+
+
+def test_a_study_spec_with_a_leaderboard_opens_summary_md_with_it(tmp_path):
+    from siftkit.cli.main import main as cli_main
+
+    base = {1: 0.80, 2: 0.82, 3: 0.81}
+    _arm(tmp_path, "plain", "bench", [base, base], vals=[0.7, 0.75])
+    _arm(tmp_path, "freelb", "bench", [{1: 0.83, 2: 0.86, 3: 0.84}, base], vals=[0.8, 0.7])
+    (tmp_path / "bench_study.yaml").write_text("leaderboard: {tag_prefix: bench, title: The benchmark}\n")
+    assert cli_main(["summarize", str(tmp_path)]) == 0
+    text = (tmp_path / "SUMMARY.md").read_text()
+    head = text.split("\n## ")[1]
+    assert head.startswith("The benchmark") and "`freelb-bench`" in head and "beats tuned plain" in head
+    assert "![leaderboard_p2](figures/leaderboard_p2.png)" in head and (tmp_path / "figures/leaderboard_p2.png").exists()
+
+
+def test_a_bad_leaderboard_entry_names_the_spec(tmp_path):
+    import pytest
+
+    from siftkit.study.spec import load_spec
+
+    (tmp_path / "x_study.yaml").write_text("leaderboard: {tag_prefx: bench}\n")
+    with pytest.raises(ValueError, match="x_study.yaml: leaderboard must be a mapping with tag_prefix"):
+        load_spec(tmp_path / "x_study.yaml")

@@ -16,7 +16,10 @@ library. Every key is optional:
 - ``markers``: the matplotlib marker of each kind of marked point in the size figures
   (`siftkit.study.tags.point_kind`);
 - ``learning_curves``: the variants each group's learning-curves figure draws beside plain,
-  SMART and SiFT, each with the label of its line style.
+  SMART and SiFT, each with the label of its line style;
+- ``leaderboard``: a benchmark across shifts (`siftkit.study.leaderboard`): ``tag_prefix``, the
+  tag every benchmark arm's grid starts with, and optionally ``title`` and ``question``; its
+  table, forest figures and verdict sentences open SUMMARY.md.
 
 All but the equal-budget keys apply to every summarized group, a pair only where both of its
 variants ran (`find_specs`: every spec at the top of the summarized folders).
@@ -29,7 +32,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 SPEC_SUFFIX = "_study.yaml"
-SPEC_KEYS = frozenset({"old_gap", "controls", "questions", "regime", "paired", "markers", "learning_curves"})
+SPEC_KEYS = frozenset({"old_gap", "controls", "questions", "regime", "paired", "markers", "learning_curves",
+                       "leaderboard"})
+LEADERBOARD_KEYS = frozenset({"tag_prefix", "title", "question"})
 OLD_GAP_KEYS = frozenset({"arm", "against", "point"})
 CONTROL_ENTRY_KEYS = frozenset({"tests", "varies"})
 QUESTION_KEYS = ("beat_reference", "matched_size", "old_gap")
@@ -58,7 +63,28 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     _check_pairs(spec.get("paired"), 2, "paired", path)
     for name in ("markers", "learning_curves"):
         _check_text_mapping(spec.get(name), name, path)
+    _check_leaderboard(spec.get("leaderboard"), path)
     return {**spec, "path": str(path)}
+
+
+def _check_leaderboard(entry: Any, path: Path) -> None:
+    if entry is None:
+        return
+    if not isinstance(entry, dict) or not isinstance(entry.get("tag_prefix"), str) or not entry["tag_prefix"]:
+        raise ValueError(f"study spec {path}: leaderboard must be a mapping with tag_prefix (the tag every benchmark "
+                         f"arm starts with), got {entry!r}")
+    unknown = sorted(set(entry) - LEADERBOARD_KEYS)
+    if unknown:
+        raise ValueError(f"study spec {path}: leaderboard: unknown key(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(LEADERBOARD_KEYS))}")
+    for name in ("title", "question"):
+        if name in entry and not isinstance(entry[name], str):
+            raise ValueError(f"study spec {path}: leaderboard {name} must be text, got {entry[name]!r}")
+
+
+def leaderboard_spec(specs: Specs) -> Mapping[str, Any] | None:
+    """The first spec's ``leaderboard`` entry, or None."""
+    return next((s["leaderboard"] for s in specs if s.get("leaderboard")), None)
 
 
 def find_specs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:

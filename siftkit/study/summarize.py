@@ -54,7 +54,8 @@ from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
 from siftkit.study.reference import budget_reference, plain_for, reference_plain
 from siftkit.study.regime import regime_verdicts
 from siftkit.study.runs import SELECTION_METRIC, Groups, Run, group_runs, load_runs, per_seed, short_commit
-from siftkit.study.spec import Specs, find_specs, load_spec, paired_rows, regime_section
+from siftkit.study.leaderboard import leaderboard, leaderboard_markdown, verdict_sentences
+from siftkit.study.spec import Specs, find_specs, leaderboard_spec, load_spec, paired_rows, regime_section
 from siftkit.study.stats import format_ci, format_mean_ci, format_mean_std, mean_ci, paired_difference, reading
 from siftkit.study.tags import curve_eps, curve_families, variant_order
 
@@ -554,6 +555,32 @@ def _glance(groups: Groups, specs: Specs = ()) -> list[str]:
             *_table(["runs", "difference", "n", "mean", "95% CI", "reading"], rows)]
 
 
+# The key of the leaderboard's forest figures in `render`'s figures (the groups' keys are tuples of four).
+LEADERBOARD_FIGURES = ("leaderboard",)
+
+
+def _leaderboard_section(groups: Groups, specs: Sequence[Mapping[str, Any]], figures: Sequence[str]) -> list[str]:
+    """The benchmark across shifts, when a study spec asks for one (``leaderboard``)."""
+    entry = leaderboard_spec(specs)
+    if entry is None:
+        return []
+    board = leaderboard(groups, tag_prefix=entry["tag_prefix"])
+    lines = [f"## {entry.get('title', 'The leaderboard')}", ""]
+    if entry.get("question"):
+        lines += [f"**{entry['question'].strip()}**", ""]
+    lines += ["Each arm's seed-paired difference from tuned plain (the reference arm of its shift) in each "
+              "out-of-domain target, at the grid points each chose on its shift's validation metric (mean and "
+              "95% t interval); cost: its training time at that point over tuned plain's, averaged over shifts; "
+              "the last column counts the shift-target cells whose interval lies above 0, includes 0, or lies "
+              "below 0.", ""]
+    lines += leaderboard_markdown(board) + [""]
+    verdict = verdict_sentences(board)
+    if verdict:
+        lines += ["**What it says.** " + " ".join(verdict), ""]
+    lines += [f"![{Path(f).stem}]({f})" for f in figures] + ([""] if figures else [])
+    return lines
+
+
 def render(groups: Groups, n_files: int, figures: Mapping[tuple, Sequence[str]] | None = None,
            specs: Sequence[Mapping[str, Any]] = ()) -> tuple[str, dict]:
     """SUMMARY.md's text and its numbers (``data``) for grouped runs; `figures` (per group, paths
@@ -565,6 +592,7 @@ def render(groups: Groups, n_files: int, figures: Mapping[tuple, Sequence[str]] 
              f"{len(groups)} group(s) of comparable runs. " + INTRO, ""]
     data: dict[str, Any] = {"groups": {}, "paired": {}, "regime": {}, "matched": {}, "equal_budget": {},
                             "controls": {}, "tuned_curve": {}, "verdicts": {}, "start_losses": {}}
+    lines += _leaderboard_section(groups, specs, (figures or {}).get(LEADERBOARD_FIGURES, ()))
     lines += _glance(groups, specs)
     for key, variants in groups.items():
         lines += _group_section(key, variants, data, (figures or {}).get(key, ()), specs)
@@ -681,6 +709,13 @@ def main(argv: list[str] | None = None) -> int:
         for key, path in write_curves_by_group(groups, fig_dir, specs).items():
             print(f"wrote {path}")
             figures.setdefault(key, []).append(Path(os.path.relpath(path, out.parent)).as_posix())
+        entry = leaderboard_spec(specs)
+        if entry is not None:
+            from siftkit.study.figures import write_forest_figures
+
+            for path in write_forest_figures(leaderboard(groups, tag_prefix=entry["tag_prefix"]), fig_dir).values():
+                print(f"wrote {path}")
+                figures.setdefault(LEADERBOARD_FIGURES, []).append(Path(os.path.relpath(path, out.parent)).as_posix())
     text, _ = render(groups, len(runs), figures, specs)
     atomic_write_text(out, text)
     print(f"wrote {out}")
