@@ -443,13 +443,22 @@ def test_a_model_without_word_embeddings_is_named():
             super().__init__()
             self.linear = torch.nn.Linear(4, 2)
 
-    for algo in ("freelb", "pgd", "freeat"):
-        with pytest.raises(UnsupportedModelError) as err:
-            _method(NoEmbeddings(), algo)
-        message = str(err.value)
-        assert message.startswith(f"algo={algo!r} perturbs the word embeddings (perturb_at='word_embeddings'), "
-                                  f"which this model does not have: NoEmbeddings: no embedding block found")
-    robustness_log("algo='freelb' (or 'pgd', 'freeat') on a model without an embedding block", message)
+    lookups_gone = tiny_model("bert")
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        setattr(lookups_gone.bert.embeddings, name, torch.nn.Identity())
+    for model, what, reason in ((NoEmbeddings(), "a model without an embedding block",
+                                 "NoEmbeddings: no embedding block found"),
+                                (lookups_gone, "a model whose embedding block has no nn.Embedding",
+                                 "BertForSequenceClassification: the embedding block has no nn.Embedding word "
+                                 "lookup")):
+        messages = {}
+        for algo in ("freelb", "pgd", "freeat"):
+            with pytest.raises(UnsupportedModelError) as err:
+                _method(model, algo)
+            messages[algo] = str(err.value)
+            assert messages[algo].startswith(f"algo={algo!r} perturbs the word embeddings (perturb_at="
+                                             f"'word_embeddings'), which this model does not have: {reason}")
+        robustness_log(f"algo='freelb' (or 'pgd', 'freeat') on {what}", messages["freelb"])
 
 
 def test_the_methods_are_registered_with_their_knobs():
