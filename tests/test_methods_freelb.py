@@ -11,7 +11,6 @@ the tests that are about dropout.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -556,7 +555,6 @@ def _trainer_args(tmp_path, **overrides):
 
 def _dataset():
     from datasets import Dataset
-
     from helpers import tokenizer
 
     tok = tokenizer()
