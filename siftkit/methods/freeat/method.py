@@ -73,11 +73,15 @@ class FreeAT(EmbeddingAttackMethod):
             used, used_grad, z_used = delta.detach(), grad, z.detach()
             task_losses.append(float(task.detach()))
             objectives.append(objective.detach().float())
-            if ctx.backward(loss) and r < k - 1:  # the last replay's step would never be used
+            # The last replay's step would never be used. A non-finite loss or input gradient (an
+            # fp16 overflow) leaves delta where it is.
+            if ctx.backward(loss) and r < k - 1 and bool(torch.isfinite(delta.grad).all()):
                 grad = delta.grad.detach()
                 delta = self.step(delta.detach(), grad, batch)
             else:
-                delta = delta.detach()  # not finite: no gradient to step with; keep delta
+                if r < k - 1:
+                    self.skipped += 1
+                delta = delta.detach()
             if ctx.update():
                 self.after_update(model)
         parts["task_loss"] = sum(task_losses) / k

@@ -22,6 +22,8 @@ Beyond the code:
   (``adv_sync_dropout=True``, the default); ``adv_sync_dropout=False`` draws fresh masks at
   every step.
 - The L2-SP penalty (``l2sp_weight``) joins the first step's loss, so it is counted once.
+- A non-finite input gradient (an fp16 overflow) ends the ascent (counted in ``skipped``); the
+  loop then drops the update, as it drops any non-finite one.
 
 Logged: ``task_loss`` the mean of the K steps' CE (what the code reports as its training
 loss), ``clean_loss`` with the clean term, and the size of the last forward's delta
@@ -90,7 +92,12 @@ class FreeLB(EmbeddingAttackMethod):
                 break  # not finite: this batch's update is dropped; no gradient to ascend with
             if t == k - 1:
                 break  # the last step does not move delta (run_glue_freelb.py)
-            grad = delta.grad.detach()
+            g = delta.grad.detach()
+            if not bool(torch.isfinite(g).all()):
+                # (an fp16 overflow) the update will be dropped; no NaN goes into delta
+                self.skipped += 1
+                break
+            grad = g
             delta = self.step(delta.detach(), grad, batch)
 
         parts["task_loss"] = sum(step_losses) / len(step_losses) if step_losses else float("nan")
