@@ -622,3 +622,15 @@ def test_trainer_refuses_gradient_accumulation_for_freeat(tmp_path):
     # FreeLB accumulates its K backwards like micro-batches: allowed
     AdversarialTrainer(model=tiny_model("bert"), args=_trainer_args(tmp_path, gradient_accumulation_steps=2),
                        algo="freelb")
+
+
+def test_method_cost_runs_every_variant_on_p2_tweets():
+    """The step-time helper (no timing asserted): every variant trains, sizes are reported."""
+    from siftkit.run.method_cost import method_step_times, p2_tweets
+
+    texts, labels = p2_tweets(3)
+    assert len(texts) == 3 and set(labels) <= {0, 1}
+    out = method_step_times({"plain": {"algo": "plain"}, "freeat": {"algo": "freeat"}}, texts, labels,
+                            model_name="random:bert", warmup=0, steps=1)
+    assert out["plain"]["ratio_to_plain"] == 1.0 and out["freeat"]["updates_per_batch"] == 2
+    assert out["plain"]["mean_relative_perturbation"] == 0.0 and out["freeat"]["mean_relative_perturbation"] > 0
