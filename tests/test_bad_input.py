@@ -22,7 +22,7 @@ from helpers import copy_data_lines, make_batch, robustness_log, tiny_model, tok
 import siftkit.run.evaluation as evaluation
 import siftkit.run.training as training
 from siftkit.cli.main import main as cli_main
-from siftkit.run.config import RunConfig
+from siftkit.run.config import ALGOS, RunConfig
 from siftkit.data.loaders import load
 from siftkit.data.registry import DataError
 from siftkit.run.models import ModelLoadError, build_random_model, load_model, load_tokenizer
@@ -215,7 +215,7 @@ def test_algo_changed_after_the_config_was_built(tmp_path):
                    "cfg.replace(algo='sift')")
     robustness_log("`cfg.algo = 'sift'` after `cfg = RunConfig()`, then `train(cfg)`", msg)
     cfg.algo = "SIFT"
-    with pytest.raises(ValueError, match=r"^algo must be one of 'plain', 'smart', 'sift'; got 'SIFT'$"):
+    with pytest.raises(ValueError, match=f"^algo must be one of {', '.join(map(repr, ALGOS))}; got 'SIFT'$"):
         training.train(cfg, progress=False)
     cfg = RunConfig(**TINY, output_dir=str(tmp_path / "run"))
     cfg.seed = -3

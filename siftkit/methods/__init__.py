@@ -19,6 +19,9 @@ _REGISTRY: dict[str, tuple[str, str, str | None, str | None]] = {
     "plain": ("siftkit.methods.adversarial", "Plain", None, None),
     "smart": ("siftkit.methods.adversarial", "SmartMethod", None, None),
     "sift": ("siftkit.methods.adversarial", "SiftMethod", None, None),
+    "freelb": ("siftkit.methods.freelb.method", "FreeLB", "siftkit.methods.freelb.settings", "FreeLBSettings"),
+    "pgd": ("siftkit.methods.pgd.method", "PGD", "siftkit.methods.pgd.settings", "PGDSettings"),
+    "freeat": ("siftkit.methods.freeat.method", "FreeAT", "siftkit.methods.freeat.settings", "FreeATSettings"),
 }
 
 # Methods whose knobs are RunConfig's own shared adversarial fields (adv_epsilon, adv_steps, ...),
