@@ -41,7 +41,7 @@ from typing import Any, Mapping
 import torch
 
 from siftkit.core.split import EmbeddingSplit, UnsupportedModelError, unwrap
-from siftkit.methods.base import Method, perturbation_stats
+from siftkit.methods.base import Method
 
 POINT = "word_embeddings"
 _MIN_GRAD_NORM = 1e-8  # run_glue_freelb.py: torch.clamp(denorm, min=1e-8)
@@ -187,6 +187,6 @@ class EmbeddingAttackMethod(Method):
                    grad: torch.Tensor | None) -> dict[str, float]:
         """The logged size of `delta` at the word embeddings `z`, and its cosine with the ascent
         gradient `grad` that made its last step (NaN where no step was taken: one column shape)."""
-        stats = perturbation_stats(z, delta, self.real_tokens(batch).to(z.device), grad)
+        stats = self.record_push(z, delta, self.real_tokens(batch).to(z.device), grad)
         stats.setdefault("ascent_cosine", math.nan)
         return stats
