@@ -19,6 +19,8 @@ _REGISTRY: dict[str, tuple[str, str, str | None, str | None]] = {
     "plain": ("siftkit.methods.adversarial", "Plain", None, None),
     "smart": ("siftkit.methods.adversarial", "SmartMethod", None, None),
     "sift": ("siftkit.methods.adversarial", "SiftMethod", None, None),
+    "alum": ("siftkit.methods.alum.method", "Alum", "siftkit.methods.alum.settings", "AlumSettings"),
+    "rdrop": ("siftkit.methods.rdrop.method", "RDrop", "siftkit.methods.rdrop.settings", "RDropSettings"),
 }
 
 # Methods whose knobs are RunConfig's own shared adversarial fields (adv_epsilon, adv_steps, ...),

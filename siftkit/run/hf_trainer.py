@@ -8,9 +8,11 @@
 
 Only `compute_loss` changes: a training batch's loss is exactly what the native loop
 computes (`siftkit.run.objective.AdversarialLoss`, shared, not copied), i.e. task loss +
-adv_weight * R (+ bregman_weight * Bregman for SMART). Evaluation and prediction batches get
+adv_weight * R (+ bregman_weight * Bregman for SMART), or the chosen method's loss (`algo`, any
+method of `siftkit.methods` with one backward per batch). Evaluation and prediction batches get
 the model's own loss, as with a plain `Trainer`. The regularizer knobs take the names of
-`RunConfig`'s fields; everything about optimisation (learning rate, batch size, precision,
+`RunConfig`'s fields, a method's own knobs their own names (``algo="alum", adv_alpha=1.0``) or
+``algo_args={...}``; everything about optimisation (learning rate, batch size, precision,
 devices) stays in `TrainingArguments`. SMART's Bregman teacher follows the model after each
 optimizer step through a callback.
 
@@ -29,6 +31,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
+from siftkit import methods
 from siftkit.run.config import RunConfig
 from siftkit.core.split import unwrap
 from siftkit.run.objective import AdversarialLoss
@@ -44,10 +47,12 @@ _TRAINER_ARGS = frozenset(inspect.signature(Trainer.__init__).parameters) - {"se
 
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(Trainer's own arguments, regularizer knobs); anything else is a ValueError naming it."""
+    """(Trainer's own arguments, loss knobs: RunConfig's and the methods' own); anything else is a
+    ValueError naming it."""
     trainer_kwargs, knobs = {}, {}
+    method_knobs = tuple(methods.knob_owners())
     for name, value in kwargs.items():
-        if name in LOSS_KNOBS:
+        if name in LOSS_KNOBS or name in method_knobs or name == "algo_args":
             knobs[name] = value
         elif name in _TRAINER_ARGS:
             trainer_kwargs[name] = value
@@ -55,10 +60,10 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
             raise ValueError(f"{name} is not a regularizer knob of AdversarialTrainer; optimisation and run "
                              f"settings go in TrainingArguments (args=...)")
         else:
-            close = difflib.get_close_matches(name, LOSS_KNOBS + tuple(sorted(_TRAINER_ARGS)), n=1)
+            close = difflib.get_close_matches(name, LOSS_KNOBS + method_knobs + tuple(sorted(_TRAINER_ARGS)), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown argument {name!r} for AdversarialTrainer{hint} "
-                             f"(loss knobs: {', '.join(LOSS_KNOBS)})")
+                             f"(loss knobs: {', '.join(LOSS_KNOBS)}; method knobs: {', '.join(method_knobs)})")
     return trainer_kwargs, knobs
 
 
@@ -84,7 +89,7 @@ class BregmanTeacherCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
-        bregman = trainer.adversarial_loss.bregman
+        bregman = getattr(trainer.adversarial_loss, "bregman", None)  # SMART's alone
         # Same rule as the native loop: the teacher follows only steps that were taken.
         if bregman is not None and not trainer.accelerator.optimizer_step_was_skipped:
             bregman.update(trainer.model)
@@ -98,7 +103,8 @@ class AdversarialTrainer(Trainer):
     ``AdversarialTrainer(model=..., args=..., train_dataset=..., algo="sift", **knobs)``
     where `knobs` are any of `LOSS_KNOBS` (the `RunConfig` names: the regularizer's, plus
     ``label_smoothing`` and ``l2sp_weight`` toward the weights the model has when the trainer
-    is built); unset knobs take the algorithm's published defaults. The model must be an encoder
+    is built) and the chosen method's own knobs by name (or as ``algo_args``); unset knobs take
+    the algorithm's published defaults. The model must be an encoder
     ``*ForSequenceClassification`` with single-label classification (integer `labels`).
     """
 
@@ -107,7 +113,8 @@ class AdversarialTrainer(Trainer):
 
     def __init__(self, *args, algo: str = "sift", **kwargs):
         trainer_kwargs, knobs = _split_kwargs(kwargs)
-        self.run_config = RunConfig(algo=algo, **knobs)  # validates every knob by name
+        # Validates every knob by name; a method's own knobs go to algo_args.
+        self.run_config = RunConfig.from_dict({"algo": algo, **knobs}, source="AdversarialTrainer")
         super().__init__(*args, **trainer_kwargs)
         if self.model is None:
             raise ValueError("AdversarialTrainer needs model=... (model_init is not supported)")
@@ -172,7 +179,14 @@ class AdversarialTrainer(Trainer):
                 handle.remove()
         for key, value in parts.items():
             self._parts[key].append(value)
-        return (loss, captured[0]) if return_outputs else loss
+        if not return_outputs:
+            return loss
+        outputs = captured[0]
+        rows = len(inputs["labels"])
+        if outputs.logits.shape[0] != rows:
+            # A method that forwards the batch repeated (R-Drop's [x; x]): its first copy's rows.
+            outputs["logits"] = outputs.logits[:rows]
+        return loss, outputs
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         # Add the regularizer's terms (means since the last training log) to a training log.
