@@ -73,7 +73,7 @@ def test_the_real_quirks_are_kept(real, data_dir):
     lines = (data_dir / REL).read_bytes().split(b"\r\n")[1:]
     for line, text in zip(lines, texts, strict=True):
         raw = text.encode("mac_roman")
-        assert line.endswith(b"," + raw) or line.endswith(b',"' + raw.replace(b'"', b'""') + b'"'), line[:60]
+        assert line.endswith((b"," + raw, b',"' + raw.replace(b'"', b'""') + b'"')), line[:60]
 
 
 # ---------------------------------------------------------------------------------- the quirks
