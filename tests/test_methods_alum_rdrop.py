@@ -164,7 +164,7 @@ def test_alum_perturbs_the_chosen_point(batch, at):
     z = EmbeddingSplit(model).embed(batch, at)
     torch.manual_seed(SEED)
     loss, parts = method.loss(model, dict(batch))
-    assert method.last_perturbation.shape == z.shape and math.isfinite(float(loss)) and parts["adv_loss"] > 0
+    assert method.last_perturbation.shape == z.shape and math.isfinite(float(loss.detach())) and parts["adv_loss"] > 0
     rel = (method.last_perturbation.norm(dim=-1) / z.norm(dim=-1))[batch["attention_mask"].bool()].mean()
     assert parts["relative_perturbation"] == pytest.approx(float(rel), rel=1e-5)
 
