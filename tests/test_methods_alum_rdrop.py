@@ -177,7 +177,7 @@ def test_alum_skips_a_non_finite_gradient_and_counts_it(monkeypatch, batch):
     monkeypatch.setattr(alum, "input_gradient", lambda loss, delta: torch.full_like(delta, float("nan")))
     loss, parts = method.loss(model, dict(batch))
     task = F.cross_entropy(model(**model_inputs(batch)).logits.float(), batch["labels"])
-    assert float(loss) == float(task) and method.skipped == 1
+    assert float(loss.detach()) == float(task.detach()) and method.skipped == 1
     assert parts["adv_loss"] == 0.0 and math.isnan(parts["relative_perturbation"])
 
 
@@ -190,7 +190,7 @@ def test_alum_inactive_is_plain_exactly(batch):
     loss, parts = method.objective(model, dict(batch))
     torch.manual_seed(SEED)
     plain_loss, _ = plain.objective(model, dict(batch))
-    assert float(loss) == float(plain_loss)
+    assert float(loss.detach()) == float(plain_loss.detach())
     assert set(parts) == {"task_loss", "adv_loss", "reg_loss", "perturbation_norm", "relative_perturbation",
                           "ascent_cosine"}
 
@@ -253,7 +253,7 @@ def test_rdrop_without_dropout_has_no_kl_and_twice_plains_loss_and_gradient(batc
     loss, parts = method.loss(model, dict(batch))
     plain_loss, _ = plain.objective(model, dict(batch))
     assert parts["adv_loss"] == pytest.approx(0.0, abs=1e-15)
-    assert float(loss) == pytest.approx(2 * float(plain_loss), rel=1e-12)
+    assert float(loss.detach()) == pytest.approx(2 * float(plain_loss.detach()), rel=1e-12)
     assert parts["task_loss"] == pytest.approx(float(plain_loss), rel=1e-12)
     # alpha = 0 (and here any alpha): plain's gradient direction, twice its length.
     zero = _method(model, algo="rdrop", reg_alpha=0.0)
@@ -269,13 +269,13 @@ def test_rdrop_inactive_is_plain_exactly(batch):
     loss, parts = method.objective(model, dict(batch))
     torch.manual_seed(SEED)
     plain_loss, _ = _method(model, algo="plain").objective(model, dict(batch))
-    assert float(loss) == float(plain_loss) and set(parts) == {"task_loss", "adv_loss", "reg_loss"}
+    assert float(loss.detach()) == float(plain_loss.detach()) and set(parts) == {"task_loss", "adv_loss", "reg_loss"}
 
 
 def test_rdrop_runs_through_train_batch(batch):
     model = tiny_model("bert", train=True)
     loss, parts = _method(model, algo="rdrop").train_batch(model, dict(batch), NoContext())
-    assert math.isfinite(float(loss)) and set(parts) == {"task_loss", "adv_loss", "reg_loss"}
+    assert math.isfinite(float(loss.detach())) and set(parts) == {"task_loss", "adv_loss", "reg_loss"}
 
 
 # ------------------------------------------------------------------------------------ bad values
