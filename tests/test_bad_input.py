@@ -9,6 +9,7 @@ from which docs/robustness.md is made.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from siftkit.run.models import ModelLoadError, build_random_model, load_model, l
 from siftkit.run.records import OutputDirError
 
 REPO = Path(__file__).resolve().parents[1]
+ALGO_CHOICES = ", ".join(map(repr, ALGOS))  # the registered methods, as RunConfig lists them
 SMOKE = REPO / "params" / "smoke.yaml"
 TINY = dict(model_name="random:bert", max_train_samples=4, max_eval_samples=4, per_device_train_batch_size=4,
             per_device_eval_batch_size=4, uci_num_train_epochs=1, logging_steps=1, max_length=32, cpu=True)
@@ -215,7 +217,7 @@ def test_algo_changed_after_the_config_was_built(tmp_path):
                    "cfg.replace(algo='sift')")
     robustness_log("`cfg.algo = 'sift'` after `cfg = RunConfig()`, then `train(cfg)`", msg)
     cfg.algo = "SIFT"
-    with pytest.raises(ValueError, match=f"^algo must be one of {', '.join(map(repr, ALGOS))}; got 'SIFT'$"):
+    with pytest.raises(ValueError, match=rf"^algo must be one of {re.escape(ALGO_CHOICES)}; got 'SIFT'$"):
         training.train(cfg, progress=False)
     cfg = RunConfig(**TINY, output_dir=str(tmp_path / "run"))
     cfg.seed = -3

@@ -28,6 +28,7 @@ from siftkit.data.registry import sha256_file
 from siftkit.run.records import OutputDirError
 
 REPO = Path(__file__).resolve().parents[1]
+ALGO_CHOICES = ", ".join(map(repr, ALGOS))  # the registered methods, as RunConfig lists them
 SMOKE = REPO / "params" / "smoke.yaml"
 # 4 Twitter and 4 UCI examples, batch 4: one step per stage.
 TINY = dict(model_name="random:bert", max_train_samples=4, max_eval_samples=4, per_device_train_batch_size=4,
@@ -511,7 +512,7 @@ def test_a_lookalike_letter_in_a_choice_is_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("p.yaml").write_text("algo: s\u0456ft\n", encoding="utf-8")
     msg = _error(RunConfig.from_yaml, "p.yaml")
-    assert msg == (f"algo must be one of {', '.join(map(repr, ALGOS))}; got 's\u0456ft' (it holds '\u0456' (U+0456 CYRILLIC "
+    assert msg == (f"algo must be one of {ALGO_CHOICES}; got 's\u0456ft' (it holds '\u0456' (U+0456 CYRILLIC "
                    "SMALL LETTER BYELORUSSIAN-UKRAINIAN I), not ASCII)")
     robustness_log("params file: 'algo: s\u0456ft' (a Ukrainian \u0456)", msg)
 

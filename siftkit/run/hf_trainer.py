@@ -57,7 +57,7 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     trainer_kwargs, knobs = {}, {}
     method_knobs = methods.knob_owners()  # every method's own knobs (FreeLB's adv_K, ...)
     for name, value in kwargs.items():
-        if name in LOSS_KNOBS or name in method_knobs:
+        if name in LOSS_KNOBS or name in method_knobs or name == "algo_args":
             knobs[name] = value
         elif name in _TRAINER_ARGS:
             trainer_kwargs[name] = value
@@ -69,7 +69,7 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
                                               + tuple(sorted(_TRAINER_ARGS)), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown argument {name!r} for AdversarialTrainer{hint} "
-                             f"(loss knobs: {', '.join(LOSS_KNOBS)})")
+                             f"(loss knobs: {', '.join(LOSS_KNOBS)}; method knobs: {', '.join(method_knobs)})")
     return trainer_kwargs, knobs
 
 
@@ -227,7 +227,14 @@ class AdversarialTrainer(Trainer):
                 handle.remove()
         for key, value in parts.items():
             self._parts[key].append(value)
-        return (loss, captured[0]) if return_outputs else loss
+        if not return_outputs:
+            return loss
+        outputs = captured[0]
+        rows = len(inputs["labels"])
+        if outputs.logits.shape[0] != rows:
+            # A method that forwards the batch repeated (R-Drop's [x; x]): its first copy's rows.
+            outputs["logits"] = outputs.logits[:rows]
+        return loss, outputs
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         # Add the regularizer's terms (means since the last training log) to a training log.
