@@ -34,15 +34,23 @@ def shift_name(task: str) -> str:
     return SHIFT_NAMES.get(task, task)
 
 
-def target_metrics(task: str) -> list[str]:
+def target_metrics(task: str, n_labels: int = 2) -> list[str]:
     """The out-of-domain metrics an arm is judged on: the protocol's reported metric, or every
-    evaluation set's accuracy of a shift spec, each followed by its macro-F1 where the spec's
-    task has more than two classes."""
+    evaluation set's accuracy of a shift spec, each followed by its macro-F1 where the spec has
+    more than two classes (a target whose majority class is most of it says little in accuracy)."""
     if not task.startswith("shift:"):
         return [PAPER_METRIC[task]]
     metrics = TASK_METRICS[task]
     accuracies = [m for m in metrics if m.endswith("_accuracy") and "_val_" not in m]
-    return accuracies
+    if n_labels <= 2:
+        return accuracies
+    return [m for a in accuracies for m in (a, a.removesuffix("_accuracy") + "_macro_f1")]
+
+
+def _n_labels(variants: Mapping[str, Sequence[Run]]) -> int:
+    first = next(iter(variants.values()))[0]
+    spec = first.record["config"].get("shift")
+    return len(spec.get("labels") or ()) if isinstance(spec, Mapping) else 2
 
 
 @dataclass(frozen=True)
@@ -158,7 +166,7 @@ def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequenc
         by_name = {a["arm"]: a for a in compared}
         reference = eb["reference"] if eb["reference"] in by_name else None
         shift = shift_name(task)
-        targets = tuple(target_metrics(task))
+        targets = tuple(target_metrics(task, _n_labels(variants)))
         board.shifts.append(ShiftBoard(
             shift=shift, task=task, reference=reference, reference_note=eb["reference_note"], targets=targets,
             chosen={a["arm"]: a["chosen_label"] for a in compared},
@@ -182,7 +190,10 @@ def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequenc
 
 def _column_title(shift: str, metric: str, board: Leaderboard) -> str:
     targets = next(s.targets for s in board.shifts if s.shift == shift)
-    return shift if len(targets) == 1 else f"{shift}: {metric.removesuffix('_accuracy')}"
+    if len(targets) == 1:
+        return shift
+    name = metric.removesuffix("_accuracy")
+    return f"{shift}: {name.removesuffix('_macro_f1')} macro-F1" if name.endswith("_macro_f1") else f"{shift}: {name}"
 
 
 def leaderboard_markdown(board: Leaderboard) -> list[str]:
