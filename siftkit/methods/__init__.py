@@ -19,6 +19,8 @@ _REGISTRY: dict[str, tuple[str, str, str | None, str | None]] = {
     "plain": ("siftkit.methods.adversarial", "Plain", None, None),
     "smart": ("siftkit.methods.adversarial", "SmartMethod", None, None),
     "sift": ("siftkit.methods.adversarial", "SiftMethod", None, None),
+    "r3f": ("siftkit.methods.r3f.method", "R3FMethod", "siftkit.methods.r3f.settings", "R3FSettings"),
+    "vat": ("siftkit.methods.vat.method", "VATMethod", "siftkit.methods.vat.settings", "VATSettings"),
 }
 
 # Methods whose knobs are RunConfig's own shared adversarial fields (adv_epsilon, adv_steps, ...),

@@ -8,9 +8,11 @@
 
 Only `compute_loss` changes: a training batch's loss is exactly what the native loop
 computes (`siftkit.run.objective.AdversarialLoss`, shared, not copied), i.e. task loss +
-adv_weight * R (+ bregman_weight * Bregman for SMART). Evaluation and prediction batches get
+adv_weight * R (+ bregman_weight * Bregman for SMART), or the loss of any other method with one
+backward per batch (``algo="r3f"``, ``"vat"``, ...). Evaluation and prediction batches get
 the model's own loss, as with a plain `Trainer`. The regularizer knobs take the names of
-`RunConfig`'s fields; everything about optimisation (learning rate, batch size, precision,
+`RunConfig`'s fields, a method's own knobs their own names (``eps=1e-4``, or
+``algo_args={...}``); everything about optimisation (learning rate, batch size, precision,
 devices) stays in `TrainingArguments`. SMART's Bregman teacher follows the model after each
 optimizer step through a callback.
 
@@ -29,6 +31,8 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
+from siftkit import methods
+from siftkit.core import spectral_norm
 from siftkit.run.config import RunConfig
 from siftkit.core.split import unwrap
 from siftkit.run.objective import AdversarialLoss
@@ -44,10 +48,12 @@ _TRAINER_ARGS = frozenset(inspect.signature(Trainer.__init__).parameters) - {"se
 
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(Trainer's own arguments, regularizer knobs); anything else is a ValueError naming it."""
+    """(Trainer's own arguments, loss knobs: `LOSS_KNOBS`, ``algo_args`` and every method's own
+    knobs by name, e.g. ``eps=1e-4`` for R3F); anything else is a ValueError naming it."""
     trainer_kwargs, knobs = {}, {}
+    method_knobs = methods.knob_owners()
     for name, value in kwargs.items():
-        if name in LOSS_KNOBS:
+        if name in LOSS_KNOBS or name in method_knobs or name == "algo_args":
             knobs[name] = value
         elif name in _TRAINER_ARGS:
             trainer_kwargs[name] = value
@@ -55,10 +61,11 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
             raise ValueError(f"{name} is not a regularizer knob of AdversarialTrainer; optimisation and run "
                              f"settings go in TrainingArguments (args=...)")
         else:
-            close = difflib.get_close_matches(name, LOSS_KNOBS + tuple(sorted(_TRAINER_ARGS)), n=1)
+            close = difflib.get_close_matches(name, LOSS_KNOBS + tuple(sorted(method_knobs))
+                                              + tuple(sorted(_TRAINER_ARGS)), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown argument {name!r} for AdversarialTrainer{hint} "
-                             f"(loss knobs: {', '.join(LOSS_KNOBS)})")
+                             f"(loss knobs: {', '.join(LOSS_KNOBS)}; method knobs: {', '.join(sorted(method_knobs))})")
     return trainer_kwargs, knobs
 
 
@@ -84,7 +91,7 @@ class BregmanTeacherCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
-        bregman = trainer.adversarial_loss.bregman
+        bregman = getattr(trainer.adversarial_loss.method, "bregman", None)  # SMART's alone
         # Same rule as the native loop: the teacher follows only steps that were taken.
         if bregman is not None and not trainer.accelerator.optimizer_step_was_skipped:
             bregman.update(trainer.model)
@@ -98,7 +105,8 @@ class AdversarialTrainer(Trainer):
     ``AdversarialTrainer(model=..., args=..., train_dataset=..., algo="sift", **knobs)``
     where `knobs` are any of `LOSS_KNOBS` (the `RunConfig` names: the regularizer's, plus
     ``label_smoothing`` and ``l2sp_weight`` toward the weights the model has when the trainer
-    is built); unset knobs take the algorithm's published defaults. The model must be an encoder
+    is built) and the chosen method's own knobs by name; unset knobs take the algorithm's
+    published defaults. The model must be an encoder
     ``*ForSequenceClassification`` with single-label classification (integer `labels`).
     """
 
@@ -107,7 +115,7 @@ class AdversarialTrainer(Trainer):
 
     def __init__(self, *args, algo: str = "sift", **kwargs):
         trainer_kwargs, knobs = _split_kwargs(kwargs)
-        self.run_config = RunConfig(algo=algo, **knobs)  # validates every knob by name
+        self.run_config = RunConfig.from_dict({"algo": algo, **knobs})  # validates every knob by name
         super().__init__(*args, **trainer_kwargs)
         if self.model is None:
             raise ValueError("AdversarialTrainer needs model=... (model_init is not supported)")
@@ -173,6 +181,22 @@ class AdversarialTrainer(Trainer):
         for key, value in parts.items():
             self._parts[key].append(value)
         return (loss, captured[0]) if return_outputs else loss
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """As Trainer's; a model saved for use (not a checkpoint of this run) gets R4F's
+        spectrally normalized head as the plain weight it computes with, so the folder loads into
+        the ordinary model class. Checkpoints keep the raw weight and its vectors, to resume."""
+        self._export_plain = not _internal_call
+        try:
+            super().save_model(output_dir, _internal_call=_internal_call)
+        finally:
+            self._export_plain = False
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        bare = unwrap(self.model)
+        if getattr(self, "_export_plain", False) and spectral_norm.has_parametrizations(bare):
+            state_dict = spectral_norm.baked_state_dict(bare.state_dict() if state_dict is None else state_dict)
+        super()._save(output_dir, state_dict=state_dict)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         # Add the regularizer's terms (means since the last training log) to a training log.
