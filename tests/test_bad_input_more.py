@@ -26,6 +26,10 @@ from siftkit.data.loaders import load
 from siftkit.data.registry import DataError
 from siftkit.data.registry import sha256_file
 from siftkit.run.records import OutputDirError
+from siftkit import methods as _methods
+
+# The registered training methods, as RunConfig's message lists them.
+ALGO_CHOICES = ", ".join(map(repr, _methods.names()))
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "params" / "smoke.yaml"
@@ -511,7 +515,7 @@ def test_a_lookalike_letter_in_a_choice_is_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("p.yaml").write_text("algo: s\u0456ft\n", encoding="utf-8")
     msg = _error(RunConfig.from_yaml, "p.yaml")
-    assert msg == ("algo must be one of 'plain', 'smart', 'sift'; got 's\u0456ft' (it holds '\u0456' (U+0456 CYRILLIC "
+    assert msg == (f"algo must be one of {ALGO_CHOICES}; got 's\u0456ft' (it holds '\u0456' (U+0456 CYRILLIC "
                    "SMALL LETTER BYELORUSSIAN-UKRAINIAN I), not ASCII)")
     robustness_log("params file: 'algo: s\u0456ft' (a Ukrainian \u0456)", msg)
 

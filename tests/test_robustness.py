@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,10 @@ from siftkit.data.registry import DataError
 from siftkit.run.models import ModelLoadError, load_tokenizer
 from siftkit.run.records import OutputDirError, write_results
 from siftkit.run.training import train
+from siftkit import methods as _methods
+
+# The registered training methods, as RunConfig's message lists them.
+ALGO_CHOICES = ", ".join(map(repr, _methods.names()))
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "params" / "smoke.yaml"
@@ -252,8 +257,8 @@ def test_max_length_beyond_the_model(data, tmp_path):
 
 
 @pytest.mark.parametrize("field, value, algo, message", [
-    ("algo", "foo", None, "algo must be one of 'plain', 'smart', 'sift'; got 'foo'"),
-    ("algo", "SMART", None, "algo must be one of 'plain', 'smart', 'sift'; got 'SMART'"),
+    ("algo", "foo", None, f"algo must be one of {ALGO_CHOICES}; got 'foo'"),
+    ("algo", "SMART", None, f"algo must be one of {ALGO_CHOICES}; got 'SMART'"),
     ("divergence", "hellinger", "smart", "divergence must be one of 'sym_kl', 'kl', 'js', 'mse'; got 'hellinger'"),
     ("perturb_at", "layer3", "sift",
      "perturb_at must be one of 'embedding_output', 'word_embeddings', 'pre_layernorm'; got 'layer3'"),
@@ -371,7 +376,7 @@ def _subprocess_cli(tmp_path, *argv, **env):
 def test_cli_subprocess_unknown_algo_no_traceback(tmp_path):
     done = _subprocess_cli(tmp_path, "--algo", "foo", "--output_dir", str(tmp_path / "out"))
     assert done.returncode == 2
-    assert done.stderr == "siftkit train: error: algo must be one of 'plain', 'smart', 'sift'; got 'foo'\n"
+    assert done.stderr == f"siftkit train: error: algo must be one of {ALGO_CHOICES}; got 'foo'\n"
     assert done.stdout == ""
     _log("CLI `--algo foo` (a real `python -m siftkit train` process)", done.stderr.strip())
 
