@@ -395,7 +395,11 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("values, message", BAD, ids=[str(v) for v, _ in BAD])
+BAD_IDS = ["r3f-eps-neg", "r3f-eps0", "r3f-lambda-neg", "r3f-noise-type", "r3f-layers-without-r4f", "vat-xi0",
+           "vat-xi-neg", "vat-eps0", "vat-iterations0", "vat-coeff-neg", "vat-r3f-knob", "r3f-smart-field"]
+
+
+@pytest.mark.parametrize("values, message", BAD, ids=BAD_IDS)
 def test_bad_values_are_named(values, message):
     with pytest.raises(ValueError) as err:
         RunConfig.from_dict(values)
