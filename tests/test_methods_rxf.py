@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from helpers import TEXTS, make_batch, robustness_log, tiny_model, tokenizer
 
 import siftkit.run.training as training
+from siftkit import methods
 from siftkit.core import spectral_norm
 from siftkit.core.divergences import symmetric_kl
 from siftkit.core.split import UnsupportedModelError
@@ -124,8 +125,8 @@ def test_r3f_loss_and_gradients_match_a_rederivation():
     ref = F.cross_entropy(clean.float(), batch["labels"]) + 3.0 * symm
     ref.backward()
     assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-12)
-    assert parts["adv_loss"] == pytest.approx(float(symm), rel=1e-12)
-    assert parts["reg_loss"] == pytest.approx(3.0 * float(symm), rel=1e-12)
+    assert parts["adv_loss"] == pytest.approx(float(symm.detach()), rel=1e-12)
+    assert parts["reg_loss"] == pytest.approx(3.0 * float(symm.detach()), rel=1e-12)
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-9, atol=1e-14), name
     # the check has teeth: the noised branch alone moves the table when not detached
@@ -245,7 +246,7 @@ def test_vat_loss_and_gradients_match_a_rederivation():
     ref = F.cross_entropy(clean.float(), batch["labels"]) + 2.0 * kl_mean  # the kit's CE is float32
     ref.backward()
     assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-12)
-    assert parts["adv_loss"] == pytest.approx(float(kl_mean), rel=1e-8) and parts["adv_loss"] > 0
+    assert parts["adv_loss"] == pytest.approx(float(kl_mean.detach()), rel=1e-8) and parts["adv_loss"] > 0
     assert parts["reg_loss"] == pytest.approx(2 * parts["adv_loss"])
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-8, atol=1e-13), name
@@ -599,3 +600,75 @@ def test_bf16_autocast_keeps_the_pushes_float32():
         loss.backward()
         assert method.last_perturbation.dtype == torch.float32
         assert math.isfinite(float(loss)) and parts["relative_perturbation"] > 0
+
+
+# ------------------------------------------------------------------------------ DDP
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        model = tiny_model("bert", seed=0, train=True)  # the same weights on both processes
+        torch.manual_seed(100 + rank)  # a different RNG per process: the vectors' draws differ
+        cfg = RunConfig.from_dict({"algo": "r3f", **R4F})
+        with pytest.raises(ValueError, match="must be normalized before DDP wraps the model"):
+            build_method(DistributedDataParallel(copy.deepcopy(model)), cfg)
+        last = RunConfig.from_dict({"algo": "r3f", "task": "twitter_to_uci", "adv_stages": "last", **R4F})
+        with pytest.raises(ValueError, match="adv_stages='last' on 2 processes"):
+            build_method(DistributedDataParallel(copy.deepcopy(model)), last)
+        # the loop's order: prepare the bare model, wrap it, build the method
+        methods.method_class("r3f").prepare_model(model, cfg)
+        ddp = DistributedDataParallel(model)
+        method = build_method(ddp, cfg)
+        normalized_keys = list(model.state_dict())
+        optimizer = torch.optim.AdamW(ddp.parameters(), lr=1e-2)
+
+        def step(k):
+            batch = make_batch([TEXTS[(rank + k) % 3], TEXTS[(rank + k + 1) % 3]], labels=[rank, 1 - rank])
+            loss, _ = method.objective(ddp, batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+        step(0)
+        step(1)
+        # a fresh head (reinit_head, then the method's stage start), then a stage without R3F (the
+        # head baked into a plain weight): DDP must still average every gradient after each
+        torch.manual_seed(7)
+        training.reinit_head(ddp)
+        method.start_stage(ddp, stage_index=1, fresh_head=True, active_before=True)
+        step(2)
+        method.active = False
+        method.start_stage(ddp, stage_index=2, fresh_head=False, active_before=True)
+        assert not spectral_norm.is_normalized(model.classifier)
+        step(3)
+        state = torch.cat([t.detach().flatten().double() for t in model.state_dict().values()])
+        gathered = [torch.zeros_like(state) for _ in range(world)]
+        dist.all_gather(gathered, state)
+        if rank == 0:
+            torch.save({"equal": bool(torch.equal(gathered[0], gathered[1])),
+                        "keys": normalized_keys}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_r4f_under_ddp_every_process_keeps_the_same_head(tmp_path):
+    """The head is normalized before DDP wraps the model (registering a parametrization re-seats
+    the weight, and DDP would lose its hook on it): both processes then train the same head, their
+    vectors from process 0's draw. Building R4F on an already wrapped model is refused."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp.pt"
+    mp.start_processes(_ddp_worker, args=(2, port, str(out)), nprocs=2, join=True, start_method="spawn")
+    result = torch.load(out, weights_only=False)
+    assert "classifier.parametrizations.weight.0._u" in result["keys"]
+    assert result["equal"]

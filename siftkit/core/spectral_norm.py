@@ -18,6 +18,7 @@ A parametrized layer keeps its raw weight and the power iteration's vectors inst
 - `baked_state_dict`: a state dict in the plain form (``weight = W / sigma`` exactly as the
   layer computes it in eval mode), for a model folder that loads into an ordinary model;
 - `bake`: the same, in place on a layer (the function it computes is unchanged);
+- `normalize`: to be applied before DDP wraps the model (`Method.prepare_model`);
 - `raw_weights`: a context in which parametrized layers expose their raw weights, so that a
   model's own initializer re-initializes them (``reinit_head``);
 - `refresh`: power iterations from the current vectors (after a weight was re-initialized).
@@ -71,21 +72,25 @@ def is_normalized(layer: nn.Module) -> bool:
 
 def normalize(layer: nn.Linear) -> None:
     """Spectral normalization on `layer`'s weight (its random start vectors come from the global
-    RNG of the weight's device; under torch.distributed every process takes process 0's)."""
+    RNG of the weight's device; DDP gives every process process 0's when it wraps the model).
+
+    Apply it before DDP wraps the model: registering a parametrization re-seats the raw weight
+    (``Tensor.set_``), which gives it a new gradient accumulator, and DDP, which hooked the old
+    one, would no longer average that weight's gradient. `bake`, `unnormalize` and `raw_weights`
+    keep the accumulator and are safe at any time."""
     spectral_norm(layer, _PARAM, n_power_iterations=1, eps=1e-12)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # The vectors are buffers created after DDP wrapped the model, so DDP does not sync them;
-        # from equal starts, equal weights give equal power iterations on every process.
-        for buffer in _vectors(layer):
-            torch.distributed.broadcast(buffer, src=0)
 
 
 @torch.no_grad()
 def bake(layer: nn.Linear) -> None:
-    """Replace the parametrization by the plain weight it gives in eval mode (no power step)."""
+    """Replace the parametrization by the plain weight it gives in eval mode (no power step),
+    in place in the same Parameter (optimizers and DDP keep it)."""
     plist = layer.parametrizations[_PARAM]
-    plist.eval()  # the value evaluation used: W / (u^T W v) with the stored vectors
-    parametrize.remove_parametrizations(layer, _PARAM, leave_parametrized=True)
+    plist.eval()
+    value = plist()  # the value evaluation used: W / (u^T W v) with the stored vectors
+    raw = plist.original
+    parametrize.remove_parametrizations(layer, _PARAM, leave_parametrized=False)  # no set_: the same accumulator
+    raw.copy_(value)
 
 
 def unnormalize(layer: nn.Linear) -> None:
@@ -144,21 +149,23 @@ def has_parametrizations(model: nn.Module) -> bool:
 
 @contextlib.contextmanager
 def raw_weights(module: nn.Module) -> Iterator[None]:
-    """Inside: every parametrized layer under `module` holds its raw tensors as plain attributes
-    (the same Parameter objects, so optimizers keep them); afterwards the same parametrizations
-    (their stored vectors too) are put back, without a power step."""
-    removed = []
+    """Inside: every parametrized layer under `module` shows its raw tensors as plain attributes
+    (``layer.weight`` is the raw Parameter itself), so a model's initializer writes into them; the
+    parametrizations (their stored vectors too) are untouched. Each layer is seen as its plain
+    class meanwhile: removing and registering the parametrization again would re-seat the weight
+    and lose DDP's hook on it (see `normalize`)."""
+    swapped = []
     for layer in [m for m in module.modules() if parametrize.is_parametrized(m)]:
-        for name in list(layer.parametrizations):
-            plist = layer.parametrizations[name]
-            removed.append((layer, name, list(plist)))
-            parametrize.remove_parametrizations(layer, name, leave_parametrized=False)
+        plain_class = type(layer).__bases__[0]  # torch injects Parametrized<Class>(Class)
+        names = list(layer.parametrizations)
+        swapped.append((layer, type(layer), names))
+        layer.__class__ = plain_class
+        for name in names:
+            layer._parameters[name] = layer.parametrizations[name].original
     try:
         yield
     finally:
-        for layer, name, steps in removed:
-            for step in steps:
-                training = step.training
-                step.eval()  # registering evaluates the parametrization once: no power step then
-                parametrize.register_parametrization(layer, name, step)
-                step.train(training)
+        for layer, parametrized_class, names in swapped:
+            for name in names:
+                del layer._parameters[name]
+            layer.__class__ = parametrized_class

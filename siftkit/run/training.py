@@ -36,6 +36,7 @@ from siftkit.data.registry import DATASETS
 from siftkit.run.evaluation import evaluate, tokenize
 from siftkit.run.models import load_model
 from siftkit.methods.base import Method
+from siftkit import methods
 from siftkit.run.objective import build_method
 from siftkit.run.outdir import OutputDir
 from siftkit.data.stages import Stage
@@ -285,6 +286,9 @@ def _prepare(cfg: RunConfig, out: Path, accelerator, progress: bool) -> RunState
     if cfg.freeze_encoder:
         # Before `prepare`: DDP registers the parameters that need gradients when it wraps.
         unwrap(model).base_model.requires_grad_(False)
+    # Before `prepare` too: what a method changes in the model (R4F's normalized head) must be
+    # in place when DDP wraps it.
+    methods.method_class(cfg.algo).prepare_model(model, cfg)
     model = accelerator.prepare(model)
     method = build_method(model, cfg)
     run = RunState(cfg, out, accelerator, model, tokenizer, method, stages, data,

@@ -33,6 +33,7 @@ import torch
 
 from siftkit.core import spectral_norm
 from siftkit.core.divergences import symmetric_kl
+from siftkit.core.split import unwrap
 from siftkit.methods.base import perturbation_stats
 from siftkit.methods.embedding_perturbation import EmbeddingPerturbationMethod, work_dtype
 
@@ -52,23 +53,51 @@ def r3f_noise(like: torch.Tensor, eps: float, noise_type: str, mask: torch.Tenso
     return noise
 
 
+def _check_not_wrapped_yet(model, cfg, head: dict) -> None:
+    """R4F must normalize the head before DDP wraps the model (`spectral_norm.normalize`): refuse
+    a data-parallel run in which it would have to do so later."""
+    if unwrap(model) is model or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    processes = torch.distributed.get_world_size()
+    if processes > 1 and cfg.adv_stages == "last":
+        raise ValueError(f"spectral_norm_classification_head=True with adv_stages='last' on {processes} processes: "
+                         f"the head would be normalized at the last stage's start, after DDP wrapped the model, and "
+                         f"DDP would no longer average its gradient; use adv_stages='all' or 'first', or one process")
+    late = [name for name, layer in head.items() if not spectral_norm.is_normalized(layer)]
+    if processes > 1 and late:
+        raise ValueError(f"spectral_norm_classification_head=True: the head ({', '.join(late)}) must be normalized "
+                         f"before DDP wraps the model: call siftkit.methods.method_class('r3f').prepare_model(model, "
+                         f"cfg) on the bare model before wrapping it (the kit's training loop does)")
+
+
 class R3FMethod(EmbeddingPerturbationMethod):
     """R3F, and R4F with ``spectral_norm_classification_head=True`` (module docstring)."""
 
     name = "r3f"
+
+    @classmethod
+    def prepare_model(cls, model, cfg) -> None:
+        # R4F normalizes the head before DDP wraps the model (spectral_norm.normalize says why)
+        # and before any optimizer is built, unless the first stage runs without the method
+        # (adv_stages="last"): that stage must be plain's.
+        if cfg.settings.spectral_norm_classification_head and cfg.adv_stages != "last":
+            for layer in spectral_norm.head_linears(model, cfg.settings.spectral_norm_layers).values():
+                if not spectral_norm.is_normalized(layer):
+                    spectral_norm.normalize(layer)
 
     def __init__(self, model, cfg):
         super().__init__(model, cfg)
         s = self.settings
         self.head: dict[str, torch.nn.Linear] = (
             spectral_norm.head_linears(model, s.spectral_norm_layers) if s.spectral_norm_classification_head else {})
+        if self.head:
+            _check_not_wrapped_yet(model, cfg, self.head)
         for layer in self.head.values():
             # A checkpoint, a cached stage or an early-stopping snapshot holds the head in the
             # form it had then; loading it puts the layer in that form.
             spectral_norm.follow_state_dicts(layer)
-        # Normalize now (before any optimizer is built from the parameters) unless the first
-        # stage runs without the method (adv_stages="last"): that stage must be plain's.
-        self._normalize_head(cfg.adv_stages != "last")
+        # Where no loop called prepare_model (AdversarialTrainer, AdversarialLoss): now.
+        self.prepare_model(model, cfg)
         self.last_perturbation: torch.Tensor | None = None
 
     def _normalize_head(self, on: bool) -> None:
