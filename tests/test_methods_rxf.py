@@ -615,11 +615,14 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         model = tiny_model("bert", seed=0, train=True)  # the same weights on both processes
         torch.manual_seed(100 + rank)  # a different RNG per process: the vectors' draws differ
         cfg = RunConfig.from_dict({"algo": "r3f", **R4F})
-        with pytest.raises(ValueError, match="must be normalized before DDP wraps the model"):
+        with pytest.raises(ValueError, match="must be normalized before DDP wraps the model") as late:
             build_method(DistributedDataParallel(copy.deepcopy(model)), cfg)
         last = RunConfig.from_dict({"algo": "r3f", "task": "twitter_to_uci", "adv_stages": "last", **R4F})
-        with pytest.raises(ValueError, match="adv_stages='last' on 2 processes"):
+        with pytest.raises(ValueError, match="adv_stages='last' on 2 processes") as refused:
             build_method(DistributedDataParallel(copy.deepcopy(model)), last)
+        if rank == 0:
+            robustness_log("R4F built on a model DDP already wrapped (2 processes)", str(late.value))
+            robustness_log("R4F with adv_stages='last' on 2 processes", str(refused.value))
         # the loop's order: prepare the bare model, wrap it, build the method
         methods.method_class("r3f").prepare_model(model, cfg)
         ddp = DistributedDataParallel(model)
