@@ -133,7 +133,8 @@ def baked_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     for key in [k for k in state if k.endswith("." + _ORIGINAL) or k == _ORIGINAL]:
         prefix = key[: -len(_ORIGINAL)]
         if prefix + _U not in state or prefix + _V not in state:
-            raise ValueError(f"{key}: a parametrized weight without spectral-norm vectors ({prefix + _U}, {prefix + _V})")
+            raise ValueError(f"{key}: a parametrized weight without spectral-norm vectors "
+                             f"({prefix + _U}, {prefix + _V})")
         w = out.pop(key)
         u, v = out.pop(prefix + _U), out.pop(prefix + _V)
         with torch.no_grad():

@@ -21,6 +21,7 @@ R4F is ``spectral_norm_classification_head=True``: the head's output layer (fair
 (`siftkit.core.spectral_norm`). The normalization is part of the method, so it follows
 ``adv_stages``: the head is normalized in the stages where R3F acts and plain (the normalized
 weight baked in, the function unchanged) where it does not, so those stages are exactly plain's.
+The loop normalizes the head on the bare model before DDP wraps it (`prepare_model`).
 
 Cost per batch: 2 forwards, 1 backward through both.
 """
