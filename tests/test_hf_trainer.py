@@ -130,7 +130,8 @@ def test_return_outputs_in_training_gives_the_clean_logits(tmp_path):
     ({"adv_epsilonn": 1e-3}, "adv_epsilonn.*did you mean 'adv_epsilon'"),
     ({"learning_rate": 1e-3}, "learning_rate.*TrainingArguments"),
     ({"adv_epsilon": -1.0}, "adv_epsilon"),
-    ({"algo": "vat"}, "algo"),
+    ({"algo": "freeat-typo"}, "algo"),
+    ({"eps": 1e-5}, r"algo='sift' has no knobs of its own; algo_args holds 'eps' \(r3f\)"),  # R3F's knob
 ])
 def test_bad_knobs_are_named(tmp_path, bad, message):
     from siftkit import AdversarialTrainer

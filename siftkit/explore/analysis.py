@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from siftkit.run.config import RunConfig
+from siftkit.core import spectral_norm
 from siftkit.core.divergences import get_divergence
 from siftkit.study.tables import model_label
 from siftkit.study.style import ALGO_LABELS
@@ -736,7 +737,8 @@ def load_run_models(run: str | Path) -> dict[str, Any]:
         position = checkpoint.get("position", {})
         if not position.get("stage_done") or position.get("stage") != len(record.get("stages", [])) - 1:
             raise ValueError(f"the newest checkpoint of {folder} ({ckpt.name}) is not the end of the run")
-        state = checkpoint["model"]
+        # R4F's head is saved with its raw weight and power-iteration vectors: plain form here.
+        state = spectral_norm.baked_state_dict(checkpoint["model"])
     tuned.load_state_dict(state)
     base.eval()
     tuned.eval()

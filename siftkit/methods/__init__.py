@@ -22,6 +22,8 @@ _REGISTRY: dict[str, tuple[str, str, str | None, str | None]] = {
     "freelb": ("siftkit.methods.freelb.method", "FreeLB", "siftkit.methods.freelb.settings", "FreeLBSettings"),
     "pgd": ("siftkit.methods.pgd.method", "PGD", "siftkit.methods.pgd.settings", "PGDSettings"),
     "freeat": ("siftkit.methods.freeat.method", "FreeAT", "siftkit.methods.freeat.settings", "FreeATSettings"),
+    "vat": ("siftkit.methods.vat.method", "VATMethod", "siftkit.methods.vat.settings", "VATSettings"),
+    "r3f": ("siftkit.methods.r3f.method", "R3FMethod", "siftkit.methods.r3f.settings", "R3FSettings"),
     "alum": ("siftkit.methods.alum.method", "Alum", "siftkit.methods.alum.settings", "AlumSettings"),
     "rdrop": ("siftkit.methods.rdrop.method", "RDrop", "siftkit.methods.rdrop.settings", "RDropSettings"),
 }

@@ -124,6 +124,12 @@ class Method:
         return loss, parts
 
     # --- hooks of the loop ----------------------------------------------------------------
+    @classmethod
+    def prepare_model(cls, model, cfg) -> None:
+        """Changes to the bare model that must come before it is wrapped for data parallelism
+        (DDP hooks each parameter's gradient when it wraps the model), and before the method is
+        built: R4F's spectral normalization of the head. The loop calls it once per run."""
+
     def after_update(self, model) -> None:
         """After each optimizer update that was applied (SMART's teacher follows the model)."""
 

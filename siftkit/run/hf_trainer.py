@@ -38,6 +38,7 @@ from transformers import Trainer, TrainerCallback
 
 from siftkit import methods
 from siftkit.methods.base import Method
+from siftkit.core import spectral_norm
 from siftkit.run.config import RunConfig
 from siftkit.core.split import unwrap
 from siftkit.run.objective import AdversarialLoss
@@ -235,6 +236,22 @@ class AdversarialTrainer(Trainer):
             # A method that forwards the batch repeated (R-Drop's [x; x]): its first copy's rows.
             outputs["logits"] = outputs.logits[:rows]
         return loss, outputs
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """As Trainer's; a model saved for use (not a checkpoint of this run) gets R4F's
+        spectrally normalized head as the plain weight it computes with, so the folder loads into
+        the ordinary model class. Checkpoints keep the raw weight and its vectors, to resume."""
+        self._export_plain = not _internal_call
+        try:
+            super().save_model(output_dir, _internal_call=_internal_call)
+        finally:
+            self._export_plain = False
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        bare = unwrap(self.model)
+        if getattr(self, "_export_plain", False) and spectral_norm.has_parametrizations(bare):
+            state_dict = spectral_norm.baked_state_dict(bare.state_dict() if state_dict is None else state_dict)
+        super()._save(output_dir, state_dict=state_dict)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         # Add the regularizer's terms (means since the last training log) to a training log.

@@ -36,11 +36,13 @@ from siftkit.data.registry import DATASETS
 from siftkit.run.evaluation import evaluate, tokenize
 from siftkit.run.models import load_model
 from siftkit.methods.base import Method
+from siftkit import methods
 from siftkit.run.objective import build_method
 from siftkit.run.outdir import OutputDir
 from siftkit.data.stages import Stage
 from siftkit.run.protocols import build_stages
 from siftkit.run.records import OutputDirError, environment_meta, write_results
+from siftkit.core import spectral_norm
 from siftkit.core.split import unwrap
 from siftkit.run.stage_cache import StageCache, adversarial_in_stage, stage_determinants, stage_key
 from siftkit.data import shift_data
@@ -284,6 +286,9 @@ def _prepare(cfg: RunConfig, out: Path, accelerator, progress: bool) -> RunState
     if cfg.freeze_encoder:
         # Before `prepare`: DDP registers the parameters that need gradients when it wraps.
         unwrap(model).base_model.requires_grad_(False)
+    # Before `prepare` too: what a method changes in the model (R4F's normalized head) must be
+    # in place when DDP wraps it.
+    methods.method_class(cfg.algo).prepare_model(model, cfg)
     model = accelerator.prepare(model)
     method = build_method(model, cfg)
     run = RunState(cfg, out, accelerator, model, tokenizer, method, stages, data,
@@ -472,11 +477,14 @@ def fused_adamw(device: torch.device) -> dict[str, bool]:
 @torch.no_grad()
 def reinit_head(model) -> None:
     """Re-initialise the classification head (every part of the model outside its pre-trained
-    ``base_model``) with the model's own initialiser, from the global torch RNG."""
+    ``base_model``) with the model's own initialiser, from the global torch RNG. A parametrized
+    layer (R4F's spectral norm) gets new raw weights: the initialiser writes ``module.weight``,
+    which would otherwise be a computed tensor, and the write would be lost."""
     bare = unwrap(model)
     for module in bare.children():
         if module is not bare.base_model:
-            module.apply(bare._init_weights)
+            with spectral_norm.raw_weights(module):
+                module.apply(bare._init_weights)
 
 
 # The datasets each protocol reads (a shift spec names its own: siftkit.data.shift_data.file_hashes).
@@ -582,7 +590,12 @@ def _stage_model(out: Path, model, tokenizer) -> Path:
     """Write model and tokenizer to a temporary folder beside model/ and check them."""
     tmp = out / f".{MODEL_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    if spectral_norm.has_parametrizations(model):
+        # R4F's head holds its raw weight and power-iteration vectors: the folder gets the plain
+        # weight it computes with, so that it loads into the ordinary model class.
+        model.save_pretrained(tmp, state_dict=spectral_norm.baked_state_dict(model.state_dict()))
+    else:
+        model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     if not (tmp / "config.json").is_file():
         shutil.rmtree(tmp, ignore_errors=True)
