@@ -325,6 +325,11 @@ def _run_stages(run: RunState, ckpt_state: dict | None) -> list[str | None]:
         keys.append(previous)
         pos = run.position
         if stage_index < pos["stage"] or (stage_index == pos["stage"] and pos["stage_done"]):
+            if cache is not None and stage_index == pos["stage"] and stage_index < len(stages) - 1:
+                # Resumed at this stage's end (a run killed while storing it): store it now.
+                with cache.claim(previous, f"stage {stage_index + 1} ({stage.name})"):
+                    if cache.entry(previous) is None:
+                        cache.store(previous, run.snapshot(), determinants, str(run.out))
             continue
         resume_here = ckpt_state is not None and stage_index == pos["stage"] and not pos["stage_done"]
         # The last stage ends the run: caching it would only duplicate results.json.
@@ -337,17 +342,18 @@ def _run_stages(run: RunState, ckpt_state: dict | None) -> list[str | None]:
                         cache.store(previous, run.snapshot(), determinants, str(run.out))
             continue
         with cache.claim(previous, f"stage {stage_index + 1} ({stage.name})"):
-            if cache.entry(previous) is not None:
-                _stage_from_cache(stage_index, run, cache, previous)
+            cached = cache.load(previous, determinants)  # None: no entry, or a damaged one set aside
+            if cached is not None:
+                _stage_from_cache(stage_index, run, cached)
             else:
                 _stage(stage_index, run, None)
                 cache.store(previous, run.snapshot(), determinants, str(run.out))
     return keys
 
 
-def _stage_from_cache(stage_index: int, run: RunState, cache: StageCache, key: str) -> None:
-    """Continue as the run that stored stage `stage_index` under `key` did after it."""
-    state, rng = cache.load(key)
+def _stage_from_cache(stage_index: int, run: RunState, cached: tuple[dict, dict]) -> None:
+    """Continue as the run that stored stage `stage_index` (`cached`: its state and RNG) did after it."""
+    state, rng = cached
     run.restore(state)
     set_rng_state(rng)
     run.stage_info[stage_index]["from_cache"] = True
