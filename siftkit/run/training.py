@@ -896,7 +896,16 @@ def _check_max_length(cfg: RunConfig, model, tokenizer) -> None:
     config = getattr(unwrap(model), "config", None)
     if getattr(config, "position_biased_input", True) and getattr(config, "max_position_embeddings", None):
         limits.append(int(config.max_position_embeddings))
+    name = repr(cfg.model_name) if cfg.model_name is not None else f"the offline default {DEFAULT_MODEL_NAME}"
+    # The tokenizer cannot cut below its special tokens (at max_length=1 it does not cut at all)
+    # and at exactly their number keeps none of the text: each text needs one token (two for a pair).
+    pair = cfg.task == "shift" and len(shift_data.spec_of(cfg).stages[0].data.text) == 2
+    special = tokenizer.num_special_tokens_to_add(pair=pair)
+    if cfg.max_length < special + 1 + pair:
+        marks = " ".join(tokenizer.convert_ids_to_tokens(tokenizer("", "" if pair else None)["input_ids"]))
+        raise ValueError(f"max_length={cfg.max_length} leaves no room for text: the tokenizer of model {name} adds "
+                         f"{special} special tokens to each {'pair' if pair else 'text'} ({marks}), and texts are "
+                         f"truncated to max_length tokens in all; use max_length >= {special + 1 + pair} (e.g. 128)")
     if limits and cfg.max_length > min(limits):
-        name = repr(cfg.model_name) if cfg.model_name is not None else f"the offline default {DEFAULT_MODEL_NAME}"
         raise ValueError(f"max_length={cfg.max_length} is more than model {name} can take ({min(limits)} "
                          f"tokens); texts are truncated to max_length, so use max_length <= {min(limits)}")
