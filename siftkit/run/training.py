@@ -34,6 +34,7 @@ from siftkit.run.config import ALGO_DEFAULTS, DEFAULT_MODEL_NAME, RunConfig
 from siftkit.data.folder import resolve_data_dir, split_file_hashes
 from siftkit.data.registry import DATASETS
 from siftkit.run.evaluation import evaluate, tokenize
+from siftkit.run.memory import RunOutOfMemoryError, is_out_of_memory, out_of_memory_message
 from siftkit.run.models import load_model
 from siftkit.methods.base import Method
 from siftkit.run.objective import build_method
@@ -178,7 +179,12 @@ def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> 
             accelerator = _make_accelerator(cfg)
         with folder.locked(accelerator.is_main_process, lambda ok: _all_processes(accelerator, ok)), \
                 tracking.tracked(cfg, out, accelerator):
-            return _train(cfg, out, accelerator, progress, start)
+            try:
+                return _train(cfg, out, accelerator, progress, start)
+            except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+                if not is_out_of_memory(exc):
+                    raise
+                raise RunOutOfMemoryError(out_of_memory_message(cfg, exc, str(accelerator.device))) from None
 
 
 @dataclass
