@@ -25,11 +25,11 @@ format from the suffix, or ``format``), a `datasets` ``dataset`` (with ``config`
 ``uci_sentiment``, read by `siftkit.data.loaders.load` with its checks and the run's ``data_dir``)
 with its ``split``. Text files are UTF-8 unless ``encoding`` names another (``cp1252``), or a
 list tried line by line for a file that mixes them (``[utf-8, cp1252]``); tab-separated files
-are read without quoting (`siftkit.data.text_files`). ``where: {column: value or [values]}`` keeps the rows whose column holds
-one of the values; ``text`` is a column or a list of two (a sentence pair); ``label`` is the
-label column; ``label_map`` maps raw values to canonical names (without one, the raw values
-must be the canonical names); ``unmapped: drop`` drops rows whose label has no mapping (the
-default, ``error``, refuses them).
+are read without quoting (`siftkit.data.text_files`). ``where: {column: value or [values]}``
+keeps the rows whose column holds one of the values; ``text`` is a column or a list of two (a
+sentence pair); ``label`` is the label column; ``label_map`` maps raw values to canonical names
+(without one, the raw values must be the canonical names); ``unmapped: drop`` drops rows whose
+label has no mapping (the default, ``error``, refuses them).
 
 This module parses and checks the spec (every unknown key is named, as in params files);
 `siftkit.data.shift_data` loads the data and builds the stages.

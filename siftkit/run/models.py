@@ -93,7 +93,8 @@ def load_model(model_name: str | None = None, num_labels: int = 2):
     return model, tokenizer
 
 
-_SUPPORTED = "siftkit fine-tunes encoder text classifiers such as BERT, RoBERTa, DeBERTa, DistilBERT, ELECTRA and ALBERT"
+_SUPPORTED = ("siftkit fine-tunes encoder text classifiers such as BERT, RoBERTa, DeBERTa, DistilBERT, ELECTRA "
+              "and ALBERT")
 
 
 def _check_text_classifier_folder(name: str) -> None:

@@ -338,9 +338,9 @@ def check_mlflow_uri(uri: str) -> None:
     parsed = urlparse(uri)
     scheme = parsed.scheme.split("+")[0].lower()  # postgresql+psycopg2://...
     if scheme not in _MLFLOW_SCHEMES:
-        raise ValueError(f"{where}: MLflow does not know the scheme {parsed.scheme!r}; it takes the http(s)://host:port "
-                         f"of a tracking server, sqlite:///path/mlflow.db, postgresql://..., mysql://... or "
-                         f"databricks; fix it, {_LOCAL_STORE_HINT}")
+        raise ValueError(f"{where}: MLflow does not know the scheme {parsed.scheme!r}; it takes the "
+                         f"http(s)://host:port of a tracking server, sqlite:///path/mlflow.db, postgresql://..., "
+                         f"mysql://... or databricks; fix it, {_LOCAL_STORE_HINT}")
     if scheme in ("http", "https"):
         host, port = parsed.hostname, parsed.port or (443 if scheme == "https" else 80)
         if not host:
