@@ -230,3 +230,21 @@ def test_records_and_summaries_get_the_umask_mode(tmp_path, umask):
     if umask == 0o002:
         robustness_log("results.json, history.csv and SUMMARY.md under umask 002 (a group's cluster folder)",
                        "accepted: written with mode 0664 (0666 less the umask), as any new file, no longer 0600")
+
+
+def test_symbolic_link_loops_are_named(tmp_path, capsys):
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    note = f" ({loop} is a symbolic link that leads back to itself: {loop} -> {loop}; remove or fix the link)"
+    err = _cli_error(capsys, "sweep", "--params", SMOKE, "--algos", "plain", "--output-dir", loop, "--dry-run")
+    assert err == f"siftkit sweep: error: --output-dir {str(loop)!r} cannot be used{note}"
+    robustness_log("`sweep --output-dir LOOP` (a symbolic link to itself)", err.replace(str(tmp_path), "tmp"))
+    err = _cli_error(capsys, "train", "--params", SMOKE, "--output_dir", loop / "run")
+    assert err == (f"siftkit train: error: output_dir {str(loop / 'run')!r} is not writable: Too many levels of "
+                   f"symbolic links{note}")
+    robustness_log("`train --output_dir LOOP/run`", err.replace(str(tmp_path), "tmp"))
+    err = _cli_error(capsys, "train", "--params", loop, "--output_dir", tmp_path / "o")
+    assert err == f"siftkit train: error: params file not found: {loop}{note}"
+    err = _cli_error(capsys, "summarize", loop)
+    assert err == f"siftkit summarize: error: no results file or folder at {loop}{note}"
+    robustness_log("`summarize LOOP`", err.replace(str(tmp_path), "tmp"))

@@ -350,3 +350,21 @@ def test_the_training_data_under_another_name_is_flagged(tmp_path, how):
     robustness_log("a byte-identical copy of the training file as an evaluation set (a warning)" if how == "copy" else
                    "the training file through `where: {source: a}` as an evaluation set (a warning)", message,
                    tmp=tmp_path)
+
+
+def test_a_kit_text_of_only_a_zero_width_space_is_refused(tmp_path, data_dir):
+    from helpers import copy_data_lines
+    from siftkit.data.loaders import load
+    from siftkit.data.registry import DataError
+
+    rel = "uci_sentiment/yelp_labelled.txt"
+    copy_data_lines(data_dir, tmp_path, {"uci_sentiment/amazon_cells_labelled.txt": 20,
+                                         "uci_sentiment/imdb_labelled.txt": 20, rel: 20})
+    path = tmp_path / rel
+    path.write_bytes("\u200b\u200b\t1\n".encode() + path.read_bytes())
+    with pytest.raises(DataError) as err:
+        load("uci_sentiment", str(tmp_path))
+    assert str(err.value) == (f"{path} line 1: text holds no visible character ('\\u200b\\u200b': U+200B ZERO WIDTH "
+                              f"SPACE)")
+    robustness_log("a uci_sentiment line whose text is two zero-width spaces", str(err.value),
+                   **{"data_dir": tmp_path})

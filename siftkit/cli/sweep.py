@@ -500,8 +500,10 @@ def plan_file(path: str | Path, output_dir: Path) -> list[PlannedRun]:
     """Every run of a plan file, in file order; a bad line is an error naming its number."""
     path = Path(path)
     if not path.is_file():
+        from siftkit.core.paths import loop_note
+
         raise ValueError(f"plan file {path} is a folder, not a file; name the plan file in it" if path.is_dir()
-                         else f"plan file not found: {path}")
+                         else f"plan file not found: {path}{loop_note(path)}")
     runs: list[PlannedRun] = []
     for number, line in enumerate(_plan_lines(path), start=1):
         try:
@@ -558,6 +560,10 @@ def _planner(args: argparse.Namespace, rest: list[str]) -> Callable[[], list[Pla
         raise ValueError(f"--stop-after must be a number of seconds > 0, got {args.stop_after:g}; leave it out "
                          f"to run every planned run")
     output_dir = Path(args.output_dir)
+    from siftkit.core.paths import loop_note
+
+    if loop_note(output_dir):
+        raise ValueError(f"--output-dir {args.output_dir!r} cannot be used{loop_note(output_dir)}")
     if args.plan is not None:
         if rest:
             raise ValueError(f"--plan takes the runs from the file; unexpected options {' '.join(rest)}")

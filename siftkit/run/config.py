@@ -405,8 +405,10 @@ class RunConfig:
         import yaml
 
         if not path.is_file():
+            from siftkit.core.paths import loop_note
+
             raise ValueError(f"params file {path} is a folder, not a file; name the YAML file in it"
-                             if path.is_dir() else f"params file not found: {path}")
+                             if path.is_dir() else f"params file not found: {path}{loop_note(path)}")
         try:
             text = path.read_text(encoding="utf-8")
             loaded = load_yaml(text)

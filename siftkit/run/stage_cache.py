@@ -134,8 +134,10 @@ class StageCache:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise ValueError(f"stage_cache_dir {str(self.root)!r} cannot be created: {exc.strerror or exc}") \
-                    from None
+                from siftkit.core.paths import loop_note
+
+                raise ValueError(f"stage_cache_dir {str(self.root)!r} cannot be created: {exc.strerror or exc}"
+                                 f"{loop_note(self.root)}") from None
             _check_writable(self.root)
         accelerator.wait_for_everyone()
 

@@ -84,7 +84,9 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
                 if f.is_file():  # a folder named results.json is no record
                     found[f.resolve()] = None
         else:
-            raise ValueError(f"no results file or folder at {p}")
+            from siftkit.core.paths import loop_note
+
+            raise ValueError(f"no results file or folder at {p}{loop_note(p)}")
     return list(found)
 
 
