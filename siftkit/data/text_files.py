@@ -209,11 +209,13 @@ def _check_merged_rows(rows, header: list[str], label_index: int, shown: str, wh
     for n, (first, last, fields) in enumerate(rows, start=1):
         if first == last:
             continue
-        inner = []
-        for offset, line in enumerate("\n".join(fields).split("\n")[1:], start=1):
-            parts = next(csv.reader([line]), [])
-            if len(parts) == len(header) and parts[label_index] in labels:
-                inner.append((first + offset, line))
+        inner, offset = [], 0
+        for value in fields:  # the lines inside each multi-line field (the fields before it on line `first`)
+            for line in value.split("\n")[1:]:
+                offset += 1
+                parts = next(csv.reader([line]), [])
+                if len(parts) == len(header) and parts[label_index] in labels:
+                    inner.append((first + offset, line))
         if inner:
             shown_line = f"line {inner[0][0]}: {short(inner[0][1])}"
             raise ValueError(f"{where}: {shown} lines {first}-{last} were read as one row (data row {n}): a quote "
