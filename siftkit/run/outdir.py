@@ -96,7 +96,10 @@ class OutputDir:
             with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
                 pass
         except OSError as exc:
-            raise OutputDirError(f"output_dir {str(out)!r} is not writable: {exc.strerror or exc}") from None
+            from siftkit.core.paths import loop_note
+
+            raise OutputDirError(f"output_dir {str(out)!r} is not writable: {exc.strerror or exc}"
+                                 f"{loop_note(out)}") from None
         return out
 
     def _about_results(self, message: str) -> str:

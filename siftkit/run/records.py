@@ -31,9 +31,13 @@ class OutputDirError(ValueError):
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` under a temporary name, then rename it to `path`. The file gets the mode
+    any new file gets (0666 less the umask), not mkstemp's private 0600: a group sharing a
+    cluster folder reads results.json, history.csv and SUMMARY.md like the rest of it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
@@ -43,6 +47,13 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, so set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _json_safe(value: Any) -> Any:

@@ -27,6 +27,14 @@ released by the kernel if the process dies) while it trains the stage; another r
 the same key waits on that lock and then loads what the first stored, so two runs never both
 train it. An entry is written under a temporary name and renamed when complete: a reader
 never sees half an entry.
+
+An entry is trusted only when it proves itself: its ``stage.json`` must carry the key it is
+stored under and the determinants the run computed (an entry copied into another key's folder
+is caught), and the sha256 of each of its files, recorded when it was stored, must match (a
+flipped byte in the weights, a truncated or garbled file, is caught before torch reads it). An
+entry that fails is set aside as ``.damaged-<key>-…`` with a warning, and the stage is trained
+again and stored anew. A store that fails (a full disk, the folder removed meanwhile) removes
+its temporary folder and says why; the run goes on, as the cache only saves time.
 """
 
 from __future__ import annotations
@@ -40,12 +48,13 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from siftkit.run.checkpoint import CheckpointError, _read, rng_state
+from siftkit.run.checkpoint import CheckpointError, _first_sentence, rng_state
 
 # The fields of RunConfig that can act in any stage (beside the stage's own epochs and rate).
 # The regularizer's fields join only for a stage in which it runs.
@@ -56,6 +65,10 @@ RUN_FIELDS = ("model_name", "seed", "weight_decay", "adam_epsilon", "warmup_rati
 ADVERSARIAL_FIELDS = ("algo", "algo_args", "perturb_at", "adv_epsilon", "adv_noise_std", "adv_step_size", "adv_rule",
                       "adv_steps", "adv_norm", "adv_weight", "divergence", "bregman_weight", "bregman_beta")
 _STATE, _META = "state.pt", "stage.json"
+
+
+class StageCacheWarning(UserWarning):
+    """A cache entry set aside as damaged, or a stage that could not be stored."""
 
 
 def adversarial_in_stage(cfg, stage_index: int, n_stages: int) -> bool:
@@ -121,8 +134,11 @@ class StageCache:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise ValueError(f"stage_cache_dir {str(self.root)!r} cannot be created: {exc.strerror or exc}") \
-                    from None
+                from siftkit.core.paths import loop_note
+
+                raise ValueError(f"stage_cache_dir {str(self.root)!r} cannot be created: {exc.strerror or exc}"
+                                 f"{loop_note(self.root)}") from None
+            _check_writable(self.root)
         accelerator.wait_for_everyone()
 
     def entry(self, key: str) -> Path | None:
@@ -134,6 +150,7 @@ class StageCache:
         """Hold the key's lock (main process) while the stage is looked up, trained and stored."""
         fh = None
         if self.accelerator.is_main_process:
+            self.root.mkdir(parents=True, exist_ok=True)  # removed since the run started: made again
             fh = open(self.root / f"{key}.lock", "a+")
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -144,6 +161,10 @@ class StageCache:
                 fcntl.flock(fh, fcntl.LOCK_EX)
                 print(f"siftkit: waited {time.monotonic() - started:.0f} s for {what}",
                       file=sys.__stderr__ or sys.stderr, flush=True)
+            # Under the key's lock no other run is storing this key: a temporary folder of it is
+            # what a killed store left behind.
+            for stale in self.root.glob(f".tmp-{key}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         try:
             yield
@@ -153,33 +174,152 @@ class StageCache:
                 fcntl.flock(fh, fcntl.LOCK_UN)
                 fh.close()
 
-    def store(self, key: str, state: dict[str, Any], determinants: dict[str, Any], produced_by: str) -> None:
-        """Write the entry (every process its RNG state) under a temporary name, then rename it."""
+    def store(self, key: str, state: dict[str, Any], determinants: dict[str, Any], produced_by: str) -> bool:
+        """Write the entry (every process its RNG state) under a temporary name, with the sha256
+        of each file, then rename it. A failed write removes the temporary folder and warns (the
+        run goes on); returns whether the entry was stored."""
         acc = self.accelerator
         final, tmp = self.root / key, self.root / f".tmp-{key}-{os.getpid()}"
+        failed: list[str] = []
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
+            self._attempt(lambda: tmp.mkdir(parents=True), tmp, failed)  # parents: the folder may be gone
         acc.wait_for_everyone()
-        torch.save(rng_state(), tmp / f"rng-{acc.process_index}.pt")
-        if acc.is_main_process:
-            torch.save(state, tmp / _STATE)
-            meta = {"key": key, "determinants": determinants, "produced_by": produced_by,
-                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "num_processes": acc.num_processes}
-            (tmp / _META).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+        if tmp.is_dir():
+            self._attempt(lambda: torch.save(rng_state(), tmp / f"rng-{acc.process_index}.pt"),
+                          tmp / f"rng-{acc.process_index}.pt", failed)
+        if acc.is_main_process and not failed:
+            self._attempt(lambda: torch.save(state, tmp / _STATE), tmp / _STATE, failed)
         acc.wait_for_everyone()
-        if acc.is_main_process:
-            if final.exists():  # stored meanwhile by a run that did not share our lock file
-                shutil.rmtree(tmp, ignore_errors=True)
+        if acc.is_main_process and not failed:
+            rng_files = [f"rng-{i}.pt" for i in range(acc.num_processes)]
+            if all((tmp / f).is_file() for f in rng_files):  # another process may have failed its own
+                meta = {"key": key, "determinants": determinants, "produced_by": produced_by,
+                        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "num_processes": acc.num_processes,
+                        "files": {f: _sha256(tmp / f) for f in [_STATE, *rng_files]}}
+                self._attempt(lambda: (tmp / _META).write_text(json.dumps(meta, indent=1, default=str),
+                                                                 encoding="utf-8"), tmp / _META, failed)
             else:
-                tmp.rename(final)
+                failed.append("another process could not write its RNG state")
+            if not failed:
+                if final.exists():  # stored meanwhile by a run that did not share our lock file
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    self._attempt(lambda: tmp.rename(final), final, failed)
+        if failed:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if acc.is_main_process:
+                warnings.warn(f"stage cache: stage not stored: {failed[0]}; the run goes on, and a later run "
+                              f"trains this stage again", StageCacheWarning, stacklevel=3)
         acc.wait_for_everyone()
+        return not failed
 
-    def load(self, key: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(state, this process's RNG state) of a stored entry."""
-        path = self.root / key
-        rng_file = path / f"rng-{self.accelerator.process_index}.pt"
-        if not rng_file.is_file():
-            raise CheckpointError(f"stage cache entry {path} has no RNG state for process "
-                                  f"{self.accelerator.process_index}; delete the folder to train the stage again")
-        return _read(path / _STATE, path), _read(rng_file, path)
+    @staticmethod
+    def _attempt(write, path: Path, failed: list[str]) -> None:
+        """Run one write of an entry; a failure is noted in `failed` as one clear sentence."""
+        from siftkit.run.diskspace import is_disk_full, no_space_message
+
+        if failed:
+            return
+        try:
+            write()
+        except Exception as exc:  # OSError, or torch's RuntimeError for a full disk
+            if is_disk_full(exc, path.parent):
+                failed.append(no_space_message(path, "a stage cache entry").replace(
+                    "; free some space there, then run again", "; the partial entry was removed"))
+            else:
+                failed.append(f"cannot write {path} ({type(exc).__name__}: "
+                              f"{getattr(exc, 'strerror', None) or _first_sentence(str(exc))})")
+
+    def load(self, key: str, determinants: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(state, this process's RNG state) of the entry stored under `key`, or None when there is
+        none or it is damaged (then it is set aside, with a warning, and the stage is trained again)."""
+        acc = self.accelerator
+        if acc.is_main_process:
+            path = self.entry(key)
+            problem = self._problem(path, key, determinants) if path is not None else None
+            if problem is not None:
+                aside = self.root / f".damaged-{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+                try:
+                    path.rename(aside)
+                    where = f"set aside as {aside}"
+                except OSError as exc:
+                    shutil.rmtree(path, ignore_errors=True)
+                    where = f"removed (it could not be renamed: {exc.strerror or exc})"
+                warnings.warn(f"stage cache entry {path} {problem}; {where}, and the stage is trained again",
+                              StageCacheWarning, stacklevel=3)
+        acc.wait_for_everyone()
+        path = self.entry(key)
+        if path is None:
+            return None
+        loaded = []
+        for name in (_STATE, f"rng-{acc.process_index}.pt"):
+            try:
+                # weights_only=False: optimizer and RNG tuples we wrote; the sha256 checked above
+                # guards against a file changed since.
+                loaded.append(torch.load(path / name, map_location="cpu", weights_only=False))
+            except Exception as exc:
+                raise CheckpointError(f"stage cache entry {path}: {name} matches its sha256 but cannot be read "
+                                      f"({type(exc).__name__}: {_first_sentence(str(exc))}); delete the folder "
+                                      f"{path} to train the stage again") from None
+        return loaded[0], loaded[1]
+
+    def _problem(self, path: Path, key: str, determinants: dict[str, Any]) -> str | None:
+        """Why the entry at `path` cannot be used for `key`, or None when it checks out (read
+        before any byte of it is unpickled)."""
+        try:
+            meta = json.loads((path / _META).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return f"has an unreadable {_META} ({type(exc).__name__}: {_first_sentence(str(exc))})"
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            stored = meta.get("key") if isinstance(meta, dict) else None
+            return f"was stored under key {stored!r}, not {key!r} (a copied or moved entry)"
+        expected = json.loads(json.dumps(determinants, default=str))
+        if meta.get("determinants") != expected:
+            differ = _differences(meta.get("determinants"), expected)
+            return f"was stored for other settings ({'; '.join(differ[:3]) or 'its determinants differ'})"
+        files = meta.get("files")
+        if not isinstance(files, dict) or _STATE not in files:
+            return f"has no checksums of its files in {_META}"
+        for i in range(self.accelerator.num_processes):
+            files.setdefault(f"rng-{i}.pt", None)
+        for name, sha in files.items():
+            f = path / name
+            if not f.is_file():
+                return f"lacks {name}"
+            actual = _sha256(f)
+            if actual != sha:
+                return (f"has a damaged {name} (sha256 {actual[:12]}..., stored as "
+                        f"{str(sha)[:12]}...; {f.stat().st_size} bytes)")
+        return None
+
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _differences(stored: Any, expected: Any, prefix: str = "") -> list[str]:
+    """'settings.seed: 1, not 7' for each leaf where two determinant mappings differ."""
+    if isinstance(stored, dict) and isinstance(expected, dict):
+        out = []
+        for k in sorted(set(stored) | set(expected), key=str):
+            out += _differences(stored.get(k), expected.get(k), f"{prefix}{k}.")
+        return out
+    return [] if stored == expected else [f"{prefix[:-1]}: {stored!r}, not {expected!r}"]
+
+
+def _check_writable(root: Path) -> None:
+    """The cache is written (locks, entries) by every run that uses it: refuse a folder that
+    cannot be, before the stage trains."""
+    probe = root / f".write-test-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"stage_cache_dir {str(root)!r} is not writable ({exc.strerror or exc}): each run writes "
+                         f"its locks and entries there; make it writable, or choose another stage_cache_dir "
+                         f"(or none)") from None

@@ -28,6 +28,12 @@ continues the same run (its id is kept in ``<output_dir>/trackers.json``) and sk
 value whose metric already has one at that step. A fresh (not resumed) run clears the folder's
 earlier tracker output first. A tracker that is named in ``report_to`` but not installed is
 an error naming the pip extra (accelerate itself would drop it with only a debug line).
+
+Before any tracker starts, what it will write to is checked, so a bad one is one line and not a
+traceback minutes later: TensorBoard's folder must be a writable folder, and
+``$MLFLOW_TRACKING_URI`` must be a store MLflow takes that answers within seconds (a server
+is first reached with a plain connection of `MLFLOW_CONNECT_TIMEOUT_S`, then asked once, with
+no retries; MLflow's own client would retry a closed port for minutes).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import weakref
 from pathlib import Path
 from typing import Any, Iterator
@@ -50,6 +57,12 @@ MLFLOW_DIR = "mlflow"
 STATE_FILE = "trackers.json"
 PIP_EXTRA = "siftkit[trackers]"
 EVAL_PREFIX = "eval"
+
+MLFLOW_CONNECT_TIMEOUT_S = 5.0  # a tracking server that does not accept a connection by then is refused
+# The URI schemes MLflow's tracking client takes (``''`` is a plain path).
+_MLFLOW_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks",
+                   "databricks-uc", "uc")
+_LOCAL_STORE_HINT = "or unset MLFLOW_TRACKING_URI to log to the run's own store <output_dir>/mlflow"
 
 # The module each tracker needs (what accelerate checks before it silently drops one).
 _MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
@@ -128,6 +141,11 @@ class RunTracking:
     # ---------------------------------------------------------------- start and end
     def start(self) -> None:
         names = self._check_log_with()
+        if self.main:
+            if "tensorboard" in names:
+                check_tensorboard_folder(self.out / TENSORBOARD_DIR)
+            if "mlflow" in names and os.environ.get("MLFLOW_TRACKING_URI"):
+                check_mlflow_uri(os.environ["MLFLOW_TRACKING_URI"])
         resume_step = _checkpoint_step(self.out) if self.cfg.resume else None
         if "mlflow" in names:
             self._use_mlflow_store()
@@ -289,6 +307,81 @@ class RunTracking:
         tmp = self.out / f".{STATE_FILE}.tmp"
         tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
         tmp.replace(self.out / STATE_FILE)
+
+
+def check_tensorboard_folder(folder: Path) -> None:
+    """TensorBoard writes its event files into `folder`: a file there, or a folder that cannot be
+    written, is refused in one line (accelerate would fail with "no attribute 'writer'")."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, but report_to tensorboard writes its event files into a folder of "
+                         f"that name; move the file away, or choose another output_dir")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    probe = existing / f".siftkit-write-test-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"the TensorBoard folder {folder} cannot be written ({exc.strerror or exc}): report_to "
+                         f"tensorboard writes its event files there; make {existing} writable, choose another "
+                         f"output_dir, or leave tensorboard out of report_to") from None
+
+
+def check_mlflow_uri(uri: str) -> None:
+    """Refuse, in one line and within seconds, a $MLFLOW_TRACKING_URI that MLflow cannot use: an
+    unknown scheme, a server that does not answer, one that is not an MLflow server, a store
+    MLflow refuses (the file store of MLflow 3)."""
+    from urllib.parse import urlparse
+
+    where = f"$MLFLOW_TRACKING_URI={uri!r}"
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+")[0].lower()  # postgresql+psycopg2://...
+    if scheme not in _MLFLOW_SCHEMES:
+        raise ValueError(f"{where}: MLflow does not know the scheme {parsed.scheme!r}; it takes the "
+                         f"http(s)://host:port of a tracking server, sqlite:///path/mlflow.db, postgresql://..., "
+                         f"mysql://... or databricks; fix it, {_LOCAL_STORE_HINT}")
+    if scheme in ("http", "https"):
+        host, port = parsed.hostname, parsed.port or (443 if scheme == "https" else 80)
+        if not host:
+            raise ValueError(f"{where} names no host; give it as http://host:port, {_LOCAL_STORE_HINT}")
+        try:
+            socket.create_connection((host, port), timeout=MLFLOW_CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            reason = "no answer within " + f"{MLFLOW_CONNECT_TIMEOUT_S:g} s" if isinstance(exc, TimeoutError) \
+                else (exc.strerror or str(exc))
+            raise ValueError(f"{where}: no MLflow tracking server answers at {host}:{port} ({reason}); start it "
+                             f"(mlflow server --host {host} --port {port}), {_LOCAL_STORE_HINT}") from None
+    if scheme not in ("http", "https", "file", ""):
+        return  # a database or Databricks: MLflow's own errors name them, at once
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except (MlflowException, OSError) as exc:
+        text = " ".join(str(exc).split())
+        if scheme in ("file", ""):
+            raise ValueError(f"{where}: MLflow refuses its file store ({_first_sentence(text)}); use a database "
+                             f"store, e.g. sqlite:///{parsed.path or '/path'}/mlflow.db, {_LOCAL_STORE_HINT}") from None
+        status = next((w for w in ("404", "401", "403", "500", "502", "503") if f"error code {w}" in text), None)
+        what = f"answers HTTP {status}" if status else f"cannot be used ({_first_sentence(text)[:200]})"
+        raise ValueError(f"{where}: the server at {parsed.netloc} {what} to MLflow's API "
+                         f"(/api/2.0/mlflow/experiments/search); is it an MLflow tracking server, at that path? "
+                         f"Fix the URI, {_LOCAL_STORE_HINT}") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _first_sentence(text: str) -> str:
+    head, sep, _ = text.partition(". ")
+    return head + "." if sep else head
 
 
 def _checkpoint_step(out: Path) -> int | None:

@@ -34,6 +34,7 @@ from siftkit.run.config import ALGO_DEFAULTS, DEFAULT_MODEL_NAME, RunConfig
 from siftkit.data.folder import resolve_data_dir, split_file_hashes
 from siftkit.data.registry import DATASETS
 from siftkit.run.evaluation import evaluate, tokenize
+from siftkit.run.memory import RunOutOfMemoryError, is_out_of_memory, out_of_memory_message
 from siftkit.run.models import load_model
 from siftkit.methods.base import Method
 from siftkit import methods
@@ -180,7 +181,12 @@ def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> 
             accelerator = _make_accelerator(cfg)
         with folder.locked(accelerator.is_main_process, lambda ok: _all_processes(accelerator, ok)), \
                 tracking.tracked(cfg, out, accelerator):
-            return _train(cfg, out, accelerator, progress, start)
+            try:
+                return _train(cfg, out, accelerator, progress, start)
+            except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+                if not is_out_of_memory(exc):
+                    raise
+                raise RunOutOfMemoryError(out_of_memory_message(cfg, exc, str(accelerator.device))) from None
 
 
 @dataclass
@@ -330,6 +336,11 @@ def _run_stages(run: RunState, ckpt_state: dict | None) -> list[str | None]:
         keys.append(previous)
         pos = run.position
         if stage_index < pos["stage"] or (stage_index == pos["stage"] and pos["stage_done"]):
+            if cache is not None and stage_index == pos["stage"] and stage_index < len(stages) - 1:
+                # Resumed at this stage's end (a run killed while storing it): store it now.
+                with cache.claim(previous, f"stage {stage_index + 1} ({stage.name})"):
+                    if cache.entry(previous) is None:
+                        cache.store(previous, run.snapshot(), determinants, str(run.out))
             continue
         resume_here = ckpt_state is not None and stage_index == pos["stage"] and not pos["stage_done"]
         # The last stage ends the run: caching it would only duplicate results.json.
@@ -342,17 +353,18 @@ def _run_stages(run: RunState, ckpt_state: dict | None) -> list[str | None]:
                         cache.store(previous, run.snapshot(), determinants, str(run.out))
             continue
         with cache.claim(previous, f"stage {stage_index + 1} ({stage.name})"):
-            if cache.entry(previous) is not None:
-                _stage_from_cache(stage_index, run, cache, previous)
+            cached = cache.load(previous, determinants)  # None: no entry, or a damaged one set aside
+            if cached is not None:
+                _stage_from_cache(stage_index, run, cached)
             else:
                 _stage(stage_index, run, None)
                 cache.store(previous, run.snapshot(), determinants, str(run.out))
     return keys
 
 
-def _stage_from_cache(stage_index: int, run: RunState, cache: StageCache, key: str) -> None:
-    """Continue as the run that stored stage `stage_index` under `key` did after it."""
-    state, rng = cache.load(key)
+def _stage_from_cache(stage_index: int, run: RunState, cached: tuple[dict, dict]) -> None:
+    """Continue as the run that stored stage `stage_index` (`cached`: its state and RNG) did after it."""
+    state, rng = cached
     run.restore(state)
     set_rng_state(rng)
     run.stage_info[stage_index]["from_cache"] = True
@@ -913,7 +925,16 @@ def _check_max_length(cfg: RunConfig, model, tokenizer) -> None:
     config = getattr(unwrap(model), "config", None)
     if getattr(config, "position_biased_input", True) and getattr(config, "max_position_embeddings", None):
         limits.append(int(config.max_position_embeddings))
+    name = repr(cfg.model_name) if cfg.model_name is not None else f"the offline default {DEFAULT_MODEL_NAME}"
+    # The tokenizer cannot cut below its special tokens (at max_length=1 it does not cut at all)
+    # and at exactly their number keeps none of the text: each text needs one token (two for a pair).
+    pair = cfg.task == "shift" and len(shift_data.spec_of(cfg).stages[0].data.text) == 2
+    special = tokenizer.num_special_tokens_to_add(pair=pair)
+    if cfg.max_length < special + 1 + pair:
+        marks = " ".join(tokenizer.convert_ids_to_tokens(tokenizer("", "" if pair else None)["input_ids"]))
+        raise ValueError(f"max_length={cfg.max_length} leaves no room for text: the tokenizer of model {name} adds "
+                         f"{special} special tokens to each {'pair' if pair else 'text'} ({marks}), and texts are "
+                         f"truncated to max_length tokens in all; use max_length >= {special + 1 + pair} (e.g. 128)")
     if limits and cfg.max_length > min(limits):
-        name = repr(cfg.model_name) if cfg.model_name is not None else f"the offline default {DEFAULT_MODEL_NAME}"
         raise ValueError(f"max_length={cfg.max_length} is more than model {name} can take ({min(limits)} "
                          f"tokens); texts are truncated to max_length, so use max_length <= {min(limits)}")

@@ -84,7 +84,9 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
                 if f.is_file():  # a folder named results.json is no record
                     found[f.resolve()] = None
         else:
-            raise ValueError(f"no results file or folder at {p}")
+            from siftkit.core.paths import loop_note
+
+            raise ValueError(f"no results file or folder at {p}{loop_note(p)}")
     return list(found)
 
 
@@ -112,6 +114,7 @@ def run_from_record(record: dict[str, Any], path: Path | None = None) -> Run:
     where = path or "a results record"
     _check_sections(record, where)
     cfg, meta = record["config"], record["meta"]
+    _check_texts(cfg, meta, where)
     task = _task(cfg, where)
     _check_config(cfg, where)
     _check_metric_values(record["metrics"], where)
@@ -128,6 +131,33 @@ def _check_sections(record: Mapping[str, Any], where) -> None:
     for section, kind in (("config", dict), ("metrics", dict), ("meta", dict), ("history", list)):
         if not isinstance(record[section], kind):
             raise ValueError(f"{where}: {section!r} is a {type(record[section]).__name__}, not a {kind.__name__}")
+
+
+# The fields a summary groups and names runs by: text (or null where a default applies).
+_TEXT_FIELDS = (("config", "task"), ("config", "model_name"), ("config", "algo"), ("meta", "git_commit"),
+                ("meta", "device_name"), ("meta", "device"), ("meta", "mixed_precision"))
+
+
+def _check_texts(cfg: Mapping[str, Any], meta: Mapping[str, Any], where) -> None:
+    for section, name in _TEXT_FIELDS:
+        value = (cfg if section == "config" else meta).get(name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{where}: {section}.{name} is {_shown(value)}, not text; a "
+                             f"siftkit record writes it as text: fix the file, or move it out of the summarized "
+                             f"folders")
+
+
+def _shown(value: Any) -> str:
+    """A value as the JSON file holds it, cut short, with its JSON type: '"0.001" (text)', 'null'."""
+    import json
+
+    if value is None:
+        return "null"
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    text = text if len(text) <= 60 else text[:60] + "..."
+    kind = {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+    return f"{text} ({kind})"
 
 
 def _task(cfg: Mapping[str, Any], where) -> str:
@@ -154,9 +184,27 @@ def _check_metric_values(metrics: Mapping[str, Any], where) -> None:
 
 
 def _check_extra(cfg: Mapping[str, Any], where) -> None:
+    """``extra``'s sweep notes decide which grid point a run is and how it sorts: a grid point of
+    the wrong type would silently leave the arm or reorder its tie-break, so each is checked."""
     extra = cfg.get("extra") or {}
     if not isinstance(extra, dict) or not isinstance(extra.get("tag") or "", str):
         raise ValueError(f"{where}: config extra {extra!r} is not an object with a text 'tag'")
+    expected = {"arm": (str, "text (the arm's name)"), "select_on": (str, "text (a metric name)"),
+                "grid": (dict, "an object of field: value (the grid point)"),
+                "grid_index": (int, "a whole number (the point's place in grid order)"),
+                "chosen": (bool, "true or false"), "at_chosen": (dict, "an object with the arm it was run at")}
+    for name, (kind, what) in expected.items():
+        if name not in extra:
+            continue
+        value = extra[name]
+        bad = not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or \
+            (kind is int and value < 0) or (kind is dict and not value)
+        if bad:
+            raise ValueError(f"{where}: config extra.{name} is {_shown(value)}, but must be "
+                             f"{what}, as the sweep writes it; fix the file, or move it out of the summarized folders")
+    if "arm" in extra and "grid" not in extra and "at_chosen" not in extra:
+        raise ValueError(f"{where}: config extra names the arm {extra['arm']!r} but has no grid point (extra.grid); "
+                         f"fix the file, or move it out of the summarized folders")
 
 
 def _check_reported_metric(metrics: Mapping[str, Any], task: str, where) -> None:
