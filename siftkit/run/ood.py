@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -62,7 +62,8 @@ def features_as_evaluated(model) -> None:
 
 
 def wise_ft(model, stage: Stage, theta_0: dict[str, torch.Tensor], tokenizer, cfg: RunConfig, accelerator,
-            finetuned: dict[str, float]) -> tuple[dict[str, float], dict[str, Any]]:
+            finetuned: dict[str, float], report: Callable[[str], None] | None = None
+            ) -> tuple[dict[str, float], dict[str, Any]]:
     """WiSE-FT after training: every alpha of ``cfg.wise_ft_alphas`` evaluated on the last stage's
     evaluation sets, alpha chosen on its validation metric, the model left at the chosen alpha.
 
@@ -70,7 +71,7 @@ def wise_ft(model, stage: Stage, theta_0: dict[str, torch.Tensor], tokenizer, cf
     itself). Returns (the last stage's metrics at the chosen alpha, with ``wise_ft_alpha``; the
     record's ``wise_ft`` block: scope, alphas, select_on, the chosen alpha, the curve of accuracy
     and MCC per alpha, and ``finetuned``). The curve's test columns are there to be drawn; only
-    ``select_on`` chooses (`siftkit.core.weight_space.choose_alpha`).
+    ``select_on`` chooses (`siftkit.core.weight_space.choose_alpha`). `report` gets one line per alpha.
     """
     select_on = stage.val_key
     theta_1 = weight_space.snapshot(model, list(theta_0))
@@ -79,6 +80,9 @@ def wise_ft(model, stage: Stage, theta_0: dict[str, torch.Tensor], tokenizer, cf
         # alpha = 1 is evaluated too (theta_1 itself): its row must equal the fine-tuned metrics.
         weight_space.load_entries(model, weight_space.interpolate(theta_0, theta_1, alpha))
         curve.append({"alpha": alpha, **evaluate(model, stage.evals, tokenizer, cfg, accelerator, smoothness=False)})
+        if report is not None:
+            report(f"WiSE-FT alpha {alpha:g} ({len(curve)}/{len(cfg.wise_ft_alphas)}): {select_on} "
+                   f"{curve[-1].get(select_on, float('nan')):.4f}")
     chosen = weight_space.choose_alpha(curve, select_on)
     if chosen == 1.0:
         weight_space.load_entries(model, theta_1)

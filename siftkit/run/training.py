@@ -414,7 +414,10 @@ def _wise_ft(run: RunState) -> dict[str, Any]:
     record's ``wise_ft`` block, and the model keeps the chosen alpha's weights (`save_model`)."""
     stage = run.stages[-1]
     finetuned = {k: run.metrics[k] for k in _stage_metric_keys(run.metrics, stage)}
-    chosen, block = ood.wise_ft(run.model, stage, run.theta_0, run.tokenizer, run.cfg, run.accelerator, finetuned)
+    report = (lambda line: print(f"siftkit: {line}", file=sys.__stderr__, flush=True)) \
+        if run.show_progress and sys.__stderr__ is not None else None
+    chosen, block = ood.wise_ft(run.model, stage, run.theta_0, run.tokenizer, run.cfg, run.accelerator, finetuned,
+                                report)
     run.metrics.update(chosen)
     tracking.log_metrics(run.accelerator, chosen, run.position["global_step"])
     return block
