@@ -133,6 +133,36 @@ def test_a_run_interrupted_in_the_probe_resumes_exactly(tmp_path):
     assert resumed["history"] == ref["history"] and resumed["metrics"] == ref["metrics"]
 
 
+def test_early_stopping_in_the_probe_restores_its_best_epoch_and_the_full_phase_starts_there(tmp_path, monkeypatch):
+    """Scripted probe validation 0.7, 0.5, 0.4 with patience 2: the probe stops after its third
+    epoch (of four), goes back to its first epoch's head, and the full phase starts from that."""
+    scores = iter([0.7, 0.5, 0.4, 0.1, 0.2])  # three probe epochs, then the full phase's two
+    snapshots, entries = [], []
+    real_eval, real_stage = training.evaluate, training._run_stage
+
+    def scripted(model, evals, tokenizer, cfg, accelerator, *, smoothness=None):
+        metrics = real_eval(model, evals, tokenizer, cfg, accelerator, smoothness=smoothness)
+        if smoothness is False and "uci_val" in evals:
+            snapshots.append(_state(model))
+            metrics["uci_val_accuracy"] = next(scores)
+        return metrics
+
+    def spy_stage(stage_index, stage, run, resume_state, phase="full"):
+        entries.append((stage.name, _state(run.model)))
+        return real_stage(stage_index, stage, run, resume_state, phase)
+
+    monkeypatch.setattr(training, "evaluate", scripted)
+    monkeypatch.setattr(training, "_run_stage", spy_stage)
+    record = train(_cfg(tmp_path, lp_ft_epochs=4, lp_ft_learning_rate=5e-2, early_stopping_patience=2),
+                   progress=False)
+    uci = record["stages"][1]
+    assert (uci["probe_epochs_run"], uci["probe_best_epoch"]) == (3, 0)
+    assert not torch.equal(snapshots[0]["classifier.weight"], snapshots[2]["classifier.weight"])
+    full_entry = dict(entries)["uci"]
+    assert all(torch.equal(full_entry[k], v) for k, v in snapshots[0].items())
+    assert (uci["epochs_run"], uci["best_epoch"]) == (2, 1)  # the full phase's own early stopping, afresh
+
+
 # ----------------------------------------------------------------------------- WiSE-FT
 
 def test_interpolation_endpoints_are_exact_and_the_head_stays_fine_tuned():
