@@ -487,6 +487,8 @@ def test_values_read_the_same_from_yaml_cli_and_notebooks(tmp_path):
         assert (cfg.wise_ft, cfg.wise_ft_alphas, cfg.lp_ft_epochs, cfg.layer_lr_decay, cfg.reinit_layers) == \
             (True, [0.0, 0.5, 1.0], 2, 0.95, 1)
     assert RunConfig.from_dict(from_cli.to_dict()) == from_cli  # a record rebuilds
+    one = config_from_args(config_parser("t").parse_args(["--wise_ft", "--uci_val_size", "40", "--wise_ft_alphas", "0.5"]))
+    assert one.wise_ft_alphas == [0.5]
 
 
 # ----------------------------------------------------------------------------- smoke: train and sweep

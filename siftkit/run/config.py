@@ -661,10 +661,13 @@ def _check_controls(cfg: RunConfig) -> None:
 def _alphas(value: Any) -> list[float]:
     """`wise_ft_alphas` as a sorted list of distinct numbers in [0, 1].
 
-    Takes a list (YAML, Python) or one comma-separated text (the CLI's ``--wise_ft_alphas
-    0,0.5,1``, a notebook's ``-p wise_ft_alphas 0,0.5,1``); a YAML-style ``[0, 0.5, 1]`` text too.
+    Takes a list (YAML, Python), one comma-separated text (the CLI's ``--wise_ft_alphas
+    0,0.5,1``, a notebook's ``-p wise_ft_alphas 0,0.5,1``; a YAML-style ``[0, 0.5, 1]`` too) or one
+    number.
     """
     text = value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]  # one alpha (`--wise_ft_alphas 0.5` arrives as a number)
     if isinstance(value, str):
         text = value.strip().removeprefix("[").removesuffix("]")
         value = [w.strip() for w in text.split(",") if w.strip()]
