@@ -58,6 +58,21 @@ class NaiveSift(SiftMethod):
         return task + reg.adv_weight * r, {}
 
 
+def methods_table(args) -> None:
+    """Every method at its published defaults on 5 P2 tweets (`siftkit.run.method_cost`: each its
+    own copy of MiniLM and AdamW, steps interleaved); the JSON and one line per method."""
+    from siftkit.run.method_cost import method_step_times, p2_tweets
+
+    texts, labels = p2_tweets(5)
+    rows = method_step_times(method_variants(), texts, labels, warmup=args.warmup, steps=args.rounds)
+    record = {"device": "cpu", "torch_threads": torch.get_num_threads(), "batch": "5 P2 tweets (padded to the longest)",
+              "steps": args.rounds, "warmup": args.warmup, "rows": rows}
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    for name, r in rows.items():
+        print(f"{name:<8} {r['mean_s'] * 1000:8.1f} ms  x{r['ratio_to_plain']:.2f}  updates/batch "
+              f"{r['updates_per_batch']}  rel {r['mean_relative_perturbation']:.3g}")
+
+
 def method_variants() -> dict[str, dict]:
     """Every registered method (algo) at its published defaults (SMART with its Bregman term)."""
     return {algo: dict(algo=algo) for algo in methods.names()}
@@ -210,6 +225,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     specs = (method_variants() if args.methods else rule_variants() if args.rules
              else variants([int(k) for k in args.steps.split(",")]))
+    if args.methods:
+        methods_table(args)
+        return
     shape = tuple(int(x) for x in args.batch.split("x"))
     if args.memory_only:
         memory_only(args.memory_only, specs[args.memory_only], args.device, args.mixed_precision, shape)

@@ -8,7 +8,7 @@ from typing import Sequence, get_type_hints
 
 from siftkit.run.config import RunConfig
 
-BOOL_FLAGS = {"resume", "overwrite", "cpu", "reinit_head", "freeze_encoder"}  # may be given bare: `--resume`
+BOOL_FLAGS = {"resume", "overwrite", "cpu", "reinit_head", "freeze_encoder", "wise_ft"}  # may be given bare: `--resume`
 
 
 def parse_field_value(name: str, text: str):

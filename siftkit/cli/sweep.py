@@ -204,7 +204,8 @@ NOT_GRIDDED = {"algo": "set by --algos", "seed": "set by --seeds", "output_dir":
                "shift": "runs of two shift specs are never compared",
                "model_name": "runs of two models are never compared",
                "cpu": "runs of two devices are never compared",
-               "mixed_precision": "runs of two devices are never compared"}
+               "mixed_precision": "runs of two devices are never compared",
+               "wise_ft_alphas": "a list: WiSE-FT chooses among its alphas inside each run"}
 # Characters a grid label may hold: it names the run's folder.
 _LABEL = re.compile(r"[A-Za-z0-9._+:=-]+")
 

@@ -306,6 +306,52 @@ def metric_bars(record: Mapping[str, Any], *, paper: bool = True) -> Figure:
     return fig
 
 
+def wise_ft_frame(record: Mapping[str, Any]) -> pd.DataFrame | None:
+    """A WiSE-FT run's alpha curve as a table (one row per alpha: the metrics of the last stage's
+    evaluation sets), or None for a run without WiSE-FT."""
+    wise = record.get("wise_ft")
+    if not isinstance(wise, Mapping) or not wise.get("curve"):
+        return None
+    return pd.DataFrame(wise["curve"]).set_index("alpha").sort_index()
+
+
+def wise_ft_curve(record: Mapping[str, Any]) -> Figure | None:
+    """WiSE-FT's alpha curve: the validation metric alpha was chosen on and the protocol's test
+    metric against alpha (alpha 0 the starting weights, 1 the fine-tuned model), the chosen alpha
+    marked. None for a run without WiSE-FT. The test line is drawn to be looked at, never chosen on."""
+    frame = wise_ft_frame(record)
+    if frame is None:
+        return None
+    wise, cfg = record["wise_ft"], record["config"]
+    select_on = wise["select_on"]
+    test = PAPER_METRIC.get(cfg["task"]) or next((c for c in frame.columns if "test" in c), select_on)
+    chosen = float(wise["alpha"])
+    metric = "Matthews correlation" if select_on.endswith("_mcc") else "accuracy (fraction correct)"
+    with _style():
+        fig, axes = _figure(size=(7.2, 4.2))
+        ax = axes[0, 0]
+        for column, color, label in ((select_on, "#1f77b4", f"validation ({select_on}): chooses alpha"),
+                                     (test, "#d62728", f"test ({test}): reported, never chosen on")):
+            if column in frame:
+                ax.plot(frame.index, frame[column], marker="o", color=color, label=label)
+                if chosen in frame.index:
+                    ax.plot([chosen], [frame.loc[chosen, column]], marker="*", ms=16, color=color, ls="none")
+        ax.axvline(chosen, color="#444444", ls="--", lw=1, label=f"chosen alpha = {chosen:g}")
+        ax.set_xlabel("alpha  (θ_α = (1 − α) θ₀ + α θ₁;  0: starting weights, 1: fine-tuned)")
+        ax.set_ylabel(metric)
+        ax.set_xlim(-0.03, 1.03)
+        ax.legend(loc="best", fontsize=9)
+        at1 = wise.get("finetuned", {}).get(test)
+        at = record["metrics"].get(test)
+        scope = {"encoder": "encoder interpolated, head fine-tuned", "model": "whole model interpolated"}.get(
+            wise.get("scope"), str(wise.get("scope")))
+        result = ("" if at is None or at1 is None else f"\n{test}: {at:.3f} at the chosen alpha 1, the fine-tuned model"
+                  if chosen == 1.0 else f"\n{test}: {at:.3f} at the chosen alpha {chosen:g}, {at1:.3f} at alpha 1")
+        ax.set_title(f"WiSE-FT · {ALGO_LABELS.get(cfg['algo'], cfg['algo'])} · seed {cfg['seed']} · {scope}{result}",
+                     fontsize=10)
+    return fig
+
+
 # ----------------------------------------------------------------------------- embedding statistics
 
 _STAT_LABELS = {

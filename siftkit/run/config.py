@@ -38,6 +38,10 @@ DIVERGENCE_NAMES = ("sym_kl", "kl", "js", "mse")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 ADV_RULES = ("projected", "mtdnn", "deberta", "seed_code")
 ADV_STAGES = ("all", "first", "last")
+LP_FT_STAGES = ADV_STAGES
+WISE_FT_SCOPES = ("encoder", "model")
+# WiSE-FT's alpha grid: the sample commands of mlfoundations/wise-ft's README (`--alpha 0 0.1 ... 1.0`).
+WISE_FT_ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 # Experiment trackers a run can report to (through accelerate; siftkit.run.tracking).
 TRACKERS = ("tensorboard", "mlflow")
 # The model `model_name=None` means: the offline default `siftkit.run.models` loads. Named here,
@@ -138,6 +142,21 @@ class RunConfig:
     # validation metric and restore the best epoch's weights; None = off
     stage_cache_dir: str | None = None  # reuse finished stages cached here (and cache new ones); None = no cache
 
+    # --- out-of-domain fine-tuning methods (README "Comparing fairly"; any algo) -----------
+    lp_ft_epochs: int = 0  # LP-FT (Kumar et al. 2022): head-only epochs before fine-tuning each stage of
+    # lp_ft_stages, the encoder frozen (bit-identical) and in eval mode; 0 = off
+    lp_ft_learning_rate: float = 1e-3  # AdamW rate of the head-only epochs (the official codes fit logistic
+    # regression instead; see docs/methods/ood.md)
+    lp_ft_stages: str = "last"  # stages probed first: "all", "first", "last" (P2: stage 2, UCI)
+    wise_ft: bool = False  # WiSE-FT (Wortsman et al. 2022): after training, evaluate (1-alpha) theta_0 + alpha
+    # theta_1 on the last stage's validation set for each alpha of wise_ft_alphas, keep the best alpha
+    wise_ft_alphas: list[float] = field(default_factory=lambda: list(WISE_FT_ALPHAS))  # the alpha grid, in [0, 1]
+    wise_ft_scope: str = "encoder"  # what is interpolated: "encoder" (the head stays fine-tuned) or "model"
+    reinit_layers: int = 0  # re-initialise the top k encoder layers (and the pooler) before fine-tuning
+    # (Zhang et al. 2021, --reinit_layers); 0 = off
+    layer_lr_decay: float = 1.0  # layer-wise learning-rate decay gamma: layer l trains at lr * gamma^(L - l),
+    # embeddings lowest, head at lr (Howard & Ruder 2018; --layerwise_learning_rate_decay); 1 = off
+
     # --- adversarial regularizer (SMART and SiFT) ------------------------------------------
     perturb_at: str | None = None  # "embedding_output", "word_embeddings", "pre_layernorm"; None = the method's
     # published point (SMART, SiFT: embedding_output; the methods perturbing inputs_embeds: word_embeddings)
@@ -193,6 +212,7 @@ class RunConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed!r}")
         _check_run_fields(self)
         _check_shift(self)
+        _check_ood_methods(self)
         _check_controls(self)
         self._resolve_adversarial_defaults()
         self._resolve_bregman()
@@ -277,6 +297,9 @@ class RunConfig:
                 continue
             if f.name == "report_to":
                 self.report_to = _report_to(self.report_to)
+                continue
+            if f.name == "wise_ft_alphas":
+                self.wise_ft_alphas = _alphas(self.wise_ft_alphas)
                 continue
             value = getattr(self, f.name)
             setattr(self, f.name, _coerce(f.name, value, hints[f.name]))
@@ -655,6 +678,108 @@ def _check_controls(cfg: RunConfig) -> None:
                          f"task={cfg.task!r} selects on its own dev set")
 
 
+def _alphas(value: Any) -> list[float]:
+    """`wise_ft_alphas` as a sorted list of distinct numbers in [0, 1].
+
+    Takes a list (YAML, Python), one comma-separated text (the CLI's ``--wise_ft_alphas
+    0,0.5,1``, a notebook's ``-p wise_ft_alphas 0,0.5,1``; a YAML-style ``[0, 0.5, 1]`` too) or one
+    number.
+    """
+    text = value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]  # one alpha (`--wise_ft_alphas 0.5` arrives as a number)
+    if isinstance(value, str):
+        text = value.strip().removeprefix("[").removesuffix("]")
+        value = [w.strip() for w in text.split(",") if w.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"wise_ft_alphas must be a list of numbers in [0, 1] (or one text '0,0.5,1'), got {text!r}")
+    alphas = []
+    for item in value:
+        try:
+            if isinstance(item, bool):
+                raise ValueError
+            alpha = float(item)
+        except (TypeError, ValueError):
+            raise ValueError(f"wise_ft_alphas must hold numbers in [0, 1]; {item!r} is not a number") from None
+        if not 0.0 <= alpha <= 1.0:  # also refuses nan
+            raise ValueError(f"wise_ft_alphas must hold numbers in [0, 1] (theta_alpha = (1 - alpha) theta_0 + alpha "
+                             f"theta_1 interpolates, it does not extrapolate), got {item!r}")
+        alphas.append(alpha)
+    if not alphas:
+        raise ValueError("wise_ft_alphas is empty; give the alphas to choose among, e.g. 0,0.1,...,1 (the default)")
+    twice = sorted({a for a in alphas if alphas.count(a) > 1})
+    if twice:
+        raise ValueError(f"wise_ft_alphas lists {', '.join(f'{a:g}' for a in twice)} more than once")
+    return sorted(alphas)
+
+
+def _validated_stages(cfg: RunConfig) -> list[tuple[str, bool]]:
+    """(name, has a validation set) of each stage of the protocol, in order (known from the config alone)."""
+    if cfg.task == "cola":
+        return [("cola", True)]
+    if cfg.task == "twitter_to_uci":
+        return [("twitter", True), ("uci", bool(cfg.uci_val_size))]
+    return [(s["name"], s.get("validation") is not None) for s in cfg.shift["stages"]]
+
+
+def probed_stages(cfg: RunConfig, n_stages: int) -> list[int]:
+    """The stage indices LP-FT probes before fine-tuning them (none with ``lp_ft_epochs`` 0)."""
+    if not cfg.lp_ft_epochs:
+        return []
+    return {"all": list(range(n_stages)), "first": [0], "last": [n_stages - 1]}[cfg.lp_ft_stages]
+
+
+_WHERE_VALIDATION = {"twitter_to_uci": "set uci_val_size (e.g. 300)",
+                     "shift": "give the stage a validation (e.g. validation: {fraction: 0.1})"}
+
+
+def _check_ood_methods(cfg: RunConfig) -> None:
+    """LP-FT, WiSE-FT, re-initialised layers and layer-wise decay: ranges, settings that would
+    do nothing, and the validation sets they need (docs/robustness.md)."""
+    _choice(cfg, "lp_ft_stages", LP_FT_STAGES)
+    _choice(cfg, "wise_ft_scope", WISE_FT_SCOPES)
+    for name in ("lp_ft_epochs", "reinit_layers"):
+        _non_negative(cfg, name)
+    _positive(cfg, "lp_ft_learning_rate")
+    if not (0.0 < cfg.layer_lr_decay <= 1.0):  # also refuses nan
+        raise ValueError(f"layer_lr_decay must be in (0, 1] (layer l trains at learning_rate * layer_lr_decay^(L - l); "
+                         f"1 turns the decay off), got {cfg.layer_lr_decay!r}")
+    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+                for f in fields(cfg)}
+    for owner, on, knobs in (("lp_ft_epochs", cfg.lp_ft_epochs > 0, ("lp_ft_learning_rate", "lp_ft_stages")),
+                             ("wise_ft", cfg.wise_ft, ("wise_ft_alphas", "wise_ft_scope"))):
+        for name in knobs:
+            if not on and getattr(cfg, name) != defaults[name]:
+                raise ValueError(f"{name}={getattr(cfg, name)!r} is a setting of {owner}, which is off; set {owner} "
+                                 f"(e.g. {'--lp_ft_epochs 1' if owner == 'lp_ft_epochs' else '--wise_ft'}), or leave "
+                                 f"{name} at its default {defaults[name]!r}")
+    stages = _validated_stages(cfg)
+    how = _WHERE_VALIDATION.get(cfg.task, "")
+    for name, on in (("layer_lr_decay", cfg.layer_lr_decay != 1.0), ("reinit_layers", cfg.reinit_layers > 0)):
+        if on and cfg.freeze_encoder:
+            raise ValueError(f"{name}={getattr(cfg, name)!r} acts on the encoder's layers, and freeze_encoder=True "
+                             f"never trains them; set one of them")
+    if cfg.lp_ft_epochs and cfg.freeze_encoder:
+        raise ValueError(f"lp_ft_epochs={cfg.lp_ft_epochs} probes the head before fine-tuning the whole model, but "
+                         f"freeze_encoder=True never fine-tunes the encoder; set one of them")
+    if cfg.lp_ft_epochs and cfg.early_stopping_patience is not None:
+        blind = [stages[i][0] for i in probed_stages(cfg, len(stages)) if not stages[i][1]]
+        if blind:
+            raise ValueError(f"lp_ft_stages={cfg.lp_ft_stages!r} probes stage(s) {', '.join(map(repr, blind))}, which "
+                             f"have no validation set, and early_stopping_patience={cfg.early_stopping_patience} "
+                             f"chooses the probe's best epoch on one; {how or 'give each a validation set'}, or "
+                             f"probe other stages")
+    if cfg.wise_ft:
+        last, validated = stages[-1]
+        if not validated:
+            raise ValueError(f"wise_ft=True chooses alpha on the last stage's validation set (never on a test set), "
+                             f"and stage {last!r} has none; {how or 'give it a validation set'}")
+        if cfg.freeze_encoder and cfg.wise_ft_scope == "encoder":
+            raise ValueError("wise_ft=True with wise_ft_scope='encoder' interpolates the encoder, but freeze_encoder=True "
+                             "keeps it at theta_0, so every alpha is the same model; set one of them (or "
+                             "wise_ft_scope='model')")
+
+
 def _check_shift(cfg: RunConfig) -> None:
     """task="shift" needs a spec (read from its file when `shift` is a path) and only it takes one."""
     if cfg.task != "shift":
@@ -696,7 +821,7 @@ LEARNING_RATE_MAX = _FLOAT32_MAX / 10
 
 
 def _check_learning_rates(cfg: RunConfig) -> None:
-    for name in ("learning_rate", "uci_learning_rate"):
+    for name in ("learning_rate", "uci_learning_rate", "lp_ft_learning_rate"):
         value = getattr(cfg, name)
         if value is None or not math.isfinite(value):
             continue  # _positive reports nan/inf

@@ -13,9 +13,11 @@ that trained the stage itself (on CPU; `tests/test_stage_cache.py`).
 The key of stage k (`stage_key`) hashes:
 - the key of stage k - 1 (so a stage is only ever shared after identical earlier stages);
 - the run settings that act in stage k: model, seed, optimisation, batch and length settings,
-  the controls, the stage's epochs and learning rate, and the regularizer's settings *only if
-  the regularizer runs in that stage* (``adv_stages``): a SiFT run with ``adv_stages=last``
-  shares plain's stage 1, which is exactly what it trains;
+  the controls, re-initialised layers and layer-wise decay, the stage's epochs and learning rate,
+  and the regularizer's settings *only if the regularizer runs in that stage* (``adv_stages``): a
+  SiFT run with ``adv_stages=last`` shares plain's stage 1, which is exactly what it trains; LP-FT's
+  probe settings likewise only for a stage it probes (``lp_ft_stages``). WiSE-FT acts after the
+  last stage, which is never cached, so it is in no key: a WiSE-FT run shares plain's stage 1;
 - the stage's data as the run sees it: every text and label of its training set and of each
   set it is evaluated on (a change to a data file, a split setting or a subset cap is a miss);
 - the code and libraries: a hash of the siftkit package's source, torch's and transformers'
@@ -55,13 +57,14 @@ from typing import Any, Iterator
 import torch
 
 from siftkit.run.checkpoint import CheckpointError, _first_sentence, rng_state
+from siftkit.run.config import probed_stages
 
 # The fields of RunConfig that can act in any stage (beside the stage's own epochs and rate).
 # The regularizer's fields join only for a stage in which it runs.
 RUN_FIELDS = ("model_name", "seed", "weight_decay", "adam_epsilon", "warmup_ratio", "max_grad_norm",
               "per_device_train_batch_size", "per_device_eval_batch_size", "max_length", "mixed_precision",
               "logging_steps", "eval_smoothness", "label_smoothing", "l2sp_weight", "freeze_encoder",
-              "early_stopping_patience")
+              "early_stopping_patience", "reinit_layers", "layer_lr_decay")
 ADVERSARIAL_FIELDS = ("algo", "algo_args", "perturb_at", "adv_epsilon", "adv_noise_std", "adv_step_size", "adv_rule",
                       "adv_steps", "adv_norm", "adv_weight", "divergence", "bregman_weight", "bregman_beta")
 _STATE, _META = "state.pt", "stage.json"
@@ -108,6 +111,8 @@ def stage_determinants(cfg, stage, stage_index: int, n_stages: int, previous_key
     settings["adversarial"] = {name: getattr(cfg, name) for name in ADVERSARIAL_FIELDS} if adversarial else None
     # Bregman's teacher carries over from an adversarial stage into the next one.
     settings["reinit_head"] = cfg.reinit_head and stage_index > 0
+    if stage_index in probed_stages(cfg, n_stages):
+        settings["lp_ft"] = {"epochs": cfg.lp_ft_epochs, "learning_rate": cfg.lp_ft_learning_rate}
     return {
         "previous": previous_key,
         "stage": {"index": stage_index, "name": stage.name, "num_train_epochs": stage.num_train_epochs,

@@ -30,7 +30,9 @@ from torch.utils.data import DataLoader, Sampler
 
 from siftkit.run.checkpoint import (CHECKPOINT_DIR, CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint,
                                 set_rng_state)
-from siftkit.run.config import ALGO_DEFAULTS, DEFAULT_MODEL_NAME, RunConfig
+from siftkit.run.config import ALGO_DEFAULTS, DEFAULT_MODEL_NAME, RunConfig, probed_stages
+from siftkit.core import weight_space
+from siftkit.core.layers import layer_lr_groups, layer_stack, reinit_top_layers
 from siftkit.data.folder import resolve_data_dir, split_file_hashes
 from siftkit.data.registry import DATASETS
 from siftkit.run.evaluation import evaluate, tokenize
@@ -46,6 +48,7 @@ from siftkit.run.records import OutputDirError, environment_meta, write_results
 from siftkit.core import spectral_norm
 from siftkit.core.split import unwrap
 from siftkit.run.stage_cache import StageCache, adversarial_in_stage, stage_determinants, stage_key
+from siftkit.run import ood
 from siftkit.data import shift_data
 from siftkit.run import tracking
 
@@ -209,6 +212,7 @@ class RunState:
     stages: list[Stage]
     data: dict[str, Any]  # `data_fingerprint`: compared on resume, recorded in results.json
     show_progress: bool = False  # the bar and the progress lines (the main process only)
+    theta_0: dict[str, Any] | None = None  # WiSE-FT's starting weights (`siftkit.core.weight_space`), as L2-SP's anchor
 
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per logging window of steps
     val_history: list[dict[str, Any]] = field(default_factory=list)  # one row per validated epoch
@@ -260,7 +264,8 @@ def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float)
     run = _prepare(cfg, out, accelerator, progress)
     ckpt_state, resumed_from = _resume_or_start_over(run, existing)
     keys = _run_stages(run, ckpt_state)
-    record = _record(run, keys, resumed_from, start)
+    wise = _wise_ft(run) if cfg.wise_ft else None
+    record = _record(run, keys, resumed_from, start, wise)
     if accelerator.is_main_process:
         _write_record(run, record)
     accelerator.wait_for_everyone()
@@ -289,6 +294,11 @@ def _prepare(cfg: RunConfig, out: Path, accelerator, progress: bool) -> RunState
     model, tokenizer = load_model(cfg.model_name, num_labels=shift_data.num_labels(cfg))
     data = data_fingerprint(cfg, stages)
     _check_max_length(cfg, model, tokenizer)
+    _check_layer_settings(cfg, model, accelerator)
+    if cfg.reinit_layers:
+        # Before anything takes the starting weights (L2-SP's and WiSE-FT's theta_0): fine-tuning
+        # starts from the re-initialised layers. Its own seeded generator: later draws are unchanged.
+        reinit_top_layers(model, cfg.reinit_layers, seed=cfg.seed)
     if cfg.freeze_encoder:
         # Before `prepare`: DDP registers the parameters that need gradients when it wraps.
         unwrap(model).base_model.requires_grad_(False)
@@ -296,9 +306,10 @@ def _prepare(cfg: RunConfig, out: Path, accelerator, progress: bool) -> RunState
     # in place when DDP wraps it.
     methods.method_class(cfg.algo).prepare_model(model, cfg)
     model = accelerator.prepare(model)
+    theta_0 = weight_space.snapshot(model, weight_space.scope_keys(model, cfg.wise_ft_scope)) if cfg.wise_ft else None
     method = build_method(model, cfg)
     run = RunState(cfg, out, accelerator, model, tokenizer, method, stages, data,
-                   show_progress=progress and main)
+                   show_progress=progress and main, theta_0=theta_0)
     # "data" (the files' sha256 and the stage sizes) rides in every checkpoint, so a resume
     # can refuse to continue on other data.
     run.position["data"] = data
@@ -371,7 +382,8 @@ def _stage_from_cache(stage_index: int, run: RunState, cached: tuple[dict, dict]
     tracking.log_cached(run.accelerator, run.history, run.val_history, run.metrics, run.position["global_step"])
 
 
-def _record(run: RunState, keys: list[str | None], resumed_from: str | None, start: float) -> dict[str, Any]:
+def _record(run: RunState, keys: list[str | None], resumed_from: str | None, start: float,
+            wise: dict[str, Any] | None = None) -> dict[str, Any]:
     """results.json's content: the run's settings, metrics, history and stages, and `meta`."""
     cfg, accelerator = run.cfg, run.accelerator
     n = len(run.stages)
@@ -411,9 +423,31 @@ def _record(run: RunState, keys: list[str | None], resumed_from: str | None, sta
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }
+    if wise is not None:
+        record["wise_ft"] = wise
     if cfg.task == "shift":
         record["meta"]["shift"] = shift_data.spec_meta(cfg)
     return record
+
+
+def _wise_ft(run: RunState) -> dict[str, Any]:
+    """WiSE-FT after the last stage (`siftkit.run.ood.wise_ft`): the last stage's metrics become
+    those at the alpha chosen on its validation set, the fine-tuned model's (alpha = 1) go to the
+    record's ``wise_ft`` block, and the model keeps the chosen alpha's weights (`save_model`)."""
+    stage = run.stages[-1]
+    finetuned = {k: run.metrics[k] for k in _stage_metric_keys(run.metrics, stage)}
+    report = (lambda line: print(f"siftkit: {line}", file=sys.__stderr__, flush=True)) \
+        if run.show_progress and sys.__stderr__ is not None else None
+    chosen, block = ood.wise_ft(run.model, stage, run.theta_0, run.tokenizer, run.cfg, run.accelerator, finetuned,
+                                report)
+    run.metrics.update(chosen)
+    tracking.log_metrics(run.accelerator, chosen, run.position["global_step"])
+    return block
+
+
+def _stage_metric_keys(metrics: dict[str, float], stage: Stage) -> list[str]:
+    """The metrics the evaluation after `stage` wrote (named after its evaluation sets)."""
+    return [k for k in metrics if any(k.startswith(f"{name}_") for name in stage.evals)]
 
 
 def _write_record(run: RunState, record: dict[str, Any]) -> None:
@@ -453,6 +487,8 @@ def _stage(stage_index: int, run: RunState, resume_state: dict | None) -> None:
     run.method.active = adversarial
     if resume_state is None:
         _start_stage(stage_index, adversarial, run)
+    if stage_index in probed_stages(run.cfg, len(run.stages)):
+        resume_state = _lp_ft_probe(stage_index, stage, run, resume_state, adversarial)
     _run_stage(stage_index, stage, run, resume_state)
     evaluated = evaluate(run.model, stage.evals, run.tokenizer, run.cfg, run.accelerator)
     run.metrics.update(evaluated)
@@ -460,6 +496,25 @@ def _stage(stage_index: int, run: RunState, resume_state: dict | None) -> None:
     run.position.update(stage=stage_index, stage_done=True, epoch=0, step_in_epoch=0)
     run.early = None
     run.save()
+
+
+def _lp_ft_probe(stage_index: int, stage: Stage, run: RunState, resume_state: dict | None,
+                 adversarial: bool) -> dict | None:
+    """LP-FT's head-only phase of the stage (`siftkit.run.ood`), then the full phase's start: the
+    method active again and started anew from the probed head. Returns what the full phase resumes
+    from: None, or `resume_state` where the checkpoint is already inside the full phase."""
+    position = run.position
+    if resume_state is not None and position.get("phase") == "full":
+        return resume_state
+    position["phase"] = "probe"
+    run.method.active = False  # the probe is plain fine-tuning of the head: the method's batch is plain's
+    with ood.head_only(run.model):
+        _run_stage(stage_index, ood.probe_stage(stage, run.cfg), run, resume_state, phase="probe")
+    position.update(phase="full", epoch=0, step_in_epoch=0, stage_nonfinite=0)
+    run.early = None
+    run.method.active = adversarial
+    run.method.start_stage(run.model, stage_index=stage_index, fresh_head=True, active_before=False)
+    return None
 
 
 def _start_stage(stage_index: int, adversarial: bool, run: RunState) -> None:
@@ -637,6 +692,7 @@ class _StageLoop:
     scheduler: Any
     steps_per_epoch: int
     updates_per_batch: int = 1  # the method's (FreeAT: K replays, each an update)
+    phase: str = "full"  # "probe": LP-FT's head-only phase of the stage
     window: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     nonfinite: int = 0  # this stage's steps dropped for a non-finite loss or gradient
     bar: Any = None
@@ -658,9 +714,11 @@ class _StageLoop:
         return math.ceil(self.total_steps / self.steps_per_epoch)
 
 
-def _run_stage(stage_index: int, stage: Stage, run: RunState, resume_state: dict | None) -> None:
-    """Train one stage's epochs (validating after each where the stage has a validation set)."""
-    loop = _stage_loop(stage_index, stage, run)
+def _run_stage(stage_index: int, stage: Stage, run: RunState, resume_state: dict | None,
+               phase: str = "full") -> None:
+    """Train one stage's epochs (validating after each where the stage has a validation set);
+    `phase` "probe" is LP-FT's head-only phase of the stage (`_lp_ft_probe`)."""
+    loop = _stage_loop(stage_index, stage, run, phase)
     start_epoch, skip = _resume_loop(loop, run, resume_state) if resume_state is not None else (0, 0)
     began = time.perf_counter()
     run.model.train()
@@ -676,34 +734,39 @@ def _run_stage(stage_index: int, stage: Stage, run: RunState, resume_state: dict
     loop.bar.close()
     _check_nonfinite_share(run.cfg, stage, loop.nonfinite,
                            min(epochs_run * loop.steps_per_epoch, loop.total_steps) * loop.updates_per_batch)
-    # What the stage's training cost, carried with it into checkpoints and cache entries, so a run
-    # that takes the stage from the cache still reports what training it took (a resumed stage:
-    # the time after the resume only).
-    run.stage_info[stage_index]["train_seconds"] = round(time.perf_counter() - began, 3)
-    _finish_epochs(stage_index, run, epochs_run)
+    # What the stage's training cost (both of LP-FT's phases), carried with it into checkpoints and
+    # cache entries, so a run that takes the stage from the cache still reports what training it
+    # took (a resumed stage: the time after the resume only).
+    info = run.stage_info[stage_index]
+    info["train_seconds"] = round(info.get("train_seconds", 0.0) + time.perf_counter() - began, 3)
+    _finish_epochs(stage_index, run, epochs_run, "probe_" if phase == "probe" else "")
 
 
-def _stage_loop(stage_index: int, stage: Stage, run: RunState) -> _StageLoop:
+def _stage_loop(stage_index: int, stage: Stage, run: RunState, phase: str = "full") -> _StageLoop:
     from transformers import get_linear_schedule_with_warmup
 
     cfg, accelerator = run.cfg, run.accelerator
     train_ds = tokenize(stage.train, run.tokenizer, cfg.max_length)
-    sampler = EpochPermutationSampler(len(train_ds), cfg.seed, stage_index)
+    sampler = EpochPermutationSampler(len(train_ds), cfg.seed,
+                                      stage_index + (ood.PROBE_ORDER if phase == "probe" else 0))
     # The loader gets its own generator: otherwise each new iterator (every epoch, and the
     # skipping iterator of a resumed epoch) draws a base seed from the global torch RNG,
     # which shifts dropout and perturbation noise: a resumed run would differ.
     dl = DataLoader(train_ds, batch_size=cfg.per_device_train_batch_size, sampler=sampler,
                     collate_fn=_collator(run.tokenizer), generator=torch.Generator().manual_seed(cfg.seed))
-    params = [p for p in run.model.parameters() if p.requires_grad]  # all but a frozen encoder
+    params = [p for p in run.model.parameters() if p.requires_grad]  # all but a frozen encoder (or LP-FT's probe)
+    # Layer-wise decay: one group per layer at lr * gamma^(L - l); without it, the one group as always.
+    groups = (layer_lr_groups(run.model, params, stage.learning_rate, cfg.layer_lr_decay)
+              if cfg.layer_lr_decay != 1.0 and phase == "full" else params)
     # A new optimizer and a schedule sized for *this* stage (not the previous one's).
-    optimizer = torch.optim.AdamW(params, lr=stage.learning_rate, eps=cfg.adam_epsilon,
+    optimizer = torch.optim.AdamW(groups, lr=stage.learning_rate, eps=cfg.adam_epsilon,
                                   weight_decay=cfg.weight_decay, **fused_adamw(accelerator.device))
     dl, optimizer = accelerator.prepare(dl, optimizer)
     steps_per_epoch = len(dl)
     updates = steps_per_epoch * stage.num_train_epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * updates), updates)
     return _StageLoop(stage, sampler, dl, params, optimizer, scheduler, steps_per_epoch,
-                      updates_per_batch=run.method.updates_per_batch)
+                      updates_per_batch=run.method.updates_per_batch, phase=phase)
 
 
 def _resume_loop(loop: _StageLoop, run: RunState, resume_state: dict) -> tuple[int, int]:
@@ -728,6 +791,8 @@ def _train_epoch(run: RunState, loop: _StageLoop, epoch: int, skip: int) -> None
     """Epoch `epoch`'s steps after its first `skip` (a resumed epoch's), logging and checkpointing."""
     cfg, position, window = run.cfg, run.position, loop.window
     loop.sampler.use_epoch(epoch)
+    if loop.phase == "probe":
+        ood.features_as_evaluated(run.model)  # again each epoch: a validation in between sets train mode
     batches = run.accelerator.skip_first_batches(loop.loader, skip) if skip else loop.loader
     for step_in_epoch, batch in enumerate(batches, start=skip):
         if epoch * loop.steps_per_epoch + step_in_epoch >= loop.total_steps:
@@ -818,13 +883,13 @@ def _log_window(run: RunState, loop: _StageLoop, epoch: int, stage_step: int, lr
     loop.bar.set_postfix(loss=f"{row['loss']:.4f}")
 
 
-def _finish_epochs(stage_index: int, run: RunState, epochs_run: int) -> None:
-    """Note the epochs the stage ran (and its best one, with early stopping); go back to the
-    best epoch's weights where early stopping ran past it."""
+def _finish_epochs(stage_index: int, run: RunState, epochs_run: int, prefix: str = "") -> None:
+    """Note the epochs the stage (or its LP-FT probe, `prefix` "probe_") ran and its best one, with
+    early stopping; go back to the best epoch's weights where early stopping ran past it."""
     info = run.stage_info[stage_index]
-    info["epochs_run"] = epochs_run
+    info[f"{prefix}epochs_run"] = epochs_run
     if run.early is not None:
-        info["best_epoch"] = run.early["best_epoch"]
+        info[f"{prefix}best_epoch"] = run.early["best_epoch"]
         if run.early["best_epoch"] != epochs_run - 1:
             # Early stopping restores the best epoch's weights (and SMART's teacher of that epoch).
             run.accelerator.unwrap_model(run.model).load_state_dict(run.early["model"])
@@ -912,6 +977,22 @@ def _window_means(accelerator, window: dict[str, list[float]]) -> dict[str, floa
     stats = torch.tensor([[sum(f), len(f)] for f in finite], dtype=torch.float64, device=accelerator.device)
     stats = accelerator.reduce(stats, reduction="sum").tolist()
     return {k: s / n if n else float("nan") for k, (s, n) in zip(keys, stats)}
+
+
+def _check_layer_settings(cfg: RunConfig, model, accelerator) -> None:
+    """What the new settings need of the model and the launch, before anything trains: layers to
+    re-initialise or decay by (`siftkit.core.layers`), and one process for LP-FT's probe."""
+    if cfg.reinit_layers or cfg.layer_lr_decay != 1.0:
+        stack = layer_stack(model, field="reinit_layers" if cfg.reinit_layers else "layer_lr_decay")
+        if cfg.reinit_layers > stack.num_blocks:
+            name = repr(cfg.model_name) if cfg.model_name is not None else f"the offline default {DEFAULT_MODEL_NAME}"
+            raise ValueError(f"reinit_layers={cfg.reinit_layers} re-initialises the top {cfg.reinit_layers} encoder "
+                             f"layers, and model {name} has {stack.num_blocks}; use 0..{stack.num_blocks}")
+    if cfg.lp_ft_epochs and accelerator.num_processes > 1:
+        # DDP registers the parameters that need gradients once, when it wraps the model; the
+        # probe's frozen encoder would leave it waiting for gradients that never come.
+        raise ValueError(f"lp_ft_epochs={cfg.lp_ft_epochs} freezes the encoder for a head-only phase, which DDP's "
+                         f"wrapped model cannot do; run LP-FT on one process ({accelerator.num_processes} launched)")
 
 
 def _check_max_length(cfg: RunConfig, model, tokenizer) -> None:

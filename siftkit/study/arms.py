@@ -17,7 +17,14 @@ from siftkit.study.tags import variant_order
 # The control fields and their defaults. A record written before a field existed lacks it and
 # ran with the default; `stage_cache_dir` is not here, as it cannot change a result.
 CONTROL_DEFAULTS: dict[str, Any] = {"reinit_head": False, "adv_stages": "all", "label_smoothing": 0.0,
-                                    "l2sp_weight": 0.0, "freeze_encoder": False, "early_stopping_patience": None}
+                                    "l2sp_weight": 0.0, "freeze_encoder": False, "early_stopping_patience": None,
+                                    "lp_ft_epochs": 0, "wise_ft": False, "reinit_layers": 0, "layer_lr_decay": 1.0}
+# The settings of a control that mean something only when it is on (LP-FT's rate and stages, WiSE-FT's
+# alphas and scope): a run and its uncontrolled partner may differ in them too.
+CONTROL_SETTINGS: dict[str, tuple[str, ...]] = {"lp_ft_epochs": ("lp_ft_learning_rate", "lp_ft_stages"),
+                                                "wise_ft": ("wise_ft_alphas", "wise_ft_scope")}
+# Every field a control sets: the control fields and their settings.
+CONTROL_FIELDS = frozenset(CONTROL_DEFAULTS) | {name for names in CONTROL_SETTINGS.values() for name in names}
 # The columns of `equal_budget_table` and `equal_budget_differences` rows.
 EQUAL_BUDGET_COLUMNS = ("task", "device", "code", "model", "arm", "tuned", "select_on", "points", "selection_seeds",
                         "chosen", "chosen_variant", "n", "val_mean", "val_low", "val_high", "test_metric",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from siftkit.study.arms import CONTROL_DEFAULTS, equal_budget
+from siftkit.study.arms import CONTROL_DEFAULTS, CONTROL_FIELDS, CONTROL_SETTINGS, equal_budget
 from siftkit.study.matched import matched_size_pairs, matched_size_table, pooled_difference
 from siftkit.study.measured import last_stage, stage_start_loss, variant_sizes
 from siftkit.study.paper import PAPER_METRIC
@@ -55,6 +55,11 @@ CONTROL_TESTS: dict[str, str] = {
     "freeze_encoder": "how much fine-tuning the encoder matters: a linear probe on the frozen encoder",
     "early_stopping_patience": "over-fitting in time: stage 2 stops after {value} epoch(s) without a validation gain",
     "noise": "whether the ascent's direction matters: random noise (adv_steps 0, σ {value}) in the same ball",
+    "lp_ft_epochs": "feature distortion by a wrong head: {value} head-only epoch(s) before fine-tuning (LP-FT)",
+    "wise_ft": "staying near the starting weights after the fact: the encoder interpolated toward theta_0, alpha "
+               "chosen on validation (WiSE-FT)",
+    "reinit_layers": "whether the top pre-trained layers help or hinder: the top {value} re-initialised",
+    "layer_lr_decay": "moving the lower layers less: layer-wise learning-rate decay {value}",
 }
 
 CONTROL_COLUMNS = ("task", "device", "code", "model", "control", "algo", "sets", "what it tests", "at", "against",
@@ -116,20 +121,24 @@ def uncontrolled_partner(variant: str, variants: Mapping[str, Sequence[Run]],
     """The variant of the same algorithm with no control whose resolved config equals
     `variant`'s in every field but the control's own (and the noise fields for noise, and the
     fields a spec says a listed control `varies`). Of several (a grid point and a curve run at
-    the same setting), the one sharing the most seeds, then a run at another arm's chosen point
-    (as the control is), then the first name."""
+    the same setting), the one sharing the most seeds, then the control's own twin (a WiSE-FT
+    run's fine-tuned model), then a run at another arm's chosen point (as the control is), then
+    the first name."""
     run = variants[variant][0]
     settings = control_settings(run)
     if not settings and not varies:
         return None
     ignore = (set(settings) - {"noise"}) | (NOISE_FIELDS if "noise" in settings else set()) | set(varies)
+    ignore |= {name for control in settings for name in CONTROL_SETTINGS.get(control, ())}
     seeds = {r.seed for r in variants[variant]}
     candidates = [v for v, recs in variants.items()
                   if v != variant and recs[0].algo == run.algo and not control_settings(recs[0])
                   and _same_config(run, recs[0], ignore) and not _same_config(run, recs[0], set())]
     if not candidates:
         return None
+    # A WiSE-FT run's own twin (its fine-tuned model: the same training, seed for seed) comes first.
     return min(candidates, key=lambda v: (-len(seeds & {r.seed for r in variants[v]}),
+                                          variants[v][0].record.get("twin_of") != variant,
                                           not run_extra(variants[v][0]).get("at_chosen"), v))
 
 
@@ -445,7 +454,7 @@ def _controls_at_the_old_point(key, variants, big_run: Run, point: Mapping[str, 
         rows.append(_row(key, "3", q, f"control at {at}: {v} − {partner}: {what_it_tests(settings)}", d,
                          f"{settings_text(settings)}, at the old gap's {at}; seed-paired against the same "
                          "algorithm without it"))
-    for a, b in _plain_twins(found, variants, big_run, set(CONTROL_DEFAULTS)):
+    for a, b in _plain_twins(found, variants, big_run, set(CONTROL_FIELDS)):
         settings = settings_text(control_settings(variants[a][0]))
         left = _gap_per_seed(variants, a, b, metric)
         rows.append(_row(key, "3", q, f"gap at {at} with {settings} on both sides: {a} − {b}",
@@ -478,7 +487,7 @@ def _gaps_with_control(key, variants, big: Mapping[str, Any], q: str, metric: st
         return []
     ctl = [v for v, recs in variants.items() if isinstance(run_extra(recs[0]).get("at_chosen"), dict)
            and control_settings(recs[0]) and "noise" not in control_settings(recs[0])]
-    ignore = set(CONTROL_DEFAULTS) | {"uci_learning_rate", "learning_rate"}
+    ignore = set(CONTROL_FIELDS) | {"uci_learning_rate", "learning_rate"}
     rows = []
     for a, b in _plain_twins(ctl, variants, variants[big["chosen"]][0], ignore):
         d = paired_difference(per_seed(variants[a], metric), per_seed(variants[b], metric))

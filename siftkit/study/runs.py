@@ -9,6 +9,12 @@ record cannot tell their local changes apart). `group_runs` builds those groups.
 Inside a group a run is named by its *variant*: the algorithm plus the sweep's tag
 (``config.extra.tag``), e.g. ``smart-mtdnn_no_bregman``; its seed pairs it with the other
 variants' runs of the same seed (same data split and head initialisation).
+
+A WiSE-FT run (``wise_ft``) holds two models: the ensemble at the alpha it chose on validation
+(its ``metrics``) and the fine-tuned model itself (alpha = 1, ``wise_ft.finetuned``), which is
+the run without WiSE-FT, trained identically. `group_runs` reads it twice: as itself, and as
+that *twin* (`finetuned_twin`), a variant of its own (``plain-wise`` and ``plain-wise_alpha1``),
+so a WiSE-FT arm and plain's twin arm come from the same runs, seed for seed.
 """
 
 from __future__ import annotations
@@ -249,15 +255,64 @@ def register_spec_task(spec: Any, path) -> str:
 # ----------------------------------------------------------------------------- grouping
 
 
+# A WiSE-FT run's twin (its fine-tuned model, alpha = 1) is named by the run's tag with this suffix
+# (``wise`` -> ``wise_alpha1``, ``wise__uci_learning_rate0.0001`` -> ``wise_alpha1__uci_learning_rate0.0001``).
+TWIN_SUFFIX = "_alpha1"
+# WiSE-FT's settings; its twin has them at their defaults (it is the run without WiSE-FT).
+WISE_FT_FIELDS = ("wise_ft", "wise_ft_alphas", "wise_ft_scope")
+
+
+def _twin_name(name: str | None) -> str:
+    base, sep, point = (name or "").partition("__")
+    return base + TWIN_SUFFIX + sep + point if base else TWIN_SUFFIX.lstrip("_") + sep + point
+
+
+def finetuned_twin(run: Run) -> Run | None:
+    """A WiSE-FT run read as the fine-tuned run it contains (alpha = 1), or None for any other run.
+
+    Its metrics are the run's with the last stage's replaced by ``wise_ft.finetuned`` (the
+    evaluation at the end of training, before any interpolation) and without ``wise_ft_alpha``;
+    its config has WiSE-FT's fields at their defaults and the tag (and sweep arm) with
+    `TWIN_SUFFIX`; its history is the run's (WiSE-FT acts after training)."""
+    wise = run.record.get("wise_ft")
+    if not isinstance(wise, dict) or not isinstance(wise.get("finetuned"), dict):
+        return None
+    defaults = config_defaults()
+    cfg = {**run.record["config"], **{n: defaults[n] for n in WISE_FT_FIELDS}}
+    extra = dict(cfg.get("extra") or {})
+    extra["tag"] = _twin_name(extra.get("tag"))
+    if extra.get("arm"):
+        extra["arm"] = str(extra["arm"]) + TWIN_SUFFIX
+    cfg["extra"] = extra
+    metrics = {k: v for k, v in run.metrics.items() if k != "wise_ft_alpha"}
+    metrics.update(wise["finetuned"])
+    record = {k: v for k, v in run.record.items() if k != "wise_ft"}
+    record.update(config=cfg, metrics=metrics, twin_of=run.variant)
+    return Run(path=run.path, record=record, task=run.task, model=run.model, device=run.device, commit=run.commit,
+               algo=run.algo, tag=extra["tag"], seed=run.seed)
+
+
+def with_twins(runs: Iterable[Run]) -> list[Run]:
+    """`runs`, each WiSE-FT run followed by its `finetuned_twin`."""
+    out = []
+    for run in runs:
+        out.append(run)
+        twin = finetuned_twin(run)
+        if twin is not None:
+            out.append(twin)
+    return out
+
+
 def group_runs(runs: Iterable[Run]) -> Groups:
-    """{(task, device, commit, model): {variant: [runs by seed]}}.
+    """{(task, device, commit, model): {variant: [runs by seed]}}, WiSE-FT runs with their twins
+    (`finetuned_twin`).
 
     Two runs of the same variant and seed in one group are refused, naming both files: they
     would count one seed twice (a copied run folder, or the same run reached twice).
     """
     groups: Groups = defaultdict(lambda: defaultdict(list))
     seen: dict[tuple, Run] = {}
-    for run in runs:
+    for run in with_twins(runs):
         key = (*run.group, run.variant, run.seed)
         if key in seen:
             raise ValueError(

@@ -58,6 +58,7 @@ from siftkit.study.leaderboard import leaderboard, leaderboard_markdown, verdict
 from siftkit.study.spec import Specs, find_specs, leaderboard_spec, load_spec, paired_rows, regime_section
 from siftkit.study.stats import format_ci, format_mean_ci, format_mean_std, mean_ci, paired_difference, reading
 from siftkit.study.tags import curve_eps, curve_families, variant_order
+from siftkit.study.wise import wise_ft_differences, wise_ft_rows
 
 __all__ = ["summarize", "brief", "main"]
 
@@ -443,6 +444,29 @@ def _start_loss_lines(rows: Sequence[Mapping[str, Any]], metric: str) -> list[st
                      for r in rows])]
 
 
+def _wise_ft_lines(key: tuple[str, str, str, str], variants: Mapping[str, list[Run]], data: dict) -> list[str]:
+    """WiSE-FT: the alpha each run chose on validation, its metrics there and at alpha = 1 (its
+    twin, ``<variant>_alpha1``), and the seed-paired effect of the interpolation per variant."""
+    rows = wise_ft_rows(key, variants)
+    if not rows:
+        return []
+    diffs = wise_ft_differences(key, variants)
+    data.setdefault("wise_ft", {})["|".join(key)] = {"runs": rows, "differences": diffs}
+    select_on, test = rows[0]["select_on"], rows[0]["test_metric"]
+    lines = [f"WiSE-FT: alpha chosen per run on `{select_on}` (never on a test metric; a tie goes to the larger "
+             f"alpha); `{test}` at that alpha and at alpha = 1, the fine-tuned model itself (the run's twin, "
+             f"`<variant>_alpha1`):", "",
+             *_table(["variant", "seed", "scope", "alpha", f"{select_on} at alpha", "at 1", f"{test} at alpha", "at 1"],
+                     [[f"`{r['variant']}`", str(r["seed"]), str(r["scope"]), f"{r['alpha']:g}", _fmt(r["val_at_alpha"]),
+                       _fmt(r["val_at_1"]), _fmt(r["test_at_alpha"]), _fmt(r["test_at_1"])] for r in rows])]
+    if diffs:
+        lines += [f"WiSE-FT minus its own fine-tuned model (alpha = 1), seed-paired, in `{test}`:", "",
+                  *_table(["difference", "n", "mean", "95% CI", "reading"],
+                          [[f"`{d['variant']}` − `{d['twin']}`", str(d["n"]), _fmt(d["mean"]),
+                            _ci({"low": d["ci_low"], "high": d["ci_high"]}), d["reading"]] for d in diffs])]
+    return lines
+
+
 def _activity_table(variants: Mapping[str, list[Run]]) -> list[str]:
     rows = []
     for variant in sorted(variants, key=variant_order):
@@ -518,6 +542,7 @@ def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[R
         spread = _stat(variants[plain], PAPER_METRIC[task])["std"]
         lines += [f"Seed-to-seed spread of `{plain}` in `{PAPER_METRIC[task]}`: std {_fmt(spread)}.", ""]
     lines += _regime_table(task, variants, key, data, specs)
+    lines += _wise_ft_lines(key, variants, data)
     lines += _matched_tables(task, variants, skey, data)
     lines += _activity_table(variants)
     smooth = smoothness_metrics(variants)
