@@ -110,3 +110,23 @@ def test_a_bad_leaderboard_entry_names_the_spec(tmp_path):
     (tmp_path / "x_study.yaml").write_text("leaderboard: {tag_prefx: bench}\n")
     with pytest.raises(ValueError, match="x_study.yaml: leaderboard must be a mapping with tag_prefix"):
         load_spec(tmp_path / "x_study.yaml")
+
+
+def test_a_wise_ft_arm_is_judged_against_tuned_plain_and_its_own_alpha1_twin(tmp_path):
+    base = {1: 0.80, 2: 0.82, 3: 0.81}
+    _arm(tmp_path, "plain", "bench", [base, base], vals=[0.7, 0.75])
+    # WiSE-FT runs: metrics at the chosen alpha, the fine-tuned model's (alpha = 1) in wise_ft.finetuned.
+    for index, grid in enumerate(LR2):
+        for seed, test in base.items():
+            rec = grid_record("plain", seed, "bench_wise", grid, index, val=0.76 - 0.01 * index, test=test + 0.02,
+                              controls={"wise_ft": True})
+            rec["wise_ft"] = {"alpha": 0.5, "scope": "encoder", "select_on": "uci_val_accuracy",
+                              "finetuned": {"uci_val_accuracy": 0.7, "uci_test_accuracy": test - 0.01}}
+            write(tmp_path, rec)
+    board = _board(tmp_path, tag_prefix="bench")
+    assert board.shifts[0].reference == "plain-bench"
+    assert "plain-bench_wise_alpha1" not in board.arms and "plain-bench_wise" in board.arms
+    assert math.isclose(board.cell("plain-bench_wise", "P2", "uci_test_accuracy").mean, 0.02)
+    own = board.against_base[("plain-bench_wise", "P2", "uci_test_accuracy")]
+    assert math.isclose(own.mean, 0.03) and own.n == 3
+    assert any("against its own fine-tuned model" in s for s in verdict_sentences(board))

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from siftkit.study.arms import equal_budget, tuned_text
 from siftkit.study.paper import PAPER_METRIC, TASK_METRICS
-from siftkit.study.runs import Groups, Run, is_number, per_seed
+from siftkit.study.runs import Groups, Run, finetuned_twin, is_number, per_seed
 from siftkit.study.stats import format_mean_ci, mean_ci, paired_difference
 from siftkit.study.tags import variant_order
 
@@ -101,6 +101,9 @@ class Leaderboard:
 
     shifts: list[ShiftBoard] = field(default_factory=list)
     cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)  # (arm, shift, metric) -> cell
+    # An arm against its own base runs, where it has them (WiSE-FT: the same runs at alpha = 1):
+    # (arm, shift, metric) -> cell whose difference is arm − base, seed for seed.
+    against_base: dict[tuple[str, str, str], Cell] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[tuple[str, str]]:
@@ -134,6 +137,10 @@ class Leaderboard:
         return sum(ratios.values()) / len(ratios) if ratios else None
 
 
+def _is_twin(variants: Mapping[str, Sequence[Run]], arm: Mapping[str, Any]) -> bool:
+    return any(r.record.get("twin_of") for p in arm["points"] for r in variants[p["variant"]])
+
+
 def _train_seconds(run: Run) -> float | None:
     """The run's training time over its stages, whoever trained each (meta.stage_train_seconds)."""
     seconds = (run.record.get("meta") or {}).get("stage_train_seconds")
@@ -160,7 +167,9 @@ def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequenc
         eb = equal_budget(variants, task)
         if eb is None:
             continue
-        compared = [a for a in eb["compared"] if tag_prefix is None or a["base_tag"].startswith(tag_prefix)]
+        # A WiSE-FT run's fine-tuned twin (alpha = 1) is read against its run below, not as an arm.
+        compared = [a for a in eb["compared"] if (tag_prefix is None or a["base_tag"].startswith(tag_prefix))
+                    and not _is_twin(variants, a)]
         if not compared:
             continue
         by_name = {a["arm"]: a for a in compared}
@@ -177,11 +186,17 @@ def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequenc
         ref_runs = variants[by_name[reference]["chosen"]] if by_name[reference]["chosen"] else []
         for a in compared:
             runs = variants[a["chosen"]] if a["chosen"] else []
+            twins = [t for t in map(finetuned_twin, runs) if t is not None]
             for metric in targets:
                 d = paired_difference(per_seed(runs, metric), per_seed(ref_runs, metric))
                 board.cells[(a["arm"], shift, metric)] = Cell(
                     shift=shift, metric=metric, arm=a["arm"], chosen=a["chosen_label"], n=d["n"], mean=d["mean"],
                     low=d["low"], high=d["high"], seeds=tuple(d["seeds"]), cost=_cost(runs, ref_runs))
+                if twins:
+                    d = paired_difference(per_seed(runs, metric), per_seed(twins, metric))
+                    board.against_base[(a["arm"], shift, metric)] = Cell(
+                        shift=shift, metric=metric, arm=a["arm"], chosen=a["chosen_label"], n=d["n"], mean=d["mean"],
+                        low=d["low"], high=d["high"], seeds=tuple(d["seeds"]), cost=None)
     return board
 
 
@@ -248,6 +263,9 @@ def verdict_sentences(board: Leaderboard) -> list[str]:
     mixed = [a for a in winners if worse[a] or board.tally(a)["same"]]
     if mixed:
         out.append("The answer changes between shifts for " + ", ".join(f"`{a}`" for a in mixed) + ".")
+    for (arm, shift, metric), c in board.against_base.items():
+        out.append(f"`{arm}` against its own fine-tuned model (alpha = 1, the same runs) on {shift} {metric}: "
+                   f"{c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}] ({c.verdict}).")
     losers = [a for a in judged if worse[a]]
     if losers:
         out.append("Worse than tuned plain somewhere: "
