@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 EXECUTED = NOTEBOOKS / "executed"
 SMOKE = "params/smoke.yaml"
-NAMES = ["00_tour", "01_cola", "02_twitter_to_uci", "03_embedding_statistics", "04_compare", "05_your_shift"]
+NAMES = ["00_tour", "01_embedding_statistics", "02_twitter_to_uci", "03_cola", "04_compare", "05_your_shift"]
 
 # Notebook-only parameters (not RunConfig fields), allowed explicitly. Anything else in a
 # parameters cell must be a RunConfig field: this is the drift check.
@@ -104,7 +104,7 @@ def test_notebook_only_allow_list_matches_siftkit():
 
 
 def test_run_notebooks_use_every_knob_by_its_field_name():
-    for name in ("01_cola", "02_twitter_to_uci"):
+    for name in ("02_twitter_to_uci", "03_cola"):
         names = set(papermill_params(name))
         assert {"algo", "seed", "learning_rate", "num_train_epochs", "per_device_train_batch_size", "max_length",
                 "max_train_samples", "max_eval_samples", "perturb_at", "adv_epsilon", "output_dir",
@@ -159,10 +159,10 @@ def test_config_from_parameters_precedence(tmp_path):
 
 def test_smoke_runs_default_to_their_own_folder(tmp_path):
     # A smoke run must not replace a full run's results or figures.
-    full = config_from_parameters(_ns(PARAMS), default_output_dir="runs/03_embedding_statistics")
+    full = config_from_parameters(_ns(PARAMS), default_output_dir="runs/01_embedding_statistics")
     smoke = config_from_parameters(_ns(PARAMS, f'# Parameters\nparams_file = "{SMOKE}"\n'),
                                    default_output_dir="runs/02_twitter_to_uci/{algo}-seed{seed}")
-    assert full.output_dir == str(project_root() / "runs" / "03_embedding_statistics")
+    assert full.output_dir == str(project_root() / "runs" / "01_embedding_statistics")
     assert smoke.output_dir == str(project_root() / "runs" / "smoke" / "02_twitter_to_uci" / "plain-seed42")
     chosen = config_from_parameters(_ns(PARAMS, f'# Parameters\nparams_file = "{SMOKE}"\noutput_dir = "mine"\n'),
                                     default_output_dir="runs/x")
@@ -328,9 +328,9 @@ def test_00_tour(tmp_path):
 
 
 @notebooks_mark
-def test_01_cola_and_bad_value(tmp_path, data_dir):
+def test_03_cola_and_bad_value(tmp_path, data_dir):
     out = tmp_path / "cola"
-    nb = _execute("01_cola", tmp_path, algo="smart", params_file=SMOKE, data_dir=str(data_dir), output_dir=str(out))
+    nb = _execute("03_cola", tmp_path, algo="smart", params_file=SMOKE, data_dir=str(data_dir), output_dir=str(out))
     record = json.loads((out / "results.json").read_text())
     assert record["config"]["task"] == "cola" and record["config"]["algo"] == "smart"
     assert record["config"]["model_name"] == "random:bert"  # from params/smoke.yaml
@@ -341,7 +341,7 @@ def test_01_cola_and_bad_value(tmp_path, data_dir):
     for name in ("learning_curves", "metrics"):
         _png(out / "figures" / f"{name}.png")
     assert _inline_images(nb) >= 2
-    error = _execute_fails("01_cola", algo="smrt", params_file=SMOKE, output_dir=str(tmp_path / "bad"))
+    error = _execute_fails("03_cola", algo="smrt", params_file=SMOKE, output_dir=str(tmp_path / "bad"))
     assert error.ename == "ValueError"
     assert "algo must be one of 'plain', 'smart', 'sift'; got 'smrt'" in error.evalue
 
@@ -384,9 +384,9 @@ def test_02_training_progress_reaches_the_terminal(tmp_path, data_dir):
 
 
 @notebooks_mark
-def test_03_embedding_statistics(tmp_path, smoke_runs, data_dir):
+def test_01_embedding_statistics(tmp_path, smoke_runs, data_dir):
     out = tmp_path / "stats"
-    nb = _execute("03_embedding_statistics", tmp_path, params_file=SMOKE, data_dir=str(data_dir),
+    nb = _execute("01_embedding_statistics", tmp_path, params_file=SMOKE, data_dir=str(data_dir),
                   output_dir=str(out), runs_glob=str(smoke_runs / "p2" / "*" / "results.json"))
     import pandas as pd
 
@@ -406,7 +406,7 @@ def test_03_embedding_statistics(tmp_path, smoke_runs, data_dir):
 
 
 @notebooks_mark
-def test_03_on_a_shift_spec(tmp_path):
+def test_01_on_a_shift_spec(tmp_path):
     """With shift_spec the domains are the spec's stage and evaluation set, by their names; the
     token-norm shift reads a 3-class spec run; nothing printed assumes Twitter, UCI or CoLA."""
     import pandas as pd
@@ -421,7 +421,7 @@ def test_03_on_a_shift_spec(tmp_path):
     train(RunConfig(task="shift", shift=spec, algo="smart", seed=1, save_model=True,
                     output_dir=str(tmp_path / "runs" / "smart-seed1"), **SHIFT_TINY), progress=False)
     out = tmp_path / "stats"
-    nb = _execute("03_embedding_statistics", tmp_path, params_file=SMOKE, shift_spec=str(spec_file),
+    nb = _execute("01_embedding_statistics", tmp_path, params_file=SMOKE, shift_spec=str(spec_file),
                   output_dir=str(out), runs_glob=str(tmp_path / "runs" / "*" / "results.json"))
     summary = pd.read_csv(out / "domain_summary.csv")
     assert list(dict.fromkeys(summary["domain"])) == ["reviews", "forum"]
