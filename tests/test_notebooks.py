@@ -325,6 +325,38 @@ def test_00_tour(tmp_path):
     # the widget panel was built (and did not block) without a frontend
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
                for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    # the teacher's version: every exercise's solution passes its check
+    assert "4 of 4 exercise(s) pass" in text
+    # which norm bounds delta (here: none, the mtdnn rule) and what the table reports, from the numbers
+    assert "SMART: rule 'mtdnn' has no ε-ball; the median L2 size of δ_t in raw units" in text
+
+
+@notebooks_mark
+def test_00_students_version_runs_and_every_check_fails(tmp_path):
+    """The students' version (nbgrader's ClearSolutions, the command COURSE.md gives) runs to the
+    end under papermill, and each exercise's check reports that it is not written yet."""
+    pytest.importorskip("nbgrader")
+    import subprocess
+    import sys
+
+    from test_exercises import STUDENT_COMMAND
+
+    students = tmp_path / "students"
+    exe = str(Path(sys.executable).parent / "jupyter")
+    proc = subprocess.run([exe, *STUDENT_COMMAND[1:], "--output-dir", str(students),
+                           str(NOTEBOOKS / "00_tour.ipynb")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import papermill
+
+    out = EXECUTED / "test-00_tour-students.ipynb"
+    papermill.execute_notebook(str(students / "00_tour.ipynb"), str(out), cwd=str(REPO), kernel_name="python3",
+                               progress_bar=False, execution_timeout=300,
+                               parameters={"params_file": SMOKE, "output_dir": str(tmp_path / "tour")})
+    nb = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    text += "".join(str(o.get("data", {}).get("text/plain", "")) for c in nb.cells if c.cell_type == "code"
+                    for o in c.outputs)
+    assert text.count("not written yet") >= 4 and "0 of 4 exercise(s) pass" in text
 
 
 @notebooks_mark
@@ -381,6 +413,14 @@ def test_02_training_progress_reaches_the_terminal(tmp_path, data_dir):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("siftkit: ")]
     assert lines and lines[0].startswith("siftkit: sift · twitter step 1/5 (20%) · loss ")
     assert any(line.startswith("siftkit: sift · uci step 5/5 (100%)") for line in lines)
+    # In the notebook: one line per stage, updated in place, not a wall of stderr lines.
+    nb = nbformat.read(EXECUTED / "test-02-terminal.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not any("siftkit: " in o.get("text", "") for o in outputs), "terminal lines copied into the cell"
+    shown = [o["data"]["text/plain"] for o in outputs
+             if o.get("output_type") == "display_data" and " step " in o.get("data", {}).get("text/plain", "")]
+    assert [line.split(" step ")[0] for line in shown] == ["sift · twitter", "sift · uci"]
+    assert shown[-1].startswith("sift · uci step 5/5 (100%) · loss ") and "<progress" in str(outputs)
 
 
 @notebooks_mark
@@ -473,6 +513,7 @@ def test_05_your_shift_end_to_end_and_existing_output(tmp_path, data_dir):
     assert (f"imdb (16 texts; one run per algorithm): accuracy plain {imdb['plain']:.3f}, "
             f"SMART {imdb['smart']:.3f}, SiFT {imdb['sift']:.3f}.") in text
     assert f"SiFT − plain = {imdb['sift'] - imdb['plain']:+.3f}, " in text
+    assert "3 of 3 exercise(s) pass" in text  # the teacher's solutions pass their checks
     # the same output_dir again: the first cell stops, saying how to go on
     error = _execute_fails("05_your_shift", params_file=SMOKE, output_dir=str(out))
     assert error.ename == "OutputDirError" and "-p overwrite True" in error.evalue

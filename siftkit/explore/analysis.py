@@ -284,7 +284,7 @@ def spec_sets_table(cfg: RunConfig) -> pd.DataFrame:
         entry = {"set": name, "role": role, "stage": stage, "source": data.describe(), "text": " + ".join(data.text),
                  "rows": len(ds), "used": len(used), "dropped": dropped}
         entry.update({label: counts.get(i, 0) for i, label in enumerate(spec.labels)})
-        entry["majority"] = max(counts.values()) / len(used) if len(used) else math.nan
+        entry["majority"] = majority_share(used["label"]) if len(used) else math.nan
         rows.append(entry)
 
     for s, stage in zip(spec.stages, stages):
@@ -388,6 +388,27 @@ def shift_target_table(records: Iterable[Mapping[str, Any] | str | Path], *, set
     return pd.DataFrame(rows)
 
 
+def majority_share(labels: Iterable[Any]) -> float:
+    """The share of the most frequent label: the accuracy of always predicting it, the floor a
+    classifier has to clear before its accuracy means anything."""
+    from collections import Counter
+
+    counts = Counter(int(y) for y in labels)
+    if not counts:
+        raise ValueError("majority_share of no labels")
+    return max(counts.values()) / sum(counts.values())
+
+
+def binomial_yardstick(p: float, n: int) -> float:
+    """Twice the binomial standard error of one accuracy `p` measured on `n` texts,
+    ``2 sqrt(p (1 - p) / n)``: how far evaluation noise alone moves an accuracy (seed-to-seed
+    variation comes on top). ``p (1 - p)`` is floored at 1e-12 so that 0 and 1 give a tiny
+    yardstick, not 0."""
+    if not n > 0:
+        raise ValueError(f"binomial_yardstick needs n > 0 texts; got {n!r}")
+    return 2 * math.sqrt(max(p * (1 - p), 1e-12) / n)
+
+
 def shift_target_findings(table: pd.DataFrame) -> list[str]:
     """What `shift_target_table`'s numbers do and do not show, one paragraph per evaluation
     target, generated from them: each algorithm's accuracy; the change from the in-domain
@@ -419,7 +440,7 @@ def shift_target_findings(table: pd.DataFrame) -> list[str]:
             lines.append(f"  From in domain ({ref}) to {target}, accuracy changes by: {change}.")
         if known:
             p = float(group["accuracy"].mean())
-            yard = 2 * math.sqrt(max(p * (1 - p), 1e-12) / texts)
+            yard = binomial_yardstick(p, texts)
             lines.append(f"  Yardstick: twice the binomial standard error of one accuracy near {p:.2f} on "
                          f"{int(texts):,} texts is {yard:.3f}.")
             if "plain" in group.index:
@@ -563,7 +584,9 @@ def regularizers_for(cfg: RunConfig | None = None, algos: Sequence[str] = ("smar
     for algo in algos:
         if algo not in REGULARIZERS:
             raise ValueError(f"algo must be one of {', '.join(map(repr, REGULARIZERS))}; got {algo!r}")
-        c = cfg if cfg.algo == algo else cfg.replace(algo=algo)  # replace() re-derives the defaults
+        # replace() re-derives the algorithm's defaults, the perturbation point among them: the
+        # point is the config's, the same for every algorithm measured.
+        c = cfg if cfg.algo == algo else cfg.replace(algo=algo, perturb_at=cfg.perturb_at)
         if knobs:
             c = c.replace(**knobs)
         out[algo] = REGULARIZERS[algo].from_config(c)

@@ -114,8 +114,14 @@ def _scale_y(ax, values, name: str, unit: str = "") -> None:
     v = v[np.isfinite(v)]
     if len(v) and v.min() > 0 and v.max() / v.min() > 10:  # zeros cannot sit on a log axis
         ax.set_yscale("log")
+        # The axis spans whole decades around the data, so a labelled tick sits at or below the
+        # smallest value and at or above the largest (auto-limits left 2e-5 and 7e-3 outside
+        # the only two labels, 1e-4 and 1e-3).
+        ax.set_ylim(*_decades(v))
         if v.max() / v.min() < 1e2:  # up to two decades: label 1, 2 and 5 of each
             ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        else:
+            ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0,), numticks=12))
         ax.yaxis.set_major_formatter(_tick_format(v.min(), v.max()))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylabel(f"{name} ({unit + ', ' if unit else ''}log scale)")
@@ -124,6 +130,12 @@ def _scale_y(ax, values, name: str, unit: str = "") -> None:
         if len(v) and v.min() >= 0:
             ax.set_ylim(0, v.max() * 1.08 if v.max() > 0 else 1.0)
         ax.set_ylabel(f"{name} ({unit})" if unit else name)
+
+
+def _decades(v: np.ndarray) -> tuple[float, float]:
+    """The whole decades that enclose the positive values `v`: [10^floor, 10^ceil] of their logs."""
+    lo, hi = math.floor(math.log10(float(v.min())) + 1e-9), math.ceil(math.log10(float(v.max())) - 1e-9)
+    return 10.0 ** lo, 10.0 ** hi
 
 
 def _scale_x(ax, values, name: str, unit: str) -> None:
@@ -510,9 +522,9 @@ def sentence_perturbation(frame: pd.DataFrame, *, mode: str = "relative") -> Fig
     column = {"raw": "perturbation_norm", "normalized": "normalized", "relative": "relative"}
     if mode not in column:
         raise ValueError(f"mode must be one of {', '.join(map(repr, column))}; got {mode!r}")
-    ylabels = {"raw": ("‖Δ_t‖", "raw units of the point"),
-               "normalized": ("‖Δ_t‖ / σ_t", "normalized units"),
-               "relative": ("‖Δ_t‖ / ‖z_t‖", "ratio")}
+    ylabels = {"raw": ("‖Δ_t‖₂", "raw units of the point"),
+               "normalized": ("‖Δ_t‖₂ / σ_t", "normalized units"),
+               "relative": ("‖Δ_t‖₂ / ‖z_t‖₂", "ratio")}
     algos = [a for a in ALGO_COLORS if a in set(frame["algo"])]
     first = frame[frame["algo"] == algos[0]] if algos else frame
     tokens = list(first["token"])
@@ -526,11 +538,15 @@ def sentence_perturbation(frame: pd.DataFrame, *, mode: str = "relative") -> Fig
         for algo in algos:
             d = frame[frame["algo"] == algo]
             div = d["divergence"].iloc[0] if len(d) else math.nan
+            real = d.loc[~d["special"], column[mode]] if "special" in d else d[column[mode]]
             ax.plot(range(len(d)), d[column[mode]], marker="o", ms=6, lw=0.8, color=ALGO_COLORS[algo],
-                    label=f"{ALGO_LABELS.get(algo, algo)}: divergence R = {div:.2e} nats")
+                    label=f"{ALGO_LABELS.get(algo, algo)}: median {real.median():.1e} (dotted)\n"
+                          f"divergence R = {div:.2e} nats")
+            # where the data are, on the axis itself: each algorithm's median over the real tokens
+            ax.axhline(real.median(), color=ALGO_COLORS[algo], ls=":", lw=1)
             shown.append(d[column[mode]])
         _scale_y(ax, pd.concat(shown) if shown else [], *ylabels[mode])
-        ax.set_title(f"perturbation per token at {at}")
+        ax.set_title(f"perturbation per token at {at} (L2 norms over the hidden dimension)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax2.plot(range(n), first["norm"], marker="s", lw=0.8, color="#444444", label=f"‖z_t‖, token norm\n(units of {at})")
         ax2.plot(range(n), first["std"], marker="^", lw=0.8, color="#999999", label="σ_t, token std\n(same units)")
