@@ -678,3 +678,18 @@ def test_domain_palette_keeps_the_kit_colours_and_tells_spec_domains_apart():
                                                                   for k in ("twitter", "uci", "cola")}
     palette = plotting.domain_palette(["amazon", "imdb", "yelp", "uci"])
     assert len(set(palette.values())) == 4 and palette["uci"] == plotting.DOMAIN_COLORS["uci"]
+
+
+def test_per_target_bars_draw_every_algorithm_target_and_floor():
+    rows = []
+    for algo in ("plain", "smart", "sift"):
+        for target, role, acc in (("amazon_val", "validation", 0.9), ("imdb", "evaluation", 0.8),
+                                  ("yelp", "evaluation", 0.7)):
+            rows.append({"algo": algo, "algorithm": algo, "target": target, "role": role, "accuracy": acc,
+                         "mcc": acc - 0.5, "macro_f1": acc - 0.1, "majority": 0.55})
+    fig = plotting.per_target_bars(pd.DataFrame(rows), title="spec x")
+    accuracy = fig.axes[0]
+    assert accuracy.get_title() == "accuracy" and len(accuracy.patches) == 9  # 3 algorithms x 3 sets
+    assert [t.get_text() for t in accuracy.get_xticklabels()] == ["amazon_val\n(validation)", "imdb", "yelp"]
+    assert len(accuracy.collections) == 3  # one majority dash per set
+    assert fig._suptitle.get_text() == "spec x" and fig.get_figwidth() <= 10

@@ -31,7 +31,7 @@ NAMES = ["00_tour", "01_embedding_statistics", "02_twitter_to_uci", "03_cola", "
 # parameters cell must be a RunConfig field: this is the drift check.
 ALLOWED_NOTEBOOK_ONLY = {"params_file", "sentence", "interactive", "texts_per_domain", "perturbation_texts",
                          "runs_glob", "results_glob", "study_glob", "equal_budget_glob", "study_spec", "shift_spec",
-                         "algos"}
+                         "algos", "include_test_models"}
 
 with warnings.catch_warnings():
     # The mark is registered in pyproject.toml's markers once that file lists it; until then
@@ -532,7 +532,7 @@ def test_04_compare_and_unknown_name(tmp_path, smoke_runs):
     out = tmp_path / "compare"
     synthetic = regime_study(tmp_path / "study", seeds=(1, 2))  # a stand-in for the committed study
     nb = _execute("04_compare", tmp_path, results_glob=str(smoke_runs / "**" / "results.json"), output_dir=str(out),
-                  study_glob=str(synthetic / "**" / "results.json"))
+                  study_glob=str(synthetic / "**" / "results.json"), include_test_models=True)
     import pandas as pd
 
     runs = pd.read_csv(out / "runs.csv")
@@ -569,7 +569,8 @@ def test_04_compare_and_unknown_name(tmp_path, smoke_runs):
     copied = tmp_path / "copied"
     shutil.copytree(smoke_runs / "p2", copied / "p2")
     shutil.copytree(copied / "p2" / "sift-seed1", copied / "p2" / "sift-seed1 copy")
-    error = _execute_fails("04_compare", results_glob=str(copied / "**" / "results.json"), output_dir=str(tmp_path / "dup"))
+    error = _execute_fails("04_compare", results_glob=str(copied / "**" / "results.json"), output_dir=str(tmp_path / "dup"),
+                           include_test_models=True)
     assert "two runs of variant 'sift' with seed 1 in one comparison" in error.evalue
     assert "sift-seed1 copy" in error.evalue
 
@@ -588,6 +589,10 @@ def test_04_equal_budget_study_through_its_glob(tmp_path, smoke_runs):
                   study_glob="", equal_budget_glob=str(eb / "**" / "results.json"), study_spec=str(SPEC))
     table = pd.read_csv(out / "equal_budget.csv")
     assert set(table["code"]) == {"cccccccc"}
+    # the smoke runs (a random test model) are left out of the comparison unless asked, and it says so
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "left out 7 run(s) on random test models (random:bert)" in text
+    assert not (out / "runs.csv").exists()
     # L2-SP's weight grid ran at tuned plain's rate: a control, not an arm of the comparison
     assert set(table["arm"]) == {"plain-eb", "sift-eb_size0.3", "smart-eb_size0.3"}
     assert table.set_index("arm").loc["plain-eb", "chosen"] == "uci_learning_rate0.0001"
@@ -610,3 +615,15 @@ def test_04_equal_budget_study_through_its_glob(tmp_path, smoke_runs):
     assert _inline_images(nb) >= 3  # compare, wall time and the curve at the tuned rate
     error = _execute_fails("04_compare", study_spec="results/no_such_study.yaml", output_dir=str(tmp_path / "bad"))
     assert "study_spec 'results/no_such_study.yaml': no such file" in error.evalue
+
+
+def test_test_model_runs_are_left_out_unless_asked():
+    from types import SimpleNamespace
+
+    from siftkit.explore.notebook import without_test_models
+
+    runs = [SimpleNamespace(model="random:bert"), SimpleNamespace(model="sentence-transformers/all-MiniLM-L6-v2"),
+            SimpleNamespace(model="random:deberta-v2")]
+    kept, out = without_test_models(runs)
+    assert [r.model for r in kept] == ["sentence-transformers/all-MiniLM-L6-v2"] and len(out) == 2
+    assert without_test_models(runs, include=True) == (runs, [])

@@ -44,6 +44,7 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
     "study_spec": "04: the equal-budget study's spec (YAML beside its plan: the old gap, the verdicts' questions)",
     "shift_spec": "01, 05: a shift spec (a YAML file holding it, or a params file with a shift: block)",
     "algos": "05: the algorithms trained on the spec, comma-separated",
+    "include_test_models": "04: also compare runs on random test models (smoke runs), left out by default",
 }
 
 # Names IPython itself puts in a fresh kernel's namespace.
@@ -201,6 +202,17 @@ def spec_parameters(shift_spec: str | Path, params_file: str | Path | None = Non
         raise ValueError(f"params file {settings} sets algo={_yaml_mapping(Path(settings))['algo']!r}; this notebook "
                          f"trains the algorithms of its algos parameter (e.g. -p algos sift): remove algo from the file")
     return path, mapping, settings
+
+
+def without_test_models(runs: list, include: bool = False) -> tuple[list, list]:
+    """(runs to compare, runs left out): a run on a random test model (``model_name``
+    ``random:<arch>``, what ``params/smoke.yaml`` and the tests use) measures the plumbing, not
+    an algorithm, so a comparison leaves it out unless `include`. `runs` are
+    `siftkit.study.runs.Run` objects (their ``model``)."""
+    if include:
+        return list(runs), []
+    kept = [r for r in runs if not str(r.model).startswith("random:")]
+    return kept, [r for r in runs if str(r.model).startswith("random:")]
 
 
 SMOKE_DIR = "smoke"

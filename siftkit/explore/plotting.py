@@ -303,7 +303,7 @@ def metric_bars(record: Mapping[str, Any], *, paper: bool = True) -> Figure:
                             va="bottom", xytext=(0, 2), textcoords="offset points", fontsize=9)
         ax.axhline(0.0 if mcc else 0.5, color="#444444", ls=":", lw=1,
                    label="chance (MCC 0)" if mcc else "chance on balanced data (0.5)")
-        if paper and PAPER_METRIC.get(task) in names:
+        if paper and PAPER_METRIC.get(task) in names and algo in PAPER_RESULTS["bert"].get(task, {}):
             i = names.index(PAPER_METRIC[task])
             for model, marker in (("bert", "x"), ("deberta", "D")):
                 ax.plot([i], [PAPER_RESULTS[model][task][algo]], marker=marker, ls="none", color="black", ms=8,
@@ -605,12 +605,19 @@ def sentence_token_norms(stats: pd.DataFrame) -> Figure:
 # ----------------------------------------------------------------------------- comparison (04)
 
 
+def _shown_algos(frame: pd.DataFrame) -> list[str]:
+    """The paper's three algorithms, then any other registered method that has runs here, in the
+    kit's order (a method without runs gets no empty slot)."""
+    present = set(frame["algo"]) if not frame.empty and "algo" in frame else set()
+    return [a for a in ALGO_LABELS if a in ("plain", "smart", "sift") or a in present]
+
+
 def compare_bars(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> Figure:
     """The paper's two columns as bars: our mean ± std over seeds (one dot per seed when
     `frame` is given) beside the paper's BERT (×) and DeBERTa (◆) figures."""
     panels = (("cola", "CoLA: MCC on out_of_domain_dev", "Matthews correlation (−1…1)"),
               ("twitter_to_uci", "Twitter → UCI: accuracy on the held-out 90% of UCI", "accuracy (fraction correct)"))
-    algos = list(ALGO_LABELS)
+    algos = _shown_algos(table)
     with _style():
         fig, axes = _figure(1, 2, size=(12, 4.6))
         for c, (task, title, ylabel) in enumerate(panels):
@@ -640,7 +647,10 @@ def compare_bars(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> Figu
                 ax.bar(pos, means, yerr=stds, width=width * 0.9, color=cmap(g), alpha=0.8, capsize=3,
                        label=f"ours: {label} (mean ± std)")
             for model, marker in (("bert", "x"), ("deberta", "D")):
-                ax.plot(range(len(algos)), [PAPER_RESULTS[model][task][a] for a in algos], ls="none",
+                # the paper reports plain, SMART and SiFT only: a marker where it has a number
+                published = [(i, PAPER_RESULTS[model][task][a]) for i, a in enumerate(algos)
+                             if a in PAPER_RESULTS[model][task]]
+                ax.plot([i for i, _ in published], [v for _, v in published], ls="none",
                         marker=marker, color="black", ms=8,
                         label=f"paper, {'BERT-base (Table 1)' if model == 'bert' else 'DeBERTa-base (Table 2)'}")
             ax.axhline(0.0 if task == "cola" else 0.5, color="#444444", ls=":", lw=1,
@@ -665,7 +675,7 @@ def compare_bars(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> Figu
 def cost_bars(frame: pd.DataFrame) -> Figure:
     """Wall time per run, per protocol and algorithm (bars: mean; dots: runs), in minutes."""
     tasks = [t for t in ("cola", "twitter_to_uci") if not frame.empty and t in set(frame["task"])]
-    algos = list(ALGO_LABELS)
+    algos = _shown_algos(frame)
     with _style():
         fig, axes = _figure(1, max(len(tasks), 1), size=(5.5 * max(len(tasks), 1), 4.0))
         if not tasks:
@@ -688,4 +698,55 @@ def cost_bars(frame: pd.DataFrame) -> Figure:
             devices = ", ".join(sorted({str(d) for d in sub["device"].dropna()})) if "device" in sub else ""
             ax.set_title(f"{task} ({devices})" if devices else task)
         fig.suptitle("Cost of a whole run (training, evaluation, checkpoints); dots: individual runs")
+    return fig
+
+
+# ----------------------------------------------------------------------------- a shift spec's targets (05)
+
+
+def per_target_bars(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """Accuracy, MCC and macro-F1 per evaluation target, one bar per algorithm (05_your_shift).
+
+    `table` is `analysis.shift_target_table` (with `validation`, each stage's validation set
+    comes first, labelled so). On the accuracy panel a black dash marks each set's
+    majority-label share (the ``majority`` column), the floor a classifier has to clear. Up to
+    four targets the three panels sit side by side, else one above the other.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    algos = [a for a in ALGO_LABELS if a in set(table["algo"])]
+    targets = list(dict.fromkeys(table["target"]))
+    roles = dict(zip(table["target"], table["role"]))
+    ticks = [f"{t}\n(validation)" if roles[t] == "validation" else t for t in targets]
+    metrics = {"accuracy": "accuracy", "mcc": "MCC", "macro_f1": "macro-F1"}
+    wide = len(targets) <= 4
+    width = 0.8 / max(len(algos), 1)
+    with _style():
+        fig, axes = _figure(1, 3, size=(10, 4.2)) if wide else _figure(
+            3, 1, size=(min(10.0, max(7.0, 1.1 * len(targets) + 2)), 10))
+        for ax, (metric, label) in zip(axes.flat, metrics.items()):
+            for k, algo in enumerate(algos):
+                rows = table[table["algo"] == algo].set_index("target")
+                values = [float(rows.loc[t, metric]) if t in rows.index else math.nan for t in targets]
+                pos = [i + (k - (len(algos) - 1) / 2) * width for i in range(len(targets))]
+                bars = ax.bar(pos, values, width=width * 0.95, color=ALGO_COLORS[algo])
+                ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2, rotation=90)
+            low = min(0.0, float(table[metric].min()))
+            ax.set_ylim(low - 0.05 if low < 0 else 0, 1.18)  # room above a bar of 1.0 for its label
+            ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator([v / 5 for v in range(-5, 6)]))
+            ax.axhline(0, color="#444444", lw=0.8)
+            ax.set_xticks(range(len(targets)), ticks)
+            ax.set_title(label)
+            ax.grid(axis="y", alpha=0.3)
+            if metric == "accuracy" and "majority" in table:
+                for i, target in enumerate(targets):
+                    share = table.loc[table["target"] == target, "majority"].iloc[0]
+                    ax.hlines(share, i - 0.45, i + 0.45, colors="black", linestyles="--", lw=1.2)
+        handles = [Patch(color=ALGO_COLORS[a], label=ALGO_LABELS[a]) for a in algos]
+        if "majority" in table:
+            handles.append(Line2D([], [], color="black", ls="--", label="majority-label share"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+        if title:
+            fig.suptitle(title)
     return fig

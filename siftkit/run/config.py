@@ -415,6 +415,10 @@ class RunConfig:
                 raise ValueError(f"unknown field(s) in {path}: {', '.join(map(str, unknown))}"
                                  f"{_lookalike_keys(unknown, text, cls.input_names())}")
             data.update(loaded)
+            if "shift" in loaded:  # the spec's relative paths are the params file's, wherever the run starts
+                from siftkit.data.shift_spec import anchored
+
+                data["shift"] = anchored(loaded["shift"], path.resolve().parent)
         data.update({k: v for k, v in overrides.items()})
         return cls.from_dict(data, source=str(path) if path else "overrides")
 
