@@ -434,7 +434,7 @@ def test_a_log_axis_has_labelled_ticks_around_the_data():
     low, high = ax.get_ylim()
     ticks = [t for t in ax.get_yticks() if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)]
     assert min(ticks) <= min(values) and max(ticks) >= max(values), (ticks, (low, high))
-    assert (low, high) == (1e-5, 1e-2)
+    assert 1e-5 / 1.2 < low < 1e-5 and 1e-2 < high < 1e-2 * 1.2  # whole decades, a small margin
     # each algorithm's median is drawn on the axis and named in the legend
     assert any("median" in t.get_text() for t in ax.get_legend().get_texts())
 

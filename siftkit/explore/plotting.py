@@ -133,9 +133,10 @@ def _scale_y(ax, values, name: str, unit: str = "") -> None:
 
 
 def _decades(v: np.ndarray) -> tuple[float, float]:
-    """The whole decades that enclose the positive values `v`: [10^floor, 10^ceil] of their logs."""
+    """The whole decades that enclose the positive values `v` ([10^floor, 10^ceil] of their
+    logs), with a small margin so that a marker on a decade is not cut by the frame."""
     lo, hi = math.floor(math.log10(float(v.min())) + 1e-9), math.ceil(math.log10(float(v.max())) - 1e-9)
-    return 10.0 ** lo, 10.0 ** hi
+    return 10.0 ** lo / 1.15, 10.0 ** hi * 1.15
 
 
 def _scale_x(ax, values, name: str, unit: str) -> None:
