@@ -41,3 +41,18 @@ def test_a_cola_and_a_shift_run():
                                        "imdb_accuracy": 0.88, "imdb_mcc": 0.76, "imdb_macro_f1": 0.88}})
     assert list(shift.columns) == ["accuracy", "MCC", "macro-F1"] and list(shift.index) == ["amazon_val", "imdb"]
     assert run_level(shift.to_dict()).empty
+
+
+def test_show_metrics_leaves_out_a_plain_runs_zero_perturbation(monkeypatch):
+    import IPython.display
+
+    from siftkit.explore.run_metrics import show_metrics
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    plain = {"metrics": {"uci_test_accuracy": 0.7, "uci_test_mcc": 0.4, "mean_relative_perturbation": 0.0,
+                         "mean_perturbation_norm": 0.0}}
+    show_metrics(plain)
+    assert shown == []
+    show_metrics(P2)
+    assert len(shown) == 1

@@ -133,6 +133,35 @@ def test_time_left_says_estimating_until_it_is_within_30_percent():
     assert len(shown) > 0.9 * (total - 1)
 
 
+def test_time_left_with_noisy_steps_is_shown_only_within_30_percent():
+    """Steps whose time varies as much as their mean (exponential): an estimate is a statistical
+    statement (about 95%), so over five runs at least 95% of the estimates shown are within ±30%
+    of the truth, and each run shows one for most of its steps."""
+    import io
+    import random
+
+    from siftkit.run.progress import ProgressLines
+
+    within = shown_total = 0
+    for seed in range(5):
+        rng = random.Random(seed)
+        total = 400
+        steps = [5.0] + [rng.expovariate(1 / 0.3) for _ in range(total - 1)]
+        clock, out = _Clock(), io.StringIO()
+        lines = ProgressLines("sift · uci", total=total, every_s=0.0, stream=out, clock=clock)
+        shown = 0
+        for step in range(1, total + 1):
+            clock.t += steps[step - 1]
+            lines.update(step)
+            left = lines.left.seconds_left()
+            if step < total and "estimating…" not in out.getvalue().splitlines()[-1]:
+                shown += 1
+                within += abs(left - sum(steps[step:])) <= 0.3 * sum(steps[step:])
+        assert shown > total / 2, seed
+        shown_total += shown
+    assert within >= 0.95 * shown_total, (within, shown_total)
+
+
 def test_progress_in_a_notebook_is_one_updating_line():
     """In a kernel, the loop gets no tqdm bar; the one line is updated in place (throttled to a
     second) and ends on the last step; the terminal lines go to their own stream."""

@@ -300,7 +300,11 @@ def spec_sets_table(cfg: RunConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def algo_configs(cfg: RunConfig, algos: Sequence[str] = tuple(ALGO_LABELS)) -> dict[str, RunConfig]:
+# The algorithms `algo_configs` sets up side by side: the ones whose knobs it knows how to share.
+SHIFT_ALGOS = ("plain", "smart", "sift")
+
+
+def algo_configs(cfg: RunConfig, algos: Sequence[str] = SHIFT_ALGOS) -> dict[str, RunConfig]:
     """One config per algorithm, for training several on one setup: `cfg` with ``algo`` set
     and ``output_dir`` ``<cfg.output_dir>/<algo>-seed<seed>``.
 
@@ -316,9 +320,9 @@ def algo_configs(cfg: RunConfig, algos: Sequence[str] = tuple(ALGO_LABELS)) -> d
     shared = ("perturb_at", "adv_rule", "adv_steps", "adv_norm", "divergence", "adv_stages")
     defaults = {f.name: f.default for f in fields(RunConfig) if f.name in shared}
     algos = list(algos)
-    unknown = [a for a in algos if a not in ALGO_LABELS]
+    unknown = [a for a in algos if a not in SHIFT_ALGOS]
     if unknown or not algos:
-        raise ValueError(f"algorithms must be among {', '.join(map(repr, ALGO_LABELS))}; got "
+        raise ValueError(f"algorithms must be among {', '.join(map(repr, SHIFT_ALGOS))}; got "
                          f"{', '.join(map(repr, algos)) or 'none'}")
     twice = sorted({a for a in algos if algos.count(a) > 1})
     if twice:
@@ -331,6 +335,8 @@ def algo_configs(cfg: RunConfig, algos: Sequence[str] = tuple(ALGO_LABELS)) -> d
                                                     "bregman_weight", "bregman_beta"))}
         if algo == "plain":
             changes.update(defaults)
+        elif algo != cfg.algo:
+            changes["perturb_at"] = cfg.perturb_at  # replace() re-derives the point with the algorithm
         out[algo] = cfg.replace(**changes)
     return out
 

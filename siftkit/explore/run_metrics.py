@@ -88,6 +88,6 @@ def show_metrics(record: Mapping[str, Any]):
     from IPython.display import display
 
     level = run_level(record)
-    if not level.empty:
+    if (level != 0).any():  # plain records zeros: it perturbs nothing
         display(level.to_frame().style.format("{:.3g}").set_caption("the run's measured perturbation"))
     return metrics_style(metrics_table(record))

@@ -14,10 +14,12 @@ Where the output goes:
 
 The estimate (`RemainingTime`): the mean step time after the first step (which pays for
 start-up: allocations, the first batch), and only once at least `min_steps` steps are timed,
-the mean is known to within ``tolerance / 2`` (twice its relative standard error) and the
-recent half of the steps agrees with the whole to within ``tolerance / 2``. Until then the
+the time left is known to within ``tolerance`` (twice its relative standard error, from the
+mean's uncertainty and the remaining steps' own spread: about 95%) and the recent half of the
+steps agrees with the whole to within ``tolerance / 2``. Until then the
 line says "estimating…". With steady steps this keeps a shown estimate within ``tolerance``
-(30%) of the time the stage's remaining steps take.
+(30%) of the time the stage's remaining steps take; on a machine whose load keeps changing it
+may say "estimating…" for a whole stage, which is the truth.
 """
 
 from __future__ import annotations
@@ -63,12 +65,15 @@ class RemainingTime:
         if mean <= 0:
             return None
         var = sum((d - mean) ** 2 for d in self.durations) / (n - 1)
-        if 2 * math.sqrt(var / n) / mean > self.tolerance / 2:
-            return None  # the mean step time is not known well enough yet
+        left = self.total - self.last_step
+        # The time left is `left` future steps: its uncertainty is the mean's (known from n steps)
+        # plus their own spread (which a few remaining noisy steps do not average out).
+        if left > 0 and 2 * math.sqrt(var / n + var / left) / mean > self.tolerance:
+            return None  # not known to within the tolerance (about 95%)
         recent = self.durations[n // 2:]
         if abs(sum(recent) / len(recent) - mean) / mean > self.tolerance / 2:
             return None  # the step time is still changing
-        return mean * (self.total - self.last_step)
+        return mean * left
 
 
 def duration(seconds: float) -> str:
