@@ -425,6 +425,20 @@ def test_axes_show_relative_variation_honestly():
     assert labels and all("e-" in label for label in labels), labels
 
 
+def test_a_log_axis_has_labelled_ticks_around_the_data():
+    # 00's first perturbation figure: SMART near 2e-5, SiFT near 7e-3. The axis must carry a
+    # labelled tick at or below the smallest value and at or above the largest (auto-limits
+    # labelled only 1e-4 and 1e-3, with the data outside both).
+    values = [2.1e-5, 2.3e-5, 2.0e-5, 6.8e-3, 7.2e-3, 7.0e-3]
+    ax = plotting.sentence_perturbation(_one_sentence_frame(values), mode="relative").axes[0]
+    low, high = ax.get_ylim()
+    ticks = [t for t in ax.get_yticks() if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)]
+    assert min(ticks) <= min(values) and max(ticks) >= max(values), (ticks, (low, high))
+    assert 1e-5 / 1.2 < low < 1e-5 and 1e-2 < high < 1e-2 * 1.2  # whole decades, a small margin
+    # each algorithm's median is drawn on the axis and named in the legend
+    assert any("median" in t.get_text() for t in ax.get_legend().get_texts())
+
+
 def test_grid_figures_fit_a_notebook_and_keep_legends_off_the_data(tiny, stats):
     # JupyterLab shrinks a wider figure to its column: at most 10 inches (1000 px at 100 dpi).
     model, tokenizer = tiny
@@ -664,3 +678,18 @@ def test_domain_palette_keeps_the_kit_colours_and_tells_spec_domains_apart():
                                                                   for k in ("twitter", "uci", "cola")}
     palette = plotting.domain_palette(["amazon", "imdb", "yelp", "uci"])
     assert len(set(palette.values())) == 4 and palette["uci"] == plotting.DOMAIN_COLORS["uci"]
+
+
+def test_per_target_bars_draw_every_algorithm_target_and_floor():
+    rows = []
+    for algo in ("plain", "smart", "sift"):
+        for target, role, acc in (("amazon_val", "validation", 0.9), ("imdb", "evaluation", 0.8),
+                                  ("yelp", "evaluation", 0.7)):
+            rows.append({"algo": algo, "algorithm": algo, "target": target, "role": role, "accuracy": acc,
+                         "mcc": acc - 0.5, "macro_f1": acc - 0.1, "majority": 0.55})
+    fig = plotting.per_target_bars(pd.DataFrame(rows), title="spec x")
+    accuracy = fig.axes[0]
+    assert accuracy.get_title() == "accuracy" and len(accuracy.patches) == 9  # 3 algorithms x 3 sets
+    assert [t.get_text() for t in accuracy.get_xticklabels()] == ["amazon_val\n(validation)", "imdb", "yelp"]
+    assert len(accuracy.collections) == 3  # one majority dash per set
+    assert fig._suptitle.get_text() == "spec x" and fig.get_figwidth() <= 10

@@ -26,13 +26,13 @@ ALGO_CHOICES = ", ".join(map(repr, ALGOS))  # the registered methods, as RunConf
 NOTEBOOKS = REPO / "notebooks"
 EXECUTED = NOTEBOOKS / "executed"
 SMOKE = "params/smoke.yaml"
-NAMES = ["00_tour", "01_cola", "02_twitter_to_uci", "03_embedding_statistics", "04_compare", "05_your_shift"]
+NAMES = ["00_tour", "01_embedding_statistics", "02_twitter_to_uci", "03_cola", "04_compare", "05_your_shift"]
 
 # Notebook-only parameters (not RunConfig fields), allowed explicitly. Anything else in a
 # parameters cell must be a RunConfig field: this is the drift check.
 ALLOWED_NOTEBOOK_ONLY = {"params_file", "sentence", "interactive", "texts_per_domain", "perturbation_texts",
                          "runs_glob", "results_glob", "study_glob", "equal_budget_glob", "study_spec", "shift_spec",
-                         "algos"}
+                         "algos", "include_test_models"}
 
 with warnings.catch_warnings():
     # The mark is registered in pyproject.toml's markers once that file lists it; until then
@@ -105,7 +105,7 @@ def test_notebook_only_allow_list_matches_siftkit():
 
 
 def test_run_notebooks_use_every_knob_by_its_field_name():
-    for name in ("01_cola", "02_twitter_to_uci"):
+    for name in ("02_twitter_to_uci", "03_cola"):
         names = set(papermill_params(name))
         assert {"algo", "seed", "learning_rate", "num_train_epochs", "per_device_train_batch_size", "max_length",
                 "max_train_samples", "max_eval_samples", "perturb_at", "adv_epsilon", "output_dir",
@@ -160,10 +160,10 @@ def test_config_from_parameters_precedence(tmp_path):
 
 def test_smoke_runs_default_to_their_own_folder(tmp_path):
     # A smoke run must not replace a full run's results or figures.
-    full = config_from_parameters(_ns(PARAMS), default_output_dir="runs/03_embedding_statistics")
+    full = config_from_parameters(_ns(PARAMS), default_output_dir="runs/01_embedding_statistics")
     smoke = config_from_parameters(_ns(PARAMS, f'# Parameters\nparams_file = "{SMOKE}"\n'),
                                    default_output_dir="runs/02_twitter_to_uci/{algo}-seed{seed}")
-    assert full.output_dir == str(project_root() / "runs" / "03_embedding_statistics")
+    assert full.output_dir == str(project_root() / "runs" / "01_embedding_statistics")
     assert smoke.output_dir == str(project_root() / "runs" / "smoke" / "02_twitter_to_uci" / "plain-seed42")
     chosen = config_from_parameters(_ns(PARAMS, f'# Parameters\nparams_file = "{SMOKE}"\noutput_dir = "mine"\n'),
                                     default_output_dir="runs/x")
@@ -326,12 +326,44 @@ def test_00_tour(tmp_path):
     # the widget panel was built (and did not block) without a frontend
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
                for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    # the teacher's version: every exercise's solution passes its check
+    assert "4 of 4 exercise(s) pass" in text
+    # which norm bounds delta (here: none, the mtdnn rule) and what the table reports, from the numbers
+    assert "SMART: rule 'mtdnn' has no ε-ball; the median L2 size of δ_t in raw units" in text
 
 
 @notebooks_mark
-def test_01_cola_and_bad_value(tmp_path, data_dir):
+def test_00_students_version_runs_and_every_check_fails(tmp_path):
+    """The students' version (nbgrader's ClearSolutions, the command COURSE.md gives) runs to the
+    end under papermill, and each exercise's check reports that it is not written yet."""
+    pytest.importorskip("nbgrader")
+    import subprocess
+    import sys
+
+    from test_exercises import STUDENT_COMMAND
+
+    students = tmp_path / "students"
+    exe = str(Path(sys.executable).parent / "jupyter")
+    proc = subprocess.run([exe, *STUDENT_COMMAND[1:], "--output-dir", str(students),
+                           str(NOTEBOOKS / "00_tour.ipynb")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import papermill
+
+    out = EXECUTED / "test-00_tour-students.ipynb"
+    papermill.execute_notebook(str(students / "00_tour.ipynb"), str(out), cwd=str(REPO), kernel_name="python3",
+                               progress_bar=False, execution_timeout=300,
+                               parameters={"params_file": SMOKE, "output_dir": str(tmp_path / "tour")})
+    nb = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    text += "".join(str(o.get("data", {}).get("text/plain", "")) for c in nb.cells if c.cell_type == "code"
+                    for o in c.outputs)
+    assert text.count("not written yet") >= 4 and "0 of 4 exercise(s) pass" in text
+
+
+@notebooks_mark
+def test_03_cola_and_bad_value(tmp_path, data_dir):
     out = tmp_path / "cola"
-    nb = _execute("01_cola", tmp_path, algo="smart", params_file=SMOKE, data_dir=str(data_dir), output_dir=str(out))
+    nb = _execute("03_cola", tmp_path, algo="smart", params_file=SMOKE, data_dir=str(data_dir), output_dir=str(out))
     record = json.loads((out / "results.json").read_text())
     assert record["config"]["task"] == "cola" and record["config"]["algo"] == "smart"
     assert record["config"]["model_name"] == "random:bert"  # from params/smoke.yaml
@@ -342,7 +374,7 @@ def test_01_cola_and_bad_value(tmp_path, data_dir):
     for name in ("learning_curves", "metrics"):
         _png(out / "figures" / f"{name}.png")
     assert _inline_images(nb) >= 2
-    error = _execute_fails("01_cola", algo="smrt", params_file=SMOKE, output_dir=str(tmp_path / "bad"))
+    error = _execute_fails("03_cola", algo="smrt", params_file=SMOKE, output_dir=str(tmp_path / "bad"))
     assert error.ename == "ValueError"
     assert f"algo must be one of {ALGO_CHOICES}; got 'smrt'" in error.evalue
 
@@ -382,12 +414,20 @@ def test_02_training_progress_reaches_the_terminal(tmp_path, data_dir):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("siftkit: ")]
     assert lines and lines[0].startswith("siftkit: sift · twitter step 1/5 (20%) · loss ")
     assert any(line.startswith("siftkit: sift · uci step 5/5 (100%)") for line in lines)
+    # In the notebook: one line per stage, updated in place, not a wall of stderr lines.
+    nb = nbformat.read(EXECUTED / "test-02-terminal.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not any("siftkit: " in o.get("text", "") for o in outputs), "terminal lines copied into the cell"
+    shown = [o["data"]["text/plain"] for o in outputs
+             if o.get("output_type") == "display_data" and " step " in o.get("data", {}).get("text/plain", "")]
+    assert [line.split(" step ")[0] for line in shown] == ["sift · twitter", "sift · uci"]
+    assert shown[-1].startswith("sift · uci step 5/5 (100%) · loss ") and "<progress" in str(outputs)
 
 
 @notebooks_mark
-def test_03_embedding_statistics(tmp_path, smoke_runs, data_dir):
+def test_01_embedding_statistics(tmp_path, smoke_runs, data_dir):
     out = tmp_path / "stats"
-    nb = _execute("03_embedding_statistics", tmp_path, params_file=SMOKE, data_dir=str(data_dir),
+    nb = _execute("01_embedding_statistics", tmp_path, params_file=SMOKE, data_dir=str(data_dir),
                   output_dir=str(out), runs_glob=str(smoke_runs / "p2" / "*" / "results.json"))
     import pandas as pd
 
@@ -407,7 +447,7 @@ def test_03_embedding_statistics(tmp_path, smoke_runs, data_dir):
 
 
 @notebooks_mark
-def test_03_on_a_shift_spec(tmp_path):
+def test_01_on_a_shift_spec(tmp_path):
     """With shift_spec the domains are the spec's stage and evaluation set, by their names; the
     token-norm shift reads a 3-class spec run; nothing printed assumes Twitter, UCI or CoLA."""
     import pandas as pd
@@ -422,7 +462,7 @@ def test_03_on_a_shift_spec(tmp_path):
     train(RunConfig(task="shift", shift=spec, algo="smart", seed=1, save_model=True,
                     output_dir=str(tmp_path / "runs" / "smart-seed1"), **SHIFT_TINY), progress=False)
     out = tmp_path / "stats"
-    nb = _execute("03_embedding_statistics", tmp_path, params_file=SMOKE, shift_spec=str(spec_file),
+    nb = _execute("01_embedding_statistics", tmp_path, params_file=SMOKE, shift_spec=str(spec_file),
                   output_dir=str(out), runs_glob=str(tmp_path / "runs" / "*" / "results.json"))
     summary = pd.read_csv(out / "domain_summary.csv")
     assert list(dict.fromkeys(summary["domain"])) == ["reviews", "forum"]
@@ -474,6 +514,7 @@ def test_05_your_shift_end_to_end_and_existing_output(tmp_path, data_dir):
     assert (f"imdb (16 texts; one run per algorithm): accuracy plain {imdb['plain']:.3f}, "
             f"SMART {imdb['smart']:.3f}, SiFT {imdb['sift']:.3f}.") in text
     assert f"SiFT − plain = {imdb['sift'] - imdb['plain']:+.3f}, " in text
+    assert "3 of 3 exercise(s) pass" in text  # the teacher's solutions pass their checks
     # the same output_dir again: the first cell stops, saying how to go on
     error = _execute_fails("05_your_shift", params_file=SMOKE, output_dir=str(out))
     assert error.ename == "OutputDirError" and "-p overwrite True" in error.evalue
@@ -492,7 +533,7 @@ def test_04_compare_and_unknown_name(tmp_path, smoke_runs):
     out = tmp_path / "compare"
     synthetic = regime_study(tmp_path / "study", seeds=(1, 2))  # a stand-in for the committed study
     nb = _execute("04_compare", tmp_path, results_glob=str(smoke_runs / "**" / "results.json"), output_dir=str(out),
-                  study_glob=str(synthetic / "**" / "results.json"))
+                  study_glob=str(synthetic / "**" / "results.json"), include_test_models=True)
     import pandas as pd
 
     runs = pd.read_csv(out / "runs.csv")
@@ -529,7 +570,8 @@ def test_04_compare_and_unknown_name(tmp_path, smoke_runs):
     copied = tmp_path / "copied"
     shutil.copytree(smoke_runs / "p2", copied / "p2")
     shutil.copytree(copied / "p2" / "sift-seed1", copied / "p2" / "sift-seed1 copy")
-    error = _execute_fails("04_compare", results_glob=str(copied / "**" / "results.json"), output_dir=str(tmp_path / "dup"))
+    error = _execute_fails("04_compare", results_glob=str(copied / "**" / "results.json"), output_dir=str(tmp_path / "dup"),
+                           include_test_models=True)
     assert "two runs of variant 'sift' with seed 1 in one comparison" in error.evalue
     assert "sift-seed1 copy" in error.evalue
 
@@ -548,6 +590,10 @@ def test_04_equal_budget_study_through_its_glob(tmp_path, smoke_runs):
                   study_glob="", equal_budget_glob=str(eb / "**" / "results.json"), study_spec=str(SPEC))
     table = pd.read_csv(out / "equal_budget.csv")
     assert set(table["code"]) == {"cccccccc"}
+    # the smoke runs (a random test model) are left out of the comparison unless asked, and it says so
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "left out 7 run(s) on random test models (random:bert)" in text
+    assert not (out / "runs.csv").exists()
     # L2-SP's weight grid ran at tuned plain's rate: a control, not an arm of the comparison
     assert set(table["arm"]) == {"plain-eb", "sift-eb_size0.3", "smart-eb_size0.3"}
     assert table.set_index("arm").loc["plain-eb", "chosen"] == "uci_learning_rate0.0001"
@@ -570,3 +616,15 @@ def test_04_equal_budget_study_through_its_glob(tmp_path, smoke_runs):
     assert _inline_images(nb) >= 3  # compare, wall time and the curve at the tuned rate
     error = _execute_fails("04_compare", study_spec="results/no_such_study.yaml", output_dir=str(tmp_path / "bad"))
     assert "study_spec 'results/no_such_study.yaml': no such file" in error.evalue
+
+
+def test_test_model_runs_are_left_out_unless_asked():
+    from types import SimpleNamespace
+
+    from siftkit.explore.notebook import without_test_models
+
+    runs = [SimpleNamespace(model="random:bert"), SimpleNamespace(model="sentence-transformers/all-MiniLM-L6-v2"),
+            SimpleNamespace(model="random:deberta-v2")]
+    kept, out = without_test_models(runs)
+    assert [r.model for r in kept] == ["sentence-transformers/all-MiniLM-L6-v2"] and len(out) == 2
+    assert without_test_models(runs, include=True) == (runs, [])

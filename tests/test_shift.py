@@ -183,7 +183,7 @@ def test_the_spec_can_be_a_file_and_results_record_the_mapping(tmp_path):
     cfg = RunConfig(task="shift", shift=str(path), **TINY)
     # The mapping, not the path, as JSON holds it (label_map's keys are text), so the config
     # read back from results.json or a checkpoint equals it (a resume compares them).
-    assert cfg.shift == json.loads(json.dumps(_spec(reviews, tweets)))
+    assert cfg.shift == {**json.loads(json.dumps(_spec(reviews, tweets))), "base_dir": str(tmp_path.resolve())}
     reread = RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert reread.to_dict() == cfg.to_dict()
     assert parse_spec(reread.shift).digest == parse_spec(cfg.shift).digest

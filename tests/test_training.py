@@ -99,8 +99,96 @@ def test_progress_lines_are_throttled():
     text = out.getvalue().splitlines()
     # the first step, then every 30 s, then the last step
     assert [t.split(" step ")[1].split("/")[0] for t in text] == ["1", "31", "61", "91", "100"]
-    assert text[0] == "siftkit: sift · twitter step 1/100 (1%) · loss 0.5000 · 1.0 s, about 99 s left"
+    assert text[0] == "siftkit: sift · twitter step 1/100 (1%) · loss 0.5000 · 1.0 s, time left: estimating…"
+    assert text[1] == "siftkit: sift · twitter step 31/100 (31%) · loss 0.5000 · 31 s, about 69 s left"
     assert text[-1] == "siftkit: sift · twitter step 100/100 (100%) · loss 0.5000 · 100 s"
+
+
+def test_time_left_says_estimating_until_it_is_within_30_percent():
+    """A fake clock: the first step pays for start-up (8 s), then steps of 0.3 s ± 40% with a
+    slower stretch. Every estimate shown is within ±30% of the time the remaining steps then
+    take; before there is one, the line says "estimating…"; and one comes early."""
+    import io
+    import random
+
+    from siftkit.run.progress import ProgressLines
+
+    rng = random.Random(0)
+    total = 300
+    steps = [8.0] + [0.3 * (1 + rng.uniform(-0.4, 0.4)) * (1.25 if 100 <= i < 130 else 1.0)
+                     for i in range(1, total)]
+    clock, out = _Clock(), io.StringIO()
+    lines = ProgressLines("sift · twitter", total=total, every_s=0.0, stream=out, clock=clock)
+    shown = {}
+    for step in range(1, total + 1):
+        clock.t += steps[step - 1]
+        lines.update(step, loss=0.5)
+        last = out.getvalue().splitlines()[-1]
+        if step < total and "estimating…" not in last:
+            shown[step] = lines.left.seconds_left()
+            truth = sum(steps[step:])
+            assert abs(shown[step] - truth) <= 0.3 * truth, (step, shown[step], truth)
+    assert "time left: estimating…" in out.getvalue().splitlines()[0]
+    assert shown and min(shown) <= 20, "an estimate within the first 20 steps"
+    assert len(shown) > 0.9 * (total - 1)
+
+
+def test_time_left_with_noisy_steps_is_shown_only_within_30_percent():
+    """Steps whose time varies as much as their mean (exponential): an estimate is a statistical
+    statement (about 95%), so over five runs at least 95% of the estimates shown are within ±30%
+    of the truth, and each run shows one for most of its steps."""
+    import io
+    import random
+
+    from siftkit.run.progress import ProgressLines
+
+    within = shown_total = 0
+    for seed in range(5):
+        rng = random.Random(seed)
+        total = 400
+        steps = [5.0] + [rng.expovariate(1 / 0.3) for _ in range(total - 1)]
+        clock, out = _Clock(), io.StringIO()
+        lines = ProgressLines("sift · uci", total=total, every_s=0.0, stream=out, clock=clock)
+        shown = 0
+        for step in range(1, total + 1):
+            clock.t += steps[step - 1]
+            lines.update(step)
+            left = lines.left.seconds_left()
+            if step < total and "estimating…" not in out.getvalue().splitlines()[-1]:
+                shown += 1
+                within += abs(left - sum(steps[step:])) <= 0.3 * sum(steps[step:])
+        assert shown > total / 2, seed
+        shown_total += shown
+    assert within >= 0.95 * shown_total, (within, shown_total)
+
+
+def test_progress_in_a_notebook_is_one_updating_line():
+    """In a kernel, the loop gets no tqdm bar; the one line is updated in place (throttled to a
+    second) and ends on the last step; the terminal lines go to their own stream."""
+    import io
+
+    from siftkit.run import progress
+
+    class Line:
+        def __init__(self):
+            self.shown = []
+
+        def show(self, line, step, total):
+            self.shown.append((step, line))
+
+    clock, out, line = _Clock(), io.StringIO(), Line()
+    lines = progress.ProgressLines("sift · uci", total=50, every_s=30, stream=out, clock=clock, notebook=line)
+    for step in range(1, 51):
+        clock.t = step * 0.25
+        lines.update(step, loss=0.7)
+    steps = [s for s, _ in line.shown]
+    assert steps[0] == 1 and steps[-1] == 50 and len(steps) <= 14  # 12.5 s at one update a second
+    assert all("\n" not in text and text.startswith("sift · uci step") for _, text in line.shown)
+    assert len(out.getvalue().splitlines()) == 2  # step 1 and the end: the terminal is not flooded
+    bundle = progress.NotebookLine._bundle("sift · uci step 2/50 <x>", 2, 50)
+    assert bundle["text/plain"] == "sift · uci step 2/50 <x>" and "&lt;x&gt;" in bundle["text/html"]
+    bar, terminal = progress.open_progress("plain · twitter", 10, 0, show=False)
+    assert terminal is None and bar.disable
 
 
 def test_train_reports_progress_on_stderr_early(tmp_path, smoke_params, monkeypatch):

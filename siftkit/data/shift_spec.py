@@ -32,6 +32,12 @@ the label column; ``label_map`` maps raw values to canonical names (without one,
 must be the canonical names); ``unmapped: drop`` drops rows whose label has no mapping (the
 default, ``error``, refuses them).
 
+Relative ``files`` are read from the spec file's folder, wherever the run starts (the CLI, a
+notebook, Python): `load_spec_mapping` records that folder as ``base_dir`` beside the spec (a
+params file's inline spec gets the params file's folder, `RunConfig.from_yaml`); a spec given
+as a mapping without one is read from the current folder. ``base_dir`` is where the spec is,
+not what it says: the spec's hash leaves it out, so one spec in two folders is one group.
+
 This module parses and checks the spec (every unknown key is named, as in params files);
 `siftkit.data.shift_data` loads the data and builds the stages.
 """
@@ -49,6 +55,7 @@ from typing import Any
 from siftkit.data.registry import DATASETS
 
 SPEC_KEYS = ("name", "labels", "stages", "evals")
+BASE_KEY = "base_dir"  # the folder relative files are read from (recorded, not part of the spec's hash)
 STAGE_KEYS = ("name", "data", "num_train_epochs", "learning_rate", "validation", "val_metric")
 EVAL_KEYS = ("name", "data", "after")
 SOURCE_KEYS = ("files", "dataset", "kit")
@@ -188,20 +195,41 @@ def load_spec_mapping(value: Any) -> dict:
         loaded = loaded["shift"]
     if not isinstance(loaded, dict):
         raise ValueError(f"shift spec file {path} must hold a mapping with keys {', '.join(SPEC_KEYS)}")
-    return loaded
+    return anchored(loaded, path.resolve().parent)
+
+
+def anchored(spec: Any, folder: str | Path) -> Any:
+    """`spec` (a mapping) with ``base_dir``, the folder its relative files are read from, unless it
+    has one; a spec given as a path is loaded, relative to `folder`. Anything else is returned as
+    it is, for `parse_spec` to refuse with its own message."""
+    if isinstance(spec, (str, Path)):
+        path = Path(spec).expanduser()
+        return load_spec_mapping(path if path.is_absolute() else Path(folder) / path)
+    if isinstance(spec, dict) and BASE_KEY not in spec:
+        return {**spec, BASE_KEY: str(Path(folder).expanduser().resolve())}
+    return spec
 
 
 def spec_digest(mapping: dict) -> str:
     """sha256 of the spec's canonical JSON (sorted keys): the same spec, the same hash."""
     # Keys as JSON writes them first (label_map's 1 and "1" are one key, as in results.json),
     # so a spec read back from a record has the hash it was run with.
+    mapping = {k: v for k, v in mapping.items() if k != BASE_KEY} if isinstance(mapping, dict) else mapping
     as_json = json.loads(json.dumps(mapping, ensure_ascii=False, default=str))
     text = json.dumps(as_json, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def parse_spec(mapping: Any) -> ShiftSpec:
-    """Check a spec mapping and return it as a `ShiftSpec`; a ValueError names the bad key."""
+    """Check a spec mapping and return it as a `ShiftSpec`; a ValueError names the bad key.
+
+    Relative ``files`` come back joined to the spec's ``base_dir`` (absolute), if it has one."""
+    base = mapping.get(BASE_KEY) if isinstance(mapping, dict) else None
+    if base is not None and not (isinstance(base, str) and base.strip()):
+        raise ValueError(f"shift.{BASE_KEY} must be a folder (where the spec's relative files are read from), "
+                         f"got {base!r}")
+    if base is not None:
+        return _with_base(parse_spec({k: v for k, v in mapping.items() if k != BASE_KEY}), base)
     mapping = _mapping(mapping, "shift", SPEC_KEYS, required=("name", "labels", "stages", "evals"))
     name = _text(mapping["name"], "shift.name")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
@@ -251,6 +279,22 @@ def _check_metric_names(stages, evals) -> None:
                 raise ValueError(f"shift.evals: {other} and {what} would both write {same}, so one score would "
                                  f"overwrite the other; rename one of the evaluation sets")
             written[metric] = (name, what)
+
+
+def _with_base(spec: ShiftSpec, base: str) -> ShiftSpec:
+    """`spec` with every relative file joined to `base`: the spec file's folder, wherever the run starts."""
+    from dataclasses import replace
+
+    folder = Path(base).expanduser()
+
+    def data(d: DataSpec | None) -> DataSpec | None:
+        if d is None or not d.files:
+            return d
+        return replace(d, files=tuple(f if Path(f).expanduser().is_absolute() else str(folder / f) for f in d.files))
+
+    stages = tuple(replace(s, data=data(s.data), validation=None if s.validation is None else
+                           replace(s.validation, data=data(s.validation.data))) for s in spec.stages)
+    return replace(spec, stages=stages, evals=tuple(replace(e, data=data(e.data)) for e in spec.evals))
 
 
 def _mapping(value: Any, where: str, keys: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:

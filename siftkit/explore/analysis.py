@@ -285,7 +285,7 @@ def spec_sets_table(cfg: RunConfig) -> pd.DataFrame:
         entry = {"set": name, "role": role, "stage": stage, "source": data.describe(), "text": " + ".join(data.text),
                  "rows": len(ds), "used": len(used), "dropped": dropped}
         entry.update({label: counts.get(i, 0) for i, label in enumerate(spec.labels)})
-        entry["majority"] = max(counts.values()) / len(used) if len(used) else math.nan
+        entry["majority"] = majority_share(used["label"]) if len(used) else math.nan
         rows.append(entry)
 
     for s, stage in zip(spec.stages, stages):
@@ -301,7 +301,11 @@ def spec_sets_table(cfg: RunConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def algo_configs(cfg: RunConfig, algos: Sequence[str] = tuple(ALGO_LABELS)) -> dict[str, RunConfig]:
+# The algorithms `algo_configs` sets up side by side: the ones whose knobs it knows how to share.
+SHIFT_ALGOS = ("plain", "smart", "sift")
+
+
+def algo_configs(cfg: RunConfig, algos: Sequence[str] = SHIFT_ALGOS) -> dict[str, RunConfig]:
     """One config per algorithm, for training several on one setup: `cfg` with ``algo`` set
     and ``output_dir`` ``<cfg.output_dir>/<algo>-seed<seed>``.
 
@@ -317,9 +321,9 @@ def algo_configs(cfg: RunConfig, algos: Sequence[str] = tuple(ALGO_LABELS)) -> d
     shared = ("perturb_at", "adv_rule", "adv_steps", "adv_norm", "divergence", "adv_stages")
     defaults = {f.name: f.default for f in fields(RunConfig) if f.name in shared}
     algos = list(algos)
-    unknown = [a for a in algos if a not in ALGO_LABELS]
+    unknown = [a for a in algos if a not in SHIFT_ALGOS]
     if unknown or not algos:
-        raise ValueError(f"algorithms must be among {', '.join(map(repr, ALGO_LABELS))}; got "
+        raise ValueError(f"algorithms must be among {', '.join(map(repr, SHIFT_ALGOS))}; got "
                          f"{', '.join(map(repr, algos)) or 'none'}")
     twice = sorted({a for a in algos if algos.count(a) > 1})
     if twice:
@@ -332,6 +336,8 @@ def algo_configs(cfg: RunConfig, algos: Sequence[str] = tuple(ALGO_LABELS)) -> d
                                                     "bregman_weight", "bregman_beta"))}
         if algo == "plain":
             changes.update(defaults)
+        elif algo != cfg.algo:
+            changes["perturb_at"] = cfg.perturb_at  # replace() re-derives the point with the algorithm
         out[algo] = cfg.replace(**changes)
     return out
 
@@ -389,6 +395,27 @@ def shift_target_table(records: Iterable[Mapping[str, Any] | str | Path], *, set
     return pd.DataFrame(rows)
 
 
+def majority_share(labels: Iterable[Any]) -> float:
+    """The share of the most frequent label: the accuracy of always predicting it, the floor a
+    classifier has to clear before its accuracy means anything."""
+    from collections import Counter
+
+    counts = Counter(int(y) for y in labels)
+    if not counts:
+        raise ValueError("majority_share of no labels")
+    return max(counts.values()) / sum(counts.values())
+
+
+def binomial_yardstick(p: float, n: int) -> float:
+    """Twice the binomial standard error of one accuracy `p` measured on `n` texts,
+    ``2 sqrt(p (1 - p) / n)``: how far evaluation noise alone moves an accuracy (seed-to-seed
+    variation comes on top). ``p (1 - p)`` is floored at 1e-12 so that 0 and 1 give a tiny
+    yardstick, not 0."""
+    if not n > 0:
+        raise ValueError(f"binomial_yardstick needs n > 0 texts; got {n!r}")
+    return 2 * math.sqrt(max(p * (1 - p), 1e-12) / n)
+
+
 def shift_target_findings(table: pd.DataFrame) -> list[str]:
     """What `shift_target_table`'s numbers do and do not show, one paragraph per evaluation
     target, generated from them: each algorithm's accuracy; the change from the in-domain
@@ -420,7 +447,7 @@ def shift_target_findings(table: pd.DataFrame) -> list[str]:
             lines.append(f"  From in domain ({ref}) to {target}, accuracy changes by: {change}.")
         if known:
             p = float(group["accuracy"].mean())
-            yard = 2 * math.sqrt(max(p * (1 - p), 1e-12) / texts)
+            yard = binomial_yardstick(p, texts)
             lines.append(f"  Yardstick: twice the binomial standard error of one accuracy near {p:.2f} on "
                          f"{int(texts):,} texts is {yard:.3f}.")
             if "plain" in group.index:
@@ -564,7 +591,9 @@ def regularizers_for(cfg: RunConfig | None = None, algos: Sequence[str] = ("smar
     for algo in algos:
         if algo not in REGULARIZERS:
             raise ValueError(f"algo must be one of {', '.join(map(repr, REGULARIZERS))}; got {algo!r}")
-        c = cfg if cfg.algo == algo else cfg.replace(algo=algo)  # replace() re-derives the defaults
+        # replace() re-derives the algorithm's defaults, the perturbation point among them: the
+        # point is the config's, the same for every algorithm measured.
+        c = cfg if cfg.algo == algo else cfg.replace(algo=algo, perturb_at=cfg.perturb_at)
         if knobs:
             c = c.replace(**knobs)
         out[algo] = REGULARIZERS[algo].from_config(c)

@@ -35,15 +35,16 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
     "params_file": "YAML of RunConfig overrides, e.g. params/smoke.yaml",
     "sentence": "00_tour: the sentence whose embeddings are perturbed",
     "interactive": "00_tour: build the ipywidgets panel (harmless without a frontend)",
-    "texts_per_domain": "03, 05: texts sampled from each domain",
-    "perturbation_texts": "03: texts per domain for the SMART/SiFT perturbation measurement",
-    "runs_glob": "03: results.json of fine-tuned runs for the token-norm shift",
+    "texts_per_domain": "01, 05: texts sampled from each domain",
+    "perturbation_texts": "01: texts per domain for the SMART/SiFT perturbation measurement",
+    "runs_glob": "01: results.json of fine-tuned runs for the token-norm shift",
     "results_glob": "04: results.json files to compare",
     "study_glob": "04: the committed regime study, added to the size curves and verdicts",
     "equal_budget_glob": "04: the equal-budget study's runs, for its tables, curve at the tuned rate and verdicts",
     "study_spec": "04: the equal-budget study's spec (YAML beside its plan: the old gap, the verdicts' questions)",
-    "shift_spec": "03, 05: a shift spec (a YAML file holding it, or a params file with a shift: block)",
+    "shift_spec": "01, 05: a shift spec (a YAML file holding it, or a params file with a shift: block)",
     "algos": "05: the algorithms trained on the spec, comma-separated",
+    "include_test_models": "04: also compare runs on random test models (smoke runs), left out by default",
 }
 
 # Names IPython itself puts in a fresh kernel's namespace.
@@ -148,10 +149,10 @@ def config_from_parameters(namespace: Mapping[str, Any], *, default_output_dir: 
     """The validated RunConfig for this notebook's parameters.
 
     Precedence: RunConfig defaults < ``params_file`` < parameters that are not None.
-    `fixed` holds what the notebook itself decides (``task="cola"`` in 01_cola); a params
+    `fixed` holds what the notebook itself decides (``task="cola"`` in 03_cola); a params
     file or parameter that sets it to something else is an error, not silently ignored.
     When neither a parameter nor the params file sets ``output_dir``, it is
-    `default_output_dir` formatted with the config's fields (``"runs/01_cola/{algo}-seed{seed}"``);
+    `default_output_dir` formatted with the config's fields (``"runs/03_cola/{algo}-seed{seed}"``);
     a smoke run (a ``random:`` model, as ``params/smoke.yaml`` sets) goes to the same path
     under ``runs/smoke/`` instead, so it never replaces a full run's results or figures.
     """
@@ -201,6 +202,17 @@ def spec_parameters(shift_spec: str | Path, params_file: str | Path | None = Non
         raise ValueError(f"params file {settings} sets algo={_yaml_mapping(Path(settings))['algo']!r}; this notebook "
                          f"trains the algorithms of its algos parameter (e.g. -p algos sift): remove algo from the file")
     return path, mapping, settings
+
+
+def without_test_models(runs: list, include: bool = False) -> tuple[list, list]:
+    """(runs to compare, runs left out): a run on a random test model (``model_name``
+    ``random:<arch>``, what ``params/smoke.yaml`` and the tests use) measures the plumbing, not
+    an algorithm, so a comparison leaves it out unless `include`. `runs` are
+    `siftkit.study.runs.Run` objects (their ``model``)."""
+    if include:
+        return list(runs), []
+    kept = [r for r in runs if not str(r.model).startswith("random:")]
+    return kept, [r for r in runs if str(r.model).startswith("random:")]
 
 
 SMOKE_DIR = "smoke"

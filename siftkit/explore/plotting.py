@@ -114,8 +114,14 @@ def _scale_y(ax, values, name: str, unit: str = "") -> None:
     v = v[np.isfinite(v)]
     if len(v) and v.min() > 0 and v.max() / v.min() > 10:  # zeros cannot sit on a log axis
         ax.set_yscale("log")
+        # The axis spans whole decades around the data, so a labelled tick sits at or below the
+        # smallest value and at or above the largest (auto-limits left 2e-5 and 7e-3 outside
+        # the only two labels, 1e-4 and 1e-3).
+        ax.set_ylim(*_decades(v))
         if v.max() / v.min() < 1e2:  # up to two decades: label 1, 2 and 5 of each
             ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        else:
+            ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0,), numticks=12))
         ax.yaxis.set_major_formatter(_tick_format(v.min(), v.max()))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylabel(f"{name} ({unit + ', ' if unit else ''}log scale)")
@@ -124,6 +130,13 @@ def _scale_y(ax, values, name: str, unit: str = "") -> None:
         if len(v) and v.min() >= 0:
             ax.set_ylim(0, v.max() * 1.08 if v.max() > 0 else 1.0)
         ax.set_ylabel(f"{name} ({unit})" if unit else name)
+
+
+def _decades(v: np.ndarray) -> tuple[float, float]:
+    """The whole decades that enclose the positive values `v` ([10^floor, 10^ceil] of their
+    logs), with a small margin so that a marker on a decade is not cut by the frame."""
+    lo, hi = math.floor(math.log10(float(v.min())) + 1e-9), math.ceil(math.log10(float(v.max())) - 1e-9)
+    return 10.0 ** lo / 1.15, 10.0 ** hi * 1.15
 
 
 def _scale_x(ax, values, name: str, unit: str) -> None:
@@ -291,7 +304,7 @@ def metric_bars(record: Mapping[str, Any], *, paper: bool = True) -> Figure:
                             va="bottom", xytext=(0, 2), textcoords="offset points", fontsize=9)
         ax.axhline(0.0 if mcc else 0.5, color="#444444", ls=":", lw=1,
                    label="chance (MCC 0)" if mcc else "chance on balanced data (0.5)")
-        if paper and PAPER_METRIC.get(task) in names:
+        if paper and PAPER_METRIC.get(task) in names and algo in PAPER_RESULTS["bert"].get(task, {}):
             i = names.index(PAPER_METRIC[task])
             for model, marker in (("bert", "x"), ("deberta", "D")):
                 ax.plot([i], [PAPER_RESULTS[model][task][algo]], marker=marker, ls="none", color="black", ms=8,
@@ -556,9 +569,9 @@ def sentence_perturbation(frame: pd.DataFrame, *, mode: str = "relative") -> Fig
     column = {"raw": "perturbation_norm", "normalized": "normalized", "relative": "relative"}
     if mode not in column:
         raise ValueError(f"mode must be one of {', '.join(map(repr, column))}; got {mode!r}")
-    ylabels = {"raw": ("‖Δ_t‖", "raw units of the point"),
-               "normalized": ("‖Δ_t‖ / σ_t", "normalized units"),
-               "relative": ("‖Δ_t‖ / ‖z_t‖", "ratio")}
+    ylabels = {"raw": ("‖Δ_t‖₂", "raw units of the point"),
+               "normalized": ("‖Δ_t‖₂ / σ_t", "normalized units"),
+               "relative": ("‖Δ_t‖₂ / ‖z_t‖₂", "ratio")}
     algos = [a for a in ALGO_COLORS if a in set(frame["algo"])]
     first = frame[frame["algo"] == algos[0]] if algos else frame
     tokens = list(first["token"])
@@ -572,11 +585,15 @@ def sentence_perturbation(frame: pd.DataFrame, *, mode: str = "relative") -> Fig
         for algo in algos:
             d = frame[frame["algo"] == algo]
             div = d["divergence"].iloc[0] if len(d) else math.nan
+            real = d.loc[~d["special"], column[mode]] if "special" in d else d[column[mode]]
             ax.plot(range(len(d)), d[column[mode]], marker="o", ms=6, lw=0.8, color=ALGO_COLORS[algo],
-                    label=f"{ALGO_LABELS.get(algo, algo)}: divergence R = {div:.2e} nats")
+                    label=f"{ALGO_LABELS.get(algo, algo)}: median {real.median():.1e} (dotted)\n"
+                          f"divergence R = {div:.2e} nats")
+            # where the data are, on the axis itself: each algorithm's median over the real tokens
+            ax.axhline(real.median(), color=ALGO_COLORS[algo], ls=":", lw=1)
             shown.append(d[column[mode]])
         _scale_y(ax, pd.concat(shown) if shown else [], *ylabels[mode])
-        ax.set_title(f"perturbation per token at {at}")
+        ax.set_title(f"perturbation per token at {at} (L2 norms over the hidden dimension)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax2.plot(range(n), first["norm"], marker="s", lw=0.8, color="#444444", label=f"‖z_t‖, token norm\n(units of {at})")
         ax2.plot(range(n), first["std"], marker="^", lw=0.8, color="#999999", label="σ_t, token std\n(same units)")
@@ -635,12 +652,19 @@ def sentence_token_norms(stats: pd.DataFrame) -> Figure:
 # ----------------------------------------------------------------------------- comparison (04)
 
 
+def _shown_algos(frame: pd.DataFrame) -> list[str]:
+    """The paper's three algorithms, then any other registered method that has runs here, in the
+    kit's order (a method without runs gets no empty slot)."""
+    present = set(frame["algo"]) if not frame.empty and "algo" in frame else set()
+    return [a for a in ALGO_LABELS if a in ("plain", "smart", "sift") or a in present]
+
+
 def compare_bars(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> Figure:
     """The paper's two columns as bars: our mean ± std over seeds (one dot per seed when
     `frame` is given) beside the paper's BERT (×) and DeBERTa (◆) figures."""
     panels = (("cola", "CoLA: MCC on out_of_domain_dev", "Matthews correlation (−1…1)"),
               ("twitter_to_uci", "Twitter → UCI: accuracy on the held-out 90% of UCI", "accuracy (fraction correct)"))
-    algos = list(ALGO_LABELS)
+    algos = _shown_algos(table)
     with _style():
         fig, axes = _figure(1, 2, size=(12, 4.6))
         for c, (task, title, ylabel) in enumerate(panels):
@@ -670,7 +694,10 @@ def compare_bars(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> Figu
                 ax.bar(pos, means, yerr=stds, width=width * 0.9, color=cmap(g), alpha=0.8, capsize=3,
                        label=f"ours: {label} (mean ± std)")
             for model, marker in (("bert", "x"), ("deberta", "D")):
-                ax.plot(range(len(algos)), [PAPER_RESULTS[model][task][a] for a in algos], ls="none",
+                # the paper reports plain, SMART and SiFT only: a marker where it has a number
+                published = [(i, PAPER_RESULTS[model][task][a]) for i, a in enumerate(algos)
+                             if a in PAPER_RESULTS[model][task]]
+                ax.plot([i for i, _ in published], [v for _, v in published], ls="none",
                         marker=marker, color="black", ms=8,
                         label=f"paper, {'BERT-base (Table 1)' if model == 'bert' else 'DeBERTa-base (Table 2)'}")
             ax.axhline(0.0 if task == "cola" else 0.5, color="#444444", ls=":", lw=1,
@@ -695,7 +722,7 @@ def compare_bars(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> Figu
 def cost_bars(frame: pd.DataFrame) -> Figure:
     """Wall time per run, per protocol and algorithm (bars: mean; dots: runs), in minutes."""
     tasks = [t for t in ("cola", "twitter_to_uci") if not frame.empty and t in set(frame["task"])]
-    algos = list(ALGO_LABELS)
+    algos = _shown_algos(frame)
     with _style():
         fig, axes = _figure(1, max(len(tasks), 1), size=(5.5 * max(len(tasks), 1), 4.0))
         if not tasks:
@@ -718,4 +745,55 @@ def cost_bars(frame: pd.DataFrame) -> Figure:
             devices = ", ".join(sorted({str(d) for d in sub["device"].dropna()})) if "device" in sub else ""
             ax.set_title(f"{task} ({devices})" if devices else task)
         fig.suptitle("Cost of a whole run (training, evaluation, checkpoints); dots: individual runs")
+    return fig
+
+
+# ----------------------------------------------------------------------------- a shift spec's targets (05)
+
+
+def per_target_bars(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """Accuracy, MCC and macro-F1 per evaluation target, one bar per algorithm (05_your_shift).
+
+    `table` is `analysis.shift_target_table` (with `validation`, each stage's validation set
+    comes first, labelled so). On the accuracy panel a black dash marks each set's
+    majority-label share (the ``majority`` column), the floor a classifier has to clear. Up to
+    four targets the three panels sit side by side, else one above the other.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    algos = [a for a in ALGO_LABELS if a in set(table["algo"])]
+    targets = list(dict.fromkeys(table["target"]))
+    roles = dict(zip(table["target"], table["role"]))
+    ticks = [f"{t}\n(validation)" if roles[t] == "validation" else t for t in targets]
+    metrics = {"accuracy": "accuracy", "mcc": "MCC", "macro_f1": "macro-F1"}
+    wide = len(targets) <= 4
+    width = 0.8 / max(len(algos), 1)
+    with _style():
+        fig, axes = _figure(1, 3, size=(10, 4.2)) if wide else _figure(
+            3, 1, size=(min(10.0, max(7.0, 1.1 * len(targets) + 2)), 10))
+        for ax, (metric, label) in zip(axes.flat, metrics.items()):
+            for k, algo in enumerate(algos):
+                rows = table[table["algo"] == algo].set_index("target")
+                values = [float(rows.loc[t, metric]) if t in rows.index else math.nan for t in targets]
+                pos = [i + (k - (len(algos) - 1) / 2) * width for i in range(len(targets))]
+                bars = ax.bar(pos, values, width=width * 0.95, color=ALGO_COLORS[algo])
+                ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2, rotation=90)
+            low = min(0.0, float(table[metric].min()))
+            ax.set_ylim(low - 0.05 if low < 0 else 0, 1.18)  # room above a bar of 1.0 for its label
+            ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator([v / 5 for v in range(-5, 6)]))
+            ax.axhline(0, color="#444444", lw=0.8)
+            ax.set_xticks(range(len(targets)), ticks)
+            ax.set_title(label)
+            ax.grid(axis="y", alpha=0.3)
+            if metric == "accuracy" and "majority" in table:
+                for i, target in enumerate(targets):
+                    share = table.loc[table["target"] == target, "majority"].iloc[0]
+                    ax.hlines(share, i - 0.45, i + 0.45, colors="black", linestyles="--", lw=1.2)
+        handles = [Patch(color=ALGO_COLORS[a], label=ALGO_LABELS[a]) for a in algos]
+        if "majority" in table:
+            handles.append(Line2D([], [], color="black", ls="--", label="majority-label share"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+        if title:
+            fig.suptitle(title)
     return fig

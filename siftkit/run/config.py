@@ -448,6 +448,10 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown field(s) in {path}: {', '.join(map(str, unknown))}"
                              f"{_lookalike_keys(unknown, text, cls.input_names())}")
+        if "shift" in loaded:  # the spec's relative paths are the params file's, wherever the run starts
+            from siftkit.data.shift_spec import anchored
+
+            loaded["shift"] = anchored(loaded["shift"], path.resolve().parent)
         return loaded
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import sys
 import time
 import warnings
 from collections import defaultdict
@@ -42,6 +41,7 @@ from siftkit.methods.base import Method
 from siftkit import methods
 from siftkit.run.objective import build_method
 from siftkit.run.outdir import OutputDir
+from siftkit.run.progress import ProgressLines, open_progress  # ProgressLines: the loop's type, and for callers
 from siftkit.data.stages import Stage
 from siftkit.run.protocols import build_stages
 from siftkit.run.records import OutputDirError, environment_meta, write_results
@@ -71,51 +71,6 @@ class EpochPermutationSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
-
-
-# Seconds between two progress lines on the terminal (the first comes after step 1).
-PROGRESS_EVERY_S = 30.0
-
-
-class ProgressLines:
-    """Throttled one-line progress reports on the process's own stderr.
-
-    Under papermill (or any Jupyter kernel) the tqdm bar lives in the notebook, so the
-    terminal shows nothing for minutes. These lines go to ``sys.__stderr__``, the kernel
-    process's own stderr: the terminal that started papermill or JupyterLab shows them
-    (ipykernel also copies them into the cell's output). In a script it is plain stderr.
-    The first line comes after the first step, with its cost; then one every ``every_s``
-    seconds, and one when the stage ends.
-    """
-
-    def __init__(self, label: str, total: int, done: int = 0, every_s: float = PROGRESS_EVERY_S,
-                 stream=None, clock=time.monotonic):
-        self.label, self.total, self.every_s, self.clock = label, total, every_s, clock
-        self.stream = stream if stream is not None else sys.__stderr__
-        self.start_step, self.start = done, clock()
-        self.last: float | None = None
-
-    def update(self, step: int, loss: float | None = None) -> None:
-        now = self.clock()
-        if self.last is not None and now - self.last < self.every_s and step < self.total:
-            return
-        self.last = now
-        elapsed = now - self.start
-        done_here = step - self.start_step
-        line = f"siftkit: {self.label} step {step}/{self.total} ({100 * step / self.total:.0f}%)"
-        if loss is not None and math.isfinite(loss):
-            line += f" · loss {loss:.4f}"
-        line += f" · {_duration(elapsed)}"
-        if 0 < done_here and step < self.total:
-            line += f", about {_duration(elapsed / done_here * (self.total - step))} left"
-        if self.stream is not None:  # None under pythonw and some embedders
-            print(line, file=self.stream, flush=True)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _collator(tokenizer):
@@ -780,11 +735,9 @@ def _resume_loop(loop: _StageLoop, run: RunState, resume_state: dict) -> tuple[i
 
 
 def _open_progress(loop: _StageLoop, run: RunState, done: int) -> None:
-    from tqdm.auto import tqdm
-
-    label = f"{run.cfg.algo} · {loop.stage.name}"
-    loop.bar = tqdm(total=loop.total_steps, initial=done, disable=not run.show_progress, desc=label, leave=False)
-    loop.lines = ProgressLines(label, loop.total_steps, done) if run.show_progress else None
+    # siftkit.run.progress: one updating line in a notebook, tqdm's bar in a terminal, and the terminal's lines
+    loop.bar, loop.lines = open_progress(f"{run.cfg.algo} · {loop.stage.name}", loop.total_steps, done,
+                                         show=run.show_progress)
 
 
 def _train_epoch(run: RunState, loop: _StageLoop, epoch: int, skip: int) -> None:

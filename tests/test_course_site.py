@@ -1,0 +1,43 @@
+"""The course as a static site (scripts/course_site.py): COURSE.md as the front page, every
+notebook as a page, the exercise notebooks in the students' version unless --teacher."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ["00_tour", "01_embedding_statistics", "02_twitter_to_uci", "03_cola", "04_compare", "05_your_shift"]
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (importlib.util.find_spec("mkdocs") and importlib.util.find_spec("nbgrader")),
+                                 reason="the site extra (mkdocs-material, mkdocs-jupyter) and nbgrader (dev)")]
+
+
+def _build(out, *extra):
+    # --executed: an empty folder, so the pages are the notebooks as committed, whatever was run here
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "course_site.py"), "--out", str(out),
+                           "--executed", str(out / "none"), *extra],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    return out / "site"
+
+
+def test_the_site_has_the_course_and_every_notebook_without_solutions(tmp_path):
+    site = _build(tmp_path / "students")
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert "The siftkit course" in index and "What a teacher prepares" in index
+    for name in NAMES:
+        assert f'href="notebooks/{name}.html"' in index, name
+        assert (site / "notebooks" / f"{name}.html").is_file(), name
+    tour = (site / "notebooks" / "00_tour.html").read_text(encoding="utf-8")
+    assert "Write it yourself" in tour and "NotImplementedError" in tour
+    assert "BEGIN SOLUTION" not in tour and "unbiased=False" not in tour  # exercise 1's solution is not there
+    assert "YOUR ANSWER HERE" in tour and "ε ≈ 3e-4" not in tour  # the written answers are the teacher's
+
+
+def test_the_teachers_site_keeps_solutions_and_answers(tmp_path):
+    tour = (_build(tmp_path / "teacher", "--teacher") / "notebooks" / "00_tour.html").read_text(encoding="utf-8")
+    assert "unbiased" in tour and "ε ≈ 3e-4" in tour
