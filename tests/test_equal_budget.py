@@ -444,3 +444,29 @@ def test_the_committed_equal_budget_plans_plan_every_run_they_say(tmp_path, monk
     assert {r.run_dir.parents[1].name for r in planned} == tasks
     # every grid chooses on its protocol's validation metric, never on a test metric
     assert {r.select_on for r in planned if r.select_on} == {DEFAULT_SELECT_ON[t] for t in tasks}
+
+
+def test_the_committed_benchmark_plans_equal_budgets_on_three_shifts(tmp_path, monkeypatch):
+    """results/benchmark_study.plan: every arm 4 grid points x seeds 1-3 then seeds 4-5 at its chosen
+    point, on P2, P3 and the tweets' topics, each chosen on its shift's source-side validation metric."""
+    from collections import Counter, defaultdict
+
+    monkeypatch.chdir(REPO)
+    planned = plan_file(REPO / "results" / "benchmark_study.plan", tmp_path / "out")
+    assert len(planned) == 588
+    shifts = {r.run_dir.parents[1].name for r in planned}
+    assert shifts == {"twitter_to_uci", "shift-uci_cross_source", "shift-tweets_topics"}
+    assert {r.select_on for r in planned if r.select_on} == {"uci_val_accuracy", "amazon_val_accuracy",
+                                                            "airline_val_accuracy"}
+    points, seeds = defaultdict(set), defaultdict(Counter)
+    for r in planned:
+        # a chosen-point run waits for its grid (arm and point unknown yet): its folder names the arm
+        arm = r.arm or r.run_dir.parent.name.removesuffix("__chosen")
+        key = (r.run_dir.parents[1].name, arm)
+        if r.point is not None:
+            points[key].add(json.dumps(r.point, sort_keys=True))
+        seeds[key][r.run_dir.name] += 1
+    assert len(points) == 14 * 3  # 14 arms (WiSE-FT and three out-of-domain plain arms among them) x 3 shifts
+    assert {len(p) for p in points.values()} == {4}  # equal budgets: four grid points per arm
+    for key, counts in seeds.items():
+        assert counts == Counter({"seed1": 4, "seed2": 4, "seed3": 4, "seed4": 1, "seed5": 1}), key

@@ -74,3 +74,16 @@ def method_pushes(model, tokenizer, sentence: str, algos: Sequence[str] | None =
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return pd.DataFrame(rows)
+
+
+def family_sentence(table: pd.DataFrame) -> str:
+    """What the family table says, from its own numbers: the smallest and the largest push, and
+    how far apart they are (``table``: one row per method with ``median_relative``)."""
+    if table.empty:
+        return "No method pushed an input."
+    rows = table.sort_values("median_relative")
+    low, high = rows.iloc[0], rows.iloc[-1]
+    ratio = high["median_relative"] / low["median_relative"] if low["median_relative"] > 0 else float("inf")
+    return (f"At their published defaults the pushes span {ratio:.0e}×: from {low['algo']} "
+            f"({low['median_relative']:.1e} of a token's norm) to {high['algo']} ({high['median_relative']:.1e}). "
+            f"Defaults are not a common scale: compare methods at a tuned strength, or at a matched measured size.")
