@@ -84,6 +84,6 @@ def family_sentence(table: pd.DataFrame) -> str:
     rows = table.sort_values("median_relative")
     low, high = rows.iloc[0], rows.iloc[-1]
     ratio = high["median_relative"] / low["median_relative"] if low["median_relative"] > 0 else float("inf")
-    return (f"At their published defaults the pushes span {ratio:.0e}×: from {low['algo']} "
+    return (f"At their published defaults the pushes span a factor of {ratio:,.0f}: from {low['algo']} "
             f"({low['median_relative']:.1e} of a token's norm) to {high['algo']} ({high['median_relative']:.1e}). "
             f"Defaults are not a common scale: compare methods at a tuned strength, or at a matched measured size.")
