@@ -467,3 +467,14 @@ def test_notebook_figures_folder_is_made_by_the_first_figure(tmp_path):
     robustness_log("a notebook whose run fails after the first cell",
                    "(no empty folder: the first cell only checks output_dir, and figures/ is made by the first "
                    "saved figure)")
+
+
+@pytest.mark.parametrize("before, after", [("r3f", "sift"), ("sift", "freelb"), ("freelb", "SIFT")])
+def test_a_method_changed_after_the_config_was_built_is_refused_by_name(tmp_path, before, after):
+    """A family method's config whose algo was reassigned: RunConfig's message for a name that is no
+    method, the changed-algo message otherwise (not a KeyError from a defaults table)."""
+    cfg = RunConfig(**TINY, algo=before, output_dir=str(tmp_path / "run"))
+    cfg.algo = after
+    expected = ("algo must be one of" if after not in ALGOS else f"algo was changed from {before!r} to {after!r}")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        training.train(cfg, progress=False)

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from siftkit.run.checkpoint import (CHECKPOINT_DIR, CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint,
                                 set_rng_state)
-from siftkit.run.config import ALGO_DEFAULTS, DEFAULT_MODEL_NAME, RunConfig, probed_stages
+from siftkit.run.config import ALGOS, DEFAULT_MODEL_NAME, RunConfig, probed_stages
 from siftkit.core import weight_space
 from siftkit.core.layers import layer_lr_groups, layer_stack, reinit_top_layers
 from siftkit.data.folder import resolve_data_dir, split_file_hashes
@@ -110,8 +110,8 @@ def _revalidated(cfg: RunConfig) -> RunConfig:
     (`cfg.algo = "SIFT"`) has not been validated. Returns a fresh, validated copy."""
     resolved = getattr(cfg, "_resolved_algo", cfg.algo)
     if cfg.algo != resolved:
-        # A name that is no algorithm gets RunConfig's own message.
-        RunConfig.from_dict({**cfg.to_dict(), **dict.fromkeys(ALGO_DEFAULTS[resolved])})
+        if cfg.algo not in ALGOS:  # a name that is no method gets RunConfig's own message
+            RunConfig(algo=cfg.algo)
         # The adversarial knobs were resolved to the old algorithm's defaults: training with
         # them would run a mix and record it under the new name.
         raise ValueError(f"algo was changed from {resolved!r} to {cfg.algo!r} after the RunConfig was built, "
