@@ -60,8 +60,9 @@ def test_unequal_budgets_are_said(tmp_path):
     write(tmp_path, rec)
     for seed in (1, 2, 3):
         write(tmp_path, grid_record("sift", seed, "bench", LR2[0], 0, val=0.7, test=0.8))
-    board = _board(tmp_path)
-    assert not board.shifts[0].equal_budgets
+    # declared: one point x 3 seeds; plain ran two points, beyond the budget
+    board = _board(tmp_path, budget=(1, 3))
+    assert not board.shifts[0].equal_budgets and board.shifts[0].incomplete == []
     assert "**budgets differ**" in "\n".join(leaderboard_markdown(board))
 
 
@@ -130,3 +131,15 @@ def test_a_wise_ft_arm_is_judged_against_tuned_plain_and_its_own_alpha1_twin(tmp
     own = board.against_base[("plain-bench_wise", "P2", "uci_test_accuracy")]
     assert math.isclose(own.mean, 0.03) and own.n == 3
     assert any("against its own fine-tuned model" in s for s in verdict_sentences(board))
+
+
+def test_an_arm_whose_grid_is_still_running_is_not_judged(tmp_path):
+    base = {1: 0.80, 2: 0.82, 3: 0.81}
+    _arm(tmp_path, "plain", "bench", [base, base], vals=[0.7, 0.75])
+    write(tmp_path, grid_record("freelb", 1, "bench", LR2[0], 0, val=0.9, test=0.95))  # 1 point, 1 seed so far
+    board = _board(tmp_path)
+    (shift,) = board.shifts
+    assert shift.incomplete == ["freelb-bench"] and shift.equal_budgets
+    assert board.cell("freelb-bench", "P2", "uci_test_accuracy") is None
+    text = "\n".join(leaderboard_markdown(board))
+    assert "Still running (not judged until every grid point has every seed): `freelb-bench` (1 points × 1 seeds)" in text

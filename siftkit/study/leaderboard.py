@@ -89,10 +89,25 @@ class ShiftBoard:
     chosen: Mapping[str, str | None]  # arm -> chosen point label
     budgets: Mapping[str, tuple[int, int]]  # arm -> (grid points, selection seeds)
     tuned: Mapping[str, str]  # arm -> what it tuned, as text
+    declared: tuple[int, int] | None = None  # the study spec's budget (grid points, selection seeds)
+
+    @property
+    def full_budget(self) -> tuple[int, int]:
+        """What a finished arm has: the declared budget, else the largest of the shift."""
+        return self.declared or max(self.budgets.values(), default=(0, 0))
+
+    @property
+    def incomplete(self) -> list[str]:
+        """Arms whose grid has not run at every point on every seed yet (fewer points or seeds than
+        a finished arm): not judged until it has, since a partial grid would 'choose' among the
+        points that happen to have run."""
+        full = self.full_budget
+        return [a for a, (p, n) in self.budgets.items() if p <= full[0] and n <= full[1] and (p, n) != full]
 
     @property
     def equal_budgets(self) -> bool:
-        return len(set(self.budgets.values())) <= 1
+        finished = {b for a, b in self.budgets.items() if a not in self.incomplete}
+        return finished <= {self.declared} if self.declared else len(finished) <= 1
 
 
 @dataclass
@@ -156,9 +171,12 @@ def _cost(arm_runs: Sequence[Run], ref_runs: Sequence[Run]) -> float | None:
     return a / b if is_number(a) and is_number(b) and b > 0 else None
 
 
-def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequence[str] | None = None) -> Leaderboard:
+def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequence[str] | None = None,
+                budget: tuple[int, int] | None = None) -> Leaderboard:
     """The leaderboard over the groups of `tasks` (all with grid arms when None), reading only the
-    arms whose tag starts with `tag_prefix` (all when None)."""
+    arms whose tag starts with `tag_prefix` (all when None). `budget`: the declared (grid points,
+    selection seeds) of every arm; an arm below it is still running, one above it breaks the
+    equal budget (without it, the shift's largest budget is taken as the full one)."""
     board = Leaderboard()
     for key, variants in groups.items():
         task = key[0]
@@ -180,11 +198,14 @@ def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequenc
             shift=shift, task=task, reference=reference, reference_note=eb["reference_note"], targets=targets,
             chosen={a["arm"]: a["chosen_label"] for a in compared},
             budgets={a["arm"]: (len(a["points"]), len(a["selection_seeds"])) for a in compared},
-            tuned={a["arm"]: tuned_text(a["tuned"]) for a in compared}))
-        if reference is None:
+            tuned={a["arm"]: tuned_text(a["tuned"]) for a in compared}, declared=budget))
+        part = board.shifts[-1]
+        if reference is None or reference in part.incomplete:
             continue
         ref_runs = variants[by_name[reference]["chosen"]] if by_name[reference]["chosen"] else []
         for a in compared:
+            if a["arm"] in part.incomplete:
+                continue
             runs = variants[a["chosen"]] if a["chosen"] else []
             twins = [t for t in map(finetuned_twin, runs) if t is not None]
             for metric in targets:
@@ -234,11 +255,15 @@ def leaderboard_markdown(board: Leaderboard) -> list[str]:
                                         f"{t['better']} / {t['same']} / {t['worse']}"]) + " |")
     lines.append("")
     for s in board.shifts:
-        same = "every arm the same budget" if s.equal_budgets else "**budgets differ**"
-        budgets = sorted(set(s.budgets.values()))
+        same = "every finished arm the same budget" if s.equal_budgets else "**budgets differ**"
+        budgets = sorted({b for a, b in s.budgets.items() if a not in s.incomplete})
         lines.append(f"- **{s.shift}** ({', '.join(s.targets)}; {same}: "
                      + "; ".join(f"{p} points × {n} seeds" for p, n in budgets) + "). "
-                     + "Chosen on validation: " + "; ".join(f"`{a}` {c or '–'}" for a, c in s.chosen.items()) + ".")
+                     + "Chosen on validation: " + "; ".join(f"`{a}` {c or '–'}" for a, c in s.chosen.items()
+                                                              if a not in s.incomplete) + "."
+                     + (" Still running (not judged until every grid point has every seed): "
+                        + ", ".join(f"`{a}` ({s.budgets[a][0]} points × {s.budgets[a][1]} seeds)" for a in s.incomplete)
+                        + "." if s.incomplete else ""))
     return lines
 
 

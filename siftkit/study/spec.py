@@ -18,8 +18,9 @@ library. Every key is optional:
 - ``learning_curves``: the variants each group's learning-curves figure draws beside plain,
   SMART and SiFT, each with the label of its line style;
 - ``leaderboard``: a benchmark across shifts (`siftkit.study.leaderboard`): ``tag_prefix``, the
-  tag every benchmark arm's grid starts with, and optionally ``title`` and ``question``; its
-  table, forest figures and verdict sentences open SUMMARY.md.
+  tag every benchmark arm's grid starts with, and optionally ``title``, ``question`` and the
+  declared ``budget`` ``{points, seeds}`` every arm gets; its table, forest figures and verdict
+  sentences open SUMMARY.md.
 
 All but the equal-budget keys apply to every summarized group, a pair only where both of its
 variants ran (`find_specs`: every spec at the top of the summarized folders).
@@ -34,7 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 SPEC_SUFFIX = "_study.yaml"
 SPEC_KEYS = frozenset({"old_gap", "controls", "questions", "regime", "paired", "markers", "learning_curves",
                        "leaderboard"})
-LEADERBOARD_KEYS = frozenset({"tag_prefix", "title", "question"})
+LEADERBOARD_KEYS = frozenset({"tag_prefix", "title", "question", "budget"})
 OLD_GAP_KEYS = frozenset({"arm", "against", "point"})
 CONTROL_ENTRY_KEYS = frozenset({"tests", "varies"})
 QUESTION_KEYS = ("beat_reference", "matched_size", "old_gap")
@@ -80,6 +81,12 @@ def _check_leaderboard(entry: Any, path: Path) -> None:
     for name in ("title", "question"):
         if name in entry and not isinstance(entry[name], str):
             raise ValueError(f"study spec {path}: leaderboard {name} must be text, got {entry[name]!r}")
+    budget = entry.get("budget")
+    if budget is not None and not (isinstance(budget, dict) and set(budget) == {"points", "seeds"}
+                                   and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                           for v in budget.values())):
+        raise ValueError(f"study spec {path}: leaderboard budget must be {{points: N, seeds: M}} (the grid points and "
+                         f"selection seeds every arm gets), got {budget!r}")
 
 
 def leaderboard_spec(specs: Specs) -> Mapping[str, Any] | None:

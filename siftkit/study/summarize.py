@@ -584,12 +584,17 @@ def _glance(groups: Groups, specs: Specs = ()) -> list[str]:
 LEADERBOARD_FIGURES = ("leaderboard",)
 
 
+def _declared_budget(entry: Mapping[str, Any]) -> tuple[int, int] | None:
+    budget = entry.get("budget")
+    return (budget["points"], budget["seeds"]) if budget else None
+
+
 def _leaderboard_section(groups: Groups, specs: Sequence[Mapping[str, Any]], figures: Sequence[str]) -> list[str]:
     """The benchmark across shifts, when a study spec asks for one (``leaderboard``)."""
     entry = leaderboard_spec(specs)
     if entry is None:
         return []
-    board = leaderboard(groups, tag_prefix=entry["tag_prefix"])
+    board = leaderboard(groups, tag_prefix=entry["tag_prefix"], budget=_declared_budget(entry))
     lines = [f"## {entry.get('title', 'The leaderboard')}", ""]
     if entry.get("question"):
         lines += [f"**{entry['question'].strip()}**", ""]
@@ -738,7 +743,8 @@ def main(argv: list[str] | None = None) -> int:
         if entry is not None:
             from siftkit.study.figures import write_forest_figures
 
-            for path in write_forest_figures(leaderboard(groups, tag_prefix=entry["tag_prefix"]), fig_dir).values():
+            board = leaderboard(groups, tag_prefix=entry["tag_prefix"], budget=_declared_budget(entry))
+            for path in write_forest_figures(board, fig_dir).values():
                 print(f"wrote {path}")
                 figures.setdefault(LEADERBOARD_FIGURES, []).append(Path(os.path.relpath(path, out.parent)).as_posix())
     text, _ = render(groups, len(runs), figures, specs)
