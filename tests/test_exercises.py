@@ -12,7 +12,6 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-import torch
 
 from siftkit.explore import exercises as ex
 
