@@ -436,7 +436,8 @@ def test_a_grid_at_another_arms_chosen_point(tmp_path):
 
 
 @pytest.mark.parametrize("name, runs, tasks", [("equal_budget_study.plan", 188, {"twitter_to_uci"}),
-                                               ("equal_budget_study_p1.plan", 36, {"cola"})])
+                                               ("equal_budget_study_p1.plan", 36, {"cola"}),
+                                               ("benchmark_study_p1.plan", 196, {"cola"})])
 def test_the_committed_equal_budget_plans_plan_every_run_they_say(tmp_path, monkeypatch, name, runs, tasks):
     monkeypatch.chdir(REPO)  # their --params paths are relative to the checkout
     planned = plan_file(REPO / "results" / name, tmp_path / "out")
