@@ -325,7 +325,7 @@ def test_unknown_keys_are_named(tmp_path):
          "unknown key(s) in shift.stages[0]: epochs; known keys: name, data, num_train_epochs, learning_rate, "
          "validation, val_metric", "a stage key that does not exist (`epochs:`)", tmp_path)
     _bad(None, "task='shift' needs a spec in the field shift (a mapping with name, labels, stages and evals, or the "
-         "path of a YAML file holding it); see README 'Your own domain shift'", "task: shift without a spec", tmp_path)
+         "path of a YAML file holding it); see docs/your_shift.md", "task: shift without a spec", tmp_path)
     with pytest.raises(ValueError) as err:
         RunConfig(task="cola", shift=spec)
     assert str(err.value).startswith("shift (a domain-shift spec) is used by task='shift' only; task='cola'")
@@ -501,9 +501,9 @@ def test_spec_runs_summarize_as_their_own_group(tmp_path):
 
 
 def test_the_readme_example_runs(tmp_path):
-    """README's "Your own domain shift" block, run as written (it uses the tiny random model)."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    start = text.index("```bash", text.index("## Your own domain shift")) + len("```bash")
+    """docs/your_shift.md's example block, run as written (it uses the tiny random model)."""
+    text = (REPO / "docs" / "your_shift.md").read_text(encoding="utf-8")
+    start = text.index("```bash", text.index("# Your own domain shift")) + len("```bash")
     script = text[start:text.index("```", start)]
     proc = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"})

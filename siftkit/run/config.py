@@ -132,7 +132,7 @@ class RunConfig:
     uci_learning_rate: float | None = None  # stage-2 learning rate; None = learning_rate
     uci_val_size: int = 0  # UCI sentences held out for validation, after the training share; 0 = the paper's split
 
-    # --- controls that explain a gain (README "Comparing fairly") ------------------------
+    # --- controls that explain a gain (docs/comparing_fairly.md) ------------------------
     reinit_head: bool = False  # a fresh classification head before every stage after the first
     adv_stages: str = "all"  # stages in which R (and SMART's Bregman term) run: "all", "first", "last"
     label_smoothing: float = 0.0  # label smoothing of the task loss, in [0, 1)
@@ -142,7 +142,7 @@ class RunConfig:
     # validation metric and restore the best epoch's weights; None = off
     stage_cache_dir: str | None = None  # reuse finished stages cached here (and cache new ones); None = no cache
 
-    # --- out-of-domain fine-tuning methods (README "Comparing fairly"; any algo) -----------
+    # --- out-of-domain fine-tuning methods (docs/comparing_fairly.md; any algo) -----------
     lp_ft_epochs: int = 0  # LP-FT (Kumar et al. 2022): head-only epochs before fine-tuning each stage of
     # lp_ft_stages, the encoder frozen (bit-identical) and in eval mode; 0 = off
     lp_ft_learning_rate: float = 1e-3  # AdamW rate of the head-only epochs (the official codes fit logistic
@@ -647,7 +647,7 @@ def _check_run_fields(cfg: RunConfig) -> None:
 
 
 def _check_controls(cfg: RunConfig) -> None:
-    """The controls of README's "Comparing fairly": ranges, and settings that would do nothing.
+    """The controls of docs/comparing_fairly.md: ranges, and settings that would do nothing.
 
     A control that cannot act in this run is refused rather than recorded as if it had: a
     stage-boundary control on a one-stage protocol, ``adv_stages`` without a regularizer,
@@ -795,7 +795,7 @@ def _check_shift(cfg: RunConfig) -> None:
 
     if cfg.shift is None:
         raise ValueError("task='shift' needs a spec in the field shift (a mapping with name, labels, stages and "
-                         "evals, or the path of a YAML file holding it); see README 'Your own domain shift'")
+                         "evals, or the path of a YAML file holding it); see docs/your_shift.md")
     # Held as JSON holds it (label_map's key 1 becomes "1"): the config in memory, in
     # results.json and in a checkpoint is then one value, so a resume or a summary compares
     # like with like.

@@ -46,7 +46,7 @@ from siftkit.run.objective import AdversarialLoss
 # RunConfig fields that configure the regularizer and the Bregman term.
 REGULARIZER_KNOBS = ("perturb_at", "adv_rule", "adv_epsilon", "adv_noise_std", "adv_step_size", "adv_steps", "adv_norm",
                      "adv_weight", "divergence", "bregman_weight", "bregman_beta")
-# The task loss's own controls (README "Comparing fairly"), shared with the native loop.
+# The task loss's own controls (docs/comparing_fairly.md), shared with the native loop.
 LOSS_KNOBS = REGULARIZER_KNOBS + ("label_smoothing", "l2sp_weight")
 assert set(LOSS_KNOBS) <= set(RunConfig.field_names())
 
