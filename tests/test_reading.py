@@ -47,6 +47,7 @@ def test_a_stage_that_starts_below_ln2_is_not_called_worse_than_no_opinion():
     task = {"twitter": [0.69, 0.5, 0.4, 0.3], "uci": [0.6, 0.5, 0.4, 0.35]}
     text = "\n".join(read_curves(_record("plain", _history(task))))
     assert "It starts above the end of twitter (0.300), at or below ln 2 = 0.693" in text
+    assert "the task loss goes from 0.690 to 0.300 nats (its first and last points)." in text
     assert "worse than having no opinion" not in text
 
 
@@ -62,6 +63,8 @@ def test_sifts_growing_r_is_measured_against_the_task_loss():
             f"(×{r_end / r_start:.0f}); at the stage's end it is {100 * r_end / 0.45:.1f}% of the task loss: "
             f"not negligible.") in text
     assert "0.7% of the task loss: small." in text  # stage 2: 0.004 against 0.6
+    tiny = "\n".join(read_curves(_record("sift", _history(task, r={"twitter": [1e-5] * 20, "uci": [1e-5] * 10}))))
+    assert "it is 0.0022% of the task loss: small." in tiny  # 1e-5 against 0.45, never a bare 0.0%
     assert "λ =" not in text  # weight 1: the share is the objective's
     assert "The push: the mean ‖Δ_t‖/‖z_t‖ over the logged points is 0.0072 of each token's norm." in text
     assert lines[-1].startswith("These are R's values beside the task loss, not its pull on the weights")

@@ -51,7 +51,11 @@ def _num(x: float) -> str:
 
 
 def _share(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.1f}%" if whole > 0 else "n/a"
+    """A percentage: one decimal from 0.1% up, two significant digits below (never a bare 0.0%)."""
+    if not whole > 0:
+        return "n/a"
+    pct = 100 * part / whole
+    return f"{pct:.1f}%" if pct >= 0.1 or pct == 0 else f"{pct:.2g}%"
 
 
 def _size_word(share: float) -> str:
@@ -127,8 +131,8 @@ def read_curves(record: Mapping[str, Any] | pd.DataFrame | Sequence[Mapping[str,
         task = stage["task_loss"].astype(float)
         start, end = float(task.head(k).mean()), float(task.tail(k).mean())
         lines = [f"{name} (optimizer steps {int(steps.iloc[0])}–{int(steps.iloc[-1])}, {len(stage)} logged points): "
-                 f"the task loss goes from {_num(start)} to {_num(end)} nats (means of the first and last "
-                 f"{k} point{'s' if k > 1 else ''})."]
+                 f"the task loss goes from {_num(start)} to {_num(end)} nats "
+                 + (f"(means of the first and last {k} points)." if k > 1 else "(its first and last points).")]
         if previous_end is not None:
             higher = "above" if start > previous_end else "below"
             line = f"  It starts {higher} the end of {previous_name} ({_num(previous_end)})"
@@ -213,7 +217,7 @@ def read_zero_shot(record: Mapping[str, Any], *, chance: float = 0.5) -> list[st
         line = (f"Twitter validation ({_size(_texts(record, 'twitter_val'))}), in domain after stage 1: "
                 f"accuracy {val[0]:.3f}, MCC {val[1]:.3f}")
         if val[1] == 0:
-            line += " (MCC 0: no better than one label for every text)"
+            line += " (MCC 0: no correlation with the labels, what predicting one label for every text gets)"
         out.append(line + ".")
     acc, mcc = zero
     n = _texts(record, "uci_zero_shot")
