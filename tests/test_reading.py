@@ -148,5 +148,5 @@ def test_the_yardstick_needs_the_number_of_texts_and_other_tasks_get_one_sentenc
     assert "no yardstick is drawn" in zero and "below chance" not in zero
     assert "texts: not recorded" in zero
     cola = {"config": {"task": "cola"}, "metrics": {"in_domain_dev_mcc": 0.2}}
-    assert read_zero_shot(cola) == ["This run has no UCI zero-shot evaluation (task 'cola'): the zero-shot reading "
-                                    "is P2's (twitter_to_uci)."]
+    expected = "This run has no UCI zero-shot evaluation (task 'cola'): the zero-shot reading is P2's (twitter_to_uci)."
+    assert read_zero_shot(cola) == [expected]

@@ -23,9 +23,11 @@ students' version is made).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import SimpleNamespace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -343,6 +345,11 @@ def _state_dict(seed: int) -> dict[str, torch.Tensor]:
     return {k: torch.randn(shape, generator=g) for k, shape in shapes.items()}
 
 
+def _flat_state(state: Mapping[str, torch.Tensor], keys: list[str]) -> torch.Tensor:
+    """The entries `keys` of a state dict as one float64 vector (compared all at once)."""
+    return torch.cat([state[k].double().reshape(-1) for k in keys])
+
+
 def check_wise_ft(fn: Callable[[dict, dict, float], dict], *, strict: bool = False) -> Check:
     """Exercise: ``fn(theta_0, theta_1, alpha)`` -> ``{name: (1 - alpha) theta_0[name] + alpha theta_1[name]}``.
 
@@ -385,12 +392,8 @@ def check_wise_ft(fn: Callable[[dict, dict, float], dict], *, strict: bool = Fal
                 return _finish(failed, strict)
             values.append(value.reshape(-1))
         flat = torch.cat(values)
-
-        def whole(state: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            return torch.cat([state[k].double().reshape(-1) for k in keys])
-
-        t0, t1 = whole(theta_0), whole(theta_1)
-        expected = whole(interpolate(theta_0, theta_1, alpha))
+        t0, t1 = _flat_state(theta_0, keys), _flat_state(theta_1, keys)
+        expected = _flat_state(interpolate(theta_0, theta_1, alpha), keys)
         mistakes = {
             f"[alpha = {alpha}] alpha weighs theta_0 here: alpha is the weight of the fine-tuned theta_1 (alpha = 1 "
             f"is the fine-tuned model, alpha = 0 the weights it started from)": alpha * t0 + (1 - alpha) * t1,
@@ -448,10 +451,7 @@ def check_freelb_step(fn: Callable[..., torch.Tensor], *, strict: bool = False) 
             return _finish(failed, strict)
         expected = project(ascent_step(delta, grad, adv_lr, "l2", mask), max_norm, "l2")
         g = grad * real
-
-        def ball(d: torch.Tensor) -> torch.Tensor:
-            return project(d, max_norm, "l2")
-
+        ball = partial(project, max_norm=max_norm, norm_type="l2")
         per_token = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         token_ball = d_moved = delta + adv_lr * g / g.flatten(1).norm(dim=1).view(-1, 1, 1)
         if max_norm > 0:

@@ -15,7 +15,8 @@ first and last tenth of points (at least one point).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -209,8 +210,9 @@ def read_zero_shot(record: Mapping[str, Any], *, chance: float = 0.5) -> list[st
     metrics = record.get("metrics", {})
     zero = _score(metrics, "uci_zero_shot")
     if zero is None:
-        return [f"This run has no UCI zero-shot evaluation (task {record.get('config', {}).get('task')!r}): "
-                f"the zero-shot reading is P2's (twitter_to_uci)."]
+        task = record.get("config", {}).get("task")
+        return [(f"This run has no UCI zero-shot evaluation (task {task!r}): the zero-shot reading is P2's "
+                 f"(twitter_to_uci).")]
     out = []
     val = _score(metrics, "twitter_val")
     if val is not None:
