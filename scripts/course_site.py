@@ -32,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["00_tour", "01_embedding_statistics", "02_twitter_to_uci", "03_cola", "04_compare", "05_your_shift"]
-EXERCISES = ["00_tour", "05_your_shift"]  # the notebooks with solution markers
+EXERCISES = ["00_tour", "02_twitter_to_uci", "05_your_shift"]  # the notebooks with solution markers
 EXECUTED = REPO / "notebooks" / "executed" / "site"
 # Each notebook's parameters for the site's executed copy (the lab preset where it trains).
 SITE_PARAMETERS = {

@@ -47,6 +47,9 @@ def test_the_site_has_the_course_and_every_notebook_without_solutions(tmp_path):
     assert "Write it yourself" in tour and "NotImplementedError" in tour
     assert "BEGIN SOLUTION" not in tour and "unbiased=False" not in tour  # exercise 1's solution is not there
     assert "YOUR ANSWER HERE" in tour and "ε ≈ 3e-4" not in tour  # the written answers are the teacher's
+    p2 = (site / "notebooks" / "02_twitter_to_uci.html").read_text(encoding="utf-8")
+    assert "Write it yourself" in p2 and "NotImplementedError" in p2 and "YOUR ANSWER HERE" in p2
+    assert "BEGIN SOLUTION" not in p2 and "clamp_min" not in p2 and "5e-5: 0.857" not in p2
 
 
 def test_pages_keep_links_the_site_carries_and_name_the_files_it_does_not():
@@ -71,3 +74,5 @@ def test_pages_keep_links_the_site_carries_and_name_the_files_it_does_not():
 def test_the_teachers_site_keeps_solutions_and_answers(tmp_path):
     tour = (_build(tmp_path / "teacher", "--teacher") / "notebooks" / "00_tour.html").read_text(encoding="utf-8")
     assert "unbiased" in tour and "ε ≈ 3e-4" in tour
+    p2 = (tmp_path / "teacher" / "site" / "notebooks" / "02_twitter_to_uci.html").read_text(encoding="utf-8")
+    assert "clamp_min" in p2 and "5e-5: 0.857" in p2

@@ -17,6 +17,7 @@ from siftkit.explore import exercises as ex
 
 REPO = Path(__file__).resolve().parents[1]
 EXERCISE_NOTEBOOKS = {"00_tour": ("sift_perturb", "project", "ascent_step", "sym_kl"),
+                      "02_twitter_to_uci": ("wise_ft", "freelb_step"),
                       "05_your_shift": ("majority_share", "yardstick", "mcc")}
 
 
@@ -62,8 +63,21 @@ def mcc(preds, labels, num_classes):
     return 0.0 if denom == 0 else (s * n - p @ t) / denom
 
 
+def wise_ft(theta_0, theta_1, alpha):
+    return {k: (1 - alpha) * theta_0[k] + alpha * theta_1[k] for k in theta_0}
+
+
+def freelb_step(delta, g, mask, adv_lr, max_norm):
+    g = g * mask.unsqueeze(-1)
+    delta = delta + adv_lr * g / g.flatten(1).norm(dim=1).clamp_min(1e-8).view(-1, 1, 1)
+    if max_norm > 0:
+        delta = delta * (max_norm / delta.flatten(1).norm(dim=1)).clamp(max=1.0).view(-1, 1, 1)
+    return delta
+
+
 RIGHT = {"sift_perturb": sift_perturb, "project": project, "ascent_step": ascent_step, "sym_kl": sym_kl,
-         "majority_share": majority_share, "yardstick": yardstick, "mcc": mcc}
+         "majority_share": majority_share, "yardstick": yardstick, "mcc": mcc, "wise_ft": wise_ft,
+         "freelb_step": freelb_step}
 
 
 @pytest.mark.parametrize("name", list(RIGHT))
@@ -82,7 +96,7 @@ def test_an_unwritten_answer_fails_and_does_not_raise():
         assert not result.passed and "not written yet" in result.message, name
         with pytest.raises(AssertionError, match="not written yet"):
             check(unwritten, strict=True)
-    assert "0 of 7 exercise(s) pass" in ex.summary()
+    assert f"0 of {len(ex.CHECKS)} exercise(s) pass" in ex.summary() and len(ex.CHECKS) == 9
 
 
 # ----------------------------------------------------------------------------- each mistake, its diagnosis
@@ -140,6 +154,41 @@ def test_sym_kl_mistakes_are_named():
     _fails("sym_kl", lambda p, q: sym_kl(p.detach(), q.detach()), "carries no gradient")
     _fails("sym_kl", lambda p, q: sym_kl(p, q.detach()), "no gradient reaches q_logits")
     _fails("sym_kl", lambda p, q: float(sym_kl(p, q)), "return a torch.Tensor")
+
+
+def test_wise_ft_mistakes_are_named():
+    _fails("wise_ft", lambda t0, t1, a: {k: a * t0[k] + (1 - a) * t1[k] for k in t0}, "alpha weighs theta_0 here")
+    _fails("wise_ft", lambda t0, t1, a: {k: t0[k] + a * t1[k] for k in t0}, "theta_0's weight is (1 - alpha)")
+    _fails("wise_ft", lambda t0, t1, a: {k: (t0[k] + t1[k]) / 2 for k in t0}, "whatever alpha")
+    _fails("wise_ft", lambda t0, t1, a: {k: a * (t1[k] - t0[k]) for k in t0}, "add theta_0 to it")
+    _fails("wise_ft", lambda t0, t1, a: {k: v for k, v in wise_ft(t0, t1, a).items() if "bias" not in k},
+           "the answer lacks encoder.layer.0.attention.self.query.bias")
+    _fails("wise_ft", lambda t0, t1, a: [wise_ft(t0, t1, a)[k] for k in t0], "return a dict of tensors")
+
+    def in_place(t0, t1, a):
+        for k in t0:
+            t0[k].mul_(1 - a).add_(a * t1[k])
+        return t0
+
+    _fails("wise_ft", in_place, "you changed theta_0 in place")
+
+
+def test_freelb_step_mistakes_are_named():
+    def per_token(d, g, m, lr, mx):
+        g = g * m.unsqueeze(-1)
+        return freelb_step(d + lr * g / g.norm(dim=-1, keepdim=True).clamp_min(1e-8), g * 0, m, 0.0, mx)
+
+    def token_ball(d, g, m, lr, mx):
+        moved = freelb_step(d, g, m, lr, 0.0)
+        return moved * (mx / moved.norm(dim=-1, keepdim=True)).clamp(max=1.0) if mx > 0 else moved
+
+    _fails("freelb_step", per_token, "each token's gradient was normalized on its own")
+    _fails("freelb_step", lambda d, g, m, lr, mx: freelb_step(d, g, m * 0 + 1, lr, mx), "padding moved")
+    _fails("freelb_step", lambda d, g, m, lr, mx: freelb_step(d, g, m, lr, 0.0), "[max_norm = 0.35] no ball")
+    _fails("freelb_step", token_ball, "the ball is per example")
+    _fails("freelb_step", lambda d, g, m, lr, mx: freelb_step(d, -g, m, lr, mx), "descent step")
+    _fails("freelb_step", lambda d, g, m, lr, mx: freelb_step(d, g, m, lr, mx) if mx > 0 else d * 0,
+           "max_norm 0 means no ball")
 
 
 def test_reading_mistakes_are_named():

@@ -382,8 +382,8 @@ def test_03_cola_and_bad_value(tmp_path, data_dir):
 @notebooks_mark
 def test_02_twitter_to_uci_and_existing_output(tmp_path, data_dir):
     out = tmp_path / "p2"
-    _execute("02_twitter_to_uci", tmp_path, algo="sift", params_file=SMOKE, data_dir=str(data_dir),
-             output_dir=str(out))
+    nb = _execute("02_twitter_to_uci", tmp_path, algo="sift", params_file=SMOKE, data_dir=str(data_dir),
+                  output_dir=str(out))
     record = json.loads((out / "results.json").read_text())
     assert (record["config"]["task"], record["config"]["algo"]) == ("twitter_to_uci", "sift")
     assert set(record["metrics"]) >= {"twitter_val_accuracy", "uci_zero_shot_accuracy", "uci_test_accuracy"}
@@ -392,6 +392,19 @@ def test_02_twitter_to_uci_and_existing_output(tmp_path, data_dir):
     assert all(r["relative_perturbation"] > 0 for r in record["history"])
     for name in ("learning_curves", "metrics"):
         _png(out / "figures" / f"{name}.png")
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    html = "".join(str(o.get("data", {}).get("text/html", "")) for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs)
+    # the metrics as the kit's readable table, and the curves and accuracies read from this run's numbers
+    assert "sym-KL probe" in html and f"{record['metrics']['uci_test_accuracy']:.3f}" in html
+    from siftkit.explore.reading import read_curves, read_zero_shot
+
+    assert "\n".join(read_curves(record)) in text and "\n\n".join(read_zero_shot(record)) in text
+    assert "R, the regularizer's divergence (unweighted), goes from" in text
+    assert f"UCI zero-shot (16 texts), straight after stage 1: accuracy " \
+           f"{record['metrics']['uci_zero_shot_accuracy']:.3f}" in text
+    # the teacher's version: both exercises' solutions pass their checks
+    assert "2 of 2 exercise(s) pass" in text
     # the same output_dir again: the first cell stops, saying how to go on
     error = _execute_fails("02_twitter_to_uci", algo="sift", params_file=SMOKE, output_dir=str(out))
     assert error.ename == "OutputDirError" and "-p overwrite True" in error.evalue

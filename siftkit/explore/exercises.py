@@ -2,7 +2,8 @@
 
 Each ``check_*`` takes the function a student wrote, calls it on seeded random inputs,
 compares the answer with siftkit's implementation (`siftkit.core` for the regularizer's
-pieces, `siftkit.core.metrics` and `siftkit.explore.analysis` for reading a result), and
+pieces and WiSE-FT's interpolation, `siftkit.methods.embedding_attack` for FreeLB's step,
+`siftkit.core.metrics` and `siftkit.explore.analysis` for reading a result), and
 returns a `Check`: whether it passed and, when it did not, *what* is wrong. The diagnosis
 comes from comparing the answer with the usual mistakes, each computed on the same inputs
 (adding delta in raw units, the unbiased std, rescaling a token that is inside the ball, a
@@ -22,9 +23,11 @@ students' version is made).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -331,6 +334,165 @@ def check_sym_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, st
                                      "arguments"), strict)
 
 
+# ----------------------------------------------------------------------------- 02: WiSE-FT's interpolation
+
+
+def _state_dict(seed: int) -> dict[str, torch.Tensor]:
+    """A small encoder's state dict (float32, the shapes of a table, a weight, a bias, a LayerNorm)."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"embeddings.word_embeddings.weight": (30, 16), "encoder.layer.0.attention.self.query.weight": (16, 16),
+              "encoder.layer.0.attention.self.query.bias": (16,), "encoder.layer.0.output.LayerNorm.weight": (16,)}
+    return {k: torch.randn(shape, generator=g) for k, shape in shapes.items()}
+
+
+def _flat_state(state: Mapping[str, torch.Tensor], keys: list[str]) -> torch.Tensor:
+    """The entries `keys` of a state dict as one float64 vector (compared all at once)."""
+    return torch.cat([state[k].double().reshape(-1) for k in keys])
+
+
+def check_wise_ft(fn: Callable[[dict, dict, float], dict], *, strict: bool = False) -> Check:
+    """Exercise: ``fn(theta_0, theta_1, alpha)`` -> ``{name: (1 - alpha) theta_0[name] + alpha theta_1[name]}``.
+
+    theta_0 are the weights fine-tuning started from, theta_1 the fine-tuned ones; alpha = 1 is
+    the fine-tuned model. Compared with `siftkit.core.weight_space.interpolate` (what a run with
+    ``wise_ft`` evaluates at every alpha of its curve) at alpha 0.3, 0, 1 and 0.75, entry by
+    entry; theta_0 and theta_1 must come back unchanged (the run interpolates from them again
+    for the next alpha).
+    """
+    from siftkit.core.weight_space import interpolate
+
+    name = "WiSE-FT interpolation"
+    theta_0, theta_1 = _state_dict(11), _state_dict(12)
+    for alpha in (0.3, 0.0, 1.0, 0.75):
+        given_0 = {k: v.clone() for k, v in theta_0.items()}
+        given_1 = {k: v.clone() for k, v in theta_1.items()}
+        answer, failed = _call(name, fn, given_0, given_1, alpha)
+        if failed is not None:
+            return _finish(failed, strict)
+        for side, given, original in (("theta_0", given_0, theta_0), ("theta_1", given_1, theta_1)):
+            if any(not torch.equal(given[k], original[k]) for k in original):
+                return _finish(Check(name, False, f"[alpha = {alpha}] you changed {side} in place: build new tensors "
+                                                  f"(a run interpolates from the same theta_0 and theta_1 for "
+                                                  f"every alpha of its curve)"), strict)
+        if not isinstance(answer, Mapping):
+            return _finish(Check(name, False, f"return a dict of tensors, one per entry of theta_0; got "
+                                              f"{type(answer).__name__}"), strict)
+        missing, extra = sorted(set(theta_0) - set(answer)), sorted(set(answer) - set(theta_0))
+        if missing or extra:
+            what = (f"lacks {', '.join(missing)}" if missing else "") + (" and " if missing and extra else "") + \
+                   (f"has entries theta_0 does not: {', '.join(extra)}" if extra else "")
+            return _finish(Check(name, False, f"the answer {what}: interpolate every entry of the state dicts"),
+                           strict)
+        keys = list(theta_0)
+        values = []
+        for k in keys:
+            value, failed = _as_tensor(name, answer[k], theta_0[k])
+            if failed is not None:
+                failed.message = f"entry {k}: {failed.message}"
+                return _finish(failed, strict)
+            values.append(value.reshape(-1))
+        flat = torch.cat(values)
+        t0, t1 = _flat_state(theta_0, keys), _flat_state(theta_1, keys)
+        expected = _flat_state(interpolate(theta_0, theta_1, alpha), keys)
+        mistakes = {
+            f"[alpha = {alpha}] alpha weighs theta_0 here: alpha is the weight of the fine-tuned theta_1 (alpha = 1 "
+            f"is the fine-tuned model, alpha = 0 the weights it started from)": alpha * t0 + (1 - alpha) * t1,
+            f"[alpha = {alpha}] theta_0 + alpha * theta_1: theta_0's weight is (1 - alpha), so that the two weights "
+            f"sum to 1": t0 + alpha * t1,
+            f"[alpha = {alpha}] the mean of theta_0 and theta_1 whatever alpha: weigh them (1 - alpha) and alpha":
+                (t0 + t1) / 2,
+            f"[alpha = {alpha}] alpha * (theta_1 - theta_0) is the step from theta_0; add theta_0 to it":
+                alpha * (t1 - t0),
+        }
+        check = _diagnose(name, flat, expected, mistakes, "")
+        if not check.passed:
+            if not check.message.startswith("["):
+                check.message = f"[alpha = {alpha}] {check.message}"
+            return _finish(check, strict)
+    return _finish(Check(name, True, "matches siftkit.core.weight_space.interpolate at alpha 0, 0.3, 0.75 and 1, "
+                                     "entry by entry, with theta_0 and theta_1 left as they were"), strict)
+
+
+# ----------------------------------------------------------------------------- 02: the family, FreeLB's step
+
+
+def check_freelb_step(fn: Callable[..., torch.Tensor], *, strict: bool = False) -> Check:
+    """Exercise: ``fn(delta, g, mask, adv_lr, max_norm)`` -> FreeLB's delta after one ascent step
+    and its ball, in the l2 norm (FreeLB's default).
+
+    ``delta + adv_lr * g_i / ||g_i||``, with ``g`` zeroed at padding (``mask`` 0) and
+    ``||g_i||`` the l2 norm of example i's gradient over its WHOLE sequence (all L x d entries
+    at once, not per token); then, for ``max_norm > 0``, an example whose delta has
+    ``||delta_i|| > max_norm`` (again over the whole example) rescaled onto that norm;
+    ``max_norm = 0`` is no ball. Compared with `siftkit.methods.embedding_attack`'s
+    `ascent_step` and `project` (what FreeLB, PGD-K and FreeAT run).
+    """
+    from siftkit.methods.embedding_attack import ascent_step, project
+
+    name = "FreeLB's ascent step and ball"
+    g_ = torch.Generator().manual_seed(13)
+    batch, length = 3, 6
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[1, 4:] = 0  # two padded positions
+    mask[2, 2:] = 0  # four
+    real = mask.unsqueeze(-1).float()
+    delta = torch.randn(batch, length, HIDDEN, generator=g_) * real
+    # starts of whole-sequence norm 0.02, 0.3 and 0.6: after the step, inside, inside and outside a ball of 0.35
+    delta = delta / delta.flatten(1).norm(dim=1).view(-1, 1, 1) * torch.tensor([0.02, 0.3, 0.6]).view(-1, 1, 1)
+    # gradients of very different sizes per token and per example, and not zero at padding
+    grad = torch.randn(batch, length, HIDDEN, generator=g_) * torch.logspace(-3, 1, batch * length).view(
+        batch, length, 1)
+    adv_lr = 0.1
+    for max_norm in (0.35, 0.0):
+        answer, failed = _call(name, fn, delta.clone(), grad.clone(), mask.clone(), adv_lr, max_norm)
+        if failed is None:
+            answer, failed = _as_tensor(name, answer, delta)
+        if failed is not None:
+            return _finish(failed, strict)
+        expected = project(ascent_step(delta, grad, adv_lr, "l2", mask), max_norm, "l2")
+        g = grad * real
+        ball = partial(project, max_norm=max_norm, norm_type="l2")
+        per_token = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        token_ball = d_moved = delta + adv_lr * g / g.flatten(1).norm(dim=1).view(-1, 1, 1)
+        if max_norm > 0:
+            token_ball = d_moved * (max_norm / d_moved.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+        label = f"[max_norm = {max_norm:g}]"
+        mistakes = {
+            f"{label} each token's gradient was normalized on its own (the per-token rule of SMART and SiFT in 00); "
+            f"FreeLB divides by the l2 norm of the example's whole gradient, all L x d entries at once":
+                ball(delta + adv_lr * per_token),
+            f"{label} padding moved: zero g where mask is 0 before the step (padded positions must stay at 0)":
+                ball(delta + adv_lr * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1)),
+            f"{label} g was normalized over the whole batch; normalize each example's g_i on its own":
+                ball(delta + adv_lr * g / g.norm()),
+            f"{label} g was normalized by its largest |entry| (the linf rule); FreeLB's default norm is l2":
+                ball(delta + adv_lr * g / g.flatten(1).abs().amax(dim=1).view(-1, 1, 1)),
+            f"{label} that is a descent step (delta - ...): the perturbation climbs the loss, delta + adv_lr * g_i / "
+            f"||g_i||": ball(delta - adv_lr * g / g.flatten(1).norm(dim=1).view(-1, 1, 1)),
+            f"{label} the step was not normalized: divide g_i by the norm of example i's gradient":
+                ball(delta + adv_lr * g),
+        }
+        if max_norm > 0:
+            mistakes.update({
+                f"{label} no ball after the step: rescale an example with ||delta_i|| > max_norm onto that norm":
+                    d_moved,
+                f"{label} the ball is per example: rescale delta_i as a whole when its norm over all L x d entries "
+                f"exceeds max_norm, not each token": token_ball,
+                f"{label} every example was scaled onto the ball's surface: one inside the ball stays as it is":
+                    d_moved * (max_norm / d_moved.flatten(1).norm(dim=1)).view(-1, 1, 1),
+            })
+        else:
+            mistakes[f"{label} max_norm 0 means no ball (FreeLB's default adv_max_norm 0): return the step as it is"] = \
+                torch.zeros_like(delta)
+        check = _diagnose(name, answer, expected.double(), {k: v.double() for k, v in mistakes.items()}, "")
+        if not check.passed:
+            if not check.message.startswith("["):
+                check.message = f"{label} {check.message}"
+            return _finish(check, strict)
+    return _finish(Check(name, True, "matches siftkit.methods.embedding_attack's ascent_step and project (l2), with "
+                                     "a ball and without"), strict)
+
+
 # ----------------------------------------------------------------------------- 05: reading a result
 
 
@@ -452,4 +614,6 @@ CHECKS: dict[str, Callable[..., Check]] = {
     "majority_share": check_majority_share,
     "yardstick": check_yardstick,
     "mcc": check_mcc,
+    "wise_ft": check_wise_ft,
+    "freelb_step": check_freelb_step,
 }
