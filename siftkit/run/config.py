@@ -34,7 +34,13 @@ from siftkit.core.perturbation_specs import (ADV_NORMS, ADV_RULES, DIVERGENCE_NA
                                              check_rule_settings)
 from siftkit.methods.knobs import knob
 
-TASKS = ("cola", "twitter_to_uci", "shift")
+# The protocols (`task`): what each runs. `train --help` and docs/config.md name them from here.
+PROTOCOLS = {
+    "cola": "P1: CoLA, in-domain, MCC on its dev set",
+    "twitter_to_uci": "P2: Twitter hate speech, then UCI sentiment, the seed paper's shift",
+    "shift": "P3: your own domain shift, a spec in the field shift (siftkit.data.shift_spec)",
+}
+TASKS = tuple(PROTOCOLS)
 ALGOS = methods.names()  # "plain", "smart", "sift" and the rest of the family (siftkit.methods)
 MIXED_PRECISION = ("no", "bf16", "fp16")
 ADV_STAGES = ("all", "first", "last")
@@ -79,6 +85,20 @@ BREGMAN_DEFAULTS: dict[str, float] = {"bregman_weight": 1.0, "bregman_beta": 0.9
 _ADV_KNOBS = ("adv_epsilon", "adv_noise_std", "adv_step_size", "adv_weight")
 
 
+# The groups of RunConfig's fields, by their first field, as the `# --- title ---` lines in the class
+# head them: `train --help` and docs/config.md show the fields in these groups.
+FIELD_SECTIONS = (
+    ("what to run", "task"),
+    ("optimisation (names as in transformers.TrainingArguments)", "learning_rate"),
+    ("protocol P2 (Twitter hate speech -> UCI sentiment), seed-paper defaults", "twitter_negatives"),
+    ("controls that explain a gain (README \"Comparing fairly\")", "reinit_head"),
+    ("out-of-domain fine-tuning methods (README \"Comparing fairly\"; any algo)", "lp_ft_epochs"),
+    ("adversarial regularizer (SMART and SiFT)", "perturb_at"),
+    ("Bregman proximal point (SMART only)", "bregman_weight"),
+    ("notes", "extra"),
+)
+
+
 @dataclass
 class RunConfig:
     """Everything one run needs. Each field is a `knob`: its default, help and choices live there
@@ -90,8 +110,7 @@ class RunConfig:
     """
 
     # --- what to run -------------------------------------------------------------------
-    task: str = knob("twitter_to_uci", "the protocol: cola (P1, CoLA in-domain), twitter_to_uci (P2, Twitter hate "
-                     "speech then UCI sentiment) or shift (P3, your own domain shift, given in the field shift)",
+    task: str = knob("twitter_to_uci", "the protocol; " + "; ".join(f"{t}: {what}" for t, what in PROTOCOLS.items()),
                      choices=TASKS)
     shift: dict[str, Any] | None = knob(None, "task shift's domain-shift spec (siftkit.data.shift_spec: name, labels, "
                                         "stages, evals), or the path of a YAML file holding it (read at once: "
@@ -111,12 +130,13 @@ class RunConfig:
                                 choices=TRACKERS)
 
     # --- optimisation (names as in transformers.TrainingArguments) -----------------------
-    learning_rate: float = knob(2e-5, "AdamW peak learning rate")
+    learning_rate: float = knob(2e-5, "AdamW peak learning rate (a P3 stage may set its own)")
     weight_decay: float = knob(0.0, "AdamW decoupled weight decay")
     adam_epsilon: float = knob(1e-8, "AdamW epsilon")
     warmup_ratio: float = knob(0.0, "fraction of each stage's steps with linear warm-up")
     max_grad_norm: float = knob(1.0, "gradient clipping by global norm; 0 disables")
-    num_train_epochs: int = knob(1, "epochs of the main stage (CoLA, or Twitter in P2)")
+    num_train_epochs: int = knob(1, "epochs of the main stage: CoLA in P1, Twitter in P2, each P3 stage that "
+                                       "sets none")
     per_device_train_batch_size: int = knob(5, "training batch size per process")
     per_device_eval_batch_size: int = knob(64, "evaluation batch size per process")
     max_length: int = knob(128, "tokens per text after truncation (dynamic padding below it)")
@@ -203,6 +223,7 @@ class RunConfig:
     bregman_beta: float | None = knob(None, "EMA factor of SMART's teacher, t <- (1-beta) theta + beta t; None: "
                                             "0.99")
 
+    # --- notes -----------------------------------------------------------------------------
     extra: dict[str, Any] = knob({}, "free-form notes recorded with the config, a mapping (e.g. {tag: ablation})",
                                  repr=False)
 
