@@ -14,7 +14,13 @@ import pytest
 
 from siftkit import methods
 from siftkit.cli import args as cli_args
-from siftkit.cli.args import config_from_args, config_parser, default_text, field_overrides, is_bool
+from siftkit.cli.args import (
+    config_from_args,
+    config_parser,
+    default_text,
+    field_overrides,
+    is_bool,
+)
 from siftkit.cli.main import main
 from siftkit.methods.knobs import knob_docs
 from siftkit.run.config import FIELD_SECTIONS, PROTOCOLS, RunConfig
@@ -39,7 +45,7 @@ def train_help():
 
 def _option_help(help_text: str, name: str) -> str:
     """The help paragraph of --name in `train --help` (whitespace joined)."""
-    match = re.search(rf"^  --{name}\b.*?(?=^  -|^\S|\Z)", help_text, re.M | re.S)
+    match = re.search(rf"^  --{name}\b.*?(?=^  -|^\S|\Z)", help_text, re.MULTILINE | re.DOTALL)
     assert match, f"--{name} is not in train --help"
     return _flat(match.group(0))
 
@@ -73,22 +79,29 @@ def test_help_coverage_is_complete():
 
 def test_the_field_groups_follow_the_class_headings():
     source = (REPO / "siftkit" / "run" / "config.py").read_text()
-    headings = re.findall(r"^    # --- (.+?) -+\n    (\w+):", source, re.M)
+    headings = re.findall(r"^    # --- (.+?) -+\n    (\w+):", source, re.MULTILINE)
     assert [(title, first) for title, first in headings] == list(FIELD_SECTIONS)
     assert FIELD_SECTIONS[0][1] == fields(RunConfig)[0].name
 
 
 def test_train_description_names_every_protocol_and_the_committed_shift_specs(train_help):
     for task, what in PROTOCOLS.items():
-        assert re.search(rf"^  {task} +{re.escape(what)}$", train_help, re.M)
+        assert re.search(rf"^  {task} +{re.escape(what)}$", train_help, re.MULTILINE)
     assert [f"P{i}" for i in (1, 2, 3)] == [what[:2] for what in PROTOCOLS.values()]
     specs = sorted(f"params/{p.name}" for p in (REPO / "params").glob("*.yaml")
-                   if re.search(r"^task: shift", p.read_text(), re.M))
+                   if re.search(r"^task: shift", p.read_text(), re.MULTILINE))
     assert specs and list(cli_args.committed_shift_specs()) == specs
     for spec in specs:
         assert f"--params {spec}" in train_help
     for algo in methods.names():
         assert algo in train_help.split("methods (--algo):")[1].split("\n\n")[0]
+
+
+def test_the_command_list_names_every_protocol(capsys):
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().err
+    for number, task in enumerate(PROTOCOLS, start=1):
+        assert f"P{number} {task}" in listed
 
 
 def test_sweep_help_explains_its_options_and_names_the_protocols(capsys):

@@ -79,3 +79,14 @@ def test_a_refusal_names_the_knob_and_the_rule():
         specs.check_rule_settings("deberta", "inf", "js")
     with pytest.raises(ValueError, match="adv_rule must be one of 'projected', 'mtdnn', 'deberta', 'seed_code'"):
         specs.rule_spec("pgd")
+
+
+@pytest.mark.parametrize("algo", ("smart", "sift"))
+@pytest.mark.parametrize("rule", specs.ADV_RULES)
+def test_config_and_regularizer_take_an_epsilon_for_the_same_rules(rule, algo):
+    from siftkit.core.regularizers import REGULARIZERS
+
+    amounts = {k: v for k, v in config.RULE_DEFAULTS[rule][algo].items() if k != "adv_epsilon"}
+    by_config = _outcome(lambda: config.RunConfig(algo=algo, adv_rule=rule, adv_epsilon=0.1))
+    by_regularizer = _outcome(lambda: REGULARIZERS[algo](adv_rule=rule, adv_epsilon=0.1, **amounts))
+    assert (by_config is None) == (by_regularizer is None) == specs.RULE_SPECS[rule].has_ball

@@ -66,7 +66,18 @@ def _knob_kind(name: str):
 
 def is_bool(name: str) -> bool:
     """Whether the field or method knob `name` is a boolean (given bare, ``--name``, it means true)."""
-    return base_type(RunConfig.input_type(name)) is bool
+    return _input_types().get(name) is bool
+
+
+@functools.cache
+def _input_types() -> dict[str, Any]:
+    """Each field's and method knob's type, None aside (read once: a plan file builds a parser per line)."""
+    hints = dict(get_type_hints(RunConfig))
+    for algo in methods.names():
+        settings = methods.settings_class(algo)
+        for name, hint in (get_type_hints(settings).items() if settings is not None else ()):
+            hints.setdefault(name, hint)
+    return {name: base_type(hint) for name, hint in hints.items()}
 
 
 def default_text(value: Any) -> str:
@@ -82,16 +93,18 @@ def default_text(value: Any) -> str:
     return str(value)
 
 
-def field_docs() -> list[tuple[str, KnobDoc]]:
+@functools.cache
+def field_docs() -> tuple[tuple[str, KnobDoc], ...]:
     """(section title, doc) of every RunConfig field, in field order."""
     starts = {first: title for title, first in FIELD_SECTIONS}
     out, title = [], ""
     for doc in knob_docs(RunConfig):
         title = starts.get(doc.name, title)
         out.append((title, doc))
-    return out
+    return tuple(out)
 
 
+@functools.cache
 def method_knob_docs() -> dict[str, list[tuple[str, KnobDoc]]]:
     """Each method knob's name -> (method, doc) for every method that has a knob of that name."""
     out: dict[str, list[tuple[str, KnobDoc]]] = {}
@@ -123,13 +136,13 @@ def _escape(text: str) -> str:
     return text.replace("%", "%%")  # argparse formats help with %
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def committed_shift_specs() -> tuple[str, ...]:
     """The params files of this checkout that run task=shift (P3's specs); none where siftkit is installed."""
     if not _CHECKOUT_PARAMS.is_dir():
         return ()
     return tuple(f"params/{p.name}" for p in sorted(_CHECKOUT_PARAMS.glob("*.yaml"))
-                 if re.search(r"^task:\s*shift\s*(#.*)?$", p.read_text(encoding="utf-8"), re.M))
+                 if re.search(r"^task:\s*shift\s*(#.*)?$", p.read_text(encoding="utf-8"), re.MULTILINE))
 
 
 def protocols_text() -> str:

@@ -461,11 +461,11 @@ def _grid_at_chosen(args: argparse.Namespace, output_dir: Path, overrides: dict[
 
 def _sweep_description() -> str:
     return "\n\n".join([
-        "Run methods x seeds, one `siftkit train` process per run, into <output-dir>/<task>/<algo>[-<tag>]/seed<k>/;\n"
-        "a finished run (its results.json) is skipped, one with checkpoints resumed.",
+        ("Run methods x seeds, one `siftkit train` process per run, into <output-dir>/<task>/<algo>[-<tag>]/seed<k>/;\n"
+         "a finished run (its results.json) is skipped, one with checkpoints resumed."),
         "protocols (--task, as train takes it):\n" + protocols_text(),
-        "Any RunConfig field or method knob is set for every run as train takes it (--<field> VALUE,\n"
-        "--<field>=VALUE, a bare boolean such as --cpu); see `python -m siftkit train --help` and docs/config.md.",
+        ("Any RunConfig field or method knob is set for every run as train takes it (--<field> VALUE,\n"
+         "--<field>=VALUE, a bare boolean such as --cpu); see `python -m siftkit train --help` and docs/config.md."),
     ])
 
 

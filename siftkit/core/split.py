@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from siftkit.core.perturbation_specs import PERTURB_POINTS
+
 # Keys a collated batch may carry that are not model inputs.
 _NON_INPUT_KEYS = {"labels", "label", "idx", "id", "source"}
 

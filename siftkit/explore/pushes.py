@@ -24,6 +24,7 @@ from siftkit.methods.base import MeasureContext
 from siftkit.run.config import RunConfig
 from siftkit.run.objective import build_method
 
+
 def input_perturbing(algos: Sequence[str] | None = None) -> list[str]:
     """The registered methods whose training batch pushes an input (all of them if `algos` is None)."""
     names = list(algos) if algos is not None else list(methods.names())
