@@ -11,11 +11,12 @@ from siftkit.run.config import ALGO_DEFAULTS, RunConfig
 SOURCE = (Path(__file__).resolve().parents[1] / "siftkit" / "run" / "config.py").read_text()
 
 
-def test_every_field_has_a_default_and_a_comment():
+def test_every_field_has_a_default_and_a_help():
     for f in fields(RunConfig):
         assert f.default is not MISSING or f.default_factory is not MISSING, f.name
-        # `name: type = value  # meaning` — the comment is the field's documentation
-        assert re.search(rf"^    {f.name}: .+ = .+  # \S", SOURCE, re.M), f"{f.name} has no documenting comment"
+        # `name: type = knob(default, help, ...)`: the help is the field's documentation
+        assert f.metadata.get("help", "").strip(), f"{f.name} has no help; make it with knob(default, help)"
+        assert re.search(rf"^    {f.name}: .+ = knob\(", SOURCE, re.M), f"{f.name} is not made with knob"
 
 
 @pytest.mark.parametrize("field,value,needle", [

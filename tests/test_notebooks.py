@@ -51,6 +51,11 @@ def _parameters_cell(nb):
     return cells[0]
 
 
+# Parameters named as a RunConfig field that mean the notebook's own folder (its figures and tables,
+# or the parent of several runs), not one run's output_dir: their comments say so instead of the field's help.
+OWN_MEANING = {("00_tour", "output_dir"), ("01_embedding_statistics", "output_dir"), ("04_compare", "output_dir"),
+               ("05_your_shift", "output_dir")}
+
 # ----------------------------------------------------------------------------- committed notebooks
 
 
@@ -82,6 +87,29 @@ def test_parameters_cell_is_plain_annotated_literals(name):
         assert re.match(r"^\w+: .+ = .+  # \S.*$", line), line
         assert line.count("=") == 1, f"{line!r}: no '=' in the comment"
     assert len(tree.body) == len(cell.source.splitlines())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_comments_start_with_the_fields_help(name):
+    """A RunConfig field's comment is its help (the field's knob metadata, as `train --help` and
+    docs/config.md show it), then the notebook's own note in parentheses; a field with choices lists them."""
+    from siftkit.methods.knobs import knob_docs
+
+    docs = {d.name: d for d in knob_docs(RunConfig)}
+    checked = 0
+    for line in _parameters_cell(_notebook(name)).source.splitlines():
+        pname, comment = line.split(":", 1)[0], line.split("  # ", 1)[1]
+        if pname not in docs or (name, pname) in OWN_MEANING:
+            continue
+        help_ = docs[pname].help
+        assert comment == help_ or comment.startswith(help_ + " ("), (
+            f"{name}: the comment of {pname} must start with the field's help {help_!r} (a note may follow in "
+            f"parentheses); got {comment!r}")
+        if pname != "report_to":  # a list of trackers; its help names the form
+            for choice in docs[pname].choices or ():
+                assert f'"{choice}"' in comment, f"{name}: the comment of {pname} does not list the choice {choice!r}"
+        checked += 1
+    assert checked or name == "04_compare"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,14 +1,25 @@
 """The one reader of `--<field> <value>` words, shared by `train` and `sweep`: every
-`RunConfig` field as an option, values read as papermill reads `-p` values."""
+`RunConfig` field as an option, values read as papermill reads `-p` values.
+
+Each option's help, default and choices come from its field (`siftkit.methods.knobs.knob`
+metadata); a boolean field or knob may be given bare (``--overwrite``) or with a value
+(``--overwrite false``), as its type says.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Sequence, get_type_hints
+import functools
+import re
+import textwrap
+from pathlib import Path
+from typing import Any, Sequence, get_type_hints
 
-from siftkit.run.config import RunConfig
+from siftkit import methods
+from siftkit.methods.knobs import KnobDoc, base_type, knob_docs
+from siftkit.run.config import FIELD_SECTIONS, PROTOCOLS, RunConfig
 
-BOOL_FLAGS = {"resume", "overwrite", "cpu", "reinit_head", "freeze_encoder", "wise_ft"}  # may be given bare: `--resume`
+_CHECKOUT_PARAMS = Path(__file__).resolve().parents[2] / "params"
 
 
 def parse_field_value(name: str, text: str):
@@ -53,21 +64,136 @@ def _knob_kind(name: str):
         return None
 
 
+def is_bool(name: str) -> bool:
+    """Whether the field or method knob `name` is a boolean (given bare, ``--name``, it means true)."""
+    return _input_types().get(name) is bool
+
+
+@functools.cache
+def _input_types() -> dict[str, Any]:
+    """Each field's and method knob's type, None aside (read once: a plan file builds a parser per line)."""
+    hints = dict(get_type_hints(RunConfig))
+    for algo in methods.names():
+        settings = methods.settings_class(algo)
+        for name, hint in (get_type_hints(settings).items() if settings is not None else ()):
+            hints.setdefault(name, hint)
+    return {name: base_type(hint) for name, hint in hints.items()}
+
+
+def default_text(value: Any) -> str:
+    """A default as one types it: ``true``, ``2e-05``, ``0,0.5,1``, ``None``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(default_text, value)) if value else "[]"
+    if isinstance(value, dict) and not value:
+        return "{}"
+    return str(value)
+
+
+@functools.cache
+def field_docs() -> tuple[tuple[str, KnobDoc], ...]:
+    """(section title, doc) of every RunConfig field, in field order."""
+    starts = {first: title for title, first in FIELD_SECTIONS}
+    out, title = [], ""
+    for doc in knob_docs(RunConfig):
+        title = starts.get(doc.name, title)
+        out.append((title, doc))
+    return tuple(out)
+
+
+@functools.cache
+def method_knob_docs() -> dict[str, list[tuple[str, KnobDoc]]]:
+    """Each method knob's name -> (method, doc) for every method that has a knob of that name."""
+    out: dict[str, list[tuple[str, KnobDoc]]] = {}
+    for name, owners in methods.knob_owners().items():
+        for algo in owners:
+            doc = next(d for d in knob_docs(methods.settings_class(algo)) if d.name == name)
+            out.setdefault(name, []).append((algo, doc))
+    return out
+
+
+def _metavar(name: str, doc: KnobDoc) -> str:
+    if doc.choices:
+        return "{" + ",".join(doc.choices) + "}" + ("[,...]" if doc.type.startswith("list") else "")
+    if is_bool(name):
+        return "BOOL"
+    return {"int": "INT", "float": "FLOAT"}.get(doc.type.split(" |")[0], "VALUE")
+
+
+def _knob_help(docs: list[tuple[str, KnobDoc]]) -> str:
+    """One option's help for a knob that one or several methods have."""
+    helps = list(dict.fromkeys(d.help for _, d in docs))
+    text = helps[0] if len(helps) == 1 else "; ".join(f"{algo}: {d.help}" for algo, d in docs)
+    defaults = list(dict.fromkeys(default_text(d.default) for _, d in docs))
+    shown = defaults[0] if len(defaults) == 1 else ", ".join(f"{a} {default_text(d.default)}" for a, d in docs)
+    return f"[algo {', '.join(a for a, _ in docs)}] {text} (default: {shown})"
+
+
+def _escape(text: str) -> str:
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
+@functools.cache
+def committed_shift_specs() -> tuple[str, ...]:
+    """The params files of this checkout that run task=shift (P3's specs); none where siftkit is installed."""
+    if not _CHECKOUT_PARAMS.is_dir():
+        return ()
+    return tuple(f"params/{p.name}" for p in sorted(_CHECKOUT_PARAMS.glob("*.yaml"))
+                 if re.search(r"^task:\s*shift\s*(#.*)?$", p.read_text(encoding="utf-8"), re.MULTILINE))
+
+
+def protocols_text() -> str:
+    """Every protocol (``--task``), one line each, P3's committed specs named."""
+    lines = [f"  {task:<15} {what}" for task, what in PROTOCOLS.items()]
+    specs = committed_shift_specs()
+    if specs:
+        lines.append("                  specs here: " + ", ".join(f"--params {s}" for s in specs))
+    return "\n".join(lines)
+
+
+def _wrap(text: str) -> str:
+    return "\n".join(textwrap.wrap(text, 100))
+
+
+def train_description() -> str:
+    return "\n\n".join([
+        _wrap("Fine-tune a text classifier: one method (--algo) on one protocol (--task), every setting a "
+              "RunConfig field given as --<field> VALUE or --<field>=VALUE on top of --params files."),
+        "protocols (--task):\n" + protocols_text(),
+        _wrap("methods (--algo): " + ", ".join(methods.names()) + " (docs/methods/<algo>.md)."),
+        _wrap("A boolean field may be given bare (--overwrite) or with a value (--overwrite false); a number "
+              "field takes a decimal number; --model_name null is None. A bad value is refused by field name. "
+              "docs/config.md lists every field and method knob (python -m siftkit.cli.config_docs writes it)."),
+    ])
+
+
 def config_parser(prog: str, *, allow_abbrev: bool = True, exit_on_error: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Fine-tune with plain, SMART or SiFT on P1 or P2.",
-                                allow_abbrev=allow_abbrev, exit_on_error=exit_on_error)
-    p.add_argument("--params", action="append", default=None,
+    """`train`'s options: --params, then every RunConfig field (grouped as RunConfig groups them), then
+    the methods' own knobs; each with its field's help, default and choices."""
+    p = argparse.ArgumentParser(prog=prog, usage="%(prog)s [-h] [--params YAML] [--<field> VALUE ...]",
+                                description=train_description(), allow_abbrev=allow_abbrev,
+                                exit_on_error=exit_on_error, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--params", action="append", default=None, metavar="YAML",
                    help="YAML file of RunConfig overrides (params/*.yaml); several are merged in order")
-    for name in RunConfig.input_names():  # the fields, then the methods' own knobs (siftkit.methods)
-        if name == "extra":
-            p.add_argument("--extra", default=None, metavar="MAPPING",
-                           help="free-form notes recorded with the config, e.g. '{tag: ablation}'")
-            continue
-        if name in BOOL_FLAGS:
-            p.add_argument(f"--{name}", nargs="?", const="true", default=None, metavar="BOOL")
-        else:
-            p.add_argument(f"--{name}", default=None, metavar="VALUE")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for title, doc in field_docs():
+        group = groups.get(title) or groups.setdefault(title, p.add_argument_group(f"RunConfig: {title}"))
+        _add(group, doc.name, f"{doc.help} (default: {default_text(doc.default)})", _metavar(doc.name, doc))
+    knobs = p.add_argument_group("method knobs (algo_args, given by their own names; docs/methods/)")
+    for name, docs in method_knob_docs().items():
+        if name not in RunConfig.field_names():
+            _add(knobs, name, _knob_help(docs), _metavar(name, docs[0][1]))
     return p
+
+
+def _add(group, name: str, help: str, metavar: str) -> None:
+    if is_bool(name):  # bare means true; a value is read as any other
+        group.add_argument(f"--{name}", nargs="?", const="true", default=None, metavar=metavar, help=_escape(help))
+    else:
+        group.add_argument(f"--{name}", default=None, metavar=metavar, help=_escape(help))
 
 
 def config_from_args(args: argparse.Namespace, skip: Sequence[str] = ()) -> RunConfig:

@@ -206,15 +206,15 @@ def add_submitit_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--submitit-cluster", choices=("auto", "slurm", "local"), default="auto",
                    help="auto: Slurm where sbatch exists, else this machine (submitit's local executor)")
     g.add_argument("--submitit-folder", default=None, help="submitit's job files and logs (default OUTPUT_DIR/submitit)")
-    g.add_argument("--slurm-partition", default=None)
-    g.add_argument("--slurm-account", default=None)
-    g.add_argument("--slurm-qos", default=None)
-    g.add_argument("--slurm-constraint", default=None)
+    g.add_argument("--slurm-partition", default=None, help="Slurm partition (sbatch --partition)")
+    g.add_argument("--slurm-account", default=None, help="Slurm account to charge (sbatch --account)")
+    g.add_argument("--slurm-qos", default=None, help="Slurm quality of service (sbatch --qos)")
+    g.add_argument("--slurm-constraint", default=None, help="Slurm node features (sbatch --constraint)")
     g.add_argument("--slurm-time", type=int, default=240,
                    help="minutes a run may take (the local executor's limit too; its own default is 2)")
     g.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per run")
     g.add_argument("--slurm-cpus", type=int, default=4, help="CPU cores per run")
-    g.add_argument("--slurm-mem-gb", type=float, default=32)
+    g.add_argument("--slurm-mem-gb", type=float, default=32, help="memory per run in GB (default: 32)")
     g.add_argument("--slurm-parallel", type=int, default=None, metavar="K",
                    help="at most K runs at once (the array's %%K)")
     g.add_argument("--wait", action="store_true", help="wait for the jobs and report each (always with local)")

@@ -15,6 +15,7 @@ import warnings
 from typing import Sequence
 
 from siftkit.cli.args import check_option_spelling, config_from_args, config_parser, join_negative_values
+from siftkit.run.config import PROTOCOLS
 
 def cmd_train(argv: Sequence[str]) -> int:
     from siftkit.run.training import train
@@ -66,8 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = _format_warning
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        protocols = ", ".join(f"{what.split(':')[0]} {task}" for task, what in PROTOCOLS.items())
         print("usage: python -m siftkit {train,download,sweep,summarize} [options]\n"
-              "  train      run one protocol (see `python -m siftkit train --help`)\n"
+              f"  train      run one protocol: {protocols} (see `python -m siftkit train --help`)\n"
               "  download   fetch the datasets and check their sha256\n"
               "  sweep      run algorithms x seeds, skipping finished runs\n"
               "  summarize  write results/SUMMARY.md from results.json files", file=sys.stderr)

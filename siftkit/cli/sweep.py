@@ -59,7 +59,8 @@ from typing import Callable
 
 from siftkit.cli import cluster
 from siftkit.cli.launch import run_one
-from siftkit.cli.args import check_option_spelling, config_parser, field_overrides, parse_field_value
+from siftkit.cli.args import (check_option_spelling, config_parser, field_overrides, parse_field_value,
+                              protocols_text)
 from siftkit.run.config import ALGOS, SEED_MAX, RunConfig, _coerce
 from siftkit.run.outdir import finished
 from siftkit.data.shift_spec import folder_name, parse_spec
@@ -458,12 +459,27 @@ def _grid_at_chosen(args: argparse.Namespace, output_dir: Path, overrides: dict[
     return runs
 
 
+def _sweep_description() -> str:
+    return "\n\n".join([
+        ("Run methods x seeds, one `siftkit train` process per run, into <output-dir>/<task>/<algo>[-<tag>]/seed<k>/;\n"
+         "a finished run (its results.json) is skipped, one with checkpoints resumed."),
+        "protocols (--task, as train takes it):\n" + protocols_text(),
+        ("Any RunConfig field or method knob is set for every run as train takes it (--<field> VALUE,\n"
+         "--<field>=VALUE, a bare boolean such as --cpu); see `python -m siftkit train --help` and docs/config.md."),
+    ])
+
+
 def _sweep_parser(prog: str = "siftkit sweep") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    p.add_argument("--params", action="append", default=None,
+    p = argparse.ArgumentParser(prog=prog, description=_sweep_description(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--params", action="append", default=None, metavar="YAML",
                    help="YAML of RunConfig overrides (several: merged in order)")
-    p.add_argument("--algos", default="plain,smart,sift", action=_Once)
-    p.add_argument("--seeds", default="1-5", action=_Once)
+    p.add_argument("--algos", default="plain,smart,sift", action=_Once, metavar="A,B,...",
+                   help=f"the methods to run, comma-separated, each name once: any of {', '.join(ALGOS)} "
+                        f"(default: plain,smart,sift)")
+    p.add_argument("--seeds", default="1-5", action=_Once, metavar="SEEDS",
+                   help="the seeds of every method: a range 1-5, a list 1,3,7, or both 2-3,9 "
+                        f"(at most {MAX_SEEDS}; default: 1-5)")
     p.add_argument("--tag", default=None, help="variant name appended to the algo folder", action=_Once)
     p.add_argument("--grid", action="append", default=None, metavar="FIELD=V1,V2,...",
                    help="run every value of a RunConfig field (repeat for the cross product); needs --tag")
@@ -541,7 +557,9 @@ def _plan_lines(path: Path) -> list[str]:
 def _main_parser() -> argparse.ArgumentParser:
     p = _sweep_parser()
     p.add_argument("--plan", default=None, help="a file of sweeps, one per line (replaces --params/--algos/...)")
-    p.add_argument("--output-dir", "--output_dir", dest="output_dir", required=True)
+    p.add_argument("--output-dir", "--output_dir", dest="output_dir", required=True, metavar="DIR",
+                   help="the sweep's root folder (required): runs go to DIR/<task>/<algo>[-<tag>]/seed<k>/, logs "
+                        "to DIR/logs/")
     p.add_argument("--jobs", type=int, default=1, help="runs at once")
     p.add_argument("--stop-after", type=float, default=None, help="start no new run after this many seconds")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")

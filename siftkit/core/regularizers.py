@@ -28,10 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from siftkit.core.divergences import get_divergence
-from siftkit.core.rules import PerturbationRule, project_onto_ball, rule_named, unit_direction
-from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit
-
-_TINY = 1e-12  # guards 0/0 for a zero token norm; not epsilon
+from siftkit.core.perturbation_specs import PERTURB_POINTS, TINY, check_rule_settings
+from siftkit.core.rules import PerturbationRule, rule_named
+from siftkit.core.split import EmbeddingSplit
 
 
 def input_gradient(loss: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -55,15 +54,8 @@ def _check_amounts(rule: type[PerturbationRule], adv_rule: str, adv_epsilon, adv
         raise ValueError(f"adv_noise_std must be a finite number >= 0, got {adv_noise_std!r}")
 
 
-def _check_choices(rule: type[PerturbationRule], adv_rule: str, adv_norm, divergence, perturb_at) -> None:
-    if adv_norm not in ("inf", "l2"):
-        raise ValueError(f"adv_norm must be 'inf' or 'l2'; got {adv_norm!r}")
-    if adv_norm != "inf" and rule.inf_only:
-        raise ValueError(f"adv_rule={adv_rule!r} normalizes by each token's max |.|; adv_norm must be 'inf', "
-                         f"got {adv_norm!r}")
-    if divergence != "sym_kl" and not rule.any_divergence:
-        raise ValueError(f"adv_rule={adv_rule!r} uses its own published loss forms; divergence must stay "
-                         f"'sym_kl', got {divergence!r}")
+def _check_choices(adv_rule: str, adv_norm, divergence, perturb_at) -> None:
+    check_rule_settings(adv_rule, adv_norm, divergence)  # the same check as RunConfig's
     if perturb_at not in PERTURB_POINTS:
         raise ValueError(f"perturb_at must be one of {', '.join(map(repr, PERTURB_POINTS))}; got {perturb_at!r}")
 
@@ -94,7 +86,7 @@ class AdversarialRegularizer(nn.Module):
         super().__init__()
         rule = rule_named(adv_rule)
         _check_amounts(rule, adv_rule, adv_epsilon, adv_step_size, adv_noise_std, adv_steps)
-        _check_choices(rule, adv_rule, adv_norm, divergence, perturb_at)
+        _check_choices(adv_rule, adv_norm, divergence, perturb_at)
         self.rule = rule()
         self.adv_rule = adv_rule
         self.adv_epsilon = None if adv_epsilon is None else float(adv_epsilon)
@@ -141,14 +133,6 @@ class AdversarialRegularizer(nn.Module):
         if not self.normalized:
             return None, None
         return self.rule.statistics(z.detach().to(torch.promote_types(z.dtype, torch.float32)), mask)
-
-    def _direction(self, g: torch.Tensor) -> torch.Tensor:
-        """The ``projected`` rule's step direction g / ||g|| per token in ``adv_norm``."""
-        return unit_direction(g, self.adv_norm)
-
-    def project(self, delta: torch.Tensor) -> torch.Tensor:
-        """Each token's delta onto the ball ||delta|| <= adv_epsilon in ``adv_norm`` (a real bound)."""
-        return project_onto_ball(delta, self.adv_epsilon, self.adv_norm)
 
     # ------------------------------------------------------------------------------------
     def forward(self, split: EmbeddingSplit, batch: Mapping[str, Any], clean_logits: torch.Tensor,
@@ -218,7 +202,7 @@ class AdversarialRegularizer(nn.Module):
         self.last_scale, self.last_mean = sigma, mu
         n = mask.sum().clamp_min(1)
         pert_norm = perturbation.norm(dim=-1)
-        token_norm = z.detach().float().norm(dim=-1).clamp_min(_TINY)
+        token_norm = z.detach().float().norm(dim=-1).clamp_min(TINY)
         cosine = float("nan")  # no ascent (adv_steps=0): no gradient to compare with
         if g is not None:
             cos_t = F.cosine_similarity(delta, g.to(delta.dtype), dim=-1)

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 
 from siftkit.core.divergences import at_least_float32 as wide
 from siftkit.core.divergences import symmetric_kl
+from siftkit.core.perturbation_specs import RULE_SPECS, TINY, rule_spec
 
 _GUARD = 1e-6  # the public codes' division guard (mt-dnn's epsilon, DeBERTa's 1e-6)
 _DEBERTA_LN_EPS = 1e-7  # DeBERTa's PerturbationLayer LayerNorm eps
-_TINY = 1e-12  # guards 0/0 for a constant token; not epsilon
 
 
 # --- the loss forms of the public codes ------------------------------------------------
@@ -87,7 +87,7 @@ def project_onto_ball(delta: torch.Tensor, epsilon: float, norm: str) -> torch.T
     if norm == "inf":
         return delta.clamp(-epsilon, epsilon)
     length = delta.norm(dim=-1, keepdim=True)
-    return delta * (epsilon / length.clamp_min(_TINY)).clamp(max=1.0)
+    return delta * (epsilon / length.clamp_min(TINY)).clamp(max=1.0)
 
 
 def guarded_unit(u: torch.Tensor, norm: str) -> torch.Tensor:
@@ -113,14 +113,22 @@ class PerturbationRule:
     Class attributes say which knobs a rule takes: ``has_ball`` (it uses ``adv_epsilon``),
     ``inf_only`` (published with the per-token max only), ``any_divergence`` (R may use any
     ``divergence``; otherwise the rule's own loss forms), ``trains_below`` (R's adversarial
-    branch trains the layers below the perturbation point too).
+    branch trains the layers below the perturbation point too). A subclass names itself
+    (``name``) and gets them from its `RuleSpec` (`siftkit.core.perturbation_specs`), the one
+    place that config's checks read too.
     """
 
     name: str
-    has_ball = False
-    inf_only = False
-    any_divergence = False
-    trains_below = True
+    has_ball: bool
+    inf_only: bool
+    any_divergence: bool
+    trains_below: bool
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = RULE_SPECS[cls.name]
+        cls.has_ball, cls.inf_only = spec.has_ball, spec.inf_only
+        cls.any_divergence, cls.trains_below = spec.any_divergence, spec.trains_below
 
     def statistics(self, z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """SiFT's (mu, s) per token (B, L, 1) over the hidden dimension; `z` is detached, float32+."""
@@ -133,7 +141,7 @@ class PerturbationRule:
 
     def token_std(self, var: torch.Tensor) -> torch.Tensor:
         """The population std; a constant token gets a tiny one instead of 0."""
-        return var.sqrt().clamp_min(_TINY)
+        return var.sqrt().clamp_min(TINY)
 
     def noise(self, shape, device, dtype, knobs: Knobs) -> torch.Tensor:
         """delta_0 before masking: N(0, sigma^2)."""
@@ -167,8 +175,6 @@ class Projected(PerturbationRule):
     """
 
     name = "projected"
-    has_ball = True
-    any_divergence = True
 
     def without_ascent(self, delta, real, knobs):
         return project_onto_ball(delta, knobs.adv_epsilon, knobs.adv_norm)
@@ -231,8 +237,6 @@ class DeBERTa(PerturbationRule):
     """
 
     name = "deberta"
-    inf_only = True
-    trains_below = False
 
     def token_std(self, var):
         return (var + _DEBERTA_LN_EPS).sqrt()
@@ -266,23 +270,19 @@ class SeedCode(MtDnn):
     """
 
     name = "seed_code"
-    inf_only = True
 
     def statistics(self, z, mask):
         """Per sentence (B, 1, 1) over all positions and features, padding included, unbiased."""
         flat = z.flatten(1)
-        return flat.mean(1).view(-1, 1, 1), flat.std(1).clamp_min(_TINY).view(-1, 1, 1)
+        return flat.mean(1).view(-1, 1, 1), flat.std(1).clamp_min(TINY).view(-1, 1, 1)
 
     def final_loss(self, adv_logits, clean_logits, knobs):
         return stable_kl(clean_logits, adv_logits, mean=True)
 
 
 RULES: dict[str, type[PerturbationRule]] = {rule.name: rule for rule in (Projected, MtDnn, DeBERTa, SeedCode)}
-ADV_RULES = tuple(RULES)
 
 
 def rule_named(name: str) -> type[PerturbationRule]:
     """The rule class registered under `name`; a ValueError naming the choices otherwise."""
-    if name not in RULES:
-        raise ValueError(f"adv_rule must be one of {', '.join(map(repr, ADV_RULES))}; got {name!r}")
-    return RULES[name]
+    return RULES[rule_spec(name).name]

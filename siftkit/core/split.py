@@ -27,7 +27,8 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
-PERTURB_POINTS = ("embedding_output", "word_embeddings", "pre_layernorm")
+from siftkit.core.perturbation_specs import PERTURB_POINTS
+
 # Keys a collated batch may carry that are not model inputs.
 _NON_INPUT_KEYS = {"labels", "label", "idx", "id", "source"}
 

@@ -34,7 +34,8 @@ from siftkit.core.divergences import get_divergence
 from siftkit.study.tables import model_label
 from siftkit.study.style import ALGO_LABELS
 from siftkit.core.regularizers import REGULARIZERS, AdversarialRegularizer
-from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit
+from siftkit.core.perturbation_specs import BLOCK_ORDER, PERTURB_POINTS, TINY
+from siftkit.core.split import EmbeddingSplit
 
 # Where each domain's texts come from: (dataset, split).
 DOMAINS: dict[str, tuple[str, str]] = {
@@ -42,10 +43,7 @@ DOMAINS: dict[str, tuple[str, str]] = {
     "uci": ("uci_sentiment", "pool"),
     "cola": ("cola", "train"),
 }
-# The three points in the order the embedding block computes them.
-BLOCK_ORDER = ("word_embeddings", "pre_layernorm", "embedding_output")
 _DOMAIN_SAMPLE = 10  # numpy stream id of the domain samples (siftkit.run.protocols uses 1 to 4)
-_TINY = 1e-12
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -650,8 +648,8 @@ def perturbation_sizes(model, tokenizer, texts: Sequence[str] | Mapping[str, Seq
                             adv = split.forward_from((z.float() + delta).to(z.dtype), batch, reg.perturb_at)
                             div = torch.stack([divergence(adv[i:i + 1], clean[i:i + 1]) for i in range(len(adv))])
                     cols = {"norm": stats["norm"], "std": stats["std"], "perturbation_norm": pert,
-                            "relative": pert / stats["norm"].clamp_min(_TINY),
-                            "normalized": pert / stats["std"].clamp_min(_TINY),
+                            "relative": pert / stats["norm"].clamp_min(TINY),
+                            "normalized": pert / stats["std"].clamp_min(TINY),
                             "divergence": div.detach().float().cpu()[:, None].expand(z.shape[:2]),
                             "ball_fraction": ball}
                     parts.append(_token_rows(batch, start, tokenizer, cols))
@@ -795,8 +793,8 @@ def token_norm_shift(base, tuned, tokenizer, texts: Sequence[str] | Mapping[str,
                     bn, tn = zb.norm(dim=-1), zt.norm(dim=-1)
                     shift = (zt - zb).norm(dim=-1)
                     cols = {"base_norm": bn, "tuned_norm": tn, "shift": shift,
-                            "relative_shift": shift / bn.clamp_min(_TINY),
-                            "norm_change": tn / bn.clamp_min(_TINY) - 1.0}
+                            "relative_shift": shift / bn.clamp_min(TINY),
+                            "norm_change": tn / bn.clamp_min(TINY) - 1.0}
                     parts.append(_token_rows(batch, start, tokenizer, cols))
                     consts.append({"domain": domain, "at": point})
     return _frame(parts, consts)

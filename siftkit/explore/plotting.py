@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from siftkit.core.perturbation_specs import BLOCK_ORDER
 from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
 from siftkit.study.style import ALGO_COLORS, ALGO_LABELS, METRIC_TICK_LABELS, NOTEBOOK_RC
 
@@ -31,7 +32,6 @@ POINT_LABELS = {
     "pre_layernorm": "pre_layernorm (input of the embedding LayerNorm)",
     "embedding_output": "embedding_output (after LayerNorm)",
 }
-POINT_ORDER = ("word_embeddings", "pre_layernorm", "embedding_output")
 
 
 @contextlib.contextmanager
@@ -172,7 +172,7 @@ def _padded_range(v: np.ndarray) -> tuple[float, float]:
 
 def _points(df: pd.DataFrame) -> list[str]:
     present = list(dict.fromkeys(df["at"]))
-    return [p for p in POINT_ORDER if p in present] + [p for p in present if p not in POINT_ORDER]
+    return [p for p in BLOCK_ORDER if p in present] + [p for p in present if p not in BLOCK_ORDER]
 
 
 def _empty(ax, text: str) -> None:

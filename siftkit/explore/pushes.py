@@ -18,12 +18,11 @@ import torch
 
 from siftkit import methods
 from siftkit.core.divergences import symmetric_kl
+from siftkit.core.perturbation_specs import TINY
 from siftkit.core.split import EmbeddingSplit
 from siftkit.methods.base import MeasureContext
 from siftkit.run.config import RunConfig
 from siftkit.run.objective import build_method
-
-_TINY = 1e-12
 
 
 def input_perturbing(algos: Sequence[str] | None = None) -> list[str]:
@@ -64,7 +63,7 @@ def method_pushes(model, tokenizer, sentence: str, algos: Sequence[str] | None =
                                                             cfg.perturb_at)
                 divergence = float(symmetric_kl(pushed, clean))
             size = push.perturbation.float().norm(dim=-1)[0]
-            relative = size / push.z.float().norm(dim=-1)[0].clamp_min(_TINY)
+            relative = size / push.z.float().norm(dim=-1)[0].clamp_min(TINY)
             for t, (tok, real) in enumerate(zip(tokens, push.mask[0].tolist())):
                 if real:
                     rows.append({"algo": algo, "point": cfg.perturb_at, "position": t, "token": tok,

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from siftkit.core.perturbation_specs import rule_spec
 from siftkit.core.regularizers import REGULARIZERS, AdversarialRegularizer
 from siftkit.run.config import RULE_DEFAULTS
 from siftkit.study.style import ALGO_LABELS
@@ -29,7 +30,7 @@ def panel_regularizers(algos: Sequence[str], rule: str, epsilon: float, step: fl
     the rule, capped at epsilon for the projected rule so the starting point lies inside the
     ball; rules without a ball take no epsilon, and K = 0 (noise only) takes no step.
     """
-    ball = rule == "projected"
+    ball = rule_spec(rule).has_ball
     return {a: REGULARIZERS[a](adv_rule=rule, adv_epsilon=epsilon if ball else None,
                                adv_step_size=step if K > 0 else None,
                                adv_noise_std=min(epsilon, RULE_DEFAULTS[rule][a]["adv_noise_std"]) if ball

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from siftkit.core.l2sp import L2SP
+from siftkit.core.perturbation_specs import TINY
 from siftkit.core.split import model_inputs
 
 
@@ -166,9 +167,6 @@ class MeasureContext:
         return False
 
 
-_TINY = 1e-12  # guards 0/0 for a zero token norm
-
-
 @torch.no_grad()
 def perturbation_stats(z: torch.Tensor, perturbation: torch.Tensor, mask: torch.Tensor,
                        gradient: torch.Tensor | None = None) -> dict[str, float]:
@@ -183,7 +181,7 @@ def perturbation_stats(z: torch.Tensor, perturbation: torch.Tensor, mask: torch.
     n = real.sum().clamp_min(1)
     pert = perturbation.detach().float()
     pert_norm = pert.norm(dim=-1)
-    token_norm = z.detach().float().norm(dim=-1).clamp_min(_TINY)
+    token_norm = z.detach().float().norm(dim=-1).clamp_min(TINY)
     stats = {"perturbation_norm": float((pert_norm * real).sum() / n),
              "relative_perturbation": float((pert_norm / token_norm * real).sum() / n)}
     if gradient is not None:

@@ -12,15 +12,62 @@ layer rebuilds them from records).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Mapping, get_type_hints
 
 
-def knob(default: Any, help: str, *, source: str = "", choices: tuple | None = None) -> Any:
-    """A settings field: its published default, what it does, and where the default is from."""
-    return dataclasses.field(default=default, metadata={"help": help, "source": source, "choices": choices})
+def knob(default: Any, help: str, *, source: str = "", choices: tuple | None = None, repr: bool = True) -> Any:
+    """A settings field: its published default, what it does, and where the default is from.
+
+    The one home of a setting's help, default and choices: `RunConfig`'s fields and the methods'
+    knobs are made with it, and the command line's help, the notebooks' parameter comments and
+    docs/config.md read them from the field (`knob_doc`). A list or dict default is copied for
+    each instance (a ``default_factory``), so no two configs share one.
+    """
+    metadata = {"help": help, "source": source, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), repr=repr, metadata=metadata)
+    return dataclasses.field(default=default, repr=repr, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class KnobDoc:
+    """What a `knob` field says about itself: its type (as written), default, choices, help and source."""
+
+    name: str
+    type: str
+    default: Any
+    choices: tuple | None
+    help: str
+    source: str
+
+
+def knob_docs(cls: type) -> list[KnobDoc]:
+    """The `KnobDoc` of every field of dataclass `cls`, in field order (a field made without `knob`
+    has no help: a test keeps every field a knob)."""
+    hints = get_type_hints(cls)
+    docs = []
+    for f in fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        docs.append(KnobDoc(f.name, type_name(hints[f.name]), default, f.metadata.get("choices"),
+                            f.metadata.get("help", ""), f.metadata.get("source", "")))
+    return docs
+
+
+def type_name(hint: Any) -> str:
+    """``int``, ``float | None``, ``list[str]`` ...: a type as it is written."""
+    if isinstance(hint, type) and not getattr(hint, "__args__", None):
+        return hint.__name__
+    return str(hint).replace("typing.", "").replace("NoneType", "None")
+
+
+def base_type(hint: Any) -> Any:
+    """The type of a value, None aside: ``float | None`` -> float, ``list[str]`` -> list[str]."""
+    args = [a for a in getattr(hint, "__args__", ()) if a is not type(None)]
+    return args[0] if args and type(None) in getattr(hint, "__args__", ()) else hint
 
 
 @dataclass

@@ -24,19 +24,25 @@ import math
 import os
 from siftkit.data.yaml_files import load_yaml
 import unicodedata
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence, get_type_hints
 
 from siftkit import methods
+# The regularizer's choices and each rule's properties live in core (torch-free), read by the rules too.
+from siftkit.core.perturbation_specs import (ADV_NORMS, ADV_RULES, DIVERGENCE_NAMES, PERTURB_POINTS,
+                                             check_rule_settings)
+from siftkit.methods.knobs import knob
 
-TASKS = ("cola", "twitter_to_uci", "shift")
+# The protocols (`task`): what each runs. `train --help` and docs/config.md name them from here.
+PROTOCOLS = {
+    "cola": "P1: CoLA, in-domain, MCC on its dev set",
+    "twitter_to_uci": "P2: Twitter hate speech, then UCI sentiment, the seed paper's shift",
+    "shift": "P3: your own domain shift, a spec in the field shift (siftkit.data.shift_spec)",
+}
+TASKS = tuple(PROTOCOLS)
 ALGOS = methods.names()  # "plain", "smart", "sift" and the rest of the family (siftkit.methods)
-PERTURB_POINTS = ("embedding_output", "word_embeddings", "pre_layernorm")
-ADV_NORMS = ("inf", "l2")
-DIVERGENCE_NAMES = ("sym_kl", "kl", "js", "mse")
 MIXED_PRECISION = ("no", "bf16", "fp16")
-ADV_RULES = ("projected", "mtdnn", "deberta", "seed_code")
 ADV_STAGES = ("all", "first", "last")
 LP_FT_STAGES = ADV_STAGES
 WISE_FT_SCOPES = ("encoder", "model")
@@ -79,101 +85,147 @@ BREGMAN_DEFAULTS: dict[str, float] = {"bregman_weight": 1.0, "bregman_beta": 0.9
 _ADV_KNOBS = ("adv_epsilon", "adv_noise_std", "adv_step_size", "adv_weight")
 
 
+# The groups of RunConfig's fields, by their first field, as the `# --- title ---` lines in the class
+# head them: `train --help` and docs/config.md show the fields in these groups.
+FIELD_SECTIONS = (
+    ("what to run", "task"),
+    ("optimisation (names as in transformers.TrainingArguments)", "learning_rate"),
+    ("protocol P2 (Twitter hate speech -> UCI sentiment), seed-paper defaults", "twitter_negatives"),
+    ("controls that explain a gain (docs/comparing_fairly.md)", "reinit_head"),
+    ("out-of-domain fine-tuning methods (docs/comparing_fairly.md; any algo)", "lp_ft_epochs"),
+    ("adversarial regularizer (SMART and SiFT)", "perturb_at"),
+    ("Bregman proximal point (SMART only)", "bregman_weight"),
+    ("notes", "extra"),
+)
+
+
 @dataclass
 class RunConfig:
-    """Everything one run needs. Field comments are the documentation.
+    """Everything one run needs. Each field is a `knob`: its default, help and choices live there
+    once, and `train --help`, docs/config.md (``python -m siftkit.cli.config_docs``) and the
+    notebooks' parameter comments read them.
 
     >>> RunConfig(algo="sift").adv_noise_std
     0.01
     """
 
     # --- what to run -------------------------------------------------------------------
-    task: str = "twitter_to_uci"  # protocol: "cola" (P1), "twitter_to_uci" (P2) or "shift" (your own, in `shift`)
-    shift: dict[str, Any] | None = None  # task="shift": the spec (siftkit.data.shift_spec), or the path of a YAML file
-    # holding it (read at once: results.json records the mapping)
-    algo: str = "plain"  # the training method: "plain", "smart", "sift", ... (siftkit.methods; docs/methods/)
-    algo_args: dict[str, Any] = field(default_factory=dict)  # the method's own knobs (FreeLB's adv_K, ...), also
-    # given by their own names (`--adv_K 3`, `adv_K: 3`); resolved to every knob of the method with its default
-    model_name: str | None = None  # Hub name or local path; None = offline DEFAULT_MODEL_NAME
-    data_dir: str | None = None  # dataset folder; None = $SIFTKIT_DATA_DIR, else ./data, else the user cache
-    output_dir: str = "runs/default"  # where results.json, history.csv, checkpoints go
-    overwrite: bool = False  # allow replacing an existing results.json in output_dir
-    seed: int = 42  # seeds data split, model head init, dropout and perturbation noise
-    report_to: list[str] = field(default_factory=list)  # trackers: "tensorboard", "mlflow"; [] or "none" = none
+    task: str = knob("twitter_to_uci", "the protocol; " + "; ".join(f"{t}: {what}" for t, what in PROTOCOLS.items()),
+                     choices=TASKS)
+    shift: dict[str, Any] | None = knob(None, "task shift's domain-shift spec (siftkit.data.shift_spec: name, labels, "
+                                        "stages, evals), or the path of a YAML file holding it (read at once: "
+                                        "results.json records the mapping); P3's specs are params/*.yaml with a "
+                                        "shift: block")
+    algo: str = knob("plain", "the training method (siftkit.methods; docs/methods/<algo>.md)", choices=ALGOS)
+    algo_args: dict[str, Any] = knob({}, "the method's own knobs (FreeLB's adv_K, ...), also given by their own "
+                                     "names (--adv_K 3, adv_K: 3); resolved to every knob of the method with its "
+                                     "default")
+    model_name: str | None = knob(None, f"Hub name, local path or random:<arch> (a tiny random model for tests); "
+                                        f"None: the offline {DEFAULT_MODEL_NAME}")
+    data_dir: str | None = knob(None, "dataset folder; None: $SIFTKIT_DATA_DIR, else ./data, else the user cache")
+    output_dir: str = knob("runs/default", "where results.json, history.csv and checkpoints go")
+    overwrite: bool = knob(False, "allow replacing an existing results.json in output_dir")
+    seed: int = knob(42, "seeds the data split, the head's initialisation, dropout and the perturbation noise")
+    report_to: list[str] = knob([], "experiment trackers, a list or one comma-separated text; [] or none: none",
+                                choices=TRACKERS)
 
     # --- optimisation (names as in transformers.TrainingArguments) -----------------------
-    learning_rate: float = 2e-5  # AdamW peak learning rate
-    weight_decay: float = 0.0  # AdamW decoupled weight decay
-    adam_epsilon: float = 1e-8  # AdamW epsilon
-    warmup_ratio: float = 0.0  # fraction of each stage's steps with linear warm-up
-    max_grad_norm: float = 1.0  # gradient clipping by global norm; 0 disables
-    num_train_epochs: int = 1  # epochs of the main stage (CoLA, or Twitter in P2)
-    per_device_train_batch_size: int = 5  # training batch size per process
-    per_device_eval_batch_size: int = 64  # evaluation batch size per process
-    max_length: int = 128  # tokens per text after truncation (dynamic padding below it)
-    max_train_samples: int | None = None  # random subset (seeded) of every stage's training set
-    max_eval_samples: int | None = None  # random subset (the same for all seeds) of every eval set
-    mixed_precision: str = "no"  # "no", "bf16" or "fp16" (through accelerate)
-    logging_steps: int = 10  # record history every this many optimizer steps
-    save_steps: int = 0  # checkpoint every this many steps (0: only at each stage's end)
-    resume: bool = False  # continue from the newest checkpoint in output_dir
-    save_model: bool = False  # write the fine-tuned model and tokenizer to output_dir/model
-    cpu: bool = False  # force CPU even where an accelerator exists
-    eval_smoothness: bool = True  # held-out smoothness probes at each evaluation (2 extra forwards per example)
-    max_nonfinite_fraction: float = 0.1  # a stage with a larger share of non-finite (dropped) steps fails the run
+    learning_rate: float = knob(2e-5, "AdamW peak learning rate (a P3 stage may set its own)")
+    weight_decay: float = knob(0.0, "AdamW decoupled weight decay")
+    adam_epsilon: float = knob(1e-8, "AdamW epsilon")
+    warmup_ratio: float = knob(0.0, "fraction of each stage's steps with linear warm-up")
+    max_grad_norm: float = knob(1.0, "gradient clipping by global norm; 0 disables")
+    num_train_epochs: int = knob(1, "epochs of the main stage: CoLA in P1, Twitter in P2, each P3 stage that "
+                                       "sets none")
+    per_device_train_batch_size: int = knob(5, "training batch size per process")
+    per_device_eval_batch_size: int = knob(64, "evaluation batch size per process")
+    max_length: int = knob(128, "tokens per text after truncation (dynamic padding below it)")
+    max_train_samples: int | None = knob(None, "random subset (seeded) of every stage's training set; None: all")
+    max_eval_samples: int | None = knob(None, "random subset (the same for all seeds) of every evaluation set; "
+                                              "None: all")
+    mixed_precision: str = knob("no", "mixed precision through accelerate", choices=MIXED_PRECISION)
+    logging_steps: int = knob(10, "record history every this many optimizer steps")
+    save_steps: int = knob(0, "checkpoint every this many steps (0: only at each stage's end)")
+    resume: bool = knob(False, "continue from the newest checkpoint in output_dir")
+    save_model: bool = knob(False, "write the fine-tuned model and tokenizer to output_dir/model")
+    cpu: bool = knob(False, "force CPU even where an accelerator exists")
+    eval_smoothness: bool = knob(True, "held-out smoothness probes at each evaluation (2 extra forwards per "
+                                       "example)")
+    max_nonfinite_fraction: float = knob(0.1, "a stage with a larger share of non-finite (dropped) steps fails "
+                                              "the run")
 
     # --- protocol P2 (Twitter hate speech -> UCI sentiment), seed-paper defaults ---------
-    twitter_negatives: int = 2200  # first N label-0 tweets kept beside all positives
-    twitter_subset: int = 2000  # examples kept after shuffling positives + negatives
-    twitter_val_fraction: float = 0.1  # of the subset, held out for validation
-    uci_train_fraction: float = 0.1  # share of the shuffled 3,000-sentence UCI pool to train on
-    uci_train_size: int | None = None  # exact stage-2 size instead of the fraction (seed: 270)
-    uci_num_train_epochs: int = 3  # epochs of stage 2
-    uci_learning_rate: float | None = None  # stage-2 learning rate; None = learning_rate
-    uci_val_size: int = 0  # UCI sentences held out for validation, after the training share; 0 = the paper's split
+    twitter_negatives: int = knob(2200, "P2: first N label-0 tweets kept beside all positives")
+    twitter_subset: int = knob(2000, "P2: examples kept after shuffling positives and negatives")
+    twitter_val_fraction: float = knob(0.1, "P2: share of the Twitter subset held out for validation")
+    uci_train_fraction: float = knob(0.1, "P2: share of the shuffled 3,000-sentence UCI pool to train on")
+    uci_train_size: int | None = knob(None, "P2: exact stage-2 size instead of the fraction (seed paper: 270)")
+    uci_num_train_epochs: int = knob(3, "P2: epochs of stage 2 (UCI)")
+    uci_learning_rate: float | None = knob(None, "P2: stage-2 learning rate; None: learning_rate")
+    uci_val_size: int = knob(0, "P2: UCI sentences held out for validation, after the training share; 0: the "
+                                "paper's split")
 
     # --- controls that explain a gain (docs/comparing_fairly.md) ------------------------
-    reinit_head: bool = False  # a fresh classification head before every stage after the first
-    adv_stages: str = "all"  # stages in which R (and SMART's Bregman term) run: "all", "first", "last"
-    label_smoothing: float = 0.0  # label smoothing of the task loss, in [0, 1)
-    l2sp_weight: float = 0.0  # alpha of L2-SP: alpha * ||theta - theta_0||^2 over the pre-trained encoder
-    freeze_encoder: bool = False  # a linear probe: only the classification head trains
-    early_stopping_patience: int | None = None  # per stage: stop after this many epochs without a better
-    # validation metric and restore the best epoch's weights; None = off
-    stage_cache_dir: str | None = None  # reuse finished stages cached here (and cache new ones); None = no cache
+    reinit_head: bool = knob(False, "control: a fresh classification head before every stage after the first")
+    adv_stages: str = knob("all", "control: the stages in which the regularizer (and SMART's Bregman term) runs",
+                           choices=ADV_STAGES)
+    label_smoothing: float = knob(0.0, "control: label smoothing of the task loss, in [0, 1)")
+    l2sp_weight: float = knob(0.0, "control: alpha of L2-SP, alpha * ||theta - theta_0||^2 over the pre-trained "
+                                   "encoder")
+    freeze_encoder: bool = knob(False, "control: a linear probe, only the classification head trains")
+    early_stopping_patience: int | None = knob(None, "control: per stage, stop after this many epochs without a "
+                                                     "better validation metric and restore the best epoch's "
+                                                     "weights; None: off")
+    stage_cache_dir: str | None = knob(None, "reuse finished stages cached here (and cache new ones); None: no "
+                                             "cache")
 
     # --- out-of-domain fine-tuning methods (docs/comparing_fairly.md; any algo) -----------
-    lp_ft_epochs: int = 0  # LP-FT (Kumar et al. 2022): head-only epochs before fine-tuning each stage of
-    # lp_ft_stages, the encoder frozen (bit-identical) and in eval mode; 0 = off
-    lp_ft_learning_rate: float = 1e-3  # AdamW rate of the head-only epochs (the official codes fit logistic
-    # regression instead; see docs/methods/ood.md)
-    lp_ft_stages: str = "last"  # stages probed first: "all", "first", "last" (P2: stage 2, UCI)
-    wise_ft: bool = False  # WiSE-FT (Wortsman et al. 2022): after training, evaluate (1-alpha) theta_0 + alpha
-    # theta_1 on the last stage's validation set for each alpha of wise_ft_alphas, keep the best alpha
-    wise_ft_alphas: list[float] = field(default_factory=lambda: list(WISE_FT_ALPHAS))  # the alpha grid, in [0, 1]
-    wise_ft_scope: str = "encoder"  # what is interpolated: "encoder" (the head stays fine-tuned) or "model"
-    reinit_layers: int = 0  # re-initialise the top k encoder layers (and the pooler) before fine-tuning
-    # (Zhang et al. 2021, --reinit_layers); 0 = off
-    layer_lr_decay: float = 1.0  # layer-wise learning-rate decay gamma: layer l trains at lr * gamma^(L - l),
-    # embeddings lowest, head at lr (Howard & Ruder 2018; --layerwise_learning_rate_decay); 1 = off
+    lp_ft_epochs: int = knob(0, "LP-FT (Kumar et al. 2022): head-only epochs before fine-tuning each stage of "
+                                "lp_ft_stages, the encoder frozen (bit-identical) and in eval mode; 0: off")
+    lp_ft_learning_rate: float = knob(1e-3, "LP-FT: AdamW rate of the head-only epochs (the official codes fit "
+                                            "logistic regression instead; docs/methods/ood.md)")
+    lp_ft_stages: str = knob("last", "LP-FT: the stages probed first (P2: last is stage 2, UCI)",
+                             choices=LP_FT_STAGES)
+    wise_ft: bool = knob(False, "WiSE-FT (Wortsman et al. 2022): after training, evaluate (1-alpha) theta_0 + "
+                                "alpha theta_1 on the last stage's validation set for each alpha of "
+                                "wise_ft_alphas, and keep the best alpha")
+    wise_ft_alphas: list[float] = knob(list(WISE_FT_ALPHAS), "WiSE-FT: the alpha grid, numbers in [0, 1] (a list "
+                                                             "or one text such as 0,0.5,1)")
+    wise_ft_scope: str = knob("encoder", "WiSE-FT: what is interpolated, the encoder (the head stays fine-tuned) "
+                                         "or the whole model", choices=WISE_FT_SCOPES)
+    reinit_layers: int = knob(0, "re-initialise the top k encoder layers (and the pooler) before fine-tuning "
+                                 "(Zhang et al. 2021, --reinit_layers); 0: off")
+    layer_lr_decay: float = knob(1.0, "layer-wise learning-rate decay gamma: layer l trains at lr * gamma^(L - l), "
+                                      "embeddings lowest, head at lr (Howard & Ruder 2018; "
+                                      "--layerwise_learning_rate_decay); 1: off")
 
     # --- adversarial regularizer (SMART and SiFT) ------------------------------------------
-    perturb_at: str | None = None  # "embedding_output", "word_embeddings", "pre_layernorm"; None = the method's
-    # published point (SMART, SiFT: embedding_output; the methods perturbing inputs_embeds: word_embeddings)
-    adv_epsilon: float | None = None  # radius of the per-token ball (SiFT: normalized units); projected rule only
-    adv_noise_std: float | None = None  # std of the initial noise (SiFT: normalized units)
-    adv_step_size: float | None = None  # ascent step on the normalized gradient
-    adv_rule: str = "projected"  # how delta is made: "projected", "mtdnn", "deberta", "seed_code"
-    adv_steps: int = 1  # K, ascent steps per batch; 0 = random noise only (no ascent)
-    adv_norm: str = "inf"  # per-token norm for the step and the ball: "inf" or "l2"
-    adv_weight: float | None = None  # lambda, weight of R in the loss
-    divergence: str = "sym_kl"  # "sym_kl", "kl", "js" or "mse"
+    perturb_at: str | None = knob(None, "where the push lives in the embedding block (siftkit.core.split); None: "
+                                        "the method's published point (SMART, SiFT: embedding_output; the methods "
+                                        "perturbing inputs_embeds: word_embeddings)", choices=PERTURB_POINTS)
+    adv_epsilon: float | None = knob(None, "radius of the per-token ball (SiFT: normalized units); projected rule "
+                                           "only; None: the published default")
+    adv_noise_std: float | None = knob(None, "std of the initial noise (SiFT: normalized units); None: the "
+                                             "published default")
+    adv_step_size: float | None = knob(None, "ascent step on the normalized gradient; None: the published default")
+    adv_rule: str = knob("projected", "how delta is made: the SMART paper's projected ascent or a public code's "
+                                      "rule (siftkit.core.rules)", choices=ADV_RULES)
+    adv_steps: int = knob(1, "K, ascent steps per batch; 0: random noise only (no ascent)")
+    adv_norm: str = knob("inf", "per-token norm of the step and the ball", choices=ADV_NORMS)
+    adv_weight: float | None = knob(None, "lambda, weight of the regularizer R in the loss; None: the published "
+                                          "default")
+    divergence: str = knob("sym_kl", "the divergence R measures between clean and perturbed predictions",
+                           choices=DIVERGENCE_NAMES)
 
     # --- Bregman proximal point (SMART only) ---------------------------------------------
-    bregman_weight: float | None = None  # mu; None = 1.0; 0 turns the term off (as the seed paper's code)
-    bregman_beta: float | None = None  # EMA factor of the teacher, t <- (1-beta) theta + beta t; None = 0.99
+    bregman_weight: float | None = knob(None, "mu, weight of SMART's Bregman term; None: 1.0; 0 turns the term off "
+                                              "(as the seed paper's code)")
+    bregman_beta: float | None = knob(None, "EMA factor of SMART's teacher, t <- (1-beta) theta + beta t; None: "
+                                            "0.99")
 
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # free-form notes
+    # --- notes -----------------------------------------------------------------------------
+    extra: dict[str, Any] = knob({}, "free-form notes recorded with the config, a mapping (e.g. {tag: ablation})",
+                                 repr=False)
 
     def __post_init__(self) -> None:
         self._coerce_types()
@@ -272,12 +324,7 @@ class RunConfig:
                 _positive(self, name)
         _non_negative(self, "adv_noise_std")
         _non_negative(self, "adv_weight")
-        if self.adv_rule in ("deberta", "seed_code") and self.adv_norm != "inf":
-            raise ValueError(f"adv_norm must be 'inf' for adv_rule={self.adv_rule!r} (it normalizes by each "
-                             f"token's max |.|), got {self.adv_norm!r}")
-        if self.adv_rule != "projected" and self.divergence != "sym_kl":
-            raise ValueError(f"divergence must stay 'sym_kl' for adv_rule={self.adv_rule!r} (the rule uses its "
-                             f"own published loss forms), got {self.divergence!r}")
+        check_rule_settings(self.adv_rule, self.adv_norm, self.divergence)  # the same check as the regularizer's
 
     def _coerce_types(self) -> None:
         """Accept ints for floats and numeric strings from YAML/CLI; reject the rest by name."""
@@ -923,7 +970,3 @@ def _check_extra_is_json(extra: dict) -> None:
                 else "give it as text or a number")
         raise ValueError(f"extra must hold only JSON values (text, numbers, true/false, null, lists, mappings); "
                          f"{where} is {value!r} (a {type(value).__name__}); {hint}")
-
-
-# ----------------------------------------------------------------------------------------
-# params files: YAML 1.2 numbers, no duplicate keys

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from siftkit.core.perturbation_specs import PERTURB_POINTS
 from siftkit.methods.knobs import MethodSettings, knob
 
 _TASK = "namisan/mt-dnn alum/adv_masked_lm_task.py"
@@ -28,7 +29,7 @@ class AlumSettings(MethodSettings):
     algo: ClassVar[str] = "alum"
     # ALUM's code perturbs the embedding block's output (fairseq's inner_states[0]); the kit's
     # other points are embedding spaces too, and the method is the same there.
-    perturb_points: ClassVar[tuple] = ("embedding_output", "word_embeddings", "pre_layernorm")
+    perturb_points: ClassVar[tuple] = PERTURB_POINTS
 
     adv_alpha: float = knob(1.0, "weight of the adversarial term (the paper's alpha)",
                             source="ALUM paper sec. 4: 1 for fine-tuning, 10 for pre-training (alum_train.sh "
