@@ -49,7 +49,8 @@ SITE_PARAMETERS = {
 # them), each at its path in the repository; README.md is staged as siftkit.md (MkDocs would take
 # a README.md for the index).
 GUIDES = ["docs/notebooks.md", "docs/studies.md", "docs/comparing_fairly.md", "docs/your_shift.md",
-          "docs/tracking_and_clusters.md", "docs/usage_trainer_and_multigpu.md", "docs/data.md", "docs/robustness.md"]
+          "docs/tracking_and_clusters.md", "docs/usage_trainer_and_multigpu.md", "docs/data.md", "docs/robustness.md",
+          "docs/config.md"]
 METHODS = ["docs/methods/smart_sift.md", "docs/methods/freelb.md", "docs/methods/pgd.md", "docs/methods/freeat.md",
            "docs/methods/vat.md", "docs/methods/r3f.md", "docs/methods/alum.md", "docs/methods/rdrop.md",
            "docs/methods/ood.md"]
