@@ -72,7 +72,9 @@ class Run:
         return math.nan if value is None or not math.isfinite(value) else float(value)
 
 
-Groups = dict[tuple[str, str, str, str], dict[str, list[Run]]]
+# A group of comparable runs: (task, device, commit, model).
+GroupKey = tuple[str, str, str, str]
+Groups = dict[GroupKey, dict[str, list[Run]]]
 
 
 # ----------------------------------------------------------------------------- reading and checking
