@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from siftkit.study.paper import PAPER_METRIC
+from siftkit.study.metrics import PAPER_METRIC
 from siftkit.study.runs import Groups, Run, group_fields, is_number, per_seed, run_extra
 from siftkit.study.select import DEFAULT_SELECT_ON, check_select_on, format_grid_value, grid_label, select_point
 from siftkit.study.stats import Estimate

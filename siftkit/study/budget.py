@@ -29,7 +29,7 @@ from siftkit.study.arms import (CONTROL_DEFAULTS, CONTROL_FIELDS, CONTROL_SETTIN
                                 equal_budget)
 from siftkit.study.matched import matched_size_pairs, pooled_difference
 from siftkit.study.measured import last_stage, stage_start_loss, variant_sizes
-from siftkit.study.paper import PAPER_METRIC
+from siftkit.study.metrics import PAPER_METRIC
 from siftkit.study.runs import (SETTINGS_THAT_MAY_DIFFER, GroupKey, Groups, Run, config_defaults, group_fields,
                                 per_seed, recorded_setting, run_extra)
 from siftkit.study.select import format_grid_value, grid_label

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from siftkit.study.arms import ArmSelection, EqualBudget, equal_budget, tuned_text
-from siftkit.study.paper import PAPER_METRIC, TASK_METRICS
+from siftkit.study.metrics import PAPER_METRIC, TASK_METRICS
 from siftkit.study.runs import Groups, Run, finetuned_twin, is_number, per_seed
 from siftkit.study.stats import Estimate, format_mean_ci, mean_ci
 from siftkit.study.tags import variant_order

@@ -15,7 +15,7 @@ from siftkit.study import budget
 from siftkit.study.arms import EqualBudget, equal_budget
 from siftkit.study.leaderboard import Leaderboard, leaderboard
 from siftkit.study.matched import matched_size_pairs, pooled_difference
-from siftkit.study.paper import PAPER_METRIC, TASK_METRICS
+from siftkit.study.metrics import PAPER_METRIC, TASK_METRICS
 from siftkit.study.reference import chosen_reference, plain_for, reference_plain_of
 from siftkit.study.regime import regime_verdicts
 from siftkit.study.runs import SELECTION_METRIC, GroupKey, Groups, Run, per_seed

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from siftkit.run.config import DEFAULT_MODEL_NAME
 from siftkit.run.records import RESULTS_FILE, load_results
-from siftkit.study.paper import PAPER_METRIC, TASK_METRICS
+from siftkit.study.metrics import PAPER_METRIC, TASK_METRICS
 from siftkit.study.select import DEFAULT_SELECT_ON
 
 # The held-out evaluation set whose smoothness the summary plots, per protocol.
