@@ -169,8 +169,9 @@ def test_settings_that_cannot_change_a_result_may_differ(tmp_path):
 
     root = _study(tmp_path, {"output_dir": "a", "logging_steps": 5, "extra": {"note": "x"}, "data_dir": "/d1"},
                   {"output_dir": "b", "cpu": True, "save_steps": 3, "data_dir": "/d2"})
-    text, data = summarize([root])
-    assert data["groups"][f"twitter_to_uci|NVIDIA H200|{'a' * 40}|all-MiniLM-L6-v2|plain"]["n"] == 2
+    text, study = summarize([root])
+    (stats,) = study.groups[("twitter_to_uci", "NVIDIA H200", "a" * 40, "all-MiniLM-L6-v2")].stats
+    assert stats.variant == "plain" and len(stats.seeds) == 2
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity"])
@@ -363,8 +364,8 @@ def test_summarize_on_a_folder_named_results_json(tmp_path):
     (root / "results.json").mkdir()
     from siftkit.study.summarize import summarize
 
-    text, data = summarize([root])  # was: "no results file at sw/results.json/results.json"
-    assert len(data["groups"]) == 1
+    text, study = summarize([root])  # was: "no results file at sw/results.json/results.json"
+    assert sum(len(r.stats) for r in study.groups.values()) == 1
     empty = tmp_path / "results.json"
     empty.mkdir()
     msg = _summarize_error(empty)

@@ -218,9 +218,9 @@ def test_a_controls_own_grid_is_no_arm_of_the_comparison_and_is_read_among_the_c
 
     key, variants = _group(eb_dir)
     eb = equal_budget(variants, "twitter_to_uci")
-    assert [a["arm"] for a in eb["compared"]] == ["plain-eb", "smart-eb_size0.3", "sift-eb_size0.3"]
-    (grid,) = eb["control_grids"]
-    assert grid["arm"] == "plain-ctl_l2sp" and grid["at"] == "plain-eb" and grid["chosen_label"] == "l2sp_weight0.01"
+    assert [a.arm for a in eb.compared] == ["plain-eb", "smart-eb_size0.3", "sift-eb_size0.3"]
+    (grid,) = eb.control_grids
+    assert grid.arm == "plain-ctl_l2sp" and grid.at == "plain-eb" and grid.chosen_label == "l2sp_weight0.01"
     groups = {key: variants}
     assert "plain-ctl_l2sp" not in {r["arm"] for r in equal_budget_table(groups)}
     assert not any("l2sp" in r["difference"] for r in equal_budget_differences(groups))
@@ -444,14 +444,14 @@ def test_the_spec_applies_only_to_the_group_with_its_arms_and_bad_specs_are_refu
 
 
 def test_summary_carries_the_controls_the_tuned_curve_and_the_verdicts(eb_dir, tmp_path):
-    text, data = summarize([eb_dir])
+    text, study = summarize([eb_dir])
     for heading in ("### The controls", "### The size curve at the tuned point", "### The verdicts",
                     "### SiFT against SMART at matched perturbation size (the `tuned_curve_eps<E>` curve)"):
         assert heading in text
     assert "| `sift-ctl_size0.3_reinit_head` | reinit_head true |" in text
     assert "**(3) " in text and "old gap: sift-eb_size0.3__uci_learning_rate2e-05" in text
     assert "(`equal_budget_study.yaml`)" in text
-    assert list(data["verdicts"].values())[0][0]["verdict"] == "1"
+    assert [r for r in study.groups.values() if r.budget.verdicts][0].budget.verdicts[0].verdict == "1"
     # without the spec: no verdict 3, verdicts 1 and 2 stay
     (eb_dir / "elsewhere").mkdir(exist_ok=True)
     text2, _ = summarize([eb_dir], specs=[])

@@ -71,7 +71,7 @@ def _groups(root):
 
 def _arms(root, task="twitter_to_uci"):
     (variants,) = _groups(root).values()
-    return {a["arm"]: a for a in equal_budget(variants, task)["arms"]}
+    return {a.arm: a for a in equal_budget(variants, task).arms}
 
 
 LR = ({"learning_rate": 2e-05}, {"learning_rate": 0.0001})
@@ -86,19 +86,19 @@ def test_the_chosen_point_is_the_validation_one_and_its_test_numbers_are_reporte
     test_pt = {1: (0.70, 0.75), 2: (0.71, 0.77), 3: (0.72, 0.76)}
     write_arm(tmp_path, "sift", "lr", [(LR[0], val_pt), (LR[1], test_pt)])
     arm = _arms(tmp_path)["sift-lr"]
-    assert arm["chosen_label"] == "learning_rate2e-05" and arm["selection_seeds"] == [1, 2, 3]
+    assert arm.chosen_label == "learning_rate2e-05" and arm.selection_seeds == (1, 2, 3)
     tests = [v[1] for v in val_pt.values()]
     expect = mean_ci(tests)
-    assert arm["test"]["mean"] == pytest.approx(0.61) and arm["test"]["low"] == pytest.approx(expect["low"])
-    assert arm["gap"] == pytest.approx(0.81 - 0.61)
-    text, data = summarize([tmp_path])
+    assert arm.test.mean == pytest.approx(0.61) and arm.test.low == pytest.approx(expect["low"])
+    assert arm.gap == pytest.approx(0.81 - 0.61)
+    text, study = summarize([tmp_path])
     assert "Chosen: **`learning_rate2e-05`**" in text
     assert f"`uci_test_accuracy` 0.610 [{expect['low']:.3f}, {expect['high']:.3f}]" in text
     row = pd.DataFrame(equal_budget_table(_groups(tmp_path)), columns=EQUAL_BUDGET_COLUMNS).iloc[0]
     assert (row["arm"], row["chosen"], row["select_on"], row["points"]) == ("sift-lr", "learning_rate2e-05",
                                                                            "uci_val_accuracy", 2)
     assert row["test_mean"] == pytest.approx(0.61) and row["tuned"] == "learning_rate ∈ {2e-05, 0.0001}"
-    assert "sift-lr" in next(iter(data["equal_budget"].values()))["arms"][0]["arm"]
+    assert "sift-lr" in next(iter(study.groups.values())).equal_budget.arms[0].arm
 
 
 def test_selection_seeds_leave_out_a_points_extra_seeds_which_then_count_at_the_chosen_point(tmp_path):
@@ -107,14 +107,14 @@ def test_selection_seeds_leave_out_a_points_extra_seeds_which_then_count_at_the_
                                         (LR[1], {1: (0.74, 0.7), 2: (0.74, 0.7), 3: (0.74, 0.7),
                                                  4: (0.99, 0.7), 5: (0.99, 0.7)})])
     arm = _arms(tmp_path)["plain-lr"]
-    assert arm["selection_seeds"] == [1, 2, 3] and arm["chosen_label"] == "learning_rate2e-05"
-    assert [p["n"] for p in arm["points"]] == [3, 3]
+    assert arm.selection_seeds == (1, 2, 3) and arm.chosen_label == "learning_rate2e-05"
+    assert [p.select.n for p in arm.points] == [3, 3]
     # --then-seeds runs at the chosen point carry its tag: its numbers are over all five seeds
     for seed in (4, 5):
         write(tmp_path, grid_record("plain", seed, "lr", LR[0], 0, val=0.76, test=0.65, chosen=True))
     arm = _arms(tmp_path)["plain-lr"]
-    assert arm["chosen_label"] == "learning_rate2e-05" and arm["selection_seeds"] == [1, 2, 3]
-    assert arm["test"]["n"] == 5 and arm["test"]["mean"] == pytest.approx((3 * 0.6 + 2 * 0.65) / 5)
+    assert arm.chosen_label == "learning_rate2e-05" and arm.selection_seeds == (1, 2, 3)
+    assert arm.test.n == 5 and arm.test.mean == pytest.approx((3 * 0.6 + 2 * 0.65) / 5)
 
 
 def test_a_tie_goes_to_the_first_point_in_grid_order_not_in_value_order(tmp_path):
@@ -122,8 +122,8 @@ def test_a_tie_goes_to_the_first_point_in_grid_order_not_in_value_order(tmp_path
     write_arm(tmp_path, "smart", "lr", [(LR[1], {1: (0.7, 0.6), 2: (0.8, 0.6)}),
                                         (LR[0], {1: (0.8, 0.9), 2: (0.7, 0.9)})])
     arm = _arms(tmp_path)["smart-lr"]
-    assert [p["label"] for p in arm["points"]] == ["learning_rate0.0001", "learning_rate2e-05"]
-    assert arm["chosen_label"] == "learning_rate0.0001"
+    assert [p.label for p in arm.points] == ["learning_rate0.0001", "learning_rate2e-05"]
+    assert arm.chosen_label == "learning_rate0.0001"
     assert select_point([{1: 0.5}, {1: 0.5}, {1: 0.4}])["chosen"] == 0
 
 
@@ -131,14 +131,14 @@ def test_a_point_missing_the_validation_metric_cannot_be_chosen_and_says_so(tmp_
     write_arm(tmp_path, "sift", "lr", [(LR[0], {1: (0.70, 0.6), 2: (0.70, 0.6)}),
                                        (LR[1], {1: (0.95, 0.8), 2: (None, 0.8)})])
     arm = _arms(tmp_path)["sift-lr"]
-    assert arm["chosen_label"] == "learning_rate2e-05" and arm["points"][1]["missing"] == [2]
+    assert arm.chosen_label == "learning_rate2e-05" and arm.points[1].missing == (2,)
     text, _ = summarize([tmp_path])
     assert "cannot be chosen: missing for seed(s) 2" in text
     # no point with the metric at all: no choice, no test number read
     other = tmp_path / "none"
     write_arm(other, "sift", "lr", [(LR[0], {1: (None, 0.6)}), (LR[1], {1: (None, 0.8)})])
     arm = _arms(other)["sift-lr"]
-    assert arm["chosen"] is None and math.isnan(arm["test"]["mean"])
+    assert arm.chosen is None and math.isnan(arm.test.mean)
     assert "No point can be chosen" in summarize([other])[0]
 
 
@@ -157,7 +157,7 @@ def test_arms_are_paired_at_their_chosen_points_against_the_reference_arm(tmp_pa
     groups = _groups(tmp_path)
     (variants,) = groups.values()
     eb = equal_budget(variants, "twitter_to_uci")
-    assert eb["reference"] == "plain-b" and "`plain-lr` also qualifies" in eb["reference_note"]
+    assert eb.reference == "plain-b" and "`plain-lr` also qualifies" in eb.reference_note
     rows = {r["difference"]: r for r in equal_budget_differences(groups)}
     assert set(rows) == {"plain-a_ls − plain-b", "plain-lr − plain-b", "smart-lr − plain-b", "sift-lr − plain-b",
                          "sift-lr − smart-lr"}
@@ -355,8 +355,8 @@ def test_a_real_grid_sweep_records_its_points_and_summarizes(tmp_path, smoke_par
                                         "select_on": "in_domain_dev_mcc"}
     arm = _arms(tmp_path, "cola")["plain-lr"]
     chosen = json.loads((tmp_path / "cola" / "plain-lr__chosen" / "seed2" / "results.json").read_text())["config"]
-    assert chosen["extra"]["chosen"] is True and chosen["extra"]["tag"] == f"lr__{arm['chosen_label']}"
-    assert chosen["learning_rate"] == chosen["extra"]["grid"]["learning_rate"] and arm["test"]["n"] == 2
+    assert chosen["extra"]["chosen"] is True and chosen["extra"]["tag"] == f"lr__{arm.chosen_label}"
+    assert chosen["learning_rate"] == chosen["extra"]["grid"]["learning_rate"] and arm.test.n == 2
 
 
 def _finish_lr_grid(runs) -> None:

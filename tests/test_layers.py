@@ -95,3 +95,18 @@ def test_each_layer_is_a_folder():
     layers = sorted(p.name for p in (REPO / "siftkit").iterdir() if (p / "__init__.py").exists())
     assert layers == ["cli", "core", "data", "explore", "methods", "run", "study"]
     assert sorted(p.name for p in (REPO / "siftkit").glob("*.py")) == ["__init__.py", "__main__.py"]
+
+
+# Inside siftkit.study: the general kit (reading and grouping runs, statistics, choosing a grid
+# point, the metric registry) imports none of one study's specifics (the paper's figures, the
+# regime table, a spec's conventions, the tag conventions, the budget study and its report).
+STUDY_GENERAL = ("runs", "stats", "select", "metrics")
+STUDY_SPECIFIC = ("paper", "regime", "spec", "tags", "budget", "report", "summarize", "figures", "leaderboard",
+                  "matched", "wise", "reference")
+
+
+def test_the_studys_general_modules_import_no_study_specifics():
+    graph = grimp.build_graph("siftkit", include_external_packages=False)
+    bad = {f"{g} -> {s}" for g in STUDY_GENERAL for s in STUDY_SPECIFIC
+           if graph.chain_exists(f"siftkit.study.{g}", f"siftkit.study.{s}")}
+    assert bad == set()

@@ -55,28 +55,28 @@ def test_wise_ft_is_its_own_arm_and_its_twin_is_plains_arm(tmp_path):
     _write_wise_arm(tmp_path)
     (variants,) = group_runs(load_runs([tmp_path])).values()
     eb = equal_budget(variants, "twitter_to_uci")
-    arms = {a["arm"]: a for a in eb["arms"]}
+    arms = {a.arm: a for a in eb.arms}
     assert set(arms) == {"plain-wise", "plain-wise_alpha1"}
     wise, twin = arms["plain-wise"], arms["plain-wise_alpha1"]
-    assert wise["control"] and not twin["control"]
+    assert wise.control and not twin.control
     # both chose the rate on their own validation metric, over the same grid and seeds
-    assert wise["chosen_label"] == twin["chosen_label"] == "uci_learning_rate0.0001"
-    assert wise["test_per_seed"] == {1: 0.89, 2: 0.90} and twin["test_per_seed"] == {1: 0.87, 2: 0.86}
-    assert eb["reference"] == "plain-wise_alpha1"  # plain's twin: plain, no control set
-    (diff,) = [d for d in eb["differences"] if d["a"]["arm"] == "plain-wise"]
-    assert abs(diff["mean"] - 0.03) < 1e-12
+    assert wise.chosen_label == twin.chosen_label == "uci_learning_rate0.0001"
+    assert wise.test_per_seed == {1: 0.89, 2: 0.90} and twin.test_per_seed == {1: 0.87, 2: 0.86}
+    assert eb.reference == "plain-wise_alpha1"  # plain's twin: plain, no control set
+    (diff,) = [d for d in eb.differences if d.a.arm == "plain-wise"]
+    assert abs(diff.diff.mean - 0.03) < 1e-12
 
 
 def test_summarize_reports_the_chosen_alpha_per_run(tmp_path):
     _write_wise_arm(tmp_path)
-    text, data = summarize([tmp_path])
+    text, study = summarize([tmp_path])
     assert "WiSE-FT: alpha chosen per run on `uci_val_accuracy`" in text
-    (block,) = data["wise_ft"].values()
-    assert sorted((r["seed"], r["alpha"], r["test_at_1"]) for r in block["runs"]
+    (block,) = study.groups.values()
+    assert sorted((r["seed"], r["alpha"], r["test_at_1"]) for r in block.wise_runs
                   if r["variant"].endswith("0.0001")) == [(1, 0.5, 0.87), (2, 0.5, 0.86)]
     assert any(d["variant"] == "plain-wise__uci_learning_rate0.0001" and d["twin"] ==
                "plain-wise_alpha1__uci_learning_rate0.0001" and abs(d["mean"] - 0.03) < 1e-12
-               for d in block["differences"])
+               for d in block.wise_differences)
     assert "| `plain-wise__uci_learning_rate0.0001` | 2 | encoder | 0.5 |" in text
 
 

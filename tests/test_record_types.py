@@ -52,8 +52,8 @@ def _summarize_error(capsys, root) -> str:
 def test_the_untouched_study_chooses_the_first_point(tmp_path):
     root = _study(tmp_path)
     (variants,) = group_runs(load_runs([root])).values()
-    (arm,) = equal_budget(variants, "twitter_to_uci")["arms"]
-    assert arm["chosen_label"] == "learning_rate0.001" and arm["tuned"] == {"learning_rate": [0.001, 0.002]}
+    (arm,) = equal_budget(variants, "twitter_to_uci").arms
+    assert arm.chosen_label == "learning_rate0.001" and arm.tuned == {"learning_rate": [0.001, 0.002]}
 
 
 CASES = {

@@ -22,17 +22,19 @@ verdicts (1) and (2) are still computed; verdict (3) needs the spec's ``old_gap`
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from siftkit.study.arms import CONTROL_DEFAULTS, CONTROL_FIELDS, CONTROL_SETTINGS, equal_budget
-from siftkit.study.matched import matched_size_pairs, matched_size_table, pooled_difference
+from siftkit.study.arms import (CONTROL_DEFAULTS, CONTROL_FIELDS, CONTROL_SETTINGS, ArmSelection, EqualBudget,
+                                equal_budget)
+from siftkit.study.matched import matched_size_pairs, pooled_difference
 from siftkit.study.measured import last_stage, stage_start_loss, variant_sizes
-from siftkit.study.paper import PAPER_METRIC
-from siftkit.study.runs import (SETTINGS_THAT_MAY_DIFFER, Groups, Run, config_defaults, group_fields, per_seed,
-                                recorded_setting, run_extra)
+from siftkit.study.metrics import PAPER_METRIC
+from siftkit.study.runs import (SETTINGS_THAT_MAY_DIFFER, GroupKey, Groups, Run, config_defaults, group_fields,
+                                per_seed, recorded_setting, run_extra)
 from siftkit.study.select import format_grid_value, grid_label
 from siftkit.study.spec import listed_control
-from siftkit.study.stats import mean_ci, paired_difference, reading
+from siftkit.study.stats import Estimate, mean_ci
 from siftkit.study.tags import curve_eps, curve_family, variant_order
 
 # The verdicts' questions when the spec asks none: they name no tag.
@@ -156,11 +158,11 @@ def _as_number(value: Any) -> Any:
         return value
 
 
-def control_variants(variants: Mapping[str, Sequence[Run]], eb: Mapping[str, Any] | None,
+def control_variants(variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None,
                      spec: Mapping[str, Any]) -> list[str]:
     """The group's controls (see the module's docstring), plus any tag the spec lists under
     ``controls``; a control with a grid of its own counts at its chosen point only."""
-    chosen = {a["arm"]: a["chosen"] for a in (eb or {}).get("arms", ())}
+    chosen = {a.arm: a.chosen for a in (eb.arms if eb else ())}
     listed = set((spec.get("controls") or {}))
     out = []
     for v, recs in variants.items():
@@ -175,30 +177,43 @@ def control_variants(variants: Mapping[str, Sequence[Run]], eb: Mapping[str, Any
     return sorted(out, key=variant_order)
 
 
-def reference_point(eb: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The reference arm's selection (`siftkit.study.arms.arm_selection`), None without a chosen point."""
-    if not eb or not eb.get("reference"):
-        return None
-    arm = next(a for a in eb["arms"] if a["arm"] == eb["reference"])
-    return arm if arm["chosen"] else None
-
-
 def _control_tag(variant: str, variants: Mapping[str, Sequence[Run]]) -> str:
     extra = run_extra(variants[variant][0])
     return str(extra["arm"]).partition("-")[2] if extra.get("grid") else (variants[variant][0].tag or "")
 
 
-def control_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
-                 spec: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Each control against the reference at its chosen point (``against_is`` ``reference``),
-    then against its uncontrolled partner (``uncontrolled``) where it has one (one row,
-    ``reference, uncontrolled``, where the partner is the reference itself, as for plain's controls): the seed-paired
-    difference in the protocol's test metric with its 95% t interval (`CONTROL_COLUMNS`)."""
-    spec = spec or {}
-    task = key[0]
-    metric = PAPER_METRIC[task]
-    eb = equal_budget(variants, task)
-    ref = reference_point(eb)
+@dataclass(frozen=True)
+class ControlRow:
+    """A control against the reference at its chosen point (``against_is`` ``reference``), or
+    against its uncontrolled partner (``uncontrolled``; ``reference, uncontrolled`` where the
+    partner is the reference itself): the seed-paired difference in the protocol's test metric."""
+
+    group: GroupKey
+    control: str
+    algo: str
+    sets: str
+    tests: str  # what it tests, in words
+    at: str
+    against: str
+    against_is: str
+    diff: Estimate
+
+    def as_row(self) -> dict[str, Any]:
+        """A row of `CONTROL_COLUMNS`."""
+        d = self.diff
+        return {**group_fields(self.group), "control": self.control, "algo": self.algo, "sets": self.sets,
+                "what it tests": self.tests, "at": self.at, "against": self.against, "against_is": self.against_is,
+                "n": d.n, "seeds": list(d.seeds), "mean": d.mean, "ci_low": d.low, "ci_high": d.high,
+                "reading": d.reading}
+
+
+def controls(key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None,
+             spec: Mapping[str, Any]) -> list[ControlRow]:
+    """Each control against the reference at its chosen point, then against its uncontrolled
+    partner where it has one (one row where the partner is the reference itself, as for plain's
+    controls)."""
+    metric = PAPER_METRIC[key[0]]
+    ref = eb.reference_selection if eb else None
     rows = []
     for v in control_variants(variants, eb, spec):
         run = variants[v][0]
@@ -206,19 +221,23 @@ def control_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence
         own = control_settings(run)
         settings = {**own, **{f: run.record["config"].get(f) for f in varies}}
         tests = listed_tests or what_it_tests(own)
-        against = [(ref["chosen"], "reference")] if ref and ref["chosen"] != v else []
+        against = [(ref.chosen, "reference")] if ref and ref.chosen != v else []
         partner = uncontrolled_partner(v, variants, varies)
         if partner and against and partner == against[0][0]:  # a plain control: tuned plain is both
             against = [(partner, "reference, uncontrolled")]
         elif partner:
             against.append((partner, "uncontrolled"))
         for other, kind in against:
-            d = paired_difference(per_seed(variants[v], metric), per_seed(variants[other], metric))
-            rows.append({**group_fields(key), "control": v, "algo": run.algo, "sets": settings_text(settings) or "–",
-                         "what it tests": tests, "at": _at_text(run), "against": other, "against_is": kind,
-                         "n": d["n"], "seeds": d["seeds"], "mean": d["mean"], "ci_low": d["low"], "ci_high": d["high"],
-                         "reading": reading(d)})
+            rows.append(ControlRow(group=key, control=v, algo=run.algo, sets=settings_text(settings) or "–",
+                                   tests=tests, at=_at_text(run), against=other, against_is=kind,
+                                   diff=Estimate.paired(per_seed(variants[v], metric), per_seed(variants[other], metric))))
     return rows
+
+
+def control_rows(key: GroupKey, variants: Mapping[str, Sequence[Run]],
+                 spec: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """`controls` of one group as rows (`CONTROL_COLUMNS`)."""
+    return [r.as_row() for r in controls(key, variants, equal_budget(variants, key[0]), spec or {})]
 
 
 def controls_table(groups: Groups, specs: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
@@ -229,51 +248,87 @@ def controls_table(groups: Groups, specs: Sequence[Mapping[str, Any]] = ()) -> l
 # ----------------------------------------------------------------------------- the curve at the tuned point
 
 
-def tuned_curve_variants(variants: Mapping[str, Sequence[Run]], eb: Mapping[str, Any] | None) -> list[str]:
+def tuned_curve_variants(variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None) -> list[str]:
     """The size-curve variants run at the reference arm's chosen point (``extra.at_chosen.arm``)."""
-    if not eb or not eb.get("reference"):
+    if not eb or not eb.reference:
         return []
     return sorted((v for v, recs in variants.items() if curve_eps(recs[0].tag) is not None
-                   and (run_extra(recs[0]).get("at_chosen") or {}).get("arm") == eb["reference"]
+                   and (run_extra(recs[0]).get("at_chosen") or {}).get("arm") == eb.reference
                    and not control_settings(recs[0])), key=variant_order)
 
 
-def tuned_curve(variants: Mapping[str, Sequence[Run]], task: str) -> dict[str, Any] | None:
-    """The curve at the reference's chosen point: ``variants`` (curve runs), ``families``, the
-    ``reference`` selection (its chosen variant is the band), or None when there is no such curve."""
-    eb = equal_budget(variants, task)
-    curve, ref = tuned_curve_variants(variants, eb), reference_point(eb)
+@dataclass(frozen=True)
+class TunedCurve:
+    """The size curve run at the reference arm's chosen point: its variants, their curve
+    families, and the reference's selection (its chosen variant is the band)."""
+
+    variants: tuple[str, ...]
+    families: tuple[str, ...]
+    reference: ArmSelection
+
+
+def tuned_curve_at(variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None) -> TunedCurve | None:
+    """The curve at the reference's chosen point, or None when there is no such curve."""
+    curve, ref = tuned_curve_variants(variants, eb), eb.reference_selection if eb else None
     if not curve or ref is None:
         return None
-    return {"variants": curve, "families": sorted({curve_family(variants[v][0].tag) for v in curve}),
-            "reference": ref}
+    return TunedCurve(variants=tuple(curve), families=tuple(sorted({curve_family(variants[v][0].tag) for v in curve})),
+                      reference=ref)
 
 
-def tuned_curve_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> list[dict[str, Any]]:
-    """The band (the reference's chosen point: mean and 95% CI), then each curve variant at the
-    tuned point by algorithm and size: its measured size, test mean and CI, and its seed-paired
-    difference from the band (`CURVE_COLUMNS`)."""
-    task = key[0]
-    tc = tuned_curve(variants, task)
+def tuned_curve(variants: Mapping[str, Sequence[Run]], task: str) -> TunedCurve | None:
+    """`tuned_curve_at` the group's `equal_budget`."""
+    return tuned_curve_at(variants, equal_budget(variants, task))
+
+
+@dataclass(frozen=True)
+class CurveRow:
+    """The band (``role`` ``band``: the reference's chosen point) or one curve variant at the tuned
+    point (``line``): its measured size, test metric and seed-paired difference from the band."""
+
+    group: GroupKey
+    variant: str
+    role: str
+    algo: str
+    family: str
+    eps: float
+    size: float
+    test: Estimate
+    diff: Estimate | None  # None for the band
+    reading: str
+
+    def as_row(self) -> dict[str, Any]:
+        """A row of `CURVE_COLUMNS`."""
+        d = self.diff or Estimate.none()
+        return {**group_fields(self.group), "variant": self.variant, "role": self.role, "algo": self.algo,
+                "family": self.family, "eps": self.eps, "size": self.size, "n": self.test.n,
+                "test_mean": self.test.mean, "test_low": self.test.low, "test_high": self.test.high,
+                "minus_reference": d.mean, "diff_low": d.low, "diff_high": d.high, "reading": self.reading}
+
+
+def curve_rows(key: GroupKey, variants: Mapping[str, Sequence[Run]], tc: TunedCurve | None) -> list[CurveRow]:
+    """The band (the reference's chosen point), then each curve variant at the tuned point by
+    algorithm and size."""
     if tc is None:
         return []
-    metric, ref = PAPER_METRIC[task], tc["reference"]
-    band = variants[ref["chosen"]]
-    stat = mean_ci([r.metric(metric) for r in band])
-    rows = [{**group_fields(key), "variant": ref["chosen"], "role": "band", "algo": "plain", "family": "", "eps": math.nan,
-             "size": math.nan, "n": stat["n"], "test_mean": stat["mean"], "test_low": stat["low"],
-             "test_high": stat["high"], "minus_reference": math.nan, "diff_low": math.nan, "diff_high": math.nan,
-             "reading": f"tuned {ref['arm']} at {ref['chosen_label']}"}]
+    metric, ref = PAPER_METRIC[key[0]], tc.reference
+    band = variants[ref.chosen]
+    rows = [CurveRow(group=key, variant=ref.chosen, role="band", algo="plain", family="", eps=math.nan, size=math.nan,
+                     test=Estimate.of([r.metric(metric) for r in band]), diff=None,
+                     reading=f"tuned {ref.arm} at {ref.chosen_label}")]
     sizes = variant_sizes(variants)
-    for v in tc["variants"]:
+    for v in tc.variants:
         recs = variants[v]
-        s = mean_ci([r.metric(metric) for r in recs])
-        d = paired_difference(per_seed(recs, metric), per_seed(band, metric))
-        rows.append({**group_fields(key), "variant": v, "role": "line", "algo": recs[0].algo,
-                     "family": curve_family(recs[0].tag), "eps": curve_eps(recs[0].tag), "size": sizes[v],
-                     "n": s["n"], "test_mean": s["mean"], "test_low": s["low"], "test_high": s["high"],
-                     "minus_reference": d["mean"], "diff_low": d["low"], "diff_high": d["high"], "reading": reading(d)})
+        d = Estimate.paired(per_seed(recs, metric), per_seed(band, metric))
+        rows.append(CurveRow(group=key, variant=v, role="line", algo=recs[0].algo, family=curve_family(recs[0].tag),
+                             eps=curve_eps(recs[0].tag), size=sizes[v], test=Estimate.of([r.metric(metric) for r in recs]),
+                             diff=d, reading=d.reading))
     return rows
+
+
+def tuned_curve_rows(key: GroupKey, variants: Mapping[str, Sequence[Run]]) -> list[dict[str, Any]]:
+    """`curve_rows` as rows (`CURVE_COLUMNS`)."""
+    return [r.as_row() for r in curve_rows(key, variants, tuned_curve(variants, key[0]))]
 
 
 def tuned_curve_table(groups: Groups) -> list[dict[str, Any]]:
@@ -283,75 +338,83 @@ def tuned_curve_table(groups: Groups) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- the three verdicts
 
 
-def _row(key, verdict: str, question: str, what: str, d: Mapping[str, Any], rests_on: str) -> dict[str, Any]:
-    return {**group_fields(key), "verdict": verdict, "question": question, "row": what, "n": d.get("n", 0),
-            "seeds": d.get("seeds", []), "mean": d.get("mean", math.nan), "ci_low": d.get("low", math.nan),
-            "ci_high": d.get("high", math.nan), "reading": reading(d) if d.get("n") else "no runs", "rests_on": rests_on}
+@dataclass(frozen=True)
+class VerdictRow:
+    """One row of a verdict: what it compares (``what``), its seed-paired difference and what it rests on."""
+
+    group: GroupKey
+    verdict: str  # "1", "2" or "3"
+    question: str
+    what: str
+    diff: Estimate
+    reading: str
+    rests_on: str
+
+    def as_row(self) -> dict[str, Any]:
+        """A row of `VERDICT_COLUMNS` (``row``: what it compares)."""
+        d = self.diff
+        return {**group_fields(self.group), "verdict": self.verdict, "question": self.question, "row": self.what,
+                "n": d.n, "seeds": list(d.seeds), "mean": d.mean, "ci_low": d.low, "ci_high": d.high,
+                "reading": self.reading, "rests_on": self.rests_on}
+
+
+def _row(key, verdict: str, question: str, what: str, d: Estimate | None, rests_on: str) -> VerdictRow:
+    d = d or Estimate.none()
+    return VerdictRow(group=key, verdict=verdict, question=question, what=what, diff=d,
+                      reading=d.reading if d.n else "no runs", rests_on=rests_on)
 
 
 def _question(spec: Mapping[str, Any], name: str) -> str:
     return (spec.get("questions") or {}).get(name) or QUESTIONS[name]
 
 
-def verdict_beat_reference(key, eb: Mapping[str, Any], spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+def verdict_beat_reference(key, eb: EqualBudget, spec: Mapping[str, Any]) -> list[VerdictRow]:
     """(1): every regularizer arm (not plain, no control) against the reference at their chosen
     points; the first row is the largest mean difference, then one row per arm compared."""
     q = _question(spec, "beat_reference")
-    diffs = [d for d in eb["differences"] if d["b"]["arm"] == eb["reference"] and d["a"]["algo"] != "plain"
-             and not d["a"]["control"] and d["n"]]
+    diffs = [d for d in eb.differences if d.b.arm == eb.reference and d.a.algo != "plain"
+             and not d.a.control and d.diff.n]
     if not diffs:
-        return [_row(key, "1", q, "no regularizer arm has a chosen point paired with the reference", {}, "")]
-    best = max(diffs, key=lambda d: d["mean"])
+        return [_row(key, "1", q, "no regularizer arm has a chosen point paired with the reference", None, "")]
+    best = max(diffs, key=lambda d: d.diff.mean)
     n_arms = len(diffs)
-    rests = (f"{n_arms} regularizer arm(s) compared, each at its chosen point against `{eb['reference']}` at "
-             f"{best['b']['chosen_label']}; seed-paired over the seeds both ran")
+    rests = (f"{n_arms} regularizer arm(s) compared, each at its chosen point against `{eb.reference}` at "
+             f"{best.b.chosen_label}; seed-paired over the seeds both ran")
     # an arm whose grid is not finished chose among fewer points or seeds: its point is no equal-budget choice
-    ref_budget = _budget(best["b"])
-    short = [f"{d['a']['arm']} {_budget(d['a'])[0]} × {_budget(d['a'])[1]}" for d in diffs
-             if _budget(d["a"]) != ref_budget]
+    ref_budget = best.b.budget
+    short = [f"{d.a.arm} {d.a.budget[0]} × {d.a.budget[1]}" for d in diffs if d.a.budget != ref_budget]
     if short:
         rests += (f"; **budgets differ** from the reference's {ref_budget[0]} point(s) × {ref_budget[1]} selection "
                   f"seed(s): {', '.join(short)}")
-    rows = [_row(key, "1", q, f"largest: {best['a']['arm']} ({best['a']['chosen_label']}) − {eb['reference']} "
-                 f"({best['b']['chosen_label']}), of {n_arms} arm(s)", best, rests)]
-    for d in sorted(diffs, key=lambda d: -d["mean"]):
-        rows.append(_row(key, "1", q, f"{d['a']['arm']} ({d['a']['chosen_label']}) − {eb['reference']} "
-                         f"({d['b']['chosen_label']})", d, rests))
+    rows = [_row(key, "1", q, f"largest: {best.a.arm} ({best.a.chosen_label}) − {eb.reference} "
+                 f"({best.b.chosen_label}), of {n_arms} arm(s)", best.diff, rests)]
+    for d in sorted(diffs, key=lambda d: -d.diff.mean):
+        rows.append(_row(key, "1", q, f"{d.a.arm} ({d.a.chosen_label}) − {eb.reference} "
+                         f"({d.b.chosen_label})", d.diff, rests))
     return rows
 
 
-def _budget(arm: Mapping[str, Any]) -> tuple[int, int]:
-    """(grid points, selection seeds) an arm chose among."""
-    return len(arm["points"]), len(arm["selection_seeds"])
-
-
-def verdict_matched_size(key, variants: Mapping[str, Sequence[Run]], tc: Mapping[str, Any] | None,
-                         spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+def verdict_matched_size(key, variants: Mapping[str, Sequence[Run]], tc: TunedCurve | None,
+                         spec: Mapping[str, Any]) -> list[VerdictRow]:
     """(2): the pooled matched-size SiFT − SMART on the curve at the tuned point, per family."""
     q = _question(spec, "matched_size")
     if tc is None:
-        return [_row(key, "2", q, "no size curve at the reference's chosen point", {}, "")]
+        return [_row(key, "2", q, "no size curve at the reference's chosen point", None, "")]
     rows = []
-    table = matched_size_table({key: variants})
-    for family in tc["families"]:
-        fam = [r for r in table if r["family"] == family]
-        pooled = next((r for r in fam if r["sift"] == "pooled"), None)
+    metric = PAPER_METRIC[key[0]]
+    for family in tc.families:
+        pairs = matched_size_pairs(variants, metric, family)
         name = f"{family}_curve_eps<E>" if family else "curve_eps<E>"
-        if pooled is None:
-            rows.append(_row(key, "2", q, f"`{name}`: no SiFT and SMART sizes to pair", {}, ""))
+        if not pairs:
+            rows.append(_row(key, "2", q, f"`{name}`: no SiFT and SMART sizes to pair", None, ""))
             continue
-        d = {"n": pooled["n"], "mean": pooled["mean"], "low": pooled["ci_low"], "high": pooled["ci_high"],
-             "seeds": _pooled_seeds(variants, family, key[0])}
-        rests = (f"{pooled['smart']} of the `{name}` curve at {tc['reference']['arm']}'s chosen "
-                 f"{tc['reference']['chosen_label']}; per-seed mean over pairs, t interval over seeds")
+        pooled = pooled_difference(variants, pairs, metric)
+        d = Estimate(n=pooled["n"], mean=pooled["mean"], std=pooled["std"], low=pooled["low"], high=pooled["high"],
+                     seeds=tuple(pooled["seeds"]))
+        rests = (f"{pooled['pairs']} matched pair(s) of the `{name}` curve at {tc.reference.arm}'s chosen "
+                 f"{tc.reference.chosen_label}; per-seed mean over pairs, t interval over seeds")
         rows.append(_row(key, "2", q, f"SiFT − SMART at matched size, pooled (`{name}`)", d, rests))
     return rows
-
-
-def _pooled_seeds(variants, family: str, task: str) -> list[int]:
-    metric = PAPER_METRIC[task]
-    pairs = matched_size_pairs(variants, metric, family)
-    return pooled_difference(variants, pairs, metric)["seeds"]
 
 
 # Joins a verdict (3) row "what <control> removes at <point>: ..." so that `control_shares` finds it.
@@ -366,11 +429,11 @@ def _same_value(a: Any, b: Any) -> bool:
         return format_grid_value(a) == format_grid_value(b)
 
 
-def _point_variant(arm: Mapping[str, Any], point: Mapping[str, Any]) -> str | None:
+def _point_variant(arm: ArmSelection, point: Mapping[str, Any]) -> str | None:
     """The arm's variant at a grid point given by value (numbers compared as numbers)."""
-    for p in arm["points"]:
-        if set(p["grid"]) == set(point) and all(_same_value(p["grid"][k], point[k]) for k in point):
-            return p["variant"]
+    for p in arm.points:
+        if set(p.grid) == set(point) and all(_same_value(p.grid[k], point[k]) for k in point):
+            return p.variant
     return None
 
 
@@ -396,8 +459,13 @@ def _gap_per_seed(variants, a: str, b: str, metric: str) -> dict[int, float]:
     return {s: pa[s] - pb[s] for s in set(pa) & set(pb)}
 
 
-def verdict_old_gap(key, variants: Mapping[str, Sequence[Run]], eb: Mapping[str, Any],
-                    spec: Mapping[str, Any], controls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _gap(per_seed_gap: Mapping[int, float]) -> Estimate:
+    """A per-seed gap as an estimate (its mean over seeds with a t interval)."""
+    return Estimate.paired(per_seed_gap, {s: 0.0 for s in per_seed_gap})
+
+
+def verdict_old_gap(key, variants: Mapping[str, Sequence[Run]], eb: EqualBudget,
+                    spec: Mapping[str, Any], control_rows: Sequence[ControlRow]) -> list[VerdictRow]:
     """(3): the old gap (the spec's arm minus its `against` arm, both at the spec's grid point),
     the same gap at their chosen points, how much of the old gap tuning removes (per seed, old
     gap − tuned gap), each control's effect against its uncontrolled partner, and the gap with a
@@ -407,37 +475,34 @@ def verdict_old_gap(key, variants: Mapping[str, Sequence[Run]], eb: Mapping[str,
     if not gap:
         return []
     metric = PAPER_METRIC[key[0]]
-    arms = {a["arm"]: a for a in eb["arms"]}
+    arms = {a.arm: a for a in eb.arms}
     missing = [n for n in (gap["arm"], gap["against"]) if n not in arms]
     if missing:
-        return [_row(key, "3", q, f"no grid arm {', '.join(missing)} in this group", {}, "")]
+        return [_row(key, "3", q, f"no grid arm {', '.join(missing)} in this group", None, "")]
     big, base = arms[gap["arm"]], arms[gap["against"]]
     at = grid_label(gap["point"])
     va, vb = _point_variant(big, gap["point"]), _point_variant(base, gap["point"])
     if not (va and vb):
         return [_row(key, "3", q, f"the grid point {at} is not a point of both {gap['arm']} and {gap['against']}",
-                     {}, "")]
+                     None, "")]
     old = _gap_per_seed(variants, va, vb, metric)
-    rows = [_row(key, "3", q, f"old gap: {va} − {vb} (both at {at})", paired_difference(old, {s: 0.0 for s in old}),
-                 f"the grid runs at {at}, seed-paired")]
-    if big["chosen"] and base["chosen"]:
-        tuned = _gap_per_seed(variants, big["chosen"], base["chosen"], metric)
-        rows.append(_row(key, "3", q, f"gap at the chosen points: {big['chosen']} − {base['chosen']}",
-                         paired_difference(tuned, {s: 0.0 for s in tuned}),
+    rows = [_row(key, "3", q, f"old gap: {va} − {vb} (both at {at})", _gap(old), f"the grid runs at {at}, seed-paired")]
+    if big.chosen and base.chosen:
+        tuned = _gap_per_seed(variants, big.chosen, base.chosen, metric)
+        rows.append(_row(key, "3", q, f"gap at the chosen points: {big.chosen} − {base.chosen}", _gap(tuned),
                          "each arm at the point chosen on its validation metric"))
         rows.append(_row(key, "3", q, "under-fitting: old gap − gap at the chosen points (what tuning removes)",
-                         paired_difference(old, tuned), "per seed, over the seeds both gaps have"))
-    for c in controls:
-        if "uncontrolled" in c["against_is"]:
-            d = {"n": c["n"], "seeds": c["seeds"], "mean": c["mean"], "low": c["ci_low"], "high": c["ci_high"]}
-            rows.append(_row(key, "3", q, f"control {c['control']} − {c['against']}: {c['what it tests']}", d,
-                             f"{c['sets']}, at {c['at']}; seed-paired against the same algorithm without it"))
+                         Estimate.paired(old, tuned), "per seed, over the seeds both gaps have"))
+    for c in control_rows:
+        if "uncontrolled" in c.against_is:
+            rows.append(_row(key, "3", q, f"control {c.control} − {c.against}: {c.tests}", c.diff,
+                             f"{c.sets}, at {c.at}; seed-paired against the same algorithm without it"))
     rows += _gaps_with_control(key, variants, big, q, metric)
     return rows + _controls_at_the_old_point(key, variants, variants[va][0], gap["point"], old, q, metric)
 
 
 def _controls_at_the_old_point(key, variants, big_run: Run, point: Mapping[str, Any],
-                               old: Mapping[int, float], q: str, metric: str) -> list[dict[str, Any]]:
+                               old: Mapping[int, float], q: str, metric: str) -> list[VerdictRow]:
     """Each control run at the old gap's point against its uncontrolled partner there; and
     where the arm's algorithm and plain ran the same control there, the gap left with the
     control on both sides and how much of the old gap that control removes (per seed).
@@ -450,18 +515,17 @@ def _controls_at_the_old_point(key, variants, big_run: Run, point: Mapping[str, 
         partner = uncontrolled_partner(v, variants)
         if partner is None:
             continue
-        d = paired_difference(per_seed(variants[v], metric), per_seed(variants[partner], metric))
+        d = Estimate.paired(per_seed(variants[v], metric), per_seed(variants[partner], metric))
         rows.append(_row(key, "3", q, f"control at {at}: {v} − {partner}: {what_it_tests(settings)}", d,
                          f"{settings_text(settings)}, at the old gap's {at}; seed-paired against the same "
                          "algorithm without it"))
     for a, b in _plain_twins(found, variants, big_run, set(CONTROL_FIELDS)):
         settings = settings_text(control_settings(variants[a][0]))
         left = _gap_per_seed(variants, a, b, metric)
-        rows.append(_row(key, "3", q, f"gap at {at} with {settings} on both sides: {a} − {b}",
-                         paired_difference(left, {s: 0.0 for s in left}),
+        rows.append(_row(key, "3", q, f"gap at {at} with {settings} on both sides: {a} − {b}", _gap(left),
                          "both at the old gap's point with the same control, seed-paired"))
         rows.append(_row(key, "3", q, f"what {settings}{_REMOVES}{at}: old gap − that gap",
-                         paired_difference(old, left), "per seed, over the seeds both gaps have"))
+                         Estimate.paired(old, left), "per seed, over the seeds both gaps have"))
     return rows
 
 
@@ -480,33 +544,50 @@ def _plain_twins(found: Sequence[str], variants: Mapping[str, Sequence[Run]], bi
                 yield a, b
 
 
-def _gaps_with_control(key, variants, big: Mapping[str, Any], q: str, metric: str) -> list[dict[str, Any]]:
+def _gaps_with_control(key, variants, big: ArmSelection, q: str, metric: str) -> list[VerdictRow]:
     """The arm's algorithm and plain with the same control (and no noise), both at another arm's
     chosen point: their difference is the gap with the control on both sides."""
-    if not big["chosen"]:
+    if not big.chosen:
         return []
     ctl = [v for v, recs in variants.items() if isinstance(run_extra(recs[0]).get("at_chosen"), dict)
            and control_settings(recs[0]) and "noise" not in control_settings(recs[0])]
     ignore = set(CONTROL_FIELDS) | {"uci_learning_rate", "learning_rate"}
     rows = []
-    for a, b in _plain_twins(ctl, variants, variants[big["chosen"]][0], ignore):
-        d = paired_difference(per_seed(variants[a], metric), per_seed(variants[b], metric))
+    for a, b in _plain_twins(ctl, variants, variants[big.chosen][0], ignore):
+        d = Estimate.paired(per_seed(variants[a], metric), per_seed(variants[b], metric))
         rows.append(_row(key, "3", q, f"gap with {settings_text(control_settings(variants[a][0]))} on both sides: "
                          f"{a} − {b}", d, "both at the same point with the same control, seed-paired"))
     return rows
 
 
-def start_loss_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
-                    spec: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class StartLoss:
+    """Where the last stage of one variant starts: its first logged task loss over seeds, beside its test metric."""
+
+    group: GroupKey
+    variant: str
+    role: str
+    stage: str | None
+    start: Estimate
+    test_mean: float
+
+    def as_row(self) -> dict[str, Any]:
+        """A row of `START_LOSS_COLUMNS`."""
+        return {**group_fields(self.group), "variant": self.variant, "role": self.role, "stage": self.stage,
+                "n": self.start.n, "start_mean": self.start.mean, "start_low": self.start.low,
+                "start_high": self.start.high, "test_mean": self.test_mean}
+
+
+def start_losses(key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None,
+                 spec: Mapping[str, Any]) -> list[StartLoss]:
     """Where the last stage starts, at the old gap's point: its first logged task loss (mean and
-    95% t CI over seeds) for the old gap's two grid points and each control run there
-    (`START_LOSS_COLUMNS`), beside the test metric. The label-flip reading of verdict (3) rests
-    on it: a head that starts far above ln 2 is confidently wrong about the new labels."""
-    gap = (spec or {}).get("old_gap")
-    eb = equal_budget(variants, key[0])
+    95% t CI over seeds) for the old gap's two grid points and each control run there, beside the
+    test metric. The label-flip reading of verdict (3) rests on it: a head that starts far above
+    ln 2 is confidently wrong about the new labels."""
+    gap = spec.get("old_gap")
     if not gap or eb is None:
         return []
-    arms = {a["arm"]: a for a in eb["arms"]}
+    arms = {a.arm: a for a in eb.arms}
     if not {gap["arm"], gap["against"]} <= set(arms):
         return []
     metric = PAPER_METRIC[key[0]]
@@ -519,29 +600,65 @@ def start_loss_rows(key: tuple[str, str, str, str], variants: Mapping[str, Seque
             continue
         recs = variants[v]
         stage = last_stage(recs[0])
-        start = mean_ci([stage_start_loss(r, stage) for r in recs])
-        rows.append({**group_fields(key), "variant": v, "role": role, "stage": stage, "n": start["n"],
-                     "start_mean": start["mean"], "start_low": start["low"], "start_high": start["high"],
-                     "test_mean": mean_ci([r.metric(metric) for r in recs])["mean"]})
+        rows.append(StartLoss(group=key, variant=v, role=role, stage=stage,
+                              start=Estimate.of([stage_start_loss(r, stage) for r in recs]),
+                              test_mean=mean_ci([r.metric(metric) for r in recs])["mean"]))
     return rows
 
 
-def verdict_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
+def start_loss_rows(key: GroupKey, variants: Mapping[str, Sequence[Run]],
+                    spec: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """`start_losses` as rows (`START_LOSS_COLUMNS`)."""
+    return [r.as_row() for r in start_losses(key, variants, equal_budget(variants, key[0]), spec or {})]
+
+
+def verdicts(key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None, tc: TunedCurve | None,
+             control_rows: Sequence[ControlRow], spec: Mapping[str, Any]) -> list[VerdictRow]:
+    """The three verdicts of one group; none without grid arms and a reference arm. `tc` and
+    `control_rows`: the group's `tuned_curve_at` and `controls`."""
+    if eb is None or not eb.reference:
+        return []
+    rows = verdict_beat_reference(key, eb, spec)
+    rows += verdict_matched_size(key, variants, tc, spec)
+    rows += verdict_old_gap(key, variants, eb, spec, control_rows)
+    return rows
+
+
+def verdict_rows(key: GroupKey, variants: Mapping[str, Sequence[Run]],
                  spec: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The three verdicts of one group as rows (`VERDICT_COLUMNS`); none without grid arms."""
     spec = spec or {}
-    task = key[0]
-    eb = equal_budget(variants, task)
-    if eb is None or not eb.get("reference"):
-        return []
-    rows = verdict_beat_reference(key, eb, spec)
-    rows += verdict_matched_size(key, variants, tuned_curve(variants, task), spec)
-    rows += verdict_old_gap(key, variants, eb, spec, control_rows(key, variants, spec))
-    return rows
+    eb = equal_budget(variants, key[0])
+    rows = verdicts(key, variants, eb, tuned_curve_at(variants, eb), controls(key, variants, eb, spec), spec)
+    return [r.as_row() for r in rows]
 
 
 def verdicts_table(groups: Groups, specs: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     return [row for key, variants in groups.items() for row in verdict_rows(key, variants, spec_for(variants, specs))]
+
+
+@dataclass(frozen=True)
+class BudgetStudy:
+    """The equal-budget study of one group past its table, computed once: the controls, the curve
+    at the tuned point (`tuned_curve`, its rows `curve`), the verdicts and the start losses at the
+    old gap's point; `spec`: the study spec that applies to the group ({} when none does)."""
+
+    spec: Mapping[str, Any]
+    controls: tuple[ControlRow, ...]
+    tuned_curve: TunedCurve | None
+    curve: tuple[CurveRow, ...]
+    verdicts: tuple[VerdictRow, ...]
+    start_losses: tuple[StartLoss, ...]
+
+
+def budget_study(key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None,
+                 spec: Mapping[str, Any]) -> BudgetStudy:
+    """The group's `BudgetStudy` from its `equal_budget` `eb`."""
+    ctl = controls(key, variants, eb, spec)
+    tc = tuned_curve_at(variants, eb)
+    return BudgetStudy(spec=spec, controls=tuple(ctl), tuned_curve=tc, curve=tuple(curve_rows(key, variants, tc)),
+                       verdicts=tuple(verdicts(key, variants, eb, tc, ctl, spec)),
+                       start_losses=tuple(start_losses(key, variants, eb, spec)))
 
 
 def answer(row: Mapping[str, Any], digits: int = 3) -> str:

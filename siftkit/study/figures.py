@@ -14,7 +14,7 @@ file names start with ``<task>_<device>_<commit>``:
   grid points that validation did not choose and runs at a fixed setting instead of a chosen
   point are left out (`off_the_chosen_points`);
 - ``..._tuned_curve_<metric>.png``: the size curve run at the reference arm's chosen point of an
-  equal-budget study (`siftkit.study.budget.tuned_curve`), that point as the band;
+  equal-budget study (`siftkit.study.budget.tuned_curve`, read from the group's `siftkit.study.report.GroupReport`), that point as the band;
 - ``<task>_curves_by_group.png`` (`curves_by_group_figure`): beside that curve, every other
   group's size curve of the same task, one panel per group and curve, each titled with its group
   (never two groups on one axis).
@@ -38,11 +38,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from siftkit.run.config import DEFAULT_MODEL_NAME
-from siftkit.study import budget
-from siftkit.study.arms import equal_budget
+from siftkit.study.arms import EqualBudget, equal_budget
 from siftkit.study.measured import runs_frame, smoothness_metrics
 from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS
-from siftkit.study.reference import reference_plain
+from siftkit.study.report import GroupReport, analyse_group
 from siftkit.study.runs import MAIN_EVAL, Groups, Run, run_extra, short_commit
 from siftkit.study.spec import Specs, learning_curve_variants, point_markers
 from siftkit.study.stats import mean_ci, t_interval
@@ -226,27 +225,39 @@ def off_the_chosen_points(variants: Mapping[str, Sequence[Run]], task: str) -> s
     not choose, and runs at a fixed setting instead of an arm's chosen point (the controls at the
     old gap's rate). Drawn against the band of tuned plain, they would compare a setting no arm
     kept with the one plain kept. Empty for a group without grid arms."""
-    eb = equal_budget(variants, task)
+    return _off_chosen(variants, equal_budget(variants, task))
+
+
+def _off_chosen(variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None) -> set[str]:
+    """`off_the_chosen_points` given the group's `equal_budget`."""
     if eb is None:
         return set()
-    chosen = {a["chosen"] for a in eb["arms"]}
-    points = {p["variant"] for a in eb["arms"] for p in a["points"]}
+    chosen = {a.chosen for a in eb.arms}
+    points = {p.variant for a in eb.arms for p in a.points}
     return {v for v, recs in variants.items() if v not in chosen
             and (v in points or not isinstance(run_extra(recs[0]).get("at_chosen"), dict))}
 
 
+def _report(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]], specs: Specs,
+            report: GroupReport | None) -> GroupReport:
+    """The group's report as the caller computed it, else computed here."""
+    return report if report is not None else analyse_group(key, variants, specs)
+
+
 def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
-                 specs: Specs = ()) -> dict[str, Figure]:
+                 specs: Specs = (), report: GroupReport | None = None) -> dict[str, Figure]:
     """The group's size figures by file suffix: the main metric, R's share of the objective,
     and held-out smoothness on the protocol's main evaluation set (one panel per probe); the
-    points' markers as the study specs name them."""
+    points' markers as the study specs name them. `report`: the group's `analyse_group`, where
+    the caller has it."""
     task, device, commit, model = key
+    report = _report(key, variants, specs, report)
     frame = runs_frame(variants)
-    unchosen = off_the_chosen_points(variants, task)
+    unchosen = _off_chosen(variants, report.equal_budget)
     frame = frame[~frame["variant"].isin(unchosen)]
     if frame.empty or not wants_size_figures(frame):
         return {}
-    plain = reference_plain(variants, task)
+    plain = report.reference_plain
     where = f"{_task_name(task)} — {model} on {device}, code {short_commit(commit)}"
     if unchosen:
         where += "; runs at no chosen point left out"
@@ -289,19 +300,19 @@ def _curve_frame(variants: Mapping[str, Sequence[Run]], family: str, band: str |
     return frame[keep]
 
 
-def _panels(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> list[tuple[str, str | None, str]]:
+def _panels(report: GroupReport) -> list[tuple[str, str | None, str]]:
     """(family, band variant, what the band is) per size curve of a group: the curve at the
     reference arm's chosen point with that point as its band; any other curve with the group's
     reference plain."""
-    tc = budget.tuned_curve(variants, key[0])
-    tuned = tc["families"] if tc else []
+    tc = report.budget.tuned_curve
+    tuned = tc.families if tc else ()
     out = []
-    for family in sorted({f for f in runs_frame(variants)["family"].dropna()}):
+    for family in sorted({f for f in runs_frame(report.variants)["family"].dropna()}):
         if family in tuned:
-            ref = tc["reference"]
-            out.append((family, ref["chosen"], f"{ref['arm']} at its chosen {ref['chosen_label']}"))
+            ref = tc.reference
+            out.append((family, ref.chosen, f"{ref.arm} at its chosen {ref.chosen_label}"))
         else:
-            plain = reference_plain(variants, key[0])
+            plain = report.reference_plain
             out.append((family, plain, f"{plain}"))
     return out
 
@@ -312,28 +323,30 @@ def _group_title(key: tuple[str, str, str, str]) -> str:
 
 
 def tuned_curve_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
-                       specs: Specs = ()) -> Figure | None:
+                       specs: Specs = (), report: GroupReport | None = None) -> Figure | None:
     """The size curve at the reference arm's chosen point, that point drawn as the band; None
     when the group has no such curve."""
-    tc = budget.tuned_curve(variants, key[0])
+    tc = _report(key, variants, specs, report).budget.tuned_curve
     if tc is None:
         return None
-    main, ref = PAPER_METRIC[key[0]], tc["reference"]
+    main, ref = PAPER_METRIC[key[0]], tc.reference
     fig = Figure(figsize=(11, 5), layout="constrained")
     ax = fig.subplots()
-    for family in tc["families"]:
-        size_curve(_curve_frame(variants, family, ref["chosen"]), main, ax=ax, plain=ref["chosen"],
+    for family in tc.families:
+        size_curve(_curve_frame(variants, family, ref.chosen), main, ax=ax, plain=ref.chosen,
                    markers=point_markers(specs))
-    ax.set_title(f"{METRIC_AXIS_LABELS.get(main, main)} against perturbation size at {ref['arm']}'s chosen "
-                 f"{ref['chosen_label']} (band: that point)\n{_group_title(key)}")
+    ax.set_title(f"{METRIC_AXIS_LABELS.get(main, main)} against perturbation size at {ref.arm}'s chosen "
+                 f"{ref.chosen_label} (band: that point)\n{_group_title(key)}")
     return fig
 
 
-def curves_by_group_figure(groups: Groups, task: str, specs: Specs = ()) -> Figure | None:
+def curves_by_group_figure(groups: Groups, task: str, specs: Specs = (),
+                           reports: Mapping[tuple, GroupReport] | None = None) -> Figure | None:
     """Every size curve of `task`, one panel per (group, curve), each titled with its group;
-    the panels share the y axis so the eye can compare levels, never the runs."""
+    the panels share the y axis so the eye can compare levels, never the runs. `reports`: the
+    groups' `analyse_group`, where the caller has them."""
     panels = [(key, variants, *p) for key, variants in groups.items() if key[0] == task
-              for p in _panels(key, variants)]
+              for p in _panels(_report(key, variants, specs, (reports or {}).get(key)))]
     if len(panels) < 2:
         return None
     main = PAPER_METRIC[task]
@@ -350,14 +363,16 @@ def curves_by_group_figure(groups: Groups, task: str, specs: Specs = ()) -> Figu
     return fig
 
 
-def write_curves_by_group(groups: Groups, out_dir: str | Path, specs: Specs = ()) -> dict[tuple, Path]:
+def write_curves_by_group(groups: Groups, out_dir: str | Path, specs: Specs = (),
+                          reports: Mapping[tuple, GroupReport] | None = None) -> dict[tuple, Path]:
     """``<task>_curves_by_group.png`` for each task that has a curve at a tuned point, keyed by
     the group of that curve (where the summary links it)."""
+    reports = {key: _report(key, variants, specs, (reports or {}).get(key)) for key, variants in groups.items()}
     out: dict[tuple, Path] = {}
     for key, variants in groups.items():
-        if budget.tuned_curve(variants, key[0]) is None:
+        if reports[key].budget.tuned_curve is None:
             continue
-        fig = curves_by_group_figure(groups, key[0], specs)
+        fig = curves_by_group_figure(groups, key[0], specs, reports)
         if fig is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             out[key] = _save(fig, Path(out_dir) / f"{figure_prefix(key)}_curves_by_group.png")
@@ -469,14 +484,15 @@ def figure_prefix(key: tuple[str, str, str, str]) -> str:
 
 
 def write_group_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
-                        out_dir: str | Path, specs: Specs = ()) -> list[Path]:
+                        out_dir: str | Path, specs: Specs = (), report: GroupReport | None = None) -> list[Path]:
     """One group's figures as PNGs in `out_dir` (created); returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = figure_prefix(key)
+    report = _report(key, variants, specs, report)
     figs = {"scores": scores_figure(key, variants), "learning_curves": learning_curves_figure(key, variants, specs),
-            **size_figures(key, variants, specs),
-            f"tuned_curve_{PAPER_METRIC[key[0]]}": tuned_curve_figure(key, variants, specs)}
+            **size_figures(key, variants, specs, report),
+            f"tuned_curve_{PAPER_METRIC[key[0]]}": tuned_curve_figure(key, variants, specs, report)}
     return [_save(fig, out_dir / f"{prefix}_{name}.png") for name, fig in figs.items() if fig is not None]
 
 

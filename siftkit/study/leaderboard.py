@@ -17,10 +17,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from siftkit.study.arms import equal_budget, tuned_text
-from siftkit.study.paper import PAPER_METRIC, TASK_METRICS
+from siftkit.study.arms import ArmSelection, EqualBudget, equal_budget, tuned_text
+from siftkit.study.metrics import PAPER_METRIC, TASK_METRICS
 from siftkit.study.runs import Groups, Run, finetuned_twin, is_number, per_seed
-from siftkit.study.stats import format_mean_ci, mean_ci, paired_difference
+from siftkit.study.stats import Estimate, format_mean_ci, mean_ci
 from siftkit.study.tags import variant_order
 
 # Human names of the fixed protocols; a shift spec's group is named by the spec's name.
@@ -152,8 +152,8 @@ class Leaderboard:
         return sum(ratios.values()) / len(ratios) if ratios else None
 
 
-def _is_twin(variants: Mapping[str, Sequence[Run]], arm: Mapping[str, Any]) -> bool:
-    return any(r.record.get("twin_of") for p in arm["points"] for r in variants[p["variant"]])
+def _is_twin(variants: Mapping[str, Sequence[Run]], arm: ArmSelection) -> bool:
+    return any(r.record.get("twin_of") for p in arm.points for r in variants[p.variant])
 
 
 def _train_seconds(run: Run) -> float | None:
@@ -172,53 +172,56 @@ def _cost(arm_runs: Sequence[Run], ref_runs: Sequence[Run]) -> float | None:
 
 
 def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequence[str] | None = None,
-                budget: tuple[int, int] | None = None) -> Leaderboard:
+                budget: tuple[int, int] | None = None,
+                budgets: Mapping[tuple, EqualBudget | None] | None = None) -> Leaderboard:
     """The leaderboard over the groups of `tasks` (all with grid arms when None), reading only the
     arms whose tag starts with `tag_prefix` (all when None). `budget`: the declared (grid points,
     selection seeds) of every arm; an arm below it is still running, one above it breaks the
-    equal budget (without it, the shift's largest budget is taken as the full one)."""
+    equal budget (without it, the shift's largest budget is taken as the full one). `budgets`: each
+    group's `equal_budget` by its key, where the caller has them (computed here otherwise)."""
     board = Leaderboard()
     for key, variants in groups.items():
         task = key[0]
         if tasks is not None and task not in tasks:
             continue
-        eb = equal_budget(variants, task)
+        eb = budgets[key] if budgets is not None else equal_budget(variants, task)
         if eb is None:
             continue
         # A WiSE-FT run's fine-tuned twin (alpha = 1) is read against its run below, not as an arm.
-        compared = [a for a in eb["compared"] if (tag_prefix is None or a["base_tag"].startswith(tag_prefix))
+        compared = [a for a in eb.compared if (tag_prefix is None or a.base_tag.startswith(tag_prefix))
                     and not _is_twin(variants, a)]
         if not compared:
             continue
-        by_name = {a["arm"]: a for a in compared}
-        reference = eb["reference"] if eb["reference"] in by_name else None
+        by_name = {a.arm: a for a in compared}
+        reference = eb.reference if eb.reference in by_name else None
         shift = shift_name(task)
         targets = tuple(target_metrics(task, _n_labels(variants)))
         board.shifts.append(ShiftBoard(
-            shift=shift, task=task, reference=reference, reference_note=eb["reference_note"], targets=targets,
-            chosen={a["arm"]: a["chosen_label"] for a in compared},
-            budgets={a["arm"]: (len(a["points"]), len(a["selection_seeds"])) for a in compared},
-            tuned={a["arm"]: tuned_text(a["tuned"]) for a in compared}, declared=budget))
+            shift=shift, task=task, reference=reference, reference_note=eb.reference_note, targets=targets,
+            chosen={a.arm: a.chosen_label for a in compared}, budgets={a.arm: a.budget for a in compared},
+            tuned={a.arm: tuned_text(a.tuned) for a in compared}, declared=budget))
         part = board.shifts[-1]
         if reference is None or reference in part.incomplete:
             continue
-        ref_runs = variants[by_name[reference]["chosen"]] if by_name[reference]["chosen"] else []
+        ref_runs = variants[by_name[reference].chosen] if by_name[reference].chosen else []
         for a in compared:
-            if a["arm"] in part.incomplete:
+            if a.arm in part.incomplete:
                 continue
-            runs = variants[a["chosen"]] if a["chosen"] else []
+            runs = variants[a.chosen] if a.chosen else []
             twins = [t for t in map(finetuned_twin, runs) if t is not None]
             for metric in targets:
-                d = paired_difference(per_seed(runs, metric), per_seed(ref_runs, metric))
-                board.cells[(a["arm"], shift, metric)] = Cell(
-                    shift=shift, metric=metric, arm=a["arm"], chosen=a["chosen_label"], n=d["n"], mean=d["mean"],
-                    low=d["low"], high=d["high"], seeds=tuple(d["seeds"]), cost=_cost(runs, ref_runs))
+                board.cells[(a.arm, shift, metric)] = _cell(shift, metric, a, runs, ref_runs, _cost(runs, ref_runs))
                 if twins:
-                    d = paired_difference(per_seed(runs, metric), per_seed(twins, metric))
-                    board.against_base[(a["arm"], shift, metric)] = Cell(
-                        shift=shift, metric=metric, arm=a["arm"], chosen=a["chosen_label"], n=d["n"], mean=d["mean"],
-                        low=d["low"], high=d["high"], seeds=tuple(d["seeds"]), cost=None)
+                    board.against_base[(a.arm, shift, metric)] = _cell(shift, metric, a, runs, twins, None)
     return board
+
+
+def _cell(shift: str, metric: str, arm: ArmSelection, runs: Sequence[Run], base: Sequence[Run],
+          cost: float | None) -> Cell:
+    """The arm's chosen runs − `base` (tuned plain's, or its own twins), seed-paired, in `metric`."""
+    d = Estimate.paired(per_seed(runs, metric), per_seed(base, metric))
+    return Cell(shift=shift, metric=metric, arm=arm.arm, chosen=arm.chosen_label, n=d.n, mean=d.mean, low=d.low,
+                high=d.high, seeds=d.seeds, cost=cost)
 
 
 # ----------------------------------------------------------------------------- as text

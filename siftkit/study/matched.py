@@ -8,7 +8,7 @@ import statistics
 from typing import Any, Mapping, Sequence
 
 from siftkit.study.measured import variant_sizes
-from siftkit.study.paper import PAPER_METRIC
+from siftkit.study.metrics import PAPER_METRIC
 from siftkit.study.runs import Groups, Run, group_fields, per_seed
 from siftkit.study.stats import mean_ci, paired_difference, reading
 from siftkit.study.tags import curve_families, curve_family

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from siftkit.study.arms import equal_budget
+from siftkit.study.arms import EqualBudget, equal_budget
 from siftkit.study.runs import SELECTION_METRIC, Run
 from siftkit.study.stats import mean_ci
 
@@ -17,10 +17,15 @@ def reference_plain(variants: Mapping[str, Sequence[Run]], task: str) -> str | N
     one, else the tagged plain with the best mean selection metric (P1's learning rate by
     in_domain_dev MCC). In a group with an equal-budget study, the reference arm's chosen point
     (`budget_reference`): its plain variants are grid points and controls, not settings to pick among."""
+    return reference_plain_of(variants, task, equal_budget(variants, task))
+
+
+def reference_plain_of(variants: Mapping[str, Sequence[Run]], task: str, eb: EqualBudget | None) -> str | None:
+    """`reference_plain` given the group's `equal_budget` `eb`."""
     plains = [v for v, recs in variants.items() if recs[0].algo == "plain"]
     if "plain" in plains or not plains:
         return "plain" if plains else None
-    chosen = budget_reference(variants, task)
+    chosen = chosen_reference(eb)
     if chosen:
         return chosen
     metric = SELECTION_METRIC[task]
@@ -29,23 +34,28 @@ def reference_plain(variants: Mapping[str, Sequence[Run]], task: str) -> str | N
 
 def budget_reference(variants: Mapping[str, Sequence[Run]], task: str) -> str | None:
     """The chosen variant of the group's reference arm (`equal_budget`), None without one."""
-    eb = equal_budget(variants, task)
-    if not eb or not eb["reference"]:
+    return chosen_reference(equal_budget(variants, task))
+
+
+def chosen_reference(eb: EqualBudget | None) -> str | None:
+    """The chosen variant of `eb`'s reference arm, None without one."""
+    if not eb or not eb.reference:
         return None
-    return next(a for a in eb["arms"] if a["arm"] == eb["reference"])["chosen"]
+    return eb.arm(eb.reference).chosen
 
 
 def _finite(x: float) -> float:
     return -math.inf if math.isnan(x) else x
 
 
-def plain_for(variant: str, variants: Mapping[str, Sequence[Run]], task: str) -> str | None:
+def plain_for(variant: str, variants: Mapping[str, Sequence[Run]], reference: str | None) -> str | None:
     """The plain variant to compare `variant` with: ``plain-<t>`` when the variant's tag is
-    ``<t>`` or ends in ``_<t>`` (``smart-mtdnn_lr5e-05`` -> ``plain-lr5e-05``), else the reference."""
+    ``<t>`` or ends in ``_<t>`` (``smart-mtdnn_lr5e-05`` -> ``plain-lr5e-05``), else `reference`
+    (the group's `reference_plain`)."""
     tag = variant.partition("-")[2]
     for v, recs in variants.items():
         t = recs[0].tag
         if recs[0].algo == "plain" and t and tag and (tag == t or tag.endswith("_" + t)):
             return v
-    return reference_plain(variants, task)
+    return reference
 

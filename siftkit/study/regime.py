@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from siftkit.study.paper import PAPER_METRIC
+from siftkit.study.metrics import PAPER_METRIC
 from siftkit.study.runs import Groups, Run, group_fields, per_seed
 from siftkit.study.spec import Specs, regime_section
 from siftkit.study.stats import paired_difference, reading

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from siftkit.run.config import DEFAULT_MODEL_NAME
 from siftkit.run.records import RESULTS_FILE, load_results
-from siftkit.study.paper import PAPER_METRIC, TASK_METRICS
+from siftkit.study.metrics import PAPER_METRIC, TASK_METRICS
 from siftkit.study.select import DEFAULT_SELECT_ON
 
 # The held-out evaluation set whose smoothness the summary plots, per protocol.
@@ -72,7 +72,9 @@ class Run:
         return math.nan if value is None or not math.isfinite(value) else float(value)
 
 
-Groups = dict[tuple[str, str, str, str], dict[str, list[Run]]]
+# A group of comparable runs: (task, device, commit, model).
+GroupKey = tuple[str, str, str, str]
+Groups = dict[GroupKey, dict[str, list[Run]]]
 
 
 # ----------------------------------------------------------------------------- reading and checking

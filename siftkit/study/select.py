@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any, Mapping, Sequence
 
-from siftkit.study.paper import PAPER_METRIC
+from siftkit.study.metrics import PAPER_METRIC
 from siftkit.study.stats import mean_ci
 
 # The validation metric a sweep's grid is chosen on when the plan names none, per protocol

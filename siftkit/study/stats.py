@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from scipy import stats as _stats
@@ -49,6 +50,44 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> dict[st
     seeds = sorted(s for s in set(a) & set(b) if not (math.isnan(a[s]) or math.isnan(b[s])))
     out = mean_ci([a[s] - b[s] for s in seeds])
     return {**out, "seeds": seeds}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over seeds (or over seed-paired differences) with its sample std and 95% t
+    interval, and the seeds it is over; NaN where undefined (`mean_ci`, `paired_difference`)."""
+
+    n: int
+    mean: float
+    std: float
+    low: float
+    high: float
+    seeds: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, values: Sequence[float], seeds: Sequence[int] = ()) -> Estimate:
+        """`mean_ci` of `values`, over `seeds` (the seeds they came from, given by the caller)."""
+        return cls(**mean_ci(values), seeds=tuple(seeds))
+
+    @classmethod
+    def paired(cls, a: Mapping[int, float], b: Mapping[int, float]) -> Estimate:
+        """`paired_difference`: a − b over the seeds both have."""
+        d = paired_difference(a, b)
+        return cls(n=d["n"], mean=d["mean"], std=d["std"], low=d["low"], high=d["high"], seeds=tuple(d["seeds"]))
+
+    @classmethod
+    def none(cls) -> Estimate:
+        """No values: n 0, every number NaN."""
+        return cls.of([])
+
+    @property
+    def reading(self) -> str:
+        return reading(self.as_dict())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The dict `mean_ci` returns, with ``seeds`` as a list."""
+        return {"n": self.n, "mean": self.mean, "std": self.std, "low": self.low, "high": self.high,
+                "seeds": list(self.seeds)}
 
 
 def reading(d: Mapping[str, Any]) -> str:

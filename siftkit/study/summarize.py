@@ -46,19 +46,18 @@ from typing import Any, Iterable, Mapping, Sequence
 from siftkit.run.config import DEFAULT_MODEL_NAME
 from siftkit.run.records import HISTORY_FILE, RESULTS_FILE, atomic_write_text
 from siftkit.study import budget
-from siftkit.study.arms import choice_note, diff_tuned, equal_budget, tuned_text
-from siftkit.study.matched import MATCH_FACTOR, matched_size_pairs, matched_size_table, pooled_difference
+from siftkit.study.arms import ArmSelection, EqualBudget, choice_note, diff_tuned, tuned_text
+from siftkit.study.leaderboard import leaderboard_markdown, verdict_sentences
+from siftkit.study.matched import MATCH_FACTOR
 from siftkit.study.measured import (SOURCE_METRIC, activity, regularizer_share, relative_size, smoothness_metrics,
                                     source_metrics, variant_sizes)
 from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
-from siftkit.study.reference import budget_reference, plain_for, reference_plain
-from siftkit.study.regime import regime_verdicts
-from siftkit.study.runs import SELECTION_METRIC, Groups, Run, group_runs, load_runs, per_seed, short_commit
-from siftkit.study.leaderboard import leaderboard, leaderboard_markdown, verdict_sentences
-from siftkit.study.spec import Specs, find_specs, leaderboard_spec, load_spec, paired_rows, regime_section
-from siftkit.study.stats import format_ci, format_mean_ci, format_mean_std, mean_ci, paired_difference, reading
-from siftkit.study.tags import curve_eps, curve_families, variant_order
-from siftkit.study.wise import wise_ft_differences, wise_ft_rows
+from siftkit.study.reference import reference_plain
+from siftkit.study.report import GroupReport, MatchedCurve, Paired, StudyReport, analyse_study
+from siftkit.study.runs import SELECTION_METRIC, Groups, Run, group_fields, group_runs, load_runs, short_commit
+from siftkit.study.spec import Specs, find_specs, load_spec, regime_section
+from siftkit.study.stats import Estimate, format_ci, format_mean_ci, format_mean_std, mean_ci, reading
+from siftkit.study.tags import variant_order
 
 __all__ = ["summarize", "brief", "main"]
 
@@ -111,20 +110,16 @@ def _stat(runs: Sequence[Run], metric: str) -> dict[str, float]:
 # ----------------------------------------------------------------------------- one group's sections
 
 
-def _main_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
+def _main_table(report: GroupReport) -> list[str]:
+    task = report.task
     metrics = TASK_METRICS[task]
     rows = []
-    for variant in sorted(variants, key=variant_order):
-        recs = variants[variant]
-        algo = recs[0].algo
-        stats = {m: _stat(recs, m) for m in metrics}
-        paper = PAPER.get(task, {}).get(algo) if variant == algo else None  # a shift spec has none
-        wall = mean_ci([r.record["meta"].get("wall_time_s") or math.nan for r in recs])
-        rows.append([f"`{variant}`", str(len(recs)), *(_fmt(stats[m]["mean"], stats[m]["std"]) for m in metrics),
+    for s in report.stats:
+        paper = PAPER.get(task, {}).get(s.algo) if s.variant == s.algo else None  # a shift spec has none
+        wall = s.wall_time
+        rows.append([f"`{s.variant}`", str(len(s.seeds)), *(_fmt(s.metrics[m].mean, s.metrics[m].std) for m in metrics),
                      _fmt(paper[0], digits=2) if paper else "", _fmt(paper[1], digits=2) if paper else "",
-                     _fmt(wall["mean"], wall["std"], digits=0)])
-        data["groups"][f"{key}|{variant}"] = {"n": len(recs), "seeds": [r.seed for r in recs],
-                                              **{m: {"mean": s["mean"], "std": s["std"]} for m, s in stats.items()}}
+                     _fmt(wall.mean, wall.std, digits=0)])
     return _table(["variant", "n", *metrics, "paper BERT", "paper DeBERTa", "wall time (s)"], rows)
 
 
@@ -140,15 +135,17 @@ def _nonfinite_note(variants: Mapping[str, list[Run]]) -> list[str]:
             f"{', '.join(flagged)}.", ""]
 
 
-def _plain_choice(task: str, variants: Mapping[str, list[Run]]) -> list[str]:
+def _plain_choice(report: GroupReport) -> list[str]:
     """P1: plain's tagged settings (learning rates) and which one the selection metric picks."""
+    variants, task = report.variants, report.task
     plains = sorted(v for v, recs in variants.items() if recs[0].algo == "plain" and recs[0].tag)
-    if len(plains) < 2 or budget_reference(variants, task):  # an equal-budget study chose on validation
+    if len(plains) < 2 or report.chosen_reference:  # an equal-budget study chose on validation
         return []
-    chosen = reference_plain(variants, task)
+    chosen = report.reference_plain
     sel, main = SELECTION_METRIC[task], PAPER_METRIC[task]
-    rows = [[f"`{v}`", str(len(variants[v])), _fmt(_stat(variants[v], sel)["mean"], _stat(variants[v], sel)["std"]),
-             _fmt(_stat(variants[v], main)["mean"], _stat(variants[v], main)["std"]), "←" if v == chosen else ""]
+    stats = {s.variant: s.metrics for s in report.stats}
+    rows = [[f"`{v}`", str(len(variants[v])), _fmt(stats[v][sel].mean, stats[v][sel].std),
+             _fmt(stats[v][main].mean, stats[v][main].std), "←" if v == chosen else ""]
             for v in plains]
     note = (f"plain's setting is chosen by `{sel}` (not by the reported `{main}`): **`{chosen}`**; "
             "the regularized variants are compared with it." if "plain" not in variants else
@@ -156,74 +153,40 @@ def _plain_choice(task: str, variants: Mapping[str, list[Run]]) -> list[str]:
     return ["plain's settings:", "", *_table(["variant", "n", sel, main, "chosen"], rows), note, ""]
 
 
-def _pairs(task: str, variants: Mapping[str, list[Run]], specs: Specs = ()) -> list[tuple[str, str]]:
-    """The paired rows of a group, in reading order; only pairs whose two variants exist."""
-    have = set(variants)
-    non_curve = [v for v in sorted(have, key=variant_order) if curve_eps(v.partition("-")[2]) is None]
-    tags = sorted({v.partition("-")[2] for v in non_curve})
-    pairs = [(f"sift-{t}" if t else "sift", f"smart-{t}" if t else "smart") for t in tags]
-    pairs += [(v, plain_for(v, variants, task)) for v in non_curve if variants[v][0].algo != "plain"]
-    extra = paired_rows(specs)  # the study specs' own rows, e.g. the RNG-matched control
-    pairs += extra
-    # a spec's control (the second of its rows) is what others are measured against, not a
-    # variant of its algorithm to compare with the default
-    controls = {b for _, b in extra}
-    pairs += [(v, variants[v][0].algo) for v in non_curve if variants[v][0].tag and variants[v][0].algo != "plain"
-              and v not in controls]
-    seen, out = set(), []
-    for a, b in pairs:
-        if a in have and b in have and a != b and (a, b) not in seen:
-            seen.add((a, b))
-            out.append((a, b))
-    return out
-
-
-def _paired_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict,
-                  metric: str | None = None, note: str = "", specs: Specs = ()) -> list[str]:
-    """Seed-paired differences in `metric` (the protocol's reported metric by default)."""
-    main = metric or PAPER_METRIC[task]
-    rows = []
-    for a, b in _pairs(task, variants, specs):
-        d = paired_difference(per_seed(variants[a], main), per_seed(variants[b], main))
-        if d["n"]:
-            rows.append([f"`{a}` − `{b}`", str(d["n"]), _fmt(d["mean"]), _ci(d), reading(d)])
-            data["paired"][f"{key}|{a}-{b}" + (f"|{main}" if metric else "")] = d
+def _paired_table(rows: Sequence[Paired], note: str = "") -> list[str]:
+    """Seed-paired differences (`GroupReport.paired` or ``selection_paired``)."""
     if not rows:
         return []
-    return [f"Paired differences in `{main}` (same seeds), with 95% t confidence intervals:{note}", "",
-            *_table(["difference", "n", "mean", "95% CI", "reading"], rows)]
+    return [f"Paired differences in `{rows[0].metric}` (same seeds), with 95% t confidence intervals:{note}", "",
+            *_table(["difference", "n", "mean", "95% CI", "reading"],
+                    [[f"`{p.a}` − `{p.b}`", str(p.diff.n), _fmt(p.diff.mean), _ci(p.diff.as_dict()), p.diff.reading]
+                     for p in rows])]
 
 
-def _selection_paired_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict,
-                            specs: Specs = ()) -> list[str]:
+def _selection_paired_table(report: GroupReport) -> list[str]:
     """A group whose plain was chosen among tagged settings (P1's learning rates): "does it hurt
     in domain?" is asked of the metric the choice used, which flatters plain (the best of several
     settings, on the same dev set)."""
-    chosen = reference_plain(variants, task)
-    if not chosen or chosen == "plain" or budget_reference(variants, task):
+    if not report.selection_paired:
         return []
-    sel = SELECTION_METRIC[task]
-    note = (f" plain's setting was chosen on this same metric, so `{chosen}` is the best of "
-            f"{sum(1 for recs in variants.values() if recs[0].algo == 'plain')} settings on this dev set and its "
+    note = (f" plain's setting was chosen on this same metric, so `{report.reference_plain}` is the best of "
+            f"{sum(1 for recs in report.variants.values() if recs[0].algo == 'plain')} settings on this dev set and its "
             "number is biased upward; the regularized variants ran at that setting with no search of their own.")
-    return _paired_table(task, variants, key, data, metric=sel, note=note, specs=specs)
+    return _paired_table(report.selection_paired, note=note)
 
 
-def _regime_table(task: str, variants: Mapping[str, list[Run]], key: tuple, data: dict,
-                  specs: Specs = ()) -> list[str]:
+def _regime_table(report: GroupReport, specs: Specs = ()) -> list[str]:
     """The regime table (`siftkit.study.regime`), under the title and intro its study spec gives."""
     rows = []
-    for r in regime_verdicts({key: variants}, specs):
-        if r["n"]:
-            a, b = r["difference"].split(" − ")
-            d = {"low": r["ci_low"], "high": r["ci_high"]}
-            rows.append([f"`{a}` − `{b}`", r["what it tests"], str(r["n"]), _fmt(r["mean"]), _ci(d), r["reading"]])
-            data["regime"][f"{'|'.join(key)}|{a}-{b}"] = r
+    for r in report.regime:
+        a, b = r["difference"].split(" − ")
+        d = {"low": r["ci_low"], "high": r["ci_high"]}
+        rows.append([f"`{a}` − `{b}`", r["what it tests"], str(r["n"]), _fmt(r["mean"]), _ci(d), r["reading"]])
     if not rows:
         return []
     section = regime_section(specs)
-    intro = section["intro"].format(sizes=_sizes_text(variants, section["sizes"]))
-    lead = f"Seed-paired differences in `{PAPER_METRIC[task]}`, 95% t CIs:"
+    intro = section["intro"].format(sizes=_sizes_text(report.variants, section["sizes"]))
+    lead = f"Seed-paired differences in `{PAPER_METRIC[report.task]}`, 95% t CIs:"
     return [f"### {section['title']}", "", f"{intro} {lead}" if intro else lead, "",
             *_table(["difference", "what it tests", "n", "mean", "95% CI", "reading"], rows)]
 
@@ -235,24 +198,15 @@ def _sizes_text(variants: Mapping[str, list[Run]], patterns: Sequence[str]) -> s
                      if any(re.search(p, v) for p in patterns))
 
 
-def _matched_tables(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
-    """One matched-size table per size-curve family of the group (two curves are never paired)."""
-    return [line for family in curve_families(variants) for line in _matched_table(task, variants, key, data, family)]
-
-
-def _matched_table(task: str, variants: Mapping[str, list[Run]], key: str, data: dict, family: str = "") -> list[str]:
-    main = PAPER_METRIC[task]
-    pairs = matched_size_pairs(variants, main, family)
-    if not pairs:
-        return []
+def _matched_table(task: str, curve: MatchedCurve) -> list[str]:
+    """One size-curve family's matched-size table (two curves are never paired)."""
+    main, family, pairs, pooled = PAPER_METRIC[task], curve.family, curve.pairs, curve.pooled
     tag = f"{family}_curve_eps<E>" if family else "curve_eps<E>"
-    pooled = pooled_difference(variants, pairs, main)
     rows = [[f"`{p['sift']}`", _sci(p["sift_size"]), f"`{p['smart']}`", _sci(p["smart_size"]), f"{p['ratio']:.2f}",
              str(p["n"]), _fmt(p["mean"]), _ci(p),
              (reading(p) if p["sift"] in pooled.get("pooled_pairs", ()) else f"{reading(p)}; not pooled (missing seeds)")
              if p["matched"] else f"not matched (sizes differ > {MATCH_FACTOR:g}×)"]
             for p in pairs]
-    data["matched"][f"{key}|{family}" if family else key] = {"pairs": pairs, "pooled": pooled}
     verdict = (f"**Pooled SiFT − SMART at matched size: {_fmt(pooled['mean'])} {_ci(pooled)}** "
                f"over {pooled['pairs']} matched pair(s) and seeds {pooled['seeds']} — {reading(pooled)}. "
                if pooled["pairs"] else "No pair is within the matching factor: no pooled verdict. ")
@@ -271,60 +225,59 @@ def _matched_table(task: str, variants: Mapping[str, list[Run]], key: str, data:
             "of the seeds the other pairs have (runs not finished).", ""]
 
 
-def _mean_ci_text(d: Mapping[str, Any]) -> str:
-    return format_mean_ci(d, missing=DASH)
+def _mean_ci_text(d: Estimate) -> str:
+    return format_mean_ci(d.as_dict(), missing=DASH)
 
 
-def _arm_lines(arm: Mapping[str, Any]) -> list[str]:
+def _arm_lines(arm: ArmSelection) -> list[str]:
     """One arm's grid: the select-on metric per point over the selection seeds, and the choice."""
-    sel = arm["select_on"]
-    rows = [[f"`{p['label']}`", str(p["n"]), _mean_ci_text(p),
-             "←" if p["variant"] == arm["chosen"] else ("cannot be chosen: missing for seed(s) "
-                                                         + ", ".join(map(str, p["missing"])) if p["missing"] else "")]
-            for p in arm["points"]]
-    head = (f"`{arm['arm']}`: tuned {tuned_text(arm['tuned'])} on `{sel}`, over the selection seeds "
-            f"{arm['selection_seeds']}:")
-    if arm["chosen"] is None:
+    sel = arm.select_on
+    rows = [[f"`{p.label}`", str(p.select.n), _mean_ci_text(p.select),
+             "←" if p.variant == arm.chosen else ("cannot be chosen: missing for seed(s) "
+                                                   + ", ".join(map(str, p.missing)) if p.missing else "")]
+            for p in arm.points]
+    head = (f"`{arm.arm}`: tuned {tuned_text(arm.tuned)} on `{sel}`, over the selection seeds "
+            f"{list(arm.selection_seeds)}:")
+    if arm.chosen is None:
         tail = f"No point can be chosen ({choice_note(arm)}): this arm has no result."
     else:
-        val, test = arm["val"], arm["test"]
-        tail = (f"Chosen: **`{arm['chosen_label']}`** (highest mean `{sel}`). Over all its {test['n']} seed(s) "
-                f"{test['seeds']}: `{sel}` {_mean_ci_text(val)}, `{arm['test_metric']}` {_mean_ci_text(test)}, "
-                f"validation − test gap {_fmt(arm['gap'])}.")
+        val, test = arm.val, arm.test
+        tail = (f"Chosen: **`{arm.chosen_label}`** (highest mean `{sel}`). Over all its {test.n} seed(s) "
+                f"{list(test.seeds)}: `{sel}` {_mean_ci_text(val)}, `{arm.test_metric}` {_mean_ci_text(test)}, "
+                f"validation − test gap {_fmt(arm.gap)}.")
     return [head, "", *_table(["point", "n", f"{sel} (mean, 95% CI)", "chosen"], rows), tail, ""]
 
 
-def _equal_budget_section(task: str, variants: Mapping[str, list[Run]], key: str, data: dict) -> list[str]:
+def _equal_budget_section(report: GroupReport) -> list[str]:
     """Every `--grid` arm's choice on validation, the equal-budget table, and the seed-paired
     test differences at the chosen points; nothing when the group has no grid runs."""
-    eb = equal_budget(variants, task)
+    eb = report.equal_budget
     if eb is None:
         return []
-    data["equal_budget"][key] = eb
+    test = PAPER_METRIC[report.task]
     lines = ["### Equal tuning budgets: each arm chosen on validation", "",
              "Each arm (`<algo>-<tag>` of a `sweep --grid`) ran its grid of settings on the same seeds. Its point "
              "is the one with the highest mean validation metric (the arm's `select_on`) over the *selection "
              "seeds*, the seeds every point of the arm ran in the grid (extra seeds do not favour a point, and "
              "the chosen point's `--then-seeds` runs do not change the choice); a tie goes to the first point in "
              "grid order, and a point missing the metric cannot be chosen. The test metric "
-             f"`{PAPER_METRIC[task]}` is read only at the chosen point, over all its seeds. Nothing here is "
+             f"`{test}` is read only at the chosen point, over all its seeds. Nothing here is "
              "chosen on a test metric.", ""]
-    for arm in eb["arms"]:
+    for arm in eb.arms:
         lines += _arm_lines(arm)
-    test = PAPER_METRIC[task]
-    return lines + _budget_table(eb, test) + [eb["reference_note"], ""] + _budget_differences(eb, test)
+    return lines + _budget_table(eb, test) + [eb.reference_note, ""] + _budget_differences(eb, test)
 
 
-def _budget_table(eb: Mapping[str, Any], test: str) -> list[str]:
+def _budget_table(eb: EqualBudget, test: str) -> list[str]:
     """The equal-budget table: one row per arm, at its chosen point."""
-    rows = [[f"`{a['arm']}`", tuned_text(a["tuned"]), f"`{a['select_on']}`", str(len(a["points"])),
-             f"`{a['chosen_label']}`" if a["chosen"] else "none", str(a["test"]["n"]), _mean_ci_text(a["val"]),
-             _mean_ci_text(a["test"]), _fmt(a["gap"])] for a in eb["compared"]]
-    budgets = {(len(a["points"]), tuple(a["selection_seeds"])) for a in eb["compared"]}
+    rows = [[f"`{a.arm}`", tuned_text(a.tuned), f"`{a.select_on}`", str(len(a.points)),
+             f"`{a.chosen_label}`" if a.chosen else "none", str(a.test.n), _mean_ci_text(a.val),
+             _mean_ci_text(a.test), _fmt(a.gap)] for a in eb.compared]
+    budgets = {(len(a.points), a.selection_seeds) for a in eb.compared}
     note = "" if len(budgets) == 1 else (" **The budgets differ** (grid points × selection seeds: " + ", ".join(
-        f"`{a['arm']}` {len(a['points'])} × {len(a['selection_seeds'])}" for a in eb["compared"]) + ").")
-    grids = [f"`{a['arm']}` tuned {tuned_text(a['tuned'])} at `{a['at']}`'s chosen point and chose "
-             f"`{a['chosen_label'] or 'none'}`" for a in eb["control_grids"]]
+        f"`{a.arm}` {len(a.points)} × {len(a.selection_seeds)}" for a in eb.compared) + ").")
+    grids = [f"`{a.arm}` tuned {tuned_text(a.tuned)} at `{a.at}`'s chosen point and chose "
+             f"`{a.chosen_label or 'none'}`" for a in eb.control_grids]
     after = [] if not grids else [
         "Not arms of this comparison: " + "; ".join(grids) + ". A control with a grid of its own is tuned on top of "
         "the budget of the arm it starts from, so it is read in the controls below, at its chosen point.", ""]
@@ -334,15 +287,16 @@ def _budget_table(eb: Mapping[str, Any], test: str) -> list[str]:
                      "gap"], rows), *after]
 
 
-def _budget_differences(eb: Mapping[str, Any], test: str) -> list[str]:
+def _budget_differences(eb: EqualBudget, test: str) -> list[str]:
     """Seed-paired test differences at the chosen points, saying what was tuned and on what."""
     rows = []
-    for d in eb["differences"]:
-        a, b = d["a"], d["b"]
-        sel = a["select_on"] if a["select_on"] == b["select_on"] else f"{a['select_on']} / {b['select_on']}"
-        rows.append([f"`{a['arm']}` − `{b['arm']}`",
-                     f"`{a['chosen_label'] or 'none'}` − `{b['chosen_label'] or 'none'}`",
-                     diff_tuned(a, b), f"`{sel}`", str(d["n"]), _fmt(d["mean"]), _ci(d), reading(d)])
+    for d in eb.differences:
+        a, b = d.a, d.b
+        sel = a.select_on if a.select_on == b.select_on else f"{a.select_on} / {b.select_on}"
+        rows.append([f"`{a.arm}` − `{b.arm}`",
+                     f"`{a.chosen_label or 'none'}` − `{b.chosen_label or 'none'}`",
+                     diff_tuned(a, b), f"`{sel}`", str(d.diff.n), _fmt(d.diff.mean), _ci(d.diff.as_dict()),
+                     d.diff.reading])
     if not rows:
         return []
     return [f"Seed-paired differences in `{test}` at the chosen points (same seeds), 95% t CIs:", "",
@@ -353,18 +307,21 @@ def _signed(x: float) -> str:
     return "–" if math.isnan(x) else f"{x:+.3f}"
 
 
-def _row_ci(r: Mapping[str, Any], low: str = "ci_low", high: str = "ci_high") -> str:
-    return _ci({"low": r[low], "high": r[high]})
+def _est_ci(d: Estimate) -> str:
+    return _ci({"low": d.low, "high": d.high})
 
 
-def _controls_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+# What each kind of comparison a control row makes is called in the table.
+AGAINST_TEXT = {"reference": "tuned plain", "uncontrolled": "the same algorithm without the control",
+                "reference, uncontrolled": "tuned plain, also the same algorithm without the control"}
+
+
+def _controls_lines(rows: Sequence[budget.ControlRow]) -> list[str]:
     """Each control against the reference's chosen point and against its uncontrolled partner."""
     if not rows:
         return []
-    table = [[f"`{r['control']}`", r["sets"], r["what it tests"], r["at"], f"`{r['against']}`",
-              {"reference": "tuned plain", "uncontrolled": "the same algorithm without the control",
-               "reference, uncontrolled": "tuned plain, also the same algorithm without the control"}[r["against_is"]],
-              str(r["n"]), _signed(r["mean"]), _row_ci(r), r["reading"]] for r in rows]
+    table = [[f"`{r.control}`", r.sets, r.tests, r.at, f"`{r.against}`", AGAINST_TEXT[r.against_is],
+              str(r.diff.n), _signed(r.diff.mean), _est_ci(r.diff), r.diff.reading] for r in rows]
     return ["### The controls", "",
             "Each control is a run at another arm's chosen point (`extra.at_chosen`) with a control field set away "
             "from its default, or random noise (`adv_steps 0`). It is compared, seed-paired, with the reference "
@@ -375,21 +332,18 @@ def _controls_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                      "95% CI", "reading"], table)]
 
 
-def _tuned_curve_lines(rows: Sequence[Mapping[str, Any]], metric: str, figures: Sequence[str]) -> list[str]:
+def _tuned_curve_lines(rows: Sequence[budget.CurveRow], metric: str, figures: Sequence[str]) -> list[str]:
     """The size curve at the reference's chosen point, tuned plain as the band."""
     if not rows:
         return []
     band, curve = rows[0], rows[1:]
-    table = [[f"`{band['variant']}` (band)", "plain", "–", "–", str(band["n"]),
-              _mean_ci_text({"mean": band["test_mean"], "low": band["test_low"], "high": band["test_high"]}),
-              "–", "", ""]]
-    table += [[f"`{r['variant']}`", r["algo"], f"{r['eps']:g}", _sci(r["size"]), str(r["n"]),
-               _mean_ci_text({"mean": r["test_mean"], "low": r["test_low"], "high": r["test_high"]}),
-               _signed(r["minus_reference"]), _row_ci(r, "diff_low", "diff_high"), r["reading"]] for r in curve]
+    table = [[f"`{band.variant}` (band)", "plain", "–", "–", str(band.test.n), _mean_ci_text(band.test), "–", "", ""]]
+    table += [[f"`{r.variant}`", r.algo, f"{r.eps:g}", _sci(r.size), str(r.test.n), _mean_ci_text(r.test),
+               _signed(r.diff.mean), _est_ci(r.diff), r.reading] for r in curve]
     figure = [p for p in figures if "_tuned_curve_" in p]
     return ["### The size curve at the tuned point", "",
-            f"The size-curve runs made at the reference arm's chosen point ({band['reading']}), against that point "
-            f"as a band (mean and 95% t CI over its {band['n']} seeds); `{metric}`, and each size's seed-paired "
+            f"The size-curve runs made at the reference arm's chosen point ({band.reading}), against that point "
+            f"as a band (mean and 95% t CI over its {band.test.n} seeds); `{metric}`, and each size's seed-paired "
             "difference from the band. The matched-size SiFT − SMART on this curve is in its own table below; "
             "a curve of another group (another device or code) is only ever drawn in a panel of its own.", "",
             *_table(["variant", "algo", "E", "measured size", "n", f"{metric} (mean, 95% CI)", "− band", "95% CI",
@@ -397,7 +351,7 @@ def _tuned_curve_lines(rows: Sequence[Mapping[str, Any]], metric: str, figures: 
             *([f"![the size curve at the tuned point]({figure[0]})", ""] if figure else [])]
 
 
-def _verdict_lines(rows: Sequence[Mapping[str, Any]], spec: Mapping[str, Any]) -> list[str]:
+def _verdict_lines(rows: Sequence[budget.VerdictRow], spec: Mapping[str, Any]) -> list[str]:
     """The three verdicts: per verdict its question, then its rows with n, seeds and what they rest on."""
     if not rows:
         return []
@@ -405,53 +359,40 @@ def _verdict_lines(rows: Sequence[Mapping[str, Any]], spec: Mapping[str, Any]) -
              "Seed-paired differences in the test metric with 95% t CIs; each row says what it rests on."
              + (f" The questions and the old gap's arms and point are the study's "
                 f"(`{Path(spec['path']).name}`)." if spec.get("path") else ""), ""]
-    for number in dict.fromkeys(r["verdict"] for r in rows):
-        mine = [r for r in rows if r["verdict"] == number]
-        lines += [f"**({number}) {mine[0]['question']}**", "",
+    for number in dict.fromkeys(r.verdict for r in rows):
+        mine = [r for r in rows if r.verdict == number]
+        lines += [f"**({number}) {mine[0].question}**", "",
                   *_table(["row", "n", "seeds", "mean", "95% CI", "reading", "rests on"],
-                          [[r["row"], str(r["n"]), ", ".join(map(str, r["seeds"])) or "–", _signed(r["mean"]),
-                            _row_ci(r), r["reading"], r["rests_on"]] for r in mine])]
+                          [[r.what, str(r.diff.n), ", ".join(map(str, r.diff.seeds)) or "–", _signed(r.diff.mean),
+                            _est_ci(r.diff), r.reading, r.rests_on] for r in mine])]
     return lines
 
 
-def _budget_study_sections(key: tuple[str, str, str, str], variants: Mapping[str, list[Run]], data: dict,
-                           spec: Mapping[str, Any], figures: Sequence[str]) -> list[str]:
+def _budget_study_sections(report: GroupReport, figures: Sequence[str]) -> list[str]:
     """The controls, the curve at the tuned point and the verdicts (`siftkit.study.budget`)."""
-    skey = "|".join(key)
-    controls = budget.control_rows(key, variants, spec)
-    curve = budget.tuned_curve_rows(key, variants)
-    verdicts = budget.verdict_rows(key, variants, spec)
-    for name, rows in (("controls", controls), ("tuned_curve", curve), ("verdicts", verdicts)):
-        if rows:
-            data[name][skey] = rows
-    starts = budget.start_loss_rows(key, variants, spec)
-    if starts:
-        data["start_losses"][skey] = starts
-    return (_controls_lines(controls) + _tuned_curve_lines(curve, PAPER_METRIC[key[0]], figures)
-            + _verdict_lines(verdicts, spec) + _start_loss_lines(starts, PAPER_METRIC[key[0]]))
+    study, metric = report.budget, PAPER_METRIC[report.task]
+    return (_controls_lines(study.controls) + _tuned_curve_lines(study.curve, metric, figures)
+            + _verdict_lines(study.verdicts, study.spec) + _start_loss_lines(study.start_losses, metric))
 
 
-def _start_loss_lines(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
-    """Where the last stage starts at the old gap's point (`siftkit.study.budget.start_loss_rows`)."""
+def _start_loss_lines(rows: Sequence[budget.StartLoss], metric: str) -> list[str]:
+    """Where the last stage starts at the old gap's point (`siftkit.study.budget.start_losses`)."""
     if not rows:
         return []
-    return [f"Where stage `{rows[0]['stage']}` starts, at the old gap's point: its first logged task loss (the mean "
+    return [f"Where stage `{rows[0].stage}` starts, at the old gap's point: its first logged task loss (the mean "
             "over the first logging window; mean and 95% t CI over seeds). After the label flip, ln 2 = 0.693 is a "
             "head with no opinion on the new labels; far above it, a head confidently wrong about them.", "",
             *_table(["variant", "what it is", "n", "first task loss", f"`{metric}`"],
-                    [[f"`{r['variant']}`", r["role"], str(r["n"]),
-                      f"{r['start_mean']:.3f} {_row_ci(r, 'start_low', 'start_high')}", _fmt(r["test_mean"])]
-                     for r in rows])]
+                    [[f"`{r.variant}`", r.role, str(r.start.n), f"{r.start.mean:.3f} {_est_ci(r.start)}",
+                      _fmt(r.test_mean)] for r in rows])]
 
 
-def _wise_ft_lines(key: tuple[str, str, str, str], variants: Mapping[str, list[Run]], data: dict) -> list[str]:
+def _wise_ft_lines(report: GroupReport) -> list[str]:
     """WiSE-FT: the alpha each run chose on validation, its metrics there and at alpha = 1 (its
     twin, ``<variant>_alpha1``), and the seed-paired effect of the interpolation per variant."""
-    rows = wise_ft_rows(key, variants)
+    rows, diffs = report.wise_runs, report.wise_differences
     if not rows:
         return []
-    diffs = wise_ft_differences(key, variants)
-    data.setdefault("wise_ft", {})["|".join(key)] = {"runs": rows, "differences": diffs}
     select_on, test = rows[0]["select_on"], rows[0]["test_metric"]
     lines = [f"WiSE-FT: alpha chosen per run on `{select_on}` (never on a test metric; a tie goes to the larger "
              f"alpha); `{test}` at that alpha and at alpha = 1, the fine-tuned model itself (the run's twin, "
@@ -523,27 +464,26 @@ def _figure_name(path: str) -> str:
     return stem
 
 
-def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[Run]], data: dict,
-                   figures: Sequence[str] = (), specs: Sequence[Mapping[str, Any]] = ()) -> list[str]:
-    task, device, commit, model = key
-    skey = "|".join(key)
+def _group_section(report: GroupReport, figures: Sequence[str] = (), specs: Specs = ()) -> list[str]:
+    task, device, commit, model = report.key
+    variants = report.variants
     title = {"cola": "P1 · CoLA", "twitter_to_uci": "P2 · Twitter → UCI"}.get(task) or _spec_title(task)
     lines = [f"## {title} — {model} on {device}, code `{short_commit(commit)}`", ""]
     lines += _figure_lines(figures)
-    lines += _main_table(task, variants, skey, data)
+    lines += _main_table(report)
     lines += _nonfinite_note(variants)
-    lines += _plain_choice(task, variants)
-    lines += _equal_budget_section(task, variants, skey, data)
-    lines += _budget_study_sections(key, variants, data, budget.spec_for(variants, specs), figures)
-    lines += _paired_table(task, variants, skey, data, specs=specs)
-    lines += _selection_paired_table(task, variants, skey, data, specs)
-    plain = reference_plain(variants, task)
+    lines += _plain_choice(report)
+    lines += _equal_budget_section(report)
+    lines += _budget_study_sections(report, figures)
+    lines += _paired_table(report.paired)
+    lines += _selection_paired_table(report)
+    plain = report.reference_plain
     if plain:
-        spread = _stat(variants[plain], PAPER_METRIC[task])["std"]
+        spread = next(s for s in report.stats if s.variant == plain).metrics[PAPER_METRIC[task]].std
         lines += [f"Seed-to-seed spread of `{plain}` in `{PAPER_METRIC[task]}`: std {_fmt(spread)}.", ""]
-    lines += _regime_table(task, variants, key, data, specs)
-    lines += _wise_ft_lines(key, variants, data)
-    lines += _matched_tables(task, variants, skey, data)
+    lines += _regime_table(report, specs)
+    lines += _wise_ft_lines(report)
+    lines += [line for curve in report.matched for line in _matched_table(task, curve)]
     lines += _activity_table(variants)
     smooth = smoothness_metrics(variants)
     lines += _metric_table(
@@ -561,17 +501,20 @@ def _group_section(key: tuple[str, str, str, str], variants: Mapping[str, list[R
     return lines
 
 
-def _glance(groups: Groups, specs: Specs = ()) -> list[str]:
+def _glance(study: StudyReport, specs: Specs = ()) -> list[str]:
     """The comparisons the studies exist for (their specs' ``headline`` regime rows) and SiFT −
     SMART pooled at matched size, per group that has them."""
     headline = {f"{a} − {b}" for a, b in regime_section(specs)["headline"]}
     rows = [[f"{r['task']}, {r['device']}, `{r['code']}`", f"`{r['difference'].replace(' − ', '` − `')}`",
              str(r["n"]), _fmt(r["mean"]), _ci({"low": r["ci_low"], "high": r["ci_high"]}), r["reading"]]
-            for r in regime_verdicts(groups, specs) if r["difference"] in headline and r["n"]]
-    rows += [[f"{r['task']}, {r['device']}, `{r['code']}`", f"SiFT − SMART at matched size, pooled over {r['smart']}"
-              + (f" of the `{r['family']}_curve_eps<E>` curve" if r["family"] else ""),
-              str(r["n"]), _fmt(r["mean"]), _ci({"low": r["ci_low"], "high": r["ci_high"]}), r["reading"]]
-             for r in matched_size_table(groups) if r["sift"] == "pooled" and r["n"]]
+            for report in study.groups.values() for r in report.regime if r["difference"] in headline]
+    for key, report in study.groups.items():
+        where = group_fields(key)
+        rows += [[f"{where['task']}, {where['device']}, `{where['code']}`",
+                  f"SiFT − SMART at matched size, pooled over {c.pooled['pairs']} matched pair(s)"
+                  + (f" of the `{c.family}_curve_eps<E>` curve" if c.family else ""),
+                  str(c.pooled["n"]), _fmt(c.pooled["mean"]), _ci(c.pooled), reading(c.pooled)]
+                 for c in report.matched if c.pooled["n"]]
     if not rows:
         return []
     return ["## SiFT against SMART at a glance", "",
@@ -584,17 +527,11 @@ def _glance(groups: Groups, specs: Specs = ()) -> list[str]:
 LEADERBOARD_FIGURES = ("leaderboard",)
 
 
-def _declared_budget(entry: Mapping[str, Any]) -> tuple[int, int] | None:
-    budget = entry.get("budget")
-    return (budget["points"], budget["seeds"]) if budget else None
-
-
-def _leaderboard_section(groups: Groups, specs: Sequence[Mapping[str, Any]], figures: Sequence[str]) -> list[str]:
+def _leaderboard_section(study: StudyReport, figures: Sequence[str]) -> list[str]:
     """The benchmark across shifts, when a study spec asks for one (``leaderboard``)."""
-    entry = leaderboard_spec(specs)
-    if entry is None:
+    entry, board = study.leaderboard_entry, study.leaderboard
+    if entry is None or board is None:
         return []
-    board = leaderboard(groups, tag_prefix=entry["tag_prefix"], budget=_declared_budget(entry))
     lines = [f"## {entry.get('title', 'The leaderboard')}", ""]
     if entry.get("question"):
         lines += [f"**{entry['question'].strip()}**", ""]
@@ -612,25 +549,25 @@ def _leaderboard_section(groups: Groups, specs: Sequence[Mapping[str, Any]], fig
 
 
 def render(groups: Groups, n_files: int, figures: Mapping[tuple, Sequence[str]] | None = None,
-           specs: Sequence[Mapping[str, Any]] = ()) -> tuple[str, dict]:
-    """SUMMARY.md's text and its numbers (``data``) for grouped runs; `figures` (per group, paths
-    relative to SUMMARY.md) are linked under each group's heading; `specs`: study specs
-    (`siftkit.study.spec.load_spec`): an equal-budget spec applies to the group that has its arms,
-    the others' comparisons to every group that ran both of their variants."""
+           specs: Sequence[Mapping[str, Any]] = (), study: StudyReport | None = None) -> tuple[str, StudyReport]:
+    """SUMMARY.md's text and the numbers it writes (`siftkit.study.report.StudyReport`) for grouped
+    runs; `figures` (per group, paths relative to SUMMARY.md) are linked under each group's heading;
+    `specs`: study specs (`siftkit.study.spec.load_spec`): an equal-budget spec applies to the group
+    that has its arms, the others' comparisons to every group that ran both of their variants.
+    `study`: `analyse_study(groups, specs)`, where the caller has it (computed here otherwise)."""
+    study = study if study is not None else analyse_study(groups, specs)
     lines = ["# siftkit results summary", "",
              f"Generated by `python -m siftkit summarize` from {n_files} results.json files in "
              f"{len(groups)} group(s) of comparable runs. " + INTRO, ""]
-    data: dict[str, Any] = {"groups": {}, "paired": {}, "regime": {}, "matched": {}, "equal_budget": {},
-                            "controls": {}, "tuned_curve": {}, "verdicts": {}, "start_losses": {}}
-    lines += _leaderboard_section(groups, specs, (figures or {}).get(LEADERBOARD_FIGURES, ()))
-    lines += _glance(groups, specs)
-    for key, variants in groups.items():
-        lines += _group_section(key, variants, data, (figures or {}).get(key, ()), specs)
-    return "\n".join(lines).rstrip() + "\n", data
+    lines += _leaderboard_section(study, (figures or {}).get(LEADERBOARD_FIGURES, ()))
+    lines += _glance(study, specs)
+    for key, report in study.groups.items():
+        lines += _group_section(report, (figures or {}).get(key, ()), specs)
+    return "\n".join(lines).rstrip() + "\n", study
 
 
-def summarize(paths: Iterable[str | Path], specs: Sequence[Mapping[str, Any]] | None = None) -> tuple[str, dict]:
-    """SUMMARY.md's text and data; `specs` default to the study specs at the top of the folders."""
+def summarize(paths: Iterable[str | Path], specs: Sequence[Mapping[str, Any]] | None = None) -> tuple[str, StudyReport]:
+    """SUMMARY.md's text and its numbers; `specs` default to the study specs at the top of the folders."""
     paths = list(paths)
     runs = load_runs(paths)
     return render(group_runs(runs), len(runs), specs=find_specs(paths) if specs is None else specs)
@@ -723,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_figures and fig_dir.exists() and not fig_dir.is_dir():
         raise ValueError(f"--figures {str(fig_dir)!r} is a file, not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
+    study = analyse_study(groups, specs)  # every number, once; the figures and the text only draw and write it
     figures: dict[tuple, list[str]] = {}
     if not args.no_figures:
         try:  # matplotlib and seaborn only when figures are asked for
@@ -733,21 +671,19 @@ def main(argv: list[str] | None = None) -> int:
         from siftkit.study.figures import write_curves_by_group
 
         for key, variants in groups.items():
-            for path in write_group_figures(key, variants, fig_dir, specs):
+            for path in write_group_figures(key, variants, fig_dir, specs, study.groups[key]):
                 print(f"wrote {path}")
                 figures.setdefault(key, []).append(Path(os.path.relpath(path, out.parent)).as_posix())
-        for key, path in write_curves_by_group(groups, fig_dir, specs).items():
+        for key, path in write_curves_by_group(groups, fig_dir, specs, study.groups).items():
             print(f"wrote {path}")
             figures.setdefault(key, []).append(Path(os.path.relpath(path, out.parent)).as_posix())
-        entry = leaderboard_spec(specs)
-        if entry is not None:
+        if study.leaderboard is not None:
             from siftkit.study.figures import write_forest_figures
 
-            board = leaderboard(groups, tag_prefix=entry["tag_prefix"], budget=_declared_budget(entry))
-            for path in write_forest_figures(board, fig_dir).values():
+            for path in write_forest_figures(study.leaderboard, fig_dir).values():
                 print(f"wrote {path}")
                 figures.setdefault(LEADERBOARD_FIGURES, []).append(Path(os.path.relpath(path, out.parent)).as_posix())
-    text, _ = render(groups, len(runs), figures, specs)
+    text, _ = render(groups, len(runs), figures, specs, study)
     atomic_write_text(out, text)
     print(f"wrote {out}")
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from siftkit.study.paper import PAPER_METRIC
+from siftkit.study.metrics import PAPER_METRIC
 from siftkit.study.runs import Run, group_fields
 from siftkit.study.stats import paired_difference, reading
 from siftkit.study.tags import variant_order
