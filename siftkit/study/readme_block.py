@@ -43,13 +43,15 @@ def _interval(mean: float, low: float, high: float, *, signed: bool = False) -> 
 
 def _group_block(key: tuple[str, str, str, str], variants: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str]:
     one = {key: variants}
-    arms = equal_budget_table(one)
-    diffs = {d["difference"]: d for d in equal_budget_differences(one)}
+    budget = equal_budget(variants, key[0])  # once: the table and the differences format it
+    budgets = {key: budget}
+    arms = equal_budget_table(one, budgets)
+    diffs = {d["difference"]: d for d in equal_budget_differences(one, budgets)}
     rows = verdict_rows(key, variants, spec)
     if not arms or not rows:
         return []
     g = group_fields(key)
-    reference = equal_budget(variants, key[0])["reference"]
+    reference = budget.reference
     tuned = sorted({a["tuned"] for a in arms})
     select_on = sorted({a["select_on"] for a in arms})
     seeds = sorted({s for a in arms for s in a["selection_seeds"]})
