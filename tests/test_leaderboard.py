@@ -143,3 +143,26 @@ def test_an_arm_whose_grid_is_still_running_is_not_judged(tmp_path):
     assert board.cell("freelb-bench", "P2", "uci_test_accuracy") is None
     text = "\n".join(leaderboard_markdown(board))
     assert "Still running (not judged until every grid point has every seed): `freelb-bench` (1 points × 1 seeds)" in text
+
+
+def test_cost_counts_each_stage_where_it_was_trained_over_every_run_of_the_arm(tmp_path):
+    """A stage read from the stage cache was timed by another run: it must not count twice, and a
+    run that waited on a loaded machine moves a median, not the whole ratio."""
+    from siftkit.study.leaderboard import _cost
+    from siftkit.study.runs import Run
+
+    def run(seconds, cached=()):
+        return Run(path=None, record={"meta": {"stage_train_seconds": seconds, "stages_from_cache": list(cached)}},
+                   task="twitter_to_uci", model="m", device="cpu", commit="c", algo="plain", tag=None, seed=1)
+
+    plain = [run({"twitter": 100.0, "uci": 10.0}), run({"twitter": 100.0, "uci": 10.0}, cached=["twitter"]),
+             run({"twitter": 100.0, "uci": 12.0}, cached=["twitter"])]
+    # freelb: twice plain's stage 1, 3x its stage 2; one stage-2 run slowed 10x by a busy machine.
+    freelb = [run({"twitter": 200.0, "uci": 30.0}), run({"twitter": 200.0, "uci": 300.0}, cached=["twitter"]),
+              run({"twitter": 200.0, "uci": 30.0}, cached=["twitter"])]
+    assert math.isclose(_cost(freelb, plain), (200.0 + 30.0) / (100.0 + 10.0))
+    # a run read every stage from the cache: nothing of its own to time, the ratio unchanged
+    assert math.isclose(_cost(freelb + [run({"twitter": 1.0, "uci": 1.0}, cached=["twitter", "uci"])], plain),
+                        (200.0 + 30.0) / (100.0 + 10.0))
+    # stages that differ (one arm timed a stage the other never trained itself): no ratio, not a wrong one
+    assert _cost([run({"uci": 5.0}, cached=["twitter"])], plain) is None

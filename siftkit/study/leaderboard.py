@@ -14,6 +14,7 @@ figure (`siftkit.study.figures.forest_figure`) and the verdict sentences only fo
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -66,7 +67,7 @@ class Cell:
     low: float
     high: float
     seeds: tuple[int, ...]
-    cost: float | None  # the arm's training time at its chosen point over tuned plain's (mean over seeds)
+    cost: float | None  # the arm's training time over tuned plain's (`_cost`: per-stage medians of all its runs)
 
     @property
     def verdict(self) -> str:
@@ -156,19 +157,48 @@ def _is_twin(variants: Mapping[str, Sequence[Run]], arm: ArmSelection) -> bool:
     return any(r.record.get("twin_of") for p in arm.points for r in variants[p.variant])
 
 
-def _train_seconds(run: Run) -> float | None:
-    """The run's training time over its stages, whoever trained each (meta.stage_train_seconds)."""
-    seconds = (run.record.get("meta") or {}).get("stage_train_seconds")
-    if not isinstance(seconds, Mapping) or not seconds:
-        return None
-    values = list(seconds.values())
-    return float(sum(values)) if all(is_number(v) for v in values) else None
+def _own_stage_seconds(run: Run) -> dict[str, float]:
+    """The training seconds of each stage this run trained itself (meta.stage_train_seconds less
+    the stages it read from the stage cache, whose time another run measured)."""
+    meta = run.record.get("meta") or {}
+    seconds = meta.get("stage_train_seconds")
+    if not isinstance(seconds, Mapping):
+        return {}
+    cached = set(meta.get("stages_from_cache") or ())
+    return {stage: float(v) for stage, v in seconds.items() if stage not in cached and is_number(v)}
+
+
+def _stage_medians(runs: Sequence[Run]) -> dict[str, float]:
+    by_stage: dict[str, list[float]] = {}
+    for run in runs:
+        for stage, v in _own_stage_seconds(run).items():
+            by_stage.setdefault(stage, []).append(v)
+    return {stage: statistics.median(vs) for stage, vs in by_stage.items()}
 
 
 def _cost(arm_runs: Sequence[Run], ref_runs: Sequence[Run]) -> float | None:
-    a = mean_ci([t for t in map(_train_seconds, arm_runs) if t is not None])["mean"]
-    b = mean_ci([t for t in map(_train_seconds, ref_runs) if t is not None])["mean"]
-    return a / b if is_number(a) and is_number(b) and b > 0 else None
+    """Training time over tuned plain's: per stage, the median over every run of the arm (its whole
+    grid and its chosen point) that trained that stage itself, summed over the stages both have.
+
+    Every run of the arm rather than its chosen point only, and medians rather than means, because
+    a benchmark's runs share a machine whose load changes between runs; a stage read from the
+    stage cache counts where it was trained, once."""
+    a, b = _stage_medians(arm_runs), _stage_medians(ref_runs)
+    stages = [s for s in a if s in b]
+    if not stages or set(a) != set(b):
+        return None
+    ref = sum(b[s] for s in stages)
+    return sum(a[s] for s in stages) / ref if ref > 0 else None
+
+
+def _all_runs(variants: Mapping[str, Sequence[Run]], arm: ArmSelection) -> list[Run]:
+    """Every run of the arm: each grid point's and the chosen point's (--then-seeds) runs, once."""
+    names = [p.variant for p in arm.points] + ([arm.chosen] if arm.chosen else [])
+    seen: dict[int, Run] = {}
+    for name in names:
+        for run in variants.get(name, ()):
+            seen.setdefault(id(run), run)
+    return list(seen.values())
 
 
 def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequence[str] | None = None,
@@ -204,13 +234,15 @@ def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequenc
         if reference is None or reference in part.incomplete:
             continue
         ref_runs = variants[by_name[reference].chosen] if by_name[reference].chosen else []
+        ref_all = _all_runs(variants, by_name[reference])
         for a in compared:
             if a.arm in part.incomplete:
                 continue
             runs = variants[a.chosen] if a.chosen else []
             twins = [t for t in map(finetuned_twin, runs) if t is not None]
+            cost = _cost(_all_runs(variants, a), ref_all)
             for metric in targets:
-                board.cells[(a.arm, shift, metric)] = _cell(shift, metric, a, runs, ref_runs, _cost(runs, ref_runs))
+                board.cells[(a.arm, shift, metric)] = _cell(shift, metric, a, runs, ref_runs, cost)
                 if twins:
                     board.against_base[(a.arm, shift, metric)] = _cell(shift, metric, a, runs, twins, None)
     return board

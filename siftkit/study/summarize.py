@@ -537,7 +537,10 @@ def _leaderboard_section(study: StudyReport, figures: Sequence[str]) -> list[str
         lines += [f"**{entry['question'].strip()}**", ""]
     lines += ["Each arm's seed-paired difference from tuned plain (the reference arm of its shift) in each "
               "out-of-domain target, at the grid points each chose on its shift's validation metric (mean and "
-              "95% t interval); cost: its training time at that point over tuned plain's, averaged over shifts; "
+              "95% t interval); cost: its training wall time over tuned plain's (per stage, the median over every run "
+              "of the arm that trained the stage itself, grid and chosen point; averaged over shifts; the runs "
+              "share a machine whose load varies, so read it to about ±30%; the per-step cost measured in one "
+              "process is in benchmarks/README.md); "
               "the last column counts the shift-target cells whose interval lies above 0, includes 0, or lies "
               "below 0.", ""]
     lines += leaderboard_markdown(board) + [""]
