@@ -169,7 +169,7 @@ def test_an_explicit_count_gives_the_same_numbers_as_before(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("value,needle", [(0, "num_threads must be a finite number > 0, got 0"),
-                                          (1.5, "num_threads must be of type int, got 1.5")])
+                                          (1.5, "num_threads must be of type int, got 1.5")], ids=["zero", "fraction"])
 def test_a_bad_thread_count_is_refused_by_name(value, needle):
     with pytest.raises(ValueError, match=needle) as err:
         RunConfig(num_threads=value)
