@@ -29,10 +29,11 @@ Not done here, and why:
   inter-op work, and a training step does not use them.
 - ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP threads sleep instead of spinning) is read by the
   OpenMP runtime when it loads, with ``import torch``: setting it in ``os.environ`` afterwards
-  changes nothing (measured: a loop of small 2-thread matmuls and serial Python work took
-  the same time and CPU time with and without it). To use it, set it in the environment
-  before Python starts (``OMP_WAIT_POLICY=PASSIVE jupyter lab``); benchmarks/shared_machine.py
-  measures it beside the automatic choice.
+  changes nothing (benchmarks/wait_policy.py: small 2-thread matmuls between serial Python
+  work took the same time with and without it; set before the import, far less on a busy
+  machine). To use it, set it in the environment before Python starts
+  (``OMP_WAIT_POLICY=PASSIVE jupyter lab``); benchmarks/shared_machine.py measures it on the
+  main job beside the automatic choice.
 """
 
 from __future__ import annotations
