@@ -140,8 +140,9 @@ def summarize(runs: list[dict], policies: list[str]) -> dict:
 
 
 def table(summary: dict, policies: list[str]) -> str:
-    lines = ["| policy | threads idle / busy | idle wall (median) | busy wall (median) | busy / idle per pair "
-             "| busy / idle (median) | CPU idle / busy (median) |", "|---|---|---|---|---|---|---|"]
+    header = ("| policy | threads idle / busy | idle wall (median) | busy wall (median) | busy / idle per pair "
+              "| busy / idle (median) | CPU idle / busy (median) |")
+    lines = [header, "|---|---|---|---|---|---|---|"]
     for policy in policies:
         s = summary.get(policy)
         if s is None:

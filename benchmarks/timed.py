@@ -12,8 +12,9 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Mapping, Sequence
+from typing import IO
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # this checkout's siftkit, whatever else is installed
@@ -65,7 +66,7 @@ class Competitor:
         self.proc: subprocess.Popen | None = None
         self.cpu_s: float | None = None
 
-    def __enter__(self) -> "Competitor":
+    def __enter__(self) -> Competitor:
         self.proc = subprocess.Popen([sys.executable, "-c", self.CODE])
         time.sleep(self.settle_s)  # running at full speed before the measured job starts
         return self

@@ -10,9 +10,9 @@ import io
 
 import pytest
 import torch
-
-import siftkit.run.threads as threads
 from helpers import robustness_log, single_thread
+
+from siftkit.run import threads
 from siftkit.run.config import RunConfig
 from siftkit.run.progress import ProgressLines
 from siftkit.run.threads import CpuState, auto_threads, choose_threads
@@ -73,6 +73,14 @@ def test_unset_on_cpu_measures_and_chooses(two_physical_cores):
     assert (choice.threads, choice.source) == (1, "auto")  # a value torch ignores is no setting
     choice = choose_threads(None, on_cpu=False, current=2, env={}, measure=_never)
     assert (choice.threads, choice.source) == (2, "accelerator")
+
+
+def test_one_core_needs_no_measurement(monkeypatch):
+    import psutil
+
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 1)
+    choice = choose_threads(None, on_cpu=True, current=1, env={}, measure=_never)
+    assert (choice.threads, choice.source, choice.reason) == (1, "auto", "auto: 1 core → 1 thread")
 
 
 def test_measuring_counts_the_allowed_cpus_and_takes_this_process_out(monkeypatch):

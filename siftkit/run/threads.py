@@ -42,8 +42,8 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
 
 # Seconds over which the CPU time other processes use is measured before a run (the run waits).
 SAMPLE_S = 0.5
@@ -154,6 +154,8 @@ def choose_threads(requested: int | None, *, on_cpu: bool, current: int, env: Ma
         return ThreadChoice(count, var, f"{var}={count} in the environment")
     if not on_cpu:
         return ThreadChoice(current, "accelerator", f"torch's default {current} (the run is on an accelerator)")
+    if min(default, len(allowed_cpus())) == 1:  # nothing to choose: no need to wait for a measurement
+        return ThreadChoice(1, "auto", "auto: 1 core → 1 thread")
     return auto_threads((measure or (lambda: measure_cpus(env=env)))())
 
 
