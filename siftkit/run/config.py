@@ -149,6 +149,9 @@ class RunConfig:
     resume: bool = knob(False, "continue from the newest checkpoint in output_dir")
     save_model: bool = knob(False, "write the fine-tuned model and tokenizer to output_dir/model")
     cpu: bool = knob(False, "force CPU even where an accelerator exists")
+    num_threads: int | None = knob(None, "torch's CPU threads; None: chosen at start from the cores free then, "
+                                         "unless OMP_NUM_THREADS or torch.set_num_threads set them "
+                                         "(siftkit.run.threads); results repeat exactly at a fixed count")
     eval_smoothness: bool = knob(True, "held-out smoothness probes at each evaluation (2 extra forwards per "
                                        "example)")
     max_nonfinite_fraction: float = knob(0.1, "a stage with a larger share of non-finite (dropped) steps fails "
@@ -248,7 +251,7 @@ class RunConfig:
         if self.bregman_weight is not None:
             _non_negative(self, "bregman_weight")
         for name in ("max_train_samples", "max_eval_samples", "uci_train_size", "uci_learning_rate",
-                     "early_stopping_patience"):
+                     "early_stopping_patience", "num_threads"):
             if getattr(self, name) is not None:
                 _positive(self, name)
         if not 0.0 <= self.max_nonfinite_fraction <= 1.0:

@@ -92,8 +92,12 @@ class ProgressLines:
     """
 
     def __init__(self, label: str, total: int, done: int = 0, every_s: float = PROGRESS_EVERY_S,
-                 stream=None, clock: Callable[[], float] = time.monotonic, notebook: "NotebookLine | None" = None):
+                 stream=None, clock: Callable[[], float] = time.monotonic, notebook: "NotebookLine | None" = None,
+                 note: str | None = None, first_note: str | None = None):
         self.label, self.total, self.every_s, self.clock = label, total, every_s, clock
+        # `note` ends every line (the run's threads: "1 thread (auto)"); `first_note` ends the
+        # stage's first terminal line instead (why: "auto: 2 cores, 1.0 busy with other work → 1 thread").
+        self.note, self.first_note = note, first_note or note
         self.stream = stream if stream is not None else sys.__stderr__
         self.notebook = notebook
         self.start = clock()
@@ -101,7 +105,7 @@ class ProgressLines:
         self.last: float | None = None
         self.last_shown: float | None = None
 
-    def text(self, step: int, loss: float | None, now: float) -> str:
+    def text(self, step: int, loss: float | None, now: float, note: str | None = None) -> str:
         line = f"{self.label} step {step}/{self.total} ({100 * step / self.total:.0f}%)"
         if loss is not None and math.isfinite(loss):
             line += f" · loss {loss:.4f}"
@@ -109,7 +113,7 @@ class ProgressLines:
         if step < self.total:
             left = self.left.seconds_left()
             line += f", about {duration(left)} left" if left is not None else ", time left: estimating…"
-        return line
+        return line + (f" · {note}" if note else "")
 
     def update(self, step: int, loss: float | None = None) -> None:
         now = self.clock()
@@ -120,14 +124,14 @@ class ProgressLines:
                                                or final)
         if not (terminal or shown):
             return
-        line = self.text(step, loss, now)
         if terminal:
+            note = self.first_note if self.last is None else self.note
             self.last = now
             if self.stream is not None:  # None under pythonw and some embedders
-                print(f"siftkit: {line}", file=self.stream, flush=True)
+                print(f"siftkit: {self.text(step, loss, now, note)}", file=self.stream, flush=True)
         if shown:
             self.last_shown = now
-            self.notebook.show(line, step, self.total)
+            self.notebook.show(self.text(step, loss, now, self.note), step, self.total)
 
 
 class NotebookLine:
@@ -195,13 +199,16 @@ def terminal_stream():
     return sys.__stderr__
 
 
-def open_progress(label: str, total: int, done: int, *, show: bool):
+def open_progress(label: str, total: int, done: int, *, show: bool, note: str | None = None,
+                  first_note: str | None = None):
     """(bar, lines) for one stage: tqdm's bar and terminal lines in a terminal; in a notebook
-    one updating line in the cell and the terminal lines on the kernel's own stderr only."""
+    one updating line in the cell and the terminal lines on the kernel's own stderr only.
+    `note` and `first_note` end the lines (`ProgressLines`)."""
     from tqdm.auto import tqdm
 
     if not show:
         return tqdm(total=total, initial=done, disable=True), None
+    notes = {"note": note, "first_note": first_note}
     if in_notebook_kernel():
-        return _NoBar(), ProgressLines(label, total, done, stream=terminal_stream(), notebook=NotebookLine())
-    return tqdm(total=total, initial=done, desc=label, leave=False), ProgressLines(label, total, done)
+        return _NoBar(), ProgressLines(label, total, done, stream=terminal_stream(), notebook=NotebookLine(), **notes)
+    return tqdm(total=total, initial=done, desc=label, leave=False), ProgressLines(label, total, done, **notes)

@@ -52,6 +52,7 @@ from siftkit.run.stage_cache import StageCache, adversarial_in_stage, stage_dete
 from siftkit.run import ood
 from siftkit.data import shift_data
 from siftkit.run import tracking
+from siftkit.run.threads import ThreadChoice, run_threads
 
 
 class EpochPermutationSampler(Sampler[int]):
@@ -122,7 +123,7 @@ def _revalidated(cfg: RunConfig) -> RunConfig:
 
 
 _RESUME_IGNORED = {"resume", "overwrite", "output_dir", "save_steps", "save_model", "extra", "data_dir",
-                   "stage_cache_dir", "report_to"}
+                   "stage_cache_dir", "report_to", "num_threads"}
 
 
 def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> dict[str, Any]:
@@ -139,9 +140,10 @@ def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> 
         if accelerator is None:
             accelerator = _make_accelerator(cfg)
         with folder.locked(accelerator.is_main_process, lambda ok: _all_processes(accelerator, ok)), \
-                tracking.tracked(cfg, out, accelerator):
+                tracking.tracked(cfg, out, accelerator), \
+                run_threads(cfg.num_threads, on_cpu=accelerator.device.type == "cpu") as threads:
             try:
-                return _train(cfg, out, accelerator, progress, start)
+                return _train(cfg, out, accelerator, progress, start, threads)
             except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
                 if not is_out_of_memory(exc):
                     raise
@@ -168,6 +170,7 @@ class RunState:
     stages: list[Stage]
     data: dict[str, Any]  # `data_fingerprint`: compared on resume, recorded in results.json
     show_progress: bool = False  # the bar and the progress lines (the main process only)
+    threads: ThreadChoice | None = None  # torch's intra-op threads for the run, and why (siftkit.run.threads)
     theta_0: dict[str, Any] | None = None  # WiSE-FT's starting weights (`siftkit.core.weight_space`), as L2-SP's anchor
 
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per logging window of steps
@@ -215,9 +218,11 @@ class RunState:
                         self.snapshot(optimizer, scheduler, window))
 
 
-def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float) -> dict[str, Any]:
+def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float,
+           threads: ThreadChoice | None = None) -> dict[str, Any]:
     existing = _check_before_loading(out, cfg)
     run = _prepare(cfg, out, accelerator, progress)
+    run.threads = threads
     ckpt_state, resumed_from = _resume_or_start_over(run, existing)
     keys = _run_stages(run, ckpt_state)
     wise = _wise_ft(run) if cfg.wise_ft else None
@@ -363,6 +368,7 @@ def _record(run: RunState, keys: list[str | None], resumed_from: str | None, sta
         "stages": described,
         "meta": {
             **environment_meta(),
+            "torch_threads_reason": run.threads.reason if run.threads is not None else None,
             "device": str(accelerator.device),
             "device_name": torch.cuda.get_device_name() if accelerator.device.type == "cuda" else "cpu",
             "num_processes": accelerator.num_processes,
@@ -737,8 +743,10 @@ def _resume_loop(loop: _StageLoop, run: RunState, resume_state: dict) -> tuple[i
 
 def _open_progress(loop: _StageLoop, run: RunState, done: int) -> None:
     # siftkit.run.progress: one updating line in a notebook, tqdm's bar in a terminal, and the terminal's lines
+    threads = run.threads
     loop.bar, loop.lines = open_progress(f"{run.cfg.algo} · {loop.stage.name}", loop.total_steps, done,
-                                         show=run.show_progress)
+                                         show=run.show_progress, note=threads.short if threads else None,
+                                         first_note=threads.reason if threads else None)
 
 
 def _train_epoch(run: RunState, loop: _StageLoop, epoch: int, skip: int) -> None:

@@ -332,11 +332,12 @@ def group_runs(runs: Iterable[Run]) -> Groups:
 
 # Fields that cannot change a run's result, so runs of one variant may differ in them (besides
 # the seed, which pairs runs across variants): where the files go, how often the run logs and
-# checkpoints, the evaluation batch size, the device flag, and the data folder's name (where
-# the records have them, the data files' sha256 decide instead; see `settings_differences`).
+# checkpoints, the evaluation batch size, the device flag and the CPU threads (which change the
+# last bits of a sum, as another machine does), and the data folder's name (where the records
+# have them, the data files' sha256 decide instead; see `settings_differences`).
 SETTINGS_THAT_MAY_DIFFER = frozenset({
     "seed", "output_dir", "overwrite", "resume", "save_steps", "save_model", "data_dir", "stage_cache_dir",
-    "logging_steps", "per_device_eval_batch_size", "cpu", "report_to"})
+    "logging_steps", "per_device_eval_batch_size", "cpu", "report_to", "num_threads"})
 
 
 def config_defaults() -> dict[str, Any]:
