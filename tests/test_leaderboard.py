@@ -164,5 +164,30 @@ def test_cost_counts_each_stage_where_it_was_trained_over_every_run_of_the_arm(t
     # a run read every stage from the cache: nothing of its own to time, the ratio unchanged
     assert math.isclose(_cost(freelb + [run({"twitter": 1.0, "uci": 1.0}, cached=["twitter", "uci"])], plain),
                         (200.0 + 30.0) / (100.0 + 10.0))
-    # stages that differ (one arm timed a stage the other never trained itself): no ratio, not a wrong one
-    assert _cost([run({"uci": 5.0}, cached=["twitter"])], plain) is None
+    # an arm that trained only stage 2 itself (stage 1 from plain's cache) is timed on stage 2
+    assert math.isclose(_cost([run({"twitter": 100.0, "uci": 5.0}, cached=["twitter"])], plain), 0.5)
+    assert _cost([run({"twitter": 1.0}, cached=["twitter"])], plain) is None  # nothing timed: no ratio
+
+
+def test_step_costs_come_from_the_one_process_measurement_by_method(tmp_path):
+    import json
+
+    import pytest
+
+    from siftkit.study.leaderboard import read_step_costs
+
+    base = {1: 0.80, 2: 0.82, 3: 0.81}
+    _arm(tmp_path, "plain", "bench", [base, base], vals=[0.7, 0.75])
+    _arm(tmp_path, "freelb", "bench", [base, base], vals=[0.7, 0.75])
+    _arm(tmp_path, "plain", "bench_wise", [base, base], vals=[0.7, 0.75])
+    costs = tmp_path / "costs.json"
+    costs.write_text(json.dumps({"rows": {"plain": {"ratio_to_plain": 1.0}, "freelb": {"ratio_to_plain": 1.75}}}))
+    board = _board(tmp_path / "twitter_to_uci", tag_prefix="bench", step_costs=read_step_costs(costs))
+    assert board.step_cost("freelb-bench") == 1.75 and board.step_cost("plain-bench_wise") == 1.0
+    text = "\n".join(leaderboard_markdown(board))
+    assert "step × plain" in text and "| 1.75 |" in text
+    costs.write_text(json.dumps({"rows": {"freelb": {"ratio_to_plain": "fast"}}}))
+    with pytest.raises(ValueError, match="rows.freelb.ratio_to_plain must be a positive number"):
+        read_step_costs(costs)
+    with pytest.raises(ValueError, match="does not exist"):
+        read_step_costs(tmp_path / "missing.json")

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # ~20 s: 482 records, 40 figures
 def summarized(tmp_path_factory) -> tuple[dict, Path]:
     manifest = json.loads((SNAPSHOT / "manifest.json").read_text())
     results = REPO / "results"
-    changed = [rel for rel, digest in {**manifest["specs"], **manifest["runs"]}.items()
+    changed = [rel for rel, digest in {**manifest["specs"], **manifest.get("inputs", {}), **manifest["runs"]}.items()
                if not (results / rel).is_file() or sha256(results / rel) != digest]
     assert not changed, (f"{len(changed)} of the snapshot's files under results/ are gone or changed (e.g. {changed[0]}); "
                          "regenerate the snapshot with the code before your change: "

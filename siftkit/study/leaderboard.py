@@ -13,8 +13,10 @@ figure (`siftkit.study.figures.forest_figure`) and the verdict sentences only fo
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -120,6 +122,10 @@ class Leaderboard:
     # An arm against its own base runs, where it has them (WiSE-FT: the same runs at alpha = 1):
     # (arm, shift, metric) -> cell whose difference is arm − base, seed for seed.
     against_base: dict[tuple[str, str, str], Cell] = field(default_factory=dict)
+    algos: dict[str, str] = field(default_factory=dict)  # arm -> its training method
+    # algo -> its cost per training batch over plain's, measured in one process at one load
+    # (benchmarks/step_cost.py --methods); empty when the study spec names no such file.
+    step_costs: dict[str, float] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[tuple[str, str]]:
@@ -145,6 +151,10 @@ class Leaderboard:
 
     def is_reference(self, arm: str, shift: str) -> bool:
         return any(s.shift == shift and s.reference == arm for s in self.shifts)
+
+    def step_cost(self, arm: str) -> float | None:
+        """The arm's method's per-batch cost over plain's, measured in one process (None: unmeasured)."""
+        return self.step_costs.get(self.algos.get(arm, ""))
 
     def cost(self, arm: str) -> float | None:
         """The arm's mean training-time ratio to tuned plain over the shifts that have one."""
@@ -178,14 +188,15 @@ def _stage_medians(runs: Sequence[Run]) -> dict[str, float]:
 
 def _cost(arm_runs: Sequence[Run], ref_runs: Sequence[Run]) -> float | None:
     """Training time over tuned plain's: per stage, the median over every run of the arm (its whole
-    grid and its chosen point) that trained that stage itself, summed over the stages both have.
+    grid and its chosen point) that trained that stage itself, summed over the stages both trained
+    (a WiSE-FT arm that read every stage 1 from plain's cache is timed on stage 2).
 
     Every run of the arm rather than its chosen point only, and medians rather than means, because
     a benchmark's runs share a machine whose load changes between runs; a stage read from the
     stage cache counts where it was trained, once."""
     a, b = _stage_medians(arm_runs), _stage_medians(ref_runs)
     stages = [s for s in a if s in b]
-    if not stages or set(a) != set(b):
+    if not stages:
         return None
     ref = sum(b[s] for s in stages)
     return sum(a[s] for s in stages) / ref if ref > 0 else None
@@ -203,13 +214,14 @@ def _all_runs(variants: Mapping[str, Sequence[Run]], arm: ArmSelection) -> list[
 
 def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequence[str] | None = None,
                 budget: tuple[int, int] | None = None,
-                budgets: Mapping[tuple, EqualBudget | None] | None = None) -> Leaderboard:
+                budgets: Mapping[tuple, EqualBudget | None] | None = None,
+                step_costs: Mapping[str, float] | None = None) -> Leaderboard:
     """The leaderboard over the groups of `tasks` (all with grid arms when None), reading only the
     arms whose tag starts with `tag_prefix` (all when None). `budget`: the declared (grid points,
     selection seeds) of every arm; an arm below it is still running, one above it breaks the
     equal budget (without it, the shift's largest budget is taken as the full one). `budgets`: each
     group's `equal_budget` by its key, where the caller has them (computed here otherwise)."""
-    board = Leaderboard()
+    board = Leaderboard(step_costs=dict(step_costs or {}))
     for key, variants in groups.items():
         task = key[0]
         if tasks is not None and task not in tasks:
@@ -223,6 +235,7 @@ def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequenc
         if not compared:
             continue
         by_name = {a.arm: a for a in compared}
+        board.algos.update({a.arm: a.algo for a in compared})
         reference = eb.reference if eb.reference in by_name else None
         shift = shift_name(task)
         targets = tuple(target_metrics(task, _n_labels(variants)))
@@ -259,6 +272,28 @@ def _cell(shift: str, metric: str, arm: ArmSelection, runs: Sequence[Run], base:
 # ----------------------------------------------------------------------------- as text
 
 
+def read_step_costs(path: str | Path) -> dict[str, float]:
+    """algo -> cost per batch over plain's, from `benchmarks/step_cost.py --methods`' JSON (its
+    ``rows``, each with ``ratio_to_plain``). An error names the file and what is wrong."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"step cost file {path} does not exist (benchmarks/step_cost.py --methods writes one)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"step cost file {path} is not JSON: {e}") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, dict) or not rows:
+        raise ValueError(f"step cost file {path}: no rows (expected {{\"rows\": {{algo: {{ratio_to_plain: x}}}}}})")
+    out = {}
+    for algo, row in rows.items():
+        ratio = row.get("ratio_to_plain") if isinstance(row, dict) else None
+        if not is_number(ratio) or ratio <= 0:
+            raise ValueError(f"step cost file {path}: rows.{algo}.ratio_to_plain must be a positive number, got {ratio!r}")
+        out[algo] = float(ratio)
+    return out
+
+
 def _column_title(shift: str, metric: str, board: Leaderboard) -> str:
     targets = next(s.targets for s in board.shifts if s.shift == shift)
     if len(targets) == 1:
@@ -272,7 +307,9 @@ def leaderboard_markdown(board: Leaderboard) -> list[str]:
     if not board.cells:
         return ["No benchmark arm has a chosen point against a reference yet."]
     cols = board.columns
-    head = ["arm", *(_column_title(s, m, board) for s, m in cols), "cost × plain", "better / same / worse"]
+    steps = bool(board.step_costs)
+    head = ["arm", *(_column_title(s, m, board) for s, m in cols), *(["step × plain"] if steps else []),
+            "wall × plain", "better / same / worse"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm in board.arms:
         cells = []
@@ -284,9 +321,11 @@ def leaderboard_markdown(board: Leaderboard) -> list[str]:
                 cells.append("tuned plain (0)")
             else:
                 cells.append(format_mean_ci({"mean": c.mean, "low": c.low, "high": c.high}).replace("-", "−"))
-        cost = board.cost(arm)
+        cost, step = board.cost(arm), board.step_cost(arm)
         t = board.tally(arm)
-        lines.append("| " + " | ".join([f"`{arm}`", *cells, "–" if cost is None else f"{cost:.2f}",
+        lines.append("| " + " | ".join([f"`{arm}`", *cells,
+                                        *([("–" if step is None else f"{step:.2f}")] if steps else []),
+                                        "–" if cost is None else f"{cost:.2f}",
                                         f"{t['better']} / {t['same']} / {t['worse']}"]) + " |")
     lines.append("")
     for s in board.shifts:
@@ -318,8 +357,8 @@ def verdict_sentences(board: Leaderboard) -> list[str]:
                    f"({len(judged)} arms).")
     for a in winners:
         cells = ", ".join(f"{c.shift} {c.metric} by {c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}]" for c in better[a])
-        cost = board.cost(a)
-        out.append(f"`{a}` beats tuned plain on {cells}" + (f", at {cost:.2f}× its training time." if cost else "."))
+        step = board.step_cost(a)
+        out.append(f"`{a}` beats tuned plain on {cells}" + (f", at {step:.2f}× plain's cost per batch." if step else "."))
     mixed = [a for a in winners if worse[a] or board.tally(a)["same"]]
     if mixed:
         out.append("The answer changes between shifts for " + ", ".join(f"`{a}`" for a in mixed) + ".")

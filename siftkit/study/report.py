@@ -9,11 +9,12 @@ leaderboard); the formatters read the report and compute nothing of their own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from siftkit.study import budget
 from siftkit.study.arms import EqualBudget, equal_budget
-from siftkit.study.leaderboard import Leaderboard, leaderboard
+from siftkit.study.leaderboard import Leaderboard, leaderboard, read_step_costs
 from siftkit.study.matched import matched_size_pairs, pooled_difference
 from siftkit.study.metrics import PAPER_METRIC, TASK_METRICS
 from siftkit.study.reference import chosen_reference, plain_for, reference_plain_of
@@ -184,11 +185,20 @@ def declared_budget(entry: Mapping[str, Any]) -> tuple[int, int] | None:
     return (budget["points"], budget["seeds"]) if budget else None
 
 
+def _step_costs(entry: Mapping[str, Any], specs: Specs) -> dict[str, float]:
+    """The leaderboard's per-batch costs: its ``step_cost`` file, relative to its spec's folder."""
+    name = entry.get("step_cost")
+    if not name:
+        return {}
+    spec = next(s for s in specs if s.get("leaderboard") is entry)
+    return read_step_costs(Path(spec["path"]).parent / name)
+
+
 def analyse_study(groups: Groups, specs: Specs = ()) -> StudyReport:
     """`analyse` every group, then the leaderboard from their equal-budget results."""
     reports = analyse(groups, specs)
     entry = leaderboard_spec(specs)
     board = None if entry is None else leaderboard(
         groups, tag_prefix=entry["tag_prefix"], budget=declared_budget(entry),
-        budgets={key: r.equal_budget for key, r in reports.items()})
+        budgets={key: r.equal_budget for key, r in reports.items()}, step_costs=_step_costs(entry, specs))
     return StudyReport(groups=reports, leaderboard=board, leaderboard_entry=entry)

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 SPEC_SUFFIX = "_study.yaml"
 SPEC_KEYS = frozenset({"old_gap", "controls", "questions", "regime", "paired", "markers", "learning_curves",
                        "leaderboard"})
-LEADERBOARD_KEYS = frozenset({"tag_prefix", "title", "question", "budget"})
+LEADERBOARD_KEYS = frozenset({"tag_prefix", "title", "question", "budget", "step_cost"})
 OLD_GAP_KEYS = frozenset({"arm", "against", "point"})
 CONTROL_ENTRY_KEYS = frozenset({"tests", "varies"})
 QUESTION_KEYS = ("beat_reference", "matched_size", "old_gap")
@@ -78,7 +78,7 @@ def _check_leaderboard(entry: Any, path: Path) -> None:
     if unknown:
         raise ValueError(f"study spec {path}: leaderboard: unknown key(s) {', '.join(unknown)}; known: "
                          f"{', '.join(sorted(LEADERBOARD_KEYS))}")
-    for name in ("title", "question"):
+    for name in ("title", "question", "step_cost"):
         if name in entry and not isinstance(entry[name], str):
             raise ValueError(f"study spec {path}: leaderboard {name} must be text, got {entry[name]!r}")
     budget = entry.get("budget")

@@ -537,10 +537,11 @@ def _leaderboard_section(study: StudyReport, figures: Sequence[str]) -> list[str
         lines += [f"**{entry['question'].strip()}**", ""]
     lines += ["Each arm's seed-paired difference from tuned plain (the reference arm of its shift) in each "
               "out-of-domain target, at the grid points each chose on its shift's validation metric (mean and "
-              "95% t interval); cost: its training wall time over tuned plain's (per stage, the median over every run "
-              "of the arm that trained the stage itself, grid and chosen point; averaged over shifts; the runs "
-              "share a machine whose load varies, so read it to about ±30%; the per-step cost measured in one "
-              "process is in benchmarks/README.md); "
+              "95% t interval); step × plain: the method's cost per training batch over plain's, measured in one process "
+              "(benchmarks/README.md; the out-of-domain arms train as plain does, LP-FT adding its head-only epochs and "
+              "WiSE-FT its alpha evaluations); wall × plain: the runs' own training time over tuned plain's (per "
+              "stage, the median over every run of the arm that trained the stage itself; averaged over shifts), "
+              "which shares a machine whose load varied between runs; "
               "the last column counts the shift-target cells whose interval lies above 0, includes 0, or lies "
               "below 0.", ""]
     lines += leaderboard_markdown(board) + [""]
