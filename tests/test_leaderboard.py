@@ -191,3 +191,32 @@ def test_step_costs_come_from_the_one_process_measurement_by_method(tmp_path):
         read_step_costs(costs)
     with pytest.raises(ValueError, match="does not exist"):
         read_step_costs(tmp_path / "missing.json")
+
+
+def test_an_out_of_domain_arm_is_read_against_plain_at_its_own_learning_rate(tmp_path):
+    """LP-FT (plain with head-only epochs first) chooses a learning rate and a number of epochs; read
+    against tuned plain it mixes the two choices, so it is also read against plain's own grid point
+    at the same rate, seed for seed: what the head-only epochs add."""
+    from test_equal_budget import write_arm
+
+    low = {1: (0.60, 0.5), 2: (0.60, 0.5), 3: (0.60, 0.5)}
+    plain = [({"uci_learning_rate": 2e-05}, low),
+             ({"uci_learning_rate": 5e-05}, {1: (0.70, 0.80), 2: (0.70, 0.82), 3: (0.70, 0.81)}),
+             ({"uci_learning_rate": 0.0001}, {1: (0.75, 0.85), 2: (0.75, 0.86), 3: (0.75, 0.84)}),
+             ({"uci_learning_rate": 0.0002}, low)]  # the same budget as LP-FT's: 4 points x 3 seeds
+    write_arm(tmp_path, "plain", "bench", plain)
+    # LP-FT chooses 5e-5 with 5 epochs: +0.04 over plain at 5e-5, -0.01 against tuned plain (1e-4)
+    lpft = [({"uci_learning_rate": 5e-05, "lp_ft_epochs": 1}, {1: (0.60, 0.5), 2: (0.60, 0.5), 3: (0.60, 0.5)}),
+            ({"uci_learning_rate": 5e-05, "lp_ft_epochs": 5}, {1: (0.80, 0.84), 2: (0.80, 0.85), 3: (0.80, 0.86)}),
+            ({"uci_learning_rate": 0.0001, "lp_ft_epochs": 1}, {1: (0.60, 0.5), 2: (0.60, 0.5), 3: (0.60, 0.5)}),
+            ({"uci_learning_rate": 0.0001, "lp_ft_epochs": 5}, {1: (0.60, 0.5), 2: (0.60, 0.5), 3: (0.60, 0.5)})]
+    write_arm(tmp_path, "plain", "bench_lpft", lpft)
+    board = _board(tmp_path, tag_prefix="bench")
+    vs_tuned = board.cell("plain-bench_lpft", "P2", "uci_test_accuracy")
+    assert math.isclose(vs_tuned.mean, 0.0, abs_tol=1e-9)  # (0.84+0.85+0.86 - 0.85-0.86-0.84) / 3
+    own = board.against_base[("plain-bench_lpft", "P2", "uci_test_accuracy")]
+    assert math.isclose(own.mean, 0.04) and own.verdict == "better"
+    assert "`plain-bench` at its own uci_learning_rate 5e-05" in own.base
+    assert ("plain-bench", "P2", "uci_test_accuracy") not in board.against_base  # the reference has no base
+    assert any(s.startswith("`plain-bench_lpft` against `plain-bench` at its own uci_learning_rate 5e-05")
+               for s in verdict_sentences(board))

@@ -31,7 +31,7 @@ NAMES = ["00_tour", "01_embedding_statistics", "02_twitter_to_uci", "03_cola", "
 # Notebook-only parameters (not RunConfig fields), allowed explicitly. Anything else in a
 # parameters cell must be a RunConfig field: this is the drift check.
 ALLOWED_NOTEBOOK_ONLY = {"params_file", "sentence", "interactive", "texts_per_domain", "perturbation_texts",
-                         "runs_glob", "results_glob", "study_glob", "equal_budget_glob", "study_spec", "shift_spec",
+                         "runs_glob", "results_glob", "study_glob", "equal_budget_glob", "study_spec", "benchmark_glob", "benchmark_spec", "shift_spec",
                          "algos", "include_test_models"}
 
 with warnings.catch_warnings():
@@ -574,7 +574,7 @@ def test_04_compare_and_unknown_name(tmp_path, smoke_runs):
     out = tmp_path / "compare"
     synthetic = regime_study(tmp_path / "study", seeds=(1, 2))  # a stand-in for the committed study
     nb = _execute("04_compare", tmp_path, results_glob=str(smoke_runs / "**" / "results.json"), output_dir=str(out),
-                  study_glob=str(synthetic / "**" / "results.json"), include_test_models=True)
+                  study_glob=str(synthetic / "**" / "results.json"), include_test_models=True, benchmark_glob="")
     import pandas as pd
 
     runs = pd.read_csv(out / "runs.csv")
@@ -628,7 +628,8 @@ def test_04_equal_budget_study_through_its_glob(tmp_path, smoke_runs):
     eb = equal_budget_study(tmp_path / "eb")
     out = tmp_path / "compare"
     nb = _execute("04_compare", tmp_path, results_glob=str(smoke_runs / "**" / "results.json"), output_dir=str(out),
-                  study_glob="", equal_budget_glob=str(eb / "**" / "results.json"), study_spec=str(SPEC))
+                  study_glob="", equal_budget_glob=str(eb / "**" / "results.json"), study_spec=str(SPEC),
+                  benchmark_glob=str(eb / "**" / "results.json"), benchmark_spec="")
     table = pd.read_csv(out / "equal_budget.csv")
     assert set(table["code"]) == {"cccccccc"}
     # the smoke runs (a random test model) are left out of the comparison unless asked, and it says so
@@ -654,7 +655,13 @@ def test_04_equal_budget_study_through_its_glob(tmp_path, smoke_runs):
     assert "Explaining the old gap: old gap: sift-eb_size0.3__uci_learning_rate2e-05" in guide
     assert "(3, code cccccccc) Tuning the rate removes +0.190 of the old gap of +0.200 (95%" in guide
     _png(out / "figures" / "twitter_to_uci_cpu_cccccccc_tuned_curve_uci_test_accuracy.png")
-    assert _inline_images(nb) >= 3  # compare, wall time and the curve at the tuned rate
+    # the leaderboard over any folder of runs: without a spec, every grid arm against tuned plain
+    board = (out / "leaderboard.md").read_text()
+    assert "| `plain-eb` | tuned plain (0) |" in board and "`sift-eb_size0.3`" in board
+    assert "What it says." in text or "What it says." in "".join(
+        str(o.get("data", {}).get("text/markdown", "")) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    _png(out / "figures" / "leaderboard_p2.png")
+    assert _inline_images(nb) >= 4  # compare, wall time, the curve at the tuned rate, the leaderboard
     error = _execute_fails("04_compare", study_spec="results/no_such_study.yaml", output_dir=str(tmp_path / "bad"))
     assert "study_spec 'results/no_such_study.yaml': no such file" in error.evalue
 

@@ -236,7 +236,7 @@ def test_the_quick_start_is_what_ci_runs():
 def test_the_readme_results_block_is_what_the_records_give():
     from siftkit.study.readme_block import committed_block, render_block
 
-    block = render_block([REPO / "results"])
+    block = render_block([REPO / "results"], link_root=REPO)
     assert "| `plain-eb` |" in block  # the equal-budget study's reference arm is in it
     assert committed_block(README.read_text(encoding="utf-8")) == block, (
         "README's results block is stale: python -m siftkit.study.readme_block results/ --readme README.md")

@@ -42,6 +42,8 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
     "study_glob": "04: the committed regime study, added to the size curves and verdicts",
     "equal_budget_glob": "04: the equal-budget study's runs, for its tables, curve at the tuned rate and verdicts",
     "study_spec": "04: the equal-budget study's spec (YAML beside its plan: the old gap, the verdicts' questions)",
+    "benchmark_glob": "04: a benchmark's runs, for the leaderboard across shifts",
+    "benchmark_spec": "04: the benchmark's study spec (tag prefix, declared budget, step costs)",
     "shift_spec": "01, 05: a shift spec (a YAML file holding it, or a params file with a shift: block)",
     "algos": "05: the algorithms trained on the spec, comma-separated",
     "include_test_models": "04: also compare runs on random test models (smoke runs), left out by default",

@@ -533,11 +533,16 @@ def forest_figure(board: Any, shift: str) -> Figure | None:
     return fig
 
 
+def forest_figure_name(shift: str) -> str:
+    """The file name of a shift's forest figure (`write_forest_figures`)."""
+    return f"leaderboard_{_slug(shift)}.png"
+
+
 def write_forest_figures(board: Any, out_dir: str | Path) -> dict[str, Path]:
     """``leaderboard_<shift>.png`` for every shift of the board with a judged arm."""
     out = {}
     for part in board.shifts:
         fig = forest_figure(board, part.shift)
         if fig is not None:
-            out[part.shift] = _save(fig, Path(out_dir) / f"leaderboard_{_slug(part.shift)}.png")
+            out[part.shift] = _save(fig, Path(out_dir) / forest_figure_name(part.shift))
     return out

@@ -17,7 +17,7 @@ import json
 import math
 import statistics
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from siftkit.study.arms import ArmSelection, EqualBudget, equal_budget, tuned_text
@@ -70,6 +70,7 @@ class Cell:
     high: float
     seeds: tuple[int, ...]
     cost: float | None  # the arm's training time over tuned plain's (`_cost`: per-stage medians of all its runs)
+    base: str = ""  # in `against_base`: what the arm is read against
 
     @property
     def verdict(self) -> str:
@@ -254,11 +255,34 @@ def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequenc
             runs = variants[a.chosen] if a.chosen else []
             twins = [t for t in map(finetuned_twin, runs) if t is not None]
             cost = _cost(_all_runs(variants, a), ref_all)
+            base, base_name = ((twins, "its own fine-tuned model (alpha = 1, the same runs)") if twins
+                               else _same_rate_base(variants, a, by_name[reference]))
             for metric in targets:
                 board.cells[(a.arm, shift, metric)] = _cell(shift, metric, a, runs, ref_runs, cost)
-                if twins:
-                    board.against_base[(a.arm, shift, metric)] = _cell(shift, metric, a, runs, twins, None)
+                if base:
+                    board.against_base[(a.arm, shift, metric)] = replace(
+                        _cell(shift, metric, a, runs, base, None), base=base_name)
     return board
+
+
+def _same_rate_base(variants: Mapping[str, Sequence[Run]], arm: ArmSelection,
+                    reference: ArmSelection) -> tuple[list[Run], str]:
+    """An out-of-domain arm of the reference's own method (LP-FT, re-initialized layers, layer-wise
+    decay: plain with one field set) against the reference's grid point at the arm's chosen values
+    of what the reference tunes (its learning rate), seed for seed: what the method itself adds,
+    apart from the point it chose. Nothing for the reference, for other methods, or when the
+    reference's grid has no such point."""
+    if arm.arm == reference.arm or arm.algo != reference.algo or not arm.chosen_label:
+        return [], ""
+    chosen = next((p for p in arm.points if p.label == arm.chosen_label), None)
+    if chosen is None or not set(reference.tuned) <= set(chosen.grid):
+        return [], ""
+    want = {k: chosen.grid[k] for k in reference.tuned}
+    point = next((p for p in reference.points if dict(p.grid) == want), None)
+    if point is None:
+        return [], ""
+    label = ", ".join(f"{k} {v}" for k, v in want.items())
+    return list(variants.get(point.variant, ())), f"`{reference.arm}` at its own {label} (the same seeds)"
 
 
 def _cell(shift: str, metric: str, arm: ArmSelection, runs: Sequence[Run], base: Sequence[Run],
@@ -363,7 +387,7 @@ def verdict_sentences(board: Leaderboard) -> list[str]:
     if mixed:
         out.append("The answer changes between shifts for " + ", ".join(f"`{a}`" for a in mixed) + ".")
     for (arm, shift, metric), c in board.against_base.items():
-        out.append(f"`{arm}` against its own fine-tuned model (alpha = 1, the same runs) on {shift} {metric}: "
+        out.append(f"`{arm}` against {c.base} on {shift} {metric}: "
                    f"{c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}] ({c.verdict}).")
     losers = [a for a in judged if worse[a]]
     if losers:

@@ -194,11 +194,25 @@ def _step_costs(entry: Mapping[str, Any], specs: Specs) -> dict[str, float]:
     return read_step_costs(Path(spec["path"]).parent / name)
 
 
+def leaderboard_for(groups: Groups, specs: Specs = (),
+                    budgets: Mapping[tuple, Any] | None = None) -> Leaderboard:
+    """The leaderboard a study spec asks for (its tag prefix, declared budget and step costs), or,
+    without any spec that has a ``leaderboard`` entry, every grid arm of `groups` against its
+    shift's plain reference (``board.shifts`` is empty when no group has grid arms). `budgets`:
+    each group's `equal_budget`, where the caller has them."""
+    entry = leaderboard_spec(specs)
+    if entry is None:
+        board = leaderboard(groups, budgets=budgets)
+    else:
+        board = leaderboard(groups, tag_prefix=entry["tag_prefix"], budget=declared_budget(entry), budgets=budgets,
+                            step_costs=_step_costs(entry, specs))
+    return board
+
+
 def analyse_study(groups: Groups, specs: Specs = ()) -> StudyReport:
     """`analyse` every group, then the leaderboard from their equal-budget results."""
     reports = analyse(groups, specs)
     entry = leaderboard_spec(specs)
-    board = None if entry is None else leaderboard(
-        groups, tag_prefix=entry["tag_prefix"], budget=declared_budget(entry),
-        budgets={key: r.equal_budget for key, r in reports.items()}, step_costs=_step_costs(entry, specs))
+    board = None if entry is None else leaderboard_for(groups, specs,
+                                                       budgets={key: r.equal_budget for key, r in reports.items()})
     return StudyReport(groups=reports, leaderboard=board, leaderboard_entry=entry)
