@@ -106,8 +106,8 @@ def layer_lr_groups(model: nn.Module, params: list[nn.Parameter], lr: float, gam
     for p in params:
         grouped.setdefault(layer[by_id[id(p)]], []).append(p)
     names = {0: "embeddings", top: "head"}
-    return [{"params": grouped[l], "lr": lr * gamma ** (top - l), "layer": l, "name": names.get(l, f"block_{l}")}
-            for l in sorted(grouped, reverse=True)]
+    return [{"params": grouped[i], "lr": lr * gamma ** (top - i), "layer": i, "name": names.get(i, f"block_{i}")}
+            for i in sorted(grouped, reverse=True)]
 
 
 @contextlib.contextmanager

@@ -173,7 +173,7 @@ def read_delimited(text: str, shown: str, where: str, tab: bool, needed: Sequenc
         raise ValueError(f"{where}: {shown} line 1: the header names column(s) {', '.join(map(repr, twice))} more "
                          f"than once ({', '.join(header)}); give each column its own name")
     used = [header.index(c) for c in needed if c in header]
-    for n, (first, last, fields) in enumerate(rows, start=1):
+    for n, (first, _last, fields) in enumerate(rows, start=1):
         if len(fields) > len(header):
             raise ValueError(f"{where}: {shown} line {first}: {len(fields)} fields, where the header has "
                              f"{len(header)} ({', '.join(header)}); " + (

@@ -83,7 +83,7 @@ def method_step_times(variants: Mapping[str, Mapping[str, Any]], texts: Sequence
         runs[name] = dict(model=model, method=build_method(model, cfg), ctx=_TimedUpdate(model, optimizer),
                           times=[], rel=[], cos=[])
     for step in range(warmup + steps):
-        for name, run in runs.items():
+        for run in runs.values():
             torch.manual_seed(seed * 1_000 + step)  # the same draws for every variant at this step
             start = time.perf_counter()
             _, parts = run["method"].train_batch(run["model"], batch, run["ctx"])

@@ -369,7 +369,7 @@ def write_curves_by_group(groups: Groups, out_dir: str | Path, specs: Specs = ()
     the group of that curve (where the summary links it)."""
     reports = {key: _report(key, variants, specs, (reports or {}).get(key)) for key, variants in groups.items()}
     out: dict[tuple, Path] = {}
-    for key, variants in groups.items():
+    for key in groups:
         if reports[key].budget.tuned_curve is None:
             continue
         fig = curves_by_group_figure(groups, key[0], specs, reports)

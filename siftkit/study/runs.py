@@ -380,7 +380,7 @@ def _check_same_settings(runs: Sequence[Run]) -> None:
         diff = settings_differences(first, run)
         if not diff:
             continue
-        def shown(r: Run) -> str:
+        def shown(r: Run, diff: list[str] = diff) -> str:  # bound now: the loop's diff when it raised
             return ", ".join(f"{n}={recorded_setting(r.record['config'], n, defaults)!r}" for n in diff
                              if not n.startswith("data file "))
         raise ValueError(
