@@ -1,15 +1,9 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# The tests live in one folder per layer (tests/core ... tests/project); a test may import another
-# folder's test module by name (its synthetic-record writers), so every folder is importable.
-for _folder in sorted(p for p in Path(__file__).resolve().parent.iterdir() if p.is_dir() and p.name != "fixtures" and not p.name.startswith(("_", "."))):
-    if str(_folder) not in sys.path:
-        sys.path.append(str(_folder))
 _DEFAULT_DATA = REPO.parent / "shared" / "data"
 
 # Tests never reach the Hub: the offline default model ships in a package.

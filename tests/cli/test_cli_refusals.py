@@ -1,24 +1,56 @@
-"""Plans and the command line, models and memory, and the mode of the files a run writes.
-
-Each input used to fail with argparse's or torch's words, a traceback, or not at all; each is
-now one line naming the option, file or value and the way out (docs/robustness.md rows).
+"""Bad input on the command line (`python -m siftkit train|sweep`): options, plans, params files,
+model folders and files. Each input used to fail with argparse's or torch's words, a traceback,
+or not at all; each is now one line naming the option, file or value and the way out, exit code
+2 and no traceback (docs/robustness.md rows).
 """
 
 from __future__ import annotations
 
 import os
-import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import robustness_log
+from helpers import DATA_PIECES, copy_data_lines, robustness_log
 from siftkit.cli.args import config_from_args, config_parser
 from siftkit.cli.main import main as cli_main
-from siftkit.run.config import RunConfig
+from siftkit.run.config import ALGOS
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "params" / "smoke.yaml"
+ALGO_CHOICES = ", ".join(map(repr, ALGOS))  # the registered methods, as RunConfig lists them
+_log = robustness_log  # records what the user saw for docs/robustness.md
+
+
+@pytest.fixture
+def data(tmp_path, data_dir):
+    """A private copy of a few lines of every data file, to break."""
+    root = tmp_path / "data"
+    copy_data_lines(data_dir, root, DATA_PIECES)
+    return root
+
+
+def _cli(capsys, *argv: str, command: str = "train") -> tuple[int, str]:
+    """`python -m siftkit <command> ...` in process: (exit code, stderr)."""
+    try:
+        code = cli_main([command, *argv])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def _cli_line(capsys, *argv: str, command: str = "train") -> tuple[int, str]:
+    """As `_cli`, the stderr without its final newline."""
+    code, err = _cli(capsys, *argv, command=command)
+    return code, err.strip()
+
+
+def _subprocess_cli(tmp_path, *argv, **env):
+    return subprocess.run([sys.executable, "-m", "siftkit", "train", "--params", str(SMOKE), *argv],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", **env), timeout=300)
 
 
 def _cli_error(capsys, *argv) -> str:
@@ -190,46 +222,7 @@ def test_truncated_safetensors_name_the_file(tmp_path, capsys):
                    err.replace(str(folder), "bert").replace(str(size), "N"))
 
 
-def test_running_out_of_memory_names_the_sizes(tmp_path, monkeypatch):
-    import siftkit.run.training as training
-    from siftkit.run.memory import RunOutOfMemoryError
-
-    def oom(run, ckpt_state):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
-                           "you tried to allocate 25769803776 bytes. Error code 12 (Cannot allocate memory)")
-
-    monkeypatch.setattr(training, "_run_stages", oom)
-    cfg = RunConfig.from_yaml(SMOKE, output_dir=str(tmp_path / "o"))
-    with pytest.raises(RunOutOfMemoryError) as info:
-        training.train(cfg, progress=False)
-    message = str(info.value)
-    assert message.startswith("out of memory on cpu ([enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator")
-    assert message.endswith(f"with per_device_train_batch_size={cfg.per_device_train_batch_size}, "
-                            f"per_device_eval_batch_size={cfg.per_device_eval_batch_size} and max_length="
-                            f"{cfg.max_length}: lower per_device_train_batch_size (per_device_eval_batch_size if it "
-                            f"ran out while evaluating) or max_length, or use a smaller model; a run that has "
-                            f"checkpoints continues with resume=True")
-    robustness_log("running out of CPU memory (torch's DefaultCPUAllocator error)", message)
-
-
 # ----------------------------------------------------------------------------- files
-
-
-@pytest.mark.parametrize("umask", [0o022, 0o002])
-def test_records_and_summaries_get_the_umask_mode(tmp_path, umask):
-    from siftkit.run.records import atomic_write_text, write_results
-
-    old = os.umask(umask)
-    try:
-        write_results(tmp_path, {"config": {}, "metrics": {}, "history": [{"step": 1}], "meta": {}}, overwrite=False)
-        atomic_write_text(tmp_path / "SUMMARY.md", "# s\n")
-    finally:
-        os.umask(old)
-    for name in ("results.json", "history.csv", "SUMMARY.md"):
-        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
-    if umask == 0o002:
-        robustness_log("results.json, history.csv and SUMMARY.md under umask 002 (a group's cluster folder)",
-                       "accepted: written with mode 0664 (0666 less the umask), as any new file, no longer 0600")
 
 
 def test_symbolic_link_loops_are_named(tmp_path, capsys):
@@ -248,3 +241,182 @@ def test_symbolic_link_loops_are_named(tmp_path, capsys):
     err = _cli_error(capsys, "summarize", loop)
     assert err == f"siftkit summarize: error: no results file or folder at {loop}{note}"
     robustness_log("`summarize LOOP`", err.replace(str(tmp_path), "tmp"))
+
+
+# ----------------------------------------------------------------------------- train: one line, exit code 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "abc"], "seed must be of type int, got 'abc'"),
+    (["--learning_rate", "fast"], "learning_rate must be of type float, got 'fast'"),
+    (["--resume", "maybe"], "resume must be of type bool, got 'maybe'"),
+    (["--max_train_samples", "1.5"], "max_train_samples must be of type int, got 1.5"),
+    (["--algo", "sift", "--adv_epsilon", "-1e-3"], "adv_epsilon must be a finite number > 0, got -0.001"),
+    (["--algo", "smart", "--adv_step_size", "-inf"], "adv_step_size must be a finite number > 0, got -inf"),
+    (["--algo", "smart", "--adv_steps", "-1"], "adv_steps must be >= 0 for algo='smart' (0: random noise, no ascent), got -1"),
+    (["--divergence", "hellinger"], "divergence must be one of 'sym_kl', 'kl', 'js', 'mse'; got 'hellinger'"),
+    (["--extra", "3"], "extra must be a mapping, got int"),
+], ids=["seed-abc", "lr-fast", "resume-maybe", "max_train_samples-1.5", "eps-neg-sci", "step-minus-inf",
+        "K-neg", "divergence", "extra-int"])
+def test_cli_bad_value_is_one_line(capsys, tmp_path, argv, message):
+    code, err = _cli(capsys, "--params", str(SMOKE), "--output_dir", str(tmp_path / "out"), *argv)
+    assert code == 2
+    assert err == f"siftkit train: error: {message}\n"
+    assert not (tmp_path / "out").exists()  # rejected before anything is created
+    _log(f"CLI `{' '.join(argv)}`", err.strip())
+
+
+def test_cli_unknown_option(capsys, tmp_path):
+    code, err = _cli(capsys, "--params", str(SMOKE), "--output_dir", str(tmp_path / "out"), "--lerning_rate", "1")
+    assert code == 2
+    assert err.splitlines()[-1] == "siftkit train: error: unrecognized arguments: --lerning_rate 1"
+    _log("CLI `--lerning_rate 1` (misspelt option; argparse prints its usage line first)", err.splitlines()[-1])
+
+
+def test_cli_bad_data_is_one_line(capsys, data, tmp_path):
+    path = data / "uci_sentiment" / "yelp_labelled.txt"
+    path.write_bytes(path.read_bytes().replace(b"\t1\n", b"\tyes\n", 1))
+    code, err = _cli(capsys, "--params", str(SMOKE), "--data_dir", str(data), "--output_dir", str(tmp_path / "o"))
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith(f"siftkit train: error: {path} line ")
+    assert err.endswith(": label must be 0 or 1, got 'yes'\n")
+    _log("CLI run on a data file with label `yes`", err.strip(), data_dir=data)
+
+
+def test_cli_subprocess_unknown_algo_no_traceback(tmp_path):
+    done = _subprocess_cli(tmp_path, "--algo", "foo", "--output_dir", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert done.stderr == f"siftkit train: error: algo must be one of {ALGO_CHOICES}; got 'foo'\n"
+    assert done.stdout == ""
+    _log("CLI `--algo foo` (a real `python -m siftkit train` process)", done.stderr.strip())
+
+
+# ----------------------------------------------------------------------------- sweep: options and plan files
+
+
+def test_sweep_plans_each_run_once_and_takes_train_style_options(capsys, tmp_path):
+    """`--algos sift,sift` ran one run twice (the second FAILED); `--learning_rate=1e-3` and a
+    bare `--cpu` were refused although `train` takes them."""
+    from siftkit.cli.args import field_overrides as _field_overrides
+    from siftkit.cli.sweep import parse_algos, plan
+
+    assert parse_algos("sift,plain,sift") == ["sift", "plain"]
+    overrides = _field_overrides(["--learning_rate=1e-3", "--cpu", "--adv_epsilon", "-1e-3", "--max_length", "64"])
+    assert overrides == {"learning_rate": "1e-3", "cpu": "true", "adv_epsilon": "-1e-3", "max_length": "64"}
+    with pytest.raises(ValueError, match="adv_epsilon must be a finite number > 0, got -0.001"):
+        plan(str(SMOKE), ["sift"], [1], tmp_path, None, overrides)  # checked when planned, as sift
+    code = cli_main(["sweep", "--params", str(SMOKE), "--algos", "sift,sift", "--seeds", "1", "--output-dir",
+                     str(tmp_path / "sw"), "--learning_rate=1e-3", "--cpu", "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines() == ["sweep: 1 runs, 0 already done, 1 to run",
+                                f"todo  {tmp_path / 'sw' / 'twitter_to_uci' / 'sift' / 'seed1'}"]
+    robustness_log("`sweep --algos sift,sift --learning_rate=1e-3 --cpu`",
+                   "(accepted: one run per algo and seed; options as `train` takes them)")
+
+
+def test_a_sweep_tag_cannot_leave_the_output_root(tmp_path, capsys):
+    from siftkit.cli.sweep import check_inside, check_path_name
+
+    code, err = _cli_line(capsys, "--params", str(SMOKE), "--algos", "plain", "--seeds", "1", "--tag",
+                     "x/../../../outside", "--output-dir", str(tmp_path / "root"), "--dry-run", command="sweep")
+    assert code == 2 and err == ("siftkit sweep: error: --tag 'x/../../../outside' cannot name a folder: it holds "
+                                 "'/'; use letters, digits, '.', '_' and '-' (e.g. 'x_.._.._.._outside')")
+    robustness_log("`sweep --tag x/../../../outside --output-dir runs/esc/root --dry-run`", err)
+    for bad in ("..", "", " x", "a\\b"):
+        with pytest.raises(ValueError, match="--tag"):
+            check_path_name("--tag", bad)
+    with pytest.raises(ValueError, match="outside the output root"):
+        check_inside(tmp_path / "root", tmp_path / "root" / ".." / "elsewhere")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'--algos plain --tag "x\n', "p.plan line 1: No closing quotation ('--algos plain --tag \"x')"),
+    (b"# study\n--algos plain --tag caf\xe9\n",
+     "p.plan line 2: not UTF-8 text (byte b'\\xe9' at offset 31: invalid continuation byte); save the plan file as "
+     "UTF-8"),
+], ids=["open-quote", "latin1"])
+def test_plan_file_errors_name_the_line(tmp_path, monkeypatch, capsys, content, message):
+    monkeypatch.chdir(tmp_path)
+    Path("p.plan").write_bytes(content)
+    code, err = _cli_line(capsys, "--plan", "p.plan", "--output-dir", "out", "--dry-run", command="sweep")
+    assert (code, err) == (2, f"siftkit sweep: error: {message}")
+    robustness_log(f"plan file: {content.decode('latin-1')!r}", err)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--algos", "plain", "--algos", "sift"], "--algos given twice ('plain', then 'sift'); give it once, as one comma "
+                                              "list, e.g. --algos plain,sift"),
+    (["--stop-after", "-5"], "--stop-after must be a number of seconds > 0, got -5; leave it out to run every planned "
+                             "run"),
+    (["--seeds", "0-4294967296"], "--seeds '0-4294967296': seed 4294967296 is more than 4294967295 (2**32 - 1, the "
+                                  "largest seed numpy takes)"),
+], ids=["algos-twice", "stop-after-neg", "seeds-huge"])
+def test_sweep_options_refused_by_name(tmp_path, capsys, argv, message):
+    code, err = _cli_line(capsys, "--params", str(SMOKE), *argv, "--output-dir", str(tmp_path / "o"), command="sweep")
+    assert (code, err) == (2, f"siftkit sweep: error: {message}")
+    assert not (tmp_path / "o").exists()
+    robustness_log(f"`sweep {' '.join(argv)}`", err)
+
+
+_NOT_PLAIN = "is not used by algo='plain' (plain fine-tuning has no adversarial regularizer)"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--algos", "plain", "--weight_decay", "1e300"],
+     "learning_rate x weight_decay = 1e+297 does not fit a float32 (AdamW scales the weights by 1 - learning_rate x "
+     "weight_decay); got learning_rate=0.001, weight_decay=1e+300"),
+    (["--algos", "plain", "--uci_learning_rate", "1e300"],
+     "uci_learning_rate must be < 3.4e+37 (AdamW's first step is 10 x the rate and must fit a float32), got 1e+300"),
+    (["--algos", "plain", "--learning_rate", "1e38"],
+     "learning_rate must be < 3.4e+37 (AdamW's first step is 10 x the rate and must fit a float32), got 1e+38"),
+    (["--algos", "plain", "--max_nonfinite_fraction", "nan"],
+     "max_nonfinite_fraction must be in [0, 1] (the share of a stage's steps that may be non-finite before the run "
+     "fails), got nan"),
+    (["--algos", "plain", "--perturb_at", "word_embeddings"],
+     f"perturb_at='word_embeddings' {_NOT_PLAIN}; leave it at its default 'embedding_output', or choose "
+     f"algo='smart' or 'sift'"),
+    (["--algos", "plain", "--adv_steps", "0"],
+     f"adv_steps=0 {_NOT_PLAIN}; leave it at its default 1, or choose algo='smart' or 'sift'"),
+    (["--algos", "plain", "--extra", "{x: !!binary aGk=}"],
+     "extra must hold only JSON values (text, numbers, true/false, null, lists, mappings); extra['x'] is b'hi' (a "
+     "bytes); give it as text or a number"),
+    (["--algos", "plain", "--extra", "{tag: [a, b]}"],
+     "extra's tag must be text (it names the run's variant), got ['a', 'b']"),
+    (["--algos", "plain", "--tag", ""], "--tag must be a non-empty name, got ''"),
+    (["--algos", "plain", "--tag", " x"], "--tag ' x' cannot name a folder: it has spaces around it; use letters, "
+                                          "digits, '.', '_' and '-' (e.g. 'x')"),
+    (["--algos", "plain", "--tag", "a\\b"], "--tag 'a\\\\b' cannot name a folder: it holds '\\\\'; use letters, "
+                                            "digits, '.', '_' and '-' (e.g. 'a_b')"),
+    (["--algos", "plain", "--seeds", "1-1000000"], "--seeds '1-1000000' names 1000000 seeds; a sweep takes at most "
+                                                   "1000"),
+    (["--algos", "plain", "--stop-after", "nan"], "--stop-after must be a number of seconds > 0, got nan; leave it "
+                                                  "out to run every planned run"),
+], ids=["weight-decay", "uci-lr", "lr1e38", "nonfinite-nan", "plain-perturb-at", "plain-K0", "extra-bytes",
+        "extra-tag-list", "tag-empty", "tag-space", "tag-backslash", "seeds-million", "stop-after-nan"])
+def test_more_sweep_inputs_refused_by_name(tmp_path, capsys, argv, message):
+    code, err = _cli_line(capsys, "--params", str(SMOKE), *argv, "--output-dir", str(tmp_path / "o"), "--dry-run",
+                     command="sweep")
+    assert (code, err) == (2, f"siftkit sweep: error: {message}")
+    robustness_log(f"`sweep {' '.join(argv)} --dry-run`", err)
+
+
+def test_sweep_output_dir_empty(capsys):
+    code, err = _cli_line(capsys, "--algos", "plain", "--output-dir", "", "--dry-run", command="sweep")
+    assert (code, err) == (2, "siftkit sweep: error: --output-dir is empty (''); name the sweep's folder, e.g. "
+                              "results/cpu")
+    robustness_log("`sweep --output-dir \"\"` (an unset shell variable)", err)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("--algos plain --tag ../x", "--tag '../x' cannot name a folder: it holds '/'; use letters, digits, '.', '_' "
+                                 "and '-' (e.g. 'x')"),
+    ("--algos plain --adv_epsilon 0.3", f"adv_epsilon=0.3 {_NOT_PLAIN}; leave it unset, or choose algo='smart' or "
+                                        f"'sift'"),
+], ids=["tag-up", "plain-eps"])
+def test_plan_lines_refused_by_name(tmp_path, monkeypatch, capsys, line, message):
+    monkeypatch.chdir(tmp_path)
+    Path("p.plan").write_text(f"--params {SMOKE} {line}\n")
+    code, err = _cli_line(capsys, "--plan", "p.plan", "--output-dir", "out", "--dry-run", command="sweep")
+    assert (code, err) == (2, f"siftkit sweep: error: p.plan line 1: {message}")
+    robustness_log(f"plan file line `{line}`", err.replace(str(SMOKE), "params/smoke.yaml"))

@@ -18,6 +18,7 @@ from siftkit.study.paper import PAPER_METRIC
 from siftkit.study.stats import format_mean_std
 from siftkit.run.models import load_model
 from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit
+from helpers import SHIFT_TINY, THREE, three_class_spec
 
 TEXTS = {
     "a": ["a short one", "a somewhat longer sentence with more tokens in it", "#hashtag @user lol"],
@@ -462,38 +463,6 @@ def test_ticks_of_a_single_valued_axis_stay_readable():
 
 
 # ----------------------------------------------------------------------------- shift specs
-
-THREE = ["negative", "neutral", "positive"]
-_REVIEW_WORDS = {1: "awful", 2: "poor", 3: "average", 4: "fine", 5: "lovely"}
-_POST_WORDS = {"n": "hate", "m": "meh", "p": "love"}
-
-
-def three_class_spec(folder, *, eval_rows: int = 12) -> dict:
-    """A 3-class shift spec over two generated files: reviews.csv (stars 1-5, mapped; 3 is
-    neutral) -> forum.jsonl (n/m/p, mapped). Texts avoid the kit's domain names."""
-    import json
-    from pathlib import Path
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    stars = [1, 3, 5, 2, 3, 4]
-    lines = ["review,stars"] + [f'"{_REVIEW_WORDS[stars[i % 6]]} product, item {i}",{stars[i % 6]}' for i in range(24)]
-    (folder / "reviews.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    codes = ["n", "m", "p"]
-    (folder / "forum.jsonl").write_text("".join(
-        json.dumps({"post": f"i {_POST_WORDS[codes[i % 3]]} this thread {i}", "tag": codes[i % 3]}) + "\n"
-        for i in range(eval_rows)), encoding="utf-8")
-    return {"name": "reviews_to_forum", "labels": THREE,
-            "stages": [{"name": "reviews", "validation": {"fraction": 0.25},
-                        "data": {"files": str(folder / "reviews.csv"), "text": "review", "label": "stars",
-                                 "label_map": {1: "negative", 2: "negative", 3: "neutral", 4: "positive",
-                                               5: "positive"}}}],
-            "evals": [{"name": "forum", "data": {"files": str(folder / "forum.jsonl"), "text": "post", "label": "tag",
-                                                 "label_map": {"n": "negative", "m": "neutral", "p": "positive"}}}]}
-
-
-SHIFT_TINY = {"model_name": "random:bert", "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8,
-              "learning_rate": 1e-2, "logging_steps": 1, "max_length": 32, "cpu": True}
 
 
 def test_load_run_models_of_a_three_class_shift_run(tmp_path):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from siftkit.explore import exercises as ex
+from helpers import STUDENT_COMMAND
 
 REPO = Path(__file__).resolve().parents[2]
 EXERCISE_NOTEBOOKS = {"00_tour": ("sift_perturb", "project", "ascent_step", "sym_kl"),
@@ -225,10 +226,6 @@ def test_kit_helpers_that_the_checks_compare_with():
 
 
 # ----------------------------------------------------------------------------- the notebooks' exercises
-
-
-STUDENT_COMMAND = ["jupyter", "nbconvert", "--to", "notebook", "--ClearSolutions.enforce_metadata=False",
-                   '--Exporter.preprocessors=["nbgrader.preprocessors.ClearSolutions"]']
 
 
 def _exercise_cells(nb):

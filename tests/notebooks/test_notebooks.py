@@ -368,7 +368,7 @@ def test_00_students_version_runs_and_every_check_fails(tmp_path):
     import subprocess
     import sys
 
-    from test_exercises import STUDENT_COMMAND
+    from helpers import STUDENT_COMMAND
 
     students = tmp_path / "students"
     exe = str(Path(sys.executable).parent / "jupyter")
@@ -493,7 +493,7 @@ def test_01_on_a_shift_spec(tmp_path):
     token-norm shift reads a 3-class spec run; nothing printed assumes Twitter, UCI or CoLA."""
     import pandas as pd
     import yaml
-    from test_analysis import SHIFT_TINY, three_class_spec
+    from helpers import SHIFT_TINY, three_class_spec
 
     from siftkit.run.training import train
 
@@ -569,7 +569,7 @@ def test_04_default_study_glob_finds_the_committed_study():
 
 @notebooks_mark
 def test_04_compare_and_unknown_name(tmp_path, smoke_runs):
-    from test_regime import regime_study
+    from helpers_regime import regime_study
 
     out = tmp_path / "compare"
     synthetic = regime_study(tmp_path / "study", seeds=(1, 2))  # a stand-in for the committed study
@@ -623,7 +623,7 @@ def test_04_equal_budget_study_through_its_glob(tmp_path, smoke_runs):
     controls, the curve at the tuned rate and the verdicts come from it (and the reading guide
     is printed from their numbers); a missing spec stops the first cell."""
     import pandas as pd
-    from test_budget import SPEC, equal_budget_study
+    from helpers_budget import SPEC, equal_budget_study
 
     eb = equal_budget_study(tmp_path / "eb")
     out = tmp_path / "compare"
@@ -669,3 +669,16 @@ def test_test_model_runs_are_left_out_unless_asked():
     kept, out = without_test_models(runs)
     assert [r.model for r in kept] == ["sentence-transformers/all-MiniLM-L6-v2"] and len(out) == 2
     assert without_test_models(runs, include=True) == (runs, [])
+
+
+@pytest.mark.notebooks
+def test_notebook_02_draws_the_alpha_curve_of_a_wise_ft_run(tmp_path, data_dir):
+    """A WiSE-FT run from notebook 02 (docs/methods/ood.md): its alpha curve recorded and drawn."""
+    out = tmp_path / "p2"
+    nb = _execute("02_twitter_to_uci", tmp_path, algo="sift", params_file="params/smoke.yaml", data_dir=str(data_dir),
+                  output_dir=str(out), wise_ft=True, uci_val_size=16, wise_ft_alphas="0,0.5,1", eval_smoothness=False)
+    record = json.loads((out / "results.json").read_text())
+    assert [row["alpha"] for row in record["wise_ft"]["curve"]] == [0.0, 0.5, 1.0]
+    _png(out / "figures" / "wise_ft_curve.png")
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "wise_ft_curve" in c.source)
+    assert any(o.get("output_type") == "display_data" for o in cell.outputs)

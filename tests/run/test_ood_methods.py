@@ -532,15 +532,3 @@ def test_sweep_runs_the_new_fields_with_plain_and_sift(tmp_path, smoke_params, c
     assert "--grid wise_ft_alphas: this field cannot be gridded" in capsys.readouterr().err
 
 
-@pytest.mark.notebooks
-def test_notebook_02_draws_the_alpha_curve_of_a_wise_ft_run(tmp_path, data_dir):
-    from test_notebooks import _execute, _png
-
-    out = tmp_path / "p2"
-    nb = _execute("02_twitter_to_uci", tmp_path, algo="sift", params_file="params/smoke.yaml", data_dir=str(data_dir),
-                  output_dir=str(out), wise_ft=True, uci_val_size=16, wise_ft_alphas="0,0.5,1", eval_smoothness=False)
-    record = json.loads((out / "results.json").read_text())
-    assert [row["alpha"] for row in record["wise_ft"]["curve"]] == [0.0, 0.5, 1.0]
-    _png(out / "figures" / "wise_ft_curve.png")
-    cell = next(c for c in nb.cells if c.cell_type == "code" and "wise_ft_curve" in c.source)
-    assert any(o.get("output_type") == "display_data" for o in cell.outputs)

@@ -18,110 +18,15 @@ from siftkit.study.arms import equal_budget
 from siftkit.study.matched import matched_size_pairs, pooled_difference
 from siftkit.study.reference import reference_plain
 from siftkit.study.runs import group_runs, load_runs
-from siftkit.study.select import grid_label
 from siftkit.study.spec import load_spec
 from siftkit.study.stats import paired_difference
 from siftkit.study.tags import curve_eps, curve_families, curve_family
 from siftkit.study.summarize import main as summarize_main
 from siftkit.study.summarize import summarize
+from helpers_budget import (COMMIT, CURVE, PLAIN_TEST, SIFT_03, SPEC, TUNED, at_chosen, budget_record,
+                            equal_budget_study, grid_arm, wobble, write_budget_run)
 
 REPO = Path(__file__).resolve().parents[2]
-COMMIT = "c" * 40
-LRS = (2e-05, 5e-05, 0.0001, 0.0002)
-TUNED = 0.0001  # the rate plain's grid chooses below
-SIFT_03 = {"adv_epsilon": 0.3, "adv_noise_std": 0.3, "adv_step_size": 30.0}
-SMART_015 = {"adv_epsilon": 0.15, "adv_noise_std": 0.15, "adv_step_size": 15.0, "bregman_weight": 0.0}
-AT_PLAIN = {"arm": "plain-eb", "point": {"uci_learning_rate": "1e-4"}, "select_on": "uci_val_accuracy"}
-
-
-def _record(algo: str, seed: int, extra: dict, cfg: dict, *, val: float, test: float, size: float = 0.0,
-            commit: str = COMMIT) -> dict:
-    metrics = {"uci_test_accuracy": test, "uci_zero_shot_accuracy": 0.5, "twitter_val_accuracy": 0.9,
-               "uci_val_accuracy": val}
-    if algo != "plain":
-        metrics["mean_relative_perturbation"] = size
-    config = {"task": "twitter_to_uci", "algo": algo, "seed": seed, "model_name": None, "uci_val_size": 300,
-              "adv_weight": 0.0 if algo == "plain" else 1.0, **cfg, "extra": extra}
-    rows = [{"stage": "uci", "global_step": i + 1, "task_loss": 0.5, "adv_loss": 0.01, "loss": 0.51,
-             "relative_perturbation": size} for i in range(3)]
-    return {"config": config, "metrics": metrics, "history": rows,
-            "meta": {"git_commit": commit, "device_name": "cpu", "mixed_precision": "no", "wall_time_s": 1.0}}
-
-
-def _write(root: Path, name: str, rec: dict) -> None:
-    d = root / "twitter_to_uci" / name / f"seed{rec['config']['seed']}"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "results.json").write_text(json.dumps(rec))
-
-
-def grid_arm(root: Path, algo: str, tag: str, settings: dict, val, test, *, field: str = "uci_learning_rate",
-             values=LRS, at_chosen: dict | None = None, seeds=(1, 2, 3), then=(4, 5), **kw) -> None:
-    """An arm of `sweep --grid` (seeds 1-3 at every point, `--then-seeds` 4-5 at the point with the
-    highest `val(value)`); `val(value, seed)` and `test(value, seed)` give the metrics."""
-    best = max(values, key=lambda x: sum(val(x, s) for s in seeds))
-    for index, value in enumerate(values):
-        grid = {field: value}
-        for seed in (*seeds, *(then if value == best else ())):
-            extra = {"tag": f"{tag}__{grid_label(grid)}", "arm": f"{algo}-{tag}", "grid": grid,
-                     "grid_index": index, "select_on": "uci_val_accuracy",
-                     **({"chosen": True} if seed not in seeds else {}), **({"at_chosen": at_chosen} if at_chosen else {})}
-            _write(root, f"{algo}-{tag}__{'chosen' if seed not in seeds else grid_label(grid)}",
-                   _record(algo, seed, extra, {**settings, field: value}, val=val(value, seed), test=test(value, seed),
-                           **kw))
-
-
-def at_chosen(root: Path, algo: str, tag: str, settings: dict, test, *, size: float = 0.0, seeds=range(1, 6),
-              **kw) -> None:
-    """A `--at-chosen plain-eb` line: 5 seeds at plain's chosen rate."""
-    for seed in seeds:
-        _write(root, f"{algo}-{tag}", _record(algo, seed, {"tag": tag, "at_chosen": AT_PLAIN},
-                                              {**settings, "uci_learning_rate": TUNED}, val=0.8, test=test(seed),
-                                              size=size, **kw))
-
-
-def wobble(seed: int, k: float = 1.0) -> float:
-    return 0.003 * math.sin(seed * 2.3 + k)
-
-
-# The synthetic study's test accuracies: plain at 2e-5 0.64, at its chosen 1e-4 0.88; SiFT at 0.3
-# 0.84 at 2e-5 (the old gap, +0.20) and 0.89 at its chosen 5e-5; SMART at 0.3 0.87 at 1e-4.
-PLAIN_TEST = {2e-05: 0.64, 5e-05: 0.80, 0.0001: 0.88, 0.0002: 0.86}
-SIFT_TEST = {2e-05: 0.84, 5e-05: 0.89, 0.0001: 0.88, 0.0002: 0.85}
-SMART_TEST = {2e-05: 0.82, 5e-05: 0.85, 0.0001: 0.87, 0.0002: 0.84}
-CURVE = {"sift": {0.01: 0.880, 0.1: 0.885, 0.3: 0.890, 0.6: 0.870},  # E -> test; measured size = E
-         "smart": {0.005: 0.879, 0.05: 0.882, 0.15: 0.884, 0.3: 0.860}}  # measured size = 2E
-
-
-def equal_budget_study(root: Path, *, commit: str = COMMIT) -> Path:
-    """The plan's arms and controls, synthetic (`results/equal_budget_study.plan`'s shape)."""
-    kw = {"commit": commit}
-    peak = {"plain": TUNED, "sift": 5e-05, "smart": 0.0001}
-    for algo, tag, settings, tests, size in (("plain", "eb", {}, PLAIN_TEST, 0.0),
-                                             ("sift", "eb_size0.3", SIFT_03, SIFT_TEST, 0.3),
-                                             ("smart", "eb_size0.3", SMART_015, SMART_TEST, 0.3)):
-        grid_arm(root, algo, tag, settings, lambda x, s, a=algo: 0.8 - abs(math.log10(x / peak[a])) * 0.1 + wobble(s),
-                 lambda x, s, t=tests, a=algo: t[x] + wobble(s, len(a)), size=size, **kw)
-    at_chosen(root, "plain", "ctl_reinit_head", {"reinit_head": True}, lambda s: 0.86 + wobble(s, 3), **kw)
-    at_chosen(root, "sift", "ctl_size0.3_reinit_head", {**SIFT_03, "reinit_head": True},
-              lambda s: 0.85 + wobble(s, 4), size=0.3, **kw)
-    at_chosen(root, "sift", "ctl_size0.3_stages_first", {**SIFT_03, "adv_stages": "first"},
-              lambda s: 0.87 + wobble(s, 5), size=0.3, **kw)
-    at_chosen(root, "sift", "ctl_noise_size0.3", {"adv_epsilon": 0.3, "adv_noise_std": 9.487, "adv_steps": 0},
-              lambda s: 0.80 + wobble(s, 6), size=0.3, **kw)
-    at_chosen(root, "plain", "ctl_label_smoothing", {"label_smoothing": 0.1}, lambda s: 0.87 + wobble(s, 7), **kw)
-    for algo, sizes in CURVE.items():
-        base = SIFT_03 if algo == "sift" else SMART_015
-        for eps, test in sizes.items():
-            settings = {**base, "adv_epsilon": eps, "adv_noise_std": eps, "adv_step_size": 100 * eps}
-            at_chosen(root, algo, f"tuned_curve_eps{eps:g}", settings,
-                      lambda s, t=test, e=eps: t + wobble(s, 10 * e), size=eps * (1 if algo == "sift" else 2), **kw)
-    # L2-SP: a grid of its own at plain's chosen rate, weight 1e-2 chosen on validation
-    grid_arm(root, "plain", "ctl_l2sp", {"uci_learning_rate": TUNED}, lambda x, s: 0.8 - abs(math.log10(x / 1e-2)) * 0.01,
-             lambda x, s: 0.875 + wobble(s, 8), field="l2sp_weight", values=(1e-3, 1e-2, 1e-1), at_chosen=AT_PLAIN, **kw)
-    return root
-
-
-SPEC = REPO / "results" / "equal_budget_study.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +54,7 @@ def test_curve_tags_with_a_family_prefix(tag, eps, family):
 
 
 def test_two_curve_families_of_one_group_are_never_paired_with_each_other(tmp_path):
-    from test_regime import record, write
+    from helpers_regime import record, write
 
     for seed in (1, 2, 3):
         write(tmp_path, record("sift", seed, tag="curve_eps0.3", size=0.3))
@@ -368,8 +273,9 @@ def test_verdict_3_reads_the_controls_run_at_the_old_gaps_rate(tmp_path):
              ("sift", "gap_size0.3_stages_last", (*SIFT_03.items(), ("adv_stages", "last"))): (0.70, 14)}
     for (algo, tag, settings), (base, k) in tests.items():
         for seed in (1, 2, 3):
-            _write(root, f"{algo}-{tag}", _record(algo, seed, {"tag": tag}, {**dict(settings), **old_rate}, val=0.7,
-                                                  test=base + wobble(seed, k), size=0.3 if algo == "sift" else 0.0))
+            rec = budget_record(algo, seed, {"tag": tag}, {**dict(settings), **old_rate}, val=0.7,
+                                test=base + wobble(seed, k), size=0.3 if algo == "sift" else 0.0)
+            write_budget_run(root, f"{algo}-{tag}", rec)
     key, variants = _group(root)
     assert budget.old_point_controls(variants, old_rate) == [
         "plain-gap_reinit_head", "sift-gap_size0.3_reinit_head", "sift-gap_size0.3_stages_last"]
@@ -410,10 +316,10 @@ def test_where_stage_2_starts_at_the_old_gaps_point_is_read_from_each_runs_first
         rec = json.loads(path.read_text())
         rec["history"][0]["task_loss"] = 1.2 + 0.01 * seed
         path.write_text(json.dumps(rec))
-        fresh = _record("plain", seed, {"tag": "gap_reinit_head"}, {"reinit_head": True, "uci_learning_rate": 2e-05},
-                        val=0.8, test=0.88)
+        fresh = budget_record("plain", seed, {"tag": "gap_reinit_head"},
+                              {"reinit_head": True, "uci_learning_rate": 2e-05}, val=0.8, test=0.88)
         fresh["history"][0]["task_loss"] = 0.69
-        _write(root, "plain-gap_reinit_head", fresh)
+        write_budget_run(root, "plain-gap_reinit_head", fresh)
     key, variants = _group(root)
     rows = {r["variant"]: r for r in budget.start_loss_rows(key, variants, load_spec(SPEC))}
     assert list(rows) == ["plain-eb__uci_learning_rate2e-05", "sift-eb_size0.3__uci_learning_rate2e-05",
@@ -466,7 +372,7 @@ def test_summary_carries_the_controls_the_tuned_curve_and_the_verdicts(eb_dir, t
 
 def test_curves_by_group_are_side_by_side_panels_titled_with_their_group(eb_dir, tmp_path):
     from siftkit.study import figures as summary_figures
-    from test_regime import regime_study
+    from helpers_regime import regime_study
 
     old = regime_study(tmp_path / "old", seeds=(1, 2), device="cpu")
     groups = group_runs(load_runs([eb_dir, old]))

@@ -1,11 +1,11 @@
 """The leaderboard: every benchmark arm against tuned plain on every shift, from synthetic records
-written as the training loop writes them (the equal-budget tests' writers)."""
+written as the training loop writes them (tests/helpers_grid.py)."""
 
 from __future__ import annotations
 
 import math
 
-from test_equal_budget import grid_record, write
+from helpers_grid import grid_record, write
 
 from siftkit.study.leaderboard import leaderboard, leaderboard_markdown, verdict_sentences
 from siftkit.study.runs import group_runs, load_runs

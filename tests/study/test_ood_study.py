@@ -1,13 +1,13 @@
 """The study layer reads a WiSE-FT run twice: as its own arm (alpha chosen inside the run, the
 rate on the same grid as every arm's) and as plain's twin (its fine-tuned model, alpha = 1);
 `summarize` reports the chosen alpha per run; the new fields are controls with a partner.
-Records are synthetic, written as siftkit.run.training writes them (test_equal_budget's)."""
+Records are synthetic, written as siftkit.run.training writes them (tests/helpers_grid.py)."""
 
 from __future__ import annotations
 
 import json
 
-from test_equal_budget import COMMIT, grid_record, write
+from helpers_grid import COMMIT, grid_record, write
 
 from siftkit.study.arms import equal_budget
 from siftkit.study.budget import control_rows, control_settings, uncontrolled_partner

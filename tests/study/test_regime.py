@@ -1,17 +1,10 @@
 """The regime study's analysis (siftkit.study: runs, matched, regime, summarize, figures) on
 synthetic records written the way siftkit.run.training writes them: the size curve and its figure,
-the matched-size pairing, the paper's-regime verdicts, grouping by device and code, duplicate
-runs, and the summary's errors on bad files."""
+the matched-size pairing, the paper's-regime verdicts and grouping by device and code."""
 
 from __future__ import annotations
 
-import json
-import math
-import shutil
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,86 +14,9 @@ from siftkit.study.matched import matched_size_pairs, matched_size_table, pooled
 from siftkit.study.measured import relative_size, runs_frame, variant_sizes
 from siftkit.study.regime import regime_pairs
 from siftkit.study.runs import Run, group_runs, load_runs, per_seed
-from siftkit.study.stats import paired_difference, t_critical
 from siftkit.study.tags import curve_eps
 from siftkit.study.summarize import brief, summarize
-
-COMMIT = "a" * 40
-# the regime study's spec, which names the comparisons it exists for (results/regime_study.yaml)
-REGIME_SPEC = Path(__file__).resolve().parents[2] / "results" / "regime_study.yaml"
-SIZES = {"smart": 2.0, "sift": 0.7}  # measured relative size per unit of E, per algorithm (synthetic)
-CURVE_EPS = (1e-05, 0.0001, 0.001, 0.01, 0.1, 0.3)
-
-
-def accuracy(algo: str, size: float, seed: int) -> float:
-    """A made-up accuracy: a bump near size 0.05 (SiFT's higher), plus a seed offset and a
-    per-(variant, seed) wobble so that paired intervals have width."""
-    bump = (0.05 if algo == "sift" else 0.03) * math.exp(-(math.log10(max(size, 1e-9)) + 1.3) ** 2)
-    wobble = 0.004 * math.sin(seed * 7.1 + size * 13 + (algo == "sift"))
-    return 0.62 + bump + 0.01 * seed + wobble
-
-
-def record(algo: str, seed: int, *, tag: str | None = None, size: float = 0.0, acc: float | None = None,
-           device: str = "NVIDIA H200", commit: str = COMMIT, task: str = "twitter_to_uci", new_metrics=True,
-           adv_weight: float = 1.0, bregman: float = 0.0) -> dict:
-    """A results.json record as siftkit.run.training writes it (the fields the summary reads)."""
-    acc = accuracy(algo, size, seed) if acc is None else acc
-    rows = []
-    for i, stage in enumerate(["twitter"] * 6 + ["uci"] * 4):
-        r = 0.0 if algo == "plain" else 0.02 * size
-        task_loss = 0.6 - 0.02 * i
-        rows.append({"stage": stage, "step": i + 1, "global_step": i + 1, "task_loss": task_loss, "adv_loss": r,
-                     "bregman_loss": 0.0, "loss": task_loss + adv_weight * r, "perturbation_norm": 9 * size,
-                     "relative_perturbation": size * (1 + 0.01 * (i - 5))})
-    metrics = {"uci_test_accuracy": acc, "uci_zero_shot_accuracy": 0.45, "twitter_val_accuracy": 0.87}
-    if task == "cola":
-        metrics = {"out_of_domain_dev_mcc": acc - 0.5, "in_domain_dev_mcc": acc - 0.4}
-    if new_metrics:
-        metrics["mean_relative_perturbation"] = float(np.mean([r["relative_perturbation"] for r in rows]))
-        metrics["mean_perturbation_norm"] = 9 * size
-        for ev in (("twitter_val", "uci_zero_shot", "uci_test") if task != "cola" else ("in_domain_dev", "out_of_domain_dev")):
-            metrics[f"{ev}_smoothness_0.01"] = 1e-5 / (1 + 10 * size) * (1 + 0.01 * seed)
-            metrics[f"{ev}_smoothness_0.3"] = 1e-2 / (1 + 10 * size) * (1 + 0.01 * seed)
-        if task != "cola":
-            for k, src in enumerate(("amazon", "imdb", "yelp")):
-                metrics[f"uci_test_accuracy_{src}"] = acc + 0.01 * (k - 1)
-                metrics[f"uci_zero_shot_accuracy_{src}"] = 0.45
-    cfg = {"task": task, "algo": algo, "seed": seed, "model_name": None, "adv_rule": "projected",
-           "adv_weight": adv_weight, "bregman_weight": bregman, "adv_steps": 1, "extra": {"tag": tag} if tag else {}}
-    return {"config": cfg, "metrics": metrics, "history": rows, "stages": [],
-            "meta": {"git_commit": commit, "device_name": device, "device": "cuda" if device != "cpu" else "cpu",
-                     "mixed_precision": "no", "wall_time_s": 60.0, "skipped_adversarial_steps": 0}}
-
-
-def write(root: Path, rec: dict) -> Path:
-    cfg = rec["config"]
-    tag = cfg["extra"].get("tag")
-    d = root / cfg["task"] / (cfg["algo"] + (f"-{tag}" if tag else "")) / f"seed{cfg['seed']}"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "results.json").write_text(json.dumps(rec))
-    return d / "results.json"
-
-
-def regime_study(root: Path, seeds=range(1, 6), **kw) -> Path:
-    """The issue's regime study, synthetic: plain, defaults, the mtdnn regime and its controls,
-    the size curve with its controls, deberta, seed_code and the RNG control."""
-    for seed in seeds:
-        write(root, record("plain", seed, **kw))
-        write(root, record("smart", seed, size=2e-5, bregman=1.0, **kw))
-        write(root, record("sift", seed, size=7e-3, **kw))
-        for algo, tag, size in (("smart", "mtdnn", 0.61), ("smart", "mtdnn_no_bregman", 0.61),
-                                ("smart", "mtdnn_random", 0.6), ("sift", "mtdnn", 0.34), ("sift", "mtdnn_random", 0.33),
-                                ("sift", "deberta", 9.6e-3), ("sift", "seed_code", 0.34)):
-            write(root, record(algo, seed, tag=tag, size=size, **kw))
-        write(root, record("smart", seed, tag="rng_control", size=2e-5, adv_weight=0.0, **kw))
-        for algo in ("smart", "sift"):
-            for eps in CURVE_EPS:
-                write(root, record(algo, seed, tag=f"curve_eps{eps:g}", size=SIZES[algo] * eps, **kw))
-            write(root, record(algo, seed, tag=f"curve_eps{CURVE_EPS[-1]:g}_random", size=SIZES[algo] * 0.3, **kw))
-            write(root, record(algo, seed, tag=f"curve_eps{CURVE_EPS[-1]:g}_w10", size=SIZES[algo] * 0.3,
-                               adv_weight=10.0, **kw))
-    shutil.copy(REGIME_SPEC, root / REGIME_SPEC.name)  # beside its runs, as in results/
-    return root
+from helpers_regime import COMMIT, CURVE_EPS, record, regime_study, write
 
 
 @pytest.fixture
@@ -113,25 +29,6 @@ def _groups(root):
 
 
 # ----------------------------------------------------------------------------- statistics
-
-
-def test_intervals_come_from_scipy_and_match_a_paired_t_test():
-    rng = np.random.default_rng(0)
-    a = dict(enumerate(rng.normal(0.7, 0.03, 5), start=1))
-    b = {s: v - rng.normal(0.01, 0.02) for s, v in a.items()}
-    d = paired_difference(a, b)
-    ref = stats.ttest_rel(list(a.values()), list(b.values())).confidence_interval(0.95)
-    assert d["n"] == 5 and d["mean"] == pytest.approx(np.mean([a[s] - b[s] for s in a]))
-    assert (d["low"], d["high"]) == (pytest.approx(ref.low), pytest.approx(ref.high))
-    # not rounded from a table: df=7 and df=45 would have been read from neighbouring rows
-    assert t_critical(7) == pytest.approx(2.3646, abs=1e-4)
-    assert t_critical(45) == pytest.approx(stats.t.ppf(0.975, 45)) != 2.021
-    assert math.isnan(t_critical(0))
-
-
-def test_paired_difference_uses_only_seeds_both_recorded():
-    d = paired_difference({1: 0.7, 2: 0.6, 3: math.nan}, {1: 0.5, 2: 0.5, 3: 0.5, 4: 0.1})
-    assert d["seeds"] == [1, 2] and d["mean"] == pytest.approx(0.15)
 
 
 # ----------------------------------------------------------------------------- matched size
@@ -211,26 +108,6 @@ def test_runs_of_two_devices_or_two_commits_are_never_paired(tmp_path):
     assert "Only runs of the same task, model, device and code" in text
 
 
-def test_overlapping_paths_count_each_run_once(study_dir):
-    once = load_runs([study_dir])
-    twice = load_runs([study_dir, study_dir / "twitter_to_uci", study_dir / "twitter_to_uci" / "plain"])
-    assert len(twice) == len(once)
-    text, _ = summarize([study_dir, study_dir / "twitter_to_uci"])
-    assert "| `plain` | 5 |" in text
-
-
-def test_a_copied_run_folder_is_refused_naming_both_files(study_dir):
-    src = study_dir / "twitter_to_uci" / "sift-mtdnn" / "seed2" / "results.json"
-    copy = study_dir / "twitter_to_uci" / "sift-mtdnn" / "seed2 copy" / "results.json"
-    copy.parent.mkdir()
-    copy.write_text(src.read_text())
-    with pytest.raises(ValueError) as info:
-        summarize([study_dir])
-    msg = str(info.value)
-    assert "two runs of variant 'sift-mtdnn' with seed 2 in one comparison" in msg
-    assert str(src.resolve()) in msg and str(copy.resolve()) in msg
-
-
 # ----------------------------------------------------------------------------- SUMMARY.md
 
 
@@ -261,20 +138,6 @@ def test_summary_holds_every_regime_table(study_dir):
     assert "| variant | n | amazon | imdb | yelp |" in text
     assert f"| `sift-deberta` | 5 | {amazon:.3f} ± " in text
     assert "| `sift-mtdnn` | 5 | " in text and "uci_test_smoothness_0.3" in text
-
-
-def test_older_runs_without_the_new_metrics_show_a_dash(tmp_path):
-    root = tmp_path / "old"
-    for seed in (1, 2):
-        for algo, size in (("plain", 0), ("smart", 2e-5), ("sift", 7e-3)):
-            rec = record(algo, seed, size=size, new_metrics=False)
-            write(root, rec)
-        write(root, record("sift", seed, tag="curve_eps0.01", size=7e-3))  # a new run beside them
-    text, _ = summarize([root])
-    assert "| `smart` | 2 | – | – | – |" in text  # amazon / imdb / yelp of an old run
-    # the measured size of an old run comes from its history
-    assert "| `smart` | 1.99e-05 |" in text
-    assert "| P2 Twitter → UCI (accuracy on 90% UCI) | NVIDIA H200 | `aaaaaaaa` |" in brief([root])
 
 
 def test_p1_plain_learning_rate_is_chosen_by_in_domain_dev(tmp_path):
@@ -361,129 +224,7 @@ def test_size_curve_on_a_log_axis_leaves_out_zero_values_and_says_so(study_dir):
     assert ax.get_legend().get_texts()[-1].get_text() == "(5 run(s) at ≤ 0 not drawn on the log axis)"
 
 
-def test_summarize_command_writes_every_figure(study_dir, tmp_path):
-    out = tmp_path / "new" / "folder" / "SUMMARY.md"  # --out into a missing folder: created
-    res = subprocess.run([sys.executable, "-m", "siftkit", "summarize", str(study_dir), "--out", str(out)],
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr
-    text = out.read_text()
-    assert text.startswith("# siftkit results summary")
-    # the group's figures are linked from its section, the size curve shown inline
-    figure = "figures/twitter_to_uci_nvidia_h200_aaaaaaaa_size_uci_test_accuracy.png"
-    assert f"![the main metric against measured perturbation size]({figure})" in text
-    names = sorted(p.name for p in (out.parent / "figures").glob("*.png"))
-    prefix = "twitter_to_uci_nvidia_h200_aaaaaaaa_"
-    assert names == sorted(prefix + n for n in ("scores.png", "learning_curves.png", "size_uci_test_accuracy.png",
-                                                 "size_reg_share.png", "size_smoothness.png"))
-
-
 # ----------------------------------------------------------------------------- bad files
-
-
-def _summarize_error(*paths) -> str:
-    res = subprocess.run([sys.executable, "-m", "siftkit", "summarize", *map(str, paths)],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
-    return res.stderr.strip()
-
-
-def _one_run(tmp_path, text: str | bytes) -> Path:
-    path = tmp_path / "r" / "seed1" / "results.json"
-    path.parent.mkdir(parents=True)
-    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
-    return path
-
-
-def test_a_main_metric_edited_to_null_names_the_file_and_metric(tmp_path):
-    rec = record("sift", 1, size=0.01)
-    rec["metrics"]["uci_test_accuracy"] = None
-    path = _one_run(tmp_path, json.dumps(rec))
-    assert _summarize_error(path.parent.parent) == (
-        f"siftkit summarize: error: {path}: metric 'uci_test_accuracy' is null; the run has no result to compare "
-        "(rerun it, or move the file out of the summarized folders)")
-
-
-def test_a_metric_that_is_not_a_number_names_the_file(tmp_path):
-    rec = record("sift", 1, size=0.01)
-    rec["metrics"]["uci_test_accuracy_yelp"] = "0.7"
-    path = _one_run(tmp_path, json.dumps(rec))
-    assert _summarize_error(path) == f"siftkit summarize: error: {path}: metric 'uci_test_accuracy_yelp' is '0.7', not a number"
-
-
-def _cell(text: str, column: str, variant: str) -> str:
-    """The cell of a SUMMARY.md table: the first table with `column` in its header, row `variant`."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| variant |") and f"| {column} |" in line + " ")
-    head = [c.strip() for c in lines[start].strip("|").split("|")]
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if cells[0] == f"`{variant}`":
-            return cells[head.index(column)]
-    raise AssertionError(f"no row {variant} under {column}")
-
-
-def test_a_null_secondary_metric_shows_a_dash(tmp_path):
-    rec = record("sift", 1, size=0.01)
-    rec["metrics"]["uci_test_smoothness_0.3"] = None  # training writes a non-finite value as null
-    _one_run(tmp_path, json.dumps(rec))
-    text, _ = summarize([tmp_path / "r"])
-    assert _cell(text, "uci_test_smoothness_0.3", "sift") == "–"
-    assert _cell(text, "uci_test_smoothness_0.01", "sift") == f"{rec['metrics']['uci_test_smoothness_0.01']:.2e}"
-
-
-def test_a_utf16_results_file_names_the_file(tmp_path):
-    path = _one_run(tmp_path, json.dumps(record("plain", 1)).encode("utf-16"))
-    assert _summarize_error(path.parent) == f"siftkit summarize: error: {path} is not UTF-8 text (byte 0); save it as UTF-8"
-
-
-def test_a_results_file_holding_a_number_names_the_file(tmp_path):
-    path = _one_run(tmp_path, "42")
-    assert _summarize_error(path) == (f"siftkit summarize: error: {path} holds a JSON number, not an object with "
-                                      "config, metrics, history and meta; not a siftkit results file")
-
-
-def test_out_that_is_a_folder_is_refused(tmp_path):
-    path = _one_run(tmp_path, json.dumps(record("plain", 1)))
-    assert _summarize_error(path, "--out", tmp_path) == (
-        f"siftkit summarize: error: --out {str(tmp_path)!r} is a folder; give the Markdown file to write, "
-        f"e.g. {tmp_path / 'SUMMARY.md'}")
-
-
-def test_figures_that_is_a_file_is_refused_before_anything_is_written(tmp_path):
-    path = _one_run(tmp_path, json.dumps(record("plain", 1)))
-    blocker = tmp_path / "figs"
-    blocker.write_text("")
-    out = tmp_path / "S.md"
-    assert _summarize_error(path, "--out", out, "--figures", blocker).endswith(
-        f"--figures {str(blocker)!r} is a file, not a folder")
-    assert not out.exists()
-
-
-def test_a_history_that_is_not_a_list_of_rows_names_the_file(tmp_path):
-    rec = record("sift", 1, size=0.01)
-    rec["history"] = [0.5, 0.4]
-    path = _one_run(tmp_path, json.dumps(rec))
-    assert _summarize_error(path) == (f"siftkit summarize: error: {path}: 'history' must be a list of objects "
-                                      "(one per logged step)")
-
-
-def test_summary_modules_import_one_way():
-    """summarize may import summary_figures, never the reverse; both share siftkit.study.runs."""
-    import ast
-
-    import siftkit.study.runs
-    import siftkit.study.figures
-
-    def imports(module):
-        tree = ast.parse(Path(module.__file__).read_text())
-        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
-            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-
-    assert "siftkit.study.summarize" not in imports(siftkit.study.figures)
-    assert not {"siftkit.study.summarize", "siftkit.study.figures"} & imports(siftkit.study.runs)
-    assert "siftkit.study.runs" in imports(siftkit.study.figures)
 
 
 def test_size_curve_of_a_metric_no_run_recorded_says_so(tmp_path):
