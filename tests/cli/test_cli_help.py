@@ -193,6 +193,7 @@ def test_docs_config_lists_every_field_and_knob():
             assert f"| `{doc.name}` |" in section
 
 
+@pytest.mark.subprocess
 def test_the_docs_command_checks_and_writes(tmp_path):
     page = tmp_path / "config.md"
     command = [sys.executable, "-m", "siftkit.cli.config_docs", "--path", str(page)]

@@ -165,7 +165,7 @@ def test_a_folder_given_as_params_or_plan_is_named(tmp_path, capsys):
     robustness_log("`sweep --plan FOLDER`", err.replace(str(tmp_path), "plans"))
 
 
-# ----------------------------------------------------------------------------- models and memory
+# ----------------------------------------------------------------------------- model folders
 
 
 def _saved(folder: Path, model, tokenizer=True) -> Path:
@@ -177,6 +177,7 @@ def _saved(folder: Path, model, tokenizer=True) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_gpt2_folder_is_one_line_before_training(tmp_path, capsys):
     import transformers as tf
 
@@ -206,6 +207,7 @@ def test_an_image_model_folder_is_named_as_such(tmp_path, capsys):
     robustness_log("--model_name an image model's folder (ViT)", err.replace(str(folder), "vit"))
 
 
+@pytest.mark.slow
 def test_truncated_safetensors_name_the_file(tmp_path, capsys):
     from helpers import tiny_model
 
@@ -283,6 +285,7 @@ def test_cli_bad_data_is_one_line(capsys, data, tmp_path):
     _log("CLI run on a data file with label `yes`", err.strip(), data_dir=data)
 
 
+@pytest.mark.subprocess
 def test_cli_subprocess_unknown_algo_no_traceback(tmp_path):
     done = _subprocess_cli(tmp_path, "--algo", "foo", "--output_dir", str(tmp_path / "out"))
     assert done.returncode == 2

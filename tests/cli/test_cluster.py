@@ -40,6 +40,7 @@ def _list(capsys, *args) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
+@pytest.mark.subprocess
 def test_the_list_is_the_plan_in_its_own_order_and_stable(tmp_path, capsys):
     plan, out = _plan(tmp_path, PLAN), tmp_path / "out"
     lines = _list(capsys, "--plan", str(plan), "--output-dir", str(out))
@@ -136,6 +137,7 @@ def test_shards_split_the_list_by_stride(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_the_sbatch_script_runs_its_task_and_retries_a_waiting_one(tmp_path):
     script = REPO / "scripts" / "slurm_array.sbatch"
     text = script.read_text()
@@ -151,6 +153,7 @@ def test_the_sbatch_script_runs_its_task_and_retries_a_waiting_one(tmp_path):
     assert log.read_text().splitlines() == ["-m siftkit sweep --plan study.plan --output-dir out --index 7"] * 2
 
 
+@pytest.mark.multiprocess
 def test_a_two_run_plan_completes_through_submitits_local_executor(tmp_path):
     pytest.importorskip("submitit")
     plan = _plan(tmp_path, "--params {smoke} --algos plain,sift --seeds 1 --max_train_samples 8 --max_eval_samples 8 "

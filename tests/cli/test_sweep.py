@@ -38,6 +38,7 @@ def _sweep(tmp_path, smoke_params, *extra):
                            "--max_train_samples", "8", *extra], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.subprocess
 def test_sweep_runs_skips_finished_runs_and_reports_failures(tmp_path, smoke_params):
     first = _sweep(tmp_path, smoke_params)
     assert first.returncode == 0, first.stderr
@@ -290,6 +291,7 @@ def test_a_grid_at_another_arms_chosen_point(tmp_path):
         plan_file(bad, tmp_path / "out")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, runs, tasks", [("equal_budget_study.plan", 188, {"twitter_to_uci"}),
                                                ("equal_budget_study_p1.plan", 36, {"cola"}),
                                                ("benchmark_study_p1.plan", 196, {"cola"})])
@@ -302,6 +304,7 @@ def test_the_committed_equal_budget_plans_plan_every_run_they_say(tmp_path, monk
     assert {r.select_on for r in planned if r.select_on} == {DEFAULT_SELECT_ON[t] for t in tasks}
 
 
+@pytest.mark.slow
 def test_the_committed_benchmark_plans_equal_budgets_on_three_shifts(tmp_path, monkeypatch):
     """results/benchmark_study.plan: every arm 4 grid points x seeds 1-3 then seeds 4-5 at its chosen
     point, on P2, P3 and the tweets' topics, each chosen on its shift's source-side validation metric."""

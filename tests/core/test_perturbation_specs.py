@@ -17,6 +17,7 @@ from siftkit.run import config
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.subprocess
 def test_the_specs_and_the_config_load_without_torch():
     code = ("import sys\nimport siftkit.core.perturbation_specs, siftkit.run.config\n"
             "print('torch' in sys.modules)")

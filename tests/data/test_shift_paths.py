@@ -84,6 +84,7 @@ def test_a_missing_file_names_the_folder_it_looked_in(tmp_path, monkeypatch):
         parse_spec({**_spec("a.csv", "b.csv"), "base_dir": 3})
 
 
+@pytest.mark.subprocess
 def test_the_cli_reads_a_spec_from_another_folder(tmp_path):
     """`siftkit train --shift <spec>` from a folder that is not the spec's: the spec's files are found."""
     folder = _relative_spec_folder(tmp_path)

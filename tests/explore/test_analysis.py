@@ -226,6 +226,7 @@ def test_token_norm_shift(tiny):
     assert (moved.loc[moved["at"] == "embedding_output", "shift"] > 0).any()
 
 
+@pytest.mark.slow
 def test_load_run_models_rebuilds_base_and_reads_final_weights(tmp_path, data_dir):
     from siftkit.run.training import train
 
@@ -337,6 +338,7 @@ def _labelled(fig):
             assert ax.get_ylabel(), f"unlabelled y axis in {ax.get_title()!r}"
 
 
+@pytest.mark.slow
 def test_statistics_figures(tiny, stats, tmp_path):
     model, tokenizer = tiny
     sizes = analysis.perturbation_sizes(model, tokenizer, TEXTS, analysis.regularizers_for(), batch_size=2)
@@ -362,6 +364,7 @@ def test_statistics_figures(tiny, stats, tmp_path):
         plotting.save_figure(figures["one"], tmp_path / "x.pdf")
 
 
+@pytest.mark.slow
 def test_run_figures(tmp_path):
     history = [{"stage": s, "global_step": i, "task_loss": 0.7 - 0.01 * i, "loss": 0.7 - 0.01 * i + 1e-5,
                 "adv_loss": 1e-5, "bregman_loss": 0.0, "relative_perturbation": 7e-3, "learning_rate": 2e-5}
@@ -440,6 +443,7 @@ def test_a_log_axis_has_labelled_ticks_around_the_data():
     assert any("median" in t.get_text() for t in ax.get_legend().get_texts())
 
 
+@pytest.mark.slow
 def test_grid_figures_fit_a_notebook_and_keep_legends_off_the_data(tiny, stats):
     # JupyterLab shrinks a wider figure to its column: at most 10 inches (1000 px at 100 dpi).
     model, tokenizer = tiny

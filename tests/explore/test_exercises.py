@@ -249,6 +249,7 @@ def _run_cells(sources):
     return namespace
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", list(EXERCISE_NOTEBOOKS))
 def test_teachers_solutions_pass_and_students_version_fails_every_check(name, tmp_path):
     teacher = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)

@@ -52,6 +52,7 @@ def _count_one_step(algo, batch, **cfg_kwargs):
     return counts
 
 
+@pytest.mark.slow
 def test_plain_costs_one_forward(batch):
     assert _count_one_step("plain", batch) == (1, 0)
 

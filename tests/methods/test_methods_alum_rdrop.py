@@ -339,6 +339,7 @@ def _smoke(tmp_path, name, **changes):
     return train(cfg, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, knob", [("alum", {"adv_alpha": 2.0}), ("rdrop", {"reg_alpha": 0.5})])
 def test_smoke_train_each(tmp_path, algo, knob):
     record = _smoke(tmp_path, algo, algo=algo, **knob)
@@ -353,6 +354,7 @@ def test_smoke_train_each(tmp_path, algo, knob):
     assert all(math.isfinite(v) for v in record["metrics"].values() if isinstance(v, float))
 
 
+@pytest.mark.slow
 def test_adv_stages_last_shares_plains_stage1(tmp_path):
     cache = str(tmp_path / "cache")
     plain = _smoke(tmp_path, "plain", algo="plain", stage_cache_dir=cache)
@@ -370,6 +372,7 @@ def test_adv_stages_last_shares_plains_stage1(tmp_path):
     assert any(r["adv_loss"] > 0 for r in alone["history"] if r["stage"] != "twitter")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, knobs", [("alum", {"adv_alpha": 2.0, "noise_var": 1e-4}),
                                          ("rdrop", {"algo_args": {"reg_alpha": 0.5}})])
 def test_adversarial_trainer_trains_each_with_its_knobs_by_name(tmp_path, algo, knobs):

@@ -478,6 +478,7 @@ def _smoke(tmp_path, smoke_params, name, **overrides):
     return train(cfg, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, overrides", [
     ("freelb", {}), ("pgd", {}), ("freeat", {}), ("freelb", {"adv_stages": "last", "adv_K": 3}),
 ], ids=["freelb", "pgd", "freeat", "freelb-last"])
@@ -496,6 +497,7 @@ def test_smoke_run_through_the_loop(tmp_path, smoke_params, algo, overrides):
     assert record["metrics"]["mean_relative_perturbation"] > 0
 
 
+@pytest.mark.slow
 def test_freeat_in_stage2_only_shares_plains_stage1(tmp_path, smoke_params):
     cache = str(tmp_path / "cache")
     plain = _smoke(tmp_path, smoke_params, "plain", stage_cache_dir=cache)
@@ -508,6 +510,7 @@ def test_freeat_in_stage2_only_shares_plains_stage1(tmp_path, smoke_params):
     assert max(r["step"] for r in alone["history"] if r["stage"] == "uci") == 3
 
 
+@pytest.mark.slow
 def test_freeat_resumes_exactly(tmp_path, smoke_params):
     import siftkit.run.training as training
     from siftkit.run.checkpoint import latest_checkpoint
@@ -533,6 +536,7 @@ def test_freeat_resumes_exactly(tmp_path, smoke_params):
     assert resumed["history"] == reference["history"] and resumed["metrics"] == reference["metrics"]
 
 
+@pytest.mark.slow
 def test_freelb_k1_through_the_loop_is_plain(tmp_path, smoke_params):
     """With dropout on: K=1 draws no start and repeats no mask, so the run is plain's."""
     plain = _smoke(tmp_path, smoke_params, "plain")
@@ -585,6 +589,7 @@ def test_trainer_freelb_step_is_the_native_one(tmp_path, batch):
         trainer.compute_loss(model, dict(batch))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, updates", [("freelb", 3), ("freeat", 6), ("pgd", 3)])
 def test_trainer_trains_with_the_methods(tmp_path, algo, updates):
     """3 Trainer steps: FreeLB and PGD one update each; FreeAT two (its first replay's update is
@@ -624,6 +629,7 @@ def test_trainer_refuses_gradient_accumulation_for_freeat(tmp_path):
                        algo="freelb")
 
 
+@pytest.mark.slow
 def test_method_cost_runs_every_variant_on_p2_tweets():
     """The step-time helper (no timing asserted): every variant trains, sizes are reported."""
     from siftkit.run.method_cost import method_step_times, p2_tweets

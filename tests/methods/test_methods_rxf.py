@@ -445,6 +445,7 @@ def _train(out: Path, **kw) -> dict:
     return train(RunConfig.from_dict({**SMOKE, "output_dir": str(out), **kw}), progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, knobs", [("r3f", {}), ("vat", {"num_power_iteration": 2}),
                                          ("r3f", {**R4F, "adv_stages": "last", "perturb_at": "embedding_output"})])
 def test_smoke_run_through_the_loop(tmp_path, smoke_params, algo, knobs):
@@ -482,6 +483,7 @@ def _interrupt(out: Path, step: int, **kw) -> None:
             _train(out, save_steps=1, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adv_stages, step, normalized_then", [("all", 1, True), ("first", 5, False),
                                                                ("last", 5, True)])
 def test_r4f_resumes_exactly(tmp_path, adv_stages, step, normalized_then):
@@ -503,6 +505,7 @@ def test_r4f_resumes_exactly(tmp_path, adv_stages, step, normalized_then):
     assert resumed["metrics"] == reference["metrics"]
 
 
+@pytest.mark.slow
 def test_r4f_with_the_stage_cache(tmp_path):
     """adv_stages='last': stage 1 is plain's (shared with a plain run); adv_stages='first':
     the cached stage holds the normalized head, and a run that loads it ends as one that
@@ -659,6 +662,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.multiprocess
 def test_r4f_under_ddp_every_process_keeps_the_same_head(tmp_path):
     """The head is normalized before DDP wraps the model (registering a parametrization re-seats
     the weight, and DDP would lose its hook on it): both processes then train the same head, their

@@ -18,6 +18,8 @@ SMOKE = REPO / "params" / "smoke.yaml"
 NOTEBOOK = REPO / "notebooks" / "02_twitter_to_uci.ipynb"
 _log = robustness_log  # records what the user saw for docs/robustness.md
 
+pytestmark = pytest.mark.subprocess  # papermill itself, as the user runs it
+
 
 def test_papermill_parameter_of_the_wrong_type(tmp_path):
     if not NOTEBOOK.is_file():

@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 NAMES = ["00_tour", "01_embedding_statistics", "02_twitter_to_uci", "03_cola", "04_compare", "05_your_shift"]
 
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess,
               pytest.mark.skipif(not (importlib.util.find_spec("mkdocs") and importlib.util.find_spec("nbgrader")),
                                  reason="the site extra (mkdocs-material, mkdocs-jupyter) and nbgrader (dev)")]
 

@@ -20,6 +20,7 @@ def _heavy_after(code: str) -> list[str]:
     return eval(out.strip().splitlines()[-1])  # noqa: S307 - our own printed list
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("code", [
     "import siftkit",
     "import siftkit.study, siftkit.study.summarize, siftkit.study.budget, siftkit.study.figures, siftkit.study.runs",
@@ -33,6 +34,7 @@ def test_light_entry_points_import_neither_torch_nor_datasets(code):
     assert _heavy_after(code) == []
 
 
+@pytest.mark.subprocess
 def test_public_names_still_load_from_the_top():
     code = ("from siftkit import RunConfig, train, load, load_model, DataError, EmbeddingSplit, SMART, SiFT, "
             "AdversarialRegularizer, BregmanProximalPoint, symmetric_kl, kl, js, mse, DIVERGENCES, get_divergence, "
@@ -47,6 +49,7 @@ def test_unknown_top_level_name_is_an_attribute_error():
         siftkit.nope  # noqa: B018
 
 
+@pytest.mark.subprocess
 def test_layers_contract_is_kept():
     """pyproject.toml's [tool.importlinter] contract, checked as `lint-imports` checks it."""
     lint = Path(sys.executable).with_name("lint-imports")

@@ -33,6 +33,7 @@ def _cfg(**changes) -> RunConfig:
 
 # ----------------------------------------------------------------------------- validation split
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 7])
 def test_uci_validation_is_disjoint_and_the_same_for_every_algorithm(data_dir, seed):
     parts = {algo: uci_parts(RunConfig(algo=algo, seed=seed, uci_val_size=300, data_dir=str(data_dir)))
@@ -54,6 +55,7 @@ def test_uci_validation_is_disjoint_and_the_same_for_every_algorithm(data_dir, s
     assert list(paper_train["text"]) == list(train_["text"]) and len(paper_test) == 2700
 
 
+@pytest.mark.slow
 def test_validation_is_evaluated_after_every_stage2_epoch(tmp_path):
     record = train(_cfg(algo="plain", uci_num_train_epochs=3, output_dir=str(tmp_path / "r")),
                    progress=False)
@@ -66,6 +68,7 @@ def test_validation_is_evaluated_after_every_stage2_epoch(tmp_path):
 
 # ----------------------------------------------------------------------------- freeze, reinit, adv_stages
 
+@pytest.mark.slow
 def test_freeze_encoder_leaves_every_encoder_weight_bit_identical(tmp_path):
     from accelerate.utils import set_seed
 
@@ -82,6 +85,7 @@ def test_freeze_encoder_leaves_every_encoder_weight_bit_identical(tmp_path):
     assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
 
 
+@pytest.mark.slow
 def test_reinit_head_changes_the_head_and_nothing_else_at_the_stage_boundary(tmp_path, monkeypatch):
     calls = []
     real = training.reinit_head
@@ -107,6 +111,7 @@ def test_reinit_head_resets_a_trained_bias_too():
     assert all(torch.equal(v, model.base_model.state_dict()[k]) for k, v in encoder.items())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which, active", [("first", ("twitter",)), ("last", ("uci",)), ("all", ("twitter", "uci"))])
 def test_adv_stages_runs_the_regularizer_only_where_asked(tmp_path, monkeypatch, which, active):
     seen = []
@@ -177,6 +182,7 @@ def test_l2sp_and_label_smoothing_reach_the_loss():
 
 # ----------------------------------------------------------------------------- early stopping
 
+@pytest.mark.slow
 def test_early_stopping_restores_the_best_epoch(tmp_path, monkeypatch):
     """Scripted validation scores 0.5, 0.8, 0.6, 0.6 with patience 2: stop after the fourth
     epoch (of six) and end with the second epoch's weights."""
@@ -230,6 +236,7 @@ def test_bad_control_values_name_the_field(kwargs, message):
     robustness_log("RunConfig(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")", str(info.value))
 
 
+@pytest.mark.slow
 def test_a_validation_size_that_leaves_no_test_set_names_both_fields(data_dir):
     with pytest.raises(ValueError, match="uci_val_size=2700 leaves 0 of the 3000 UCI sentences") as info:
         build_stages(RunConfig(uci_val_size=2700, data_dir=str(data_dir)))
@@ -256,6 +263,7 @@ def test_matched_noise_reaches_the_ascents_size_and_says_when_it_cannot():
         matched_noise_std(split, batch, ascent, 3 * target)
 
 
+@pytest.mark.slow
 def test_every_stage_trains_with_adamws_fused_kernel(tmp_path, monkeypatch):
     built = []
     real = torch.optim.AdamW

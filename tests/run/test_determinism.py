@@ -33,6 +33,9 @@ ALGOS = ("plain", "smart", "sift")
 # smoke.yaml with 12 training examples: 3 steps per stage, a history row per step.
 OVERRIDES = dict(max_train_samples=12, max_eval_samples=8, seed=11, cpu=True)
 
+# Every test here reads the runs of the module's fixtures, one of which runs in a subprocess.
+pytestmark = pytest.mark.subprocess
+
 
 def _config(algo: str, output_dir, **changes) -> RunConfig:
     return RunConfig.from_yaml(SMOKE, algo=algo, output_dir=str(output_dir), **{**OVERRIDES, **changes})

@@ -211,6 +211,7 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=LOSS_RTOL, abs_tol=1e-9)
 
 
+@pytest.mark.multiprocess
 def test_two_processes_match_one_process(tmp_path, data_dir):
     from safetensors.torch import load_file
 

@@ -77,6 +77,7 @@ def _check_against_reference(model, tokenizer, ds, cfg):
     return smooth
 
 
+@pytest.mark.slow
 def test_predictions_match_the_reference_on_a_tiny_model(smoke_params, data_dir):
     ds = _texts(data_dir, 40)
     model = _balanced(tiny_model("bert", seed=3), tokenizer(), ds, 32)
@@ -90,6 +91,7 @@ def test_predictions_match_the_reference_on_a_tiny_model(smoke_params, data_dir)
         np.testing.assert_allclose(smooth3[size], smooth[size], rtol=1e-4, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_predictions_match_the_reference_on_real_minilm_texts(smoke_params, data_dir):
     model, tok = load_model(None, num_labels=2)
     ds = _texts(data_dir, 24)
@@ -150,6 +152,7 @@ def test_tokenization_is_cached_per_dataset_fingerprint_and_max_length(monkeypat
     assert first.labels == [0, 1] * 3 and first.lengths.tolist() == [len(i) for i in first.features["input_ids"]]
 
 
+@pytest.mark.slow
 def test_p2_evaluates_one_tokenization_of_the_uci_sentences(smoke_params):
     """uci_zero_shot (after stage 1) and uci_test (after stage 2) are the same sentences."""
     for cap in (None, 16):

@@ -78,6 +78,7 @@ def test_the_trainer_takes_the_perturbation_rule_and_gives_the_native_loss(tmp_p
         AdversarialTrainer(model=model, args=_args(tmp_path), algo="sift", adv_rule=rule, adv_epsilon=0.1)
 
 
+@pytest.mark.slow
 def test_short_training_run_moves_the_teacher(tmp_path):
     from datasets import Dataset
 

@@ -50,6 +50,7 @@ def test_perturbation_stays_float32_under_bf16_autocast(reg_cls, at):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.slow
 def test_train_bf16_on_cpu(tmp_path, data_dir, monkeypatch):
     from siftkit.run.training import train
 

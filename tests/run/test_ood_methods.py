@@ -49,6 +49,7 @@ def _encoder_keys(model) -> list[str]:
 
 # ----------------------------------------------------------------------------- LP-FT
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["plain", "smart"])
 def test_lp_ft_probe_keeps_the_encoder_bit_identical_and_the_full_phase_starts_from_the_probed_head(
         tmp_path, monkeypatch, algo):
@@ -90,6 +91,7 @@ def test_lp_ft_probe_keeps_the_encoder_bit_identical_and_the_full_phase_starts_f
     assert [r["stage"] for r in record["val_history"]] == ["uci_probe", "uci_probe", "uci", "uci"]
 
 
+@pytest.mark.slow
 def test_lp_ft_stages_first_probes_stage_1_only_and_shares_nothing_with_plain(tmp_path):
     cache = str(tmp_path / "cache")
     plain = train(_cfg(tmp_path, "plain", stage_cache_dir=cache), progress=False)
@@ -103,6 +105,7 @@ def test_lp_ft_stages_first_probes_stage_1_only_and_shares_nothing_with_plain(tm
     assert sorted({r["stage"] for r in first["history"]}) == ["twitter", "twitter_probe", "uci"]
 
 
+@pytest.mark.slow
 def test_a_run_interrupted_in_the_probe_resumes_exactly(tmp_path):
     from siftkit.run.checkpoint import latest_checkpoint
 
@@ -133,6 +136,7 @@ def test_a_run_interrupted_in_the_probe_resumes_exactly(tmp_path):
     assert resumed["history"] == ref["history"] and resumed["metrics"] == ref["metrics"]
 
 
+@pytest.mark.slow
 def test_early_stopping_in_the_probe_restores_its_best_epoch_and_the_full_phase_starts_there(tmp_path, monkeypatch):
     """Scripted probe validation 0.7, 0.5, 0.4 with patience 2: the probe stops after its third
     epoch (of four), goes back to its first epoch's head, and the full phase starts from that."""
@@ -194,6 +198,7 @@ def test_alpha_is_chosen_on_validation_never_on_test():
         weight_space.choose_alpha([{"alpha": 0.5, "v": math.nan}], "v")
 
 
+@pytest.mark.slow
 def test_wise_ft_in_a_run_chooses_on_validation_and_records_both_models(tmp_path, monkeypatch):
     """The run's own loop with evaluations replaced by a synthetic curve (test best at 0.2,
     validation best at 0.6): the run keeps 0.6, its metrics are 0.6's, alpha 1's are kept too."""
@@ -219,6 +224,7 @@ def test_wise_ft_in_a_run_chooses_on_validation_and_records_both_models(tmp_path
     assert on_disk["wise_ft"] == wise
 
 
+@pytest.mark.slow
 def test_wise_ft_at_alpha_1_is_the_fine_tuned_run_and_at_alpha_0_the_starting_encoder(tmp_path):
     from accelerate.utils import set_seed
 
@@ -245,6 +251,7 @@ def test_wise_ft_at_alpha_1_is_the_fine_tuned_run_and_at_alpha_0_the_starting_en
     assert not torch.equal(saved["classifier.weight"], start.state_dict()["classifier.weight"])
 
 
+@pytest.mark.slow
 def test_theta_0_is_l2sps_anchor(tmp_path):
     cfg = _cfg(tmp_path, wise_ft=True, l2sp_weight=0.1, reinit_layers=1)
     accelerator = training._make_accelerator(cfg)
@@ -315,6 +322,7 @@ def _pretrained_like_arch(arch):
     return model
 
 
+@pytest.mark.slow
 def test_reinit_in_a_run_happens_before_stage_1_and_names_the_field_when_too_many(tmp_path):
     events = []
     real_reinit, real_stage = training.reinit_top_layers, training._run_stage
@@ -380,6 +388,7 @@ def test_layer_groups_carry_lr_gamma_power_L_minus_l():
     assert all(names[id(p)].startswith("bert.embeddings.") for p in groups[-1]["params"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, extra", [("plain", {}), ("smart", {"l2sp_weight": 0.01}),
                                          ("sift", {"lp_ft_epochs": 1})])
 def test_the_optimizer_of_every_stage_has_the_decayed_groups(tmp_path, monkeypatch, algo, extra):
@@ -404,6 +413,7 @@ def test_the_optimizer_of_every_stage_has_the_decayed_groups(tmp_path, monkeypat
             assert groups == [(None, 1e-3, 2)]
 
 
+@pytest.mark.slow
 def test_without_decay_the_optimizer_is_one_group_as_before(tmp_path, monkeypatch):
     seen = []
     real = training._stage_loop
@@ -420,6 +430,7 @@ def test_without_decay_the_optimizer_is_one_group_as_before(tmp_path, monkeypatc
 
 # ----------------------------------------------------------------------------- stage sharing
 
+@pytest.mark.slow
 def test_the_cache_key_holds_what_acts_in_a_stage(tmp_path):
     cache = str(tmp_path / "cache")
     runs = {name: train(_cfg(tmp_path, name, stage_cache_dir=cache, **change), progress=False)
@@ -497,6 +508,7 @@ ALL_FOUR = ["--lp_ft_epochs", "1", "--wise_ft", "--wise_ft_alphas", "0,0.5,1", "
             "--layer_lr_decay", "0.9", "--uci_val_size", "16"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["plain", "sift"])
 def test_train_cli_runs_all_four(tmp_path, smoke_params, algo):
     from siftkit.cli.main import main
@@ -510,6 +522,7 @@ def test_train_cli_runs_all_four(tmp_path, smoke_params, algo):
     assert record["config"]["reinit_layers"] == 1 and record["config"]["layer_lr_decay"] == 0.9
 
 
+@pytest.mark.subprocess
 def test_sweep_runs_the_new_fields_with_plain_and_sift(tmp_path, smoke_params, capsys):
     from siftkit.cli.main import main
 

@@ -1,5 +1,7 @@
 """P1 and P2 are built exactly as DESIGN.md section 3 says, seeded and leak-free."""
 
+import pytest
+
 from siftkit.run.config import RunConfig
 from siftkit.run.protocols import build_stages, twitter_subset, uci_split
 
@@ -18,6 +20,7 @@ def test_twitter_subset_follows_the_seed_paper(data_dir):
     assert list(twitter_subset(RunConfig(data_dir=str(data_dir), seed=2))[0]["text"]) != list(train["text"])
 
 
+@pytest.mark.slow
 def test_twitter_negatives_are_the_first_in_file_order(data_dir):
     from siftkit.data.loaders import load
 

@@ -124,6 +124,7 @@ CHAIN = [
 ]
 
 
+@pytest.mark.slow
 def test_resume_in_process_equals_uninterrupted(reference, tmp_path):
     """Interrupted at each point of CHAIN in turn, resumed each time: same run, bit for bit."""
     ref_dir, ref = reference
@@ -156,6 +157,7 @@ def _nan_loss_at(steps: set[int], first_step: int = 1):
     return call
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")
 def test_nonfinite_steps_are_counted_across_resume(tmp_path, monkeypatch):
     """Dropped (non-finite) steps in stage 1 and just before the kill in stage 2 are still
@@ -188,6 +190,7 @@ def _env(hash_seed: str) -> dict:
                 MKL_NUM_THREADS="1")
 
 
+@pytest.mark.subprocess
 def test_sigkill_mid_stage_then_resume_equals_uninterrupted(tmp_path):
     """The issue's test: SIGKILL a CLI run mid-stage, `--resume` it, compare to a clean run."""
     ref, run = tmp_path / "ref", tmp_path / "run"
@@ -239,6 +242,7 @@ def test_sigkill_mid_stage_then_resume_equals_uninterrupted(tmp_path):
 # ------------------------------------------------------------------ what resume refuses
 
 
+@pytest.mark.slow
 def test_resume_with_changed_setting_is_refused(run_copy):
     with pytest.raises(CheckpointError) as err:
         _run(run_copy, resume=True, learning_rate=2e-3)

@@ -196,6 +196,7 @@ def test_second_concurrent_run_is_refused_at_once(tmp_path):
                    **{"runs/exp": out, "12345": os.getpid(), "host": socket.gethostname()})
 
 
+@pytest.mark.subprocess
 def test_lock_of_a_killed_run_does_not_block(tmp_path):
     """The lock is the OS's (flock): a run killed with SIGKILL leaves its lock file, not its lock."""
     from siftkit.run.outdir import LOCK_FILE, OutputDirLock
@@ -527,6 +528,7 @@ def test_bad_params_file(tmp_path, content, message):
          **{"p.yaml": path})
 
 
+@pytest.mark.subprocess
 def test_unknown_model_name_offline(tmp_path, data):
     """In process (the API) and as a real command with HF_HUB_OFFLINE=1."""
     with pytest.raises(ModelLoadError) as err:
@@ -566,6 +568,7 @@ def test_output_dir_below_a_file(tmp_path):
     _log("output_dir below a file (`notes.txt/run`)", msg, **{"notes.txt": f})
 
 
+@pytest.mark.subprocess
 def test_output_dir_not_writable(tmp_path):
     """A folder this user may not write in. Root writes anywhere, so as root the command runs
     as the unprivileged user `nobody` (setpriv), into a folder below `/`."""
@@ -664,6 +667,7 @@ def test_interrupted_write_leaves_old_file_and_no_temporary(tmp_path, monkeypatc
 # ----------------------------------------------------------------------------- wrong results, lost data, unclear errors
 
 
+@pytest.mark.slow
 def test_overwrite_removes_the_earlier_runs_model(tmp_path):
     out = tmp_path / "R"
     _train(out, algo="sift", save_model=True)
@@ -717,6 +721,7 @@ def test_resume_on_other_data_is_refused_naming_the_file(tmp_path, data):
     assert record["meta"]["data_rows"] == {"twitter_hate/train": 119, "uci_sentiment/pool": 90}
 
 
+@pytest.mark.slow
 def test_a_diverged_run_fails(tmp_path, capsys):
     code, err = _cli_line(capsys, "--params", str(SMOKE), "--algo", "sift", "--learning_rate", "1e30", "--cpu",
                      "--max_train_samples", "8", "--output_dir", str(tmp_path / "R"))
@@ -729,6 +734,7 @@ def test_a_diverged_run_fails(tmp_path, capsys):
     robustness_log("CLI `--algo sift --learning_rate 1e30` (a diverged run)", err)
 
 
+@pytest.mark.slow
 def test_a_few_dropped_steps_are_said(tmp_path):
     with pytest.warns(RuntimeWarning) as said:
         _train(tmp_path / "R", algo="sift", learning_rate=1e30, max_train_samples=8, max_nonfinite_fraction=1.0)
@@ -804,6 +810,7 @@ def test_params_file_lookalike_characters_are_named(tmp_path, monkeypatch, text,
     robustness_log(f"params file: {text!r}", message)
 
 
+@pytest.mark.slow
 def test_disk_full_at_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch):
     out = tmp_path / "R"
     real = torch.save
@@ -878,6 +885,7 @@ def test_smart_keeps_its_bregman_knobs():
 # ----------------------------------------------------------------------------- memory, file modes
 
 
+@pytest.mark.slow
 def test_running_out_of_memory_names_the_sizes(tmp_path, monkeypatch):
     import siftkit.run.training as training
     from siftkit.run.memory import RunOutOfMemoryError

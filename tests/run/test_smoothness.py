@@ -67,6 +67,7 @@ def test_probe_divergences_are_fixed_nonnegative_and_zero_without_a_push():
     assert float(none[0.0].abs().max()) == 0.0
 
 
+@pytest.mark.slow
 def test_train_records_smoothness_per_source_accuracy_and_mean_size(smoke_params, tmp_path):
     cfg = RunConfig.from_yaml(smoke_params, algo="sift", task="twitter_to_uci", output_dir=str(tmp_path / "run"),
                               max_eval_samples=None, uci_train_size=20)

@@ -33,6 +33,7 @@ def _run(tmp_path: Path, name: str, cache: bool = True, **kw) -> dict:
     return train(cfg, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["plain", "smart", "sift"])
 def test_a_cached_stage_gives_the_same_run_bit_for_bit(tmp_path, algo):
     alone = _run(tmp_path, "alone", cache=False, algo=algo)
@@ -49,6 +50,7 @@ def test_a_cached_stage_gives_the_same_run_bit_for_bit(tmp_path, algo):
         assert record["history"] == alone["history"]
 
 
+@pytest.mark.slow
 def test_a_stage2_grid_reuses_stage1_and_matches_an_uncached_run(tmp_path):
     _run(tmp_path, "first", algo="sift")
     other_rate = _run(tmp_path, "rate", algo="sift", uci_learning_rate=5e-4, reinit_head=True)
@@ -57,6 +59,7 @@ def test_a_stage2_grid_reuses_stage1_and_matches_an_uncached_run(tmp_path):
     assert other_rate["metrics"] == alone["metrics"] and other_rate["history"] == alone["history"]
 
 
+@pytest.mark.slow
 def test_the_regularizer_in_stage2_only_shares_plains_stage1(tmp_path):
     plain = _run(tmp_path, "plain", algo="plain")
     last = _run(tmp_path, "sift_last", algo="sift", adv_stages="last")
@@ -66,6 +69,7 @@ def test_the_regularizer_in_stage2_only_shares_plains_stage1(tmp_path):
     assert last["metrics"] == alone["metrics"] and last["history"] == alone["history"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", [
     {"learning_rate": 2e-3}, {"seed": 4}, {"per_device_train_batch_size": 2}, {"max_length": 24},
     {"algo": "sift"}, {"label_smoothing": 0.1}, {"max_train_samples": 6}, {"twitter_negatives": 2000},
@@ -78,6 +82,7 @@ def test_any_stage1_setting_misses_the_cache(tmp_path, change):
     assert second["stages"][0]["cache_key"] != first["stages"][0]["cache_key"]
 
 
+@pytest.mark.slow
 def test_changed_data_misses_the_cache(tmp_path, data_dir):
     first = _run(tmp_path, "first", algo="plain", data_dir=str(data_dir))
     copy = tmp_path / "data"
@@ -91,6 +96,7 @@ def test_changed_data_misses_the_cache(tmp_path, data_dir):
     assert second["stages"][0]["cache_key"] != first["stages"][0]["cache_key"]
 
 
+@pytest.mark.slow
 def test_stage2_settings_keep_the_key(tmp_path):
     first = _run(tmp_path, "first", algo="plain")
     for name, change in {"a": {"uci_learning_rate": 1e-4}, "b": {"uci_num_train_epochs": 1},
@@ -100,6 +106,7 @@ def test_stage2_settings_keep_the_key(tmp_path):
         assert record["stages"][0]["cache_key"] == first["stages"][0]["cache_key"]
 
 
+@pytest.mark.subprocess
 def test_two_runs_at_once_train_the_shared_stage_once(tmp_path):
     """Started together, one run trains stage 1 while the other waits on its lock and loads it."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
@@ -125,6 +132,7 @@ def test_a_bad_cache_folder_is_a_clear_error(tmp_path):
     robustness_log("stage_cache_dir inside a file", str(info.value), **{"tmp": tmp_path})
 
 
+@pytest.mark.slow
 def test_a_stage_finished_by_a_resumed_run_is_cached_for_the_next(tmp_path):
     """Interrupted in stage 1, resumed, the run stores stage 1; a later run starts from it."""
     import siftkit.run.training as training

@@ -44,6 +44,7 @@ def _same_numbers(a: dict, b: dict) -> None:
     assert a["history"] == b["history"]
 
 
+@pytest.mark.slow
 def test_an_entry_copied_under_another_key_is_not_used(tmp_path):
     """Seed 1's stage 1 copied into seed 7's key folder: seed 7 must not start from it."""
     one = _run(tmp_path, "s1", seed=1)
@@ -67,6 +68,7 @@ def test_an_entry_copied_under_another_key_is_not_used(tmp_path):
                    msg.replace(key1, "KEY1").replace(key7, "KEY7"), **{"cache": tmp_path / "cache"})
 
 
+@pytest.mark.slow
 def test_an_entry_whose_determinants_were_edited_is_not_used(tmp_path):
     first = _run(tmp_path, "a", seed=5)
     key = first["stages"][0]["cache_key"]
@@ -106,6 +108,7 @@ DAMAGE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_a_damaged_entry_is_set_aside_and_the_stage_retrained(tmp_path, damage):
     name, hurt, said = DAMAGE[damage]
@@ -125,6 +128,7 @@ def test_a_damaged_entry_is_set_aside_and_the_stage_retrained(tmp_path, damage):
     robustness_log(f"stage-cache entry damaged: {damage}", shown, **{"cache": tmp_path / "cache"})
 
 
+@pytest.mark.slow
 def test_a_store_killed_midway_is_cleaned_and_the_resumed_run_stores_the_stage(tmp_path, monkeypatch):
     class Killed(Exception):
         pass
@@ -178,6 +182,7 @@ def test_disk_full_while_storing_warns_removes_the_partial_entry_and_goes_on(tmp
     robustness_log("disk full while a stage-cache entry is stored", shown)
 
 
+@pytest.mark.slow
 def test_the_cache_folder_deleted_during_stage_1_is_made_again(tmp_path, monkeypatch):
     import siftkit.run.training as training
 

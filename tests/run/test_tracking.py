@@ -150,6 +150,7 @@ def tracked_run(tmp_path_factory):
     return out, record
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_every_history_row_and_metric(tracked_run):
     out, record = tracked_run
     curves = _tensorboard(out)
@@ -163,6 +164,7 @@ def test_tensorboard_holds_every_history_row_and_metric(tracked_run):
     assert curves["eval/mean_relative_perturbation"][0][0] == 6
 
 
+@pytest.mark.slow
 def test_mlflow_holds_the_same_values_and_the_resolved_config(tracked_run):
     out, record = tracked_run
     client, runs = _mlflow_runs(_local_store(out))
@@ -179,6 +181,7 @@ def test_mlflow_holds_the_same_values_and_the_resolved_config(tracked_run):
     assert os.environ.get("MLFLOW_TRACKING_URI") is None  # the local store was set for the run only
 
 
+@pytest.mark.slow
 def test_mlflow_tracking_uri_is_used_when_set(tmp_path, monkeypatch):
     store = f"sqlite:///{tmp_path / 'shared.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
@@ -197,6 +200,7 @@ class _Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_curves_without_duplicated_steps(tmp_path, monkeypatch):
     """Killed at step 3, after it logged step 3 but with its checkpoint at step 2: the
     resumed run logs from step 3 on, and each curve has each step once, with the values
@@ -230,6 +234,7 @@ def test_a_resumed_run_continues_its_curves_without_duplicated_steps(tmp_path, m
     _assert_curves_equal(_mlflow_curves(client, runs[0].info.run_id), expected, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_trainings_in_one_process_each_get_their_own_run(tmp_path):
     """As in a notebook kernel: one training after another, each ended, none leaking."""
     import mlflow
@@ -251,6 +256,7 @@ def test_trainings_in_one_process_each_get_their_own_run(tmp_path):
 # ----------------------------------------------------------------------------- AdversarialTrainer
 
 
+@pytest.mark.slow
 def test_adversarial_trainer_logs_its_terms_through_report_to(tmp_path, monkeypatch):
     from datasets import Dataset
     from transformers import TrainingArguments
@@ -285,6 +291,7 @@ def test_adversarial_trainer_logs_its_terms_through_report_to(tmp_path, monkeypa
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([h["adv_loss"] for h in logged])
 
 
+@pytest.mark.slow
 def test_a_stage_from_the_cache_reaches_tensorboard_as_if_trained(tmp_path):
     cache = str(tmp_path / "cache")
     trained = _run(tmp_path / "a", stage_cache_dir=cache, uci_val_size=20)

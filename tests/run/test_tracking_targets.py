@@ -146,6 +146,7 @@ def test_a_file_store_uri_is_named(tmp_path, monkeypatch):
                    **{"tmp": tmp_path})
 
 
+@pytest.mark.slow
 def test_a_working_sqlite_uri_still_trains(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
     record = train(RunConfig(**BASE, output_dir=str(tmp_path / "run"), report_to=["mlflow", "tensorboard"]),

@@ -50,6 +50,7 @@ def test_plain_loss_decreases_on_real_examples(tmp_path, smoke_params):
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
 
 
+@pytest.mark.slow
 def test_existing_results_are_never_overwritten_without_asking(tmp_path, smoke_params):
     cfg = smoke(tmp_path, smoke_params)
     train(cfg, progress=False)
@@ -191,6 +192,7 @@ def test_progress_in_a_notebook_is_one_updating_line():
     assert terminal is None and bar.disable
 
 
+@pytest.mark.slow
 def test_train_reports_progress_on_stderr_early(tmp_path, smoke_params, monkeypatch):
     # Under papermill the bar lives in the notebook; the kernel's own stderr reaches the
     # terminal. Something must show there within the first 30 s of training.

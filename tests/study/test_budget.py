@@ -349,6 +349,7 @@ def test_the_spec_applies_only_to_the_group_with_its_arms_and_bad_specs_are_refu
         load_spec(bad)
 
 
+@pytest.mark.slow
 def test_summary_carries_the_controls_the_tuned_curve_and_the_verdicts(eb_dir, tmp_path):
     text, study = summarize([eb_dir])
     for heading in ("### The controls", "### The size curve at the tuned point", "### The verdicts",

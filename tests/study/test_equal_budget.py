@@ -134,6 +134,7 @@ def test_a_record_that_selected_on_a_test_metric_is_refused(tmp_path):
 # ----------------------------------------------------------------------------- a real grid sweep, summarized
 
 
+@pytest.mark.subprocess
 def test_a_real_grid_sweep_records_its_points_and_summarizes(tmp_path, smoke_params, data_dir):
     """Real `train` processes: the typed `extra` reaches results.json, and the chosen-point run
     trains with the chosen point's setting."""

@@ -184,6 +184,7 @@ def test_older_runs_without_the_new_metrics_show_a_dash(tmp_path):
     assert "| P2 Twitter → UCI (accuracy on 90% UCI) | NVIDIA H200 | `aaaaaaaa` |" in brief([root])
 
 
+@pytest.mark.subprocess
 def test_summarize_command_writes_every_figure(study_dir, tmp_path):
     out = tmp_path / "new" / "folder" / "SUMMARY.md"  # --out into a missing folder: created
     res = subprocess.run([sys.executable, "-m", "siftkit", "summarize", str(study_dir), "--out", str(out)],
@@ -218,6 +219,7 @@ def _one_run(tmp_path, text: str | bytes) -> Path:
     return path
 
 
+@pytest.mark.subprocess
 def test_a_main_metric_edited_to_null_names_the_file_and_metric(tmp_path):
     rec = record("sift", 1, size=0.01)
     rec["metrics"]["uci_test_accuracy"] = None
@@ -227,6 +229,7 @@ def test_a_main_metric_edited_to_null_names_the_file_and_metric(tmp_path):
         "(rerun it, or move the file out of the summarized folders)")
 
 
+@pytest.mark.subprocess
 def test_a_metric_that_is_not_a_number_names_the_file(tmp_path):
     rec = record("sift", 1, size=0.01)
     rec["metrics"]["uci_test_accuracy_yelp"] = "0.7"
@@ -257,17 +260,20 @@ def test_a_null_secondary_metric_shows_a_dash(tmp_path):
     assert _cell(text, "uci_test_smoothness_0.01", "sift") == f"{rec['metrics']['uci_test_smoothness_0.01']:.2e}"
 
 
+@pytest.mark.subprocess
 def test_a_utf16_results_file_names_the_file(tmp_path):
     path = _one_run(tmp_path, json.dumps(record("plain", 1)).encode("utf-16"))
     assert _summarize_cli_error(path.parent) == f"siftkit summarize: error: {path} is not UTF-8 text (byte 0); save it as UTF-8"
 
 
+@pytest.mark.subprocess
 def test_a_results_file_holding_a_number_names_the_file(tmp_path):
     path = _one_run(tmp_path, "42")
     assert _summarize_cli_error(path) == (f"siftkit summarize: error: {path} holds a JSON number, not an object with "
                                       "config, metrics, history and meta; not a siftkit results file")
 
 
+@pytest.mark.subprocess
 def test_out_that_is_a_folder_is_refused(tmp_path):
     path = _one_run(tmp_path, json.dumps(record("plain", 1)))
     assert _summarize_cli_error(path, "--out", tmp_path) == (
@@ -275,6 +281,7 @@ def test_out_that_is_a_folder_is_refused(tmp_path):
         f"e.g. {tmp_path / 'SUMMARY.md'}")
 
 
+@pytest.mark.subprocess
 def test_figures_that_is_a_file_is_refused_before_anything_is_written(tmp_path):
     path = _one_run(tmp_path, json.dumps(record("plain", 1)))
     blocker = tmp_path / "figs"
@@ -285,6 +292,7 @@ def test_figures_that_is_a_file_is_refused_before_anything_is_written(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.subprocess
 def test_a_history_that_is_not_a_list_of_rows_names_the_file(tmp_path):
     rec = record("sift", 1, size=0.01)
     rec["history"] = [0.5, 0.4]
@@ -351,6 +359,7 @@ def test_summary_statistics_match_an_independent_computation(tmp_path):
     assert t_critical(1) == pytest.approx(12.7062, abs=1e-4) and t_critical(200) == pytest.approx(1.9719, abs=1e-4)
 
 
+@pytest.mark.subprocess
 def test_summarize_command_writes_markdown_and_figures(tmp_path):
     for seed, acc in ((1, 0.6), (2, 0.7)):
         d = tmp_path / "r" / f"seed{seed}"
