@@ -193,6 +193,7 @@ def test_a_gpt2_folder_is_one_line_before_training(tmp_path, capsys):
     robustness_log("--model_name a GPT-2 folder", err.replace(str(folder), "gpt2"))
 
 
+@pytest.mark.slow
 def test_an_image_model_folder_is_named_as_such(tmp_path, capsys):
     import transformers as tf
 

@@ -6,6 +6,7 @@ from siftkit.run.config import RunConfig
 from siftkit.run.protocols import build_stages, twitter_subset, uci_split
 
 
+@pytest.mark.slow
 def test_twitter_subset_follows_the_seed_paper(data_dir):
     cfg = RunConfig(data_dir=str(data_dir), seed=1)
     train, val = twitter_subset(cfg)

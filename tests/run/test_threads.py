@@ -162,6 +162,7 @@ def test_a_run_records_and_shows_its_choice(tmp_path, monkeypatch, two_physical_
     assert any(line.endswith(" · 1 thread (auto)") for line in err.getvalue().splitlines())
 
 
+@pytest.mark.slow
 def test_an_explicit_count_gives_the_same_numbers_as_before(tmp_path, monkeypatch, two_physical_cores):
     """num_threads=1 and a process already on one thread train to the same numbers: the field
     only sets what torch.set_num_threads(1) set before it existed; the machine is never sampled."""
