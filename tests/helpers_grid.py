@@ -11,7 +11,6 @@ from pathlib import Path
 
 from siftkit.study.select import DEFAULT_SELECT_ON, grid_label
 
-
 COMMIT = "b" * 40
 
 

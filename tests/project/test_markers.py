@@ -7,10 +7,10 @@ import multiprocessing
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 PROCESS_MARKS = {"notebooks", "subprocess", "multiprocess"}
@@ -31,13 +31,14 @@ def test_an_unmarked_test_that_starts_a_multiprocessing_process_fails():
 
 def test_git_and_uname_may_run_unmarked():
     """Every run records its commit (git) and platform (uname -p): no reason to mark a test."""
-    assert subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.startswith("git version")
-    assert subprocess.run(["uname", "-s"], capture_output=True, text=True).returncode == 0
+    assert subprocess.run(["git", "--version"], capture_output=True, text=True, check=True).stdout.startswith("git")
+    assert subprocess.run(["uname", "-s"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 @pytest.mark.subprocess
 def test_a_marked_test_may_start_a_process():
-    assert subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True).stdout == "42\n"
+    done = subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True, check=True)
+    assert done.stdout == "42\n"
 
 
 def test_the_readme_fast_command_leaves_out_every_process_mark_and_slow():
