@@ -190,7 +190,10 @@ def _free_port() -> int:
 
 
 def _launch_two(out: Path, data_dir: Path, timeout: float = 240) -> tuple[int, str]:
-    env = dict(os.environ, SIFTKIT_DATA_DIR=str(data_dir), TOKENIZERS_PARALLELISM="false")
+    # The workers run this file as a script: its folder is on their path, tests/ (helpers.py) is not.
+    tests = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, SIFTKIT_DATA_DIR=str(data_dir), TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), __file__, str(out)]
     # Own process group, so a hung run is ended with its workers (not just the launcher).
