@@ -69,7 +69,7 @@ def finished_runs(root: Path, since: float) -> list[dict]:
 
 def run_notebook(name: str, params: dict, executed: Path, runs_root: Path, cell_timeout_s: int) -> dict:
     """One notebook, timed. A cell that runs past `cell_timeout_s` is taken for the messaging
-    hang tests/test_notebooks.py retries (seen with 00's widget cell: kernel idle, client
+    hang tests/notebooks/test_notebooks.py retries (seen with 00's widget cell: kernel idle, client
     waiting): the notebook runs once more, and the row keeps the hung attempt's wall time."""
     cmd = [sys.executable, "-m", "papermill", f"notebooks/{name}.ipynb", str(executed / f"{name}.ipynb"),
            "--cwd", str(REPO), "--no-progress-bar", "-k", "python3", "--execution-timeout", str(cell_timeout_s),

@@ -1,4 +1,6 @@
+import multiprocessing.process
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,34 @@ def _one_thread():
 
     with single_thread():
         yield
+
+
+# Marks that allow a test to start processes; the fast loop (README, Tests) deselects them.
+_STARTS_PROCESSES = {"subprocess", "multiprocess", "notebooks"}
+# Every train() records its commit with `git` and its platform (platform.platform() asks `uname -p`
+# once per process): siftkit.run.records. Quick, and no reason to leave a test out of the fast loop.
+_ALLOWED_COMMANDS = {"git", "uname"}
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_where_marked(request, monkeypatch):
+    """A test that starts a process (subprocess, papermill's kernel, nbconvert, torch.multiprocessing)
+    without its mark fails here, naming the command: the fast loop must hold no such test."""
+    marks = {m.name for m in request.node.iter_markers()}
+    if not marks & _STARTS_PROCESSES:
+        real_execute = subprocess.Popen._execute_child
+
+        def refuse_child(self, args, *rest, **kwargs):
+            argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+            if Path(os.fsdecode(argv[0]).split()[0]).name not in _ALLOWED_COMMANDS:
+                pytest.fail(f"{request.node.nodeid} starts a process ({' '.join(map(os.fsdecode, argv))[:200]}); "
+                            "mark it @pytest.mark.subprocess (or notebooks, multiprocess)", pytrace=False)
+            return real_execute(self, args, *rest, **kwargs)
+
+        monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse_child)
+    if "multiprocess" not in marks:
+        def refuse_start(self):
+            pytest.fail(f"{request.node.nodeid} starts a process ({self!r}); mark it @pytest.mark.multiprocess",
+                        pytrace=False)
+
+        monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse_start)

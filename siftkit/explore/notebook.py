@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 from siftkit.run.config import RunConfig
 
-# Notebook-only parameters (not RunConfig fields), with their meaning. tests/test_notebooks.py
+# Notebook-only parameters (not RunConfig fields), with their meaning. tests/notebooks/test_notebooks.py
 # keeps its own explicit allow-list and checks every notebook against it.
 NOTEBOOK_PARAMETERS: dict[str, str] = {
     "params_file": "YAML of RunConfig overrides, e.g. params/smoke.yaml",

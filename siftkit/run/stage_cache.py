@@ -8,7 +8,7 @@ process's RNG state, the history and metrics so far, the position, the counters 
 *key* made of everything that determines that stage and its evaluations; a later run with the
 same key loads it and goes on from stage 2. Starting from the cache is the same as resuming
 from a stage-end checkpoint, so the run's metrics and history are bit for bit those of a run
-that trained the stage itself (on CPU; `tests/test_stage_cache.py`).
+that trained the stage itself (on CPU; `tests/run/test_stage_cache.py`).
 
 The key of stage k (`stage_key`) hashes:
 - the key of stage k - 1 (so a stage is only ever shared after identical earlier stages);

@@ -10,7 +10,7 @@ arm), the pooled matched-size SiFT − SMART, and the old gap with what tuning a
 the old gap's point remove. It is built only from the study's public tables
 (`siftkit.study.arms.equal_budget_table`, `equal_budget_differences`,
 `siftkit.study.budget.verdicts_table` and its sentences), so the README says what `summarize`
-says, and tests/test_readme.py checks the committed block against the records.
+says, and tests/project/test_readme.py checks the committed block against the records.
 """
 
 from __future__ import annotations
