@@ -197,7 +197,7 @@ def test_an_out_of_domain_arm_is_read_against_plain_at_its_own_learning_rate(tmp
     """LP-FT (plain with head-only epochs first) chooses a learning rate and a number of epochs; read
     against tuned plain it mixes the two choices, so it is also read against plain's own grid point
     at the same rate, seed for seed: what the head-only epochs add."""
-    from test_equal_budget import write_arm
+    from helpers_grid import write_arm
 
     low = {1: (0.60, 0.5), 2: (0.60, 0.5), 3: (0.60, 0.5)}
     plain = [({"uci_learning_rate": 2e-05}, low),
