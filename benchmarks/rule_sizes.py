@@ -29,14 +29,14 @@ from pathlib import Path
 
 import torch
 
-from siftkit.run.calibration import matched_noise_std, measured_size
-from siftkit.run.config import ADV_RULES, RunConfig
-from siftkit.data.loaders import load
-from siftkit.run.models import load_model
+from siftkit import methods
 from siftkit.core.regularizers import REGULARIZERS
 from siftkit.core.split import EmbeddingSplit
-from siftkit import methods
+from siftkit.data.loaders import load
 from siftkit.methods.base import MeasureContext
+from siftkit.run.calibration import matched_noise_std, measured_size
+from siftkit.run.config import ADV_RULES, RunConfig
+from siftkit.run.models import load_model
 from siftkit.run.objective import build_method
 
 CURVE_EPS = "1e-5,1e-4,1e-3,1e-2,3e-2,0.1,0.3,1.0"

@@ -12,8 +12,9 @@ import argparse
 import functools
 import re
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, get_type_hints
+from typing import Any, get_type_hints
 
 from siftkit import methods
 from siftkit.methods.knobs import KnobDoc, base_type, knob_docs

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from siftkit.cli.args import check_option_spelling, config_from_args, config_parser, join_negative_values
 from siftkit.run.config import PROTOCOLS
+
 
 def cmd_train(argv: Sequence[str]) -> int:
     from siftkit.run.training import train

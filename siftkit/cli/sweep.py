@@ -52,19 +52,18 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from siftkit.cli import cluster
+from siftkit.cli.args import check_option_spelling, config_parser, field_overrides, parse_field_value, protocols_text
 from siftkit.cli.launch import run_one
-from siftkit.cli.args import (check_option_spelling, config_parser, field_overrides, parse_field_value,
-                              protocols_text)
-from siftkit.run.config import ALGOS, SEED_MAX, RunConfig, _coerce
-from siftkit.run.outdir import finished
 from siftkit.data.shift_spec import folder_name, parse_spec
 from siftkit.data.shift_spec import select_on as shift_select_on
+from siftkit.run.config import ALGOS, SEED_MAX, RunConfig, _coerce
+from siftkit.run.outdir import finished
 from siftkit.study.runs import load_run
 from siftkit.study.select import DEFAULT_SELECT_ON, check_select_on, format_grid_value, grid_label, select_point
 

@@ -10,7 +10,7 @@ when a fixed target is wanted (the ascent step does).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -17,8 +17,8 @@ A model whose blocks share their weights (ALBERT) has no such list, and is refus
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn

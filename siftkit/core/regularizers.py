@@ -21,7 +21,8 @@ The module has no side effects on the model: it never calls ``.backward()``, nev
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,7 +109,7 @@ class AdversarialRegularizer(nn.Module):
         self.last_stats: dict[str, float] = {}
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "AdversarialRegularizer":
+    def from_config(cls, cfg: Any) -> AdversarialRegularizer:
         return cls(adv_epsilon=cfg.adv_epsilon, adv_step_size=cfg.adv_step_size,
                    adv_noise_std=cfg.adv_noise_std, adv_steps=cfg.adv_steps, adv_norm=cfg.adv_norm,
                    adv_weight=cfg.adv_weight, divergence=cfg.divergence, perturb_at=cfg.perturb_at,

@@ -15,7 +15,8 @@ shaped as each rule's ``without_ascent`` says.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F

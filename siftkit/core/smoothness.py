@@ -17,7 +17,8 @@ Metric names: ``<eval>_smoothness_<r>`` (lower = smoother), r in `PROBE_SIZES`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 

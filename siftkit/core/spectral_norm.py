@@ -27,7 +27,7 @@ A parametrized layer keeps its raw weight and the power iteration's vectors inst
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F

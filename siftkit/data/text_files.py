@@ -34,8 +34,9 @@ import io
 import json
 import re
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 DEFAULT_ENCODING = ("utf-8",)
 _INT = re.compile(r"[+-]?\d+")
@@ -56,7 +57,7 @@ class Rows:
     def __getitem__(self, name: str) -> list:
         return self.columns[name]
 
-    def select(self, indices) -> "Rows":
+    def select(self, indices) -> Rows:
         indices = [int(i) for i in indices]
         return Rows({k: [v[i] for i in indices] for k, v in self.columns.items()})
 

@@ -21,21 +21,22 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from siftkit.run.config import RunConfig
 from siftkit.core import spectral_norm
 from siftkit.core.divergences import get_divergence
-from siftkit.study.tables import model_label
-from siftkit.study.style import ALGO_LABELS
-from siftkit.core.regularizers import REGULARIZERS, AdversarialRegularizer
 from siftkit.core.perturbation_specs import BLOCK_ORDER, PERTURB_POINTS, TINY
+from siftkit.core.regularizers import REGULARIZERS, AdversarialRegularizer
 from siftkit.core.split import EmbeddingSplit
+from siftkit.run.config import RunConfig
+from siftkit.study.style import ALGO_LABELS
+from siftkit.study.tables import model_label
 
 # Where each domain's texts come from: (dataset, split).
 DOMAINS: dict[str, tuple[str, str]] = {
@@ -267,8 +268,8 @@ def spec_sets_table(cfg: RunConfig) -> pd.DataFrame:
     """
     from collections import Counter
 
-    from siftkit.run.protocols import _EVAL_CAP, _TRAIN_CAP, _subset
     from siftkit.data.shift_data import shift_stages
+    from siftkit.run.protocols import _EVAL_CAP, _TRAIN_CAP, _subset
 
     spec = _as_spec(cfg)
     stages = shift_stages(cfg)
@@ -741,10 +742,10 @@ def load_run_models(run: str | Path) -> dict[str, Any]:
     """
     from accelerate.utils import set_seed
 
+    from siftkit.data.shift_data import num_labels
     from siftkit.run.checkpoint import latest_checkpoint, load_checkpoint
     from siftkit.run.models import load_model
     from siftkit.run.records import load_results
-    from siftkit.data.shift_data import num_labels
 
     run = Path(run)
     folder = run.parent if run.is_file() else run

@@ -11,7 +11,8 @@ sentence, the symmetric KL between the clean and the pushed prediction.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import torch

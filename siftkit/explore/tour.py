@@ -11,7 +11,7 @@ L2 norm epsilon * sqrt(H) (H = 384 for MiniLM: 19.6 epsilon).
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -142,7 +142,7 @@ def equal_epsilon_findings(summary: pd.DataFrame, regularizers: Mapping[str, Adv
                  + ". A push along the gradient raises R far more than a random one of the same size.")
     elif smart["divergence"] > sift["divergence"]:
         text += (" SMART's push is the larger one here, and R grows with the square of the push near Δ = 0 "
-                 f"(σ_t < 1 makes SiFT's raw radius ε·σ_t the smaller)." if sift["std"] < 1 else "")
+                 "(σ_t < 1 makes SiFT's raw radius ε·σ_t the smaller)." if sift["std"] < 1 else "")
     return [text]
 
 

@@ -17,8 +17,10 @@ fine-tuning's, exactly (one forward, the same draws, the same logged parts).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ContextManager, Mapping, Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +43,7 @@ class Push:
 class BatchContext(Protocol):
     """What the loop lends a method for one batch."""
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> AbstractContextManager:
         """Mixed precision around forwards, as the run is set up."""
 
     def backward(self, loss: torch.Tensor) -> bool:
@@ -153,7 +155,7 @@ class MeasureContext:
     def __init__(self, model):
         self.model = model
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> AbstractContextManager:
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor) -> bool:

@@ -36,7 +36,8 @@ part of the graph, so the embedding table trains through the perturbed loss, as 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

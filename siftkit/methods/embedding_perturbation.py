@@ -10,7 +10,8 @@ module (`siftkit.core.split.EmbeddingSplit`), as SMART's and SiFT's do (see
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Mapping, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
 
 def knob(default: Any, help: str, *, source: str = "", choices: tuple | None = None, repr: bool = True) -> Any:
@@ -81,7 +82,7 @@ class MethodSettings:
         return [f.name for f in fields(cls)]
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "MethodSettings":
+    def from_mapping(cls, values: Mapping[str, Any]) -> MethodSettings:
         """Settings from ``{knob: value}``; unset knobs take their published defaults."""
         if not isinstance(values, Mapping):
             raise ValueError(f"algo_args must be a mapping of {cls.algo}'s knobs, got {values!r}")

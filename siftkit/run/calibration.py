@@ -16,13 +16,14 @@ run's records. ``python benchmarks/rule_sizes.py --target-size 0.59`` prints the
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
-from siftkit.run.config import RunConfig
 from siftkit.core.regularizers import REGULARIZERS
 from siftkit.core.split import EmbeddingSplit
+from siftkit.run.config import RunConfig
 
 
 def measured_size(split: EmbeddingSplit, batch: Mapping[str, Any], cfg: RunConfig, *, seed: int = 0) -> float:

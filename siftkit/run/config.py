@@ -22,16 +22,17 @@ import difflib
 import json
 import math
 import os
-from siftkit.data.yaml_files import load_yaml
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence, get_type_hints
+from typing import Any, get_type_hints
 
 from siftkit import methods
+
 # The regularizer's choices and each rule's properties live in core (torch-free), read by the rules too.
-from siftkit.core.perturbation_specs import (ADV_NORMS, ADV_RULES, DIVERGENCE_NAMES, PERTURB_POINTS,
-                                             check_rule_settings)
+from siftkit.core.perturbation_specs import ADV_NORMS, ADV_RULES, DIVERGENCE_NAMES, PERTURB_POINTS, check_rule_settings
+from siftkit.data.yaml_files import load_yaml
 from siftkit.methods.knobs import knob
 
 # The protocols (`task`): what each runs. `train --help` and docs/config.md name them from here.
@@ -402,7 +403,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "RunConfig":
+    def replace(self, **changes: Any) -> RunConfig:
         """A copy with `changes`; resolved adversarial knobs are re-derived if `algo`,
         `adv_rule` or `adv_steps` (to or from 0) changes, unless `changes` sets them."""
         data = self.to_dict()
@@ -436,7 +437,7 @@ class RunConfig:
         return get_type_hints(methods.settings_class(owner))[name]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> RunConfig:
         """A config from field values, where a method's knobs may also be given by their own names."""
         fields_, owners = set(cls.field_names()), methods.knob_owners()
         unknown = sorted(k for k in set(data) - fields_ if k not in owners)
@@ -458,7 +459,7 @@ class RunConfig:
         return cls(**data)
 
     @classmethod
-    def from_yaml(cls, path: str | Path | Sequence[str | Path] | None = None, **overrides: Any) -> "RunConfig":
+    def from_yaml(cls, path: str | Path | Sequence[str | Path] | None = None, **overrides: Any) -> RunConfig:
         """Defaults, then the YAML file's overrides, then keyword overrides.
 
         The file is read by `load_yaml`: numbers as in YAML 1.2 (`010` is 10, `1e-3` a float),

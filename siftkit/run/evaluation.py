@@ -27,11 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from siftkit.run.config import RunConfig
 from siftkit.core.metrics import classification_metrics
 from siftkit.core.smoothness import PROBE_SIZES, probe_divergences
 from siftkit.core.smoothness import metric_name as smoothness_metric
 from siftkit.core.split import EmbeddingSplit, unwrap
+from siftkit.run.config import RunConfig
 
 # Texts are cut to max_length * CHARS_PER_TOKEN characters before tokenizing: the tokenizer
 # works on the whole string before it truncates, and one 10 MB line took 2.4 GB. No token of

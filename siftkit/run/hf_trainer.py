@@ -37,10 +37,10 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from siftkit import methods
-from siftkit.methods.base import Method
 from siftkit.core import spectral_norm
-from siftkit.run.config import RunConfig
 from siftkit.core.split import unwrap
+from siftkit.methods.base import Method
+from siftkit.run.config import RunConfig
 from siftkit.run.objective import AdversarialLoss
 
 # RunConfig fields that configure the regularizer and the Bregman term.
@@ -90,7 +90,7 @@ def _check_label_range(labels: torch.Tensor, num_labels: int) -> None:
 class BregmanTeacherCallback(TrainerCallback):
     """Moves SMART's Bregman teacher towards the model after every optimizer step."""
 
-    def __init__(self, trainer: "AdversarialTrainer"):
+    def __init__(self, trainer: AdversarialTrainer):
         self.trainer = trainer
         self.updates = 0
 

@@ -35,9 +35,9 @@ import contextlib
 import os
 import socket
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from siftkit.run.checkpoint import list_checkpoints
 from siftkit.run.diskspace import is_disk_full, no_space_message
@@ -170,7 +170,7 @@ class OutputDirLock:
         self.folder, self._fd = folder, fd
 
     @classmethod
-    def acquire(cls, folder: str | Path) -> "OutputDirLock":
+    def acquire(cls, folder: str | Path) -> OutputDirLock:
         folder = Path(folder)
         if fcntl is None:
             return cls(folder, None)

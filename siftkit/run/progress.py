@@ -28,7 +28,8 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # Seconds between two progress lines on the terminal (the first comes after step 1).
 PROGRESS_EVERY_S = 30.0
@@ -92,7 +93,7 @@ class ProgressLines:
     """
 
     def __init__(self, label: str, total: int, done: int = 0, every_s: float = PROGRESS_EVERY_S,
-                 stream=None, clock: Callable[[], float] = time.monotonic, notebook: "NotebookLine | None" = None,
+                 stream=None, clock: Callable[[], float] = time.monotonic, notebook: NotebookLine | None = None,
                  note: str | None = None, first_note: str | None = None):
         self.label, self.total, self.every_s, self.clock = label, total, every_s, clock
         # `note` ends every line (the run's threads: "1 thread (auto)"); `first_note` ends the

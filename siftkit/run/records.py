@@ -16,8 +16,9 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 RESULTS_FILE = "results.json"
 HISTORY_FILE = "history.csv"

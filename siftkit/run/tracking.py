@@ -45,8 +45,9 @@ import os
 import shutil
 import socket
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from siftkit.run.checkpoint import latest_checkpoint
 from siftkit.run.config import RunConfig
@@ -397,7 +398,7 @@ def _run_name(out: Path) -> str:
 
 # The active run's tracking per Accelerator, so the training loop's hooks need only the
 # accelerator they already have.
-_ACTIVE: "weakref.WeakKeyDictionary[Any, RunTracking]" = weakref.WeakKeyDictionary()
+_ACTIVE: weakref.WeakKeyDictionary[Any, RunTracking] = weakref.WeakKeyDictionary()
 
 
 @contextlib.contextmanager

@@ -21,37 +21,42 @@ import sys
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from siftkit.run.checkpoint import (CHECKPOINT_DIR, CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint,
-                                set_rng_state)
-from siftkit.run.config import ALGOS, DEFAULT_MODEL_NAME, RunConfig, probed_stages
-from siftkit.core import weight_space
+from siftkit import methods
+from siftkit.core import spectral_norm, weight_space
 from siftkit.core.layers import layer_lr_groups, layer_stack, reinit_top_layers
+from siftkit.core.split import unwrap
+from siftkit.data import shift_data
 from siftkit.data.folder import resolve_data_dir, split_file_hashes
 from siftkit.data.registry import DATASETS
+from siftkit.data.stages import Stage
+from siftkit.methods.base import Method
+from siftkit.run import ood, tracking
+from siftkit.run.checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from siftkit.run.config import ALGOS, DEFAULT_MODEL_NAME, RunConfig, probed_stages
 from siftkit.run.evaluation import evaluate, tokenize
 from siftkit.run.memory import RunOutOfMemoryError, is_out_of_memory, out_of_memory_message
 from siftkit.run.models import load_model
-from siftkit.methods.base import Method
-from siftkit import methods
 from siftkit.run.objective import build_method
 from siftkit.run.outdir import OutputDir
 from siftkit.run.progress import ProgressLines, open_progress  # ProgressLines: the loop's type, and for callers
-from siftkit.data.stages import Stage
 from siftkit.run.protocols import build_stages
 from siftkit.run.records import OutputDirError, environment_meta, write_results
-from siftkit.core import spectral_norm
-from siftkit.core.split import unwrap
 from siftkit.run.stage_cache import StageCache, adversarial_in_stage, stage_determinants, stage_key
-from siftkit.run import ood
-from siftkit.data import shift_data
-from siftkit.run import tracking
 from siftkit.run.threads import ThreadChoice, run_threads
 
 

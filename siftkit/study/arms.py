@@ -6,8 +6,9 @@ chosen points. The test metric is read only at a chosen point: it never chooses.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from siftkit.study.metrics import PAPER_METRIC
 from siftkit.study.runs import Groups, Run, group_fields, is_number, per_seed, run_extra

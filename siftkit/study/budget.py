@@ -22,16 +22,32 @@ verdicts (1) and (2) are still computed; verdict (3) needs the spec's ``old_gap`
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from siftkit.study.arms import (CONTROL_DEFAULTS, CONTROL_FIELDS, CONTROL_SETTINGS, ArmSelection, EqualBudget,
-                                equal_budget)
+from siftkit.study.arms import (
+    CONTROL_DEFAULTS,
+    CONTROL_FIELDS,
+    CONTROL_SETTINGS,
+    ArmSelection,
+    EqualBudget,
+    equal_budget,
+)
 from siftkit.study.matched import matched_size_pairs, pooled_difference
 from siftkit.study.measured import last_stage, stage_start_loss, variant_sizes
 from siftkit.study.metrics import PAPER_METRIC
-from siftkit.study.runs import (SETTINGS_THAT_MAY_DIFFER, GroupKey, Groups, Run, config_defaults, group_fields,
-                                per_seed, recorded_setting, run_extra)
+from siftkit.study.runs import (
+    SETTINGS_THAT_MAY_DIFFER,
+    GroupKey,
+    Groups,
+    Run,
+    config_defaults,
+    group_fields,
+    per_seed,
+    recorded_setting,
+    run_extra,
+)
 from siftkit.study.select import format_grid_value, grid_label
 from siftkit.study.spec import listed_control
 from siftkit.study.stats import Estimate, mean_ci
@@ -163,7 +179,7 @@ def control_variants(variants: Mapping[str, Sequence[Run]], eb: EqualBudget | No
     """The group's controls (see the module's docstring), plus any tag the spec lists under
     ``controls``; a control with a grid of its own counts at its chosen point only."""
     chosen = {a.arm: a.chosen for a in (eb.arms if eb else ())}
-    listed = set((spec.get("controls") or {}))
+    listed = set(spec.get("controls") or {})
     out = []
     for v, recs in variants.items():
         extra = run_extra(recs[0])

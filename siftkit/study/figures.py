@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import matplotlib.lines
-import matplotlib.ticker
 import matplotlib.patches
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -45,8 +46,7 @@ from siftkit.study.report import GroupReport, analyse_group
 from siftkit.study.runs import MAIN_EVAL, Groups, Run, run_extra, short_commit
 from siftkit.study.spec import Specs, learning_curve_variants, point_markers
 from siftkit.study.stats import mean_ci, t_interval
-from siftkit.study.style import (ALGO_COLORS, ALGO_LABELS, DEFAULT_MARKERS, METRIC_AXIS_LABELS, SPARE_MARKERS,
-                                 SUMMARY_RC)
+from siftkit.study.style import ALGO_COLORS, ALGO_LABELS, DEFAULT_MARKERS, METRIC_AXIS_LABELS, SPARE_MARKERS, SUMMARY_RC
 from siftkit.study.tags import point_kind, variant_order
 
 

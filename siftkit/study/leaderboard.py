@@ -16,14 +16,15 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from siftkit.study.arms import ArmSelection, EqualBudget, equal_budget, tuned_text
 from siftkit.study.metrics import PAPER_METRIC, TASK_METRICS
 from siftkit.study.runs import Groups, Run, finetuned_twin, is_number, per_seed
-from siftkit.study.stats import Estimate, format_mean_ci, mean_ci
+from siftkit.study.stats import Estimate, format_mean_ci
 from siftkit.study.tags import variant_order
 
 # Human names of the fixed protocols; a shift spec's group is named by the spec's name.

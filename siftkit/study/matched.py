@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from siftkit.study.measured import variant_sizes
 from siftkit.study.metrics import PAPER_METRIC

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from siftkit.study.runs import Run, is_number
 from siftkit.study.stats import mean_ci

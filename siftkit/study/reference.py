@@ -5,7 +5,7 @@ selection metric picks (P1's learning rates)."""
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from siftkit.study.arms import EqualBudget, equal_budget
 from siftkit.study.runs import SELECTION_METRIC, Run

@@ -5,7 +5,8 @@ against that size's run. A pair is compared only in a group that ran both of its
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from siftkit.study.metrics import PAPER_METRIC
 from siftkit.study.runs import Groups, Run, group_fields, per_seed

@@ -8,9 +8,10 @@ leaderboard); the formatters read the report and compute nothing of their own.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from siftkit.study import budget
 from siftkit.study.arms import EqualBudget, equal_budget

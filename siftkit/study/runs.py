@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from siftkit.run.config import DEFAULT_MODEL_NAME
 from siftkit.run.records import RESULTS_FILE, load_results

@@ -29,8 +29,9 @@ variants ran (`find_specs`: every spec at the top of the summarized folders).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 SPEC_SUFFIX = "_study.yaml"
 SPEC_KEYS = frozenset({"old_gap", "controls", "questions", "regime", "paired", "markers", "learning_curves",

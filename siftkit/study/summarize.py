@@ -40,8 +40,9 @@ import argparse
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from siftkit.run.config import DEFAULT_MODEL_NAME
 from siftkit.run.records import HISTORY_FILE, RESULTS_FILE, atomic_write_text
@@ -49,8 +50,15 @@ from siftkit.study import budget
 from siftkit.study.arms import ArmSelection, EqualBudget, choice_note, diff_tuned, tuned_text
 from siftkit.study.leaderboard import leaderboard_markdown, verdict_sentences
 from siftkit.study.matched import MATCH_FACTOR
-from siftkit.study.measured import (SOURCE_METRIC, activity, regularizer_share, relative_size, smoothness_metrics,
-                                    source_metrics, variant_sizes)
+from siftkit.study.measured import (
+    SOURCE_METRIC,
+    activity,
+    regularizer_share,
+    relative_size,
+    smoothness_metrics,
+    source_metrics,
+    variant_sizes,
+)
 from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
 from siftkit.study.reference import reference_plain
 from siftkit.study.report import GroupReport, MatchedCurve, Paired, StudyReport, analyse_study

@@ -9,8 +9,9 @@ and code, as the paper's tables do; ``differs`` names the settings that vary ins
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 

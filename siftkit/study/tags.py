@@ -10,7 +10,8 @@ a variant of its own.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 CURVE_TAG = re.compile(r"^(?:(?P<family>[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*?)_)?curve_eps(?P<eps>[0-9.eE+-]+)$")
 CURVE_CONTROL_TAG = re.compile(r"^curve_eps(?P<eps>[0-9.eE+-]+?)_(?P<kind>.+)$")

@@ -4,7 +4,8 @@ seed-paired difference the interpolation makes, per variant."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from siftkit.study.metrics import PAPER_METRIC
 from siftkit.study.runs import Run, group_fields

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import DATA_PIECES, copy_data_lines, robustness_log
+
 from siftkit.cli.args import config_from_args, config_parser
 from siftkit.cli.main import main as cli_main
 from siftkit.run.config import ALGOS
@@ -180,7 +180,6 @@ def _saved(folder: Path, model, tokenizer=True) -> Path:
 @pytest.mark.slow
 def test_a_gpt2_folder_is_one_line_before_training(tmp_path, capsys):
     import transformers as tf
-
     from helpers import tokenizer
 
     folder = _saved(tmp_path / "gpt2", tf.GPT2ForSequenceClassification(

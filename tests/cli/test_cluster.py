@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import robustness_log
 
 import siftkit.cli.sweep as sweep
-from helpers import robustness_log
 from siftkit.cli import cluster, launch
 from siftkit.cli.main import main as cli_main
 

@@ -6,7 +6,6 @@ from torch.distributions import Categorical, kl_divergence
 
 from siftkit.core.divergences import DIVERGENCES, get_divergence, js, kl, mse, symmetric_kl
 
-
 NAMES = ("sym_kl", "kl", "js", "mse")
 
 

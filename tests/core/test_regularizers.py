@@ -10,14 +10,13 @@
 
 import pytest
 import torch
+from helpers import TEXTS, make_batch, tiny_model
 
 import siftkit.core.regularizers as regularizers
-from helpers import TEXTS, make_batch, tiny_model
-from siftkit.run.config import ALGO_DEFAULTS
 from siftkit.core.regularizers import REGULARIZERS
 from siftkit.core.rules import project_onto_ball
 from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit, model_inputs
-
+from siftkit.run.config import ALGO_DEFAULTS
 
 ALGOS = ("smart", "sift")
 NORMS = ("inf", "l2")

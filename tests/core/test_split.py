@@ -5,11 +5,11 @@ DESIGN.md section 2, "Model-agnostic split", and trap 6 (hooks must not outlive 
 
 import pytest
 import torch
+from helpers import TEXTS, make_batch, tiny_model
 from torch import nn
 
-from helpers import TEXTS, make_batch, tiny_model
-from siftkit.run.models import RANDOM_ARCHS
 from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit, UnsupportedModelError, model_inputs
+from siftkit.run.models import RANDOM_ARCHS
 
 
 @pytest.fixture(scope="module", params=RANDOM_ARCHS)

@@ -12,12 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from helpers import DATA_PIECES, TINY, robustness_log
+
 import siftkit.run.training as training
-from siftkit.run.config import RunConfig
 from siftkit.data.loaders import load
 from siftkit.data.registry import DataError, sha256_file
+from siftkit.run.config import RunConfig
 from siftkit.run.training import train
 
 _log = robustness_log  # records what the user saw for docs/robustness.md

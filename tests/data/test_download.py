@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from siftkit.data.download import ARCHIVES, FILES, SOURCES, download
 from siftkit.data.loaders import load
 from siftkit.data.registry import DATASETS, DataError
-from siftkit.data.download import ARCHIVES, FILES, SOURCES, download
 
 ALL_FILES = [f for info in DATASETS.values() for f in info.files]
 SHA = {f.path: f.sha256 for f in ALL_FILES}

@@ -8,9 +8,9 @@ logged through `robustness_log`).
 from __future__ import annotations
 
 import copy
-import os
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,11 +19,11 @@ import pytest
 import yaml
 from helpers import robustness_log
 
-from siftkit.run.config import RunConfig
 from siftkit.core.metrics import macro_f1, matthews_corrcoef, multiclass_mcc
-from siftkit.run.protocols import build_stages
-from siftkit.data.shift_spec import parse_spec
 from siftkit.data.shift_data import ShiftDataWarning, load_data
+from siftkit.data.shift_spec import parse_spec
+from siftkit.run.config import RunConfig
+from siftkit.run.protocols import build_stages
 from siftkit.run.training import train
 
 REPO = Path(__file__).resolve().parents[2]

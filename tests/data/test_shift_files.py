@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from helpers import robustness_log
+
 from siftkit.data.shift_data import ShiftDataWarning
 from siftkit.run.config import RunConfig
 from siftkit.run.protocols import build_stages
@@ -354,6 +354,7 @@ def test_the_training_data_under_another_name_is_flagged(tmp_path, how):
 
 def test_a_kit_text_of_only_a_zero_width_space_is_refused(tmp_path, data_dir):
     from helpers import copy_data_lines
+
     from siftkit.data.loaders import load
     from siftkit.data.registry import DataError
 

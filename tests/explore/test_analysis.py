@@ -9,16 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import SHIFT_TINY, THREE, three_class_spec
 
-from siftkit.explore import analysis
-from siftkit.explore import plotting
+from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit
+from siftkit.explore import analysis, plotting
 from siftkit.run.config import RunConfig
+from siftkit.run.models import load_model
 from siftkit.study import tables
 from siftkit.study.paper import PAPER_METRIC
 from siftkit.study.stats import format_mean_std
-from siftkit.run.models import load_model
-from siftkit.core.split import PERTURB_POINTS, EmbeddingSplit
-from helpers import SHIFT_TINY, THREE, three_class_spec
 
 TEXTS = {
     "a": ["a short one", "a somewhat longer sentence with more tokens in it", "#hashtag @user lol"],

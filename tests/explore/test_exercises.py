@@ -12,9 +12,9 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+from helpers import STUDENT_COMMAND
 
 from siftkit.explore import exercises as ex
-from helpers import STUDENT_COMMAND
 
 REPO = Path(__file__).resolve().parents[2]
 EXERCISE_NOTEBOOKS = {"00_tour": ("sift_perturb", "project", "ascent_step", "sym_kl"),
@@ -217,7 +217,8 @@ def test_reading_mistakes_are_named():
 
 
 def test_kit_helpers_that_the_checks_compare_with():
-    from siftkit.explore.analysis import binomial_yardstick, majority_share as kit_majority
+    from siftkit.explore.analysis import binomial_yardstick
+    from siftkit.explore.analysis import majority_share as kit_majority
 
     assert kit_majority([0, 1, 1, 2]) == 0.5
     assert binomial_yardstick(0.5, 100) == pytest.approx(0.1)

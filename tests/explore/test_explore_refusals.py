@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import robustness_log
+
 from siftkit.run.config import RunConfig
 from siftkit.run.records import OutputDirError
 
@@ -37,8 +37,9 @@ def test_notebook_figures_folder_is_made_by_the_first_figure(tmp_path):
 
     folder = figures_dir(tmp_path / "run")
     assert folder == tmp_path / "run" / "figures" and not (tmp_path / "run").exists()
-    from siftkit.explore import plotting
     import matplotlib.pyplot as plt
+
+    from siftkit.explore import plotting
 
     fig = plt.figure()
     plotting.save_figure(fig, folder / "x.png")

@@ -5,13 +5,13 @@ import math
 
 import pytest
 import torch
+from helpers import TEXTS, make_batch, real_examples, tiny_model
 
 import siftkit.core.regularizers as regularizers
 import siftkit.run.training as training
-from helpers import TEXTS, make_batch, real_examples, tiny_model
 from siftkit.run.config import RunConfig
-from siftkit.run.records import load_results
 from siftkit.run.objective import AdversarialLoss
+from siftkit.run.records import load_results
 from siftkit.run.training import train
 
 REPO_PARAMS = "params/smoke.yaml"

@@ -66,7 +66,9 @@ def test_no_import_cycles_between_modules():
     # Tarjan's strongly connected components: any with two or more modules is a cycle.
     index, low, stack, on, cycles = {}, {}, [], set(), []
 
-    def visit(v, counter=[0]):
+    counter = [0]
+
+    def visit(v):
         index[v] = low[v] = counter[0]
         counter[0] += 1
         stack.append(v)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from markdown_it import MarkdownIt
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from fixtures.make_committed_smoke import smoke_run
 
 CASES = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "committed_smoke.json").read_text())

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import make_batch, robustness_log, tiny_model
 from safetensors.torch import load_file
 
 import siftkit.run.training as training
-from helpers import make_batch, robustness_log, tiny_model
+from siftkit.core.l2sp import L2SP
+from siftkit.core.regularizers import AdversarialRegularizer
 from siftkit.run.config import RunConfig
 from siftkit.run.objective import AdversarialLoss
 from siftkit.run.protocols import build_stages, uci_parts, uci_split
-from siftkit.core.l2sp import L2SP
-from siftkit.core.regularizers import AdversarialRegularizer
 from siftkit.run.training import train
 
 BASE = dict(task="twitter_to_uci", model_name="random:bert", max_train_samples=8, max_eval_samples=8,
@@ -246,8 +246,8 @@ def test_a_validation_size_that_leaves_no_test_set_names_both_fields(data_dir):
 # ----------------------------------------------------------------------------- matched-size noise
 
 def test_matched_noise_reaches_the_ascents_size_and_says_when_it_cannot():
-    from siftkit.run.calibration import matched_noise_std, measured_size
     from siftkit.core.split import EmbeddingSplit
+    from siftkit.run.calibration import matched_noise_std, measured_size
 
     model = tiny_model()
     split, batch = EmbeddingSplit(model), make_batch()

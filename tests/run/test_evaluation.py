@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from helpers import TEXTS, real_examples, tiny_model, tokenizer
 
 import siftkit.run.evaluation as evaluation
-from helpers import TEXTS, real_examples, tiny_model, tokenizer
-from siftkit.run.config import RunConfig
-from siftkit.run.evaluation import encoded, evaluate, length_batches, predict
 from siftkit.core.metrics import classification_metrics
-from siftkit.run.models import load_model
-from siftkit.run.protocols import build_stages
 from siftkit.core.smoothness import PROBE_SIZES, metric_name, probe_divergences
 from siftkit.core.split import EmbeddingSplit
+from siftkit.run.config import RunConfig
+from siftkit.run.evaluation import encoded, evaluate, length_batches, predict
+from siftkit.run.models import load_model
+from siftkit.run.protocols import build_stages
 from siftkit.run.training import _make_accelerator
 
 

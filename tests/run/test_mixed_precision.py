@@ -101,9 +101,9 @@ def test_unknown_precision_names_the_field():
 
 def test_adversarial_trainer_bf16_on_cpu(tmp_path):
     from datasets import Dataset
+    from helpers import TEXTS, tokenizer
     from transformers import TrainingArguments
 
-    from helpers import TEXTS, tokenizer
     from siftkit import AdversarialTrainer
 
     tok = tokenizer()

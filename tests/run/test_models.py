@@ -6,8 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from siftkit.run.models import (DEFAULT_WEIGHTS_SHA256, RANDOM_ARCHS, ModelLoadError, default_model_dir,
-                            load_model)
+from siftkit.run.models import DEFAULT_WEIGHTS_SHA256, RANDOM_ARCHS, ModelLoadError, default_model_dir, load_model
 
 
 def test_offline_default_loads_with_hub_offline_and_has_a_new_head(monkeypatch):

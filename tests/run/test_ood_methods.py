@@ -16,11 +16,11 @@ import math
 
 import pytest
 import torch
+from helpers import robustness_log, tiny_model
 from safetensors.torch import load_file
 
 import siftkit.run.ood as ood
 import siftkit.run.training as training
-from helpers import robustness_log, tiny_model
 from siftkit.core import weight_space
 from siftkit.core.layers import layer_lr_groups, layer_stack, reinit_top_layers
 from siftkit.core.split import UnsupportedModelError, unwrap
@@ -405,10 +405,10 @@ def test_the_optimizer_of_every_stage_has_the_decayed_groups(tmp_path, monkeypat
     train(_cfg(tmp_path, algo=algo, layer_lr_decay=0.8, uci_learning_rate=2e-3, **extra), progress=False)
     full = [s for s in seen if s[1] == "full"]
     assert [s[0] for s in full] == ["twitter", "uci"]
-    for (name, _, groups), lr in zip(full, (1e-3, 2e-3)):
+    for (_name, _, groups), lr in zip(full, (1e-3, 2e-3)):
         assert [layer for layer, _, _ in groups] == [3, 2, 1, 0]
         assert [g_lr for _, g_lr, _ in groups] == [lr * 0.8 ** (3 - layer) for layer, _, _ in groups]
-    for name, phase, groups in seen:
+    for _name, phase, groups in seen:
         if phase == "probe":  # LP-FT's probe trains the head alone (the classifier), at its own rate
             assert groups == [(None, 1e-3, 2)]
 

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import robustness_log
-from siftkit.methods.adversarial import AdversarialMethod
+
 import siftkit.run.training as training
+from siftkit.methods.adversarial import AdversarialMethod
 from siftkit.run.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
 from siftkit.run.config import RunConfig
 from siftkit.run.records import OutputDirError

@@ -28,11 +28,11 @@ from helpers import DATA_PIECES, TINY, copy_data_lines, make_batch, robustness_l
 import siftkit.run.evaluation as evaluation
 import siftkit.run.training as training
 from siftkit.cli.main import main as cli_main
+from siftkit.data.loaders import load
+from siftkit.data.registry import DataError
 from siftkit.run import diskspace, outdir
 from siftkit.run.checkpoint import CheckpointError, latest_checkpoint
 from siftkit.run.config import ALGOS, RunConfig
-from siftkit.data.loaders import load
-from siftkit.data.registry import DataError
 from siftkit.run.models import ModelLoadError, build_random_model, load_model, load_tokenizer
 from siftkit.run.records import OutputDirError, write_results
 
@@ -134,7 +134,8 @@ def _papermill_value(text: str):
 def test_cli_reads_numbers_as_papermill_does(capsys, tmp_path, field, text, expected):
     """YAML 1.1 read `--seed 010` as 8 and `1:30` as 90; papermill's `-p seed 010` is 10.
     The CLI, a params file and papermill now give the same value (or the same error)."""
-    from siftkit.cli.args import config_from_args, config_parser as _config_parser
+    from siftkit.cli.args import config_from_args
+    from siftkit.cli.args import config_parser as _config_parser
 
     def outcome(build):
         try:
@@ -160,7 +161,8 @@ def test_cli_reads_numbers_as_papermill_does(capsys, tmp_path, field, text, expe
 
 def test_home_folder_is_expanded_in_params_file_and_cli(tmp_path, monkeypatch):
     """`output_dir: ~/runs/x` wrote to a folder literally named `./~/runs/x`."""
-    from siftkit.cli.args import config_from_args, config_parser as _config_parser
+    from siftkit.cli.args import config_from_args
+    from siftkit.cli.args import config_parser as _config_parser
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     home = Path(os.path.expanduser("~"))

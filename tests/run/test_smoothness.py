@@ -5,12 +5,12 @@ from collections import Counter
 
 import pytest
 import torch
-
 from helpers import TEXTS, make_batch, tiny_model
-from siftkit.run.config import RunConfig
-from siftkit.run.protocols import uci_split
+
 from siftkit.core.smoothness import PROBE_SIZES, metric_name, probe_divergences, random_probe
 from siftkit.core.split import EmbeddingSplit
+from siftkit.run.config import RunConfig
+from siftkit.run.protocols import uci_split
 from siftkit.run.training import train
 
 

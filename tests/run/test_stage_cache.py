@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import robustness_log
+
 from siftkit.run.config import RunConfig
 from siftkit.run.training import train
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import robustness_log
+
 from siftkit.run import diskspace
 from siftkit.run import stage_cache as stage_cache_module
 from siftkit.run.config import RunConfig

@@ -11,11 +11,12 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import TEXTS, robustness_log, tiny_model, tokenizer
 
 import siftkit.run.tracking as tracking
 import siftkit.run.training as training
-from helpers import TEXTS, robustness_log, tiny_model, tokenizer
-from siftkit.cli.args import config_from_args, config_parser as _config_parser
+from siftkit.cli.args import config_from_args
+from siftkit.cli.args import config_parser as _config_parser
 from siftkit.run.config import RunConfig
 from siftkit.run.training import train
 

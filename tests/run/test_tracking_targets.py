@@ -16,8 +16,8 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from helpers import robustness_log
+
 from siftkit.run import tracking
 from siftkit.run.config import RunConfig
 from siftkit.run.training import train

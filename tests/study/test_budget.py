@@ -12,6 +12,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers_budget import (
+    COMMIT,
+    CURVE,
+    PLAIN_TEST,
+    SIFT_03,
+    SPEC,
+    TUNED,
+    at_chosen,
+    budget_record,
+    equal_budget_study,
+    grid_arm,
+    wobble,
+    write_budget_run,
+)
 
 from siftkit.study import budget
 from siftkit.study.arms import equal_budget
@@ -20,11 +34,9 @@ from siftkit.study.reference import reference_plain
 from siftkit.study.runs import group_runs, load_runs
 from siftkit.study.spec import load_spec
 from siftkit.study.stats import paired_difference
-from siftkit.study.tags import curve_eps, curve_families, curve_family
 from siftkit.study.summarize import main as summarize_main
 from siftkit.study.summarize import summarize
-from helpers_budget import (COMMIT, CURVE, PLAIN_TEST, SIFT_03, SPEC, TUNED, at_chosen, budget_record,
-                            equal_budget_study, grid_arm, wobble, write_budget_run)
+from siftkit.study.tags import curve_eps, curve_families, curve_family
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -372,8 +384,9 @@ def test_summary_carries_the_controls_the_tuned_curve_and_the_verdicts(eb_dir, t
 
 
 def test_curves_by_group_are_side_by_side_panels_titled_with_their_group(eb_dir, tmp_path):
-    from siftkit.study import figures as summary_figures
     from helpers_regime import regime_study
+
+    from siftkit.study import figures as summary_figures
 
     old = regime_study(tmp_path / "old", seeds=(1, 2), device="cpu")
     groups = group_runs(load_runs([eb_dir, old]))

@@ -10,14 +10,13 @@ import math
 
 import pandas as pd
 import pytest
+from helpers_grid import grid_record, write, write_arm
 
 from siftkit.study.arms import EQUAL_BUDGET_COLUMNS, equal_budget, equal_budget_differences, equal_budget_table
 from siftkit.study.runs import group_runs, load_runs
 from siftkit.study.select import select_point
 from siftkit.study.stats import mean_ci, paired_difference
 from siftkit.study.summarize import summarize
-from helpers_grid import grid_record, write, write_arm
-
 
 
 def _groups(root):

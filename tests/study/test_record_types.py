@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import robustness_log
+from helpers_grid import write_arm
+
 from siftkit.cli.main import main as cli_main
 from siftkit.study.arms import equal_budget
 from siftkit.study.runs import group_runs, load_runs
-from helpers_grid import write_arm
 
 POINTS = [({"learning_rate": 0.001}, {1: (0.80, 0.70), 2: (0.82, 0.71), 3: (0.81, 0.72)}),
           ({"learning_rate": 0.002}, {1: (0.70, 0.60), 2: (0.71, 0.61), 3: (0.72, 0.62)})]

@@ -8,15 +8,15 @@ import statistics
 
 import numpy as np
 import pytest
+from helpers_regime import COMMIT, CURVE_EPS, record, regime_study, write
 from scipy import stats
 
 from siftkit.study.matched import matched_size_pairs, matched_size_table, pooled_difference
 from siftkit.study.measured import relative_size, runs_frame, variant_sizes
 from siftkit.study.regime import regime_pairs
 from siftkit.study.runs import Run, group_runs, load_runs, per_seed
-from siftkit.study.tags import curve_eps
 from siftkit.study.summarize import brief, summarize
-from helpers_regime import COMMIT, CURVE_EPS, record, regime_study, write
+from siftkit.study.tags import curve_eps
 
 
 @pytest.fixture

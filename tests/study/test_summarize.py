@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from scipy import stats
 from helpers import robustness_log
 from helpers_regime import record, regime_study, write
+from scipy import stats
 
 from siftkit.study.runs import load_runs
 from siftkit.study.stats import paired_difference, t_critical
@@ -308,8 +308,8 @@ def test_summary_modules_import_one_way():
     """summarize may import summary_figures, never the reverse; both share siftkit.study.runs."""
     import ast
 
-    import siftkit.study.runs
     import siftkit.study.figures
+    import siftkit.study.runs
 
     def imports(module):
         tree = ast.parse(Path(module.__file__).read_text())

@@ -42,7 +42,8 @@ layers above the point, 1 backward through both branches.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -31,7 +31,8 @@ first update's. Cost per batch: K forwards, K backwards, K updates (per update, 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

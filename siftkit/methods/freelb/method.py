@@ -34,7 +34,8 @@ Cost: K forwards and K backwards (+1 of each with the clean term), one optimizer
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -28,7 +28,8 @@ Cost per batch: 2 forwards, 1 backward through both.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -28,7 +28,8 @@ term, ``reg_loss`` = ``reg_alpha * adv_loss``. Nothing is perturbed but the drop
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

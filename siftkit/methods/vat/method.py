@@ -44,7 +44,8 @@ backward through the clean and the adversarial forwards.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
