@@ -47,9 +47,13 @@ def parameters(name: str, site: dict, runs_dir: str, params_file: str | None) ->
     given to every notebook that takes one."""
     import papermill
 
-    out = {k: (runs_dir + v[len(SITE_RUNS):] if isinstance(v, str) and v.startswith(SITE_RUNS) else v)
-           for k, v in site.items()}
-    if params_file is not None and "params_file" in papermill.inspect_notebook(str(REPO / "notebooks" / f"{name}.ipynb")):
+    out = {
+        k: (runs_dir + v[len(SITE_RUNS) :] if isinstance(v, str) and v.startswith(SITE_RUNS) else v)
+        for k, v in site.items()
+    }
+    if params_file is not None and "params_file" in papermill.inspect_notebook(
+        str(REPO / "notebooks" / f"{name}.ipynb")
+    ):
         out["params_file"] = params_file
     return out
 
@@ -61,9 +65,14 @@ def finished_runs(root: Path, since: float) -> list[dict]:
         if path.stat().st_mtime < since:
             continue
         meta = json.loads(path.read_text()).get("meta", {})
-        found.append({"run": str(path.parent.relative_to(REPO) if path.is_relative_to(REPO) else path.parent),
-                      "torch_threads": meta.get("torch_threads"), "torch_threads_reason": meta.get("torch_threads_reason"),
-                      "train_wall_s": meta.get("wall_time_s")})
+        found.append(
+            {
+                "run": str(path.parent.relative_to(REPO) if path.is_relative_to(REPO) else path.parent),
+                "torch_threads": meta.get("torch_threads"),
+                "torch_threads_reason": meta.get("torch_threads_reason"),
+                "train_wall_s": meta.get("wall_time_s"),
+            }
+        )
     return found
 
 
@@ -71,16 +80,33 @@ def run_notebook(name: str, params: dict, executed: Path, runs_root: Path, cell_
     """One notebook, timed. A cell that runs past `cell_timeout_s` is taken for the messaging
     hang tests/notebooks/test_notebooks.py retries (seen with 00's widget cell: kernel idle, client
     waiting): the notebook runs once more, and the row keeps the hung attempt's wall time."""
-    cmd = [sys.executable, "-m", "papermill", f"notebooks/{name}.ipynb", str(executed / f"{name}.ipynb"),
-           "--cwd", str(REPO), "--no-progress-bar", "-k", "python3", "--execution-timeout", str(cell_timeout_s),
-           "-y", json.dumps(params)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "papermill",
+        f"notebooks/{name}.ipynb",
+        str(executed / f"{name}.ipynb"),
+        "--cwd",
+        str(REPO),
+        "--no-progress-bar",
+        "-k",
+        "python3",
+        "--execution-timeout",
+        str(cell_timeout_s),
+        "-y",
+        json.dumps(params),
+    ]
     hung = []
     for attempt in (1, 2):
         since = time.time()
         log_path = executed / f"{name}.log"
         with open(log_path, "w") as log:
-            row = {"notebook": name, "parameters": params, "busy_cores_before": busy_cores(),
-                   **timed(cmd, env=with_repo_path(os.environ), cwd=REPO, log=log)}
+            row = {
+                "notebook": name,
+                "parameters": params,
+                "busy_cores_before": busy_cores(),
+                **timed(cmd, env=with_repo_path(os.environ), cwd=REPO, log=log),
+            }
         text = log_path.read_text(errors="replace")
         if row["returncode"] != 0 and attempt == 1 and "timed out" in text.lower():
             hung.append(row["wall_s"])
@@ -104,21 +130,26 @@ def threads_text(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| # | notebook | run time (load before → after) | CPU time | threads | settings of the timing |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| # | notebook | run time (load before → after) | CPU time | threads | settings of the timing |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         settings = ", ".join(f"{k}={v}" for k, v in row["parameters"].items() if k not in PATH_PARAMETERS) or "defaults"
-        lines.append(f"| {row['notebook'][:2]} | {row['notebook']} | {row['wall_s']:.0f} s "
-                     f"({row['load_before'][0]:.1f} → {row['load_after'][0]:.1f}) | {row['cpu_s']:.0f} s | "
-                     f"{threads_text(row)} | {settings} |")
+        lines.append(
+            f"| {row['notebook'][:2]} | {row['notebook']} | {row['wall_s']:.0f} s "
+            f"({row['load_before'][0]:.1f} → {row['load_after'][0]:.1f}) | {row['cpu_s']:.0f} s | "
+            f"{threads_text(row)} | {settings} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", default=None, help="these notebooks (names without .ipynb), in course order")
-    p.add_argument("--params-file", default=None, help="params_file for every notebook that takes one (a check: "
-                                                        "params/smoke.yaml)")
+    p.add_argument(
+        "--params-file", default=None, help="params_file for every notebook that takes one (a check: params/smoke.yaml)"
+    )
     p.add_argument("--runs-dir", default="runs/notebook_times", help="where the runs go, instead of runs/site")
     p.add_argument("--executed", default=None, help="folder for the executed notebooks and logs (default: temporary)")
     p.add_argument("--cell-timeout", type=int, default=1800, help="seconds a cell may run before it counts as hung")
@@ -135,19 +166,32 @@ def main(argv=None) -> int:
     executed = Path(args.executed or tempfile.mkdtemp(prefix="siftkit_notebook_times_"))
     executed.mkdir(parents=True, exist_ok=True)
     runs_root = REPO / args.runs_dir
-    print(f"{len(names)} notebooks; load {load()}, {busy_cores()} cores busy now; "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(not set: the kit chooses)')}", flush=True)
+    print(
+        f"{len(names)} notebooks; load {load()}, {busy_cores()} cores busy now; "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(not set: the kit chooses)')}",
+        flush=True,
+    )
     rows, started = [], time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for name in names:
-        row = run_notebook(name, parameters(name, site[name], args.runs_dir, args.params_file), executed, runs_root,
-                           args.cell_timeout)
+        row = run_notebook(
+            name, parameters(name, site[name], args.runs_dir, args.params_file), executed, runs_root, args.cell_timeout
+        )
         rows.append(row)
-        print(f"{name}: {row['wall_s']:.1f} s wall, {row['cpu_s']:.1f} s CPU, load {row['load_before'][0]} → "
-              f"{row['load_after'][0]}, threads {threads_text(row)}", flush=True)
-    record = {"machine": machine(), "started": started,
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "params_file": args.params_file,
-              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "runs_dir": args.runs_dir,
-              "executed": str(executed), "notebooks": rows}
+        print(
+            f"{name}: {row['wall_s']:.1f} s wall, {row['cpu_s']:.1f} s CPU, load {row['load_before'][0]} → "
+            f"{row['load_after'][0]}, threads {threads_text(row)}",
+            flush=True,
+        )
+    record = {
+        "machine": machine(),
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "params_file": args.params_file,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "runs_dir": args.runs_dir,
+        "executed": str(executed),
+        "notebooks": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(table(rows))

@@ -59,8 +59,11 @@ def measure(split: EmbeddingSplit, batch, cfg: RunConfig, seed: int = 0) -> dict
     if reg.last_gradient is not None:
         c = torch.nn.functional.cosine_similarity(reg.last_delta, reg.last_gradient, dim=-1)
         cos = float(c[mask].mean())
-    return {"relative_perturbation": reg.last_stats["relative_perturbation"], "R": float(r.detach()),
-            "cosine_delta_gradient": cos}
+    return {
+        "relative_perturbation": reg.last_stats["relative_perturbation"],
+        "R": float(r.detach()),
+        "cosine_delta_gradient": cos,
+    }
 
 
 def measure_methods(model, batch, seed: int = 0) -> list[dict]:
@@ -75,9 +78,16 @@ def measure_methods(model, batch, seed: int = 0) -> list[dict]:
             continue
         torch.manual_seed(seed)
         _, parts = method.train_batch(model, labelled, MeasureContext(model))
-        rows.append({"algo": algo, "perturb_at": cfg.perturb_at, "algo_args": cfg.algo_args,
-                     **{k: parts.get(k) for k in ("relative_perturbation", "perturbation_norm", "ascent_cosine",
-                                                  "adv_loss")}})
+        rows.append(
+            {
+                "algo": algo,
+                "perturb_at": cfg.perturb_at,
+                "algo_args": cfg.algo_args,
+                **{
+                    k: parts.get(k) for k in ("relative_perturbation", "perturbation_norm", "ascent_cosine", "adv_loss")
+                },
+            }
+        )
     return rows
 
 
@@ -85,9 +95,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None)
     p.add_argument("--eps", default=CURVE_EPS, help="adv_epsilon values of the projected size curve")
-    p.add_argument("--target-size", default=None,
-                   help="calibrate adv_noise_std so that adv_steps=0 reaches this measured size; 'ascent': the "
-                        "size the ascent reaches at --adv_epsilon")
+    p.add_argument(
+        "--target-size",
+        default=None,
+        help="calibrate adv_noise_std so that adv_steps=0 reaches this measured size; 'ascent': the "
+        "size the ascent reaches at --adv_epsilon",
+    )
     p.add_argument("--algo", default="sift", choices=("smart", "sift"))
     p.add_argument("--adv_epsilon", type=float, default=None, help="the ball (default: the target size)")
     p.add_argument("--methods", action="store_true", help="every input-perturbing method at its defaults")
@@ -104,12 +117,16 @@ def main() -> None:
         return
     if args.methods:
         rows = measure_methods(model, batch)
-        Path(args.out).write_text(json.dumps({"model": "all-MiniLM-L6-v2", "batch": "32 tweets", "dropout": "off",
-                                              "rows": rows}, indent=2) + "\n")
+        Path(args.out).write_text(
+            json.dumps({"model": "all-MiniLM-L6-v2", "batch": "32 tweets", "dropout": "off", "rows": rows}, indent=2)
+            + "\n"
+        )
         for r in rows:
             cos = r["ascent_cosine"]
-            print(f"{r['algo']:<8} {r['perturb_at']:<17} rel {r['relative_perturbation']:.3g}  "
-                  f"cos {'–' if cos is None else f'{cos:.3f}'}")
+            print(
+                f"{r['algo']:<8} {r['perturb_at']:<17} rel {r['relative_perturbation']:.3g}  "
+                f"cos {'–' if cos is None else f'{cos:.3f}'}"
+            )
         return
     rows = []
     for rule in ADV_RULES:
@@ -117,23 +134,36 @@ def main() -> None:
             at = "pre_layernorm" if (rule, algo) == ("deberta", "sift") else "embedding_output"
             for at_ in sorted({at, "embedding_output"}):
                 cfg = RunConfig(algo=algo, adv_rule=rule, perturb_at=at_)
-                rows.append({"rule": rule, "algo": algo, "perturb_at": at_, "adv_steps": 1,
-                             **measure(split, batch, cfg)})
+                rows.append(
+                    {"rule": rule, "algo": algo, "perturb_at": at_, "adv_steps": 1, **measure(split, batch, cfg)}
+                )
                 if rule == "mtdnn":
                     cfg0 = RunConfig(algo=algo, adv_rule=rule, adv_steps=0)
-                    rows.append({"rule": rule, "algo": algo, "perturb_at": at_, "adv_steps": 0,
-                                 **measure(split, batch, cfg0)})
+                    rows.append(
+                        {"rule": rule, "algo": algo, "perturb_at": at_, "adv_steps": 0, **measure(split, batch, cfg0)}
+                    )
     for eps in (float(e) for e in args.eps.split(",")):
         for algo in ("smart", "sift"):
             cfg = RunConfig(algo=algo, adv_epsilon=eps, adv_noise_std=eps, adv_step_size=100 * eps)
-            rows.append({"rule": "projected (curve)", "algo": algo, "perturb_at": "embedding_output",
-                         "adv_epsilon": eps, "adv_steps": 1, **measure(split, batch, cfg)})
-    Path(args.out).write_text(json.dumps({"model": "all-MiniLM-L6-v2", "batch": "32 tweets", "rows": rows},
-                                         indent=2) + "\n")
+            rows.append(
+                {
+                    "rule": "projected (curve)",
+                    "algo": algo,
+                    "perturb_at": "embedding_output",
+                    "adv_epsilon": eps,
+                    "adv_steps": 1,
+                    **measure(split, batch, cfg),
+                }
+            )
+    Path(args.out).write_text(
+        json.dumps({"model": "all-MiniLM-L6-v2", "batch": "32 tweets", "rows": rows}, indent=2) + "\n"
+    )
     for r in rows:
         eps = f" eps={r['adv_epsilon']:g}" if "adv_epsilon" in r else ""
-        print(f"{r['rule']:<18}{eps:<11} {r['algo']:<6} {r['perturb_at']:<17} K={r['adv_steps']}  "
-              f"rel {r['relative_perturbation']:.3g}  R {r['R']:.3g}  cos {r['cosine_delta_gradient']:.3f}")
+        print(
+            f"{r['rule']:<18}{eps:<11} {r['algo']:<6} {r['perturb_at']:<17} K={r['adv_steps']}  "
+            f"rel {r['relative_perturbation']:.3g}  R {r['R']:.3g}  cos {r['cosine_delta_gradient']:.3f}"
+        )
 
 
 def calibrate(split: EmbeddingSplit, batch, args) -> None:
@@ -142,20 +172,35 @@ def calibrate(split: EmbeddingSplit, batch, args) -> None:
     elif args.adv_epsilon is None:
         raise SystemExit("--target-size ascent needs --adv_epsilon")
     eps = args.adv_epsilon if args.adv_epsilon is not None else args.target_size
-    ascent = RunConfig(algo=args.algo, adv_epsilon=eps, adv_noise_std=eps, adv_step_size=100 * eps, bregman_weight=0
-                       if args.algo == "smart" else None)
+    ascent = RunConfig(
+        algo=args.algo,
+        adv_epsilon=eps,
+        adv_noise_std=eps,
+        adv_step_size=100 * eps,
+        bregman_weight=0 if args.algo == "smart" else None,
+    )
     same_std = measured_size(split, batch, ascent.replace(adv_steps=0, adv_noise_std=eps, adv_epsilon=eps))
     if args.target_size == "ascent":
         args.target_size = measured_size(split, batch, ascent)
     std, size = matched_noise_std(split, batch, ascent, args.target_size)
-    row = {"algo": args.algo, "adv_epsilon": eps, "target_size": args.target_size,
-           "ascent_size": measured_size(split, batch, ascent), "noise_size_at_std_eps": same_std,
-           "adv_noise_std": std, "noise_size": size}
-    print(f"{args.algo}, adv_epsilon={eps:g}: the ascent (adv_step_size={100 * eps:g}) measures "
-          f"{row['ascent_size']:.3g}; noise with adv_noise_std={eps:g} measures {same_std:.3g}; "
-          f"adv_steps=0 --adv_noise_std {std:.4g} measures {size:.3g} (target {args.target_size:g})")
+    row = {
+        "algo": args.algo,
+        "adv_epsilon": eps,
+        "target_size": args.target_size,
+        "ascent_size": measured_size(split, batch, ascent),
+        "noise_size_at_std_eps": same_std,
+        "adv_noise_std": std,
+        "noise_size": size,
+    }
+    print(
+        f"{args.algo}, adv_epsilon={eps:g}: the ascent (adv_step_size={100 * eps:g}) measures "
+        f"{row['ascent_size']:.3g}; noise with adv_noise_std={eps:g} measures {same_std:.3g}; "
+        f"adv_steps=0 --adv_noise_std {std:.4g} measures {size:.3g} (target {args.target_size:g})"
+    )
     if args.out:
-        Path(args.out).write_text(json.dumps({"model": "all-MiniLM-L6-v2", "batch": "32 tweets", **row}, indent=2) + "\n")
+        Path(args.out).write_text(
+            json.dumps({"model": "all-MiniLM-L6-v2", "batch": "32 tweets", **row}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

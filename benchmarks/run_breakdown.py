@@ -94,7 +94,9 @@ def install(timers: Timers) -> None:
             def wrapper(*args, **kwargs):
                 with timers.region(label):
                     return original(*args, **kwargs)
+
             return wrapper
+
         return factory
 
     def in_eval(label):
@@ -105,7 +107,9 @@ def install(timers: Timers) -> None:
                     return original(*args, **kwargs)
                 with timers.region(label):
                     return original(*args, **kwargs)
+
             return wrapper
+
         return factory
 
     _wrap(training, "load_model", _load_model_factory(timers))
@@ -120,6 +124,7 @@ def install(timers: Timers) -> None:
         def wrapper(stage_index, stage, *args, **kwargs):
             with timers.region(f"train {stage.name}"):
                 return original(stage_index, stage, *args, **kwargs)
+
         return wrapper
 
     _wrap(training, "_run_stage", run_stage)
@@ -132,6 +137,7 @@ def install(timers: Timers) -> None:
                 with timers.region(f"eval {name}"):
                     metrics.update(original(model, {name: ds}, *args, **kwargs))
             return metrics
+
         return wrapper
 
     _wrap(training, "evaluate", evaluate)
@@ -185,19 +191,34 @@ def _load_model_factory(timers: Timers):
             model.register_forward_pre_hook(pre, with_kwargs=True)
             model.register_forward_hook(post, with_kwargs=True)
             return model, tokenizer
+
         return wrapper
+
     return factory
 
 
 def table(timers: Timers, total: float) -> list[dict]:
     rows = []
     for path in sorted(timers.seconds, key=_order(timers)):
-        rows.append({"part": " / ".join(path), "seconds": round(timers.seconds[path], 3),
-                     "share": round(timers.seconds[path] / total, 4), "calls": timers.calls[path],
-                     "padded_tokens": timers.tokens.get(path, 0)})
+        rows.append(
+            {
+                "part": " / ".join(path),
+                "seconds": round(timers.seconds[path], 3),
+                "share": round(timers.seconds[path] / total, 4),
+                "calls": timers.calls[path],
+                "padded_tokens": timers.tokens.get(path, 0),
+            }
+        )
     accounted = sum(timers.seconds.values())
-    rows.append({"part": "other (setup, results)", "seconds": round(total - accounted, 3),
-                 "share": round((total - accounted) / total, 4), "calls": 1, "padded_tokens": 0})
+    rows.append(
+        {
+            "part": "other (setup, results)",
+            "seconds": round(total - accounted, 3),
+            "share": round((total - accounted) / total, 4),
+            "calls": 1,
+            "padded_tokens": 0,
+        }
+    )
     return rows
 
 
@@ -246,11 +267,18 @@ def eval_ratio(params: str, overrides: dict, rounds: int) -> dict:
             results[name] = evaluation.evaluate(model, {"uci_test": ds}, tokenizer, cfg, accelerator)
             times[name].append(time.perf_counter() - start)
     evaluation.length_batches = sorted_batches
-    same = {k: v for k, v in results["dataset order"].items() if "smoothness" not in k} == \
-        {k: v for k, v in results["length-sorted"].items() if "smoothness" not in k}
+    same = {k: v for k, v in results["dataset order"].items() if "smoothness" not in k} == {
+        k: v for k, v in results["length-sorted"].items() if "smoothness" not in k
+    }
     median = {k: float(np.median(v)) for k, v in times.items()}
-    out = {"examples": len(ds), "rounds": rounds, "seconds": times, "median_s": median,
-           "ratio": median["length-sorted"] / median["dataset order"], "same_accuracy_and_mcc": same}
+    out = {
+        "examples": len(ds),
+        "rounds": rounds,
+        "seconds": times,
+        "median_s": median,
+        "ratio": median["length-sorted"] / median["dataset order"],
+        "same_accuracy_and_mcc": same,
+    }
     print(json.dumps(out, indent=1))
     return out
 
@@ -266,13 +294,22 @@ def main(argv=None) -> dict:
     p.add_argument("--max_eval_samples", type=int)
     p.add_argument("--max_train_samples", type=int)
     p.add_argument("--uci_train_size", type=int)
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="any other RunConfig field, e.g. --set eval_smoothness=false")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other RunConfig field, e.g. --set eval_smoothness=false",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--out", help="write the table and the run's metrics to this JSON file")
-    p.add_argument("--eval-ratio", type=int, metavar="ROUNDS",
-                   help="instead of a run: time one uci_test evaluation with length-sorted batches vs "
-                        "batches in dataset order, interleaved for ROUNDS rounds (the offline model as loaded)")
+    p.add_argument(
+        "--eval-ratio",
+        type=int,
+        metavar="ROUNDS",
+        help="instead of a run: time one uci_test evaluation with length-sorted batches vs "
+        "batches in dataset order, interleaved for ROUNDS rounds (the offline model as loaded)",
+    )
     args = p.parse_args(argv)
 
     overrides = {"algo": args.algo}
@@ -302,8 +339,14 @@ def main(argv=None) -> dict:
         load["after"] = [round(x, 2) for x in os.getloadavg()]
     rows = table(timers, total)
     _print(rows, total, load)
-    result = {"overrides": overrides, "threads": args.threads, "total_s": round(total, 3), "load": load,
-              "rows": rows, "metrics": record["metrics"]}
+    result = {
+        "overrides": overrides,
+        "threads": args.threads,
+        "total_s": round(total, 3),
+        "load": load,
+        "rows": rows,
+        "metrics": record["metrics"],
+    }
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return result

@@ -62,9 +62,25 @@ def policy_env(policy: str, default_threads: int) -> dict[str, str]:
 
 
 def job_command(folder: Path, args) -> list[str]:
-    cmd = [sys.executable, "-m", "papermill", NOTEBOOK, str(folder / "out.ipynb"), "--cwd", str(REPO),
-           "--no-progress-bar", "-p", "algo", args.algo, "-p", "output_dir", str(folder / "run"),
-           "-p", "overwrite", "True"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "papermill",
+        NOTEBOOK,
+        str(folder / "out.ipynb"),
+        "--cwd",
+        str(REPO),
+        "--no-progress-bar",
+        "-p",
+        "algo",
+        args.algo,
+        "-p",
+        "output_dir",
+        str(folder / "run"),
+        "-p",
+        "overwrite",
+        "True",
+    ]
     if args.params_file:
         cmd += ["-p", "params_file", args.params_file]
     for item in args.set:
@@ -106,7 +122,7 @@ def plan(pairs: int, policies: list[str]) -> list[tuple[int, str, str]]:
     order = []
     for pair in range(pairs):
         conditions = ("idle", "busy") if pair % 2 == 0 else ("busy", "idle")
-        for policy in (policies if pair % 2 == 0 else policies[::-1]):
+        for policy in policies if pair % 2 == 0 else policies[::-1]:
             order += [(pair, policy, c) for c in conditions]
     return order
 
@@ -140,18 +156,22 @@ def summarize(runs: list[dict], policies: list[str]) -> dict:
 
 
 def table(summary: dict, policies: list[str]) -> str:
-    header = ("| policy | threads idle / busy | idle wall (median) | busy wall (median) | busy / idle per pair "
-              "| busy / idle (median) | CPU idle / busy (median) |")
+    header = (
+        "| policy | threads idle / busy | idle wall (median) | busy wall (median) | busy / idle per pair "
+        "| busy / idle (median) | CPU idle / busy (median) |"
+    )
     lines = [header, "|---|---|---|---|---|---|---|"]
     for policy in policies:
         s = summary.get(policy)
         if s is None:
             continue
         threads = f"{'/'.join(map(str, s['threads_idle']))} / {'/'.join(map(str, s['threads_busy']))}"
-        lines.append(f"| {policy} | {threads} | {s['idle_wall_s_median']:.0f} s | {s['busy_wall_s_median']:.0f} s | "
-                     f"{', '.join(f'{x:.2f}' for x in s['busy_over_idle_per_pair'])} | "
-                     f"**{s['busy_over_idle_median']:.2f}** | {s['idle_cpu_s_median']:.0f} s / "
-                     f"{s['busy_cpu_s_median']:.0f} s |")
+        lines.append(
+            f"| {policy} | {threads} | {s['idle_wall_s_median']:.0f} s | {s['busy_wall_s_median']:.0f} s | "
+            f"{', '.join(f'{x:.2f}' for x in s['busy_over_idle_per_pair'])} | "
+            f"**{s['busy_over_idle_median']:.2f}** | {s['idle_cpu_s_median']:.0f} s / "
+            f"{s['busy_cpu_s_median']:.0f} s |"
+        )
     return "\n".join(lines)
 
 
@@ -179,21 +199,34 @@ def main(argv=None) -> int:
     info = machine()
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="siftkit_shared_machine_"))
     order = plan(args.pairs, policies)
-    print(f"{len(order)} runs of {NOTEBOOK} (algo {args.algo}, params {args.params_file or 'the notebook default'}) "
-          f"on {info['cpus']} CPUs; load {load()}, {busy_cores()} cores busy now", flush=True)
+    print(
+        f"{len(order)} runs of {NOTEBOOK} (algo {args.algo}, params {args.params_file or 'the notebook default'}) "
+        f"on {info['cpus']} CPUs; load {load()}, {busy_cores()} cores busy now",
+        flush=True,
+    )
     runs, started = [], time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for pair, policy, condition in order:
         row = one_run(policy, condition, pair, args, scratch, info["torch_default_threads"])
         runs.append(row)
-        print(f"pair {pair} {policy:8s} {condition}: {row['wall_s']:.1f} s wall, {row['cpu_s']:.1f} s CPU, "
-              f"{row['torch_threads']} thread(s) [{row['torch_threads_reason']}], load {row['load_before'][0]} → "
-              f"{row['load_after'][0]}" + (f", competitor {row['competitor_cpu_s']} s CPU" if condition == "busy" else ""),
-              flush=True)
+        print(
+            f"pair {pair} {policy:8s} {condition}: {row['wall_s']:.1f} s wall, {row['cpu_s']:.1f} s CPU, "
+            f"{row['torch_threads']} thread(s) [{row['torch_threads_reason']}], load {row['load_before'][0]} → "
+            f"{row['load_after'][0]}"
+            + (f", competitor {row['competitor_cpu_s']} s CPU" if condition == "busy" else ""),
+            flush=True,
+        )
     summary = summarize(runs, policies)
-    record = {"job": {"notebook": NOTEBOOK, "algo": args.algo, "params_file": args.params_file, "set": args.set},
-              "competitor": Competitor.CODE, "machine": info, "started": started,
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pairs": args.pairs, "policies": policies,
-              "runs": runs, "summary": summary}
+    record = {
+        "job": {"notebook": NOTEBOOK, "algo": args.algo, "params_file": args.params_file, "set": args.set},
+        "competitor": Competitor.CODE,
+        "machine": info,
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pairs": args.pairs,
+        "policies": policies,
+        "runs": runs,
+        "summary": summary,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(table(summary, policies))

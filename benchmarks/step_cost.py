@@ -65,12 +65,20 @@ def methods_table(args) -> None:
 
     texts, labels = p2_tweets(5)
     rows = method_step_times(method_variants(), texts, labels, warmup=args.warmup, steps=args.rounds)
-    record = {"device": "cpu", "torch_threads": torch.get_num_threads(), "batch": "5 P2 tweets (padded to the longest)",
-              "steps": args.rounds, "warmup": args.warmup, "rows": rows}
+    record = {
+        "device": "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "batch": "5 P2 tweets (padded to the longest)",
+        "steps": args.rounds,
+        "warmup": args.warmup,
+        "rows": rows,
+    }
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     for name, r in rows.items():
-        print(f"{name:<8} {r['mean_s'] * 1000:8.1f} ms  x{r['ratio_to_plain']:.2f}  updates/batch "
-              f"{r['updates_per_batch']}  rel {r['mean_relative_perturbation']:.3g}")
+        print(
+            f"{name:<8} {r['mean_s'] * 1000:8.1f} ms  x{r['ratio_to_plain']:.2f}  updates/batch "
+            f"{r['updates_per_batch']}  rel {r['mean_relative_perturbation']:.3g}"
+        )
 
 
 def method_variants() -> dict[str, dict]:
@@ -178,8 +186,9 @@ def _rss_mib() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def memory_only(name: str, spec: dict, device: str, mixed_precision: str, shape: tuple[int, int],
-                steps: int = 3) -> None:
+def memory_only(
+    name: str, spec: dict, device: str, mixed_precision: str, shape: tuple[int, int], steps: int = 3
+) -> None:
     """Peak resident memory while training, above the process's size before the model loaded.
 
     Like CUDA's max_memory_allocated this counts weights, optimizer state and activations;
@@ -223,8 +232,13 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    specs = (method_variants() if args.methods else rule_variants() if args.rules
-             else variants([int(k) for k in args.steps.split(",")]))
+    specs = (
+        method_variants()
+        if args.methods
+        else rule_variants()
+        if args.rules
+        else variants([int(k) for k in args.steps.split(",")])
+    )
     if args.methods:
         methods_table(args)
         return
@@ -268,37 +282,73 @@ def main() -> None:
         memory = cuda_peak
     elif not args.no_memory:
         for name in specs:
-            outp = subprocess.run([sys.executable, __file__, "--out", os.devnull, "--memory-only", name,
-                                   "--device", args.device, "--mixed-precision", args.mixed_precision,
-                                   "--steps", args.steps, "--batch", args.batch,
-                                   *(["--threads", str(args.threads)] if args.threads else []),
-                                   *(["--rules"] if args.rules else []), *(["--methods"] if args.methods else [])],
-                                  capture_output=True, text=True, check=True)
+            outp = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--out",
+                    os.devnull,
+                    "--memory-only",
+                    name,
+                    "--device",
+                    args.device,
+                    "--mixed-precision",
+                    args.mixed_precision,
+                    "--steps",
+                    args.steps,
+                    "--batch",
+                    args.batch,
+                    *(["--threads", str(args.threads)] if args.threads else []),
+                    *(["--rules"] if args.rules else []),
+                    *(["--methods"] if args.methods else []),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             memory[name] = json.loads(outp.stdout.strip().splitlines()[-1])["peak_rss_growth_mib"]
 
     plain = statistics.median(times["plain"])
     rows = []
     for name in specs:
         med = statistics.median(times[name])
-        rows.append({"variant": name, "median_step_s": med, "ratio_to_plain": med / plain,
-                     "forwards": forwards[name], "backwards": backward_counts[name],
-                     "peak_memory_mib": memory.get(name),
-                     "peak_memory_ratio_to_plain": (memory[name] / memory["plain"]
-                                                    if memory.get(name) and memory.get("plain") else None)})
+        rows.append(
+            {
+                "variant": name,
+                "median_step_s": med,
+                "ratio_to_plain": med / plain,
+                "forwards": forwards[name],
+                "backwards": backward_counts[name],
+                "peak_memory_mib": memory.get(name),
+                "peak_memory_ratio_to_plain": (
+                    memory[name] / memory["plain"] if memory.get(name) and memory.get("plain") else None
+                ),
+            }
+        )
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    record = {"device": device_name, "mixed_precision": args.mixed_precision, "batch": list(shape),
-              "rounds": args.rounds, "torch_threads": torch.get_num_threads(),
-              "memory_measure": "cuda max_memory_allocated (MiB)" if args.device.startswith("cuda")
-              else "peak RSS during 3 steps above the process before model load, fresh process (MiB)",
-              "rows": rows}
+    record = {
+        "device": device_name,
+        "mixed_precision": args.mixed_precision,
+        "batch": list(shape),
+        "rounds": args.rounds,
+        "torch_threads": torch.get_num_threads(),
+        "memory_measure": "cuda max_memory_allocated (MiB)"
+        if args.device.startswith("cuda")
+        else "peak RSS during 3 steps above the process before model load, fresh process (MiB)",
+        "rows": rows,
+    }
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     width = max(len(r["variant"]) for r in rows)
-    print(f"device {device_name}, mixed precision {args.mixed_precision}, batch {args.batch}, "
-          f"{args.rounds} rounds (median)")
+    print(
+        f"device {device_name}, mixed precision {args.mixed_precision}, batch {args.batch}, "
+        f"{args.rounds} rounds (median)"
+    )
     for r in rows:
         mem = f"{r['peak_memory_mib']:.0f} MiB" if r["peak_memory_mib"] is not None else "–"
-        print(f"{r['variant']:<{width}}  {r['median_step_s'] * 1000:8.1f} ms  x{r['ratio_to_plain']:.2f}  "
-              f"fwd {r['forwards']['model']}+{r['forwards']['teacher']}  bwd {r['backwards']}  mem {mem}")
+        print(
+            f"{r['variant']:<{width}}  {r['median_step_s'] * 1000:8.1f} ms  x{r['ratio_to_plain']:.2f}  "
+            f"fwd {r['forwards']['model']}+{r['forwards']['teacher']}  bwd {r['backwards']}  mem {mem}"
+        )
 
 
 if __name__ == "__main__":

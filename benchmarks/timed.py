@@ -40,19 +40,31 @@ def busy_cores(seconds: float = 1.0) -> float:
     return round(measure_cpus(seconds).busy, 2)
 
 
-def timed(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
-          log: IO | None = None) -> dict:
+def timed(
+    cmd: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | Path | None = None, log: IO | None = None
+) -> dict:
     """Run `cmd` to its end: wall seconds, CPU seconds (user + system of the process and of the
     descendants it waited for: `os.wait4`'s usage), exit code, load before and after."""
     before, start = load(), time.perf_counter()
-    proc = subprocess.Popen(list(cmd), env=None if env is None else dict(env), cwd=cwd, stdout=log,
-                            stderr=subprocess.STDOUT if log is not None else None)
+    proc = subprocess.Popen(
+        list(cmd),
+        env=None if env is None else dict(env),
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "user_s": round(usage.ru_utime, 2), "system_s": round(usage.ru_stime, 2),
-            "returncode": proc.returncode, "load_before": before, "load_after": load()}
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "user_s": round(usage.ru_utime, 2),
+        "system_s": round(usage.ru_stime, 2),
+        "returncode": proc.returncode,
+        "load_before": before,
+        "load_after": load(),
+    }
 
 
 class Competitor:
@@ -86,7 +98,13 @@ def machine() -> dict:
     from siftkit.run.records import git_commit
     from siftkit.run.threads import allowed_cpus, torch_default_threads
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": len(allowed_cpus()), "physical_cores": psutil.cpu_count(logical=False),
-            "torch": torch.__version__, "torch_default_threads": torch_default_threads({}),
-            "git_commit": git_commit(), "python": platform.python_version()}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": len(allowed_cpus()),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "torch": torch.__version__,
+        "torch_default_threads": torch_default_threads({}),
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+    }

@@ -53,14 +53,17 @@ def main(argv=None) -> int:
             env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
             if mode == "environment":
                 env["OMP_WAIT_POLICY"] = "PASSIVE"
-            out = subprocess.run([sys.executable, "-c", PROBE, mode], env=env, capture_output=True, text=True,
-                                 check=True).stdout.split()
+            out = subprocess.run(
+                [sys.executable, "-c", PROBE, mode], env=env, capture_output=True, text=True, check=True
+            ).stdout.split()
             results[mode].append((float(out[0]), float(out[1])))
     print(f"load after: {load()}")
     print("| OMP_WAIT_POLICY=PASSIVE | wall (median) | CPU (median) | rounds |\n|---|---|---|---|")
     for mode, rows in results.items():
-        print(f"| {mode} | {statistics.median(r[0] for r in rows):.2f} s | {statistics.median(r[1] for r in rows):.2f} s "
-              f"| {', '.join(f'{w:.2f}/{c:.2f}' for w, c in rows)} |")
+        print(
+            f"| {mode} | {statistics.median(r[0] for r in rows):.2f} s | {statistics.median(r[1] for r in rows):.2f} s "
+            f"| {', '.join(f'{w:.2f}/{c:.2f}' for w, c in rows)} |"
+        )
     print(json.dumps(results))
     return 0
 

@@ -38,27 +38,53 @@ EXECUTED = REPO / "notebooks" / "executed" / "site"
 SITE_PARAMETERS = {
     "00_tour": {},
     "01_embedding_statistics": {"runs_glob": "runs/site/02_twitter_to_uci/*/results.json"},
-    "02_twitter_to_uci": {"algo": "sift", "params_file": "params/lab.yaml",
-                          "output_dir": "runs/site/02_twitter_to_uci/sift-seed42", "overwrite": True},
-    "03_cola": {"algo": "sift", "params_file": "params/lab.yaml", "output_dir": "runs/site/03_cola/sift-seed42",
-                "overwrite": True},
+    "02_twitter_to_uci": {
+        "algo": "sift",
+        "params_file": "params/lab.yaml",
+        "output_dir": "runs/site/02_twitter_to_uci/sift-seed42",
+        "overwrite": True,
+    },
+    "03_cola": {
+        "algo": "sift",
+        "params_file": "params/lab.yaml",
+        "output_dir": "runs/site/03_cola/sift-seed42",
+        "overwrite": True,
+    },
     "04_compare": {"results_glob": "runs/site/**/results.json", "output_dir": "runs/site/04_compare"},
     "05_your_shift": {"params_file": "params/lab.yaml", "output_dir": "runs/site/05_your_shift", "overwrite": True},
 }
 # The Markdown pages besides the course, in the site's order (any other page under docs/ follows
 # them), each at its path in the repository; README.md is staged as siftkit.md (MkDocs would take
 # a README.md for the index).
-GUIDES = ["docs/notebooks.md", "docs/studies.md", "docs/comparing_fairly.md", "docs/your_shift.md",
-          "docs/tracking_and_clusters.md", "docs/usage_trainer_and_multigpu.md", "docs/data.md", "docs/robustness.md",
-          "docs/config.md"]
-METHODS = ["docs/methods/smart_sift.md", "docs/methods/freelb.md", "docs/methods/pgd.md", "docs/methods/freeat.md",
-           "docs/methods/vat.md", "docs/methods/r3f.md", "docs/methods/alum.md", "docs/methods/rdrop.md",
-           "docs/methods/ood.md"]
+GUIDES = [
+    "docs/notebooks.md",
+    "docs/studies.md",
+    "docs/comparing_fairly.md",
+    "docs/your_shift.md",
+    "docs/tracking_and_clusters.md",
+    "docs/usage_trainer_and_multigpu.md",
+    "docs/data.md",
+    "docs/robustness.md",
+    "docs/config.md",
+]
+METHODS = [
+    "docs/methods/smart_sift.md",
+    "docs/methods/freelb.md",
+    "docs/methods/pgd.md",
+    "docs/methods/freeat.md",
+    "docs/methods/vat.md",
+    "docs/methods/r3f.md",
+    "docs/methods/alum.md",
+    "docs/methods/rdrop.md",
+    "docs/methods/ood.md",
+]
 RESULTS = ["results/README.md", "results/SUMMARY.md"]
 STAGED_AS = {"COURSE.md": "index.md", "README.md": "siftkit.md"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".gif")
-STUDENT_PREPROCESSOR = ["--ClearSolutions.enforce_metadata=False",
-                        '--Exporter.preprocessors=["nbgrader.preprocessors.ClearSolutions"]']
+STUDENT_PREPROCESSOR = [
+    "--ClearSolutions.enforce_metadata=False",
+    '--Exporter.preprocessors=["nbgrader.preprocessors.ClearSolutions"]',
+]
 
 MKDOCS_YML = """site_name: siftkit · the course
 site_description: Plain, SMART and SiFT fine-tuning, measured — a course in notebooks
@@ -97,8 +123,12 @@ def _jupyter() -> str:
 def students_version(source: Path, out_dir: Path) -> Path:
     """nbgrader's ClearSolutions on `source` (the command COURSE.md gives teachers)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run([_jupyter(), "nbconvert", "--to", "notebook", *STUDENT_PREPROCESSOR, "--output-dir",
-                    str(out_dir), str(source)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [_jupyter(), "nbconvert", "--to", "notebook", *STUDENT_PREPROCESSOR, "--output-dir", str(out_dir), str(source)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out_dir / source.name
 
 
@@ -108,8 +138,14 @@ def execute(name: str, source: Path, executed: Path = EXECUTED) -> Path:
 
     executed.mkdir(parents=True, exist_ok=True)
     out = executed / f"{name}.ipynb"
-    papermill.execute_notebook(str(source), str(out), parameters=SITE_PARAMETERS[name], cwd=str(REPO),
-                               kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(source),
+        str(out),
+        parameters=SITE_PARAMETERS[name],
+        cwd=str(REPO),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     return out
 
 
@@ -125,7 +161,7 @@ def carried_pages() -> list[str]:
     the site's order: README, the guides, the methods, any other page under docs/, the results."""
     listed = ["README.md", *GUIDES, *METHODS, *RESULTS]
     others = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").rglob("*.md"))
-    ordered = listed[:1 + len(GUIDES) + len(METHODS)] + [p for p in others if p not in listed] + RESULTS
+    ordered = listed[: 1 + len(GUIDES) + len(METHODS)] + [p for p in others if p not in listed] + RESULTS
     return [p for p in ordered if (REPO / p).is_file()]
 
 
@@ -135,8 +171,11 @@ def _staged(path: str) -> str:
 
 # One scan, left to right: a fenced block or a code span is left alone (a `[x](y)` in code is no
 # link); a link's label may hold code spans.
-_SCAN = re.compile(r"(?P<fence>^```.*?^```[^\n]*$)|(?P<link>(!?)\[((?:[^\[\]]|\[[^\]]*\])*)\]\(([^)\s]+)\))"
-                   r"|(?P<code>`[^`\n]+`)", re.S | re.M)
+_SCAN = re.compile(
+    r"(?P<fence>^```.*?^```[^\n]*$)|(?P<link>(!?)\[((?:[^\[\]]|\[[^\]]*\])*)\]\(([^)\s]+)\))"
+    r"|(?P<code>`[^`\n]+`)",
+    re.S | re.M,
+)
 
 
 def site_page(path: str, text: str, carried: list[str]) -> tuple[str, list[str]]:
@@ -186,8 +225,11 @@ def build(out: Path, *, teacher: bool = False, run_notebooks: bool = False, exec
         else:
             copy = executed / f"{name}.ipynb"
             # an exercise notebook's copy only where it is the version asked for (no solutions on the students' site)
-            same = name not in EXERCISES or ("BEGIN SOLUTION" in copy.read_text(encoding="utf-8")) == teacher \
-                if copy.is_file() else False
+            same = (
+                name not in EXERCISES or ("BEGIN SOLUTION" in copy.read_text(encoding="utf-8")) == teacher
+                if copy.is_file()
+                else False
+            )
             page = copy if same else source
         shutil.copy(page, docs / "notebooks" / f"{name}.ipynb")
         pages.append(f"  - {name}: notebooks/{name}.ipynb")
@@ -205,25 +247,34 @@ def build(out: Path, *, teacher: bool = False, run_notebooks: bool = False, exec
         return "\n".join(f"    - {_staged(p)}" for p in paths if p in carried)
 
     extra = [p for p in carried if p.startswith("docs/") and p not in GUIDES + METHODS]
-    (out / "mkdocs.yml").write_text(MKDOCS_YML.format(pages="\n".join(pages), guides=entries(GUIDES + extra),
-                                                      methods=entries(METHODS), results=entries(RESULTS)),
-                                    encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--clean", "--quiet"], cwd=out,
-                          capture_output=True, text=True)
+    (out / "mkdocs.yml").write_text(
+        MKDOCS_YML.format(
+            pages="\n".join(pages), guides=entries(GUIDES + extra), methods=entries(METHODS), results=entries(RESULTS)
+        ),
+        encoding="utf-8",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--clean", "--quiet"], cwd=out, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise SystemExit(f"mkdocs build failed:\n{proc.stderr[-3000:]}")
     return out / "site" / "index.html"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default=str(REPO / "build" / "course_site"), help="build folder (site/ inside)")
     parser.add_argument("--teacher", action="store_true", help="keep the solutions and written answers")
-    parser.add_argument("--execute", action="store_true",
-                        help="run every notebook on the lab preset first (minutes; outputs kept for later builds)")
-    parser.add_argument("--executed", default=str(EXECUTED),
-                        help="folder of the executed copies the pages show (and --execute writes)")
+    parser.add_argument(
+        "--execute",
+        action="store_true",
+        help="run every notebook on the lab preset first (minutes; outputs kept for later builds)",
+    )
+    parser.add_argument(
+        "--executed", default=str(EXECUTED), help="folder of the executed copies the pages show (and --execute writes)"
+    )
     args = parser.parse_args(argv)
     index = build(Path(args.out), teacher=args.teacher, run_notebooks=args.execute, executed=Path(args.executed))
     print(f"course site: {index}")

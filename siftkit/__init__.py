@@ -31,8 +31,10 @@ _HOMES = {
     "SMART": "siftkit.core.regularizers",
     "SiFT": "siftkit.core.regularizers",
     "BregmanProximalPoint": "siftkit.core.bregman",
-    **{name: "siftkit.core.divergences" for name in ("DIVERGENCES", "get_divergence", "js", "kl", "mse",
-                                                    "symmetric_kl")},
+    **{
+        name: "siftkit.core.divergences"
+        for name in ("DIVERGENCES", "get_divergence", "js", "kl", "mse", "symmetric_kl")
+    },
 }
 
 

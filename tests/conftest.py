@@ -63,14 +63,19 @@ def _processes_only_where_marked(request, monkeypatch):
         def refuse_child(self, args, *rest, **kwargs):
             argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
             if Path(os.fsdecode(argv[0]).split()[0]).name not in _ALLOWED_COMMANDS:
-                pytest.fail(f"{request.node.nodeid} starts a process ({' '.join(map(os.fsdecode, argv))[:200]}); "
-                            "mark it @pytest.mark.subprocess (or notebooks, multiprocess)", pytrace=False)
+                pytest.fail(
+                    f"{request.node.nodeid} starts a process ({' '.join(map(os.fsdecode, argv))[:200]}); "
+                    "mark it @pytest.mark.subprocess (or notebooks, multiprocess)",
+                    pytrace=False,
+                )
             return real_execute(self, args, *rest, **kwargs)
 
         monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse_child)
     if "multiprocess" not in marks:
+
         def refuse_start(self):
-            pytest.fail(f"{request.node.nodeid} starts a process ({self!r}); mark it @pytest.mark.multiprocess",
-                        pytrace=False)
+            pytest.fail(
+                f"{request.node.nodeid} starts a process ({self!r}); mark it @pytest.mark.multiprocess", pytrace=False
+            )
 
         monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse_start)

@@ -42,8 +42,9 @@ def tokenizer():
     return load_tokenizer(None)
 
 
-def tiny_model(arch: str = "bert", *, seed: int = 0, dtype: torch.dtype | None = None,
-               train: bool = False, num_labels: int = 2):
+def tiny_model(
+    arch: str = "bert", *, seed: int = 0, dtype: torch.dtype | None = None, train: bool = False, num_labels: int = 2
+):
     """A tiny randomly initialized `*ForSequenceClassification` of `arch` (eval mode by default).
 
     Seeded, so two calls with the same arguments give identical weights.
@@ -99,13 +100,26 @@ def robustness_log(bad_input: str, message: str, **placeholders) -> None:
 
 
 # The bad-input tests' smallest run: 4 Twitter and 4 UCI examples, batch 4, one step per stage.
-TINY = dict(model_name="random:bert", max_train_samples=4, max_eval_samples=4, per_device_train_batch_size=4,
-            per_device_eval_batch_size=4, uci_num_train_epochs=1, logging_steps=1, max_length=32, cpu=True)
+TINY = dict(
+    model_name="random:bert",
+    max_train_samples=4,
+    max_eval_samples=4,
+    per_device_train_batch_size=4,
+    per_device_eval_batch_size=4,
+    uci_num_train_epochs=1,
+    logging_steps=1,
+    max_length=32,
+    cpu=True,
+)
 # A few lines of every real data file: enough for every loader and both protocols, quick to parse.
 DATA_PIECES = {
-    "cola/in_domain_train.tsv": 40, "cola/in_domain_dev.tsv": 20, "cola/out_of_domain_dev.tsv": 20,
-    "twitter_hate/train.csv": 120, "uci_sentiment/amazon_cells_labelled.txt": 30,
-    "uci_sentiment/imdb_labelled.txt": 30, "uci_sentiment/yelp_labelled.txt": 30,
+    "cola/in_domain_train.tsv": 40,
+    "cola/in_domain_dev.tsv": 20,
+    "cola/out_of_domain_dev.tsv": 20,
+    "twitter_hate/train.csv": 120,
+    "uci_sentiment/amazon_cells_labelled.txt": 30,
+    "uci_sentiment/imdb_labelled.txt": 30,
+    "uci_sentiment/yelp_labelled.txt": 30,
 }
 
 
@@ -120,8 +134,14 @@ def copy_data_lines(data_dir, root, pieces: dict) -> None:
 
 # The students' version of a course notebook: nbgrader's ClearSolutions through nbconvert (as
 # scripts/course_site.py makes it); the exercise and notebook tests run it.
-STUDENT_COMMAND = ["jupyter", "nbconvert", "--to", "notebook", "--ClearSolutions.enforce_metadata=False",
-                   '--Exporter.preprocessors=["nbgrader.preprocessors.ClearSolutions"]']
+STUDENT_COMMAND = [
+    "jupyter",
+    "nbconvert",
+    "--to",
+    "notebook",
+    "--ClearSolutions.enforce_metadata=False",
+    '--Exporter.preprocessors=["nbgrader.preprocessors.ClearSolutions"]',
+]
 
 
 # A 3-class shift spec over generated files, and the tiny settings that run it.
@@ -142,17 +162,48 @@ def three_class_spec(folder, *, eval_rows: int = 12) -> dict:
     lines = ["review,stars"] + [f'"{_REVIEW_WORDS[stars[i % 6]]} product, item {i}",{stars[i % 6]}' for i in range(24)]
     (folder / "reviews.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     codes = ["n", "m", "p"]
-    (folder / "forum.jsonl").write_text("".join(
-        json.dumps({"post": f"i {_POST_WORDS[codes[i % 3]]} this thread {i}", "tag": codes[i % 3]}) + "\n"
-        for i in range(eval_rows)), encoding="utf-8")
-    return {"name": "reviews_to_forum", "labels": THREE,
-            "stages": [{"name": "reviews", "validation": {"fraction": 0.25},
-                        "data": {"files": str(folder / "reviews.csv"), "text": "review", "label": "stars",
-                                 "label_map": {1: "negative", 2: "negative", 3: "neutral", 4: "positive",
-                                               5: "positive"}}}],
-            "evals": [{"name": "forum", "data": {"files": str(folder / "forum.jsonl"), "text": "post", "label": "tag",
-                                                 "label_map": {"n": "negative", "m": "neutral", "p": "positive"}}}]}
+    (folder / "forum.jsonl").write_text(
+        "".join(
+            json.dumps({"post": f"i {_POST_WORDS[codes[i % 3]]} this thread {i}", "tag": codes[i % 3]}) + "\n"
+            for i in range(eval_rows)
+        ),
+        encoding="utf-8",
+    )
+    return {
+        "name": "reviews_to_forum",
+        "labels": THREE,
+        "stages": [
+            {
+                "name": "reviews",
+                "validation": {"fraction": 0.25},
+                "data": {
+                    "files": str(folder / "reviews.csv"),
+                    "text": "review",
+                    "label": "stars",
+                    "label_map": {1: "negative", 2: "negative", 3: "neutral", 4: "positive", 5: "positive"},
+                },
+            }
+        ],
+        "evals": [
+            {
+                "name": "forum",
+                "data": {
+                    "files": str(folder / "forum.jsonl"),
+                    "text": "post",
+                    "label": "tag",
+                    "label_map": {"n": "negative", "m": "neutral", "p": "positive"},
+                },
+            }
+        ],
+    }
 
 
-SHIFT_TINY = {"model_name": "random:bert", "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8,
-              "learning_rate": 1e-2, "logging_steps": 1, "max_length": 32, "cpu": True}
+SHIFT_TINY = {
+    "model_name": "random:bert",
+    "per_device_train_batch_size": 4,
+    "per_device_eval_batch_size": 8,
+    "learning_rate": 1e-2,
+    "logging_steps": 1,
+    "max_length": 32,
+    "cpu": True,
+}

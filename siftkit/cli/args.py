@@ -76,7 +76,7 @@ def _input_types() -> dict[str, Any]:
     hints = dict(get_type_hints(RunConfig))
     for algo in methods.names():
         settings = methods.settings_class(algo)
-        for name, hint in (get_type_hints(settings).items() if settings is not None else ()):
+        for name, hint in get_type_hints(settings).items() if settings is not None else ():
             hints.setdefault(name, hint)
     return {name: base_type(hint) for name, hint in hints.items()}
 
@@ -142,8 +142,11 @@ def committed_shift_specs() -> tuple[str, ...]:
     """The params files of this checkout that run task=shift (P3's specs); none where siftkit is installed."""
     if not _CHECKOUT_PARAMS.is_dir():
         return ()
-    return tuple(f"params/{p.name}" for p in sorted(_CHECKOUT_PARAMS.glob("*.yaml"))
-                 if re.search(r"^task:\s*shift\s*(#.*)?$", p.read_text(encoding="utf-8"), re.MULTILINE))
+    return tuple(
+        f"params/{p.name}"
+        for p in sorted(_CHECKOUT_PARAMS.glob("*.yaml"))
+        if re.search(r"^task:\s*shift\s*(#.*)?$", p.read_text(encoding="utf-8"), re.MULTILINE)
+    )
 
 
 def protocols_text() -> str:
@@ -160,25 +163,41 @@ def _wrap(text: str) -> str:
 
 
 def train_description() -> str:
-    return "\n\n".join([
-        _wrap("Fine-tune a text classifier: one method (--algo) on one protocol (--task), every setting a "
-              "RunConfig field given as --<field> VALUE or --<field>=VALUE on top of --params files."),
-        "protocols (--task):\n" + protocols_text(),
-        _wrap("methods (--algo): " + ", ".join(methods.names()) + " (docs/methods/<algo>.md)."),
-        _wrap("A boolean field may be given bare (--overwrite) or with a value (--overwrite false); a number "
-              "field takes a decimal number; --model_name null is None. A bad value is refused by field name. "
-              "docs/config.md lists every field and method knob (python -m siftkit.cli.config_docs writes it)."),
-    ])
+    return "\n\n".join(
+        [
+            _wrap(
+                "Fine-tune a text classifier: one method (--algo) on one protocol (--task), every setting a "
+                "RunConfig field given as --<field> VALUE or --<field>=VALUE on top of --params files."
+            ),
+            "protocols (--task):\n" + protocols_text(),
+            _wrap("methods (--algo): " + ", ".join(methods.names()) + " (docs/methods/<algo>.md)."),
+            _wrap(
+                "A boolean field may be given bare (--overwrite) or with a value (--overwrite false); a number "
+                "field takes a decimal number; --model_name null is None. A bad value is refused by field name. "
+                "docs/config.md lists every field and method knob (python -m siftkit.cli.config_docs writes it)."
+            ),
+        ]
+    )
 
 
 def config_parser(prog: str, *, allow_abbrev: bool = True, exit_on_error: bool = True) -> argparse.ArgumentParser:
     """`train`'s options: --params, then every RunConfig field (grouped as RunConfig groups them), then
     the methods' own knobs; each with its field's help, default and choices."""
-    p = argparse.ArgumentParser(prog=prog, usage="%(prog)s [-h] [--params YAML] [--<field> VALUE ...]",
-                                description=train_description(), allow_abbrev=allow_abbrev,
-                                exit_on_error=exit_on_error, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--params", action="append", default=None, metavar="YAML",
-                   help="YAML file of RunConfig overrides (params/*.yaml); several are merged in order")
+    p = argparse.ArgumentParser(
+        prog=prog,
+        usage="%(prog)s [-h] [--params YAML] [--<field> VALUE ...]",
+        description=train_description(),
+        allow_abbrev=allow_abbrev,
+        exit_on_error=exit_on_error,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--params",
+        action="append",
+        default=None,
+        metavar="YAML",
+        help="YAML file of RunConfig overrides (params/*.yaml); several are merged in order",
+    )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for title, doc in field_docs():
         group = groups.get(title) or groups.setdefault(title, p.add_argument_group(f"RunConfig: {title}"))
@@ -198,8 +217,11 @@ def _add(group, name: str, help: str, metavar: str) -> None:
 
 
 def config_from_args(args: argparse.Namespace, skip: Sequence[str] = ()) -> RunConfig:
-    overrides = {k: parse_field_value(k, v) for k, v in vars(args).items()
-                 if k in RunConfig.input_names() and v is not None and k not in skip}
+    overrides = {
+        k: parse_field_value(k, v)
+        for k, v in vars(args).items()
+        if k in RunConfig.input_names() and v is not None and k not in skip
+    }
     return RunConfig.from_yaml(args.params, **overrides)
 
 
@@ -227,8 +249,11 @@ def check_option_spelling(argv: Sequence[str], options: Sequence[str]) -> None:
         close = difflib.get_close_matches(plain or name, sorted(known), n=1, cutoff=0.8)
         chars = ", ".join(f"{ch!r} (U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed character')})" for ch in odd)
         dashes = [ch for ch in odd if ch in _DASHES]
-        why = ("a dash that is not '-' (pasted from a document?); type it with plain hyphens" if dashes
-               else "a letter that only looks like an ASCII one; type the option again")
+        why = (
+            "a dash that is not '-' (pasted from a document?); type it with plain hyphens"
+            if dashes
+            else "a letter that only looks like an ASCII one; type the option again"
+        )
         hint = f", e.g. --{close[0]}" if close else ""
         raise ValueError(f"unrecognized option {flag!r}: it holds {chars}, {why}{hint}")
 
@@ -244,8 +269,13 @@ def join_negative_values(argv: Sequence[str]) -> list[str]:
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if (arg.startswith("--") and "=" not in arg and i + 1 < len(argv)
-                and argv[i + 1].startswith("-") and _is_number(argv[i + 1])):
+        if (
+            arg.startswith("--")
+            and "=" not in arg
+            and i + 1 < len(argv)
+            and argv[i + 1].startswith("-")
+            and _is_number(argv[i + 1])
+        ):
             out.append(f"{arg}={argv[i + 1]}")
             i += 2
         else:
@@ -262,8 +292,9 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def field_overrides(argv: Sequence[str], *, reserved: Sequence[str] = ("algo", "seed", "output_dir"),
-                    prog: str = "siftkit sweep") -> dict[str, str]:
+def field_overrides(
+    argv: Sequence[str], *, reserved: Sequence[str] = ("algo", "seed", "output_dir"), prog: str = "siftkit sweep"
+) -> dict[str, str]:
     """The RunConfig fields in `train`'s words (`--field value`, `--field=value`, a negative
     number, a bare boolean), read by `train`'s own parser; the values stay text, for each planned
     run's RunConfig to judge. `reserved` fields are set by the caller itself."""

@@ -48,8 +48,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     if n < 1:
         raise ValueError(f"--shard {text}: N (the number of shards) must be >= 1, got {n}")
     if not 0 <= i < n:
-        raise ValueError(f"--shard {text}: need 0 <= i < N (shards are counted from 0: i is one of 0-{n - 1} "
-                         f"here), got i={i}")
+        raise ValueError(
+            f"--shard {text}: need 0 <= i < N (shards are counted from 0: i is one of 0-{n - 1} here), got i={i}"
+        )
     return i, n
 
 
@@ -80,8 +81,9 @@ def select(runs: Sequence, index: int | None = None, shard: str | None = None) -
     if index is not None:
         if not 0 <= index < len(entries):
             span = f"0-{len(entries) - 1}" if entries else "none"
-            raise ValueError(f"--index {index} is out of range: the plan has {len(entries)} run(s) "
-                             f"(indices {span}; see --list)")
+            raise ValueError(
+                f"--index {index} is out of range: the plan has {len(entries)} run(s) (indices {span}; see --list)"
+            )
         return [entries[index]]
     if shard is not None:
         i, n = parse_shard(shard)
@@ -116,6 +118,7 @@ def format_list(entries: Sequence[tuple[int, Any]]) -> str:
     command reads (``# depends: params.yaml@<sha256[:12]>``) where it names any. A run whose
     settings are not known yet (it waits for a grid's choice) shows why in place of a command;
     a finished one is marked done."""
+
     def what(run) -> str:
         if getattr(run, "done", False) and not run.args:
             return "# done"
@@ -138,8 +141,9 @@ def record_list(output_dir: Path, plan_id: str, text: str) -> Path:
 
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / LIST_FILE
-    atomic_write_text(path, f"# siftkit sweep --list of {plan_id} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"
-                      + text + "\n")
+    atomic_write_text(
+        path, f"# siftkit sweep --list of {plan_id} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n" + text + "\n"
+    )
     return path
 
 
@@ -170,9 +174,11 @@ def check_unchanged(output_dir: Path, plan_id: str, index: int, now: str) -> Non
         if old_deps[f] != new_deps[f]:
             changes.append(f"{f} now has sha256 {new_deps[f]}..., listed with {old_deps[f]}...")
     if changes:
-        raise ValueError(f"--index {index}: the entry is not what --list listed at {listed_at} ({path}): "
-                         f"{'; '.join(changes)}; list the plan again (--list) and resubmit the array, or restore "
-                         f"what changed")
+        raise ValueError(
+            f"--index {index}: the entry is not what --list listed at {listed_at} ({path}): "
+            f"{'; '.join(changes)}; list the plan again (--list) and resubmit the array, or restore "
+            f"what changed"
+        )
 
 
 def _parse_depends(column: str) -> dict[str, str]:
@@ -187,8 +193,11 @@ def run_entry(index: int, run, log_dir: Path) -> int:
         return 0
     reason = waiting(run)
     if reason is not None:
-        print(f"sweep: entry {index} {run.run_dir} is waiting: {reason}; try it again later "
-              f"(exit {EXIT_WAITING})", file=sys.stderr, flush=True)
+        print(
+            f"sweep: entry {index} {run.run_dir} is waiting: {reason}; try it again later (exit {EXIT_WAITING})",
+            file=sys.stderr,
+            flush=True,
+        )
         return EXIT_WAITING
     _, code, secs = run_one(run, log_dir)
     status = "ok" if code == 0 else f"FAILED (exit {code}; see {log_dir})"
@@ -202,22 +211,37 @@ def run_entry(index: int, run, log_dir: Path) -> int:
 def add_submitit_options(p: argparse.ArgumentParser) -> None:
     """The Slurm options of ``--launcher submitit`` (each one task = one run)."""
     g = p.add_argument_group("--launcher submitit")
-    g.add_argument("--launcher", choices=("pool", "submitit"), default="pool",
-                   help="pool: run here (--jobs at once); submitit: one job per run through submitit")
-    g.add_argument("--submitit-cluster", choices=("auto", "slurm", "local"), default="auto",
-                   help="auto: Slurm where sbatch exists, else this machine (submitit's local executor)")
-    g.add_argument("--submitit-folder", default=None, help="submitit's job files and logs (default OUTPUT_DIR/submitit)")
+    g.add_argument(
+        "--launcher",
+        choices=("pool", "submitit"),
+        default="pool",
+        help="pool: run here (--jobs at once); submitit: one job per run through submitit",
+    )
+    g.add_argument(
+        "--submitit-cluster",
+        choices=("auto", "slurm", "local"),
+        default="auto",
+        help="auto: Slurm where sbatch exists, else this machine (submitit's local executor)",
+    )
+    g.add_argument(
+        "--submitit-folder", default=None, help="submitit's job files and logs (default OUTPUT_DIR/submitit)"
+    )
     g.add_argument("--slurm-partition", default=None, help="Slurm partition (sbatch --partition)")
     g.add_argument("--slurm-account", default=None, help="Slurm account to charge (sbatch --account)")
     g.add_argument("--slurm-qos", default=None, help="Slurm quality of service (sbatch --qos)")
     g.add_argument("--slurm-constraint", default=None, help="Slurm node features (sbatch --constraint)")
-    g.add_argument("--slurm-time", type=int, default=240,
-                   help="minutes a run may take (the local executor's limit too; its own default is 2)")
+    g.add_argument(
+        "--slurm-time",
+        type=int,
+        default=240,
+        help="minutes a run may take (the local executor's limit too; its own default is 2)",
+    )
     g.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per run")
     g.add_argument("--slurm-cpus", type=int, default=4, help="CPU cores per run")
     g.add_argument("--slurm-mem-gb", type=float, default=32, help="memory per run in GB (default: 32)")
-    g.add_argument("--slurm-parallel", type=int, default=None, metavar="K",
-                   help="at most K runs at once (the array's %%K)")
+    g.add_argument(
+        "--slurm-parallel", type=int, default=None, metavar="K", help="at most K runs at once (the array's %%K)"
+    )
     g.add_argument("--wait", action="store_true", help="wait for the jobs and report each (always with local)")
 
 
@@ -237,10 +261,16 @@ def _executor(args: argparse.Namespace):
         raise ValueError(f"--slurm-gpus must be >= 0, got {args.slurm_gpus}")
     slurm = {k: getattr(args, f"slurm_{k}") for k in ("partition", "account", "qos", "constraint")}
     executor.update_parameters(
-        name="siftkit", timeout_min=args.slurm_time, gpus_per_node=args.slurm_gpus, cpus_per_task=args.slurm_cpus,
-        mem_gb=args.slurm_mem_gb, tasks_per_node=1, nodes=1,
+        name="siftkit",
+        timeout_min=args.slurm_time,
+        gpus_per_node=args.slurm_gpus,
+        cpus_per_task=args.slurm_cpus,
+        mem_gb=args.slurm_mem_gb,
+        tasks_per_node=1,
+        nodes=1,
         **{f"slurm_{k}": v for k, v in slurm.items() if v is not None},
-        **({"slurm_array_parallelism": args.slurm_parallel} if args.slurm_parallel else {}))
+        **({"slurm_array_parallelism": args.slurm_parallel} if args.slurm_parallel else {}),
+    )
     return executor
 
 
@@ -283,8 +313,11 @@ def submit(args: argparse.Namespace, entries: Sequence[tuple[int, Any]]) -> int:
         later_jobs = _submit_array(executor, job, later, log_dir)
         failed += _wait(later_jobs, later) if wait else 0
     if not wait:
-        print(f"sweep: submitted; follow with squeue (job files in {Path(str(executor.folder)).parent}, "
-              f"run logs in {log_dir})", flush=True)
+        print(
+            f"sweep: submitted; follow with squeue (job files in {Path(str(executor.folder)).parent}, "
+            f"run logs in {log_dir})",
+            flush=True,
+        )
     elif failed:
         print(f"sweep: {failed} run(s) failed", file=sys.stderr, flush=True)
     return 1 if failed else 0
@@ -311,6 +344,8 @@ def _wait(jobs: list, entries: Sequence[tuple[int, Any]]) -> int:
         except Exception as exc:  # noqa: BLE001 - submitit re-raises the job's error, whatever it was
             failed += 1
             status = f"FAILED ({str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__})"
-        print(f"sweep: entry {i} {run.run_dir} {status} (job {job.job_id}, waited {time.time() - start:.0f} s)",
-              flush=True)
+        print(
+            f"sweep: entry {i} {run.run_dir} {status} (job {job.job_id}, waited {time.time() - start:.0f} s)",
+            flush=True,
+        )
     return failed

@@ -40,13 +40,17 @@ def render() -> str:
     out = [
         "# Configuration: every field and method knob",
         "",
-        ("<!-- Written by `python -m siftkit.cli.config_docs` from the fields' own help, defaults and choices "
-         "(siftkit/run/config.py, siftkit/methods/*/settings.py); edit those, then rerun it. -->"),
+        (
+            "<!-- Written by `python -m siftkit.cli.config_docs` from the fields' own help, defaults and choices "
+            "(siftkit/run/config.py, siftkit/methods/*/settings.py); edit those, then rerun it. -->"
+        ),
         "",
-        ("A run is one `RunConfig`. Each field has one name everywhere: a YAML key in `params/*.yaml`, an option "
-         "`--<field> VALUE` of `python -m siftkit train` and `sweep`, a notebook parameter. A boolean may be given "
-         "bare on the command line (`--overwrite`) or with a value (`--overwrite false`). A value outside a field's "
-         "choices, or of the wrong type, is refused with an error naming the field."),
+        (
+            "A run is one `RunConfig`. Each field has one name everywhere: a YAML key in `params/*.yaml`, an option "
+            "`--<field> VALUE` of `python -m siftkit train` and `sweep`, a notebook parameter. A boolean may be given "
+            "bare on the command line (`--overwrite`) or with a value (`--overwrite false`). A value outside a field's "
+            "choices, or of the wrong type, is refused with an error naming the field."
+        ),
         "",
         "## Protocols (`task`)",
         "",
@@ -57,8 +61,12 @@ def render() -> str:
     ]
     specs = committed_shift_specs()
     if specs:
-        out += ["P3's specs in this repository: " + ", ".join(f"`{s}`" for s in specs)
-                + " (run one with `--params <file>`).", ""]
+        out += [
+            "P3's specs in this repository: "
+            + ", ".join(f"`{s}`" for s in specs)
+            + " (run one with `--params <file>`).",
+            "",
+        ]
     out += ["## RunConfig fields"]
     title = None
     for section, doc in field_docs():
@@ -67,17 +75,30 @@ def render() -> str:
             out += ["", f"### {section}", "", "| field | type | default | choices | help |", "|---|---|---|---|---|"]
         out.append(_row(doc))
     bools = [d.name for _, d in field_docs() if is_bool(d.name)]
-    out += ["", "Boolean fields (given bare on the command line, true): " + ", ".join(f"`{b}`" for b in bools) + ".",
-            "", "## Method knobs", "",
-            ("A method's own knobs live in `algo_args` and are given by their own names (`--adv_K 3`, `adv_K: 3`); "
-             "unset ones take the published defaults below. Each method's page is `docs/methods/<algo>.md`; plain, "
-             "SMART and SiFT use the shared fields above instead."), ""]
+    out += [
+        "",
+        "Boolean fields (given bare on the command line, true): " + ", ".join(f"`{b}`" for b in bools) + ".",
+        "",
+        "## Method knobs",
+        "",
+        (
+            "A method's own knobs live in `algo_args` and are given by their own names (`--adv_K 3`, `adv_K: 3`); "
+            "unset ones take the published defaults below. Each method's page is `docs/methods/<algo>.md`; plain, "
+            "SMART and SiFT use the shared fields above instead."
+        ),
+        "",
+    ]
     for algo in methods.names():
         settings = methods.settings_class(algo)
         if settings is None:
             continue
-        out += ["", f"### {algo}", "", "| knob | type | default | choices | help | default from |",
-                "|---|---|---|---|---|---|"]
+        out += [
+            "",
+            f"### {algo}",
+            "",
+            "| knob | type | default | choices | help | default from |",
+            "|---|---|---|---|---|---|",
+        ]
         out += [_row(doc, source=True) for doc in knob_docs(settings)]
     return "\n".join(out) + "\n"
 

@@ -25,6 +25,11 @@ def run_one(run, log_dir: Path) -> tuple[object, int, float]:
     with log.open("a", encoding="utf-8") as fh:
         fh.write(f"$ python -m siftkit {' '.join(args)}\n")
         fh.flush()
-        code = subprocess.call([sys.executable, "-m", "siftkit", *args], stdout=fh, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, env=env)
+        code = subprocess.call(
+            [sys.executable, "-m", "siftkit", *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
     return run, code, time.time() - start

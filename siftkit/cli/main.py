@@ -30,8 +30,12 @@ def cmd_train(argv: Sequence[str]) -> int:
 
     if not PartialState().is_main_process:  # one summary per run, not one per process
         return 0
-    print(json.dumps({"output_dir": cfg.output_dir, "metrics": record["metrics"],
-                      "wall_time_s": record["meta"]["wall_time_s"]}, indent=2))
+    print(
+        json.dumps(
+            {"output_dir": cfg.output_dir, "metrics": record["metrics"], "wall_time_s": record["meta"]["wall_time_s"]},
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -69,11 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _format_warning
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         protocols = ", ".join(f"{what.split(':')[0]} {task}" for task, what in PROTOCOLS.items())
-        print("usage: python -m siftkit {train,download,sweep,summarize} [options]\n"
-              f"  train      run one protocol: {protocols} (see `python -m siftkit train --help`)\n"
-              "  download   fetch the datasets and check their sha256\n"
-              "  sweep      run algorithms x seeds, skipping finished runs\n"
-              "  summarize  write results/SUMMARY.md from results.json files", file=sys.stderr)
+        print(
+            "usage: python -m siftkit {train,download,sweep,summarize} [options]\n"
+            f"  train      run one protocol: {protocols} (see `python -m siftkit train --help`)\n"
+            "  download   fetch the datasets and check their sha256\n"
+            "  sweep      run algorithms x seeds, skipping finished runs\n"
+            "  summarize  write results/SUMMARY.md from results.json files",
+            file=sys.stderr,
+        )
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
         return COMMANDS[argv[0]](argv[1:])

@@ -67,7 +67,8 @@ def layer_stack(model: nn.Module, *, field: str) -> LayerStack:
     if found is None:
         raise UnsupportedModelError(
             f"{field} needs the encoder's transformer blocks, a list of {n} layers, and {type(bare).__name__} has none "
-            f"(its blocks share their weights, as ALBERT's do, or are not in one list); leave {field} at its default")
+            f"(its blocks share their weights, as ALBERT's do, or are not in one list); leave {field} at its default"
+        )
     pooler = getattr(base, "pooler", None)
     pooler = pooler if isinstance(pooler, nn.Module) else None
     block_ids = [{id(p) for p in b.parameters()} for b in found]
@@ -106,8 +107,10 @@ def layer_lr_groups(model: nn.Module, params: list[nn.Parameter], lr: float, gam
     for p in params:
         grouped.setdefault(layer[by_id[id(p)]], []).append(p)
     names = {0: "embeddings", top: "head"}
-    return [{"params": grouped[i], "lr": lr * gamma ** (top - i), "layer": i, "name": names.get(i, f"block_{i}")}
-            for i in sorted(grouped, reverse=True)]
+    return [
+        {"params": grouped[i], "lr": lr * gamma ** (top - i), "layer": i, "name": names.get(i, f"block_{i}")}
+        for i in sorted(grouped, reverse=True)
+    ]
 
 
 @contextlib.contextmanager
@@ -143,11 +146,13 @@ def reinit_top_layers(model: nn.Module, k: int, *, seed: int) -> list[str]:
     """
     stack = layer_stack(model, field="reinit_layers")
     if k > stack.num_blocks:
-        raise ValueError(f"reinit_layers={k} re-initialises the top {k} encoder layers, and "
-                         f"{type(stack.model).__name__} has {stack.num_blocks}; use 0..{stack.num_blocks}")
+        raise ValueError(
+            f"reinit_layers={k} re-initialises the top {k} encoder layers, and "
+            f"{type(stack.model).__name__} has {stack.num_blocks}; use 0..{stack.num_blocks}"
+        )
     if k <= 0:
         return []
-    modules = [*stack.blocks[stack.num_blocks - k:], *([stack.pooler] if stack.pooler is not None else [])]
+    modules = [*stack.blocks[stack.num_blocks - k :], *([stack.pooler] if stack.pooler is not None else [])]
     cuda = sorted({p.device.index or 0 for p in stack.model.parameters() if p.device.type == "cuda"})
     init = stack.model._init_weights
     with torch.random.fork_rng(devices=cuda), _hf_init_allowed(modules):

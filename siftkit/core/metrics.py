@@ -56,15 +56,19 @@ def macro_f1(preds: Sequence[int], labels: Sequence[int]) -> float:
     return float(np.mean(scores))
 
 
-def classification_metrics(prefix: str, preds: Sequence[int], labels: Sequence[int],
-                           num_classes: int | None = None) -> dict[str, float]:
+def classification_metrics(
+    prefix: str, preds: Sequence[int], labels: Sequence[int], num_classes: int | None = None
+) -> dict[str, float]:
     """Accuracy and MCC under `prefix`; with `num_classes` (a shift spec's sets) macro-F1 too,
     and the K-class MCC when there are more than two classes."""
     if num_classes is None:
         return {f"{prefix}_accuracy": accuracy(preds, labels), f"{prefix}_mcc": matthews_corrcoef(preds, labels)}
     mcc = matthews_corrcoef(preds, labels) if num_classes == 2 else multiclass_mcc(preds, labels, num_classes)
-    return {f"{prefix}_accuracy": accuracy(preds, labels), f"{prefix}_mcc": mcc,
-            f"{prefix}_macro_f1": macro_f1(preds, labels)}
+    return {
+        f"{prefix}_accuracy": accuracy(preds, labels),
+        f"{prefix}_mcc": mcc,
+        f"{prefix}_macro_f1": macro_f1(preds, labels),
+    }
 
 
 def _check(preds: np.ndarray, labels: np.ndarray) -> None:

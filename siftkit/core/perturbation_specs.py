@@ -36,14 +36,22 @@ class RuleSpec:
     trains_below: bool = True  # R's adversarial branch trains the layers below the perturbation point too
 
 
-RULE_SPECS: dict[str, RuleSpec] = {spec.name: spec for spec in (
-    RuleSpec("projected", "the SMART paper's Algorithm 1 (Jiang et al. 2020); the default", has_ball=True,
-             any_divergence=True),
-    RuleSpec("mtdnn", "namisan/mt-dnn mt_dnn/perturbation.py (SmartPerturbation)"),
-    RuleSpec("deberta", "microsoft/DeBERTa DeBERTa/sift/sift.py (PerturbationLayer)", inf_only=True,
-             trains_below=False),
-    RuleSpec("seed_code", "the seed paper's notebooks (wangluheng328/SiFT-Project)", inf_only=True),
-)}
+RULE_SPECS: dict[str, RuleSpec] = {
+    spec.name: spec
+    for spec in (
+        RuleSpec(
+            "projected",
+            "the SMART paper's Algorithm 1 (Jiang et al. 2020); the default",
+            has_ball=True,
+            any_divergence=True,
+        ),
+        RuleSpec("mtdnn", "namisan/mt-dnn mt_dnn/perturbation.py (SmartPerturbation)"),
+        RuleSpec(
+            "deberta", "microsoft/DeBERTa DeBERTa/sift/sift.py (PerturbationLayer)", inf_only=True, trains_below=False
+        ),
+        RuleSpec("seed_code", "the seed paper's notebooks (wangluheng328/SiFT-Project)", inf_only=True),
+    )
+}
 ADV_RULES = tuple(RULE_SPECS)
 
 
@@ -60,8 +68,12 @@ def check_rule_settings(adv_rule: str, adv_norm: str, divergence: str) -> None:
     if adv_norm not in ADV_NORMS:
         raise ValueError(f"adv_norm must be one of {', '.join(map(repr, ADV_NORMS))}; got {adv_norm!r}")
     if spec.inf_only and adv_norm != "inf":
-        raise ValueError(f"adv_norm must be 'inf' for adv_rule={adv_rule!r} (it normalizes by each token's max "
-                         f"|.|), got {adv_norm!r}")
+        raise ValueError(
+            f"adv_norm must be 'inf' for adv_rule={adv_rule!r} (it normalizes by each token's max "
+            f"|.|), got {adv_norm!r}"
+        )
     if not spec.any_divergence and divergence != "sym_kl":
-        raise ValueError(f"divergence must stay 'sym_kl' for adv_rule={adv_rule!r} (the rule uses its own "
-                         f"published loss forms), got {divergence!r}")
+        raise ValueError(
+            f"divergence must stay 'sym_kl' for adv_rule={adv_rule!r} (the rule uses its own "
+            f"published loss forms), got {divergence!r}"
+        )

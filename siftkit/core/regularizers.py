@@ -40,8 +40,9 @@ def input_gradient(loss: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return grad
 
 
-def _check_amounts(rule: type[PerturbationRule], adv_rule: str, adv_epsilon, adv_step_size, adv_noise_std,
-                   adv_steps) -> None:
+def _check_amounts(
+    rule: type[PerturbationRule], adv_rule: str, adv_epsilon, adv_step_size, adv_noise_std, adv_steps
+) -> None:
     if not (isinstance(adv_steps, int) and not isinstance(adv_steps, bool) and adv_steps >= 0):
         raise ValueError(f"adv_steps must be an int >= 0 (0: random noise, no ascent), got {adv_steps!r}")
     needs = {"adv_epsilon": rule.has_ball, "adv_step_size": adv_steps >= 1}
@@ -49,8 +50,10 @@ def _check_amounts(rule: type[PerturbationRule], adv_rule: str, adv_epsilon, adv
         if needs[knob] and not (value is not None and value > 0 and math.isfinite(value)):
             raise ValueError(f"{knob} must be a finite number > 0, got {value!r}")
     if adv_epsilon is not None and not rule.has_ball:
-        raise ValueError(f"adv_epsilon is not used by adv_rule={adv_rule!r} (it has no eps-ball); "
-                         f"leave it unset, got {adv_epsilon!r}")
+        raise ValueError(
+            f"adv_epsilon is not used by adv_rule={adv_rule!r} (it has no eps-ball); "
+            f"leave it unset, got {adv_epsilon!r}"
+        )
     if not (adv_noise_std >= 0 and math.isfinite(adv_noise_std)):
         raise ValueError(f"adv_noise_std must be a finite number >= 0, got {adv_noise_std!r}")
 
@@ -81,9 +84,19 @@ class AdversarialRegularizer(nn.Module):
     normalized: bool = False
     name = "adversarial"
 
-    def __init__(self, *, adv_epsilon: float | None = None, adv_step_size: float | None = None,
-                 adv_noise_std: float, adv_steps: int = 1, adv_norm: str = "inf", adv_weight: float = 1.0,
-                 divergence: str = "sym_kl", perturb_at: str = "embedding_output", adv_rule: str = "projected"):
+    def __init__(
+        self,
+        *,
+        adv_epsilon: float | None = None,
+        adv_step_size: float | None = None,
+        adv_noise_std: float,
+        adv_steps: int = 1,
+        adv_norm: str = "inf",
+        adv_weight: float = 1.0,
+        divergence: str = "sym_kl",
+        perturb_at: str = "embedding_output",
+        adv_rule: str = "projected",
+    ):
         super().__init__()
         rule = rule_named(adv_rule)
         _check_amounts(rule, adv_rule, adv_epsilon, adv_step_size, adv_noise_std, adv_steps)
@@ -110,17 +123,27 @@ class AdversarialRegularizer(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Any) -> AdversarialRegularizer:
-        return cls(adv_epsilon=cfg.adv_epsilon, adv_step_size=cfg.adv_step_size,
-                   adv_noise_std=cfg.adv_noise_std, adv_steps=cfg.adv_steps, adv_norm=cfg.adv_norm,
-                   adv_weight=cfg.adv_weight, divergence=cfg.divergence, perturb_at=cfg.perturb_at,
-                   adv_rule=cfg.adv_rule)
+        return cls(
+            adv_epsilon=cfg.adv_epsilon,
+            adv_step_size=cfg.adv_step_size,
+            adv_noise_std=cfg.adv_noise_std,
+            adv_steps=cfg.adv_steps,
+            adv_norm=cfg.adv_norm,
+            adv_weight=cfg.adv_weight,
+            divergence=cfg.divergence,
+            perturb_at=cfg.perturb_at,
+            adv_rule=cfg.adv_rule,
+        )
 
     def extra_repr(self) -> str:
         def g(x):
             return "-" if x is None else f"{x:g}"
-        return (f"rule={self.adv_rule}, perturb_at={self.perturb_at}, epsilon={g(self.adv_epsilon)}, "
-                f"step={g(self.adv_step_size)}, noise_std={self.adv_noise_std:g}, K={self.adv_steps}, "
-                f"norm={self.adv_norm}, weight={self.adv_weight:g}, divergence={self.divergence_name}")
+
+        return (
+            f"rule={self.adv_rule}, perturb_at={self.perturb_at}, epsilon={g(self.adv_epsilon)}, "
+            f"step={g(self.adv_step_size)}, noise_std={self.adv_noise_std:g}, K={self.adv_steps}, "
+            f"norm={self.adv_norm}, weight={self.adv_weight:g}, divergence={self.divergence_name}"
+        )
 
     # ------------------------------------------------------------------------------------
     def token_scale(self, z: torch.Tensor, mask: torch.Tensor):
@@ -136,8 +159,9 @@ class AdversarialRegularizer(nn.Module):
         return self.rule.statistics(z.detach().to(torch.promote_types(z.dtype, torch.float32)), mask)
 
     # ------------------------------------------------------------------------------------
-    def forward(self, split: EmbeddingSplit, batch: Mapping[str, Any], clean_logits: torch.Tensor,
-                z: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, split: EmbeddingSplit, batch: Mapping[str, Any], clean_logits: torch.Tensor, z: torch.Tensor | None = None
+    ) -> torch.Tensor:
         # The ascent needs autograd even when R is only measured (eval, a notebook's no_grad).
         with torch.enable_grad():
             return self._regularize(split, batch, clean_logits, z)
@@ -191,8 +215,11 @@ class AdversarialRegularizer(nn.Module):
         self.last_skipped = True
         self.last_perturbation, self.last_delta, self.last_gradient = None, None, None
         self.last_scale, self.last_mean = None, None
-        self.last_stats = {"perturbation_norm": float("nan"), "relative_perturbation": float("nan"),
-                           "ascent_cosine": float("nan")}
+        self.last_stats = {
+            "perturbation_norm": float("nan"),
+            "relative_perturbation": float("nan"),
+            "ascent_cosine": float("nan"),
+        }
         return torch.zeros((), device=z.device)
 
     @torch.no_grad()

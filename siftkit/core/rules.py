@@ -31,6 +31,7 @@ _DEBERTA_LN_EPS = 1e-7  # DeBERTa's PerturbationLayer LayerNorm eps
 
 # --- the loss forms of the public codes ------------------------------------------------
 
+
 def stable_kl(logits: torch.Tensor, target: torch.Tensor, *, mean: bool) -> torch.Tensor:
     """mt-dnn's ``stable_kl``: ``2 sum_k p_k (r(p_k) - r(y_k))``, r detached; sum or batch mean.
 
@@ -62,6 +63,7 @@ def half_detached_sym_kl(adv_logits: torch.Tensor, clean_logits: torch.Tensor) -
 
 
 # --- per-token norms -------------------------------------------------------------------
+
 
 def token_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
     """||v_t|| per token (B, L, 1) in ``norm`` ("inf": max |.|, "l2")."""
@@ -97,6 +99,7 @@ def guarded_unit(u: torch.Tensor, norm: str) -> torch.Tensor:
 
 
 # --- the rules -------------------------------------------------------------------------
+
 
 class Knobs(Protocol):
     """What a rule reads from its regularizer, at each call (a notebook may change them)."""

@@ -50,8 +50,10 @@ def random_probe(z: torch.Tensor, mask: torch.Tensor, size: float, seeds: Sequen
     if len(seeds) != z.shape[0]:
         raise ValueError(f"random_probe needs one seed per example: {len(seeds)} seeds for a batch of {z.shape[0]}")
     counts = mask.sum(-1).tolist()
-    draws = [torch.randn((n, z.shape[-1]), generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float32)
-             for n, seed in zip(counts, seeds)]
+    draws = [
+        torch.randn((n, z.shape[-1]), generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float32)
+        for n, seed in zip(counts, seeds)
+    ]
     u = torch.zeros(z.shape, dtype=torch.float32)
     u[mask] = torch.cat(draws)
     u = u.to(z.device)
@@ -61,8 +63,9 @@ def random_probe(z: torch.Tensor, mask: torch.Tensor, size: float, seeds: Sequen
 
 
 @torch.no_grad()
-def probe_divergences(split: EmbeddingSplit, batch: Mapping[str, Any], *, example_indices: Sequence[int],
-                      sizes=PROBE_SIZES) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
+def probe_divergences(
+    split: EmbeddingSplit, batch: Mapping[str, Any], *, example_indices: Sequence[int], sizes=PROBE_SIZES
+) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
     """(clean logits, {size: per-example sym-KL}) for one evaluation batch; `example_indices`
     are the batch's examples' indices in the whole (unsharded) evaluation set."""
     logits, z = split.forward_capture(batch, PROBE_AT)

@@ -53,16 +53,23 @@ def head_linears(model: nn.Module, scope: str = "output") -> dict[str, nn.Linear
         raise ValueError(f"spectral_norm_layers must be one of {', '.join(map(repr, SCOPES))}; got {scope!r}")
     bare = unwrap(model)
     base = getattr(bare, "base_model", None)
-    found = {name: m for child_name, child in bare.named_children() if child is not base
-             for name, m in child.named_modules(prefix=child_name) if isinstance(m, nn.Linear)}
+    found = {
+        name: m
+        for child_name, child in bare.named_children()
+        if child is not base
+        for name, m in child.named_modules(prefix=child_name)
+        if isinstance(m, nn.Linear)
+    }
     if scope == "output":
         num_labels = getattr(getattr(bare, "config", None), "num_labels", None)
         logits = [name for name, m in found.items() if m.out_features == num_labels]
         found = {logits[-1]: found[logits[-1]]} if logits else {}
     if not found:
-        raise ValueError(f"spectral_norm_classification_head=True: {type(bare).__name__} has no Linear layer outside "
-                         f"its base_model{' giving its num_labels logits' if scope == 'output' else ''} (the "
-                         f"classification head R4F normalizes)")
+        raise ValueError(
+            f"spectral_norm_classification_head=True: {type(bare).__name__} has no Linear layer outside "
+            f"its base_model{' giving its num_labels logits' if scope == 'output' else ''} (the "
+            f"classification head R4F normalizes)"
+        )
     return found
 
 
@@ -116,6 +123,7 @@ def _vectors(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 def follow_state_dicts(layer: nn.Linear) -> None:
     """Make `layer` take whichever form a loaded state dict holds it in (see the module)."""
+
     def match_form(module, state_dict, prefix, *_):
         if prefix + _ORIGINAL in state_dict and not is_normalized(module):
             normalize(module)  # its random start vectors are overwritten by the loaded ones
@@ -133,13 +141,16 @@ def baked_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     for key in [k for k in state if k.endswith("." + _ORIGINAL) or k == _ORIGINAL]:
         prefix = key[: -len(_ORIGINAL)]
         if prefix + _U not in state or prefix + _V not in state:
-            raise ValueError(f"{key}: a parametrized weight without spectral-norm vectors "
-                             f"({prefix + _U}, {prefix + _V})")
+            raise ValueError(
+                f"{key}: a parametrized weight without spectral-norm vectors ({prefix + _U}, {prefix + _V})"
+            )
         w = out.pop(key)
         u, v = out.pop(prefix + _U), out.pop(prefix + _V)
         with torch.no_grad():
-            sigma = torch.vdot(u.clone(memory_format=torch.contiguous_format),
-                               torch.mv(w.flatten(1), v.clone(memory_format=torch.contiguous_format)))
+            sigma = torch.vdot(
+                u.clone(memory_format=torch.contiguous_format),
+                torch.mv(w.flatten(1), v.clone(memory_format=torch.contiguous_format)),
+            )
             out[prefix + _PARAM] = w / sigma
     return out
 

@@ -135,8 +135,9 @@ class EmbeddingSplit:
         return captured[0]
 
     @contextlib.contextmanager
-    def _hook(self, at: str, *, captured: list, replace: torch.Tensor | None = None,
-              stop: bool = False) -> Iterator[None]:
+    def _hook(
+        self, at: str, *, captured: list, replace: torch.Tensor | None = None, stop: bool = False
+    ) -> Iterator[None]:
         module = self.module_at(at)
         if at == "pre_layernorm":
             # The LayerNorm's *input*: a forward pre-hook sees and may swap the argument.
@@ -151,6 +152,7 @@ class EmbeddingSplit:
 
             handle = module.register_forward_pre_hook(pre_hook)
         else:
+
             def hook(_module, _args, output):
                 captured.append(output)
                 if stop:
@@ -169,8 +171,9 @@ class EmbeddingSplit:
 
 def _check_shape(new: torch.Tensor, old: torch.Tensor, at: str) -> None:
     if new.shape != old.shape:
-        raise ValueError(f"tensor for perturb_at={at!r} has shape {tuple(new.shape)}, "
-                         f"the model produces {tuple(old.shape)} there")
+        raise ValueError(
+            f"tensor for perturb_at={at!r} has shape {tuple(new.shape)}, the model produces {tuple(old.shape)} there"
+        )
 
 
 def _find_word_embeddings(embeddings: nn.Module, model_class: str) -> nn.Embedding:

@@ -49,8 +49,9 @@ def snapshot(model: nn.Module, keys: Sequence[str]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def interpolate(theta_0: Mapping[str, torch.Tensor], theta_1: Mapping[str, torch.Tensor],
-                alpha: float) -> dict[str, torch.Tensor]:
+def interpolate(
+    theta_0: Mapping[str, torch.Tensor], theta_1: Mapping[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
     """``(1 - alpha) * theta_0 + alpha * theta_1`` entry by entry, as the official code computes it.
 
     At alpha 0 and 1 the result is theta_0 and theta_1 themselves (copies), bit for bit: the
@@ -62,8 +63,7 @@ def interpolate(theta_0: Mapping[str, torch.Tensor], theta_1: Mapping[str, torch
         return {k: v.clone() for k, v in theta_0.items()}
     if alpha == 1.0:
         return {k: v.clone() for k, v in theta_1.items()}
-    return {k: ((1.0 - alpha) * theta_0[k].float() + alpha * theta_1[k].float()).to(theta_1[k].dtype)
-            for k in theta_0}
+    return {k: ((1.0 - alpha) * theta_0[k].float() + alpha * theta_1[k].float()).to(theta_1[k].dtype) for k in theta_0}
 
 
 @torch.no_grad()

@@ -74,11 +74,17 @@ TOPICS: dict[str, tuple[str, ...]] = {
 }
 OTHER = "other"
 
-FEATURES = datasets.Features({
-    "text": datasets.Value("string"), "label": datasets.Value("int64"), "sentiment": datasets.Value("string"),
-    "confidence": datasets.Value("float64"), "topic": datasets.Value("string"),
-    "label_conflict": datasets.Value("bool"), "row": datasets.Value("int64"),
-})
+FEATURES = datasets.Features(
+    {
+        "text": datasets.Value("string"),
+        "label": datasets.Value("int64"),
+        "sentiment": datasets.Value("string"),
+        "confidence": datasets.Value("float64"),
+        "topic": datasets.Value("string"),
+        "label_conflict": datasets.Value("bool"),
+        "row": datasets.Value("int64"),
+    }
+)
 
 
 def topic_of(text: str) -> str:
@@ -102,8 +108,9 @@ def read(path: Path) -> dict[str, list]:
     for number, line in enumerate(lines[1:], start=2):
         fields = _fields(path, number, line)
         if len(fields) != len(header):
-            raise DataError(f"{path} line {number}: expected {len(header)} CSV fields ({','.join(header)}), "
-                            f"got {len(fields)}")
+            raise DataError(
+                f"{path} line {number}: expected {len(header)} CSV fields ({','.join(header)}), got {len(fields)}"
+            )
         sentiment, confidence, text = (fields[where[c]] for c in HEADER)
         if sentiment not in LABELS:
             raise DataError(f"{path} line {number}: sentiment must be one of {', '.join(LABELS)}, got {sentiment!r}")
@@ -126,8 +133,10 @@ def _lines(path: Path) -> list[str]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found; fetch the data with `{DOWNLOAD_HINT}` (or point data_dir / "
-                        f"${ENV_VAR} at a folder that has it)") from None
+        raise DataError(
+            f"{path}: file not found; fetch the data with `{DOWNLOAD_HINT}` (or point data_dir / "
+            f"${ENV_VAR} at a folder that has it)"
+        ) from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read file: {exc}") from exc
     if not raw:
@@ -147,8 +156,10 @@ def _fields(path: Path, number: int, line: str) -> list[str]:
         rows = list(csv.reader([line], strict=True))
     except csv.Error as exc:
         if "new-line character" in str(exc):  # csv's own words point at how the file was opened
-            raise DataError(f"{path} line {number}: a line break (CR or LF) outside quotes inside a row; a row "
-                            f"ends only at CRLF, and a text that holds a line break must be quoted") from None
+            raise DataError(
+                f"{path} line {number}: a line break (CR or LF) outside quotes inside a row; a row "
+                f"ends only at CRLF, and a text that holds a line break must be quoted"
+            ) from None
         raise DataError(f"{path} line {number}: malformed CSV: {exc}") from None
     return rows[0]
 

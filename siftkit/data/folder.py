@@ -80,7 +80,8 @@ class DataFolder:
                     raise DataError(
                         f"data folder {root} holds {rel.name} itself: it looks like the {rel.parent} dataset "
                         f"folder, one level too deep; set data_dir (or ${ENV_VAR}) to the folder above it, "
-                        f"{root.parent}")
+                        f"{root.parent}"
+                    )
         return root
 
 
@@ -92,8 +93,10 @@ def locate_data_dir(data_dir: str | os.PathLike | None = None) -> DataFolder:
     if env is not None and not env.strip():
         # As data_dir="" is refused: an empty value (an unset variable in `export X=$Y`) is a
         # mistake, not "unset"; treating it as unset said "set SIFTKIT_DATA_DIR" and filled the cache.
-        raise DataError(f"${ENV_VAR} is set but empty ({env!r}); name the data folder in it, or unset it "
-                        f"(`unset {ENV_VAR}`) for the default")
+        raise DataError(
+            f"${ENV_VAR} is set but empty ({env!r}); name the data folder in it, or unset it "
+            f"(`unset {ENV_VAR}`) for the default"
+        )
     if env:
         return DataFolder(Path(env), f"${ENV_VAR}", False)
     local = Path("data")
@@ -118,8 +121,9 @@ def make_data_folder(root: Path) -> Path:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         why = "it is a file, not a folder" if root.is_file() else (exc.strerror or str(exc))
-        raise DataError(f"cannot use {root} as the data folder: {why}; pass --data-dir a folder "
-                        f"(it is created if missing)") from None
+        raise DataError(
+            f"cannot use {root} as the data folder: {why}; pass --data-dir a folder (it is created if missing)"
+        ) from None
     return root
 
 

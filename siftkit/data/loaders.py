@@ -80,7 +80,7 @@ def _read_text(path: Path) -> str:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise DataError(
             f"{path} line {line}: not valid UTF-8 "
-            f"(byte {raw[exc.start:exc.start + 1]!r} at offset {exc.start}: {exc.reason})"
+            f"(byte {raw[exc.start : exc.start + 1]!r} at offset {exc.start}: {exc.reason})"
         ) from None
     if text.startswith("\ufeff"):  # tolerate a UTF-8 byte-order mark
         text = text[1:]
@@ -120,10 +120,7 @@ def _check_text(path: Path, line: int, text: str) -> str:
 def _split_fields(path: Path, line_no: int, line: str, n: int, what: str) -> list[str]:
     fields = line.split("\t")
     if len(fields) != n:
-        raise DataError(
-            f"{path} line {line_no}: expected {n} tab-separated fields ({what}), "
-            f"got {len(fields)}"
-        )
+        raise DataError(f"{path} line {line_no}: expected {n} tab-separated fields ({what}), got {len(fields)}")
     return fields
 
 
@@ -152,23 +149,18 @@ def _read_twitter(path: Path) -> dict[str, list]:
             raise DataError(f"{path} line 1: CSV header {header!r} names column(s) {', '.join(twice)} more than once")
         missing = [c for c in ("id", "label", "tweet") if c not in header]
         if missing:
-            raise DataError(
-                f"{path} line 1: CSV header {header!r} lacks column(s) {', '.join(missing)}"
-            )
+            raise DataError(f"{path} line 1: CSV header {header!r} lacks column(s) {', '.join(missing)}")
         i_id, i_label, i_tweet = (header.index(c) for c in ("id", "label", "tweet"))
         start = reader.line_num + 1  # first physical line of the next record
         for row in reader:
             if len(row) != len(header):
                 raise DataError(
-                    f"{path} line {start}: expected {len(header)} CSV fields "
-                    f"({','.join(header)}), got {len(row)}"
+                    f"{path} line {start}: expected {len(header)} CSV fields ({','.join(header)}), got {len(row)}"
                 )
             try:
                 row_id = int(row[i_id])
             except ValueError:
-                raise DataError(
-                    f"{path} line {start}: id must be an integer, got {row[i_id]!r}"
-                ) from None
+                raise DataError(f"{path} line {start}: id must be an integer, got {row[i_id]!r}") from None
             cols["id"].append(row_id)
             cols["label"].append(_label(path, start, row[i_label]))
             cols["text"].append(_check_text(path, start, row[i_tweet]))
@@ -196,21 +188,22 @@ def _read_uci(path: Path) -> dict[str, list]:
     return cols
 
 
-_READERS = {"cola": _read_cola, "twitter_hate": _read_twitter, "uci_sentiment": _read_uci,
-            "crowdflower_tweets": crowdflower.read}
+_READERS = {
+    "cola": _read_cola,
+    "twitter_hate": _read_twitter,
+    "uci_sentiment": _read_uci,
+    "crowdflower_tweets": crowdflower.read,
+}
 
 _FEATURES = {
     "cola": datasets.Features(
-        {"text": datasets.Value("string"), "label": datasets.Value("int64"),
-         "source": datasets.Value("string")}
+        {"text": datasets.Value("string"), "label": datasets.Value("int64"), "source": datasets.Value("string")}
     ),
     "twitter_hate": datasets.Features(
-        {"id": datasets.Value("int64"), "text": datasets.Value("string"),
-         "label": datasets.Value("int64")}
+        {"id": datasets.Value("int64"), "text": datasets.Value("string"), "label": datasets.Value("int64")}
     ),
     "uci_sentiment": datasets.Features(
-        {"text": datasets.Value("string"), "label": datasets.Value("int64"),
-         "source": datasets.Value("string")}
+        {"text": datasets.Value("string"), "label": datasets.Value("int64"), "source": datasets.Value("string")}
     ),
     "crowdflower_tweets": crowdflower.FEATURES,
 }

@@ -56,8 +56,9 @@ def load_raw(data: DataSpec, data_dir: str | None = None) -> Dataset:
         splits = data_module.load(data.kit, data_dir)
         split = data.split or next(iter(splits))
         if split not in splits:
-            raise ValueError(f"{data.where}: kit dataset {data.kit!r} has no split {split!r}; its splits: "
-                             f"{', '.join(splits)}")
+            raise ValueError(
+                f"{data.where}: kit dataset {data.kit!r} has no split {split!r}; its splits: {', '.join(splits)}"
+            )
         return splits[split]
     return _load_named(data)
 
@@ -79,8 +80,9 @@ def _load_files(data: DataSpec):
     except Exception as exc:  # pandas/pyarrow parse errors: one line naming the files
         if "corresponds to no data" in str(exc):  # datasets' words for a file with a header and no rows
             raise ValueError(f"{data.where}: {data.describe()} has no rows") from None
-        raise ValueError(f"{data.where}: cannot read {data.describe()} as {data.format}: "
-                         f"{' '.join(str(exc).split())[:300]}") from None
+        raise ValueError(
+            f"{data.where}: cannot read {data.describe()} as {data.format}: {' '.join(str(exc).split())[:300]}"
+        ) from None
 
 
 def _existing_file(f: str, where: str) -> Path:
@@ -91,12 +93,14 @@ def _existing_file(f: str, where: str) -> Path:
     except FileNotFoundError:
         raise ValueError(f"{where}: file not found: {f}") from None
     except OSError as exc:  # ELOOP: a symbolic link that leads back to itself
-        raise ValueError(f"{where}: file {f} cannot be opened: {exc.strerror or exc}"
-                         + (" (a symbolic link that leads back to itself)" if exc.errno == errno.ELOOP else "")) \
-            from None
+        raise ValueError(
+            f"{where}: file {f} cannot be opened: {exc.strerror or exc}"
+            + (" (a symbolic link that leads back to itself)" if exc.errno == errno.ELOOP else "")
+        ) from None
     if path.is_dir():
-        raise ValueError(f"{where}: {f} is a folder, not a file; name the data file(s) in it, e.g. "
-                         f"{Path(f) / 'train.csv'}")
+        raise ValueError(
+            f"{where}: {f} is a folder, not a file; name the data file(s) in it, e.g. {Path(f) / 'train.csv'}"
+        )
     if not path.is_file():
         raise ValueError(f"{where}: {f} is not a regular file")
     return path
@@ -106,15 +110,21 @@ def _read_text_files(data: DataSpec):
     from siftkit.data.text_files import Rows, read_rows
 
     needed = list(data.text) + [data.label] + list(data.filters)
-    parts = [read_rows(Path(f).expanduser(), f, data.where, data.format, data.encoding, needed, data.label)
-             for f in data.files]
+    parts = [
+        read_rows(Path(f).expanduser(), f, data.where, data.format, data.encoding, needed, data.label)
+        for f in data.files
+    ]
     names = parts[0].column_names
     for f, part in zip(data.files[1:], parts[1:]):
         if part.column_names != names and set(needed) - set(part.column_names):
-            raise ValueError(f"{data.where}: {f} has the columns {', '.join(part.column_names)}, but "
-                             f"{data.files[0]} has {', '.join(names)}; the files of one dataset need the same columns")
-    columns = {n: [v for part in parts for v in (part[n] if n in part.column_names else [None] * len(part))]
-               for n in dict.fromkeys(n for part in parts for n in part.column_names)}
+            raise ValueError(
+                f"{data.where}: {f} has the columns {', '.join(part.column_names)}, but "
+                f"{data.files[0]} has {', '.join(names)}; the files of one dataset need the same columns"
+            )
+    columns = {
+        n: [v for part in parts for v in (part[n] if n in part.column_names else [None] * len(part))]
+        for n in dict.fromkeys(n for part in parts for n in part.column_names)
+    }
     return Rows(columns)
 
 
@@ -127,7 +137,8 @@ def _load_named(data: DataSpec) -> Dataset:
         raise ValueError(
             f"{data.where}: {data.describe()} is not available offline (nor in the local datasets cache): "
             f"{' '.join(str(exc).split())[:200]}; download it where there is a network, or save it as files "
-            f"(ds.to_csv / to_json / to_parquet) and point {data.where}.files at them") from None
+            f"(ds.to_csv / to_json / to_parquet) and point {data.where}.files at them"
+        ) from None
 
 
 def load_data(data: DataSpec, labels: tuple[str, ...], data_dir: str | None = None) -> tuple[Dataset, int]:
@@ -137,14 +148,16 @@ def load_data(data: DataSpec, labels: tuple[str, ...], data_dir: str | None = No
     _check_columns(ds, data)
     ds = _filtered(ds, data)
     if len(ds) == 0:
-        raise ValueError(f"{data.where}: {data.describe()} has no rows" + (
-            f" where {_where_text(data)}" if data.filters else ""))
+        raise ValueError(
+            f"{data.where}: {data.describe()} has no rows" + (f" where {_where_text(data)}" if data.filters else "")
+        )
     texts = [_texts(ds, column, data) for column in data.text]
     names, dropped = _mapped_labels(list(ds[data.label]), data, labels)
     keep = [i for i, name in enumerate(names) if name is not None]
     if not keep:
-        raise ValueError(f"{data.where}: no rows of {data.describe()} are left after the label map "
-                         f"({dropped} dropped as unmapped)")
+        raise ValueError(
+            f"{data.where}: no rows of {data.describe()} are left after the label map ({dropped} dropped as unmapped)"
+        )
     columns: dict[str, Any] = {"text": [texts[0][i] for i in keep]}
     features = {"text": Value("string")}
     if data.pair:
@@ -156,11 +169,14 @@ def load_data(data: DataSpec, labels: tuple[str, ...], data_dir: str | None = No
 
 
 def _check_columns(ds: Dataset, data: DataSpec) -> None:
-    for role, column in [("text", c) for c in data.text] + [("label", data.label)] + \
-            [("where", c) for c in data.filters]:
+    for role, column in (
+        [("text", c) for c in data.text] + [("label", data.label)] + [("where", c) for c in data.filters]
+    ):
         if column not in ds.column_names:
-            raise ValueError(f"{data.where}: {data.describe()} has no column {column!r} (named by "
-                             f"{data.where}.{role}); its columns: {', '.join(ds.column_names)}")
+            raise ValueError(
+                f"{data.where}: {data.describe()} has no column {column!r} (named by "
+                f"{data.where}.{role}); its columns: {', '.join(ds.column_names)}"
+            )
 
 
 def _where_text(data: DataSpec) -> str:
@@ -194,8 +210,10 @@ def _texts(ds: Dataset, column: str, data: DataSpec) -> list[str]:
             problem = f"holds no visible character ({short(value)}: {describe_invisible(value)})"
         else:
             continue
-        raise ValueError(f"{data.where}: {data.describe()}, column {column!r}, data row {i + 1} {problem}; every "
-                         f"text must be a non-empty string")
+        raise ValueError(
+            f"{data.where}: {data.describe()}, column {column!r}, data row {i + 1} {problem}; every "
+            f"text must be a non-empty string"
+        )
     return values
 
 
@@ -207,12 +225,17 @@ def _mapped_labels(raw: list, data: DataSpec, labels: tuple[str, ...]) -> tuple[
     if missing and data.unmapped == "error":
         shown = ", ".join(f"{v!r} ({c} row{'s' * (c > 1)})" for v, c in missing.most_common(_SHOWN))
         more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
-        how = (f"{data.where}.label_map maps {', '.join(map(repr, mapping))}" if data.label_map is not None
-               else f"without a {data.where}.label_map the labels must be the canonical names "
-                    f"{', '.join(map(repr, labels))}")
-        raise ValueError(f"{data.where}: column {data.label!r} of {data.describe()} holds label value(s) with no "
-                         f"mapping: {shown}{more}; {how}; add them to the label map, or set "
-                         f"{data.where}.unmapped: drop to drop those rows")
+        how = (
+            f"{data.where}.label_map maps {', '.join(map(repr, mapping))}"
+            if data.label_map is not None
+            else f"without a {data.where}.label_map the labels must be the canonical names "
+            f"{', '.join(map(repr, labels))}"
+        )
+        raise ValueError(
+            f"{data.where}: column {data.label!r} of {data.describe()} holds label value(s) with no "
+            f"mapping: {shown}{more}; {how}; add them to the label map, or set "
+            f"{data.where}.unmapped: drop to drop those rows"
+        )
     return names, sum(missing.values())
 
 
@@ -238,16 +261,31 @@ def shift_stages(cfg) -> list:
             val_name = f"{s.name}_val"
             if s.validation.fraction is not None:
                 train, evals[val_name] = _split_fraction(train, s.validation.fraction, cfg.seed, index, s.data)
-                _check_validation_classes(evals[val_name], f"shift.stages[{index}].validation", s, spec.labels,
-                                          f"fraction {s.validation.fraction} of {len(train) + len(evals[val_name])} "
-                                          f"training rows")
+                _check_validation_classes(
+                    evals[val_name],
+                    f"shift.stages[{index}].validation",
+                    s,
+                    spec.labels,
+                    f"fraction {s.validation.fraction} of {len(train) + len(evals[val_name])} training rows",
+                )
             else:
-                evals[val_name], dropped[s.validation.data.where] = load_data(s.validation.data, spec.labels,
-                                                                               cfg.data_dir)
-                _check_validation_classes(evals[val_name], s.validation.data.where, s, spec.labels,
-                                          s.validation.data.describe())
-        stages.append(Stage(s.name, train, s.num_train_epochs or cfg.num_train_epochs,
-                            s.learning_rate or cfg.learning_rate, evals, val=val_name, val_metric=s.val_metric))
+                evals[val_name], dropped[s.validation.data.where] = load_data(
+                    s.validation.data, spec.labels, cfg.data_dir
+                )
+                _check_validation_classes(
+                    evals[val_name], s.validation.data.where, s, spec.labels, s.validation.data.describe()
+                )
+        stages.append(
+            Stage(
+                s.name,
+                train,
+                s.num_train_epochs or cfg.num_train_epochs,
+                s.learning_rate or cfg.learning_rate,
+                evals,
+                val=val_name,
+                val_metric=s.val_metric,
+            )
+        )
     for e in spec.evals:
         ds, dropped[e.data.where] = load_data(e.data, spec.labels, cfg.data_dir)
         _warn_train_is_eval(spec, e, ds, trained)
@@ -259,8 +297,11 @@ def shift_stages(cfg) -> list:
             stages[i].evals[e.name if i == last else f"{e.name}_after_{a}"] = ds
     for stage, s in zip(stages, spec.stages):
         # Rows dropped by `unmapped: drop`, recorded with the stage that reads them.
-        mine = [s.data.where] + ([s.validation.data.where] if s.validation and s.validation.data else []) + \
-            [e.data.where for e in spec.evals if s.name in e.after]
+        mine = (
+            [s.data.where]
+            + ([s.validation.data.where] if s.validation and s.validation.data else [])
+            + [e.data.where for e in spec.evals if s.name in e.after]
+        )
         stage.dropped = {w: dropped[w] for w in mine if dropped.get(w)}
     return stages
 
@@ -269,18 +310,22 @@ def _check_classes_present(train: Dataset, data: DataSpec, labels: tuple[str, ..
     counts = Counter(train["label"])
     absent = [name for i, name in enumerate(labels) if not counts.get(i)]
     if absent:
-        raise ValueError(f"{data.where}: the training data ({data.describe()}) have no row of canonical class(es) "
-                         f"{', '.join(map(repr, absent))}; every class in shift.labels needs training examples "
-                         f"(check the label map, or remove the class from shift.labels)")
+        raise ValueError(
+            f"{data.where}: the training data ({data.describe()}) have no row of canonical class(es) "
+            f"{', '.join(map(repr, absent))}; every class in shift.labels needs training examples "
+            f"(check the label map, or remove the class from shift.labels)"
+        )
 
 
 def _split_fraction(train: Dataset, fraction: float, seed: int, stage_index: int, data: DataSpec):
     """(train, validation): a seeded share of the rows held out, the same at a seed."""
     n_val = int(round(len(train) * fraction))
     if not 1 <= n_val < len(train):
-        raise ValueError(f"{data.where}: validation fraction {fraction} of the {len(train)} training rows of "
-                         f"{data.describe()} leaves {len(train) - n_val} for training and {n_val} for validation; "
-                         f"each needs at least one")
+        raise ValueError(
+            f"{data.where}: validation fraction {fraction} of the {len(train)} training rows of "
+            f"{data.describe()} leaves {len(train) - n_val} for training and {n_val} for validation; "
+            f"each needs at least one"
+        )
     order = np.random.default_rng([seed, _VAL_SHUFFLE, stage_index]).permutation(len(train))
     return train.select(np.sort(order[n_val:])), train.select(np.sort(order[:n_val]))
 
@@ -292,10 +337,12 @@ def _check_validation_classes(val: Dataset, where: str, stage, labels: tuple[str
     if len(present) >= 2:
         return
     rows = f"{len(val)} row" + ("s" if len(val) != 1 else "")
-    raise ValueError(f"{where}: the validation set of stage {stage.name!r} ({source}: {rows}) holds only class "
-                     f"{labels[present[0]]!r}; its MCC is undefined (it would read 0.0) and a grid or early "
-                     f"stopping would choose on it: hold out more rows, or give a validation set with at least two "
-                     f"classes")
+    raise ValueError(
+        f"{where}: the validation set of stage {stage.name!r} ({source}: {rows}) holds only class "
+        f"{labels[present[0]]!r}; its MCC is undefined (it would read 0.0) and a grid or early "
+        f"stopping would choose on it: hold out more rows, or give a validation set with at least two "
+        f"classes"
+    )
 
 
 def _row_texts(ds: Dataset) -> list[tuple]:
@@ -313,10 +360,13 @@ def _warn_train_is_eval(spec: ShiftSpec, e, ds: Dataset, trained: dict[str, set]
         if e.data.identity() == s.data.identity():
             what = f"reads the same data as stage {s.name!r} ({e.data.describe()})"
         else:
-            what = (f"({e.data.describe()}) shares {shared} of its {len(texts)} texts with the training data of stage "
-                    f"{s.name!r} ({s.data.describe()})")
-        warnings.warn(f"shift: evaluation set {e.name!r} {what}; that is not out of domain", ShiftDataWarning,
-                      stacklevel=4)
+            what = (
+                f"({e.data.describe()}) shares {shared} of its {len(texts)} texts with the training data of stage "
+                f"{s.name!r} ({s.data.describe()})"
+            )
+        warnings.warn(
+            f"shift: evaluation set {e.name!r} {what}; that is not out of domain", ShiftDataWarning, stacklevel=4
+        )
 
 
 # ----------------------------------------------------------------------------- records
@@ -329,8 +379,9 @@ def file_hashes(cfg) -> dict[str, str]:
 
     spec = spec_of(cfg)
     out: dict[str, str] = {}
-    sources = [s.data for s in spec.stages] + [s.validation.data for s in spec.stages
-                                               if s.validation is not None and s.validation.data is not None]
+    sources = [s.data for s in spec.stages] + [
+        s.validation.data for s in spec.stages if s.validation is not None and s.validation.data is not None
+    ]
     for data in sources + [e.data for e in spec.evals]:
         for f in data.files:
             out[f] = hashlib.sha256(Path(f).expanduser().read_bytes()).hexdigest()

@@ -59,8 +59,7 @@ BASE_KEY = "base_dir"  # the folder relative files are read from (recorded, not 
 STAGE_KEYS = ("name", "data", "num_train_epochs", "learning_rate", "validation", "val_metric")
 EVAL_KEYS = ("name", "data", "after")
 SOURCE_KEYS = ("files", "dataset", "kit")
-DATA_KEYS = SOURCE_KEYS + ("format", "config", "split", "where", "text", "label", "label_map", "unmapped",
-                           "encoding")
+DATA_KEYS = SOURCE_KEYS + ("format", "config", "split", "where", "text", "label", "label_map", "unmapped", "encoding")
 VALIDATION_KEYS = ("fraction", "split")
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 UNMAPPED = ("error", "drop")
@@ -96,14 +95,21 @@ class DataSpec:
             return ", ".join(self.files)
         if self.kit:
             return f"kit dataset {self.kit!r} split {self.split!r}"
-        return f"dataset {self.dataset!r}" + (f" config {self.config!r}" if self.config else "") + \
-            f" split {self.split!r}"
+        return (
+            f"dataset {self.dataset!r}" + (f" config {self.config!r}" if self.config else "") + f" split {self.split!r}"
+        )
 
     def identity(self) -> tuple:
         """What makes two sources the same data (for the 'not out of domain' warning)."""
         files = tuple(sorted(str(Path(f).expanduser().resolve()) for f in self.files))
-        return (files, self.dataset, self.config, self.kit, self.split,
-                tuple(sorted((k, v) for k, v in self.filters.items())))
+        return (
+            files,
+            self.dataset,
+            self.config,
+            self.kit,
+            self.split,
+            tuple(sorted((k, v) for k, v in self.filters.items())),
+        )
 
 
 @dataclass(frozen=True)
@@ -158,15 +164,19 @@ def select_on(metric: str | None, spec: ShiftSpec) -> str:
     """`metric`, or the last validated stage's own validation metric; a ValueError otherwise."""
     allowed = validation_metrics(spec)
     if not allowed:
-        raise ValueError(f"--select-on: shift spec {spec.name!r} has no validation set to choose a grid point on; "
-                         f"give a stage a validation (e.g. validation: {{fraction: 0.1}})")
+        raise ValueError(
+            f"--select-on: shift spec {spec.name!r} has no validation set to choose a grid point on; "
+            f"give a stage a validation (e.g. validation: {{fraction: 0.1}})"
+        )
     if metric is None:
         last = [s for s in spec.stages if s.validation is not None][-1]
         return f"{last.name}_val_{last.val_metric}"
     if metric not in allowed:
-        raise ValueError(f"--select-on {metric} is not a validation metric of shift spec {spec.name!r} (the "
-                         f"evaluation sets are reported results, never chosen on); choose one of "
-                         f"{', '.join(allowed)}")
+        raise ValueError(
+            f"--select-on {metric} is not a validation metric of shift spec {spec.name!r} (the "
+            f"evaluation sets are reported results, never chosen on); choose one of "
+            f"{', '.join(allowed)}"
+        )
     return metric
 
 
@@ -180,8 +190,10 @@ def load_spec_mapping(value: Any) -> dict:
     if isinstance(value, dict):
         return value
     if not isinstance(value, (str, Path)):
-        raise ValueError(f"shift must be a mapping (the spec) or the path of a YAML file holding it, "
-                         f"got {type(value).__name__} {value!r}")
+        raise ValueError(
+            f"shift must be a mapping (the spec) or the path of a YAML file holding it, "
+            f"got {type(value).__name__} {value!r}"
+        )
     from siftkit.data.yaml_files import load_yaml
 
     path = Path(value).expanduser()
@@ -226,8 +238,9 @@ def parse_spec(mapping: Any) -> ShiftSpec:
     Relative ``files`` come back joined to the spec's ``base_dir`` (absolute), if it has one."""
     base = mapping.get(BASE_KEY) if isinstance(mapping, dict) else None
     if base is not None and not (isinstance(base, str) and base.strip()):
-        raise ValueError(f"shift.{BASE_KEY} must be a folder (where the spec's relative files are read from), "
-                         f"got {base!r}")
+        raise ValueError(
+            f"shift.{BASE_KEY} must be a folder (where the spec's relative files are read from), got {base!r}"
+        )
     if base is not None:
         return _with_base(parse_spec({k: v for k, v in mapping.items() if k != BASE_KEY}), base)
     mapping = _mapping(mapping, "shift", SPEC_KEYS, required=("name", "labels", "stages", "evals"))
@@ -236,12 +249,14 @@ def parse_spec(mapping: Any) -> ShiftSpec:
         # It names the sweep's folder (<output>/shift-<name>/...) and the summary's group.
         raise ValueError(f"shift.name must be letters, digits, '_', '-' or '.' (it names folders), got {name!r}")
     labels = _labels(mapping["labels"])
-    stages = tuple(_stage(s, f"shift.stages[{i}]", labels) for i, s in enumerate(_list(mapping["stages"],
-                                                                                        "shift.stages")))
+    stages = tuple(
+        _stage(s, f"shift.stages[{i}]", labels) for i, s in enumerate(_list(mapping["stages"], "shift.stages"))
+    )
     _unique([s.name for s in stages], "shift.stages", "stage")
     stage_names = [s.name for s in stages]
-    evals = tuple(_eval(e, f"shift.evals[{i}]", labels, stage_names)
-                  for i, e in enumerate(_list(mapping["evals"], "shift.evals")))
+    evals = tuple(
+        _eval(e, f"shift.evals[{i}]", labels, stage_names) for i, e in enumerate(_list(mapping["evals"], "shift.evals"))
+    )
     _unique([e.name for e in evals], "shift.evals", "evaluation set")
     _check_metric_names(stages, evals)
     return ShiftSpec(name=name, labels=labels, stages=stages, evals=evals, digest=spec_digest(mapping))
@@ -274,10 +289,15 @@ def _check_metric_names(stages, evals) -> None:
         for metric in (f"{name}_{m}" for m in SET_METRICS):
             if metric in written and written[metric][1] != what:
                 other_name, other = written[metric]
-                same = f"the metrics {name}_*" if other_name == name else \
-                    f"the metric {metric!r} (as sets {other_name!r} and {name!r})"
-                raise ValueError(f"shift.evals: {other} and {what} would both write {same}, so one score would "
-                                 f"overwrite the other; rename one of the evaluation sets")
+                same = (
+                    f"the metrics {name}_*"
+                    if other_name == name
+                    else f"the metric {metric!r} (as sets {other_name!r} and {name!r})"
+                )
+                raise ValueError(
+                    f"shift.evals: {other} and {what} would both write {same}, so one score would "
+                    f"overwrite the other; rename one of the evaluation sets"
+                )
             written[metric] = (name, what)
 
 
@@ -292,8 +312,14 @@ def _with_base(spec: ShiftSpec, base: str) -> ShiftSpec:
             return d
         return replace(d, files=tuple(f if Path(f).expanduser().is_absolute() else str(folder / f) for f in d.files))
 
-    stages = tuple(replace(s, data=data(s.data), validation=None if s.validation is None else
-                           replace(s.validation, data=data(s.validation.data))) for s in spec.stages)
+    stages = tuple(
+        replace(
+            s,
+            data=data(s.data),
+            validation=None if s.validation is None else replace(s.validation, data=data(s.validation.data)),
+        )
+        for s in spec.stages
+    )
     return replace(spec, stages=stages, evals=tuple(replace(e, data=data(e.data)) for e in spec.evals))
 
 
@@ -323,8 +349,9 @@ def _text(value: Any, where: str) -> str:
 
 def _labels(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or len(value) < 2:
-        raise ValueError(f"shift.labels must list at least two canonical class names (their order is the class "
-                         f"id), got {value!r}")
+        raise ValueError(
+            f"shift.labels must list at least two canonical class names (their order is the class id), got {value!r}"
+        )
     labels = tuple(_text(v, f"shift.labels[{i}]") for i, v in enumerate(value))
     _unique(list(labels), "shift.labels", "class")
     return labels
@@ -333,8 +360,10 @@ def _labels(value: Any) -> tuple[str, ...]:
 def _unique(names: list[str], where: str, what: str) -> None:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ValueError(f"{where}: {what} name(s) {', '.join(map(repr, twice))} given more than once; each "
-                         f"{what} needs its own name")
+        raise ValueError(
+            f"{where}: {what} name(s) {', '.join(map(repr, twice))} given more than once; each "
+            f"{what} needs its own name"
+        )
 
 
 def _stage(value: Any, where: str, labels: tuple[str, ...]) -> StageSpec:
@@ -343,23 +372,31 @@ def _stage(value: Any, where: str, labels: tuple[str, ...]) -> StageSpec:
     epochs, rate = value.get("num_train_epochs"), value.get("learning_rate")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"{where}.num_train_epochs must be an integer >= 1, got {epochs!r}")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
-                             or not (math.isfinite(rate) and rate > 0)):
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and rate > 0)
+    ):
         raise ValueError(f"{where}.learning_rate must be a finite number > 0, got {rate!r}")
     metric = value.get("val_metric", "accuracy")
     if metric not in VAL_METRICS:
         raise ValueError(f"{where}.val_metric must be one of {', '.join(map(repr, VAL_METRICS))}, got {metric!r}")
     validation = _validation(value.get("validation"), f"{where}.validation", data, labels)
-    return StageSpec(name=_text(value["name"], f"{where}.name"), data=data, num_train_epochs=epochs,
-                     learning_rate=None if rate is None else float(rate), validation=validation, val_metric=metric)
+    return StageSpec(
+        name=_text(value["name"], f"{where}.name"),
+        data=data,
+        num_train_epochs=epochs,
+        learning_rate=None if rate is None else float(rate),
+        validation=validation,
+        val_metric=metric,
+    )
 
 
 def _validation(value: Any, where: str, data: DataSpec, labels: tuple[str, ...]) -> Validation | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise ValueError(f"{where} must be a mapping: {{fraction: 0.1}}, {{split: validation}} or a data mapping, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{where} must be a mapping: {{fraction: 0.1}}, {{split: validation}} or a data mapping, got {value!r}"
+        )
     if not set(value) & set(SOURCE_KEYS):  # no source of its own: a fraction or a split
         _mapping(value, where, VALIDATION_KEYS)
         if len(value) != 1:
@@ -367,14 +404,19 @@ def _validation(value: Any, where: str, data: DataSpec, labels: tuple[str, ...])
         if "fraction" in value:
             fraction = value["fraction"]
             if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-                raise ValueError(f"{where}.fraction must be in (0, 1) (the seeded share of the stage's training "
-                                 f"rows held out), got {fraction!r}")
+                raise ValueError(
+                    f"{where}.fraction must be in (0, 1) (the seeded share of the stage's training "
+                    f"rows held out), got {fraction!r}"
+                )
             return Validation(fraction=float(fraction))
         if data.files:
-            raise ValueError(f"{where}.split={value['split']!r} names a split of a dataset, but the stage reads "
-                             f"local files ({data.describe()}); give the validation file as {where}.files")
-        return Validation(data=DataSpec(**{**data.__dict__, "where": where,
-                                           "split": _text(value["split"], f"{where}.split")}))
+            raise ValueError(
+                f"{where}.split={value['split']!r} names a split of a dataset, but the stage reads "
+                f"local files ({data.describe()}); give the validation file as {where}.files"
+            )
+        return Validation(
+            data=DataSpec(**{**data.__dict__, "where": where, "split": _text(value["split"], f"{where}.split")})
+        )
     return Validation(data=_data(value, where, labels))
 
 
@@ -387,18 +429,25 @@ def _eval(value: Any, where: str, labels: tuple[str, ...], stages: list[str]) ->
         raise ValueError(f"{where}.after must list stage names (of {', '.join(stages)}), got {after!r}")
     unknown = [a for a in after if a not in stages]
     if unknown:
-        raise ValueError(f"{where}.after names unknown stage(s) {', '.join(map(repr, unknown))}; the stages are "
-                         f"{', '.join(map(repr, stages))}")
-    return EvalSpec(name=_text(value["name"], f"{where}.name"), data=_data(value["data"], f"{where}.data", labels),
-                    after=tuple(dict.fromkeys(after)))
+        raise ValueError(
+            f"{where}.after names unknown stage(s) {', '.join(map(repr, unknown))}; the stages are "
+            f"{', '.join(map(repr, stages))}"
+        )
+    return EvalSpec(
+        name=_text(value["name"], f"{where}.name"),
+        data=_data(value["data"], f"{where}.data", labels),
+        after=tuple(dict.fromkeys(after)),
+    )
 
 
 def _data(value: Any, where: str, labels: tuple[str, ...]) -> DataSpec:
     value = _mapping(value, where, DATA_KEYS)
     sources = [k for k in SOURCE_KEYS if value.get(k) is not None]
     if len(sources) != 1:
-        raise ValueError(f"{where} needs exactly one source of files, dataset or kit; got "
-                         f"{', '.join(sources) if sources else 'none'}")
+        raise ValueError(
+            f"{where} needs exactly one source of files, dataset or kit; got "
+            f"{', '.join(sources) if sources else 'none'}"
+        )
     files = value.get("files")
     if files is not None:
         files = [files] if isinstance(files, str) else files
@@ -412,8 +461,10 @@ def _data(value: Any, where: str, labels: tuple[str, ...]) -> DataSpec:
     encoding = ("utf-8",)
     if value.get("encoding") is not None:
         if fmt not in ("csv", "tsv", "json"):
-            raise ValueError(f"{where}.encoding applies to local csv, tsv and json files only"
-                             + (f" (the files are {fmt})" if fmt else ""))
+            raise ValueError(
+                f"{where}.encoding applies to local csv, tsv and json files only"
+                + (f" (the files are {fmt})" if fmt else "")
+            )
         from siftkit.data.text_files import check_encoding
 
         encoding = check_encoding(value["encoding"], where)
@@ -425,18 +476,28 @@ def _data(value: Any, where: str, labels: tuple[str, ...]) -> DataSpec:
     text = value.get("text", "text")
     text = [text] if isinstance(text, str) else text
     if not isinstance(text, list) or len(text) not in (1, 2) or not all(isinstance(t, str) and t for t in text):
-        raise ValueError(f"{where}.text must be a column name or a list of two (a sentence pair), got "
-                         f"{value.get('text')!r}")
+        raise ValueError(
+            f"{where}.text must be a column name or a list of two (a sentence pair), got {value.get('text')!r}"
+        )
     unmapped = value.get("unmapped", "error")
     if unmapped not in UNMAPPED:
         raise ValueError(f"{where}.unmapped must be 'error' or 'drop', got {unmapped!r}")
     default_split = "train" if value.get("dataset") is not None else None
-    return DataSpec(where=where, files=tuple(files or ()), format=fmt, dataset=value.get("dataset"), kit=kit,
-                    config=value.get("config"), split=value.get("split", default_split),
-                    filters=_filters(value.get("where"), where), text=tuple(text),
-                    label=_text(value.get("label", "label"), f"{where}.label"),
-                    label_map=_label_map(value.get("label_map"), where, labels), unmapped=unmapped,
-                    encoding=encoding)
+    return DataSpec(
+        where=where,
+        files=tuple(files or ()),
+        format=fmt,
+        dataset=value.get("dataset"),
+        kit=kit,
+        config=value.get("config"),
+        split=value.get("split", default_split),
+        filters=_filters(value.get("where"), where),
+        text=tuple(text),
+        label=_text(value.get("label", "label"), f"{where}.label"),
+        label_map=_label_map(value.get("label_map"), where, labels),
+        unmapped=unmapped,
+        encoding=encoding,
+    )
 
 
 def _format(files: list[str], fmt: Any, where: str) -> str:
@@ -448,8 +509,10 @@ def _format(files: list[str], fmt: Any, where: str) -> str:
     for f in files:
         suffix = Path(f).suffix.lower()
         if suffix not in FORMATS:
-            raise ValueError(f"{where}.files: cannot tell the format of {f!r} from its suffix; name it with "
-                             f"{where}.format (one of {', '.join(sorted(set(FORMATS.values())))})")
+            raise ValueError(
+                f"{where}.files: cannot tell the format of {f!r} from its suffix; name it with "
+                f"{where}.format (one of {', '.join(sorted(set(FORMATS.values())))})"
+            )
         found.add(FORMATS[suffix])
     if len(found) > 1:
         raise ValueError(f"{where}.files mixes formats ({', '.join(sorted(found))}); one dataset, one format")
@@ -480,8 +543,10 @@ def _label_map(value: Any, where: str, labels: tuple[str, ...]) -> dict[str, str
     mapped: dict[str, str] = {}
     for raw, name in value.items():
         if name not in labels:
-            raise ValueError(f"{where}.label_map maps {raw!r} to {name!r}, which is not a canonical label "
-                             f"(shift.labels: {', '.join(labels)})")
+            raise ValueError(
+                f"{where}.label_map maps {raw!r} to {name!r}, which is not a canonical label "
+                f"(shift.labels: {', '.join(labels)})"
+            )
         key = label_key(raw)
         if key in mapped and mapped[key] != name:
             raise ValueError(f"{where}.label_map maps {raw!r} twice ({mapped[key]!r} and {name!r})")

@@ -28,6 +28,12 @@ class Stage:
         return f"{self.val}_{self.val_metric}" if self.val else None
 
     def describe(self) -> dict:
-        return {"name": self.name, "train_examples": len(self.train), "num_train_epochs": self.num_train_epochs,
-                "learning_rate": self.learning_rate, "evals": {k: len(v) for k, v in self.evals.items()},
-                "val": self.val_key, **({"dropped_unmapped": dict(self.dropped)} if self.dropped else {})}
+        return {
+            "name": self.name,
+            "train_examples": len(self.train),
+            "num_train_epochs": self.num_train_epochs,
+            "learning_rate": self.learning_rate,
+            "evals": {k: len(v) for k, v in self.evals.items()},
+            "val": self.val_key,
+            **({"dropped_unmapped": dict(self.dropped)} if self.dropped else {}),
+        }

@@ -66,17 +66,22 @@ def check_encoding(value: Any, where: str) -> tuple[str, ...]:
     """The spec's ``encoding``: a codec name or a list of them (each line in the first that fits)."""
     names = value if isinstance(value, list) else [value]
     if not names or not all(isinstance(n, str) and n.strip() for n in names):
-        raise ValueError(f"{where}.encoding must be an encoding name (e.g. cp1252) or a list of them tried line by "
-                         f"line (e.g. [utf-8, cp1252]), got {value!r}")
+        raise ValueError(
+            f"{where}.encoding must be an encoding name (e.g. cp1252) or a list of them tried line by "
+            f"line (e.g. [utf-8, cp1252]), got {value!r}"
+        )
     for name in names:
         try:
             codecs.lookup(name)
         except LookupError:
-            raise ValueError(f"{where}.encoding: unknown encoding {name!r}; e.g. utf-8, cp1252, latin-1, "
-                             f"utf-16") from None
+            raise ValueError(
+                f"{where}.encoding: unknown encoding {name!r}; e.g. utf-8, cp1252, latin-1, utf-16"
+            ) from None
         if len(names) > 1 and "\n".encode(name) != b"\n":
-            raise ValueError(f"{where}.encoding: {name!r} cannot be tried line by line (its line ends are not "
-                             f"the byte 0x0a); give it alone, encoding: {name}")
+            raise ValueError(
+                f"{where}.encoding: {name!r} cannot be tried line by line (its line ends are not "
+                f"the byte 0x0a); give it alone, encoding: {name}"
+            )
     return tuple(names)
 
 
@@ -121,9 +126,11 @@ def decode(path: Path, shown: str, where: str, encodings: Sequence[str]) -> str:
                 continue
         else:
             exc = _first_error(raw, encodings[0])
-            raise ValueError(f"{where}: {shown} line {number} fits none of the encodings {', '.join(encodings)} "
-                             f"(byte {raw[exc.start:exc.start + 1]!r} at column {exc.start + 1}); add the "
-                             f"encoding it is in to {where}.encoding")
+            raise ValueError(
+                f"{where}: {shown} line {number} fits none of the encodings {', '.join(encodings)} "
+                f"(byte {raw[exc.start : exc.start + 1]!r} at column {exc.start + 1}); add the "
+                f"encoding it is in to {where}.encoding"
+            )
     return "".join(lines)
 
 
@@ -138,12 +145,14 @@ def _first_error(raw: bytes, name: str) -> UnicodeDecodeError:
 def _undecodable(data: bytes, exc: UnicodeDecodeError, shown: str, where: str, encodings: Sequence[str]) -> str:
     line = data.count(b"\n", 0, exc.start) + 1
     column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-    bad = data[exc.start:exc.start + 1]
+    bad = data[exc.start : exc.start + 1]
     text = f"{where}: {shown} line {line} is not valid {encodings[0]} (byte {bad!r} at column {column}: {exc.reason})"
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return f"{text}; the file starts with a UTF-16 byte-order mark: set {where}.encoding: utf-16"
-    return (f"{text}; name the file's encoding with {where}.encoding (e.g. encoding: cp1252 for Windows text, or "
-            f"latin-1), or for a file that mixes encodings a list tried line by line, e.g. encoding: [utf-8, cp1252]")
+    return (
+        f"{text}; name the file's encoding with {where}.encoding (e.g. encoding: cp1252 for Windows text, or "
+        f"latin-1), or for a file that mixes encodings a list tried line by line, e.g. encoding: [utf-8, cp1252]"
+    )
 
 
 # ----------------------------------------------------------------------------- csv and tsv
@@ -171,21 +180,30 @@ def read_delimited(text: str, shown: str, where: str, tab: bool, needed: Sequenc
     header = [h if h else f"Unnamed: {i}" for i, h in enumerate(header)]
     twice = sorted({h for h in header if header.count(h) > 1})
     if twice:
-        raise ValueError(f"{where}: {shown} line 1: the header names column(s) {', '.join(map(repr, twice))} more "
-                         f"than once ({', '.join(header)}); give each column its own name")
+        raise ValueError(
+            f"{where}: {shown} line 1: the header names column(s) {', '.join(map(repr, twice))} more "
+            f"than once ({', '.join(header)}); give each column its own name"
+        )
     used = [header.index(c) for c in needed if c in header]
     for n, (first, _last, fields) in enumerate(rows, start=1):
         if len(fields) > len(header):
-            raise ValueError(f"{where}: {shown} line {first}: {len(fields)} fields, where the header has "
-                             f"{len(header)} ({', '.join(header)}); " + (
-                                 "a tab inside a text? Tab-separated files cannot hold one" if tab else
-                                 "a comma inside a text must be inside a quoted field (\"...\")"))
+            raise ValueError(
+                f"{where}: {shown} line {first}: {len(fields)} fields, where the header has "
+                f"{len(header)} ({', '.join(header)}); "
+                + (
+                    "a tab inside a text? Tab-separated files cannot hold one"
+                    if tab
+                    else 'a comma inside a text must be inside a quoted field ("...")'
+                )
+            )
         if used and max(used) >= len(fields):
             missing = [header[i] for i in used if i >= len(fields)]
             footer = " at the end of the file: a footer or a note? Remove it" if n == len(rows) else ""
-            raise ValueError(f"{where}: {shown} line {first}: {len(fields)} field(s), where the header has "
-                             f"{len(header)} ({', '.join(header)}); column(s) {', '.join(map(repr, missing))} "
-                             f"missing{footer}")
+            raise ValueError(
+                f"{where}: {shown} line {first}: {len(fields)} field(s), where the header has "
+                f"{len(header)} ({', '.join(header)}); column(s) {', '.join(map(repr, missing))} "
+                f"missing{footer}"
+            )
     if not tab and label in header:
         _check_merged_rows(rows, header, header.index(label), shown, where)
     columns = {h: [fields[i] if i < len(fields) else "" for _, _, fields in rows] for i, h in enumerate(header)}
@@ -196,11 +214,15 @@ def _csv_error(exc: csv.Error, text: str, shown: str, where: str, start: int, li
     reason = str(exc)
     if "unexpected end of data" in reason or "EOF" in reason:
         opened = text.splitlines()[start - 1] if start - 1 < len(text.splitlines()) else ""
-        return (f"{where}: {shown} line {start}: a quoted field opened on this line is never closed "
-                f"({short(opened)}); close the quote, or double a '\"' that is part of the text (\"\")")
+        return (
+            f"{where}: {shown} line {start}: a quoted field opened on this line is never closed "
+            f'({short(opened)}); close the quote, or double a \'"\' that is part of the text ("")'
+        )
     where_line = f"line {line}" + (f" (in the row that starts on line {start})" if line != start else "")
-    return (f"{where}: {shown} {where_line}: malformed CSV ({reason}): a '\"' that is part of a text must be doubled "
-            f"(\"\") inside a quoted field, or the field not start with '\"'")
+    return (
+        f"{where}: {shown} {where_line}: malformed CSV ({reason}): a '\"' that is part of a text must be doubled "
+        f'("") inside a quoted field, or the field not start with \'"\''
+    )
 
 
 def _check_merged_rows(rows, header: list[str], label_index: int, shown: str, where: str) -> None:
@@ -219,11 +241,13 @@ def _check_merged_rows(rows, header: list[str], label_index: int, shown: str, wh
                     inner.append((first + offset, line))
         if inner:
             shown_line = f"line {inner[0][0]}: {short(inner[0][1])}"
-            raise ValueError(f"{where}: {shown} lines {first}-{last} were read as one row (data row {n}): a quote "
-                             f"opened on line {first} is closed only on line {last}, and {len(inner)} line(s) "
-                             f"inside it read as rows of their own ({shown_line}); double each '\"' that is part "
-                             f"of a text (\"\"), or quote the whole text; tab-separated data (format: tsv) are "
-                             f"read without quoting")
+            raise ValueError(
+                f"{where}: {shown} lines {first}-{last} were read as one row (data row {n}): a quote "
+                f"opened on line {first} is closed only on line {last}, and {len(inner)} line(s) "
+                f"inside it read as rows of their own ({shown_line}); double each '\"' that is part "
+                f'of a text (""), or quote the whole text; tab-separated data (format: tsv) are '
+                f"read without quoting"
+            )
 
 
 def _typed(values: list[str]) -> list:
@@ -269,14 +293,18 @@ def read_json(text: str, shown: str, where: str) -> Rows:
         try:
             records.append((number, json.loads(line)))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: {shown} line {number}: not valid JSON ({exc.msg} at column {exc.colno}: "
-                             f"{short(line)}); each line of a JSON Lines file is one object") from None
+            raise ValueError(
+                f"{where}: {shown} line {number}: not valid JSON ({exc.msg} at column {exc.colno}: "
+                f"{short(line)}); each line of a JSON Lines file is one object"
+            ) from None
     return _from_objects(records, shown, where, "line")
 
 
 def _json_error(exc: json.JSONDecodeError, shown: str, where: str) -> str:
-    return (f"{where}: {shown} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}); give rows as "
-            f"JSON Lines (one object per line), a list of objects, or an object of equal-length columns")
+    return (
+        f"{where}: {shown} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}); give rows as "
+        f"JSON Lines (one object per line), a list of objects, or an object of equal-length columns"
+    )
 
 
 def _from_objects(records: list[tuple[int, Any]], shown: str, where: str, unit: str) -> Rows:
@@ -285,8 +313,10 @@ def _from_objects(records: list[tuple[int, Any]], shown: str, where: str, unit: 
     names: dict[str, None] = {}
     for number, record in records:
         if not isinstance(record, dict):
-            raise ValueError(f"{where}: {shown} {unit} {number} is {short(record)} (a {type(record).__name__}), not "
-                             f"an object of column: value")
+            raise ValueError(
+                f"{where}: {shown} {unit} {number} is {short(record)} (a {type(record).__name__}), not "
+                f"an object of column: value"
+            )
         names.update(dict.fromkeys(map(str, record)))
     return Rows({name: [record.get(name) for _, record in records] for name in names})
 
@@ -298,14 +328,20 @@ def _from_columns(whole: dict, shown: str, where: str) -> Rows:
     if len(lengths) == len(whole) and len(set(lengths.values())) == 1:
         return Rows({str(k): list(v) for k, v in whole.items()})  # column-oriented: {"text": [...], ...}
     keys = ", ".join(map(repr, list(whole)[:8])) + (" ..." if len(whole) > 8 else "")
-    what = (f"lists of different lengths ({', '.join(f'{k}: {n}' for k, n in list(lengths.items())[:8])})"
-            if len(lengths) == len(whole) else "values that are not all lists")
-    raise ValueError(f"{where}: {shown} holds one JSON object with keys {keys} and {what}; give rows as JSON Lines "
-                     f"(one object per line), a list of objects, or an object of equal-length columns")
+    what = (
+        f"lists of different lengths ({', '.join(f'{k}: {n}' for k, n in list(lengths.items())[:8])})"
+        if len(lengths) == len(whole)
+        else "values that are not all lists"
+    )
+    raise ValueError(
+        f"{where}: {shown} holds one JSON object with keys {keys} and {what}; give rows as JSON Lines "
+        f"(one object per line), a list of objects, or an object of equal-length columns"
+    )
 
 
-def read_rows(path: Path, shown: str, where: str, fmt: str, encodings: Sequence[str], needed: Sequence[str],
-              label: str) -> Rows:
+def read_rows(
+    path: Path, shown: str, where: str, fmt: str, encodings: Sequence[str], needed: Sequence[str], label: str
+) -> Rows:
     text = decode(path, shown, where, encodings)
     if fmt == "json":
         return read_json(text, shown, where)

@@ -30,7 +30,8 @@ def _load_yaml_loader():
                     break
                 if first != key_node.start_mark.line + 1:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first given at line {first})", key_node.start_mark)
+                        None, None, f"duplicate key {key!r} (first given at line {first})", key_node.start_mark
+                    )
             return super().construct_mapping(node, deep=deep)
 
         def construct_yaml_int(self, node):
@@ -42,12 +43,19 @@ def _load_yaml_loader():
 
     ParamsLoader.yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag not in (int_tag, float_tag)]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
     ParamsLoader.add_implicit_resolver(
-        int_tag, re.compile(r"^(?:[-+]?[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$"), list("-+0123456789"))
+        int_tag, re.compile(r"^(?:[-+]?[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$"), list("-+0123456789")
+    )
     ParamsLoader.add_implicit_resolver(
-        float_tag, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?"
-                              r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+        float_tag,
+        re.compile(
+            r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?"
+            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+        ),
+        list("-+0123456789."),
+    )
     ParamsLoader.add_constructor(int_tag, ParamsLoader.construct_yaml_int)
     return ParamsLoader
 

@@ -88,8 +88,13 @@ def _batches(tokenizer, texts: Sequence[str], max_length: int, batch_size: int, 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     for start in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[start:start + batch_size]), truncation=True, max_length=max_length,
-                        padding=True, return_tensors="pt")
+        enc = tokenizer(
+            list(texts[start : start + batch_size]),
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
         yield start, {k: v.to(device) for k, v in enc.items()}
 
 
@@ -130,8 +135,9 @@ def _per_token(z: torch.Tensor) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- data
 
 
-def domain_texts(domains: Sequence[str] = tuple(DOMAINS), n: int = 300, *, seed: int = 42,
-                 data_dir: str | Path | None = None) -> dict[str, list[str]]:
+def domain_texts(
+    domains: Sequence[str] = tuple(DOMAINS), n: int = 300, *, seed: int = 42, data_dir: str | Path | None = None
+) -> dict[str, list[str]]:
     """`n` texts drawn without replacement from each domain (all of them if fewer).
 
     twitter: the Twitter hate-speech training file; uci: the 3,000-sentence UCI pool; cola:
@@ -185,13 +191,16 @@ def _spec_domains(spec) -> list[tuple[str, str, Any]]:
     names = [name for name, _, _ in out]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ValueError(f"shift spec {spec.name!r}: domain name(s) {', '.join(map(repr, twice))} given twice "
-                         f"(a stage or evaluation set is named like another's renamed <name>_stage/_eval)")
+        raise ValueError(
+            f"shift spec {spec.name!r}: domain name(s) {', '.join(map(repr, twice))} given twice "
+            f"(a stage or evaluation set is named like another's renamed <name>_stage/_eval)"
+        )
     return out
 
 
-def spec_domain_texts(spec_or_cfg: Any, n: int = 300, *, seed: int = 42, data_dir: str | Path | None = None,
-                      sep: str = PAIR_SEPARATOR) -> dict[str, list[str]]:
+def spec_domain_texts(
+    spec_or_cfg: Any, n: int = 300, *, seed: int = 42, data_dir: str | Path | None = None, sep: str = PAIR_SEPARATOR
+) -> dict[str, list[str]]:
     """`n` texts drawn without replacement from each domain of a shift spec (all if fewer).
 
     The domains, in order: each training stage's data (all its rows: a validation fraction
@@ -229,8 +238,9 @@ def spec_domain_pairs(spec_or_cfg: Any) -> list[tuple[str, str]]:
     domains = _spec_domains(_as_spec(spec_or_cfg))
     stages = [name for name, role, _ in domains if role == "stage"]
     evals = [name for name, role, _ in domains if role == "evaluation"]
-    return [(e, s) for e in evals for s in stages] + [(later, earlier) for i, later in enumerate(stages)
-                                                      for earlier in stages[:i]]
+    return [(e, s) for e in evals for s in stages] + [
+        (later, earlier) for i, later in enumerate(stages) for earlier in stages[:i]
+    ]
 
 
 def spec_stages_table(cfg: RunConfig) -> pd.DataFrame:
@@ -246,10 +256,16 @@ def spec_stages_table(cfg: RunConfig) -> pd.DataFrame:
             validation = f"{s.validation.fraction:g} of its rows (seeded)"
         else:
             validation = s.validation.data.describe()
-        rows.append({"stage": s.name, "num_train_epochs": s.num_train_epochs or cfg.num_train_epochs,
-                     "learning_rate": s.learning_rate or cfg.learning_rate, "validation": validation,
-                     "val_metric": s.val_metric if s.validation is not None else "",
-                     "evaluated after it": ", ".join(e.name for e in spec.evals if s.name in e.after)})
+        rows.append(
+            {
+                "stage": s.name,
+                "num_train_epochs": s.num_train_epochs or cfg.num_train_epochs,
+                "learning_rate": s.learning_rate or cfg.learning_rate,
+                "validation": validation,
+                "val_metric": s.val_metric if s.validation is not None else "",
+                "evaluated after it": ", ".join(e.name for e in spec.evals if s.name in e.after),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -277,12 +293,21 @@ def spec_sets_table(cfg: RunConfig) -> pd.DataFrame:
 
     def row(name, role, stage, data, ds, dropped, train):
         # The run's own caps (siftkit.run.protocols.build_stages): training rows by the seed, evaluation rows fixed.
-        cap, stream = (cfg.max_train_samples, [cfg.seed, _TRAIN_CAP]) if train else (cfg.max_eval_samples,
-                                                                                      [0, _EVAL_CAP])
+        cap, stream = (
+            (cfg.max_train_samples, [cfg.seed, _TRAIN_CAP]) if train else (cfg.max_eval_samples, [0, _EVAL_CAP])
+        )
         used = ds if cap is None else _subset(ds, cap, stream)
         counts = Counter(int(y) for y in used["label"])
-        entry = {"set": name, "role": role, "stage": stage, "source": data.describe(), "text": " + ".join(data.text),
-                 "rows": len(ds), "used": len(used), "dropped": dropped}
+        entry = {
+            "set": name,
+            "role": role,
+            "stage": stage,
+            "source": data.describe(),
+            "text": " + ".join(data.text),
+            "rows": len(ds),
+            "used": len(used),
+            "dropped": dropped,
+        }
         entry.update({label: counts.get(i, 0) for i, label in enumerate(spec.labels)})
         entry["majority"] = majority_share(used["label"]) if len(used) else math.nan
         rows.append(entry)
@@ -322,17 +347,22 @@ def algo_configs(cfg: RunConfig, algos: Sequence[str] = SHIFT_ALGOS) -> dict[str
     algos = list(algos)
     unknown = [a for a in algos if a not in SHIFT_ALGOS]
     if unknown or not algos:
-        raise ValueError(f"algorithms must be among {', '.join(map(repr, SHIFT_ALGOS))}; got "
-                         f"{', '.join(map(repr, algos)) or 'none'}")
+        raise ValueError(
+            f"algorithms must be among {', '.join(map(repr, SHIFT_ALGOS))}; got {', '.join(map(repr, algos)) or 'none'}"
+        )
     twice = sorted({a for a in algos if algos.count(a) > 1})
     if twice:
         raise ValueError(f"algorithm(s) {', '.join(map(repr, twice))} given twice")
     out = {}
     for algo in algos:
         # None: RunConfig resolves the algorithm's own published value (and SMART's Bregman term).
-        changes: dict[str, Any] = {"algo": algo, "output_dir": str(Path(cfg.output_dir) / f"{algo}-seed{cfg.seed}"),
-                                   **dict.fromkeys(("adv_epsilon", "adv_noise_std", "adv_step_size", "adv_weight",
-                                                    "bregman_weight", "bregman_beta"))}
+        changes: dict[str, Any] = {
+            "algo": algo,
+            "output_dir": str(Path(cfg.output_dir) / f"{algo}-seed{cfg.seed}"),
+            **dict.fromkeys(
+                ("adv_epsilon", "adv_noise_std", "adv_step_size", "adv_weight", "bregman_weight", "bregman_beta")
+            ),
+        }
         if algo == "plain":
             changes.update(defaults)
         elif algo != cfg.algo:
@@ -341,8 +371,9 @@ def algo_configs(cfg: RunConfig, algos: Sequence[str] = SHIFT_ALGOS) -> dict[str
     return out
 
 
-def shift_target_table(records: Iterable[Mapping[str, Any] | str | Path], *, sets: pd.DataFrame | None = None,
-                       validation: bool = False) -> pd.DataFrame:
+def shift_target_table(
+    records: Iterable[Mapping[str, Any] | str | Path], *, sets: pd.DataFrame | None = None, validation: bool = False
+) -> pd.DataFrame:
     """Accuracy, MCC and macro-F1 of task='shift' runs per algorithm and evaluation target.
 
     One row per (algorithm, target): algorithms in the order plain, SMART, SiFT; targets in
@@ -363,8 +394,10 @@ def shift_target_table(records: Iterable[Mapping[str, Any] | str | Path], *, set
         raise ValueError("no runs given")
     digests = {(r.get("meta", {}).get("shift") or {}).get("sha256") for r in loaded}
     if any(r["config"].get("task") != "shift" for r in loaded) or len(digests) != 1:
-        raise ValueError("shift_target_table compares runs of one shift spec (one meta.shift.sha256); got "
-                         f"{len(digests)} spec(s) among tasks {sorted({r['config'].get('task') for r in loaded})}")
+        raise ValueError(
+            "shift_target_table compares runs of one shift spec (one meta.shift.sha256); got "
+            f"{len(digests)} spec(s) among tasks {sorted({r['config'].get('task') for r in loaded})}"
+        )
     spec = _as_spec(loaded[0]["config"]["shift"])
     targets = [(f"{s.name}_val", "validation") for s in spec.stages if s.validation is not None] if validation else []
     targets += [(e.name, "evaluation") for e in spec.evals]
@@ -378,8 +411,13 @@ def shift_target_table(records: Iterable[Mapping[str, Any] | str | Path], *, set
     for algo in [a for a in ALGO_LABELS if any(r["config"]["algo"] == a for r in loaded)]:
         mine = [r for r in loaded if r["config"]["algo"] == algo]
         for target, role in targets:
-            row: dict[str, Any] = {"algo": algo, "algorithm": ALGO_LABELS[algo], "target": target, "role": role,
-                                   "reference": reference.get(target, "")}
+            row: dict[str, Any] = {
+                "algo": algo,
+                "algorithm": ALGO_LABELS[algo],
+                "target": target,
+                "role": role,
+                "reference": reference.get(target, ""),
+            }
             sizes = {st["evals"][target] for r in mine for st in r.get("stages", []) if target in st.get("evals", {})}
             row["texts"] = sizes.pop() if len(sizes) == 1 else math.nan
             row["n"] = len(mine)
@@ -423,10 +461,13 @@ def shift_target_findings(table: pd.DataFrame) -> list[str]:
     evaluation noise alone: seed-to-seed variation comes on top, and one run per algorithm
     does not measure it); and, with a ``majority`` column, which algorithms clear always
     predicting the most frequent label by more than that yardstick."""
+
     def fmt(group, column):
-        return ", ".join(f"{ALGO_LABELS[a]} {r[column]:.3f}" + (f" ± {r[column + '_std']:.3f}"
-                                                                if not math.isnan(r[column + "_std"]) else "")
-                         for a, r in group.iterrows())
+        return ", ".join(
+            f"{ALGO_LABELS[a]} {r[column]:.3f}"
+            + (f" ± {r[column + '_std']:.3f}" if not math.isnan(r[column + "_std"]) else "")
+            for a, r in group.iterrows()
+        )
 
     out = []
     by_target = {t: g.set_index("algo") for t, g in table.groupby("target", sort=False)}
@@ -441,14 +482,17 @@ def shift_target_findings(table: pd.DataFrame) -> list[str]:
         ref = group["reference"].iloc[0] if "reference" in group else ""
         if ref and ref in by_target:
             base = by_target[ref]["accuracy"]
-            change = ", ".join(f"{ALGO_LABELS[a]} {r['accuracy'] - base.get(a, math.nan):+.3f}"
-                               for a, r in group.iterrows())
+            change = ", ".join(
+                f"{ALGO_LABELS[a]} {r['accuracy'] - base.get(a, math.nan):+.3f}" for a, r in group.iterrows()
+            )
             lines.append(f"  From in domain ({ref}) to {target}, accuracy changes by: {change}.")
         if known:
             p = float(group["accuracy"].mean())
             yard = binomial_yardstick(p, texts)
-            lines.append(f"  Yardstick: twice the binomial standard error of one accuracy near {p:.2f} on "
-                         f"{int(texts):,} texts is {yard:.3f}.")
+            lines.append(
+                f"  Yardstick: twice the binomial standard error of one accuracy near {p:.2f} on "
+                f"{int(texts):,} texts is {yard:.3f}."
+            )
             if "plain" in group.index:
                 for algo in [a for a in group.index if a != "plain"]:
                     diff = float(group.loc[algo, "accuracy"] - group.loc["plain", "accuracy"])
@@ -457,7 +501,9 @@ def shift_target_findings(table: pd.DataFrame) -> list[str]:
                     else:
                         verdict = "beyond it on these texts" + (
                             " (seed-to-seed variation, not measured with one run each, may still explain it)"
-                            if n_runs == 1 else "")
+                            if n_runs == 1
+                            else ""
+                        )
                     lines.append(f"  {ALGO_LABELS[algo]} − plain = {diff:+.3f}, {verdict}.")
             if "majority" in group and group["majority"].notna().all():
                 share = float(group["majority"].iloc[0])
@@ -476,9 +522,15 @@ def shift_target_findings(table: pd.DataFrame) -> list[str]:
 
 
 @torch.no_grad()
-def token_statistics(model, tokenizer, texts: Sequence[str] | Mapping[str, Sequence[str]], *,
-                     at: str | Sequence[str] = BLOCK_ORDER, max_length: int = 128,
-                     batch_size: int = 32) -> pd.DataFrame:
+def token_statistics(
+    model,
+    tokenizer,
+    texts: Sequence[str] | Mapping[str, Sequence[str]],
+    *,
+    at: str | Sequence[str] = BLOCK_ORDER,
+    max_length: int = 128,
+    batch_size: int = 32,
+) -> pd.DataFrame:
     """Per-token ``norm``, ``mean`` and ``std`` at each point of `at`, for every real token.
 
     `texts` is a list, or a mapping domain -> list (the domain becomes a column). Columns:
@@ -496,17 +548,25 @@ def token_statistics(model, tokenizer, texts: Sequence[str] | Mapping[str, Seque
     return _frame(parts, consts)
 
 
-def domain_summary(stats: pd.DataFrame, *, by: Sequence[str] = ("at", "domain"),
-                   include_special: bool = True) -> pd.DataFrame:
+def domain_summary(
+    stats: pd.DataFrame, *, by: Sequence[str] = ("at", "domain"), include_special: bool = True
+) -> pd.DataFrame:
     """Per group: token and text counts, and the mean / quantiles of norm, mean and std."""
     df = stats if include_special else stats[~stats["special"]]
     g = df.groupby(list(by), sort=False)
-    out = g.agg(tokens=("norm", "size"), texts=("text", "nunique"),
-                norm_mean=("norm", "mean"), norm_p05=("norm", lambda s: s.quantile(0.05)),
-                norm_median=("norm", "median"), norm_p95=("norm", lambda s: s.quantile(0.95)),
-                mean_mean=("mean", "mean"), mean_sd=("mean", "std"),
-                std_mean=("std", "mean"), std_p05=("std", lambda s: s.quantile(0.05)),
-                std_p95=("std", lambda s: s.quantile(0.95)))
+    out = g.agg(
+        tokens=("norm", "size"),
+        texts=("text", "nunique"),
+        norm_mean=("norm", "mean"),
+        norm_p05=("norm", lambda s: s.quantile(0.05)),
+        norm_median=("norm", "median"),
+        norm_p95=("norm", lambda s: s.quantile(0.95)),
+        mean_mean=("mean", "mean"),
+        mean_sd=("mean", "std"),
+        std_mean=("std", "mean"),
+        std_p05=("std", lambda s: s.quantile(0.05)),
+        std_p95=("std", lambda s: s.quantile(0.95)),
+    )
     # Relative spread of the norm: the coefficient of variation across tokens. Near 0 means
     # every token has about the same scale (SiFT ~ SMART with a rescaled epsilon).
     out["norm_cv"] = g["norm"].std() / g["norm"].mean()
@@ -524,13 +584,23 @@ def norm_cv_findings(summary: pd.DataFrame) -> list[str]:
         cv = group.set_index("at")["norm_cv"].dropna()
         if cv.empty:
             continue
-        out.append(f"{domain}: token norms vary most at {cv.idxmax()} (norm_cv {cv.max():.3g}) "
-                   f"and least at {cv.idxmin()} (norm_cv {cv.min():.3g})")
+        out.append(
+            f"{domain}: token norms vary most at {cv.idxmax()} (norm_cv {cv.max():.3g}) "
+            f"and least at {cv.idxmin()} (norm_cv {cv.min():.3g})"
+        )
     return out
 
 
-def norm_gap_tokens(stats: pd.DataFrame, domain_a: str, domain_b: str, *, at: str | None = None,
-                    top: int = 10, min_count: int = 1, include_special: bool = False) -> pd.DataFrame:
+def norm_gap_tokens(
+    stats: pd.DataFrame,
+    domain_a: str,
+    domain_b: str,
+    *,
+    at: str | None = None,
+    top: int = 10,
+    min_count: int = 1,
+    include_special: bool = False,
+) -> pd.DataFrame:
     """The tokens that make the mean token norm of `domain_a` differ from `domain_b`'s.
 
     With ``f_d(t)`` the share of token t among domain d's tokens, ``n_d(t)`` its mean norm
@@ -575,8 +645,9 @@ def norm_gap_tokens(stats: pd.DataFrame, domain_a: str, domain_b: str, *, at: st
 # ----------------------------------------------------------------------------- perturbations
 
 
-def regularizers_for(cfg: RunConfig | None = None, algos: Sequence[str] = ("smart", "sift"),
-                     **knobs: Any) -> dict[str, AdversarialRegularizer]:
+def regularizers_for(
+    cfg: RunConfig | None = None, algos: Sequence[str] = ("smart", "sift"), **knobs: Any
+) -> dict[str, AdversarialRegularizer]:
     """One regularizer per algorithm, each starting from *its own* published defaults.
 
     The perturbation point, K, norm and divergence come from `cfg`; epsilon, noise std, step
@@ -599,9 +670,17 @@ def regularizers_for(cfg: RunConfig | None = None, algos: Sequence[str] = ("smar
     return out
 
 
-def perturbation_sizes(model, tokenizer, texts: Sequence[str] | Mapping[str, Sequence[str]],
-                       regularizers: Mapping[str, AdversarialRegularizer], *, max_length: int = 128,
-                       batch_size: int = 32, seed: int = 0, progress: bool | str = False) -> pd.DataFrame:
+def perturbation_sizes(
+    model,
+    tokenizer,
+    texts: Sequence[str] | Mapping[str, Sequence[str]],
+    regularizers: Mapping[str, AdversarialRegularizer],
+    *,
+    max_length: int = 128,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool | str = False,
+) -> pd.DataFrame:
     """Run each regularizer on `texts` and measure the perturbation it settles on.
 
     For every real token: ``norm`` ||z_t|| and ``std`` sigma_t of the clean tensor at the
@@ -647,12 +726,16 @@ def perturbation_sizes(model, tokenizer, texts: Sequence[str] | Mapping[str, Seq
                         pert = delta.norm(dim=-1)
                         with torch.no_grad():
                             adv = split.forward_from((z.float() + delta).to(z.dtype), batch, reg.perturb_at)
-                            div = torch.stack([divergence(adv[i:i + 1], clean[i:i + 1]) for i in range(len(adv))])
-                    cols = {"norm": stats["norm"], "std": stats["std"], "perturbation_norm": pert,
-                            "relative": pert / stats["norm"].clamp_min(TINY),
-                            "normalized": pert / stats["std"].clamp_min(TINY),
-                            "divergence": div.detach().float().cpu()[:, None].expand(z.shape[:2]),
-                            "ball_fraction": ball}
+                            div = torch.stack([divergence(adv[i : i + 1], clean[i : i + 1]) for i in range(len(adv))])
+                    cols = {
+                        "norm": stats["norm"],
+                        "std": stats["std"],
+                        "perturbation_norm": pert,
+                        "relative": pert / stats["norm"].clamp_min(TINY),
+                        "normalized": pert / stats["std"].clamp_min(TINY),
+                        "divergence": div.detach().float().cpu()[:, None].expand(z.shape[:2]),
+                        "ball_fraction": ball,
+                    }
                     parts.append(_token_rows(batch, start, tokenizer, cols))
                     consts.append({"domain": domain, "algo": algo, "at": reg.perturb_at})
     return _frame(parts, consts)
@@ -664,7 +747,8 @@ def relative_spread(sizes: pd.DataFrame) -> pd.DataFrame:
     push for every token)."""
     real = sizes[~sizes["special"] & np.isfinite(sizes["relative"])]
     spread = real.groupby(["at", "algo", "domain"], sort=False)["relative"].agg(
-        median="median", p05=lambda r: r.quantile(0.05), p95=lambda r: r.quantile(0.95))
+        median="median", p05=lambda r: r.quantile(0.05), p95=lambda r: r.quantile(0.95)
+    )
     spread["p95 / p05"] = spread["p95"] / spread["p05"]
     return spread
 
@@ -718,13 +802,26 @@ def split_check(model, tokenizer, text: str, *, max_length: int = 128) -> pd.Dat
             try:
                 z = split.embed(batch, point)
             except TypeError as exc:  # UnsupportedModelError: e.g. no LayerNorm in the block
-                rows.append({"at": point, "shape": None, "mean_token_norm": math.nan,
-                             "max_abs_logit_diff": math.nan, "note": str(exc)})
+                rows.append(
+                    {
+                        "at": point,
+                        "shape": None,
+                        "mean_token_norm": math.nan,
+                        "max_abs_logit_diff": math.nan,
+                        "note": str(exc),
+                    }
+                )
                 continue
             again = split.forward_from(z, batch, point)
-            rows.append({"at": point, "shape": tuple(z.shape),
-                         "mean_token_norm": float(z.float().norm(dim=-1).mean()),
-                         "max_abs_logit_diff": float((again - logits).abs().max()), "note": ""})
+            rows.append(
+                {
+                    "at": point,
+                    "shape": tuple(z.shape),
+                    "mean_token_norm": float(z.float().norm(dim=-1).mean()),
+                    "max_abs_logit_diff": float((again - logits).abs().max()),
+                    "note": "",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -753,8 +850,10 @@ def load_run_models(run: str | Path) -> dict[str, Any]:
     cfg = RunConfig.from_dict({k: v for k, v in record["config"].items() if k in RunConfig.field_names()})
     saved, ckpt = folder / "model", latest_checkpoint(folder)
     if not saved.is_dir() and ckpt is None:
-        raise ValueError(f"run {folder} kept no fine-tuned weights: train it with save_model=True "
-                         f"(-p save_model True) to get {saved}")
+        raise ValueError(
+            f"run {folder} kept no fine-tuned weights: train it with save_model=True "
+            f"(-p save_model True) to get {saved}"
+        )
     set_seed(cfg.seed)  # as in train(): the base model is built right after seeding
     base, tokenizer = load_model(cfg.model_name, num_labels=num_labels(cfg))
     tuned = copy.deepcopy(base)
@@ -774,9 +873,16 @@ def load_run_models(run: str | Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def token_norm_shift(base, tuned, tokenizer, texts: Sequence[str] | Mapping[str, Sequence[str]], *,
-                     at: str | Sequence[str] = BLOCK_ORDER, max_length: int = 128,
-                     batch_size: int = 32) -> pd.DataFrame:
+def token_norm_shift(
+    base,
+    tuned,
+    tokenizer,
+    texts: Sequence[str] | Mapping[str, Sequence[str]],
+    *,
+    at: str | Sequence[str] = BLOCK_ORDER,
+    max_length: int = 128,
+    batch_size: int = 32,
+) -> pd.DataFrame:
     """How far fine-tuning moved each real token's vector at each point of `at`.
 
     Columns beside the token ones: ``base_norm`` and ``tuned_norm`` (||z_t|| before/after),
@@ -790,28 +896,48 @@ def token_norm_shift(base, tuned, tokenizer, texts: Sequence[str] | Mapping[str,
             for point in _points(at):
                 for start, batch in _batches(tokenizer, items, max_length, batch_size, _device(base)):
                     zb = base_split.embed(batch, point).float()
-                    zt = tuned_split.embed({k: v.to(_device(tuned)) for k, v in batch.items()}, point).float().to(zb.device)
+                    zt = (
+                        tuned_split.embed({k: v.to(_device(tuned)) for k, v in batch.items()}, point)
+                        .float()
+                        .to(zb.device)
+                    )
                     bn, tn = zb.norm(dim=-1), zt.norm(dim=-1)
                     shift = (zt - zb).norm(dim=-1)
-                    cols = {"base_norm": bn, "tuned_norm": tn, "shift": shift,
-                            "relative_shift": shift / bn.clamp_min(TINY),
-                            "norm_change": tn / bn.clamp_min(TINY) - 1.0}
+                    cols = {
+                        "base_norm": bn,
+                        "tuned_norm": tn,
+                        "shift": shift,
+                        "relative_shift": shift / bn.clamp_min(TINY),
+                        "norm_change": tn / bn.clamp_min(TINY) - 1.0,
+                    }
                     parts.append(_token_rows(batch, start, tokenizer, cols))
                     consts.append({"domain": domain, "at": point})
     return _frame(parts, consts)
 
 
-def runs_token_norm_shift(runs: Iterable[str | Path], texts: Mapping[str, Sequence[str]], *,
-                          at: str | Sequence[str] = BLOCK_ORDER, max_length: int | None = None,
-                          batch_size: int = 32) -> pd.DataFrame:
+def runs_token_norm_shift(
+    runs: Iterable[str | Path],
+    texts: Mapping[str, Sequence[str]],
+    *,
+    at: str | Sequence[str] = BLOCK_ORDER,
+    max_length: int | None = None,
+    batch_size: int = 32,
+) -> pd.DataFrame:
     """`token_norm_shift` for every run folder (one model pair in memory at a time), with the
     run's ``algo``, ``seed``, ``model`` and ``run`` as columns."""
     frames = []
     for run in runs:
         loaded = load_run_models(run)
         cfg = loaded["config"]
-        df = token_norm_shift(loaded["base"], loaded["tuned"], loaded["tokenizer"], texts, at=at,
-                              max_length=max_length or cfg.max_length, batch_size=batch_size)
+        df = token_norm_shift(
+            loaded["base"],
+            loaded["tuned"],
+            loaded["tokenizer"],
+            texts,
+            at=at,
+            max_length=max_length or cfg.max_length,
+            batch_size=batch_size,
+        )
         df.insert(0, "run", str(Path(run).parent if Path(run).is_file() else Path(run)))
         df.insert(0, "seed", cfg.seed)
         df.insert(0, "model", model_label(cfg.model_name))
@@ -832,9 +958,14 @@ def run_domains(runs: Iterable[str | Path], domains: Iterable[str]) -> pd.DataFr
     for run in runs:
         record = load_results(run)
         stages = [s["name"] for s in record.get("stages", [])]
-        rows.append({"run": str(Path(run).parent if Path(run).is_file() else Path(run)),
-                     "algo": record["config"]["algo"], "seed": record["config"]["seed"],
-                     "stages": ", ".join(stages),
-                     "trained on": ", ".join(d for d in domains if d in stages) or "none of these",
-                     "never trained on": ", ".join(d for d in domains if d not in stages) or "none"})
+        rows.append(
+            {
+                "run": str(Path(run).parent if Path(run).is_file() else Path(run)),
+                "algo": record["config"]["algo"],
+                "seed": record["config"]["seed"],
+                "stages": ", ".join(stages),
+                "trained on": ", ".join(d for d in domains if d in stages) or "none of these",
+                "never trained on": ", ".join(d for d in domains if d not in stages) or "none",
+            }
+        )
     return pd.DataFrame(rows)

@@ -92,8 +92,11 @@ def _as_tensor(exercise: str, value: Any, like: torch.Tensor) -> tuple[torch.Ten
     if not isinstance(value, torch.Tensor):
         return None, Check(exercise, False, f"return a torch.Tensor; got {type(value).__name__}")
     if value.shape != like.shape:
-        return None, Check(exercise, False, f"returns shape {tuple(value.shape)}; expected {tuple(like.shape)} "
-                                            f"(the same shape as the input)")
+        return None, Check(
+            exercise,
+            False,
+            f"returns shape {tuple(value.shape)}; expected {tuple(like.shape)} (the same shape as the input)",
+        )
     if not torch.isfinite(value).all():
         return None, Check(exercise, False, "the answer holds NaN or inf")
     return value.detach().double(), None
@@ -103,8 +106,9 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(torch.allclose(a.double(), b.double(), rtol=_RTOL, atol=_ATOL * float(b.abs().max().clamp_min(1e-12))))
 
 
-def _diagnose(exercise: str, answer: torch.Tensor, expected: torch.Tensor,
-              mistakes: dict[str, torch.Tensor], what: str) -> Check:
+def _diagnose(
+    exercise: str, answer: torch.Tensor, expected: torch.Tensor, mistakes: dict[str, torch.Tensor], what: str
+) -> Check:
     if _close(answer, expected):
         return Check(exercise, True, what)
     for hint, wrong in mistakes.items():
@@ -112,8 +116,12 @@ def _diagnose(exercise: str, answer: torch.Tensor, expected: torch.Tensor,
             return Check(exercise, False, hint)
     diff = float((answer - expected.double()).abs().max())
     scale = float(expected.abs().max())
-    return Check(exercise, False, f"differs from the kit's answer by up to {diff:.3g} (the answer's entries are up "
-                                  f"to {scale:.3g}); compare your steps with the formula above")
+    return Check(
+        exercise,
+        False,
+        f"differs from the kit's answer by up to {diff:.3g} (the answer's entries are up "
+        f"to {scale:.3g}); compare your steps with the formula above",
+    )
 
 
 def _tokens(seed: int, batch: int = 2, length: int = 5) -> torch.Tensor:
@@ -152,10 +160,14 @@ def check_sift_perturb(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     mistakes = {
         "you added delta in raw units: that is SMART's perturbation. SiFT adds delta to the normalized token "
         "(z - mu_t) / sigma_t and maps the result back": z + delta,
-        "you returned the normalized tensor z_hat + delta: de-normalize it again (times sigma_t, plus mu_t)":
-            (z - mu) / sigma + delta,
-        "sigma_t is the population std (unbiased=False, as LayerNorm uses); you used the unbiased one":
-            (z - mu_u) / sd_u * sd_u + mu_u + delta * sd_u,
+        "you returned the normalized tensor z_hat + delta: de-normalize it again (times sigma_t, plus mu_t)": (z - mu)
+        / sigma
+        + delta,
+        "sigma_t is the population std (unbiased=False, as LayerNorm uses); you used the unbiased one": (z - mu_u)
+        / sd_u
+        * sd_u
+        + mu_u
+        + delta * sd_u,
         "mu_t and sigma_t are per token: take them over the hidden dimension (dim=-1, keepdim=True), not over "
         "the sequence": z + sd_s * delta,
         "mu_t and sigma_t are per token: you took one mean and std over the whole tensor": z + sd_all * delta,
@@ -164,8 +176,16 @@ def check_sift_perturb(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     del mu_s, mu_all
     # Compared as the push (answer - z): the push is 1e-2 of z, and a mistake in it (the unbiased
     # std differs by 0.13% in 384 dimensions) must not hide under z's rounding.
-    return _finish(_diagnose(name, answer - z, expected - z, {k: v - z for k, v in mistakes.items()},
-                             "matches the kit (z + sigma_t * delta, with SiFT.token_scale's sigma_t)"), strict)
+    return _finish(
+        _diagnose(
+            name,
+            answer - z,
+            expected - z,
+            {k: v - z for k, v in mistakes.items()},
+            "matches the kit (z + sigma_t * delta, with SiFT.token_scale's sigma_t)",
+        ),
+        strict,
+    )
 
 
 # ----------------------------------------------------------------------------- 00: the projection
@@ -199,14 +219,16 @@ def check_projection(fn: Callable[[torch.Tensor, float, str], torch.Tensor], *, 
             f"[{norm}] every token was scaled to the surface: a token already inside the ball must stay as it is "
             f"(scale by min(1, epsilon / ||delta_t||))": every,
             f"[{norm}] you projected onto the other norm's ball": project_onto_ball(
-                delta, epsilon, "l2" if norm == "inf" else "inf"),
+                delta, epsilon, "l2" if norm == "inf" else "inf"
+            ),
             f"[{norm}] the ball is per token: take the norm over the hidden dimension (dim=-1), not over the whole "
             f"tensor": delta * min(1.0, epsilon / float(delta.abs().max() if norm == "inf" else delta.norm())),
         }
         if norm == "inf":
-            mistakes["[inf] the l-inf ball's projection clips each coordinate to [-epsilon, epsilon] (torch.clamp); "
-                     "scaling the whole token down also shrinks coordinates that were inside"] = (
-                delta * (epsilon / inf_len).clamp(max=1.0))
+            mistakes[
+                "[inf] the l-inf ball's projection clips each coordinate to [-epsilon, epsilon] (torch.clamp); "
+                "scaling the whole token down also shrinks coordinates that were inside"
+            ] = delta * (epsilon / inf_len).clamp(max=1.0)
         check = _diagnose(name, answer, expected, mistakes, "")
         if not check.passed:
             if not check.message.startswith("["):
@@ -218,8 +240,9 @@ def check_projection(fn: Callable[[torch.Tensor, float, str], torch.Tensor], *, 
 # ----------------------------------------------------------------------------- 00: one ascent step
 
 
-def check_ascent_step(fn: Callable[[torch.Tensor, torch.Tensor, float, float, str], torch.Tensor], *,
-                      strict: bool = False) -> Check:
+def check_ascent_step(
+    fn: Callable[[torch.Tensor, torch.Tensor, float, float, str], torch.Tensor], *, strict: bool = False
+) -> Check:
     """Exercise: ``fn(delta, g, step_size, epsilon, norm)`` -> delta after one projected ascent step.
 
     ``delta + step_size * g_t / ||g_t||`` per token (the unit direction in ``norm``: for
@@ -230,7 +253,8 @@ def check_ascent_step(fn: Callable[[torch.Tensor, torch.Tensor, float, float, st
     g_ = torch.Generator().manual_seed(4)
     delta = torch.randn(2, 5, HIDDEN, generator=g_, dtype=torch.float64) * 0.004
     grad = torch.randn(2, 5, HIDDEN, generator=g_, dtype=torch.float64) * torch.logspace(
-        -8, 1, 10, dtype=torch.float64).reshape(2, 5, 1)  # gradients of very different sizes per token
+        -8, 1, 10, dtype=torch.float64
+    ).reshape(2, 5, 1)  # gradients of very different sizes per token
     step, epsilon = 0.01, 0.01
     for norm in ("inf", "l2"):
         answer, failed = _call(name, fn, delta.clone(), grad.clone(), step, epsilon, norm)
@@ -251,23 +275,29 @@ def check_ascent_step(fn: Callable[[torch.Tensor, torch.Tensor, float, float, st
             f"epsilon-ball": delta + step * unit,
             f"[{norm}] that is a descent step (delta - ...): the perturbation climbs the divergence, delta + "
             f"step_size * unit(g)": project_onto_ball(delta - step * unit, epsilon, norm),
-            f"[{norm}] the gradient was normalized in the other norm; unit(g) must have norm 1 in '{norm}'":
-                project_onto_ball(delta + step * other, epsilon, norm),
-            f"[{norm}] g was normalized over the whole tensor; normalize each token's g_t on its own":
-                project_onto_ball(delta + step * grad / float(grad.abs().max() if norm == "inf" else grad.norm()),
-                                  epsilon, norm),
+            f"[{norm}] the gradient was normalized in the other norm; unit(g) must have norm 1 in '{norm}'": project_onto_ball(
+                delta + step * other, epsilon, norm
+            ),
+            f"[{norm}] g was normalized over the whole tensor; normalize each token's g_t on its own": project_onto_ball(
+                delta + step * grad / float(grad.abs().max() if norm == "inf" else grad.norm()), epsilon, norm
+            ),
         }
         if norm == "inf":
-            mistakes["[inf] sign(g) is FGSM's step; the kit's unit direction in the l-inf norm is g_t / max|g_t| "
-                     "(its largest entry is 1, the others keep their proportions)"] = project_onto_ball(
-                delta + step * grad.sign(), epsilon, norm)
+            mistakes[
+                "[inf] sign(g) is FGSM's step; the kit's unit direction in the l-inf norm is g_t / max|g_t| "
+                "(its largest entry is 1, the others keep their proportions)"
+            ] = project_onto_ball(delta + step * grad.sign(), epsilon, norm)
         check = _diagnose(name, answer, expected, mistakes, "")
         if not check.passed:
             if not check.message.startswith("["):
                 check.message = f"[{norm}] {check.message}"
             return _finish(check, strict)
-    return _finish(Check(name, True, "matches the projected rule's step (siftkit.core.rules.Projected.step) for "
-                                     "norm 'inf' and 'l2'"), strict)
+    return _finish(
+        Check(
+            name, True, "matches the projected rule's step (siftkit.core.rules.Projected.step) for norm 'inf' and 'l2'"
+        ),
+        strict,
+    )
 
 
 # ----------------------------------------------------------------------------- 00: the symmetric KL
@@ -295,8 +325,9 @@ def check_sym_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, st
     if answer.dim() != 0:
         per_example = answer.detach().double().reshape(-1)
         if per_example.numel() == p_logits.shape[0] and _close(per_example.mean(), expected.detach()):
-            return _finish(Check(name, False, "returns one value per example: average them over the batch "
-                                              "(a scalar)"), strict)
+            return _finish(
+                Check(name, False, "returns one value per example: average them over the batch (a scalar)"), strict
+            )
         return _finish(Check(name, False, f"return a scalar (0-d tensor); got shape {tuple(answer.shape)}"), strict)
     value = answer.detach().double()
     p_prob, q_prob = p_logits.softmax(-1), q_logits.softmax(-1)
@@ -306,32 +337,63 @@ def check_sym_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, st
         "you summed over the batch: average over it": symmetric_kl(p_logits, q_logits) * p_logits.shape[0],
         "the inputs are logits: turn them into log-probabilities with log_softmax first (you used the logits "
         "as log-probabilities)": ((p_logits.exp() - q_logits.exp()) * (p_logits - q_logits)).sum(-1).mean(),
-        "the inputs are logits: take softmax over the classes (dim=-1), not over the batch":
-            ((p_logits.softmax(0) - q_logits.softmax(0)) * (p_logits.log_softmax(0) - q_logits.log_softmax(0)))
-            .sum(-1).mean(),
+        "the inputs are logits: take softmax over the classes (dim=-1), not over the batch": (
+            (p_logits.softmax(0) - q_logits.softmax(0)) * (p_logits.log_softmax(0) - q_logits.log_softmax(0))
+        )
+        .sum(-1)
+        .mean(),
         "KL is in nats here: natural logarithm, not log2": symmetric_kl(p_logits, q_logits) / math.log(2),
-        "half of the symmetric KL: KL(P || Q) + KL(Q || P) is not averaged over the two directions":
-            symmetric_kl(p_logits, q_logits) / 2,
+        "half of the symmetric KL: KL(P || Q) + KL(Q || P) is not averaged over the two directions": symmetric_kl(
+            p_logits, q_logits
+        )
+        / 2,
     }
     del p_prob, q_prob
-    check = _diagnose(name, value.reshape(()), expected.detach().double(), {k: v.detach().double().reshape(())
-                                                                           for k, v in mistakes.items()}, "")
+    check = _diagnose(
+        name,
+        value.reshape(()),
+        expected.detach().double(),
+        {k: v.detach().double().reshape(()) for k, v in mistakes.items()},
+        "",
+    )
     if not check.passed:
         return _finish(check, strict)
     if not answer.requires_grad:
-        return _finish(Check(name, False, "the value is right but carries no gradient: compute it with torch "
-                                          "operations on the logits, without .detach() or .item()"), strict)
+        return _finish(
+            Check(
+                name,
+                False,
+                "the value is right but carries no gradient: compute it with torch "
+                "operations on the logits, without .detach() or .item()",
+            ),
+            strict,
+        )
     grads = torch.autograd.grad(answer, (p_in, q_in), allow_unused=True)
     ref = torch.autograd.grad(expected, (p_ref, q_ref))
     for side, mine, theirs in zip(("p_logits", "q_logits"), grads, ref):
         if mine is None or float(mine.abs().max()) == 0.0:
-            return _finish(Check(name, False, f"the value is right but no gradient reaches {side}: R trains both "
-                                              f"branches, so do not detach either argument"), strict)
+            return _finish(
+                Check(
+                    name,
+                    False,
+                    f"the value is right but no gradient reaches {side}: R trains both "
+                    f"branches, so do not detach either argument",
+                ),
+                strict,
+            )
         if not _close(mine.double(), theirs.double()):
-            return _finish(Check(name, False, f"the value is right but the gradient into {side} differs from the "
-                                              f"kit's (a detached piece?)"), strict)
-    return _finish(Check(name, True, "matches siftkit.core.divergences.symmetric_kl, value and gradient into both "
-                                     "arguments"), strict)
+            return _finish(
+                Check(
+                    name,
+                    False,
+                    f"the value is right but the gradient into {side} differs from the kit's (a detached piece?)",
+                ),
+                strict,
+            )
+    return _finish(
+        Check(name, True, "matches siftkit.core.divergences.symmetric_kl, value and gradient into both arguments"),
+        strict,
+    )
 
 
 # ----------------------------------------------------------------------------- 02: WiSE-FT's interpolation
@@ -340,8 +402,12 @@ def check_sym_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, st
 def _state_dict(seed: int) -> dict[str, torch.Tensor]:
     """A small encoder's state dict (float32, the shapes of a table, a weight, a bias, a LayerNorm)."""
     g = torch.Generator().manual_seed(seed)
-    shapes = {"embeddings.word_embeddings.weight": (30, 16), "encoder.layer.0.attention.self.query.weight": (16, 16),
-              "encoder.layer.0.attention.self.query.bias": (16,), "encoder.layer.0.output.LayerNorm.weight": (16,)}
+    shapes = {
+        "embeddings.word_embeddings.weight": (30, 16),
+        "encoder.layer.0.attention.self.query.weight": (16, 16),
+        "encoder.layer.0.attention.self.query.bias": (16,),
+        "encoder.layer.0.output.LayerNorm.weight": (16,),
+    }
     return {k: torch.randn(shape, generator=g) for k, shape in shapes.items()}
 
 
@@ -371,18 +437,29 @@ def check_wise_ft(fn: Callable[[dict, dict, float], dict], *, strict: bool = Fal
             return _finish(failed, strict)
         for side, given, original in (("theta_0", given_0, theta_0), ("theta_1", given_1, theta_1)):
             if any(not torch.equal(given[k], original[k]) for k in original):
-                return _finish(Check(name, False, f"[alpha = {alpha}] you changed {side} in place: build new tensors "
-                                                  f"(a run interpolates from the same theta_0 and theta_1 for "
-                                                  f"every alpha of its curve)"), strict)
+                return _finish(
+                    Check(
+                        name,
+                        False,
+                        f"[alpha = {alpha}] you changed {side} in place: build new tensors "
+                        f"(a run interpolates from the same theta_0 and theta_1 for "
+                        f"every alpha of its curve)",
+                    ),
+                    strict,
+                )
         if not isinstance(answer, Mapping):
-            return _finish(Check(name, False, f"return a dict of tensors, one per entry of theta_0; got "
-                                              f"{type(answer).__name__}"), strict)
+            return _finish(
+                Check(name, False, f"return a dict of tensors, one per entry of theta_0; got {type(answer).__name__}"),
+                strict,
+            )
         missing, extra = sorted(set(theta_0) - set(answer)), sorted(set(answer) - set(theta_0))
         if missing or extra:
-            what = (f"lacks {', '.join(missing)}" if missing else "") + (" and " if missing and extra else "") + \
-                   (f"has entries theta_0 does not: {', '.join(extra)}" if extra else "")
-            return _finish(Check(name, False, f"the answer {what}: interpolate every entry of the state dicts"),
-                           strict)
+            what = (
+                (f"lacks {', '.join(missing)}" if missing else "")
+                + (" and " if missing and extra else "")
+                + (f"has entries theta_0 does not: {', '.join(extra)}" if extra else "")
+            )
+            return _finish(Check(name, False, f"the answer {what}: interpolate every entry of the state dicts"), strict)
         keys = list(theta_0)
         values = []
         for k in keys:
@@ -399,18 +476,27 @@ def check_wise_ft(fn: Callable[[dict, dict, float], dict], *, strict: bool = Fal
             f"is the fine-tuned model, alpha = 0 the weights it started from)": alpha * t0 + (1 - alpha) * t1,
             f"[alpha = {alpha}] theta_0 + alpha * theta_1: theta_0's weight is (1 - alpha), so that the two weights "
             f"sum to 1": t0 + alpha * t1,
-            f"[alpha = {alpha}] the mean of theta_0 and theta_1 whatever alpha: weigh them (1 - alpha) and alpha":
-                (t0 + t1) / 2,
-            f"[alpha = {alpha}] alpha * (theta_1 - theta_0) is the step from theta_0; add theta_0 to it":
-                alpha * (t1 - t0),
+            f"[alpha = {alpha}] the mean of theta_0 and theta_1 whatever alpha: weigh them (1 - alpha) and alpha": (
+                t0 + t1
+            )
+            / 2,
+            f"[alpha = {alpha}] alpha * (theta_1 - theta_0) is the step from theta_0; add theta_0 to it": alpha
+            * (t1 - t0),
         }
         check = _diagnose(name, flat, expected, mistakes, "")
         if not check.passed:
             if not check.message.startswith("["):
                 check.message = f"[alpha = {alpha}] {check.message}"
             return _finish(check, strict)
-    return _finish(Check(name, True, "matches siftkit.core.weight_space.interpolate at alpha 0, 0.3, 0.75 and 1, "
-                                     "entry by entry, with theta_0 and theta_1 left as they were"), strict)
+    return _finish(
+        Check(
+            name,
+            True,
+            "matches siftkit.core.weight_space.interpolate at alpha 0, 0.3, 0.75 and 1, "
+            "entry by entry, with theta_0 and theta_1 left as they were",
+        ),
+        strict,
+    )
 
 
 # ----------------------------------------------------------------------------- 02: the family, FreeLB's step
@@ -441,7 +527,8 @@ def check_freelb_step(fn: Callable[..., torch.Tensor], *, strict: bool = False) 
     delta = delta / delta.flatten(1).norm(dim=1).view(-1, 1, 1) * torch.tensor([0.02, 0.3, 0.6]).view(-1, 1, 1)
     # gradients of very different sizes per token and per example, and not zero at padding
     grad = torch.randn(batch, length, HIDDEN, generator=g_) * torch.logspace(-3, 1, batch * length).view(
-        batch, length, 1)
+        batch, length, 1
+    )
     adv_lr = 0.1
     for max_norm in (0.35, 0.0):
         answer, failed = _call(name, fn, delta.clone(), grad.clone(), mask.clone(), adv_lr, max_norm)
@@ -459,38 +546,51 @@ def check_freelb_step(fn: Callable[..., torch.Tensor], *, strict: bool = False) 
         label = f"[max_norm = {max_norm:g}]"
         mistakes = {
             f"{label} each token's gradient was normalized on its own (the per-token rule of SMART and SiFT in 00); "
-            f"FreeLB divides by the l2 norm of the example's whole gradient, all L x d entries at once":
-                ball(delta + adv_lr * per_token),
-            f"{label} padding moved: zero g where mask is 0 before the step (padded positions must stay at 0)":
-                ball(delta + adv_lr * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1)),
-            f"{label} g was normalized over the whole batch; normalize each example's g_i on its own":
-                ball(delta + adv_lr * g / g.norm()),
-            f"{label} g was normalized by its largest |entry| (the linf rule); FreeLB's default norm is l2":
-                ball(delta + adv_lr * g / g.flatten(1).abs().amax(dim=1).view(-1, 1, 1)),
+            f"FreeLB divides by the l2 norm of the example's whole gradient, all L x d entries at once": ball(
+                delta + adv_lr * per_token
+            ),
+            f"{label} padding moved: zero g where mask is 0 before the step (padded positions must stay at 0)": ball(
+                delta + adv_lr * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1)
+            ),
+            f"{label} g was normalized over the whole batch; normalize each example's g_i on its own": ball(
+                delta + adv_lr * g / g.norm()
+            ),
+            f"{label} g was normalized by its largest |entry| (the linf rule); FreeLB's default norm is l2": ball(
+                delta + adv_lr * g / g.flatten(1).abs().amax(dim=1).view(-1, 1, 1)
+            ),
             f"{label} that is a descent step (delta - ...): the perturbation climbs the loss, delta + adv_lr * g_i / "
             f"||g_i||": ball(delta - adv_lr * g / g.flatten(1).norm(dim=1).view(-1, 1, 1)),
-            f"{label} the step was not normalized: divide g_i by the norm of example i's gradient":
-                ball(delta + adv_lr * g),
+            f"{label} the step was not normalized: divide g_i by the norm of example i's gradient": ball(
+                delta + adv_lr * g
+            ),
         }
         if max_norm > 0:
-            mistakes.update({
-                f"{label} no ball after the step: rescale an example with ||delta_i|| > max_norm onto that norm":
-                    d_moved,
-                f"{label} the ball is per example: rescale delta_i as a whole when its norm over all L x d entries "
-                f"exceeds max_norm, not each token": token_ball,
-                f"{label} every example was scaled onto the ball's surface: one inside the ball stays as it is":
-                    d_moved * (max_norm / d_moved.flatten(1).norm(dim=1)).view(-1, 1, 1),
-            })
+            mistakes.update(
+                {
+                    f"{label} no ball after the step: rescale an example with ||delta_i|| > max_norm onto that norm": d_moved,
+                    f"{label} the ball is per example: rescale delta_i as a whole when its norm over all L x d entries "
+                    f"exceeds max_norm, not each token": token_ball,
+                    f"{label} every example was scaled onto the ball's surface: one inside the ball stays as it is": d_moved
+                    * (max_norm / d_moved.flatten(1).norm(dim=1)).view(-1, 1, 1),
+                }
+            )
         else:
-            mistakes[f"{label} max_norm 0 means no ball (FreeLB's default adv_max_norm 0): return the step as it is"] = \
-                torch.zeros_like(delta)
+            mistakes[
+                f"{label} max_norm 0 means no ball (FreeLB's default adv_max_norm 0): return the step as it is"
+            ] = torch.zeros_like(delta)
         check = _diagnose(name, answer, expected.double(), {k: v.double() for k, v in mistakes.items()}, "")
         if not check.passed:
             if not check.message.startswith("["):
                 check.message = f"{label} {check.message}"
             return _finish(check, strict)
-    return _finish(Check(name, True, "matches siftkit.methods.embedding_attack's ascent_step and project (l2), with "
-                                     "a ball and without"), strict)
+    return _finish(
+        Check(
+            name,
+            True,
+            "matches siftkit.methods.embedding_attack's ascent_step and project (l2), with a ball and without",
+        ),
+        strict,
+    )
 
 
 # ----------------------------------------------------------------------------- 05: reading a result
@@ -556,13 +656,17 @@ def check_yardstick(fn: Callable[[float, int], float], *, strict: bool = False) 
         if math.isclose(value, expected, rel_tol=1e-9):
             continue
         se = math.sqrt(p * (1 - p) / n)
-        wrong = {se: "that is one standard error: the yardstick is twice it",
-                 2 * p * (1 - p) / n: "take the square root: the standard error is sqrt(p (1 - p) / n)",
-                 2 * math.sqrt(p * (1 - p)) / n: "divide by n inside the square root: sqrt(p (1 - p) / n)",
-                 2 * math.sqrt(p * (1 - p) * n): "n belongs in the denominator: sqrt(p (1 - p) / n)",
-                 1.96 * se: "1.96 standard errors is the 95% normal interval; the kit's yardstick is 2 of them"}
-        hint = next((h for v, h in wrong.items() if math.isclose(value, v, rel_tol=1e-9)),
-                    f"for p = {p}, n = {n}: got {value:.4g}, expected {expected:.4g}")
+        wrong = {
+            se: "that is one standard error: the yardstick is twice it",
+            2 * p * (1 - p) / n: "take the square root: the standard error is sqrt(p (1 - p) / n)",
+            2 * math.sqrt(p * (1 - p)) / n: "divide by n inside the square root: sqrt(p (1 - p) / n)",
+            2 * math.sqrt(p * (1 - p) * n): "n belongs in the denominator: sqrt(p (1 - p) / n)",
+            1.96 * se: "1.96 standard errors is the 95% normal interval; the kit's yardstick is 2 of them",
+        }
+        hint = next(
+            (h for v, h in wrong.items() if math.isclose(value, v, rel_tol=1e-9)),
+            f"for p = {p}, n = {n}: got {value:.4g}, expected {expected:.4g}",
+        )
         return _finish(Check(name, False, hint), strict)
     return _finish(Check(name, True, "matches siftkit.explore.analysis.binomial_yardstick"), strict)
 
@@ -593,8 +697,11 @@ def check_mcc(fn: Callable[[Any, Any, int], float], *, strict: bool = False) -> 
         if math.isclose(value, expected, rel_tol=1e-9, abs_tol=1e-12):
             continue
         if math.isnan(value):
-            hint = ("NaN for a classifier that predicts one label: the denominator is 0 there, and the MCC is "
-                    "defined as 0" if len(set(preds.tolist())) == 1 else "the answer is NaN")
+            hint = (
+                "NaN for a classifier that predicts one label: the denominator is 0 there, and the MCC is defined as 0"
+                if len(set(preds.tolist())) == 1
+                else "the answer is NaN"
+            )
         elif k > 2 and math.isclose(value, metrics.matthews_corrcoef(preds != 0, labels != 0), rel_tol=1e-9):
             hint = "that is the binary MCC of 'label 0 or not': with 3 classes use the K-class formula"
         elif math.isclose(value, metrics.accuracy(preds, labels), rel_tol=1e-9):
@@ -602,8 +709,12 @@ def check_mcc(fn: Callable[[Any, Any, int], float], *, strict: bool = False) -> 
         else:
             hint = f"on {k} classes: got {value:.4g}, expected {expected:.4g}"
         return _finish(Check(name, False, hint), strict)
-    return _finish(Check(name, True, "matches siftkit.core.metrics.multiclass_mcc on 2 and 3 classes and on a "
-                                     "one-label classifier"), strict)
+    return _finish(
+        Check(
+            name, True, "matches siftkit.core.metrics.multiclass_mcc on 2 and 3 classes and on a one-label classifier"
+        ),
+        strict,
+    )
 
 
 CHECKS: dict[str, Callable[..., Check]] = {

@@ -100,8 +100,11 @@ def parameter_names(namespace: Mapping[str, Any]) -> list[str]:
                 if name not in names:
                     names.append(name)
         return names
-    return [k for k, v in namespace.items()
-            if not k.startswith("_") and k not in _IPYTHON_NAMES and isinstance(v, _LITERAL_TYPES)]
+    return [
+        k
+        for k, v in namespace.items()
+        if not k.startswith("_") and k not in _IPYTHON_NAMES and isinstance(v, _LITERAL_TYPES)
+    ]
 
 
 def _literal_cell_names(source: Any) -> list[str] | None:
@@ -116,8 +119,7 @@ def _literal_cell_names(source: Any) -> list[str] | None:
     for node in tree.body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
             target, value = node.target.id, node.value
-        elif (isinstance(node, ast.Assign) and len(node.targets) == 1
-              and isinstance(node.targets[0], ast.Name)):
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             target, value = node.targets[0].id, node.value
         else:
             return None
@@ -143,12 +145,14 @@ def collect_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"unknown parameter(s): {', '.join(hints)}; a notebook parameter is a RunConfig field "
             f"({', '.join(f for f in fields if f != 'extra')}) or one of the notebook-only "
-            f"parameters ({', '.join(NOTEBOOK_PARAMETERS)})")
+            f"parameters ({', '.join(NOTEBOOK_PARAMETERS)})"
+        )
     return {n: namespace[n] for n in names if n in namespace}
 
 
-def config_from_parameters(namespace: Mapping[str, Any], *, default_output_dir: str | None = None,
-                           **fixed: Any) -> RunConfig:
+def config_from_parameters(
+    namespace: Mapping[str, Any], *, default_output_dir: str | None = None, **fixed: Any
+) -> RunConfig:
     """The validated RunConfig for this notebook's parameters.
 
     Precedence: RunConfig defaults < ``params_file`` < parameters that are not None.
@@ -169,8 +173,10 @@ def config_from_parameters(namespace: Mapping[str, Any], *, default_output_dir: 
     for key, value in fixed.items():
         for source, where in ((overrides, "a parameter"), (from_file, f"params_file {params_file}")):
             if key in source and source[key] != value:
-                raise ValueError(f"{key} must be {value!r} in this notebook, but {where} sets "
-                                 f"{key}={source[key]!r}; use the notebook made for that {key}")
+                raise ValueError(
+                    f"{key} must be {value!r} in this notebook, but {where} sets "
+                    f"{key}={source[key]!r}; use the notebook made for that {key}"
+                )
     # RunConfig.from_yaml validates every name and value (and reports a missing file).
     cfg = RunConfig.from_yaml(path, **{**overrides, **fixed})
 
@@ -202,8 +208,10 @@ def spec_parameters(shift_spec: str | Path, params_file: str | Path | None = Non
     if settings is None and "shift" in _yaml_mapping(path) and "stages" not in _yaml_mapping(path):
         settings = str(path)
     if settings is not None and Path(settings).is_file() and "algo" in _yaml_mapping(Path(settings)):
-        raise ValueError(f"params file {settings} sets algo={_yaml_mapping(Path(settings))['algo']!r}; this notebook "
-                         f"trains the algorithms of its algos parameter (e.g. -p algos sift): remove algo from the file")
+        raise ValueError(
+            f"params file {settings} sets algo={_yaml_mapping(Path(settings))['algo']!r}; this notebook "
+            f"trains the algorithms of its algos parameter (e.g. -p algos sift): remove algo from the file"
+        )
     return path, mapping, settings
 
 
@@ -264,13 +272,18 @@ def prepare_output_dir(cfg: RunConfig) -> Path:
     """
     from siftkit.run.outdir import OutputDir, WaysOut
 
-    hint = ("in this notebook set overwrite = True in the parameters cell, or run papermill with "
-            "-p overwrite True (or -p output_dir <another folder>)")
+    hint = (
+        "in this notebook set overwrite = True in the parameters cell, or run papermill with "
+        "-p overwrite True (or -p output_dir <another folder>)"
+    )
     # The advice helps only where an earlier run's files are in the way (not for a folder that
     # cannot be written, where overwrite changes nothing).
-    ways_out = WaysOut(results=hint, checkpoints=f"holds checkpoints of an unfinished run; continue it with "
-                                                 f"-p resume True (resume = True in the parameters cell), or start "
-                                                 f"over: {hint}")
+    ways_out = WaysOut(
+        results=hint,
+        checkpoints=f"holds checkpoints of an unfinished run; continue it with "
+        f"-p resume True (resume = True in the parameters cell), or start "
+        f"over: {hint}",
+    )
     # Only a check: train() makes the folder, and removes it again if the run fails.
     return OutputDir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume, ways_out=ways_out).preflight()
 

@@ -26,8 +26,7 @@ from siftkit.study.paper import PAPER_METRIC, PAPER_RESULTS, TASK_METRICS
 from siftkit.study.style import ALGO_COLORS, ALGO_LABELS, METRIC_TICK_LABELS, NOTEBOOK_RC
 
 DOMAIN_COLORS = {"twitter": "#1f77b4", "uci": "#ff7f0e", "cola": "#2ca02c", "": "#555555"}
-_TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-          "#17becf")
+_TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 POINT_LABELS = {
     "word_embeddings": "word_embeddings (W[ids], before LayerNorm)",
     "pre_layernorm": "pre_layernorm (input of the embedding LayerNorm)",
@@ -137,7 +136,7 @@ def _decades(v: np.ndarray) -> tuple[float, float]:
     """The whole decades that enclose the positive values `v` ([10^floor, 10^ceil] of their
     logs), with a small margin so that a marker on a decade is not cut by the frame."""
     lo, hi = math.floor(math.log10(float(v.min())) + 1e-9), math.ceil(math.log10(float(v.max())) - 1e-9)
-    return 10.0 ** lo / 1.15, 10.0 ** hi * 1.15
+    return 10.0**lo / 1.15, 10.0**hi * 1.15
 
 
 def _scale_x(ax, values, name: str, unit: str) -> None:
@@ -193,8 +192,9 @@ def _history(source: Any) -> pd.DataFrame:
     return pd.DataFrame(list(source))
 
 
-def learning_curves(record: Mapping[str, Any] | pd.DataFrame | Sequence[Mapping[str, Any]], *,
-                    title: str | None = None) -> Figure:
+def learning_curves(
+    record: Mapping[str, Any] | pd.DataFrame | Sequence[Mapping[str, Any]], *, title: str | None = None
+) -> Figure:
     """Task loss, regularizer terms, perturbation size and learning rate over optimizer steps.
 
     `record` is a results.json record (or its ``history`` as rows / a DataFrame). Stages are
@@ -236,8 +236,10 @@ def _loss_panel(ax, hist: pd.DataFrame) -> None:
 def _regularizer_panel(ax, hist: pd.DataFrame) -> None:
     """R and the Bregman term, unweighted; a note for plain fine-tuning, which has neither."""
     drew = False
-    for col, label, color in (("adv_loss", "R: adversarial divergence", ALGO_COLORS["sift"]),
-                              ("bregman_loss", "Bregman term", ALGO_COLORS["smart"])):
+    for col, label, color in (
+        ("adv_loss", "R: adversarial divergence", ALGO_COLORS["sift"]),
+        ("bregman_loss", "Bregman term", ALGO_COLORS["smart"]),
+    ):
         if col in hist and (hist[col].fillna(0) > 0).any():
             ax.plot(hist["global_step"], hist[col].where(hist[col] > 0), color=color, label=label)
             drew = True
@@ -276,8 +278,15 @@ def _shade_stages(axes, hist: pd.DataFrame) -> None:
         for ax in axes.flat:
             if i % 2 == 1:
                 ax.axvspan(lo - 0.5, hi + 0.5, color="#000000", alpha=0.05, lw=0)
-        axes[0, 0].annotate(f"stage: {name}", xy=((lo + hi) / 2, 0.02), xycoords=("data", "axes fraction"),
-                            ha="center", va="bottom", fontsize=9, color="#555555")
+        axes[0, 0].annotate(
+            f"stage: {name}",
+            xy=((lo + hi) / 2, 0.02),
+            xycoords=("data", "axes fraction"),
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            color="#555555",
+        )
 
 
 def _run_title(cfg: Mapping[str, Any]) -> str:
@@ -297,26 +306,52 @@ def metric_bars(record: Mapping[str, Any], *, paper: bool = True) -> Figure:
         fig, axes = _figure(size=(1.9 * max(len(names), 2) + 2.2, 4.2))
         ax = axes[0, 0]
         values = [metrics[m] if metrics[m] is not None else math.nan for m in names]
-        bars = ax.bar(range(len(names)), values, color=ALGO_COLORS.get(algo, "#1f77b4"), width=0.6,
-                      label=f"this run ({ALGO_LABELS.get(algo, algo)})")
+        bars = ax.bar(
+            range(len(names)),
+            values,
+            color=ALGO_COLORS.get(algo, "#1f77b4"),
+            width=0.6,
+            label=f"this run ({ALGO_LABELS.get(algo, algo)})",
+        )
         for rect, v in zip(bars, values):
             if not math.isnan(v):
-                ax.annotate(f"{v:.3f}", (rect.get_x() + rect.get_width() / 2, max(v, 0)), ha="center",
-                            va="bottom", xytext=(0, 2), textcoords="offset points", fontsize=9)
-        ax.axhline(0.0 if mcc else 0.5, color="#444444", ls=":", lw=1,
-                   label="chance (MCC 0)" if mcc else "chance on balanced data (0.5)")
+                ax.annotate(
+                    f"{v:.3f}",
+                    (rect.get_x() + rect.get_width() / 2, max(v, 0)),
+                    ha="center",
+                    va="bottom",
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                    fontsize=9,
+                )
+        ax.axhline(
+            0.0 if mcc else 0.5,
+            color="#444444",
+            ls=":",
+            lw=1,
+            label="chance (MCC 0)" if mcc else "chance on balanced data (0.5)",
+        )
         if paper and PAPER_METRIC.get(task) in names and algo in PAPER_RESULTS["bert"].get(task, {}):
             i = names.index(PAPER_METRIC[task])
             for model, marker in (("bert", "x"), ("deberta", "D")):
-                ax.plot([i], [PAPER_RESULTS[model][task][algo]], marker=marker, ls="none", color="black", ms=8,
-                        label=f"paper, {'BERT-base' if model == 'bert' else 'DeBERTa-base'}")
+                ax.plot(
+                    [i],
+                    [PAPER_RESULTS[model][task][algo]],
+                    marker=marker,
+                    ls="none",
+                    color="black",
+                    ms=8,
+                    label=f"paper, {'BERT-base' if model == 'bert' else 'DeBERTa-base'}",
+                )
         ax.set_xticks(range(len(names)), [METRIC_TICK_LABELS.get(m, m) for m in names], fontsize=9)
         ax.set_xlabel("evaluation set")
         ax.set_ylabel("Matthews correlation (−1…1)" if mcc else "accuracy (fraction correct)")
         lo = min([0.0] + [v for v in values if not math.isnan(v)])
         ax.set_ylim(min(lo - 0.05, -0.05) if mcc else 0.0, 1.0)
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        ax.set_title(f"{task} · {ALGO_LABELS.get(algo, algo)} · seed {cfg['seed']} · {record.get('meta', {}).get('device_name', '')}")
+        ax.set_title(
+            f"{task} · {ALGO_LABELS.get(algo, algo)} · seed {cfg['seed']} · {record.get('meta', {}).get('device_name', '')}"
+        )
     return fig
 
 
@@ -344,8 +379,10 @@ def wise_ft_curve(record: Mapping[str, Any]) -> Figure | None:
     with _style():
         fig, axes = _figure(size=(7.2, 4.2))
         ax = axes[0, 0]
-        for column, color, label in ((select_on, "#1f77b4", f"validation ({select_on}): chooses alpha"),
-                                     (test, "#d62728", f"test ({test}): reported, never chosen on")):
+        for column, color, label in (
+            (select_on, "#1f77b4", f"validation ({select_on}): chooses alpha"),
+            (test, "#d62728", f"test ({test}): reported, never chosen on"),
+        ):
             if column in frame:
                 ax.plot(frame.index, frame[column], marker="o", color=color, label=label)
                 if chosen in frame.index:
@@ -358,11 +395,18 @@ def wise_ft_curve(record: Mapping[str, Any]) -> Figure | None:
         at1 = wise.get("finetuned", {}).get(test)
         at = record["metrics"].get(test)
         scope = {"encoder": "encoder interpolated, head fine-tuned", "model": "whole model interpolated"}.get(
-            wise.get("scope"), str(wise.get("scope")))
-        result = ("" if at is None or at1 is None else f"\n{test}: {at:.3f} at the chosen alpha 1, the fine-tuned model"
-                  if chosen == 1.0 else f"\n{test}: {at:.3f} at the chosen alpha {chosen:g}, {at1:.3f} at alpha 1")
-        ax.set_title(f"WiSE-FT · {ALGO_LABELS.get(cfg['algo'], cfg['algo'])} · seed {cfg['seed']} · {scope}{result}",
-                     fontsize=10)
+            wise.get("scope"), str(wise.get("scope"))
+        )
+        result = (
+            ""
+            if at is None or at1 is None
+            else f"\n{test}: {at:.3f} at the chosen alpha 1, the fine-tuned model"
+            if chosen == 1.0
+            else f"\n{test}: {at:.3f} at the chosen alpha {chosen:g}, {at1:.3f} at alpha 1"
+        )
+        ax.set_title(
+            f"WiSE-FT · {ALGO_LABELS.get(cfg['algo'], cfg['algo'])} · seed {cfg['seed']} · {scope}{result}", fontsize=10
+        )
     return fig
 
 
@@ -375,8 +419,13 @@ _STAT_LABELS = {
 }
 
 
-def embedding_statistics(stats: pd.DataFrame, *, values: Sequence[str] = ("norm", "std", "mean"),
-                         include_special: bool = False, bins: int = 50) -> Figure:
+def embedding_statistics(
+    stats: pd.DataFrame,
+    *,
+    values: Sequence[str] = ("norm", "std", "mean"),
+    include_special: bool = False,
+    bins: int = 50,
+) -> Figure:
     """Distributions of per-token statistics: one row per statistic, one column per point,
     one colour per domain (each domain normalized to its own density; seaborn's histplot).
 
@@ -399,9 +448,21 @@ def embedding_statistics(stats: pd.DataFrame, *, values: Sequence[str] = ("norm"
                 lo, hi = np.quantile(col, [0.001, 0.999]) if len(col) else (0.0, 1.0)
                 lo, hi = _padded_range(np.array([lo, hi]))
                 clipped = at.assign(**{value: at[value].clip(lo, hi)})
-                sns.histplot(clipped, x=value, hue="domain", hue_order=domains, palette=palette, ax=ax,
-                             bins=np.linspace(lo, hi, bins + 1), stat="density", common_norm=False,
-                             element="step", fill=False, linewidth=1.4, legend=False)
+                sns.histplot(
+                    clipped,
+                    x=value,
+                    hue="domain",
+                    hue_order=domains,
+                    palette=palette,
+                    ax=ax,
+                    bins=np.linspace(lo, hi, bins + 1),
+                    stat="density",
+                    common_norm=False,
+                    element="step",
+                    fill=False,
+                    linewidth=1.4,
+                    legend=False,
+                )
                 ax.set_xlim(lo, hi)
                 ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
                 ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:.3g}"))
@@ -413,12 +474,16 @@ def embedding_statistics(stats: pd.DataFrame, *, values: Sequence[str] = ("norm"
                     ax.set_title(POINT_LABELS.get(point, point).replace(" (", "\n("), fontsize=10)
         from matplotlib.lines import Line2D
 
-        handles = [Line2D([], [], color=palette[d], lw=1.6, label=f"{d or 'texts'} ({counts.get(d, 0):,} tokens)")
-                   for d in domains]
+        handles = [
+            Line2D([], [], color=palette[d], lw=1.6, label=f"{d or 'texts'} ({counts.get(d, 0):,} tokens)")
+            for d in domains
+        ]
         fig.legend(handles=handles, loc="outside lower center", ncols=max(len(domains), 1), title="domain")
-        fig.suptitle("Per-token embedding statistics by domain (real tokens, [CLS]/[SEP] excluded; "
-                     "x in each point's own units)" if not include_special else
-                     "Per-token embedding statistics by domain (real tokens; x in each point's own units)")
+        fig.suptitle(
+            "Per-token embedding statistics by domain (real tokens, [CLS]/[SEP] excluded; x in each point's own units)"
+            if not include_special
+            else "Per-token embedding statistics by domain (real tokens; x in each point's own units)"
+        )
     return fig
 
 
@@ -434,20 +499,29 @@ def norm_gap_tokens_plot(table: pd.DataFrame, *, title: str | None = None) -> Fi
         colors = [palette[a if sa >= sb else b] for sa, sb in zip(t["share_a"], t["share_b"])]
         ax.barh(range(len(t)), t["contribution"], color=colors)
         norms = t["norm_a"].fillna(t["norm_b"])
-        labels = [f"{tok!r}  ‖z‖={n:.3g}  ({ca}/{cb})"
-                  for tok, n, ca, cb in zip(t["token"], norms, t["count_a"], t["count_b"])]
+        labels = [
+            f"{tok!r}  ‖z‖={n:.3g}  ({ca}/{cb})"
+            for tok, n, ca, cb in zip(t["token"], norms, t["count_a"], t["count_b"])
+        ]
         ax.set_yticks(range(len(t)), labels, fontsize=9)
         ax.set_ylabel(f"token   ‖z‖: its norm   (count in {a} / {b})")
         ax.axvline(0, color="#444444", lw=0.8)
-        ax.set_xlabel(f"contribution to mean ‖z_t‖ over {a} tokens − over {b} tokens (norm units)\n"
-                      f"> 0: the token raises {a}'s mean norm relative to {b}'s (pooled mean norm "
-                      f"{table.attrs.get('pooled_norm', math.nan):.3g})")
+        ax.set_xlabel(
+            f"contribution to mean ‖z_t‖ over {a} tokens − over {b} tokens (norm units)\n"
+            f"> 0: the token raises {a}'s mean norm relative to {b}'s (pooled mean norm "
+            f"{table.attrs.get('pooled_norm', math.nan):.3g})"
+        )
         from matplotlib.patches import Patch
 
         # Below the axes: inside them a legend would cover bars.
-        fig.legend(handles=[Patch(color=palette[a], label=f"more frequent in {a}"),
-                            Patch(color=palette[b], label=f"more frequent in {b}")],
-                   loc="outside lower center", ncols=2)
+        fig.legend(
+            handles=[
+                Patch(color=palette[a], label=f"more frequent in {a}"),
+                Patch(color=palette[b], label=f"more frequent in {b}"),
+            ],
+            loc="outside lower center",
+            ncols=2,
+        )
         ax.set_title(title or f"tokens behind the mean-norm gap {a} − {b} = {gap:+.3g} (norm units)")
     return fig
 
@@ -465,8 +539,7 @@ def perturbation_sizes_plot(sizes: pd.DataFrame, *, include_special: bool = Fals
     algos = [a for a in ALGO_COLORS if a in set(df["algo"])]
     domains = list(dict.fromkeys(df["domain"]))
     with _style():
-        fig, axes = _figure(len(points), 2, size=(10, 3.3 * len(points) + 1.0),
-                            gridspec_kw={"width_ratios": [1.1, 1]})
+        fig, axes = _figure(len(points), 2, size=(10, 3.3 * len(points) + 1.0), gridspec_kw={"width_ratios": [1.1, 1]})
         for r, point in enumerate(points):
             at = df[df["at"] == point]
             ax = axes[r, 0]
@@ -495,8 +568,12 @@ def _algo_legend(fig: Figure, algos: Sequence[str], title: str = "algorithm") ->
     """One legend for the whole figure, below the panels (never over data)."""
     from matplotlib.patches import Patch
 
-    fig.legend(handles=[Patch(color=ALGO_COLORS[a], alpha=0.7, label=ALGO_LABELS.get(a, a)) for a in algos],
-               loc="outside lower center", ncols=max(len(algos), 1), title=title)
+    fig.legend(
+        handles=[Patch(color=ALGO_COLORS[a], alpha=0.7, label=ALGO_LABELS.get(a, a)) for a in algos],
+        loc="outside lower center",
+        ncols=max(len(algos), 1),
+        title=title,
+    )
 
 
 def _grouped_boxes(ax, frame: pd.DataFrame, algos: Sequence[str], domains: Sequence[str], column: str):
@@ -507,9 +584,22 @@ def _grouped_boxes(ax, frame: pd.DataFrame, algos: Sequence[str], domains: Seque
 
     sub = frame[frame["algo"].isin(algos) & frame["domain"].isin(domains)]
     if not sub.empty:
-        sns.boxplot(sub, x="domain", y=column, hue="algo", order=list(domains), hue_order=list(algos),
-                    palette={a: ALGO_COLORS[a] for a in algos}, showfliers=False, width=0.8, gap=0.1,
-                    boxprops={"alpha": 0.6}, medianprops={"color": "black"}, legend=False, ax=ax)
+        sns.boxplot(
+            sub,
+            x="domain",
+            y=column,
+            hue="algo",
+            order=list(domains),
+            hue_order=list(algos),
+            palette={a: ALGO_COLORS[a] for a in algos},
+            showfliers=False,
+            width=0.8,
+            gap=0.1,
+            boxprops={"alpha": 0.6},
+            medianprops={"color": "black"},
+            legend=False,
+            ax=ax,
+        )
     ax.set_xticks(range(len(domains)), list(domains))
     ax.set_xlim(-0.5, len(domains) - 0.5)
     width = 0.8 / max(len(algos), 1)  # seaborn's dodge: hue levels share 0.8 of each slot
@@ -520,16 +610,19 @@ def _grouped_boxes(ax, frame: pd.DataFrame, algos: Sequence[str], domains: Seque
     return drawn
 
 
-def token_norm_shift_plot(shift: pd.DataFrame, *, value: str = "relative_shift",
-                          include_special: bool = False) -> Figure:
+def token_norm_shift_plot(
+    shift: pd.DataFrame, *, value: str = "relative_shift", include_special: bool = False
+) -> Figure:
     """How far fine-tuning moved each domain's tokens, per algorithm: one column per point."""
     df = shift if include_special else shift[~shift["special"]]
     points = _points(df) if not df.empty else ["embedding_output"]
     algos = [a for a in ALGO_COLORS if a in set(df.get("algo", []))]
     domains = list(dict.fromkeys(df["domain"])) if not df.empty else []
-    ylabels = {"relative_shift": ("‖z_t(tuned) − z_t(base)‖ / ‖z_t(base)‖", "ratio"),
-               "norm_change": ("‖z_t(tuned)‖ / ‖z_t(base)‖ − 1", "ratio"),
-               "shift": ("‖z_t(tuned) − z_t(base)‖", "units of the point")}
+    ylabels = {
+        "relative_shift": ("‖z_t(tuned) − z_t(base)‖ / ‖z_t(base)‖", "ratio"),
+        "norm_change": ("‖z_t(tuned)‖ / ‖z_t(base)‖ − 1", "ratio"),
+        "shift": ("‖z_t(tuned) − z_t(base)‖", "units of the point"),
+    }
     with _style():
         fig, axes = _figure(1, len(points), size=(min(10.0, 3.4 * len(points)), 4.6))
         for c, point in enumerate(points):
@@ -540,8 +633,9 @@ def token_norm_shift_plot(shift: pd.DataFrame, *, value: str = "relative_shift",
                 continue
             for algo, pos, data in _grouped_boxes(ax, at, algos, domains, value):
                 means = [np.mean(x) if len(x) else np.nan for x in data]
-                ax.plot(pos, means, ls="none", marker="o", ms=4, color=ALGO_COLORS[algo],
-                        markeredgecolor="black", zorder=5)
+                ax.plot(
+                    pos, means, ls="none", marker="o", ms=4, color=ALGO_COLORS[algo], markeredgecolor="black", zorder=5
+                )
             ax.set_xlabel("domain of the texts")
             name, unit = ylabels.get(value, (value, ""))
             if value == "norm_change":
@@ -570,33 +664,45 @@ def sentence_perturbation(frame: pd.DataFrame, *, mode: str = "relative") -> Fig
     column = {"raw": "perturbation_norm", "normalized": "normalized", "relative": "relative"}
     if mode not in column:
         raise ValueError(f"mode must be one of {', '.join(map(repr, column))}; got {mode!r}")
-    ylabels = {"raw": ("‖Δ_t‖₂", "raw units of the point"),
-               "normalized": ("‖Δ_t‖₂ / σ_t", "normalized units"),
-               "relative": ("‖Δ_t‖₂ / ‖z_t‖₂", "ratio")}
+    ylabels = {
+        "raw": ("‖Δ_t‖₂", "raw units of the point"),
+        "normalized": ("‖Δ_t‖₂ / σ_t", "normalized units"),
+        "relative": ("‖Δ_t‖₂ / ‖z_t‖₂", "ratio"),
+    }
     algos = [a for a in ALGO_COLORS if a in set(frame["algo"])]
     first = frame[frame["algo"] == algos[0]] if algos else frame
     tokens = list(first["token"])
     n = len(tokens)
     at = first["at"].iloc[0] if len(first) else ""
     with _style():
-        fig, axes = _figure(2, 1, size=(max(7.5, 0.5 * n + 3.5), 6.4), sharex=True,
-                            gridspec_kw={"height_ratios": [2, 1]})
+        fig, axes = _figure(
+            2, 1, size=(max(7.5, 0.5 * n + 3.5), 6.4), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+        )
         ax, ax2 = axes[0, 0], axes[1, 0]
         shown = []
         for algo in algos:
             d = frame[frame["algo"] == algo]
             div = d["divergence"].iloc[0] if len(d) else math.nan
             real = d.loc[~d["special"], column[mode]] if "special" in d else d[column[mode]]
-            ax.plot(range(len(d)), d[column[mode]], marker="o", ms=6, lw=0.8, color=ALGO_COLORS[algo],
-                    label=f"{ALGO_LABELS.get(algo, algo)}: median {real.median():.1e} (dotted)\n"
-                          f"divergence R = {div:.2e} nats")
+            ax.plot(
+                range(len(d)),
+                d[column[mode]],
+                marker="o",
+                ms=6,
+                lw=0.8,
+                color=ALGO_COLORS[algo],
+                label=f"{ALGO_LABELS.get(algo, algo)}: median {real.median():.1e} (dotted)\n"
+                f"divergence R = {div:.2e} nats",
+            )
             # where the data are, on the axis itself: each algorithm's median over the real tokens
             ax.axhline(real.median(), color=ALGO_COLORS[algo], ls=":", lw=1)
             shown.append(d[column[mode]])
         _scale_y(ax, pd.concat(shown) if shown else [], *ylabels[mode])
         ax.set_title(f"perturbation per token at {at} (L2 norms over the hidden dimension)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        ax2.plot(range(n), first["norm"], marker="s", lw=0.8, color="#444444", label=f"‖z_t‖, token norm\n(units of {at})")
+        ax2.plot(
+            range(n), first["norm"], marker="s", lw=0.8, color="#444444", label=f"‖z_t‖, token norm\n(units of {at})"
+        )
         ax2.plot(range(n), first["std"], marker="^", lw=0.8, color="#999999", label="σ_t, token std\n(same units)")
         _scale_y(ax2, pd.concat([first["norm"], first["std"]]), "clean token")
         ax2.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -619,10 +725,16 @@ def family_pushes(frame: pd.DataFrame) -> Figure:
         ax = axes[0, 0]
         for algo in algos:
             d = frame[frame["algo"] == algo]
-            ax.plot(list(d["position"] - d["position"].min()), d["relative"], marker="o", ms=5, lw=0.8,
-                    color=ALGO_COLORS.get(algo, "#333333"),
-                    label=f"{ALGO_LABELS.get(algo, algo)} at {d['point'].iloc[0]}: "
-                          f"sym KL {d['divergence'].iloc[0]:.1e} nats")
+            ax.plot(
+                list(d["position"] - d["position"].min()),
+                d["relative"],
+                marker="o",
+                ms=5,
+                lw=0.8,
+                color=ALGO_COLORS.get(algo, "#333333"),
+                label=f"{ALGO_LABELS.get(algo, algo)} at {d['point'].iloc[0]}: "
+                f"sym KL {d['divergence'].iloc[0]:.1e} nats",
+            )
         _scale_y(ax, frame["relative"] if len(frame) else [], "‖Δ_t‖ / ‖z_t‖", "ratio")
         ax.set_title("each method's push per token, at its published defaults")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -663,8 +775,10 @@ def _shown_algos(frame: pd.DataFrame) -> list[str]:
 def compare_bars(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> Figure:
     """The paper's two columns as bars: our mean ± std over seeds (one dot per seed when
     `frame` is given) beside the paper's BERT (×) and DeBERTa (◆) figures."""
-    panels = (("cola", "CoLA: MCC on out_of_domain_dev", "Matthews correlation (−1…1)"),
-              ("twitter_to_uci", "Twitter → UCI: accuracy on the held-out 90% of UCI", "accuracy (fraction correct)"))
+    panels = (
+        ("cola", "CoLA: MCC on out_of_domain_dev", "Matthews correlation (−1…1)"),
+        ("twitter_to_uci", "Twitter → UCI: accuracy on the held-out 90% of UCI", "accuracy (fraction correct)"),
+    )
     algos = _shown_algos(table)
     with _style():
         fig, axes = _figure(1, 2, size=(12, 4.6))
@@ -687,30 +801,63 @@ def compare_bars(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> Figu
                     means.append(float(r["mean"].iloc[0]))
                     stds.append(float(r["std"].iloc[0]) if not math.isnan(r["std"].iloc[0]) else 0.0)
                     if frame is not None and not frame.empty:
-                        sel = frame[(frame["task"] == task) & (frame["model"] == model)
-                                    & (frame["variant"] == variant) & (frame["algo"] == algo)]
+                        sel = frame[
+                            (frame["task"] == task)
+                            & (frame["model"] == model)
+                            & (frame["variant"] == variant)
+                            & (frame["algo"] == algo)
+                        ]
                         if metric in sel:
-                            ax.plot([pos[-1]] * len(sel), sel[metric], ls="none", marker=".", color="black",
-                                    alpha=0.6, ms=5, zorder=3)
-                ax.bar(pos, means, yerr=stds, width=width * 0.9, color=cmap(g), alpha=0.8, capsize=3,
-                       label=f"ours: {label} (mean ± std)")
+                            ax.plot(
+                                [pos[-1]] * len(sel),
+                                sel[metric],
+                                ls="none",
+                                marker=".",
+                                color="black",
+                                alpha=0.6,
+                                ms=5,
+                                zorder=3,
+                            )
+                ax.bar(
+                    pos,
+                    means,
+                    yerr=stds,
+                    width=width * 0.9,
+                    color=cmap(g),
+                    alpha=0.8,
+                    capsize=3,
+                    label=f"ours: {label} (mean ± std)",
+                )
             for model, marker in (("bert", "x"), ("deberta", "D")):
                 # the paper reports plain, SMART and SiFT only: a marker where it has a number
-                published = [(i, PAPER_RESULTS[model][task][a]) for i, a in enumerate(algos)
-                             if a in PAPER_RESULTS[model][task]]
-                ax.plot([i for i, _ in published], [v for _, v in published], ls="none",
-                        marker=marker, color="black", ms=8,
-                        label=f"paper, {'BERT-base (Table 1)' if model == 'bert' else 'DeBERTa-base (Table 2)'}")
-            ax.axhline(0.0 if task == "cola" else 0.5, color="#444444", ls=":", lw=1,
-                       label="chance" if task == "cola" else "chance (balanced, 0.5)")
+                published = [
+                    (i, PAPER_RESULTS[model][task][a]) for i, a in enumerate(algos) if a in PAPER_RESULTS[model][task]
+                ]
+                ax.plot(
+                    [i for i, _ in published],
+                    [v for _, v in published],
+                    ls="none",
+                    marker=marker,
+                    color="black",
+                    ms=8,
+                    label=f"paper, {'BERT-base (Table 1)' if model == 'bert' else 'DeBERTa-base (Table 2)'}",
+                )
+            ax.axhline(
+                0.0 if task == "cola" else 0.5,
+                color="#444444",
+                ls=":",
+                lw=1,
+                label="chance" if task == "cola" else "chance (balanced, 0.5)",
+            )
             ax.set_xticks(range(len(algos)), [ALGO_LABELS[a] for a in algos])
             ax.set_xlabel("algorithm")
             ax.set_ylabel(ylabel)
             ax.set_ylim(-0.1 if task == "cola" else 0.0, 1.0)
             ax.set_title(title)
             if not groups:
-                ax.annotate("no runs of this protocol yet", (0.5, 0.3), xycoords="axes fraction", ha="center",
-                            color="#666666")
+                ax.annotate(
+                    "no runs of this protocol yet", (0.5, 0.3), xycoords="axes fraction", ha="center", color="#666666"
+                )
             if len(groups) <= 3:
                 ax.legend(loc="upper left", fontsize=8)
             else:  # many variants: the legend goes under the panel, off the bars
@@ -738,8 +885,15 @@ def cost_bars(frame: pd.DataFrame) -> Figure:
                     continue
                 ax.bar(a, minutes.mean(), width=0.6, color=ALGO_COLORS[algo], alpha=0.8)
                 ax.plot([a] * len(minutes), minutes, ls="none", marker=".", color="black", alpha=0.6)
-                ax.annotate(f"{minutes.mean():.1f} min (n={len(minutes)})", (a, minutes.mean()), ha="center",
-                            va="bottom", xytext=(0, 3), textcoords="offset points", fontsize=9)
+                ax.annotate(
+                    f"{minutes.mean():.1f} min (n={len(minutes)})",
+                    (a, minutes.mean()),
+                    ha="center",
+                    va="bottom",
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    fontsize=9,
+                )
             ax.set_xticks(range(len(algos)), [ALGO_LABELS[a] for a in algos])
             ax.set_xlabel("algorithm")
             ax.set_ylabel("wall time per run (minutes)")
@@ -771,8 +925,11 @@ def per_target_bars(table: pd.DataFrame, *, title: str = "") -> Figure:
     wide = len(targets) <= 4
     width = 0.8 / max(len(algos), 1)
     with _style():
-        fig, axes = _figure(1, 3, size=(10, 4.2)) if wide else _figure(
-            3, 1, size=(min(10.0, max(7.0, 1.1 * len(targets) + 2)), 10))
+        fig, axes = (
+            _figure(1, 3, size=(10, 4.2))
+            if wide
+            else _figure(3, 1, size=(min(10.0, max(7.0, 1.1 * len(targets) + 2)), 10))
+        )
         for ax, (metric, label) in zip(axes.flat, metrics.items()):
             for k, algo in enumerate(algos):
                 rows = table[table["algo"] == algo].set_index("target")

@@ -32,8 +32,16 @@ def input_perturbing(algos: Sequence[str] | None = None) -> list[str]:
     return [a for a in names if a != "plain" and a != "rdrop"]
 
 
-def method_pushes(model, tokenizer, sentence: str, algos: Sequence[str] | None = None, *, max_length: int = 128,
-                  seed: int = 0, knobs: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+def method_pushes(
+    model,
+    tokenizer,
+    sentence: str,
+    algos: Sequence[str] | None = None,
+    *,
+    max_length: int = 128,
+    seed: int = 0,
+    knobs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> pd.DataFrame:
     """One row per (method, real token): ``algo``, ``point``, ``position``, ``token``,
     ``perturbation_norm``, ``relative`` and the sentence's ``divergence`` (sym KL, nats).
 
@@ -60,16 +68,25 @@ def method_pushes(model, tokenizer, sentence: str, algos: Sequence[str] | None =
             if push is None:
                 continue
             with torch.no_grad():
-                pushed = EmbeddingSplit(model).forward_from(push.z + push.perturbation.to(push.z.dtype), batch,
-                                                            cfg.perturb_at)
+                pushed = EmbeddingSplit(model).forward_from(
+                    push.z + push.perturbation.to(push.z.dtype), batch, cfg.perturb_at
+                )
                 divergence = float(symmetric_kl(pushed, clean))
             size = push.perturbation.float().norm(dim=-1)[0]
             relative = size / push.z.float().norm(dim=-1)[0].clamp_min(TINY)
             for t, (tok, real) in enumerate(zip(tokens, push.mask[0].tolist())):
                 if real:
-                    rows.append({"algo": algo, "point": cfg.perturb_at, "position": t, "token": tok,
-                                 "perturbation_norm": float(size[t]), "relative": float(relative[t]),
-                                 "divergence": divergence})
+                    rows.append(
+                        {
+                            "algo": algo,
+                            "point": cfg.perturb_at,
+                            "position": t,
+                            "token": tok,
+                            "perturbation_norm": float(size[t]),
+                            "relative": float(relative[t]),
+                            "divergence": divergence,
+                        }
+                    )
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
@@ -84,6 +101,8 @@ def family_sentence(table: pd.DataFrame) -> str:
     rows = table.sort_values("median_relative")
     low, high = rows.iloc[0], rows.iloc[-1]
     ratio = high["median_relative"] / low["median_relative"] if low["median_relative"] > 0 else float("inf")
-    return (f"At their published defaults the pushes span a factor of {ratio:,.0f}: from {low['algo']} "
-            f"({low['median_relative']:.1e} of a token's norm) to {high['algo']} ({high['median_relative']:.1e}). "
-            f"Defaults are not a common scale: compare methods at a tuned strength, or at a matched measured size.")
+    return (
+        f"At their published defaults the pushes span a factor of {ratio:,.0f}: from {low['algo']} "
+        f"({low['median_relative']:.1e} of a token's norm) to {high['algo']} ({high['median_relative']:.1e}). "
+        f"Defaults are not a common scale: compare methods at a tuned strength, or at a matched measured size."
+    )

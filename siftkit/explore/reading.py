@@ -76,15 +76,25 @@ def _growth(start: float, end: float) -> str:
     return f" (÷{1 / ratio:.0f})" if ratio <= 0.1 else f" (÷{1 / ratio:.2g})"
 
 
-def _term_line(name: str, values: pd.Series, task_end: float, k: int, *, weight: float | None = None,
-               weight_name: str = "λ", weighted_end: float | None = None) -> str:
+def _term_line(
+    name: str,
+    values: pd.Series,
+    task_end: float,
+    k: int,
+    *,
+    weight: float | None = None,
+    weight_name: str = "λ",
+    weighted_end: float | None = None,
+) -> str:
     """One regularizer term of one stage: its start and end, and its end beside the task loss.
 
     The verdict (small, not negligible, sizeable) is on what the objective gets: the term times
     its `weight`, or `weighted_end` where the run logged the weighted term itself."""
     start, end = float(values.head(k).mean()), float(values.tail(k).mean())
-    text = (f"  {name} goes from {_num(start)} to {_num(end)} nats{_growth(start, end)}; at the stage's end it is "
-            f"{_share(end, task_end)} of the task loss")
+    text = (
+        f"  {name} goes from {_num(start)} to {_num(end)} nats{_growth(start, end)}; at the stage's end it is "
+        f"{_share(end, task_end)} of the task loss"
+    )
     added = end
     if weighted_end is not None:
         added = weighted_end
@@ -97,8 +107,9 @@ def _term_line(name: str, values: pd.Series, task_end: float, k: int, *, weight:
     return text + "."
 
 
-def read_curves(record: Mapping[str, Any] | pd.DataFrame | Sequence[Mapping[str, Any]], *,
-                num_classes: int = 2) -> list[str]:
+def read_curves(
+    record: Mapping[str, Any] | pd.DataFrame | Sequence[Mapping[str, Any]], *, num_classes: int = 2
+) -> list[str]:
     """Sentences that read a run's learning curves: one paragraph per stage, then the push.
 
     `record` is a results.json record (its ``config`` gives the algorithm and the weights λ
@@ -131,26 +142,39 @@ def read_curves(record: Mapping[str, Any] | pd.DataFrame | Sequence[Mapping[str,
         steps = stage["global_step"] if "global_step" in stage else pd.Series(range(1, len(stage) + 1))
         task = stage["task_loss"].astype(float)
         start, end = float(task.head(k).mean()), float(task.tail(k).mean())
-        lines = [f"{name} (optimizer steps {int(steps.iloc[0])}–{int(steps.iloc[-1])}, {len(stage)} logged points): "
-                 f"the task loss goes from {_num(start)} to {_num(end)} nats "
-                 + (f"(means of the first and last {k} points)." if k > 1 else "(its first and last points).")]
+        lines = [
+            f"{name} (optimizer steps {int(steps.iloc[0])}–{int(steps.iloc[-1])}, {len(stage)} logged points): "
+            f"the task loss goes from {_num(start)} to {_num(end)} nats "
+            + (f"(means of the first and last {k} points)." if k > 1 else "(its first and last points).")
+        ]
         if previous_end is not None:
             higher = "above" if start > previous_end else "below"
             line = f"  It starts {higher} the end of {previous_name} ({_num(previous_end)})"
             if start > no_opinion:
-                line += (f" and above ln {num_classes} = {no_opinion:.3f}, the loss of a classifier with no opinion: "
-                         f"the head starts this stage worse than having no opinion, carrying the previous stage's "
-                         f"confidence into labels it does not fit")
+                line += (
+                    f" and above ln {num_classes} = {no_opinion:.3f}, the loss of a classifier with no opinion: "
+                    f"the head starts this stage worse than having no opinion, carrying the previous stage's "
+                    f"confidence into labels it does not fit"
+                )
             else:
                 line += f", at or below ln {num_classes} = {no_opinion:.3f} (the loss of a classifier with no opinion)"
             lines.append(line + ".")
         if has_r:
             r = stage["adv_loss"].fillna(0).astype(float)
             if (r > 0).any():
-                weighted_end = (float(stage["reg_loss"].fillna(0).astype(float).tail(k).mean())
-                                if "reg_loss" in stage else None)
-                lines.append(_term_line("R, the regularizer's divergence (unweighted),", r, end, k, weight=weight,
-                                        weighted_end=weighted_end))
+                weighted_end = (
+                    float(stage["reg_loss"].fillna(0).astype(float).tail(k).mean()) if "reg_loss" in stage else None
+                )
+                lines.append(
+                    _term_line(
+                        "R, the regularizer's divergence (unweighted),",
+                        r,
+                        end,
+                        k,
+                        weight=weight,
+                        weighted_end=weighted_end,
+                    )
+                )
             else:
                 lines.append("  R is 0 in this stage: the regularizer does not run here (adv_stages).")
         elif algo == "plain" or (algo is None and not has_bregman):
@@ -158,19 +182,30 @@ def read_curves(record: Mapping[str, Any] | pd.DataFrame | Sequence[Mapping[str,
         elif not has_bregman:
             lines.append(f"  {label} {_NO_TERM}.")
         if has_bregman and (stage["bregman_loss"].fillna(0) > 0).any():
-            lines.append(_term_line("SMART's Bregman term (unweighted)", stage["bregman_loss"].fillna(0).astype(float),
-                                    end, k, weight=cfg.get("bregman_weight"), weight_name="μ"))
+            lines.append(
+                _term_line(
+                    "SMART's Bregman term (unweighted)",
+                    stage["bregman_loss"].fillna(0).astype(float),
+                    end,
+                    k,
+                    weight=cfg.get("bregman_weight"),
+                    weight_name="μ",
+                )
+            )
         out.append("\n".join(lines))
         previous_end, previous_name = end, name
     if "relative_perturbation" in hist and (hist["relative_perturbation"].fillna(0) > 0).any():
         rel = hist["relative_perturbation"].astype(float)
         rel = rel[rel > 0]
         spread = "" if f"{rel.min():.2g}" == f"{rel.max():.2g}" else f" (from {rel.min():.2g} to {rel.max():.2g})"
-        out.append(f"The push: the mean ‖Δ_t‖/‖z_t‖ over the logged points is {rel.mean():.2g} of each token's "
-                   f"norm{spread}.")
+        out.append(
+            f"The push: the mean ‖Δ_t‖/‖z_t‖ over the logged points is {rel.mean():.2g} of each token's norm{spread}."
+        )
     if has_r:
-        out.append("These are R's values beside the task loss, not its pull on the weights: that is R's gradient, "
-                   "which the history does not record.")
+        out.append(
+            "These are R's values beside the task loss, not its pull on the weights: that is R's gradient, "
+            "which the history does not record."
+        )
     return out
 
 
@@ -211,13 +246,19 @@ def read_zero_shot(record: Mapping[str, Any], *, chance: float = 0.5) -> list[st
     zero = _score(metrics, "uci_zero_shot")
     if zero is None:
         task = record.get("config", {}).get("task")
-        return [(f"This run has no UCI zero-shot evaluation (task {task!r}): the zero-shot reading is P2's "
-                 f"(twitter_to_uci).")]
+        return [
+            (
+                f"This run has no UCI zero-shot evaluation (task {task!r}): the zero-shot reading is P2's "
+                f"(twitter_to_uci)."
+            )
+        ]
     out = []
     val = _score(metrics, "twitter_val")
     if val is not None:
-        line = (f"Twitter validation ({_size(_texts(record, 'twitter_val'))}), in domain after stage 1: "
-                f"accuracy {val[0]:.3f}, MCC {val[1]:.3f}")
+        line = (
+            f"Twitter validation ({_size(_texts(record, 'twitter_val'))}), in domain after stage 1: "
+            f"accuracy {val[0]:.3f}, MCC {val[1]:.3f}"
+        )
         if val[1] == 0:
             line += " (MCC 0: no correlation with the labels, what predicting one label for every text gets)"
         out.append(line + ".")
@@ -227,24 +268,34 @@ def read_zero_shot(record: Mapping[str, Any], *, chance: float = 0.5) -> list[st
     if n:
         yard = binomial_yardstick(chance, n)
         gap = acc - chance
-        line += (f" Chance on balanced UCI is {chance:.1f}, and twice the binomial standard error of an accuracy of "
-                 f"{chance:.1f} on {n:,} texts is {yard:.3f}.")
+        line += (
+            f" Chance on balanced UCI is {chance:.1f}, and twice the binomial standard error of an accuracy of "
+            f"{chance:.1f} on {n:,} texts is {yard:.3f}."
+        )
         if gap < -yard and not mcc < 0:
-            line += (f" {acc:.3f} is below chance by {-gap:.3f}, more than that yardstick, but the MCC is not "
-                     f"negative: the evaluated sentences are not balanced, and chance on them is not {chance:.1f}.")
+            line += (
+                f" {acc:.3f} is below chance by {-gap:.3f}, more than that yardstick, but the MCC is not "
+                f"negative: the evaluated sentences are not balanced, and chance on them is not {chance:.1f}."
+            )
         elif gap < -yard:
-            line += (f" {acc:.3f} is below chance by {-gap:.3f}, more than that yardstick, and the MCC is negative: "
-                     "the predictions are anti-correlated with UCI's labels. This is the label flip: stage 1 learned Twitter's 1 = hate speech, and UCI's 1 means "
-                       "positive sentiment, so what the model calls hateful lines up with UCI's negative sentences. "
-                       f"The same predictions with 0 and 1 swapped would score {1 - acc:.3f}: the zero-shot number "
-                       "says how far stage 1 transfers, with a sign the labels' meanings decide; it is no "
-                       "sentiment skill, and no failure of stage 1.")
+            line += (
+                f" {acc:.3f} is below chance by {-gap:.3f}, more than that yardstick, and the MCC is negative: "
+                "the predictions are anti-correlated with UCI's labels. This is the label flip: stage 1 learned Twitter's 1 = hate speech, and UCI's 1 means "
+                "positive sentiment, so what the model calls hateful lines up with UCI's negative sentences. "
+                f"The same predictions with 0 and 1 swapped would score {1 - acc:.3f}: the zero-shot number "
+                "says how far stage 1 transfers, with a sign the labels' meanings decide; it is no "
+                "sentiment skill, and no failure of stage 1."
+            )
         elif gap > yard:
-            line += (f" {acc:.3f} is above chance by {gap:.3f}, more than that yardstick: what stage 1 calls label 1 "
-                     f"goes with UCI's positive sentences more often than not.")
+            line += (
+                f" {acc:.3f} is above chance by {gap:.3f}, more than that yardstick: what stage 1 calls label 1 "
+                f"goes with UCI's positive sentences more often than not."
+            )
         else:
-            line += (f" {acc:.3f} is within it ({gap:+.3f}): not told apart from chance; stage 1's predictions carry "
-                     f"no detectable information about UCI's labels in either direction.")
+            line += (
+                f" {acc:.3f} is within it ({gap:+.3f}): not told apart from chance; stage 1's predictions carry "
+                f"no detectable information about UCI's labels in either direction."
+            )
             if mcc == 0:
                 line += " MCC 0 exactly: a classifier that predicts one label for every text gets exactly that."
     else:
@@ -255,11 +306,15 @@ def read_zero_shot(record: Mapping[str, Any], *, chance: float = 0.5) -> list[st
         n_test = _texts(record, "uci_test")
         train = next((s.get("train_examples") for s in record.get("stages", []) or [] if s.get("name") == "uci"), None)
         after = f"after stage 2 ({train:,} UCI sentences)" if isinstance(train, int) else "after stage 2"
-        line = (f"UCI test ({_size(n_test)}), {after}: accuracy {test[0]:.3f}, MCC {test[1]:.3f}, "
-                f"{test[0] - acc:+.3f} from zero-shot.")
+        line = (
+            f"UCI test ({_size(n_test)}), {after}: accuracy {test[0]:.3f}, MCC {test[1]:.3f}, "
+            f"{test[0] - acc:+.3f} from zero-shot."
+        )
         if n_test:
-            line += (f" Twice the binomial standard error of an accuracy near {test[0]:.2f} on {n_test:,} texts is "
-                     f"{binomial_yardstick(test[0], n_test):.3f}: a difference between two runs smaller than that is "
-                     f"evaluation noise before any seed-to-seed variation.")
+            line += (
+                f" Twice the binomial standard error of an accuracy near {test[0]:.2f} on {n_test:,} texts is "
+                f"{binomial_yardstick(test[0], n_test):.3f}: a difference between two runs smaller than that is "
+                f"evaluation noise before any seed-to-seed variation."
+            )
         out.append(line)
     return out

@@ -21,9 +21,11 @@ _SCORES = ("accuracy", "mcc", "macro_f1")
 _SCORE_LABELS = {"accuracy": "accuracy", "mcc": "MCC", "macro_f1": "macro-F1"}
 _PROBE = re.compile(r"^(?P<set>.+)_smoothness_(?P<size>[0-9.e+-]+)$")
 _SCORE = re.compile(r"^(?P<set>.+?)_(?P<score>accuracy|mcc|macro_f1)(?:_(?P<source>[A-Za-z0-9]+))?$")
-_RUN_LEVEL = {"mean_relative_perturbation": "mean ‖Δ_t‖/‖z_t‖ (training)",
-              "mean_perturbation_norm": "mean ‖Δ_t‖ (training, raw units)",
-              "mean_ascent_cosine": "mean cosine of δ with the ascent gradient"}
+_RUN_LEVEL = {
+    "mean_relative_perturbation": "mean ‖Δ_t‖/‖z_t‖ (training)",
+    "mean_perturbation_norm": "mean ‖Δ_t‖ (training, raw units)",
+    "mean_ascent_cosine": "mean cosine of δ with the ascent gradient",
+}
 
 
 def metrics_table(record: Mapping[str, Any]) -> pd.DataFrame:
@@ -65,9 +67,15 @@ def metrics_table(record: Mapping[str, Any]) -> pd.DataFrame:
 def run_level(record: Mapping[str, Any]) -> pd.Series:
     """The run's measured perturbation (SMART and SiFT): mean size and ascent cosine."""
     metrics = record.get("metrics", record)
-    return pd.Series({label: float(metrics[key]) for key, label in _RUN_LEVEL.items()
-                      if isinstance(metrics.get(key), (int, float)) and math.isfinite(metrics[key])},
-                     name="value", dtype=float)
+    return pd.Series(
+        {
+            label: float(metrics[key])
+            for key, label in _RUN_LEVEL.items()
+            if isinstance(metrics.get(key), (int, float)) and math.isfinite(metrics[key])
+        },
+        name="value",
+        dtype=float,
+    )
 
 
 def metrics_style(table: pd.DataFrame):
@@ -78,8 +86,10 @@ def metrics_style(table: pd.DataFrame):
     style = table.style.format("{:.3f}", subset=scores, na_rep="").format("{:.1e}", subset=probes, na_rep="")
     caption = "accuracy, MCC: higher is better"
     if probes:
-        caption += ("; sym-KL probe s: mean sym-KL between clean predictions and predictions under a fixed random "
-                    "push of relative size s (lower = smoother)")
+        caption += (
+            "; sym-KL probe s: mean sym-KL between clean predictions and predictions under a fixed random "
+            "push of relative size s (lower = smoother)"
+        )
     return style.set_caption(caption)
 
 

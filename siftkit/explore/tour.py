@@ -21,8 +21,16 @@ from siftkit.run.config import RULE_DEFAULTS
 from siftkit.study.style import ALGO_LABELS
 
 
-def panel_regularizers(algos: Sequence[str], rule: str, epsilon: float, step: float, K: int, *,
-                       adv_norm: str = "inf", perturb_at: str = "embedding_output") -> dict[str, AdversarialRegularizer]:
+def panel_regularizers(
+    algos: Sequence[str],
+    rule: str,
+    epsilon: float,
+    step: float,
+    K: int,
+    *,
+    adv_norm: str = "inf",
+    perturb_at: str = "embedding_output",
+) -> dict[str, AdversarialRegularizer]:
     """SMART and/or SiFT with the *same* rule, epsilon, step and K (the panel's knobs).
 
     The same epsilon is a raw radius for SMART and a radius in units of sigma_t for SiFT: that
@@ -31,12 +39,20 @@ def panel_regularizers(algos: Sequence[str], rule: str, epsilon: float, step: fl
     ball; rules without a ball take no epsilon, and K = 0 (noise only) takes no step.
     """
     ball = rule_spec(rule).has_ball
-    return {a: REGULARIZERS[a](adv_rule=rule, adv_epsilon=epsilon if ball else None,
-                               adv_step_size=step if K > 0 else None,
-                               adv_noise_std=min(epsilon, RULE_DEFAULTS[rule][a]["adv_noise_std"]) if ball
-                               else RULE_DEFAULTS[rule][a]["adv_noise_std"],
-                               adv_steps=int(K), adv_norm=adv_norm, perturb_at=perturb_at)
-            for a in algos}
+    return {
+        a: REGULARIZERS[a](
+            adv_rule=rule,
+            adv_epsilon=epsilon if ball else None,
+            adv_step_size=step if K > 0 else None,
+            adv_noise_std=min(epsilon, RULE_DEFAULTS[rule][a]["adv_noise_std"])
+            if ball
+            else RULE_DEFAULTS[rule][a]["adv_noise_std"],
+            adv_steps=int(K),
+            adv_norm=adv_norm,
+            perturb_at=perturb_at,
+        )
+        for a in algos
+    }
 
 
 def push_summary(frame: pd.DataFrame, regularizers: Mapping[str, AdversarialRegularizer] | None = None) -> pd.DataFrame:
@@ -45,21 +61,37 @@ def push_summary(frame: pd.DataFrame, regularizers: Mapping[str, AdversarialRegu
     ``divergence``, one value per text: its mean); the share of tokens on the ball; with
     `regularizers` (the ones just measured), the ascent cosine of their last call."""
     real = frame[~frame["special"]] if "special" in frame else frame
-    out = real.groupby("algo", sort=False).agg(std=("std", "median"), push=("perturbation_norm", "median"),
-                                               relative=("relative", "median"),
-                                               normalized=("normalized", "median"),
-                                               divergence=("divergence", "mean"))
+    out = real.groupby("algo", sort=False).agg(
+        std=("std", "median"),
+        push=("perturbation_norm", "median"),
+        relative=("relative", "median"),
+        normalized=("normalized", "median"),
+        divergence=("divergence", "mean"),
+    )
     on = real["ball_fraction"].where(real["ball_fraction"].isna(), real["ball_fraction"] >= 1 - 1e-3)
     out["on_ball"] = on.astype(float).groupby(real["algo"], sort=False).mean()
     if regularizers is not None:
-        out["ascent_cosine"] = [regularizers[a].last_stats.get("ascent_cosine", math.nan) if a in regularizers
-                                else math.nan for a in out.index]
+        out["ascent_cosine"] = [
+            regularizers[a].last_stats.get("ascent_cosine", math.nan) if a in regularizers else math.nan
+            for a in out.index
+        ]
     return out
 
 
-def epsilon_sweep(model, tokenizer, text: str, epsilons: Sequence[float], *, step: float, K: int,
-                  adv_norm: str = "inf", perturb_at: str = "embedding_output", max_length: int = 128,
-                  seed: int = 0, algos: Sequence[str] = ("smart", "sift")) -> pd.DataFrame:
+def epsilon_sweep(
+    model,
+    tokenizer,
+    text: str,
+    epsilons: Sequence[float],
+    *,
+    step: float,
+    K: int,
+    adv_norm: str = "inf",
+    perturb_at: str = "embedding_output",
+    max_length: int = 128,
+    seed: int = 0,
+    algos: Sequence[str] = ("smart", "sift"),
+) -> pd.DataFrame:
     """`push_summary` of SMART and SiFT with the projected rule at each epsilon (the panel's
     step and K), one row per (epsilon, algorithm): where the ball binds, how large the push
     is and how large R gets."""
@@ -91,22 +123,30 @@ def norm_findings(summary: pd.DataFrame, regularizers: Mapping[str, AdversarialR
         size = summary.loc[algo, "normalized" if reg.normalized else "push"]
         units = "units of σ_t (‖Δ_t‖/σ_t)" if reg.normalized else "raw units (‖Δ_t‖)"
         if reg.adv_epsilon is None:
-            lines.append(f"{label}: rule {reg.adv_rule!r} has no ε-ball; the median L2 size of δ_t in {units} is "
-                         f"{_sci(size)}.")
+            lines.append(
+                f"{label}: rule {reg.adv_rule!r} has no ε-ball; the median L2 size of δ_t in {units} is {_sci(size)}."
+            )
             continue
         eps = reg.adv_epsilon
-        ball = (f"every coordinate of δ_t lies in [−ε, ε], ε = {eps:g} (the l-inf ball per token)"
-                if reg.adv_norm == "inf" else f"‖δ_t‖₂ ≤ ε = {eps:g} (the l2 ball per token)")
+        ball = (
+            f"every coordinate of δ_t lies in [−ε, ε], ε = {eps:g} (the l-inf ball per token)"
+            if reg.adv_norm == "inf"
+            else f"‖δ_t‖₂ ≤ ε = {eps:g} (the l2 ball per token)"
+        )
         line = f"{label}: {ball}. The table's sizes are L2 norms over the {hidden} coordinates: median {_sci(size)} in {units}"
         if reg.adv_norm == "inf":
-            line += (f", {size / eps:.1f} × ε; a δ_t with every coordinate at ±ε would measure ε·√{hidden} = "
-                     f"{corner:.1f} × ε.")
+            line += (
+                f", {size / eps:.1f} × ε; a δ_t with every coordinate at ±ε would measure ε·√{hidden} = "
+                f"{corner:.1f} × ε."
+            )
             share = summary.loc[algo, "on_ball"]
             if size / eps > 0.95 * corner:
                 line += " Nearly every coordinate sits at ±ε: the step (or the noise) is larger than the ball."
             elif share > 0:
-                line += (f" {share:.0%} of the tokens touch the ball, but most coordinates stay inside: "
-                         f"the noise std is ε, so only the larger draws reach ±ε.")
+                line += (
+                    f" {share:.0%} of the tokens touch the ball, but most coordinates stay inside: "
+                    f"the noise std is ε, so only the larger draws reach ±ε."
+                )
         else:
             line += f", {size / eps:.2f} × ε."
         lines.append(line)
@@ -123,26 +163,43 @@ def equal_epsilon_findings(summary: pd.DataFrame, regularizers: Mapping[str, Adv
     if rs.adv_epsilon is None or rs.adv_epsilon != rf.adv_epsilon:
         return []
     eps = rs.adv_epsilon
-    text = (f"At ε = {eps:g} for both, the number means a raw radius for SMART and a radius in units of σ_t for SiFT "
-            f"(median σ_t = {sift['std']:.3g} on this sentence). ")
-    text += (f"SiFT's raw push is {'larger' if sift['push'] > smart['push'] else 'smaller'} (median ‖Δ_t‖ "
-             f"{_sci(sift['push'])} against SMART's {_sci(smart['push'])}), and SiFT's R is "
-             f"{'larger' if sift['divergence'] > smart['divergence'] else 'smaller'} "
-             f"({sift['divergence']:.2e} against {smart['divergence']:.2e} nats).")
+    text = (
+        f"At ε = {eps:g} for both, the number means a raw radius for SMART and a radius in units of σ_t for SiFT "
+        f"(median σ_t = {sift['std']:.3g} on this sentence). "
+    )
+    text += (
+        f"SiFT's raw push is {'larger' if sift['push'] > smart['push'] else 'smaller'} (median ‖Δ_t‖ "
+        f"{_sci(sift['push'])} against SMART's {_sci(smart['push'])}), and SiFT's R is "
+        f"{'larger' if sift['divergence'] > smart['divergence'] else 'smaller'} "
+        f"({sift['divergence']:.2e} against {smart['divergence']:.2e} nats)."
+    )
     if smart["divergence"] > sift["divergence"] and sift["push"] > smart["push"]:
         why = []
         for reg, row, name in ((rs, smart, "SMART"), (rf, sift, "SiFT")):
             if reg.adv_steps and reg.adv_step_size:
                 ratio = reg.adv_step_size / reg.adv_noise_std if reg.adv_noise_std else math.inf
                 kind = "mostly its ascent step" if ratio > 1 else "mostly its random noise"
-                why.append(f"{name}'s δ is {kind} (step {reg.adv_step_size:g}, noise std {reg.adv_noise_std:g}"
-                           + (f", ascent cosine {row['ascent_cosine']:.2f}" if "ascent_cosine" in row
-                              and math.isfinite(row["ascent_cosine"]) else "") + ")")
-        text += (" SMART's smaller push gives the larger R because of its direction: " + "; ".join(why)
-                 + ". A push along the gradient raises R far more than a random one of the same size.")
+                why.append(
+                    f"{name}'s δ is {kind} (step {reg.adv_step_size:g}, noise std {reg.adv_noise_std:g}"
+                    + (
+                        f", ascent cosine {row['ascent_cosine']:.2f}"
+                        if "ascent_cosine" in row and math.isfinite(row["ascent_cosine"])
+                        else ""
+                    )
+                    + ")"
+                )
+        text += (
+            " SMART's smaller push gives the larger R because of its direction: "
+            + "; ".join(why)
+            + ". A push along the gradient raises R far more than a random one of the same size."
+        )
     elif smart["divergence"] > sift["divergence"]:
-        text += (" SMART's push is the larger one here, and R grows with the square of the push near Δ = 0 "
-                 "(σ_t < 1 makes SiFT's raw radius ε·σ_t the smaller)." if sift["std"] < 1 else "")
+        text += (
+            " SMART's push is the larger one here, and R grows with the square of the push near Δ = 0 "
+            "(σ_t < 1 makes SiFT's raw radius ε·σ_t the smaller)."
+            if sift["std"] < 1
+            else ""
+        )
     return [text]
 
 
@@ -152,15 +209,21 @@ def passing_findings(sweep: pd.DataFrame, reference: pd.Series, reference_label:
     size, said only where the numbers say it."""
     smart = sweep[sweep["algo"] == "smart"].sort_values("epsilon")
     passed = smart[smart["divergence"] >= reference["divergence"]]
-    head = f"{reference_label} gives R = {reference['divergence']:.2e} nats (median push ‖Δ_t‖ {_sci(reference['push'])})."
+    head = (
+        f"{reference_label} gives R = {reference['divergence']:.2e} nats (median push ‖Δ_t‖ {_sci(reference['push'])})."
+    )
     if passed.empty:
         return [head + f" SMART's R stays below it up to ε = {smart['epsilon'].max():g} on this sweep."]
     first = passed.iloc[0]
-    line = (head + f" SMART's R reaches it from ε = {first['epsilon']:.2g} on (R = {first['divergence']:.2e}), "
-            f"with a median push of {_sci(first['push'])}")
+    line = (
+        head + f" SMART's R reaches it from ε = {first['epsilon']:.2g} on (R = {first['divergence']:.2e}), "
+        f"with a median push of {_sci(first['push'])}"
+    )
     if first["push"] < reference["push"]:
-        line += (f": {reference['push'] / first['push']:.0f}× smaller than SiFT's. Direction matters more than size: "
-                 f"SMART's δ follows the ascent step, SiFT's default δ is mostly its noise.")
+        line += (
+            f": {reference['push'] / first['push']:.0f}× smaller than SiFT's. Direction matters more than size: "
+            f"SMART's δ follows the ascent step, SiFT's default δ is mostly its noise."
+        )
     else:
         line += "."
     return [line]

@@ -53,6 +53,6 @@ def knob_owners() -> dict[str, list[str]]:
     owners: dict[str, list[str]] = {}
     for algo in _REGISTRY:
         cls = settings_class(algo)
-        for name in (cls.knob_names() if cls is not None else ()):
+        for name in cls.knob_names() if cls is not None else ():
             owners.setdefault(name, []).append(algo)
     return owners

@@ -32,10 +32,13 @@ class AdversarialMethod(Method):
         self.split = EmbeddingSplit(unwrap(model))
         self._wrapped_split: EmbeddingSplit | None = None
         self.regularizer: AdversarialRegularizer | None = (
-            REGULARIZERS[cfg.algo].from_config(cfg) if cfg.algo in REGULARIZERS else None)
+            REGULARIZERS[cfg.algo].from_config(cfg) if cfg.algo in REGULARIZERS else None
+        )
         self.bregman: BregmanProximalPoint | None = (
             BregmanProximalPoint(model, bregman_beta=cfg.bregman_beta, divergence=cfg.divergence)
-            if cfg.uses_bregman else None)
+            if cfg.uses_bregman
+            else None
+        )
         self.perturbs_input = self.regularizer is not None
 
     def plain_parts(self, task: torch.Tensor) -> dict[str, float]:
@@ -102,8 +105,10 @@ class AdversarialMethod(Method):
             self.regularizer.skipped = value
 
     def state(self) -> dict[str, Any]:
-        return {"teacher": self.bregman.state_dict_for_checkpoint() if self.bregman is not None else None,
-                "skipped": self.skipped}
+        return {
+            "teacher": self.bregman.state_dict_for_checkpoint() if self.bregman is not None else None,
+            "skipped": self.skipped,
+        }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         if self.bregman is not None and state.get("teacher") is not None:

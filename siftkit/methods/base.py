@@ -101,8 +101,9 @@ class Method:
     def plain_parts(self, task: torch.Tensor) -> dict[str, float]:
         return {"task_loss": float(task.detach())}
 
-    def record_push(self, z: torch.Tensor, perturbation: torch.Tensor, mask: torch.Tensor,
-                    gradient: torch.Tensor | None = None) -> dict[str, float]:
+    def record_push(
+        self, z: torch.Tensor, perturbation: torch.Tensor, mask: torch.Tensor, gradient: torch.Tensor | None = None
+    ) -> dict[str, float]:
         """Keep the batch's push (`last_push`) and return its measured size (`perturbation_stats`)."""
         self.last_push = Push(z.detach(), perturbation.detach(), mask.detach())
         return perturbation_stats(z, perturbation, mask, gradient)
@@ -170,8 +171,9 @@ class MeasureContext:
 
 
 @torch.no_grad()
-def perturbation_stats(z: torch.Tensor, perturbation: torch.Tensor, mask: torch.Tensor,
-                       gradient: torch.Tensor | None = None) -> dict[str, float]:
+def perturbation_stats(
+    z: torch.Tensor, perturbation: torch.Tensor, mask: torch.Tensor, gradient: torch.Tensor | None = None
+) -> dict[str, float]:
     """The measured size of a push, as every method that perturbs an input logs it.
 
     `z` (B, L, H) is the clean tensor at the perturbed point, `perturbation` the raw push Δ added
@@ -184,8 +186,10 @@ def perturbation_stats(z: torch.Tensor, perturbation: torch.Tensor, mask: torch.
     pert = perturbation.detach().float()
     pert_norm = pert.norm(dim=-1)
     token_norm = z.detach().float().norm(dim=-1).clamp_min(TINY)
-    stats = {"perturbation_norm": float((pert_norm * real).sum() / n),
-             "relative_perturbation": float((pert_norm / token_norm * real).sum() / n)}
+    stats = {
+        "perturbation_norm": float((pert_norm * real).sum() / n),
+        "relative_perturbation": float((pert_norm / token_norm * real).sum() / n),
+    }
     if gradient is not None:
         cos = torch.nn.functional.cosine_similarity(pert, gradient.detach().float(), dim=-1)
         stats["ascent_cosine"] = float((cos * real).sum() / n)

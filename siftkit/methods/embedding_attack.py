@@ -73,8 +73,9 @@ def sequence_norm(x: torch.Tensor, norm_type: str) -> torch.Tensor:
     return flat.norm(p=2 if norm_type == "l2" else float("inf"), dim=1)
 
 
-def ascent_step(delta: torch.Tensor, grad: torch.Tensor, adv_lr: float, norm_type: str,
-                mask: torch.Tensor) -> torch.Tensor:
+def ascent_step(
+    delta: torch.Tensor, grad: torch.Tensor, adv_lr: float, norm_type: str, mask: torch.Tensor
+) -> torch.Tensor:
     """``delta + adv_lr * g / max(||g_i||, 1e-8)``, ``||g_i||`` over the whole example."""
     g = grad.detach().to(delta.dtype) * mask.to(delta.dtype).unsqueeze(-1)
     denorm = sequence_norm(g, norm_type).clamp_min(_MIN_GRAD_NORM).view(-1, 1, 1)
@@ -124,8 +125,10 @@ def attack_split(model, algo: str) -> EmbeddingSplit:
     try:
         split = EmbeddingSplit(model)
     except UnsupportedModelError as exc:
-        raise UnsupportedModelError(f"algo={algo!r} perturbs the word embeddings (perturb_at='word_embeddings'), "
-                                    f"which this model does not have: {exc}") from None
+        raise UnsupportedModelError(
+            f"algo={algo!r} perturbs the word embeddings (perturb_at='word_embeddings'), "
+            f"which this model does not have: {exc}"
+        ) from None
     return split
 
 
@@ -169,8 +172,9 @@ class EmbeddingAttackMethod(Method):
         """``W[ids]``, in the graph (the table gets the gradient of every loss on it)."""
         return split.word_embeddings(batch["input_ids"])
 
-    def perturbed_logits(self, split: EmbeddingSplit, batch: Mapping[str, Any], z: torch.Tensor,
-                         delta: torch.Tensor) -> torch.Tensor:
+    def perturbed_logits(
+        self, split: EmbeddingSplit, batch: Mapping[str, Any], z: torch.Tensor, delta: torch.Tensor
+    ) -> torch.Tensor:
         """The model's logits with ``W[ids]`` replaced by ``z + delta``."""
         return split.forward_from(z + delta, batch, POINT)
 
@@ -184,8 +188,9 @@ class EmbeddingAttackMethod(Method):
         moved = ascent_step(delta, grad, s.adv_lr, self.norm_type, self.real_tokens(batch))
         return project(moved, s.adv_max_norm, self.norm_type)
 
-    def size_parts(self, z: torch.Tensor, delta: torch.Tensor, batch: Mapping[str, Any],
-                   grad: torch.Tensor | None) -> dict[str, float]:
+    def size_parts(
+        self, z: torch.Tensor, delta: torch.Tensor, batch: Mapping[str, Any], grad: torch.Tensor | None
+    ) -> dict[str, float]:
         """The logged size of `delta` at the word embeddings `z`, and its cosine with the ascent
         gradient `grad` that made its last step (NaN where no step was taken: one column shape)."""
         stats = self.record_push(z, delta, self.real_tokens(batch).to(z.device), grad)

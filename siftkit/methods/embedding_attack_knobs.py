@@ -32,12 +32,15 @@ class EmbeddingAttackSettings(MethodSettings):
     def check(self) -> None:
         k = self.adv_K
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"adv_K must be an int >= 1 for algo={self.algo!r} (the number of {self._k_means}), "
-                             f"got {k!r}")
+            raise ValueError(
+                f"adv_K must be an int >= 1 for algo={self.algo!r} (the number of {self._k_means}), got {k!r}"
+            )
         self._non_negative("adv_lr", "adv_init_mag", "adv_max_norm")
         if self.l2_only is not None and self.adv_norm_type != "l2":
-            raise ValueError(f"adv_norm_type={self.adv_norm_type!r} is not available for algo={self.algo!r}: "
-                             f"{self.l2_only}; leave adv_norm_type='l2', or use algo='freelb', whose code has "
-                             f"the linf rule")
+            raise ValueError(
+                f"adv_norm_type={self.adv_norm_type!r} is not available for algo={self.algo!r}: "
+                f"{self.l2_only}; leave adv_norm_type='l2', or use algo='freelb', whose code has "
+                f"the linf rule"
+            )
 
     _k_means: ClassVar[str] = "ascent steps"

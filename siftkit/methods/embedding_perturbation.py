@@ -19,8 +19,11 @@ from siftkit.core.split import EmbeddingSplit, UnsupportedModelError, unwrap
 from siftkit.methods.adversarial import AdversarialMethod
 from siftkit.methods.base import Method
 
-_POINTS = {"word_embeddings": "the word-embedding lookup", "embedding_output": "the embedding block's output",
-           "pre_layernorm": "the embedding LayerNorm's input"}
+_POINTS = {
+    "word_embeddings": "the word-embedding lookup",
+    "embedding_output": "the embedding block's output",
+    "pre_layernorm": "the embedding LayerNorm's input",
+}
 
 
 class EmbeddingPerturbationMethod(Method):
@@ -43,8 +46,10 @@ class EmbeddingPerturbationMethod(Method):
             self.split.module_at(self.perturb_at)
         except UnsupportedModelError as exc:
             where = _POINTS.get(self.perturb_at, self.perturb_at)
-            raise UnsupportedModelError(f"algo={cfg.algo!r} perturbs perturb_at={self.perturb_at!r} ({where}), which "
-                                        f"this model does not have: {exc}") from None
+            raise UnsupportedModelError(
+                f"algo={cfg.algo!r} perturbs perturb_at={self.perturb_at!r} ({where}), which "
+                f"this model does not have: {exc}"
+            ) from None
         self._wrapped_split: EmbeddingSplit | None = None
 
     def plain_parts(self, task: torch.Tensor) -> dict[str, float]:

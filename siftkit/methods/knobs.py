@@ -53,8 +53,16 @@ def knob_docs(cls: type) -> list[KnobDoc]:
     docs = []
     for f in fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        docs.append(KnobDoc(f.name, type_name(hints[f.name]), default, f.metadata.get("choices"),
-                            f.metadata.get("help", ""), f.metadata.get("source", "")))
+        docs.append(
+            KnobDoc(
+                f.name,
+                type_name(hints[f.name]),
+                default,
+                f.metadata.get("choices"),
+                f.metadata.get("help", ""),
+                f.metadata.get("source", ""),
+            )
+        )
     return docs
 
 
@@ -90,8 +98,7 @@ class MethodSettings:
         unknown = [k for k in values if k not in names]
         if unknown:
             known = ", ".join(names) if names else "none"
-            raise ValueError(f"{', '.join(map(repr, unknown))} is not a knob of algo={cls.algo!r} (its knobs: "
-                             f"{known})")
+            raise ValueError(f"{', '.join(map(repr, unknown))} is not a knob of algo={cls.algo!r} (its knobs: {known})")
         hints = get_type_hints(cls)
         coerced = {k: _coerce(k, v, hints[k], cls.algo) for k, v in values.items()}
         settings = cls(**coerced)
@@ -99,8 +106,9 @@ class MethodSettings:
             choices = f.metadata.get("choices")
             value = getattr(settings, f.name)
             if choices and value not in choices:
-                raise ValueError(f"{f.name} must be one of {', '.join(map(repr, choices))} for algo={cls.algo!r}; "
-                                 f"got {value!r}")
+                raise ValueError(
+                    f"{f.name} must be one of {', '.join(map(repr, choices))} for algo={cls.algo!r}; got {value!r}"
+                )
         settings.check()
         return settings
 

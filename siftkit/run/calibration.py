@@ -36,8 +36,15 @@ def measured_size(split: EmbeddingSplit, batch: Mapping[str, Any], cfg: RunConfi
     return float(reg.last_stats["relative_perturbation"])
 
 
-def matched_noise_std(split: EmbeddingSplit, batch: Mapping[str, Any], cfg: RunConfig, target: float, *,
-                      rel_tol: float = 0.005, max_iter: int = 60) -> tuple[float, float]:
+def matched_noise_std(
+    split: EmbeddingSplit,
+    batch: Mapping[str, Any],
+    cfg: RunConfig,
+    target: float,
+    *,
+    rel_tol: float = 0.005,
+    max_iter: int = 60,
+) -> tuple[float, float]:
     """(adv_noise_std, its measured size): ``cfg`` with ``adv_steps=0`` and that noise reaches
     `target` within `rel_tol` (relative). `cfg` sets the algorithm, the rule and epsilon; the
     largest size noise can reach is the full ball, and a target above it is a ValueError that
@@ -45,17 +52,20 @@ def matched_noise_std(split: EmbeddingSplit, batch: Mapping[str, Any], cfg: RunC
     if not (target > 0 and math.isfinite(target)):
         raise ValueError(f"target size must be a finite number > 0, got {target!r}")
     if cfg.adv_epsilon is None:
-        raise ValueError(f"adv_rule={cfg.adv_rule!r} has no ball, so noise of any size is not bounded by one; "
-                         f"calibrate with adv_rule='projected'")
+        raise ValueError(
+            f"adv_rule={cfg.adv_rule!r} has no ball, so noise of any size is not bounded by one; "
+            f"calibrate with adv_rule='projected'"
+        )
 
     def size(std: float) -> float:
-        return measured_size(split, batch, cfg.replace(adv_steps=0, adv_noise_std=std,
-                                                        adv_epsilon=cfg.adv_epsilon))
+        return measured_size(split, batch, cfg.replace(adv_steps=0, adv_noise_std=std, adv_epsilon=cfg.adv_epsilon))
 
     full = size(1e6 * cfg.adv_epsilon)  # every coordinate clipped onto the ball
     if target > full * (1 + rel_tol):
-        raise ValueError(f"target size {target:g} is beyond what noise inside adv_epsilon={cfg.adv_epsilon:g} can "
-                         f"reach ({full:.3g}, the full ball); raise adv_epsilon")
+        raise ValueError(
+            f"target size {target:g} is beyond what noise inside adv_epsilon={cfg.adv_epsilon:g} can "
+            f"reach ({full:.3g}, the full ball); raise adv_epsilon"
+        )
     lo, hi = math.log(cfg.adv_epsilon * 1e-6), math.log(cfg.adv_epsilon * 1e6)
     best = (math.exp(hi), full)
     for _ in range(max_iter):

@@ -58,8 +58,9 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(accelerator, output_dir: str | Path, global_step: int, state: dict[str, Any],
-                    keep: int = 2) -> Path | None:
+def save_checkpoint(
+    accelerator, output_dir: str | Path, global_step: int, state: dict[str, Any], keep: int = 2
+) -> Path | None:
     """Write `state` (main process) and each process's RNG; every process must call this."""
     root = checkpoint_root(output_dir)
     final = root / f"step-{global_step:07d}"
@@ -97,8 +98,9 @@ def _write(obj: Any, file: Path, tmp: Path, output_dir) -> None:
             raise
         last = latest_checkpoint(output_dir)
         kept = f"the last complete checkpoint {last} is kept" if last else "no earlier checkpoint exists"
-        raise CheckpointError(f"{no_space_message(file, 'a checkpoint')}; {kept}, and resume=True continues "
-                              f"from it") from None
+        raise CheckpointError(
+            f"{no_space_message(file, 'a checkpoint')}; {kept}, and resume=True continues from it"
+        ) from None
 
 
 def load_checkpoint(path: Path, process_index: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -122,9 +124,11 @@ def _read(file: Path, folder: Path) -> Any:
         return torch.load(file, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for a truncated or garbled file
         # Name the file that failed (state.pt or rng-<rank>.pt), not always state.pt.
-        raise CheckpointError(f"checkpoint file {file} cannot be read ({type(exc).__name__}: "
-                              f"{_first_sentence(str(exc)) or 'corrupt'}); delete the folder "
-                              f"{folder} to resume from an earlier checkpoint, or start over with overwrite=True") from None
+        raise CheckpointError(
+            f"checkpoint file {file} cannot be read ({type(exc).__name__}: "
+            f"{_first_sentence(str(exc)) or 'corrupt'}); delete the folder "
+            f"{folder} to resume from an earlier checkpoint, or start over with overwrite=True"
+        ) from None
 
 
 def _first_sentence(text: str) -> str:

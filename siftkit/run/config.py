@@ -74,12 +74,18 @@ ALGO_DEFAULTS: dict[str, dict[str, float]] = {
 # for both algorithms.
 RULE_DEFAULTS: dict[str, dict[str, dict[str, float | None]]] = {
     "projected": {a: ALGO_DEFAULTS[a] for a in ("smart", "sift")},
-    "mtdnn": {"smart": {"adv_epsilon": None, "adv_noise_std": 1e-5, "adv_step_size": 1e-3, "adv_weight": 1.0},
-              "sift": {"adv_epsilon": None, "adv_noise_std": 1e-2, "adv_step_size": 1e-3, "adv_weight": 1.0}},
-    "deberta": {a: {"adv_epsilon": None, "adv_noise_std": 1e-2, "adv_step_size": 1e-4, "adv_weight": 1.0}
-                for a in ("smart", "sift")},
-    "seed_code": {a: {"adv_epsilon": None, "adv_noise_std": 1e-2, "adv_step_size": 1e-3, "adv_weight": 1.0}
-                  for a in ("smart", "sift")},
+    "mtdnn": {
+        "smart": {"adv_epsilon": None, "adv_noise_std": 1e-5, "adv_step_size": 1e-3, "adv_weight": 1.0},
+        "sift": {"adv_epsilon": None, "adv_noise_std": 1e-2, "adv_step_size": 1e-3, "adv_weight": 1.0},
+    },
+    "deberta": {
+        a: {"adv_epsilon": None, "adv_noise_std": 1e-2, "adv_step_size": 1e-4, "adv_weight": 1.0}
+        for a in ("smart", "sift")
+    },
+    "seed_code": {
+        a: {"adv_epsilon": None, "adv_noise_std": 1e-2, "adv_step_size": 1e-3, "adv_weight": 1.0}
+        for a in ("smart", "sift")
+    },
 }
 # SMART's Bregman proximal point (Jiang et al. 2020): mu = 1, teacher EMA beta = 0.99.
 BREGMAN_DEFAULTS: dict[str, float] = {"bregman_weight": 1.0, "bregman_beta": 0.99}
@@ -111,24 +117,35 @@ class RunConfig:
     """
 
     # --- what to run -------------------------------------------------------------------
-    task: str = knob("twitter_to_uci", "the protocol; " + "; ".join(f"{t}: {what}" for t, what in PROTOCOLS.items()),
-                     choices=TASKS)
-    shift: dict[str, Any] | None = knob(None, "task shift's domain-shift spec (siftkit.data.shift_spec: name, labels, "
-                                        "stages, evals), or the path of a YAML file holding it (read at once: "
-                                        "results.json records the mapping); P3's specs are params/*.yaml with a "
-                                        "shift: block")
+    task: str = knob(
+        "twitter_to_uci", "the protocol; " + "; ".join(f"{t}: {what}" for t, what in PROTOCOLS.items()), choices=TASKS
+    )
+    shift: dict[str, Any] | None = knob(
+        None,
+        "task shift's domain-shift spec (siftkit.data.shift_spec: name, labels, "
+        "stages, evals), or the path of a YAML file holding it (read at once: "
+        "results.json records the mapping); P3's specs are params/*.yaml with a "
+        "shift: block",
+    )
     algo: str = knob("plain", "the training method (siftkit.methods; docs/methods/<algo>.md)", choices=ALGOS)
-    algo_args: dict[str, Any] = knob({}, "the method's own knobs (FreeLB's adv_K, ...), also given by their own "
-                                     "names (--adv_K 3, adv_K: 3); resolved to every knob of the method with its "
-                                     "default")
-    model_name: str | None = knob(None, f"Hub name, local path or random:<arch> (a tiny random model for tests); "
-                                        f"None: the offline {DEFAULT_MODEL_NAME}")
+    algo_args: dict[str, Any] = knob(
+        {},
+        "the method's own knobs (FreeLB's adv_K, ...), also given by their own "
+        "names (--adv_K 3, adv_K: 3); resolved to every knob of the method with its "
+        "default",
+    )
+    model_name: str | None = knob(
+        None,
+        f"Hub name, local path or random:<arch> (a tiny random model for tests); "
+        f"None: the offline {DEFAULT_MODEL_NAME}",
+    )
     data_dir: str | None = knob(None, "dataset folder; None: $SIFTKIT_DATA_DIR, else ./data, else the user cache")
     output_dir: str = knob("runs/default", "where results.json, history.csv and checkpoints go")
     overwrite: bool = knob(False, "allow replacing an existing results.json in output_dir")
     seed: int = knob(42, "seeds the data split, the head's initialisation, dropout and the perturbation noise")
-    report_to: list[str] = knob([], "experiment trackers, a list or one comma-separated text; [] or none: none",
-                                choices=TRACKERS)
+    report_to: list[str] = knob(
+        [], "experiment trackers, a list or one comma-separated text; [] or none: none", choices=TRACKERS
+    )
 
     # --- optimisation (names as in transformers.TrainingArguments) -----------------------
     learning_rate: float = knob(2e-5, "AdamW peak learning rate (a P3 stage may set its own)")
@@ -136,27 +153,28 @@ class RunConfig:
     adam_epsilon: float = knob(1e-8, "AdamW epsilon")
     warmup_ratio: float = knob(0.0, "fraction of each stage's steps with linear warm-up")
     max_grad_norm: float = knob(1.0, "gradient clipping by global norm; 0 disables")
-    num_train_epochs: int = knob(1, "epochs of the main stage: CoLA in P1, Twitter in P2, each P3 stage that "
-                                       "sets none")
+    num_train_epochs: int = knob(1, "epochs of the main stage: CoLA in P1, Twitter in P2, each P3 stage that sets none")
     per_device_train_batch_size: int = knob(5, "training batch size per process")
     per_device_eval_batch_size: int = knob(64, "evaluation batch size per process")
     max_length: int = knob(128, "tokens per text after truncation (dynamic padding below it)")
     max_train_samples: int | None = knob(None, "random subset (seeded) of every stage's training set; None: all")
-    max_eval_samples: int | None = knob(None, "random subset (the same for all seeds) of every evaluation set; "
-                                              "None: all")
+    max_eval_samples: int | None = knob(
+        None, "random subset (the same for all seeds) of every evaluation set; None: all"
+    )
     mixed_precision: str = knob("no", "mixed precision through accelerate", choices=MIXED_PRECISION)
     logging_steps: int = knob(10, "record history every this many optimizer steps")
     save_steps: int = knob(0, "checkpoint every this many steps (0: only at each stage's end)")
     resume: bool = knob(False, "continue from the newest checkpoint in output_dir")
     save_model: bool = knob(False, "write the fine-tuned model and tokenizer to output_dir/model")
     cpu: bool = knob(False, "force CPU even where an accelerator exists")
-    num_threads: int | None = knob(None, "torch's CPU threads; None: chosen at start from the cores free then, "
-                                         "unless OMP_NUM_THREADS or torch.set_num_threads set them "
-                                         "(siftkit.run.threads); results repeat exactly at a fixed count")
-    eval_smoothness: bool = knob(True, "held-out smoothness probes at each evaluation (2 extra forwards per "
-                                       "example)")
-    max_nonfinite_fraction: float = knob(0.1, "a stage with a larger share of non-finite (dropped) steps fails "
-                                              "the run")
+    num_threads: int | None = knob(
+        None,
+        "torch's CPU threads; None: chosen at start from the cores free then, "
+        "unless OMP_NUM_THREADS or torch.set_num_threads set them "
+        "(siftkit.run.threads); results repeat exactly at a fixed count",
+    )
+    eval_smoothness: bool = knob(True, "held-out smoothness probes at each evaluation (2 extra forwards per example)")
+    max_nonfinite_fraction: float = knob(0.1, "a stage with a larger share of non-finite (dropped) steps fails the run")
 
     # --- protocol P2 (Twitter hate speech -> UCI sentiment), seed-paper defaults ---------
     twitter_negatives: int = knob(2200, "P2: first N label-0 tweets kept beside all positives")
@@ -166,70 +184,105 @@ class RunConfig:
     uci_train_size: int | None = knob(None, "P2: exact stage-2 size instead of the fraction (seed paper: 270)")
     uci_num_train_epochs: int = knob(3, "P2: epochs of stage 2 (UCI)")
     uci_learning_rate: float | None = knob(None, "P2: stage-2 learning rate; None: learning_rate")
-    uci_val_size: int = knob(0, "P2: UCI sentences held out for validation, after the training share; 0: the "
-                                "paper's split")
+    uci_val_size: int = knob(
+        0, "P2: UCI sentences held out for validation, after the training share; 0: the paper's split"
+    )
 
     # --- controls that explain a gain (docs/comparing_fairly.md) ------------------------
     reinit_head: bool = knob(False, "control: a fresh classification head before every stage after the first")
-    adv_stages: str = knob("all", "control: the stages in which the regularizer (and SMART's Bregman term) runs",
-                           choices=ADV_STAGES)
+    adv_stages: str = knob(
+        "all", "control: the stages in which the regularizer (and SMART's Bregman term) runs", choices=ADV_STAGES
+    )
     label_smoothing: float = knob(0.0, "control: label smoothing of the task loss, in [0, 1)")
-    l2sp_weight: float = knob(0.0, "control: alpha of L2-SP, alpha * ||theta - theta_0||^2 over the pre-trained "
-                                   "encoder")
+    l2sp_weight: float = knob(
+        0.0, "control: alpha of L2-SP, alpha * ||theta - theta_0||^2 over the pre-trained encoder"
+    )
     freeze_encoder: bool = knob(False, "control: a linear probe, only the classification head trains")
-    early_stopping_patience: int | None = knob(None, "control: per stage, stop after this many epochs without a "
-                                                     "better validation metric and restore the best epoch's "
-                                                     "weights; None: off")
-    stage_cache_dir: str | None = knob(None, "reuse finished stages cached here (and cache new ones); None: no "
-                                             "cache")
+    early_stopping_patience: int | None = knob(
+        None,
+        "control: per stage, stop after this many epochs without a "
+        "better validation metric and restore the best epoch's "
+        "weights; None: off",
+    )
+    stage_cache_dir: str | None = knob(None, "reuse finished stages cached here (and cache new ones); None: no cache")
 
     # --- out-of-domain fine-tuning methods (docs/comparing_fairly.md; any algo) -----------
-    lp_ft_epochs: int = knob(0, "LP-FT (Kumar et al. 2022): head-only epochs before fine-tuning each stage of "
-                                "lp_ft_stages, the encoder frozen (bit-identical) and in eval mode; 0: off")
-    lp_ft_learning_rate: float = knob(1e-3, "LP-FT: AdamW rate of the head-only epochs (the official codes fit "
-                                            "logistic regression instead; docs/methods/ood.md)")
-    lp_ft_stages: str = knob("last", "LP-FT: the stages probed first (P2: last is stage 2, UCI)",
-                             choices=LP_FT_STAGES)
-    wise_ft: bool = knob(False, "WiSE-FT (Wortsman et al. 2022): after training, evaluate (1-alpha) theta_0 + "
-                                "alpha theta_1 on the last stage's validation set for each alpha of "
-                                "wise_ft_alphas, and keep the best alpha")
-    wise_ft_alphas: list[float] = knob(list(WISE_FT_ALPHAS), "WiSE-FT: the alpha grid, numbers in [0, 1] (a list "
-                                                             "or one text such as 0,0.5,1)")
-    wise_ft_scope: str = knob("encoder", "WiSE-FT: what is interpolated, the encoder (the head stays fine-tuned) "
-                                         "or the whole model", choices=WISE_FT_SCOPES)
-    reinit_layers: int = knob(0, "re-initialise the top k encoder layers (and the pooler) before fine-tuning "
-                                 "(Zhang et al. 2021, --reinit_layers); 0: off")
-    layer_lr_decay: float = knob(1.0, "layer-wise learning-rate decay gamma: layer l trains at lr * gamma^(L - l), "
-                                      "embeddings lowest, head at lr (Howard & Ruder 2018; "
-                                      "--layerwise_learning_rate_decay); 1: off")
+    lp_ft_epochs: int = knob(
+        0,
+        "LP-FT (Kumar et al. 2022): head-only epochs before fine-tuning each stage of "
+        "lp_ft_stages, the encoder frozen (bit-identical) and in eval mode; 0: off",
+    )
+    lp_ft_learning_rate: float = knob(
+        1e-3,
+        "LP-FT: AdamW rate of the head-only epochs (the official codes fit "
+        "logistic regression instead; docs/methods/ood.md)",
+    )
+    lp_ft_stages: str = knob("last", "LP-FT: the stages probed first (P2: last is stage 2, UCI)", choices=LP_FT_STAGES)
+    wise_ft: bool = knob(
+        False,
+        "WiSE-FT (Wortsman et al. 2022): after training, evaluate (1-alpha) theta_0 + "
+        "alpha theta_1 on the last stage's validation set for each alpha of "
+        "wise_ft_alphas, and keep the best alpha",
+    )
+    wise_ft_alphas: list[float] = knob(
+        list(WISE_FT_ALPHAS), "WiSE-FT: the alpha grid, numbers in [0, 1] (a list or one text such as 0,0.5,1)"
+    )
+    wise_ft_scope: str = knob(
+        "encoder",
+        "WiSE-FT: what is interpolated, the encoder (the head stays fine-tuned) or the whole model",
+        choices=WISE_FT_SCOPES,
+    )
+    reinit_layers: int = knob(
+        0,
+        "re-initialise the top k encoder layers (and the pooler) before fine-tuning "
+        "(Zhang et al. 2021, --reinit_layers); 0: off",
+    )
+    layer_lr_decay: float = knob(
+        1.0,
+        "layer-wise learning-rate decay gamma: layer l trains at lr * gamma^(L - l), "
+        "embeddings lowest, head at lr (Howard & Ruder 2018; "
+        "--layerwise_learning_rate_decay); 1: off",
+    )
 
     # --- adversarial regularizer (SMART and SiFT) ------------------------------------------
-    perturb_at: str | None = knob(None, "where the push lives in the embedding block (siftkit.core.split); None: "
-                                        "the method's published point (SMART, SiFT: embedding_output; the methods "
-                                        "perturbing inputs_embeds: word_embeddings)", choices=PERTURB_POINTS)
-    adv_epsilon: float | None = knob(None, "radius of the per-token ball (SiFT: normalized units); projected rule "
-                                           "only; None: the published default")
-    adv_noise_std: float | None = knob(None, "std of the initial noise (SiFT: normalized units); None: the "
-                                             "published default")
+    perturb_at: str | None = knob(
+        None,
+        "where the push lives in the embedding block (siftkit.core.split); None: "
+        "the method's published point (SMART, SiFT: embedding_output; the methods "
+        "perturbing inputs_embeds: word_embeddings)",
+        choices=PERTURB_POINTS,
+    )
+    adv_epsilon: float | None = knob(
+        None, "radius of the per-token ball (SiFT: normalized units); projected rule only; None: the published default"
+    )
+    adv_noise_std: float | None = knob(
+        None, "std of the initial noise (SiFT: normalized units); None: the published default"
+    )
     adv_step_size: float | None = knob(None, "ascent step on the normalized gradient; None: the published default")
-    adv_rule: str = knob("projected", "how delta is made: the SMART paper's projected ascent or a public code's "
-                                      "rule (siftkit.core.rules)", choices=ADV_RULES)
+    adv_rule: str = knob(
+        "projected",
+        "how delta is made: the SMART paper's projected ascent or a public code's rule (siftkit.core.rules)",
+        choices=ADV_RULES,
+    )
     adv_steps: int = knob(1, "K, ascent steps per batch; 0: random noise only (no ascent)")
     adv_norm: str = knob("inf", "per-token norm of the step and the ball", choices=ADV_NORMS)
-    adv_weight: float | None = knob(None, "lambda, weight of the regularizer R in the loss; None: the published "
-                                          "default")
-    divergence: str = knob("sym_kl", "the divergence R measures between clean and perturbed predictions",
-                           choices=DIVERGENCE_NAMES)
+    adv_weight: float | None = knob(
+        None, "lambda, weight of the regularizer R in the loss; None: the published default"
+    )
+    divergence: str = knob(
+        "sym_kl", "the divergence R measures between clean and perturbed predictions", choices=DIVERGENCE_NAMES
+    )
 
     # --- Bregman proximal point (SMART only) ---------------------------------------------
-    bregman_weight: float | None = knob(None, "mu, weight of SMART's Bregman term; None: 1.0; 0 turns the term off "
-                                              "(as the seed paper's code)")
-    bregman_beta: float | None = knob(None, "EMA factor of SMART's teacher, t <- (1-beta) theta + beta t; None: "
-                                            "0.99")
+    bregman_weight: float | None = knob(
+        None, "mu, weight of SMART's Bregman term; None: 1.0; 0 turns the term off (as the seed paper's code)"
+    )
+    bregman_beta: float | None = knob(None, "EMA factor of SMART's teacher, t <- (1-beta) theta + beta t; None: 0.99")
 
     # --- notes -----------------------------------------------------------------------------
-    extra: dict[str, Any] = knob({}, "free-form notes recorded with the config, a mapping (e.g. {tag: ablation})",
-                                 repr=False)
+    extra: dict[str, Any] = knob(
+        {}, "free-form notes recorded with the config, a mapping (e.g. {tag: ablation})", repr=False
+    )
 
     def __post_init__(self) -> None:
         self._coerce_types()
@@ -242,22 +295,36 @@ class RunConfig:
         _choice(self, "divergence", DIVERGENCE_NAMES)
         _choice(self, "mixed_precision", MIXED_PRECISION)
         _choice(self, "adv_stages", ADV_STAGES)
-        for name in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
-                     "max_length", "num_train_epochs", "uci_num_train_epochs", "logging_steps",
-                     "twitter_subset"):
+        for name in (
+            "learning_rate",
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "max_length",
+            "num_train_epochs",
+            "uci_num_train_epochs",
+            "logging_steps",
+            "twitter_subset",
+        ):
             _positive(self, name)
-        for name in ("weight_decay", "max_grad_norm", "save_steps", "twitter_negatives", "uci_val_size",
-                     "l2sp_weight"):
+        for name in ("weight_decay", "max_grad_norm", "save_steps", "twitter_negatives", "uci_val_size", "l2sp_weight"):
             _non_negative(self, name)
         if self.bregman_weight is not None:
             _non_negative(self, "bregman_weight")
-        for name in ("max_train_samples", "max_eval_samples", "uci_train_size", "uci_learning_rate",
-                     "early_stopping_patience", "num_threads"):
+        for name in (
+            "max_train_samples",
+            "max_eval_samples",
+            "uci_train_size",
+            "uci_learning_rate",
+            "early_stopping_patience",
+            "num_threads",
+        ):
             if getattr(self, name) is not None:
                 _positive(self, name)
         if not 0.0 <= self.max_nonfinite_fraction <= 1.0:
-            raise ValueError(f"max_nonfinite_fraction must be in [0, 1] (the share of a stage's steps that may be "
-                             f"non-finite before the run fails), got {self.max_nonfinite_fraction!r}")
+            raise ValueError(
+                f"max_nonfinite_fraction must be in [0, 1] (the share of a stage's steps that may be "
+                f"non-finite before the run fails), got {self.max_nonfinite_fraction!r}"
+            )
         _in_open_unit(self, "twitter_val_fraction")
         _in_open_unit(self, "uci_train_fraction")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -309,17 +376,20 @@ class RunConfig:
             _check_unused_by_plain(self)
             return
         if self.adv_steps < 0:
-            raise ValueError(f"adv_steps must be >= 0 for algo={self.algo!r} (0: random noise, no ascent), "
-                             f"got {self.adv_steps!r}")
+            raise ValueError(
+                f"adv_steps must be >= 0 for algo={self.algo!r} (0: random noise, no ascent), got {self.adv_steps!r}"
+            )
         defaults = dict(RULE_DEFAULTS[self.adv_rule][self.algo])
         if self.adv_steps == 0:
             defaults["adv_step_size"] = None  # no ascent, no step
         for name, default in defaults.items():
             value = getattr(self, name)
             if default is None and value is not None:
-                why = ("it has no eps-ball" if name == "adv_epsilon" else "adv_steps=0 takes no ascent step")
-                raise ValueError(f"{name}={value!r} is not used by adv_rule={self.adv_rule!r} with "
-                                 f"adv_steps={self.adv_steps} ({why}); leave it unset")
+                why = "it has no eps-ball" if name == "adv_epsilon" else "adv_steps=0 takes no ascent step"
+                raise ValueError(
+                    f"{name}={value!r} is not used by adv_rule={self.adv_rule!r} with "
+                    f"adv_steps={self.adv_steps} ({why}); leave it unset"
+                )
             if value is None:
                 setattr(self, name, default)
         # A regularized run needs a real ball and a real step where the rule has them.
@@ -339,8 +409,9 @@ class RunConfig:
                     raise ValueError(f"extra must be a mapping, got {type(self.extra).__name__}")
                 _check_extra_is_json(self.extra)
                 if not isinstance(self.extra.get("tag") or "", str):  # summarize names variants by it
-                    raise ValueError(f"extra's tag must be text (it names the run's variant), got "
-                                     f"{self.extra['tag']!r}")
+                    raise ValueError(
+                        f"extra's tag must be text (it names the run's variant), got {self.extra['tag']!r}"
+                    )
                 continue
             if f.name == "algo_args":
                 if not isinstance(self.algo_args, dict):
@@ -371,19 +442,26 @@ class RunConfig:
             resolved = settings.from_mapping(self.algo_args)
         except ValueError as exc:
             owners = methods.knob_owners()
-            others = [f"{k!r} is a knob of {'/'.join(owners[k])}" for k in self.algo_args
-                      if k in owners and self.algo not in owners[k]]
+            others = [
+                f"{k!r} is a knob of {'/'.join(owners[k])}"
+                for k in self.algo_args
+                if k in owners and self.algo not in owners[k]
+            ]
             raise ValueError(f"{exc}{'; ' + '; '.join(others) if others else ''}") from None
         self.algo_args = resolved.to_dict()
         points = getattr(settings, "perturb_points", ())
         if self.perturb_at is None:
             self.perturb_at = points[0] if points else "embedding_output"
         elif points and self.perturb_at not in points:
-            raise ValueError(f"perturb_at={self.perturb_at!r} is not a point algo={self.algo!r} perturbs; it takes "
-                             f"{', '.join(map(repr, points))}")
+            raise ValueError(
+                f"perturb_at={self.perturb_at!r} is not a point algo={self.algo!r} perturbs; it takes "
+                f"{', '.join(map(repr, points))}"
+            )
         elif not points and self.perturb_at != "embedding_output":
-            raise ValueError(f"perturb_at={self.perturb_at!r} is not used by algo={self.algo!r} (it perturbs no "
-                             f"input); leave it unset")
+            raise ValueError(
+                f"perturb_at={self.perturb_at!r} is not used by algo={self.algo!r} (it perturbs no "
+                f"input); leave it unset"
+            )
 
     @property
     def settings(self):
@@ -408,8 +486,11 @@ class RunConfig:
         `adv_rule` or `adv_steps` (to or from 0) changes, unless `changes` sets them."""
         data = self.to_dict()
         steps = changes.get("adv_steps", self.adv_steps)
-        if (changes.get("algo", self.algo) != self.algo or changes.get("adv_rule", self.adv_rule) != self.adv_rule
-                or (steps == 0) != (self.adv_steps == 0)):
+        if (
+            changes.get("algo", self.algo) != self.algo
+            or changes.get("adv_rule", self.adv_rule) != self.adv_rule
+            or (steps == 0) != (self.adv_steps == 0)
+        ):
             for name in _ADV_KNOBS:
                 data[name] = None
         if changes.get("algo", self.algo) != self.algo:
@@ -481,14 +562,18 @@ class RunConfig:
         if not path.is_file():
             from siftkit.core.paths import loop_note
 
-            raise ValueError(f"params file {path} is a folder, not a file; name the YAML file in it"
-                             if path.is_dir() else f"params file not found: {path}{loop_note(path)}")
+            raise ValueError(
+                f"params file {path} is a folder, not a file; name the YAML file in it"
+                if path.is_dir()
+                else f"params file not found: {path}{loop_note(path)}"
+            )
         try:
             text = path.read_text(encoding="utf-8")
             loaded = load_yaml(text)
         except yaml.YAMLError as exc:
-            raise ValueError(f"params file {path} is not valid YAML: {_yaml_problem(exc)}"
-                             f"{_space_lookalike(text)}") from None
+            raise ValueError(
+                f"params file {path} is not valid YAML: {_yaml_problem(exc)}{_space_lookalike(text)}"
+            ) from None
         except UnicodeDecodeError as exc:
             raise ValueError(f"params file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         if loaded is None:
@@ -497,8 +582,10 @@ class RunConfig:
             raise ValueError(f"params file {path} must hold a mapping of field: value{_space_lookalike(text)}")
         unknown = sorted(set(loaded) - set(cls.input_names()), key=str)
         if unknown:
-            raise ValueError(f"unknown field(s) in {path}: {', '.join(map(str, unknown))}"
-                             f"{_lookalike_keys(unknown, text, cls.input_names())}")
+            raise ValueError(
+                f"unknown field(s) in {path}: {', '.join(map(str, unknown))}"
+                f"{_lookalike_keys(unknown, text, cls.input_names())}"
+            )
         if "shift" in loaded:  # the spec's relative paths are the params file's, wherever the run starts
             from siftkit.data.shift_spec import anchored
 
@@ -529,8 +616,10 @@ def _space_lookalike(text: str) -> str:
     for number, line in enumerate(text.split("\n"), start=1):
         for column, ch in enumerate(line, start=1):
             if ord(ch) > 127 and unicodedata.category(ch) in ("Zs", "Cf", "Cc"):
-                return (f"; line {number}, column {column} holds {_char_name(ch)}, which YAML does not read as "
-                        f"a space: type a plain space there")
+                return (
+                    f"; line {number}, column {column} holds {_char_name(ch)}, which YAML does not read as "
+                    f"a space: type a plain space there"
+                )
     return ""
 
 
@@ -640,15 +729,18 @@ def _report_to(value: Any) -> list[str]:
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"report_to must be a list of tracker names ({', '.join(map(repr, TRACKERS))}) or "
-                         f"'none', got {value!r}")
+        raise ValueError(
+            f"report_to must be a list of tracker names ({', '.join(map(repr, TRACKERS))}) or 'none', got {value!r}"
+        )
     names = [v.strip().lower() for v in value if v.strip()]
     if names == ["none"]:
         return []
     bad = [v for v in names if v not in TRACKERS]
     if bad:
-        raise ValueError(f"report_to names unknown tracker(s) {', '.join(map(repr, bad))}; choose from "
-                         f"{', '.join(map(repr, TRACKERS))}, or 'none'")
+        raise ValueError(
+            f"report_to names unknown tracker(s) {', '.join(map(repr, bad))}; choose from "
+            f"{', '.join(map(repr, TRACKERS))}, or 'none'"
+        )
     return list(dict.fromkeys(names))
 
 
@@ -660,9 +752,22 @@ SEED_MAX = 2**32 - 1
 # Sizes and counts: `--per_device_train_batch_size 1e20` reached the data loader and failed as
 # "Stop argument for islice()".
 COUNT_MAX = 2**31 - 1
-_COUNTS = ("per_device_train_batch_size", "per_device_eval_batch_size", "max_length", "num_train_epochs",
-           "uci_num_train_epochs", "logging_steps", "save_steps", "max_train_samples", "max_eval_samples",
-           "twitter_subset", "twitter_negatives", "uci_train_size", "uci_val_size", "early_stopping_patience")
+_COUNTS = (
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "max_length",
+    "num_train_epochs",
+    "uci_num_train_epochs",
+    "logging_steps",
+    "save_steps",
+    "max_train_samples",
+    "max_eval_samples",
+    "twitter_subset",
+    "twitter_negatives",
+    "uci_train_size",
+    "uci_val_size",
+    "early_stopping_patience",
+)
 
 # Path-like fields: '~' is the user's home (as in a shell and in the notebooks), and an empty
 # string (an unset shell variable, `-p output_dir ""`) would silently mean the current folder.
@@ -671,7 +776,7 @@ _PATH_HINTS = {
     "stage_cache_dir": "name the cache folder, or leave stage_cache_dir unset (None) for no cache",
     "data_dir": "name the data folder, or leave data_dir unset (None) for the default",
     "model_name": "give a Hub name or a model folder, or leave model_name unset (None) for the offline "
-                  f"default {DEFAULT_MODEL_NAME}",
+    f"default {DEFAULT_MODEL_NAME}",
 }
 
 
@@ -684,8 +789,10 @@ def _check_run_fields(cfg: RunConfig) -> None:
     for name in _COUNTS:
         value = getattr(cfg, name, None)
         if isinstance(value, int) and value > COUNT_MAX:
-            raise ValueError(f"{name} must be <= {COUNT_MAX} (2**31 - 1; torch and Python's slicing take no more), "
-                             f"got {value} ({float(value):g})")
+            raise ValueError(
+                f"{name} must be <= {COUNT_MAX} (2**31 - 1; torch and Python's slicing take no more), "
+                f"got {value} ({float(value):g})"
+            )
     for name, hint in _PATH_HINTS.items():
         value = getattr(cfg, name)
         if value is None:
@@ -708,29 +815,43 @@ def _check_controls(cfg: RunConfig) -> None:
         raise ValueError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing!r}")
     one_stage = cfg.task == "cola" or (cfg.task == "shift" and len(cfg.shift["stages"]) == 1)
     if cfg.reinit_head and one_stage:
-        raise ValueError(f"reinit_head re-initialises the head before a later stage; task={cfg.task!r} has one "
-                         f"stage, so it would do nothing")
+        raise ValueError(
+            f"reinit_head re-initialises the head before a later stage; task={cfg.task!r} has one "
+            f"stage, so it would do nothing"
+        )
     if cfg.adv_stages != "all" and cfg.algo == "plain":
-        raise ValueError(f"adv_stages={cfg.adv_stages!r} chooses the stages of SMART's and SiFT's regularizer; "
-                         f"algo='plain' has none (leave adv_stages='all')")
+        raise ValueError(
+            f"adv_stages={cfg.adv_stages!r} chooses the stages of SMART's and SiFT's regularizer; "
+            f"algo='plain' has none (leave adv_stages='all')"
+        )
     if cfg.adv_stages != "all" and one_stage:
-        raise ValueError(f"adv_stages={cfg.adv_stages!r} needs a protocol with several stages; task={cfg.task!r} "
-                         f"has one (leave adv_stages='all')")
+        raise ValueError(
+            f"adv_stages={cfg.adv_stages!r} needs a protocol with several stages; task={cfg.task!r} "
+            f"has one (leave adv_stages='all')"
+        )
     if cfg.freeze_encoder and cfg.l2sp_weight > 0:
-        raise ValueError(f"l2sp_weight={cfg.l2sp_weight!r} pulls the encoder toward its pre-trained weights, but "
-                         f"freeze_encoder=True keeps it there; set one of them")
+        raise ValueError(
+            f"l2sp_weight={cfg.l2sp_weight!r} pulls the encoder toward its pre-trained weights, but "
+            f"freeze_encoder=True keeps it there; set one of them"
+        )
     if cfg.early_stopping_patience is not None and cfg.task == "shift":
         unvalidated = [s["name"] for s in cfg.shift["stages"] if s.get("validation") is None]
         if unvalidated:
-            raise ValueError(f"early_stopping_patience={cfg.early_stopping_patience} watches each stage's validation "
-                             f"set, and shift stage(s) {', '.join(map(repr, unvalidated))} have none; give each a "
-                             f"validation (e.g. validation: {{fraction: 0.1}})")
+            raise ValueError(
+                f"early_stopping_patience={cfg.early_stopping_patience} watches each stage's validation "
+                f"set, and shift stage(s) {', '.join(map(repr, unvalidated))} have none; give each a "
+                f"validation (e.g. validation: {{fraction: 0.1}})"
+            )
     if cfg.early_stopping_patience is not None and cfg.task == "twitter_to_uci" and not cfg.uci_val_size:
-        raise ValueError(f"early_stopping_patience={cfg.early_stopping_patience} watches each stage's validation "
-                         f"set, and P2's UCI stage has none with uci_val_size=0; set uci_val_size (e.g. 300)")
+        raise ValueError(
+            f"early_stopping_patience={cfg.early_stopping_patience} watches each stage's validation "
+            f"set, and P2's UCI stage has none with uci_val_size=0; set uci_val_size (e.g. 300)"
+        )
     if cfg.uci_val_size and cfg.task != "twitter_to_uci":
-        raise ValueError(f"uci_val_size={cfg.uci_val_size} holds out UCI sentences of P2 (task='twitter_to_uci'); "
-                         f"task={cfg.task!r} selects on its own dev set")
+        raise ValueError(
+            f"uci_val_size={cfg.uci_val_size} holds out UCI sentences of P2 (task='twitter_to_uci'); "
+            f"task={cfg.task!r} selects on its own dev set"
+        )
 
 
 def _alphas(value: Any) -> list[float]:
@@ -757,8 +878,10 @@ def _alphas(value: Any) -> list[float]:
         except (TypeError, ValueError):
             raise ValueError(f"wise_ft_alphas must hold numbers in [0, 1]; {item!r} is not a number") from None
         if not 0.0 <= alpha <= 1.0:  # also refuses nan
-            raise ValueError(f"wise_ft_alphas must hold numbers in [0, 1] (theta_alpha = (1 - alpha) theta_0 + alpha "
-                             f"theta_1 interpolates, it does not extrapolate), got {item!r}")
+            raise ValueError(
+                f"wise_ft_alphas must hold numbers in [0, 1] (theta_alpha = (1 - alpha) theta_0 + alpha "
+                f"theta_1 interpolates, it does not extrapolate), got {item!r}"
+            )
         alphas.append(alpha)
     if not alphas:
         raise ValueError("wise_ft_alphas is empty; give the alphas to choose among, e.g. 0,0.1,...,1 (the default)")
@@ -784,8 +907,10 @@ def probed_stages(cfg: RunConfig, n_stages: int) -> list[int]:
     return {"all": list(range(n_stages)), "first": [0], "last": [n_stages - 1]}[cfg.lp_ft_stages]
 
 
-_WHERE_VALIDATION = {"twitter_to_uci": "set uci_val_size (e.g. 300)",
-                     "shift": "give the stage a validation (e.g. validation: {fraction: 0.1})"}
+_WHERE_VALIDATION = {
+    "twitter_to_uci": "set uci_val_size (e.g. 300)",
+    "shift": "give the stage a validation (e.g. validation: {fraction: 0.1})",
+}
 
 
 def _check_ood_methods(cfg: RunConfig) -> None:
@@ -797,56 +922,77 @@ def _check_ood_methods(cfg: RunConfig) -> None:
         _non_negative(cfg, name)
     _positive(cfg, "lp_ft_learning_rate")
     if not (0.0 < cfg.layer_lr_decay <= 1.0):  # also refuses nan
-        raise ValueError(f"layer_lr_decay must be in (0, 1] (layer l trains at learning_rate * layer_lr_decay^(L - l); "
-                         f"1 turns the decay off), got {cfg.layer_lr_decay!r}")
-    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-                for f in fields(cfg)}
-    for owner, on, knobs in (("lp_ft_epochs", cfg.lp_ft_epochs > 0, ("lp_ft_learning_rate", "lp_ft_stages")),
-                             ("wise_ft", cfg.wise_ft, ("wise_ft_alphas", "wise_ft_scope"))):
+        raise ValueError(
+            f"layer_lr_decay must be in (0, 1] (layer l trains at learning_rate * layer_lr_decay^(L - l); "
+            f"1 turns the decay off), got {cfg.layer_lr_decay!r}"
+        )
+    defaults = {
+        f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory()) for f in fields(cfg)
+    }
+    for owner, on, knobs in (
+        ("lp_ft_epochs", cfg.lp_ft_epochs > 0, ("lp_ft_learning_rate", "lp_ft_stages")),
+        ("wise_ft", cfg.wise_ft, ("wise_ft_alphas", "wise_ft_scope")),
+    ):
         for name in knobs:
             if not on and getattr(cfg, name) != defaults[name]:
-                raise ValueError(f"{name}={getattr(cfg, name)!r} is a setting of {owner}, which is off; set {owner} "
-                                 f"(e.g. {'--lp_ft_epochs 1' if owner == 'lp_ft_epochs' else '--wise_ft'}), or leave "
-                                 f"{name} at its default {defaults[name]!r}")
+                raise ValueError(
+                    f"{name}={getattr(cfg, name)!r} is a setting of {owner}, which is off; set {owner} "
+                    f"(e.g. {'--lp_ft_epochs 1' if owner == 'lp_ft_epochs' else '--wise_ft'}), or leave "
+                    f"{name} at its default {defaults[name]!r}"
+                )
     stages = _validated_stages(cfg)
     how = _WHERE_VALIDATION.get(cfg.task, "")
     for name, on in (("layer_lr_decay", cfg.layer_lr_decay != 1.0), ("reinit_layers", cfg.reinit_layers > 0)):
         if on and cfg.freeze_encoder:
-            raise ValueError(f"{name}={getattr(cfg, name)!r} acts on the encoder's layers, and freeze_encoder=True "
-                             f"never trains them; set one of them")
+            raise ValueError(
+                f"{name}={getattr(cfg, name)!r} acts on the encoder's layers, and freeze_encoder=True "
+                f"never trains them; set one of them"
+            )
     if cfg.lp_ft_epochs and cfg.freeze_encoder:
-        raise ValueError(f"lp_ft_epochs={cfg.lp_ft_epochs} probes the head before fine-tuning the whole model, but "
-                         f"freeze_encoder=True never fine-tunes the encoder; set one of them")
+        raise ValueError(
+            f"lp_ft_epochs={cfg.lp_ft_epochs} probes the head before fine-tuning the whole model, but "
+            f"freeze_encoder=True never fine-tunes the encoder; set one of them"
+        )
     if cfg.lp_ft_epochs and cfg.early_stopping_patience is not None:
         blind = [stages[i][0] for i in probed_stages(cfg, len(stages)) if not stages[i][1]]
         if blind:
-            raise ValueError(f"lp_ft_stages={cfg.lp_ft_stages!r} probes stage(s) {', '.join(map(repr, blind))}, which "
-                             f"have no validation set, and early_stopping_patience={cfg.early_stopping_patience} "
-                             f"chooses the probe's best epoch on one; {how or 'give each a validation set'}, or "
-                             f"probe other stages")
+            raise ValueError(
+                f"lp_ft_stages={cfg.lp_ft_stages!r} probes stage(s) {', '.join(map(repr, blind))}, which "
+                f"have no validation set, and early_stopping_patience={cfg.early_stopping_patience} "
+                f"chooses the probe's best epoch on one; {how or 'give each a validation set'}, or "
+                f"probe other stages"
+            )
     if cfg.wise_ft:
         last, validated = stages[-1]
         if not validated:
-            raise ValueError(f"wise_ft=True chooses alpha on the last stage's validation set (never on a test set), "
-                             f"and stage {last!r} has none; {how or 'give it a validation set'}")
+            raise ValueError(
+                f"wise_ft=True chooses alpha on the last stage's validation set (never on a test set), "
+                f"and stage {last!r} has none; {how or 'give it a validation set'}"
+            )
         if cfg.freeze_encoder and cfg.wise_ft_scope == "encoder":
-            raise ValueError("wise_ft=True with wise_ft_scope='encoder' interpolates the encoder, but freeze_encoder=True "
-                             "keeps it at theta_0, so every alpha is the same model; set one of them (or "
-                             "wise_ft_scope='model')")
+            raise ValueError(
+                "wise_ft=True with wise_ft_scope='encoder' interpolates the encoder, but freeze_encoder=True "
+                "keeps it at theta_0, so every alpha is the same model; set one of them (or "
+                "wise_ft_scope='model')"
+            )
 
 
 def _check_shift(cfg: RunConfig) -> None:
     """task="shift" needs a spec (read from its file when `shift` is a path) and only it takes one."""
     if cfg.task != "shift":
         if cfg.shift is not None:
-            raise ValueError(f"shift (a domain-shift spec) is used by task='shift' only; task={cfg.task!r} has its "
-                             f"own data (set task: shift, or leave shift unset)")
+            raise ValueError(
+                f"shift (a domain-shift spec) is used by task='shift' only; task={cfg.task!r} has its "
+                f"own data (set task: shift, or leave shift unset)"
+            )
         return
     from siftkit.data.shift_spec import load_spec_mapping, parse_spec
 
     if cfg.shift is None:
-        raise ValueError("task='shift' needs a spec in the field shift (a mapping with name, labels, stages and "
-                         "evals, or the path of a YAML file holding it); see docs/your_shift.md")
+        raise ValueError(
+            "task='shift' needs a spec in the field shift (a mapping with name, labels, stages and "
+            "evals, or the path of a YAML file holding it); see docs/your_shift.md"
+        )
     # Held as JSON holds it (label_map's key 1 becomes "1"): the config in memory, in
     # results.json and in a checkpoint is then one value, so a resume or a summary compares
     # like with like.
@@ -865,7 +1011,8 @@ def _check_twitter_split(cfg: RunConfig) -> None:
         raise ValueError(
             f"twitter_subset={cfg.twitter_subset} with twitter_val_fraction={cfg.twitter_val_fraction} leaves "
             f"{cfg.twitter_subset - n_val} tweet(s) for training and {n_val} for validation; each needs at "
-            f"least one")
+            f"least one"
+        )
 
 
 # AdamW's first update is learning_rate / (1 - beta1) = 10 x the rate, and torch turns it
@@ -881,13 +1028,17 @@ def _check_learning_rates(cfg: RunConfig) -> None:
         if value is None or not math.isfinite(value):
             continue  # _positive reports nan/inf
         if value >= LEARNING_RATE_MAX:
-            raise ValueError(f"{name} must be < {LEARNING_RATE_MAX:.3g} (AdamW's first step is 10 x the rate and "
-                             f"must fit a float32), got {value!r}")
+            raise ValueError(
+                f"{name} must be < {LEARNING_RATE_MAX:.3g} (AdamW's first step is 10 x the rate and "
+                f"must fit a float32), got {value!r}"
+            )
         # AdamW's decoupled decay multiplies the weights by 1 - rate * weight_decay (a float32).
         if math.isfinite(cfg.weight_decay) and value * cfg.weight_decay >= _FLOAT32_MAX:
-            raise ValueError(f"{name} x weight_decay = {value * cfg.weight_decay:.3g} does not fit a float32 "
-                             f"(AdamW scales the weights by 1 - {name} x weight_decay); got {name}={value!r}, "
-                             f"weight_decay={cfg.weight_decay!r}")
+            raise ValueError(
+                f"{name} x weight_decay = {value * cfg.weight_decay:.3g} does not fit a float32 "
+                f"(AdamW scales the weights by 1 - {name} x weight_decay); got {name}={value!r}, "
+                f"weight_decay={cfg.weight_decay!r}"
+            )
 
 
 # Values a plain run records for the regularizer's knobs (it has none): unset, or the
@@ -906,15 +1057,19 @@ def _check_unused_by_plain(cfg: RunConfig) -> None:
     for name in _ADV_KNOBS:
         value = getattr(cfg, name)
         if value not in (None, 0.0):
-            raise ValueError(f"{name}={value!r} is not used by algo='plain' ({why}); leave it unset, or choose "
-                             f"algo='smart' or 'sift'")
+            raise ValueError(
+                f"{name}={value!r} is not used by algo='plain' ({why}); leave it unset, or choose "
+                f"algo='smart' or 'sift'"
+            )
     defaults = {f.name: f.default for f in fields(cfg)}
     defaults["perturb_at"] = "embedding_output"  # None resolves to it
     for name in _PLAIN_UNUSED_DEFAULTS:
         value = getattr(cfg, name)
         if value != defaults[name]:
-            raise ValueError(f"{name}={value!r} is not used by algo='plain' ({why}); leave it at its default "
-                             f"{defaults[name]!r}, or choose algo='smart' or 'sift'")
+            raise ValueError(
+                f"{name}={value!r} is not used by algo='plain' ({why}); leave it at its default "
+                f"{defaults[name]!r}, or choose algo='smart' or 'sift'"
+            )
 
 
 def _check_unused_flat_knobs(cfg: RunConfig) -> None:
@@ -924,22 +1079,28 @@ def _check_unused_flat_knobs(cfg: RunConfig) -> None:
     for name in _ADV_KNOBS:
         value = getattr(cfg, name)
         if value is not None:
-            raise ValueError(f"{name}={value!r} is SMART's and SiFT's knob, not used by algo={cfg.algo!r}; leave it "
-                             f"unset (algo={cfg.algo!r}'s knobs: {own})")
+            raise ValueError(
+                f"{name}={value!r} is SMART's and SiFT's knob, not used by algo={cfg.algo!r}; leave it "
+                f"unset (algo={cfg.algo!r}'s knobs: {own})"
+            )
     defaults = {f.name: f.default for f in fields(cfg)}
     for name in ("adv_rule", "adv_steps", "adv_norm", "divergence"):
         value = getattr(cfg, name)
         if value != defaults[name]:
-            raise ValueError(f"{name}={value!r} is SMART's and SiFT's knob, not used by algo={cfg.algo!r}; leave it at "
-                             f"its default {defaults[name]!r} (algo={cfg.algo!r}'s knobs: {own})")
+            raise ValueError(
+                f"{name}={value!r} is SMART's and SiFT's knob, not used by algo={cfg.algo!r}; leave it at "
+                f"its default {defaults[name]!r} (algo={cfg.algo!r}'s knobs: {own})"
+            )
 
 
 def _check_unused_bregman(cfg: RunConfig) -> None:
     for name, recorded in _RECORDED_BREGMAN.items():
         value = getattr(cfg, name)
         if value is not None and value not in recorded:
-            raise ValueError(f"{name}={value!r} is not used by algo={cfg.algo!r} (only SMART has a Bregman term); "
-                             f"leave it unset, or choose algo='smart'")
+            raise ValueError(
+                f"{name}={value!r} is not used by algo={cfg.algo!r} (only SMART has a Bregman term); "
+                f"leave it unset, or choose algo='smart'"
+            )
 
 
 def _json_problem(value: Any, where: str) -> tuple[str, Any] | None:
@@ -970,7 +1131,12 @@ def _check_extra_is_json(extra: dict) -> None:
     if found:
         where, value = found
         # YAML reads an unquoted 2024-05-01 as a date: quoting keeps the text the user typed.
-        hint = (f"quote it to keep it as text, e.g. '{value}'" if isinstance(value, (datetime.date, datetime.time))
-                else "give it as text or a number")
-        raise ValueError(f"extra must hold only JSON values (text, numbers, true/false, null, lists, mappings); "
-                         f"{where} is {value!r} (a {type(value).__name__}); {hint}")
+        hint = (
+            f"quote it to keep it as text, e.g. '{value}'"
+            if isinstance(value, (datetime.date, datetime.time))
+            else "give it as text or a number"
+        )
+        raise ValueError(
+            f"extra must hold only JSON values (text, numbers, true/false, null, lists, mappings); "
+            f"{where} is {value!r} (a {type(value).__name__}); {hint}"
+        )

@@ -104,8 +104,9 @@ def encoded(ds, tokenizer, max_length: int) -> Encoded:
         per_tokenizer.move_to_end(key)
         return per_tokenizer[key]
     features = _encode(ds, tokenizer, max_length)
-    result = Encoded(features, [int(y) for y in ds["label"]],
-                     np.asarray([len(ids) for ids in features["input_ids"]], dtype=np.int64))
+    result = Encoded(
+        features, [int(y) for y in ds["label"]], np.asarray([len(ids) for ids in features["input_ids"]], dtype=np.int64)
+    )
     if fingerprint is not None:
         per_tokenizer[key] = result
         while len(per_tokenizer) > CACHE_SIZE:
@@ -118,7 +119,7 @@ def length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     order): batches of similar lengths need little padding, and the largest batch comes
     first, so a batch size too large for memory fails at once."""
     order = np.argsort(-lengths, kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _pad(enc: Encoded, rows: np.ndarray, tokenizer, device) -> dict[str, torch.Tensor]:
@@ -148,7 +149,7 @@ def predict(model, ds, tokenizer, cfg: RunConfig, accelerator, *, smoothness: bo
     model.eval()
     mine: list[tuple] = []  # (example index, prediction, *smoothness per size)
     try:
-        for rows in batches[accelerator.process_index::accelerator.num_processes]:
+        for rows in batches[accelerator.process_index :: accelerator.num_processes]:
             batch = _pad(enc, rows, tokenizer, accelerator.device)
             with accelerator.autocast():
                 if split is not None:
@@ -181,8 +182,9 @@ def _in_dataset_order(results: list[tuple], labels: list[int], smoothness: bool)
     return preds, list(labels), smooth
 
 
-def evaluate(model, evals: dict, tokenizer, cfg: RunConfig, accelerator, *,
-             smoothness: bool | None = None) -> dict[str, float]:
+def evaluate(
+    model, evals: dict, tokenizer, cfg: RunConfig, accelerator, *, smoothness: bool | None = None
+) -> dict[str, float]:
     """Accuracy and MCC per eval set (and per `source` where the set has one, e.g. UCI's
     amazon / imdb / yelp: three out-of-domain targets), plus held-out smoothness when
     `smoothness` is on (None: ``cfg.eval_smoothness``; the probes triple an evaluation's
@@ -203,8 +205,9 @@ def evaluate(model, evals: dict, tokenizer, cfg: RunConfig, accelerator, *,
             sources = list(ds["source"])
             for source in sorted(set(sources)):
                 rows = [i for i, s in enumerate(sources) if s == source]
-                per = classification_metrics(name, [preds[i] for i in rows], [labels[i] for i in rows],
-                                             num_classes=num_classes)
+                per = classification_metrics(
+                    name, [preds[i] for i in rows], [labels[i] for i in rows], num_classes=num_classes
+                )
                 metrics.update({f"{k}_{source}": v for k, v in per.items()})
         for size, values in smooth.items():
             metrics[smoothness_metric(name, size)] = sum(values) / len(values)

@@ -44,8 +44,19 @@ from siftkit.run.config import RunConfig
 from siftkit.run.objective import AdversarialLoss
 
 # RunConfig fields that configure the regularizer and the Bregman term.
-REGULARIZER_KNOBS = ("perturb_at", "adv_rule", "adv_epsilon", "adv_noise_std", "adv_step_size", "adv_steps", "adv_norm",
-                     "adv_weight", "divergence", "bregman_weight", "bregman_beta")
+REGULARIZER_KNOBS = (
+    "perturb_at",
+    "adv_rule",
+    "adv_epsilon",
+    "adv_noise_std",
+    "adv_step_size",
+    "adv_steps",
+    "adv_norm",
+    "adv_weight",
+    "divergence",
+    "bregman_weight",
+    "bregman_beta",
+)
 # The task loss's own controls (docs/comparing_fairly.md), shared with the native loop.
 LOSS_KNOBS = REGULARIZER_KNOBS + ("label_smoothing", "l2sp_weight")
 assert set(LOSS_KNOBS) <= set(RunConfig.field_names())
@@ -63,14 +74,19 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
         elif name in _TRAINER_ARGS:
             trainer_kwargs[name] = value
         elif name in RunConfig.field_names():
-            raise ValueError(f"{name} is not a regularizer knob of AdversarialTrainer; optimisation and run "
-                             f"settings go in TrainingArguments (args=...)")
+            raise ValueError(
+                f"{name} is not a regularizer knob of AdversarialTrainer; optimisation and run "
+                f"settings go in TrainingArguments (args=...)"
+            )
         else:
-            close = difflib.get_close_matches(name, LOSS_KNOBS + tuple(sorted(method_knobs))
-                                              + tuple(sorted(_TRAINER_ARGS)), n=1)
+            close = difflib.get_close_matches(
+                name, LOSS_KNOBS + tuple(sorted(method_knobs)) + tuple(sorted(_TRAINER_ARGS)), n=1
+            )
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown argument {name!r} for AdversarialTrainer{hint} "
-                             f"(loss knobs: {', '.join(LOSS_KNOBS)}; method knobs: {', '.join(method_knobs)})")
+            raise ValueError(
+                f"unknown argument {name!r} for AdversarialTrainer{hint} "
+                f"(loss knobs: {', '.join(LOSS_KNOBS)}; method knobs: {', '.join(method_knobs)})"
+            )
     return trainer_kwargs, knobs
 
 
@@ -82,9 +98,11 @@ def _check_label_range(labels: torch.Tensor, num_labels: int) -> None:
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_labels:
         bad = high if high >= num_labels else low
-        raise ValueError(f"AdversarialTrainer got label {bad} for a model with num_labels={num_labels} (class ids "
-                         f"0 to {num_labels - 1}); build the model with num_labels covering every label "
-                         f"(from_pretrained(..., num_labels=...)) or fix the dataset's labels")
+        raise ValueError(
+            f"AdversarialTrainer got label {bad} for a model with num_labels={num_labels} (class ids "
+            f"0 to {num_labels - 1}); build the model with num_labels covering every label "
+            f"(from_pretrained(..., num_labels=...)) or fix the dataset's labels"
+        )
 
 
 class BregmanTeacherCallback(TrainerCallback):
@@ -128,36 +146,48 @@ class AdversarialTrainer(Trainer):
         # The training loss is the native loop's cross-entropy + regularizers; say so rather
         # than silently ignore a different loss.
         if self.compute_loss_func is not None:
-            raise ValueError("compute_loss_func is not supported by AdversarialTrainer (its training loss is "
-                             "cross-entropy + the regularizer terms)")
+            raise ValueError(
+                "compute_loss_func is not supported by AdversarialTrainer (its training loss is "
+                "cross-entropy + the regularizer terms)"
+            )
         if self.args.n_gpu > 1:
             # nn.DataParallel would run the clean forward on replicas (the split's hooks would
             # fire once per GPU); DDP runs one process per GPU and is what the kit supports.
-            raise ValueError("AdversarialTrainer runs one process per GPU: launch with `accelerate launch` or "
-                             "`torchrun --nproc_per_node N` instead of one process seeing several GPUs")
+            raise ValueError(
+                "AdversarialTrainer runs one process per GPU: launch with `accelerate launch` or "
+                "`torchrun --nproc_per_node N` instead of one process seeing several GPUs"
+            )
         if self.args.label_smoothing_factor:
-            raise ValueError("label_smoothing_factor is not supported by AdversarialTrainer; leave it at 0 and "
-                             "pass label_smoothing=... to AdversarialTrainer (the kit's task loss takes it)")
+            raise ValueError(
+                "label_smoothing_factor is not supported by AdversarialTrainer; leave it at 0 and "
+                "pass label_smoothing=... to AdversarialTrainer (the kit's task loss takes it)"
+            )
         bare = unwrap(self.model)
         if getattr(bare, "base_model", None) is bare:
             # transformers' base_model is the model itself when it has no head on top.
-            raise ValueError(f"AdversarialTrainer needs a classifier that returns logits (a "
-                             f"*ForSequenceClassification, e.g. from AutoModelForSequenceClassification); "
-                             f"{type(bare).__name__} is a bare encoder without a classification head")
+            raise ValueError(
+                f"AdversarialTrainer needs a classifier that returns logits (a "
+                f"*ForSequenceClassification, e.g. from AutoModelForSequenceClassification); "
+                f"{type(bare).__name__} is a bare encoder without a classification head"
+            )
         config = getattr(unwrap(self.model), "config", None)
         num_labels = getattr(config, "num_labels", 2)
         problem = getattr(config, "problem_type", None)
         if num_labels < 2 or problem in ("regression", "multi_label_classification"):
-            raise ValueError(f"AdversarialTrainer trains single-label classifiers (num_labels >= 2); this model "
-                             f"has num_labels={num_labels}, problem_type={problem!r}")
+            raise ValueError(
+                f"AdversarialTrainer trains single-label classifiers (num_labels >= 2); this model "
+                f"has num_labels={num_labels}, problem_type={problem!r}"
+            )
         # Built after Trainer placed the model on its device, so the teacher lives there too.
         self.adversarial_loss = AdversarialLoss(self.model, self.run_config)
         method = self.adversarial_loss.method
         if method.updates_per_batch > 1 and self.args.gradient_accumulation_steps > 1:
-            raise ValueError(f"algo={algo!r} makes {method.updates_per_batch} optimizer updates on every batch (one "
-                             f"per replay), so it cannot accumulate gradients over batches; got "
-                             f"gradient_accumulation_steps={self.args.gradient_accumulation_steps} in TrainingArguments: "
-                             f"use gradient_accumulation_steps=1 (and a larger per_device_train_batch_size)")
+            raise ValueError(
+                f"algo={algo!r} makes {method.updates_per_batch} optimizer updates on every batch (one "
+                f"per replay), so it cannot accumulate gradients over batches; got "
+                f"gradient_accumulation_steps={self.args.gradient_accumulation_steps} in TrainingArguments: "
+                f"use gradient_accumulation_steps=1 (and a larger per_device_train_batch_size)"
+            )
         self.bregman_callback = BregmanTeacherCallback(self)
         self.add_callback(self.bregman_callback)
         self._parts: dict[str, list[float]] = defaultdict(list)
@@ -190,37 +220,47 @@ class AdversarialTrainer(Trainer):
         ctx = _TrainerBatch(self, model, method.updates_per_batch)
         loss, parts = method.train_batch(model, inputs, ctx)
         if ctx.updates != method.updates_per_batch:
-            raise RuntimeError(f"method {method.name!r} made {ctx.updates} optimizer update(s) on a batch; it "
-                               f"declares {method.updates_per_batch}")
+            raise RuntimeError(
+                f"method {method.name!r} made {ctx.updates} optimizer update(s) on a batch; it "
+                f"declares {method.updates_per_batch}"
+            )
         for key, value in parts.items():
             self._parts[key].append(value)
         return loss.detach() / self.current_gradient_accumulation_steps
 
     def _check_training_batch(self, model, inputs) -> None:
         if "labels" not in inputs:
-            raise ValueError("AdversarialTrainer needs `labels` in every training batch (a DataCollatorWithPadding "
-                             "renames a `label` column to `labels`)")
+            raise ValueError(
+                "AdversarialTrainer needs `labels` in every training batch (a DataCollatorWithPadding "
+                "renames a `label` column to `labels`)"
+            )
         if torch.is_floating_point(inputs["labels"]):
-            raise ValueError(f"AdversarialTrainer trains single-label classifiers: labels must be integer class ids, "
-                             f"got {inputs['labels'].dtype}; cast the dataset's label column to int64 "
-                             f"(dataset.cast_column('label', datasets.Value('int64')))")
+            raise ValueError(
+                f"AdversarialTrainer trains single-label classifiers: labels must be integer class ids, "
+                f"got {inputs['labels'].dtype}; cast the dataset's label column to int64 "
+                f"(dataset.cast_column('label', datasets.Value('int64')))"
+            )
         _check_label_range(inputs["labels"], getattr(unwrap(model).config, "num_labels", 2))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not (model.training and torch.is_grad_enabled()):
             # Evaluation / prediction: the model's own loss, as a plain Trainer reports it.
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         if self.owns_backwards and self.adversarial_loss.method.active:
-            raise ValueError(f"algo={self.algo!r} runs its own backwards and updates, so it has no single training "
-                             f"loss: it trains from AdversarialTrainer.training_step, not compute_loss")
+            raise ValueError(
+                f"algo={self.algo!r} runs its own backwards and updates, so it has no single training "
+                f"loss: it trains from AdversarialTrainer.training_step, not compute_loss"
+            )
         self._check_training_batch(model, inputs)
         captured: list = []
         handle = None
         if return_outputs:
             # The first forward of the bare model in a step is the clean one.
             handle = unwrap(model).register_forward_hook(
-                lambda _m, _a, out: captured.append(out) if not captured else None)
+                lambda _m, _a, out: captured.append(out) if not captured else None
+            )
         try:
             loss, parts = self.adversarial_loss(model, inputs)
         finally:

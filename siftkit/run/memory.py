@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-_SIGNS = ("DefaultCPUAllocator: can't allocate memory", "CUDA out of memory", "out of memory",
-          "Cannot allocate memory")
+_SIGNS = ("DefaultCPUAllocator: can't allocate memory", "CUDA out of memory", "out of memory", "Cannot allocate memory")
 
 
 class RunOutOfMemoryError(ValueError):
@@ -26,7 +25,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def out_of_memory_message(cfg, exc: BaseException, device: str) -> str:
     first = " ".join(str(exc).split())
     first = first[:160] + ("..." if len(first) > 160 else "") if first else type(exc).__name__
-    return (f"out of memory on {device} ({first}) with per_device_train_batch_size={cfg.per_device_train_batch_size}, "
-            f"per_device_eval_batch_size={cfg.per_device_eval_batch_size} and max_length={cfg.max_length}: lower "
-            f"per_device_train_batch_size (per_device_eval_batch_size if it ran out while evaluating) or max_length, "
-            f"or use a smaller model; a run that has checkpoints continues with resume=True")
+    return (
+        f"out of memory on {device} ({first}) with per_device_train_batch_size={cfg.per_device_train_batch_size}, "
+        f"per_device_eval_batch_size={cfg.per_device_eval_batch_size} and max_length={cfg.max_length}: lower "
+        f"per_device_train_batch_size (per_device_eval_batch_size if it ran out while evaluating) or max_length, "
+        f"or use a smaller model; a run that has checkpoints continues with resume=True"
+    )

@@ -62,9 +62,18 @@ def p2_tweets(n: int = 5, data_dir=None, seed: int = 42) -> tuple[list[str], lis
     return list(rows["text"]), [int(y) for y in rows["label"]]
 
 
-def method_step_times(variants: Mapping[str, Mapping[str, Any]], texts: Sequence[str], labels: Sequence[int], *,
-                      model_name: str | None = None, warmup: int = 3, steps: int = 10, learning_rate: float = 2e-5,
-                      max_length: int = 128, seed: int = 0) -> dict[str, dict[str, float]]:
+def method_step_times(
+    variants: Mapping[str, Mapping[str, Any]],
+    texts: Sequence[str],
+    labels: Sequence[int],
+    *,
+    model_name: str | None = None,
+    warmup: int = 3,
+    steps: int = 10,
+    learning_rate: float = 2e-5,
+    max_length: int = 128,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
     """Per variant (a name -> RunConfig fields and method knobs, e.g. ``{"algo": "pgd", "adv_K": 3}``):
     ``mean_s`` and ``median_s`` of its timed steps, ``ratio_to_plain`` (needs a variant named
     "plain"), ``updates_per_batch``, and the means of ``relative_perturbation`` and
@@ -79,10 +88,12 @@ def method_step_times(variants: Mapping[str, Mapping[str, Any]], texts: Sequence
     for name, fields in variants.items():
         model = copy.deepcopy(base).train()
         cfg = RunConfig.from_dict(dict(fields))
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate,
-                                      **fused_adamw(torch.device("cpu")))
-        runs[name] = dict(model=model, method=build_method(model, cfg), ctx=_TimedUpdate(model, optimizer),
-                          times=[], rel=[], cos=[])
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=learning_rate, **fused_adamw(torch.device("cpu"))
+        )
+        runs[name] = dict(
+            model=model, method=build_method(model, cfg), ctx=_TimedUpdate(model, optimizer), times=[], rel=[], cos=[]
+        )
     for step in range(warmup + steps):
         for run in runs.values():
             torch.manual_seed(seed * 1_000 + step)  # the same draws for every variant at this step
@@ -95,10 +106,13 @@ def method_step_times(variants: Mapping[str, Mapping[str, Any]], texts: Sequence
                 run["cos"].append(parts.get("ascent_cosine", math.nan))
     out = {}
     for name, run in runs.items():
-        out[name] = {"mean_s": statistics.fmean(run["times"]), "median_s": statistics.median(run["times"]),
-                     "updates_per_batch": run["method"].updates_per_batch,
-                     "mean_relative_perturbation": _finite_mean(run["rel"]),
-                     "mean_ascent_cosine": _finite_mean(run["cos"])}
+        out[name] = {
+            "mean_s": statistics.fmean(run["times"]),
+            "median_s": statistics.median(run["times"]),
+            "updates_per_batch": run["method"].updates_per_batch,
+            "mean_relative_perturbation": _finite_mean(run["rel"]),
+            "mean_ascent_cosine": _finite_mean(run["cos"]),
+        }
     if "plain" in out:
         for row in out.values():
             row["ratio_to_plain"] = row["mean_s"] / out["plain"]["mean_s"]

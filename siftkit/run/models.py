@@ -77,9 +77,10 @@ def load_model(model_name: str | None = None, num_labels: int = 2):
         _check_text_classifier_folder(model_name)  # before its tokenizer: an image model has none
     tokenizer = load_tokenizer(model_name)
     if model_name is not None and str(model_name).startswith(RANDOM_PREFIX):
-        arch = str(model_name)[len(RANDOM_PREFIX):]
-        return build_random_model(arch, num_labels=num_labels, vocab_size=len(tokenizer),
-                                  pad_token_id=tokenizer.pad_token_id), tokenizer
+        arch = str(model_name)[len(RANDOM_PREFIX) :]
+        return build_random_model(
+            arch, num_labels=num_labels, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id
+        ), tokenizer
 
     from transformers import AutoModelForSequenceClassification
 
@@ -93,8 +94,9 @@ def load_model(model_name: str | None = None, num_labels: int = 2):
     return model, tokenizer
 
 
-_SUPPORTED = ("siftkit fine-tunes encoder text classifiers such as BERT, RoBERTa, DeBERTa, DistilBERT, ELECTRA "
-              "and ALBERT")
+_SUPPORTED = (
+    "siftkit fine-tunes encoder text classifiers such as BERT, RoBERTa, DeBERTa, DistilBERT, ELECTRA and ALBERT"
+)
 
 
 def _check_text_classifier_folder(name: str) -> None:
@@ -110,12 +112,16 @@ def _check_text_classifier_folder(name: str) -> None:
     try:
         config = AutoConfig.from_pretrained(str(folder))
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"model folder {str(folder)!r}: its config.json cannot be read "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise ModelLoadError(
+            f"model folder {str(folder)!r}: its config.json cannot be read "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
         arch = ", ".join(getattr(config, "architectures", None) or []) or config.__class__.__name__
-        raise ModelLoadError(f"model folder {str(folder)!r} holds a {config.model_type!r} model ({arch}), which "
-                             f"has no text-classification head in transformers: not a text model; {_SUPPORTED}")
+        raise ModelLoadError(
+            f"model folder {str(folder)!r} holds a {config.model_type!r} model ({arch}), which "
+            f"has no text-classification head in transformers: not a text model; {_SUPPORTED}"
+        )
 
 
 def _check_encoder(name: str | None, model) -> None:
@@ -123,9 +129,11 @@ def _check_encoder(name: str | None, model) -> None:
     such as GPT-2 has none, and would fail mid-run with a traceback."""
     base = getattr(model, "base_model", model)
     if not isinstance(getattr(base, "embeddings", None), nn.Module):
-        raise ModelLoadError(f"model_name={name!r} is a {type(model).__name__} (model type "
-                             f"{getattr(model.config, 'model_type', '?')!r}), which has no encoder embedding block "
-                             f"(model.base_model.embeddings) to perturb or probe; {_SUPPORTED}")
+        raise ModelLoadError(
+            f"model_name={name!r} is a {type(model).__name__} (model type "
+            f"{getattr(model.config, 'model_type', '?')!r}), which has no encoder embedding block "
+            f"(model.base_model.embeddings) to perturb or probe; {_SUPPORTED}"
+        )
 
 
 def _check_vocabulary(name: str | None, model, tokenizer) -> None:
@@ -145,22 +153,30 @@ def _check_vocabulary(name: str | None, model, tokenizer) -> None:
             f"model_name={name!r}: its tokenizer has {len(tokenizer)} tokens for a model whose embedding table "
             f"has {rows} rows, so nearly every word would become {tokenizer.unk_token}; the folder's tokenizer "
             f"files (tokenizer.json, vocab.txt, ...) are probably missing: save them there with "
-            f"tokenizer.save_pretrained(folder)")
+            f"tokenizer.save_pretrained(folder)"
+        )
 
 
 def _check_local_folder(name: str) -> None:
     """An empty name, an empty folder or a folder without config.json: say so, plainly."""
     if not str(name).strip():
-        raise ModelLoadError(f"model_name is empty ({name!r}); give a Hub name or a model folder, or leave "
-                             f"model_name unset (None) for the offline default {DEFAULT_MODEL_NAME}")
+        raise ModelLoadError(
+            f"model_name is empty ({name!r}); give a Hub name or a model folder, or leave "
+            f"model_name unset (None) for the offline default {DEFAULT_MODEL_NAME}"
+        )
     folder = Path(str(name)).expanduser()
     if not folder.is_dir() or (folder / "config.json").is_file():
         return
     files = sorted(p.name for p in folder.iterdir())
-    what = "is empty" if not files else f"has no config.json (it holds {', '.join(files[:10])}" + (
-        ", ...)" if len(files) > 10 else ")")
-    raise ModelLoadError(f"model folder {str(folder)!r} {what}: not a saved model; save one there with "
-                         f"model.save_pretrained(folder) and tokenizer.save_pretrained(folder)")
+    what = (
+        "is empty"
+        if not files
+        else f"has no config.json (it holds {', '.join(files[:10])}" + (", ...)" if len(files) > 10 else ")")
+    )
+    raise ModelLoadError(
+        f"model folder {str(folder)!r} {what}: not a saved model; save one there with "
+        f"model.save_pretrained(folder) and tokenizer.save_pretrained(folder)"
+    )
 
 
 def _from_pretrained(factory, name: str, **kwargs):
@@ -187,9 +203,11 @@ def _damaged_weights(name: str, exc: Exception) -> str:
     folder = Path(str(name)).expanduser()
     files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
     shown = ", ".join(f"{f} ({f.stat().st_size} bytes)" for f in files[:4]) or "its .safetensors file"
-    return (f"model_name={name!r}: the weights file {shown} cannot be read (SafetensorError: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'damaged'}): it is damaged or incomplete (an interrupted "
-            f"copy, download or save?); copy it again, or save the model again with model.save_pretrained(folder)")
+    return (
+        f"model_name={name!r}: the weights file {shown} cannot be read (SafetensorError: "
+        f"{str(exc).splitlines()[0] if str(exc) else 'damaged'}): it is damaged or incomplete (an interrupted "
+        f"copy, download or save?); copy it again, or save the model again with model.save_pretrained(folder)"
+    )
 
 
 class _quiet_transformers:
@@ -207,55 +225,91 @@ class _quiet_transformers:
         return False
 
 
-def build_random_model(arch: str, *, num_labels: int = 2, vocab_size: int = 30522,
-                       pad_token_id: int = 0, hidden_size: int = 32, num_layers: int = 2) -> nn.Module:
+def build_random_model(
+    arch: str,
+    *,
+    num_labels: int = 2,
+    vocab_size: int = 30522,
+    pad_token_id: int = 0,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+) -> nn.Module:
     """A small randomly initialized `*ForSequenceClassification` of architecture `arch`."""
     import transformers as tf
 
-    common = dict(vocab_size=vocab_size, num_labels=num_labels, pad_token_id=pad_token_id,
-                  max_position_embeddings=514)
+    common = dict(vocab_size=vocab_size, num_labels=num_labels, pad_token_id=pad_token_id, max_position_embeddings=514)
     heads, inter = 2, 2 * hidden_size
     if arch == "bert":
-        cfg = tf.BertConfig(hidden_size=hidden_size, num_hidden_layers=num_layers,
-                            num_attention_heads=heads, intermediate_size=inter, **common)
+        cfg = tf.BertConfig(
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=heads,
+            intermediate_size=inter,
+            **common,
+        )
         cls = tf.BertForSequenceClassification
     elif arch == "roberta":
-        cfg = tf.RobertaConfig(hidden_size=hidden_size, num_hidden_layers=num_layers,
-                               num_attention_heads=heads, intermediate_size=inter, **common)
+        cfg = tf.RobertaConfig(
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=heads,
+            intermediate_size=inter,
+            **common,
+        )
         cls = tf.RobertaForSequenceClassification
     elif arch == "deberta":
-        cfg = tf.DebertaConfig(hidden_size=hidden_size, num_hidden_layers=num_layers,
-                               num_attention_heads=heads, intermediate_size=inter,
-                               relative_attention=True, pos_att_type=["c2p", "p2c"],
-                               max_relative_positions=64, **common)
+        cfg = tf.DebertaConfig(
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=heads,
+            intermediate_size=inter,
+            relative_attention=True,
+            pos_att_type=["c2p", "p2c"],
+            max_relative_positions=64,
+            **common,
+        )
         cls = tf.DebertaForSequenceClassification
     elif arch == "deberta-v2":
         # embedding_size != hidden_size exercises DeBERTa-v2's projection before LayerNorm.
-        cfg = tf.DebertaV2Config(hidden_size=hidden_size, num_hidden_layers=num_layers,
-                                 num_attention_heads=heads, intermediate_size=inter,
-                                 relative_attention=True, pos_att_type=["p2c", "c2p"],
-                                 position_buckets=16, max_relative_positions=64,
-                                 embedding_size=hidden_size // 2, position_biased_input=False,
-                                 **common)
+        cfg = tf.DebertaV2Config(
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=heads,
+            intermediate_size=inter,
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            position_buckets=16,
+            max_relative_positions=64,
+            embedding_size=hidden_size // 2,
+            position_biased_input=False,
+            **common,
+        )
         cls = tf.DebertaV2ForSequenceClassification
     elif arch == "distilbert":
-        cfg = tf.DistilBertConfig(dim=hidden_size, n_layers=num_layers, n_heads=heads,
-                                  hidden_dim=inter, **common)
+        cfg = tf.DistilBertConfig(dim=hidden_size, n_layers=num_layers, n_heads=heads, hidden_dim=inter, **common)
         cls = tf.DistilBertForSequenceClassification
     elif arch == "electra":
-        cfg = tf.ElectraConfig(hidden_size=hidden_size, embedding_size=hidden_size // 2,
-                               num_hidden_layers=num_layers, num_attention_heads=heads,
-                               intermediate_size=inter, **common)
+        cfg = tf.ElectraConfig(
+            hidden_size=hidden_size,
+            embedding_size=hidden_size // 2,
+            num_hidden_layers=num_layers,
+            num_attention_heads=heads,
+            intermediate_size=inter,
+            **common,
+        )
         cls = tf.ElectraForSequenceClassification
     elif arch == "albert":
-        cfg = tf.AlbertConfig(hidden_size=hidden_size, embedding_size=hidden_size // 2,
-                              num_hidden_layers=num_layers, num_attention_heads=heads,
-                              intermediate_size=inter, **common)
+        cfg = tf.AlbertConfig(
+            hidden_size=hidden_size,
+            embedding_size=hidden_size // 2,
+            num_hidden_layers=num_layers,
+            num_attention_heads=heads,
+            intermediate_size=inter,
+            **common,
+        )
         cls = tf.AlbertForSequenceClassification
     else:
         raise ModelLoadError(
-            f"unknown random architecture {arch!r}; use one of "
-            + ", ".join(RANDOM_PREFIX + a for a in RANDOM_ARCHS)
+            f"unknown random architecture {arch!r}; use one of " + ", ".join(RANDOM_PREFIX + a for a in RANDOM_ARCHS)
         )
     return cls(cfg)
-

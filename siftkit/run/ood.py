@@ -38,8 +38,9 @@ PROBE_ORDER = 1_000
 
 def probe_stage(stage: Stage, cfg: RunConfig) -> Stage:
     """The head-only phase of `stage`: its data and validation set, LP-FT's epochs and rate."""
-    return dataclasses.replace(stage, name=stage.name + PROBE_SUFFIX, num_train_epochs=cfg.lp_ft_epochs,
-                               learning_rate=cfg.lp_ft_learning_rate)
+    return dataclasses.replace(
+        stage, name=stage.name + PROBE_SUFFIX, num_train_epochs=cfg.lp_ft_epochs, learning_rate=cfg.lp_ft_learning_rate
+    )
 
 
 @contextlib.contextmanager
@@ -62,9 +63,16 @@ def features_as_evaluated(model) -> None:
     unwrap(model).base_model.eval()
 
 
-def wise_ft(model, stage: Stage, theta_0: dict[str, torch.Tensor], tokenizer, cfg: RunConfig, accelerator,
-            finetuned: dict[str, float], report: Callable[[str], None] | None = None
-            ) -> tuple[dict[str, float], dict[str, Any]]:
+def wise_ft(
+    model,
+    stage: Stage,
+    theta_0: dict[str, torch.Tensor],
+    tokenizer,
+    cfg: RunConfig,
+    accelerator,
+    finetuned: dict[str, float],
+    report: Callable[[str], None] | None = None,
+) -> tuple[dict[str, float], dict[str, Any]]:
     """WiSE-FT after training: every alpha of ``cfg.wise_ft_alphas`` evaluated on the last stage's
     evaluation sets, alpha chosen on its validation metric, the model left at the chosen alpha.
 
@@ -82,8 +90,10 @@ def wise_ft(model, stage: Stage, theta_0: dict[str, torch.Tensor], tokenizer, cf
         weight_space.load_entries(model, weight_space.interpolate(theta_0, theta_1, alpha))
         curve.append({"alpha": alpha, **evaluate(model, stage.evals, tokenizer, cfg, accelerator, smoothness=False)})
         if report is not None:
-            report(f"WiSE-FT alpha {alpha:g} ({len(curve)}/{len(cfg.wise_ft_alphas)}): {select_on} "
-                   f"{curve[-1].get(select_on, float('nan')):.4f}")
+            report(
+                f"WiSE-FT alpha {alpha:g} ({len(curve)}/{len(cfg.wise_ft_alphas)}): {select_on} "
+                f"{curve[-1].get(select_on, float('nan')):.4f}"
+            )
     chosen = weight_space.choose_alpha(curve, select_on)
     if chosen == 1.0:
         weight_space.load_entries(model, theta_1)
@@ -92,6 +102,12 @@ def wise_ft(model, stage: Stage, theta_0: dict[str, torch.Tensor], tokenizer, cf
         weight_space.load_entries(model, weight_space.interpolate(theta_0, theta_1, chosen))
         metrics = evaluate(model, stage.evals, tokenizer, cfg, accelerator)
     metrics["wise_ft_alpha"] = chosen
-    block = {"scope": cfg.wise_ft_scope, "alphas": list(cfg.wise_ft_alphas), "select_on": select_on,
-             "alpha": chosen, "curve": curve, "finetuned": dict(finetuned)}
+    block = {
+        "scope": cfg.wise_ft_scope,
+        "alphas": list(cfg.wise_ft_alphas),
+        "select_on": select_on,
+        "alpha": chosen,
+        "curve": curve,
+        "finetuned": dict(finetuned),
+    }
     return metrics, block

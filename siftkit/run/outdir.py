@@ -60,15 +60,16 @@ class WaysOut:
     # cannot be written, where overwrite changes nothing).
     results: str | None = None
     # What follows "output_dir '...' " when an unfinished run's checkpoints are in the way.
-    checkpoints: str = ("holds checkpoints of an earlier run; pass resume=True (--resume) to continue it, "
-                        "or overwrite=True to start over")
+    checkpoints: str = (
+        "holds checkpoints of an earlier run; pass resume=True (--resume) to continue it, "
+        "or overwrite=True to start over"
+    )
 
 
 class OutputDir:
     """A run's output folder and what the run was asked to do with an earlier run's files."""
 
-    def __init__(self, path: str | Path, *, overwrite: bool, resume: bool = False,
-                 ways_out: WaysOut = WaysOut()):
+    def __init__(self, path: str | Path, *, overwrite: bool, resume: bool = False, ways_out: WaysOut = WaysOut()):
         self.path, self.overwrite, self.resume, self.ways_out = Path(path), overwrite, resume, ways_out
 
     def check(self) -> Path:
@@ -84,13 +85,19 @@ class OutputDir:
         if is_file:
             raise OutputDirError(f"output_dir {str(out)!r} is a file, not a folder")
         if has_results and not self.overwrite and self.resume:
-            raise OutputDirError(self._about_results(
-                f"output_dir {str(out)!r} already holds {RESULTS_FILE}: that run finished, there is "
-                f"nothing to resume; choose another output_dir or pass overwrite=True to run it again"))
+            raise OutputDirError(
+                self._about_results(
+                    f"output_dir {str(out)!r} already holds {RESULTS_FILE}: that run finished, there is "
+                    f"nothing to resume; choose another output_dir or pass overwrite=True to run it again"
+                )
+            )
         if has_results and not self.overwrite:
-            raise OutputDirError(self._about_results(
-                f"output_dir {str(out)!r} already holds {RESULTS_FILE} from an earlier run; "
-                f"choose another output_dir or pass overwrite=True (--overwrite true) to replace it"))
+            raise OutputDirError(
+                self._about_results(
+                    f"output_dir {str(out)!r} already holds {RESULTS_FILE} from an earlier run; "
+                    f"choose another output_dir or pass overwrite=True (--overwrite true) to replace it"
+                )
+            )
         try:
             out.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
@@ -98,8 +105,9 @@ class OutputDir:
         except OSError as exc:
             from siftkit.core.paths import loop_note
 
-            raise OutputDirError(f"output_dir {str(out)!r} is not writable: {exc.strerror or exc}"
-                                 f"{loop_note(out)}") from None
+            raise OutputDirError(
+                f"output_dir {str(out)!r} is not writable: {exc.strerror or exc}{loop_note(out)}"
+            ) from None
         return out
 
     def _about_results(self, message: str) -> str:
@@ -137,8 +145,9 @@ class OutputDir:
                 error = exc
         try:
             if not all_agree(error is None):
-                raise error or OutputDirError(f"output_dir {str(self.path)!r} is in use by another run (the main "
-                                              f"process could not lock it)")
+                raise error or OutputDirError(
+                    f"output_dir {str(self.path)!r} is in use by another run (the main process could not lock it)"
+                )
             self.check()
             yield
         finally:
@@ -185,7 +194,8 @@ class OutputDirLock:
                 raise OutputDirError(
                     f"output_dir {str(folder)!r} is in use by another run ({holder}); two runs in one "
                     f"folder would mix their checkpoints and results: wait for it to end or choose "
-                    f"another output_dir") from None
+                    f"another output_dir"
+                ) from None
             # The holder before us may have removed the file between our open and our lock:
             # then we hold a lock on a file nobody else will see; take the one at `path`.
             try:
@@ -204,8 +214,9 @@ class OutputDirLock:
             os.close(fd)
             if is_disk_full(exc, folder):
                 raise OutputDirError(no_space_message(path, "the run's lock file")) from None
-            raise OutputDirError(f"output_dir {str(folder)!r} is not writable: cannot write {path}: "
-                                 f"{exc.strerror or exc}") from None
+            raise OutputDirError(
+                f"output_dir {str(folder)!r} is not writable: cannot write {path}: {exc.strerror or exc}"
+            ) from None
         return cls(folder, fd)
 
     def release(self) -> None:

@@ -40,8 +40,16 @@ NOTEBOOK_EVERY_S = 1.0
 class RemainingTime:
     """The time left for a stage's remaining steps, or None while it cannot be trusted."""
 
-    def __init__(self, total: int, done: int = 0, *, start: float, tolerance: float = 0.3, min_steps: int = 5,
-                 warmup_steps: int = 1):
+    def __init__(
+        self,
+        total: int,
+        done: int = 0,
+        *,
+        start: float,
+        tolerance: float = 0.3,
+        min_steps: int = 5,
+        warmup_steps: int = 1,
+    ):
         self.total, self.tolerance, self.min_steps = total, tolerance, min_steps
         self.warmup_left = warmup_steps
         self.last_step, self.last_time = done, start
@@ -71,7 +79,7 @@ class RemainingTime:
         # plus their own spread (which a few remaining noisy steps do not average out).
         if left > 0 and 2 * math.sqrt(var / n + var / left) / mean > self.tolerance:
             return None  # not known to within the tolerance (about 95%)
-        recent = self.durations[n // 2:]
+        recent = self.durations[n // 2 :]
         if abs(sum(recent) / len(recent) - mean) / mean > self.tolerance / 2:
             return None  # the step time is still changing
         return mean * left
@@ -92,9 +100,18 @@ class ProgressLines:
     (and at the end). The time left is `RemainingTime`'s.
     """
 
-    def __init__(self, label: str, total: int, done: int = 0, every_s: float = PROGRESS_EVERY_S,
-                 stream=None, clock: Callable[[], float] = time.monotonic, notebook: NotebookLine | None = None,
-                 note: str | None = None, first_note: str | None = None):
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        done: int = 0,
+        every_s: float = PROGRESS_EVERY_S,
+        stream=None,
+        clock: Callable[[], float] = time.monotonic,
+        notebook: NotebookLine | None = None,
+        note: str | None = None,
+        first_note: str | None = None,
+    ):
         self.label, self.total, self.every_s, self.clock = label, total, every_s, clock
         # `note` ends every line (the run's threads: "1 thread (auto)"); `first_note` ends the
         # stage's first terminal line instead (why: "auto: 2 cores, 1.0 busy with other work → 1 thread").
@@ -121,8 +138,9 @@ class ProgressLines:
         self.left.add(step, now)
         final = step >= self.total
         terminal = self.last is None or now - self.last >= self.every_s or final
-        shown = self.notebook is not None and (self.last_shown is None or now - self.last_shown >= NOTEBOOK_EVERY_S
-                                               or final)
+        shown = self.notebook is not None and (
+            self.last_shown is None or now - self.last_shown >= NOTEBOOK_EVERY_S or final
+        )
         if not (terminal or shown):
             return
         if terminal:
@@ -147,9 +165,11 @@ class NotebookLine:
     def _bundle(line: str, step: int, total: int) -> dict[str, str]:
         from html import escape
 
-        return {"text/plain": line,
-                "text/html": f'<progress value="{step}" max="{total}" style="width:12em;vertical-align:middle">'
-                             f'</progress> <code>{escape(line)}</code>'}
+        return {
+            "text/plain": line,
+            "text/html": f'<progress value="{step}" max="{total}" style="width:12em;vertical-align:middle">'
+            f"</progress> <code>{escape(line)}</code>",
+        }
 
     def show(self, line: str, step: int, total: int) -> None:
         if self.handle is not None:
@@ -200,8 +220,9 @@ def terminal_stream():
     return sys.__stderr__
 
 
-def open_progress(label: str, total: int, done: int, *, show: bool, note: str | None = None,
-                  first_note: str | None = None):
+def open_progress(
+    label: str, total: int, done: int, *, show: bool, note: str | None = None, first_note: str | None = None
+):
     """(bar, lines) for one stage: tqdm's bar and terminal lines in a terminal; in a notebook
     one updating line in the cell and the terminal lines on the kernel's own stderr only.
     `note` and `first_note` end the lines (`ProgressLines`)."""

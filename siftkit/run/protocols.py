@@ -63,10 +63,20 @@ def _subset(ds: Dataset, n: int, seed: list[int]) -> Dataset:
 
 def _cola(cfg: RunConfig) -> list[Stage]:
     cola = data_module.load("cola", cfg.data_dir)
-    return [Stage("cola", _text_label(cola["train"]), cfg.num_train_epochs, cfg.learning_rate,
-                  {"in_domain_dev": _text_label(cola["in_domain_dev"]),
-                   "out_of_domain_dev": _text_label(cola["out_of_domain_dev"])},
-                  val="in_domain_dev", val_metric="mcc")]
+    return [
+        Stage(
+            "cola",
+            _text_label(cola["train"]),
+            cfg.num_train_epochs,
+            cfg.learning_rate,
+            {
+                "in_domain_dev": _text_label(cola["in_domain_dev"]),
+                "out_of_domain_dev": _text_label(cola["out_of_domain_dev"]),
+            },
+            val="in_domain_dev",
+            val_metric="mcc",
+        )
+    ]
 
 
 def twitter_subset(cfg: RunConfig) -> tuple[Dataset, Dataset]:
@@ -85,7 +95,8 @@ def twitter_subset(cfg: RunConfig) -> tuple[Dataset, Dataset]:
             f"the Twitter subset has {len(chosen)} tweets ({len(positives)} positives + twitter_negatives="
             f"{cfg.twitter_negatives}, at most twitter_subset={cfg.twitter_subset}); twitter_val_fraction="
             f"{cfg.twitter_val_fraction} of them leaves {len(chosen) - n_val} for training and {n_val} for "
-            f"validation; each needs at least one")
+            f"validation; each needs at least one"
+        )
     return tweets.select(chosen[:-n_val]), tweets.select(chosen[-n_val:])
 
 
@@ -106,15 +117,20 @@ def uci_parts(cfg: RunConfig) -> tuple[Dataset, Dataset | None, Dataset]:
     n_val = cfg.uci_val_size
     if not 0 < n_train < len(pool) - n_val:
         # Name the field the user set: the size, or the fraction it was derived from.
-        setting = (f"uci_train_size={n_train}" if cfg.uci_train_size is not None
-                   else f"uci_train_fraction={cfg.uci_train_fraction} ({n_train} sentences)")
+        setting = (
+            f"uci_train_size={n_train}"
+            if cfg.uci_train_size is not None
+            else f"uci_train_fraction={cfg.uci_train_fraction} ({n_train} sentences)"
+        )
         if n_val:
             setting += f" with uci_val_size={n_val}"
-        raise ValueError(f"{setting} leaves {len(pool) - n_train - n_val} of the {len(pool)} UCI sentences for "
-                         f"the test set and {n_train} for training; each needs at least one, so the training "
-                         f"size must be between 1 and {len(pool) - n_val - 1}")
-    val = pool.select(order[n_train:n_train + n_val]) if n_val else None
-    return pool.select(order[:n_train]), val, pool.select(order[n_train + n_val:])
+        raise ValueError(
+            f"{setting} leaves {len(pool) - n_train - n_val} of the {len(pool)} UCI sentences for "
+            f"the test set and {n_train} for training; each needs at least one, so the training "
+            f"size must be between 1 and {len(pool) - n_val - 1}"
+        )
+    val = pool.select(order[n_train : n_train + n_val]) if n_val else None
+    return pool.select(order[:n_train]), val, pool.select(order[n_train + n_val :])
 
 
 def _twitter_to_uci(cfg: RunConfig) -> list[Stage]:
@@ -123,13 +139,24 @@ def _twitter_to_uci(cfg: RunConfig) -> list[Stage]:
     uci_lr = cfg.uci_learning_rate if cfg.uci_learning_rate is not None else cfg.learning_rate
     stage2_evals = {"uci_val": uci_val, "uci_test": uci_test} if uci_val is not None else {"uci_test": uci_test}
     return [
-        Stage("twitter", tw_train, cfg.num_train_epochs, cfg.learning_rate,
-              {"twitter_val": tw_val, "uci_zero_shot": uci_test}, val="twitter_val"),
-        Stage("uci", uci_train, cfg.uci_num_train_epochs, uci_lr, stage2_evals,
-              val="uci_val" if uci_val is not None else None),
+        Stage(
+            "twitter",
+            tw_train,
+            cfg.num_train_epochs,
+            cfg.learning_rate,
+            {"twitter_val": tw_val, "uci_zero_shot": uci_test},
+            val="twitter_val",
+        ),
+        Stage(
+            "uci",
+            uci_train,
+            cfg.uci_num_train_epochs,
+            uci_lr,
+            stage2_evals,
+            val="uci_val" if uci_val is not None else None,
+        ),
     ]
 
 
 def _text_label(ds: Dataset) -> Dataset:
     return ds.select_columns(["text", "label"])
-

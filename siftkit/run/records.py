@@ -111,8 +111,10 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     if not isinstance(record, dict):
         kind = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}.get(type(record), "null")
-        raise ValueError(f"{path} holds a JSON {kind}, not an object with config, "
-                         f"metrics, history and meta; not a siftkit results file")
+        raise ValueError(
+            f"{path} holds a JSON {kind}, not an object with config, "
+            f"metrics, history and meta; not a siftkit results file"
+        )
     for key in ("config", "metrics", "history", "meta"):
         if key not in record:
             raise ValueError(f"{path} has no {key!r} section; not a siftkit results file")
@@ -130,9 +132,13 @@ def environment_meta() -> dict[str, Any]:
 
     return {
         "versions": {
-            "siftkit": siftkit.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "datasets": datasets.__version__,
-            "accelerate": accelerate.__version__, "numpy": numpy.__version__,
+            "siftkit": siftkit.__version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "datasets": datasets.__version__,
+            "accelerate": accelerate.__version__,
+            "numpy": numpy.__version__,
         },
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
@@ -150,10 +156,15 @@ def git_commit() -> str | None:
         return os.environ["SIFTKIT_GIT_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("+dirty" if dirty else "") if sha else None

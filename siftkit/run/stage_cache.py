@@ -62,12 +62,41 @@ from siftkit.run.config import probed_stages
 
 # The fields of RunConfig that can act in any stage (beside the stage's own epochs and rate).
 # The regularizer's fields join only for a stage in which it runs.
-RUN_FIELDS = ("model_name", "seed", "weight_decay", "adam_epsilon", "warmup_ratio", "max_grad_norm",
-              "per_device_train_batch_size", "per_device_eval_batch_size", "max_length", "mixed_precision",
-              "logging_steps", "eval_smoothness", "label_smoothing", "l2sp_weight", "freeze_encoder",
-              "early_stopping_patience", "reinit_layers", "layer_lr_decay")
-ADVERSARIAL_FIELDS = ("algo", "algo_args", "perturb_at", "adv_epsilon", "adv_noise_std", "adv_step_size", "adv_rule",
-                      "adv_steps", "adv_norm", "adv_weight", "divergence", "bregman_weight", "bregman_beta")
+RUN_FIELDS = (
+    "model_name",
+    "seed",
+    "weight_decay",
+    "adam_epsilon",
+    "warmup_ratio",
+    "max_grad_norm",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "max_length",
+    "mixed_precision",
+    "logging_steps",
+    "eval_smoothness",
+    "label_smoothing",
+    "l2sp_weight",
+    "freeze_encoder",
+    "early_stopping_patience",
+    "reinit_layers",
+    "layer_lr_decay",
+)
+ADVERSARIAL_FIELDS = (
+    "algo",
+    "algo_args",
+    "perturb_at",
+    "adv_epsilon",
+    "adv_noise_std",
+    "adv_step_size",
+    "adv_rule",
+    "adv_steps",
+    "adv_norm",
+    "adv_weight",
+    "divergence",
+    "bregman_weight",
+    "bregman_beta",
+)
 _STATE, _META = "state.pt", "stage.json"
 
 
@@ -102,8 +131,9 @@ def _source_digest() -> str:
     return h.hexdigest()
 
 
-def stage_determinants(cfg, stage, stage_index: int, n_stages: int, previous_key: str | None,
-                       accelerator) -> dict[str, Any]:
+def stage_determinants(
+    cfg, stage, stage_index: int, n_stages: int, previous_key: str | None, accelerator
+) -> dict[str, Any]:
     """Everything that decides stage `stage_index`'s result, as a JSON-able dict (see the module)."""
     import transformers
 
@@ -116,13 +146,22 @@ def stage_determinants(cfg, stage, stage_index: int, n_stages: int, previous_key
         settings["lp_ft"] = {"epochs": cfg.lp_ft_epochs, "learning_rate": cfg.lp_ft_learning_rate}
     return {
         "previous": previous_key,
-        "stage": {"index": stage_index, "name": stage.name, "num_train_epochs": stage.num_train_epochs,
-                  "learning_rate": stage.learning_rate, "val": stage.val_key},
+        "stage": {
+            "index": stage_index,
+            "name": stage.name,
+            "num_train_epochs": stage.num_train_epochs,
+            "learning_rate": stage.learning_rate,
+            "val": stage.val_key,
+        },
         "settings": settings,
         "data": {"train": dataset_digest(stage.train), "evals": {k: dataset_digest(v) for k, v in stage.evals.items()}},
-        "code": {"siftkit_source": _source_digest(), "torch": torch.__version__,
-                 "transformers": transformers.__version__, "device": accelerator.device.type,
-                 "num_processes": accelerator.num_processes},
+        "code": {
+            "siftkit_source": _source_digest(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "device": accelerator.device.type,
+            "num_processes": accelerator.num_processes,
+        },
     }
 
 
@@ -142,8 +181,9 @@ class StageCache:
             except OSError as exc:
                 from siftkit.core.paths import loop_note
 
-                raise ValueError(f"stage_cache_dir {str(self.root)!r} cannot be created: {exc.strerror or exc}"
-                                 f"{loop_note(self.root)}") from None
+                raise ValueError(
+                    f"stage_cache_dir {str(self.root)!r} cannot be created: {exc.strerror or exc}{loop_note(self.root)}"
+                ) from None
             _check_writable(self.root)
         accelerator.wait_for_everyone()
 
@@ -161,12 +201,18 @@ class StageCache:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                print(f"siftkit: waiting for another run to finish {what} (stage cache {self.root / key})",
-                      file=sys.__stderr__ or sys.stderr, flush=True)
+                print(
+                    f"siftkit: waiting for another run to finish {what} (stage cache {self.root / key})",
+                    file=sys.__stderr__ or sys.stderr,
+                    flush=True,
+                )
                 started = time.monotonic()
                 fcntl.flock(fh, fcntl.LOCK_EX)
-                print(f"siftkit: waited {time.monotonic() - started:.0f} s for {what}",
-                      file=sys.__stderr__ or sys.stderr, flush=True)
+                print(
+                    f"siftkit: waited {time.monotonic() - started:.0f} s for {what}",
+                    file=sys.__stderr__ or sys.stderr,
+                    flush=True,
+                )
             # Under the key's lock no other run is storing this key: a temporary folder of it is
             # what a killed store left behind.
             for stale in self.root.glob(f".tmp-{key}-*"):
@@ -192,19 +238,30 @@ class StageCache:
             self._attempt(lambda: tmp.mkdir(parents=True), tmp, failed)  # parents: the folder may be gone
         acc.wait_for_everyone()
         if tmp.is_dir():
-            self._attempt(lambda: torch.save(rng_state(), tmp / f"rng-{acc.process_index}.pt"),
-                          tmp / f"rng-{acc.process_index}.pt", failed)
+            self._attempt(
+                lambda: torch.save(rng_state(), tmp / f"rng-{acc.process_index}.pt"),
+                tmp / f"rng-{acc.process_index}.pt",
+                failed,
+            )
         if acc.is_main_process and not failed:
             self._attempt(lambda: torch.save(state, tmp / _STATE), tmp / _STATE, failed)
         acc.wait_for_everyone()
         if acc.is_main_process and not failed:
             rng_files = [f"rng-{i}.pt" for i in range(acc.num_processes)]
             if all((tmp / f).is_file() for f in rng_files):  # another process may have failed its own
-                meta = {"key": key, "determinants": determinants, "produced_by": produced_by,
-                        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "num_processes": acc.num_processes,
-                        "files": {f: _sha256(tmp / f) for f in [_STATE, *rng_files]}}
-                self._attempt(lambda: (tmp / _META).write_text(json.dumps(meta, indent=1, default=str),
-                                                                 encoding="utf-8"), tmp / _META, failed)
+                meta = {
+                    "key": key,
+                    "determinants": determinants,
+                    "produced_by": produced_by,
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "num_processes": acc.num_processes,
+                    "files": {f: _sha256(tmp / f) for f in [_STATE, *rng_files]},
+                }
+                self._attempt(
+                    lambda: (tmp / _META).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8"),
+                    tmp / _META,
+                    failed,
+                )
             else:
                 failed.append("another process could not write its RNG state")
             if not failed:
@@ -215,8 +272,12 @@ class StageCache:
         if failed:
             shutil.rmtree(tmp, ignore_errors=True)
             if acc.is_main_process:
-                warnings.warn(f"stage cache: stage not stored: {failed[0]}; the run goes on, and a later run "
-                              f"trains this stage again", StageCacheWarning, stacklevel=3)
+                warnings.warn(
+                    f"stage cache: stage not stored: {failed[0]}; the run goes on, and a later run "
+                    f"trains this stage again",
+                    StageCacheWarning,
+                    stacklevel=3,
+                )
         acc.wait_for_everyone()
         return not failed
 
@@ -231,11 +292,16 @@ class StageCache:
             write()
         except Exception as exc:  # OSError, or torch's RuntimeError for a full disk
             if is_disk_full(exc, path.parent):
-                failed.append(no_space_message(path, "a stage cache entry").replace(
-                    "; free some space there, then run again", "; the partial entry was removed"))
+                failed.append(
+                    no_space_message(path, "a stage cache entry").replace(
+                        "; free some space there, then run again", "; the partial entry was removed"
+                    )
+                )
             else:
-                failed.append(f"cannot write {path} ({type(exc).__name__}: "
-                              f"{getattr(exc, 'strerror', None) or _first_sentence(str(exc))})")
+                failed.append(
+                    f"cannot write {path} ({type(exc).__name__}: "
+                    f"{getattr(exc, 'strerror', None) or _first_sentence(str(exc))})"
+                )
 
     def load(self, key: str, determinants: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """(state, this process's RNG state) of the entry stored under `key`, or None when there is
@@ -252,8 +318,11 @@ class StageCache:
                 except OSError as exc:
                     shutil.rmtree(path, ignore_errors=True)
                     where = f"removed (it could not be renamed: {exc.strerror or exc})"
-                warnings.warn(f"stage cache entry {path} {problem}; {where}, and the stage is trained again",
-                              StageCacheWarning, stacklevel=3)
+                warnings.warn(
+                    f"stage cache entry {path} {problem}; {where}, and the stage is trained again",
+                    StageCacheWarning,
+                    stacklevel=3,
+                )
         acc.wait_for_everyone()
         path = self.entry(key)
         if path is None:
@@ -265,9 +334,11 @@ class StageCache:
                 # guards against a file changed since.
                 loaded.append(torch.load(path / name, map_location="cpu", weights_only=False))
             except Exception as exc:
-                raise CheckpointError(f"stage cache entry {path}: {name} matches its sha256 but cannot be read "
-                                      f"({type(exc).__name__}: {_first_sentence(str(exc))}); delete the folder "
-                                      f"{path} to train the stage again") from None
+                raise CheckpointError(
+                    f"stage cache entry {path}: {name} matches its sha256 but cannot be read "
+                    f"({type(exc).__name__}: {_first_sentence(str(exc))}); delete the folder "
+                    f"{path} to train the stage again"
+                ) from None
         return loaded[0], loaded[1]
 
     def _problem(self, path: Path, key: str, determinants: dict[str, Any]) -> str | None:
@@ -295,8 +366,10 @@ class StageCache:
                 return f"lacks {name}"
             actual = _sha256(f)
             if actual != sha:
-                return (f"has a damaged {name} (sha256 {actual[:12]}..., stored as "
-                        f"{str(sha)[:12]}...; {f.stat().st_size} bytes)")
+                return (
+                    f"has a damaged {name} (sha256 {actual[:12]}..., stored as "
+                    f"{str(sha)[:12]}...; {f.stat().st_size} bytes)"
+                )
         return None
 
 
@@ -326,6 +399,8 @@ def _check_writable(root: Path) -> None:
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise ValueError(f"stage_cache_dir {str(root)!r} is not writable ({exc.strerror or exc}): each run writes "
-                         f"its locks and entries there; make it writable, or choose another stage_cache_dir "
-                         f"(or none)") from None
+        raise ValueError(
+            f"stage_cache_dir {str(root)!r} is not writable ({exc.strerror or exc}): each run writes "
+            f"its locks and entries there; make it writable, or choose another stage_cache_dir "
+            f"(or none)"
+        ) from None

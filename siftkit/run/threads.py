@@ -133,12 +133,21 @@ def auto_threads(state: CpuState) -> ThreadChoice:
     threads = max(1, min(cap, math.floor(free + 0.5)))
     load = f", load {state.load:.1f}" if state.load is not None else ""
     cores = f"{state.cores} core{'s' if state.cores != 1 else ''}"
-    return ThreadChoice(threads, "auto", f"auto: {cores}, {state.busy:.1f} busy with other work{load} "
-                                         f"→ {threads} thread{'s' if threads != 1 else ''}")
+    return ThreadChoice(
+        threads,
+        "auto",
+        f"auto: {cores}, {state.busy:.1f} busy with other work{load} → {threads} thread{'s' if threads != 1 else ''}",
+    )
 
 
-def choose_threads(requested: int | None, *, on_cpu: bool, current: int, env: Mapping[str, str] | None = None,
-                   measure: Callable[[], CpuState] | None = None) -> ThreadChoice:
+def choose_threads(
+    requested: int | None,
+    *,
+    on_cpu: bool,
+    current: int,
+    env: Mapping[str, str] | None = None,
+    measure: Callable[[], CpuState] | None = None,
+) -> ThreadChoice:
     """The run's intra-op threads (the module's rules, in order). `current` is torch's count now;
     `measure` is called only when the choice is automatic (it waits `SAMPLE_S` seconds)."""
     env = os.environ if env is None else env
@@ -146,8 +155,11 @@ def choose_threads(requested: int | None, *, on_cpu: bool, current: int, env: Ma
         return ThreadChoice(requested, "num_threads", f"num_threads={requested} in the config")
     default = torch_default_threads(env)
     if current != default:
-        return ThreadChoice(current, "torch.set_num_threads",
-                            f"{current} set before the run (torch.set_num_threads; torch's default here is {default})")
+        return ThreadChoice(
+            current,
+            "torch.set_num_threads",
+            f"{current} set before the run (torch.set_num_threads; torch's default here is {default})",
+        )
     found = env_threads(env)
     if found is not None:
         var, count = found

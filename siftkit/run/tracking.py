@@ -61,8 +61,19 @@ EVAL_PREFIX = "eval"
 
 MLFLOW_CONNECT_TIMEOUT_S = 5.0  # a tracking server that does not accept a connection by then is refused
 # The URI schemes MLflow's tracking client takes (``''`` is a plain path).
-_MLFLOW_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks",
-                   "databricks-uc", "uc")
+_MLFLOW_SCHEMES = (
+    "",
+    "file",
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "mssql",
+    "http",
+    "https",
+    "databricks",
+    "databricks-uc",
+    "uc",
+)
 _LOCAL_STORE_HINT = "or unset MLFLOW_TRACKING_URI to log to the run's own store <output_dir>/mlflow"
 
 # The module each tracker needs (what accelerate checks before it silently drops one).
@@ -75,9 +86,11 @@ def check_installed(report_to: list[str]) -> None:
     """A ValueError naming the pip extra for every tracker in `report_to` that is missing."""
     missing = [name for name in report_to if not _installed(_MODULES[name])]
     if missing:
-        raise ValueError(f"report_to names {', '.join(map(repr, missing))}, which {'is' if len(missing) == 1 else 'are'} "
-                         f"not installed; install the trackers with: python -m pip install \"{PIP_EXTRA}\" "
-                         f"(in a checkout: python -m pip install -e \".[trackers]\")")
+        raise ValueError(
+            f"report_to names {', '.join(map(repr, missing))}, which {'is' if len(missing) == 1 else 'are'} "
+            f'not installed; install the trackers with: python -m pip install "{PIP_EXTRA}" '
+            f'(in a checkout: python -m pip install -e ".[trackers]")'
+        )
 
 
 def _installed(module: str) -> bool:
@@ -96,8 +109,10 @@ def accelerator_kwargs(cfg: RunConfig) -> dict[str, Any]:
     from accelerate.utils import ProjectConfiguration
 
     out = Path(cfg.output_dir)
-    return {"log_with": list(cfg.report_to),
-            "project_config": ProjectConfiguration(project_dir=str(out), logging_dir=str(out / TENSORBOARD_DIR))}
+    return {
+        "log_with": list(cfg.report_to),
+        "project_config": ProjectConfiguration(project_dir=str(out), logging_dir=str(out / TENSORBOARD_DIR)),
+    }
 
 
 def hyperparameters(cfg: RunConfig) -> dict[str, bool | int | float | str]:
@@ -123,8 +138,11 @@ def _scalar(value: Any) -> bool | int | float | str:
 def row_values(row: dict[str, Any]) -> dict[str, float]:
     """One history row as tracker scalars: every number under ``<stage>/<key>``."""
     stage = row.get("stage", "train")
-    return {f"{stage}/{key}": float(value) for key, value in row.items()
-            if key not in _ROW_POSITION and isinstance(value, (int, float))}
+    return {
+        f"{stage}/{key}": float(value)
+        for key, value in row.items()
+        if key not in _ROW_POSITION and isinstance(value, (int, float))
+    }
 
 
 class RunTracking:
@@ -164,8 +182,9 @@ class RunTracking:
         hparams = hyperparameters(self.cfg)
         # A resumed run's hyperparameters were stored when it started (MLflow refuses to
         # change a logged parameter, and `resume` itself differs); a tracker new to it stores them.
-        self.accelerator.init_trackers(PROJECT, config=hparams if resume_step is None else None,
-                                       init_kwargs=init_kwargs)
+        self.accelerator.init_trackers(
+            PROJECT, config=hparams if resume_step is None else None, init_kwargs=init_kwargs
+        )
         if resume_step is not None and self.main:
             new = {"tensorboard": tensorboard_is_new, "mlflow": run_id is None}
             for name in names:
@@ -178,9 +197,11 @@ class RunTracking:
         """The Accelerator's trackers, which must be those `report_to` names."""
         names = [str(t) for t in self.accelerator.log_with]
         if sorted(names) != sorted(self.cfg.report_to):
-            raise ValueError(f"report_to={self.cfg.report_to} but the Accelerator given to train() reports to "
-                             f"{names or 'nothing'}; build it as Accelerator(**siftkit.run.tracking."
-                             f"accelerator_kwargs(cfg)) or let train() build it")
+            raise ValueError(
+                f"report_to={self.cfg.report_to} but the Accelerator given to train() reports to "
+                f"{names or 'nothing'}; build it as Accelerator(**siftkit.run.tracking."
+                f"accelerator_kwargs(cfg)) or let train() build it"
+            )
         return names
 
     def _earlier_mlflow_run(self) -> str | None:
@@ -211,8 +232,14 @@ class RunTracking:
         self._log(row_values(row), int(row["global_step"]))
 
     def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
-        self._log({f"{EVAL_PREFIX}/{k}": float(v) for k, v in metrics.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}, step)
+        self._log(
+            {
+                f"{EVAL_PREFIX}/{k}": float(v)
+                for k, v in metrics.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            },
+            step,
+        )
 
     def _log(self, values: dict[str, float], step: int) -> None:
         if step <= self.resume_step or not values:
@@ -246,8 +273,12 @@ class RunTracking:
     def _mlflow_kwargs(self, run_id: str | None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "run_name": _run_name(self.out),
-            "tags": {"siftkit.output_dir": str(self.out.resolve()), "siftkit.task": self.cfg.task,
-                     "siftkit.algo": self.cfg.algo, "siftkit.seed": str(self.cfg.seed)},
+            "tags": {
+                "siftkit.output_dir": str(self.out.resolve()),
+                "siftkit.task": self.cfg.task,
+                "siftkit.algo": self.cfg.algo,
+                "siftkit.seed": str(self.cfg.seed),
+            },
             "run_id": run_id,
         }
         if self._set_uri:
@@ -274,8 +305,10 @@ class RunTracking:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
-        return {key: max(m.step for m in client.get_metric_history(run_id, key))
-                for key in client.get_run(run_id).data.metrics}
+        return {
+            key: max(m.step for m in client.get_metric_history(run_id, key))
+            for key in client.get_run(run_id).data.metrics
+        }
 
     # ---------------------------------------------------------------- the run folder
     def _clear_earlier_output(self) -> None:
@@ -314,8 +347,10 @@ def check_tensorboard_folder(folder: Path) -> None:
     """TensorBoard writes its event files into `folder`: a file there, or a folder that cannot be
     written, is refused in one line (accelerate would fail with "no attribute 'writer'")."""
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} is a file, but report_to tensorboard writes its event files into a folder of "
-                         f"that name; move the file away, or choose another output_dir")
+        raise ValueError(
+            f"{folder} is a file, but report_to tensorboard writes its event files into a folder of "
+            f"that name; move the file away, or choose another output_dir"
+        )
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -324,9 +359,11 @@ def check_tensorboard_folder(folder: Path) -> None:
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise ValueError(f"the TensorBoard folder {folder} cannot be written ({exc.strerror or exc}): report_to "
-                         f"tensorboard writes its event files there; make {existing} writable, choose another "
-                         f"output_dir, or leave tensorboard out of report_to") from None
+        raise ValueError(
+            f"the TensorBoard folder {folder} cannot be written ({exc.strerror or exc}): report_to "
+            f"tensorboard writes its event files there; make {existing} writable, choose another "
+            f"output_dir, or leave tensorboard out of report_to"
+        ) from None
 
 
 def check_mlflow_uri(uri: str) -> None:
@@ -339,9 +376,11 @@ def check_mlflow_uri(uri: str) -> None:
     parsed = urlparse(uri)
     scheme = parsed.scheme.split("+")[0].lower()  # postgresql+psycopg2://...
     if scheme not in _MLFLOW_SCHEMES:
-        raise ValueError(f"{where}: MLflow does not know the scheme {parsed.scheme!r}; it takes the "
-                         f"http(s)://host:port of a tracking server, sqlite:///path/mlflow.db, postgresql://..., "
-                         f"mysql://... or databricks; fix it, {_LOCAL_STORE_HINT}")
+        raise ValueError(
+            f"{where}: MLflow does not know the scheme {parsed.scheme!r}; it takes the "
+            f"http(s)://host:port of a tracking server, sqlite:///path/mlflow.db, postgresql://..., "
+            f"mysql://... or databricks; fix it, {_LOCAL_STORE_HINT}"
+        )
     if scheme in ("http", "https"):
         host, port = parsed.hostname, parsed.port or (443 if scheme == "https" else 80)
         if not host:
@@ -349,10 +388,15 @@ def check_mlflow_uri(uri: str) -> None:
         try:
             socket.create_connection((host, port), timeout=MLFLOW_CONNECT_TIMEOUT_S).close()
         except OSError as exc:
-            reason = "no answer within " + f"{MLFLOW_CONNECT_TIMEOUT_S:g} s" if isinstance(exc, TimeoutError) \
+            reason = (
+                "no answer within " + f"{MLFLOW_CONNECT_TIMEOUT_S:g} s"
+                if isinstance(exc, TimeoutError)
                 else (exc.strerror or str(exc))
-            raise ValueError(f"{where}: no MLflow tracking server answers at {host}:{port} ({reason}); start it "
-                             f"(mlflow server --host {host} --port {port}), {_LOCAL_STORE_HINT}") from None
+            )
+            raise ValueError(
+                f"{where}: no MLflow tracking server answers at {host}:{port} ({reason}); start it "
+                f"(mlflow server --host {host} --port {port}), {_LOCAL_STORE_HINT}"
+            ) from None
     if scheme not in ("http", "https", "file", ""):
         return  # a database or Databricks: MLflow's own errors name them, at once
     from mlflow.exceptions import MlflowException
@@ -365,13 +409,17 @@ def check_mlflow_uri(uri: str) -> None:
     except (MlflowException, OSError) as exc:
         text = " ".join(str(exc).split())
         if scheme in ("file", ""):
-            raise ValueError(f"{where}: MLflow refuses its file store ({_first_sentence(text)}); use a database "
-                             f"store, e.g. sqlite:///{parsed.path or '/path'}/mlflow.db, {_LOCAL_STORE_HINT}") from None
+            raise ValueError(
+                f"{where}: MLflow refuses its file store ({_first_sentence(text)}); use a database "
+                f"store, e.g. sqlite:///{parsed.path or '/path'}/mlflow.db, {_LOCAL_STORE_HINT}"
+            ) from None
         status = next((w for w in ("404", "401", "403", "500", "502", "503") if f"error code {w}" in text), None)
         what = f"answers HTTP {status}" if status else f"cannot be used ({_first_sentence(text)[:200]})"
-        raise ValueError(f"{where}: the server at {parsed.netloc} {what} to MLflow's API "
-                         f"(/api/2.0/mlflow/experiments/search); is it an MLflow tracking server, at that path? "
-                         f"Fix the URI, {_LOCAL_STORE_HINT}") from None
+        raise ValueError(
+            f"{where}: the server at {parsed.netloc} {what} to MLflow's API "
+            f"(/api/2.0/mlflow/experiments/search); is it an MLflow tracking server, at that path? "
+            f"Fix the URI, {_LOCAL_STORE_HINT}"
+        ) from None
     finally:
         for k, v in saved.items():
             if v is None:
@@ -433,8 +481,9 @@ def log_metrics(accelerator, metrics: dict[str, Any], step: int) -> None:
         run.log_metrics(metrics, step)
 
 
-def log_cached(accelerator, history: list[dict[str, Any]], val_history: list[dict[str, Any]],
-               metrics: dict[str, Any], step: int) -> None:
+def log_cached(
+    accelerator, history: list[dict[str, Any]], val_history: list[dict[str, Any]], metrics: dict[str, Any], step: int
+) -> None:
     """Log a stage taken from the stage cache as if it had just been trained: its history rows,
     its per-epoch validation rows and its evaluation metrics (at the stage's last step)."""
     run = _ACTIVE.get(accelerator)
@@ -443,6 +492,7 @@ def log_cached(accelerator, history: list[dict[str, Any]], val_history: list[dic
     for row in history:
         run.log_row(row)
     for row in val_history:
-        run.log_metrics({k: v for k, v in row.items() if k not in ("stage", "epoch", "global_step")},
-                        int(row["global_step"]))
+        run.log_metrics(
+            {k: v for k, v in row.items() if k not in ("stage", "epoch", "global_step")}, int(row["global_step"])
+        )
     run.log_metrics(metrics, step)

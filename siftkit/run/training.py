@@ -121,14 +121,26 @@ def _revalidated(cfg: RunConfig) -> RunConfig:
             RunConfig(algo=cfg.algo)
         # The adversarial knobs were resolved to the old algorithm's defaults: training with
         # them would run a mix and record it under the new name.
-        raise ValueError(f"algo was changed from {resolved!r} to {cfg.algo!r} after the RunConfig was built, "
-                         f"so its adversarial settings are still those of {resolved!r}; build the config with "
-                         f"algo={cfg.algo!r}, or use cfg.replace(algo={cfg.algo!r})")
+        raise ValueError(
+            f"algo was changed from {resolved!r} to {cfg.algo!r} after the RunConfig was built, "
+            f"so its adversarial settings are still those of {resolved!r}; build the config with "
+            f"algo={cfg.algo!r}, or use cfg.replace(algo={cfg.algo!r})"
+        )
     return RunConfig.from_dict(cfg.to_dict())
 
 
-_RESUME_IGNORED = {"resume", "overwrite", "output_dir", "save_steps", "save_model", "extra", "data_dir",
-                   "stage_cache_dir", "report_to", "num_threads"}
+_RESUME_IGNORED = {
+    "resume",
+    "overwrite",
+    "output_dir",
+    "save_steps",
+    "save_model",
+    "extra",
+    "data_dir",
+    "stage_cache_dir",
+    "report_to",
+    "num_threads",
+}
 
 
 def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> dict[str, Any]:
@@ -144,9 +156,11 @@ def train(cfg: RunConfig | dict, *, progress: bool = True, accelerator=None) -> 
     with folder.prepared() as out:
         if accelerator is None:
             accelerator = _make_accelerator(cfg)
-        with folder.locked(accelerator.is_main_process, lambda ok: _all_processes(accelerator, ok)), \
-                tracking.tracked(cfg, out, accelerator), \
-                run_threads(cfg.num_threads, on_cpu=accelerator.device.type == "cpu") as threads:
+        with (
+            folder.locked(accelerator.is_main_process, lambda ok: _all_processes(accelerator, ok)),
+            tracking.tracked(cfg, out, accelerator),
+            run_threads(cfg.num_threads, on_cpu=accelerator.device.type == "cpu") as threads,
+        ):
             try:
                 return _train(cfg, out, accelerator, progress, start, threads)
             except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
@@ -181,8 +195,9 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per logging window of steps
     val_history: list[dict[str, Any]] = field(default_factory=list)  # one row per validated epoch
     metrics: dict[str, float] = field(default_factory=dict)
-    position: dict[str, Any] = field(default_factory=lambda: {
-        "stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "stage_done": False})
+    position: dict[str, Any] = field(
+        default_factory=lambda: {"stage": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "stage_done": False}
+    )
     nonfinite_steps: int = 0
     stage_info: list[dict[str, Any]] = field(default_factory=list)  # per stage: epochs run, best epoch, cache
     early: dict[str, Any] | None = None  # the running stage's early-stopping state
@@ -219,12 +234,14 @@ class RunState:
         self.early = state.get("early_stopping")
 
     def save(self, optimizer=None, scheduler=None, window=None) -> None:
-        save_checkpoint(self.accelerator, self.out, self.position["global_step"],
-                        self.snapshot(optimizer, scheduler, window))
+        save_checkpoint(
+            self.accelerator, self.out, self.position["global_step"], self.snapshot(optimizer, scheduler, window)
+        )
 
 
-def _train(cfg: RunConfig, out: Path, accelerator, progress: bool, start: float,
-           threads: ThreadChoice | None = None) -> dict[str, Any]:
+def _train(
+    cfg: RunConfig, out: Path, accelerator, progress: bool, start: float, threads: ThreadChoice | None = None
+) -> dict[str, Any]:
     existing = _check_before_loading(out, cfg)
     run = _prepare(cfg, out, accelerator, progress)
     run.threads = threads
@@ -274,8 +291,9 @@ def _prepare(cfg: RunConfig, out: Path, accelerator, progress: bool) -> RunState
     model = accelerator.prepare(model)
     theta_0 = weight_space.snapshot(model, weight_space.scope_keys(model, cfg.wise_ft_scope)) if cfg.wise_ft else None
     method = build_method(model, cfg)
-    run = RunState(cfg, out, accelerator, model, tokenizer, method, stages, data,
-                   show_progress=progress and main, theta_0=theta_0)
+    run = RunState(
+        cfg, out, accelerator, model, tokenizer, method, stages, data, show_progress=progress and main, theta_0=theta_0
+    )
     # "data" (the files' sha256 and the stage sizes) rides in every checkpoint, so a resume
     # can refuse to continue on other data.
     run.position["data"] = data
@@ -307,8 +325,11 @@ def _run_stages(run: RunState, ckpt_state: dict | None) -> list[str | None]:
     keys: list[str | None] = []
     previous = None
     for stage_index, stage in enumerate(stages):
-        determinants = stage_determinants(cfg, stage, stage_index, len(stages), previous, run.accelerator) \
-            if cache is not None else None
+        determinants = (
+            stage_determinants(cfg, stage, stage_index, len(stages), previous, run.accelerator)
+            if cache is not None
+            else None
+        )
         previous = stage_key(determinants) if determinants is not None else None
         keys.append(previous)
         pos = run.position
@@ -348,8 +369,9 @@ def _stage_from_cache(stage_index: int, run: RunState, cached: tuple[dict, dict]
     tracking.log_cached(run.accelerator, run.history, run.val_history, run.metrics, run.position["global_step"])
 
 
-def _record(run: RunState, keys: list[str | None], resumed_from: str | None, start: float,
-            wise: dict[str, Any] | None = None) -> dict[str, Any]:
+def _record(
+    run: RunState, keys: list[str | None], resumed_from: str | None, start: float, wise: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """results.json's content: the run's settings, metrics, history and stages, and `meta`."""
     cfg, accelerator = run.cfg, run.accelerator
     n = len(run.stages)
@@ -403,10 +425,14 @@ def _wise_ft(run: RunState) -> dict[str, Any]:
     record's ``wise_ft`` block, and the model keeps the chosen alpha's weights (`save_model`)."""
     stage = run.stages[-1]
     finetuned = {k: run.metrics[k] for k in _stage_metric_keys(run.metrics, stage)}
-    report = (lambda line: print(f"siftkit: {line}", file=sys.__stderr__, flush=True)) \
-        if run.show_progress and sys.__stderr__ is not None else None
-    chosen, block = ood.wise_ft(run.model, stage, run.theta_0, run.tokenizer, run.cfg, run.accelerator, finetuned,
-                                report)
+    report = (
+        (lambda line: print(f"siftkit: {line}", file=sys.__stderr__, flush=True))
+        if run.show_progress and sys.__stderr__ is not None
+        else None
+    )
+    chosen, block = ood.wise_ft(
+        run.model, stage, run.theta_0, run.tokenizer, run.cfg, run.accelerator, finetuned, report
+    )
     run.metrics.update(chosen)
     tracking.log_metrics(run.accelerator, chosen, run.position["global_step"])
     return block
@@ -439,12 +465,14 @@ def _check_resume_config(saved: dict, cfg: RunConfig, ckpt: Path) -> None:
     now = cfg.to_dict()
     # A checkpoint written before a field existed holds that field's default.
     defaults = RunConfig.__dataclass_fields__
-    diff = sorted(k for k in now if k not in _RESUME_IGNORED
-                  and saved.get(k, getattr(defaults[k], "default", None)) != now[k])
+    diff = sorted(
+        k for k in now if k not in _RESUME_IGNORED and saved.get(k, getattr(defaults[k], "default", None)) != now[k]
+    )
     if diff:
         raise CheckpointError(
             f"checkpoint {ckpt} was written by a run with different settings ({', '.join(diff)}); "
-            f"resume with the same config or choose another output_dir")
+            f"resume with the same config or choose another output_dir"
+        )
 
 
 def _stage(stage_index: int, run: RunState, resume_state: dict | None) -> None:
@@ -465,8 +493,9 @@ def _stage(stage_index: int, run: RunState, resume_state: dict | None) -> None:
     run.save()
 
 
-def _lp_ft_probe(stage_index: int, stage: Stage, run: RunState, resume_state: dict | None,
-                 adversarial: bool) -> dict | None:
+def _lp_ft_probe(
+    stage_index: int, stage: Stage, run: RunState, resume_state: dict | None, adversarial: bool
+) -> dict | None:
     """LP-FT's head-only phase of the stage (`siftkit.run.ood`), then the full phase's start: the
     method active again and started anew from the probed head. Returns what the full phase resumes
     from: None, or `resume_state` where the checkpoint is already inside the full phase."""
@@ -559,10 +588,13 @@ def _say_unpublished(files: dict[str, str], root: Path) -> None:
             continue
         _SAID_DIFFERENT.add((rel, sha))
         size = (root / rel).stat().st_size
-        warnings.warn(f"{root / rel} differs from the published file ({size} bytes, sha256 {sha[:12]}...; published: "
-                      f"{spec.size} bytes, {spec.sha256[:12]}...); the run uses it as it is, and results.json "
-                      f"records its sha256 (meta.data_files) and the rows read (meta.data_rows)", DataWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"{root / rel} differs from the published file ({size} bytes, sha256 {sha[:12]}...; published: "
+            f"{spec.size} bytes, {spec.sha256[:12]}...); the run uses it as it is, and results.json "
+            f"records its sha256 (meta.data_files) and the rows read (meta.data_rows)",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 def _check_resume_data(saved: dict | None, now: dict, ckpt: Path) -> None:
@@ -576,11 +608,14 @@ def _check_resume_data(saved: dict | None, now: dict, ckpt: Path) -> None:
                 f"checkpoint {ckpt} was written by a run on other data: {rel} now has sha256 "
                 f"{str(now['files'].get(rel))[:12]}... in {now['root']}, the run started with "
                 f"{str(saved['files'].get(rel))[:12]}... in {saved.get('root')}; resume with the data the run started with, or start over with "
-                f"overwrite=True")
+                f"overwrite=True"
+            )
     if saved.get("stages") != now["stages"]:
-        raise CheckpointError(f"checkpoint {ckpt} was written by a run whose stages had other sizes "
-                              f"({saved.get('stages')} then, {now['stages']} now); resume with the same data and "
-                              f"settings, or start over with overwrite=True")
+        raise CheckpointError(
+            f"checkpoint {ckpt} was written by a run whose stages had other sizes "
+            f"({saved.get('stages')} then, {now['stages']} now); resume with the same data and "
+            f"settings, or start over with overwrite=True"
+        )
 
 
 class NonFiniteStepsWarning(RuntimeWarning):
@@ -596,16 +631,22 @@ def _check_nonfinite_share(cfg: RunConfig, stage: Stage, nonfinite: int, total_s
     if not nonfinite:
         return
     share = nonfinite / max(total_steps, 1)
-    what = (f"stage {stage.name!r}: {nonfinite} of {total_steps} steps ({100 * share:.0f}%) had a non-finite loss or "
-            f"gradient and were dropped")
+    what = (
+        f"stage {stage.name!r}: {nonfinite} of {total_steps} steps ({100 * share:.0f}%) had a non-finite loss or "
+        f"gradient and were dropped"
+    )
     if share > cfg.max_nonfinite_fraction:
         raise TrainingDivergedError(
             f"{what}, more than max_nonfinite_fraction={cfg.max_nonfinite_fraction:g}: the run diverged and its "
             f"metrics would not measure the training asked for; lower the learning rate (learning_rate="
-            f"{stage.learning_rate:g} in this stage) or the regularizer's sizes, or raise max_nonfinite_fraction")
-    warnings.warn(f"{what} (max_nonfinite_fraction={cfg.max_nonfinite_fraction:g} allows up to "
-                  f"{100 * cfg.max_nonfinite_fraction:.0f}%); results.json counts them in meta.nonfinite_steps",
-                  NonFiniteStepsWarning, stacklevel=3)
+            f"{stage.learning_rate:g} in this stage) or the regularizer's sizes, or raise max_nonfinite_fraction"
+        )
+    warnings.warn(
+        f"{what} (max_nonfinite_fraction={cfg.max_nonfinite_fraction:g} allows up to "
+        f"{100 * cfg.max_nonfinite_fraction:.0f}%); results.json counts them in meta.nonfinite_steps",
+        NonFiniteStepsWarning,
+        stacklevel=3,
+    )
 
 
 MODEL_DIR = "model"
@@ -616,8 +657,10 @@ def _check_model_folder(out: Path, cfg: RunConfig) -> None:
     logs an error for a file there, and the run would end with no weights and no checkpoints)."""
     target = out / MODEL_DIR
     if cfg.save_model and target.exists() and not target.is_dir():
-        raise OutputDirError(f"{str(target)!r} is a file, but save_model=True writes the fine-tuned model to a "
-                             f"folder of that name; move the file away, or choose another output_dir")
+        raise OutputDirError(
+            f"{str(target)!r} is a file, but save_model=True writes the fine-tuned model to a "
+            f"folder of that name; move the file away, or choose another output_dir"
+        )
 
 
 def _stage_model(out: Path, model, tokenizer) -> Path:
@@ -633,8 +676,10 @@ def _stage_model(out: Path, model, tokenizer) -> Path:
     tokenizer.save_pretrained(tmp)
     if not (tmp / "config.json").is_file():
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputDirError(f"the fine-tuned model could not be saved to {str(tmp)!r}; the checkpoints in "
-                             f"{str(out / CHECKPOINT_DIR)!r} are kept: resume=True finishes the run again")
+        raise OutputDirError(
+            f"the fine-tuned model could not be saved to {str(tmp)!r}; the checkpoints in "
+            f"{str(out / CHECKPOINT_DIR)!r} are kept: resume=True finishes the run again"
+        )
     return tmp
 
 
@@ -681,8 +726,7 @@ class _StageLoop:
         return math.ceil(self.total_steps / self.steps_per_epoch)
 
 
-def _run_stage(stage_index: int, stage: Stage, run: RunState, resume_state: dict | None,
-               phase: str = "full") -> None:
+def _run_stage(stage_index: int, stage: Stage, run: RunState, resume_state: dict | None, phase: str = "full") -> None:
     """Train one stage's epochs (validating after each where the stage has a validation set);
     `phase` "probe" is LP-FT's head-only phase of the stage (`_lp_ft_probe`)."""
     loop = _stage_loop(stage_index, stage, run, phase)
@@ -699,8 +743,12 @@ def _run_stage(stage_index: int, stage: Stage, run: RunState, resume_state: dict
         if stage.val is not None and loop.epochs > 1 and _validate_epoch(stage, epoch, run):
             break  # early stopping: no better validation metric for `early_stopping_patience` epochs
     loop.bar.close()
-    _check_nonfinite_share(run.cfg, stage, loop.nonfinite,
-                           min(epochs_run * loop.steps_per_epoch, loop.total_steps) * loop.updates_per_batch)
+    _check_nonfinite_share(
+        run.cfg,
+        stage,
+        loop.nonfinite,
+        min(epochs_run * loop.steps_per_epoch, loop.total_steps) * loop.updates_per_batch,
+    )
     # What the stage's training cost (both of LP-FT's phases), carried with it into checkpoints and
     # cache entries, so a run that takes the stage from the cache still reports what training it
     # took (a resumed stage: the time after the resume only).
@@ -714,26 +762,49 @@ def _stage_loop(stage_index: int, stage: Stage, run: RunState, phase: str = "ful
 
     cfg, accelerator = run.cfg, run.accelerator
     train_ds = tokenize(stage.train, run.tokenizer, cfg.max_length)
-    sampler = EpochPermutationSampler(len(train_ds), cfg.seed,
-                                      stage_index + (ood.PROBE_ORDER if phase == "probe" else 0))
+    sampler = EpochPermutationSampler(
+        len(train_ds), cfg.seed, stage_index + (ood.PROBE_ORDER if phase == "probe" else 0)
+    )
     # The loader gets its own generator: otherwise each new iterator (every epoch, and the
     # skipping iterator of a resumed epoch) draws a base seed from the global torch RNG,
     # which shifts dropout and perturbation noise: a resumed run would differ.
-    dl = DataLoader(train_ds, batch_size=cfg.per_device_train_batch_size, sampler=sampler,
-                    collate_fn=_collator(run.tokenizer), generator=torch.Generator().manual_seed(cfg.seed))
+    dl = DataLoader(
+        train_ds,
+        batch_size=cfg.per_device_train_batch_size,
+        sampler=sampler,
+        collate_fn=_collator(run.tokenizer),
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
     params = [p for p in run.model.parameters() if p.requires_grad]  # all but a frozen encoder (or LP-FT's probe)
     # Layer-wise decay: one group per layer at lr * gamma^(L - l); without it, the one group as always.
-    groups = (layer_lr_groups(run.model, params, stage.learning_rate, cfg.layer_lr_decay)
-              if cfg.layer_lr_decay != 1.0 and phase == "full" else params)
+    groups = (
+        layer_lr_groups(run.model, params, stage.learning_rate, cfg.layer_lr_decay)
+        if cfg.layer_lr_decay != 1.0 and phase == "full"
+        else params
+    )
     # A new optimizer and a schedule sized for *this* stage (not the previous one's).
-    optimizer = torch.optim.AdamW(groups, lr=stage.learning_rate, eps=cfg.adam_epsilon,
-                                  weight_decay=cfg.weight_decay, **fused_adamw(accelerator.device))
+    optimizer = torch.optim.AdamW(
+        groups,
+        lr=stage.learning_rate,
+        eps=cfg.adam_epsilon,
+        weight_decay=cfg.weight_decay,
+        **fused_adamw(accelerator.device),
+    )
     dl, optimizer = accelerator.prepare(dl, optimizer)
     steps_per_epoch = len(dl)
     updates = steps_per_epoch * stage.num_train_epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * updates), updates)
-    return _StageLoop(stage, sampler, dl, params, optimizer, scheduler, steps_per_epoch,
-                      updates_per_batch=run.method.updates_per_batch, phase=phase)
+    return _StageLoop(
+        stage,
+        sampler,
+        dl,
+        params,
+        optimizer,
+        scheduler,
+        steps_per_epoch,
+        updates_per_batch=run.method.updates_per_batch,
+        phase=phase,
+    )
 
 
 def _resume_loop(loop: _StageLoop, run: RunState, resume_state: dict) -> tuple[int, int]:
@@ -749,9 +820,14 @@ def _resume_loop(loop: _StageLoop, run: RunState, resume_state: dict) -> tuple[i
 def _open_progress(loop: _StageLoop, run: RunState, done: int) -> None:
     # siftkit.run.progress: one updating line in a notebook, tqdm's bar in a terminal, and the terminal's lines
     threads = run.threads
-    loop.bar, loop.lines = open_progress(f"{run.cfg.algo} · {loop.stage.name}", loop.total_steps, done,
-                                         show=run.show_progress, note=threads.short if threads else None,
-                                         first_note=threads.reason if threads else None)
+    loop.bar, loop.lines = open_progress(
+        f"{run.cfg.algo} · {loop.stage.name}",
+        loop.total_steps,
+        done,
+        show=run.show_progress,
+        note=threads.short if threads else None,
+        first_note=threads.reason if threads else None,
+    )
 
 
 def _train_epoch(run: RunState, loop: _StageLoop, epoch: int, skip: int) -> None:
@@ -832,15 +908,22 @@ def _step(run: RunState, loop: _StageLoop, batch) -> tuple[torch.Tensor, dict[st
     ctx = _LoopBatch(run, loop)
     loss, parts = run.method.train_batch(run.model, batch, ctx)
     if ctx.updates != run.method.updates_per_batch:
-        raise RuntimeError(f"method {run.method.name!r} made {ctx.updates} optimizer update(s) on a batch; it "
-                           f"declares {run.method.updates_per_batch}")
+        raise RuntimeError(
+            f"method {run.method.name!r} made {ctx.updates} optimizer update(s) on a batch; it "
+            f"declares {run.method.updates_per_batch}"
+        )
     return loss, parts, ctx.grad_norm, ctx.lr_used
 
 
 def _log_window(run: RunState, loop: _StageLoop, epoch: int, stage_step: int, lr_used: float) -> None:
     """A history row: the means over the logging window's steps, which then starts anew."""
-    row = {"stage": loop.stage.name, "epoch": epoch, "step": stage_step, "global_step": run.position["global_step"],
-           "learning_rate": lr_used}
+    row = {
+        "stage": loop.stage.name,
+        "epoch": epoch,
+        "step": stage_step,
+        "global_step": run.position["global_step"],
+        "learning_rate": lr_used,
+    }
     row.update(_window_means(run.accelerator, loop.window))
     row["skipped_adversarial_steps"] = _sum_over_processes(run.accelerator, run.method.skipped)
     row["nonfinite_steps"] = loop.nonfinite
@@ -867,13 +950,13 @@ def _validate_epoch(stage: Stage, epoch: int, run: RunState) -> bool:
     """Evaluate the stage's validation set after `epoch` (a `val_history` row); with early stopping,
     keep the best epoch's weights and return True when the stage should stop."""
     cfg, accelerator = run.cfg, run.accelerator
-    metrics = evaluate(run.model, {stage.val: stage.evals[stage.val]}, run.tokenizer, cfg, accelerator,
-                       smoothness=False)
+    metrics = evaluate(
+        run.model, {stage.val: stage.evals[stage.val]}, run.tokenizer, cfg, accelerator, smoothness=False
+    )
     row = {"stage": stage.name, "epoch": epoch, "global_step": run.position["global_step"]}
     row.update({k: metrics[k] for k in (f"{stage.val}_accuracy", f"{stage.val}_mcc") if k in metrics})
     run.val_history.append(row)
-    tracking.log_metrics(accelerator, {k: v for k, v in row.items() if k.startswith(stage.val)},
-                         row["global_step"])
+    tracking.log_metrics(accelerator, {k: v for k, v in row.items() if k.startswith(stage.val)}, row["global_step"])
     if cfg.early_stopping_patience is None:
         return False
     return _early_stopping(run, epoch, metrics[stage.val_key])
@@ -887,9 +970,12 @@ def _early_stopping(run: RunState, epoch: int, value: float) -> bool:
         bare = run.accelerator.unwrap_model(run.model)
         teacher = run.method.state().get("teacher")
         run.early = {
-            "best": value if math.isfinite(value) else -math.inf, "best_epoch": epoch, "bad_epochs": 0,
+            "best": value if math.isfinite(value) else -math.inf,
+            "best_epoch": epoch,
+            "bad_epochs": 0,
             "model": {k: v.detach().clone() for k, v in bare.state_dict().items()},
-            "teacher": {k: v.clone() for k, v in teacher.items()} if teacher is not None else None}
+            "teacher": {k: v.clone() for k, v in teacher.items()} if teacher is not None else None,
+        }
         return False
     early["bad_epochs"] += 1
     return early["bad_epochs"] >= run.cfg.early_stopping_patience
@@ -953,13 +1039,17 @@ def _check_layer_settings(cfg: RunConfig, model, accelerator) -> None:
         stack = layer_stack(model, field="reinit_layers" if cfg.reinit_layers else "layer_lr_decay")
         if cfg.reinit_layers > stack.num_blocks:
             name = repr(cfg.model_name) if cfg.model_name is not None else f"the offline default {DEFAULT_MODEL_NAME}"
-            raise ValueError(f"reinit_layers={cfg.reinit_layers} re-initialises the top {cfg.reinit_layers} encoder "
-                             f"layers, and model {name} has {stack.num_blocks}; use 0..{stack.num_blocks}")
+            raise ValueError(
+                f"reinit_layers={cfg.reinit_layers} re-initialises the top {cfg.reinit_layers} encoder "
+                f"layers, and model {name} has {stack.num_blocks}; use 0..{stack.num_blocks}"
+            )
     if cfg.lp_ft_epochs and accelerator.num_processes > 1:
         # DDP registers the parameters that need gradients once, when it wraps the model; the
         # probe's frozen encoder would leave it waiting for gradients that never come.
-        raise ValueError(f"lp_ft_epochs={cfg.lp_ft_epochs} freezes the encoder for a head-only phase, which DDP's "
-                         f"wrapped model cannot do; run LP-FT on one process ({accelerator.num_processes} launched)")
+        raise ValueError(
+            f"lp_ft_epochs={cfg.lp_ft_epochs} freezes the encoder for a head-only phase, which DDP's "
+            f"wrapped model cannot do; run LP-FT on one process ({accelerator.num_processes} launched)"
+        )
 
 
 def _check_max_length(cfg: RunConfig, model, tokenizer) -> None:
@@ -980,9 +1070,13 @@ def _check_max_length(cfg: RunConfig, model, tokenizer) -> None:
     special = tokenizer.num_special_tokens_to_add(pair=pair)
     if cfg.max_length < special + 1 + pair:
         marks = " ".join(tokenizer.convert_ids_to_tokens(tokenizer("", "" if pair else None)["input_ids"]))
-        raise ValueError(f"max_length={cfg.max_length} leaves no room for text: the tokenizer of model {name} adds "
-                         f"{special} special tokens to each {'pair' if pair else 'text'} ({marks}), and texts are "
-                         f"truncated to max_length tokens in all; use max_length >= {special + 1 + pair} (e.g. 128)")
+        raise ValueError(
+            f"max_length={cfg.max_length} leaves no room for text: the tokenizer of model {name} adds "
+            f"{special} special tokens to each {'pair' if pair else 'text'} ({marks}), and texts are "
+            f"truncated to max_length tokens in all; use max_length >= {special + 1 + pair} (e.g. 128)"
+        )
     if limits and cfg.max_length > min(limits):
-        raise ValueError(f"max_length={cfg.max_length} is more than model {name} can take ({min(limits)} "
-                         f"tokens); texts are truncated to max_length, so use max_length <= {min(limits)}")
+        raise ValueError(
+            f"max_length={cfg.max_length} is more than model {name} can take ({min(limits)} "
+            f"tokens); texts are truncated to max_length, so use max_length <= {min(limits)}"
+        )

@@ -18,27 +18,74 @@ from siftkit.study.tags import variant_order
 
 # The control fields and their defaults. A record written before a field existed lacks it and
 # ran with the default; `stage_cache_dir` is not here, as it cannot change a result.
-CONTROL_DEFAULTS: dict[str, Any] = {"reinit_head": False, "adv_stages": "all", "label_smoothing": 0.0,
-                                    "l2sp_weight": 0.0, "freeze_encoder": False, "early_stopping_patience": None,
-                                    "lp_ft_epochs": 0, "wise_ft": False, "reinit_layers": 0, "layer_lr_decay": 1.0}
+CONTROL_DEFAULTS: dict[str, Any] = {
+    "reinit_head": False,
+    "adv_stages": "all",
+    "label_smoothing": 0.0,
+    "l2sp_weight": 0.0,
+    "freeze_encoder": False,
+    "early_stopping_patience": None,
+    "lp_ft_epochs": 0,
+    "wise_ft": False,
+    "reinit_layers": 0,
+    "layer_lr_decay": 1.0,
+}
 # The settings of a control that mean something only when it is on (LP-FT's rate and stages, WiSE-FT's
 # alphas and scope): a run and its uncontrolled partner may differ in them too.
-CONTROL_SETTINGS: dict[str, tuple[str, ...]] = {"lp_ft_epochs": ("lp_ft_learning_rate", "lp_ft_stages"),
-                                                "wise_ft": ("wise_ft_alphas", "wise_ft_scope")}
+CONTROL_SETTINGS: dict[str, tuple[str, ...]] = {
+    "lp_ft_epochs": ("lp_ft_learning_rate", "lp_ft_stages"),
+    "wise_ft": ("wise_ft_alphas", "wise_ft_scope"),
+}
 # Every field a control sets: the control fields and their settings.
 CONTROL_FIELDS = frozenset(CONTROL_DEFAULTS) | {name for names in CONTROL_SETTINGS.values() for name in names}
 # The columns of `equal_budget_table` and `equal_budget_differences` rows.
-EQUAL_BUDGET_COLUMNS = ("task", "device", "code", "model", "arm", "tuned", "select_on", "points", "selection_seeds",
-                        "chosen", "chosen_variant", "n", "val_mean", "val_low", "val_high", "test_metric",
-                        "test_mean", "test_low", "test_high", "gap", "note")
-EQUAL_BUDGET_DIFF_COLUMNS = ("task", "device", "code", "model", "difference", "a_chosen", "b_chosen", "tuned",
-                             "select_on", "metric", "n", "mean", "ci_low", "ci_high", "reading")
+EQUAL_BUDGET_COLUMNS = (
+    "task",
+    "device",
+    "code",
+    "model",
+    "arm",
+    "tuned",
+    "select_on",
+    "points",
+    "selection_seeds",
+    "chosen",
+    "chosen_variant",
+    "n",
+    "val_mean",
+    "val_low",
+    "val_high",
+    "test_metric",
+    "test_mean",
+    "test_low",
+    "test_high",
+    "gap",
+    "note",
+)
+EQUAL_BUDGET_DIFF_COLUMNS = (
+    "task",
+    "device",
+    "code",
+    "model",
+    "difference",
+    "a_chosen",
+    "b_chosen",
+    "tuned",
+    "select_on",
+    "metric",
+    "n",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "reading",
+)
 
 
 def has_control(runs: Iterable[Run]) -> bool:
     """True when any run set a control field away from its default (missing = default)."""
-    return any(r.record["config"].get(name, default) != default
-               for r in runs for name, default in CONTROL_DEFAULTS.items())
+    return any(
+        r.record["config"].get(name, default) != default for r in runs for name, default in CONTROL_DEFAULTS.items()
+    )
 
 
 def _grid_sort_key(point: Mapping[str, Any]) -> tuple:
@@ -81,9 +128,11 @@ def tuned_text(tuned: Mapping[str, Sequence[Any]]) -> str:
 def _arm_select_on(arm: str, runs: Sequence[Run], task: str) -> str:
     names = sorted({str(run_extra(r).get("select_on") or DEFAULT_SELECT_ON[task]) for r in runs})
     if len(names) > 1:
-        raise ValueError(f"arm {arm!r} was chosen on more than one metric ({', '.join(names)}) in one comparison "
-                         f"(task {runs[0].task}, code {runs[0].commit}): one arm, one select-on metric; e.g. "
-                         f"{runs[0].path} and {runs[-1].path}")
+        raise ValueError(
+            f"arm {arm!r} was chosen on more than one metric ({', '.join(names)}) in one comparison "
+            f"(task {runs[0].task}, code {runs[0].commit}): one arm, one select-on metric; e.g. "
+            f"{runs[0].path} and {runs[-1].path}"
+        )
     try:
         return check_select_on(names[0], task)
     except ValueError as exc:
@@ -173,23 +222,41 @@ def arm_selection(arm: str, variants: Mapping[str, Sequence[Run]], points: Seque
     select_on, test_metric = _arm_select_on(arm, runs, task), PAPER_METRIC[task]
     # The choice is made on the grid's runs only, as the sweep made it before it ran the
     # chosen point's extra seeds: those runs can never change which point was chosen.
-    choice = select_point([per_seed([r for r in variants[v] if not run_extra(r).get("chosen")], select_on)
-                           for v in points])
+    choice = select_point(
+        [per_seed([r for r in variants[v] if not run_extra(r).get("chosen")], select_on) for v in points]
+    )
     seeds = tuple(choice["seeds"])
-    grid = [GridPoint(variant=v, label=grid_label(run_extra(variants[v][0])["grid"]),
-                      grid=dict(run_extra(variants[v][0])["grid"]), select=Estimate(**choice["stats"][i], seeds=seeds),
-                      missing=tuple(choice["missing"][i]))
-            for i, v in enumerate(points)]
+    grid = [
+        GridPoint(
+            variant=v,
+            label=grid_label(run_extra(variants[v][0])["grid"]),
+            grid=dict(run_extra(variants[v][0])["grid"]),
+            select=Estimate(**choice["stats"][i], seeds=seeds),
+            missing=tuple(choice["missing"][i]),
+        )
+        for i, v in enumerate(points)
+    ]
     chosen = None if choice["chosen"] is None else points[choice["chosen"]]
     chosen_runs = variants[chosen] if chosen else []
     val, test = _stat_of(chosen_runs, select_on), _stat_of(chosen_runs, test_metric)
-    return ArmSelection(arm=arm, algo=runs[0].algo, base_tag=arm.partition("-")[2], select_on=select_on,
-                        test_metric=test_metric, tuned=_tuned(variants, points), points=tuple(grid),
-                        selection_seeds=seeds, chosen=chosen,
-                        chosen_label=grid[choice["chosen"]].label if chosen else None,
-                        val=val, test=test, gap=val.mean - test.mean,
-                        test_per_seed=per_seed(chosen_runs, test_metric), control=has_control(runs),
-                        at=_taken_from(runs))
+    return ArmSelection(
+        arm=arm,
+        algo=runs[0].algo,
+        base_tag=arm.partition("-")[2],
+        select_on=select_on,
+        test_metric=test_metric,
+        tuned=_tuned(variants, points),
+        points=tuple(grid),
+        selection_seeds=seeds,
+        chosen=chosen,
+        chosen_label=grid[choice["chosen"]].label if chosen else None,
+        val=val,
+        test=test,
+        gap=val.mean - test.mean,
+        test_per_seed=per_seed(chosen_runs, test_metric),
+        control=has_control(runs),
+        at=_taken_from(runs),
+    )
 
 
 def _taken_from(runs: Sequence[Run]) -> str | None:
@@ -213,8 +280,9 @@ def reference_arm(arms: Sequence[ArmSelection]) -> tuple[str | None, str]:
     note = f"Reference arm: `{plain[0].arm}` (plain, every control field at its default)"
     if len(plain) > 1:
         others = ", ".join(f"`{a.arm}`" for a in plain[1:])
-        note += (f"; {others} also qualif{'ies' if len(plain) == 2 else 'y'}, and the first base tag in sort "
-                 "order is used")
+        note += (
+            f"; {others} also qualif{'ies' if len(plain) == 2 else 'y'}, and the first base tag in sort order is used"
+        )
     return plain[0].arm, note + "."
 
 
@@ -235,11 +303,18 @@ def equal_budget(variants: Mapping[str, Sequence[Run]], task: str) -> EqualBudge
     reference, note = reference_arm(compared)
     pairs = [(a.arm, reference) for a in compared if reference and a.arm != reference]
     pairs += [(f"sift-{a.base_tag}", a.arm) for a in compared if a.algo == "smart" and f"sift-{a.base_tag}" in by_name]
-    differences = [ArmDifference(by_name[a], by_name[b], Estimate.paired(by_name[a].test_per_seed,
-                                                                          by_name[b].test_per_seed))
-                   for a, b in pairs]
-    return EqualBudget(arms=tuple(arms), compared=tuple(compared), control_grids=tuple(a for a in arms if a.at is not None),
-                       reference=reference, reference_note=note, differences=tuple(differences))
+    differences = [
+        ArmDifference(by_name[a], by_name[b], Estimate.paired(by_name[a].test_per_seed, by_name[b].test_per_seed))
+        for a, b in pairs
+    ]
+    return EqualBudget(
+        arms=tuple(arms),
+        compared=tuple(compared),
+        control_grids=tuple(a for a in arms if a.at is not None),
+        reference=reference,
+        reference_note=note,
+        differences=tuple(differences),
+    )
 
 
 def diff_tuned(a: ArmSelection, b: ArmSelection) -> str:
@@ -249,25 +324,50 @@ def diff_tuned(a: ArmSelection, b: ArmSelection) -> str:
 
 def budget_row(key: tuple[str, str, str, str], a: ArmSelection) -> dict[str, Any]:
     """One compared arm as a row of the equal-budget table (`EQUAL_BUDGET_COLUMNS`)."""
-    return {**group_fields(key), "arm": a.arm, "tuned": tuned_text(a.tuned), "select_on": a.select_on,
-            "points": len(a.points), "selection_seeds": list(a.selection_seeds), "chosen": a.chosen_label,
-            "chosen_variant": a.chosen, "n": a.test.n, "val_mean": a.val.mean, "val_low": a.val.low,
-            "val_high": a.val.high, "test_metric": a.test_metric, "test_mean": a.test.mean, "test_low": a.test.low,
-            "test_high": a.test.high, "gap": a.gap, "note": choice_note(a)}
+    return {
+        **group_fields(key),
+        "arm": a.arm,
+        "tuned": tuned_text(a.tuned),
+        "select_on": a.select_on,
+        "points": len(a.points),
+        "selection_seeds": list(a.selection_seeds),
+        "chosen": a.chosen_label,
+        "chosen_variant": a.chosen,
+        "n": a.test.n,
+        "val_mean": a.val.mean,
+        "val_low": a.val.low,
+        "val_high": a.val.high,
+        "test_metric": a.test_metric,
+        "test_mean": a.test.mean,
+        "test_low": a.test.low,
+        "test_high": a.test.high,
+        "gap": a.gap,
+        "note": choice_note(a),
+    }
 
 
 def difference_row(key: tuple[str, str, str, str], d: ArmDifference) -> dict[str, Any]:
     """One seed-paired difference at chosen points as a row (`EQUAL_BUDGET_DIFF_COLUMNS`)."""
     a, b = d.a, d.b
-    return {**group_fields(key), "difference": f"{a.arm} − {b.arm}", "a_chosen": a.chosen_label,
-            "b_chosen": b.chosen_label, "tuned": diff_tuned(a, b),
-            "select_on": a.select_on if a.select_on == b.select_on else f"{a.select_on} / {b.select_on}",
-            "metric": a.test_metric, "n": d.diff.n, "mean": d.diff.mean, "ci_low": d.diff.low, "ci_high": d.diff.high,
-            "reading": d.diff.reading}
+    return {
+        **group_fields(key),
+        "difference": f"{a.arm} − {b.arm}",
+        "a_chosen": a.chosen_label,
+        "b_chosen": b.chosen_label,
+        "tuned": diff_tuned(a, b),
+        "select_on": a.select_on if a.select_on == b.select_on else f"{a.select_on} / {b.select_on}",
+        "metric": a.test_metric,
+        "n": d.diff.n,
+        "mean": d.diff.mean,
+        "ci_low": d.diff.low,
+        "ci_high": d.diff.high,
+        "reading": d.diff.reading,
+    }
 
 
-def equal_budget_table(groups: Groups,
-                       budgets: Mapping[tuple, EqualBudget | None] | None = None) -> list[dict[str, Any]]:
+def equal_budget_table(
+    groups: Groups, budgets: Mapping[tuple, EqualBudget | None] | None = None
+) -> list[dict[str, Any]]:
     """The equal-budget table as data: one row per compared arm of every group that has `--grid`
     runs (`EQUAL_BUDGET_COLUMNS`; ``pd.DataFrame(rows, columns=EQUAL_BUDGET_COLUMNS)`` shows it).
     A control's own grid is not an arm of the comparison: it is in `controls_table`. `budgets`:
@@ -276,8 +376,9 @@ def equal_budget_table(groups: Groups,
     return [budget_row(key, a) for key in groups for a in (budgets[key].compared if budgets[key] else ())]
 
 
-def equal_budget_differences(groups: Groups,
-                             budgets: Mapping[tuple, EqualBudget | None] | None = None) -> list[dict[str, Any]]:
+def equal_budget_differences(
+    groups: Groups, budgets: Mapping[tuple, EqualBudget | None] | None = None
+) -> list[dict[str, Any]]:
     """The seed-paired differences at chosen points as data (`EQUAL_BUDGET_DIFF_COLUMNS`)."""
     budgets = budgets if budgets is not None else equal_budgets(groups)
     return [difference_row(key, d) for key in groups for d in (budgets[key].differences if budgets[key] else ())]
@@ -290,8 +391,11 @@ def equal_budgets(groups: Groups) -> dict[tuple, EqualBudget | None]:
 
 def choice_note(arm: ArmSelection) -> str:
     """Why points could not be chosen (missing validation metric), or that none could."""
-    notes = [f"{p.label}: {arm.select_on} missing for seed(s) {', '.join(map(str, p.missing))}, "
-             "cannot be chosen" for p in arm.points if p.missing]
+    notes = [
+        f"{p.label}: {arm.select_on} missing for seed(s) {', '.join(map(str, p.missing))}, cannot be chosen"
+        for p in arm.points
+        if p.missing
+    ]
     if not arm.selection_seeds:
         notes.append("no seed is present at every grid point: nothing to choose on")
     elif arm.chosen is None:

@@ -56,7 +56,7 @@ from siftkit.study.tags import curve_eps, curve_family, variant_order
 # The verdicts' questions when the spec asks none: they name no tag.
 QUESTIONS = {
     "beat_reference": "Does any regularizer arm beat the reference arm out of domain at their chosen points, and by "
-                      "how much?",
+    "how much?",
     "matched_size": "At matched measured size on the curve at the reference's chosen point, SiFT − SMART?",
     "old_gap": "Which control recovers the old gap at the spec's grid point?",
 }
@@ -75,19 +75,80 @@ CONTROL_TESTS: dict[str, str] = {
     "noise": "whether the ascent's direction matters: random noise (adv_steps 0, σ {value}) in the same ball",
     "lp_ft_epochs": "feature distortion by a wrong head: {value} head-only epoch(s) before fine-tuning (LP-FT)",
     "wise_ft": "staying near the starting weights after the fact: the encoder interpolated toward theta_0, alpha "
-               "chosen on validation (WiSE-FT)",
+    "chosen on validation (WiSE-FT)",
     "reinit_layers": "whether the top pre-trained layers help or hinder: the top {value} re-initialised",
     "layer_lr_decay": "moving the lower layers less: layer-wise learning-rate decay {value}",
 }
 
-CONTROL_COLUMNS = ("task", "device", "code", "model", "control", "algo", "sets", "what it tests", "at", "against",
-                   "against_is", "n", "seeds", "mean", "ci_low", "ci_high", "reading")
-CURVE_COLUMNS = ("task", "device", "code", "model", "variant", "role", "algo", "family", "eps", "size", "n",
-                 "test_mean", "test_low", "test_high", "minus_reference", "diff_low", "diff_high", "reading")
-START_LOSS_COLUMNS = ("task", "device", "code", "model", "variant", "role", "stage", "n", "start_mean", "start_low",
-                      "start_high", "test_mean")
-VERDICT_COLUMNS = ("task", "device", "code", "model", "verdict", "question", "row", "n", "seeds", "mean", "ci_low",
-                   "ci_high", "reading", "rests_on")
+CONTROL_COLUMNS = (
+    "task",
+    "device",
+    "code",
+    "model",
+    "control",
+    "algo",
+    "sets",
+    "what it tests",
+    "at",
+    "against",
+    "against_is",
+    "n",
+    "seeds",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "reading",
+)
+CURVE_COLUMNS = (
+    "task",
+    "device",
+    "code",
+    "model",
+    "variant",
+    "role",
+    "algo",
+    "family",
+    "eps",
+    "size",
+    "n",
+    "test_mean",
+    "test_low",
+    "test_high",
+    "minus_reference",
+    "diff_low",
+    "diff_high",
+    "reading",
+)
+START_LOSS_COLUMNS = (
+    "task",
+    "device",
+    "code",
+    "model",
+    "variant",
+    "role",
+    "stage",
+    "n",
+    "start_mean",
+    "start_low",
+    "start_high",
+    "test_mean",
+)
+VERDICT_COLUMNS = (
+    "task",
+    "device",
+    "code",
+    "model",
+    "verdict",
+    "question",
+    "row",
+    "n",
+    "seeds",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "reading",
+    "rests_on",
+)
 
 
 # ----------------------------------------------------------------------------- which spec applies
@@ -123,8 +184,10 @@ def what_it_tests(settings: Mapping[str, Any]) -> str:
 
 
 def settings_text(settings: Mapping[str, Any]) -> str:
-    return ", ".join(f"{'adv_steps 0, adv_noise_std' if n == 'noise' else n} "
-                     f"{'none' if v is None else format_grid_value(v)}" for n, v in settings.items())
+    return ", ".join(
+        f"{'adv_steps 0, adv_noise_std' if n == 'noise' else n} {'none' if v is None else format_grid_value(v)}"
+        for n, v in settings.items()
+    )
 
 
 def _same_config(a: Run, b: Run, ignore: set[str]) -> bool:
@@ -134,8 +197,7 @@ def _same_config(a: Run, b: Run, ignore: set[str]) -> bool:
     return all(recorded_setting(ca, n, defaults) == recorded_setting(cb, n, defaults) for n in names)
 
 
-def uncontrolled_partner(variant: str, variants: Mapping[str, Sequence[Run]],
-                         varies: Sequence[str] = ()) -> str | None:
+def uncontrolled_partner(variant: str, variants: Mapping[str, Sequence[Run]], varies: Sequence[str] = ()) -> str | None:
     """The variant of the same algorithm with no control whose resolved config equals
     `variant`'s in every field but the control's own (and the noise fields for noise, and the
     fields a spec says a listed control `varies`). Of several (a grid point and a curve run at
@@ -149,15 +211,27 @@ def uncontrolled_partner(variant: str, variants: Mapping[str, Sequence[Run]],
     ignore = (set(settings) - {"noise"}) | (NOISE_FIELDS if "noise" in settings else set()) | set(varies)
     ignore |= {name for control in settings for name in CONTROL_SETTINGS.get(control, ())}
     seeds = {r.seed for r in variants[variant]}
-    candidates = [v for v, recs in variants.items()
-                  if v != variant and recs[0].algo == run.algo and not control_settings(recs[0])
-                  and _same_config(run, recs[0], ignore) and not _same_config(run, recs[0], set())]
+    candidates = [
+        v
+        for v, recs in variants.items()
+        if v != variant
+        and recs[0].algo == run.algo
+        and not control_settings(recs[0])
+        and _same_config(run, recs[0], ignore)
+        and not _same_config(run, recs[0], set())
+    ]
     if not candidates:
         return None
     # A WiSE-FT run's own twin (its fine-tuned model: the same training, seed for seed) comes first.
-    return min(candidates, key=lambda v: (-len(seeds & {r.seed for r in variants[v]}),
-                                          variants[v][0].record.get("twin_of") != variant,
-                                          not run_extra(variants[v][0]).get("at_chosen"), v))
+    return min(
+        candidates,
+        key=lambda v: (
+            -len(seeds & {r.seed for r in variants[v]}),
+            variants[v][0].record.get("twin_of") != variant,
+            not run_extra(variants[v][0]).get("at_chosen"),
+            v,
+        ),
+    )
 
 
 def _at_text(run: Run) -> str:
@@ -174,8 +248,9 @@ def _as_number(value: Any) -> Any:
         return value
 
 
-def control_variants(variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None,
-                     spec: Mapping[str, Any]) -> list[str]:
+def control_variants(
+    variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None, spec: Mapping[str, Any]
+) -> list[str]:
     """The group's controls (see the module's docstring), plus any tag the spec lists under
     ``controls``; a control with a grid of its own counts at its chosen point only."""
     chosen = {a.arm: a.chosen for a in (eb.arms if eb else ())}
@@ -217,14 +292,27 @@ class ControlRow:
     def as_row(self) -> dict[str, Any]:
         """A row of `CONTROL_COLUMNS`."""
         d = self.diff
-        return {**group_fields(self.group), "control": self.control, "algo": self.algo, "sets": self.sets,
-                "what it tests": self.tests, "at": self.at, "against": self.against, "against_is": self.against_is,
-                "n": d.n, "seeds": list(d.seeds), "mean": d.mean, "ci_low": d.low, "ci_high": d.high,
-                "reading": d.reading}
+        return {
+            **group_fields(self.group),
+            "control": self.control,
+            "algo": self.algo,
+            "sets": self.sets,
+            "what it tests": self.tests,
+            "at": self.at,
+            "against": self.against,
+            "against_is": self.against_is,
+            "n": d.n,
+            "seeds": list(d.seeds),
+            "mean": d.mean,
+            "ci_low": d.low,
+            "ci_high": d.high,
+            "reading": d.reading,
+        }
 
 
-def controls(key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None,
-             spec: Mapping[str, Any]) -> list[ControlRow]:
+def controls(
+    key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None, spec: Mapping[str, Any]
+) -> list[ControlRow]:
     """Each control against the reference at its chosen point, then against its uncontrolled
     partner where it has one (one row where the partner is the reference itself, as for plain's
     controls)."""
@@ -244,14 +332,25 @@ def controls(key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: EqualBudg
         elif partner:
             against.append((partner, "uncontrolled"))
         for other, kind in against:
-            rows.append(ControlRow(group=key, control=v, algo=run.algo, sets=settings_text(settings) or "–",
-                                   tests=tests, at=_at_text(run), against=other, against_is=kind,
-                                   diff=Estimate.paired(per_seed(variants[v], metric), per_seed(variants[other], metric))))
+            rows.append(
+                ControlRow(
+                    group=key,
+                    control=v,
+                    algo=run.algo,
+                    sets=settings_text(settings) or "–",
+                    tests=tests,
+                    at=_at_text(run),
+                    against=other,
+                    against_is=kind,
+                    diff=Estimate.paired(per_seed(variants[v], metric), per_seed(variants[other], metric)),
+                )
+            )
     return rows
 
 
-def control_rows(key: GroupKey, variants: Mapping[str, Sequence[Run]],
-                 spec: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def control_rows(
+    key: GroupKey, variants: Mapping[str, Sequence[Run]], spec: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """`controls` of one group as rows (`CONTROL_COLUMNS`)."""
     return [r.as_row() for r in controls(key, variants, equal_budget(variants, key[0]), spec or {})]
 
@@ -268,9 +367,16 @@ def tuned_curve_variants(variants: Mapping[str, Sequence[Run]], eb: EqualBudget 
     """The size-curve variants run at the reference arm's chosen point (``extra.at_chosen.arm``)."""
     if not eb or not eb.reference:
         return []
-    return sorted((v for v, recs in variants.items() if curve_eps(recs[0].tag) is not None
-                   and (run_extra(recs[0]).get("at_chosen") or {}).get("arm") == eb.reference
-                   and not control_settings(recs[0])), key=variant_order)
+    return sorted(
+        (
+            v
+            for v, recs in variants.items()
+            if curve_eps(recs[0].tag) is not None
+            and (run_extra(recs[0]).get("at_chosen") or {}).get("arm") == eb.reference
+            and not control_settings(recs[0])
+        ),
+        key=variant_order,
+    )
 
 
 @dataclass(frozen=True)
@@ -288,8 +394,9 @@ def tuned_curve_at(variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None
     curve, ref = tuned_curve_variants(variants, eb), eb.reference_selection if eb else None
     if not curve or ref is None:
         return None
-    return TunedCurve(variants=tuple(curve), families=tuple(sorted({curve_family(variants[v][0].tag) for v in curve})),
-                      reference=ref)
+    return TunedCurve(
+        variants=tuple(curve), families=tuple(sorted({curve_family(variants[v][0].tag) for v in curve})), reference=ref
+    )
 
 
 def tuned_curve(variants: Mapping[str, Sequence[Run]], task: str) -> TunedCurve | None:
@@ -316,10 +423,23 @@ class CurveRow:
     def as_row(self) -> dict[str, Any]:
         """A row of `CURVE_COLUMNS`."""
         d = self.diff or Estimate.none()
-        return {**group_fields(self.group), "variant": self.variant, "role": self.role, "algo": self.algo,
-                "family": self.family, "eps": self.eps, "size": self.size, "n": self.test.n,
-                "test_mean": self.test.mean, "test_low": self.test.low, "test_high": self.test.high,
-                "minus_reference": d.mean, "diff_low": d.low, "diff_high": d.high, "reading": self.reading}
+        return {
+            **group_fields(self.group),
+            "variant": self.variant,
+            "role": self.role,
+            "algo": self.algo,
+            "family": self.family,
+            "eps": self.eps,
+            "size": self.size,
+            "n": self.test.n,
+            "test_mean": self.test.mean,
+            "test_low": self.test.low,
+            "test_high": self.test.high,
+            "minus_reference": d.mean,
+            "diff_low": d.low,
+            "diff_high": d.high,
+            "reading": self.reading,
+        }
 
 
 def curve_rows(key: GroupKey, variants: Mapping[str, Sequence[Run]], tc: TunedCurve | None) -> list[CurveRow]:
@@ -329,16 +449,38 @@ def curve_rows(key: GroupKey, variants: Mapping[str, Sequence[Run]], tc: TunedCu
         return []
     metric, ref = PAPER_METRIC[key[0]], tc.reference
     band = variants[ref.chosen]
-    rows = [CurveRow(group=key, variant=ref.chosen, role="band", algo="plain", family="", eps=math.nan, size=math.nan,
-                     test=Estimate.of([r.metric(metric) for r in band]), diff=None,
-                     reading=f"tuned {ref.arm} at {ref.chosen_label}")]
+    rows = [
+        CurveRow(
+            group=key,
+            variant=ref.chosen,
+            role="band",
+            algo="plain",
+            family="",
+            eps=math.nan,
+            size=math.nan,
+            test=Estimate.of([r.metric(metric) for r in band]),
+            diff=None,
+            reading=f"tuned {ref.arm} at {ref.chosen_label}",
+        )
+    ]
     sizes = variant_sizes(variants)
     for v in tc.variants:
         recs = variants[v]
         d = Estimate.paired(per_seed(recs, metric), per_seed(band, metric))
-        rows.append(CurveRow(group=key, variant=v, role="line", algo=recs[0].algo, family=curve_family(recs[0].tag),
-                             eps=curve_eps(recs[0].tag), size=sizes[v], test=Estimate.of([r.metric(metric) for r in recs]),
-                             diff=d, reading=d.reading))
+        rows.append(
+            CurveRow(
+                group=key,
+                variant=v,
+                role="line",
+                algo=recs[0].algo,
+                family=curve_family(recs[0].tag),
+                eps=curve_eps(recs[0].tag),
+                size=sizes[v],
+                test=Estimate.of([r.metric(metric) for r in recs]),
+                diff=d,
+                reading=d.reading,
+            )
+        )
     return rows
 
 
@@ -369,15 +511,32 @@ class VerdictRow:
     def as_row(self) -> dict[str, Any]:
         """A row of `VERDICT_COLUMNS` (``row``: what it compares)."""
         d = self.diff
-        return {**group_fields(self.group), "verdict": self.verdict, "question": self.question, "row": self.what,
-                "n": d.n, "seeds": list(d.seeds), "mean": d.mean, "ci_low": d.low, "ci_high": d.high,
-                "reading": self.reading, "rests_on": self.rests_on}
+        return {
+            **group_fields(self.group),
+            "verdict": self.verdict,
+            "question": self.question,
+            "row": self.what,
+            "n": d.n,
+            "seeds": list(d.seeds),
+            "mean": d.mean,
+            "ci_low": d.low,
+            "ci_high": d.high,
+            "reading": self.reading,
+            "rests_on": self.rests_on,
+        }
 
 
 def _row(key, verdict: str, question: str, what: str, d: Estimate | None, rests_on: str) -> VerdictRow:
     d = d or Estimate.none()
-    return VerdictRow(group=key, verdict=verdict, question=question, what=what, diff=d,
-                      reading=d.reading if d.n else "no runs", rests_on=rests_on)
+    return VerdictRow(
+        group=key,
+        verdict=verdict,
+        question=question,
+        what=what,
+        diff=d,
+        reading=d.reading if d.n else "no runs",
+        rests_on=rests_on,
+    )
 
 
 def _question(spec: Mapping[str, Any], name: str) -> str:
@@ -388,30 +547,46 @@ def verdict_beat_reference(key, eb: EqualBudget, spec: Mapping[str, Any]) -> lis
     """(1): every regularizer arm (not plain, no control) against the reference at their chosen
     points; the first row is the largest mean difference, then one row per arm compared."""
     q = _question(spec, "beat_reference")
-    diffs = [d for d in eb.differences if d.b.arm == eb.reference and d.a.algo != "plain"
-             and not d.a.control and d.diff.n]
+    diffs = [
+        d for d in eb.differences if d.b.arm == eb.reference and d.a.algo != "plain" and not d.a.control and d.diff.n
+    ]
     if not diffs:
         return [_row(key, "1", q, "no regularizer arm has a chosen point paired with the reference", None, "")]
     best = max(diffs, key=lambda d: d.diff.mean)
     n_arms = len(diffs)
-    rests = (f"{n_arms} regularizer arm(s) compared, each at its chosen point against `{eb.reference}` at "
-             f"{best.b.chosen_label}; seed-paired over the seeds both ran")
+    rests = (
+        f"{n_arms} regularizer arm(s) compared, each at its chosen point against `{eb.reference}` at "
+        f"{best.b.chosen_label}; seed-paired over the seeds both ran"
+    )
     # an arm whose grid is not finished chose among fewer points or seeds: its point is no equal-budget choice
     ref_budget = best.b.budget
     short = [f"{d.a.arm} {d.a.budget[0]} × {d.a.budget[1]}" for d in diffs if d.a.budget != ref_budget]
     if short:
-        rests += (f"; **budgets differ** from the reference's {ref_budget[0]} point(s) × {ref_budget[1]} selection "
-                  f"seed(s): {', '.join(short)}")
-    rows = [_row(key, "1", q, f"largest: {best.a.arm} ({best.a.chosen_label}) − {eb.reference} "
-                 f"({best.b.chosen_label}), of {n_arms} arm(s)", best.diff, rests)]
+        rests += (
+            f"; **budgets differ** from the reference's {ref_budget[0]} point(s) × {ref_budget[1]} selection "
+            f"seed(s): {', '.join(short)}"
+        )
+    rows = [
+        _row(
+            key,
+            "1",
+            q,
+            f"largest: {best.a.arm} ({best.a.chosen_label}) − {eb.reference} "
+            f"({best.b.chosen_label}), of {n_arms} arm(s)",
+            best.diff,
+            rests,
+        )
+    ]
     for d in sorted(diffs, key=lambda d: -d.diff.mean):
-        rows.append(_row(key, "1", q, f"{d.a.arm} ({d.a.chosen_label}) − {eb.reference} "
-                         f"({d.b.chosen_label})", d.diff, rests))
+        rows.append(
+            _row(key, "1", q, f"{d.a.arm} ({d.a.chosen_label}) − {eb.reference} ({d.b.chosen_label})", d.diff, rests)
+        )
     return rows
 
 
-def verdict_matched_size(key, variants: Mapping[str, Sequence[Run]], tc: TunedCurve | None,
-                         spec: Mapping[str, Any]) -> list[VerdictRow]:
+def verdict_matched_size(
+    key, variants: Mapping[str, Sequence[Run]], tc: TunedCurve | None, spec: Mapping[str, Any]
+) -> list[VerdictRow]:
     """(2): the pooled matched-size SiFT − SMART on the curve at the tuned point, per family."""
     q = _question(spec, "matched_size")
     if tc is None:
@@ -425,10 +600,18 @@ def verdict_matched_size(key, variants: Mapping[str, Sequence[Run]], tc: TunedCu
             rows.append(_row(key, "2", q, f"`{name}`: no SiFT and SMART sizes to pair", None, ""))
             continue
         pooled = pooled_difference(variants, pairs, metric)
-        d = Estimate(n=pooled["n"], mean=pooled["mean"], std=pooled["std"], low=pooled["low"], high=pooled["high"],
-                     seeds=tuple(pooled["seeds"]))
-        rests = (f"{pooled['pairs']} matched pair(s) of the `{name}` curve at {tc.reference.arm}'s chosen "
-                 f"{tc.reference.chosen_label}; per-seed mean over pairs, t interval over seeds")
+        d = Estimate(
+            n=pooled["n"],
+            mean=pooled["mean"],
+            std=pooled["std"],
+            low=pooled["low"],
+            high=pooled["high"],
+            seeds=tuple(pooled["seeds"]),
+        )
+        rests = (
+            f"{pooled['pairs']} matched pair(s) of the `{name}` curve at {tc.reference.arm}'s chosen "
+            f"{tc.reference.chosen_label}; per-seed mean over pairs, t interval over seeds"
+        )
         rows.append(_row(key, "2", q, f"SiFT − SMART at matched size, pooled (`{name}`)", d, rests))
     return rows
 
@@ -480,8 +663,13 @@ def _gap(per_seed_gap: Mapping[int, float]) -> Estimate:
     return Estimate.paired(per_seed_gap, {s: 0.0 for s in per_seed_gap})
 
 
-def verdict_old_gap(key, variants: Mapping[str, Sequence[Run]], eb: EqualBudget,
-                    spec: Mapping[str, Any], control_rows: Sequence[ControlRow]) -> list[VerdictRow]:
+def verdict_old_gap(
+    key,
+    variants: Mapping[str, Sequence[Run]],
+    eb: EqualBudget,
+    spec: Mapping[str, Any],
+    control_rows: Sequence[ControlRow],
+) -> list[VerdictRow]:
     """(3): the old gap (the spec's arm minus its `against` arm, both at the spec's grid point),
     the same gap at their chosen points, how much of the old gap tuning removes (per seed, old
     gap − tuned gap), each control's effect against its uncontrolled partner, and the gap with a
@@ -499,26 +687,52 @@ def verdict_old_gap(key, variants: Mapping[str, Sequence[Run]], eb: EqualBudget,
     at = grid_label(gap["point"])
     va, vb = _point_variant(big, gap["point"]), _point_variant(base, gap["point"])
     if not (va and vb):
-        return [_row(key, "3", q, f"the grid point {at} is not a point of both {gap['arm']} and {gap['against']}",
-                     None, "")]
+        return [
+            _row(key, "3", q, f"the grid point {at} is not a point of both {gap['arm']} and {gap['against']}", None, "")
+        ]
     old = _gap_per_seed(variants, va, vb, metric)
     rows = [_row(key, "3", q, f"old gap: {va} − {vb} (both at {at})", _gap(old), f"the grid runs at {at}, seed-paired")]
     if big.chosen and base.chosen:
         tuned = _gap_per_seed(variants, big.chosen, base.chosen, metric)
-        rows.append(_row(key, "3", q, f"gap at the chosen points: {big.chosen} − {base.chosen}", _gap(tuned),
-                         "each arm at the point chosen on its validation metric"))
-        rows.append(_row(key, "3", q, "under-fitting: old gap − gap at the chosen points (what tuning removes)",
-                         Estimate.paired(old, tuned), "per seed, over the seeds both gaps have"))
+        rows.append(
+            _row(
+                key,
+                "3",
+                q,
+                f"gap at the chosen points: {big.chosen} − {base.chosen}",
+                _gap(tuned),
+                "each arm at the point chosen on its validation metric",
+            )
+        )
+        rows.append(
+            _row(
+                key,
+                "3",
+                q,
+                "under-fitting: old gap − gap at the chosen points (what tuning removes)",
+                Estimate.paired(old, tuned),
+                "per seed, over the seeds both gaps have",
+            )
+        )
     for c in control_rows:
         if "uncontrolled" in c.against_is:
-            rows.append(_row(key, "3", q, f"control {c.control} − {c.against}: {c.tests}", c.diff,
-                             f"{c.sets}, at {c.at}; seed-paired against the same algorithm without it"))
+            rows.append(
+                _row(
+                    key,
+                    "3",
+                    q,
+                    f"control {c.control} − {c.against}: {c.tests}",
+                    c.diff,
+                    f"{c.sets}, at {c.at}; seed-paired against the same algorithm without it",
+                )
+            )
     rows += _gaps_with_control(key, variants, big, q, metric)
     return rows + _controls_at_the_old_point(key, variants, variants[va][0], gap["point"], old, q, metric)
 
 
-def _controls_at_the_old_point(key, variants, big_run: Run, point: Mapping[str, Any],
-                               old: Mapping[int, float], q: str, metric: str) -> list[VerdictRow]:
+def _controls_at_the_old_point(
+    key, variants, big_run: Run, point: Mapping[str, Any], old: Mapping[int, float], q: str, metric: str
+) -> list[VerdictRow]:
     """Each control run at the old gap's point against its uncontrolled partner there; and
     where the arm's algorithm and plain ran the same control there, the gap left with the
     control on both sides and how much of the old gap that control removes (per seed).
@@ -532,21 +746,43 @@ def _controls_at_the_old_point(key, variants, big_run: Run, point: Mapping[str, 
         if partner is None:
             continue
         d = Estimate.paired(per_seed(variants[v], metric), per_seed(variants[partner], metric))
-        rows.append(_row(key, "3", q, f"control at {at}: {v} − {partner}: {what_it_tests(settings)}", d,
-                         f"{settings_text(settings)}, at the old gap's {at}; seed-paired against the same "
-                         "algorithm without it"))
+        rows.append(
+            _row(
+                key,
+                "3",
+                q,
+                f"control at {at}: {v} − {partner}: {what_it_tests(settings)}",
+                d,
+                f"{settings_text(settings)}, at the old gap's {at}; seed-paired against the same algorithm without it",
+            )
+        )
     for a, b in _plain_twins(found, variants, big_run, set(CONTROL_FIELDS)):
         settings = settings_text(control_settings(variants[a][0]))
         left = _gap_per_seed(variants, a, b, metric)
-        rows.append(_row(key, "3", q, f"gap at {at} with {settings} on both sides: {a} − {b}", _gap(left),
-                         "both at the old gap's point with the same control, seed-paired"))
-        rows.append(_row(key, "3", q, f"what {settings}{_REMOVES}{at}: old gap − that gap",
-                         Estimate.paired(old, left), "per seed, over the seeds both gaps have"))
+        rows.append(
+            _row(
+                key,
+                "3",
+                q,
+                f"gap at {at} with {settings} on both sides: {a} − {b}",
+                _gap(left),
+                "both at the old gap's point with the same control, seed-paired",
+            )
+        )
+        rows.append(
+            _row(
+                key,
+                "3",
+                q,
+                f"what {settings}{_REMOVES}{at}: old gap − that gap",
+                Estimate.paired(old, left),
+                "per seed, over the seeds both gaps have",
+            )
+        )
     return rows
 
 
-def _plain_twins(found: Sequence[str], variants: Mapping[str, Sequence[Run]], big_run: Run,
-                 ignore: set[str]):
+def _plain_twins(found: Sequence[str], variants: Mapping[str, Sequence[Run]], big_run: Run, ignore: set[str]):
     """(a, b) among the controls `found`: `a` the old gap's arm's own regularizer (`big_run`'s
     config but the `ignore` fields, not another size of the same algorithm) with a control,
     `b` plain with the same control settings; their difference is the gap with the control on
@@ -565,14 +801,27 @@ def _gaps_with_control(key, variants, big: ArmSelection, q: str, metric: str) ->
     chosen point: their difference is the gap with the control on both sides."""
     if not big.chosen:
         return []
-    ctl = [v for v, recs in variants.items() if isinstance(run_extra(recs[0]).get("at_chosen"), dict)
-           and control_settings(recs[0]) and "noise" not in control_settings(recs[0])]
+    ctl = [
+        v
+        for v, recs in variants.items()
+        if isinstance(run_extra(recs[0]).get("at_chosen"), dict)
+        and control_settings(recs[0])
+        and "noise" not in control_settings(recs[0])
+    ]
     ignore = set(CONTROL_FIELDS) | {"uci_learning_rate", "learning_rate"}
     rows = []
     for a, b in _plain_twins(ctl, variants, variants[big.chosen][0], ignore):
         d = Estimate.paired(per_seed(variants[a], metric), per_seed(variants[b], metric))
-        rows.append(_row(key, "3", q, f"gap with {settings_text(control_settings(variants[a][0]))} on both sides: "
-                         f"{a} − {b}", d, "both at the same point with the same control, seed-paired"))
+        rows.append(
+            _row(
+                key,
+                "3",
+                q,
+                f"gap with {settings_text(control_settings(variants[a][0]))} on both sides: {a} − {b}",
+                d,
+                "both at the same point with the same control, seed-paired",
+            )
+        )
     return rows
 
 
@@ -589,13 +838,22 @@ class StartLoss:
 
     def as_row(self) -> dict[str, Any]:
         """A row of `START_LOSS_COLUMNS`."""
-        return {**group_fields(self.group), "variant": self.variant, "role": self.role, "stage": self.stage,
-                "n": self.start.n, "start_mean": self.start.mean, "start_low": self.start.low,
-                "start_high": self.start.high, "test_mean": self.test_mean}
+        return {
+            **group_fields(self.group),
+            "variant": self.variant,
+            "role": self.role,
+            "stage": self.stage,
+            "n": self.start.n,
+            "start_mean": self.start.mean,
+            "start_low": self.start.low,
+            "start_high": self.start.high,
+            "test_mean": self.test_mean,
+        }
 
 
-def start_losses(key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None,
-                 spec: Mapping[str, Any]) -> list[StartLoss]:
+def start_losses(
+    key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None, spec: Mapping[str, Any]
+) -> list[StartLoss]:
     """Where the last stage starts, at the old gap's point: its first logged task loss (mean and
     95% t CI over seeds) for the old gap's two grid points and each control run there, beside the
     test metric. The label-flip reading of verdict (3) rests on it: a head that starts far above
@@ -607,8 +865,10 @@ def start_losses(key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: Equal
     if not {gap["arm"], gap["against"]} <= set(arms):
         return []
     metric = PAPER_METRIC[key[0]]
-    named = [(_point_variant(arms[gap["against"]], gap["point"]), "old gap: reference"),
-             (_point_variant(arms[gap["arm"]], gap["point"]), "old gap: arm")]
+    named = [
+        (_point_variant(arms[gap["against"]], gap["point"]), "old gap: reference"),
+        (_point_variant(arms[gap["arm"]], gap["point"]), "old gap: arm"),
+    ]
     named += [(v, "control at the old gap's point") for v in old_point_controls(variants, gap["point"])]
     rows = []
     for v, role in named:
@@ -616,20 +876,34 @@ def start_losses(key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: Equal
             continue
         recs = variants[v]
         stage = last_stage(recs[0])
-        rows.append(StartLoss(group=key, variant=v, role=role, stage=stage,
-                              start=Estimate.of([stage_start_loss(r, stage) for r in recs]),
-                              test_mean=mean_ci([r.metric(metric) for r in recs])["mean"]))
+        rows.append(
+            StartLoss(
+                group=key,
+                variant=v,
+                role=role,
+                stage=stage,
+                start=Estimate.of([stage_start_loss(r, stage) for r in recs]),
+                test_mean=mean_ci([r.metric(metric) for r in recs])["mean"],
+            )
+        )
     return rows
 
 
-def start_loss_rows(key: GroupKey, variants: Mapping[str, Sequence[Run]],
-                    spec: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def start_loss_rows(
+    key: GroupKey, variants: Mapping[str, Sequence[Run]], spec: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """`start_losses` as rows (`START_LOSS_COLUMNS`)."""
     return [r.as_row() for r in start_losses(key, variants, equal_budget(variants, key[0]), spec or {})]
 
 
-def verdicts(key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None, tc: TunedCurve | None,
-             control_rows: Sequence[ControlRow], spec: Mapping[str, Any]) -> list[VerdictRow]:
+def verdicts(
+    key: GroupKey,
+    variants: Mapping[str, Sequence[Run]],
+    eb: EqualBudget | None,
+    tc: TunedCurve | None,
+    control_rows: Sequence[ControlRow],
+    spec: Mapping[str, Any],
+) -> list[VerdictRow]:
     """The three verdicts of one group; none without grid arms and a reference arm. `tc` and
     `control_rows`: the group's `tuned_curve_at` and `controls`."""
     if eb is None or not eb.reference:
@@ -640,8 +914,9 @@ def verdicts(key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: EqualBudg
     return rows
 
 
-def verdict_rows(key: GroupKey, variants: Mapping[str, Sequence[Run]],
-                 spec: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def verdict_rows(
+    key: GroupKey, variants: Mapping[str, Sequence[Run]], spec: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """The three verdicts of one group as rows (`VERDICT_COLUMNS`); none without grid arms."""
     spec = spec or {}
     eb = equal_budget(variants, key[0])
@@ -667,14 +942,20 @@ class BudgetStudy:
     start_losses: tuple[StartLoss, ...]
 
 
-def budget_study(key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None,
-                 spec: Mapping[str, Any]) -> BudgetStudy:
+def budget_study(
+    key: GroupKey, variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None, spec: Mapping[str, Any]
+) -> BudgetStudy:
     """The group's `BudgetStudy` from its `equal_budget` `eb`."""
     ctl = controls(key, variants, eb, spec)
     tc = tuned_curve_at(variants, eb)
-    return BudgetStudy(spec=spec, controls=tuple(ctl), tuned_curve=tc, curve=tuple(curve_rows(key, variants, tc)),
-                       verdicts=tuple(verdicts(key, variants, eb, tc, ctl, spec)),
-                       start_losses=tuple(start_losses(key, variants, eb, spec)))
+    return BudgetStudy(
+        spec=spec,
+        controls=tuple(ctl),
+        tuned_curve=tc,
+        curve=tuple(curve_rows(key, variants, tc)),
+        verdicts=tuple(verdicts(key, variants, eb, tc, ctl, spec)),
+        start_losses=tuple(start_losses(key, variants, eb, spec)),
+    )
 
 
 def answer(row: Mapping[str, Any], digits: int = 3) -> str:
@@ -693,8 +974,9 @@ def reading_guide(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         if r["verdict"] == "1" and not r["row"].startswith(("largest", "no ")):
             continue  # the arms one by one are in the table
         where = f"{r['task']}, {r['device']}, code {r['code']}"
-        lead = {"1": "Against tuned plain", "2": "At matched size on the tuned curve",
-                "3": "Explaining the old gap"}[r["verdict"]]
+        lead = {"1": "Against tuned plain", "2": "At matched size on the tuned curve", "3": "Explaining the old gap"}[
+            r["verdict"]
+        ]
         out.append(f"({r['verdict']}, {where}) {lead}: {answer(r)} Rests on: {r['rests_on'] or 'nothing'}.")
     for code in dict.fromkeys(r["code"] for r in rows):
         third = [r for r in rows if r["code"] == code and r["verdict"] == "3"]
@@ -716,10 +998,12 @@ def control_shares(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         what, sep, at = r["row"].partition(_REMOVES)
         if not sep or not what.startswith("what ") or not r["n"]:
             continue
-        setting = what[len("what "):]
-        out.append(f"With {setting} on both sides at {at.partition(':')[0]}, {r['mean']:+.3f} of the old gap of "
-                   f"{old['mean']:+.3f} goes ({r['mean'] / old['mean']:.0%}, 95% CI [{r['ci_low']:+.3f}, "
-                   f"{r['ci_high']:+.3f}], seeds {r['seeds']}).")
+        setting = what[len("what ") :]
+        out.append(
+            f"With {setting} on both sides at {at.partition(':')[0]}, {r['mean']:+.3f} of the old gap of "
+            f"{old['mean']:+.3f} goes ({r['mean'] / old['mean']:.0%}, 95% CI [{r['ci_low']:+.3f}, "
+            f"{r['ci_high']:+.3f}], seeds {r['seeds']})."
+        )
     return out
 
 
@@ -732,6 +1016,8 @@ def tuning_share(rows: Sequence[Mapping[str, Any]]) -> str:
     if not old["mean"]:
         return ""
     ci = "" if math.isnan(tuned["ci_low"]) else f" [{tuned['ci_low']:+.3f}, {tuned['ci_high']:+.3f}]"
-    return (f"Tuning the rate removes {removed['mean']:+.3f} of the old gap of {old['mean']:+.3f} "
-            f"({removed['mean'] / old['mean']:.0%}, over seeds {removed['seeds']}); the gap left at the chosen "
-            f"points is {tuned['mean']:+.3f}{ci} (n={tuned['n']}), which is what the controls' rows have to explain.")
+    return (
+        f"Tuning the rate removes {removed['mean']:+.3f} of the old gap of {old['mean']:+.3f} "
+        f"({removed['mean'] / old['mean']:.0%}, over seeds {removed['seeds']}); the gap left at the chosen "
+        f"points is {tuned['mean']:+.3f}{ci} (n={tuned['n']}), which is what the controls' rows have to explain."
+    )

@@ -76,9 +76,17 @@ def _save(fig: Figure, path: Path) -> Path:
 # ----------------------------------------------------------------------------- the size figure
 
 
-def size_curve(frame: pd.DataFrame, y: str, *, ax: Axes, plain: str | None = "plain", logy: bool = False,
-               ylabel: str | None = None, legend: Mapping[str, Any] | None = None,
-               markers: Mapping[str, str] | None = None) -> Axes:
+def size_curve(
+    frame: pd.DataFrame,
+    y: str,
+    *,
+    ax: Axes,
+    plain: str | None = "plain",
+    logy: bool = False,
+    ylabel: str | None = None,
+    legend: Mapping[str, Any] | None = None,
+    markers: Mapping[str, str] | None = None,
+) -> Axes:
     """Draw `y` against the measured mean relative perturbation (log x) on `ax`.
 
     `frame` is `siftkit.study.measured.runs_frame` of one group. Lines: rows with role ``line``
@@ -119,9 +127,17 @@ def _draw_curves(ax: Axes, lines: pd.DataFrame, y: str, logy: bool) -> None:
             continue
         n = sub.groupby("variant")["seed"].nunique()
         seeds = f"n={n.min()}–{n.max()}" if n.min() != n.max() else f"n={n.min()}"
-        sns.lineplot(data=sub, x="x", y=y, errorbar=_log_safe if logy else t_interval, marker="o",
-                     color=ALGO_COLORS[algo], ax=ax, err_kws={"alpha": 0.18},
-                     label=f"{ALGO_LABELS[algo]} size curve, projected rule ({len(n)} size{'s' if len(n) != 1 else ''}, {seeds})")
+        sns.lineplot(
+            data=sub,
+            x="x",
+            y=y,
+            errorbar=_log_safe if logy else t_interval,
+            marker="o",
+            color=ALGO_COLORS[algo],
+            ax=ax,
+            err_kws={"alpha": 0.18},
+            label=f"{ALGO_LABELS[algo]} size curve, projected rule ({len(n)} size{'s' if len(n) != 1 else ''}, {seeds})",
+        )
 
 
 def _draw_band(ax: Axes, band: pd.Series, plain: str) -> str | None:
@@ -145,11 +161,20 @@ def _draw_points(ax: Axes, points: pd.DataFrame, y: str, logy: bool, markers: Ma
         algo, tag = g["algo"].iloc[0], g["tag"].iloc[0] or None
         xs, ys = mean_ci(g["size"].tolist()), mean_ci(g[y].tolist())
         xs = {k: v * factor for k, v in xs.items() if k != "n"}  # drawn beside its neighbours, not on them
-        ax.errorbar(xs["mean"], ys["mean"], xerr=_err(xs, floor=xs["mean"] / 10),
-                    yerr=_err(ys, floor=ys["mean"] / 10 if logy else None),
-                    fmt=marker[point_kind(tag)], color=ALGO_COLORS.get(algo, "black"), ms=9 if tag is None else 7,
-                    mec="black", mew=0.6, capsize=2, elinewidth=1,
-                    label=f"{ALGO_LABELS.get(algo, algo)} {tag or 'default'} (n={ys['n']})")
+        ax.errorbar(
+            xs["mean"],
+            ys["mean"],
+            xerr=_err(xs, floor=xs["mean"] / 10),
+            yerr=_err(ys, floor=ys["mean"] / 10 if logy else None),
+            fmt=marker[point_kind(tag)],
+            color=ALGO_COLORS.get(algo, "black"),
+            ms=9 if tag is None else 7,
+            mec="black",
+            mew=0.6,
+            capsize=2,
+            elinewidth=1,
+            label=f"{ALGO_LABELS.get(algo, algo)} {tag or 'default'} (n={ys['n']})",
+        )
 
 
 def _label_axes(ax: Axes, y: str, logy: bool, ylabel: str | None) -> None:
@@ -167,15 +192,23 @@ def _draw_legend(ax: Axes, y: str, band_label: str | None, dropped: int, legend:
     handles, labels = ax.get_legend_handles_labels()
     if band_label:
         pos = sum("size curve" in x for x in labels)
-        handles.insert(pos, (matplotlib.patches.Patch(color=ALGO_COLORS["plain"], alpha=0.15, lw=0),
-                             matplotlib.lines.Line2D([], [], color=ALGO_COLORS["plain"], ls="--", lw=1.2)))
+        handles.insert(
+            pos,
+            (
+                matplotlib.patches.Patch(color=ALGO_COLORS["plain"], alpha=0.15, lw=0),
+                matplotlib.lines.Line2D([], [], color=ALGO_COLORS["plain"], ls="--", lw=1.2),
+            ),
+        )
         labels.insert(pos, band_label)
     if dropped:
         handles.append(matplotlib.lines.Line2D([], [], ls=""))
         labels.append(f"({dropped} run(s) at ≤ 0 not drawn on the log axis)")
     if handles:
-        ax.legend(handles, labels, **{"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8,
-                                      "frameon": False, **(legend or {})})
+        ax.legend(
+            handles,
+            labels,
+            **{"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8, "frameon": False, **(legend or {})},
+        )
     else:
         ax.text(0.5, 0.5, f"no run recorded {y}", transform=ax.transAxes, ha="center", color="grey")
 
@@ -234,18 +267,26 @@ def _off_chosen(variants: Mapping[str, Sequence[Run]], eb: EqualBudget | None) -
         return set()
     chosen = {a.chosen for a in eb.arms}
     points = {p.variant for a in eb.arms for p in a.points}
-    return {v for v, recs in variants.items() if v not in chosen
-            and (v in points or not isinstance(run_extra(recs[0]).get("at_chosen"), dict))}
+    return {
+        v
+        for v, recs in variants.items()
+        if v not in chosen and (v in points or not isinstance(run_extra(recs[0]).get("at_chosen"), dict))
+    }
 
 
-def _report(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]], specs: Specs,
-            report: GroupReport | None) -> GroupReport:
+def _report(
+    key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]], specs: Specs, report: GroupReport | None
+) -> GroupReport:
     """The group's report as the caller computed it, else computed here."""
     return report if report is not None else analyse_group(key, variants, specs)
 
 
-def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
-                 specs: Specs = (), report: GroupReport | None = None) -> dict[str, Figure]:
+def size_figures(
+    key: tuple[str, str, str, str],
+    variants: Mapping[str, Sequence[Run]],
+    specs: Specs = (),
+    report: GroupReport | None = None,
+) -> dict[str, Figure]:
     """The group's size figures by file suffix: the main metric, R's share of the objective,
     and held-out smoothness on the protocol's main evaluation set (one panel per probe); the
     points' markers as the study specs name them. `report`: the group's `analyse_group`, where
@@ -280,8 +321,15 @@ def size_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence
         fig = Figure(figsize=(7 * len(probes) + 3, 5), layout="constrained")
         axes = fig.subplots(1, len(probes), squeeze=False)[0]
         for ax, metric in zip(axes, probes):
-            size_curve(frame, metric, ax=ax, plain=plain, logy=True, markers=markers,
-                       ylabel=f"sym-KL(clean, probe {metric.rsplit('_', 1)[1]}) on {MAIN_EVAL[task]}")
+            size_curve(
+                frame,
+                metric,
+                ax=ax,
+                plain=plain,
+                logy=True,
+                markers=markers,
+                ylabel=f"sym-KL(clean, probe {metric.rsplit('_', 1)[1]}) on {MAIN_EVAL[task]}",
+            )
             ax.set_title(f"probe of relative size {metric.rsplit('_', 1)[1]}")
             if ax is not axes[-1] and ax.get_legend():
                 ax.get_legend().remove()  # one legend for the figure: the panels share it
@@ -322,8 +370,12 @@ def _group_title(key: tuple[str, str, str, str]) -> str:
     return f"{_task_name(task)} — {model} on {device}, code {short_commit(commit)}"
 
 
-def tuned_curve_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
-                       specs: Specs = (), report: GroupReport | None = None) -> Figure | None:
+def tuned_curve_figure(
+    key: tuple[str, str, str, str],
+    variants: Mapping[str, Sequence[Run]],
+    specs: Specs = (),
+    report: GroupReport | None = None,
+) -> Figure | None:
     """The size curve at the reference arm's chosen point, that point drawn as the band; None
     when the group has no such curve."""
     tc = _report(key, variants, specs, report).budget.tuned_curve
@@ -333,20 +385,28 @@ def tuned_curve_figure(key: tuple[str, str, str, str], variants: Mapping[str, Se
     fig = Figure(figsize=(11, 5), layout="constrained")
     ax = fig.subplots()
     for family in tc.families:
-        size_curve(_curve_frame(variants, family, ref.chosen), main, ax=ax, plain=ref.chosen,
-                   markers=point_markers(specs))
-    ax.set_title(f"{METRIC_AXIS_LABELS.get(main, main)} against perturbation size at {ref.arm}'s chosen "
-                 f"{ref.chosen_label} (band: that point)\n{_group_title(key)}")
+        size_curve(
+            _curve_frame(variants, family, ref.chosen), main, ax=ax, plain=ref.chosen, markers=point_markers(specs)
+        )
+    ax.set_title(
+        f"{METRIC_AXIS_LABELS.get(main, main)} against perturbation size at {ref.arm}'s chosen "
+        f"{ref.chosen_label} (band: that point)\n{_group_title(key)}"
+    )
     return fig
 
 
-def curves_by_group_figure(groups: Groups, task: str, specs: Specs = (),
-                           reports: Mapping[tuple, GroupReport] | None = None) -> Figure | None:
+def curves_by_group_figure(
+    groups: Groups, task: str, specs: Specs = (), reports: Mapping[tuple, GroupReport] | None = None
+) -> Figure | None:
     """Every size curve of `task`, one panel per (group, curve), each titled with its group;
     the panels share the y axis so the eye can compare levels, never the runs. `reports`: the
     groups' `analyse_group`, where the caller has them."""
-    panels = [(key, variants, *p) for key, variants in groups.items() if key[0] == task
-              for p in _panels(_report(key, variants, specs, (reports or {}).get(key)))]
+    panels = [
+        (key, variants, *p)
+        for key, variants in groups.items()
+        if key[0] == task
+        for p in _panels(_report(key, variants, specs, (reports or {}).get(key)))
+    ]
     if len(panels) < 2:
         return None
     main = PAPER_METRIC[task]
@@ -354,17 +414,26 @@ def curves_by_group_figure(groups: Groups, task: str, specs: Specs = (),
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (key, variants, family, band, what) in zip(axes, panels):
         # each panel's legend under it: the panels stand side by side
-        size_curve(_curve_frame(variants, family, band), main, ax=ax, plain=band, markers=point_markers(specs),
-                   legend={"loc": "upper left", "bbox_to_anchor": (0.0, -0.14), "fontsize": 7})
+        size_curve(
+            _curve_frame(variants, family, band),
+            main,
+            ax=ax,
+            plain=band,
+            markers=point_markers(specs),
+            legend={"loc": "upper left", "bbox_to_anchor": (0.0, -0.14), "fontsize": 7},
+        )
         name = f"{family}_curve_eps<E>" if family else "curve_eps<E>"
         ax.set_title(f"{_group_title(key)}\n`{name}`, band: {what}", fontsize=9)
-    fig.suptitle(f"{METRIC_AXIS_LABELS.get(main, main)} against measured perturbation size, one panel per group of "
-                 "comparable runs")
+    fig.suptitle(
+        f"{METRIC_AXIS_LABELS.get(main, main)} against measured perturbation size, one panel per group of "
+        "comparable runs"
+    )
     return fig
 
 
-def write_curves_by_group(groups: Groups, out_dir: str | Path, specs: Specs = (),
-                          reports: Mapping[tuple, GroupReport] | None = None) -> dict[tuple, Path]:
+def write_curves_by_group(
+    groups: Groups, out_dir: str | Path, specs: Specs = (), reports: Mapping[tuple, GroupReport] | None = None
+) -> dict[tuple, Path]:
     """``<task>_curves_by_group.png`` for each task that has a curve at a tuned point, keyed by
     the group of that curve (where the summary links it)."""
     reports = {key: _report(key, variants, specs, (reports or {}).get(key)) for key, variants in groups.items()}
@@ -386,8 +455,9 @@ def scores_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequenc
     task, device, commit, model = key
     metric = PAPER_METRIC[task]
     names = sorted(variants, key=variant_order)
-    rows = [{"variant": v, "algo": r.algo, "seed": r.seed, "value": r.metric(metric)}
-            for v in names for r in variants[v]]
+    rows = [
+        {"variant": v, "algo": r.algo, "seed": r.seed, "value": r.metric(metric)} for v in names for r in variants[v]
+    ]
     frame = pd.DataFrame(rows)
     fig = Figure(figsize=(8, 0.32 * len(names) + 1.8), layout="constrained")
     ax = fig.subplots()
@@ -398,20 +468,48 @@ def scores_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequenc
     rng_state = np.random.get_state()
     np.random.seed(0)
     try:
-        sns.stripplot(data=frame, y="variant", x="value", order=names, color="#34495e", size=3.5, alpha=0.7,
-                      ax=ax, label="one seed", jitter=0.15)
+        sns.stripplot(
+            data=frame,
+            y="variant",
+            x="value",
+            order=names,
+            color="#34495e",
+            size=3.5,
+            alpha=0.7,
+            ax=ax,
+            label="one seed",
+            jitter=0.15,
+        )
     finally:
         np.random.set_state(rng_state)
     for i, name in enumerate(names):
         ci = mean_ci(frame.loc[frame["variant"] == name, "value"].tolist())
-        ax.errorbar(ci["mean"], i, xerr=_err(ci), fmt="o", ms=7, color=ALGO_COLORS.get(variants[name][0].algo, "black"),
-                    mec="black", mew=0.6, capsize=3, zorder=5, label="mean ± 95% CI over seeds" if i == 0 else None)
+        ax.errorbar(
+            ci["mean"],
+            i,
+            xerr=_err(ci),
+            fmt="o",
+            ms=7,
+            color=ALGO_COLORS.get(variants[name][0].algo, "black"),
+            mec="black",
+            mew=0.6,
+            capsize=3,
+            zorder=5,
+            label="mean ± 95% CI over seeds" if i == 0 else None,
+        )
     for i, name in enumerate(names):
         algo = variants[name][0].algo
         if name == algo and algo in PAPER_RESULTS["bert"].get(task, {}):  # a shift spec has no paper figure
             for paper, color in (("bert", "#e67e22"), ("deberta", "#2c3e50")):
-                ax.scatter([PAPER_RESULTS[paper][task][algo]], [i], marker="|", s=250, color=color, zorder=4,
-                           label=f"paper, {'BERT' if paper == 'bert' else 'DeBERTa'}-base" if name == "plain" else None)
+                ax.scatter(
+                    [PAPER_RESULTS[paper][task][algo]],
+                    [i],
+                    marker="|",
+                    s=250,
+                    color=color,
+                    zorder=4,
+                    label=f"paper, {'BERT' if paper == 'bert' else 'DeBERTa'}-base" if name == "plain" else None,
+                )
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -438,13 +536,20 @@ def _loss_rows(name: str, runs: Sequence[Run], rule: str) -> list[dict[str, Any]
         for stage in dict.fromkeys(row.get("stage") for row in hist):
             part = [row for row in hist if row.get("stage") == stage]
             for row, v in zip(part, _smooth([row["task_loss"] for row in part], 5)):
-                rows.append({"variant": f"{name} (n={len(runs)})", "step": row.get("global_step", row.get("step")),
-                             "task_loss": v, "rule": rule})
+                rows.append(
+                    {
+                        "variant": f"{name} (n={len(runs)})",
+                        "step": row.get("global_step", row.get("step")),
+                        "task_loss": v,
+                        "rule": rule,
+                    }
+                )
     return rows
 
 
-def learning_curves_figure(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
-                           specs: Specs = ()) -> Figure | None:
+def learning_curves_figure(
+    key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]], specs: Specs = ()
+) -> Figure | None:
     """Task loss over optimizer steps of plain, SMART and SiFT at their defaults and of the
     variants the study specs add (`siftkit.study.spec.learning_curve_variants`), one line style
     per label the specs give; None when none of them logged a task loss."""
@@ -458,14 +563,30 @@ def learning_curves_figure(key: tuple[str, str, str, str], variants: Mapping[str
     ax = fig.subplots()
     frame = pd.DataFrame(rows)
     palette = {label: ALGO_COLORS[label.split("-")[0].split(" ")[0]] for label in frame["variant"].unique()}
-    sns.lineplot(data=frame, x="step", y="task_loss", hue="variant", style="rule", palette=palette,
-                 errorbar=t_interval, err_kws={"alpha": 0.15}, ax=ax)
+    sns.lineplot(
+        data=frame,
+        x="step",
+        y="task_loss",
+        hue="variant",
+        style="rule",
+        palette=palette,
+        errorbar=t_interval,
+        err_kws={"alpha": 0.15},
+        ax=ax,
+    )
     first = variants[names[0]][0].record["history"]
     for prev, row in zip(first, first[1:]):
         if row.get("stage") != prev.get("stage"):  # P2: Twitter -> UCI, the label meaning changes
             ax.axvline(prev["global_step"], color="grey", ls="--", lw=1)
-            ax.text(prev["global_step"], 0.98, f" {row['stage']} stage →", va="top", fontsize=8, color="grey",
-                    transform=ax.get_xaxis_transform())
+            ax.text(
+                prev["global_step"],
+                0.98,
+                f" {row['stage']} stage →",
+                va="top",
+                fontsize=8,
+                color="grey",
+                transform=ax.get_xaxis_transform(),
+            )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("task cross-entropy (nats), moving average of 5 logs")
     ax.set_title(f"Learning curves (mean over seeds, 95% t band) — {task} on {device}, code {short_commit(commit)}")
@@ -483,16 +604,24 @@ def figure_prefix(key: tuple[str, str, str, str]) -> str:
     return prefix
 
 
-def write_group_figures(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
-                        out_dir: str | Path, specs: Specs = (), report: GroupReport | None = None) -> list[Path]:
+def write_group_figures(
+    key: tuple[str, str, str, str],
+    variants: Mapping[str, Sequence[Run]],
+    out_dir: str | Path,
+    specs: Specs = (),
+    report: GroupReport | None = None,
+) -> list[Path]:
     """One group's figures as PNGs in `out_dir` (created); returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = figure_prefix(key)
     report = _report(key, variants, specs, report)
-    figs = {"scores": scores_figure(key, variants), "learning_curves": learning_curves_figure(key, variants, specs),
-            **size_figures(key, variants, specs, report),
-            f"tuned_curve_{PAPER_METRIC[key[0]]}": tuned_curve_figure(key, variants, specs, report)}
+    figs = {
+        "scores": scores_figure(key, variants),
+        "learning_curves": learning_curves_figure(key, variants, specs),
+        **size_figures(key, variants, specs, report),
+        f"tuned_curve_{PAPER_METRIC[key[0]]}": tuned_curve_figure(key, variants, specs, report),
+    }
     return [_save(fig, out_dir / f"{prefix}_{name}.png") for name, fig in figs.items() if fig is not None]
 
 
@@ -506,8 +635,11 @@ def forest_figure(board: Any, shift: str) -> Figure | None:
     part = next((s for s in board.shifts if s.shift == shift), None)
     if part is None:
         return None
-    arms = [a for a in board.arms if not board.is_reference(a, shift)
-            and any(board.cell(a, shift, m) is not None for m in part.targets)]
+    arms = [
+        a
+        for a in board.arms
+        if not board.is_reference(a, shift) and any(board.cell(a, shift, m) is not None for m in part.targets)
+    ]
     if not arms:
         return None
     with matplotlib.rc_context({**SUMMARY_RC, "font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12}):

@@ -34,7 +34,7 @@ SHIFT_NAMES = {"twitter_to_uci": "P2", "cola": "P1"}
 def shift_name(task: str) -> str:
     """``P2`` for twitter_to_uci, the spec's name for ``shift:<name>@<digest>``."""
     if task.startswith("shift:"):
-        return task[len("shift:"):].partition("@")[0]
+        return task[len("shift:") :].partition("@")[0]
     return SHIFT_NAMES.get(task, task)
 
 
@@ -160,8 +160,13 @@ class Leaderboard:
 
     def cost(self, arm: str) -> float | None:
         """The arm's mean training-time ratio to tuned plain over the shifts that have one."""
-        ratios = {s.shift: c.cost for (a, s_, _), c in self.cells.items() if a == arm
-                  for s in self.shifts if s.shift == s_ and c.cost is not None}
+        ratios = {
+            s.shift: c.cost
+            for (a, s_, _), c in self.cells.items()
+            if a == arm
+            for s in self.shifts
+            if s.shift == s_ and c.cost is not None
+        }
         return sum(ratios.values()) / len(ratios) if ratios else None
 
 
@@ -214,10 +219,15 @@ def _all_runs(variants: Mapping[str, Sequence[Run]], arm: ArmSelection) -> list[
     return list(seen.values())
 
 
-def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequence[str] | None = None,
-                budget: tuple[int, int] | None = None,
-                budgets: Mapping[tuple, EqualBudget | None] | None = None,
-                step_costs: Mapping[str, float] | None = None) -> Leaderboard:
+def leaderboard(
+    groups: Groups,
+    *,
+    tag_prefix: str | None = None,
+    tasks: Sequence[str] | None = None,
+    budget: tuple[int, int] | None = None,
+    budgets: Mapping[tuple, EqualBudget | None] | None = None,
+    step_costs: Mapping[str, float] | None = None,
+) -> Leaderboard:
     """The leaderboard over the groups of `tasks` (all with grid arms when None), reading only the
     arms whose tag starts with `tag_prefix` (all when None). `budget`: the declared (grid points,
     selection seeds) of every arm; an arm below it is still running, one above it breaks the
@@ -232,8 +242,11 @@ def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequenc
         if eb is None:
             continue
         # A WiSE-FT run's fine-tuned twin (alpha = 1) is read against its run below, not as an arm.
-        compared = [a for a in eb.compared if (tag_prefix is None or a.base_tag.startswith(tag_prefix))
-                    and not _is_twin(variants, a)]
+        compared = [
+            a
+            for a in eb.compared
+            if (tag_prefix is None or a.base_tag.startswith(tag_prefix)) and not _is_twin(variants, a)
+        ]
         if not compared:
             continue
         by_name = {a.arm: a for a in compared}
@@ -241,10 +254,19 @@ def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequenc
         reference = eb.reference if eb.reference in by_name else None
         shift = shift_name(task)
         targets = tuple(target_metrics(task, _n_labels(variants)))
-        board.shifts.append(ShiftBoard(
-            shift=shift, task=task, reference=reference, reference_note=eb.reference_note, targets=targets,
-            chosen={a.arm: a.chosen_label for a in compared}, budgets={a.arm: a.budget for a in compared},
-            tuned={a.arm: tuned_text(a.tuned) for a in compared}, declared=budget))
+        board.shifts.append(
+            ShiftBoard(
+                shift=shift,
+                task=task,
+                reference=reference,
+                reference_note=eb.reference_note,
+                targets=targets,
+                chosen={a.arm: a.chosen_label for a in compared},
+                budgets={a.arm: a.budget for a in compared},
+                tuned={a.arm: tuned_text(a.tuned) for a in compared},
+                declared=budget,
+            )
+        )
         part = board.shifts[-1]
         if reference is None or reference in part.incomplete:
             continue
@@ -256,18 +278,23 @@ def leaderboard(groups: Groups, *, tag_prefix: str | None = None, tasks: Sequenc
             runs = variants[a.chosen] if a.chosen else []
             twins = [t for t in map(finetuned_twin, runs) if t is not None]
             cost = _cost(_all_runs(variants, a), ref_all)
-            base, base_name = ((twins, "its own fine-tuned model (alpha = 1, the same runs)") if twins
-                               else _same_rate_base(variants, a, by_name[reference]))
+            base, base_name = (
+                (twins, "its own fine-tuned model (alpha = 1, the same runs)")
+                if twins
+                else _same_rate_base(variants, a, by_name[reference])
+            )
             for metric in targets:
                 board.cells[(a.arm, shift, metric)] = _cell(shift, metric, a, runs, ref_runs, cost)
                 if base:
                     board.against_base[(a.arm, shift, metric)] = replace(
-                        _cell(shift, metric, a, runs, base, None), base=base_name)
+                        _cell(shift, metric, a, runs, base, None), base=base_name
+                    )
     return board
 
 
-def _same_rate_base(variants: Mapping[str, Sequence[Run]], arm: ArmSelection,
-                    reference: ArmSelection) -> tuple[list[Run], str]:
+def _same_rate_base(
+    variants: Mapping[str, Sequence[Run]], arm: ArmSelection, reference: ArmSelection
+) -> tuple[list[Run], str]:
     """An out-of-domain arm of the reference's own method (LP-FT, re-initialized layers, layer-wise
     decay: plain with one field set) against the reference's grid point at the arm's chosen values
     of what the reference tunes (its learning rate), seed for seed: what the method itself adds,
@@ -286,12 +313,23 @@ def _same_rate_base(variants: Mapping[str, Sequence[Run]], arm: ArmSelection,
     return list(variants.get(point.variant, ())), f"`{reference.arm}` at its own {label} (the same seeds)"
 
 
-def _cell(shift: str, metric: str, arm: ArmSelection, runs: Sequence[Run], base: Sequence[Run],
-          cost: float | None) -> Cell:
+def _cell(
+    shift: str, metric: str, arm: ArmSelection, runs: Sequence[Run], base: Sequence[Run], cost: float | None
+) -> Cell:
     """The arm's chosen runs − `base` (tuned plain's, or its own twins), seed-paired, in `metric`."""
     d = Estimate.paired(per_seed(runs, metric), per_seed(base, metric))
-    return Cell(shift=shift, metric=metric, arm=arm.arm, chosen=arm.chosen_label, n=d.n, mean=d.mean, low=d.low,
-                high=d.high, seeds=d.seeds, cost=cost)
+    return Cell(
+        shift=shift,
+        metric=metric,
+        arm=arm.arm,
+        chosen=arm.chosen_label,
+        n=d.n,
+        mean=d.mean,
+        low=d.low,
+        high=d.high,
+        seeds=d.seeds,
+        cost=cost,
+    )
 
 
 # ----------------------------------------------------------------------------- as text
@@ -304,17 +342,21 @@ def read_step_costs(path: str | Path) -> dict[str, float]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"step cost file {path} does not exist (benchmarks/step_cost.py --methods writes one)") from None
+        raise ValueError(
+            f"step cost file {path} does not exist (benchmarks/step_cost.py --methods writes one)"
+        ) from None
     except json.JSONDecodeError as e:
         raise ValueError(f"step cost file {path} is not JSON: {e}") from None
     rows = data.get("rows") if isinstance(data, dict) else None
     if not isinstance(rows, dict) or not rows:
-        raise ValueError(f"step cost file {path}: no rows (expected {{\"rows\": {{algo: {{ratio_to_plain: x}}}}}})")
+        raise ValueError(f'step cost file {path}: no rows (expected {{"rows": {{algo: {{ratio_to_plain: x}}}}}})')
     out = {}
     for algo, row in rows.items():
         ratio = row.get("ratio_to_plain") if isinstance(row, dict) else None
         if not is_number(ratio) or ratio <= 0:
-            raise ValueError(f"step cost file {path}: rows.{algo}.ratio_to_plain must be a positive number, got {ratio!r}")
+            raise ValueError(
+                f"step cost file {path}: rows.{algo}.ratio_to_plain must be a positive number, got {ratio!r}"
+            )
         out[algo] = float(ratio)
     return out
 
@@ -333,8 +375,13 @@ def leaderboard_markdown(board: Leaderboard) -> list[str]:
         return ["No benchmark arm has a chosen point against a reference yet."]
     cols = board.columns
     steps = bool(board.step_costs)
-    head = ["arm", *(_column_title(s, m, board) for s, m in cols), *(["step × plain"] if steps else []),
-            "wall × plain", "better / same / worse"]
+    head = [
+        "arm",
+        *(_column_title(s, m, board) for s, m in cols),
+        *(["step × plain"] if steps else []),
+        "wall × plain",
+        "better / same / worse",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm in board.arms:
         cells = []
@@ -348,21 +395,38 @@ def leaderboard_markdown(board: Leaderboard) -> list[str]:
                 cells.append(format_mean_ci({"mean": c.mean, "low": c.low, "high": c.high}).replace("-", "−"))
         cost, step = board.cost(arm), board.step_cost(arm)
         t = board.tally(arm)
-        lines.append("| " + " | ".join([f"`{arm}`", *cells,
-                                        *([("–" if step is None else f"{step:.2f}")] if steps else []),
-                                        "–" if cost is None else f"{cost:.2f}",
-                                        f"{t['better']} / {t['same']} / {t['worse']}"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f"`{arm}`",
+                    *cells,
+                    *([("–" if step is None else f"{step:.2f}")] if steps else []),
+                    "–" if cost is None else f"{cost:.2f}",
+                    f"{t['better']} / {t['same']} / {t['worse']}",
+                ]
+            )
+            + " |"
+        )
     lines.append("")
     for s in board.shifts:
         same = "every finished arm the same budget" if s.equal_budgets else "**budgets differ**"
         budgets = sorted({b for a, b in s.budgets.items() if a not in s.incomplete})
-        lines.append(f"- **{s.shift}** ({', '.join(s.targets)}; {same}: "
-                     + "; ".join(f"{p} points × {n} seeds" for p, n in budgets) + "). "
-                     + "Chosen on validation: " + "; ".join(f"`{a}` {c or '–'}" for a, c in s.chosen.items()
-                                                              if a not in s.incomplete) + "."
-                     + (" Still running (not judged until every grid point has every seed): "
-                        + ", ".join(f"`{a}` ({s.budgets[a][0]} points × {s.budgets[a][1]} seeds)" for a in s.incomplete)
-                        + "." if s.incomplete else ""))
+        lines.append(
+            f"- **{s.shift}** ({', '.join(s.targets)}; {same}: "
+            + "; ".join(f"{p} points × {n} seeds" for p, n in budgets)
+            + "). "
+            + "Chosen on validation: "
+            + "; ".join(f"`{a}` {c or '–'}" for a, c in s.chosen.items() if a not in s.incomplete)
+            + "."
+            + (
+                " Still running (not judged until every grid point has every seed): "
+                + ", ".join(f"`{a}` ({s.budgets[a][0]} points × {s.budgets[a][1]} seeds)" for a in s.incomplete)
+                + "."
+                if s.incomplete
+                else ""
+            )
+        )
     return lines
 
 
@@ -371,35 +435,54 @@ def verdict_sentences(board: Leaderboard) -> list[str]:
     cols = board.columns
     if not cols or not board.cells:
         return []
-    judged = [a for a in board.arms if any(not board.is_reference(a, s) and board.cell(a, s, m) is not None
-                                           for s, m in cols)]
+    judged = [
+        a for a in board.arms if any(not board.is_reference(a, s) and board.cell(a, s, m) is not None for s, m in cols)
+    ]
     better = {a: [c for (arm, _, _), c in board.cells.items() if arm == a and c.verdict == "better"] for a in judged}
     worse = {a: [c for (arm, _, _), c in board.cells.items() if arm == a and c.verdict == "worse"] for a in judged}
     out = []
     winners = [a for a in judged if better[a]]
     if not winners:
-        out.append(f"No arm beats tuned plain on any of the {len(cols)} shift-target cells at 95% "
-                   f"({len(judged)} arms).")
+        out.append(
+            f"No arm beats tuned plain on any of the {len(cols)} shift-target cells at 95% ({len(judged)} arms)."
+        )
     for a in winners:
         cells = ", ".join(f"{c.shift} {c.metric} by {c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}]" for c in better[a])
         step = board.step_cost(a)
-        out.append(f"`{a}` beats tuned plain on {cells}" + (f", at {step:.2f}× plain's cost per batch." if step else "."))
+        out.append(
+            f"`{a}` beats tuned plain on {cells}" + (f", at {step:.2f}× plain's cost per batch." if step else ".")
+        )
     mixed = [a for a in winners if worse[a] or board.tally(a)["same"]]
     if mixed:
         out.append("The answer changes between shifts for " + ", ".join(f"`{a}`" for a in mixed) + ".")
     for (arm, shift, metric), c in board.against_base.items():
-        out.append(f"`{arm}` against {c.base} on {shift} {metric}: "
-                   f"{c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}] ({c.verdict}).")
+        out.append(
+            f"`{arm}` against {c.base} on {shift} {metric}: {c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}] ({c.verdict})."
+        )
     losers = [a for a in judged if worse[a]]
     if losers:
-        out.append("Worse than tuned plain somewhere: "
-                   + "; ".join(f"`{a}` ({', '.join(f'{c.shift} {c.mean:+.3f}' for c in worse[a])})" for a in losers)
-                   + ".")
+        out.append(
+            "Worse than tuned plain somewhere: "
+            + "; ".join(f"`{a}` ({', '.join(f'{c.shift} {c.mean:+.3f}' for c in worse[a])})" for a in losers)
+            + "."
+        )
     return out
 
 
 def leaderboard_rows(board: Leaderboard) -> list[dict[str, Any]]:
     """The cells as data (one row each), for notebooks and tests."""
-    return [{"arm": c.arm, "shift": c.shift, "metric": c.metric, "chosen": c.chosen, "n": c.n, "mean": c.mean,
-             "ci_low": c.low, "ci_high": c.high, "cost": c.cost, "verdict": c.verdict}
-            for c in board.cells.values()]
+    return [
+        {
+            "arm": c.arm,
+            "shift": c.shift,
+            "metric": c.metric,
+            "chosen": c.chosen,
+            "n": c.n,
+            "mean": c.mean,
+            "ci_low": c.low,
+            "ci_high": c.high,
+            "cost": c.cost,
+            "verdict": c.verdict,
+        }
+        for c in board.cells.values()
+    ]

@@ -18,12 +18,30 @@ from siftkit.study.tags import curve_families, curve_family
 # pooled: the curve does not reach a comparable size there.
 MATCH_FACTOR = 3.0
 # The columns of `matched_size_table` rows (a table with no rows keeps them).
-MATCHED_COLUMNS = ("task", "device", "code", "model", "family", "sift", "sift_size", "smart", "smart_size", "ratio", "matched",
-                   "pooled", "n", "mean", "ci_low", "ci_high", "reading")
+MATCHED_COLUMNS = (
+    "task",
+    "device",
+    "code",
+    "model",
+    "family",
+    "sift",
+    "sift_size",
+    "smart",
+    "smart_size",
+    "ratio",
+    "matched",
+    "pooled",
+    "n",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "reading",
+)
 
 
-def matched_size_pairs(variants: Mapping[str, Sequence[Run]], metric: str,
-                       family: str | None = None) -> list[dict[str, Any]]:
+def matched_size_pairs(
+    variants: Mapping[str, Sequence[Run]], metric: str, family: str | None = None
+) -> list[dict[str, Any]]:
     """For each SiFT size-curve variant, the SMART size-curve variant of the same curve family
     nearest in measured mean relative size (distance |log size_SiFT - log size_SMART|), and the
     seed-paired SiFT − SMART difference in `metric` with its t interval. ``matched`` is False
@@ -35,9 +53,14 @@ def matched_size_pairs(variants: Mapping[str, Sequence[Run]], metric: str,
 
 def _family_pairs(variants: Mapping[str, Sequence[Run]], metric: str, family: str) -> list[dict[str, Any]]:
     sizes = variant_sizes(variants)
-    curve = {algo: {v: sizes[v] for v, recs in variants.items()
-                    if recs[0].algo == algo and curve_family(recs[0].tag) == family and sizes[v] > 0}
-             for algo in ("smart", "sift")}
+    curve = {
+        algo: {
+            v: sizes[v]
+            for v, recs in variants.items()
+            if recs[0].algo == algo and curve_family(recs[0].tag) == family and sizes[v] > 0
+        }
+        for algo in ("smart", "sift")
+    }
     pairs = []
     for sift_v, sift_size in sorted(curve["sift"].items(), key=lambda kv: kv[1]):
         if not curve["smart"]:
@@ -45,13 +68,24 @@ def _family_pairs(variants: Mapping[str, Sequence[Run]], metric: str, family: st
         smart_v = min(curve["smart"], key=lambda v: (abs(math.log(curve["smart"][v] / sift_size)), v))
         ratio = sift_size / curve["smart"][smart_v]
         d = paired_difference(per_seed(variants[sift_v], metric), per_seed(variants[smart_v], metric))
-        pairs.append({"family": family, "sift": sift_v, "smart": smart_v, "sift_size": sift_size,
-                      "smart_size": curve["smart"][smart_v], "ratio": ratio, "matched": 1 / MATCH_FACTOR <= ratio <= MATCH_FACTOR, **d})
+        pairs.append(
+            {
+                "family": family,
+                "sift": sift_v,
+                "smart": smart_v,
+                "sift_size": sift_size,
+                "smart_size": curve["smart"][smart_v],
+                "ratio": ratio,
+                "matched": 1 / MATCH_FACTOR <= ratio <= MATCH_FACTOR,
+                **d,
+            }
+        )
     return pairs
 
 
-def pooled_difference(variants: Mapping[str, Sequence[Run]], pairs: Sequence[Mapping[str, Any]],
-                      metric: str) -> dict[str, Any]:
+def pooled_difference(
+    variants: Mapping[str, Sequence[Run]], pairs: Sequence[Mapping[str, Any]], metric: str
+) -> dict[str, Any]:
     """The pooled matched-size verdict: for each seed that every pooled pair has, the mean
     over pooled pairs of that seed's SiFT − SMART difference; then the mean of those per-seed
     means with a t interval over seeds. Pooling within a seed first keeps the interval honest:
@@ -69,8 +103,11 @@ def pooled_difference(variants: Mapping[str, Sequence[Run]], pairs: Sequence[Map
     seeds = sorted(set.intersection(*(set(p["seeds"]) for p in used)))
     means = []
     for s in seeds:
-        diffs = [variants[p["sift"]][_index(variants[p["sift"]], s)].metric(metric)
-                 - variants[p["smart"]][_index(variants[p["smart"]], s)].metric(metric) for p in used]
+        diffs = [
+            variants[p["sift"]][_index(variants[p["sift"]], s)].metric(metric)
+            - variants[p["smart"]][_index(variants[p["smart"]], s)].metric(metric)
+            for p in used
+        ]
         means.append(statistics.fmean(diffs))
     return {**mean_ci(means), "seeds": seeds, "pairs": len(used), "pooled_pairs": [p["sift"] for p in used]}
 
@@ -90,20 +127,44 @@ def matched_size_table(groups: Groups) -> list[dict[str, Any]]:
     return rows
 
 
-def _matched_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]],
-                  family: str) -> list[dict[str, Any]]:
+def _matched_rows(
+    key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]], family: str
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     metric = PAPER_METRIC[key[0]]
     pairs = matched_size_pairs(variants, metric, family)
     pooled = pooled_difference(variants, pairs, metric)
     for p in pairs:
-        rows.append({**group_fields(key), "family": family, "sift": p["sift"], "sift_size": p["sift_size"], "smart": p["smart"],
-                     "smart_size": p["smart_size"], "ratio": p["ratio"], "matched": p["matched"],
-                     "pooled": p["sift"] in pooled.get("pooled_pairs", ()), "n": p["n"],
-                     "mean": p["mean"], "ci_low": p["low"], "ci_high": p["high"],
-                     "reading": reading(p) if p["matched"] else "not matched"})
+        rows.append(
+            {
+                **group_fields(key),
+                "family": family,
+                "sift": p["sift"],
+                "sift_size": p["sift_size"],
+                "smart": p["smart"],
+                "smart_size": p["smart_size"],
+                "ratio": p["ratio"],
+                "matched": p["matched"],
+                "pooled": p["sift"] in pooled.get("pooled_pairs", ()),
+                "n": p["n"],
+                "mean": p["mean"],
+                "ci_low": p["low"],
+                "ci_high": p["high"],
+                "reading": reading(p) if p["matched"] else "not matched",
+            }
+        )
     if pairs:
-        rows.append({**group_fields(key), "family": family, "sift": "pooled", "smart": f"{pooled['pairs']} matched pair(s)",
-                     "n": pooled["n"], "mean": pooled["mean"], "ci_low": pooled["low"], "ci_high": pooled["high"],
-                     "reading": reading(pooled)})
+        rows.append(
+            {
+                **group_fields(key),
+                "family": family,
+                "sift": "pooled",
+                "smart": f"{pooled['pairs']} matched pair(s)",
+                "n": pooled["n"],
+                "mean": pooled["mean"],
+                "ci_low": pooled["low"],
+                "ci_high": pooled["high"],
+                "reading": reading(pooled),
+            }
+        )
     return rows

@@ -81,16 +81,20 @@ def activity(run: Run) -> dict[str, float]:
         def f(row):
             task, v = row.get("task_loss"), row.get(key)
             return None if not (is_number(task) and is_number(v)) or task <= 0 else weight * v / task
+
         return f
 
-    return {"weighted_R_over_task": _history_mean(run, over_task("adv_loss", w)),
-            "weighted_bregman_over_task": _history_mean(run, over_task("bregman_loss", mu))}
+    return {
+        "weighted_R_over_task": _history_mean(run, over_task("adv_loss", w)),
+        "weighted_bregman_over_task": _history_mean(run, over_task("bregman_loss", mu)),
+    }
 
 
 def variant_sizes(variants: Mapping[str, Sequence[Run]]) -> dict[str, float]:
     """Mean measured relative size over seeds, per regularized variant."""
-    return {v: mean_ci([relative_size(r) for r in recs])["mean"]
-            for v, recs in variants.items() if recs[0].algo != "plain"}
+    return {
+        v: mean_ci([relative_size(r) for r in recs])["mean"] for v, recs in variants.items() if recs[0].algo != "plain"
+    }
 
 
 def smoothness_metrics(variants: Mapping[str, Sequence[Run]]) -> list[str]:
@@ -116,8 +120,18 @@ def runs_frame(variants: Mapping[str, Sequence[Run]]):
         for r in recs:
             eps = curve_eps(r.tag)
             role = "band" if r.algo == "plain" else ("line" if eps is not None else "point")
-            rows.append({"variant": variant, "algo": r.algo, "tag": r.tag or "", "seed": r.seed, "role": role,
-                         "eps": eps, "family": curve_family(r.tag), "size": relative_size(r) if r.algo != "plain" else math.nan,
-                         "reg_share": regularizer_share(r) if r.algo != "plain" else math.nan,
-                         **{k: (math.nan if v is None else float(v)) for k, v in r.metrics.items()}})
+            rows.append(
+                {
+                    "variant": variant,
+                    "algo": r.algo,
+                    "tag": r.tag or "",
+                    "seed": r.seed,
+                    "role": role,
+                    "eps": eps,
+                    "family": curve_family(r.tag),
+                    "size": relative_size(r) if r.algo != "plain" else math.nan,
+                    "reg_share": regularizer_share(r) if r.algo != "plain" else math.nan,
+                    **{k: (math.nan if v is None else float(v)) for k, v in r.metrics.items()},
+                }
+            )
     return pd.DataFrame(rows)

@@ -11,8 +11,12 @@ from siftkit.study.metrics import PAPER_METRIC, TASK_METRICS
 __all__ = ["PAPER_RESULTS", "PAPER_METRIC", "TASK_METRICS"]
 
 PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
-    "bert": {"cola": {"plain": 0.52, "smart": 0.51, "sift": 0.53},
-             "twitter_to_uci": {"plain": 0.55, "smart": 0.70, "sift": 0.80}},
-    "deberta": {"cola": {"plain": 0.54, "smart": 0.56, "sift": 0.56},
-                "twitter_to_uci": {"plain": 0.56, "smart": 0.80, "sift": 0.91}},
+    "bert": {
+        "cola": {"plain": 0.52, "smart": 0.51, "sift": 0.53},
+        "twitter_to_uci": {"plain": 0.55, "smart": 0.70, "sift": 0.80},
+    },
+    "deberta": {
+        "cola": {"plain": 0.54, "smart": 0.56, "sift": 0.56},
+        "twitter_to_uci": {"plain": 0.56, "smart": 0.80, "sift": 0.91},
+    },
 }

@@ -59,18 +59,22 @@ def _group_block(key: tuple[str, str, str, str], variants: Mapping[str, Any], sp
     tuned = sorted({a["tuned"] for a in arms})
     select_on = sorted({a["select_on"] for a in arms})
     seeds = sorted({s for a in arms for s in a["selection_seeds"]})
-    out = [f"{g['task']} on {g['model']}, {g['device']}, code `{g['code']}`: every arm tuned "
-           f"{' / '.join(tuned)} on {' / '.join(f'`{m}`' for m in select_on)} over seeds "
-           f"{', '.join(map(str, seeds))}; `{arms[0]['test_metric']}` at the chosen point (mean and 95% t CI "
-           f"over its seeds) and its seed-paired difference from `{reference}`:",
-           "",
-           f"| arm | chosen | n | `{arms[0]['test_metric']}` | − `{reference}` |",
-           "|---|---|---|---|---|"]
+    out = [
+        f"{g['task']} on {g['model']}, {g['device']}, code `{g['code']}`: every arm tuned "
+        f"{' / '.join(tuned)} on {' / '.join(f'`{m}`' for m in select_on)} over seeds "
+        f"{', '.join(map(str, seeds))}; `{arms[0]['test_metric']}` at the chosen point (mean and 95% t CI "
+        f"over its seeds) and its seed-paired difference from `{reference}`:",
+        "",
+        f"| arm | chosen | n | `{arms[0]['test_metric']}` | − `{reference}` |",
+        "|---|---|---|---|---|",
+    ]
     for a in sorted(arms, key=lambda a: (a["arm"] != reference, a["arm"])):
         d = diffs.get(f"{a['arm']} − {reference}")
         diff = "–" if d is None or not d["n"] else _interval(d["mean"], d["ci_low"], d["ci_high"], signed=True)
-        out.append(f"| `{a['arm']}` | {a['chosen']} | {a['n']} | "
-                   f"{_interval(a['test_mean'], a['test_low'], a['test_high'])} | {diff} |")
+        out.append(
+            f"| `{a['arm']}` | {a['chosen']} | {a['n']} | "
+            f"{_interval(a['test_mean'], a['test_low'], a['test_high'])} | {diff} |"
+        )
     out.append("")
     out += [f"- {answer(r)}" for r in rows if r["verdict"] == "2"]
     third = [r for r in rows if r["verdict"] == "3"]
@@ -83,8 +87,9 @@ def _group_block(key: tuple[str, str, str, str], variants: Mapping[str, Any], sp
     return out
 
 
-def _leaderboard_block(groups: Mapping[tuple, Any], specs: Sequence[Mapping[str, Any]],
-                       figures: Path | None, link_root: Path) -> list[str]:
+def _leaderboard_block(
+    groups: Mapping[tuple, Any], specs: Sequence[Mapping[str, Any]], figures: Path | None, link_root: Path
+) -> list[str]:
     """The benchmark's leaderboard and its generated verdict, when a study spec asks for one;
     each shift's forest figure where `figures` (the summary's figure folder) holds it."""
     entry = leaderboard_spec(specs)
@@ -94,10 +99,16 @@ def _leaderboard_block(groups: Mapping[tuple, Any], specs: Sequence[Mapping[str,
     if not board.cells:
         return []
     shifts = ", ".join(s.shift for s in board.shifts)
-    out = ["", f"**The benchmark** ({shifts} judged so far; {entry.get('title', 'the leaderboard')}): each arm's "
-                "seed-paired difference from tuned plain at the point it chose on validation, with its 95% t "
-                "interval; arms whose grid is still running are not judged.", "",
-           *leaderboard_markdown(board), "", "**What it says.** " + " ".join(verdict_sentences(board))]
+    out = [
+        "",
+        f"**The benchmark** ({shifts} judged so far; {entry.get('title', 'the leaderboard')}): each arm's "
+        "seed-paired difference from tuned plain at the point it chose on validation, with its 95% t "
+        "interval; arms whose grid is still running are not judged.",
+        "",
+        *leaderboard_markdown(board),
+        "",
+        "**What it says.** " + " ".join(verdict_sentences(board)),
+    ]
     for part in board.shifts:
         name = forest_figure_name(part.shift)
         if figures is not None and (figures / name).is_file():
@@ -113,8 +124,9 @@ def _link(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def render_block(paths: Iterable[str | Path], specs: Sequence[Mapping[str, Any]] | None = None,
-                 link_root: str | Path | None = None) -> str:
+def render_block(
+    paths: Iterable[str | Path], specs: Sequence[Mapping[str, Any]] | None = None, link_root: str | Path | None = None
+) -> str:
     """The block's text, markers included, from the records under `paths` (and the study specs at
     their top, or `specs`); figure links relative to `link_root`, the Markdown file's folder (the
     working folder when None)."""
@@ -132,8 +144,12 @@ def render_block(paths: Iterable[str | Path], specs: Sequence[Mapping[str, Any]]
     if not lines:
         lines = ["No study with an old gap (a study spec's `old_gap`) has runs under the given folders."]
     first = Path(paths[0]) if paths else None
-    lines += _leaderboard_block(groups, specs, first / "figures" if first is not None and first.is_dir() else None,
-                                Path(link_root) if link_root is not None else Path.cwd())
+    lines += _leaderboard_block(
+        groups,
+        specs,
+        first / "figures" if first is not None and first.is_dir() else None,
+        Path(link_root) if link_root is not None else Path.cwd(),
+    )
     return "\n".join([BEGIN, *lines, END])
 
 
@@ -142,7 +158,7 @@ def replace_block(text: str, block: str) -> str:
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
         raise ValueError(f"no results block in the file: put the two marker lines\n{BEGIN}\n{END}\nwhere it belongs")
-    return text[:start] + block + text[end + len(END):]
+    return text[:start] + block + text[end + len(END) :]
 
 
 def committed_block(text: str) -> str:
@@ -150,7 +166,7 @@ def committed_block(text: str) -> str:
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
         raise ValueError("no results block in the file")
-    return text[start:end + len(END)]
+    return text[start : end + len(END)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,8 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("paths", nargs="+", help="results folders or results.json files (the study specs at their top)")
     p.add_argument("--readme", default=None, help="the Markdown file whose block to rewrite (default: print it)")
     p.add_argument("--check", action="store_true", help="only say whether the file's block is what the records give")
-    p.add_argument("--study", action="append", default=None, metavar="SPEC", help="a study spec (default: *_study.yaml "
-                   "at the top of the given folders)")
+    p.add_argument(
+        "--study",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="a study spec (default: *_study.yaml at the top of the given folders)",
+    )
     args = p.parse_args(argv)
     specs = [load_spec(f) for f in args.study] if args.study else None
     block = render_block(args.paths, specs, link_root=Path(args.readme).parent if args.readme else None)
@@ -170,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     text = path.read_text(encoding="utf-8")
     if args.check:
         same = committed_block(text) == block
-        print(f"{path}: the results block is {'what the records give' if same else 'stale; rewrite it without --check'}")
+        print(
+            f"{path}: the results block is {'what the records give' if same else 'stale; rewrite it without --check'}"
+        )
         return 0 if same else 1
     path.write_text(replace_block(text, block), encoding="utf-8")
     print(f"wrote the results block of {path}")

@@ -58,4 +58,3 @@ def plain_for(variant: str, variants: Mapping[str, Sequence[Run]], reference: st
         if recs[0].algo == "plain" and t and tag and (tag == t or tag.endswith("_" + t)):
             return v
     return reference
-

@@ -15,8 +15,20 @@ from siftkit.study.stats import paired_difference, reading
 from siftkit.study.tags import CURVE_CONTROL_TAG
 
 # The columns of `regime_verdicts` rows (a table with no rows keeps them).
-REGIME_COLUMNS = ("task", "device", "code", "model", "difference", "what it tests", "metric", "n", "mean",
-                  "ci_low", "ci_high", "reading")
+REGIME_COLUMNS = (
+    "task",
+    "device",
+    "code",
+    "model",
+    "difference",
+    "what it tests",
+    "metric",
+    "n",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "reading",
+)
 
 
 def regime_pairs(variants: Mapping[str, Sequence[Run]], specs: Specs = ()) -> list[tuple[str, str, str]]:
@@ -33,7 +45,9 @@ def curve_control_pairs(variants: Iterable[str]) -> list[tuple[str, str, str]]:
         algo, _, tag = v.partition("-")
         m = CURVE_CONTROL_TAG.match(tag)
         if m:
-            out.append((v, f"{algo}-curve_eps{m.group('eps')}", f"{m.group('kind')} control at curve size {m.group('eps')}"))
+            out.append(
+                (v, f"{algo}-curve_eps{m.group('eps')}", f"{m.group('kind')} control at curve size {m.group('eps')}")
+            )
     return out
 
 
@@ -45,6 +59,17 @@ def regime_verdicts(groups: Groups, specs: Specs = ()) -> list[dict[str, Any]]:
         metric = PAPER_METRIC[key[0]]
         for a, b, why in regime_pairs(variants, specs):
             d = paired_difference(per_seed(variants[a], metric), per_seed(variants[b], metric))
-            rows.append({**group_fields(key), "difference": f"{a} − {b}", "what it tests": why, "metric": metric,
-                         "n": d["n"], "mean": d["mean"], "ci_low": d["low"], "ci_high": d["high"], "reading": reading(d)})
+            rows.append(
+                {
+                    **group_fields(key),
+                    "difference": f"{a} − {b}",
+                    "what it tests": why,
+                    "metric": metric,
+                    "n": d["n"],
+                    "mean": d["mean"],
+                    "ci_low": d["low"],
+                    "ci_high": d["high"],
+                    "reading": reading(d),
+                }
+            )
     return rows

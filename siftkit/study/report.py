@@ -95,15 +95,21 @@ def variant_stats(task: str, variants: Mapping[str, Sequence[Run]]) -> list[Vari
     out = []
     for variant in sorted(variants, key=variant_order):
         recs = variants[variant]
-        out.append(VariantStats(
-            variant=variant, algo=recs[0].algo, seeds=tuple(r.seed for r in recs),
-            metrics={m: Estimate.of([r.metric(m) for r in recs]) for m in TASK_METRICS[task]},
-            wall_time=Estimate.of([r.record["meta"].get("wall_time_s") or float("nan") for r in recs])))
+        out.append(
+            VariantStats(
+                variant=variant,
+                algo=recs[0].algo,
+                seeds=tuple(r.seed for r in recs),
+                metrics={m: Estimate.of([r.metric(m) for r in recs]) for m in TASK_METRICS[task]},
+                wall_time=Estimate.of([r.record["meta"].get("wall_time_s") or float("nan") for r in recs]),
+            )
+        )
     return out
 
 
-def comparison_pairs(variants: Mapping[str, Sequence[Run]], reference: str | None,
-                     specs: Specs = ()) -> list[tuple[str, str]]:
+def comparison_pairs(
+    variants: Mapping[str, Sequence[Run]], reference: str | None, specs: Specs = ()
+) -> list[tuple[str, str]]:
     """The paired rows of a group, in reading order; only pairs whose two variants exist:
     SiFT − SMART per tag, every variant against its plain (`siftkit.study.reference.plain_for`),
     the specs' ``paired`` rows, and each tagged variant against its algorithm's default."""
@@ -117,8 +123,11 @@ def comparison_pairs(variants: Mapping[str, Sequence[Run]], reference: str | Non
     # a spec's control (the second of its rows) is what others are measured against, not a
     # variant of its algorithm to compare with the default
     controls = {b for _, b in extra}
-    pairs += [(v, variants[v][0].algo) for v in non_curve if variants[v][0].tag and variants[v][0].algo != "plain"
-              and v not in controls]
+    pairs += [
+        (v, variants[v][0].algo)
+        for v in non_curve
+        if variants[v][0].tag and variants[v][0].algo != "plain" and v not in controls
+    ]
     seen, out = set(), []
     for a, b in pairs:
         if a in have and b in have and a != b and (a, b) not in seen:
@@ -129,8 +138,10 @@ def comparison_pairs(variants: Mapping[str, Sequence[Run]], reference: str | Non
 
 def _paired(variants: Mapping[str, Sequence[Run]], pairs: Sequence[tuple[str, str]], metric: str) -> list[Paired]:
     """The pairs' seed-paired differences in `metric`, those with at least one common seed."""
-    out = [Paired(a, b, metric, Estimate.paired(per_seed(variants[a], metric), per_seed(variants[b], metric)))
-           for a, b in pairs]
+    out = [
+        Paired(a, b, metric, Estimate.paired(per_seed(variants[a], metric), per_seed(variants[b], metric)))
+        for a, b in pairs
+    ]
     return [p for p in out if p.diff.n]
 
 
@@ -154,14 +165,20 @@ def analyse_group(key: GroupKey, variants: Mapping[str, list[Run]], specs: Specs
     # plain chosen among tagged settings on the selection metric (P1): the pairs in that metric too
     by_selection = bool(reference) and reference != "plain" and not chosen
     return GroupReport(
-        key=key, variants=variants, stats=tuple(variant_stats(task, variants)), equal_budget=eb,
-        reference_plain=reference, chosen_reference=chosen,
+        key=key,
+        variants=variants,
+        stats=tuple(variant_stats(task, variants)),
+        equal_budget=eb,
+        reference_plain=reference,
+        chosen_reference=chosen,
         budget=budget.budget_study(key, variants, eb, budget.spec_for(variants, specs)),
         paired=tuple(_paired(variants, pairs, PAPER_METRIC[task])),
         selection_paired=tuple(_paired(variants, pairs, SELECTION_METRIC[task])) if by_selection else (),
         regime=tuple(r for r in regime_verdicts({key: variants}, specs) if r["n"]),
         matched=tuple(_matched(task, variants)),
-        wise_runs=tuple(wise_ft_rows(key, variants)), wise_differences=tuple(wise_ft_differences(key, variants)))
+        wise_runs=tuple(wise_ft_rows(key, variants)),
+        wise_differences=tuple(wise_ft_differences(key, variants)),
+    )
 
 
 def analyse(groups: Groups, specs: Specs = ()) -> dict[GroupKey, GroupReport]:
@@ -195,8 +212,7 @@ def _step_costs(entry: Mapping[str, Any], specs: Specs) -> dict[str, float]:
     return read_step_costs(Path(spec["path"]).parent / name)
 
 
-def leaderboard_for(groups: Groups, specs: Specs = (),
-                    budgets: Mapping[tuple, Any] | None = None) -> Leaderboard:
+def leaderboard_for(groups: Groups, specs: Specs = (), budgets: Mapping[tuple, Any] | None = None) -> Leaderboard:
     """The leaderboard a study spec asks for (its tag prefix, declared budget and step costs), or,
     without any spec that has a ``leaderboard`` entry, every grid arm of `groups` against its
     shift's plain reference (``board.shifts`` is empty when no group has grid arms). `budgets`:
@@ -205,8 +221,13 @@ def leaderboard_for(groups: Groups, specs: Specs = (),
     if entry is None:
         board = leaderboard(groups, budgets=budgets)
     else:
-        board = leaderboard(groups, tag_prefix=entry["tag_prefix"], budget=declared_budget(entry), budgets=budgets,
-                            step_costs=_step_costs(entry, specs))
+        board = leaderboard(
+            groups,
+            tag_prefix=entry["tag_prefix"],
+            budget=declared_budget(entry),
+            budgets=budgets,
+            step_costs=_step_costs(entry, specs),
+        )
     return board
 
 
@@ -214,6 +235,9 @@ def analyse_study(groups: Groups, specs: Specs = ()) -> StudyReport:
     """`analyse` every group, then the leaderboard from their equal-budget results."""
     reports = analyse(groups, specs)
     entry = leaderboard_spec(specs)
-    board = None if entry is None else leaderboard_for(groups, specs,
-                                                       budgets={key: r.equal_budget for key, r in reports.items()})
+    board = (
+        None
+        if entry is None
+        else leaderboard_for(groups, specs, budgets={key: r.equal_budget for key, r in reports.items()})
+    )
     return StudyReport(groups=reports, leaderboard=board, leaderboard_entry=entry)

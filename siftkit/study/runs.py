@@ -131,9 +131,17 @@ def run_from_record(record: dict[str, Any], path: Path | None = None) -> Run:
         raise ValueError(f"{where}: 'history' must be a list of objects (one per logged step)")
     _check_extra(cfg, where)
     _check_reported_metric(record["metrics"], task, where)
-    return Run(path=path, record=record, task=task, model=cfg.get("model_name") or DEFAULT_MODEL_NAME,
-               device=_device(meta), commit=meta.get("git_commit") or "unknown", algo=str(cfg["algo"]),
-               tag=(cfg.get("extra") or {}).get("tag") or None, seed=cfg["seed"])
+    return Run(
+        path=path,
+        record=record,
+        task=task,
+        model=cfg.get("model_name") or DEFAULT_MODEL_NAME,
+        device=_device(meta),
+        commit=meta.get("git_commit") or "unknown",
+        algo=str(cfg["algo"]),
+        tag=(cfg.get("extra") or {}).get("tag") or None,
+        seed=cfg["seed"],
+    )
 
 
 def _check_sections(record: Mapping[str, Any], where) -> None:
@@ -143,17 +151,26 @@ def _check_sections(record: Mapping[str, Any], where) -> None:
 
 
 # The fields a summary groups and names runs by: text (or null where a default applies).
-_TEXT_FIELDS = (("config", "task"), ("config", "model_name"), ("config", "algo"), ("meta", "git_commit"),
-                ("meta", "device_name"), ("meta", "device"), ("meta", "mixed_precision"))
+_TEXT_FIELDS = (
+    ("config", "task"),
+    ("config", "model_name"),
+    ("config", "algo"),
+    ("meta", "git_commit"),
+    ("meta", "device_name"),
+    ("meta", "device"),
+    ("meta", "mixed_precision"),
+)
 
 
 def _check_texts(cfg: Mapping[str, Any], meta: Mapping[str, Any], where) -> None:
     for section, name in _TEXT_FIELDS:
         value = (cfg if section == "config" else meta).get(name)
         if value is not None and not isinstance(value, str):
-            raise ValueError(f"{where}: {section}.{name} is {_shown(value)}, not text; a "
-                             f"siftkit record writes it as text: fix the file, or move it out of the summarized "
-                             f"folders")
+            raise ValueError(
+                f"{where}: {section}.{name} is {_shown(value)}, not text; a "
+                f"siftkit record writes it as text: fix the file, or move it out of the summarized "
+                f"folders"
+            )
 
 
 def _shown(value: Any) -> str:
@@ -164,8 +181,9 @@ def _shown(value: Any) -> str:
         return "null"
     text = json.dumps(value, ensure_ascii=False, default=str)
     text = text if len(text) <= 60 else text[:60] + "..."
-    kind = {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list",
-            dict: "an object"}.get(type(value), type(value).__name__)
+    kind = {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
     return f"{text} ({kind})"
 
 
@@ -198,30 +216,44 @@ def _check_extra(cfg: Mapping[str, Any], where) -> None:
     extra = cfg.get("extra") or {}
     if not isinstance(extra, dict) or not isinstance(extra.get("tag") or "", str):
         raise ValueError(f"{where}: config extra {extra!r} is not an object with a text 'tag'")
-    expected = {"arm": (str, "text (the arm's name)"), "select_on": (str, "text (a metric name)"),
-                "grid": (dict, "an object of field: value (the grid point)"),
-                "grid_index": (int, "a whole number (the point's place in grid order)"),
-                "chosen": (bool, "true or false"), "at_chosen": (dict, "an object with the arm it was run at")}
+    expected = {
+        "arm": (str, "text (the arm's name)"),
+        "select_on": (str, "text (a metric name)"),
+        "grid": (dict, "an object of field: value (the grid point)"),
+        "grid_index": (int, "a whole number (the point's place in grid order)"),
+        "chosen": (bool, "true or false"),
+        "at_chosen": (dict, "an object with the arm it was run at"),
+    }
     for name, (kind, what) in expected.items():
         if name not in extra:
             continue
         value = extra[name]
-        bad = not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or \
-            (kind is int and value < 0) or (kind is dict and not value)
+        bad = (
+            not isinstance(value, kind)
+            or (kind is int and isinstance(value, bool))
+            or (kind is int and value < 0)
+            or (kind is dict and not value)
+        )
         if bad:
-            raise ValueError(f"{where}: config extra.{name} is {_shown(value)}, but must be "
-                             f"{what}, as the sweep writes it; fix the file, or move it out of the summarized folders")
+            raise ValueError(
+                f"{where}: config extra.{name} is {_shown(value)}, but must be "
+                f"{what}, as the sweep writes it; fix the file, or move it out of the summarized folders"
+            )
     if "arm" in extra and "grid" not in extra and "at_chosen" not in extra:
-        raise ValueError(f"{where}: config extra names the arm {extra['arm']!r} but has no grid point (extra.grid); "
-                         f"fix the file, or move it out of the summarized folders")
+        raise ValueError(
+            f"{where}: config extra names the arm {extra['arm']!r} but has no grid point (extra.grid); "
+            f"fix the file, or move it out of the summarized folders"
+        )
 
 
 def _check_reported_metric(metrics: Mapping[str, Any], task: str, where) -> None:
     main = PAPER_METRIC[task]
     if metrics.get(main) is None or not math.isfinite(metrics[main]):
         what = "missing" if main not in metrics else "null" if metrics[main] is None else repr(metrics[main])
-        raise ValueError(f"{where}: metric {main!r} is {what}; the run has no result to compare "
-                         f"(rerun it, or move the file out of the summarized folders)")
+        raise ValueError(
+            f"{where}: metric {main!r} is {what}; the run has no result to compare "
+            f"(rerun it, or move the file out of the summarized folders)"
+        )
 
 
 def _device(meta: Mapping[str, Any]) -> str:
@@ -247,7 +279,9 @@ def register_spec_task(spec: Any, path) -> str:
     reported = [f"{e.name}_accuracy" for e in parsed.evals]
     val = f"{validated[-1].name}_val_{validated[-1].val_metric}" if validated else None
     PAPER_METRIC.setdefault(task, reported[0])
-    TASK_METRICS.setdefault(task, tuple(reported + [f"{e.name}_macro_f1" for e in parsed.evals] + ([val] if val else [])))
+    TASK_METRICS.setdefault(
+        task, tuple(reported + [f"{e.name}_macro_f1" for e in parsed.evals] + ([val] if val else []))
+    )
     MAIN_EVAL.setdefault(task, parsed.evals[0].name)
     if val:
         SELECTION_METRIC.setdefault(task, val)
@@ -291,8 +325,17 @@ def finetuned_twin(run: Run) -> Run | None:
     metrics.update(wise["finetuned"])
     record = {k: v for k, v in run.record.items() if k != "wise_ft"}
     record.update(config=cfg, metrics=metrics, twin_of=run.variant)
-    return Run(path=run.path, record=record, task=run.task, model=run.model, device=run.device, commit=run.commit,
-               algo=run.algo, tag=extra["tag"], seed=run.seed)
+    return Run(
+        path=run.path,
+        record=record,
+        task=run.task,
+        model=run.model,
+        device=run.device,
+        commit=run.commit,
+        algo=run.algo,
+        tag=extra["tag"],
+        seed=run.seed,
+    )
 
 
 def with_twins(runs: Iterable[Run]) -> list[Run]:
@@ -321,7 +364,8 @@ def group_runs(runs: Iterable[Run]) -> Groups:
             raise ValueError(
                 f"two runs of variant {run.variant!r} with seed {run.seed} in one comparison "
                 f"(task {run.task}, device {run.device}, code {run.commit}): {seen[key].path} and {run.path}; "
-                f"a copied run folder? Move one out of the summarized folders")
+                f"a copied run folder? Move one out of the summarized folders"
+            )
         seen[key] = run
         groups[run.group][run.variant].append(run)
     for variants in groups.values():
@@ -336,9 +380,23 @@ def group_runs(runs: Iterable[Run]) -> Groups:
 # checkpoints, the evaluation batch size, the device flag and the CPU threads (which change the
 # last bits of a sum, as another machine does), and the data folder's name (where the records
 # have them, the data files' sha256 decide instead; see `settings_differences`).
-SETTINGS_THAT_MAY_DIFFER = frozenset({
-    "seed", "output_dir", "overwrite", "resume", "save_steps", "save_model", "data_dir", "stage_cache_dir",
-    "logging_steps", "per_device_eval_batch_size", "cpu", "report_to", "num_threads"})
+SETTINGS_THAT_MAY_DIFFER = frozenset(
+    {
+        "seed",
+        "output_dir",
+        "overwrite",
+        "resume",
+        "save_steps",
+        "save_model",
+        "data_dir",
+        "stage_cache_dir",
+        "logging_steps",
+        "per_device_eval_batch_size",
+        "cpu",
+        "report_to",
+        "num_threads",
+    }
+)
 
 
 def config_defaults() -> dict[str, Any]:
@@ -347,8 +405,10 @@ def config_defaults() -> dict[str, Any]:
 
     from siftkit.run.config import RunConfig
 
-    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            for f in dataclasses.fields(RunConfig)}
+    return {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(RunConfig)
+    }
 
 
 def recorded_setting(cfg: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> Any:
@@ -381,14 +441,20 @@ def _check_same_settings(runs: Sequence[Run]) -> None:
         diff = settings_differences(first, run)
         if not diff:
             continue
+
         def shown(r: Run, diff: list[str] = diff) -> str:  # bound now: the loop's diff when it raised
-            return ", ".join(f"{n}={recorded_setting(r.record['config'], n, defaults)!r}" for n in diff
-                             if not n.startswith("data file "))
+            return ", ".join(
+                f"{n}={recorded_setting(r.record['config'], n, defaults)!r}"
+                for n in diff
+                if not n.startswith("data file ")
+            )
+
         raise ValueError(
             f"runs of variant {run.variant!r} (task {run.task}, device {run.device}, code {run.commit}) differ in "
             f"{', '.join(diff)}: {first.path} ({shown(first) or 'its data'}) and {run.path} ({shown(run) or 'its data'}); "
             f"runs of one variant may differ only in the seed (and where their files go): give each setting its "
-            f"own tag (sweep --tag, or extra: {{tag: ...}}), or move one out of the summarized folders")
+            f"own tag (sweep --tag, or extra: {{tag: ...}}), or move one out of the summarized folders"
+        )
 
 
 # ----------------------------------------------------------------------------- a group's runs

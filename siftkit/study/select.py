@@ -27,12 +27,15 @@ def is_test_metric(metric: str) -> bool:
 def check_select_on(metric: str, task: str) -> str:
     """`metric` when it may choose among grid points of `task`, else a ValueError saying why."""
     if not re.fullmatch(r"[A-Za-z0-9_.]+", metric or ""):
-        raise ValueError(f"--select-on must name a metric of results.json, e.g. {DEFAULT_SELECT_ON[task]}; "
-                         f"got {metric!r}")
+        raise ValueError(
+            f"--select-on must name a metric of results.json, e.g. {DEFAULT_SELECT_ON[task]}; got {metric!r}"
+        )
     if is_test_metric(metric):
-        raise ValueError(f"--select-on {metric} is a test metric: nothing in siftkit selects on a test metric "
-                         f"(the reported {PAPER_METRIC[task]} would then be chosen on itself); choose on a "
-                         f"validation metric, e.g. {DEFAULT_SELECT_ON[task]} (the default for {task})")
+        raise ValueError(
+            f"--select-on {metric} is a test metric: nothing in siftkit selects on a test metric "
+            f"(the reported {PAPER_METRIC[task]} would then be chosen on itself); choose on a "
+            f"validation metric, e.g. {DEFAULT_SELECT_ON[task]} (the default for {task})"
+        )
     return metric
 
 

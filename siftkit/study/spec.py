@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 SPEC_SUFFIX = "_study.yaml"
-SPEC_KEYS = frozenset({"old_gap", "controls", "questions", "regime", "paired", "markers", "learning_curves",
-                       "leaderboard"})
+SPEC_KEYS = frozenset(
+    {"old_gap", "controls", "questions", "regime", "paired", "markers", "learning_curves", "leaderboard"}
+)
 LEADERBOARD_KEYS = frozenset({"tag_prefix", "title", "question", "budget", "step_cost"})
 OLD_GAP_KEYS = frozenset({"arm", "against", "point"})
 CONTROL_ENTRY_KEYS = frozenset({"tests", "varies"})
@@ -59,7 +60,9 @@ def load_spec(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"study spec {path}: must be a mapping of {', '.join(sorted(SPEC_KEYS))}")
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
-        raise ValueError(f"study spec {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(SPEC_KEYS))}")
+        raise ValueError(
+            f"study spec {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(SPEC_KEYS))}"
+        )
     _check_equal_budget_keys(spec, path)
     _check_regime(spec.get("regime"), path)
     _check_pairs(spec.get("paired"), 2, "paired", path)
@@ -73,21 +76,29 @@ def _check_leaderboard(entry: Any, path: Path) -> None:
     if entry is None:
         return
     if not isinstance(entry, dict) or not isinstance(entry.get("tag_prefix"), str) or not entry["tag_prefix"]:
-        raise ValueError(f"study spec {path}: leaderboard must be a mapping with tag_prefix (the tag every benchmark "
-                         f"arm starts with), got {entry!r}")
+        raise ValueError(
+            f"study spec {path}: leaderboard must be a mapping with tag_prefix (the tag every benchmark "
+            f"arm starts with), got {entry!r}"
+        )
     unknown = sorted(set(entry) - LEADERBOARD_KEYS)
     if unknown:
-        raise ValueError(f"study spec {path}: leaderboard: unknown key(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(sorted(LEADERBOARD_KEYS))}")
+        raise ValueError(
+            f"study spec {path}: leaderboard: unknown key(s) {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(LEADERBOARD_KEYS))}"
+        )
     for name in ("title", "question", "step_cost"):
         if name in entry and not isinstance(entry[name], str):
             raise ValueError(f"study spec {path}: leaderboard {name} must be text, got {entry[name]!r}")
     budget = entry.get("budget")
-    if budget is not None and not (isinstance(budget, dict) and set(budget) == {"points", "seeds"}
-                                   and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                           for v in budget.values())):
-        raise ValueError(f"study spec {path}: leaderboard budget must be {{points: N, seeds: M}} (the grid points and "
-                         f"selection seeds every arm gets), got {budget!r}")
+    if budget is not None and not (
+        isinstance(budget, dict)
+        and set(budget) == {"points", "seeds"}
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in budget.values())
+    ):
+        raise ValueError(
+            f"study spec {path}: leaderboard budget must be {{points: N, seeds: M}} (the grid points and "
+            f"selection seeds every arm gets), got {budget!r}"
+        )
 
 
 def leaderboard_spec(specs: Specs) -> Mapping[str, Any] | None:
@@ -118,8 +129,10 @@ def _check_equal_budget_keys(spec: Mapping[str, Any], path: Path) -> None:
     gap = spec.get("old_gap")
     if gap is not None:
         if not isinstance(gap, dict) or set(gap) != OLD_GAP_KEYS or not isinstance(gap["point"], dict):
-            raise ValueError(f"study spec {path}: old_gap must have exactly arm, against and point (a mapping of "
-                             f"grid field to value), got {gap!r}")
+            raise ValueError(
+                f"study spec {path}: old_gap must have exactly arm, against and point (a mapping of "
+                f"grid field to value), got {gap!r}"
+            )
     for name, kind in (("controls", dict), ("questions", dict)):
         if not isinstance(spec.get(name) or {}, kind):
             raise ValueError(f"study spec {path}: {name} must be a mapping, got {spec[name]!r}")
@@ -127,8 +140,9 @@ def _check_equal_budget_keys(spec: Mapping[str, Any], path: Path) -> None:
         _check_listed_control(tag, entry, path)
     bad = sorted(set(spec.get("questions") or {}) - set(QUESTION_KEYS))
     if bad:
-        raise ValueError(f"study spec {path}: questions: unknown verdict(s) {', '.join(bad)}; known: "
-                         f"{', '.join(QUESTION_KEYS)}")
+        raise ValueError(
+            f"study spec {path}: questions: unknown verdict(s) {', '.join(bad)}; known: {', '.join(QUESTION_KEYS)}"
+        )
 
 
 def _check_listed_control(tag: str, entry: Any, path: Path) -> None:
@@ -137,10 +151,17 @@ def _check_listed_control(tag: str, entry: Any, path: Path) -> None:
     if isinstance(entry, str):
         return
     varies = entry.get("varies", []) if isinstance(entry, dict) else None
-    if not (isinstance(entry, dict) and set(entry) <= CONTROL_ENTRY_KEYS and isinstance(entry.get("tests", ""), str)
-            and isinstance(varies, list) and all(isinstance(f, str) for f in varies)):
-        raise ValueError(f"study spec {path}: controls: {tag}: must be the text of what it tests, or a mapping of "
-                         f"tests (text) and varies (a list of config field names), got {entry!r}")
+    if not (
+        isinstance(entry, dict)
+        and set(entry) <= CONTROL_ENTRY_KEYS
+        and isinstance(entry.get("tests", ""), str)
+        and isinstance(varies, list)
+        and all(isinstance(f, str) for f in varies)
+    ):
+        raise ValueError(
+            f"study spec {path}: controls: {tag}: must be the text of what it tests, or a mapping of "
+            f"tests (text) and varies (a list of config field names), got {entry!r}"
+        )
 
 
 def listed_control(spec: Mapping[str, Any], tag: str) -> tuple[str | None, tuple[str, ...]]:
@@ -156,8 +177,9 @@ def _check_regime(regime: Any, path: Path) -> None:
     if regime is None:
         return
     if not isinstance(regime, dict) or set(regime) - REGIME_KEYS:
-        raise ValueError(f"study spec {path}: regime must be a mapping of {', '.join(sorted(REGIME_KEYS))}, "
-                         f"got {regime!r}")
+        raise ValueError(
+            f"study spec {path}: regime must be a mapping of {', '.join(sorted(REGIME_KEYS))}, got {regime!r}"
+        )
     for name in ("title", "intro"):
         if not isinstance(regime.get(name, ""), str):
             raise ValueError(f"study spec {path}: regime: {name} must be text, got {regime[name]!r}")
@@ -178,14 +200,16 @@ def _check_pairs(pairs: Any, width: int, name: str, path: Path) -> None:
     if pairs is None:
         return
     if not isinstance(pairs, list) or not all(
-            isinstance(p, list) and len(p) == width and all(isinstance(x, str) for x in p) for p in pairs):
+        isinstance(p, list) and len(p) == width and all(isinstance(x, str) for x in p) for p in pairs
+    ):
         what = "[a, b, what it tests]" if width == 3 else "[a, b]"
         raise ValueError(f"study spec {path}: {name} must be a list of {what} rows of variant names, got {pairs!r}")
 
 
 def _check_text_mapping(value: Any, name: str, path: Path) -> None:
-    if value is not None and not (isinstance(value, dict)
-                                  and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+    if value is not None and not (
+        isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    ):
         raise ValueError(f"study spec {path}: {name} must be a mapping of text to text, got {value!r}")
 
 
@@ -196,11 +220,13 @@ def regime_section(specs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Every spec's ``regime`` together: the first title and intro given, the others' pairs,
     size patterns and headline pairs after the first's."""
     regimes = [s["regime"] for s in specs if s.get("regime")]
-    return {"title": next((r["title"] for r in regimes if r.get("title")), DEFAULT_REGIME_TITLE),
-            "intro": next((r["intro"] for r in regimes if r.get("intro")), ""),
-            "sizes": [p for r in regimes for p in r.get("sizes") or ()],
-            "pairs": [tuple(p) for r in regimes for p in r.get("pairs") or ()],
-            "headline": [tuple(p) for r in regimes for p in r.get("headline") or ()]}
+    return {
+        "title": next((r["title"] for r in regimes if r.get("title")), DEFAULT_REGIME_TITLE),
+        "intro": next((r["intro"] for r in regimes if r.get("intro")), ""),
+        "sizes": [p for r in regimes for p in r.get("sizes") or ()],
+        "pairs": [tuple(p) for r in regimes for p in r.get("pairs") or ()],
+        "headline": [tuple(p) for r in regimes for p in r.get("headline") or ()],
+    }
 
 
 def paired_rows(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:

@@ -87,8 +87,14 @@ class Estimate:
 
     def as_dict(self) -> dict[str, Any]:
         """The dict `mean_ci` returns, with ``seeds`` as a list."""
-        return {"n": self.n, "mean": self.mean, "std": self.std, "low": self.low, "high": self.high,
-                "seeds": list(self.seeds)}
+        return {
+            "n": self.n,
+            "mean": self.mean,
+            "std": self.std,
+            "low": self.low,
+            "high": self.high,
+            "seeds": list(self.seeds),
+        }
 
 
 def reading(d: Mapping[str, Any]) -> str:
@@ -109,8 +115,9 @@ def _missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def format_mean_std(mean: float | None, std: float | None = None, n: float | int | None = None, digits: int = 3,
-                    *, missing: str = "—") -> str:
+def format_mean_std(
+    mean: float | None, std: float | None = None, n: float | int | None = None, digits: int = 3, *, missing: str = "—"
+) -> str:
     """``0.512 ± 0.013 (n=3)``; ``0.512 (n=1)`` for one run; `missing` without runs. The n is
     left out when not given (SUMMARY.md has it in a column of its own)."""
     if _missing(mean):
@@ -125,8 +132,10 @@ def format_mean_std(mean: float | None, std: float | None = None, n: float | int
 
 def format_ci(d: Mapping[str, Any], digits: int = 3, *, missing: str = "–") -> str:
     """``[0.690, 0.734]``: the interval of `d` (``low``, ``high``), each end `missing` where undefined."""
-    return f"[{format_mean_std(d['low'], digits=digits, missing=missing)}, " \
-           f"{format_mean_std(d['high'], digits=digits, missing=missing)}]"
+    return (
+        f"[{format_mean_std(d['low'], digits=digits, missing=missing)}, "
+        f"{format_mean_std(d['high'], digits=digits, missing=missing)}]"
+    )
 
 
 def format_mean_ci(d: Mapping[str, Any], *, missing: str = "–") -> str:

@@ -7,16 +7,38 @@ from __future__ import annotations
 
 # plain, SMART and SiFT keep the colours of every earlier figure; the rest of the family take
 # the remaining colours of matplotlib's tab10 cycle and its tab20 lighter shades.
-ALGO_COLORS = {"plain": "#7f7f7f", "smart": "#d62728", "sift": "#9467bd", "freelb": "#1f77b4", "pgd": "#aec7e8",
-               "freeat": "#17becf", "vat": "#2ca02c", "r3f": "#ff7f0e", "alum": "#8c564b", "rdrop": "#e377c2"}
-ALGO_LABELS = {"plain": "plain", "smart": "SMART", "sift": "SiFT", "freelb": "FreeLB", "pgd": "PGD-K",
-               "freeat": "FreeAT", "vat": "VAT", "r3f": "R3F", "alum": "ALUM", "rdrop": "R-Drop"}
+ALGO_COLORS = {
+    "plain": "#7f7f7f",
+    "smart": "#d62728",
+    "sift": "#9467bd",
+    "freelb": "#1f77b4",
+    "pgd": "#aec7e8",
+    "freeat": "#17becf",
+    "vat": "#2ca02c",
+    "r3f": "#ff7f0e",
+    "alum": "#8c564b",
+    "rdrop": "#e377c2",
+}
+ALGO_LABELS = {
+    "plain": "plain",
+    "smart": "SMART",
+    "sift": "SiFT",
+    "freelb": "FreeLB",
+    "pgd": "PGD-K",
+    "freeat": "FreeAT",
+    "vat": "VAT",
+    "r3f": "R3F",
+    "alum": "ALUM",
+    "rdrop": "R-Drop",
+}
 
 # A metric as the y axis of a study figure (one line).
 # UCI test: the 90% of the pool after the training share, less the validation share (uci_val_size).
-METRIC_AXIS_LABELS = {"uci_test_accuracy": "UCI test accuracy",
-                      "out_of_domain_dev_mcc": "CoLA out-of-domain dev MCC",
-                      "reg_share": "λ·R / loss (regularizer's share of the objective)"}
+METRIC_AXIS_LABELS = {
+    "uci_test_accuracy": "UCI test accuracy",
+    "out_of_domain_dev_mcc": "CoLA out-of-domain dev MCC",
+    "reg_share": "λ·R / loss (regularizer's share of the objective)",
+}
 # A metric as the tick label of one run's bar (two lines); the bars follow this order.
 METRIC_TICK_LABELS = {
     "in_domain_dev_mcc": "CoLA in-domain dev",
@@ -31,8 +53,16 @@ METRIC_TICK_LABELS = {
 DEFAULT_MARKERS = {"default": "*"}
 SPARE_MARKERS = ("o", "<", ">", "p", "h", "8", "H", "1", "2", "3", "4")
 
-_RC = {"savefig.dpi": 120, "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "axes.grid": True,
-       "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False}
+_RC = {
+    "savefig.dpi": 120,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 # The summary's PNGs; their legends sit beside crowded axes, hence the smaller font.
 SUMMARY_RC = {**_RC, "legend.fontsize": 8}
 # The notebooks' figures, shown inline and saved with a tight bounding box.

@@ -70,8 +70,13 @@ from siftkit.study.tags import variant_order
 __all__ = ["summarize", "brief", "main"]
 
 # (BERT-base, DeBERTa-base) per task and algorithm, from the one table in siftkit.study.paper.
-PAPER = {task: {algo: (PAPER_RESULTS["bert"][task][algo], PAPER_RESULTS["deberta"][task][algo])
-                for algo in PAPER_RESULTS["bert"][task]} for task in PAPER_RESULTS["bert"]}
+PAPER = {
+    task: {
+        algo: (PAPER_RESULTS["bert"][task][algo], PAPER_RESULTS["deberta"][task][algo])
+        for algo in PAPER_RESULTS["bert"][task]
+    }
+    for task in PAPER_RESULTS["bert"]
+}
 # What SUMMARY.md writes where there is no number.
 DASH = "–"
 
@@ -84,7 +89,8 @@ INTRO = (
     "their changes apart), and the device is `meta.device_name` with the mixed precision. Runs of other "
     "groups are never paired or drawn together. Paper columns: the paper's Table 1 (BERT-base) and "
     "Table 2 (DeBERTa-base), single seed-42 runs of different, larger models — shown for orientation, "
-    "not as a like-for-like target.")
+    "not as a like-for-like target."
+)
 
 
 def _fmt(m: float | None, s: float | None = None, digits: int = 3) -> str:
@@ -107,8 +113,7 @@ def _ci(d: Mapping[str, Any], digits: int = 3) -> str:
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
-            *("| " + " | ".join(r) + " |" for r in rows), ""]
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows), ""]
 
 
 def _stat(runs: Sequence[Run], metric: str) -> dict[str, float]:
@@ -125,22 +130,35 @@ def _main_table(report: GroupReport) -> list[str]:
     for s in report.stats:
         paper = PAPER.get(task, {}).get(s.algo) if s.variant == s.algo else None  # a shift spec has none
         wall = s.wall_time
-        rows.append([f"`{s.variant}`", str(len(s.seeds)), *(_fmt(s.metrics[m].mean, s.metrics[m].std) for m in metrics),
-                     _fmt(paper[0], digits=2) if paper else "", _fmt(paper[1], digits=2) if paper else "",
-                     _fmt(wall.mean, wall.std, digits=0)])
+        rows.append(
+            [
+                f"`{s.variant}`",
+                str(len(s.seeds)),
+                *(_fmt(s.metrics[m].mean, s.metrics[m].std) for m in metrics),
+                _fmt(paper[0], digits=2) if paper else "",
+                _fmt(paper[1], digits=2) if paper else "",
+                _fmt(wall.mean, wall.std, digits=0),
+            ]
+        )
     return _table(["variant", "n", *metrics, "paper BERT", "paper DeBERTa", "wall time (s)"], rows)
 
 
 def _nonfinite_note(variants: Mapping[str, list[Run]]) -> list[str]:
     """Runs that dropped non-finite steps (fewer than their max_nonfinite_fraction, or they
     would have failed): flagged under the table, as their numbers come from fewer updates."""
-    flagged = [f"`{v}` seed {r.seed} ({r.record['meta']['nonfinite_steps']} steps)"
-               for v in sorted(variants, key=variant_order) for r in variants[v]
-               if (r.record["meta"].get("nonfinite_steps") or 0) > 0]
+    flagged = [
+        f"`{v}` seed {r.seed} ({r.record['meta']['nonfinite_steps']} steps)"
+        for v in sorted(variants, key=variant_order)
+        for r in variants[v]
+        if (r.record["meta"].get("nonfinite_steps") or 0) > 0
+    ]
     if not flagged:
         return []
-    return [f"**Runs with non-finite (dropped) training steps**, whose numbers come from fewer updates: "
-            f"{', '.join(flagged)}.", ""]
+    return [
+        f"**Runs with non-finite (dropped) training steps**, whose numbers come from fewer updates: "
+        f"{', '.join(flagged)}.",
+        "",
+    ]
 
 
 def _plain_choice(report: GroupReport) -> list[str]:
@@ -152,12 +170,22 @@ def _plain_choice(report: GroupReport) -> list[str]:
     chosen = report.reference_plain
     sel, main = SELECTION_METRIC[task], PAPER_METRIC[task]
     stats = {s.variant: s.metrics for s in report.stats}
-    rows = [[f"`{v}`", str(len(variants[v])), _fmt(stats[v][sel].mean, stats[v][sel].std),
-             _fmt(stats[v][main].mean, stats[v][main].std), "←" if v == chosen else ""]
-            for v in plains]
-    note = (f"plain's setting is chosen by `{sel}` (not by the reported `{main}`): **`{chosen}`**; "
-            "the regularized variants are compared with it." if "plain" not in variants else
-            "An untagged `plain` exists and is the reference; the tagged settings are shown for context.")
+    rows = [
+        [
+            f"`{v}`",
+            str(len(variants[v])),
+            _fmt(stats[v][sel].mean, stats[v][sel].std),
+            _fmt(stats[v][main].mean, stats[v][main].std),
+            "←" if v == chosen else "",
+        ]
+        for v in plains
+    ]
+    note = (
+        f"plain's setting is chosen by `{sel}` (not by the reported `{main}`): **`{chosen}`**; "
+        "the regularized variants are compared with it."
+        if "plain" not in variants
+        else "An untagged `plain` exists and is the reference; the tagged settings are shown for context."
+    )
     return ["plain's settings:", "", *_table(["variant", "n", sel, main, "chosen"], rows), note, ""]
 
 
@@ -165,10 +193,17 @@ def _paired_table(rows: Sequence[Paired], note: str = "") -> list[str]:
     """Seed-paired differences (`GroupReport.paired` or ``selection_paired``)."""
     if not rows:
         return []
-    return [f"Paired differences in `{rows[0].metric}` (same seeds), with 95% t confidence intervals:{note}", "",
-            *_table(["difference", "n", "mean", "95% CI", "reading"],
-                    [[f"`{p.a}` − `{p.b}`", str(p.diff.n), _fmt(p.diff.mean), _ci(p.diff.as_dict()), p.diff.reading]
-                     for p in rows])]
+    return [
+        f"Paired differences in `{rows[0].metric}` (same seeds), with 95% t confidence intervals:{note}",
+        "",
+        *_table(
+            ["difference", "n", "mean", "95% CI", "reading"],
+            [
+                [f"`{p.a}` − `{p.b}`", str(p.diff.n), _fmt(p.diff.mean), _ci(p.diff.as_dict()), p.diff.reading]
+                for p in rows
+            ],
+        ),
+    ]
 
 
 def _selection_paired_table(report: GroupReport) -> list[str]:
@@ -177,9 +212,11 @@ def _selection_paired_table(report: GroupReport) -> list[str]:
     settings, on the same dev set)."""
     if not report.selection_paired:
         return []
-    note = (f" plain's setting was chosen on this same metric, so `{report.reference_plain}` is the best of "
-            f"{sum(1 for recs in report.variants.values() if recs[0].algo == 'plain')} settings on this dev set and its "
-            "number is biased upward; the regularized variants ran at that setting with no search of their own.")
+    note = (
+        f" plain's setting was chosen on this same metric, so `{report.reference_plain}` is the best of "
+        f"{sum(1 for recs in report.variants.values() if recs[0].algo == 'plain')} settings on this dev set and its "
+        "number is biased upward; the regularized variants ran at that setting with no search of their own."
+    )
     return _paired_table(report.selection_paired, note=note)
 
 
@@ -195,42 +232,79 @@ def _regime_table(report: GroupReport, specs: Specs = ()) -> list[str]:
     section = regime_section(specs)
     intro = section["intro"].format(sizes=_sizes_text(report.variants, section["sizes"]))
     lead = f"Seed-paired differences in `{PAPER_METRIC[report.task]}`, 95% t CIs:"
-    return [f"### {section['title']}", "", f"{intro} {lead}" if intro else lead, "",
-            *_table(["difference", "what it tests", "n", "mean", "95% CI", "reading"], rows)]
+    return [
+        f"### {section['title']}",
+        "",
+        f"{intro} {lead}" if intro else lead,
+        "",
+        *_table(["difference", "what it tests", "n", "mean", "95% CI", "reading"], rows),
+    ]
 
 
 def _sizes_text(variants: Mapping[str, list[Run]], patterns: Sequence[str]) -> str:
     """The measured sizes of the variants a spec's pattern matches (`re.search`), in table order."""
     sizes = variant_sizes(variants)
-    return ", ".join(f"`{v}` {_sci(sizes[v])}" for v in sorted(sizes, key=variant_order)
-                     if any(re.search(p, v) for p in patterns))
+    return ", ".join(
+        f"`{v}` {_sci(sizes[v])}" for v in sorted(sizes, key=variant_order) if any(re.search(p, v) for p in patterns)
+    )
 
 
 def _matched_table(task: str, curve: MatchedCurve) -> list[str]:
     """One size-curve family's matched-size table (two curves are never paired)."""
     main, family, pairs, pooled = PAPER_METRIC[task], curve.family, curve.pairs, curve.pooled
     tag = f"{family}_curve_eps<E>" if family else "curve_eps<E>"
-    rows = [[f"`{p['sift']}`", _sci(p["sift_size"]), f"`{p['smart']}`", _sci(p["smart_size"]), f"{p['ratio']:.2f}",
-             str(p["n"]), _fmt(p["mean"]), _ci(p),
-             (reading(p) if p["sift"] in pooled.get("pooled_pairs", ()) else f"{reading(p)}; not pooled (missing seeds)")
-             if p["matched"] else f"not matched (sizes differ > {MATCH_FACTOR:g}×)"]
-            for p in pairs]
-    verdict = (f"**Pooled SiFT − SMART at matched size: {_fmt(pooled['mean'])} {_ci(pooled)}** "
-               f"over {pooled['pairs']} matched pair(s) and seeds {pooled['seeds']} — {reading(pooled)}. "
-               if pooled["pairs"] else "No pair is within the matching factor: no pooled verdict. ")
+    rows = [
+        [
+            f"`{p['sift']}`",
+            _sci(p["sift_size"]),
+            f"`{p['smart']}`",
+            _sci(p["smart_size"]),
+            f"{p['ratio']:.2f}",
+            str(p["n"]),
+            _fmt(p["mean"]),
+            _ci(p),
+            (reading(p) if p["sift"] in pooled.get("pooled_pairs", ()) else f"{reading(p)}; not pooled (missing seeds)")
+            if p["matched"]
+            else f"not matched (sizes differ > {MATCH_FACTOR:g}×)",
+        ]
+        for p in pairs
+    ]
+    verdict = (
+        f"**Pooled SiFT − SMART at matched size: {_fmt(pooled['mean'])} {_ci(pooled)}** "
+        f"over {pooled['pairs']} matched pair(s) and seeds {pooled['seeds']} — {reading(pooled)}. "
+        if pooled["pairs"]
+        else "No pair is within the matching factor: no pooled verdict. "
+    )
     title = "### SiFT against SMART at matched perturbation size" + (f" (the `{tag}` curve)" if family else "")
-    return [title, "",
-            f"Each SiFT size-curve run (tag `{tag}`, projected rule) against the SMART size-curve run "
-            f"{'of the same curve ' if family else ''}nearest in *measured* mean relative perturbation ‖Δ_t‖/‖z_t‖ (nearest in log size; sizes are "
-            "means over seeds). Difference in "
-            f"`{main}`, paired by seed, 95% t CI:", "",
-            *_table(["SiFT run", "SiFT size", "nearest SMART run", "SMART size", "size ratio", "n", "SiFT − SMART",
-                     "95% CI", "reading"], rows),
-            verdict + "Pooled: for each seed that every pooled pair has, the mean over the pooled pairs of "
-            "that seed's SiFT − SMART; then the mean of those per-seed values with a t interval over seeds "
-            "(pooling within a seed first, as the pairs of one seed share its data split). Pairs whose sizes "
-            f"differ by more than {MATCH_FACTOR:g}× are listed but not pooled, and so are pairs that lack some "
-            "of the seeds the other pairs have (runs not finished).", ""]
+    return [
+        title,
+        "",
+        f"Each SiFT size-curve run (tag `{tag}`, projected rule) against the SMART size-curve run "
+        f"{'of the same curve ' if family else ''}nearest in *measured* mean relative perturbation ‖Δ_t‖/‖z_t‖ (nearest in log size; sizes are "
+        "means over seeds). Difference in "
+        f"`{main}`, paired by seed, 95% t CI:",
+        "",
+        *_table(
+            [
+                "SiFT run",
+                "SiFT size",
+                "nearest SMART run",
+                "SMART size",
+                "size ratio",
+                "n",
+                "SiFT − SMART",
+                "95% CI",
+                "reading",
+            ],
+            rows,
+        ),
+        verdict + "Pooled: for each seed that every pooled pair has, the mean over the pooled pairs of "
+        "that seed's SiFT − SMART; then the mean of those per-seed values with a t interval over seeds "
+        "(pooling within a seed first, as the pairs of one seed share its data split). Pairs whose sizes "
+        f"differ by more than {MATCH_FACTOR:g}× are listed but not pooled, and so are pairs that lack some "
+        "of the seeds the other pairs have (runs not finished).",
+        "",
+    ]
 
 
 def _mean_ci_text(d: Estimate) -> str:
@@ -240,19 +314,29 @@ def _mean_ci_text(d: Estimate) -> str:
 def _arm_lines(arm: ArmSelection) -> list[str]:
     """One arm's grid: the select-on metric per point over the selection seeds, and the choice."""
     sel = arm.select_on
-    rows = [[f"`{p.label}`", str(p.select.n), _mean_ci_text(p.select),
-             "←" if p.variant == arm.chosen else ("cannot be chosen: missing for seed(s) "
-                                                   + ", ".join(map(str, p.missing)) if p.missing else "")]
-            for p in arm.points]
-    head = (f"`{arm.arm}`: tuned {tuned_text(arm.tuned)} on `{sel}`, over the selection seeds "
-            f"{list(arm.selection_seeds)}:")
+    rows = [
+        [
+            f"`{p.label}`",
+            str(p.select.n),
+            _mean_ci_text(p.select),
+            "←"
+            if p.variant == arm.chosen
+            else ("cannot be chosen: missing for seed(s) " + ", ".join(map(str, p.missing)) if p.missing else ""),
+        ]
+        for p in arm.points
+    ]
+    head = (
+        f"`{arm.arm}`: tuned {tuned_text(arm.tuned)} on `{sel}`, over the selection seeds {list(arm.selection_seeds)}:"
+    )
     if arm.chosen is None:
         tail = f"No point can be chosen ({choice_note(arm)}): this arm has no result."
     else:
         val, test = arm.val, arm.test
-        tail = (f"Chosen: **`{arm.chosen_label}`** (highest mean `{sel}`). Over all its {test.n} seed(s) "
-                f"{list(test.seeds)}: `{sel}` {_mean_ci_text(val)}, `{arm.test_metric}` {_mean_ci_text(test)}, "
-                f"validation − test gap {_fmt(arm.gap)}.")
+        tail = (
+            f"Chosen: **`{arm.chosen_label}`** (highest mean `{sel}`). Over all its {test.n} seed(s) "
+            f"{list(test.seeds)}: `{sel}` {_mean_ci_text(val)}, `{arm.test_metric}` {_mean_ci_text(test)}, "
+            f"validation − test gap {_fmt(arm.gap)}."
+        )
     return [head, "", *_table(["point", "n", f"{sel} (mean, 95% CI)", "chosen"], rows), tail, ""]
 
 
@@ -263,14 +347,18 @@ def _equal_budget_section(report: GroupReport) -> list[str]:
     if eb is None:
         return []
     test = PAPER_METRIC[report.task]
-    lines = ["### Equal tuning budgets: each arm chosen on validation", "",
-             "Each arm (`<algo>-<tag>` of a `sweep --grid`) ran its grid of settings on the same seeds. Its point "
-             "is the one with the highest mean validation metric (the arm's `select_on`) over the *selection "
-             "seeds*, the seeds every point of the arm ran in the grid (extra seeds do not favour a point, and "
-             "the chosen point's `--then-seeds` runs do not change the choice); a tie goes to the first point in "
-             "grid order, and a point missing the metric cannot be chosen. The test metric "
-             f"`{test}` is read only at the chosen point, over all its seeds. Nothing here is "
-             "chosen on a test metric.", ""]
+    lines = [
+        "### Equal tuning budgets: each arm chosen on validation",
+        "",
+        "Each arm (`<algo>-<tag>` of a `sweep --grid`) ran its grid of settings on the same seeds. Its point "
+        "is the one with the highest mean validation metric (the arm's `select_on`) over the *selection "
+        "seeds*, the seeds every point of the arm ran in the grid (extra seeds do not favour a point, and "
+        "the chosen point's `--then-seeds` runs do not change the choice); a tie goes to the first point in "
+        "grid order, and a point missing the metric cannot be chosen. The test metric "
+        f"`{test}` is read only at the chosen point, over all its seeds. Nothing here is "
+        "chosen on a test metric.",
+        "",
+    ]
     for arm in eb.arms:
         lines += _arm_lines(arm)
     return lines + _budget_table(eb, test) + [eb.reference_note, ""] + _budget_differences(eb, test)
@@ -278,21 +366,54 @@ def _equal_budget_section(report: GroupReport) -> list[str]:
 
 def _budget_table(eb: EqualBudget, test: str) -> list[str]:
     """The equal-budget table: one row per arm, at its chosen point."""
-    rows = [[f"`{a.arm}`", tuned_text(a.tuned), f"`{a.select_on}`", str(len(a.points)),
-             f"`{a.chosen_label}`" if a.chosen else "none", str(a.test.n), _mean_ci_text(a.val),
-             _mean_ci_text(a.test), _fmt(a.gap)] for a in eb.compared]
+    rows = [
+        [
+            f"`{a.arm}`",
+            tuned_text(a.tuned),
+            f"`{a.select_on}`",
+            str(len(a.points)),
+            f"`{a.chosen_label}`" if a.chosen else "none",
+            str(a.test.n),
+            _mean_ci_text(a.val),
+            _mean_ci_text(a.test),
+            _fmt(a.gap),
+        ]
+        for a in eb.compared
+    ]
     budgets = {(len(a.points), a.selection_seeds) for a in eb.compared}
-    note = "" if len(budgets) == 1 else (" **The budgets differ** (grid points × selection seeds: " + ", ".join(
-        f"`{a.arm}` {len(a.points)} × {len(a.selection_seeds)}" for a in eb.compared) + ").")
-    grids = [f"`{a.arm}` tuned {tuned_text(a.tuned)} at `{a.at}`'s chosen point and chose "
-             f"`{a.chosen_label or 'none'}`" for a in eb.control_grids]
-    after = [] if not grids else [
-        "Not arms of this comparison: " + "; ".join(grids) + ". A control with a grid of its own is tuned on top of "
-        "the budget of the arm it starts from, so it is read in the controls below, at its chosen point.", ""]
-    return ["**The equal-budget table** (validation and test: mean and 95% t CI over all seeds of the chosen "
-            f"point; gap = validation − test):{note}", "",
-            *_table(["arm", "tuned", "chosen on", "points", "chosen point", "n", "validation", f"test `{test}`",
-                     "gap"], rows), *after]
+    note = (
+        ""
+        if len(budgets) == 1
+        else (
+            " **The budgets differ** (grid points × selection seeds: "
+            + ", ".join(f"`{a.arm}` {len(a.points)} × {len(a.selection_seeds)}" for a in eb.compared)
+            + ")."
+        )
+    )
+    grids = [
+        f"`{a.arm}` tuned {tuned_text(a.tuned)} at `{a.at}`'s chosen point and chose `{a.chosen_label or 'none'}`"
+        for a in eb.control_grids
+    ]
+    after = (
+        []
+        if not grids
+        else [
+            "Not arms of this comparison: "
+            + "; ".join(grids)
+            + ". A control with a grid of its own is tuned on top of "
+            "the budget of the arm it starts from, so it is read in the controls below, at its chosen point.",
+            "",
+        ]
+    )
+    return [
+        "**The equal-budget table** (validation and test: mean and 95% t CI over all seeds of the chosen "
+        f"point; gap = validation − test):{note}",
+        "",
+        *_table(
+            ["arm", "tuned", "chosen on", "points", "chosen point", "n", "validation", f"test `{test}`", "gap"], rows
+        ),
+        *after,
+    ]
 
 
 def _budget_differences(eb: EqualBudget, test: str) -> list[str]:
@@ -301,14 +422,25 @@ def _budget_differences(eb: EqualBudget, test: str) -> list[str]:
     for d in eb.differences:
         a, b = d.a, d.b
         sel = a.select_on if a.select_on == b.select_on else f"{a.select_on} / {b.select_on}"
-        rows.append([f"`{a.arm}` − `{b.arm}`",
-                     f"`{a.chosen_label or 'none'}` − `{b.chosen_label or 'none'}`",
-                     diff_tuned(a, b), f"`{sel}`", str(d.diff.n), _fmt(d.diff.mean), _ci(d.diff.as_dict()),
-                     d.diff.reading])
+        rows.append(
+            [
+                f"`{a.arm}` − `{b.arm}`",
+                f"`{a.chosen_label or 'none'}` − `{b.chosen_label or 'none'}`",
+                diff_tuned(a, b),
+                f"`{sel}`",
+                str(d.diff.n),
+                _fmt(d.diff.mean),
+                _ci(d.diff.as_dict()),
+                d.diff.reading,
+            ]
+        )
     if not rows:
         return []
-    return [f"Seed-paired differences in `{test}` at the chosen points (same seeds), 95% t CIs:", "",
-            *_table(["difference", "chosen points", "tuned", "chosen on", "n", "mean", "95% CI", "reading"], rows)]
+    return [
+        f"Seed-paired differences in `{test}` at the chosen points (same seeds), 95% t CIs:",
+        "",
+        *_table(["difference", "chosen points", "tuned", "chosen on", "n", "mean", "95% CI", "reading"], rows),
+    ]
 
 
 def _signed(x: float) -> str:
@@ -320,24 +452,57 @@ def _est_ci(d: Estimate) -> str:
 
 
 # What each kind of comparison a control row makes is called in the table.
-AGAINST_TEXT = {"reference": "tuned plain", "uncontrolled": "the same algorithm without the control",
-                "reference, uncontrolled": "tuned plain, also the same algorithm without the control"}
+AGAINST_TEXT = {
+    "reference": "tuned plain",
+    "uncontrolled": "the same algorithm without the control",
+    "reference, uncontrolled": "tuned plain, also the same algorithm without the control",
+}
 
 
 def _controls_lines(rows: Sequence[budget.ControlRow]) -> list[str]:
     """Each control against the reference's chosen point and against its uncontrolled partner."""
     if not rows:
         return []
-    table = [[f"`{r.control}`", r.sets, r.tests, r.at, f"`{r.against}`", AGAINST_TEXT[r.against_is],
-              str(r.diff.n), _signed(r.diff.mean), _est_ci(r.diff), r.diff.reading] for r in rows]
-    return ["### The controls", "",
-            "Each control is a run at another arm's chosen point (`extra.at_chosen`) with a control field set away "
-            "from its default, or random noise (`adv_steps 0`). It is compared, seed-paired, with the reference "
-            "arm at its chosen point (tuned plain) and with its *uncontrolled partner*: the variant of the same "
-            "algorithm whose resolved config is the control's in every field but the control's own (found by "
-            "comparing configs, not tags). Test metric, 95% t CIs:", "",
-            *_table(["control", "sets", "what it tests", "at", "against", "against is", "n", "control − against",
-                     "95% CI", "reading"], table)]
+    table = [
+        [
+            f"`{r.control}`",
+            r.sets,
+            r.tests,
+            r.at,
+            f"`{r.against}`",
+            AGAINST_TEXT[r.against_is],
+            str(r.diff.n),
+            _signed(r.diff.mean),
+            _est_ci(r.diff),
+            r.diff.reading,
+        ]
+        for r in rows
+    ]
+    return [
+        "### The controls",
+        "",
+        "Each control is a run at another arm's chosen point (`extra.at_chosen`) with a control field set away "
+        "from its default, or random noise (`adv_steps 0`). It is compared, seed-paired, with the reference "
+        "arm at its chosen point (tuned plain) and with its *uncontrolled partner*: the variant of the same "
+        "algorithm whose resolved config is the control's in every field but the control's own (found by "
+        "comparing configs, not tags). Test metric, 95% t CIs:",
+        "",
+        *_table(
+            [
+                "control",
+                "sets",
+                "what it tests",
+                "at",
+                "against",
+                "against is",
+                "n",
+                "control − against",
+                "95% CI",
+                "reading",
+            ],
+            table,
+        ),
+    ]
 
 
 def _tuned_curve_lines(rows: Sequence[budget.CurveRow], metric: str, figures: Sequence[str]) -> list[str]:
@@ -346,53 +511,104 @@ def _tuned_curve_lines(rows: Sequence[budget.CurveRow], metric: str, figures: Se
         return []
     band, curve = rows[0], rows[1:]
     table = [[f"`{band.variant}` (band)", "plain", "–", "–", str(band.test.n), _mean_ci_text(band.test), "–", "", ""]]
-    table += [[f"`{r.variant}`", r.algo, f"{r.eps:g}", _sci(r.size), str(r.test.n), _mean_ci_text(r.test),
-               _signed(r.diff.mean), _est_ci(r.diff), r.reading] for r in curve]
+    table += [
+        [
+            f"`{r.variant}`",
+            r.algo,
+            f"{r.eps:g}",
+            _sci(r.size),
+            str(r.test.n),
+            _mean_ci_text(r.test),
+            _signed(r.diff.mean),
+            _est_ci(r.diff),
+            r.reading,
+        ]
+        for r in curve
+    ]
     figure = [p for p in figures if "_tuned_curve_" in p]
-    return ["### The size curve at the tuned point", "",
-            f"The size-curve runs made at the reference arm's chosen point ({band.reading}), against that point "
-            f"as a band (mean and 95% t CI over its {band.test.n} seeds); `{metric}`, and each size's seed-paired "
-            "difference from the band. The matched-size SiFT − SMART on this curve is in its own table below; "
-            "a curve of another group (another device or code) is only ever drawn in a panel of its own.", "",
-            *_table(["variant", "algo", "E", "measured size", "n", f"{metric} (mean, 95% CI)", "− band", "95% CI",
-                     "reading"], table),
-            *([f"![the size curve at the tuned point]({figure[0]})", ""] if figure else [])]
+    return [
+        "### The size curve at the tuned point",
+        "",
+        f"The size-curve runs made at the reference arm's chosen point ({band.reading}), against that point "
+        f"as a band (mean and 95% t CI over its {band.test.n} seeds); `{metric}`, and each size's seed-paired "
+        "difference from the band. The matched-size SiFT − SMART on this curve is in its own table below; "
+        "a curve of another group (another device or code) is only ever drawn in a panel of its own.",
+        "",
+        *_table(
+            ["variant", "algo", "E", "measured size", "n", f"{metric} (mean, 95% CI)", "− band", "95% CI", "reading"],
+            table,
+        ),
+        *([f"![the size curve at the tuned point]({figure[0]})", ""] if figure else []),
+    ]
 
 
 def _verdict_lines(rows: Sequence[budget.VerdictRow], spec: Mapping[str, Any]) -> list[str]:
     """The three verdicts: per verdict its question, then its rows with n, seeds and what they rest on."""
     if not rows:
         return []
-    lines = ["### The verdicts", "",
-             "Seed-paired differences in the test metric with 95% t CIs; each row says what it rests on."
-             + (f" The questions and the old gap's arms and point are the study's "
-                f"(`{Path(spec['path']).name}`)." if spec.get("path") else ""), ""]
+    lines = [
+        "### The verdicts",
+        "",
+        "Seed-paired differences in the test metric with 95% t CIs; each row says what it rests on."
+        + (
+            f" The questions and the old gap's arms and point are the study's (`{Path(spec['path']).name}`)."
+            if spec.get("path")
+            else ""
+        ),
+        "",
+    ]
     for number in dict.fromkeys(r.verdict for r in rows):
         mine = [r for r in rows if r.verdict == number]
-        lines += [f"**({number}) {mine[0].question}**", "",
-                  *_table(["row", "n", "seeds", "mean", "95% CI", "reading", "rests on"],
-                          [[r.what, str(r.diff.n), ", ".join(map(str, r.diff.seeds)) or "–", _signed(r.diff.mean),
-                            _est_ci(r.diff), r.reading, r.rests_on] for r in mine])]
+        lines += [
+            f"**({number}) {mine[0].question}**",
+            "",
+            *_table(
+                ["row", "n", "seeds", "mean", "95% CI", "reading", "rests on"],
+                [
+                    [
+                        r.what,
+                        str(r.diff.n),
+                        ", ".join(map(str, r.diff.seeds)) or "–",
+                        _signed(r.diff.mean),
+                        _est_ci(r.diff),
+                        r.reading,
+                        r.rests_on,
+                    ]
+                    for r in mine
+                ],
+            ),
+        ]
     return lines
 
 
 def _budget_study_sections(report: GroupReport, figures: Sequence[str]) -> list[str]:
     """The controls, the curve at the tuned point and the verdicts (`siftkit.study.budget`)."""
     study, metric = report.budget, PAPER_METRIC[report.task]
-    return (_controls_lines(study.controls) + _tuned_curve_lines(study.curve, metric, figures)
-            + _verdict_lines(study.verdicts, study.spec) + _start_loss_lines(study.start_losses, metric))
+    return (
+        _controls_lines(study.controls)
+        + _tuned_curve_lines(study.curve, metric, figures)
+        + _verdict_lines(study.verdicts, study.spec)
+        + _start_loss_lines(study.start_losses, metric)
+    )
 
 
 def _start_loss_lines(rows: Sequence[budget.StartLoss], metric: str) -> list[str]:
     """Where the last stage starts at the old gap's point (`siftkit.study.budget.start_losses`)."""
     if not rows:
         return []
-    return [f"Where stage `{rows[0].stage}` starts, at the old gap's point: its first logged task loss (the mean "
-            "over the first logging window; mean and 95% t CI over seeds). After the label flip, ln 2 = 0.693 is a "
-            "head with no opinion on the new labels; far above it, a head confidently wrong about them.", "",
-            *_table(["variant", "what it is", "n", "first task loss", f"`{metric}`"],
-                    [[f"`{r.variant}`", r.role, str(r.start.n), f"{r.start.mean:.3f} {_est_ci(r.start)}",
-                      _fmt(r.test_mean)] for r in rows])]
+    return [
+        f"Where stage `{rows[0].stage}` starts, at the old gap's point: its first logged task loss (the mean "
+        "over the first logging window; mean and 95% t CI over seeds). After the label flip, ln 2 = 0.693 is a "
+        "head with no opinion on the new labels; far above it, a head confidently wrong about them.",
+        "",
+        *_table(
+            ["variant", "what it is", "n", "first task loss", f"`{metric}`"],
+            [
+                [f"`{r.variant}`", r.role, str(r.start.n), f"{r.start.mean:.3f} {_est_ci(r.start)}", _fmt(r.test_mean)]
+                for r in rows
+            ],
+        ),
+    ]
 
 
 def _wise_ft_lines(report: GroupReport) -> list[str]:
@@ -402,17 +618,46 @@ def _wise_ft_lines(report: GroupReport) -> list[str]:
     if not rows:
         return []
     select_on, test = rows[0]["select_on"], rows[0]["test_metric"]
-    lines = [f"WiSE-FT: alpha chosen per run on `{select_on}` (never on a test metric; a tie goes to the larger "
-             f"alpha); `{test}` at that alpha and at alpha = 1, the fine-tuned model itself (the run's twin, "
-             f"`<variant>_alpha1`):", "",
-             *_table(["variant", "seed", "scope", "alpha", f"{select_on} at alpha", "at 1", f"{test} at alpha", "at 1"],
-                     [[f"`{r['variant']}`", str(r["seed"]), str(r["scope"]), f"{r['alpha']:g}", _fmt(r["val_at_alpha"]),
-                       _fmt(r["val_at_1"]), _fmt(r["test_at_alpha"]), _fmt(r["test_at_1"])] for r in rows])]
+    lines = [
+        f"WiSE-FT: alpha chosen per run on `{select_on}` (never on a test metric; a tie goes to the larger "
+        f"alpha); `{test}` at that alpha and at alpha = 1, the fine-tuned model itself (the run's twin, "
+        f"`<variant>_alpha1`):",
+        "",
+        *_table(
+            ["variant", "seed", "scope", "alpha", f"{select_on} at alpha", "at 1", f"{test} at alpha", "at 1"],
+            [
+                [
+                    f"`{r['variant']}`",
+                    str(r["seed"]),
+                    str(r["scope"]),
+                    f"{r['alpha']:g}",
+                    _fmt(r["val_at_alpha"]),
+                    _fmt(r["val_at_1"]),
+                    _fmt(r["test_at_alpha"]),
+                    _fmt(r["test_at_1"]),
+                ]
+                for r in rows
+            ],
+        ),
+    ]
     if diffs:
-        lines += [f"WiSE-FT minus its own fine-tuned model (alpha = 1), seed-paired, in `{test}`:", "",
-                  *_table(["difference", "n", "mean", "95% CI", "reading"],
-                          [[f"`{d['variant']}` − `{d['twin']}`", str(d["n"]), _fmt(d["mean"]),
-                            _ci({"low": d["ci_low"], "high": d["ci_high"]}), d["reading"]] for d in diffs])]
+        lines += [
+            f"WiSE-FT minus its own fine-tuned model (alpha = 1), seed-paired, in `{test}`:",
+            "",
+            *_table(
+                ["difference", "n", "mean", "95% CI", "reading"],
+                [
+                    [
+                        f"`{d['variant']}` − `{d['twin']}`",
+                        str(d["n"]),
+                        _fmt(d["mean"]),
+                        _ci({"low": d["ci_low"], "high": d["ci_high"]}),
+                        d["reading"],
+                    ]
+                    for d in diffs
+                ],
+            ),
+        ]
     return lines
 
 
@@ -425,17 +670,29 @@ def _activity_table(variants: Mapping[str, list[Run]]) -> list[str]:
         acts = [activity(r) for r in recs]
         avg = {k: mean_ci([a[k] for a in acts])["mean"] for k in acts[0]}
         skipped = sum(r.record["meta"].get("skipped_adversarial_steps") or 0 for r in recs)
-        rows.append([f"`{variant}`", _sci(mean_ci([relative_size(r) for r in recs])["mean"]),
-                     _sci(mean_ci([regularizer_share(r) for r in recs])["mean"]), _sci(avg["weighted_R_over_task"]),
-                     _sci(avg["weighted_bregman_over_task"]), str(skipped)])
+        rows.append(
+            [
+                f"`{variant}`",
+                _sci(mean_ci([relative_size(r) for r in recs])["mean"]),
+                _sci(mean_ci([regularizer_share(r) for r in recs])["mean"]),
+                _sci(avg["weighted_R_over_task"]),
+                _sci(avg["weighted_bregman_over_task"]),
+                str(skipped),
+            ]
+        )
     if not rows:
         return []
-    return ["Regularizer activity (means over all logged steps and seeds; the size is the run's "
-            "`mean_relative_perturbation`, or the same mean over its history for older runs, over the "
-            "stages the push acted in (`adv_stages`); "
-            "λ·R / loss is R's share of the whole objective):", "",
-            *_table(["variant", "‖Δ_t‖ / ‖z_t‖", "λ·R / loss", "λ·R / task loss", "μ·Bregman / task loss",
-                     "skipped steps"], rows)]
+    return [
+        "Regularizer activity (means over all logged steps and seeds; the size is the run's "
+        "`mean_relative_perturbation`, or the same mean over its history for older runs, over the "
+        "stages the push acted in (`adv_stages`); "
+        "λ·R / loss is R's share of the whole objective):",
+        "",
+        *_table(
+            ["variant", "‖Δ_t‖ / ‖z_t‖", "λ·R / loss", "λ·R / task loss", "μ·Bregman / task loss", "skipped steps"],
+            rows,
+        ),
+    ]
 
 
 def _metric_table(title: str, variants: Mapping[str, list[Run]], metrics: Sequence[str], fmt, names=None) -> list[str]:
@@ -466,9 +723,17 @@ def _figure_lines(paths: Sequence[str]) -> list[str]:
 
 def _figure_name(path: str) -> str:
     stem = Path(path).stem
-    for kind in ("tuned_curve", "curves_by_group", "scores", "learning_curves", "size_reg_share", "size_smoothness", "size_"):
+    for kind in (
+        "tuned_curve",
+        "curves_by_group",
+        "scores",
+        "learning_curves",
+        "size_reg_share",
+        "size_smoothness",
+        "size_",
+    ):
         if kind in stem:
-            return stem[stem.index(kind):].replace("_", " ")
+            return stem[stem.index(kind) :].replace("_", " ")
     return stem
 
 
@@ -497,13 +762,19 @@ def _group_section(report: GroupReport, figures: Sequence[str] = (), specs: Spec
     lines += _metric_table(
         "Held-out smoothness: mean symmetric KL between clean predictions and predictions under a fixed, "
         "seeded random probe of the given relative size at `embedding_output`, on each evaluation set "
-        "(lower = smoother; mean ± std over seeds):", variants, smooth,
-        _sci_std)
+        "(lower = smoother; mean ± std over seeds):",
+        variants,
+        smooth,
+        _sci_std,
+    )
     sources = source_metrics(variants)
-    lines += _metric_table(f"UCI accuracy per source (held-out {_uci_test_share(variants)}; mean ± std over seeds):",
-                           variants, sources,
-                           lambda s: _fmt(s["mean"], s["std"]),
-                           names=[SOURCE_METRIC.match(m).group("source") for m in sources])
+    lines += _metric_table(
+        f"UCI accuracy per source (held-out {_uci_test_share(variants)}; mean ± std over seeds):",
+        variants,
+        sources,
+        lambda s: _fmt(s["mean"], s["std"]),
+        names=[SOURCE_METRIC.match(m).group("source") for m in sources],
+    )
     if not sources and task == "twitter_to_uci":
         lines += ["UCI accuracy per source: not recorded by these runs.", ""]
     return lines
@@ -513,22 +784,44 @@ def _glance(study: StudyReport, specs: Specs = ()) -> list[str]:
     """The comparisons the studies exist for (their specs' ``headline`` regime rows) and SiFT −
     SMART pooled at matched size, per group that has them."""
     headline = {f"{a} − {b}" for a, b in regime_section(specs)["headline"]}
-    rows = [[f"{r['task']}, {r['device']}, `{r['code']}`", f"`{r['difference'].replace(' − ', '` − `')}`",
-             str(r["n"]), _fmt(r["mean"]), _ci({"low": r["ci_low"], "high": r["ci_high"]}), r["reading"]]
-            for report in study.groups.values() for r in report.regime if r["difference"] in headline]
+    rows = [
+        [
+            f"{r['task']}, {r['device']}, `{r['code']}`",
+            f"`{r['difference'].replace(' − ', '` − `')}`",
+            str(r["n"]),
+            _fmt(r["mean"]),
+            _ci({"low": r["ci_low"], "high": r["ci_high"]}),
+            r["reading"],
+        ]
+        for report in study.groups.values()
+        for r in report.regime
+        if r["difference"] in headline
+    ]
     for key, report in study.groups.items():
         where = group_fields(key)
-        rows += [[f"{where['task']}, {where['device']}, `{where['code']}`",
-                  f"SiFT − SMART at matched size, pooled over {c.pooled['pairs']} matched pair(s)"
-                  + (f" of the `{c.family}_curve_eps<E>` curve" if c.family else ""),
-                  str(c.pooled["n"]), _fmt(c.pooled["mean"]), _ci(c.pooled), reading(c.pooled)]
-                 for c in report.matched if c.pooled["n"]]
+        rows += [
+            [
+                f"{where['task']}, {where['device']}, `{where['code']}`",
+                f"SiFT − SMART at matched size, pooled over {c.pooled['pairs']} matched pair(s)"
+                + (f" of the `{c.family}_curve_eps<E>` curve" if c.family else ""),
+                str(c.pooled["n"]),
+                _fmt(c.pooled["mean"]),
+                _ci(c.pooled),
+                reading(c.pooled),
+            ]
+            for c in report.matched
+            if c.pooled["n"]
+        ]
     if not rows:
         return []
-    return ["## SiFT against SMART at a glance", "",
-            "Seed-paired differences in each protocol's metric (95% t CIs); the details, controls and the "
-            "size curve are in each group's section below.", "",
-            *_table(["runs", "difference", "n", "mean", "95% CI", "reading"], rows)]
+    return [
+        "## SiFT against SMART at a glance",
+        "",
+        "Seed-paired differences in each protocol's metric (95% t CIs); the details, controls and the "
+        "size curve are in each group's section below.",
+        "",
+        *_table(["runs", "difference", "n", "mean", "95% CI", "reading"], rows),
+    ]
 
 
 # The key of the leaderboard's forest figures in `render`'s figures (the groups' keys are tuples of four).
@@ -543,15 +836,18 @@ def _leaderboard_section(study: StudyReport, figures: Sequence[str]) -> list[str
     lines = [f"## {entry.get('title', 'The leaderboard')}", ""]
     if entry.get("question"):
         lines += [f"**{entry['question'].strip()}**", ""]
-    lines += ["Each arm's seed-paired difference from tuned plain (the reference arm of its shift) in each "
-              "out-of-domain target, at the grid points each chose on its shift's validation metric (mean and "
-              "95% t interval); step × plain: the method's cost per training batch over plain's, measured in one process "
-              "(benchmarks/README.md; the out-of-domain arms train as plain does, LP-FT adding its head-only epochs and "
-              "WiSE-FT its alpha evaluations); wall × plain: the runs' own training time over tuned plain's (per "
-              "stage, the median over every run of the arm that trained the stage itself; averaged over shifts), "
-              "which shares a machine whose load varied between runs; "
-              "the last column counts the shift-target cells whose interval lies above 0, includes 0, or lies "
-              "below 0.", ""]
+    lines += [
+        "Each arm's seed-paired difference from tuned plain (the reference arm of its shift) in each "
+        "out-of-domain target, at the grid points each chose on its shift's validation metric (mean and "
+        "95% t interval); step × plain: the method's cost per training batch over plain's, measured in one process "
+        "(benchmarks/README.md; the out-of-domain arms train as plain does, LP-FT adding its head-only epochs and "
+        "WiSE-FT its alpha evaluations); wall × plain: the runs' own training time over tuned plain's (per "
+        "stage, the median over every run of the arm that trained the stage itself; averaged over shifts), "
+        "which shares a machine whose load varied between runs; "
+        "the last column counts the shift-target cells whose interval lies above 0, includes 0, or lies "
+        "below 0.",
+        "",
+    ]
     lines += leaderboard_markdown(board) + [""]
     verdict = verdict_sentences(board)
     if verdict:
@@ -560,17 +856,26 @@ def _leaderboard_section(study: StudyReport, figures: Sequence[str]) -> list[str
     return lines
 
 
-def render(groups: Groups, n_files: int, figures: Mapping[tuple, Sequence[str]] | None = None,
-           specs: Sequence[Mapping[str, Any]] = (), study: StudyReport | None = None) -> tuple[str, StudyReport]:
+def render(
+    groups: Groups,
+    n_files: int,
+    figures: Mapping[tuple, Sequence[str]] | None = None,
+    specs: Sequence[Mapping[str, Any]] = (),
+    study: StudyReport | None = None,
+) -> tuple[str, StudyReport]:
     """SUMMARY.md's text and the numbers it writes (`siftkit.study.report.StudyReport`) for grouped
     runs; `figures` (per group, paths relative to SUMMARY.md) are linked under each group's heading;
     `specs`: study specs (`siftkit.study.spec.load_spec`): an equal-budget spec applies to the group
     that has its arms, the others' comparisons to every group that ran both of their variants.
     `study`: `analyse_study(groups, specs)`, where the caller has it (computed here otherwise)."""
     study = study if study is not None else analyse_study(groups, specs)
-    lines = ["# siftkit results summary", "",
-             f"Generated by `python -m siftkit summarize` from {n_files} results.json files in "
-             f"{len(groups)} group(s) of comparable runs. " + INTRO, ""]
+    lines = [
+        "# siftkit results summary",
+        "",
+        f"Generated by `python -m siftkit summarize` from {n_files} results.json files in "
+        f"{len(groups)} group(s) of comparable runs. " + INTRO,
+        "",
+    ]
     lines += _leaderboard_section(study, (figures or {}).get(LEADERBOARD_FIGURES, ()))
     lines += _glance(study, specs)
     for key, report in study.groups.items():
@@ -594,8 +899,10 @@ def _spec_title(task: str) -> str:
 def brief(paths: Iterable[str | Path]) -> str:
     """The README's compact tables: the main metric of plain / SMART / SiFT per group."""
     groups = group_runs(load_runs(paths))
-    lines = ["| protocol (metric) | device | code | plain | SMART | SiFT | paper BERT (plain / SMART / SiFT) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| protocol (metric) | device | code | plain | SMART | SiFT | paper BERT (plain / SMART / SiFT) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for (task, device, commit, model), variants in groups.items():
         # A study with a learning-rate choice (P1) has no untagged variants: its row is the chosen
         # plain and SMART / SiFT at the same tag (the default rule at the chosen rate).
@@ -609,9 +916,13 @@ def brief(paths: Iterable[str | Path]) -> str:
             s = _stat(variants.get(names[algo], []), PAPER_METRIC[task])
             cells.append(f"{_fmt(s['mean'], s['std'])} (n={s['n']})" if s["n"] else "–")
         paper = " / ".join(f"{PAPER[task][a][0]:.2f}" for a in ("plain", "smart", "sift")) if task in PAPER else "–"
-        name = ("P1 CoLA (out-of-domain dev MCC)" if task == "cola" else
-                f"P2 Twitter → UCI (accuracy on {_uci_test_share(variants)} UCI)" if task == "twitter_to_uci" else
-                f"{_spec_title(task)} ({PAPER_METRIC[task]})")
+        name = (
+            "P1 CoLA (out-of-domain dev MCC)"
+            if task == "cola"
+            else f"P2 Twitter → UCI (accuracy on {_uci_test_share(variants)} UCI)"
+            if task == "twitter_to_uci"
+            else f"{_spec_title(task)} ({PAPER_METRIC[task]})"
+        )
         if model != DEFAULT_MODEL_NAME:
             name += f", {model}"
         if tag:
@@ -642,8 +953,10 @@ def _out_path(args: argparse.Namespace) -> Path:
         raise ValueError(f"--out {str(out)!r} is a folder; give the Markdown file to write, e.g. {out / 'SUMMARY.md'}")
     if out.name in (RESULTS_FILE, HISTORY_FILE) or (out.is_file() and out.suffix.lower() != ".md"):
         # The Markdown would replace a run's record (or a file of its model/) without a trace.
-        raise ValueError(f"--out {str(out)!r} would replace {'a run record' if out.name in (RESULTS_FILE, HISTORY_FILE) else 'a file that is not Markdown'}"
-                         f"; give the Markdown file to write, e.g. {out.parent / 'SUMMARY.md'}")
+        raise ValueError(
+            f"--out {str(out)!r} would replace {'a run record' if out.name in (RESULTS_FILE, HISTORY_FILE) else 'a file that is not Markdown'}"
+            f"; give the Markdown file to write, e.g. {out.parent / 'SUMMARY.md'}"
+        )
     if out.parent.exists() and not out.parent.is_dir():
         raise ValueError(f"--out {str(out)!r}: {str(out.parent)!r} is a file, not a folder")
     return out
@@ -652,14 +965,22 @@ def _out_path(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="siftkit summarize", description=__doc__.splitlines()[0])
     p.add_argument("paths", nargs="+", help="results folders or results.json files")
-    p.add_argument("--out", default=None,
-                   help="Markdown file to write (default: <first path>/SUMMARY.md); missing folders are created")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="Markdown file to write (default: <first path>/SUMMARY.md); missing folders are created",
+    )
     p.add_argument("--figures", default=None, help="folder for PNG figures (default: beside --out, figures/)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--brief", action="store_true", help="print the README's compact table and exit")
-    p.add_argument("--study", action="append", default=None, metavar="SPEC",
-                   help="a study spec (YAML: old_gap, controls, questions); default: every *_study.yaml at the top "
-                        "of the given folders")
+    p.add_argument(
+        "--study",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="a study spec (YAML: old_gap, controls, questions); default: every *_study.yaml at the top "
+        "of the given folders",
+    )
     args = p.parse_args(argv)
     if args.brief:
         print(brief(args.paths), end="")
@@ -678,8 +999,9 @@ def main(argv: list[str] | None = None) -> int:
         try:  # matplotlib and seaborn only when figures are asked for
             from siftkit.study.figures import write_group_figures
         except ImportError as exc:
-            raise ValueError(f"figures need matplotlib and seaborn ({exc}); install siftkit[notebooks] "
-                             f"or pass --no-figures") from None
+            raise ValueError(
+                f"figures need matplotlib and seaborn ({exc}); install siftkit[notebooks] or pass --no-figures"
+            ) from None
         from siftkit.study.figures import write_curves_by_group
 
         for key, variants in groups.items():

@@ -22,8 +22,18 @@ from siftkit.study.stats import format_mean_std, mean_ci
 from siftkit.study.style import ALGO_LABELS
 
 # Config fields that make a run a *variant* of its algorithm (shown in the tables).
-VARIANT_FIELDS = ("perturb_at", "adv_rule", "bregman_weight", "adv_epsilon", "adv_noise_std", "adv_step_size",
-                  "adv_steps", "adv_norm", "adv_weight", "divergence")
+VARIANT_FIELDS = (
+    "perturb_at",
+    "adv_rule",
+    "bregman_weight",
+    "adv_epsilon",
+    "adv_noise_std",
+    "adv_step_size",
+    "adv_steps",
+    "adv_norm",
+    "adv_weight",
+    "divergence",
+)
 STATS_COLUMNS = ("metric", "mean", "std", "n", "seeds", "differs", "paper_bert", "paper_deberta")
 
 
@@ -65,11 +75,20 @@ def _as_run(source: Run | str | Path | Mapping[str, Any]) -> Run:
 
 def _run_row(run: Run) -> dict[str, Any]:
     cfg, meta = run.record["config"], run.record.get("meta", {})
-    row = {"path": None if run.path is None else str(run.path), "task": cfg["task"], "algo": cfg["algo"],
-           "model": model_label(cfg.get("model_name")), "variant": _variant(cfg), "seed": cfg["seed"]}
+    row = {
+        "path": None if run.path is None else str(run.path),
+        "task": cfg["task"],
+        "algo": cfg["algo"],
+        "model": model_label(cfg.get("model_name")),
+        "variant": _variant(cfg),
+        "seed": cfg["seed"],
+    }
     row.update(run.metrics)
-    row.update(wall_time_s=meta.get("wall_time_s"), device=meta.get("device_name") or meta.get("device"),
-               git_commit=meta.get("git_commit"))
+    row.update(
+        wall_time_s=meta.get("wall_time_s"),
+        device=meta.get("device_name") or meta.get("device"),
+        git_commit=meta.get("git_commit"),
+    )
     row.update({f"cfg.{k}": v for k, v in cfg.items() if k != "extra"})
     return row
 
@@ -87,8 +106,12 @@ def results_frame(sources: Iterable[Run | str | Path | Mapping[str, Any]]) -> pd
 # ----------------------------------------------------------------------------- mean ± std over seeds
 
 
-def results_table(frame: pd.DataFrame, *, metrics: Sequence[str] | None = None,
-                  by: Sequence[str] = ("task", "model", "algo", "variant")) -> pd.DataFrame:
+def results_table(
+    frame: pd.DataFrame,
+    *,
+    metrics: Sequence[str] | None = None,
+    by: Sequence[str] = ("task", "model", "algo", "variant"),
+) -> pd.DataFrame:
     """Mean ± sample std over seeds (`siftkit.study.stats.mean_ci`), long format: one row per
     group and metric.
 
@@ -106,8 +129,11 @@ def results_table(frame: pd.DataFrame, *, metrics: Sequence[str] | None = None,
     for key, group in frame.groupby(list(by), sort=False, dropna=False):
         keys = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         differs = ", ".join(c[4:] for c in cfg_cols if group[c].astype(str).nunique() > 1)
-        rows += [_stats_row(keys, group, metric, differs) for metric in metrics
-                 if metric in group and not group[metric].isna().all()]
+        rows += [
+            _stats_row(keys, group, metric, differs)
+            for metric in metrics
+            if metric in group and not group[metric].isna().all()
+        ]
     return pd.DataFrame(rows, columns=[*by, *STATS_COLUMNS])
 
 
@@ -116,10 +142,17 @@ def _stats_row(keys: Mapping[str, Any], group: pd.DataFrame, metric: str, differ
     stat = mean_ci(values.tolist())
     task, algo = keys.get("task", group["task"].iloc[0]), keys.get("algo", group["algo"].iloc[0])
     paper = metric == PAPER_METRIC.get(task)
-    return {**keys, "metric": metric, "mean": stat["mean"], "std": stat["std"], "n": stat["n"],
-            "seeds": sorted(int(s) for s in group.loc[values.index, "seed"]), "differs": differs,
-            "paper_bert": PAPER_RESULTS["bert"][task][algo] if paper else math.nan,
-            "paper_deberta": PAPER_RESULTS["deberta"][task][algo] if paper else math.nan}
+    return {
+        **keys,
+        "metric": metric,
+        "mean": stat["mean"],
+        "std": stat["std"],
+        "n": stat["n"],
+        "seeds": sorted(int(s) for s in group.loc[values.index, "seed"]),
+        "differs": differs,
+        "paper_bert": PAPER_RESULTS["bert"][task][algo] if paper else math.nan,
+        "paper_deberta": PAPER_RESULTS["deberta"][task][algo] if paper else math.nan,
+    }
 
 
 # ----------------------------------------------------------------------------- the paper's layout
@@ -163,20 +196,23 @@ def _paper_rows(table: pd.DataFrame, keys: Sequence[str]) -> dict[tuple, dict[st
 
 def format_paper_table(pt: pd.DataFrame) -> pd.DataFrame:
     """`paper_table` as display strings, column names as in the paper."""
+
     def paper(x: float) -> str:
         return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
     def ours(col: str) -> list[str]:
         return [format_mean_std(m, s, n) for m, s, n in zip(pt[f"{col}_mean"], pt[f"{col}_std"], pt[f"{col}_n"])]
 
-    return pd.DataFrame({
-        "model": pt["model"],
-        "algorithm": pt["algo"].map(ALGO_LABELS).fillna(pt["algo"]),
-        "variant": pt["variant"],
-        "CoLA MCC (ours)": ours("cola"),
-        "CoLA paper BERT": pt["cola_paper_bert"].map(paper),
-        "CoLA paper DeBERTa": pt["cola_paper_deberta"].map(paper),
-        "UCI 10% acc (ours)": ours("uci"),
-        "UCI paper BERT": pt["uci_paper_bert"].map(paper),
-        "UCI paper DeBERTa": pt["uci_paper_deberta"].map(paper),
-    })
+    return pd.DataFrame(
+        {
+            "model": pt["model"],
+            "algorithm": pt["algo"].map(ALGO_LABELS).fillna(pt["algo"]),
+            "variant": pt["variant"],
+            "CoLA MCC (ours)": ours("cola"),
+            "CoLA paper BERT": pt["cola_paper_bert"].map(paper),
+            "CoLA paper DeBERTa": pt["cola_paper_deberta"].map(paper),
+            "UCI 10% acc (ours)": ours("uci"),
+            "UCI paper BERT": pt["uci_paper_bert"].map(paper),
+            "UCI paper DeBERTa": pt["uci_paper_deberta"].map(paper),
+        }
+    )

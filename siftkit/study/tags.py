@@ -57,5 +57,11 @@ def variant_order(variant: str) -> tuple:
     control = CURVE_CONTROL_TAG.match(tag)
     eps = curve_eps(tag) if control is None else curve_eps(f"curve_eps{control.group('eps')}")
     family = curve_family(tag) or ""  # one curve after the other, never interleaved by size
-    return ({"plain": 0, "smart": 1, "sift": 2}.get(algo, 3), eps is not None, family, eps or 0.0, control is not None,
-            variant)
+    return (
+        {"plain": 0, "smart": 1, "sift": 2}.get(algo, 3),
+        eps is not None,
+        family,
+        eps or 0.0,
+        control is not None,
+        variant,
+    )

@@ -12,16 +12,44 @@ from siftkit.study.runs import Run, group_fields
 from siftkit.study.stats import paired_difference, reading
 from siftkit.study.tags import variant_order
 
-WISE_FT_COLUMNS = ("task", "device", "code", "model", "variant", "seed", "alpha", "scope", "select_on", "val_at_alpha",
-                   "val_at_1", "test_metric", "test_at_alpha", "test_at_1")
-WISE_FT_DIFF_COLUMNS = ("task", "device", "code", "model", "variant", "twin", "metric", "n", "seeds", "mean", "ci_low",
-                        "ci_high", "reading")
+WISE_FT_COLUMNS = (
+    "task",
+    "device",
+    "code",
+    "model",
+    "variant",
+    "seed",
+    "alpha",
+    "scope",
+    "select_on",
+    "val_at_alpha",
+    "val_at_1",
+    "test_metric",
+    "test_at_alpha",
+    "test_at_1",
+)
+WISE_FT_DIFF_COLUMNS = (
+    "task",
+    "device",
+    "code",
+    "model",
+    "variant",
+    "twin",
+    "metric",
+    "n",
+    "seeds",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "reading",
+)
 
 
 def wise_ft_variants(variants: Mapping[str, Sequence[Run]]) -> list[str]:
     """The group's variants whose runs chose an alpha (``wise_ft`` in their record)."""
-    return sorted((v for v, recs in variants.items() if isinstance(recs[0].record.get("wise_ft"), dict)),
-                  key=variant_order)
+    return sorted(
+        (v for v, recs in variants.items() if isinstance(recs[0].record.get("wise_ft"), dict)), key=variant_order
+    )
 
 
 def wise_ft_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence[Run]]) -> list[dict[str, Any]]:
@@ -33,10 +61,21 @@ def wise_ft_rows(key: tuple[str, str, str, str], variants: Mapping[str, Sequence
         for run in variants[v]:
             wise = run.record["wise_ft"]
             select_on, finetuned = wise.get("select_on"), wise.get("finetuned") or {}
-            rows.append({**group_fields(key), "variant": v, "seed": run.seed, "alpha": wise.get("alpha"),
-                         "scope": wise.get("scope"), "select_on": select_on, "val_at_alpha": run.metric(select_on),
-                         "val_at_1": finetuned.get(select_on), "test_metric": test, "test_at_alpha": run.metric(test),
-                         "test_at_1": finetuned.get(test)})
+            rows.append(
+                {
+                    **group_fields(key),
+                    "variant": v,
+                    "seed": run.seed,
+                    "alpha": wise.get("alpha"),
+                    "scope": wise.get("scope"),
+                    "select_on": select_on,
+                    "val_at_alpha": run.metric(select_on),
+                    "val_at_1": finetuned.get(select_on),
+                    "test_metric": test,
+                    "test_at_alpha": run.metric(test),
+                    "test_at_1": finetuned.get(test),
+                }
+            )
     return rows
 
 
@@ -50,8 +89,21 @@ def wise_ft_differences(key: tuple[str, str, str, str], variants: Mapping[str, S
         twin = twins.get(v)
         if twin is None:
             continue
-        d = paired_difference({r.seed: r.metric(test) for r in variants[v]},
-                              {r.seed: r.metric(test) for r in variants[twin]})
-        rows.append({**group_fields(key), "variant": v, "twin": twin, "metric": test, "n": d["n"], "seeds": d["seeds"],
-                     "mean": d["mean"], "ci_low": d["low"], "ci_high": d["high"], "reading": reading(d)})
+        d = paired_difference(
+            {r.seed: r.metric(test) for r in variants[v]}, {r.seed: r.metric(test) for r in variants[twin]}
+        )
+        rows.append(
+            {
+                **group_fields(key),
+                "variant": v,
+                "twin": twin,
+                "metric": test,
+                "n": d["n"],
+                "seeds": d["seeds"],
+                "mean": d["mean"],
+                "ci_low": d["low"],
+                "ci_high": d["high"],
+                "reading": reading(d),
+            }
+        )
     return rows

@@ -88,8 +88,11 @@ def test_train_description_names_every_protocol_and_the_committed_shift_specs(tr
     for task, what in PROTOCOLS.items():
         assert re.search(rf"^  {task} +{re.escape(what)}$", train_help, re.MULTILINE)
     assert [f"P{i}" for i in (1, 2, 3)] == [what[:2] for what in PROTOCOLS.values()]
-    specs = sorted(f"params/{p.name}" for p in (REPO / "params").glob("*.yaml")
-                   if re.search(r"^task: shift", p.read_text(), re.MULTILINE))
+    specs = sorted(
+        f"params/{p.name}"
+        for p in (REPO / "params").glob("*.yaml")
+        if re.search(r"^task: shift", p.read_text(), re.MULTILINE)
+    )
     assert specs and list(cli_args.committed_shift_specs()) == specs
     for spec in specs:
         assert f"--params {spec}" in train_help
@@ -120,9 +123,11 @@ def test_sweep_help_explains_its_options_and_names_the_protocols(capsys):
 
 # ---------------------------------------------------------------------------------------- booleans
 
+
 def test_boolean_options_come_from_the_types():
-    assert sorted(BOOLS) == sorted(["overwrite", "resume", "save_model", "cpu", "eval_smoothness", "reinit_head",
-                                    "freeze_encoder", "wise_ft"])
+    assert sorted(BOOLS) == sorted(
+        ["overwrite", "resume", "save_model", "cpu", "eval_smoothness", "reinit_head", "freeze_encoder", "wise_ft"]
+    )
     knob_bools = [n for n in methods.knob_owners() if is_bool(n)]
     assert "adv_sync_dropout" in knob_bools and "mask_padding" in knob_bools
     assert not is_bool("seed") and not is_bool("adv_K")
@@ -138,8 +143,7 @@ def test_every_boolean_is_given_bare_or_with_a_value(name):
 
 
 def test_a_bare_boolean_reaches_the_config():
-    cfg = config_from_args(config_parser("t").parse_args(["--save_model", "--overwrite", "--eval_smoothness",
-                                                         "false"]))
+    cfg = config_from_args(config_parser("t").parse_args(["--save_model", "--overwrite", "--eval_smoothness", "false"]))
     assert (cfg.save_model, cfg.overwrite, cfg.eval_smoothness) == (True, True, False)
     knob = config_from_args(config_parser("t").parse_args(["--algo", "r3f", "--mask_padding"]))
     assert knob.algo_args["mask_padding"] is True
@@ -152,6 +156,7 @@ def test_a_bad_boolean_is_refused_by_name(capsys):
 
 
 # ----------------------------------------------------------------------------------------- choices
+
 
 @pytest.mark.parametrize("doc", [d for d in FIELDS if d.choices], ids=lambda d: d.name)
 def test_a_value_outside_the_choices_is_refused_naming_them(doc):
@@ -166,11 +171,13 @@ def test_a_value_outside_the_choices_is_refused_naming_them(doc):
 def test_the_command_line_refuses_a_choice_in_one_line(capsys):
     assert main(["train", "--adv_rule", "pgd"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == ("siftkit train: error: adv_rule must be one of 'projected', 'mtdnn', 'deberta', "
-                           "'seed_code'; got 'pgd'")
+    assert err.strip() == (
+        "siftkit train: error: adv_rule must be one of 'projected', 'mtdnn', 'deberta', 'seed_code'; got 'pgd'"
+    )
 
 
 # -------------------------------------------------------------------------------------- docs/config.md
+
 
 def test_docs_config_is_up_to_date():
     from siftkit.cli.config_docs import DOC_PATH, render

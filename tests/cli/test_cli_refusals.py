@@ -48,9 +48,14 @@ def _cli_line(capsys, *argv: str, command: str = "train") -> tuple[int, str]:
 
 
 def _subprocess_cli(tmp_path, *argv, **env):
-    return subprocess.run([sys.executable, "-m", "siftkit", "train", "--params", str(SMOKE), *argv],
-                          capture_output=True, text=True, cwd=tmp_path,
-                          env=dict(os.environ, OMP_NUM_THREADS="1", **env), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "siftkit", "train", "--params", str(SMOKE), *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, OMP_NUM_THREADS="1", **env),
+        timeout=300,
+    )
 
 
 def _cli_error(capsys, *argv) -> str:
@@ -68,18 +73,48 @@ def _cli_error(capsys, *argv) -> str:
 
 
 def test_a_negative_shard_is_named(tmp_path, capsys):
-    err = _cli_error(capsys, "sweep", "--params", SMOKE, "--algos", "plain", "--seeds", "1-3", "--output-dir",
-                     tmp_path / "o", "--shard", "-1/2", "--dry-run")
-    assert err == ("siftkit sweep: error: --shard -1/2: need 0 <= i < N (shards are counted from 0: i is one of 0-1 "
-                   "here), got i=-1")
+    err = _cli_error(
+        capsys,
+        "sweep",
+        "--params",
+        SMOKE,
+        "--algos",
+        "plain",
+        "--seeds",
+        "1-3",
+        "--output-dir",
+        tmp_path / "o",
+        "--shard",
+        "-1/2",
+        "--dry-run",
+    )
+    assert err == (
+        "siftkit sweep: error: --shard -1/2: need 0 <= i < N (shards are counted from 0: i is one of 0-1 "
+        "here), got i=-1"
+    )
     robustness_log("`sweep ... --shard -1/2`", err)
 
 
 def test_a_tag_too_long_for_a_folder_name_is_refused_at_planning(tmp_path, capsys):
-    err = _cli_error(capsys, "sweep", "--params", SMOKE, "--algos", "plain", "--seeds", "1", "--output-dir",
-                     tmp_path / "o", "--tag", "x" * 300, "--dry-run")
-    assert err == ("siftkit sweep: error: run folder name 'plain-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... is 306 bytes "
-                   "long, more than the 255 a folder name may have here; shorten the --tag (or the grid values)")
+    err = _cli_error(
+        capsys,
+        "sweep",
+        "--params",
+        SMOKE,
+        "--algos",
+        "plain",
+        "--seeds",
+        "1",
+        "--output-dir",
+        tmp_path / "o",
+        "--tag",
+        "x" * 300,
+        "--dry-run",
+    )
+    assert err == (
+        "siftkit sweep: error: run folder name 'plain-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... is 306 bytes "
+        "long, more than the 255 a folder name may have here; shorten the --tag (or the grid values)"
+    )
     robustness_log("`sweep --tag <300 characters> --dry-run`", err)
 
 
@@ -106,35 +141,45 @@ def test_a_params_file_edited_between_list_and_index_is_refused(tmp_path, capsys
     assert f"({out / 'sweep-list.tsv'}): {params} now has sha256 " in err
     assert err.endswith("; list the plan again (--list) and resubmit the array, or restore what changed")
     assert len(calls) == 1
-    robustness_log("params file edited between `sweep --plan P --list` and `--index 1`", err,
-                   **{"out": out, "p.yaml": params})
+    robustness_log(
+        "params file edited between `sweep --plan P --list` and `--index 1`", err, **{"out": out, "p.yaml": params}
+    )
 
 
-@pytest.mark.parametrize("word,char", [("\u2013-seed", "'\u2013' (U+2013 EN DASH)"),
-                                       ("\u2014seed", "'\u2014' (U+2014 EM DASH)")])
+@pytest.mark.parametrize(
+    "word,char", [("\u2013-seed", "'\u2013' (U+2013 EN DASH)"), ("\u2014seed", "'\u2014' (U+2014 EM DASH)")]
+)
 def test_a_dash_that_is_not_a_hyphen_is_named(tmp_path, capsys, word, char):
     err = _cli_error(capsys, "train", "--params", SMOKE, word, "3", "--output_dir", tmp_path / "o")
-    assert err == (f"siftkit train: error: unrecognized option {word!r}: it holds {char}, a dash that is not '-' "
-                   f"(pasted from a document?); type it with plain hyphens, e.g. --seed")
+    assert err == (
+        f"siftkit train: error: unrecognized option {word!r}: it holds {char}, a dash that is not '-' "
+        f"(pasted from a document?); type it with plain hyphens, e.g. --seed"
+    )
     robustness_log(f"CLI `{word} 3`", err)
 
 
 def test_a_lookalike_letter_in_a_flag_is_named(tmp_path, capsys):
     err = _cli_error(capsys, "train", "--params", SMOKE, "--le\u0430rning_rate", "1e-3", "--output_dir", tmp_path)
-    assert err == ("siftkit train: error: unrecognized option '--le\u0430rning_rate': it holds '\u0430' (U+0430 "
-                   "CYRILLIC SMALL LETTER A), a letter that only looks like an ASCII one; type the option again, "
-                   "e.g. --learning_rate")
+    assert err == (
+        "siftkit train: error: unrecognized option '--le\u0430rning_rate': it holds '\u0430' (U+0430 "
+        "CYRILLIC SMALL LETTER A), a letter that only looks like an ASCII one; type the option again, "
+        "e.g. --learning_rate"
+    )
     robustness_log("CLI `--le\u0430rning_rate 1e-3` (a Cyrillic \u0430)", err)
-    err = _cli_error(capsys, "sweep", "--params", SMOKE, "--algos", "plain", "--output-dir", tmp_path / "o",
-                     "\u2014cpu", "--dry-run")
+    err = _cli_error(
+        capsys, "sweep", "--params", SMOKE, "--algos", "plain", "--output-dir", tmp_path / "o", "\u2014cpu", "--dry-run"
+    )
     assert err.startswith("siftkit sweep: error: unrecognized option '\u2014cpu': it holds '\u2014' (U+2014 EM DASH)")
 
 
 def test_a_huge_batch_size_is_named(tmp_path, capsys):
-    err = _cli_error(capsys, "train", "--params", SMOKE, "--per_device_train_batch_size", "1e20", "--output_dir",
-                     tmp_path / "o")
-    assert err == ("siftkit train: error: per_device_train_batch_size must be <= 2147483647 (2**31 - 1; torch and "
-                   "Python's slicing take no more), got 100000000000000000000 (1e+20)")
+    err = _cli_error(
+        capsys, "train", "--params", SMOKE, "--per_device_train_batch_size", "1e20", "--output_dir", tmp_path / "o"
+    )
+    assert err == (
+        "siftkit train: error: per_device_train_batch_size must be <= 2147483647 (2**31 - 1; torch and "
+        "Python's slicing take no more), got 100000000000000000000 (1e+20)"
+    )
     assert not (tmp_path / "o").exists()
     robustness_log("CLI `--per_device_train_batch_size 1e20`", err)
 
@@ -150,10 +195,13 @@ def test_params_given_twice_are_merged_in_order(tmp_path):
 
     (run,) = plan([str(first), str(second)], ["plain"], [1], tmp_path / "o", None, {})
     i = run.args.index("--params")
-    assert run.args[i:i + 4] == ["--params", str(first), "--params", str(second)]
+    assert run.args[i : i + 4] == ["--params", str(first), "--params", str(second)]
     assert run.config.max_train_samples == 8 and run.config.learning_rate == 0.002
-    robustness_log("CLI `--params smoke.yaml --params rate.yaml`", "accepted: merged in the order given (a later "
-                   "file's value replaces an earlier one's), in train and in each run of a sweep")
+    robustness_log(
+        "CLI `--params smoke.yaml --params rate.yaml`",
+        "accepted: merged in the order given (a later "
+        "file's value replaces an earlier one's), in train and in each run of a sweep",
+    )
 
 
 def test_a_folder_given_as_params_or_plan_is_named(tmp_path, capsys):
@@ -182,13 +230,17 @@ def test_a_gpt2_folder_is_one_line_before_training(tmp_path, capsys):
     import transformers as tf
     from helpers import tokenizer
 
-    folder = _saved(tmp_path / "gpt2", tf.GPT2ForSequenceClassification(
-        tf.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=len(tokenizer()))))
+    folder = _saved(
+        tmp_path / "gpt2",
+        tf.GPT2ForSequenceClassification(tf.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=len(tokenizer()))),
+    )
     err = _cli_error(capsys, "train", "--params", SMOKE, "--model_name", folder, "--output_dir", tmp_path / "o")
-    assert err == (f"siftkit train: error: model_name={str(folder)!r} is a GPT2ForSequenceClassification (model type "
-                   f"'gpt2'), which has no encoder embedding block (model.base_model.embeddings) to perturb or probe; "
-                   f"siftkit fine-tunes encoder text classifiers such as BERT, RoBERTa, DeBERTa, DistilBERT, ELECTRA "
-                   f"and ALBERT")
+    assert err == (
+        f"siftkit train: error: model_name={str(folder)!r} is a GPT2ForSequenceClassification (model type "
+        f"'gpt2'), which has no encoder embedding block (model.base_model.embeddings) to perturb or probe; "
+        f"siftkit fine-tunes encoder text classifiers such as BERT, RoBERTa, DeBERTa, DistilBERT, ELECTRA "
+        f"and ALBERT"
+    )
     robustness_log("--model_name a GPT-2 folder", err.replace(str(folder), "gpt2"))
 
 
@@ -196,14 +248,27 @@ def test_a_gpt2_folder_is_one_line_before_training(tmp_path, capsys):
 def test_an_image_model_folder_is_named_as_such(tmp_path, capsys):
     import transformers as tf
 
-    folder = _saved(tmp_path / "vit", tf.ViTForImageClassification(tf.ViTConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32,
-        patch_size=16)), tokenizer=False)
+    folder = _saved(
+        tmp_path / "vit",
+        tf.ViTForImageClassification(
+            tf.ViTConfig(
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=32,
+                image_size=32,
+                patch_size=16,
+            )
+        ),
+        tokenizer=False,
+    )
     err = _cli_error(capsys, "train", "--params", SMOKE, "--model_name", folder, "--output_dir", tmp_path / "o")
-    assert err == (f"siftkit train: error: model folder {str(folder)!r} holds a 'vit' model "
-                   f"(ViTForImageClassification), which has no text-classification head in transformers: not a text "
-                   f"model; siftkit fine-tunes encoder text classifiers such as BERT, RoBERTa, DeBERTa, DistilBERT, "
-                   f"ELECTRA and ALBERT")
+    assert err == (
+        f"siftkit train: error: model folder {str(folder)!r} holds a 'vit' model "
+        f"(ViTForImageClassification), which has no text-classification head in transformers: not a text "
+        f"model; siftkit fine-tunes encoder text classifiers such as BERT, RoBERTa, DeBERTa, DistilBERT, "
+        f"ELECTRA and ALBERT"
+    )
     robustness_log("--model_name an image model's folder (ViT)", err.replace(str(folder), "vit"))
 
 
@@ -216,12 +281,18 @@ def test_truncated_safetensors_name_the_file(tmp_path, capsys):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     err = _cli_error(capsys, "train", "--params", SMOKE, "--model_name", folder, "--output_dir", tmp_path / "o")
     size = weights.stat().st_size
-    assert err.startswith(f"siftkit train: error: model_name={str(folder)!r}: the weights file {weights} ({size} "
-                          f"bytes) cannot be read (SafetensorError: ")
-    assert err.endswith("it is damaged or incomplete (an interrupted copy, download or save?); copy it again, or "
-                        "save the model again with model.save_pretrained(folder)")
-    robustness_log("--model_name a folder whose model.safetensors is cut in half",
-                   err.replace(str(folder), "bert").replace(str(size), "N"))
+    assert err.startswith(
+        f"siftkit train: error: model_name={str(folder)!r}: the weights file {weights} ({size} "
+        f"bytes) cannot be read (SafetensorError: "
+    )
+    assert err.endswith(
+        "it is damaged or incomplete (an interrupted copy, download or save?); copy it again, or "
+        "save the model again with model.save_pretrained(folder)"
+    )
+    robustness_log(
+        "--model_name a folder whose model.safetensors is cut in half",
+        err.replace(str(folder), "bert").replace(str(size), "N"),
+    )
 
 
 # ----------------------------------------------------------------------------- files
@@ -235,8 +306,10 @@ def test_symbolic_link_loops_are_named(tmp_path, capsys):
     assert err == f"siftkit sweep: error: --output-dir {str(loop)!r} cannot be used{note}"
     robustness_log("`sweep --output-dir LOOP` (a symbolic link to itself)", err.replace(str(tmp_path), "tmp"))
     err = _cli_error(capsys, "train", "--params", SMOKE, "--output_dir", loop / "run")
-    assert err == (f"siftkit train: error: output_dir {str(loop / 'run')!r} is not writable: Too many levels of "
-                   f"symbolic links{note}")
+    assert err == (
+        f"siftkit train: error: output_dir {str(loop / 'run')!r} is not writable: Too many levels of "
+        f"symbolic links{note}"
+    )
     robustness_log("`train --output_dir LOOP/run`", err.replace(str(tmp_path), "tmp"))
     err = _cli_error(capsys, "train", "--params", loop, "--output_dir", tmp_path / "o")
     assert err == f"siftkit train: error: params file not found: {loop}{note}"
@@ -248,18 +321,34 @@ def test_symbolic_link_loops_are_named(tmp_path, capsys):
 # ----------------------------------------------------------------------------- train: one line, exit code 2
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--seed", "abc"], "seed must be of type int, got 'abc'"),
-    (["--learning_rate", "fast"], "learning_rate must be of type float, got 'fast'"),
-    (["--resume", "maybe"], "resume must be of type bool, got 'maybe'"),
-    (["--max_train_samples", "1.5"], "max_train_samples must be of type int, got 1.5"),
-    (["--algo", "sift", "--adv_epsilon", "-1e-3"], "adv_epsilon must be a finite number > 0, got -0.001"),
-    (["--algo", "smart", "--adv_step_size", "-inf"], "adv_step_size must be a finite number > 0, got -inf"),
-    (["--algo", "smart", "--adv_steps", "-1"], "adv_steps must be >= 0 for algo='smart' (0: random noise, no ascent), got -1"),
-    (["--divergence", "hellinger"], "divergence must be one of 'sym_kl', 'kl', 'js', 'mse'; got 'hellinger'"),
-    (["--extra", "3"], "extra must be a mapping, got int"),
-], ids=["seed-abc", "lr-fast", "resume-maybe", "max_train_samples-1.5", "eps-neg-sci", "step-minus-inf",
-        "K-neg", "divergence", "extra-int"])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seed", "abc"], "seed must be of type int, got 'abc'"),
+        (["--learning_rate", "fast"], "learning_rate must be of type float, got 'fast'"),
+        (["--resume", "maybe"], "resume must be of type bool, got 'maybe'"),
+        (["--max_train_samples", "1.5"], "max_train_samples must be of type int, got 1.5"),
+        (["--algo", "sift", "--adv_epsilon", "-1e-3"], "adv_epsilon must be a finite number > 0, got -0.001"),
+        (["--algo", "smart", "--adv_step_size", "-inf"], "adv_step_size must be a finite number > 0, got -inf"),
+        (
+            ["--algo", "smart", "--adv_steps", "-1"],
+            "adv_steps must be >= 0 for algo='smart' (0: random noise, no ascent), got -1",
+        ),
+        (["--divergence", "hellinger"], "divergence must be one of 'sym_kl', 'kl', 'js', 'mse'; got 'hellinger'"),
+        (["--extra", "3"], "extra must be a mapping, got int"),
+    ],
+    ids=[
+        "seed-abc",
+        "lr-fast",
+        "resume-maybe",
+        "max_train_samples-1.5",
+        "eps-neg-sci",
+        "step-minus-inf",
+        "K-neg",
+        "divergence",
+        "extra-int",
+    ],
+)
 def test_cli_bad_value_is_one_line(capsys, tmp_path, argv, message):
     code, err = _cli(capsys, "--params", str(SMOKE), "--output_dir", str(tmp_path / "out"), *argv)
     assert code == 2
@@ -308,23 +397,56 @@ def test_sweep_plans_each_run_once_and_takes_train_style_options(capsys, tmp_pat
     assert overrides == {"learning_rate": "1e-3", "cpu": "true", "adv_epsilon": "-1e-3", "max_length": "64"}
     with pytest.raises(ValueError, match="adv_epsilon must be a finite number > 0, got -0.001"):
         plan(str(SMOKE), ["sift"], [1], tmp_path, None, overrides)  # checked when planned, as sift
-    code = cli_main(["sweep", "--params", str(SMOKE), "--algos", "sift,sift", "--seeds", "1", "--output-dir",
-                     str(tmp_path / "sw"), "--learning_rate=1e-3", "--cpu", "--dry-run"])
+    code = cli_main(
+        [
+            "sweep",
+            "--params",
+            str(SMOKE),
+            "--algos",
+            "sift,sift",
+            "--seeds",
+            "1",
+            "--output-dir",
+            str(tmp_path / "sw"),
+            "--learning_rate=1e-3",
+            "--cpu",
+            "--dry-run",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
-    assert out.splitlines() == ["sweep: 1 runs, 0 already done, 1 to run",
-                                f"todo  {tmp_path / 'sw' / 'twitter_to_uci' / 'sift' / 'seed1'}"]
-    robustness_log("`sweep --algos sift,sift --learning_rate=1e-3 --cpu`",
-                   "(accepted: one run per algo and seed; options as `train` takes them)")
+    assert out.splitlines() == [
+        "sweep: 1 runs, 0 already done, 1 to run",
+        f"todo  {tmp_path / 'sw' / 'twitter_to_uci' / 'sift' / 'seed1'}",
+    ]
+    robustness_log(
+        "`sweep --algos sift,sift --learning_rate=1e-3 --cpu`",
+        "(accepted: one run per algo and seed; options as `train` takes them)",
+    )
 
 
 def test_a_sweep_tag_cannot_leave_the_output_root(tmp_path, capsys):
     from siftkit.cli.sweep import check_inside, check_path_name
 
-    code, err = _cli_line(capsys, "--params", str(SMOKE), "--algos", "plain", "--seeds", "1", "--tag",
-                     "x/../../../outside", "--output-dir", str(tmp_path / "root"), "--dry-run", command="sweep")
-    assert code == 2 and err == ("siftkit sweep: error: --tag 'x/../../../outside' cannot name a folder: it holds "
-                                 "'/'; use letters, digits, '.', '_' and '-' (e.g. 'x_.._.._.._outside')")
+    code, err = _cli_line(
+        capsys,
+        "--params",
+        str(SMOKE),
+        "--algos",
+        "plain",
+        "--seeds",
+        "1",
+        "--tag",
+        "x/../../../outside",
+        "--output-dir",
+        str(tmp_path / "root"),
+        "--dry-run",
+        command="sweep",
+    )
+    assert code == 2 and err == (
+        "siftkit sweep: error: --tag 'x/../../../outside' cannot name a folder: it holds "
+        "'/'; use letters, digits, '.', '_' and '-' (e.g. 'x_.._.._.._outside')"
+    )
     robustness_log("`sweep --tag x/../../../outside --output-dir runs/esc/root --dry-run`", err)
     for bad in ("..", "", " x", "a\\b"):
         with pytest.raises(ValueError, match="--tag"):
@@ -333,12 +455,18 @@ def test_a_sweep_tag_cannot_leave_the_output_root(tmp_path, capsys):
         check_inside(tmp_path / "root", tmp_path / "root" / ".." / "elsewhere")
 
 
-@pytest.mark.parametrize("content, message", [
-    (b'--algos plain --tag "x\n', "p.plan line 1: No closing quotation ('--algos plain --tag \"x')"),
-    (b"# study\n--algos plain --tag caf\xe9\n",
-     "p.plan line 2: not UTF-8 text (byte b'\\xe9' at offset 31: invalid continuation byte); save the plan file as "
-     "UTF-8"),
-], ids=["open-quote", "latin1"])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'--algos plain --tag "x\n', "p.plan line 1: No closing quotation ('--algos plain --tag \"x')"),
+        (
+            b"# study\n--algos plain --tag caf\xe9\n",
+            "p.plan line 2: not UTF-8 text (byte b'\\xe9' at offset 31: invalid continuation byte); save the plan file as "
+            "UTF-8",
+        ),
+    ],
+    ids=["open-quote", "latin1"],
+)
 def test_plan_file_errors_name_the_line(tmp_path, monkeypatch, capsys, content, message):
     monkeypatch.chdir(tmp_path)
     Path("p.plan").write_bytes(content)
@@ -347,14 +475,24 @@ def test_plan_file_errors_name_the_line(tmp_path, monkeypatch, capsys, content, 
     robustness_log(f"plan file: {content.decode('latin-1')!r}", err)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--algos", "plain", "--algos", "sift"], "--algos given twice ('plain', then 'sift'); give it once, as one comma "
-                                              "list, e.g. --algos plain,sift"),
-    (["--stop-after", "-5"], "--stop-after must be a number of seconds > 0, got -5; leave it out to run every planned "
-                             "run"),
-    (["--seeds", "0-4294967296"], "--seeds '0-4294967296': seed 4294967296 is more than 4294967295 (2**32 - 1, the "
-                                  "largest seed numpy takes)"),
-], ids=["algos-twice", "stop-after-neg", "seeds-huge"])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--algos", "plain", "--algos", "sift"],
+            "--algos given twice ('plain', then 'sift'); give it once, as one comma list, e.g. --algos plain,sift",
+        ),
+        (
+            ["--stop-after", "-5"],
+            "--stop-after must be a number of seconds > 0, got -5; leave it out to run every planned run",
+        ),
+        (
+            ["--seeds", "0-4294967296"],
+            "--seeds '0-4294967296': seed 4294967296 is more than 4294967295 (2**32 - 1, the largest seed numpy takes)",
+        ),
+    ],
+    ids=["algos-twice", "stop-after-neg", "seeds-huge"],
+)
 def test_sweep_options_refused_by_name(tmp_path, capsys, argv, message):
     code, err = _cli_line(capsys, "--params", str(SMOKE), *argv, "--output-dir", str(tmp_path / "o"), command="sweep")
     assert (code, err) == (2, f"siftkit sweep: error: {message}")
@@ -365,58 +503,111 @@ def test_sweep_options_refused_by_name(tmp_path, capsys, argv, message):
 _NOT_PLAIN = "is not used by algo='plain' (plain fine-tuning has no adversarial regularizer)"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--algos", "plain", "--weight_decay", "1e300"],
-     "learning_rate x weight_decay = 1e+297 does not fit a float32 (AdamW scales the weights by 1 - learning_rate x "
-     "weight_decay); got learning_rate=0.001, weight_decay=1e+300"),
-    (["--algos", "plain", "--uci_learning_rate", "1e300"],
-     "uci_learning_rate must be < 3.4e+37 (AdamW's first step is 10 x the rate and must fit a float32), got 1e+300"),
-    (["--algos", "plain", "--learning_rate", "1e38"],
-     "learning_rate must be < 3.4e+37 (AdamW's first step is 10 x the rate and must fit a float32), got 1e+38"),
-    (["--algos", "plain", "--max_nonfinite_fraction", "nan"],
-     "max_nonfinite_fraction must be in [0, 1] (the share of a stage's steps that may be non-finite before the run "
-     "fails), got nan"),
-    (["--algos", "plain", "--perturb_at", "word_embeddings"],
-     f"perturb_at='word_embeddings' {_NOT_PLAIN}; leave it at its default 'embedding_output', or choose "
-     f"algo='smart' or 'sift'"),
-    (["--algos", "plain", "--adv_steps", "0"],
-     f"adv_steps=0 {_NOT_PLAIN}; leave it at its default 1, or choose algo='smart' or 'sift'"),
-    (["--algos", "plain", "--extra", "{x: !!binary aGk=}"],
-     "extra must hold only JSON values (text, numbers, true/false, null, lists, mappings); extra['x'] is b'hi' (a "
-     "bytes); give it as text or a number"),
-    (["--algos", "plain", "--extra", "{tag: [a, b]}"],
-     "extra's tag must be text (it names the run's variant), got ['a', 'b']"),
-    (["--algos", "plain", "--tag", ""], "--tag must be a non-empty name, got ''"),
-    (["--algos", "plain", "--tag", " x"], "--tag ' x' cannot name a folder: it has spaces around it; use letters, "
-                                          "digits, '.', '_' and '-' (e.g. 'x')"),
-    (["--algos", "plain", "--tag", "a\\b"], "--tag 'a\\\\b' cannot name a folder: it holds '\\\\'; use letters, "
-                                            "digits, '.', '_' and '-' (e.g. 'a_b')"),
-    (["--algos", "plain", "--seeds", "1-1000000"], "--seeds '1-1000000' names 1000000 seeds; a sweep takes at most "
-                                                   "1000"),
-    (["--algos", "plain", "--stop-after", "nan"], "--stop-after must be a number of seconds > 0, got nan; leave it "
-                                                  "out to run every planned run"),
-], ids=["weight-decay", "uci-lr", "lr1e38", "nonfinite-nan", "plain-perturb-at", "plain-K0", "extra-bytes",
-        "extra-tag-list", "tag-empty", "tag-space", "tag-backslash", "seeds-million", "stop-after-nan"])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--algos", "plain", "--weight_decay", "1e300"],
+            "learning_rate x weight_decay = 1e+297 does not fit a float32 (AdamW scales the weights by 1 - learning_rate x "
+            "weight_decay); got learning_rate=0.001, weight_decay=1e+300",
+        ),
+        (
+            ["--algos", "plain", "--uci_learning_rate", "1e300"],
+            "uci_learning_rate must be < 3.4e+37 (AdamW's first step is 10 x the rate and must fit a float32), got 1e+300",
+        ),
+        (
+            ["--algos", "plain", "--learning_rate", "1e38"],
+            "learning_rate must be < 3.4e+37 (AdamW's first step is 10 x the rate and must fit a float32), got 1e+38",
+        ),
+        (
+            ["--algos", "plain", "--max_nonfinite_fraction", "nan"],
+            "max_nonfinite_fraction must be in [0, 1] (the share of a stage's steps that may be non-finite before the run "
+            "fails), got nan",
+        ),
+        (
+            ["--algos", "plain", "--perturb_at", "word_embeddings"],
+            f"perturb_at='word_embeddings' {_NOT_PLAIN}; leave it at its default 'embedding_output', or choose "
+            f"algo='smart' or 'sift'",
+        ),
+        (
+            ["--algos", "plain", "--adv_steps", "0"],
+            f"adv_steps=0 {_NOT_PLAIN}; leave it at its default 1, or choose algo='smart' or 'sift'",
+        ),
+        (
+            ["--algos", "plain", "--extra", "{x: !!binary aGk=}"],
+            "extra must hold only JSON values (text, numbers, true/false, null, lists, mappings); extra['x'] is b'hi' (a "
+            "bytes); give it as text or a number",
+        ),
+        (
+            ["--algos", "plain", "--extra", "{tag: [a, b]}"],
+            "extra's tag must be text (it names the run's variant), got ['a', 'b']",
+        ),
+        (["--algos", "plain", "--tag", ""], "--tag must be a non-empty name, got ''"),
+        (
+            ["--algos", "plain", "--tag", " x"],
+            "--tag ' x' cannot name a folder: it has spaces around it; use letters, "
+            "digits, '.', '_' and '-' (e.g. 'x')",
+        ),
+        (
+            ["--algos", "plain", "--tag", "a\\b"],
+            "--tag 'a\\\\b' cannot name a folder: it holds '\\\\'; use letters, digits, '.', '_' and '-' (e.g. 'a_b')",
+        ),
+        (
+            ["--algos", "plain", "--seeds", "1-1000000"],
+            "--seeds '1-1000000' names 1000000 seeds; a sweep takes at most 1000",
+        ),
+        (
+            ["--algos", "plain", "--stop-after", "nan"],
+            "--stop-after must be a number of seconds > 0, got nan; leave it out to run every planned run",
+        ),
+    ],
+    ids=[
+        "weight-decay",
+        "uci-lr",
+        "lr1e38",
+        "nonfinite-nan",
+        "plain-perturb-at",
+        "plain-K0",
+        "extra-bytes",
+        "extra-tag-list",
+        "tag-empty",
+        "tag-space",
+        "tag-backslash",
+        "seeds-million",
+        "stop-after-nan",
+    ],
+)
 def test_more_sweep_inputs_refused_by_name(tmp_path, capsys, argv, message):
-    code, err = _cli_line(capsys, "--params", str(SMOKE), *argv, "--output-dir", str(tmp_path / "o"), "--dry-run",
-                     command="sweep")
+    code, err = _cli_line(
+        capsys, "--params", str(SMOKE), *argv, "--output-dir", str(tmp_path / "o"), "--dry-run", command="sweep"
+    )
     assert (code, err) == (2, f"siftkit sweep: error: {message}")
     robustness_log(f"`sweep {' '.join(argv)} --dry-run`", err)
 
 
 def test_sweep_output_dir_empty(capsys):
     code, err = _cli_line(capsys, "--algos", "plain", "--output-dir", "", "--dry-run", command="sweep")
-    assert (code, err) == (2, "siftkit sweep: error: --output-dir is empty (''); name the sweep's folder, e.g. "
-                              "results/cpu")
-    robustness_log("`sweep --output-dir \"\"` (an unset shell variable)", err)
+    assert (code, err) == (
+        2,
+        "siftkit sweep: error: --output-dir is empty (''); name the sweep's folder, e.g. results/cpu",
+    )
+    robustness_log('`sweep --output-dir ""` (an unset shell variable)', err)
 
 
-@pytest.mark.parametrize("line, message", [
-    ("--algos plain --tag ../x", "--tag '../x' cannot name a folder: it holds '/'; use letters, digits, '.', '_' "
-                                 "and '-' (e.g. 'x')"),
-    ("--algos plain --adv_epsilon 0.3", f"adv_epsilon=0.3 {_NOT_PLAIN}; leave it unset, or choose algo='smart' or "
-                                        f"'sift'"),
-], ids=["tag-up", "plain-eps"])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (
+            "--algos plain --tag ../x",
+            "--tag '../x' cannot name a folder: it holds '/'; use letters, digits, '.', '_' and '-' (e.g. 'x')",
+        ),
+        (
+            "--algos plain --adv_epsilon 0.3",
+            f"adv_epsilon=0.3 {_NOT_PLAIN}; leave it unset, or choose algo='smart' or 'sift'",
+        ),
+    ],
+    ids=["tag-up", "plain-eps"],
+)
 def test_plan_lines_refused_by_name(tmp_path, monkeypatch, capsys, line, message):
     monkeypatch.chdir(tmp_path)
     Path("p.plan").write_text(f"--params {SMOKE} {line}\n")

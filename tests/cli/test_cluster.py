@@ -55,9 +55,14 @@ def test_the_list_is_the_plan_in_its_own_order_and_stable(tmp_path, capsys):
     (Path(rows[1][1])).mkdir(parents=True)
     (Path(rows[1][1]) / "results.json").write_text("{}")
     assert _list(capsys, "--plan", str(plan), "--output-dir", str(out)) == lines
-    other = subprocess.run([sys.executable, "-m", "siftkit", "sweep", "--plan", str(plan), "--output-dir", str(out),
-                            "--list"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                           env={**os.environ, "PYTHONHASHSEED": "12345"})
+    other = subprocess.run(
+        [sys.executable, "-m", "siftkit", "sweep", "--plan", str(plan), "--output-dir", str(out), "--list"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )
     assert other.returncode == 0, other.stderr
     assert other.stdout.splitlines() == lines
 
@@ -74,8 +79,9 @@ def test_entry_i_is_exactly_the_run_the_pool_makes(tmp_path, capsys, monkeypatch
     assert cli_main(["sweep", "--plan", str(plan), "--output-dir", str(out), "--jobs", "1"]) == 0
     pool = list(calls)
     assert len(pool) == 5
-    listed = [shlex.split(line.split("\t")[2])[3:] for line in _list(capsys, "--plan", str(plan), "--output-dir",
-                                                                    str(out))]
+    listed = [
+        shlex.split(line.split("\t")[2])[3:] for line in _list(capsys, "--plan", str(plan), "--output-dir", str(out))
+    ]
     assert listed == pool
     for i in range(5):
         calls.clear()
@@ -104,8 +110,9 @@ def test_an_index_out_of_range_is_a_clear_error(tmp_path, capsys, index):
     plan = _plan(tmp_path, PLAN)
     assert cli_main(["sweep", "--plan", str(plan), "--output-dir", str(tmp_path / "o"), "--index", index]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == (f"siftkit sweep: error: --index {index} is out of range: the plan has 5 run(s) "
-                           f"(indices 0-4; see --list)")
+    assert err.strip() == (
+        f"siftkit sweep: error: --index {index} is out of range: the plan has 5 run(s) (indices 0-4; see --list)"
+    )
     robustness_log(f"`sweep --plan P --index {index}` (a plan of 5 runs)", err.strip())
 
 
@@ -123,7 +130,9 @@ def test_a_waiting_entry_exits_with_its_own_code(tmp_path, capsys, monkeypatch):
     plan = _plan(tmp_path, PLAN)
     code = cli_main(["sweep", "--plan", str(plan), "--output-dir", str(tmp_path / "o"), "--index", "4"])
     assert code == cluster.EXIT_WAITING == 75
-    assert "is waiting: the grid smart-later has 2 runs to finish; try it again later (exit 75)" in capsys.readouterr().err
+    assert (
+        "is waiting: the grid smart-later has 2 runs to finish; try it again later (exit 75)" in capsys.readouterr().err
+    )
 
 
 def test_shards_split_the_list_by_stride(tmp_path, capsys):
@@ -144,11 +153,12 @@ def test_the_sbatch_script_runs_its_task_and_retries_a_waiting_one(tmp_path):
     assert "#SBATCH --array=0-" in text and "#SBATCH --gpus-per-task=1" in text
     # A stand-in python: says "waiting" (75) on its first call, then succeeds.
     fake, log = tmp_path / "python", tmp_path / "calls"
-    fake.write_text(f"#!/bin/bash\necho \"$@\" >> {log}\n[ $(wc -l < {log}) -ge 2 ] && exit 0\nexit 75\n")
+    fake.write_text(f'#!/bin/bash\necho "$@" >> {log}\n[ $(wc -l < {log}) -ge 2 ] && exit 0\nexit 75\n')
     fake.chmod(0o755)
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "7", "SIFTKIT_PYTHON": str(fake), "SIFTKIT_WAIT_S": "0"}
-    done = subprocess.run(["bash", str(script), "study.plan", "out"], env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        ["bash", str(script), "study.plan", "out"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert log.read_text().splitlines() == ["-m siftkit sweep --plan study.plan --output-dir out --index 7"] * 2
 
@@ -156,12 +166,31 @@ def test_the_sbatch_script_runs_its_task_and_retries_a_waiting_one(tmp_path):
 @pytest.mark.multiprocess
 def test_a_two_run_plan_completes_through_submitits_local_executor(tmp_path):
     pytest.importorskip("submitit")
-    plan = _plan(tmp_path, "--params {smoke} --algos plain,sift --seeds 1 --max_train_samples 8 --max_eval_samples 8 "
-                           "--eval_smoothness false --uci_num_train_epochs 1 --cpu\n")
+    plan = _plan(
+        tmp_path,
+        "--params {smoke} --algos plain,sift --seeds 1 --max_train_samples 8 --max_eval_samples 8 "
+        "--eval_smoothness false --uci_num_train_epochs 1 --cpu\n",
+    )
     out = tmp_path / "out"
     # The local executor kills a job after 2 minutes unless told otherwise: --slurm-time says 10.
-    cmd = [sys.executable, "-m", "siftkit", "sweep", "--plan", str(plan), "--output-dir", str(out),
-           "--launcher", "submitit", "--submitit-cluster", "local", "--slurm-time", "10", "--slurm-gpus", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "siftkit",
+        "sweep",
+        "--plan",
+        str(plan),
+        "--output-dir",
+        str(out),
+        "--launcher",
+        "submitit",
+        "--submitit-cluster",
+        "local",
+        "--slurm-time",
+        "10",
+        "--slurm-gpus",
+        "0",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -178,6 +207,8 @@ def test_the_list_says_why_an_entry_has_no_command_yet(tmp_path):
     from siftkit.cli.cluster import format_list
     from siftkit.cli.sweep import PlannedRun
 
-    waiting = PlannedRun("plain", 4, tmp_path / "plain-lr__chosen" / "seed4", [], waiting="4 of 8 grid runs not finished")
+    waiting = PlannedRun(
+        "plain", 4, tmp_path / "plain-lr__chosen" / "seed4", [], waiting="4 of 8 grid runs not finished"
+    )
     line = format_list([(7, waiting)])
     assert line == f"7\t{tmp_path / 'plain-lr__chosen' / 'seed4'}\t# waiting: 4 of 8 grid runs not finished"

@@ -33,9 +33,28 @@ def test_parse_seeds_and_algos():
 
 
 def _sweep(tmp_path, smoke_params, *extra):
-    return subprocess.run([sys.executable, "-m", "siftkit", "sweep", "--params", str(smoke_params),
-                           "--algos", "plain", "--seeds", "1-2", "--output-dir", str(tmp_path / "study"),
-                           "--max_train_samples", "8", *extra], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "siftkit",
+            "sweep",
+            "--params",
+            str(smoke_params),
+            "--algos",
+            "plain",
+            "--seeds",
+            "1-2",
+            "--output-dir",
+            str(tmp_path / "study"),
+            "--max_train_samples",
+            "8",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.subprocess
@@ -62,18 +81,36 @@ def _extra(run: PlannedRun) -> dict:
 
 
 def test_grid_is_the_cross_product_in_the_order_given_with_compact_tags(tmp_path):
-    runs = plan(str(SMOKE), ["smart", "sift"], [1, 2], tmp_path, "lr", {"task": "cola"},
-                grid=["learning_rate=2e-5,1e-4", "adv_weight=1,5"])
+    runs = plan(
+        str(SMOKE),
+        ["smart", "sift"],
+        [1, 2],
+        tmp_path,
+        "lr",
+        {"task": "cola"},
+        grid=["learning_rate=2e-5,1e-4", "adv_weight=1,5"],
+    )
     assert len(runs) == 2 * 4 * 2
     names = [f"{r.run_dir.parent.name}/{r.run_dir.name}" for r in runs[:8]]
-    assert names == [f"smart-lr__{p}/seed{s}" for p in ("learning_rate2e-05_adv_weight1", "learning_rate2e-05_adv_weight5",
-                                                         "learning_rate0.0001_adv_weight1", "learning_rate0.0001_adv_weight5")
-                     for s in (1, 2)]
+    assert names == [
+        f"smart-lr__{p}/seed{s}"
+        for p in (
+            "learning_rate2e-05_adv_weight1",
+            "learning_rate2e-05_adv_weight5",
+            "learning_rate0.0001_adv_weight1",
+            "learning_rate0.0001_adv_weight5",
+        )
+        for s in (1, 2)
+    ]
     assert runs[8].run_dir == tmp_path / "cola" / "sift-lr__learning_rate2e-05_adv_weight1" / "seed1"
     extra = _extra(runs[9])
-    assert extra == {"tag": "lr__learning_rate2e-05_adv_weight1", "arm": "sift-lr",
-                     "grid": {"learning_rate": 2e-05, "adv_weight": 1.0}, "grid_index": 0,
-                     "select_on": "in_domain_dev_mcc"}
+    assert extra == {
+        "tag": "lr__learning_rate2e-05_adv_weight1",
+        "arm": "sift-lr",
+        "grid": {"learning_rate": 2e-05, "adv_weight": 1.0},
+        "grid_index": 0,
+        "select_on": "in_domain_dev_mcc",
+    }
     assert isinstance(extra["grid"]["adv_weight"], float)
     assert "--learning_rate=2e-5" in runs[9].args and "--adv_weight=1" in runs[9].args
     # every value is checked at plan time, as the run will build it
@@ -81,23 +118,38 @@ def test_grid_is_the_cross_product_in_the_order_given_with_compact_tags(tmp_path
         plan(str(SMOKE), ["sift"], [1], tmp_path, "w", {"task": "cola"}, grid=["adv_weight=1,-2"])
 
 
-@pytest.mark.parametrize("kwargs, overrides, message", [
-    ({"grid": ["learning_rate=1e-4"], "select_on": "out_of_domain_dev_mcc"}, {"task": "cola"},
-     "--select-on out_of_domain_dev_mcc is a test metric: nothing in siftkit selects on a test metric"),
-    ({"grid": ["learning_rate=1e-4"], "select_on": "uci_zero_shot_accuracy"}, {},
-     "--select-on uci_zero_shot_accuracy is a test metric"),
-    ({"grid": ["learning_rate=1e-4,2e-5"]}, {"task": "cola", "learning_rate": "1e-3"},
-     "--grid learning_rate is also set as a fixed --learning_rate 1e-3; give it one way"),
-    ({"grid": ["learning_rate=1e-4"]}, {},
-     "--grid chooses on uci_val_accuracy (the default for twitter_to_uci), but uci_val_size is 0: P2 then holds "
-     "out no UCI validation sentences; set --uci_val_size (e.g. 300)"),
-    ({"grid": ["seed=1,2"]}, {"task": "cola"}, "--grid seed: this field cannot be gridded"),
-    ({"grid": ["learnig_rate=1e-4"]}, {"task": "cola"}, "--grid learnig_rate: not a RunConfig field"),
-    ({"grid": ["learning_rate"]}, {"task": "cola"}, "--grid must look like FIELD=V1,V2"),
-    ({"grid": ["learning_rate=1e-4,0.0001"]}, {"task": "cola"}, "--grid learning_rate lists 0.0001 more than once"),
-    ({"grid": ["learning_rate=1e-4"], "then_seeds": [2, 3]}, {"task": "cola"}, "--then-seeds repeats --seeds seed"),
-    ({"then_seeds": [3]}, {"task": "cola"}, "--select-on and --then-seeds choose among the points of a --grid"),
-])
+@pytest.mark.parametrize(
+    "kwargs, overrides, message",
+    [
+        (
+            {"grid": ["learning_rate=1e-4"], "select_on": "out_of_domain_dev_mcc"},
+            {"task": "cola"},
+            "--select-on out_of_domain_dev_mcc is a test metric: nothing in siftkit selects on a test metric",
+        ),
+        (
+            {"grid": ["learning_rate=1e-4"], "select_on": "uci_zero_shot_accuracy"},
+            {},
+            "--select-on uci_zero_shot_accuracy is a test metric",
+        ),
+        (
+            {"grid": ["learning_rate=1e-4,2e-5"]},
+            {"task": "cola", "learning_rate": "1e-3"},
+            "--grid learning_rate is also set as a fixed --learning_rate 1e-3; give it one way",
+        ),
+        (
+            {"grid": ["learning_rate=1e-4"]},
+            {},
+            "--grid chooses on uci_val_accuracy (the default for twitter_to_uci), but uci_val_size is 0: P2 then holds "
+            "out no UCI validation sentences; set --uci_val_size (e.g. 300)",
+        ),
+        ({"grid": ["seed=1,2"]}, {"task": "cola"}, "--grid seed: this field cannot be gridded"),
+        ({"grid": ["learnig_rate=1e-4"]}, {"task": "cola"}, "--grid learnig_rate: not a RunConfig field"),
+        ({"grid": ["learning_rate"]}, {"task": "cola"}, "--grid must look like FIELD=V1,V2"),
+        ({"grid": ["learning_rate=1e-4,0.0001"]}, {"task": "cola"}, "--grid learning_rate lists 0.0001 more than once"),
+        ({"grid": ["learning_rate=1e-4"], "then_seeds": [2, 3]}, {"task": "cola"}, "--then-seeds repeats --seeds seed"),
+        ({"then_seeds": [3]}, {"task": "cola"}, "--select-on and --then-seeds choose among the points of a --grid"),
+    ],
+)
 def test_bad_grid_plans_are_refused_with_a_clear_message(tmp_path, kwargs, overrides, message):
     with pytest.raises(ValueError) as err:
         plan(str(SMOKE), ["plain"], [1, 2], tmp_path, "lr", overrides, **kwargs)
@@ -110,8 +162,9 @@ def test_grid_needs_a_tag(tmp_path):
 
 
 def test_p2_may_choose_on_another_validation_metric(tmp_path):
-    runs = plan(str(SMOKE), ["plain"], [1], tmp_path, "lr", {}, grid=["learning_rate=1e-4"],
-                select_on="twitter_val_accuracy")
+    runs = plan(
+        str(SMOKE), ["plain"], [1], tmp_path, "lr", {}, grid=["learning_rate=1e-4"], select_on="twitter_val_accuracy"
+    )
     assert _extra(runs[0])["select_on"] == "twitter_val_accuracy"
 
 
@@ -123,15 +176,33 @@ def test_p2_with_a_validation_set_chooses_on_uci_val_accuracy(tmp_path):
 
 def _finish(run: PlannedRun, val: float, test: float) -> None:
     extra = _extra(run)
-    rec = grid_record(run.algo, run.seed, extra["arm"].partition("-")[2], extra["grid"], extra["grid_index"],
-                      val=val, test=test, task="cola", chosen=extra.get("chosen", False))
+    rec = grid_record(
+        run.algo,
+        run.seed,
+        extra["arm"].partition("-")[2],
+        extra["grid"],
+        extra["grid_index"],
+        val=val,
+        test=test,
+        task="cola",
+        chosen=extra.get("chosen", False),
+    )
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / "results.json").write_text(json.dumps(rec))
 
 
 def _cola_grid(tmp_path, **kw):
-    return plan(str(SMOKE), ["plain"], [1, 2], tmp_path, "lr", {"task": "cola"},
-                grid=["learning_rate=2e-5,1e-4"], then_seeds=[3, 4], **kw)
+    return plan(
+        str(SMOKE),
+        ["plain"],
+        [1, 2],
+        tmp_path,
+        "lr",
+        {"task": "cola"},
+        grid=["learning_rate=2e-5,1e-4"],
+        then_seeds=[3, 4],
+        **kw,
+    )
 
 
 def test_then_seeds_wait_for_the_grid_then_run_at_the_point_chosen_on_validation(tmp_path):
@@ -153,20 +224,47 @@ def test_then_seeds_wait_for_the_grid_then_run_at_the_point_chosen_on_validation
     assert run.runnable and run.waiting is None
     assert run.args[run.args.index("--output_dir") + 1] == str(tmp_path / "cola" / "plain-lr__chosen" / "seed3")
     assert run.args[run.args.index("--seed") + 1] == "3" and "--learning_rate=1e-4" in run.args
-    assert _extra(run) == {"tag": "lr__learning_rate0.0001", "arm": "plain-lr", "grid": {"learning_rate": 0.0001},
-                           "grid_index": 1, "select_on": "in_domain_dev_mcc", "chosen": True}
+    assert _extra(run) == {
+        "tag": "lr__learning_rate0.0001",
+        "arm": "plain-lr",
+        "grid": {"learning_rate": 0.0001},
+        "grid_index": 1,
+        "select_on": "in_domain_dev_mcc",
+        "chosen": True,
+    }
 
 
 def test_dry_run_lists_waiting_chosen_point_runs(tmp_path, capsys):
-    code = cli_main(["sweep", "--params", str(SMOKE), "--task", "cola", "--algos", "plain", "--seeds", "1",
-                     "--tag", "lr", "--grid", "learning_rate=2e-5,1e-4", "--then-seeds", "2", "--output-dir",
-                     str(tmp_path), "--dry-run"])
+    code = cli_main(
+        [
+            "sweep",
+            "--params",
+            str(SMOKE),
+            "--task",
+            "cola",
+            "--algos",
+            "plain",
+            "--seeds",
+            "1",
+            "--tag",
+            "lr",
+            "--grid",
+            "learning_rate=2e-5,1e-4",
+            "--then-seeds",
+            "2",
+            "--output-dir",
+            str(tmp_path),
+            "--dry-run",
+        ]
+    )
     out = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert out == ["sweep: 3 runs, 0 already done, 2 to run, 1 waiting for a grid to finish",
-                   f"todo  {tmp_path / 'cola' / 'plain-lr__learning_rate2e-05' / 'seed1'}",
-                   f"todo  {tmp_path / 'cola' / 'plain-lr__learning_rate0.0001' / 'seed1'}",
-                   f"wait  {tmp_path / 'cola' / 'plain-lr__chosen' / 'seed2'}  (2 of 2 grid runs not finished)"]
+    assert out == [
+        "sweep: 3 runs, 0 already done, 2 to run, 1 waiting for a grid to finish",
+        f"todo  {tmp_path / 'cola' / 'plain-lr__learning_rate2e-05' / 'seed1'}",
+        f"todo  {tmp_path / 'cola' / 'plain-lr__learning_rate0.0001' / 'seed1'}",
+        f"wait  {tmp_path / 'cola' / 'plain-lr__chosen' / 'seed2'}  (2 of 2 grid runs not finished)",
+    ]
 
 
 def _fake_runs(monkeypatch, fail=()):
@@ -190,9 +288,11 @@ def _fake_runs(monkeypatch, fail=()):
 def test_one_sweep_runs_the_grid_then_the_chosen_point(tmp_path, monkeypatch, capsys):
     started = _fake_runs(monkeypatch)
     plan_path = tmp_path / "study.plan"
-    plan_path.write_text(f"# a grid, then two more seeds at its chosen point\n"
-                         f"--params {SMOKE} --task cola --algos plain --seeds 1-2 --tag lr "
-                         f"--grid learning_rate=2e-5,1e-4 --then-seeds 3-4\n")
+    plan_path.write_text(
+        f"# a grid, then two more seeds at its chosen point\n"
+        f"--params {SMOKE} --task cola --algos plain --seeds 1-2 --tag lr "
+        f"--grid learning_rate=2e-5,1e-4 --then-seeds 3-4\n"
+    )
     code = cli_main(["sweep", "--plan", str(plan_path), "--output-dir", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert code == 0 and out.count("can start now that what it waited for is finished") == 2
@@ -205,9 +305,27 @@ def test_one_sweep_runs_the_grid_then_the_chosen_point(tmp_path, monkeypatch, ca
 
 def test_a_failed_grid_point_leaves_its_chosen_runs_waiting_and_the_sweep_fails(tmp_path, monkeypatch, capsys):
     started = _fake_runs(monkeypatch, fail=("learning_rate2e-05/seed2",))
-    code = cli_main(["sweep", "--params", str(SMOKE), "--task", "cola", "--algos", "plain", "--seeds", "1-2",
-                     "--tag", "lr", "--grid", "learning_rate=2e-5,1e-4", "--then-seeds", "3",
-                     "--output-dir", str(tmp_path)])
+    code = cli_main(
+        [
+            "sweep",
+            "--params",
+            str(SMOKE),
+            "--task",
+            "cola",
+            "--algos",
+            "plain",
+            "--seeds",
+            "1-2",
+            "--tag",
+            "lr",
+            "--grid",
+            "learning_rate=2e-5,1e-4",
+            "--then-seeds",
+            "3",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and len(started) == 4
     assert "1 run(s) still waiting for a grid" in err and "(1 of 4 grid runs not finished)" in err
@@ -227,7 +345,8 @@ def test_at_chosen_runs_wait_for_another_arms_grid_then_take_its_chosen_point(tm
     plan_path.write_text(
         f"--params {SMOKE} --task cola --algos plain --seeds 1-2 --tag lr --grid learning_rate=2e-5,1e-4\n"
         f"--params {SMOKE} --task cola --algos plain --seeds 1-2 --tag smooth --label_smoothing 0.1 "
-        f"--at-chosen plain-lr\n")
+        f"--at-chosen plain-lr\n"
+    )
     runs = plan_file(plan_path, tmp_path / "out")
     control = runs[4:]
     assert [r.run_dir for r in control] == [tmp_path / "out" / "cola" / "plain-smooth" / f"seed{s}" for s in (1, 2)]
@@ -238,19 +357,25 @@ def test_at_chosen_runs_wait_for_another_arms_grid_then_take_its_chosen_point(tm
     args = control[0].args
     assert "--learning_rate=1e-4" in args and "--label_smoothing=0.1" in args
     assert json.loads(args[args.index("--extra") + 1]) == {
-        "tag": "smooth", "at_chosen": {"arm": "plain-lr", "point": {"learning_rate": "1e-4"},
-                                       "select_on": "in_domain_dev_mcc"}}
+        "tag": "smooth",
+        "at_chosen": {"arm": "plain-lr", "point": {"learning_rate": "1e-4"}, "select_on": "in_domain_dev_mcc"},
+    }
 
 
-@pytest.mark.parametrize("line, message", [
-    ("--algos plain --seeds 1 --tag x --at-chosen plain-nope", "no earlier line of the plan has a grid arm"),
-    ("--algos plain --seeds 1 --tag x --at-chosen plain-lr --learning_rate 1e-3", "sets learning_rate from its"),
-    ("--algos plain --seeds 1 --at-chosen plain-lr", "--at-chosen needs --tag"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("--algos plain --seeds 1 --tag x --at-chosen plain-nope", "no earlier line of the plan has a grid arm"),
+        ("--algos plain --seeds 1 --tag x --at-chosen plain-lr --learning_rate 1e-3", "sets learning_rate from its"),
+        ("--algos plain --seeds 1 --at-chosen plain-lr", "--at-chosen needs --tag"),
+    ],
+)
 def test_bad_at_chosen_lines_are_refused(tmp_path, line, message):
     plan_path = tmp_path / "p.plan"
-    plan_path.write_text(f"--params {SMOKE} --task cola --algos plain --seeds 1 --tag lr --grid learning_rate=2e-5,1e-4\n"
-                         f"--params {SMOKE} --task cola {line}\n")
+    plan_path.write_text(
+        f"--params {SMOKE} --task cola --algos plain --seeds 1 --tag lr --grid learning_rate=2e-5,1e-4\n"
+        f"--params {SMOKE} --task cola {line}\n"
+    )
     with pytest.raises(ValueError, match=f"line 2: .*{message}"):
         plan_file(plan_path, tmp_path / "out")
 
@@ -268,12 +393,17 @@ def test_a_grid_at_another_arms_chosen_point(tmp_path):
     plan_path.write_text(
         f"--params {SMOKE} --task cola --algos plain --seeds 1-2 --tag lr --grid learning_rate=2e-5,1e-4\n"
         f"--params {SMOKE} --task cola --algos plain --seeds 1-2 --then-seeds 3 --tag l2sp "
-        f"--grid l2sp_weight=0.01,0.1 --at-chosen plain-lr\n")
+        f"--grid l2sp_weight=0.01,0.1 --at-chosen plain-lr\n"
+    )
     runs = plan_file(plan_path, tmp_path / "out")
     l2sp = runs[4:]
     assert [f"{r.run_dir.parent.name}/{r.run_dir.name}" for r in l2sp] == [
-        "plain-l2sp__l2sp_weight0.01/seed1", "plain-l2sp__l2sp_weight0.01/seed2",
-        "plain-l2sp__l2sp_weight0.1/seed1", "plain-l2sp__l2sp_weight0.1/seed2", "plain-l2sp__chosen/seed3"]
+        "plain-l2sp__l2sp_weight0.01/seed1",
+        "plain-l2sp__l2sp_weight0.01/seed2",
+        "plain-l2sp__l2sp_weight0.1/seed1",
+        "plain-l2sp__l2sp_weight0.1/seed2",
+        "plain-l2sp__chosen/seed3",
+    ]
     assert all(r.waiting and not r.runnable for r in l2sp)
     _finish_lr_grid(runs[:4])
     l2sp = plan_file(plan_path, tmp_path / "out")[4:]
@@ -282,19 +412,30 @@ def test_a_grid_at_another_arms_chosen_point(tmp_path):
     assert "--learning_rate=1e-4" in first.args and "--l2sp_weight=0.01" in first.args
     extra = json.loads(first.args[first.args.index("--extra") + 1])
     assert extra["arm"] == "plain-l2sp" and extra["grid"] == {"l2sp_weight": 0.01}
-    assert extra["at_chosen"] == {"arm": "plain-lr", "point": {"learning_rate": "1e-4"}, "select_on": "in_domain_dev_mcc"}
+    assert extra["at_chosen"] == {
+        "arm": "plain-lr",
+        "point": {"learning_rate": "1e-4"},
+        "select_on": "in_domain_dev_mcc",
+    }
     bad = tmp_path / "bad.plan"
-    bad.write_text(plan_path.read_text().splitlines()[0] + "\n"
-                   f"--params {SMOKE} --task cola --algos plain --seeds 1 --tag x --grid learning_rate=1e-3,1e-2 "
-                   f"--at-chosen plain-lr\n")
+    bad.write_text(
+        plan_path.read_text().splitlines()[0] + "\n"
+        f"--params {SMOKE} --task cola --algos plain --seeds 1 --tag x --grid learning_rate=1e-3,1e-2 "
+        f"--at-chosen plain-lr\n"
+    )
     with pytest.raises(ValueError, match="line 2: --grid learning_rate is what --at-chosen plain-lr chooses"):
         plan_file(bad, tmp_path / "out")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, runs, tasks", [("equal_budget_study.plan", 188, {"twitter_to_uci"}),
-                                               ("equal_budget_study_p1.plan", 36, {"cola"}),
-                                               ("benchmark_study_p1.plan", 196, {"cola"})])
+@pytest.mark.parametrize(
+    "name, runs, tasks",
+    [
+        ("equal_budget_study.plan", 188, {"twitter_to_uci"}),
+        ("equal_budget_study_p1.plan", 36, {"cola"}),
+        ("benchmark_study_p1.plan", 196, {"cola"}),
+    ],
+)
 def test_the_committed_equal_budget_plans_plan_every_run_they_say(tmp_path, monkeypatch, name, runs, tasks):
     monkeypatch.chdir(REPO)  # their --params paths are relative to the checkout
     planned = plan_file(REPO / "results" / name, tmp_path / "out")
@@ -315,8 +456,11 @@ def test_the_committed_benchmark_plans_equal_budgets_on_three_shifts(tmp_path, m
     assert len(planned) == 588
     shifts = {r.run_dir.parents[1].name for r in planned}
     assert shifts == {"twitter_to_uci", "shift-uci_cross_source", "shift-tweets_topics"}
-    assert {r.select_on for r in planned if r.select_on} == {"uci_val_accuracy", "amazon_val_accuracy",
-                                                            "airline_val_accuracy"}
+    assert {r.select_on for r in planned if r.select_on} == {
+        "uci_val_accuracy",
+        "amazon_val_accuracy",
+        "airline_val_accuracy",
+    }
     points, seeds = defaultdict(set), defaultdict(Counter)
     for r in planned:
         # a chosen-point run waits for its grid (arm and point unknown yet): its folder names the arm

@@ -102,7 +102,8 @@ def test_accurate_and_non_negative_at_perturbation_scale(name, num_classes):
         got, want = float(fn(p, q)), float(ref(p, q))
         assert got >= 0.0, f"{name} is negative ({got:.3g}) for logits {size:g} apart"
         assert abs(got / want - 1) < 0.05, (
-            f"{name}: float32 value {got:.4g} vs float64 {want:.4g} for logits {size:g} apart")
+            f"{name}: float32 value {got:.4g} vs float64 {want:.4g} for logits {size:g} apart"
+        )
 
 
 @pytest.mark.parametrize("name", NAMES)

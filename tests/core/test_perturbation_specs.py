@@ -19,8 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.subprocess
 def test_the_specs_and_the_config_load_without_torch():
-    code = ("import sys\nimport siftkit.core.perturbation_specs, siftkit.run.config\n"
-            "print('torch' in sys.modules)")
+    code = "import sys\nimport siftkit.core.perturbation_specs, siftkit.run.config\nprint('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -38,7 +37,11 @@ def test_every_reader_uses_the_one_home():
     for name, cls in rules.RULES.items():
         spec = specs.RULE_SPECS[name]
         assert (cls.has_ball, cls.inf_only, cls.any_divergence, cls.trains_below) == (
-            spec.has_ball, spec.inf_only, spec.any_divergence, spec.trains_below), name
+            spec.has_ball,
+            spec.inf_only,
+            spec.any_divergence,
+            spec.trains_below,
+        ), name
 
 
 @pytest.mark.parametrize("rule", specs.ADV_RULES)
@@ -55,8 +58,9 @@ def _outcome(build):
     return None
 
 
-CASES = list(itertools.product(specs.ADV_RULES, specs.ADV_NORMS, specs.DIVERGENCE_NAMES, ("smart", "sift"),
-                               specs.PERTURB_POINTS))
+CASES = list(
+    itertools.product(specs.ADV_RULES, specs.ADV_NORMS, specs.DIVERGENCE_NAMES, ("smart", "sift"), specs.PERTURB_POINTS)
+)
 
 
 @pytest.mark.parametrize("rule,norm,divergence,algo,at", CASES)
@@ -69,8 +73,9 @@ def test_config_refuses_exactly_what_the_regularizer_refuses(rule, norm, diverge
     by_regularizer = _outcome(lambda: REGULARIZERS[algo](adv_steps=1, **amounts, **settings))
     assert by_config == by_regularizer
     published = specs.RULE_SPECS[rule]
-    assert (by_config is None) == ((norm == "inf" or not published.inf_only)
-                                   and (divergence == "sym_kl" or published.any_divergence))
+    assert (by_config is None) == (
+        (norm == "inf" or not published.inf_only) and (divergence == "sym_kl" or published.any_divergence)
+    )
 
 
 def test_a_refusal_names_the_knob_and_the_rule():

@@ -67,8 +67,7 @@ def run(reg, split, batch, *, z=None, seed=0, clean=None):
     at = reg.perturb_at
     if clean is None:
         with torch.no_grad():
-            clean = (split.forward_from(z, batch, at) if z is not None
-                     else split.model(**model_inputs(batch)).logits)
+            clean = split.forward_from(z, batch, at) if z is not None else split.model(**model_inputs(batch)).logits
     torch.manual_seed(seed)
     return reg(split, batch, clean, z)
 
@@ -96,8 +95,7 @@ def test_perturbation_inside_the_ball(bert, batch, mask, algo, at, norm):
         # sigma_t is the population std of the token's z over the hidden dim (real tokens)
         expected = z.double().std(-1, unbiased=False)
         assert torch.allclose(sigma.squeeze(-1).double()[mask], expected[mask], rtol=1e-5)
-        assert torch.allclose(reg.last_mean.squeeze(-1).double()[mask], z.double().mean(-1)[mask],
-                              rtol=1e-5, atol=1e-7)
+        assert torch.allclose(reg.last_mean.squeeze(-1).double()[mask], z.double().mean(-1)[mask], rtol=1e-5, atol=1e-7)
         bound = eps * sigma.squeeze(-1).double()[mask]
     else:
         assert reg.last_scale is None
@@ -119,6 +117,7 @@ def fixed_direction(monkeypatch):
     Isolates the map from delta to the raw perturbation: with the same noise (same RNG)
     and the same ascent direction, Delta must be sigma_t*delta (SiFT) or delta (SMART).
     """
+
     def fake(loss, delta):
         g = torch.Generator().manual_seed(1234)
         return torch.randn(delta.shape, generator=g, dtype=delta.dtype)
@@ -139,10 +138,12 @@ def test_scaling_z_scales_sift_delta_not_smart_same_direction(bert, batch, fixed
             run(reg, split, batch, z=c * z1)
             deltas[algo, c] = reg.last_perturbation.double()
     for c in (0.1, 10.0):
-        assert torch.allclose(deltas["sift", c], c * deltas["sift", 1.0], rtol=1e-4, atol=0), \
+        assert torch.allclose(deltas["sift", c], c * deltas["sift", 1.0], rtol=1e-4, atol=0), (
             f"SiFT Delta did not scale by c={c}"
-        assert torch.allclose(deltas["smart", c], deltas["smart", 1.0], rtol=1e-6, atol=0), \
+        )
+        assert torch.allclose(deltas["smart", c], deltas["smart", 1.0], rtol=1e-6, atol=0), (
             f"SMART Delta changed with c={c}"
+        )
     assert deltas["sift", 1.0].abs().max() > 0 and deltas["smart", 1.0].abs().max() > 0
 
 
@@ -309,10 +310,12 @@ def test_no_side_effects_on_parameters(algo, training):
     batch = make_batch(TEXTS)
     model.bert.embeddings.position_embeddings.weight.requires_grad_(False)  # a frozen one
     model.bert.encoder.layer[0].attention.self.query.weight.grad = torch.ones_like(
-        model.bert.encoder.layer[0].attention.self.query.weight)
+        model.bert.encoder.layer[0].attention.self.query.weight
+    )
     model.classifier.bias.grad = torch.full_like(model.classifier.bias, 3.0)
-    before = {n: (p.requires_grad, None if p.grad is None else p.grad.clone(), p.grad)
-              for n, p in model.named_parameters()}
+    before = {
+        n: (p.requires_grad, None if p.grad is None else p.grad.clone(), p.grad) for n, p in model.named_parameters()
+    }
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     split = EmbeddingSplit(model)
@@ -336,8 +339,9 @@ def test_no_side_effects_on_parameters(algo, training):
 # ------------------------------------------------------------------------------ property 5
 
 
-@pytest.mark.parametrize("algo, at", [("smart", "embedding_output"), ("sift", "word_embeddings"),
-                                      ("sift", "pre_layernorm")])
+@pytest.mark.parametrize(
+    "algo, at", [("smart", "embedding_output"), ("sift", "word_embeddings"), ("sift", "pre_layernorm")]
+)
 def test_ascent_matches_finite_differences(bert64, batch, mask, monkeypatch, algo, at):
     """g = d ls(f(z + s*delta), c)/d delta agrees with central differences in float64, and
     the step moves delta up that slope (ascent, not descent)."""

@@ -113,7 +113,9 @@ def reference(rule, algo, split, batch, at, steps, eps=None):
             loss = sym_kl_value(a, cd)
         elif rule == "deberta":
             pc = F.softmax(cd, -1)
-            loss = ((pc * -F.log_softmax(a, -1)).sum(-1) + (F.softmax(a, -1).detach() * -F.log_softmax(cd, -1)).sum(-1)).sum()
+            loss = (
+                (pc * -F.log_softmax(a, -1)).sum(-1) + (F.softmax(a, -1).detach() * -F.log_softmax(cd, -1)).sum(-1)
+            ).sum()
         else:
             loss = stable_kl_ref(a, cd, reduce=False)
         (g,) = torch.autograd.grad(loss, d)
@@ -137,8 +139,9 @@ def reference(rule, algo, split, batch, at, steps, eps=None):
     elif rule == "seed_code":
         r_value = r_for_grad = stable_kl_ref(c, a, reduce=True)
     elif rule == "mtdnn":  # mt-dnn's SymKlCriterion(logits, adv_logits)
-        r_for_grad = (F.kl_div(F.log_softmax(c, -1), F.softmax(a.detach(), -1), reduction="batchmean")
-                      + F.kl_div(F.log_softmax(a, -1), F.softmax(c.detach(), -1), reduction="batchmean"))
+        r_for_grad = F.kl_div(F.log_softmax(c, -1), F.softmax(a.detach(), -1), reduction="batchmean") + F.kl_div(
+            F.log_softmax(a, -1), F.softmax(c.detach(), -1), reduction="batchmean"
+        )
         r_value = r_for_grad
     else:  # DeBERTa's symmetric_kl: cross entropies with detached weights; value = sym KL + entropies
         pa, pc = F.softmax(a, -1).detach(), F.softmax(c, -1).detach()
@@ -155,9 +158,14 @@ CASES = [(rule, algo) for rule in ADV_RULES for algo in ("smart", "sift")]
 def test_rule_matches_its_published_formula(rule, algo, steps, split, batch):
     at = "pre_layernorm" if rule == "deberta" else "embedding_output"
     eps = 0.2 if rule == "projected" else None
-    reg = REGULARIZERS[algo](adv_rule=rule, adv_epsilon=eps, adv_steps=steps, perturb_at=at,
-                             adv_noise_std=KNOBS["adv_noise_std"],
-                             adv_step_size=KNOBS["adv_step_size"] if steps else None)
+    reg = REGULARIZERS[algo](
+        adv_rule=rule,
+        adv_epsilon=eps,
+        adv_steps=steps,
+        perturb_at=at,
+        adv_noise_std=KNOBS["adv_noise_std"],
+        adv_step_size=KNOBS["adv_step_size"] if steps else None,
+    )
     c, z = split.forward_capture(batch, at)
     torch.manual_seed(SEED)
     r = reg(split, batch, c, z)
@@ -233,7 +241,9 @@ def test_step_direction_is_unit_even_for_a_tiny_gradient(norm):
 def test_tiny_gradient_still_takes_a_full_step(monkeypatch, split, batch):
     """End to end: a gradient of 1e-20 moves delta by exactly eta (inf norm), as documented."""
     real_grad = regularizers.input_gradient
-    monkeypatch.setattr(regularizers, "input_gradient", lambda loss, d: real_grad(loss, d) * 0 + 1e-20 * torch.ones_like(d))
+    monkeypatch.setattr(
+        regularizers, "input_gradient", lambda loss, d: real_grad(loss, d) * 0 + 1e-20 * torch.ones_like(d)
+    )
     reg = REGULARIZERS["smart"](adv_epsilon=1.0, adv_step_size=1e-3, adv_noise_std=0.0)
     c, z = split.forward_capture(batch)
     reg(split, batch, c, z)
@@ -268,16 +278,26 @@ def test_seed_code_r_can_be_negative_and_reaches_the_clean_branch_only():
 
 # --- the knobs a rule does not use are errors, not silently dropped -----------------------
 
-@pytest.mark.parametrize("kwargs,needle", [
-    (dict(algo="smart", adv_rule="mtdnn", adv_epsilon=1e-5), "adv_epsilon=1e-05 is not used by adv_rule='mtdnn'"),
-    (dict(algo="sift", adv_rule="deberta", adv_epsilon=0.1), "adv_epsilon=0.1 is not used by adv_rule='deberta'"),
-    (dict(algo="sift", adv_rule="seed_code", adv_epsilon=0.1), "adv_epsilon=0.1 is not used by adv_rule='seed_code'"),
-    (dict(algo="smart", adv_steps=0, adv_step_size=1e-3), "adv_step_size=0.001 is not used by adv_rule='projected' "
-                                                          "with adv_steps=0 (adv_steps=0 takes no ascent step)"),
-    (dict(algo="sift", adv_rule="deberta", adv_norm="l2"), "adv_norm must be 'inf' for adv_rule='deberta'"),
-    (dict(algo="smart", adv_rule="mtdnn", divergence="kl"), "divergence must stay 'sym_kl' for adv_rule='mtdnn'"),
-    (dict(algo="smart", adv_rule="pgd"), "adv_rule must be one of 'projected', 'mtdnn', 'deberta', 'seed_code'"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(algo="smart", adv_rule="mtdnn", adv_epsilon=1e-5), "adv_epsilon=1e-05 is not used by adv_rule='mtdnn'"),
+        (dict(algo="sift", adv_rule="deberta", adv_epsilon=0.1), "adv_epsilon=0.1 is not used by adv_rule='deberta'"),
+        (
+            dict(algo="sift", adv_rule="seed_code", adv_epsilon=0.1),
+            "adv_epsilon=0.1 is not used by adv_rule='seed_code'",
+        ),
+        (
+            dict(algo="smart", adv_steps=0, adv_step_size=1e-3),
+            "adv_step_size=0.001 is not used by adv_rule='projected' "
+            "with adv_steps=0 (adv_steps=0 takes no ascent step)",
+        ),
+        (dict(algo="sift", adv_rule="deberta", adv_norm="l2"), "adv_norm must be 'inf' for adv_rule='deberta'"),
+        (dict(algo="smart", adv_rule="mtdnn", divergence="kl"), "divergence must stay 'sym_kl' for adv_rule='mtdnn'"),
+        (dict(algo="smart", adv_rule="pgd"), "adv_rule must be one of 'projected', 'mtdnn', 'deberta', 'seed_code'"),
+    ],
+)
 def test_rule_knob_errors_name_the_knob(kwargs, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         RunConfig(**kwargs)

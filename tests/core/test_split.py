@@ -27,8 +27,7 @@ def batch():
 
 
 def _hooked_modules(split):
-    return {"embeddings": split.embeddings, "word_embeddings": split.word_embeddings,
-            "layer_norm": split.layer_norm}
+    return {"embeddings": split.embeddings, "word_embeddings": split.word_embeddings, "layer_norm": split.layer_norm}
 
 
 def _assert_no_hooks(split):
@@ -126,8 +125,7 @@ class _Plain(nn.Module):
 def _tiny_gpt2():
     import transformers as tf
 
-    cfg = tf.GPT2Config(vocab_size=100, n_positions=32, n_embd=16, n_layer=1, n_head=2, num_labels=2,
-                        pad_token_id=0)
+    cfg = tf.GPT2Config(vocab_size=100, n_positions=32, n_embd=16, n_layer=1, n_head=2, num_labels=2, pad_token_id=0)
     return tf.GPT2ForSequenceClassification(cfg)
 
 

@@ -28,8 +28,7 @@ def uci(data_dir):
 
 
 def test_cola_rows_and_labels(cola):
-    assert {k: len(v) for k, v in cola.items()} == {
-        "train": 8551, "in_domain_dev": 527, "out_of_domain_dev": 516}
+    assert {k: len(v) for k, v in cola.items()} == {"train": 8551, "in_domain_dev": 527, "out_of_domain_dev": 516}
     assert Counter(cola["train"]["label"]) == {0: 2528, 1: 6023}
     assert Counter(cola["in_domain_dev"]["label"]) == {0: 162, 1: 365}
     assert Counter(cola["out_of_domain_dev"]["label"]) == {0: 162, 1: 354}
@@ -49,8 +48,9 @@ def test_twitter_rows_labels_and_whitespace(twitter):
     assert Counter(train["label"]) == {0: 29720, 1: 2242}
     assert list(train["id"]) == list(range(1, 31963))
     first = train[0]
-    assert first["text"] == (" @user when a father is dysfunctional and is so selfish he drags"
-                             " his kids into his dysfunction.   #run")
+    assert first["text"] == (
+        " @user when a father is dysfunctional and is so selfish he drags his kids into his dysfunction.   #run"
+    )
     assert sum(t != t.lstrip() for t in train["text"]) == 5589
     assert sum(t != t.rstrip() for t in train["text"]) == 23992
     # U+0085 inside tweets does not split rows
@@ -67,8 +67,7 @@ def test_uci_rows_labels_and_quotes(uci):
         labels = [lab for lab, s in zip(pool["label"], pool["source"]) if s == src]
         assert Counter(labels) == {0: 500, 1: 500}, src
     imdb = [t for t, s in zip(pool["text"], pool["source"]) if s == "imdb"]
-    quoted = ('This is a very "right on case" movie that delivers everything almost right'
-              ' in your face.  ')
+    quoted = 'This is a very "right on case" movie that delivers everything almost right in your face.  '
     assert quoted in imdb  # own row, trailing two spaces kept
     assert sum('"' in t for t in imdb) == 43
     assert all(t.endswith("  ") for t in imdb)
@@ -131,7 +130,7 @@ BAD_LINES = [
     ("cola", "cola/in_domain_train.tsv", 2, b"b\tx\t*\tBad one.", "got 'x'"),
     ("cola", "cola/out_of_domain_dev.tsv", 2, b"b\t0\t*\t  ", "empty"),
     ("cola", "cola/in_domain_train.tsv", 3, b"c\t1\t\tTh\xff\xfeird.", "UTF-8"),
-    ("twitter_hate", "twitter_hate/train.csv", 3, b'2,1', "expected 3"),
+    ("twitter_hate", "twitter_hate/train.csv", 3, b"2,1", "expected 3"),
     ("twitter_hate", "twitter_hate/train.csv", 4, b"3,2,x", "got '2'"),
     ("twitter_hate", "twitter_hate/train.csv", 4, b"3,x,x", "got 'x'"),
     ("twitter_hate", "twitter_hate/train.csv", 2, b"one,0, lead", "id must be an integer"),
@@ -156,11 +155,14 @@ def test_bad_line_names_file_and_line(fake_dir, name, rel, line, new, fragment):
     assert fragment in msg
 
 
-@pytest.mark.parametrize("name,rel", [
-    ("cola", "cola/in_domain_dev.tsv"),
-    ("twitter_hate", "twitter_hate/train.csv"),
-    ("uci_sentiment", "uci_sentiment/yelp_labelled.txt"),
-])
+@pytest.mark.parametrize(
+    "name,rel",
+    [
+        ("cola", "cola/in_domain_dev.tsv"),
+        ("twitter_hate", "twitter_hate/train.csv"),
+        ("uci_sentiment", "uci_sentiment/yelp_labelled.txt"),
+    ],
+)
 def test_empty_and_missing_file(fake_dir, name, rel):
     path = fake_dir / rel
     path.write_bytes(b"")

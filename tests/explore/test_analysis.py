@@ -48,8 +48,18 @@ def test_token_statistics_counts_real_tokens_only(tiny, stats):
     assert len(stats) == n_real * len(PERTURB_POINTS)
     assert list(dict.fromkeys(stats["at"])) == list(analysis.BLOCK_ORDER)
     assert set(stats["domain"]) == {"a", "b"}
-    assert list(stats.columns) == ["domain", "at", "text", "position", "token_id", "token", "special",
-                                   "norm", "mean", "std"]
+    assert list(stats.columns) == [
+        "domain",
+        "at",
+        "text",
+        "position",
+        "token_id",
+        "token",
+        "special",
+        "norm",
+        "mean",
+        "std",
+    ]
     cls = stats[stats["position"] == 0]
     assert cls["special"].all() and (cls["token"] == "[CLS]").all()
     assert stats["special"].sum() == 2 * 5 * len(PERTURB_POINTS)  # [CLS] and [SEP] of 5 texts
@@ -190,11 +200,13 @@ def test_perturbation_sizes_of_each_algorithm_do_not_depend_on_the_others(tiny):
     for algo in ("smart", "sift"):
         alone = analysis.perturbation_sizes(model, tokenizer, TEXTS, {algo: regs[algo]}, batch_size=2, seed=3)
         pd.testing.assert_frame_equal(both[both["algo"] == algo].reset_index(drop=True), alone)
-    reverse = analysis.perturbation_sizes(model, tokenizer, TEXTS, {"sift": regs["sift"], "smart": regs["smart"]},
-                                          batch_size=2, seed=3)
+    reverse = analysis.perturbation_sizes(
+        model, tokenizer, TEXTS, {"sift": regs["sift"], "smart": regs["smart"]}, batch_size=2, seed=3
+    )
     key = ["algo", "domain", "text", "position"]
-    pd.testing.assert_frame_equal(both.sort_values(key).reset_index(drop=True),
-                                  reverse.sort_values(key).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        both.sort_values(key).reset_index(drop=True), reverse.sort_values(key).reset_index(drop=True)
+    )
     # one domain alone gives that domain's rows too
     only_b = analysis.perturbation_sizes(model, tokenizer, {"b": TEXTS["b"]}, regs, batch_size=2, seed=3)
     pd.testing.assert_frame_equal(both[both["domain"] == "b"].reset_index(drop=True), only_b)
@@ -229,10 +241,20 @@ def test_token_norm_shift(tiny):
 def test_load_run_models_rebuilds_base_and_reads_final_weights(tmp_path, data_dir):
     from siftkit.run.training import train
 
-    cfg = RunConfig(task="twitter_to_uci", algo="sift", model_name="random:bert", data_dir=str(data_dir),
-                    output_dir=str(tmp_path / "run"), max_train_samples=4, max_eval_samples=4,
-                    per_device_train_batch_size=2, uci_num_train_epochs=1, learning_rate=1e-2, seed=7,
-                    save_model=True)
+    cfg = RunConfig(
+        task="twitter_to_uci",
+        algo="sift",
+        model_name="random:bert",
+        data_dir=str(data_dir),
+        output_dir=str(tmp_path / "run"),
+        max_train_samples=4,
+        max_eval_samples=4,
+        per_device_train_batch_size=2,
+        uci_num_train_epochs=1,
+        learning_rate=1e-2,
+        seed=7,
+        save_model=True,
+    )
     train(cfg, progress=False)
     loaded = analysis.load_run_models(tmp_path / "run" / "results.json")
     base, tuned = loaded["base"], loaded["tuned"]
@@ -257,15 +279,21 @@ def test_load_run_models_rebuilds_base_and_reads_final_weights(tmp_path, data_di
 def _record(task, algo, seed, value, **cfg):
     metric = PAPER_METRIC[task]
     config = RunConfig(task=task, algo=algo, seed=seed, **cfg).to_dict()
-    return {"config": config, "metrics": {metric: value, "other_metric": 0.1}, "history": [],
-            "meta": {"wall_time_s": 60.0 * seed, "device_name": "cpu", "git_commit": None}}
+    return {
+        "config": config,
+        "metrics": {metric: value, "other_metric": 0.1},
+        "history": [],
+        "meta": {"wall_time_s": 60.0 * seed, "device_name": "cpu", "git_commit": None},
+    }
 
 
 RECORDS = [
-    _record("twitter_to_uci", "sift", 1, 0.70), _record("twitter_to_uci", "sift", 2, 0.80),
+    _record("twitter_to_uci", "sift", 1, 0.70),
+    _record("twitter_to_uci", "sift", 2, 0.80),
     _record("twitter_to_uci", "smart", 1, 0.60),
     _record("twitter_to_uci", "smart", 2, 0.65, bregman_weight=0.0),
-    _record("cola", "plain", 1, 0.30), _record("cola", "plain", 2, 0.40, learning_rate=3e-5),
+    _record("cola", "plain", 1, 0.30),
+    _record("cola", "plain", 2, 0.40, learning_rate=3e-5),
 ]
 
 
@@ -288,8 +316,17 @@ def test_results_frame_and_table():
 
 
 def test_a_tagged_run_is_labelled_by_its_sweep_tag():
-    tagged = _record("twitter_to_uci", "smart", 1, 0.8, adv_epsilon=0.3, adv_noise_std=0.3, adv_step_size=30.0,
-                     bregman_weight=0.0, extra={"tag": "curve_eps0.3"})
+    tagged = _record(
+        "twitter_to_uci",
+        "smart",
+        1,
+        0.8,
+        adv_epsilon=0.3,
+        adv_noise_std=0.3,
+        adv_step_size=30.0,
+        bregman_weight=0.0,
+        extra={"tag": "curve_eps0.3"},
+    )
     frame = tables.results_frame([tagged, RECORDS[3]])
     assert list(frame["variant"]) == ["curve_eps0.3", "bregman_weight=0.0"]
 
@@ -365,16 +402,34 @@ def test_statistics_figures(tiny, stats, tmp_path):
 
 @pytest.mark.slow
 def test_run_figures(tmp_path):
-    history = [{"stage": s, "global_step": i, "task_loss": 0.7 - 0.01 * i, "loss": 0.7 - 0.01 * i + 1e-5,
-                "adv_loss": 1e-5, "bregman_loss": 0.0, "relative_perturbation": 7e-3, "learning_rate": 2e-5}
-               for i, s in enumerate(["twitter"] * 5 + ["uci"] * 3, start=1)]
-    record = {"config": RunConfig(algo="sift").to_dict(), "history": history, "meta": {"device_name": "cpu"},
-              "metrics": {"twitter_val_accuracy": 0.9, "uci_zero_shot_accuracy": 0.4, "uci_test_accuracy": 0.7}}
+    history = [
+        {
+            "stage": s,
+            "global_step": i,
+            "task_loss": 0.7 - 0.01 * i,
+            "loss": 0.7 - 0.01 * i + 1e-5,
+            "adv_loss": 1e-5,
+            "bregman_loss": 0.0,
+            "relative_perturbation": 7e-3,
+            "learning_rate": 2e-5,
+        }
+        for i, s in enumerate(["twitter"] * 5 + ["uci"] * 3, start=1)
+    ]
+    record = {
+        "config": RunConfig(algo="sift").to_dict(),
+        "history": history,
+        "meta": {"device_name": "cpu"},
+        "metrics": {"twitter_val_accuracy": 0.9, "uci_zero_shot_accuracy": 0.4, "uci_test_accuracy": 0.7},
+    }
     frame = tables.results_frame(RECORDS)
     table = tables.results_table(frame)
-    figures = {"curves": plotting.learning_curves(record), "bars": plotting.metric_bars(record),
-               "compare": plotting.compare_bars(table, frame), "cost": plotting.cost_bars(frame),
-               "empty": plotting.compare_bars(tables.results_table(tables.results_frame([])))}
+    figures = {
+        "curves": plotting.learning_curves(record),
+        "bars": plotting.metric_bars(record),
+        "compare": plotting.compare_bars(table, frame),
+        "cost": plotting.cost_bars(frame),
+        "empty": plotting.compare_bars(tables.results_table(tables.results_frame([]))),
+    }
     for name, fig in figures.items():
         _labelled(fig)
         width, height = _png_size(plotting.save_figure(fig, tmp_path / f"{name}.png"))
@@ -384,20 +439,33 @@ def test_run_figures(tmp_path):
 
 
 def test_findings_are_generated_from_the_numbers():
-    summary = pd.DataFrame({"at": ["word_embeddings", "embedding_output"] * 2, "domain": ["uci"] * 2 + ["cola"] * 2,
-                            "norm_cv": [0.10, 0.30, 0.25, 0.05]})
+    summary = pd.DataFrame(
+        {
+            "at": ["word_embeddings", "embedding_output"] * 2,
+            "domain": ["uci"] * 2 + ["cola"] * 2,
+            "norm_cv": [0.10, 0.30, 0.25, 0.05],
+        }
+    )
     assert analysis.norm_cv_findings(summary) == [
         "uci: token norms vary most at embedding_output (norm_cv 0.3) and least at word_embeddings (norm_cv 0.1)",
-        "cola: token norms vary most at word_embeddings (norm_cv 0.25) and least at embedding_output (norm_cv 0.05)"]
+        "cola: token norms vary most at word_embeddings (norm_cv 0.25) and least at embedding_output (norm_cv 0.05)",
+    ]
     rows = []
     for at, smart_spread in (("word_embeddings", 2.0), ("embedding_output", 8.0)):
         for domain in ("uci", "cola"):
             for i in range(21):  # SiFT: 1.0 .. 1.2; SMART: spread by smart_spread
                 rows.append({"at": at, "domain": domain, "algo": "sift", "special": False, "relative": 1 + 0.01 * i})
-                rows.append({"at": at, "domain": domain, "algo": "smart", "special": False,
-                             "relative": smart_spread ** (i / 20)})
+                rows.append(
+                    {
+                        "at": at,
+                        "domain": domain,
+                        "algo": "smart",
+                        "special": False,
+                        "relative": smart_spread ** (i / 20),
+                    }
+                )
     spread = analysis.relative_spread(pd.DataFrame(rows))
-    assert spread.loc[("embedding_output", "smart", "uci"), "p95 / p05"] == pytest.approx(8 ** 0.9, rel=1e-6)
+    assert spread.loc[("embedding_output", "smart", "uci"), "p95 / p05"] == pytest.approx(8**0.9, rel=1e-6)
     lines = analysis.spread_findings(spread)
     assert lines[-1] == "SMART and SiFT differ most at embedding_output and least at word_embeddings"
     assert lines[0].startswith("word_embeddings: SMART's p95/p05 spread is ")
@@ -405,10 +473,20 @@ def test_findings_are_generated_from_the_numbers():
 
 def _one_sentence_frame(relative):
     n = len(relative)
-    rows = {"algo": ["sift"] * n, "at": ["embedding_output"] * n, "token": [f"t{i}" for i in range(n)],
-            "text": [0] * n, "position": list(range(n)), "special": [False] * n, "norm": [10.0] * n,
-            "std": [0.5] * n, "perturbation_norm": [10.0 * r for r in relative], "relative": relative,
-            "normalized": [20.0 * r for r in relative], "divergence": [1e-8] * n}
+    rows = {
+        "algo": ["sift"] * n,
+        "at": ["embedding_output"] * n,
+        "token": [f"t{i}" for i in range(n)],
+        "text": [0] * n,
+        "position": list(range(n)),
+        "special": [False] * n,
+        "norm": [10.0] * n,
+        "std": [0.5] * n,
+        "perturbation_norm": [10.0 * r for r in relative],
+        "relative": relative,
+        "normalized": [20.0 * r for r in relative],
+        "divergence": [1e-8] * n,
+    }
     return pd.DataFrame(rows)
 
 
@@ -449,8 +527,12 @@ def test_grid_figures_fit_a_notebook_and_keep_legends_off_the_data(tiny, stats):
     sizes = analysis.perturbation_sizes(model, tokenizer, TEXTS, analysis.regularizers_for(), batch_size=2)
     shift = analysis.token_norm_shift(model, model, tokenizer, TEXTS).assign(algo="plain")
     gap = analysis.norm_gap_tokens(stats, "a", "b", at="word_embeddings")
-    for fig in (plotting.embedding_statistics(stats), plotting.perturbation_sizes_plot(sizes),
-                plotting.token_norm_shift_plot(shift), plotting.norm_gap_tokens_plot(gap)):
+    for fig in (
+        plotting.embedding_statistics(stats),
+        plotting.perturbation_sizes_plot(sizes),
+        plotting.token_norm_shift_plot(shift),
+        plotting.norm_gap_tokens_plot(gap),
+    ):
         assert fig.get_figwidth() <= 10.0
         assert all(ax.get_legend() is None for ax in fig.axes), "legends go below the panels"
         assert fig.legends, "one figure legend"
@@ -458,8 +540,16 @@ def test_grid_figures_fit_a_notebook_and_keep_legends_off_the_data(tiny, stats):
 
 def test_ticks_of_a_single_valued_axis_stay_readable():
     # A random smoke model gives every token the same norm after LayerNorm.
-    stats = pd.DataFrame({"domain": ["a"] * 40, "at": ["embedding_output"] * 40, "special": [False] * 40,
-                          "norm": 5.656854 + np.linspace(0, 1e-6, 40), "std": [1.0] * 40, "mean": [0.0] * 40})
+    stats = pd.DataFrame(
+        {
+            "domain": ["a"] * 40,
+            "at": ["embedding_output"] * 40,
+            "special": [False] * 40,
+            "norm": 5.656854 + np.linspace(0, 1e-6, 40),
+            "std": [1.0] * 40,
+            "mean": [0.0] * 40,
+        }
+    )
     ax = plotting.embedding_statistics(stats, values=("norm",)).axes[0]
     low, high = ax.get_xlim()
     assert high - low == pytest.approx(0.1 * 5.656854, rel=1e-3)  # ±5%, not ±1e-6
@@ -471,8 +561,15 @@ def test_ticks_of_a_single_valued_axis_stay_readable():
 def test_load_run_models_of_a_three_class_shift_run(tmp_path):
     from siftkit.run.training import train
 
-    cfg = RunConfig(task="shift", shift=three_class_spec(tmp_path / "data"), algo="sift", seed=3, save_model=True,
-                    output_dir=str(tmp_path / "run"), **SHIFT_TINY)
+    cfg = RunConfig(
+        task="shift",
+        shift=three_class_spec(tmp_path / "data"),
+        algo="sift",
+        seed=3,
+        save_model=True,
+        output_dir=str(tmp_path / "run"),
+        **SHIFT_TINY,
+    )
     train(cfg, progress=False)
     loaded = analysis.load_run_models(tmp_path / "run")
     base, tuned, tokenizer = loaded["base"], loaded["tuned"], loaded["tokenizer"]
@@ -492,17 +589,33 @@ def test_spec_domain_texts_read_each_domain_as_the_run_does(tmp_path):
 
     spec = three_class_spec(tmp_path)
     pairs = tmp_path / "pairs.csv"
-    pairs.write_text("premise,hypothesis,gold\n" + "".join(f'"premise {i}","hypothesis {i}",{THREE[i % 3]}\n'
-                                                        for i in range(9)))
-    spec["stages"].append({"name": "forum", "data": {"files": str(pairs), "text": ["premise", "hypothesis"],
-                                                      "label": "gold"}})
+    pairs.write_text(
+        "premise,hypothesis,gold\n" + "".join(f'"premise {i}","hypothesis {i}",{THREE[i % 3]}\n' for i in range(9))
+    )
+    spec["stages"].append(
+        {"name": "forum", "data": {"files": str(pairs), "text": ["premise", "hypothesis"], "label": "gold"}}
+    )
     # an evaluation set with a filter, and rows dropped as unmapped
     extra = tmp_path / "extra.jsonl"
-    extra.write_text("".join(json.dumps({"t": f"sentence {i}", "y": "x" if i % 4 == 0 else "p",
-                                         "src": "a" if i < 10 else "b"}) + "\n" for i in range(20)))
-    spec["evals"].append({"name": "extra", "data": {"files": str(extra), "text": "t", "label": "y",
-                                                    "where": {"src": "a"}, "unmapped": "drop",
-                                                    "label_map": {"p": "positive"}}})
+    extra.write_text(
+        "".join(
+            json.dumps({"t": f"sentence {i}", "y": "x" if i % 4 == 0 else "p", "src": "a" if i < 10 else "b"}) + "\n"
+            for i in range(20)
+        )
+    )
+    spec["evals"].append(
+        {
+            "name": "extra",
+            "data": {
+                "files": str(extra),
+                "text": "t",
+                "label": "y",
+                "where": {"src": "a"},
+                "unmapped": "drop",
+                "label_map": {"p": "positive"},
+            },
+        }
+    )
     texts = analysis.spec_domain_texts(spec, n=100, seed=1)
     # a stage and an evaluation set both named "forum" are told apart
     assert list(texts) == ["reviews", "forum_stage", "forum_eval", "extra"]
@@ -522,9 +635,13 @@ def test_spec_domain_texts_read_each_domain_as_the_run_does(tmp_path):
     cfg = RunConfig(task="shift", shift=spec)
     for source in (tmp_path / "spec.yaml", str(tmp_path / "params.yaml"), cfg):
         assert analysis.spec_domain_texts(source, n=3, seed=1) == few
-    assert analysis.spec_domain_pairs(spec) == [("forum_eval", "reviews"), ("forum_eval", "forum_stage"),
-                                                ("extra", "reviews"), ("extra", "forum_stage"),
-                                                ("forum_stage", "reviews")]
+    assert analysis.spec_domain_pairs(spec) == [
+        ("forum_eval", "reviews"),
+        ("forum_eval", "forum_stage"),
+        ("extra", "reviews"),
+        ("extra", "forum_stage"),
+        ("forum_stage", "reviews"),
+    ]
     with pytest.raises(ValueError, match="task='shift'"):
         analysis.spec_domain_texts(RunConfig(task="cola"))
     with pytest.raises(ValueError, match="n must be >= 1"):
@@ -536,9 +653,16 @@ def test_spec_tables_count_rows_and_labels(tmp_path):
 
     cfg = RunConfig(task="shift", shift=three_class_spec(tmp_path), num_train_epochs=2, **SHIFT_TINY)
     stages = analysis.spec_stages_table(cfg)
-    assert stages.to_dict("records") == [{"stage": "reviews", "num_train_epochs": 2, "learning_rate": 1e-2,
-                                          "validation": "0.25 of its rows (seeded)", "val_metric": "accuracy",
-                                          "evaluated after it": "forum"}]
+    assert stages.to_dict("records") == [
+        {
+            "stage": "reviews",
+            "num_train_epochs": 2,
+            "learning_rate": 1e-2,
+            "validation": "0.25 of its rows (seeded)",
+            "val_metric": "accuracy",
+            "evaluated after it": "forum",
+        }
+    ]
     sets = analysis.spec_sets_table(cfg).set_index("set")
     assert list(sets.index) == ["reviews", "reviews_val", "forum"]
     assert list(sets["role"]) == ["train", "validation", "evaluation"]
@@ -559,8 +683,17 @@ def test_spec_tables_count_rows_and_labels(tmp_path):
 
 
 def test_algo_configs_give_each_algorithm_its_own_defaults(tmp_path):
-    cfg = RunConfig(task="shift", shift=three_class_spec(tmp_path), algo="sift", perturb_at="word_embeddings",
-                    adv_steps=2, adv_epsilon=0.5, seed=4, output_dir=str(tmp_path / "out"), **SHIFT_TINY)
+    cfg = RunConfig(
+        task="shift",
+        shift=three_class_spec(tmp_path),
+        algo="sift",
+        perturb_at="word_embeddings",
+        adv_steps=2,
+        adv_epsilon=0.5,
+        seed=4,
+        output_dir=str(tmp_path / "out"),
+        **SHIFT_TINY,
+    )
     configs = analysis.algo_configs(cfg)
     assert list(configs) == ["plain", "smart", "sift"]
     for algo, c in configs.items():
@@ -568,11 +701,19 @@ def test_algo_configs_give_each_algorithm_its_own_defaults(tmp_path):
         assert c.shift == cfg.shift and c.learning_rate == cfg.learning_rate
     plain, smart, sift = configs.values()
     assert (plain.perturb_at, plain.adv_steps, plain.adv_epsilon) == ("embedding_output", 1, 0.0)
-    assert (smart.perturb_at, smart.adv_steps, smart.adv_epsilon, smart.bregman_weight) == ("word_embeddings", 2,
-                                                                                           1e-5, 1.0)
+    assert (smart.perturb_at, smart.adv_steps, smart.adv_epsilon, smart.bregman_weight) == (
+        "word_embeddings",
+        2,
+        1e-5,
+        1.0,
+    )
     # cfg's own epsilon is not carried over, not even to its own algorithm
-    assert (sift.perturb_at, sift.adv_steps, sift.adv_epsilon, sift.bregman_weight) == ("word_embeddings", 2,
-                                                                                       1e-2, None)
+    assert (sift.perturb_at, sift.adv_steps, sift.adv_epsilon, sift.bregman_weight) == (
+        "word_embeddings",
+        2,
+        1e-2,
+        None,
+    )
     assert list(analysis.algo_configs(cfg, ["sift"])) == ["sift"]
     with pytest.raises(ValueError, match="algorithms must be among 'plain', 'smart', 'sift'; got 'smrt'"):
         analysis.algo_configs(cfg, ["smrt"])
@@ -583,38 +724,57 @@ def test_algo_configs_give_each_algorithm_its_own_defaults(tmp_path):
 def _shift_record(spec, algo, seed, metrics, texts=(6, 12)):
     from siftkit.data.shift_spec import parse_spec
 
-    return {"config": RunConfig(task="shift", shift=spec, algo=algo, seed=seed).to_dict(),
-            "metrics": metrics, "meta": {"shift": {"sha256": parse_spec(spec).digest}},
-            "stages": [{"name": "reviews", "evals": {"reviews_val": texts[0], "forum": texts[1]}}]}
+    return {
+        "config": RunConfig(task="shift", shift=spec, algo=algo, seed=seed).to_dict(),
+        "metrics": metrics,
+        "meta": {"shift": {"sha256": parse_spec(spec).digest}},
+        "stages": [{"name": "reviews", "evals": {"reviews_val": texts[0], "forum": texts[1]}}],
+    }
 
 
 def test_shift_target_table_and_findings(tmp_path):
     spec = three_class_spec(tmp_path)
 
     def metrics(val, acc):
-        return {"reviews_val_accuracy": val, "reviews_val_mcc": 0.1, "reviews_val_macro_f1": 0.2,
-                "forum_accuracy": acc, "forum_mcc": acc - 0.5, "forum_macro_f1": acc - 0.1}
+        return {
+            "reviews_val_accuracy": val,
+            "reviews_val_mcc": 0.1,
+            "reviews_val_macro_f1": 0.2,
+            "forum_accuracy": acc,
+            "forum_mcc": acc - 0.5,
+            "forum_macro_f1": acc - 0.1,
+        }
 
-    records = [_shift_record(spec, "sift", 1, metrics(0.95, 0.85)), _shift_record(spec, "plain", 1, metrics(0.8, 0.40)),
-               _shift_record(spec, "sift", 2, metrics(0.95, 0.95))]
+    records = [
+        _shift_record(spec, "sift", 1, metrics(0.95, 0.85)),
+        _shift_record(spec, "plain", 1, metrics(0.8, 0.40)),
+        _shift_record(spec, "sift", 2, metrics(0.95, 0.95)),
+    ]
     table = analysis.shift_target_table(records)
     assert list(zip(table["algo"], table["target"])) == [("plain", "forum"), ("sift", "forum")]  # plain first
     sift = table.set_index("algo").loc["sift"]
     assert sift["accuracy"] == pytest.approx(0.9) and sift["accuracy_std"] == pytest.approx(math.sqrt(0.005))
     assert sift["n"] == 2 and sift["seeds"] == [1, 2] and sift["texts"] == 12 and sift["mcc"] == pytest.approx(0.4)
     assert math.isnan(table.set_index("algo").loc["plain", "accuracy_std"])
-    sets = pd.DataFrame({"set": ["reviews", "reviews_val", "forum"], "role": ["train", "validation", "evaluation"],
-                         "majority": [0.5, 0.5, 0.5]})
+    sets = pd.DataFrame(
+        {
+            "set": ["reviews", "reviews_val", "forum"],
+            "role": ["train", "validation", "evaluation"],
+            "majority": [0.5, 0.5, 0.5],
+        }
+    )
     full = analysis.shift_target_table(records, sets=sets, validation=True)
     assert list(zip(full["algo"], full["target"], full["role"])) == [
-        ("plain", "reviews_val", "validation"), ("plain", "forum", "evaluation"),
-        ("sift", "reviews_val", "validation"), ("sift", "forum", "evaluation")]
+        ("plain", "reviews_val", "validation"),
+        ("plain", "forum", "evaluation"),
+        ("sift", "reviews_val", "validation"),
+        ("sift", "forum", "evaluation"),
+    ]
     assert set(full.loc[full["role"] == "evaluation", "reference"]) == {"reviews_val"}
     assert (full["majority"] == 0.5).all()
     # 12 texts near 0.65: twice the binomial s.e. is 0.275; SiFT − plain = +0.5 is beyond it
     (text,) = analysis.shift_target_findings(full)
-    assert text.startswith("forum (12 texts; mean ± std over up to 2 seeds): accuracy plain 0.400, "
-                           "SiFT 0.900 ± 0.071.")
+    assert text.startswith("forum (12 texts; mean ± std over up to 2 seeds): accuracy plain 0.400, SiFT 0.900 ± 0.071.")
     assert "From in domain (reviews_val) to forum, accuracy changes by: plain -0.400, SiFT -0.050." in text
     assert "near 0.65 on 12 texts is 0.275." in text and "SiFT − plain = +0.500, beyond it on these texts." in text
     assert "scores 0.500: SiFT above it by more than the yardstick; plain not shown to beat it." in text
@@ -637,17 +797,26 @@ def test_run_domains_say_what_each_run_trained_on(tmp_path):
 
     for name, stages in (("p2", ["twitter", "uci"]), ("spec", ["reviews"])):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "results.json").write_text(json.dumps(
-            {"config": {"algo": "sift", "seed": 1}, "metrics": {}, "history": [], "meta": {},
-             "stages": [{"name": s} for s in stages]}))
+        (tmp_path / name / "results.json").write_text(
+            json.dumps(
+                {
+                    "config": {"algo": "sift", "seed": 1},
+                    "metrics": {},
+                    "history": [],
+                    "meta": {},
+                    "stages": [{"name": s} for s in stages],
+                }
+            )
+        )
     table = analysis.run_domains([tmp_path / "p2" / "results.json", tmp_path / "spec"], ["twitter", "uci", "cola"])
     assert table["trained on"].tolist() == ["twitter, uci", "none of these"]
     assert table["never trained on"].tolist() == ["cola", "twitter, uci, cola"]
 
 
 def test_domain_palette_keeps_the_kit_colours_and_tells_spec_domains_apart():
-    assert plotting.domain_palette(["twitter", "uci", "cola"]) == {k: plotting.DOMAIN_COLORS[k]
-                                                                  for k in ("twitter", "uci", "cola")}
+    assert plotting.domain_palette(["twitter", "uci", "cola"]) == {
+        k: plotting.DOMAIN_COLORS[k] for k in ("twitter", "uci", "cola")
+    }
     palette = plotting.domain_palette(["amazon", "imdb", "yelp", "uci"])
     assert len(set(palette.values())) == 4 and palette["uci"] == plotting.DOMAIN_COLORS["uci"]
 
@@ -655,10 +824,23 @@ def test_domain_palette_keeps_the_kit_colours_and_tells_spec_domains_apart():
 def test_per_target_bars_draw_every_algorithm_target_and_floor():
     rows = []
     for algo in ("plain", "smart", "sift"):
-        for target, role, acc in (("amazon_val", "validation", 0.9), ("imdb", "evaluation", 0.8),
-                                  ("yelp", "evaluation", 0.7)):
-            rows.append({"algo": algo, "algorithm": algo, "target": target, "role": role, "accuracy": acc,
-                         "mcc": acc - 0.5, "macro_f1": acc - 0.1, "majority": 0.55})
+        for target, role, acc in (
+            ("amazon_val", "validation", 0.9),
+            ("imdb", "evaluation", 0.8),
+            ("yelp", "evaluation", 0.7),
+        ):
+            rows.append(
+                {
+                    "algo": algo,
+                    "algorithm": algo,
+                    "target": target,
+                    "role": role,
+                    "accuracy": acc,
+                    "mcc": acc - 0.5,
+                    "macro_f1": acc - 0.1,
+                    "majority": 0.55,
+                }
+            )
     fig = plotting.per_target_bars(pd.DataFrame(rows), title="spec x")
     accuracy = fig.axes[0]
     assert accuracy.get_title() == "accuracy" and len(accuracy.patches) == 9  # 3 algorithms x 3 sets

@@ -17,9 +17,11 @@ from helpers import STUDENT_COMMAND
 from siftkit.explore import exercises as ex
 
 REPO = Path(__file__).resolve().parents[2]
-EXERCISE_NOTEBOOKS = {"00_tour": ("sift_perturb", "project", "ascent_step", "sym_kl"),
-                      "02_twitter_to_uci": ("wise_ft", "freelb_step"),
-                      "05_your_shift": ("majority_share", "yardstick", "mcc")}
+EXERCISE_NOTEBOOKS = {
+    "00_tour": ("sift_perturb", "project", "ascent_step", "sym_kl"),
+    "02_twitter_to_uci": ("wise_ft", "freelb_step"),
+    "05_your_shift": ("majority_share", "yardstick", "mcc"),
+}
 
 
 # ----------------------------------------------------------------------------- right answers
@@ -76,9 +78,17 @@ def freelb_step(delta, g, mask, adv_lr, max_norm):
     return delta
 
 
-RIGHT = {"sift_perturb": sift_perturb, "project": project, "ascent_step": ascent_step, "sym_kl": sym_kl,
-         "majority_share": majority_share, "yardstick": yardstick, "mcc": mcc, "wise_ft": wise_ft,
-         "freelb_step": freelb_step}
+RIGHT = {
+    "sift_perturb": sift_perturb,
+    "project": project,
+    "ascent_step": ascent_step,
+    "sym_kl": sym_kl,
+    "majority_share": majority_share,
+    "yardstick": yardstick,
+    "mcc": mcc,
+    "wise_ft": wise_ft,
+    "freelb_step": freelb_step,
+}
 
 
 @pytest.mark.parametrize("name", list(RIGHT))
@@ -111,8 +121,11 @@ def _fails(name, fn, expected):
 
 def test_sift_perturb_mistakes_are_named():
     _fails("sift_perturb", lambda z, d: z + d, "that is SMART's perturbation")
-    _fails("sift_perturb", lambda z, d: (z - z.mean(-1, keepdim=True)) / z.std(-1, unbiased=False, keepdim=True) + d,
-           "de-normalize it again")
+    _fails(
+        "sift_perturb",
+        lambda z, d: (z - z.mean(-1, keepdim=True)) / z.std(-1, unbiased=False, keepdim=True) + d,
+        "de-normalize it again",
+    )
     _fails("sift_perturb", lambda z, d: z + z.std(-1, keepdim=True) * d, "population std")
     _fails("sift_perturb", lambda z, d: z + z.std(1, unbiased=False, keepdim=True) * d, "over the hidden dimension")
     _fails("sift_perturb", lambda z, d: z + z.std(unbiased=False) * d, "whole tensor")
@@ -122,23 +135,40 @@ def test_sift_perturb_mistakes_are_named():
 
 def test_projection_mistakes_are_named():
     _fails("project", lambda d, e, n: d, "nothing was projected")
-    _fails("project", lambda d, e, n: d.clamp(-e, e) if n == "inf" else d * e / d.norm(dim=-1, keepdim=True),
-           "[l2] every token was scaled to the surface")
-    _fails("project", lambda d, e, n: d * (e / d.abs().amax(-1, keepdim=True)).clamp(max=1.0) if n == "inf"
-           else project(d, e, n), "[inf] the l-inf ball's projection clips each coordinate")
+    _fails(
+        "project",
+        lambda d, e, n: d.clamp(-e, e) if n == "inf" else d * e / d.norm(dim=-1, keepdim=True),
+        "[l2] every token was scaled to the surface",
+    )
+    _fails(
+        "project",
+        lambda d, e, n: d * (e / d.abs().amax(-1, keepdim=True)).clamp(max=1.0) if n == "inf" else project(d, e, n),
+        "[inf] the l-inf ball's projection clips each coordinate",
+    )
     _fails("project", lambda d, e, n: project(d, e, "l2" if n == "inf" else "inf"), "other norm's ball")
-    _fails("project", lambda d, e, n: d * min(1.0, e / float(d.norm())) if n == "l2" else project(d, e, n),
-           "[l2] the ball is per token")
+    _fails(
+        "project",
+        lambda d, e, n: d * min(1.0, e / float(d.norm())) if n == "l2" else project(d, e, n),
+        "[l2] the ball is per token",
+    )
 
 
 def test_ascent_step_mistakes_are_named():
     _fails("ascent_step", lambda d, g, s, e, n: project(d + s * g, e, n), "the step is not normalized")
     _fails("ascent_step", lambda d, g, s, e, n: d + s * g / g.abs().amax(-1, keepdim=True), "[inf] no projection")
-    _fails("ascent_step", lambda d, g, s, e, n: project(d + s * g.sign(), e, n) if n == "inf"
-           else ascent_step(d, g, s, e, n), "FGSM")
+    _fails(
+        "ascent_step",
+        lambda d, g, s, e, n: project(d + s * g.sign(), e, n) if n == "inf" else ascent_step(d, g, s, e, n),
+        "FGSM",
+    )
     _fails("ascent_step", lambda d, g, s, e, n: ascent_step(d, -g, s, e, n), "descent step")
-    _fails("ascent_step", lambda d, g, s, e, n: project(d + s * g / g.norm(dim=-1, keepdim=True), e, n) if n == "inf"
-           else ascent_step(d, g, s, e, n), "[inf] the gradient was normalized in the other norm")
+    _fails(
+        "ascent_step",
+        lambda d, g, s, e, n: (
+            project(d + s * g / g.norm(dim=-1, keepdim=True), e, n) if n == "inf" else ascent_step(d, g, s, e, n)
+        ),
+        "[inf] the gradient was normalized in the other norm",
+    )
 
 
 def test_sym_kl_mistakes_are_named():
@@ -150,8 +180,11 @@ def test_sym_kl_mistakes_are_named():
     _fails("sym_kl", lambda p, q: sym_kl(p, q) * p.shape[0], "summed over the batch")
     _fails("sym_kl", lambda p, q: ((p.exp() - q.exp()) * (p - q)).sum(-1).mean(), "log_softmax first")
     _fails("sym_kl", lambda p, q: sym_kl(p, q) / math.log(2), "natural logarithm")
-    _fails("sym_kl", lambda p, q: ((p.softmax(-1) - q.softmax(-1)) * (p.log_softmax(-1) - q.log_softmax(-1))).sum(-1),
-           "average them over the batch")
+    _fails(
+        "sym_kl",
+        lambda p, q: ((p.softmax(-1) - q.softmax(-1)) * (p.log_softmax(-1) - q.log_softmax(-1))).sum(-1),
+        "average them over the batch",
+    )
     _fails("sym_kl", lambda p, q: sym_kl(p.detach(), q.detach()), "carries no gradient")
     _fails("sym_kl", lambda p, q: sym_kl(p, q.detach()), "no gradient reaches q_logits")
     _fails("sym_kl", lambda p, q: float(sym_kl(p, q)), "return a torch.Tensor")
@@ -162,8 +195,11 @@ def test_wise_ft_mistakes_are_named():
     _fails("wise_ft", lambda t0, t1, a: {k: t0[k] + a * t1[k] for k in t0}, "theta_0's weight is (1 - alpha)")
     _fails("wise_ft", lambda t0, t1, a: {k: (t0[k] + t1[k]) / 2 for k in t0}, "whatever alpha")
     _fails("wise_ft", lambda t0, t1, a: {k: a * (t1[k] - t0[k]) for k in t0}, "add theta_0 to it")
-    _fails("wise_ft", lambda t0, t1, a: {k: v for k, v in wise_ft(t0, t1, a).items() if "bias" not in k},
-           "the answer lacks encoder.layer.0.attention.self.query.bias")
+    _fails(
+        "wise_ft",
+        lambda t0, t1, a: {k: v for k, v in wise_ft(t0, t1, a).items() if "bias" not in k},
+        "the answer lacks encoder.layer.0.attention.self.query.bias",
+    )
     _fails("wise_ft", lambda t0, t1, a: [wise_ft(t0, t1, a)[k] for k in t0], "return a dict of tensors")
 
     def in_place(t0, t1, a):
@@ -188,8 +224,11 @@ def test_freelb_step_mistakes_are_named():
     _fails("freelb_step", lambda d, g, m, lr, mx: freelb_step(d, g, m, lr, 0.0), "[max_norm = 0.35] no ball")
     _fails("freelb_step", token_ball, "the ball is per example")
     _fails("freelb_step", lambda d, g, m, lr, mx: freelb_step(d, -g, m, lr, mx), "descent step")
-    _fails("freelb_step", lambda d, g, m, lr, mx: freelb_step(d, g, m, lr, mx) if mx > 0 else d * 0,
-           "max_norm 0 means no ball")
+    _fails(
+        "freelb_step",
+        lambda d, g, m, lr, mx: freelb_step(d, g, m, lr, mx) if mx > 0 else d * 0,
+        "max_norm 0 means no ball",
+    )
 
 
 def test_reading_mistakes_are_named():
@@ -201,6 +240,7 @@ def test_reading_mistakes_are_named():
 
     def binary_only(preds, labels, k):
         from siftkit.core.metrics import matthews_corrcoef
+
         return matthews_corrcoef(np.asarray(preds) != 0, np.asarray(labels) != 0)
 
     _fails("mcc", binary_only, "use the K-class formula")
@@ -213,7 +253,9 @@ def test_reading_mistakes_are_named():
             return (s * n - p @ t) / np.sqrt((n * n - p @ p) * (n * n - t @ t))
 
     _fails("mcc", no_zero_convention, "defined as 0")
-    _fails("mcc", lambda preds, labels, k: float(np.mean(np.asarray(preds) == np.asarray(labels))), "that is the accuracy")
+    _fails(
+        "mcc", lambda preds, labels, k: float(np.mean(np.asarray(preds) == np.asarray(labels))), "that is the accuracy"
+    )
 
 
 def test_kit_helpers_that_the_checks_compare_with():
@@ -274,9 +316,12 @@ def test_teachers_solutions_pass_and_students_version_fails_every_check(name, tm
     assert all("raise NotImplementedError()" in s for s in student_solutions)
     # the written answers of the discussion questions are the teacher's only
     answers = [c.source for c in teacher.cells if c.cell_type == "markdown" and "BEGIN SOLUTION" in c.source]
-    assert answers and all("YOUR ANSWER HERE" in c.source for c in student.cells
-                           if c.cell_type == "markdown" and c.get("id") in {a.get("id") for a in teacher.cells
-                                                                           if "BEGIN SOLUTION" in a.source})
+    assert answers and all(
+        "YOUR ANSWER HERE" in c.source
+        for c in student.cells
+        if c.cell_type == "markdown"
+        and c.get("id") in {a.get("id") for a in teacher.cells if "BEGIN SOLUTION" in a.source}
+    )
     student_ns = _run_cells(student_solutions)
     for fn in EXERCISE_NOTEBOOKS[name]:
         result = ex.CHECKS[fn](student_ns[fn])

@@ -45,9 +45,10 @@ def test_notebook_figures_folder_is_made_by_the_first_figure(tmp_path):
     plotting.save_figure(fig, folder / "x.png")
     plt.close(fig)
     assert (folder / "x.png").is_file()
-    robustness_log("a notebook whose run fails after the first cell",
-                   "(no empty folder: the first cell only checks output_dir, and figures/ is made by the first "
-                   "saved figure)")
+    robustness_log(
+        "a notebook whose run fails after the first cell",
+        "(no empty folder: the first cell only checks output_dir, and figures/ is made by the first saved figure)",
+    )
 
 
 def test_notebook_advice_only_where_it_helps(tmp_path):
@@ -57,4 +58,8 @@ def test_notebook_advice_only_where_it_helps(tmp_path):
     cfg = RunConfig(output_dir=str(tmp_path / "notes.txt" / "run"))
     msg = _error(prepare_output_dir, cfg, kind=OutputDirError)
     assert msg == f"output_dir '{tmp_path / 'notes.txt' / 'run'}' is not writable: Not a directory"
-    robustness_log("notebook `-p output_dir notes.txt/run` (below a file)", msg, **{"notes.txt/run": tmp_path / "notes.txt" / "run"})
+    robustness_log(
+        "notebook `-p output_dir notes.txt/run` (below a file)",
+        msg,
+        **{"notes.txt/run": tmp_path / "notes.txt" / "run"},
+    )

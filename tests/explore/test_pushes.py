@@ -27,6 +27,7 @@ def test_each_method_push_is_measured_per_real_token_without_moving_weights():
 def test_knobs_replace_a_method_defaults():
     model = tiny_model()
     small = method_pushes(model, tokenizer(), "a short one", ["sift"])
-    big = method_pushes(model, tokenizer(), "a short one", ["sift"],
-                        knobs={"sift": {"adv_epsilon": 0.1, "adv_noise_std": 0.1}})
+    big = method_pushes(
+        model, tokenizer(), "a short one", ["sift"], knobs={"sift": {"adv_epsilon": 0.1, "adv_noise_std": 0.1}}
+    )
     assert big["relative"].median() > 5 * small["relative"].median()

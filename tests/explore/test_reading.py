@@ -16,8 +16,12 @@ def _history(stages, *, r=None, bregman=None, reg=None, rel=None):
         for i, loss in enumerate(losses):
             step += 10
             row = {"stage": name, "global_step": step, "task_loss": loss}
-            for col, values in (("adv_loss", r), ("bregman_loss", bregman), ("reg_loss", reg),
-                                ("relative_perturbation", rel)):
+            for col, values in (
+                ("adv_loss", r),
+                ("bregman_loss", bregman),
+                ("reg_loss", reg),
+                ("relative_perturbation", rel),
+            ):
                 if values is not None:
                     row[col] = values[name][i]
             rows.append(row)
@@ -34,8 +38,10 @@ TASK = {"twitter": list(np.linspace(0.69, 0.45, 20)), "uci": list(np.linspace(0.
 def test_plain_has_no_regularizer_and_the_label_flip_start_is_said():
     lines = read_curves(_record("plain", _history(TASK, r={"twitter": [0.0] * 20, "uci": [0.0] * 10})))
     text = "\n".join(lines)
-    assert lines[0].startswith("twitter (optimizer steps 10–200, 20 logged points): the task loss goes from 0.684 "
-                               "to 0.456 nats (means of the first and last 2 points).")
+    assert lines[0].startswith(
+        "twitter (optimizer steps 10–200, 20 logged points): the task loss goes from 0.684 "
+        "to 0.456 nats (means of the first and last 2 points)."
+    )
     assert text.count("Plain fine-tuning has no regularizer") == 2
     assert "R, the regularizer" not in text and "pull on the weights" not in text and "The push" not in text
     # stage 2 starts above stage 1's end and above ln 2: worse than no opinion
@@ -59,9 +65,11 @@ def test_sifts_growing_r_is_measured_against_the_task_loss():
     lines = read_curves(_record("sift", _history(task, r=r, rel=rel), adv_weight=1.0))
     text = "\n".join(lines)
     r_start, r_end = np.mean(r["twitter"][:2]), np.mean(r["twitter"][-2:])
-    assert (f"R, the regularizer's divergence (unweighted), goes from {r_start:.1e} to {r_end:.3f} nats "
-            f"(×{r_end / r_start:.0f}); at the stage's end it is {100 * r_end / 0.45:.1f}% of the task loss: "
-            f"not negligible.") in text
+    assert (
+        f"R, the regularizer's divergence (unweighted), goes from {r_start:.1e} to {r_end:.3f} nats "
+        f"(×{r_end / r_start:.0f}); at the stage's end it is {100 * r_end / 0.45:.1f}% of the task loss: "
+        f"not negligible."
+    ) in text
     assert "0.7% of the task loss: small." in text  # stage 2: 0.004 against 0.6
     tiny = "\n".join(read_curves(_record("sift", _history(task, r={"twitter": [1e-5] * 20, "uci": [1e-5] * 10}))))
     assert "it is 0.0022% of the task loss: small." in tiny  # 1e-5 against 0.45, never a bare 0.0%
@@ -80,18 +88,27 @@ def test_a_weight_other_than_one_is_applied_and_a_stage_without_r_is_said():
 
 def test_smarts_bregman_term_and_a_logged_weighted_term():
     task = {"twitter": [0.5] * 10, "uci": [0.5] * 10}
-    smart = _record("smart", _history(task, r={"twitter": [1e-3] * 10, "uci": [1e-3] * 10},
-                                      bregman={"twitter": [0.01] * 10, "uci": [0.02] * 10}),
-                    adv_weight=1.0, bregman_weight=1.0)
+    smart = _record(
+        "smart",
+        _history(
+            task, r={"twitter": [1e-3] * 10, "uci": [1e-3] * 10}, bregman={"twitter": [0.01] * 10, "uci": [0.02] * 10}
+        ),
+        adv_weight=1.0,
+        bregman_weight=1.0,
+    )
     text = "\n".join(read_curves(smart))
     assert "SMART's Bregman term (unweighted) goes from 0.010 to 0.010 nats (×1); at the stage's end it is 2.0%" in text
     assert "0.2% of the task loss: small." in text
     # R-Drop logs its weighted term (reg_loss): the verdict is on that, not on the unweighted R
-    rdrop = _record("rdrop", _history(task, r={"twitter": [0.2] * 10, "uci": [0.2] * 10},
-                                      reg={"twitter": [0.002] * 10, "uci": [0.002] * 10}), adv_weight=0.0)
+    rdrop = _record(
+        "rdrop",
+        _history(
+            task, r={"twitter": [0.2] * 10, "uci": [0.2] * 10}, reg={"twitter": [0.002] * 10, "uci": [0.002] * 10}
+        ),
+        adv_weight=0.0,
+    )
     text = "\n".join(read_curves(rdrop))
-    assert ("40.0% of the task loss, and the weighted term the loss adds (2.0e-03 nats) is 0.4% of it: small."
-            in text)
+    assert "40.0% of the task loss, and the weighted term the loss adds (2.0e-03 nats) is 0.4% of it: small." in text
 
 
 def test_methods_without_a_term_and_empty_histories():
@@ -108,11 +125,19 @@ def test_methods_without_a_term_and_empty_histories():
 
 
 def _p2(zero, zero_mcc, *, n=600, test=(0.74, 0.48), val=(0.855, 0.71)):
-    metrics = {"twitter_val_accuracy": val[0], "twitter_val_mcc": val[1], "uci_zero_shot_accuracy": zero,
-               "uci_zero_shot_mcc": zero_mcc, "uci_test_accuracy": test[0], "uci_test_mcc": test[1],
-               "uci_zero_shot_smoothness_0.3": 1e-3}
-    stages = [{"name": "twitter", "train_examples": 800, "evals": {"twitter_val": 200, "uci_zero_shot": n}},
-              {"name": "uci", "train_examples": 300, "evals": {"uci_test": n}}]
+    metrics = {
+        "twitter_val_accuracy": val[0],
+        "twitter_val_mcc": val[1],
+        "uci_zero_shot_accuracy": zero,
+        "uci_zero_shot_mcc": zero_mcc,
+        "uci_test_accuracy": test[0],
+        "uci_test_mcc": test[1],
+        "uci_zero_shot_smoothness_0.3": 1e-3,
+    }
+    stages = [
+        {"name": "twitter", "train_examples": 800, "evals": {"twitter_val": 200, "uci_zero_shot": n}},
+        {"name": "uci", "train_examples": 300, "evals": {"uci_test": n}},
+    ]
     return {"config": {"task": "twitter_to_uci", "algo": "sift"}, "metrics": metrics, "stages": stages}
 
 
@@ -124,8 +149,9 @@ def test_below_chance_is_the_label_flip_with_the_swapped_accuracy():
     assert zero.startswith("UCI zero-shot (600 texts), straight after stage 1: accuracy 0.433, MCC -0.210.")
     assert f"on 600 texts is {yard:.3f}" in zero and "below chance by 0.067, more than that yardstick" in zero
     assert "label flip" in zero and "swapped would score 0.567" in zero
-    assert lines[2].startswith("UCI test (600 texts), after stage 2 (300 UCI sentences): accuracy 0.740, MCC 0.480, "
-                               "+0.307 from zero-shot.")
+    assert lines[2].startswith(
+        "UCI test (600 texts), after stage 2 (300 UCI sentences): accuracy 0.740, MCC 0.480, +0.307 from zero-shot."
+    )
     assert f"is {2 * math.sqrt(0.74 * 0.26 / 600):.3f}" in lines[2]
 
 

@@ -140,14 +140,14 @@ def test_train_records_skipped_adversarial_steps(monkeypatch, tmp_path, data_dir
 
     monkeypatch.setattr(training, "load_model", keep_model)
     out = tmp_path / "nan_run"
-    cfg = RunConfig.from_yaml(REPO_PARAMS, algo="sift", output_dir=str(out), task="twitter_to_uci",
-                              data_dir=str(data_dir))
+    cfg = RunConfig.from_yaml(
+        REPO_PARAMS, algo="sift", output_dir=str(out), task="twitter_to_uci", data_dir=str(data_dir)
+    )
     assert cfg.logging_steps == 1
     record = train(cfg, progress=False)
 
     batch_size = cfg.per_device_train_batch_size
-    total_steps = sum(math.ceil(s["train_examples"] / batch_size) * s["num_train_epochs"]
-                      for s in record["stages"])
+    total_steps = sum(math.ceil(s["train_examples"] / batch_size) * s["num_train_epochs"] for s in record["stages"])
     assert total_steps > 1
     assert record["meta"]["skipped_adversarial_steps"] == total_steps
     assert record["meta"]["nonfinite_steps"] == 0  # the batch's task loss still made a step

@@ -61,6 +61,7 @@ def _kl_code(input_logits, target_logits, reduction):
 
 # ------------------------------------------------------------------------------------------ ALUM
 
+
 def _alum_reference(model, batch, *, noise_var, step, gamma=1e-6, alpha=1.0, projection="code", epsilon=None):
     """ALUM's loss, delta and ascent gradient as adv_masked_lm.py computes them (eval mode: no dropout,
     so the noise is the only draw; torch.manual_seed(SEED) before, as before the method's call)."""
@@ -97,7 +98,8 @@ def test_alum_step_and_loss_match_the_official_formula(batch, projection):
     torch.manual_seed(SEED)
     loss, parts = method.loss(model, dict(batch))
     ref_loss, ref_r, ref_delta, ref_g, embed = _alum_reference(
-        model, batch, noise_var=NOISE, step=STEP, alpha=2.0, projection=projection, epsilon=EPSILON)
+        model, batch, noise_var=NOISE, step=STEP, alpha=2.0, projection=projection, epsilon=EPSILON
+    )
 
     # Tolerances: the KLs near the clean point are differences of nearly equal numbers, which the
     # kit and F.kl_div round differently (relative 1e-11 here; 1e-6 for a KL of 1e-9).
@@ -130,8 +132,15 @@ def test_alum_step_and_loss_match_the_official_formula(batch, projection):
 
 def test_alum_defaults_are_the_codes_and_its_push_is_the_noise_direction(batch):
     cfg = RunConfig(algo="alum")
-    assert cfg.algo_args == {"adv_alpha": 1.0, "noise_var": 1e-5, "alum_step_size": 1e-3, "noise_gamma": 1e-6,
-                             "project_norm_type": "inf", "alum_projection": "code", "alum_epsilon": 1e-5}
+    assert cfg.algo_args == {
+        "adv_alpha": 1.0,
+        "noise_var": 1e-5,
+        "alum_step_size": 1e-3,
+        "noise_gamma": 1e-6,
+        "project_norm_type": "inf",
+        "alum_projection": "code",
+        "alum_epsilon": 1e-5,
+    }
     assert cfg.perturb_at == "embedding_output"
     model = tiny_model("bert", dtype=torch.float64)
     method = _method(model, algo="alum")
@@ -191,11 +200,18 @@ def test_alum_inactive_is_plain_exactly(batch):
     torch.manual_seed(SEED)
     plain_loss, _ = plain.objective(model, dict(batch))
     assert float(loss.detach()) == float(plain_loss.detach())
-    assert set(parts) == {"task_loss", "adv_loss", "reg_loss", "perturbation_norm", "relative_perturbation",
-                          "ascent_cosine"}
+    assert set(parts) == {
+        "task_loss",
+        "adv_loss",
+        "reg_loss",
+        "perturbation_norm",
+        "relative_perturbation",
+        "ascent_cosine",
+    }
 
 
 # ---------------------------------------------------------------------------------------- R-Drop
+
 
 def _dropout_off(model):
     for m in model.modules():
@@ -283,31 +299,56 @@ def test_rdrop_runs_through_train_batch(batch):
 BAD = [
     (dict(algo="alum", adv_alpha=-1.0), "adv_alpha must be a finite number >= 0 for algo='alum', got -1.0"),
     (dict(algo="alum", noise_var=-1e-5), "noise_var must be a finite number >= 0 for algo='alum', got -1e-05"),
-    (dict(algo="alum", alum_step_size=float("nan")),
-     "alum_step_size must be a finite number >= 0 for algo='alum', got nan"),
+    (
+        dict(algo="alum", alum_step_size=float("nan")),
+        "alum_step_size must be a finite number >= 0 for algo='alum', got nan",
+    ),
     (dict(algo="alum", noise_gamma=0.0), "noise_gamma must be a finite number > 0 for algo='alum', got 0.0"),
-    (dict(algo="alum", noise_var=0.0, alum_step_size=0.0),
-     "noise_var and alum_step_size are both 0 for algo='alum': its perturbation would be exactly 0; give either "
-     "a size"),
-    (dict(algo="alum", alum_epsilon=1e-3),
-     "alum_epsilon=0.001 is used by alum_projection='paper' only (the code's normalization has no ball); leave it "
-     "at 1e-05 or set alum_projection='paper'"),
-    (dict(algo="alum", alum_projection="paper", project_norm_type="l1"),
-     "project_norm_type='l1' (the code's sign step) has no ball to project onto for alum_projection='paper'; use "
-     "'inf' (the paper's) or 'l2'"),
-    (dict(algo="alum", adv_step_size=1e-3),
-     "adv_step_size=0.001 is SMART's and SiFT's knob, not used by algo='alum'; leave it unset (algo='alum''s knobs: "
-     "adv_alpha, noise_var, alum_step_size, noise_gamma, project_norm_type, alum_projection, alum_epsilon)"),
+    (
+        dict(algo="alum", noise_var=0.0, alum_step_size=0.0),
+        "noise_var and alum_step_size are both 0 for algo='alum': its perturbation would be exactly 0; give either "
+        "a size",
+    ),
+    (
+        dict(algo="alum", alum_epsilon=1e-3),
+        "alum_epsilon=0.001 is used by alum_projection='paper' only (the code's normalization has no ball); leave it "
+        "at 1e-05 or set alum_projection='paper'",
+    ),
+    (
+        dict(algo="alum", alum_projection="paper", project_norm_type="l1"),
+        "project_norm_type='l1' (the code's sign step) has no ball to project onto for alum_projection='paper'; use "
+        "'inf' (the paper's) or 'l2'",
+    ),
+    (
+        dict(algo="alum", adv_step_size=1e-3),
+        "adv_step_size=0.001 is SMART's and SiFT's knob, not used by algo='alum'; leave it unset (algo='alum''s knobs: "
+        "adv_alpha, noise_var, alum_step_size, noise_gamma, project_norm_type, alum_projection, alum_epsilon)",
+    ),
     (dict(algo="rdrop", reg_alpha=-0.5), "reg_alpha must be a finite number >= 0 for algo='rdrop', got -0.5"),
-    (dict(algo="rdrop", rdrop_reduction="batchmean"),
-     "rdrop_reduction must be one of 'mean', 'sum' for algo='rdrop'; got 'batchmean'"),
-    (dict(algo="rdrop", perturb_at="word_embeddings"),
-     "perturb_at='word_embeddings' is not used by algo='rdrop' (it perturbs no input); leave it unset"),
+    (
+        dict(algo="rdrop", rdrop_reduction="batchmean"),
+        "rdrop_reduction must be one of 'mean', 'sum' for algo='rdrop'; got 'batchmean'",
+    ),
+    (
+        dict(algo="rdrop", perturb_at="word_embeddings"),
+        "perturb_at='word_embeddings' is not used by algo='rdrop' (it perturbs no input); leave it unset",
+    ),
 ]
 
 
-BAD_IDS = ["alum-alpha-neg", "alum-noise-neg", "alum-step-nan", "alum-gamma0", "alum-no-size", "alum-eps-unused",
-           "alum-paper-l1", "alum-smart-step", "rdrop-alpha-neg", "rdrop-reduction", "rdrop-point"]
+BAD_IDS = [
+    "alum-alpha-neg",
+    "alum-noise-neg",
+    "alum-step-nan",
+    "alum-gamma0",
+    "alum-no-size",
+    "alum-eps-unused",
+    "alum-paper-l1",
+    "alum-smart-step",
+    "rdrop-alpha-neg",
+    "rdrop-reduction",
+    "rdrop-point",
+]
 
 
 @pytest.mark.parametrize("config, message", BAD, ids=BAD_IDS)
@@ -325,14 +366,17 @@ def test_alum_on_a_model_without_an_embedding_block_names_the_method_and_point()
     with pytest.raises(UnsupportedModelError) as err:
         _method(model, algo="alum")
     message = str(err.value)
-    assert message == ("algo='alum' perturbs the model's embeddings at perturb_at='embedding_output', which it "
-                       "cannot reach: GPT2ForSequenceClassification: no embedding block found (expected "
-                       "`model.base_model.embeddings`); siftkit supports encoder classifiers such as BERT, RoBERTa, "
-                       "DeBERTa, DistilBERT, ELECTRA and ALBERT")
+    assert message == (
+        "algo='alum' perturbs the model's embeddings at perturb_at='embedding_output', which it "
+        "cannot reach: GPT2ForSequenceClassification: no embedding block found (expected "
+        "`model.base_model.embeddings`); siftkit supports encoder classifiers such as BERT, RoBERTa, "
+        "DeBERTa, DistilBERT, ELECTRA and ALBERT"
+    )
     robustness_log("`algo='alum'` on a GPT2ForSequenceClassification (no embedding block)", message)
 
 
 # ------------------------------------------------------------------------------ through the loops
+
 
 def _smoke(tmp_path, name, **changes):
     cfg = RunConfig.from_yaml(SMOKE, output_dir=str(tmp_path / name), cpu=True, **changes)
@@ -344,11 +388,13 @@ def _smoke(tmp_path, name, **changes):
 def test_smoke_train_each(tmp_path, algo, knob):
     record = _smoke(tmp_path, algo, algo=algo, **knob)
     assert record["config"]["algo"] == algo and record["config"]["algo_args"][next(iter(knob))] == next(
-        iter(knob.values()))
+        iter(knob.values())
+    )
     rows = record["history"]
     assert rows and all(math.isfinite(r["loss"]) for r in rows)
-    assert all(r["adv_loss"] > 0 and r["reg_loss"] == pytest.approx(next(iter(knob.values())) * r["adv_loss"])
-               for r in rows)
+    assert all(
+        r["adv_loss"] > 0 and r["reg_loss"] == pytest.approx(next(iter(knob.values())) * r["adv_loss"]) for r in rows
+    )
     if algo == "alum":
         assert all(0 < r["relative_perturbation"] < 10 for r in rows)
     assert all(math.isfinite(v) for v in record["metrics"].values() if isinstance(v, float))
@@ -373,8 +419,9 @@ def test_adv_stages_last_shares_plains_stage1(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo, knobs", [("alum", {"adv_alpha": 2.0, "noise_var": 1e-4}),
-                                         ("rdrop", {"algo_args": {"reg_alpha": 0.5}})])
+@pytest.mark.parametrize(
+    "algo, knobs", [("alum", {"adv_alpha": 2.0, "noise_var": 1e-4}), ("rdrop", {"algo_args": {"reg_alpha": 0.5}})]
+)
 def test_adversarial_trainer_trains_each_with_its_knobs_by_name(tmp_path, algo, knobs):
     from datasets import Dataset
     from transformers import TrainingArguments
@@ -385,11 +432,22 @@ def test_adversarial_trainer_trains_each_with_its_knobs_by_name(tmp_path, algo, 
     texts = list(TEXTS) * 4
     ds = Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(len(texts))]})
     ds = ds.map(lambda b: tok(b["text"], truncation=True, max_length=32), batched=True, remove_columns=["text"])
-    args = TrainingArguments(output_dir=str(tmp_path / "hf"), use_cpu=True, report_to="none", save_strategy="no",
-                             per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1, seed=0,
-                             dataloader_num_workers=0, disable_tqdm=True, max_steps=3)
-    trainer = AdversarialTrainer(model=tiny_model("bert", train=True), args=args, train_dataset=ds,
-                                 processing_class=tok, algo=algo, **knobs)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        max_steps=3,
+    )
+    trainer = AdversarialTrainer(
+        model=tiny_model("bert", train=True), args=args, train_dataset=ds, processing_class=tok, algo=algo, **knobs
+    )
     given = knobs.get("algo_args", knobs)
     assert {k: trainer.run_config.algo_args[k] for k in given} == given
     result = trainer.train()

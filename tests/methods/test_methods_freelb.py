@@ -34,6 +34,7 @@ def batch():
 
 # ----------------------------------------------------------------------------- the reference
 
+
 def _official_start(shape, mask, mag, norm_type):
     if mag <= 0:
         return torch.zeros(shape)
@@ -63,8 +64,9 @@ def _official_step(delta, g, lr, norm_type, max_norm):
 def _official_loss(model, batch, delta, scale=1.0):
     """CE * scale of the model fed inputs_embeds = W[ids] + delta (what the code does)."""
     embeds = model.get_input_embeddings()(batch["input_ids"])
-    out = model(inputs_embeds=embeds + delta, attention_mask=batch["attention_mask"],
-                token_type_ids=batch["token_type_ids"])
+    out = model(
+        inputs_embeds=embeds + delta, attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]
+    )
     return F.cross_entropy(out.logits.float(), batch["labels"]) * scale
 
 
@@ -97,6 +99,7 @@ class Recorder:
 
     def autocast(self):
         import contextlib
+
         return contextlib.nullcontext()
 
     def backward(self, loss):
@@ -133,12 +136,12 @@ def _spy_deltas(method):
 
 # ----------------------------------------------------------------------------- FreeLB
 
+
 @pytest.mark.parametrize("norm_type, max_norm", [("l2", 0.0), ("l2", 0.08), ("linf", 0.0), ("linf", 0.08)])
 def test_freelb_deltas_after_one_and_two_steps_are_the_codes(batch, norm_type, max_norm):
     knobs = dict(adv_K=3, adv_lr=0.1, adv_init_mag=0.05, adv_norm_type=norm_type, adv_max_norm=max_norm)
     ref_model = tiny_model("bert", seed=1)
-    used_ref, _, _ = _official_freelb(ref_model, batch, K=3, lr=0.1, mag=0.05, norm_type=norm_type,
-                                      max_norm=max_norm)
+    used_ref, _, _ = _official_freelb(ref_model, batch, K=3, lr=0.1, mag=0.05, norm_type=norm_type, max_norm=max_norm)
     model = tiny_model("bert", seed=1)
     method = _method(model, "freelb", **knobs)
     seen = _spy_deltas(method)
@@ -152,8 +155,9 @@ def test_freelb_deltas_after_one_and_two_steps_are_the_codes(batch, norm_type, m
     pad = batch["attention_mask"] == 0
     assert pad.any() and all(float(d[pad].abs().max()) == 0.0 for d in seen)
     if max_norm > 0:  # the ball binds: without it the steps go further
-        free, _, _ = _official_freelb(tiny_model("bert", seed=1), batch, K=3, lr=0.1, mag=0.05,
-                                      norm_type=norm_type, max_norm=0.0)
+        free, _, _ = _official_freelb(
+            tiny_model("bert", seed=1), batch, K=3, lr=0.1, mag=0.05, norm_type=norm_type, max_norm=0.0
+        )
         assert not torch.allclose(free[2], used_ref[2])
         if norm_type == "linf":
             assert float(seen[2].abs().max()) == pytest.approx(max_norm)
@@ -234,8 +238,11 @@ def test_a_delta_kept_at_zero_gives_plains_weights(batch, train_mode):
     plain's loss, bit for bit. FreeLB with K=2 accumulates g/2 + g/2, which is g exactly (halving
     is exact in binary floating point). With dropout on, the shared masks (adv_sync_dropout)
     are the masks plain draws: still bit for bit."""
-    cases = {"plain": {}, "pgd": dict(adv_init_mag=0.0, adv_lr=0.0, adv_max_norm=0.0, adv_K=2),
-             "freelb": dict(adv_K=2, adv_init_mag=0.0, adv_lr=0.0)}
+    cases = {
+        "plain": {},
+        "pgd": dict(adv_init_mag=0.0, adv_lr=0.0, adv_max_norm=0.0, adv_K=2),
+        "freelb": dict(adv_K=2, adv_init_mag=0.0, adv_lr=0.0),
+    }
     weights = {}
     for algo, knobs in cases.items():
         model = tiny_model("bert", seed=4, train=train_mode)
@@ -300,6 +307,7 @@ def test_freelb_clean_term_adds_a_clean_backward(batch):
 
 # ----------------------------------------------------------------------------- PGD
 
+
 def _official_pgd(model, batch, *, K, lr, mag, max_norm, seed=0):
     """std_adv_train_step: K ascents with input gradients only, then the last loss's gradients."""
     model.zero_grad(set_to_none=True)
@@ -317,8 +325,9 @@ def _official_pgd(model, batch, *, K, lr, mag, max_norm, seed=0):
 
 def test_pgd_trains_on_the_final_adversarial_loss_only(batch):
     knobs = dict(adv_K=2, adv_lr=0.1, adv_init_mag=0.05, adv_max_norm=0.12)
-    ref_delta, ref_loss, ref_grads = _official_pgd(tiny_model("bert", seed=3), batch, K=2, lr=0.1, mag=0.05,
-                                                   max_norm=0.12)
+    ref_delta, ref_loss, ref_grads = _official_pgd(
+        tiny_model("bert", seed=3), batch, K=2, lr=0.1, mag=0.05, max_norm=0.12
+    )
     model = tiny_model("bert", seed=3)
     method = _method(model, "pgd", **knobs)
     seen = _spy_deltas(method)
@@ -340,6 +349,7 @@ def test_pgd_trains_on_the_final_adversarial_loss_only(batch):
 
 
 # ----------------------------------------------------------------------------- FreeAT
+
 
 def test_freeat_replays_k_times_carrying_delta(batch):
     """K replays, each a backward and an update; delta carried from replay to replay; each
@@ -401,31 +411,49 @@ BAD = [
     ({"algo": "freelb", "adv_init_mag": -0.1}, "adv_init_mag must be a finite number >= 0 for algo='freelb', got -0.1"),
     ({"algo": "freelb", "adv_lr": -0.1}, "adv_lr must be a finite number >= 0 for algo='freelb', got -0.1"),
     ({"algo": "freelb", "adv_max_norm": -1.0}, "adv_max_norm must be a finite number >= 0 for algo='freelb', got -1.0"),
-    ({"algo": "freelb", "adv_clean_weight": -1.0},
-     "adv_clean_weight must be a finite number >= 0 for algo='freelb', got -1.0"),
-    ({"algo": "pgd", "adv_init_mag": float("nan")}, "adv_init_mag must be a finite number >= 0 for algo='pgd', got nan"),
-    ({"algo": "freelb", "adv_K": 0},
-     "adv_K must be an int >= 1 for algo='freelb' (the number of ascent steps), got 0"),
+    (
+        {"algo": "freelb", "adv_clean_weight": -1.0},
+        "adv_clean_weight must be a finite number >= 0 for algo='freelb', got -1.0",
+    ),
+    (
+        {"algo": "pgd", "adv_init_mag": float("nan")},
+        "adv_init_mag must be a finite number >= 0 for algo='pgd', got nan",
+    ),
+    ({"algo": "freelb", "adv_K": 0}, "adv_K must be an int >= 1 for algo='freelb' (the number of ascent steps), got 0"),
     ({"algo": "pgd", "adv_K": 0}, "adv_K must be an int >= 1 for algo='pgd' (the number of ascent steps), got 0"),
-    ({"algo": "freeat", "adv_K": 0},
-     "adv_K must be an int >= 1 for algo='freeat' (the number of replays of each batch, each an optimizer update), "
-     "got 0"),
-    ({"algo": "pgd", "adv_norm_type": "linf"},
-     "adv_norm_type='linf' is not available for algo='pgd': its official code (fairseq --std-adv, std_adv_train_step) "
-     "draws an l2 start and takes l2 steps in an l2 ball only; leave adv_norm_type='l2', or use algo='freelb', whose "
-     "code has the linf rule"),
-    ({"algo": "freeat", "adv_norm_type": "linf"},
-     "adv_norm_type='linf' is not available for algo='freeat': its official code (fairseq --per-step-adv, "
-     "freeat_adv_train_step) draws an l2 start and takes l2 steps in an l2 ball only; leave adv_norm_type='l2', or "
-     "use algo='freelb', whose code has the linf rule"),
-    ({"algo": "freelb", "adv_norm_type": "l1"}, "adv_norm_type must be one of 'l2', 'linf' for algo='freelb'; got 'l1'"),
-    ({"algo": "freelb", "perturb_at": "embedding_output"},
-     "perturb_at='embedding_output' is not a point algo='freelb' perturbs; it takes 'word_embeddings'"),
+    (
+        {"algo": "freeat", "adv_K": 0},
+        "adv_K must be an int >= 1 for algo='freeat' (the number of replays of each batch, each an optimizer update), "
+        "got 0",
+    ),
+    (
+        {"algo": "pgd", "adv_norm_type": "linf"},
+        "adv_norm_type='linf' is not available for algo='pgd': its official code (fairseq --std-adv, std_adv_train_step) "
+        "draws an l2 start and takes l2 steps in an l2 ball only; leave adv_norm_type='l2', or use algo='freelb', whose "
+        "code has the linf rule",
+    ),
+    (
+        {"algo": "freeat", "adv_norm_type": "linf"},
+        "adv_norm_type='linf' is not available for algo='freeat': its official code (fairseq --per-step-adv, "
+        "freeat_adv_train_step) draws an l2 start and takes l2 steps in an l2 ball only; leave adv_norm_type='l2', or "
+        "use algo='freelb', whose code has the linf rule",
+    ),
+    (
+        {"algo": "freelb", "adv_norm_type": "l1"},
+        "adv_norm_type must be one of 'l2', 'linf' for algo='freelb'; got 'l1'",
+    ),
+    (
+        {"algo": "freelb", "perturb_at": "embedding_output"},
+        "perturb_at='embedding_output' is not a point algo='freelb' perturbs; it takes 'word_embeddings'",
+    ),
 ]
 
 
-@pytest.mark.parametrize("bad, message", BAD, ids=[f"{b['algo']}-{next(k for k in b if k != 'algo')}"
-                                                    f"={b[next(k for k in b if k != 'algo')]}" for b, _ in BAD])
+@pytest.mark.parametrize(
+    "bad, message",
+    BAD,
+    ids=[f"{b['algo']}-{next(k for k in b if k != 'algo')}={b[next(k for k in b if k != 'algo')]}" for b, _ in BAD],
+)
 def test_bad_values_name_the_knob(bad, message):
     with pytest.raises(ValueError) as err:
         RunConfig.from_dict(bad)
@@ -445,18 +473,23 @@ def test_a_model_without_word_embeddings_is_named():
     lookups_gone = tiny_model("bert")
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
         setattr(lookups_gone.bert.embeddings, name, torch.nn.Identity())
-    for model, what, reason in ((NoEmbeddings(), "a model without an embedding block",
-                                 "NoEmbeddings: no embedding block found"),
-                                (lookups_gone, "a model whose embedding block has no nn.Embedding",
-                                 "BertForSequenceClassification: the embedding block has no nn.Embedding word "
-                                 "lookup")):
+    for model, what, reason in (
+        (NoEmbeddings(), "a model without an embedding block", "NoEmbeddings: no embedding block found"),
+        (
+            lookups_gone,
+            "a model whose embedding block has no nn.Embedding",
+            "BertForSequenceClassification: the embedding block has no nn.Embedding word lookup",
+        ),
+    ):
         messages = {}
         for algo in ("freelb", "pgd", "freeat"):
             with pytest.raises(UnsupportedModelError) as err:
                 _method(model, algo)
             messages[algo] = str(err.value)
-            assert messages[algo].startswith(f"algo={algo!r} perturbs the word embeddings (perturb_at="
-                                             f"'word_embeddings'), which this model does not have: {reason}")
+            assert messages[algo].startswith(
+                f"algo={algo!r} perturbs the word embeddings (perturb_at="
+                f"'word_embeddings'), which this model does not have: {reason}"
+            )
         robustness_log(f"algo='freelb' (or 'pgd', 'freeat') on {what}", messages["freelb"])
 
 
@@ -466,12 +499,15 @@ def test_the_methods_are_registered_with_their_knobs():
     assert set(owners["adv_K"]) == {"freelb", "pgd", "freeat"} and owners["adv_clean_weight"] == ["freelb"]
     for algo in ("freelb", "pgd", "freeat"):
         assert type(build_method(tiny_model("bert"), RunConfig(algo=algo))).train_batch is not None
-    own = {a: type(build_method(tiny_model("bert"), RunConfig(algo=a))).train_batch is not Method.train_batch
-           for a in ("freelb", "pgd", "freeat")}
+    own = {
+        a: type(build_method(tiny_model("bert"), RunConfig(algo=a))).train_batch is not Method.train_batch
+        for a in ("freelb", "pgd", "freeat")
+    }
     assert own == {"freelb": True, "pgd": False, "freeat": True}
 
 
 # ----------------------------------------------------------------------------- through the loop
+
 
 def _smoke(tmp_path, smoke_params, name, **overrides):
     cfg = RunConfig.from_yaml(smoke_params, output_dir=str(tmp_path / name), **overrides)
@@ -479,9 +515,16 @@ def _smoke(tmp_path, smoke_params, name, **overrides):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo, overrides", [
-    ("freelb", {}), ("pgd", {}), ("freeat", {}), ("freelb", {"adv_stages": "last", "adv_K": 3}),
-], ids=["freelb", "pgd", "freeat", "freelb-last"])
+@pytest.mark.parametrize(
+    "algo, overrides",
+    [
+        ("freelb", {}),
+        ("pgd", {}),
+        ("freeat", {}),
+        ("freelb", {"adv_stages": "last", "adv_K": 3}),
+    ],
+    ids=["freelb", "pgd", "freeat", "freelb-last"],
+)
 def test_smoke_run_through_the_loop(tmp_path, smoke_params, algo, overrides):
     record = _smoke(tmp_path, smoke_params, algo, algo=algo, **overrides)
     assert record["config"]["algo_args"]["adv_K"] == overrides.get("adv_K", 2)
@@ -547,12 +590,22 @@ def test_freelb_k1_through_the_loop_is_plain(tmp_path, smoke_params):
 
 # ----------------------------------------------------------------------------- AdversarialTrainer
 
+
 def _trainer_args(tmp_path, **overrides):
     from transformers import TrainingArguments
 
-    base = dict(output_dir=str(tmp_path / "hf"), use_cpu=True, report_to="none", save_strategy="no",
-                per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1, seed=0,
-                dataloader_num_workers=0, disable_tqdm=True)
+    base = dict(
+        output_dir=str(tmp_path / "hf"),
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
     base.update(overrides)
     return TrainingArguments(**base)
 
@@ -598,8 +651,9 @@ def test_trainer_trains_with_the_methods(tmp_path, algo, updates):
 
     ds, tok = _dataset()
     model = tiny_model("bert", seed=0, train=True)
-    trainer = AdversarialTrainer(model=model, args=_trainer_args(tmp_path, max_steps=3), train_dataset=ds,
-                                 processing_class=tok, algo=algo)
+    trainer = AdversarialTrainer(
+        model=model, args=_trainer_args(tmp_path, max_steps=3), train_dataset=ds, processing_class=tok, algo=algo
+    )
     steps = []
     trainer.create_optimizer()
     trainer.optimizer.register_step_post_hook(lambda *_: steps.append(1))
@@ -617,16 +671,20 @@ def test_trainer_refuses_gradient_accumulation_for_freeat(tmp_path):
     from siftkit import AdversarialTrainer
 
     with pytest.raises(ValueError) as err:
-        AdversarialTrainer(model=tiny_model("bert"), args=_trainer_args(tmp_path, gradient_accumulation_steps=2),
-                           algo="freeat")
+        AdversarialTrainer(
+            model=tiny_model("bert"), args=_trainer_args(tmp_path, gradient_accumulation_steps=2), algo="freeat"
+        )
     message = str(err.value)
-    assert message == ("algo='freeat' makes 2 optimizer updates on every batch (one per replay), so it cannot "
-                       "accumulate gradients over batches; got gradient_accumulation_steps=2 in TrainingArguments: "
-                       "use gradient_accumulation_steps=1 (and a larger per_device_train_batch_size)")
+    assert message == (
+        "algo='freeat' makes 2 optimizer updates on every batch (one per replay), so it cannot "
+        "accumulate gradients over batches; got gradient_accumulation_steps=2 in TrainingArguments: "
+        "use gradient_accumulation_steps=1 (and a larger per_device_train_batch_size)"
+    )
     robustness_log("AdversarialTrainer(algo='freeat') with gradient_accumulation_steps=2", message)
     # FreeLB accumulates its K backwards like micro-batches: allowed
-    AdversarialTrainer(model=tiny_model("bert"), args=_trainer_args(tmp_path, gradient_accumulation_steps=2),
-                       algo="freelb")
+    AdversarialTrainer(
+        model=tiny_model("bert"), args=_trainer_args(tmp_path, gradient_accumulation_steps=2), algo="freelb"
+    )
 
 
 @pytest.mark.slow
@@ -636,7 +694,13 @@ def test_method_cost_runs_every_variant_on_p2_tweets():
 
     texts, labels = p2_tweets(3)
     assert len(texts) == 3 and set(labels) <= {0, 1}
-    out = method_step_times({"plain": {"algo": "plain"}, "freeat": {"algo": "freeat"}}, texts, labels,
-                            model_name="random:bert", warmup=0, steps=1)
+    out = method_step_times(
+        {"plain": {"algo": "plain"}, "freeat": {"algo": "freeat"}},
+        texts,
+        labels,
+        model_name="random:bert",
+        warmup=0,
+        steps=1,
+    )
     assert out["plain"]["ratio_to_plain"] == 1.0 and out["freeat"]["updates_per_batch"] == 2
     assert out["plain"]["mean_relative_perturbation"] == 0.0 and out["freeat"]["mean_relative_perturbation"] > 0

@@ -215,8 +215,9 @@ def _vat_rederived(model, batch, target, seed, xi, eps, iterations):
 def test_vat_direction_matches_a_rederivation(iterations):
     batch = make_batch(labels=[0, 1, 1])
     model = tiny_model("bert", seed=6, dtype=torch.float64)  # eval: the same function every forward
-    method = _method(model, "vat", perturb_norm_length=2.0, small_constant_for_finite_diff=0.5,
-                     num_power_iteration=iterations)
+    method = _method(
+        model, "vat", perturb_norm_length=2.0, small_constant_for_finite_diff=0.5, num_power_iteration=iterations
+    )
     logits, z = method.clean_forward(model, batch)
     torch.manual_seed(21)
     delta, g = method.direction(batch, logits.detach(), z)
@@ -240,8 +241,10 @@ def test_vat_loss_and_gradients_match_a_rederivation():
 
     e = twin.bert.embeddings.word_embeddings(batch["input_ids"])
     clean = twin(inputs_embeds=e, **_inputs(batch)).logits
-    log_p, log_q = F.log_softmax(clean.detach(), -1), F.log_softmax(twin(inputs_embeds=e + delta,
-                                                                          **_inputs(batch)).logits, -1)
+    log_p, log_q = (
+        F.log_softmax(clean.detach(), -1),
+        F.log_softmax(twin(inputs_embeds=e + delta, **_inputs(batch)).logits, -1),
+    )
     kl_mean = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
     ref = F.cross_entropy(clean.float(), batch["labels"]) + 2.0 * kl_mean  # the kit's CE is float32
     ref.backward()
@@ -261,8 +264,9 @@ def test_vat_skips_its_term_for_a_non_finite_gradient(monkeypatch):
     model = tiny_model("bert")
     method = _method(model, "vat")
     real_grad = torch.autograd.grad
-    monkeypatch.setattr(torch.autograd, "grad", lambda out, inp, **kw: tuple(g * math.nan for g in
-                                                                              real_grad(out, inp, **kw)))
+    monkeypatch.setattr(
+        torch.autograd, "grad", lambda out, inp, **kw: tuple(g * math.nan for g in real_grad(out, inp, **kw))
+    )
     loss, parts = method.loss(model, batch)
     assert method.skipped == 1 and math.isfinite(float(loss.detach()))
     assert float(loss.detach()) == pytest.approx(parts["task_loss"]) and math.isnan(parts["adv_loss"])
@@ -372,32 +376,60 @@ BAD = [
     ({"algo": "r3f", "eps": -1e-5}, "eps must be a finite number > 0 for algo='r3f', got -1e-05"),
     ({"algo": "r3f", "eps": 0.0}, "eps must be a finite number > 0 for algo='r3f', got 0.0"),
     ({"algo": "r3f", "r3f_lambda": -1.0}, "r3f_lambda must be a finite number >= 0 for algo='r3f', got -1.0"),
-    ({"algo": "r3f", "noise_type": "gaussian"},
-     "noise_type must be one of 'uniform', 'normal' for algo='r3f'; got 'gaussian'"),
-    ({"algo": "r3f", "spectral_norm_layers": "all"},
-     "spectral_norm_layers='all' chooses the layers R4F normalizes, but spectral_norm_classification_head=False "
-     "(R3F) normalizes none; set spectral_norm_classification_head=True or leave spectral_norm_layers unset"),
-    ({"algo": "vat", "small_constant_for_finite_diff": 0.0},
-     "small_constant_for_finite_diff must be a finite number > 0 for algo='vat', got 0.0"),
-    ({"algo": "vat", "small_constant_for_finite_diff": -0.1},
-     "small_constant_for_finite_diff must be a finite number > 0 for algo='vat', got -0.1"),
-    ({"algo": "vat", "perturb_norm_length": 0.0},
-     "perturb_norm_length must be a finite number > 0 for algo='vat', got 0.0"),
-    ({"algo": "vat", "num_power_iteration": 0},
-     "num_power_iteration must be an int >= 1 for algo='vat' (the direction comes from at least one power "
-     "iteration), got 0"),
+    (
+        {"algo": "r3f", "noise_type": "gaussian"},
+        "noise_type must be one of 'uniform', 'normal' for algo='r3f'; got 'gaussian'",
+    ),
+    (
+        {"algo": "r3f", "spectral_norm_layers": "all"},
+        "spectral_norm_layers='all' chooses the layers R4F normalizes, but spectral_norm_classification_head=False "
+        "(R3F) normalizes none; set spectral_norm_classification_head=True or leave spectral_norm_layers unset",
+    ),
+    (
+        {"algo": "vat", "small_constant_for_finite_diff": 0.0},
+        "small_constant_for_finite_diff must be a finite number > 0 for algo='vat', got 0.0",
+    ),
+    (
+        {"algo": "vat", "small_constant_for_finite_diff": -0.1},
+        "small_constant_for_finite_diff must be a finite number > 0 for algo='vat', got -0.1",
+    ),
+    (
+        {"algo": "vat", "perturb_norm_length": 0.0},
+        "perturb_norm_length must be a finite number > 0 for algo='vat', got 0.0",
+    ),
+    (
+        {"algo": "vat", "num_power_iteration": 0},
+        "num_power_iteration must be an int >= 1 for algo='vat' (the direction comes from at least one power "
+        "iteration), got 0",
+    ),
     ({"algo": "vat", "adv_reg_coeff": -1.0}, "adv_reg_coeff must be a finite number >= 0 for algo='vat', got -1.0"),
-    ({"algo": "vat", "eps": 1e-5},
-     "'eps' is not a knob of algo='vat' (its knobs: perturb_norm_length, small_constant_for_finite_diff, "
-     "num_power_iteration, adv_reg_coeff); 'eps' is a knob of r3f"),
-    ({"algo": "r3f", "adv_epsilon": 1e-5},
-     "adv_epsilon=1e-05 is SMART's and SiFT's knob, not used by algo='r3f'; leave it unset (algo='r3f''s knobs: "
-     "eps, r3f_lambda, noise_type, mask_padding, spectral_norm_classification_head, spectral_norm_layers)"),
+    (
+        {"algo": "vat", "eps": 1e-5},
+        "'eps' is not a knob of algo='vat' (its knobs: perturb_norm_length, small_constant_for_finite_diff, "
+        "num_power_iteration, adv_reg_coeff); 'eps' is a knob of r3f",
+    ),
+    (
+        {"algo": "r3f", "adv_epsilon": 1e-5},
+        "adv_epsilon=1e-05 is SMART's and SiFT's knob, not used by algo='r3f'; leave it unset (algo='r3f''s knobs: "
+        "eps, r3f_lambda, noise_type, mask_padding, spectral_norm_classification_head, spectral_norm_layers)",
+    ),
 ]
 
 
-BAD_IDS = ["r3f-eps-neg", "r3f-eps0", "r3f-lambda-neg", "r3f-noise-type", "r3f-layers-without-r4f", "vat-xi0",
-           "vat-xi-neg", "vat-eps0", "vat-iterations0", "vat-coeff-neg", "vat-r3f-knob", "r3f-smart-field"]
+BAD_IDS = [
+    "r3f-eps-neg",
+    "r3f-eps0",
+    "r3f-lambda-neg",
+    "r3f-noise-type",
+    "r3f-layers-without-r4f",
+    "vat-xi0",
+    "vat-xi-neg",
+    "vat-eps0",
+    "vat-iterations0",
+    "vat-coeff-neg",
+    "vat-r3f-knob",
+    "r3f-smart-field",
+]
 
 
 @pytest.mark.parametrize("values, message", BAD, ids=BAD_IDS)
@@ -428,17 +460,30 @@ class _NoLookupClassifier(torch.nn.Module):
 def test_a_model_without_word_embeddings_is_named(algo):
     with pytest.raises(UnsupportedModelError) as err:
         _method(_NoLookupClassifier(), algo)
-    assert str(err.value) == (f"algo={algo!r} perturbs perturb_at='word_embeddings' (the word-embedding lookup), "
-                              f"which this model does not have: _NoLookupClassifier: the embedding block has no "
-                              f"nn.Embedding word lookup")
+    assert str(err.value) == (
+        f"algo={algo!r} perturbs perturb_at='word_embeddings' (the word-embedding lookup), "
+        f"which this model does not have: _NoLookupClassifier: the embedding block has no "
+        f"nn.Embedding word lookup"
+    )
     robustness_log(f"algo={algo!r} on a model whose embedding block has no nn.Embedding", str(err.value))
 
 
 # ------------------------------------------------------------------------------ through the loop
 
-SMOKE = dict(task="twitter_to_uci", model_name="random:bert", max_train_samples=8, max_eval_samples=8,
-             per_device_train_batch_size=4, per_device_eval_batch_size=8, uci_num_train_epochs=2,
-             learning_rate=1e-3, logging_steps=1, max_length=32, seed=3, cpu=True)
+SMOKE = dict(
+    task="twitter_to_uci",
+    model_name="random:bert",
+    max_train_samples=8,
+    max_eval_samples=8,
+    per_device_train_batch_size=4,
+    per_device_eval_batch_size=8,
+    uci_num_train_epochs=2,
+    learning_rate=1e-3,
+    logging_steps=1,
+    max_length=32,
+    seed=3,
+    cpu=True,
+)
 
 
 def _train(out: Path, **kw) -> dict:
@@ -446,8 +491,14 @@ def _train(out: Path, **kw) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo, knobs", [("r3f", {}), ("vat", {"num_power_iteration": 2}),
-                                         ("r3f", {**R4F, "adv_stages": "last", "perturb_at": "embedding_output"})])
+@pytest.mark.parametrize(
+    "algo, knobs",
+    [
+        ("r3f", {}),
+        ("vat", {"num_power_iteration": 2}),
+        ("r3f", {**R4F, "adv_stages": "last", "perturb_at": "embedding_output"}),
+    ],
+)
 def test_smoke_run_through_the_loop(tmp_path, smoke_params, algo, knobs):
     cfg = RunConfig.from_yaml(smoke_params, algo=algo, output_dir=str(tmp_path / "run"), cpu=True, **knobs)
     record = train(cfg, progress=False)
@@ -460,8 +511,12 @@ def test_smoke_run_through_the_loop(tmp_path, smoke_params, algo, knobs):
         else:  # plain's batch, logged as plain logs it
             assert row["adv_loss"] == row["relative_perturbation"] == 0.0 and "reg_loss" not in row
     assert record["metrics"]["mean_relative_perturbation"] > 0
-    assert record["config"]["algo_args"] == RunConfig.from_dict({"algo": algo, **{
-        k: v for k, v in knobs.items() if k not in ("adv_stages", "perturb_at")}}).algo_args
+    assert (
+        record["config"]["algo_args"]
+        == RunConfig.from_dict(
+            {"algo": algo, **{k: v for k, v in knobs.items() if k not in ("adv_stages", "perturb_at")}}
+        ).algo_args
+    )
 
 
 class _Crash(Exception):
@@ -484,8 +539,9 @@ def _interrupt(out: Path, step: int, **kw) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("adv_stages, step, normalized_then", [("all", 1, True), ("first", 5, False),
-                                                               ("last", 5, True)])
+@pytest.mark.parametrize(
+    "adv_stages, step, normalized_then", [("all", 1, True), ("first", 5, False), ("last", 5, True)]
+)
 def test_r4f_resumes_exactly(tmp_path, adv_stages, step, normalized_then):
     """Stage 1 is steps 1-2, stage 2 steps 3-6. The head is normalized where the method acts:
     the checkpoint holds it in that form, and the resumed run ends bit for bit as one that was
@@ -530,8 +586,9 @@ def test_r4f_run_saves_a_model_that_loads_into_the_ordinary_class(tmp_path):
     from siftkit.explore.analysis import load_run_models
 
     _train(tmp_path / "run", algo="r3f", reinit_head=True, save_model=True, **R4F)
-    _, info = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "run" / "model"),
-                                                                 output_loading_info=True)
+    _, info = AutoModelForSequenceClassification.from_pretrained(
+        str(tmp_path / "run" / "model"), output_loading_info=True
+    )
     assert not info["missing_keys"] and not info["unexpected_keys"]
     tuned = load_run_models(tmp_path / "run")["tuned"]
     assert _sigma_max(tuned.classifier.weight) == pytest.approx(1.0, abs=1e-3)
@@ -543,15 +600,29 @@ def test_r4f_run_saves_a_model_that_loads_into_the_ordinary_class(tmp_path):
 def _trainer_args(tmp_path, **overrides):
     from transformers import TrainingArguments
 
-    base = dict(output_dir=str(tmp_path / "hf"), use_cpu=True, report_to="none", save_strategy="no",
-                per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1, seed=0,
-                dataloader_num_workers=0, disable_tqdm=True)
+    base = dict(
+        output_dir=str(tmp_path / "hf"),
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
     base.update(overrides)
     return TrainingArguments(**base)
 
 
-@pytest.mark.parametrize("algo, knobs", [("r3f", {"eps": 1e-3, "r3f_lambda": 2.0, **R4F}),
-                                         ("vat", {"perturb_norm_length": 1.0, "small_constant_for_finite_diff": 0.2})])
+@pytest.mark.parametrize(
+    "algo, knobs",
+    [
+        ("r3f", {"eps": 1e-3, "r3f_lambda": 2.0, **R4F}),
+        ("vat", {"perturb_norm_length": 1.0, "small_constant_for_finite_diff": 0.2}),
+    ],
+)
 def test_adversarial_trainer_trains_each_with_knobs_by_name(tmp_path, algo, knobs):
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, set_seed
@@ -571,8 +642,14 @@ def test_adversarial_trainer_trains_each_with_knobs_by_name(tmp_path, algo, knob
     ds = Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(len(texts))]})
     ds = ds.map(lambda b: tok(b["text"], truncation=True, max_length=32), batched=True, remove_columns=["text"])
     model = tiny_model("bert", seed=3, train=True)
-    trainer = AdversarialTrainer(model=model, args=_trainer_args(tmp_path, max_steps=3), train_dataset=ds,
-                                 processing_class=tok, algo=algo, **knobs)
+    trainer = AdversarialTrainer(
+        model=model,
+        args=_trainer_args(tmp_path, max_steps=3),
+        train_dataset=ds,
+        processing_class=tok,
+        algo=algo,
+        **knobs,
+    )
     assert {k: trainer.run_config.algo_args[k] for k in knobs} == knobs
     torch.manual_seed(11)
     assert float(trainer.compute_loss(model, dict(batch)).detach()) == float(native_loss.detach())
@@ -580,14 +657,16 @@ def test_adversarial_trainer_trains_each_with_knobs_by_name(tmp_path, algo, knob
     result = trainer.train()
     assert math.isfinite(result.training_loss) and trainer.state.global_step == 3
     logs = [row for row in trainer.state.log_history if "loss" in row]
-    assert logs and all(row["adv_loss"] > 0 and row["reg_loss"] > 0 and row["relative_perturbation"] > 0
-                        for row in logs)
+    assert logs and all(
+        row["adv_loss"] > 0 and row["reg_loss"] > 0 and row["relative_perturbation"] > 0 for row in logs
+    )
     if knobs.get("spectral_norm_classification_head"):
         model.eval()
         assert _sigma_max(model.classifier.weight) == pytest.approx(1.0, abs=1e-3)
         trainer.save_model(str(tmp_path / "saved"))
-        loaded, info = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "saved"),
-                                                                          output_loading_info=True)
+        loaded, info = AutoModelForSequenceClassification.from_pretrained(
+            str(tmp_path / "saved"), output_loading_info=True
+        )
         assert not info["missing_keys"] and not info["unexpected_keys"]
         with torch.no_grad():
             assert torch.allclose(loaded.eval()(**make_batch()).logits, model(**make_batch()).logits, atol=1e-6)
@@ -656,8 +735,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         gathered = [torch.zeros_like(state) for _ in range(world)]
         dist.all_gather(gathered, state)
         if rank == 0:
-            torch.save({"equal": bool(torch.equal(gathered[0], gathered[1])),
-                        "keys": normalized_keys}, out)
+            torch.save({"equal": bool(torch.equal(gathered[0], gathered[1])), "keys": normalized_keys}, out)
     finally:
         dist.destroy_process_group()
 

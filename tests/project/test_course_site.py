@@ -11,16 +11,32 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 NAMES = ["00_tour", "01_embedding_statistics", "02_twitter_to_uci", "03_cola", "04_compare", "05_your_shift"]
 
-pytestmark = [pytest.mark.slow, pytest.mark.subprocess,
-              pytest.mark.skipif(not (importlib.util.find_spec("mkdocs") and importlib.util.find_spec("nbgrader")),
-                                 reason="the site extra (mkdocs-material, mkdocs-jupyter) and nbgrader (dev)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.subprocess,
+    pytest.mark.skipif(
+        not (importlib.util.find_spec("mkdocs") and importlib.util.find_spec("nbgrader")),
+        reason="the site extra (mkdocs-material, mkdocs-jupyter) and nbgrader (dev)",
+    ),
+]
 
 
 def _build(out, *extra):
     # --executed: an empty folder, so the pages are the notebooks as committed, whatever was run here
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "course_site.py"), "--out", str(out),
-                           "--executed", str(out / "none"), *extra],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "course_site.py"),
+            "--out",
+            str(out),
+            "--executed",
+            str(out / "none"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     return out / "site"
 
@@ -33,16 +49,25 @@ def test_the_site_has_the_course_and_every_notebook_without_solutions(tmp_path):
         assert f'href="notebooks/{name}.html"' in index, name
         assert (site / "notebooks" / f"{name}.html").is_file(), name
     # one site: the README, every docs page and the findings beside the course, linked from its nav
-    for page in ("siftkit.html", "docs/studies.html", "docs/comparing_fairly.html", "docs/methods/smart_sift.html",
-                 "docs/data.html", "results/index.html", "results/SUMMARY.html"):
+    for page in (
+        "siftkit.html",
+        "docs/studies.html",
+        "docs/comparing_fairly.html",
+        "docs/methods/smart_sift.html",
+        "docs/data.html",
+        "results/index.html",
+        "results/SUMMARY.html",
+    ):
         assert (site / page).is_file(), page
         assert f'href="{page}"' in index, page
     findings = (site / "results" / "index.html").read_text(encoding="utf-8")
     assert 'src="figures/twitter_to_uci_cpu_93e9aef8_curves_by_group.png"' in findings
     assert (site / "results" / "figures" / "twitter_to_uci_cpu_93e9aef8_curves_by_group.png").is_file()
     fair = (site / "docs" / "comparing_fairly.html").read_text(encoding="utf-8")
-    assert 'href="../results/#the-equal-budget-study-no-regularizer-beats-a-tuned-plain"' in fair \
+    assert (
+        'href="../results/#the-equal-budget-study-no-regularizer-beats-a-tuned-plain"' in fair
         or 'href="../results/index.html#the-equal-budget-study-no-regularizer-beats-a-tuned-plain"' in fair
+    )
     tour = (site / "notebooks" / "00_tour.html").read_text(encoding="utf-8")
     assert "Write it yourself" in tour and "NotImplementedError" in tour
     assert "BEGIN SOLUTION" not in tour and "unbiased=False" not in tour  # exercise 1's solution is not there
@@ -56,9 +81,11 @@ def test_pages_keep_links_the_site_carries_and_name_the_files_it_does_not():
     spec = importlib.util.spec_from_file_location("course_site", REPO / "scripts" / "course_site.py")
     site = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(site)
-    text = ("See [fair](comparing_fairly.md#the-controls-that-explain-a-gain), [the course](../COURSE.md), "
-            "[`siftkit/core/rules.py`](../siftkit/core/rules.py), [a plan](../results/regime_study.plan), "
-            "![fig](figures/embedding_statistics.png) and `[not](a link)`.\n\n```\n[x](y.md)\n```\n")
+    text = (
+        "See [fair](comparing_fairly.md#the-controls-that-explain-a-gain), [the course](../COURSE.md), "
+        "[`siftkit/core/rules.py`](../siftkit/core/rules.py), [a plan](../results/regime_study.plan), "
+        "![fig](figures/embedding_statistics.png) and `[not](a link)`.\n\n```\n[x](y.md)\n```\n"
+    )
     page, images = site.site_page("docs/studies.md", text, ["docs/comparing_fairly.md", "README.md"])
     assert "[fair](comparing_fairly.md#the-controls-that-explain-a-gain)" in page
     assert "[the course](../index.md)" in page  # COURSE.md is the site's index

@@ -15,30 +15,40 @@ HEAVY = ("torch", "datasets", "transformers", "accelerate")
 
 
 def _heavy_after(code: str) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", code + f"\nimport sys\nprint([m for m in {HEAVY!r} if m in sys.modules])"],
-                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code + f"\nimport sys\nprint([m for m in {HEAVY!r} if m in sys.modules])"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return eval(out.strip().splitlines()[-1])  # noqa: S307 - our own printed list
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize("code", [
-    "import siftkit",
-    "import siftkit.study, siftkit.study.summarize, siftkit.study.budget, siftkit.study.figures, siftkit.study.runs",
-    "import siftkit.study.stats, siftkit.study.tags, siftkit.study.select, siftkit.study.measured, "
-    "siftkit.study.matched, siftkit.study.arms, siftkit.study.reference, siftkit.study.regime, siftkit.study.spec, "
-    "siftkit.study.style, siftkit.study.tables",
-    "from siftkit.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
-    "from siftkit.cli.main import main\ntry:\n    main(['summarize', '--help'])\nexcept SystemExit:\n    pass",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import siftkit",
+        "import siftkit.study, siftkit.study.summarize, siftkit.study.budget, siftkit.study.figures, siftkit.study.runs",
+        "import siftkit.study.stats, siftkit.study.tags, siftkit.study.select, siftkit.study.measured, "
+        "siftkit.study.matched, siftkit.study.arms, siftkit.study.reference, siftkit.study.regime, siftkit.study.spec, "
+        "siftkit.study.style, siftkit.study.tables",
+        "from siftkit.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+        "from siftkit.cli.main import main\ntry:\n    main(['summarize', '--help'])\nexcept SystemExit:\n    pass",
+    ],
+)
 def test_light_entry_points_import_neither_torch_nor_datasets(code):
     assert _heavy_after(code) == []
 
 
 @pytest.mark.subprocess
 def test_public_names_still_load_from_the_top():
-    code = ("from siftkit import RunConfig, train, load, load_model, DataError, EmbeddingSplit, SMART, SiFT, "
-            "AdversarialRegularizer, BregmanProximalPoint, symmetric_kl, kl, js, mse, DIVERGENCES, get_divergence, "
-            "AdversarialTrainer\nimport siftkit\nassert set(siftkit.__all__) <= set(dir(siftkit))")
+    code = (
+        "from siftkit import RunConfig, train, load, load_model, DataError, EmbeddingSplit, SMART, SiFT, "
+        "AdversarialRegularizer, BregmanProximalPoint, symmetric_kl, kl, js, mse, DIVERGENCES, get_divergence, "
+        "AdversarialTrainer\nimport siftkit\nassert set(siftkit.__all__) <= set(dir(siftkit))"
+    )
     assert "torch" in _heavy_after(code)  # loaded on use, and every name resolved
 
 
@@ -53,8 +63,9 @@ def test_unknown_top_level_name_is_an_attribute_error():
 def test_layers_contract_is_kept():
     """pyproject.toml's [tool.importlinter] contract, checked as `lint-imports` checks it."""
     lint = Path(sys.executable).with_name("lint-imports")
-    done = subprocess.run([str(lint), "--config", str(REPO / "pyproject.toml"), "--no-cache"], cwd=REPO,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [str(lint), "--config", str(REPO / "pyproject.toml"), "--no-cache"], cwd=REPO, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout[-3000:]
     assert "1 kept, 0 broken" in done.stdout
 
@@ -106,12 +117,28 @@ def test_each_layer_is_a_folder():
 # point, the metric registry) imports none of one study's specifics (the paper's figures, the
 # regime table, a spec's conventions, the tag conventions, the budget study and its report).
 STUDY_GENERAL = ("runs", "stats", "select", "metrics")
-STUDY_SPECIFIC = ("paper", "regime", "spec", "tags", "budget", "report", "summarize", "figures", "leaderboard",
-                  "matched", "wise", "reference")
+STUDY_SPECIFIC = (
+    "paper",
+    "regime",
+    "spec",
+    "tags",
+    "budget",
+    "report",
+    "summarize",
+    "figures",
+    "leaderboard",
+    "matched",
+    "wise",
+    "reference",
+)
 
 
 def test_the_studys_general_modules_import_no_study_specifics():
     graph = grimp.build_graph("siftkit", include_external_packages=False)
-    bad = {f"{g} -> {s}" for g in STUDY_GENERAL for s in STUDY_SPECIFIC
-           if graph.chain_exists(f"siftkit.study.{g}", f"siftkit.study.{s}")}
+    bad = {
+        f"{g} -> {s}"
+        for g in STUDY_GENERAL
+        for s in STUDY_SPECIFIC
+        if graph.chain_exists(f"siftkit.study.{g}", f"siftkit.study.{s}")
+    }
     assert bad == set()

@@ -17,8 +17,11 @@ PROCESS_MARKS = {"notebooks", "subprocess", "multiprocess"}
 
 
 def test_an_unmarked_test_that_starts_a_process_fails_naming_the_command():
-    with pytest.raises(pytest.fail.Exception, match=r"starts a process \(.*python.* -c pass\); mark it "
-                                                    r"@pytest.mark.subprocess"):
+    with pytest.raises(
+        pytest.fail.Exception,
+        match=r"starts a process \(.*python.* -c pass\); mark it "
+        r"@pytest.mark.subprocess",
+    ):
         subprocess.run([sys.executable, "-c", "pass"], check=True)
     with pytest.raises(pytest.fail.Exception, match=r"starts a process .*; mark it @pytest.mark.subprocess"):
         subprocess.run("echo hi", shell=True, check=True)
@@ -42,8 +45,10 @@ def test_a_marked_test_may_start_a_process():
 
 
 def test_the_readme_fast_command_leaves_out_every_process_mark_and_slow():
-    registered = {line.split(":")[0] for line in
-                  tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]}
+    registered = {
+        line.split(":")[0]
+        for line in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    }
     assert PROCESS_MARKS | {"slow"} <= registered
     readme = (REPO / "README.md").read_text()
     (expression,) = set(re.findall(r'python -m pytest -q -m "([^"]+)"', readme))

@@ -37,8 +37,12 @@ def _patch_targets():
         tree = ast.parse(src)
         aliases = _aliases(tree)
         for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "setattr" and len(node.args) >= 2):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "setattr"
+                and len(node.args) >= 2
+            ):
                 continue
             first, second = node.args[0], node.args[1]
             if isinstance(first, ast.Constant) and isinstance(first.value, str) and "." in first.value:
@@ -89,6 +93,7 @@ def test_patch_lands_where_the_code_looks(where, line, owner, name):
         value = getattr(obj, name)
         home = getattr(value, "__module__", obj.__name__)
         assert home == obj.__name__ or _looked_up_in(obj, name), (
-            f"{where}:{line}: {owner}.{name} is only re-exported there (defined in {home}); patch it where it is used")
+            f"{where}:{line}: {owner}.{name} is only re-exported there (defined in {home}); patch it where it is used"
+        )
     elif inspect.isclass(obj):
         assert name in vars(obj), f"{where}:{line}: {owner}.{name} is inherited; patch the class that defines it"

@@ -145,7 +145,9 @@ def test_every_siftkit_command_of_the_readme_parses(words, capsys, tmp_path):
     for w in args:
         if re.fullmatch(r"params/[\w.-]+\.ya?ml|results/?|[\w/]+\.plan", w):
             assert (REPO / w).exists(), f"{shlex.join(words)}: {w} does not exist"
-    if sub == "train" and "--help" not in args:  # the values too: the RunConfig the command would train, built and checked
+    if (
+        sub == "train" and "--help" not in args
+    ):  # the values too: the RunConfig the command would train, built and checked
         from siftkit.cli.args import config_from_args, config_parser
 
         cwd = os.getcwd()
@@ -158,7 +160,7 @@ def test_every_siftkit_command_of_the_readme_parses(words, capsys, tmp_path):
         from siftkit.cli.sweep import main as sweep_main
 
         i = next(i for i, w in enumerate(args) if w in ("--output-dir", "--output_dir"))
-        planned = [*args[:i + 1], str(tmp_path / "sweep"), *args[i + 2:], "--dry-run"]
+        planned = [*args[: i + 1], str(tmp_path / "sweep"), *args[i + 2 :], "--dry-run"]
         cwd = os.getcwd()
         os.chdir(REPO)
         try:
@@ -215,8 +217,11 @@ def test_every_params_file_named_exists(page):
 
 def test_the_quick_start_is_what_ci_runs():
     """README's install and test commands are .ci/run's, and the extra they install exists."""
-    ci = [shlex.split(line) for line in (REPO / ".ci" / "run").read_text().splitlines()
-          if line.startswith("python -m pip install") or line.startswith("python -m pytest")]
+    ci = [
+        shlex.split(line)
+        for line in (REPO / ".ci" / "run").read_text().splitlines()
+        if line.startswith("python -m pip install") or line.startswith("python -m pytest")
+    ]
     readme = _commands(README)
     for command in ci:
         if command[:4] == ["python", "-m", "pip", "install"] and "--upgrade" in command:
@@ -239,7 +244,8 @@ def test_the_readme_results_block_is_what_the_records_give():
     block = render_block([REPO / "results"], link_root=REPO)
     assert "| `plain-eb` |" in block  # the equal-budget study's reference arm is in it
     assert committed_block(README.read_text(encoding="utf-8")) == block, (
-        "README's results block is stale: python -m siftkit.study.readme_block results/ --readme README.md")
+        "README's results block is stale: python -m siftkit.study.readme_block results/ --readme README.md"
+    )
 
 
 def test_the_results_block_follows_the_records(tmp_path):

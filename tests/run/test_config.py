@@ -19,29 +19,34 @@ def test_every_field_has_a_default_and_a_help():
         assert re.search(rf"^    {f.name}: .+ = knob\(", SOURCE, re.M), f"{f.name} is not made with knob"
 
 
-@pytest.mark.parametrize("field,value,needle", [
-    ("algo", "smrt", "algo must be one of"),
-    ("task", "mnli", "task must be one of"),
-    ("perturb_at", "logits", "perturb_at must be one of"),
-    ("divergence", "wasserstein", "divergence must be one of"),
-    ("adv_norm", "l1", "adv_norm must be one of"),
-    ("learning_rate", 0, "learning_rate must be"),
-    ("learning_rate", -1e-5, "learning_rate must be"),
-    ("per_device_train_batch_size", 0, "per_device_train_batch_size must be"),
-    ("seed", -1, "seed must be"),
-    ("twitter_val_fraction", 1.5, "twitter_val_fraction must be in (0, 1)"),
-    ("bregman_beta", 1.0, "bregman_beta must be in [0, 1)"),
-    ("mixed_precision", "fp8", "mixed_precision must be one of"),
-    ("num_train_epochs", 1.5, "num_train_epochs must be of type int"),
-    ("seed", "abc", "seed must be of type int"),
-])
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("algo", "smrt", "algo must be one of"),
+        ("task", "mnli", "task must be one of"),
+        ("perturb_at", "logits", "perturb_at must be one of"),
+        ("divergence", "wasserstein", "divergence must be one of"),
+        ("adv_norm", "l1", "adv_norm must be one of"),
+        ("learning_rate", 0, "learning_rate must be"),
+        ("learning_rate", -1e-5, "learning_rate must be"),
+        ("per_device_train_batch_size", 0, "per_device_train_batch_size must be"),
+        ("seed", -1, "seed must be"),
+        ("twitter_val_fraction", 1.5, "twitter_val_fraction must be in (0, 1)"),
+        ("bregman_beta", 1.0, "bregman_beta must be in [0, 1)"),
+        ("mixed_precision", "fp8", "mixed_precision must be one of"),
+        ("num_train_epochs", 1.5, "num_train_epochs must be of type int"),
+        ("seed", "abc", "seed must be of type int"),
+    ],
+)
 def test_bad_values_name_the_field(field, value, needle):
     with pytest.raises(ValueError, match=re.escape(needle)):
         RunConfig(**{field: value})
 
 
-@pytest.mark.parametrize("field,value", [("adv_epsilon", 0.0), ("adv_epsilon", -1.0), ("adv_step_size", 0.0),
-                                          ("adv_steps", -1), ("adv_noise_std", -0.1)])
+@pytest.mark.parametrize(
+    "field,value",
+    [("adv_epsilon", 0.0), ("adv_epsilon", -1.0), ("adv_step_size", 0.0), ("adv_steps", -1), ("adv_noise_std", -0.1)],
+)
 @pytest.mark.parametrize("algo", ["smart", "sift"])
 def test_regularizer_knobs_validated_for_regularized_algos(algo, field, value):
     with pytest.raises(ValueError, match=field):

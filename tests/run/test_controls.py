@@ -22,9 +22,21 @@ from siftkit.run.objective import AdversarialLoss
 from siftkit.run.protocols import build_stages, uci_parts, uci_split
 from siftkit.run.training import train
 
-BASE = dict(task="twitter_to_uci", model_name="random:bert", max_train_samples=8, max_eval_samples=8,
-            per_device_train_batch_size=4, per_device_eval_batch_size=8, uci_num_train_epochs=2,
-            learning_rate=1e-3, logging_steps=1, max_length=32, uci_val_size=40, seed=5, cpu=True)
+BASE = dict(
+    task="twitter_to_uci",
+    model_name="random:bert",
+    max_train_samples=8,
+    max_eval_samples=8,
+    per_device_train_batch_size=4,
+    per_device_eval_batch_size=8,
+    uci_num_train_epochs=2,
+    learning_rate=1e-3,
+    logging_steps=1,
+    max_length=32,
+    uci_val_size=40,
+    seed=5,
+    cpu=True,
+)
 
 
 def _cfg(**changes) -> RunConfig:
@@ -33,11 +45,14 @@ def _cfg(**changes) -> RunConfig:
 
 # ----------------------------------------------------------------------------- validation split
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 7])
 def test_uci_validation_is_disjoint_and_the_same_for_every_algorithm(data_dir, seed):
-    parts = {algo: uci_parts(RunConfig(algo=algo, seed=seed, uci_val_size=300, data_dir=str(data_dir)))
-             for algo in ("plain", "smart", "sift")}
+    parts = {
+        algo: uci_parts(RunConfig(algo=algo, seed=seed, uci_val_size=300, data_dir=str(data_dir)))
+        for algo in ("plain", "smart", "sift")
+    }
     train_, val, test = parts["plain"]
     assert (len(train_), len(val), len(test)) == (300, 300, 2400)
     # A partition of the pool (which repeats a few sentences, so compare counts, not sets).
@@ -57,8 +72,7 @@ def test_uci_validation_is_disjoint_and_the_same_for_every_algorithm(data_dir, s
 
 @pytest.mark.slow
 def test_validation_is_evaluated_after_every_stage2_epoch(tmp_path):
-    record = train(_cfg(algo="plain", uci_num_train_epochs=3, output_dir=str(tmp_path / "r")),
-                   progress=False)
+    record = train(_cfg(algo="plain", uci_num_train_epochs=3, output_dir=str(tmp_path / "r")), progress=False)
     rows = record["val_history"]
     assert [(r["stage"], r["epoch"]) for r in rows] == [("uci", 0), ("uci", 1), ("uci", 2)]  # twitter: 1 epoch
     assert all(0 <= r["uci_val_accuracy"] <= 1 for r in rows)
@@ -68,14 +82,14 @@ def test_validation_is_evaluated_after_every_stage2_epoch(tmp_path):
 
 # ----------------------------------------------------------------------------- freeze, reinit, adv_stages
 
+
 @pytest.mark.slow
 def test_freeze_encoder_leaves_every_encoder_weight_bit_identical(tmp_path):
     from accelerate.utils import set_seed
 
     from siftkit.run.models import load_model
 
-    train(_cfg(algo="sift", freeze_encoder=True, save_model=True, output_dir=str(tmp_path / "r")),
-          progress=False)
+    train(_cfg(algo="sift", freeze_encoder=True, save_model=True, output_dir=str(tmp_path / "r")), progress=False)
     set_seed(BASE["seed"])
     start, _ = load_model("random:bert", num_labels=2)  # the same seeded initialisation as the run's
     after = load_file(str(tmp_path / "r" / "model" / "model.safetensors"))
@@ -130,8 +144,7 @@ def test_adv_stages_runs_the_regularizer_only_where_asked(tmp_path, monkeypatch,
 
     monkeypatch.setattr(AdversarialRegularizer, "forward", counting)
     monkeypatch.setattr(training, "_run_stage", tracking)
-    record = train(_cfg(algo="smart", adv_stages=which, output_dir=str(tmp_path / "r")),
-                   progress=False)
+    record = train(_cfg(algo="smart", adv_stages=which, output_dir=str(tmp_path / "r")), progress=False)
     assert set(seen) == set(active)
     for row in record["history"]:
         assert (row["adv_loss"] > 0) == (row["stage"] in active), row
@@ -143,6 +156,7 @@ def test_adv_stages_runs_the_regularizer_only_where_asked(tmp_path, monkeypatch,
 
 
 # ----------------------------------------------------------------------------- L2-SP, label smoothing
+
 
 def test_l2sp_is_zero_at_theta0_and_its_gradient_is_2_alpha_delta():
     model = tiny_model(train=True)
@@ -182,6 +196,7 @@ def test_l2sp_and_label_smoothing_reach_the_loss():
 
 # ----------------------------------------------------------------------------- early stopping
 
+
 @pytest.mark.slow
 def test_early_stopping_restores_the_best_epoch(tmp_path, monkeypatch):
     """Scripted validation scores 0.5, 0.8, 0.6, 0.6 with patience 2: stop after the fourth
@@ -198,8 +213,17 @@ def test_early_stopping_restores_the_best_epoch(tmp_path, monkeypatch):
         return metrics
 
     monkeypatch.setattr(training, "evaluate", scripted)
-    record = train(_cfg(algo="plain", uci_num_train_epochs=6, early_stopping_patience=2,
-                             learning_rate=5e-3, save_model=True, output_dir=str(tmp_path / "r")), progress=False)
+    record = train(
+        _cfg(
+            algo="plain",
+            uci_num_train_epochs=6,
+            early_stopping_patience=2,
+            learning_rate=5e-3,
+            save_model=True,
+            output_dir=str(tmp_path / "r"),
+        ),
+        progress=False,
+    )
     uci = record["stages"][1]
     assert (uci["epochs_run"], uci["best_epoch"]) == (4, 1)
     assert len(snapshots) == 4 and not torch.equal(snapshots[1]["classifier.weight"], snapshots[3]["classifier.weight"])
@@ -211,25 +235,29 @@ def test_early_stopping_restores_the_best_epoch(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- bad values
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(algo="plain", adv_stages="last"), "adv_stages='last' chooses the stages"),
-    (dict(algo="sift", adv_stages="middle"), "adv_stages must be one of"),
-    (dict(task="cola", algo="sift", adv_stages="first"), "needs a protocol with several stages"),
-    (dict(task="cola", reinit_head=True), "reinit_head re-initialises the head before a later stage"),
-    (dict(label_smoothing=1.0), r"label_smoothing must be in \[0, 1\)"),
-    (dict(label_smoothing=-0.1), r"label_smoothing must be in \[0, 1\)"),
-    (dict(l2sp_weight=-1), "l2sp_weight must be a finite number >= 0"),
-    (dict(l2sp_weight=float("inf")), "l2sp_weight must be a finite number >= 0"),
-    (dict(freeze_encoder=True, l2sp_weight=0.01), "freeze_encoder=True keeps it there"),
-    (dict(early_stopping_patience=0, uci_val_size=300), "early_stopping_patience must be a finite number > 0"),
-    (dict(early_stopping_patience=2), "P2's UCI stage has none with uci_val_size=0"),
-    (dict(uci_val_size=-5), "uci_val_size must be a finite number >= 0"),
-    (dict(task="cola", uci_val_size=300), "uci_val_size=300 holds out UCI sentences of P2"),
-    (dict(stage_cache_dir=" "), "stage_cache_dir is empty"),
-    (dict(reinit_head="maybe"), "reinit_head must be of type bool"),
-    (dict(freeze_encoder="half"), "freeze_encoder must be of type bool"),
-    (dict(early_stopping_patience=1.5, uci_val_size=300), "early_stopping_patience must be of type int"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(algo="plain", adv_stages="last"), "adv_stages='last' chooses the stages"),
+        (dict(algo="sift", adv_stages="middle"), "adv_stages must be one of"),
+        (dict(task="cola", algo="sift", adv_stages="first"), "needs a protocol with several stages"),
+        (dict(task="cola", reinit_head=True), "reinit_head re-initialises the head before a later stage"),
+        (dict(label_smoothing=1.0), r"label_smoothing must be in \[0, 1\)"),
+        (dict(label_smoothing=-0.1), r"label_smoothing must be in \[0, 1\)"),
+        (dict(l2sp_weight=-1), "l2sp_weight must be a finite number >= 0"),
+        (dict(l2sp_weight=float("inf")), "l2sp_weight must be a finite number >= 0"),
+        (dict(freeze_encoder=True, l2sp_weight=0.01), "freeze_encoder=True keeps it there"),
+        (dict(early_stopping_patience=0, uci_val_size=300), "early_stopping_patience must be a finite number > 0"),
+        (dict(early_stopping_patience=2), "P2's UCI stage has none with uci_val_size=0"),
+        (dict(uci_val_size=-5), "uci_val_size must be a finite number >= 0"),
+        (dict(task="cola", uci_val_size=300), "uci_val_size=300 holds out UCI sentences of P2"),
+        (dict(stage_cache_dir=" "), "stage_cache_dir is empty"),
+        (dict(reinit_head="maybe"), "reinit_head must be of type bool"),
+        (dict(freeze_encoder="half"), "freeze_encoder must be of type bool"),
+        (dict(early_stopping_patience=1.5, uci_val_size=300), "early_stopping_patience must be of type int"),
+    ],
+)
 def test_bad_control_values_name_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         RunConfig(**kwargs)
@@ -244,6 +272,7 @@ def test_a_validation_size_that_leaves_no_test_set_names_both_fields(data_dir):
 
 
 # ----------------------------------------------------------------------------- matched-size noise
+
 
 def test_matched_noise_reaches_the_ascents_size_and_says_when_it_cannot():
     from siftkit.core.split import EmbeddingSplit

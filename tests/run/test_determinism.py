@@ -45,8 +45,7 @@ def _comparable(output_dir: Path) -> dict:
     """results.json without what legitimately differs (paths, timings, versions)."""
     record = json.loads((output_dir / "results.json").read_text())
     config = {k: v for k, v in record["config"].items() if k != "output_dir"}
-    return {"config": config, "metrics": record["metrics"], "history": record["history"],
-            "stages": record["stages"]}
+    return {"config": config, "metrics": record["metrics"], "history": record["history"], "stages": record["stages"]}
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +64,7 @@ def other_process(tmp_path_factory):
     """)
     env = dict(os.environ, PYTHONHASHSEED="12345", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     log = (root / "log.txt").open("w")
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=log, stderr=subprocess.STDOUT,
-                            env=env, cwd=root)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
     yield proc, root
     if proc.poll() is None:
         proc.kill()

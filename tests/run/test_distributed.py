@@ -40,9 +40,20 @@ SMOKE = REPO / "params" / "smoke.yaml"
 # would compare nothing) and a fast-moving Bregman teacher, so every term of the loss and
 # the teacher update are exercised.
 OVERRIDES = dict(
-    algo="smart", cpu=True, seed=7, max_train_samples=16, max_eval_samples=16,
-    per_device_eval_batch_size=4, adv_noise_std=0.05, adv_epsilon=0.2, adv_step_size=0.1,
-    bregman_weight=1.0, bregman_beta=0.5, logging_steps=1, save_steps=0, save_model=True,
+    algo="smart",
+    cpu=True,
+    seed=7,
+    max_train_samples=16,
+    max_eval_samples=16,
+    per_device_eval_batch_size=4,
+    adv_noise_std=0.05,
+    adv_epsilon=0.2,
+    adv_step_size=0.1,
+    bregman_weight=1.0,
+    bregman_beta=0.5,
+    logging_steps=1,
+    save_steps=0,
+    save_model=True,
 )
 B = 2  # per-process batch of the 2-process run; the 1-process run uses 2 * B
 
@@ -122,8 +133,7 @@ def comparable_randomness(trace: dict | None = None):
 def _config(output_dir: Path, batch_size: int):
     from siftkit import RunConfig
 
-    return RunConfig.from_yaml(SMOKE, output_dir=str(output_dir), per_device_train_batch_size=batch_size,
-                               **OVERRIDES)
+    return RunConfig.from_yaml(SMOKE, output_dir=str(output_dir), per_device_train_batch_size=batch_size, **OVERRIDES)
 
 
 # ------------------------------------------------------------------------------------------
@@ -148,6 +158,7 @@ def _worker(out: Path) -> None:
 
     tqdm.auto.tqdm = recording_tqdm
     if rank != 0:
+
         def refuse(*_args, **_kwargs):
             raise AssertionError("a non-main process tried to write results.json")
 
@@ -171,12 +182,10 @@ def _worker(out: Path) -> None:
 
     regularizers.input_gradient = gradient
     with comparable_randomness():
-        cfg = _config(out / "skip", B).replace(task="cola", max_train_samples=8, max_eval_samples=4,
-                                               save_model=False)
+        cfg = _config(out / "skip", B).replace(task="cola", max_train_samples=8, max_eval_samples=4, save_model=False)
         skip = training.train(cfg, progress=False)
     regularizers.input_gradient = original_gradient
-    (out / f"worker-{rank}.json").write_text(json.dumps({"record": record, "skip": skip, "trace": trace},
-                                                        default=str))
+    (out / f"worker-{rank}.json").write_text(json.dumps({"record": record, "skip": skip, "trace": trace}, default=str))
 
 
 # ------------------------------------------------------------------------------------------
@@ -192,13 +201,29 @@ def _free_port() -> int:
 def _launch_two(out: Path, data_dir: Path, timeout: float = 240) -> tuple[int, str]:
     # The workers run this file as a script: its folder is on their path, tests/ (helpers.py) is not.
     tests = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, SIFTKIT_DATA_DIR=str(data_dir), TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), __file__, str(out)]
+    env = dict(
+        os.environ,
+        SIFTKIT_DATA_DIR=str(data_dir),
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        __file__,
+        str(out),
+    ]
     # Own process group, so a hung run is ended with its workers (not just the launcher).
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -297,9 +322,11 @@ def test_two_processes_match_one_process(tmp_path, data_dir):
         assert w["skip"]["meta"]["skipped_adversarial_steps"] == 1
     assert w0["skip"]["history"] == w1["skip"]["history"]
     assert [r["skipped_adversarial_steps"] for r in w0["skip"]["history"]] == [0, 1]
-    print(f"history: max relative difference of loss/task_loss/grad_norm {worst:.2e}, max absolute "
-          f"difference of adv_loss/bregman_loss/learning_rate {tiny:.2e}; 2-process run {two_s:.1f} s, "
-          f"total {time.time() - start:.1f} s")
+    print(
+        f"history: max relative difference of loss/task_loss/grad_norm {worst:.2e}, max absolute "
+        f"difference of adv_loss/bregman_loss/learning_rate {tiny:.2e}; 2-process run {two_s:.1f} s, "
+        f"total {time.time() - start:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,9 @@ def reference(model, ds, tokenizer, max_length, batch_size):
     model.eval()
     texts, preds = list(ds["text"]), []
     for i in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt")
+        batch = tokenizer(
+            texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         preds.extend(model(**batch).logits.argmax(-1).tolist())
     split, smooth = EmbeddingSplit(model), {size: [] for size in PROBE_SIZES}
     for i, text in enumerate(texts):
@@ -72,8 +73,9 @@ def _check_against_reference(model, tokenizer, ds, cfg):
         np.testing.assert_allclose(smooth[size], want_smooth[size], rtol=1e-4, atol=1e-10)
     assert predict(model, ds, tokenizer, cfg, accelerator) == (want_preds, list(ds["label"]))
     metrics = evaluate(model, {"uci": ds}, tokenizer, cfg, accelerator)
-    assert {k: metrics[k] for k in ("uci_accuracy", "uci_mcc")} == classification_metrics("uci", want_preds,
-                                                                                          list(ds["label"]))
+    assert {k: metrics[k] for k in ("uci_accuracy", "uci_mcc")} == classification_metrics(
+        "uci", want_preds, list(ds["label"])
+    )
     return smooth
 
 
@@ -96,8 +98,9 @@ def test_predictions_match_the_reference_on_real_minilm_texts(smoke_params, data
     model, tok = load_model(None, num_labels=2)
     ds = _texts(data_dir, 24)
     _balanced(model, tok, ds, 64)
-    _check_against_reference(model, tok, ds, _cfg(smoke_params, model_name=None, max_length=64,
-                                                  per_device_eval_batch_size=8))
+    _check_against_reference(
+        model, tok, ds, _cfg(smoke_params, model_name=None, max_length=64, per_device_eval_batch_size=8)
+    )
 
 
 def test_evaluation_restores_train_mode_and_training_goes_on(smoke_params, data_dir):

@@ -20,9 +20,18 @@ KNOBS = {
 def _args(tmp_path, **overrides):
     from transformers import TrainingArguments
 
-    base = dict(output_dir=str(tmp_path / "hf"), use_cpu=True, report_to="none", save_strategy="no",
-                per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1, seed=0,
-                dataloader_num_workers=0, disable_tqdm=True)
+    base = dict(
+        output_dir=str(tmp_path / "hf"),
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
     base.update(overrides)
     return TrainingArguments(**base)
 
@@ -89,8 +98,14 @@ def test_short_training_run_moves_the_teacher(tmp_path):
     ds = Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(len(texts))]})
     ds = ds.map(lambda b: tok(b["text"], truncation=True, max_length=32), batched=True, remove_columns=["text"])
     model = tiny_model("bert", seed=0, train=True)
-    trainer = AdversarialTrainer(model=model, args=_args(tmp_path, max_steps=3), train_dataset=ds,
-                                 processing_class=tok, algo="smart", **KNOBS["smart"])
+    trainer = AdversarialTrainer(
+        model=model,
+        args=_args(tmp_path, max_steps=3),
+        train_dataset=ds,
+        processing_class=tok,
+        algo="smart",
+        **KNOBS["smart"],
+    )
     teacher = trainer.adversarial_loss.bregman.teacher
     before = [p.detach().clone() for p in teacher.parameters()]
     result = trainer.train()
@@ -127,13 +142,16 @@ def test_return_outputs_in_training_gives_the_clean_logits(tmp_path):
     assert loss.requires_grad
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"adv_epsilonn": 1e-3}, "adv_epsilonn.*did you mean 'adv_epsilon'"),
-    ({"learning_rate": 1e-3}, "learning_rate.*TrainingArguments"),
-    ({"adv_epsilon": -1.0}, "adv_epsilon"),
-    ({"algo": "freeat-typo"}, "algo"),
-    ({"eps": 1e-5}, r"algo='sift' has no knobs of its own; algo_args holds 'eps' \(r3f\)"),  # R3F's knob
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"adv_epsilonn": 1e-3}, "adv_epsilonn.*did you mean 'adv_epsilon'"),
+        ({"learning_rate": 1e-3}, "learning_rate.*TrainingArguments"),
+        ({"adv_epsilon": -1.0}, "adv_epsilon"),
+        ({"algo": "freeat-typo"}, "algo"),
+        ({"eps": 1e-5}, r"algo='sift' has no knobs of its own; algo_args holds 'eps' \(r3f\)"),  # R3F's knob
+    ],
+)
 def test_bad_knobs_are_named(tmp_path, bad, message):
     from siftkit import AdversarialTrainer
 

@@ -59,14 +59,22 @@ def test_train_bf16_on_cpu(tmp_path, data_dir, monkeypatch):
 
     def forward(self, split, batch, clean_logits, z=None):
         r = original(self, split, batch, clean_logits, z)
-        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"),
-                     self.last_perturbation.dtype, r.dtype))
+        seen.append(
+            (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), self.last_perturbation.dtype, r.dtype)
+        )
         return r
 
     monkeypatch.setattr(AdversarialRegularizer, "forward", forward)
-    cfg = RunConfig.from_yaml(SMOKE, output_dir=str(tmp_path / "run"), algo="sift", cpu=True,
-                              mixed_precision="bf16", max_train_samples=8, max_eval_samples=8,
-                              data_dir=str(data_dir))
+    cfg = RunConfig.from_yaml(
+        SMOKE,
+        output_dir=str(tmp_path / "run"),
+        algo="sift",
+        cpu=True,
+        mixed_precision="bf16",
+        max_train_samples=8,
+        max_eval_samples=8,
+        data_dir=str(data_dir),
+    )
     record = train(cfg, progress=False)
     assert record["meta"]["mixed_precision"] == "bf16"
     assert record["config"]["mixed_precision"] == "bf16"
@@ -110,10 +118,25 @@ def test_adversarial_trainer_bf16_on_cpu(tmp_path):
     texts = list(TEXTS) * 2
     ds = Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(len(texts))]})
     ds = ds.map(lambda b: tok(b["text"], truncation=True, max_length=32), batched=True, remove_columns=["text"])
-    args = TrainingArguments(output_dir=str(tmp_path / "hf"), use_cpu=True, bf16=True, report_to="none",
-                             save_strategy="no", per_device_train_batch_size=3, max_steps=2, disable_tqdm=True)
-    trainer = AdversarialTrainer(model=tiny_model("bert", train=True), args=args, train_dataset=ds,
-                                 processing_class=tok, algo="sift", adv_noise_std=0.05, adv_epsilon=0.2)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        use_cpu=True,
+        bf16=True,
+        report_to="none",
+        save_strategy="no",
+        per_device_train_batch_size=3,
+        max_steps=2,
+        disable_tqdm=True,
+    )
+    trainer = AdversarialTrainer(
+        model=tiny_model("bert", train=True),
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+        algo="sift",
+        adv_noise_std=0.05,
+        adv_epsilon=0.2,
+    )
     result = trainer.train()
     reg = trainer.adversarial_loss.regularizer
     assert math.isfinite(result.training_loss)

@@ -28,10 +28,22 @@ from siftkit.methods.base import Method
 from siftkit.run.config import WISE_FT_ALPHAS, RunConfig
 from siftkit.run.training import train
 
-BASE = dict(task="twitter_to_uci", model_name="random:bert", max_train_samples=8, max_eval_samples=8,
-            per_device_train_batch_size=4, per_device_eval_batch_size=8, uci_num_train_epochs=2,
-            learning_rate=1e-3, logging_steps=1, max_length=32, uci_val_size=40, seed=5, cpu=True,
-            eval_smoothness=False)
+BASE = dict(
+    task="twitter_to_uci",
+    model_name="random:bert",
+    max_train_samples=8,
+    max_eval_samples=8,
+    per_device_train_batch_size=4,
+    per_device_eval_batch_size=8,
+    uci_num_train_epochs=2,
+    learning_rate=1e-3,
+    logging_steps=1,
+    max_length=32,
+    uci_val_size=40,
+    seed=5,
+    cpu=True,
+    eval_smoothness=False,
+)
 
 
 def _cfg(tmp_path, name="r", **changes) -> RunConfig:
@@ -49,10 +61,12 @@ def _encoder_keys(model) -> list[str]:
 
 # ----------------------------------------------------------------------------- LP-FT
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["plain", "smart"])
 def test_lp_ft_probe_keeps_the_encoder_bit_identical_and_the_full_phase_starts_from_the_probed_head(
-        tmp_path, monkeypatch, algo):
+    tmp_path, monkeypatch, algo
+):
     phases: list[dict] = []
     batches: list[tuple] = []
     real_stage, real_batch = training._run_stage, Method.train_batch
@@ -81,10 +95,13 @@ def test_lp_ft_probe_keeps_the_encoder_bit_identical_and_the_full_phase_starts_f
     assert any(not torch.equal(full["entry"][k], full["exit"][k]) for k in encoder)  # then everything trains
     # In the probe the encoder is in eval mode and the method is plain fine-tuning (inactive).
     probe_batches = [b for b in batches if b[0] == "probe"]
-    assert len(probe_batches) == 4 and all(not training_mode and not active for _, training_mode, active in probe_batches)
+    assert len(probe_batches) == 4 and all(
+        not training_mode and not active for _, training_mode, active in probe_batches
+    )
     # plain's batch is plain's anyway (its method is never active); SMART's acts again after the probe
-    assert all(training_mode and active == (algo != "plain") for phase, training_mode, active in batches
-               if phase == "full")
+    assert all(
+        training_mode and active == (algo != "plain") for phase, training_mode, active in batches if phase == "full"
+    )
     assert record["stages"][1]["probe_epochs_run"] == 2
     rows = [r for r in record["history"] if r["stage"] == "uci_probe"]
     assert len(rows) == 4 and all(r["learning_rate"] <= 5e-2 for r in rows)
@@ -96,8 +113,7 @@ def test_lp_ft_stages_first_probes_stage_1_only_and_shares_nothing_with_plain(tm
     cache = str(tmp_path / "cache")
     plain = train(_cfg(tmp_path, "plain", stage_cache_dir=cache), progress=False)
     last = train(_cfg(tmp_path, "last", lp_ft_epochs=1, stage_cache_dir=cache), progress=False)
-    first = train(_cfg(tmp_path, "first", lp_ft_epochs=1, lp_ft_stages="first", stage_cache_dir=cache),
-                  progress=False)
+    first = train(_cfg(tmp_path, "first", lp_ft_epochs=1, lp_ft_stages="first", stage_cache_dir=cache), progress=False)
     # the default (last) probes stage 2 only, so it shares plain's stage 1; "first" does not
     assert last["meta"]["stages_from_cache"] == ["twitter"]
     assert first["meta"]["stages_from_cache"] == []
@@ -123,6 +139,7 @@ def test_a_run_interrupted_in_the_probe_resumes_exactly(tmp_path):
             if global_step == step:
                 raise Crash(step)
             return path
+
         return save
 
     # stage 1: steps 1-2; the probe: steps 3-6 (2 epochs x 2); the full phase: steps 7-10
@@ -157,8 +174,7 @@ def test_early_stopping_in_the_probe_restores_its_best_epoch_and_the_full_phase_
 
     monkeypatch.setattr(training, "evaluate", scripted)
     monkeypatch.setattr(training, "_run_stage", spy_stage)
-    record = train(_cfg(tmp_path, lp_ft_epochs=4, lp_ft_learning_rate=5e-2, early_stopping_patience=2),
-                   progress=False)
+    record = train(_cfg(tmp_path, lp_ft_epochs=4, lp_ft_learning_rate=5e-2, early_stopping_patience=2), progress=False)
     uci = record["stages"][1]
     assert (uci["probe_epochs_run"], uci["probe_best_epoch"]) == (3, 0)
     assert not torch.equal(snapshots[0]["classifier.weight"], snapshots[2]["classifier.weight"])
@@ -168,6 +184,7 @@ def test_early_stopping_in_the_probe_restores_its_best_epoch_and_the_full_phase_
 
 
 # ----------------------------------------------------------------------------- WiSE-FT
+
 
 def test_interpolation_endpoints_are_exact_and_the_head_stays_fine_tuned():
     start, tuned = tiny_model(seed=0), tiny_model(seed=1)
@@ -188,8 +205,10 @@ def test_interpolation_endpoints_are_exact_and_the_head_stays_fine_tuned():
 
 def test_alpha_is_chosen_on_validation_never_on_test():
     # A synthetic curve where the test metric favours alpha 0.2 and validation favours 0.6.
-    curve = [{"alpha": a, "uci_val_accuracy": 0.9 - abs(a - 0.6), "uci_test_accuracy": 0.9 - abs(a - 0.2)}
-             for a in WISE_FT_ALPHAS]
+    curve = [
+        {"alpha": a, "uci_val_accuracy": 0.9 - abs(a - 0.6), "uci_test_accuracy": 0.9 - abs(a - 0.2)}
+        for a in WISE_FT_ALPHAS
+    ]
     assert weight_space.choose_alpha(curve, "uci_val_accuracy") == 0.6
     # ties go to the larger alpha (nearer the fine-tuned model); a NaN never wins
     tie = [{"alpha": 0.3, "v": 0.8}, {"alpha": 0.7, "v": 0.8}, {"alpha": 1.0, "v": math.nan}]
@@ -263,6 +282,7 @@ def test_theta_0_is_l2sps_anchor(tmp_path):
 
 
 # ----------------------------------------------------------------------------- re-init
+
 
 def _pretrained_like(seed: int = 0):
     """A tiny model whose weights look trained (no zero bias, no unit LayerNorm) and are marked as
@@ -355,8 +375,7 @@ def test_albert_shares_its_layers_and_is_refused_by_name():
     for field in ("reinit_layers", "layer_lr_decay"):
         with pytest.raises(UnsupportedModelError, match=field) as info:
             layer_stack(albert, field=field)
-    robustness_log("layer_lr_decay=0.9 on model_name='random:albert' (layers sharing their weights)",
-                   str(info.value))
+    robustness_log("layer_lr_decay=0.9 on model_name='random:albert' (layers sharing their weights)", str(info.value))
 
 
 def test_lp_ft_on_several_processes_is_refused_by_name(tmp_path):
@@ -373,32 +392,42 @@ def test_lp_ft_on_several_processes_is_refused_by_name(tmp_path):
 
 # ----------------------------------------------------------------------------- layer-wise decay
 
+
 def test_layer_groups_carry_lr_gamma_power_L_minus_l():
     model = tiny_model()
     groups = layer_lr_groups(model, list(model.parameters()), 1e-3, 0.5)
     # 2 blocks: head (and pooler) l = 3, blocks 2 and 1, embeddings 0; L = 3
-    assert [(g["name"], g["layer"]) for g in groups] == [("head", 3), ("block_2", 2), ("block_1", 1),
-                                                          ("embeddings", 0)]
+    assert [(g["name"], g["layer"]) for g in groups] == [("head", 3), ("block_2", 2), ("block_1", 1), ("embeddings", 0)]
     assert [g["lr"] for g in groups] == [1e-3 * 0.5 ** (3 - g["layer"]) for g in groups]
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
     names = {id(p): n for n, p in model.named_parameters()}
-    assert {names[id(p)] for p in groups[0]["params"]} == {"bert.pooler.dense.weight", "bert.pooler.dense.bias",
-                                                          "classifier.weight", "classifier.bias"}
+    assert {names[id(p)] for p in groups[0]["params"]} == {
+        "bert.pooler.dense.weight",
+        "bert.pooler.dense.bias",
+        "classifier.weight",
+        "classifier.bias",
+    }
     assert all(names[id(p)].startswith("bert.embeddings.") for p in groups[-1]["params"])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo, extra", [("plain", {}), ("smart", {"l2sp_weight": 0.01}),
-                                         ("sift", {"lp_ft_epochs": 1})])
+@pytest.mark.parametrize(
+    "algo, extra", [("plain", {}), ("smart", {"l2sp_weight": 0.01}), ("sift", {"lp_ft_epochs": 1})]
+)
 def test_the_optimizer_of_every_stage_has_the_decayed_groups(tmp_path, monkeypatch, algo, extra):
     seen = []
     real = training._stage_loop
 
     def spy(stage_index, stage, run, phase="full"):
         loop = real(stage_index, stage, run, phase)
-        seen.append((stage.name, phase, [(g.get("layer"), g["initial_lr"], len(g["params"]))
-                                         for g in loop.optimizer.param_groups]))
+        seen.append(
+            (
+                stage.name,
+                phase,
+                [(g.get("layer"), g["initial_lr"], len(g["params"])) for g in loop.optimizer.param_groups],
+            )
+        )
         return loop
 
     monkeypatch.setattr(training, "_stage_loop", spy)
@@ -430,13 +459,20 @@ def test_without_decay_the_optimizer_is_one_group_as_before(tmp_path, monkeypatc
 
 # ----------------------------------------------------------------------------- stage sharing
 
+
 @pytest.mark.slow
 def test_the_cache_key_holds_what_acts_in_a_stage(tmp_path):
     cache = str(tmp_path / "cache")
-    runs = {name: train(_cfg(tmp_path, name, stage_cache_dir=cache, **change), progress=False)
-            for name, change in {"plain": {}, "wise": {"wise_ft": True},
-                                 "lp_last": {"lp_ft_epochs": 1}, "decay": {"layer_lr_decay": 0.9},
-                                 "reinit": {"reinit_layers": 1}}.items()}
+    runs = {
+        name: train(_cfg(tmp_path, name, stage_cache_dir=cache, **change), progress=False)
+        for name, change in {
+            "plain": {},
+            "wise": {"wise_ft": True},
+            "lp_last": {"lp_ft_epochs": 1},
+            "decay": {"layer_lr_decay": 0.9},
+            "reinit": {"reinit_layers": 1},
+        }.items()
+    }
     key = {name: r["stages"][0]["cache_key"] for name, r in runs.items()}
     # WiSE-FT acts after the last stage, LP-FT (lp_ft_stages last) in stage 2: both share plain's stage 1
     assert key["wise"] == key["lp_last"] == key["plain"]
@@ -451,30 +487,45 @@ def test_the_cache_key_holds_what_acts_in_a_stage(tmp_path):
 
 # ----------------------------------------------------------------------------- bad values
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"reinit_layers": -1}, "reinit_layers must be a finite number >= 0, got -1"),
-    ({"layer_lr_decay": 0}, "layer_lr_decay must be in (0, 1]"),
-    ({"layer_lr_decay": -0.5}, "layer_lr_decay must be in (0, 1]"),
-    ({"layer_lr_decay": 1.2}, "layer_lr_decay must be in (0, 1]"),
-    ({"layer_lr_decay": float("nan")}, "layer_lr_decay must be in (0, 1]"),
-    ({"wise_ft": True, "uci_val_size": 40, "wise_ft_alphas": [0.5, 1.5]}, "wise_ft_alphas must hold numbers in [0, 1]"),
-    ({"wise_ft": True, "uci_val_size": 40, "wise_ft_alphas": "-0.1,1"}, "wise_ft_alphas must hold numbers in [0, 1]"),
-    ({"wise_ft": True, "uci_val_size": 40, "wise_ft_alphas": []}, "wise_ft_alphas is empty"),
-    ({"wise_ft": True, "uci_val_size": 40, "wise_ft_alphas": "0.5,0.5"}, "wise_ft_alphas lists 0.5 more than once"),
-    ({"wise_ft": True, "uci_val_size": 40, "wise_ft_alphas": "0,half"}, "'half' is not a number"),
-    ({"wise_ft": True}, "wise_ft=True chooses alpha on the last stage's validation set"),
-    ({"wise_ft": True, "uci_val_size": 40, "wise_ft_scope": "head"}, "wise_ft_scope must be one of"),
-    ({"wise_ft_alphas": [0.0, 1.0]}, "wise_ft_alphas=[0.0, 1.0] is a setting of wise_ft, which is off"),
-    ({"lp_ft_learning_rate": 0.01}, "lp_ft_learning_rate=0.01 is a setting of lp_ft_epochs, which is off"),
-    ({"lp_ft_epochs": -1}, "lp_ft_epochs must be a finite number >= 0, got -1"),
-    ({"lp_ft_epochs": 1, "lp_ft_learning_rate": 0}, "lp_ft_learning_rate must be a finite number > 0"),
-    ({"lp_ft_epochs": 1, "lp_ft_stages": "middle"}, "lp_ft_stages must be one of"),
-    ({"lp_ft_epochs": 2, "early_stopping_patience": 1},
-     "lp_ft_stages='last' probes stage(s) 'uci', which have no validation set"),
-    ({"lp_ft_epochs": 1, "freeze_encoder": True}, "lp_ft_epochs=1 probes the head before fine-tuning the whole model"),
-    ({"layer_lr_decay": 0.9, "freeze_encoder": True}, "layer_lr_decay=0.9 acts on the encoder's layers"),
-    ({"wise_ft": True, "uci_val_size": 40, "freeze_encoder": True}, "freeze_encoder=True keeps it at theta_0"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"reinit_layers": -1}, "reinit_layers must be a finite number >= 0, got -1"),
+        ({"layer_lr_decay": 0}, "layer_lr_decay must be in (0, 1]"),
+        ({"layer_lr_decay": -0.5}, "layer_lr_decay must be in (0, 1]"),
+        ({"layer_lr_decay": 1.2}, "layer_lr_decay must be in (0, 1]"),
+        ({"layer_lr_decay": float("nan")}, "layer_lr_decay must be in (0, 1]"),
+        (
+            {"wise_ft": True, "uci_val_size": 40, "wise_ft_alphas": [0.5, 1.5]},
+            "wise_ft_alphas must hold numbers in [0, 1]",
+        ),
+        (
+            {"wise_ft": True, "uci_val_size": 40, "wise_ft_alphas": "-0.1,1"},
+            "wise_ft_alphas must hold numbers in [0, 1]",
+        ),
+        ({"wise_ft": True, "uci_val_size": 40, "wise_ft_alphas": []}, "wise_ft_alphas is empty"),
+        ({"wise_ft": True, "uci_val_size": 40, "wise_ft_alphas": "0.5,0.5"}, "wise_ft_alphas lists 0.5 more than once"),
+        ({"wise_ft": True, "uci_val_size": 40, "wise_ft_alphas": "0,half"}, "'half' is not a number"),
+        ({"wise_ft": True}, "wise_ft=True chooses alpha on the last stage's validation set"),
+        ({"wise_ft": True, "uci_val_size": 40, "wise_ft_scope": "head"}, "wise_ft_scope must be one of"),
+        ({"wise_ft_alphas": [0.0, 1.0]}, "wise_ft_alphas=[0.0, 1.0] is a setting of wise_ft, which is off"),
+        ({"lp_ft_learning_rate": 0.01}, "lp_ft_learning_rate=0.01 is a setting of lp_ft_epochs, which is off"),
+        ({"lp_ft_epochs": -1}, "lp_ft_epochs must be a finite number >= 0, got -1"),
+        ({"lp_ft_epochs": 1, "lp_ft_learning_rate": 0}, "lp_ft_learning_rate must be a finite number > 0"),
+        ({"lp_ft_epochs": 1, "lp_ft_stages": "middle"}, "lp_ft_stages must be one of"),
+        (
+            {"lp_ft_epochs": 2, "early_stopping_patience": 1},
+            "lp_ft_stages='last' probes stage(s) 'uci', which have no validation set",
+        ),
+        (
+            {"lp_ft_epochs": 1, "freeze_encoder": True},
+            "lp_ft_epochs=1 probes the head before fine-tuning the whole model",
+        ),
+        ({"layer_lr_decay": 0.9, "freeze_encoder": True}, "layer_lr_decay=0.9 acts on the encoder's layers"),
+        ({"wise_ft": True, "uci_val_size": 40, "freeze_encoder": True}, "freeze_encoder=True keeps it at theta_0"),
+    ],
+)
 def test_bad_values_name_the_field(kwargs, message):
     with pytest.raises(ValueError) as info:
         RunConfig(**kwargs)
@@ -486,26 +537,67 @@ def test_values_read_the_same_from_yaml_cli_and_notebooks(tmp_path):
     from siftkit.cli.args import config_from_args, config_parser
 
     yaml_file = tmp_path / "p.yaml"
-    yaml_file.write_text("wise_ft: true\nuci_val_size: 40\nwise_ft_alphas: [0, 0.5, 1]\nlp_ft_epochs: 2\n"
-                         "layer_lr_decay: 0.95\nreinit_layers: 1\n")
+    yaml_file.write_text(
+        "wise_ft: true\nuci_val_size: 40\nwise_ft_alphas: [0, 0.5, 1]\nlp_ft_epochs: 2\n"
+        "layer_lr_decay: 0.95\nreinit_layers: 1\n"
+    )
     from_yaml = RunConfig.from_yaml(yaml_file)
-    args = config_parser("t").parse_args(["--wise_ft", "--uci_val_size", "40", "--wise_ft_alphas", "0,0.5,1",
-                                          "--lp_ft_epochs", "2", "--layer_lr_decay", "0.95", "--reinit_layers", "1"])
+    args = config_parser("t").parse_args(
+        [
+            "--wise_ft",
+            "--uci_val_size",
+            "40",
+            "--wise_ft_alphas",
+            "0,0.5,1",
+            "--lp_ft_epochs",
+            "2",
+            "--layer_lr_decay",
+            "0.95",
+            "--reinit_layers",
+            "1",
+        ]
+    )
     from_cli = config_from_args(args)
-    from_notebook = RunConfig.from_dict({"wise_ft": "True", "uci_val_size": 40, "wise_ft_alphas": "[0, 0.5, 1]",
-                                         "lp_ft_epochs": 2, "layer_lr_decay": 0.95, "reinit_layers": 1})
+    from_notebook = RunConfig.from_dict(
+        {
+            "wise_ft": "True",
+            "uci_val_size": 40,
+            "wise_ft_alphas": "[0, 0.5, 1]",
+            "lp_ft_epochs": 2,
+            "layer_lr_decay": 0.95,
+            "reinit_layers": 1,
+        }
+    )
     for cfg in (from_yaml, from_cli, from_notebook):
-        assert (cfg.wise_ft, cfg.wise_ft_alphas, cfg.lp_ft_epochs, cfg.layer_lr_decay, cfg.reinit_layers) == \
-            (True, [0.0, 0.5, 1.0], 2, 0.95, 1)
+        assert (cfg.wise_ft, cfg.wise_ft_alphas, cfg.lp_ft_epochs, cfg.layer_lr_decay, cfg.reinit_layers) == (
+            True,
+            [0.0, 0.5, 1.0],
+            2,
+            0.95,
+            1,
+        )
     assert RunConfig.from_dict(from_cli.to_dict()) == from_cli  # a record rebuilds
-    one = config_from_args(config_parser("t").parse_args(["--wise_ft", "--uci_val_size", "40", "--wise_ft_alphas", "0.5"]))
+    one = config_from_args(
+        config_parser("t").parse_args(["--wise_ft", "--uci_val_size", "40", "--wise_ft_alphas", "0.5"])
+    )
     assert one.wise_ft_alphas == [0.5]
 
 
 # ----------------------------------------------------------------------------- smoke: train and sweep
 
-ALL_FOUR = ["--lp_ft_epochs", "1", "--wise_ft", "--wise_ft_alphas", "0,0.5,1", "--reinit_layers", "1",
-            "--layer_lr_decay", "0.9", "--uci_val_size", "16"]
+ALL_FOUR = [
+    "--lp_ft_epochs",
+    "1",
+    "--wise_ft",
+    "--wise_ft_alphas",
+    "0,0.5,1",
+    "--reinit_layers",
+    "1",
+    "--layer_lr_decay",
+    "0.9",
+    "--uci_val_size",
+    "16",
+]
 
 
 @pytest.mark.slow
@@ -514,8 +606,24 @@ def test_train_cli_runs_all_four(tmp_path, smoke_params, algo):
     from siftkit.cli.main import main
 
     out = tmp_path / algo
-    assert main(["train", "--params", str(smoke_params), "--algo", algo, "--cpu", "--eval_smoothness", "false",
-                 "--output_dir", str(out), *ALL_FOUR]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--params",
+                str(smoke_params),
+                "--algo",
+                algo,
+                "--cpu",
+                "--eval_smoothness",
+                "false",
+                "--output_dir",
+                str(out),
+                *ALL_FOUR,
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "results.json").read_text())
     assert record["wise_ft"]["alphas"] == [0.0, 0.5, 1.0] and record["stages"][1]["probe_epochs_run"] == 1
     assert {r["stage"] for r in record["history"]} == {"twitter", "uci_probe", "uci"}
@@ -527,21 +635,85 @@ def test_sweep_runs_the_new_fields_with_plain_and_sift(tmp_path, smoke_params, c
     from siftkit.cli.main import main
 
     out = tmp_path / "sw"
-    assert main(["sweep", "--params", str(smoke_params), "--algos", "plain,sift", "--seeds", "1", "--tag", "ood",
-                 "--output-dir", str(out), "--cpu", "--eval_smoothness", "false", *ALL_FOUR]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--params",
+                str(smoke_params),
+                "--algos",
+                "plain,sift",
+                "--seeds",
+                "1",
+                "--tag",
+                "ood",
+                "--output-dir",
+                str(out),
+                "--cpu",
+                "--eval_smoothness",
+                "false",
+                *ALL_FOUR,
+            ]
+        )
+        == 0
+    )
     records = sorted(out.glob("twitter_to_uci/*/seed1/results.json"))
     assert [p.parent.parent.name for p in records] == ["plain-ood", "sift-ood"]
     for path in records:
         r = json.loads(path.read_text())
         assert r["wise_ft"]["alpha"] in (0.0, 0.5, 1.0) and r["config"]["lp_ft_epochs"] == 1
     # the fields are gridded like any other (planned here), but not WiSE-FT's own alpha list
-    assert main(["sweep", "--params", str(smoke_params), "--algos", "plain,sift", "--seeds", "1", "--tag", "g",
-                 "--output-dir", str(out), "--wise_ft", "--uci_val_size", "16", "--dry-run",
-                 "--grid", "layer_lr_decay=0.9,1", "--grid", "lp_ft_epochs=0,1", "--grid", "reinit_layers=0,1"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--params",
+                str(smoke_params),
+                "--algos",
+                "plain,sift",
+                "--seeds",
+                "1",
+                "--tag",
+                "g",
+                "--output-dir",
+                str(out),
+                "--wise_ft",
+                "--uci_val_size",
+                "16",
+                "--dry-run",
+                "--grid",
+                "layer_lr_decay=0.9,1",
+                "--grid",
+                "lp_ft_epochs=0,1",
+                "--grid",
+                "reinit_layers=0,1",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.count("layer_lr_decay") >= 8
-    assert main(["sweep", "--params", str(smoke_params), "--algos", "plain", "--seeds", "1", "--tag", "x",
-                 "--output-dir", str(out), "--wise_ft", "--uci_val_size", "16", "--grid", "wise_ft_alphas=0,1",
-                 "--dry-run"]) == 2
+    assert (
+        main(
+            [
+                "sweep",
+                "--params",
+                str(smoke_params),
+                "--algos",
+                "plain",
+                "--seeds",
+                "1",
+                "--tag",
+                "x",
+                "--output-dir",
+                str(out),
+                "--wise_ft",
+                "--uci_val_size",
+                "16",
+                "--grid",
+                "wise_ft_alphas=0,1",
+                "--dry-run",
+            ]
+        )
+        == 2
+    )
     assert "--grid wise_ft_alphas: this field cannot be gridded" in capsys.readouterr().err
-
-

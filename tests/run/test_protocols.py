@@ -29,7 +29,9 @@ def test_twitter_negatives_are_the_first_in_file_order(data_dir):
     first_neg = {t for t, y in zip(list(tweets["text"]), list(tweets["label"])) if y == 0}
     allowed_neg = [t for t, y in zip(list(tweets["text"]), list(tweets["label"])) if y == 0][:2200]
     train, val = twitter_subset(RunConfig(data_dir=str(data_dir), seed=3))
-    chosen_neg = [t for t, y in zip(list(train["text"]) + list(val["text"]), list(train["label"]) + list(val["label"])) if y == 0]
+    chosen_neg = [
+        t for t, y in zip(list(train["text"]) + list(val["text"]), list(train["label"]) + list(val["label"])) if y == 0
+    ]
     assert set(chosen_neg) <= set(allowed_neg) and set(chosen_neg) <= first_neg
 
 

@@ -44,10 +44,22 @@ REPO = Path(__file__).resolve().parents[2]
 # Stage 1 (Twitter): 8 examples / batch 4 = 2 steps. Stage 2 (UCI): 2 epochs x 2 steps.
 # Global steps 1..6; save_steps=1 puts a checkpoint after every step (steps 2 and 6 are
 # the stage-end ones, written after the stage's evaluation). History rows every 2 steps.
-BASE = dict(task="twitter_to_uci", algo="smart", model_name="random:bert", max_train_samples=8,
-            max_eval_samples=8, per_device_train_batch_size=4, per_device_eval_batch_size=8,
-            uci_num_train_epochs=2, learning_rate=1e-3, logging_steps=2, max_length=32,
-            save_steps=1, seed=7, cpu=True)
+BASE = dict(
+    task="twitter_to_uci",
+    algo="smart",
+    model_name="random:bert",
+    max_train_samples=8,
+    max_eval_samples=8,
+    per_device_train_batch_size=4,
+    per_device_eval_batch_size=8,
+    uci_num_train_epochs=2,
+    learning_rate=1e-3,
+    logging_steps=2,
+    max_length=32,
+    save_steps=1,
+    seed=7,
+    cpu=True,
+)
 
 
 _log = robustness_log  # records what the user saw for docs/robustness.md
@@ -179,15 +191,35 @@ def test_nonfinite_steps_are_counted_across_resume(tmp_path, monkeypatch):
 
 
 def _cli(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "siftkit", "train", "--params", str(REPO / "params" / "smoke.yaml"),
-            "--algo", "smart", "--seed", "3", "--save_steps", "2", "--logging_steps", "3",
-            "--max_train_samples", "20", "--max_eval_samples", "8", "--cpu", "--output_dir", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "siftkit",
+        "train",
+        "--params",
+        str(REPO / "params" / "smoke.yaml"),
+        "--algo",
+        "smart",
+        "--seed",
+        "3",
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "3",
+        "--max_train_samples",
+        "20",
+        "--max_eval_samples",
+        "8",
+        "--cpu",
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
 
 
 def _env(hash_seed: str) -> dict:
     # A different PYTHONHASHSEED per process: nothing may depend on set/dict-of-str order.
-    return dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
-                MKL_NUM_THREADS="1")
+    return dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
 @pytest.mark.subprocess
@@ -234,9 +266,11 @@ def test_sigkill_mid_stage_then_resume_equals_uninterrupted(tmp_path):
     # A finished run keeps no checkpoints, and no temporary file is left behind.
     assert list_checkpoints(run) == []
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
-    _log("a run killed with SIGKILL mid-stage",
-         "(no results.json; `--resume` continues from the newest checkpoint and ends with the same "
-         "metrics and history, bit for bit, as an uninterrupted run)")
+    _log(
+        "a run killed with SIGKILL mid-stage",
+        "(no results.json; `--resume` continues from the newest checkpoint and ends with the same "
+        "metrics and history, bit for bit, as an uninterrupted run)",
+    )
 
 
 # ------------------------------------------------------------------ what resume refuses
@@ -247,8 +281,10 @@ def test_resume_with_changed_setting_is_refused(run_copy):
     with pytest.raises(CheckpointError) as err:
         _run(run_copy, resume=True, learning_rate=2e-3)
     msg = str(err.value)
-    assert f"checkpoint {run_copy / 'checkpoints' / 'step-0000001'} was written by a run with different " \
-           f"settings (learning_rate)" in msg
+    assert (
+        f"checkpoint {run_copy / 'checkpoints' / 'step-0000001'} was written by a run with different "
+        f"settings (learning_rate)" in msg
+    )
     assert "resume with the same config or choose another output_dir" in msg
     _log("resume with a changed setting (learning_rate)", msg, **{"runs/exp": run_copy})
 
@@ -290,14 +326,15 @@ def test_leftover_tmp_folder_is_ignored_and_output_settings_may_change(run_copy,
     tmp.mkdir()
     (tmp / "state.pt").write_bytes(b"half a file")
     assert latest_checkpoint(run_copy).name == "step-0000001"
-    record = _run(run_copy, resume=True, save_steps=3, overwrite=True,
-                  data_dir=os.environ.get("SIFTKIT_DATA_DIR"))
+    record = _run(run_copy, resume=True, save_steps=3, overwrite=True, data_dir=os.environ.get("SIFTKIT_DATA_DIR"))
     assert record["meta"]["resumed_from"] == "step-0000001"
     assert record["history"] == reference[1]["history"]
     assert record["metrics"] == reference[1]["metrics"]
     assert not tmp.exists()  # the real step-2 save reused that name, then renamed it
-    _log("leftover `.tmp-step-*` folder from a kill during a save",
-         "(ignored: resume uses the newest complete step-* folder)")
+    _log(
+        "leftover `.tmp-step-*` folder from a kill during a save",
+        "(ignored: resume uses the newest complete step-* folder)",
+    )
 
 
 def test_checkpoints_without_resume_are_not_silently_discarded(run_copy):
@@ -307,7 +344,8 @@ def test_checkpoints_without_resume_are_not_silently_discarded(run_copy):
 
 
 def test_resume_of_a_finished_run_says_so(reference):
-    with pytest.raises(OutputDirError, match="already holds results.json: that run finished, there is "
-                                             "nothing to resume") as err:
+    with pytest.raises(
+        OutputDirError, match="already holds results.json: that run finished, there is nothing to resume"
+    ) as err:
         _run(reference[0], resume=True)
     _log("resume=True on a finished run", str(err.value), **{"runs/exp": reference[0]})

@@ -69,8 +69,14 @@ def test_probe_divergences_are_fixed_nonnegative_and_zero_without_a_push():
 
 @pytest.mark.slow
 def test_train_records_smoothness_per_source_accuracy_and_mean_size(smoke_params, tmp_path):
-    cfg = RunConfig.from_yaml(smoke_params, algo="sift", task="twitter_to_uci", output_dir=str(tmp_path / "run"),
-                              max_eval_samples=None, uci_train_size=20)
+    cfg = RunConfig.from_yaml(
+        smoke_params,
+        algo="sift",
+        task="twitter_to_uci",
+        output_dir=str(tmp_path / "run"),
+        max_eval_samples=None,
+        uci_train_size=20,
+    )
     record = train(cfg, progress=False)
     m = record["metrics"]
     for name in ("twitter_val", "uci_zero_shot", "uci_test"):
@@ -89,7 +95,8 @@ def test_train_records_smoothness_per_source_accuracy_and_mean_size(smoke_params
 
 
 def test_smoothness_probes_can_be_switched_off(smoke_params, tmp_path):
-    cfg = RunConfig.from_yaml(smoke_params, algo="plain", task="cola", output_dir=str(tmp_path / "run"),
-                              eval_smoothness=False)
+    cfg = RunConfig.from_yaml(
+        smoke_params, algo="plain", task="cola", output_dir=str(tmp_path / "run"), eval_smoothness=False
+    )
     metrics = train(cfg, progress=False)["metrics"]
     assert "in_domain_dev_mcc" in metrics and not any("smoothness" in k for k in metrics)

@@ -22,14 +22,27 @@ from siftkit.run.training import train
 
 REPO = Path(__file__).resolve().parents[2]
 
-BASE = dict(task="twitter_to_uci", model_name="random:bert", max_train_samples=8, max_eval_samples=8,
-            per_device_train_batch_size=4, per_device_eval_batch_size=8, uci_num_train_epochs=2,
-            learning_rate=1e-3, logging_steps=1, max_length=32, uci_val_size=40, seed=3, cpu=True)
+BASE = dict(
+    task="twitter_to_uci",
+    model_name="random:bert",
+    max_train_samples=8,
+    max_eval_samples=8,
+    per_device_train_batch_size=4,
+    per_device_eval_batch_size=8,
+    uci_num_train_epochs=2,
+    learning_rate=1e-3,
+    logging_steps=1,
+    max_length=32,
+    uci_val_size=40,
+    seed=3,
+    cpu=True,
+)
 
 
 def _run(tmp_path: Path, name: str, cache: bool = True, **kw) -> dict:
-    cfg = RunConfig(**{**BASE, **kw}, output_dir=str(tmp_path / name),
-                    stage_cache_dir=str(tmp_path / "cache") if cache else None)
+    cfg = RunConfig(
+        **{**BASE, **kw}, output_dir=str(tmp_path / name), stage_cache_dir=str(tmp_path / "cache") if cache else None
+    )
     return train(cfg, progress=False)
 
 
@@ -70,11 +83,20 @@ def test_the_regularizer_in_stage2_only_shares_plains_stage1(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("change", [
-    {"learning_rate": 2e-3}, {"seed": 4}, {"per_device_train_batch_size": 2}, {"max_length": 24},
-    {"algo": "sift"}, {"label_smoothing": 0.1}, {"max_train_samples": 6}, {"twitter_negatives": 2000},
-    {"uci_val_size": 30},  # stage 1's zero-shot evaluation is on a different test set
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"learning_rate": 2e-3},
+        {"seed": 4},
+        {"per_device_train_batch_size": 2},
+        {"max_length": 24},
+        {"algo": "sift"},
+        {"label_smoothing": 0.1},
+        {"max_train_samples": 6},
+        {"twitter_negatives": 2000},
+        {"uci_val_size": 30},  # stage 1's zero-shot evaluation is on a different test set
+    ],
+)
 def test_any_stage1_setting_misses_the_cache(tmp_path, change):
     first = _run(tmp_path, "first", algo="plain")
     second = _run(tmp_path, "second", **{"algo": "plain", **change})
@@ -99,8 +121,12 @@ def test_changed_data_misses_the_cache(tmp_path, data_dir):
 @pytest.mark.slow
 def test_stage2_settings_keep_the_key(tmp_path):
     first = _run(tmp_path, "first", algo="plain")
-    for name, change in {"a": {"uci_learning_rate": 1e-4}, "b": {"uci_num_train_epochs": 1},
-                         "c": {"reinit_head": True}, "d": {"save_steps": 1}}.items():
+    for name, change in {
+        "a": {"uci_learning_rate": 1e-4},
+        "b": {"uci_num_train_epochs": 1},
+        "c": {"reinit_head": True},
+        "d": {"save_steps": 1},
+    }.items():
         record = _run(tmp_path, name, algo="plain", **change)
         assert record["meta"]["stages_from_cache"] == ["twitter"], change
         assert record["stages"][0]["cache_key"] == first["stages"][0]["cache_key"]
@@ -110,12 +136,33 @@ def test_stage2_settings_keep_the_key(tmp_path):
 def test_two_runs_at_once_train_the_shared_stage_once(tmp_path):
     """Started together, one run trains stage 1 while the other waits on its lock and loads it."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    args = [f"--{k}={v}" for k, v in BASE.items() if k != "cpu"] + ["--cpu", "--algo", "plain",
-                                                                    "--stage_cache_dir", str(tmp_path / "cache")]
-    procs = [subprocess.Popen([sys.executable, "-m", "siftkit", "train", *args, "--output_dir", str(tmp_path / n),
-                               "--uci_learning_rate", lr], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-             for n, lr in (("a", "1e-3"), ("b", "5e-4"))]
+    args = [f"--{k}={v}" for k, v in BASE.items() if k != "cpu"] + [
+        "--cpu",
+        "--algo",
+        "plain",
+        "--stage_cache_dir",
+        str(tmp_path / "cache"),
+    ]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "siftkit",
+                "train",
+                *args,
+                "--output_dir",
+                str(tmp_path / n),
+                "--uci_learning_rate",
+                lr,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n, lr in (("a", "1e-3"), ("b", "5e-4"))
+    ]
     errs = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     cached = [json.loads((tmp_path / n / "results.json").read_text())["meta"]["stages_from_cache"] for n in "ab"]
@@ -127,8 +174,10 @@ def test_two_runs_at_once_train_the_shared_stage_once(tmp_path):
 def test_a_bad_cache_folder_is_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="stage_cache_dir .* cannot be created") as info:
-        train(RunConfig(**BASE, output_dir=str(tmp_path / "r"), stage_cache_dir=str(tmp_path / "file" / "c")),
-              progress=False)
+        train(
+            RunConfig(**BASE, output_dir=str(tmp_path / "r"), stage_cache_dir=str(tmp_path / "file" / "c")),
+            progress=False,
+        )
     robustness_log("stage_cache_dir inside a file", str(info.value), **{"tmp": tmp_path})
 
 

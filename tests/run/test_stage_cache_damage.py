@@ -24,14 +24,28 @@ from siftkit.run.config import RunConfig
 from siftkit.run.stage_cache import StageCacheWarning
 from siftkit.run.training import train
 
-BASE = dict(task="twitter_to_uci", model_name="random:bert", max_train_samples=8, max_eval_samples=8,
-            per_device_train_batch_size=4, per_device_eval_batch_size=8, uci_num_train_epochs=1,
-            learning_rate=1e-3, logging_steps=1, max_length=32, uci_val_size=40, seed=3, cpu=True, algo="plain")
+BASE = dict(
+    task="twitter_to_uci",
+    model_name="random:bert",
+    max_train_samples=8,
+    max_eval_samples=8,
+    per_device_train_batch_size=4,
+    per_device_eval_batch_size=8,
+    uci_num_train_epochs=1,
+    learning_rate=1e-3,
+    logging_steps=1,
+    max_length=32,
+    uci_val_size=40,
+    seed=3,
+    cpu=True,
+    algo="plain",
+)
 
 
 def _run(tmp_path: Path, name: str, cache: bool = True, **kw) -> dict:
-    cfg = RunConfig(**{**BASE, **kw}, output_dir=str(tmp_path / name),
-                    stage_cache_dir=str(tmp_path / "cache") if cache else None)
+    cfg = RunConfig(
+        **{**BASE, **kw}, output_dir=str(tmp_path / name), stage_cache_dir=str(tmp_path / "cache") if cache else None
+    )
     return train(cfg, progress=False)
 
 
@@ -64,8 +78,11 @@ def test_an_entry_copied_under_another_key_is_not_used(tmp_path):
     later = _run(tmp_path, "s7_later", seed=7)
     assert later["meta"]["stages_from_cache"] == ["twitter"]
     _same_numbers(later, seven)
-    robustness_log("a stage-cache entry copied into another key's folder (seed 1's stage 1 as seed 7's)",
-                   msg.replace(key1, "KEY1").replace(key7, "KEY7"), **{"cache": tmp_path / "cache"})
+    robustness_log(
+        "a stage-cache entry copied into another key's folder (seed 1's stage 1 as seed 7's)",
+        msg.replace(key1, "KEY1").replace(key7, "KEY7"),
+        **{"cache": tmp_path / "cache"},
+    )
 
 
 @pytest.mark.slow
@@ -154,9 +171,11 @@ def test_a_store_killed_midway_is_cleaned_and_the_resumed_run_stores_the_stage(t
     _same_numbers(later, resumed)
     alone = _run(tmp_path, "c", cache=False)
     _same_numbers(alone, resumed)
-    robustness_log("a run killed while it stores a stage-cache entry (a `.tmp-<key>-<pid>` folder left), "
-                   "then `--resume`", "accepted: the leftover folder is removed under the key's lock, and the "
-                   "resumed run stores the stage it had finished; a later run takes it from the cache")
+    robustness_log(
+        "a run killed while it stores a stage-cache entry (a `.tmp-<key>-<pid>` folder left), then `--resume`",
+        "accepted: the leftover folder is removed under the key's lock, and the "
+        "resumed run stores the stage it had finished; a later run takes it from the cache",
+    )
 
 
 def test_disk_full_while_storing_warns_removes_the_partial_entry_and_goes_on(tmp_path, monkeypatch):
@@ -177,8 +196,10 @@ def test_disk_full_while_storing_warns_removes_the_partial_entry_and_goes_on(tmp
     assert msg.endswith("the partial entry was removed; the run goes on, and a later run trains this stage again")
     assert not list((tmp_path / "cache").glob(".tmp-*")) and not _entries(tmp_path)
     assert record["meta"]["stages_from_cache"] == []
-    shown = "stage cache: stage not stored: no space left on device MOUNT at cache/.tmp-KEY-PID/state.pt" + \
-        msg.split("state.pt", 1)[1]
+    shown = (
+        "stage cache: stage not stored: no space left on device MOUNT at cache/.tmp-KEY-PID/state.pt"
+        + msg.split("state.pt", 1)[1]
+    )
     robustness_log("disk full while a stage-cache entry is stored", shown)
 
 
@@ -200,9 +221,10 @@ def test_the_cache_folder_deleted_during_stage_1_is_made_again(tmp_path, monkeyp
     later = _run(tmp_path, "b")
     assert later["meta"]["stages_from_cache"] == ["twitter"]
     _same_numbers(later, record)
-    robustness_log("the stage-cache folder deleted while stage 1 trains",
-                   "accepted: the folder is made again when the stage is stored; a later run takes the stage "
-                   "from it")
+    robustness_log(
+        "the stage-cache folder deleted while stage 1 trains",
+        "accepted: the folder is made again when the stage is stored; a later run takes the stage from it",
+    )
 
 
 def test_a_read_only_cache_folder_is_refused_before_training(tmp_path, monkeypatch):
@@ -216,8 +238,10 @@ def test_a_read_only_cache_folder_is_refused_before_training(tmp_path, monkeypat
     monkeypatch.setattr(stage_cache_module.Path, "touch", touch)
     with pytest.raises(ValueError) as info:
         _run(tmp_path, "a")
-    assert str(info.value) == (f"stage_cache_dir {str(tmp_path / 'cache')!r} is not writable (Permission denied): "
-                               f"each run writes its locks and entries there; make it writable, or choose another "
-                               f"stage_cache_dir (or none)")
+    assert str(info.value) == (
+        f"stage_cache_dir {str(tmp_path / 'cache')!r} is not writable (Permission denied): "
+        f"each run writes its locks and entries there; make it writable, or choose another "
+        f"stage_cache_dir (or none)"
+    )
     assert not (tmp_path / "a" / "results.json").exists()
     robustness_log("a read-only stage-cache folder", str(info.value), **{"cache": tmp_path / "cache"})

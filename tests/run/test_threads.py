@@ -31,14 +31,17 @@ def two_physical_cores(monkeypatch):
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 2)
 
 
-@pytest.mark.parametrize("state,expected", [
-    (CpuState(cores=2, torch_default=2, busy=0.1, load=0.2), 2),  # idle: torch's default, as before
-    (CpuState(cores=2, torch_default=2, busy=1.0, load=1.3), 1),  # one competing process
-    (CpuState(cores=2, torch_default=2, busy=2.0, load=3.1), 1),  # all taken: still one
-    (CpuState(cores=8, torch_default=4, busy=0.0, load=0.0), 4),  # never above torch's default
-    (CpuState(cores=8, torch_default=8, busy=2.6, load=2.9), 5),  # 5.4 free
-    (CpuState(cores=8, torch_default=8, busy=2.4, load=None), 6),  # 5.6 free; no load average (Windows)
-])
+@pytest.mark.parametrize(
+    "state,expected",
+    [
+        (CpuState(cores=2, torch_default=2, busy=0.1, load=0.2), 2),  # idle: torch's default, as before
+        (CpuState(cores=2, torch_default=2, busy=1.0, load=1.3), 1),  # one competing process
+        (CpuState(cores=2, torch_default=2, busy=2.0, load=3.1), 1),  # all taken: still one
+        (CpuState(cores=8, torch_default=4, busy=0.0, load=0.0), 4),  # never above torch's default
+        (CpuState(cores=8, torch_default=8, busy=2.6, load=2.9), 5),  # 5.4 free
+        (CpuState(cores=8, torch_default=8, busy=2.4, load=None), 6),  # 5.6 free; no load average (Windows)
+    ],
+)
 def test_auto_takes_the_free_cores(state, expected):
     choice = auto_threads(state)
     assert choice.threads == expected and choice.source == "auto"
@@ -56,7 +59,11 @@ def test_the_config_field_wins_over_everything():
 def test_the_environment_wins_over_the_automatic_choice(two_physical_cores):
     # torch read OMP_NUM_THREADS=1 at start: its count is 1, which is also its default then.
     choice = choose_threads(None, on_cpu=True, current=1, env={"OMP_NUM_THREADS": "1"}, measure=_never)
-    assert (choice.threads, choice.source, choice.reason) == (1, "OMP_NUM_THREADS", "OMP_NUM_THREADS=1 in the environment")
+    assert (choice.threads, choice.source, choice.reason) == (
+        1,
+        "OMP_NUM_THREADS",
+        "OMP_NUM_THREADS=1 in the environment",
+    )
     choice = choose_threads(None, on_cpu=True, current=3, env={"MKL_NUM_THREADS": "3,1"}, measure=_never)
     assert (choice.threads, choice.source) == (3, "MKL_NUM_THREADS")
 
@@ -126,8 +133,15 @@ def test_run_threads_sets_the_choice_and_puts_torch_back(monkeypatch, two_physic
 def test_progress_lines_say_the_threads():
     out = io.StringIO()
     clock = iter(float(t) for t in range(100)).__next__
-    lines = ProgressLines("sift · twitter", total=3, every_s=0.0, stream=out, clock=clock,
-                          note="1 thread (auto)", first_note="auto: 2 cores, 1.0 busy with other work → 1 thread")
+    lines = ProgressLines(
+        "sift · twitter",
+        total=3,
+        every_s=0.0,
+        stream=out,
+        clock=clock,
+        note="1 thread (auto)",
+        first_note="auto: 2 cores, 1.0 busy with other work → 1 thread",
+    )
     for step in (1, 2, 3):
         lines.update(step, 0.5)
     text = out.getvalue().splitlines()
@@ -136,9 +150,22 @@ def test_progress_lines_say_the_threads():
     assert text[2].endswith(" · 1 thread (auto)")
 
 
-SMOKE = dict(task="twitter_to_uci", algo="sift", model_name="random:bert", max_train_samples=8, max_eval_samples=8,
-             per_device_train_batch_size=4, per_device_eval_batch_size=8, uci_num_train_epochs=1,
-             learning_rate=1e-3, logging_steps=1, max_length=32, seed=5, cpu=True, eval_smoothness=False)
+SMOKE = dict(
+    task="twitter_to_uci",
+    algo="sift",
+    model_name="random:bert",
+    max_train_samples=8,
+    max_eval_samples=8,
+    per_device_train_batch_size=4,
+    per_device_eval_batch_size=8,
+    uci_num_train_epochs=1,
+    learning_rate=1e-3,
+    logging_steps=1,
+    max_length=32,
+    seed=5,
+    cpu=True,
+    eval_smoothness=False,
+)
 
 
 def test_a_run_records_and_shows_its_choice(tmp_path, monkeypatch, two_physical_cores):
@@ -177,8 +204,11 @@ def test_an_explicit_count_gives_the_same_numbers_as_before(tmp_path, monkeypatc
     assert kept["metrics"] == field["metrics"] and kept["history"] == field["history"]
 
 
-@pytest.mark.parametrize("value,needle", [(0, "num_threads must be a finite number > 0, got 0"),
-                                          (1.5, "num_threads must be of type int, got 1.5")], ids=["zero", "fraction"])
+@pytest.mark.parametrize(
+    "value,needle",
+    [(0, "num_threads must be a finite number > 0, got 0"), (1.5, "num_threads must be of type int, got 1.5")],
+    ids=["zero", "fraction"],
+)
 def test_a_bad_thread_count_is_refused_by_name(value, needle):
     with pytest.raises(ValueError, match=needle) as err:
         RunConfig(num_threads=value)

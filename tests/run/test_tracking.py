@@ -25,10 +25,22 @@ pytest.importorskip("mlflow")
 
 # Stage 1 (Twitter): 8 examples / batch 4 = 2 steps; stage 2 (UCI): 2 epochs x 2 steps.
 # Global steps 1..6, a history row at every step.
-BASE = dict(task="twitter_to_uci", algo="sift", model_name="random:bert", max_train_samples=8,
-            max_eval_samples=8, per_device_train_batch_size=4, per_device_eval_batch_size=8,
-            uci_num_train_epochs=2, learning_rate=1e-3, logging_steps=1, max_length=32, seed=5,
-            cpu=True, eval_smoothness=False)
+BASE = dict(
+    task="twitter_to_uci",
+    algo="sift",
+    model_name="random:bert",
+    max_train_samples=8,
+    max_eval_samples=8,
+    per_device_train_batch_size=4,
+    per_device_eval_batch_size=8,
+    uci_num_train_epochs=2,
+    learning_rate=1e-3,
+    logging_steps=1,
+    max_length=32,
+    seed=5,
+    cpu=True,
+    eval_smoothness=False,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +52,9 @@ def _no_tracking_uri(monkeypatch):
 
 
 def _run(out, **changes):
-    return train(RunConfig(**{**BASE, "output_dir": str(out), "report_to": ["tensorboard", "mlflow"], **changes}),
-                 progress=False)
+    return train(
+        RunConfig(**{**BASE, "output_dir": str(out), "report_to": ["tensorboard", "mlflow"], **changes}), progress=False
+    )
 
 
 def _tensorboard(out: Path) -> dict[str, list[tuple[int, float]]]:
@@ -98,11 +111,19 @@ def _assert_curves_equal(got: dict, expected: dict, rel: float) -> None:
 # ----------------------------------------------------------------------------- the field
 
 
-@pytest.mark.parametrize("given, expected", [
-    (None, []), ("none", []), ("", []), ([], []), (["none"], []),
-    ("tensorboard", ["tensorboard"]), ("mlflow, TensorBoard", ["mlflow", "tensorboard"]),
-    (["tensorboard", "tensorboard"], ["tensorboard"]),
-])
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        (None, []),
+        ("none", []),
+        ("", []),
+        ([], []),
+        (["none"], []),
+        ("tensorboard", ["tensorboard"]),
+        ("mlflow, TensorBoard", ["mlflow", "tensorboard"]),
+        (["tensorboard", "tensorboard"], ["tensorboard"]),
+    ],
+)
 def test_report_to_takes_lists_text_and_none(given, expected):
     assert RunConfig(report_to=given).report_to == expected
     assert RunConfig().report_to == []
@@ -156,8 +177,14 @@ def test_tensorboard_holds_every_history_row_and_metric(tracked_run):
     out, record = tracked_run
     curves = _tensorboard(out)
     expected = _expected(record)
-    assert {"twitter/task_loss", "uci/task_loss", "uci/adv_loss", "uci/relative_perturbation",
-            "uci/ascent_cosine", "uci/learning_rate"} <= set(expected)
+    assert {
+        "twitter/task_loss",
+        "uci/task_loss",
+        "uci/adv_loss",
+        "uci/relative_perturbation",
+        "uci/ascent_cosine",
+        "uci/learning_rate",
+    } <= set(expected)
     _assert_curves_equal(curves, expected, rel=1e-6)  # TensorBoard stores float32
     # stage 1's evaluation at its last step (2), stage 2's and the summaries at the end (6)
     assert curves["eval/twitter_val_accuracy"] == [(2, pytest.approx(record["metrics"]["twitter_val_accuracy"]))]
@@ -271,11 +298,28 @@ def test_adversarial_trainer_logs_its_terms_through_report_to(tmp_path, monkeypa
     texts = list(TEXTS) * 4
     ds = Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(len(texts))]})
     ds = ds.map(lambda b: tok(b["text"], truncation=True, max_length=32), batched=True, remove_columns=["text"])
-    args = TrainingArguments(output_dir=str(tmp_path / "hf"), use_cpu=True, report_to=["tensorboard", "mlflow"],
-                             save_strategy="no", per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1,
-                             max_steps=3, seed=0, dataloader_num_workers=0, disable_tqdm=True)
-    trainer = AdversarialTrainer(model=tiny_model("bert", seed=0, train=True), args=args, train_dataset=ds,
-                                 processing_class=tok, algo="sift", adv_noise_std=0.05, adv_epsilon=0.2)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        use_cpu=True,
+        report_to=["tensorboard", "mlflow"],
+        save_strategy="no",
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        max_steps=3,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = AdversarialTrainer(
+        model=tiny_model("bert", seed=0, train=True),
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+        algo="sift",
+        adv_noise_std=0.05,
+        adv_epsilon=0.2,
+    )
     trainer.train()
     logged = [h for h in trainer.state.log_history if "adv_loss" in h]
     assert len(logged) == 3

@@ -43,8 +43,7 @@ def test_cola_run_reports_both_dev_mccs(tmp_path, smoke_params):
 
 def test_plain_loss_decreases_on_real_examples(tmp_path, smoke_params):
     # A few epochs over 16 real tweets: the task loss must go down.
-    cfg = smoke(tmp_path, smoke_params, task="cola", max_train_samples=16, num_train_epochs=6,
-                learning_rate=3e-3)
+    cfg = smoke(tmp_path, smoke_params, task="cola", max_train_samples=16, num_train_epochs=6, learning_rate=3e-3)
     hist = train(cfg, progress=False)["history"]
     losses = [r["task_loss"] for r in hist]
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
@@ -68,9 +67,16 @@ def test_short_real_run_minilm_cola_reaches_positive_mcc(tmp_path):
     # 16-2, learning rates 5e-5 to 5e-4) left MiniLM predicting "acceptable" for every dev
     # sentence (MCC 0.0); five epochs at batch 16 and 1e-4 is the shortest run we measured
     # that separates the classes.
-    cfg = RunConfig(task="cola", algo="plain", max_train_samples=400, num_train_epochs=5,
-                    per_device_train_batch_size=16, learning_rate=1e-4, max_length=64,
-                    output_dir=str(tmp_path / "cola"))
+    cfg = RunConfig(
+        task="cola",
+        algo="plain",
+        max_train_samples=400,
+        num_train_epochs=5,
+        per_device_train_batch_size=16,
+        learning_rate=1e-4,
+        max_length=64,
+        output_dir=str(tmp_path / "cola"),
+    )
     metrics = train(cfg, progress=False)["metrics"]
     print("MiniLM CoLA-400 metrics:", metrics)
     assert metrics["in_domain_dev_mcc"] > 0
@@ -116,8 +122,7 @@ def test_time_left_says_estimating_until_it_is_within_30_percent():
 
     rng = random.Random(0)
     total = 300
-    steps = [8.0] + [0.3 * (1 + rng.uniform(-0.4, 0.4)) * (1.25 if 100 <= i < 130 else 1.0)
-                     for i in range(1, total)]
+    steps = [8.0] + [0.3 * (1 + rng.uniform(-0.4, 0.4)) * (1.25 if 100 <= i < 130 else 1.0) for i in range(1, total)]
     clock, out = _Clock(), io.StringIO()
     lines = ProgressLines("sift · twitter", total=total, every_s=0.0, stream=out, clock=clock)
     shown = {}

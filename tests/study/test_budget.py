@@ -56,10 +56,20 @@ def _group(root):
 # ----------------------------------------------------------------------------- the curve tags
 
 
-@pytest.mark.parametrize("tag, eps, family", [
-    ("curve_eps0.3", 0.3, ""), ("tuned_curve_eps0.3", 0.3, "tuned"), ("tuned_curve_eps1e-05", 1e-05, "tuned"),
-    ("lr_tuned_curve_eps0.01", 0.01, "lr_tuned"), ("curve_eps0.3_random", None, None), ("ctl_size0.3_reinit_head", None, None),
-    ("tuned_curve_epsx", None, "x"), ("eb_size0.3", None, None), (None, None, None)])
+@pytest.mark.parametrize(
+    "tag, eps, family",
+    [
+        ("curve_eps0.3", 0.3, ""),
+        ("tuned_curve_eps0.3", 0.3, "tuned"),
+        ("tuned_curve_eps1e-05", 1e-05, "tuned"),
+        ("lr_tuned_curve_eps0.01", 0.01, "lr_tuned"),
+        ("curve_eps0.3_random", None, None),
+        ("ctl_size0.3_reinit_head", None, None),
+        ("tuned_curve_epsx", None, "x"),
+        ("eb_size0.3", None, None),
+        (None, None, None),
+    ],
+)
 def test_curve_tags_with_a_family_prefix(tag, eps, family):
     assert curve_eps(tag) == eps
     assert curve_family(tag) == (None if eps is None else family)
@@ -84,8 +94,10 @@ def test_two_curve_families_of_one_group_are_never_paired_with_each_other(tmp_pa
 
 def test_each_control_is_paired_with_its_uncontrolled_partner_found_by_config(eb_dir):
     key, variants = _group(eb_dir)
-    partner = {v: budget.uncontrolled_partner(v, variants) for v in budget.control_variants(
-        variants, equal_budget(variants, "twitter_to_uci"), {})}
+    partner = {
+        v: budget.uncontrolled_partner(v, variants)
+        for v in budget.control_variants(variants, equal_budget(variants, "twitter_to_uci"), {})
+    }
     # SiFT's grid point at 1e-4 has the same config as the curve's 0.3 run but fewer seeds
     assert partner["sift-ctl_size0.3_reinit_head"] == "sift-tuned_curve_eps0.3"
     assert partner["sift-ctl_size0.3_stages_first"] == "sift-tuned_curve_eps0.3"
@@ -113,8 +125,9 @@ def test_controls_table_against_the_reference_and_the_partner(eb_dir):
     assert reinit.loc["reference", "against"] == "plain-eb__uci_learning_rate0.0001"
     assert reinit.loc["uncontrolled", "against"] == "sift-tuned_curve_eps0.3"
     seeds = range(1, 6)
-    expect = paired_difference({s: 0.85 + wobble(s, 4) for s in seeds},
-                                     {s: CURVE["sift"][0.3] + wobble(s, 3.0) for s in seeds})
+    expect = paired_difference(
+        {s: 0.85 + wobble(s, 4) for s in seeds}, {s: CURVE["sift"][0.3] + wobble(s, 3.0) for s in seeds}
+    )
     assert reinit.loc["uncontrolled", "n"] == 5
     assert reinit.loc["uncontrolled", "mean"] == pytest.approx(expect["mean"])
     assert reinit.loc["uncontrolled", "ci_low"] == pytest.approx(expect["low"])
@@ -144,18 +157,27 @@ def test_a_controls_own_grid_is_no_arm_of_the_comparison_and_is_read_among_the_c
     text, _ = summarize([eb_dir])
     table_line = next(line for line in text.splitlines() if line.startswith("**The equal-budget table**"))
     assert "budgets differ" not in table_line  # its 3 weights on top of plain's 4 rates are no other budget
-    assert ("Not arms of this comparison: `plain-ctl_l2sp` tuned l2sp_weight ∈ {0.001, 0.01, 0.1} at `plain-eb`'s "
-            "chosen point and chose `l2sp_weight0.01`") in text
+    assert (
+        "Not arms of this comparison: `plain-ctl_l2sp` tuned l2sp_weight ∈ {0.001, 0.01, 0.1} at `plain-eb`'s "
+        "chosen point and chose `l2sp_weight0.01`"
+    ) in text
     rows = budget.control_rows(key, variants)
     assert [r["against"] for r in rows if r["control"] == "plain-ctl_l2sp__l2sp_weight0.01"] == [
-        "plain-eb__uci_learning_rate0.0001"]
+        "plain-eb__uci_learning_rate0.0001"
+    ]
 
 
 def test_a_listed_control_that_varies_a_rule_is_paired_with_its_algorithm_at_the_same_point(tmp_path):
     root = equal_budget_study(tmp_path / "runs")
     # SMART at its defaults on plain's grid, and the mtdnn rule at plain's chosen rate
-    grid_arm(root, "smart", "eb_default", {}, lambda x, s: 0.8 - abs(math.log10(x / 5e-5)) * 0.1,
-             lambda x, s: 0.86 + wobble(s, 9))
+    grid_arm(
+        root,
+        "smart",
+        "eb_default",
+        {},
+        lambda x, s: 0.8 - abs(math.log10(x / 5e-5)) * 0.1,
+        lambda x, s: 0.86 + wobble(s, 9),
+    )
     at_chosen(root, "smart", "ctl_mtdnn", {"adv_rule": "mtdnn", "adv_epsilon": None}, lambda s: 0.88 + wobble(s, 11))
     key, variants = _group(root)
     tests = "the public codes' rule"
@@ -163,14 +185,17 @@ def test_a_listed_control_that_varies_a_rule_is_paired_with_its_algorithm_at_the
     rows = [r for r in budget.control_rows(key, variants, spec) if r["control"] == "smart-ctl_mtdnn"]
     assert [(r["against"], r["against_is"]) for r in rows] == [
         ("plain-eb__uci_learning_rate0.0001", "reference"),
-        ("smart-eb_default__uci_learning_rate0.0001", "uncontrolled")]
+        ("smart-eb_default__uci_learning_rate0.0001", "uncontrolled"),
+    ]
     assert rows[1]["n"] == 3 and rows[1]["mean"] == pytest.approx(
-        sum(0.88 + wobble(s, 11) - 0.86 - wobble(s, 9) for s in (1, 2, 3)) / 3)
+        sum(0.88 + wobble(s, 11) - 0.86 - wobble(s, 9) for s in (1, 2, 3)) / 3
+    )
     assert rows[1]["sets"] == "adv_rule mtdnn, adv_epsilon none" and rows[1]["what it tests"] == tests
     # listed by its text alone, it varies no field: no partner, only tuned plain
     only_text = {"controls": {"ctl_mtdnn": tests}}
-    assert [r["against_is"] for r in budget.control_rows(key, variants, only_text)
-            if r["control"] == "smart-ctl_mtdnn"] == ["reference"]
+    assert [
+        r["against_is"] for r in budget.control_rows(key, variants, only_text) if r["control"] == "smart-ctl_mtdnn"
+    ] == ["reference"]
 
 
 @pytest.mark.parametrize("entry", ["{tests: 3}", "{varies: adv_rule}", "{tests: x, why: y}", "[adv_rule]"])
@@ -252,8 +277,9 @@ def test_verdict_1_picks_the_largest_difference_and_reports_every_arm(eb_dir):
 def test_verdict_2_is_the_pooled_matched_size_difference_on_the_tuned_curve(eb_dir):
     key, variants = _group(eb_dir)
     (row,) = [r for r in budget.verdict_rows(key, variants) if r["verdict"] == "2"]
-    pooled = pooled_difference(variants, matched_size_pairs(variants, "uci_test_accuracy", "tuned"),
-                                     "uci_test_accuracy")
+    pooled = pooled_difference(
+        variants, matched_size_pairs(variants, "uci_test_accuracy", "tuned"), "uci_test_accuracy"
+    )
     assert row["mean"] == pytest.approx(pooled["mean"]) and row["n"] == 5 and row["seeds"] == [1, 2, 3, 4, 5]
     assert "4 matched pair(s)" in row["rests_on"] and "tuned_curve_eps<E>" in row["row"]
 
@@ -263,8 +289,10 @@ def test_verdict_3_reads_the_old_gap_at_the_2e5_grid_points(eb_dir):
     spec = load_spec(eb_dir / SPEC.name)
     rows = [r for r in budget.verdict_rows(key, variants, spec) if r["verdict"] == "3"]
     old, tuned, tuning = rows[:3]
-    assert old["row"] == ("old gap: sift-eb_size0.3__uci_learning_rate2e-05 − plain-eb__uci_learning_rate2e-05 "
-                          "(both at uci_learning_rate2e-05)")
+    assert old["row"] == (
+        "old gap: sift-eb_size0.3__uci_learning_rate2e-05 − plain-eb__uci_learning_rate2e-05 "
+        "(both at uci_learning_rate2e-05)"
+    )
     assert old["mean"] == pytest.approx(0.20 + sum(wobble(s, 4) - wobble(s, 5) for s in (1, 2, 3)) / 3)
     assert old["seeds"] == [1, 2, 3]
     assert tuned["row"].startswith("gap at the chosen points: sift-eb_size0.3__uci_learning_rate5e-05")
@@ -280,24 +308,41 @@ def test_verdict_3_reads_the_old_gap_at_the_2e5_grid_points(eb_dir):
 def test_verdict_3_reads_the_controls_run_at_the_old_gaps_rate(tmp_path):
     root = equal_budget_study(tmp_path / "runs")
     old_rate = {"uci_learning_rate": 2e-05}
-    tests = {("plain", "gap_reinit_head", (("reinit_head", True),)): (0.80, 12),
-             ("sift", "gap_size0.3_reinit_head", (*SIFT_03.items(), ("reinit_head", True))): (0.83, 13),
-             ("sift", "gap_size0.3_stages_last", (*SIFT_03.items(), ("adv_stages", "last"))): (0.70, 14)}
+    tests = {
+        ("plain", "gap_reinit_head", (("reinit_head", True),)): (0.80, 12),
+        ("sift", "gap_size0.3_reinit_head", (*SIFT_03.items(), ("reinit_head", True))): (0.83, 13),
+        ("sift", "gap_size0.3_stages_last", (*SIFT_03.items(), ("adv_stages", "last"))): (0.70, 14),
+    }
     for (algo, tag, settings), (base, k) in tests.items():
         for seed in (1, 2, 3):
-            rec = budget_record(algo, seed, {"tag": tag}, {**dict(settings), **old_rate}, val=0.7,
-                                test=base + wobble(seed, k), size=0.3 if algo == "sift" else 0.0)
+            rec = budget_record(
+                algo,
+                seed,
+                {"tag": tag},
+                {**dict(settings), **old_rate},
+                val=0.7,
+                test=base + wobble(seed, k),
+                size=0.3 if algo == "sift" else 0.0,
+            )
             write_budget_run(root, f"{algo}-{tag}", rec)
     key, variants = _group(root)
     assert budget.old_point_controls(variants, old_rate) == [
-        "plain-gap_reinit_head", "sift-gap_size0.3_reinit_head", "sift-gap_size0.3_stages_last"]
-    rows = {r["row"].split(":")[0] + r["row"].split(":")[1].split(" − ")[0]: r
-            for r in budget.verdict_rows(key, variants, load_spec(SPEC)) if r["verdict"] == "3"}
+        "plain-gap_reinit_head",
+        "sift-gap_size0.3_reinit_head",
+        "sift-gap_size0.3_stages_last",
+    ]
+    rows = {
+        r["row"].split(":")[0] + r["row"].split(":")[1].split(" − ")[0]: r
+        for r in budget.verdict_rows(key, variants, load_spec(SPEC))
+        if r["verdict"] == "3"
+    }
     seeds = (1, 2, 3)
     mean = lambda f: sum(f(s) for s in seeds) / 3  # noqa: E731
     plain = rows["control at uci_learning_rate2e-05 plain-gap_reinit_head"]
-    assert plain["row"].startswith("control at uci_learning_rate2e-05: plain-gap_reinit_head − "
-                                   "plain-eb__uci_learning_rate2e-05: confidence carried across the label flip")
+    assert plain["row"].startswith(
+        "control at uci_learning_rate2e-05: plain-gap_reinit_head − "
+        "plain-eb__uci_learning_rate2e-05: confidence carried across the label flip"
+    )
     assert plain["mean"] == pytest.approx(mean(lambda s: 0.80 + wobble(s, 12) - 0.64 - wobble(s, 5)))
     old = mean(lambda s: 0.84 + wobble(s, 4) - 0.64 - wobble(s, 5))
     left = mean(lambda s: 0.83 + wobble(s, 13) - 0.80 - wobble(s, 12))
@@ -307,18 +352,26 @@ def test_verdict_3_reads_the_controls_run_at_the_old_gaps_rate(tmp_path):
     removes = next(r for r in rows.values() if r["row"].startswith("what reinit_head true removes"))
     assert removes["row"] == "what reinit_head true removes at uci_learning_rate2e-05: old gap − that gap"
     assert removes["mean"] == pytest.approx(old - left)
-    (sentence,) = budget.control_shares([r for r in budget.verdict_rows(key, variants, load_spec(SPEC))
-                                         if r["verdict"] == "3"])
-    assert sentence.startswith(f"With reinit_head true on both sides at uci_learning_rate2e-05, {old - left:+.3f} of "
-                               f"the old gap of {old:+.3f} goes ({(old - left) / old:.0%}, 95% CI [")
-    stages = [r for r in rows.values() if "sift-gap_size0.3_stages_last − sift-eb_size0.3__uci_learning_rate2e-05"
-              in r["row"]]
-    assert len(stages) == 1 and stages[0]["mean"] == pytest.approx(mean(lambda s: 0.70 + wobble(s, 14) - 0.84 - wobble(s, 4)))
+    (sentence,) = budget.control_shares(
+        [r for r in budget.verdict_rows(key, variants, load_spec(SPEC)) if r["verdict"] == "3"]
+    )
+    assert sentence.startswith(
+        f"With reinit_head true on both sides at uci_learning_rate2e-05, {old - left:+.3f} of "
+        f"the old gap of {old:+.3f} goes ({(old - left) / old:.0%}, 95% CI ["
+    )
+    stages = [
+        r for r in rows.values() if "sift-gap_size0.3_stages_last − sift-eb_size0.3__uci_learning_rate2e-05" in r["row"]
+    ]
+    assert len(stages) == 1 and stages[0]["mean"] == pytest.approx(
+        mean(lambda s: 0.70 + wobble(s, 14) - 0.84 - wobble(s, 4))
+    )
     # they are no controls at tuned plain's rate, and no size figure draws them against its band
     assert not any(r["control"].startswith(("plain-gap", "sift-gap")) for r in budget.control_rows(key, variants))
     from siftkit.study import figures as summary_figures
+
     assert {"plain-gap_reinit_head", "sift-gap_size0.3_stages_last"} <= summary_figures.off_the_chosen_points(
-        variants, "twitter_to_uci")
+        variants, "twitter_to_uci"
+    )
 
 
 def test_where_stage_2_starts_at_the_old_gaps_point_is_read_from_each_runs_first_logged_row(tmp_path):
@@ -328,17 +381,28 @@ def test_where_stage_2_starts_at_the_old_gaps_point_is_read_from_each_runs_first
         rec = json.loads(path.read_text())
         rec["history"][0]["task_loss"] = 1.2 + 0.01 * seed
         path.write_text(json.dumps(rec))
-        fresh = budget_record("plain", seed, {"tag": "gap_reinit_head"},
-                              {"reinit_head": True, "uci_learning_rate": 2e-05}, val=0.8, test=0.88)
+        fresh = budget_record(
+            "plain",
+            seed,
+            {"tag": "gap_reinit_head"},
+            {"reinit_head": True, "uci_learning_rate": 2e-05},
+            val=0.8,
+            test=0.88,
+        )
         fresh["history"][0]["task_loss"] = 0.69
         write_budget_run(root, "plain-gap_reinit_head", fresh)
     key, variants = _group(root)
     rows = {r["variant"]: r for r in budget.start_loss_rows(key, variants, load_spec(SPEC))}
-    assert list(rows) == ["plain-eb__uci_learning_rate2e-05", "sift-eb_size0.3__uci_learning_rate2e-05",
-                          "plain-gap_reinit_head"]
+    assert list(rows) == [
+        "plain-eb__uci_learning_rate2e-05",
+        "sift-eb_size0.3__uci_learning_rate2e-05",
+        "plain-gap_reinit_head",
+    ]
     assert rows["plain-eb__uci_learning_rate2e-05"]["start_mean"] == pytest.approx(1.22)
     assert rows["plain-eb__uci_learning_rate2e-05"]["role"] == "old gap: reference"
-    assert rows["plain-gap_reinit_head"]["start_mean"] == pytest.approx(0.69) and rows["plain-gap_reinit_head"]["n"] == 3
+    assert (
+        rows["plain-gap_reinit_head"]["start_mean"] == pytest.approx(0.69) and rows["plain-gap_reinit_head"]["n"] == 3
+    )
     assert rows["sift-eb_size0.3__uci_learning_rate2e-05"]["start_mean"] == pytest.approx(0.5)  # its records' rows
     assert budget.start_loss_rows(key, variants, {}) == []  # no old gap, nothing to read
     shutil.copy(SPEC, root / SPEC.name)
@@ -364,8 +428,12 @@ def test_the_spec_applies_only_to_the_group_with_its_arms_and_bad_specs_are_refu
 @pytest.mark.slow
 def test_summary_carries_the_controls_the_tuned_curve_and_the_verdicts(eb_dir, tmp_path):
     text, study = summarize([eb_dir])
-    for heading in ("### The controls", "### The size curve at the tuned point", "### The verdicts",
-                    "### SiFT against SMART at matched perturbation size (the `tuned_curve_eps<E>` curve)"):
+    for heading in (
+        "### The controls",
+        "### The size curve at the tuned point",
+        "### The verdicts",
+        "### SiFT against SMART at matched perturbation size (the `tuned_curve_eps<E>` curve)",
+    ):
         assert heading in text
     assert "| `sift-ctl_size0.3_reinit_head` | reinit_head true |" in text
     assert "**(3) " in text and "old gap: sift-eb_size0.3__uci_learning_rate2e-05" in text
@@ -379,8 +447,10 @@ def test_summary_carries_the_controls_the_tuned_curve_and_the_verdicts(eb_dir, t
     assert summarize_main([str(eb_dir), "--out", str(out), "--figures", str(tmp_path / "fig")]) == 0
     figs = sorted(p.name for p in (tmp_path / "fig").glob("*.png"))
     assert f"twitter_to_uci_cpu_{COMMIT[:8]}_tuned_curve_uci_test_accuracy.png" in figs
-    assert f"![the size curve at the tuned point](fig/twitter_to_uci_cpu_{COMMIT[:8]}_tuned_curve_uci_test_accuracy.png)" \
+    assert (
+        f"![the size curve at the tuned point](fig/twitter_to_uci_cpu_{COMMIT[:8]}_tuned_curve_uci_test_accuracy.png)"
         in out.read_text()
+    )
 
 
 def test_curves_by_group_are_side_by_side_panels_titled_with_their_group(eb_dir, tmp_path):
@@ -404,22 +474,37 @@ def test_the_reading_guide_is_printed_from_the_verdict_rows(eb_dir):
     rows = budget.verdict_rows(key, variants, load_spec(eb_dir / SPEC.name))
     guide = budget.reading_guide(rows)
     largest = rows[0]
-    assert guide[0].startswith(f"(1, twitter_to_uci, cpu, code {COMMIT[:8]}) Against tuned plain: {largest['row']}: "
-                               f"{largest['mean']:+.3f} [{largest['ci_low']:+.3f}, {largest['ci_high']:+.3f}], n=5")
+    assert guide[0].startswith(
+        f"(1, twitter_to_uci, cpu, code {COMMIT[:8]}) Against tuned plain: {largest['row']}: "
+        f"{largest['mean']:+.3f} [{largest['ci_low']:+.3f}, {largest['ci_high']:+.3f}], n=5"
+    )
     assert sum(line.startswith("(1,") for line in guide) == 1  # the arms one by one stay in the table
     old = next(r for r in rows if r["row"].startswith("old gap"))
-    assert guide[-1].startswith(f"(3, code {COMMIT[:8]}) Tuning the rate removes +0.190 of the old gap of "
-                                f"{old['mean']:+.3f}")
+    assert guide[-1].startswith(
+        f"(3, code {COMMIT[:8]}) Tuning the rate removes +0.190 of the old gap of {old['mean']:+.3f}"
+    )
 
 
 def test_verdict_1_says_when_an_arms_budget_is_not_the_references(tmp_path):
     # SiFT's grid has run one point on one seed so far: its "choice" is no equal-budget choice
     grid_arm(tmp_path, "plain", "eb", {}, lambda x, s: 0.8 - abs(math.log10(x / TUNED)), lambda x, s: PLAIN_TEST[x])
-    grid_arm(tmp_path, "sift", "eb_size0.3", SIFT_03, lambda x, s: 0.8, lambda x, s: 0.86, values=(2e-05,),
-             seeds=(1,), then=(), size=0.3)
+    grid_arm(
+        tmp_path,
+        "sift",
+        "eb_size0.3",
+        SIFT_03,
+        lambda x, s: 0.8,
+        lambda x, s: 0.86,
+        values=(2e-05,),
+        seeds=(1,),
+        then=(),
+        size=0.3,
+    )
     key, variants = _group(tmp_path)
     largest = budget.verdict_rows(key, variants)[0]
-    assert "**budgets differ** from the reference's 4 point(s) × 3 selection seed(s): sift-eb_size0.3 1 × 1" \
+    assert (
+        "**budgets differ** from the reference's 4 point(s) × 3 selection seed(s): sift-eb_size0.3 1 × 1"
         in largest["rests_on"]
+    )
     full = budget.verdict_rows(*_group(equal_budget_study(tmp_path / "full")))[0]
     assert "budgets differ" not in full["rests_on"]

@@ -31,8 +31,14 @@ def test_arms_are_judged_at_the_point_validation_chose_never_on_test(tmp_path):
     # plain: the second point wins on validation; the first would win on test.
     _arm(tmp_path, "plain", "bench", [{s: t + 0.05 for s, t in base.items()}, base], vals=[0.70, 0.75])
     # freelb: chosen on validation at its first point, which is better on test than plain by 0.02-0.04.
-    _arm(tmp_path, "freelb", "bench", [{1: 0.83, 2: 0.85, 3: 0.84}, {1: 0.5, 2: 0.5, 3: 0.5}], vals=[0.76, 0.74],
-         seconds=30.0)
+    _arm(
+        tmp_path,
+        "freelb",
+        "bench",
+        [{1: 0.83, 2: 0.85, 3: 0.84}, {1: 0.5, 2: 0.5, 3: 0.5}],
+        vals=[0.76, 0.74],
+        seconds=30.0,
+    )
     # r3f: its better-on-test point is not the one validation chose.
     _arm(tmp_path, "r3f", "bench", [{1: 0.95, 2: 0.95, 3: 0.95}, {1: 0.80, 2: 0.82, 3: 0.81}], vals=[0.60, 0.75])
     # another study's arm with another tag: not on the board.
@@ -70,7 +76,10 @@ def test_no_winner_is_said_in_one_sentence(tmp_path):
     base = {1: 0.80, 2: 0.82, 3: 0.81}
     _arm(tmp_path, "plain", "bench", [base, base], vals=[0.7, 0.75])
     _arm(tmp_path, "sift", "bench", [{1: 0.79, 2: 0.83, 3: 0.81}, base], vals=[0.8, 0.7])
-    assert verdict_sentences(_board(tmp_path))[0] == "No arm beats tuned plain on any of the 1 shift-target cells at 95% (1 arms)."
+    assert (
+        verdict_sentences(_board(tmp_path))[0]
+        == "No arm beats tuned plain on any of the 1 shift-target cells at 95% (1 arms)."
+    )
 
 
 def test_forest_figure_draws_one_panel_per_target(tmp_path):
@@ -100,7 +109,9 @@ def test_a_study_spec_with_a_leaderboard_opens_summary_md_with_it(tmp_path):
     text = (tmp_path / "SUMMARY.md").read_text()
     head = text.split("\n## ")[1]
     assert head.startswith("The benchmark") and "`freelb-bench`" in head and "beats tuned plain" in head
-    assert "![leaderboard_p2](figures/leaderboard_p2.png)" in head and (tmp_path / "figures/leaderboard_p2.png").exists()
+    assert (
+        "![leaderboard_p2](figures/leaderboard_p2.png)" in head and (tmp_path / "figures/leaderboard_p2.png").exists()
+    )
 
 
 def test_a_bad_leaderboard_entry_names_the_spec(tmp_path):
@@ -119,10 +130,22 @@ def test_a_wise_ft_arm_is_judged_against_tuned_plain_and_its_own_alpha1_twin(tmp
     # WiSE-FT runs: metrics at the chosen alpha, the fine-tuned model's (alpha = 1) in wise_ft.finetuned.
     for index, grid in enumerate(LR2):
         for seed, test in base.items():
-            rec = grid_record("plain", seed, "bench_wise", grid, index, val=0.76 - 0.01 * index, test=test + 0.02,
-                              controls={"wise_ft": True})
-            rec["wise_ft"] = {"alpha": 0.5, "scope": "encoder", "select_on": "uci_val_accuracy",
-                              "finetuned": {"uci_val_accuracy": 0.7, "uci_test_accuracy": test - 0.01}}
+            rec = grid_record(
+                "plain",
+                seed,
+                "bench_wise",
+                grid,
+                index,
+                val=0.76 - 0.01 * index,
+                test=test + 0.02,
+                controls={"wise_ft": True},
+            )
+            rec["wise_ft"] = {
+                "alpha": 0.5,
+                "scope": "encoder",
+                "select_on": "uci_val_accuracy",
+                "finetuned": {"uci_val_accuracy": 0.7, "uci_test_accuracy": test - 0.01},
+            }
             write(tmp_path, rec)
     board = _board(tmp_path, tag_prefix="bench")
     assert board.shifts[0].reference == "plain-bench"
@@ -142,7 +165,9 @@ def test_an_arm_whose_grid_is_still_running_is_not_judged(tmp_path):
     assert shift.incomplete == ["freelb-bench"] and shift.equal_budgets
     assert board.cell("freelb-bench", "P2", "uci_test_accuracy") is None
     text = "\n".join(leaderboard_markdown(board))
-    assert "Still running (not judged until every grid point has every seed): `freelb-bench` (1 points × 1 seeds)" in text
+    assert (
+        "Still running (not judged until every grid point has every seed): `freelb-bench` (1 points × 1 seeds)" in text
+    )
 
 
 def test_cost_counts_each_stage_where_it_was_trained_over_every_run_of_the_arm(tmp_path):
@@ -152,18 +177,35 @@ def test_cost_counts_each_stage_where_it_was_trained_over_every_run_of_the_arm(t
     from siftkit.study.runs import Run
 
     def run(seconds, cached=()):
-        return Run(path=None, record={"meta": {"stage_train_seconds": seconds, "stages_from_cache": list(cached)}},
-                   task="twitter_to_uci", model="m", device="cpu", commit="c", algo="plain", tag=None, seed=1)
+        return Run(
+            path=None,
+            record={"meta": {"stage_train_seconds": seconds, "stages_from_cache": list(cached)}},
+            task="twitter_to_uci",
+            model="m",
+            device="cpu",
+            commit="c",
+            algo="plain",
+            tag=None,
+            seed=1,
+        )
 
-    plain = [run({"twitter": 100.0, "uci": 10.0}), run({"twitter": 100.0, "uci": 10.0}, cached=["twitter"]),
-             run({"twitter": 100.0, "uci": 12.0}, cached=["twitter"])]
+    plain = [
+        run({"twitter": 100.0, "uci": 10.0}),
+        run({"twitter": 100.0, "uci": 10.0}, cached=["twitter"]),
+        run({"twitter": 100.0, "uci": 12.0}, cached=["twitter"]),
+    ]
     # freelb: twice plain's stage 1, 3x its stage 2; one stage-2 run slowed 10x by a busy machine.
-    freelb = [run({"twitter": 200.0, "uci": 30.0}), run({"twitter": 200.0, "uci": 300.0}, cached=["twitter"]),
-              run({"twitter": 200.0, "uci": 30.0}, cached=["twitter"])]
+    freelb = [
+        run({"twitter": 200.0, "uci": 30.0}),
+        run({"twitter": 200.0, "uci": 300.0}, cached=["twitter"]),
+        run({"twitter": 200.0, "uci": 30.0}, cached=["twitter"]),
+    ]
     assert math.isclose(_cost(freelb, plain), (200.0 + 30.0) / (100.0 + 10.0))
     # a run read every stage from the cache: nothing of its own to time, the ratio unchanged
-    assert math.isclose(_cost(freelb + [run({"twitter": 1.0, "uci": 1.0}, cached=["twitter", "uci"])], plain),
-                        (200.0 + 30.0) / (100.0 + 10.0))
+    assert math.isclose(
+        _cost(freelb + [run({"twitter": 1.0, "uci": 1.0}, cached=["twitter", "uci"])], plain),
+        (200.0 + 30.0) / (100.0 + 10.0),
+    )
     # an arm that trained only stage 2 itself (stage 1 from plain's cache) is timed on stage 2
     assert math.isclose(_cost([run({"twitter": 100.0, "uci": 5.0}, cached=["twitter"])], plain), 0.5)
     assert _cost([run({"twitter": 1.0}, cached=["twitter"])], plain) is None  # nothing timed: no ratio
@@ -200,16 +242,20 @@ def test_an_out_of_domain_arm_is_read_against_plain_at_its_own_learning_rate(tmp
     from helpers_grid import write_arm
 
     low = {1: (0.60, 0.5), 2: (0.60, 0.5), 3: (0.60, 0.5)}
-    plain = [({"uci_learning_rate": 2e-05}, low),
-             ({"uci_learning_rate": 5e-05}, {1: (0.70, 0.80), 2: (0.70, 0.82), 3: (0.70, 0.81)}),
-             ({"uci_learning_rate": 0.0001}, {1: (0.75, 0.85), 2: (0.75, 0.86), 3: (0.75, 0.84)}),
-             ({"uci_learning_rate": 0.0002}, low)]  # the same budget as LP-FT's: 4 points x 3 seeds
+    plain = [
+        ({"uci_learning_rate": 2e-05}, low),
+        ({"uci_learning_rate": 5e-05}, {1: (0.70, 0.80), 2: (0.70, 0.82), 3: (0.70, 0.81)}),
+        ({"uci_learning_rate": 0.0001}, {1: (0.75, 0.85), 2: (0.75, 0.86), 3: (0.75, 0.84)}),
+        ({"uci_learning_rate": 0.0002}, low),
+    ]  # the same budget as LP-FT's: 4 points x 3 seeds
     write_arm(tmp_path, "plain", "bench", plain)
     # LP-FT chooses 5e-5 with 5 epochs: +0.04 over plain at 5e-5, -0.01 against tuned plain (1e-4)
-    lpft = [({"uci_learning_rate": 5e-05, "lp_ft_epochs": 1}, {1: (0.60, 0.5), 2: (0.60, 0.5), 3: (0.60, 0.5)}),
-            ({"uci_learning_rate": 5e-05, "lp_ft_epochs": 5}, {1: (0.80, 0.84), 2: (0.80, 0.85), 3: (0.80, 0.86)}),
-            ({"uci_learning_rate": 0.0001, "lp_ft_epochs": 1}, {1: (0.60, 0.5), 2: (0.60, 0.5), 3: (0.60, 0.5)}),
-            ({"uci_learning_rate": 0.0001, "lp_ft_epochs": 5}, {1: (0.60, 0.5), 2: (0.60, 0.5), 3: (0.60, 0.5)})]
+    lpft = [
+        ({"uci_learning_rate": 5e-05, "lp_ft_epochs": 1}, {1: (0.60, 0.5), 2: (0.60, 0.5), 3: (0.60, 0.5)}),
+        ({"uci_learning_rate": 5e-05, "lp_ft_epochs": 5}, {1: (0.80, 0.84), 2: (0.80, 0.85), 3: (0.80, 0.86)}),
+        ({"uci_learning_rate": 0.0001, "lp_ft_epochs": 1}, {1: (0.60, 0.5), 2: (0.60, 0.5), 3: (0.60, 0.5)}),
+        ({"uci_learning_rate": 0.0001, "lp_ft_epochs": 5}, {1: (0.60, 0.5), 2: (0.60, 0.5), 3: (0.60, 0.5)}),
+    ]
     write_arm(tmp_path, "plain", "bench_lpft", lpft)
     board = _board(tmp_path, tag_prefix="bench")
     vs_tuned = board.cell("plain-bench_lpft", "P2", "uci_test_accuracy")
@@ -218,5 +264,7 @@ def test_an_out_of_domain_arm_is_read_against_plain_at_its_own_learning_rate(tmp
     assert math.isclose(own.mean, 0.04) and own.verdict == "better"
     assert "`plain-bench` at its own uci_learning_rate 5e-05" in own.base
     assert ("plain-bench", "P2", "uci_test_accuracy") not in board.against_base  # the reference has no base
-    assert any(s.startswith("`plain-bench_lpft` against `plain-bench` at its own uci_learning_rate 5e-05")
-               for s in verdict_sentences(board))
+    assert any(
+        s.startswith("`plain-bench_lpft` against `plain-bench` at its own uci_learning_rate 5e-05")
+        for s in verdict_sentences(board)
+    )

@@ -18,8 +18,10 @@ from siftkit.cli.main import main as cli_main
 from siftkit.study.arms import equal_budget
 from siftkit.study.runs import group_runs, load_runs
 
-POINTS = [({"learning_rate": 0.001}, {1: (0.80, 0.70), 2: (0.82, 0.71), 3: (0.81, 0.72)}),
-          ({"learning_rate": 0.002}, {1: (0.70, 0.60), 2: (0.71, 0.61), 3: (0.72, 0.62)})]
+POINTS = [
+    ({"learning_rate": 0.001}, {1: (0.80, 0.70), 2: (0.82, 0.71), 3: (0.81, 0.72)}),
+    ({"learning_rate": 0.002}, {1: (0.70, 0.60), 2: (0.71, 0.61), 3: (0.72, 0.62)}),
+]
 
 
 def _study(tmp_path):
@@ -57,19 +59,39 @@ def test_the_untouched_study_chooses_the_first_point(tmp_path):
 
 
 CASES = {
-    "grid-string": ("extra", "grid", "0.001", "config extra.grid is \"0.001\" (text), but must be an object of "
-                    "field: value (the grid point)"),
-    "grid-null": ("extra", "grid", None, "config extra.grid is null, but must be an object of field: "
-                  "value (the grid point)"),
-    "grid-index-text": ("extra", "grid_index", "0", "config extra.grid_index is \"0\" (text), but must be a whole "
-                        "number (the point's place in grid order)"),
-    "grid-index-float": ("extra", "grid_index", 0.0, "config extra.grid_index is 0.0 (a number), but must be a "
-                         "whole number (the point's place in grid order)"),
+    "grid-string": (
+        "extra",
+        "grid",
+        "0.001",
+        'config extra.grid is "0.001" (text), but must be an object of field: value (the grid point)',
+    ),
+    "grid-null": (
+        "extra",
+        "grid",
+        None,
+        "config extra.grid is null, but must be an object of field: value (the grid point)",
+    ),
+    "grid-index-text": (
+        "extra",
+        "grid_index",
+        "0",
+        'config extra.grid_index is "0" (text), but must be a whole number (the point\'s place in grid order)',
+    ),
+    "grid-index-float": (
+        "extra",
+        "grid_index",
+        0.0,
+        "config extra.grid_index is 0.0 (a number), but must be a whole number (the point's place in grid order)",
+    ),
     "commit-number": ("meta", "git_commit", 1234567, "meta.git_commit is 1234567 (a number), not text"),
-    "model-list": ("config", "model_name", ["a", "b"], "config.model_name is [\"a\", \"b\"] (a list), not text"),
-    "task-list": ("config", "task", ["twitter_to_uci"], "config.task is [\"twitter_to_uci\"] (a list), not text"),
-    "device-object": ("meta", "device_name", {"gpu": "H100"}, "meta.device_name is {\"gpu\": \"H100\"} (an object), "
-                      "not text"),
+    "model-list": ("config", "model_name", ["a", "b"], 'config.model_name is ["a", "b"] (a list), not text'),
+    "task-list": ("config", "task", ["twitter_to_uci"], 'config.task is ["twitter_to_uci"] (a list), not text'),
+    "device-object": (
+        "meta",
+        "device_name",
+        {"gpu": "H100"},
+        'meta.device_name is {"gpu": "H100"} (an object), not text',
+    ),
 }
 
 
@@ -82,5 +104,8 @@ def test_a_field_of_the_wrong_type_is_named(tmp_path, capsys, case):
     err = _summarize_error(capsys, root)
     assert err.startswith(f"siftkit summarize: error: {path}: {said}"), err
     assert err.endswith("fix the file, or move it out of the summarized folders")
-    robustness_log(f"a results.json with `{section if section != 'extra' else 'config.extra'}.{name}` = "
-                   f"{json.dumps(value)}", err, **{"sw/r/seed1/results.json": path})
+    robustness_log(
+        f"a results.json with `{section if section != 'extra' else 'config.extra'}.{name}` = {json.dumps(value)}",
+        err,
+        **{"sw/r/seed1/results.json": path},
+    )

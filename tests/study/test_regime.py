@@ -35,10 +35,12 @@ def _groups(root):
 
 
 def test_matched_size_pairs_pick_the_nearest_smart_size_in_log_distance(study_dir):
-    (key, variants), = _groups(study_dir).items()
+    ((key, variants),) = _groups(study_dir).items()
     pairs = matched_size_pairs(variants, "uci_test_accuracy")
     sizes = variant_sizes(variants)
-    smart_curve = {v: s for v, s in sizes.items() if v.startswith("smart-curve_eps") and "_" not in v[len("smart-curve_eps"):]}
+    smart_curve = {
+        v: s for v, s in sizes.items() if v.startswith("smart-curve_eps") and "_" not in v[len("smart-curve_eps") :]
+    }
     assert len(smart_curve) == len(CURVE_EPS) and len(pairs) == len(CURVE_EPS)
     for p in pairs:
         # an independent search: the SMART size whose log is nearest
@@ -59,12 +61,20 @@ def test_matched_size_pairs_pick_the_nearest_smart_size_in_log_distance(study_di
 
 
 def test_pooled_verdict_averages_within_seed_then_over_seeds(study_dir):
-    (key, variants), = _groups(study_dir).items()
+    ((key, variants),) = _groups(study_dir).items()
     pairs = matched_size_pairs(variants, "uci_test_accuracy")
     pooled = pooled_difference(variants, pairs, "uci_test_accuracy")
     matched = [p for p in pairs if p["matched"]]
-    per_seed = [np.mean([variants[p["sift"]][s - 1].metric("uci_test_accuracy")
-                         - variants[p["smart"]][s - 1].metric("uci_test_accuracy") for p in matched]) for s in range(1, 6)]
+    per_seed = [
+        np.mean(
+            [
+                variants[p["sift"]][s - 1].metric("uci_test_accuracy")
+                - variants[p["smart"]][s - 1].metric("uci_test_accuracy")
+                for p in matched
+            ]
+        )
+        for s in range(1, 6)
+    ]
     ref = stats.ttest_1samp(per_seed, 0).confidence_interval()
     assert pooled["pairs"] == len(matched) and pooled["seeds"] == [1, 2, 3, 4, 5]
     assert pooled["mean"] == pytest.approx(np.mean(per_seed))
@@ -76,7 +86,7 @@ def test_a_pair_far_apart_in_size_is_listed_but_not_pooled(tmp_path):
     for seed in (1, 2, 3):
         write(root, record("smart", seed, tag="curve_eps1e-05", size=2e-5))
         write(root, record("sift", seed, tag="curve_eps0.3", size=0.2))
-    (key, variants), = _groups(root).items()
+    ((key, variants),) = _groups(root).items()
     (pair,) = matched_size_pairs(variants, "uci_test_accuracy")
     assert not pair["matched"] and pair["ratio"] > 1e3
     assert pooled_difference(variants, [pair], "uci_test_accuracy")["pairs"] == 0
@@ -113,19 +123,28 @@ def test_runs_of_two_devices_or_two_commits_are_never_paired(tmp_path):
 
 def test_summary_holds_every_regime_table(study_dir):
     text, data = summarize([study_dir])
-    for heading in ("### The paper's claim in the paper's regime", "### SiFT against SMART at matched perturbation size",
-                    "Held-out smoothness", "UCI accuracy per source"):
+    for heading in (
+        "### The paper's claim in the paper's regime",
+        "### SiFT against SMART at matched perturbation size",
+        "Held-out smoothness",
+        "UCI accuracy per source",
+    ):
         assert heading in text
-    (key, variants), = _groups(study_dir).items()
+    ((key, variants),) = _groups(study_dir).items()
     a = per_seed(variants["sift-mtdnn"], "uci_test_accuracy")
     b = per_seed(variants["smart-mtdnn_no_bregman"], "uci_test_accuracy")
     diffs = [a[s] - b[s] for s in range(1, 6)]
     ref = stats.ttest_1samp(diffs, 0).confidence_interval()
-    assert (f"| `sift-mtdnn` − `smart-mtdnn_no_bregman` | paper's regime, seed code's SMART (no Bregman) | 5 | "
-            f"{np.mean(diffs):.3f} | [{ref.low:.3f}, {ref.high:.3f}] |") in text
-    for row in ("| `sift-mtdnn` − `smart-mtdnn` |", "| `sift-mtdnn_random` − `smart-mtdnn_random` |",
-                "| `smart-curve_eps0.3_random` − `smart-curve_eps0.3` | random control at curve size 0.3 |",
-                "| `sift-curve_eps0.3_w10` − `sift-curve_eps0.3` | w10 control at curve size 0.3 |"):
+    assert (
+        f"| `sift-mtdnn` − `smart-mtdnn_no_bregman` | paper's regime, seed code's SMART (no Bregman) | 5 | "
+        f"{np.mean(diffs):.3f} | [{ref.low:.3f}, {ref.high:.3f}] |"
+    ) in text
+    for row in (
+        "| `sift-mtdnn` − `smart-mtdnn` |",
+        "| `sift-mtdnn_random` − `smart-mtdnn_random` |",
+        "| `smart-curve_eps0.3_random` − `smart-curve_eps0.3` | random control at curve size 0.3 |",
+        "| `sift-curve_eps0.3_w10` − `sift-curve_eps0.3` | w10 control at curve size 0.3 |",
+    ):
         assert row in text
     assert "| `sift-curve_eps0.3` | 2.09e-01 | `smart-curve_eps0.1` | 1.99e-01 | 1.05 | 5 |" in text
     assert "**Pooled SiFT − SMART at matched size:" in text
@@ -167,7 +186,7 @@ def test_p1_plain_learning_rate_is_chosen_by_in_domain_dev(tmp_path):
 def test_the_scores_figure_is_the_same_on_every_regeneration(study_dir, tmp_path):
     from siftkit.study.figures import scores_figure
 
-    (key, variants), = _groups(study_dir).items()
+    ((key, variants),) = _groups(study_dir).items()
     np.random.seed(123)
     before = np.random.get_state()[1].copy()
     pngs = []
@@ -186,16 +205,21 @@ def test_size_curve_draws_two_lines_a_plain_band_and_one_point_per_control(study
 
     from siftkit.study.figures import size_curve
 
-    (key, variants), = _groups(study_dir).items()
+    ((key, variants),) = _groups(study_dir).items()
     frame = runs_frame(variants)
     ax = size_curve(frame, "uci_test_accuracy", ax=Figure().subplots())
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     curves = [lab for lab in labels if "size curve" in lab]
-    assert curves == [f"SMART size curve, projected rule ({len(CURVE_EPS)} sizes, n=5)",
-                      f"SiFT size curve, projected rule ({len(CURVE_EPS)} sizes, n=5)"]
+    assert curves == [
+        f"SMART size curve, projected rule ({len(CURVE_EPS)} sizes, n=5)",
+        f"SiFT size curve, projected rule ({len(CURVE_EPS)} sizes, n=5)",
+    ]
     points = sorted(lab.rsplit(" (", 1)[0] for lab in labels if "size curve" not in lab and "plain" not in lab)
-    expected = sorted(f"{ {'smart': 'SMART', 'sift': 'SiFT'}[v.split('-')[0]]} {v.partition('-')[2] or 'default'}"
-                      for v in variants if v != "plain" and curve_eps(v.partition("-")[2]) is None)
+    expected = sorted(
+        f"{ {'smart': 'SMART', 'sift': 'SiFT'}[v.split('-')[0]] } {v.partition('-')[2] or 'default'}"
+        for v in variants
+        if v != "plain" and curve_eps(v.partition("-")[2]) is None
+    )
     assert points == expected and len(ax.containers) == len(expected)  # one errorbar container per point
     assert "plain (n=5): mean ± 95% CI" in labels
     # the band spans plain's t interval over seeds
@@ -207,8 +231,13 @@ def test_size_curve_draws_two_lines_a_plain_band_and_one_point_per_control(study
     # the SiFT line passes through each size's mean over seeds, at its mean measured size
     sift_line = next(line for line in ax.get_lines() if line.get_label().startswith("SiFT size curve"))
     xs, ys = sift_line.get_data()
-    want = sorted((np.mean([relative_size(r) for r in variants[f"sift-curve_eps{e:g}"]]),
-                   np.mean([r.metric("uci_test_accuracy") for r in variants[f"sift-curve_eps{e:g}"]])) for e in CURVE_EPS)
+    want = sorted(
+        (
+            np.mean([relative_size(r) for r in variants[f"sift-curve_eps{e:g}"]]),
+            np.mean([r.metric("uci_test_accuracy") for r in variants[f"sift-curve_eps{e:g}"]]),
+        )
+        for e in CURVE_EPS
+    )
     assert np.allclose(xs, [w[0] for w in want]) and np.allclose(ys, [w[1] for w in want])
 
 
@@ -217,7 +246,7 @@ def test_size_curve_on_a_log_axis_leaves_out_zero_values_and_says_so(study_dir):
 
     from siftkit.study.figures import size_curve
 
-    (key, variants), = _groups(study_dir).items()
+    ((key, variants),) = _groups(study_dir).items()
     ax = size_curve(runs_frame(variants), "reg_share", ax=Figure().subplots(), plain=None, logy=True)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert not any(lab.startswith("SMART rng_control") for lab in labels)  # adv_weight 0: share 0
@@ -236,7 +265,7 @@ def test_size_curve_of_a_metric_no_run_recorded_says_so(tmp_path):
     for seed in (1, 2):
         for algo, size in (("plain", 0), ("smart", 2e-5), ("sift", 7e-3)):
             write(root, record(algo, seed, size=size, new_metrics=False))
-    (key, variants), = _groups(root).items()
+    ((key, variants),) = _groups(root).items()
     ax = size_curve(runs_frame(variants), "uci_test_smoothness_0.3", ax=Figure().subplots(), logy=True)
     assert [t.get_text() for t in ax.texts] == ["no run recorded uci_test_smoothness_0.3"] and ax.get_legend() is None
 
@@ -245,7 +274,7 @@ def test_a_matched_pair_missing_seeds_is_not_pooled(study_dir):
     # one SiFT size with a single finished seed must not cut every pair down to that seed
     for seed in (2, 3, 4, 5):
         (study_dir / "twitter_to_uci" / "sift-curve_eps0.1" / f"seed{seed}" / "results.json").unlink()
-    (key, variants), = _groups(study_dir).items()
+    ((key, variants),) = _groups(study_dir).items()
     pairs = matched_size_pairs(variants, "uci_test_accuracy")
     pooled = pooled_difference(variants, pairs, "uci_test_accuracy")
     assert pooled["seeds"] == [1, 2, 3, 4, 5] and pooled["n"] == 5

@@ -52,19 +52,24 @@ def test_summarize_refuses_one_variant_with_two_settings(tmp_path):
     root = _study(tmp_path, {}, {"learning_rate": 0.05, "max_length": 8})
     msg = _summarize_error(root, "--out", tmp_path / "S.md")
     a, b = (root / "twitter_to_uci" / "plain" / f"seed{k}" / "results.json" for k in (1, 2))
-    assert msg == (f"runs of variant 'plain' (task twitter_to_uci, device NVIDIA H200, code {'a' * 40}) differ in "
-                   f"learning_rate, max_length: {a} (learning_rate=2e-05, max_length=128) and {b} (learning_rate=0.05, "
-                   f"max_length=8); runs of one variant may differ only in the seed (and where their files go): give "
-                   f"each setting its own tag (sweep --tag, or extra: {{tag: ...}}), or move one out of the summarized "
-                   f"folders")
+    assert msg == (
+        f"runs of variant 'plain' (task twitter_to_uci, device NVIDIA H200, code {'a' * 40}) differ in "
+        f"learning_rate, max_length: {a} (learning_rate=2e-05, max_length=128) and {b} (learning_rate=0.05, "
+        f"max_length=8); runs of one variant may differ only in the seed (and where their files go): give "
+        f"each setting its own tag (sweep --tag, or extra: {{tag: ...}}), or move one out of the summarized "
+        f"folders"
+    )
     robustness_log("two untagged plain runs, one at learning_rate 0.05 and max_length 8", msg, sw=root)
 
 
 def test_settings_that_cannot_change_a_result_may_differ(tmp_path):
     from siftkit.study.summarize import summarize
 
-    root = _study(tmp_path, {"output_dir": "a", "logging_steps": 5, "extra": {"note": "x"}, "data_dir": "/d1"},
-                  {"output_dir": "b", "cpu": True, "save_steps": 3, "data_dir": "/d2"})
+    root = _study(
+        tmp_path,
+        {"output_dir": "a", "logging_steps": 5, "extra": {"note": "x"}, "data_dir": "/d1"},
+        {"output_dir": "b", "cpu": True, "save_steps": 3, "data_dir": "/d2"},
+    )
     text, study = summarize([root])
     (stats,) = study.groups[("twitter_to_uci", "NVIDIA H200", "a" * 40, "all-MiniLM-L6-v2")].stats
     assert stats.variant == "plain" and len(stats.seeds) == 2
@@ -77,8 +82,10 @@ def test_a_non_finite_main_metric_is_refused_like_null(tmp_path, value):
     path.write_text(path.read_text().replace('"uci_test_accuracy": 0.', f'"uci_test_accuracy": {value}, "x": 0.', 1))
     msg = _summarize_error(root, "--out", tmp_path / "S.md")
     shown = "nan" if value == "NaN" else "inf"
-    assert msg == (f"{path}: metric 'uci_test_accuracy' is {shown}; the run has no result to compare (rerun it, or "
-                   f"move the file out of the summarized folders)")
+    assert msg == (
+        f"{path}: metric 'uci_test_accuracy' is {shown}; the run has no result to compare (rerun it, or "
+        f"move the file out of the summarized folders)"
+    )
     robustness_log(f'the protocol\'s metric edited to {value} (`"uci_test_accuracy": {value}`)', msg, sw=root)
 
 
@@ -100,8 +107,10 @@ def test_summarize_out_never_replaces_a_run_record(tmp_path, name):
         target.write_text("step\n")
     before = target.read_bytes()
     msg = _summarize_error(root, "--out", target)
-    assert msg == (f"--out '{target}' would replace a run record; give the Markdown file to write, e.g. "
-                   f"{target.parent / 'SUMMARY.md'}")
+    assert msg == (
+        f"--out '{target}' would replace a run record; give the Markdown file to write, e.g. "
+        f"{target.parent / 'SUMMARY.md'}"
+    )
     assert target.read_bytes() == before
     robustness_log(f"`summarize --out sw/r/seed1/{name}`", msg, sw=root)
 
@@ -115,8 +124,10 @@ def test_summarize_flags_runs_with_dropped_steps(tmp_path):
     rec["meta"]["nonfinite_steps"] = 3
     path.write_text(json.dumps(rec))
     text, _ = summarize([root])
-    line = ("**Runs with non-finite (dropped) training steps**, whose numbers come from fewer updates: "
-            "`plain` seed 2 (3 steps).")
+    line = (
+        "**Runs with non-finite (dropped) training steps**, whose numbers come from fewer updates: "
+        "`plain` seed 2 (3 steps)."
+    )
     assert line in text
     robustness_log("summarize over a run with non-finite (dropped) steps", f"accepted, flagged under the table: {line}")
 
@@ -141,8 +152,10 @@ def test_summarize_out_onto_a_file_that_is_not_markdown(tmp_path):
     target.parent.mkdir()
     target.write_text("{}")
     msg = _summarize_error(root, "--out", target)
-    assert msg == (f"--out '{target}' would replace a file that is not Markdown; give the Markdown file to write, "
-                   f"e.g. {target.parent / 'SUMMARY.md'}")
+    assert msg == (
+        f"--out '{target}' would replace a file that is not Markdown; give the Markdown file to write, "
+        f"e.g. {target.parent / 'SUMMARY.md'}"
+    )
     assert target.read_text() == "{}"
     robustness_log("`summarize --out sw/r/model/config.json` (an existing file, not Markdown)", msg, sw=root)
 
@@ -187,8 +200,12 @@ def test_older_runs_without_the_new_metrics_show_a_dash(tmp_path):
 @pytest.mark.subprocess
 def test_summarize_command_writes_every_figure(study_dir, tmp_path):
     out = tmp_path / "new" / "folder" / "SUMMARY.md"  # --out into a missing folder: created
-    res = subprocess.run([sys.executable, "-m", "siftkit", "summarize", str(study_dir), "--out", str(out)],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "siftkit", "summarize", str(study_dir), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     text = out.read_text()
     assert text.startswith("# siftkit results summary")
@@ -197,8 +214,16 @@ def test_summarize_command_writes_every_figure(study_dir, tmp_path):
     assert f"![the main metric against measured perturbation size]({figure})" in text
     names = sorted(p.name for p in (out.parent / "figures").glob("*.png"))
     prefix = "twitter_to_uci_nvidia_h200_aaaaaaaa_"
-    assert names == sorted(prefix + n for n in ("scores.png", "learning_curves.png", "size_uci_test_accuracy.png",
-                                                 "size_reg_share.png", "size_smoothness.png"))
+    assert names == sorted(
+        prefix + n
+        for n in (
+            "scores.png",
+            "learning_curves.png",
+            "size_uci_test_accuracy.png",
+            "size_reg_share.png",
+            "size_smoothness.png",
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- bad files, through `python -m siftkit summarize`
@@ -206,8 +231,9 @@ def test_summarize_command_writes_every_figure(study_dir, tmp_path):
 
 def _summarize_cli_error(*paths) -> str:
     """`python -m siftkit summarize PATHS` in a subprocess: exit code 2, one line, no traceback."""
-    res = subprocess.run([sys.executable, "-m", "siftkit", "summarize", *map(str, paths)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "siftkit", "summarize", *map(str, paths)], capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     return res.stderr.strip()
 
@@ -226,7 +252,8 @@ def test_a_main_metric_edited_to_null_names_the_file_and_metric(tmp_path):
     path = _one_run(tmp_path, json.dumps(rec))
     assert _summarize_cli_error(path.parent.parent) == (
         f"siftkit summarize: error: {path}: metric 'uci_test_accuracy' is null; the run has no result to compare "
-        "(rerun it, or move the file out of the summarized folders)")
+        "(rerun it, or move the file out of the summarized folders)"
+    )
 
 
 @pytest.mark.subprocess
@@ -234,7 +261,10 @@ def test_a_metric_that_is_not_a_number_names_the_file(tmp_path):
     rec = record("sift", 1, size=0.01)
     rec["metrics"]["uci_test_accuracy_yelp"] = "0.7"
     path = _one_run(tmp_path, json.dumps(rec))
-    assert _summarize_cli_error(path) == f"siftkit summarize: error: {path}: metric 'uci_test_accuracy_yelp' is '0.7', not a number"
+    assert (
+        _summarize_cli_error(path)
+        == f"siftkit summarize: error: {path}: metric 'uci_test_accuracy_yelp' is '0.7', not a number"
+    )
 
 
 def _cell(text: str, column: str, variant: str) -> str:
@@ -242,7 +272,7 @@ def _cell(text: str, column: str, variant: str) -> str:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| variant |") and f"| {column} |" in line + " ")
     head = [c.strip() for c in lines[start].strip("|").split("|")]
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -263,14 +293,19 @@ def test_a_null_secondary_metric_shows_a_dash(tmp_path):
 @pytest.mark.subprocess
 def test_a_utf16_results_file_names_the_file(tmp_path):
     path = _one_run(tmp_path, json.dumps(record("plain", 1)).encode("utf-16"))
-    assert _summarize_cli_error(path.parent) == f"siftkit summarize: error: {path} is not UTF-8 text (byte 0); save it as UTF-8"
+    assert (
+        _summarize_cli_error(path.parent)
+        == f"siftkit summarize: error: {path} is not UTF-8 text (byte 0); save it as UTF-8"
+    )
 
 
 @pytest.mark.subprocess
 def test_a_results_file_holding_a_number_names_the_file(tmp_path):
     path = _one_run(tmp_path, "42")
-    assert _summarize_cli_error(path) == (f"siftkit summarize: error: {path} holds a JSON number, not an object with "
-                                      "config, metrics, history and meta; not a siftkit results file")
+    assert _summarize_cli_error(path) == (
+        f"siftkit summarize: error: {path} holds a JSON number, not an object with "
+        "config, metrics, history and meta; not a siftkit results file"
+    )
 
 
 @pytest.mark.subprocess
@@ -278,7 +313,8 @@ def test_out_that_is_a_folder_is_refused(tmp_path):
     path = _one_run(tmp_path, json.dumps(record("plain", 1)))
     assert _summarize_cli_error(path, "--out", tmp_path) == (
         f"siftkit summarize: error: --out {str(tmp_path)!r} is a folder; give the Markdown file to write, "
-        f"e.g. {tmp_path / 'SUMMARY.md'}")
+        f"e.g. {tmp_path / 'SUMMARY.md'}"
+    )
 
 
 @pytest.mark.subprocess
@@ -288,7 +324,8 @@ def test_figures_that_is_a_file_is_refused_before_anything_is_written(tmp_path):
     blocker.write_text("")
     out = tmp_path / "S.md"
     assert _summarize_cli_error(path, "--out", out, "--figures", blocker).endswith(
-        f"--figures {str(blocker)!r} is a file, not a folder")
+        f"--figures {str(blocker)!r} is a file, not a folder"
+    )
     assert not out.exists()
 
 
@@ -297,8 +334,9 @@ def test_a_history_that_is_not_a_list_of_rows_names_the_file(tmp_path):
     rec = record("sift", 1, size=0.01)
     rec["history"] = [0.5, 0.4]
     path = _one_run(tmp_path, json.dumps(rec))
-    assert _summarize_cli_error(path) == (f"siftkit summarize: error: {path}: 'history' must be a list of objects "
-                                      "(one per logged step)")
+    assert _summarize_cli_error(path) == (
+        f"siftkit summarize: error: {path}: 'history' must be a list of objects (one per logged step)"
+    )
 
 
 # ----------------------------------------------------------------------------- the modules
@@ -314,7 +352,8 @@ def test_summary_modules_import_one_way():
     def imports(module):
         tree = ast.parse(Path(module.__file__).read_text())
         return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
-            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        }
 
     assert "siftkit.study.summarize" not in imports(siftkit.study.figures)
     assert not {"siftkit.study.summarize", "siftkit.study.figures"} & imports(siftkit.study.runs)
@@ -325,14 +364,32 @@ def test_summary_modules_import_one_way():
 
 
 def _record(algo, seed, acc, tag=None):
-    cfg = {"task": "twitter_to_uci", "algo": algo, "seed": seed, "model_name": None, "adv_weight": 1.0,
-           "bregman_weight": 0.0, "extra": {"tag": tag} if tag else {}}
-    hist = [{"stage": stage, "global_step": i + 1, "task_loss": 0.5 + 0.01 * i, "adv_loss": 0.01,
-             "bregman_loss": 0.0, "relative_perturbation": 0.1}
-            for i, stage in enumerate(["twitter"] * 6 + ["uci"] * 4)]
-    return {"config": cfg, "metrics": {"uci_test_accuracy": acc, "uci_zero_shot_accuracy": 0.5,
-                                       "twitter_val_accuracy": 0.8},
-            "history": hist, "meta": {"device": "cpu", "device_name": "cpu", "wall_time_s": 1.0}}
+    cfg = {
+        "task": "twitter_to_uci",
+        "algo": algo,
+        "seed": seed,
+        "model_name": None,
+        "adv_weight": 1.0,
+        "bregman_weight": 0.0,
+        "extra": {"tag": tag} if tag else {},
+    }
+    hist = [
+        {
+            "stage": stage,
+            "global_step": i + 1,
+            "task_loss": 0.5 + 0.01 * i,
+            "adv_loss": 0.01,
+            "bregman_loss": 0.0,
+            "relative_perturbation": 0.1,
+        }
+        for i, stage in enumerate(["twitter"] * 6 + ["uci"] * 4)
+    ]
+    return {
+        "config": cfg,
+        "metrics": {"uci_test_accuracy": acc, "uci_zero_shot_accuracy": 0.5, "twitter_val_accuracy": 0.8},
+        "history": hist,
+        "meta": {"device": "cpu", "device_name": "cpu", "wall_time_s": 1.0},
+    }
 
 
 def test_summary_statistics_match_an_independent_computation(tmp_path):
@@ -365,8 +422,9 @@ def test_summarize_command_writes_markdown_and_figures(tmp_path):
         d = tmp_path / "r" / f"seed{seed}"
         d.mkdir(parents=True)
         (d / "results.json").write_text(json.dumps(_record("plain", seed, acc)))
-    out = subprocess.run([sys.executable, "-m", "siftkit", "summarize", str(tmp_path / "r")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "siftkit", "summarize", str(tmp_path / "r")], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "r" / "SUMMARY.md").read_text().startswith("# siftkit results summary")
     pngs = list((tmp_path / "r" / "figures").glob("*.png"))
@@ -374,6 +432,7 @@ def test_summarize_command_writes_markdown_and_figures(tmp_path):
     bad = tmp_path / "bad" / "results.json"
     bad.parent.mkdir()
     bad.write_text("{not json")
-    err = subprocess.run([sys.executable, "-m", "siftkit", "summarize", str(bad.parent)],
-                         capture_output=True, text=True, timeout=300)
+    err = subprocess.run(
+        [sys.executable, "-m", "siftkit", "summarize", str(bad.parent)], capture_output=True, text=True, timeout=300
+    )
     assert err.returncode == 2 and "not valid JSON" in err.stderr

@@ -23,11 +23,16 @@ pytestmark = pytest.mark.slow  # ~20 s: 482 records, 40 figures
 def summarized(tmp_path_factory) -> tuple[dict, Path]:
     manifest = json.loads((SNAPSHOT / "manifest.json").read_text())
     results = REPO / "results"
-    changed = [rel for rel, digest in {**manifest["specs"], **manifest.get("inputs", {}), **manifest["runs"]}.items()
-               if not (results / rel).is_file() or sha256(results / rel) != digest]
-    assert not changed, (f"{len(changed)} of the snapshot's files under results/ are gone or changed (e.g. {changed[0]}); "
-                         "regenerate the snapshot with the code before your change: "
-                         "python tests/fixtures/make_summary_snapshot.py")
+    changed = [
+        rel
+        for rel, digest in {**manifest["specs"], **manifest.get("inputs", {}), **manifest["runs"]}.items()
+        if not (results / rel).is_file() or sha256(results / rel) != digest
+    ]
+    assert not changed, (
+        f"{len(changed)} of the snapshot's files under results/ are gone or changed (e.g. {changed[0]}); "
+        "regenerate the snapshot with the code before your change: "
+        "python tests/fixtures/make_summary_snapshot.py"
+    )
     tmp = tmp_path_factory.mktemp("snapshot")
     copy_tree(manifest, results, tmp / "results")
     summarize_into(tmp / "results", tmp / "out")
@@ -49,6 +54,8 @@ def test_figures_are_byte_identical(summarized):
     made = {p.name: sha256(p) for p in sorted((out / "figures").glob("*.png"))}
     assert sorted(made) == sorted(manifest["figures"])  # the same files, before any byte is compared
     if plotting_versions() != manifest["versions"]:
-        pytest.skip(f"the snapshot's PNGs were drawn with {manifest['versions']}, these with {plotting_versions()}: "
-                    "bytes are compared only with the same libraries")
+        pytest.skip(
+            f"the snapshot's PNGs were drawn with {manifest['versions']}, these with {plotting_versions()}: "
+            "bytes are compared only with the same libraries"
+        )
     assert {n: d for n, d in made.items() if manifest["figures"][n] != d} == {}

@@ -72,8 +72,10 @@ class Alum(Method):
             self.split = EmbeddingSplit(unwrap(model))
             self.split.module_at(self.perturb_at)  # the point must exist: say so before training
         except UnsupportedModelError as exc:
-            raise UnsupportedModelError(f"algo='alum' perturbs the model's embeddings at "
-                                        f"perturb_at={self.perturb_at!r}, which it cannot reach: {exc}") from None
+            raise UnsupportedModelError(
+                f"algo='alum' perturbs the model's embeddings at "
+                f"perturb_at={self.perturb_at!r}, which it cannot reach: {exc}"
+            ) from None
         self._wrapped_split: EmbeddingSplit | None = None
         # After each batch with the term: the initial noise, the final push (raw units at the
         # point), the ascent gradient.
@@ -83,8 +85,14 @@ class Alum(Method):
 
     def plain_parts(self, task: torch.Tensor) -> dict[str, float]:
         # One history shape whether or not the term runs (stages that adv_stages leaves out).
-        return {"task_loss": float(task.detach()), "adv_loss": 0.0, "reg_loss": 0.0, "perturbation_norm": 0.0,
-                "relative_perturbation": 0.0, "ascent_cosine": float("nan")}
+        return {
+            "task_loss": float(task.detach()),
+            "adv_loss": 0.0,
+            "reg_loss": 0.0,
+            "perturbation_norm": 0.0,
+            "relative_perturbation": 0.0,
+            "ascent_cosine": float("nan"),
+        }
 
     def loss(self, model, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         logits, z = self._clean_split(model).forward_capture(batch, self.perturb_at)

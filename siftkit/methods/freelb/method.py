@@ -81,8 +81,9 @@ class FreeLB(EmbeddingAttackMethod):
                 replay.restore()
             delta.requires_grad_(True)
             with ctx.autocast():
-                task = self.task_loss(self.perturbed_logits(split, batch, self.word_embeddings(split, batch), delta),
-                                      labels)
+                task = self.task_loss(
+                    self.perturbed_logits(split, batch, self.word_embeddings(split, batch), delta), labels
+                )
                 loss = task / k
                 if not penalized:
                     loss = self.with_penalties(loss, parts)

@@ -63,8 +63,9 @@ class PGD(EmbeddingAttackMethod):
         if replay is not None and s.adv_K > 0:
             replay.restore()
         split = self.split_for(model)
-        task = self.task_loss(self.perturbed_logits(split, batch, self.word_embeddings(split, batch), delta.detach()),
-                              labels)
+        task = self.task_loss(
+            self.perturbed_logits(split, batch, self.word_embeddings(split, batch), delta.detach()), labels
+        )
         parts = {"task_loss": float(task.detach())}
         parts.update(self.size_parts(z_fixed, delta.detach(), batch, grad))
         return task, parts

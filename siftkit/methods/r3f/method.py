@@ -61,14 +61,18 @@ def _check_not_wrapped_yet(model, cfg, head: dict) -> None:
         return
     processes = torch.distributed.get_world_size()
     if processes > 1 and cfg.adv_stages == "last":
-        raise ValueError(f"spectral_norm_classification_head=True with adv_stages='last' on {processes} processes: "
-                         f"the head would be normalized at the last stage's start, after DDP wrapped the model, and "
-                         f"DDP would no longer average its gradient; use adv_stages='all' or 'first', or one process")
+        raise ValueError(
+            f"spectral_norm_classification_head=True with adv_stages='last' on {processes} processes: "
+            f"the head would be normalized at the last stage's start, after DDP wrapped the model, and "
+            f"DDP would no longer average its gradient; use adv_stages='all' or 'first', or one process"
+        )
     late = [name for name, layer in head.items() if not spectral_norm.is_normalized(layer)]
     if processes > 1 and late:
-        raise ValueError(f"spectral_norm_classification_head=True: the head ({', '.join(late)}) must be normalized "
-                         f"before DDP wraps the model: call siftkit.methods.method_class('r3f').prepare_model(model, "
-                         f"cfg) on the bare model before wrapping it (the kit's training loop does)")
+        raise ValueError(
+            f"spectral_norm_classification_head=True: the head ({', '.join(late)}) must be normalized "
+            f"before DDP wraps the model: call siftkit.methods.method_class('r3f').prepare_model(model, "
+            f"cfg) on the bare model before wrapping it (the kit's training loop does)"
+        )
 
 
 class R3FMethod(EmbeddingPerturbationMethod):
@@ -90,7 +94,8 @@ class R3FMethod(EmbeddingPerturbationMethod):
         super().__init__(model, cfg)
         s = self.settings
         self.head: dict[str, torch.nn.Linear] = (
-            spectral_norm.head_linears(model, s.spectral_norm_layers) if s.spectral_norm_classification_head else {})
+            spectral_norm.head_linears(model, s.spectral_norm_layers) if s.spectral_norm_classification_head else {}
+        )
         if self.head:
             _check_not_wrapped_yet(model, cfg, self.head)
         for layer in self.head.values():
@@ -127,6 +132,10 @@ class R3FMethod(EmbeddingPerturbationMethod):
         divergence = symmetric_kl(noised_logits, logits)
         reg = s.r3f_lambda * divergence
         self.last_perturbation = noise.detach()
-        parts = {"task_loss": float(task.detach()), "adv_loss": float(divergence.detach()),
-                 "reg_loss": float(reg.detach()), **self.record_push(z, noise, mask)}
+        parts = {
+            "task_loss": float(task.detach()),
+            "adv_loss": float(divergence.detach()),
+            "reg_loss": float(reg.detach()),
+            **self.record_push(z, noise, mask),
+        }
         return task + reg, parts

@@ -58,12 +58,15 @@ class RDrop(Method):
     def loss(self, model, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         labels = batch["labels"]
         logits = model(**doubled(model_inputs(batch))).logits
-        first, second = logits[: len(labels)], logits[len(labels):]
+        first, second = logits[: len(labels)], logits[len(labels) :]
         ce_first, ce_second = self.task_loss(first, labels), self.task_loss(second, labels)
         term = self.kl_term(first, second)
         weighted = self.settings.reg_alpha * term
-        parts = {"task_loss": float((ce_first + ce_second).detach()) / 2, "adv_loss": float(term.detach()),
-                 "reg_loss": float(weighted.detach())}
+        parts = {
+            "task_loss": float((ce_first + ce_second).detach()) / 2,
+            "adv_loss": float(term.detach()),
+            "reg_loss": float(weighted.detach()),
+        }
         return ce_first + ce_second + weighted, parts
 
     def kl_term(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

@@ -123,6 +123,10 @@ class VATMethod(EmbeddingPerturbationMethod):
         # g is often ~1e-9 per token: torch's cosine clamps products of norms below 1e-8, so the
         # gradient is compared at a unit scale per example (a positive factor keeps every cosine).
         g_unit = g / g.abs().amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
-        parts = {"task_loss": float(task.detach()), "adv_loss": float(divergence.detach()),
-                 "reg_loss": float(reg.detach()), **self.record_push(z, delta, mask, g_unit)}
+        parts = {
+            "task_loss": float(task.detach()),
+            "adv_loss": float(divergence.detach()),
+            "reg_loss": float(reg.detach()),
+            **self.record_push(z, delta, mask, g_unit),
+        }
         return task + reg, parts
