@@ -412,13 +412,18 @@ def leaderboard_markdown(board: Leaderboard) -> list[str]:
     for s in board.shifts:
         same = "every finished arm the same budget" if s.equal_budgets else "**budgets differ**"
         budgets = sorted({b for a, b in s.budgets.items() if a not in s.incomplete})
+        finished = [(a, c) for a, c in s.chosen.items() if a not in s.incomplete]
         lines.append(
-            f"- **{s.shift}** ({', '.join(s.targets)}; {same}: "
-            + "; ".join(f"{p} points × {n} seeds" for p, n in budgets)
-            + "). "
-            + "Chosen on validation: "
-            + "; ".join(f"`{a}` {c or '–'}" for a, c in s.chosen.items() if a not in s.incomplete)
-            + "."
+            f"- **{s.shift}** ({', '.join(s.targets)}; "
+            + (
+                f"{same}: "
+                + "; ".join(f"{p} points × {n} seeds" for p, n in budgets)
+                + "). Chosen on validation: "
+                + "; ".join(f"`{a}` {c or '–'}" for a, c in finished)
+                + "."
+                if finished
+                else "no arm has finished its grid yet)."
+            )
             + (
                 " Still running (not judged until every grid point has every seed): "
                 + ", ".join(f"`{a}` ({s.budgets[a][0]} points × {s.budgets[a][1]} seeds)" for a in s.incomplete)
