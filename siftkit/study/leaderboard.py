@@ -448,8 +448,16 @@ def verdict_sentences(board: Leaderboard) -> list[str]:
     out = []
     winners = [a for a in judged if better[a]]
     if not winners:
+        # only the cells some arm is judged in: a shift whose grids are still running has none yet
+        judged_cols = {(c.shift, c.metric) for (a, _, _), c in board.cells.items() if a in judged}
+        judged_cols -= {
+            (s, m)
+            for s, m in judged_cols
+            if all(board.is_reference(a, s) for a in judged if board.cell(a, s, m) is not None)
+        }
         out.append(
-            f"No arm beats tuned plain on any of the {len(cols)} shift-target cells at 95% ({len(judged)} arms)."
+            f"No arm beats tuned plain on any of the {len(judged_cols)} shift-target cells judged so far at 95% "
+            f"({len(judged)} arms)."
         )
     for a in winners:
         cells = ", ".join(f"{c.shift} {c.metric} by {c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}]" for c in better[a])

@@ -78,7 +78,7 @@ def test_no_winner_is_said_in_one_sentence(tmp_path):
     _arm(tmp_path, "sift", "bench", [{1: 0.79, 2: 0.83, 3: 0.81}, base], vals=[0.8, 0.7])
     assert (
         verdict_sentences(_board(tmp_path))[0]
-        == "No arm beats tuned plain on any of the 1 shift-target cells at 95% (1 arms)."
+        == "No arm beats tuned plain on any of the 1 shift-target cells judged so far at 95% (1 arms)."
     )
 
 
