@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from siftkit.study.arms import equal_budget, equal_budget_differences, equal_budget_table
+from siftkit.study.arms import EqualBudget, equal_budget_differences, equal_budget_table, equal_budgets
 from siftkit.study.budget import answer, control_shares, spec_for, tuning_share, verdict_rows
 from siftkit.study.figures import forest_figure_name
 from siftkit.study.leaderboard import leaderboard_markdown, verdict_sentences
@@ -45,9 +45,10 @@ def _interval(mean: float, low: float, high: float, *, signed: bool = False) -> 
     return f"{fmt(mean)} [{fmt(low)}, {fmt(high)}]"
 
 
-def _group_block(key: tuple[str, str, str, str], variants: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str]:
+def _group_block(
+    key: tuple[str, str, str, str], variants: Mapping[str, Any], spec: Mapping[str, Any], budget: EqualBudget | None
+) -> list[str]:
     one = {key: variants}
-    budget = equal_budget(variants, key[0])  # once: the table and the differences format it
     budgets = {key: budget}
     arms = equal_budget_table(one, budgets)
     diffs = {d["difference"]: d for d in equal_budget_differences(one, budgets)}
@@ -88,14 +89,18 @@ def _group_block(key: tuple[str, str, str, str], variants: Mapping[str, Any], sp
 
 
 def _leaderboard_block(
-    groups: Mapping[tuple, Any], specs: Sequence[Mapping[str, Any]], figures: Path | None, link_root: Path
+    groups: Mapping[tuple, Any],
+    specs: Sequence[Mapping[str, Any]],
+    budgets: Mapping[tuple, EqualBudget | None],
+    figures: Path | None,
+    link_root: Path,
 ) -> list[str]:
     """The benchmark's leaderboard and its generated verdict, when a study spec asks for one;
     each shift's forest figure where `figures` (the summary's figure folder) holds it."""
     entry = leaderboard_spec(specs)
     if entry is None:
         return []
-    board = leaderboard_for(groups, specs)
+    board = leaderboard_for(groups, specs, budgets)
     if not board.cells:
         return []
     shifts = ", ".join(s.shift for s in board.shifts)
@@ -134,11 +139,12 @@ def render_block(
     specs = find_specs(paths) if specs is None else specs
     lines: list[str] = []
     groups = group_runs(load_runs(paths))
+    budgets = equal_budgets(groups)  # once per group: the study's tables and the leaderboard read them
     for key, variants in groups.items():
         spec = spec_for(variants, specs)
         if not spec.get("old_gap"):
             continue  # only a study that names its old gap has verdicts to put on the front page
-        body = _group_block(key, variants, spec)
+        body = _group_block(key, variants, spec, budgets[key])
         if body:
             lines += ([""] if lines else []) + body
     if not lines:
@@ -147,6 +153,7 @@ def render_block(
     lines += _leaderboard_block(
         groups,
         specs,
+        budgets,
         first / "figures" if first is not None and first.is_dir() else None,
         Path(link_root) if link_root is not None else Path.cwd(),
     )
